@@ -1,0 +1,438 @@
+//! Quantities that carry their unit in their type.
+//!
+//! Network rates are quoted in bits per second and memory in bytes; mixing the
+//! two is the classic factor-of-eight bug of migration tooling. Here a
+//! [`BitsPerSec`] and a [`BytesPerSec`] are different types, and the only way
+//! from one to the other is an explicit conversion.
+//!
+//! Every type parses human text at the edge (`"4 GiB"`, `"1 Gbps"`,
+//! `"20 MB/s"`, `"300 ms"`) and prints itself back in the same notation.
+//! Decimal prefixes (`K M G T`) are powers of 1000, binary ones (`Ki Mi Gi Ti`)
+//! powers of 1024.
+
+use std::fmt;
+use std::ops::{Add, AddAssign, Div, Mul, Sub};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a piece of text is not a quantity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not {expected}")]
+pub struct ParseError {
+    text: String,
+    expected: &'static str,
+}
+
+impl ParseError {
+    fn new(text: &str, expected: &'static str) -> Self {
+        Self {
+            text: text.to_owned(),
+            expected,
+        }
+    }
+}
+
+/// Splits `"4.5 GiB"` into `(4.5, "GiB")`; the space is optional.
+fn split_number(text: &str) -> Option<(f64, &str)> {
+    let text = text.trim();
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_' || c == 'e' || c == '-' || c == '+'))
+        .unwrap_or(text.len());
+    // An exponent is only part of the number if digits follow it ("1e3"), so
+    // fall back to the longest prefix that parses.
+    let mut end = end;
+    while end > 0 {
+        let number = text[..end].replace('_', "");
+        if let Ok(value) = number.parse::<f64>() {
+            return Some((value, text[end..].trim()));
+        }
+        end -= 1;
+    }
+    None
+}
+
+fn parse_scaled(
+    text: &str,
+    units: &[(&str, f64)],
+    expected: &'static str,
+) -> Result<f64, ParseError> {
+    let (value, unit) = split_number(text).ok_or_else(|| ParseError::new(text, expected))?;
+    let scale = units
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .map(|(_, scale)| *scale)
+        .ok_or_else(|| ParseError::new(text, expected))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(ParseError::new(text, expected));
+    }
+    Ok(value * scale)
+}
+
+const KIB: f64 = 1024.0;
+const SIZE_UNITS: &[(&str, f64)] = &[
+    ("B", 1.0),
+    ("KB", 1e3),
+    ("MB", 1e6),
+    ("GB", 1e9),
+    ("TB", 1e12),
+    ("KiB", KIB),
+    ("MiB", KIB * KIB),
+    ("GiB", KIB * KIB * KIB),
+    ("TiB", KIB * KIB * KIB * KIB),
+];
+const BIT_RATE_UNITS: &[(&str, f64)] = &[
+    ("bps", 1.0),
+    ("Kbps", 1e3),
+    ("Mbps", 1e6),
+    ("Gbps", 1e9),
+    ("Tbps", 1e12),
+];
+const BYTE_RATE_UNITS: &[(&str, f64)] = &[
+    ("B/s", 1.0),
+    ("KB/s", 1e3),
+    ("MB/s", 1e6),
+    ("GB/s", 1e9),
+    ("KiB/s", KIB),
+    ("MiB/s", KIB * KIB),
+    ("GiB/s", KIB * KIB * KIB),
+];
+const DURATION_UNITS: &[(&str, f64)] = &[
+    ("us", 1e-6),
+    ("ms", 1e-3),
+    ("s", 1.0),
+    ("min", 60.0),
+    ("h", 3600.0),
+];
+
+const EXPECTED_SIZE: &str = "a size like \"4 GiB\" (units: B KB MB GB TB KiB MiB GiB TiB)";
+const EXPECTED_BIT_RATE: &str = "a bit rate like \"1 Gbps\" (units: bps Kbps Mbps Gbps Tbps)";
+const EXPECTED_BYTE_RATE: &str =
+    "a byte rate like \"20 MB/s\" (units: B/s KB/s MB/s GB/s KiB/s MiB/s GiB/s)";
+const EXPECTED_DURATION: &str = "a duration like \"300 ms\" (units: us ms s min h)";
+
+/// An amount of memory or data, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bytes(pub u64);
+
+impl Bytes {
+    pub const ZERO: Bytes = Bytes(0);
+
+    pub const fn kib(n: u64) -> Self {
+        Bytes(n * 1024)
+    }
+    pub const fn mib(n: u64) -> Self {
+        Bytes(n * 1024 * 1024)
+    }
+    pub const fn gib(n: u64) -> Self {
+        Bytes(n * 1024 * 1024 * 1024)
+    }
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64
+    }
+    /// Rounds a fractional byte count (as the fluid simulator produces) to the nearest byte.
+    pub fn from_f64(bytes: f64) -> Self {
+        Bytes(bytes.max(0.0).round() as u64)
+    }
+}
+
+impl Add for Bytes {
+    type Output = Bytes;
+    fn add(self, rhs: Bytes) -> Bytes {
+        Bytes(self.0 + rhs.0)
+    }
+}
+impl AddAssign for Bytes {
+    fn add_assign(&mut self, rhs: Bytes) {
+        self.0 += rhs.0;
+    }
+}
+impl Sub for Bytes {
+    type Output = Bytes;
+    fn sub(self, rhs: Bytes) -> Bytes {
+        Bytes(self.0.saturating_sub(rhs.0))
+    }
+}
+impl std::iter::Sum for Bytes {
+    fn sum<I: Iterator<Item = Bytes>>(iter: I) -> Bytes {
+        Bytes(iter.map(|b| b.0).sum())
+    }
+}
+
+/// Time to move `self` at `rate`.
+impl Div<BytesPerSec> for Bytes {
+    type Output = Duration;
+    fn div(self, rate: BytesPerSec) -> Duration {
+        Duration::from_secs_f64(self.as_f64() / rate.0)
+    }
+}
+
+impl FromStr for Bytes {
+    type Err = ParseError;
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        parse_scaled(text, SIZE_UNITS, EXPECTED_SIZE).map(Bytes::from_f64)
+    }
+}
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = [("TiB", 4), ("GiB", 3), ("MiB", 2), ("KiB", 1)];
+        for (name, power) in units {
+            let scale = 1024u64.pow(power);
+            if self.0 >= scale {
+                return write_trimmed(f, self.0 as f64 / scale as f64, name);
+            }
+        }
+        write!(f, "{} B", self.0)
+    }
+}
+
+/// A link or connection rate, in bits per second (how networks are quoted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd)]
+pub struct BitsPerSec(pub f64);
+
+impl BitsPerSec {
+    pub fn mbps(n: f64) -> Self {
+        BitsPerSec(n * 1e6)
+    }
+    pub fn gbps(n: f64) -> Self {
+        BitsPerSec(n * 1e9)
+    }
+    pub fn to_bytes_per_sec(self) -> BytesPerSec {
+        BytesPerSec(self.0 / 8.0)
+    }
+    pub fn min(self, other: BitsPerSec) -> BitsPerSec {
+        BitsPerSec(self.0.min(other.0))
+    }
+}
+
+impl FromStr for BitsPerSec {
+    type Err = ParseError;
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        parse_scaled(text, BIT_RATE_UNITS, EXPECTED_BIT_RATE).map(BitsPerSec)
+    }
+}
+
+impl fmt::Display for BitsPerSec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, scale) in [("Tbps", 1e12), ("Gbps", 1e9), ("Mbps", 1e6), ("Kbps", 1e3)] {
+            if self.0 >= scale {
+                return write_trimmed(f, self.0 / scale, name);
+            }
+        }
+        write_trimmed(f, self.0, "bps")
+    }
+}
+
+/// A rate of bytes, e.g. how fast a guest dirties memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd)]
+pub struct BytesPerSec(pub f64);
+
+impl BytesPerSec {
+    pub const ZERO: BytesPerSec = BytesPerSec(0.0);
+
+    pub fn to_bits_per_sec(self) -> BitsPerSec {
+        BitsPerSec(self.0 * 8.0)
+    }
+}
+
+/// Bytes produced at `self` over a duration.
+impl Mul<Duration> for BytesPerSec {
+    type Output = Bytes;
+    fn mul(self, elapsed: Duration) -> Bytes {
+        Bytes::from_f64(self.0 * elapsed.as_secs_f64())
+    }
+}
+
+impl FromStr for BytesPerSec {
+    type Err = ParseError;
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        parse_scaled(text, BYTE_RATE_UNITS, EXPECTED_BYTE_RATE).map(BytesPerSec)
+    }
+}
+
+impl fmt::Display for BytesPerSec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, scale) in [("GB/s", 1e9), ("MB/s", 1e6), ("KB/s", 1e3)] {
+            if self.0 >= scale {
+                return write_trimmed(f, self.0 / scale, name);
+            }
+        }
+        write_trimmed(f, self.0, "B/s")
+    }
+}
+
+/// Parses `"300 ms"`, `"15 min"`, `"1.5 h"`.
+pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
+    parse_scaled(text, DURATION_UNITS, EXPECTED_DURATION).map(Duration::from_secs_f64)
+}
+
+/// Prints a duration in the notation [`parse_duration`] reads.
+pub fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    let mut out = String::new();
+    let (value, unit) = if secs == 0.0 {
+        (0.0, "s")
+    } else if secs < 1.0 {
+        (secs * 1e3, "ms")
+    } else if secs < 120.0 {
+        (secs, "s")
+    } else if secs < 7200.0 {
+        (secs / 60.0, "min")
+    } else {
+        (secs / 3600.0, "h")
+    };
+    let _ = fmt::write(&mut out, format_args!("{}", Trimmed(value, unit)));
+    out
+}
+
+struct Trimmed<'a>(f64, &'a str);
+
+impl fmt::Display for Trimmed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_trimmed(f, self.0, self.1)
+    }
+}
+
+/// Writes up to three decimals, without trailing zeros: `4 GiB`, `1.5 Gbps`.
+fn write_trimmed(f: &mut fmt::Formatter<'_>, value: f64, unit: &str) -> fmt::Result {
+    let text = format!("{value:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    write!(f, "{text} {unit}")
+}
+
+/// Serde support: every quantity is written as its human string and read
+/// from one. A bare integer is accepted for [`Bytes`] only: a rate or a
+/// duration without its unit is ambiguous.
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrVisitor::<Bytes>::new(EXPECTED_SIZE))
+    }
+}
+impl Serialize for BitsPerSec {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+impl Serialize for BytesPerSec {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+impl<'de> Deserialize<'de> for BitsPerSec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrVisitor::<BitsPerSec>::new(EXPECTED_BIT_RATE))
+    }
+}
+impl<'de> Deserialize<'de> for BytesPerSec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrVisitor::<BytesPerSec>::new(EXPECTED_BYTE_RATE))
+    }
+}
+
+/// Reads a quantity that must be written with its unit.
+struct StrVisitor<T> {
+    expected: &'static str,
+    _marker: std::marker::PhantomData<T>,
+}
+
+impl<T> StrVisitor<T> {
+    fn new(expected: &'static str) -> Self {
+        Self {
+            expected,
+            _marker: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Quantities that may be written as a bare integer.
+trait FromInteger: Sized {
+    fn from_integer(_: u64) -> Option<Self> {
+        None
+    }
+}
+impl FromInteger for Bytes {
+    fn from_integer(n: u64) -> Option<Self> {
+        Some(Bytes(n))
+    }
+}
+impl FromInteger for BitsPerSec {}
+impl FromInteger for BytesPerSec {}
+
+impl<T> de::Visitor<'_> for StrVisitor<T>
+where
+    T: FromStr<Err = ParseError> + FromInteger,
+{
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expected)
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        text.parse().map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+        match u64::try_from(n) {
+            Ok(n) => self.visit_u64(n),
+            Err(_) => Err(E::custom(format!("`{n}` is negative; expected {}", self.expected))),
+        }
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+        T::from_integer(n).ok_or_else(|| {
+            E::custom(format!("`{n}` has no unit; expected {}", self.expected))
+        })
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<T, E> {
+        Err(E::custom(format!("`{n}` has no unit; expected {}", self.expected)))
+    }
+}
+
+/// `#[serde(with = "evac_model::units::human_duration")]` for `std::time::Duration` fields.
+pub mod human_duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_duration(*duration))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        deserializer.deserialize_any(StrVisitor::<DurationValue>::new(EXPECTED_DURATION)).map(|d| d.0)
+    }
+
+    struct DurationValue(Duration);
+
+    impl FromInteger for DurationValue {}
+
+    impl FromStr for DurationValue {
+        type Err = ParseError;
+        fn from_str(text: &str) -> Result<Self, ParseError> {
+            parse_duration(text).map(DurationValue)
+        }
+    }
+
+    /// The same for `Option<Duration>` fields.
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            duration: &Option<Duration>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match duration {
+                Some(d) => serializer.serialize_str(&format_duration(*d)),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(deserializer).map(Some)
+        }
+    }
+}
