@@ -1,1 +1,599 @@
-//! placeholder
+//! # evac-sim
+//!
+//! A fast, event-driven simulator of many precopy live migrations over a
+//! shared wide-area network, exact to a written model so that its results
+//! can be checked by hand. It is one driver of the sans-IO controller in
+//! `evac-controller` (the QEMU backend is another): it feeds the controller
+//! [`Observations`] and carries out its [`Action`]s.
+//!
+//! ## The model
+//! - Links: the WAN (capacity `wan_bandwidth`, or the trace's value at that
+//!   instant) and every host's NIC. A migration is `multifd_channels` TCP
+//!   connections from its source NIC through the WAN to its destination NIC;
+//!   each connection carries at most `tcp_window / wan_rtt`, the migration at
+//!   most its `max_bandwidth`. Rates are the max-min fair allocation of the
+//!   connections over the links ([`fair_share`]), recomputed whenever the set
+//!   of migrations, a cap or a capacity changes.
+//! - Live (precopy): round 1 sends the whole memory. During a round the guest
+//!   dirties `min(working_set, dirty_rate × elapsed)` bytes. At the round's
+//!   end, with `D` the dirtied bytes and `r` the round's average rate: if
+//!   `D / r <= downtime_limit` or the round count reached `max_rounds`, the
+//!   VM pauses and `D` is sent (stop-and-copy, whose duration is the
+//!   downtime); otherwise the next round sends `D`.
+//! - Offline: the VM pauses at once and its whole memory is sent.
+//! - A host that powers off loses every VM still on it, mid-migration or not.
+//! - The controller is consulted every control period and at once whenever a
+//!   migration ends. An evacuation ends when every VM has migrated or is
+//!   lost, or when the controller starts nothing while nothing is in flight
+//!   (the VMs it left are lost: they never started).
+//!
+//! Between events every rate is constant, so a migration's progress is a
+//! linear function of time, kept lazily: a round ending touches one
+//! migration, and only a change of rates costs a pass over those in flight.
+//! Nothing costs a pass over all VMs.
+
+pub mod fair_share;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use evac_controller::{Action, Controller, EndOutcome, Ended, MigrationObs, Observations, Phase, Retune};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Network, VmId};
+use evac_report::{Outcome, RunResult, TimelinePoint, VmRecord};
+
+use fair_share::{Demand, FairShare};
+
+/// The WAN's index among the links; host `h`'s NIC is link `h + 1`.
+const WAN: usize = 0;
+
+/// Times closer than this are one instant (float rounding of event times).
+const SAME_INSTANT: f64 = 1e-9;
+
+/// Runs an evacuation of `fleet` over `network` under `controller`,
+/// consulting it every `period`.
+pub fn simulate(fleet: &Fleet, network: &Network, period: Duration, controller: &mut dyn Controller) -> RunResult {
+    let mut sim = Simulation::new(fleet, network, period);
+    sim.run(controller);
+    sim.into_result(controller.name())
+}
+
+/// A migration in flight.
+#[derive(Debug, Clone)]
+struct Flow {
+    vm: VmId,
+    destination: HostId,
+    params: MigrationParams,
+    phase: Phase,
+    /// Precopy rounds started so far.
+    round: u32,
+    started_at: f64,
+    round_started_at: f64,
+    /// Bytes this round (or the stop-and-copy) sends.
+    round_bytes: f64,
+    /// Bytes of this round sent by `as_of`.
+    round_sent: f64,
+    /// Bytes of earlier rounds.
+    earlier_rounds: f64,
+    as_of: f64,
+    /// Current rate, bytes per second.
+    rate: f64,
+    demand: Demand,
+    /// Bumped whenever the round's end time changes, to spot stale events.
+    generation: u64,
+    paused_at: Option<f64>,
+}
+
+impl Flow {
+    fn catch_up(&mut self, now: f64) {
+        self.round_sent = (self.round_sent + self.rate * (now - self.as_of)).min(self.round_bytes);
+        self.as_of = now;
+    }
+
+    fn round_ends_at(&self) -> f64 {
+        let left = self.round_bytes - self.round_sent;
+        if left <= 0.0 {
+            self.as_of
+        } else if self.rate > 0.0 {
+            self.as_of + left / self.rate
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    fn sent(&self) -> f64 {
+        self.earlier_rounds + self.round_sent
+    }
+}
+
+/// A round's end, in the event queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RoundEnd {
+    at: f64,
+    vm: VmId,
+    generation: u64,
+}
+
+impl Eq for RoundEnd {}
+impl PartialOrd for RoundEnd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for RoundEnd {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.total_cmp(&other.at).then(self.vm.cmp(&other.vm))
+    }
+}
+
+/// What became of a VM so far.
+#[derive(Debug, Clone, Default)]
+struct VmProgress {
+    destination: Option<HostId>,
+    start: Option<f64>,
+    end: Option<f64>,
+    downtime: Option<f64>,
+    rounds: Option<u32>,
+    /// Bytes sent over all attempts.
+    sent: f64,
+    migrated: bool,
+    lost: bool,
+}
+
+struct Simulation<'a> {
+    fleet: &'a Fleet,
+    network: &'a Network,
+    period: f64,
+    now: f64,
+    capacity: Vec<f64>,
+    /// Per link: bytes carried up to `links_as_of`, and the current load.
+    carried: Vec<f64>,
+    load: Vec<f64>,
+    links_as_of: f64,
+    flows: Vec<Flow>,
+    /// Where each VM's flow is in `flows`.
+    slot: Vec<Option<usize>>,
+    round_ends: BinaryHeap<Reverse<RoundEnd>>,
+    fair_share: FairShare,
+    demands: Vec<Demand>,
+    rates: Vec<f64>,
+    next_trace: usize,
+    /// Hosts that will lose power, latest first.
+    power_offs: Vec<(f64, HostId)>,
+    progress: Vec<VmProgress>,
+    unresolved: usize,
+    ended: Vec<Ended>,
+    observations: Observations,
+    timeline: Vec<TimelinePoint>,
+    last_tick: (f64, f64),
+    connection_cap: f64,
+}
+
+impl<'a> Simulation<'a> {
+    fn new(fleet: &'a Fleet, network: &'a Network, period: Duration) -> Self {
+        let links = fleet.hosts.len() + 1;
+        let mut capacity = vec![0.0; links];
+        capacity[WAN] = network.capacity_at(Duration::ZERO).to_bytes_per_sec().0;
+        for (h, host) in fleet.hosts.iter().enumerate() {
+            capacity[h + 1] = host.nic.to_bytes_per_sec().0;
+        }
+        let mut power_offs: Vec<(f64, HostId)> = fleet
+            .host_ids()
+            .filter_map(|h| fleet.host(h).power_off_at.map(|t| (t.as_secs_f64(), h)))
+            .collect();
+        power_offs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Self {
+            fleet,
+            network,
+            period: period.as_secs_f64(),
+            now: 0.0,
+            capacity,
+            carried: vec![0.0; links],
+            load: vec![0.0; links],
+            links_as_of: 0.0,
+            flows: Vec::new(),
+            slot: vec![None; fleet.vms.len()],
+            round_ends: BinaryHeap::new(),
+            fair_share: FairShare::default(),
+            demands: Vec::new(),
+            rates: Vec::new(),
+            next_trace: network.wan_trace.iter().take_while(|p| p.at.is_zero()).count(),
+            power_offs,
+            progress: vec![VmProgress::default(); fleet.vms.len()],
+            unresolved: fleet.vms.len(),
+            ended: Vec::new(),
+            observations: Observations {
+                host_tx: vec![Bytes::ZERO; fleet.hosts.len()],
+                ..Observations::default()
+            },
+            timeline: Vec::new(),
+            last_tick: (0.0, 0.0),
+            connection_cap: network.connection_cap().to_bytes_per_sec().0,
+        }
+    }
+
+    fn run(&mut self, controller: &mut dyn Controller) {
+        let mut next_tick: f64 = 0.0;
+        loop {
+            let next_round_end = self.next_round_end();
+            let next_trace = self
+                .network
+                .wan_trace
+                .get(self.next_trace)
+                .map_or(f64::INFINITY, |p| p.at.as_secs_f64());
+            let next_power_off = self.power_offs.last().map_or(f64::INFINITY, |p| p.0);
+            if next_round_end.is_infinite() && next_trace.is_infinite() && next_power_off.is_infinite() && !self.flows.is_empty() {
+                // Nothing in flight can ever move again (the WAN is down for
+                // good): what is in flight is stuck, and so lost.
+                break;
+            }
+            let next = next_tick.min(next_round_end).min(next_trace).min(next_power_off);
+            self.now = next;
+            let mut rates_changed = false;
+            // At one instant: rounds end first (a migration that ends as its
+            // host dies is saved), then the network changes, then hosts die.
+            while self.next_round_end() <= next + SAME_INSTANT {
+                let Reverse(event) = self.round_ends.pop().expect("peeked");
+                rates_changed |= self.end_round(event.vm);
+            }
+            while self.network.wan_trace.get(self.next_trace).is_some_and(|p| p.at.as_secs_f64() <= next) {
+                self.capacity[WAN] = self.network.wan_trace[self.next_trace].bandwidth.to_bytes_per_sec().0;
+                self.next_trace += 1;
+                rates_changed = true;
+            }
+            while self.power_offs.last().is_some_and(|p| p.0 <= next) {
+                let (_, host) = self.power_offs.pop().expect("checked");
+                rates_changed |= self.power_off(host);
+            }
+            let periodic = next >= next_tick - SAME_INSTANT;
+            if periodic || !self.ended.is_empty() {
+                let actions = self.consult(controller);
+                let idle = actions.is_empty() && self.flows.is_empty();
+                rates_changed |= self.apply(actions);
+                if periodic {
+                    self.record_timeline();
+                    next_tick += self.period;
+                }
+                if self.unresolved == 0 || idle {
+                    if rates_changed {
+                        self.reallocate();
+                    }
+                    break;
+                }
+            }
+            if rates_changed {
+                self.reallocate();
+            }
+        }
+    }
+
+    fn next_round_end(&mut self) -> f64 {
+        while let Some(Reverse(event)) = self.round_ends.peek() {
+            let live = self.slot[event.vm.0].is_some_and(|s| self.flows[s].generation == event.generation);
+            if live {
+                return event.at;
+            }
+            self.round_ends.pop();
+        }
+        f64::INFINITY
+    }
+
+    fn flow_mut(&mut self, vm: VmId) -> Option<&mut Flow> {
+        self.slot[vm.0].map(|s| &mut self.flows[s])
+    }
+
+    /// Handles the end of a flow's round; true if the flow left.
+    fn end_round(&mut self, vm: VmId) -> bool {
+        let now = self.now;
+        let memory = self.fleet.vm(vm);
+        let (dirty_rate, working_set) = (memory.dirty_rate.0, memory.working_set.as_f64());
+        let flow = self.flow_mut(vm).expect("a live event has a flow");
+        flow.round_sent = flow.round_bytes;
+        flow.as_of = now;
+        match flow.phase {
+            Phase::Precopy => {
+                let elapsed = now - flow.round_started_at;
+                let dirtied = (dirty_rate * elapsed).min(working_set);
+                let rate = if elapsed > 0.0 { flow.round_bytes / elapsed } else { f64::INFINITY };
+                let converged = dirtied / rate <= flow.params.downtime_limit.as_secs_f64();
+                flow.earlier_rounds += flow.round_bytes;
+                flow.round_sent = 0.0;
+                flow.round_bytes = dirtied;
+                flow.round_started_at = now;
+                if converged || flow.round >= flow.params.max_rounds {
+                    flow.phase = Phase::StopAndCopy;
+                    flow.paused_at = Some(now);
+                } else {
+                    flow.round += 1;
+                }
+                self.schedule(vm);
+                false
+            }
+            Phase::StopAndCopy | Phase::Offline => {
+                self.finish(vm);
+                true
+            }
+        }
+    }
+
+    fn schedule(&mut self, vm: VmId) {
+        let flow = self.flow_mut(vm).expect("scheduling a flow in flight");
+        flow.generation += 1;
+        let event = RoundEnd {
+            at: flow.round_ends_at(),
+            vm,
+            generation: flow.generation,
+        };
+        if event.at.is_finite() {
+            self.round_ends.push(Reverse(event));
+        }
+    }
+
+    fn remove_flow(&mut self, vm: VmId) -> Flow {
+        let slot = self.slot[vm.0].take().expect("removing a flow in flight");
+        let flow = self.flows.swap_remove(slot);
+        if let Some(moved) = self.flows.get(slot) {
+            self.slot[moved.vm.0] = Some(slot);
+        }
+        flow
+    }
+
+    fn finish(&mut self, vm: VmId) {
+        let now = self.now;
+        let flow = self.remove_flow(vm);
+        let progress = &mut self.progress[vm.0];
+        progress.sent += flow.sent();
+        progress.end = Some(now);
+        progress.downtime = Some(now - flow.paused_at.unwrap_or(flow.started_at));
+        progress.rounds = Some(if flow.params.mode == Mode::Offline { 0 } else { flow.round });
+        progress.migrated = true;
+        self.unresolved -= 1;
+        self.ended.push(Ended {
+            vm,
+            outcome: EndOutcome::Completed,
+        });
+    }
+
+    /// Loses every VM of `host` that has not left yet; true if flows left.
+    fn power_off(&mut self, host: HostId) -> bool {
+        let now = self.now;
+        let mut flows_left = false;
+        for vm in self.fleet.vm_ids().filter(|&vm| self.fleet.vm(vm).host == host) {
+            if let Some(slot) = self.slot[vm.0] {
+                self.flows[slot].catch_up(now);
+                let flow = self.remove_flow(vm);
+                self.progress[vm.0].sent += flow.sent();
+                self.ended.push(Ended {
+                    vm,
+                    outcome: EndOutcome::Lost,
+                });
+                flows_left = true;
+            }
+            let progress = &mut self.progress[vm.0];
+            if !progress.migrated && !progress.lost {
+                progress.lost = true;
+                self.unresolved -= 1;
+            }
+        }
+        flows_left
+    }
+
+    fn consult(&mut self, controller: &mut dyn Controller) -> Vec<Action> {
+        self.advance_links();
+        let now = self.now;
+        let obs = &mut self.observations;
+        obs.now = Duration::from_secs_f64(now);
+        obs.ended.clear();
+        obs.ended.append(&mut self.ended);
+        obs.migrations.clear();
+        for flow in &self.flows {
+            let round_sent = (flow.round_sent + flow.rate * (now - flow.as_of)).min(flow.round_bytes);
+            obs.migrations.push(MigrationObs {
+                vm: flow.vm,
+                destination: flow.destination,
+                phase: flow.phase,
+                round: flow.round,
+                started_at: Duration::from_secs_f64(flow.started_at),
+                bytes_sent: Bytes::from_f64(flow.earlier_rounds + round_sent),
+                bytes_remaining: Bytes::from_f64(flow.round_bytes - round_sent),
+                rate: BytesPerSec(flow.rate).to_bits_per_sec(),
+                dirty_rate: if flow.paused_at.is_some() {
+                    BytesPerSec::ZERO
+                } else {
+                    self.fleet.vm(flow.vm).dirty_rate
+                },
+                params: flow.params,
+            });
+        }
+        for (h, tx) in obs.host_tx.iter_mut().enumerate() {
+            *tx = Bytes::from_f64(self.carried[h + 1]);
+        }
+        obs.wan_bytes = Bytes::from_f64(self.carried[WAN]);
+        controller.on_tick(obs)
+    }
+
+    /// Carries out the controller's actions; true if rates must be recomputed.
+    fn apply(&mut self, actions: Vec<Action>) -> bool {
+        let now = self.now;
+        let mut rates_changed = false;
+        for action in actions {
+            match action {
+                Action::Start { vm, destination, params } => {
+                    if self.slot[vm.0].is_some() || self.progress[vm.0].migrated || self.progress[vm.0].lost {
+                        continue;
+                    }
+                    self.start(vm, destination, params);
+                    rates_changed = true;
+                }
+                Action::Retune { vm, change } => {
+                    let connection_cap = self.connection_cap;
+                    let Some(flow) = self.flow_mut(vm) else { continue };
+                    match change {
+                        Retune::MaxBandwidth(cap) => {
+                            flow.params.max_bandwidth = cap;
+                            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                            rates_changed = true;
+                        }
+                        Retune::DowntimeLimit(limit) => flow.params.downtime_limit = limit,
+                        Retune::AutoConverge(on) => flow.params.auto_converge = on,
+                    }
+                }
+                Action::SwitchToOffline { vm } => {
+                    let (dirty_rate, working_set) = {
+                        let spec = self.fleet.vm(vm);
+                        (spec.dirty_rate.0, spec.working_set.as_f64())
+                    };
+                    let Some(flow) = self.flow_mut(vm) else { continue };
+                    if flow.phase != Phase::Precopy {
+                        continue;
+                    }
+                    // What is left of the round plus what the guest dirtied
+                    // since the round began goes in one paused copy.
+                    flow.catch_up(now);
+                    let dirtied = (dirty_rate * (now - flow.round_started_at)).min(working_set);
+                    flow.earlier_rounds += flow.round_sent;
+                    flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
+                    flow.round_sent = 0.0;
+                    flow.phase = Phase::StopAndCopy;
+                    flow.paused_at = Some(now);
+                    self.schedule(vm);
+                }
+                Action::Cancel { vm } => {
+                    let Some(flow) = self.flow_mut(vm) else { continue };
+                    flow.catch_up(now);
+                    let flow = self.remove_flow(vm);
+                    self.progress[vm.0].sent += flow.sent();
+                    self.ended.push(Ended {
+                        vm,
+                        outcome: EndOutcome::Failed {
+                            reason: "cancelled".to_owned(),
+                        },
+                    });
+                    rates_changed = true;
+                }
+            }
+        }
+        rates_changed
+    }
+
+    fn start(&mut self, vm: VmId, destination: HostId, params: MigrationParams) {
+        let spec = self.fleet.vm(vm);
+        let offline = params.mode == Mode::Offline;
+        let progress = &mut self.progress[vm.0];
+        progress.destination = Some(destination);
+        progress.start = Some(self.now);
+        self.slot[vm.0] = Some(self.flows.len());
+        self.flows.push(Flow {
+            vm,
+            destination,
+            params,
+            phase: if offline { Phase::Offline } else { Phase::Precopy },
+            round: u32::from(!offline),
+            started_at: self.now,
+            round_started_at: self.now,
+            round_bytes: spec.memory.as_f64(),
+            round_sent: 0.0,
+            earlier_rounds: 0.0,
+            as_of: self.now,
+            rate: 0.0,
+            demand: Demand {
+                links: [WAN, spec.host.0 + 1, destination.0 + 1],
+                weight: f64::from(params.multifd_channels.max(1)),
+                cap: demand_cap(&params, self.connection_cap),
+            },
+            generation: 0,
+            paused_at: offline.then_some(self.now),
+        });
+    }
+
+    /// Brings every link's carried bytes up to now.
+    fn advance_links(&mut self) {
+        let elapsed = self.now - self.links_as_of;
+        if elapsed > 0.0 {
+            for (carried, load) in self.carried.iter_mut().zip(&self.load) {
+                *carried += load * elapsed;
+            }
+        }
+        self.links_as_of = self.now;
+    }
+
+    /// Recomputes every rate, and with them every round's end.
+    fn reallocate(&mut self) {
+        let now = self.now;
+        self.advance_links();
+        self.demands.clear();
+        for flow in &mut self.flows {
+            flow.catch_up(now);
+            self.demands.push(flow.demand);
+        }
+        self.fair_share.allocate(&self.capacity, &self.demands, &mut self.rates);
+        self.load.iter_mut().for_each(|l| *l = 0.0);
+        let mut events = std::mem::take(&mut self.round_ends).into_vec();
+        events.clear();
+        for (flow, &rate) in self.flows.iter_mut().zip(&self.rates) {
+            flow.rate = rate;
+            flow.generation += 1;
+            for &l in fair_share::unique_links(&flow.demand.links) {
+                self.load[l] += rate;
+            }
+            let at = flow.round_ends_at();
+            if at.is_finite() {
+                events.push(Reverse(RoundEnd {
+                    at,
+                    vm: flow.vm,
+                    generation: flow.generation,
+                }));
+            }
+        }
+        self.round_ends = BinaryHeap::from(events);
+    }
+
+    fn record_timeline(&mut self) {
+        let (last_t, last_wan) = self.last_tick;
+        let throughput = if self.now > last_t {
+            (self.carried[WAN] - last_wan) * 8.0 / (self.now - last_t)
+        } else {
+            0.0
+        };
+        self.timeline.push(TimelinePoint {
+            t_s: self.now,
+            wan_capacity_bps: Some(self.capacity[WAN] * 8.0),
+            wan_throughput_bps: throughput,
+            in_flight: self.flows.len(),
+        });
+        self.last_tick = (self.now, self.carried[WAN]);
+    }
+
+    fn into_result(self, policy: &str) -> RunResult {
+        let fleet = self.fleet;
+        let records = fleet
+            .vm_ids()
+            .map(|id| {
+                let vm = fleet.vm(id);
+                let p = &self.progress[id.0];
+                let migrated = p.migrated;
+                VmRecord {
+                    name: vm.name.clone(),
+                    host: fleet.host(vm.host).name.clone(),
+                    destination: p.destination.map(|d| fleet.host(d).name.clone()),
+                    start_s: p.start,
+                    end_s: p.end,
+                    migration_time_s: p.end.zip(p.start).map(|(end, start)| end - start),
+                    downtime_s: p.downtime,
+                    rounds: p.rounds,
+                    bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent).0),
+                    outcome: if migrated { Outcome::Migrated } else { Outcome::Lost },
+                }
+            })
+            .collect();
+        RunResult::summarize(policy, fleet, self.network, records, self.timeline)
+    }
+}
+
+/// A migration's cap: its connections' window limit and its bandwidth cap.
+fn demand_cap(params: &MigrationParams, connection_cap: f64) -> f64 {
+    let windows = connection_cap * f64::from(params.multifd_channels.max(1));
+    params
+        .max_bandwidth
+        .map_or(windows, |cap: BitsPerSec| windows.min(cap.to_bytes_per_sec().0))
+}
