@@ -1,1 +1,122 @@
-fn main() {}
+//! `evac`: plan and run the evacuation of a data center's VMs over a WAN.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use evac_controller::{Evacuation, Order, PolicyKind};
+use evac_report::RunResult;
+use evac_scenario::Scenario;
+
+#[derive(Parser)]
+#[command(name = "evac", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate an evacuation (the embedded default scenario if none is given).
+    Simulate {
+        /// Scenario file (TOML).
+        scenario: Option<PathBuf>,
+        #[command(flatten)]
+        controller: ControllerArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// Overrides of the scenario's `[controller]` table.
+#[derive(Args)]
+struct ControllerArgs {
+    /// sequential, parallel, static, aimd-local or aimd-global.
+    #[arg(long, value_parser = parse_with::<PolicyKind>)]
+    policy: Option<PolicyKind>,
+    /// as-listed, smallest-first, largest-first or priority.
+    #[arg(long, value_parser = parse_with::<Order>)]
+    order: Option<Order>,
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    /// Write the full result as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write one CSV row per VM.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Draw the timeline and every VM's migration as an SVG picture.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+}
+
+fn parse_with<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, String> {
+    text.parse()
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Simulate {
+            scenario,
+            controller,
+            output,
+        } => simulate(scenario.as_deref(), &controller, &output),
+    }
+}
+
+fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs) -> Result<()> {
+    let mut scenario = match path {
+        Some(path) => Scenario::from_path(path)?,
+        None => Scenario::embedded_default(),
+    };
+    if let Some(policy) = overrides.policy {
+        scenario.controller.policy = policy;
+    }
+    if let Some(order) = overrides.order {
+        scenario.controller.order = order;
+    }
+    println!(
+        "{}: {} VMs ({}) on {} hosts, WAN {} / {} RTT",
+        scenario.name,
+        scenario.fleet.vms.len(),
+        scenario.fleet.total_memory(),
+        scenario.fleet.hosts.len(),
+        scenario.network.wan_bandwidth,
+        evac_model::format_duration(scenario.network.wan_rtt),
+    );
+    let mut controller = Evacuation::new(
+        scenario.fleet.clone(),
+        scenario.migration,
+        scenario.controller.clone(),
+    );
+    let result = evac_sim::simulate(
+        &scenario.fleet,
+        &scenario.network,
+        scenario.controller.period,
+        &mut controller,
+    );
+    println!("{}", evac_report::summary_table(&result));
+    write_outputs(&result, output)
+}
+
+fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {
+    if let Some(path) = &output.json {
+        std::fs::write(path, result.to_json()).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &output.csv {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        evac_report::write_csv(result, BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &output.plot {
+        evac_report::plot::write_svg(result, path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

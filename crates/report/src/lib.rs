@@ -17,7 +17,10 @@
 //!   own time together, as the published metric does.
 //!
 //! [`RunResult`] serializes to the JSON documented in the README; [`write_csv`]
-//! writes one row per VM; [`summary_table`] renders the terminal summary.
+//! writes one row per VM; [`summary_table`] renders the terminal summary;
+//! [`plot::write_svg`] draws the timeline.
+
+pub mod plot;
 
 use std::io::Write;
 use std::time::Duration;

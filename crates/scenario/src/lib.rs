@@ -1,1 +1,181 @@
-//! placeholder
+//! # evac-scenario
+//!
+//! Reads a scenario file: the hosts and VMs of an evacuation, the WAN
+//! between the two sites, how each migration is run, and how the controller
+//! decides. A scenario is checked in full before anything runs: a bad file
+//! is refused with its path, the line, the field and what was expected:
+//!
+//! ```text
+//! scenarios/x.toml:12: field `memory` of [[vm]] "web-1": `4 GB/s` is not a size like "4 GiB" (units: B KB MB GB TB KiB MiB GiB TiB)
+//! ```
+//!
+//! [`Scenario::from_path`] reads a file, [`Scenario::from_toml_str`] a text,
+//! and [`Scenario::embedded_default`] is an evacuation worth looking at
+//! that ships inside the binary (`scenarios/default.toml`).
+//!
+//! ## The format
+//!
+//! ```toml
+//! name = "two-site evacuation"     # default: the file's name
+//! seed = 42                        # drives generated VMs; default 0 (at most 2^63 - 1, TOML's largest integer)
+//!
+//! [network]
+//! wan_bandwidth = "1 Gbps"         # source site -> destination site bottleneck (required)
+//! wan_rtt = "50 ms"                # default 1 ms
+//! tcp_window = "4 MiB"             # default 4 MiB; one TCP connection carries at most tcp_window / wan_rtt
+//! wan_trace = [ { at = "0 s", bandwidth = "1 Gbps" }, { at = "120 s", bandwidth = "400 Mbps" } ]
+//!                                  # optional, piecewise constant, `at` strictly increasing;
+//!                                  # before the first point the WAN has wan_bandwidth
+//!
+//! [migration]                      # optional, as is each field; the values shown are the defaults
+//! mode = "live"                    # live (precopy) | offline
+//! downtime_limit = "300 ms"
+//! max_rounds = 30                  # then forced stop-and-copy
+//! multifd_channels = 1             # parallel TCP connections per migration
+//! max_bandwidth = "unlimited"      # per-migration cap, like QEMU's max-bandwidth
+//! auto_converge = false
+//!
+//! [controller]                     # optional, as is each field (see evac_controller::ControllerConfig);
+//!                                  # the values shown are the defaults
+//! policy = "sequential"            # sequential | parallel | static | aimd-local | aimd-global
+//! period = "1 s"
+//!
+//! [[host]]
+//! name = "src-1"
+//! site = "source"                  # source | destination
+//! nic = "10 Gbps"
+//! power_off_at = "15 min"          # optional, source hosts only: VMs still there then are lost
+//!
+//! [[host]]
+//! name = "dst-1"
+//! site = "destination"
+//! nic = "10 Gbps"
+//! memory = "512 GiB"               # destination hosts only: room for incoming VMs (default unbounded)
+//!
+//! [[vm]]
+//! name = "web-1"
+//! host = "src-1"                   # a source host
+//! memory = "4 GiB"
+//! dirty_rate = "20 MB/s"           # default 0
+//! working_set = "512 MiB"          # default = memory; at most memory
+//! priority = 1                     # default 1; larger matters more
+//! destination = "dst-1"            # optional pin to a destination host
+//!
+//! [[vm_group]]                     # many VMs at once, named <prefix>-1 ... <prefix>-<count>
+//! prefix = "batch"
+//! count = 100
+//! host = "round-robin"             # or one source host's name; round-robin goes over
+//!                                  # the source hosts in file order: batch-1 on the first
+//! memory = { dist = "uniform", min = "1 GiB", max = "8 GiB" }
+//! dirty_rate = "10 MB/s"           # default 0
+//! working_set = "256 MiB"          # default = memory; clipped to each VM's memory
+//! priority = 1
+//! destination = "dst-1"            # optional, as for [[vm]]
+//! ```
+//!
+//! The fleet lists the hosts in file order, then the VMs of the `[[vm]]`
+//! and `[[vm_group]]` entries in file order. Names of hosts must be unique,
+//! and so must those of VMs, generated ones included.
+//!
+//! ### Units
+//!
+//! | quantity | units |
+//! |---|---|
+//! | size | `B KB MB GB TB` (powers of 1000), `KiB MiB GiB TiB` (powers of 1024) |
+//! | bit rate | `bps Kbps Mbps Gbps Tbps` (powers of 1000) |
+//! | byte rate | `B/s KB/s MB/s GB/s` (powers of 1000), `KiB/s MiB/s GiB/s` (powers of 1024) |
+//! | duration | `us ms s min h` |
+//!
+//! Networks are quoted in bits, memory and dirty rates in bytes; writing one
+//! for the other is an error, not a silent factor of eight.
+//!
+//! ### Distributions
+//!
+//! The `memory`, `dirty_rate` and `working_set` of a `[[vm_group]]` are a
+//! fixed quantity or a distribution each VM draws from:
+//!
+//! ```toml
+//! memory = { dist = "uniform", min = "1 GiB", max = "8 GiB" }
+//! memory = { dist = "lognormal", median = "2 GiB", sigma = 0.8 }               # optional min, max clamps
+//! memory = { dist = "choice", values = ["1 GiB", "4 GiB"], weights = [3, 1] }  # weights optional
+//! ```
+//!
+//! Drawn sizes are rounded to whole MiB and drawn rates to whole B/s (then
+//! kept within `min` and `max`); a `choice` yields its values as written.
+//! Draws come from ChaCha8 keyed by `seed`, with a stream of its own for
+//! each group and quantity: the same file and seed always give the same
+//! fleet, and adding a group or a distribution leaves every other draw as
+//! it was.
+//!
+//! ### What is refused
+//!
+//! Besides malformed TOML, unknown keys (in every table), missing required
+//! fields and values of the wrong type or unit: no source or no destination
+//! host; duplicate host or VM names; a VM or group on an unknown host or a
+//! destination host; a pinned destination that is unknown or a source host;
+//! `power_off_at` on a destination host (only source hosts lose power in
+//! this model) or `memory` on a source host; a zero NIC, WAN bandwidth, TCP
+//! window, trace bandwidth, bandwidth cap, VM memory or destination memory;
+//! a trace whose `at` values are out of order; a `[[vm]]` whose working set
+//! exceeds its memory; a group of `count = 0` (or over a million); `multifd_channels = 0`;
+//! `max_rounds = 0` in live mode; a controller period or in-flight limit of
+//! 0; a VM larger than every destination's room (or than its pinned
+//! destination's), VMs pinned to a destination beyond its room, and VMs
+//! whose memory in all exceeds that of the destinations when every
+//! destination's room is bounded.
+
+mod error;
+mod load;
+mod locate;
+mod raw;
+mod spec;
+
+use std::path::Path;
+
+use evac_controller::ControllerConfig;
+use evac_model::{Fleet, MigrationParams, Network};
+
+pub use error::{Location, ScenarioError};
+
+/// The text of the embedded default scenario, `scenarios/default.toml`.
+pub const DEFAULT_SCENARIO_TOML: &str = include_str!("../../../scenarios/default.toml");
+
+/// How error messages name the embedded default scenario.
+const EMBEDDED_ORIGIN: &str = "<embedded default>";
+
+/// Everything an evacuation run needs to know, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    /// Drives the generated VMs (and any other randomness of a run).
+    pub seed: u64,
+    pub network: Network,
+    pub migration: MigrationParams,
+    pub controller: ControllerConfig,
+    /// Hosts in file order, then VMs: `[[vm]]` entries and `[[vm_group]]`
+    /// expansions in file order.
+    pub fleet: Fleet,
+}
+
+impl Scenario {
+    /// Reads and checks the scenario file at `path`.
+    pub fn from_path(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Reads and checks a scenario from its text. `origin` names the text in
+    /// error messages (a file path, or `"<embedded default>"`).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        load::load(text, origin)
+    }
+
+    /// The embedded default scenario: [`DEFAULT_SCENARIO_TOML`].
+    pub fn embedded_default() -> Scenario {
+        Self::from_toml_str(DEFAULT_SCENARIO_TOML, EMBEDDED_ORIGIN)
+            .unwrap_or_else(|error| panic!("the embedded default scenario is valid: {error}"))
+    }
+}

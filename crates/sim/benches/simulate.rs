@@ -1,1 +1,30 @@
-fn main() {}
+//! Simulating the 10,000-VM evacuation of `scenarios/bench-10k.toml`.
+//!
+//! `cargo bench -p evac-sim` (the figures are quoted in the README).
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use evac_controller::{Evacuation, PolicyKind};
+use evac_scenario::Scenario;
+
+fn bench(c: &mut Criterion) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/bench-10k.toml");
+    let scenario = Scenario::from_path(&path).expect("the benchmark scenario parses");
+    let mut group = c.benchmark_group("simulate 10k VMs");
+    group.sample_size(10);
+    for policy in [PolicyKind::Sequential, PolicyKind::Static, PolicyKind::AimdGlobal, PolicyKind::Parallel] {
+        group.bench_function(policy.as_str(), |b| {
+            b.iter(|| {
+                let mut config = scenario.controller.clone();
+                config.policy = policy;
+                let mut controller = Evacuation::new(scenario.fleet.clone(), scenario.migration, config.clone());
+                evac_sim::simulate(&scenario.fleet, &scenario.network, config.period, &mut controller)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,474 @@
+//! One migration attempt: a fresh destination QEMU, the QMP dance on both
+//! ends, and watching it to its end.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use evac_controller::Retune;
+use evac_model::{MigrationParams, Mode};
+use evac_qmp::{
+    MigrationCapability, MigrationInfo, MigrationParameters, MigrationStatus, Qmp, RunState,
+};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::inventory::HostSpec;
+
+/// "Unlimited" bandwidth for QEMU: 1 TB/s.
+pub(crate) const UNLIMITED_BYTES_PER_SEC: u64 = 1 << 40;
+
+/// A request from the main loop to a running attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Control {
+    Retune(Retune),
+    Offline,
+    Cancel,
+}
+
+/// What the main loop may read of an attempt while it runs.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// `migrate` was accepted: `query-migrate` on the source is this attempt's.
+    pub migrating: bool,
+    /// We paused the source (offline mode or a switch to offline).
+    pub paused_by_us: bool,
+    /// A cancel was asked for: however it ends short of completion, it was cancelled.
+    pub cancel_asked: bool,
+}
+
+pub(crate) struct AttemptCtx {
+    pub vm: String,
+    pub attempt: u32,
+    pub src: Qmp,
+    pub dst_host: HostSpec,
+    pub qemu_args: Vec<String>,
+    pub run_dir: PathBuf,
+    pub params: MigrationParams,
+}
+
+#[derive(Debug)]
+pub(crate) enum AttemptResult {
+    Completed {
+        info: Box<MigrationInfo>,
+        dst_pid: u32,
+        dst_qmp: PathBuf,
+    },
+    Failed {
+        reason: String,
+        transferred: u64,
+    },
+}
+
+/// The destination QEMU: killed on drop unless released.
+struct DstProcess {
+    child: Option<tokio::process::Child>,
+}
+
+impl Drop for DstProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+fn log(vm: &str, attempt: u32, message: impl std::fmt::Display) {
+    eprintln!("evac-qemu: {vm} (attempt {attempt}): {message}");
+}
+
+/// Replaces the placeholders of an `incoming_command`.
+pub(crate) fn expand_template(host: &HostSpec, vm: &str) -> Vec<String> {
+    host.incoming_command
+        .split_whitespace()
+        .map(|token| {
+            token
+                .replace("{host}", &host.name)
+                .replace("{netns}", host.netns.as_deref().unwrap_or(""))
+                .replace("{address}", host.migration_address.as_deref().unwrap_or(""))
+                .replace("{vm}", vm)
+        })
+        .collect()
+}
+
+pub(crate) async fn run_attempt(
+    ctx: AttemptCtx,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    progress: Arc<Mutex<Progress>>,
+) -> AttemptResult {
+    let mut dst = DstProcess { child: None };
+    let sock = ctx
+        .run_dir
+        .join(format!("dst-{}-{}.qmp", ctx.vm, ctx.attempt));
+    match drive(&ctx, &sock, &mut control, &progress, &mut dst).await {
+        Ok(info) => {
+            let child = dst
+                .child
+                .take()
+                .expect("a completed attempt has a destination");
+            let dst_pid = child.id().unwrap_or(0);
+            drop(child); // released: it is the VM now
+            if let Err(e) = ctx.src.quit().await {
+                log(
+                    &ctx.vm,
+                    ctx.attempt,
+                    format!("quit on the source failed: {e}"),
+                );
+            }
+            AttemptResult::Completed {
+                info: Box::new(info),
+                dst_pid,
+                dst_qmp: sock,
+            }
+        }
+        Err(reason) => {
+            let (paused_by_us, cancelled) = {
+                let p = progress.lock().unwrap();
+                (p.paused_by_us, p.cancel_asked)
+            };
+            let reason = if cancelled {
+                "cancelled".to_owned()
+            } else {
+                reason
+            };
+            log(&ctx.vm, ctx.attempt, format!("failed: {reason}"));
+            let transferred = recover(&ctx, &mut dst, paused_by_us).await;
+            progress.lock().unwrap().migrating = false;
+            AttemptResult::Failed {
+                reason,
+                transferred,
+            }
+        }
+    }
+}
+
+/// After a failure: the source's migration over, the destination gone, the
+/// guest running on the source. Returns the bytes this attempt sent.
+async fn recover(ctx: &AttemptCtx, dst: &mut DstProcess, paused_by_us: bool) -> u64 {
+    let src = &ctx.src;
+    let began = tokio::time::Instant::now();
+    let mut cancelled = false;
+    let mut transferred = 0;
+    loop {
+        match src.query_migrate().await {
+            Ok(info) => {
+                transferred = info.ram.as_ref().map_or(transferred, |r| r.transferred);
+                match info.status {
+                    None | Some(MigrationStatus::None) => break,
+                    Some(s) if s.is_terminal() => break,
+                    _ => {}
+                }
+            }
+            Err(e) => {
+                log(
+                    &ctx.vm,
+                    ctx.attempt,
+                    format!("source unreachable while recovering: {e}"),
+                );
+                break;
+            }
+        }
+        if !cancelled && began.elapsed() > Duration::from_secs(2) {
+            let _ = src.migrate_cancel().await;
+            cancelled = true;
+        }
+        if began.elapsed() > Duration::from_secs(30) {
+            log(
+                &ctx.vm,
+                ctx.attempt,
+                "the source's migration did not end within 30 s",
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(child) = &mut dst.child {
+        // It exits by itself when the incoming migration fails; reap it.
+        if tokio::time::timeout(Duration::from_secs(3), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        dst.child = None;
+    }
+    match src.query_status().await {
+        Ok(status) if !status.running => {
+            if paused_by_us
+                || matches!(
+                    status.status,
+                    RunState::Postmigrate | RunState::FinishMigrate
+                )
+            {
+                if let Err(e) = src.cont().await {
+                    log(
+                        &ctx.vm,
+                        ctx.attempt,
+                        format!("cannot resume the source: {e}"),
+                    );
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log(
+            &ctx.vm,
+            ctx.attempt,
+            format!("cannot check the source: {e}"),
+        ),
+    }
+    transferred
+}
+
+fn qmp_err(what: &str) -> impl Fn(evac_qmp::QmpError) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+async fn drive(
+    ctx: &AttemptCtx,
+    sock: &std::path::Path,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    progress: &Arc<Mutex<Progress>>,
+    dst: &mut DstProcess,
+) -> Result<MigrationInfo, String> {
+    let params = ctx.params;
+    let multifd = params.multifd_channels > 1;
+    // 1. A fresh destination process.
+    let mut command = expand_template(&ctx.dst_host, &ctx.vm);
+    if command.is_empty() {
+        return Err(format!(
+            "host {}: empty incoming_command",
+            ctx.dst_host.name
+        ));
+    }
+    let program = command.remove(0);
+    command.extend(ctx.qemu_args.iter().cloned());
+    command.extend([
+        "-incoming".to_owned(),
+        "defer".to_owned(),
+        "-qmp".to_owned(),
+        format!("unix:{},server=on,wait=off", sock.display()),
+        "-display".to_owned(),
+        "none".to_owned(),
+        "-nodefaults".to_owned(),
+    ]);
+    let _ = std::fs::remove_file(sock);
+    let log_path = ctx
+        .run_dir
+        .join(format!("dst-{}-{}.log", ctx.vm, ctx.attempt));
+    let log_file = std::fs::File::create(&log_path)
+        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let child = tokio::process::Command::new(&program)
+        .args(&command)
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log_file)
+        // Its own process group: a Ctrl-C at the terminal must not kill VMs.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+    dst.child = Some(child);
+    let child = dst.child.as_mut().expect("just set");
+    let dst_qmp = tokio::select! {
+        qmp = Qmp::connect_retry(sock.to_str().unwrap_or_default(), Duration::from_secs(15)) => {
+            qmp.map_err(qmp_err("destination QMP"))?
+        }
+        status = child.wait() => {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("destination QEMU exited at start ({}): {}", status.map(|s| s.to_string()).unwrap_or_default(), tail.trim()));
+        }
+    };
+    let mut dst_events = dst_qmp.events();
+    // 2. The destination listens.
+    let mut caps = vec![(MigrationCapability::Events, true)];
+    if multifd {
+        caps.push((MigrationCapability::Multifd, true));
+    }
+    dst_qmp
+        .migrate_set_capabilities(&caps)
+        .await
+        .map_err(qmp_err("destination capabilities"))?;
+    if multifd {
+        dst_qmp
+            .migrate_set_parameters(&MigrationParameters {
+                multifd_channels: Some(params.multifd_channels),
+                ..Default::default()
+            })
+            .await
+            .map_err(qmp_err("destination parameters"))?;
+    }
+    let address = ctx
+        .dst_host
+        .migration_address
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = std::net::TcpListener::bind((address.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port on {address}: {e}"))?;
+    let host_part = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.clone()
+    };
+    let uri = format!("tcp:{host_part}:{port}");
+    dst_qmp
+        .migrate_incoming(&uri)
+        .await
+        .map_err(qmp_err("migrate-incoming"))?;
+    // 3. The source.
+    let src = &ctx.src;
+    let mut src_events = src.events();
+    caps.push((MigrationCapability::AutoConverge, params.auto_converge));
+    if !multifd {
+        caps.push((MigrationCapability::Multifd, false));
+    }
+    src.migrate_set_capabilities(&caps)
+        .await
+        .map_err(qmp_err("source capabilities"))?;
+    src.migrate_set_parameters(&MigrationParameters {
+        max_bandwidth: Some(bandwidth(params.max_bandwidth)),
+        downtime_limit: Some(params.downtime_limit.as_millis() as u64),
+        multifd_channels: Some(params.multifd_channels.max(1)),
+        ..Default::default()
+    })
+    .await
+    .map_err(qmp_err("source parameters"))?;
+    if params.mode == Mode::Offline {
+        src.stop().await.map_err(qmp_err("stop (offline)"))?;
+        progress.lock().unwrap().paused_by_us = true;
+    }
+    src.migrate(&uri).await.map_err(qmp_err("migrate"))?;
+    progress.lock().unwrap().migrating = true;
+    // 4. Watch it.
+    let mut src_done = false;
+    let mut resumed = false;
+    let mut cancel_asked = false;
+    let mut control_open = true;
+    let mut completed_at: Option<tokio::time::Instant> = None;
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        if src_done && resumed {
+            break;
+        }
+        tokio::select! {
+            event = src_events.recv() => match event {
+                Ok(event) => match event.migration_status() {
+                    Some(MigrationStatus::Completed) => src_done = true,
+                    Some(MigrationStatus::Failed) => return Err(failure_reason(src).await),
+                    Some(MigrationStatus::Cancelled) => return Err("cancelled".into()),
+                    _ => {}
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Err("source QMP closed".into()),
+            },
+            event = dst_events.recv() => match event {
+                Ok(event) if event.name == "RESUME" => resumed = true,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {
+                    // The destination's QMP closed: it died. Wait for the
+                    // process so the next branch reports it.
+                    let child = dst.child.as_mut().expect("running");
+                    let status = child.wait().await;
+                    return Err(format!("destination QEMU exited ({})", status.map(|s| s.to_string()).unwrap_or_default()));
+                }
+            },
+            status = dst.child.as_mut().expect("running").wait() => {
+                return Err(format!("destination QEMU exited ({})", status.map(|s| s.to_string()).unwrap_or_default()));
+            }
+            request = control.recv(), if control_open => match request {
+                Some(Control::Retune(change)) => retune(ctx, change).await,
+                Some(Control::Offline) => {
+                    match src.stop().await {
+                        Ok(()) => progress.lock().unwrap().paused_by_us = true,
+                        Err(e) => log(&ctx.vm, ctx.attempt, format!("switch to offline: stop failed: {e}")),
+                    }
+                }
+                Some(Control::Cancel) | None => {
+                    control_open &= request.is_some();
+                    if !cancel_asked && !src_done {
+                        cancel_asked = true;
+                        progress.lock().unwrap().cancel_asked = true;
+                        if let Err(e) = src.migrate_cancel().await {
+                            log(&ctx.vm, ctx.attempt, format!("migrate_cancel: {e}"));
+                        }
+                    }
+                }
+            },
+            _ = poll.tick() => {
+                // Events are the signal; this catches any that were missed.
+                if !src_done {
+                    if let Ok(info) = src.query_migrate().await {
+                        match info.status {
+                            Some(MigrationStatus::Completed) => src_done = true,
+                            Some(MigrationStatus::Failed) => return Err(failure_reason(src).await),
+                            Some(MigrationStatus::Cancelled) => return Err("cancelled".into()),
+                            _ => {}
+                        }
+                    }
+                }
+                if src_done && !resumed {
+                    let since = *completed_at.get_or_insert_with(tokio::time::Instant::now);
+                    match dst_qmp.query_status().await {
+                        Ok(s) if s.running => resumed = true,
+                        // The source was paused when it was sent (offline): resume it here.
+                        Ok(s) if matches!(s.status, RunState::Paused | RunState::Postmigrate | RunState::Prelaunch) => {
+                            dst_qmp.cont().await.map_err(qmp_err("cont on the destination"))?;
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("destination QMP after completion: {e}")),
+                    }
+                    if since.elapsed() > Duration::from_secs(30) {
+                        return Err("the destination did not resume within 30 s of completion".into());
+                    }
+                }
+            }
+        }
+    }
+    src.query_migrate()
+        .await
+        .map_err(qmp_err("final query-migrate"))
+}
+
+async fn failure_reason(src: &Qmp) -> String {
+    match src.query_migrate().await {
+        Ok(MigrationInfo {
+            error_desc: Some(desc),
+            ..
+        }) => format!("migration failed: {desc}"),
+        _ => "migration failed".into(),
+    }
+}
+
+pub(crate) fn bandwidth(cap: Option<evac_model::BitsPerSec>) -> u64 {
+    cap.map_or(UNLIMITED_BYTES_PER_SEC, |bits| {
+        ((bits.0 / 8.0) as u64).clamp(1, UNLIMITED_BYTES_PER_SEC)
+    })
+}
+
+async fn retune(ctx: &AttemptCtx, change: Retune) {
+    let parameters = match change {
+        Retune::MaxBandwidth(cap) => MigrationParameters {
+            max_bandwidth: Some(bandwidth(cap)),
+            ..Default::default()
+        },
+        Retune::DowntimeLimit(limit) => MigrationParameters {
+            downtime_limit: Some(limit.as_millis() as u64),
+            ..Default::default()
+        },
+        Retune::AutoConverge(on) => {
+            log(
+                &ctx.vm,
+                ctx.attempt,
+                format!("cannot set auto-converge to {on} mid-flight: QEMU only takes capabilities before `migrate`; ignored"),
+            );
+            return;
+        }
+    };
+    if let Err(e) = ctx.src.migrate_set_parameters(&parameters).await {
+        log(
+            &ctx.vm,
+            ctx.attempt,
+            format!("retune {change:?} failed: {e}"),
+        );
+    }
+}

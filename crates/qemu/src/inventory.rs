@@ -1,0 +1,321 @@
+//! The inventory file: the real hosts and VMs of an evacuation.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use evac_controller::ControllerConfig;
+use evac_model::{
+    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm,
+};
+use serde::Deserialize;
+
+/// An inventory: see the crate documentation for the format.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub name: String,
+    #[serde(default)]
+    pub controller: ControllerConfig,
+    #[serde(default)]
+    pub migration: MigrationParams,
+    /// Where destination QMP sockets and logs go; default a fresh
+    /// `$TMPDIR/evac-<name>-<pid>-<time>`. It is not removed: migrated VMs'
+    /// QMP sockets live there.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+    #[serde(rename = "host", default)]
+    pub hosts: Vec<HostSpec>,
+    #[serde(rename = "vm", default)]
+    pub vms: Vec<VmSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    pub name: String,
+    pub site: Site,
+    pub nic: BitsPerSec,
+    #[serde(default)]
+    pub memory: Option<Bytes>,
+    #[serde(default, with = "evac_model::units::human_duration::option")]
+    pub power_off_at: Option<Duration>,
+    /// Destination hosts: the address incoming migrations listen on.
+    #[serde(default)]
+    pub migration_address: Option<String>,
+    /// Destination hosts: the command that starts QEMU there, split on
+    /// whitespace, with `{host}`, `{netns}`, `{address}` and `{vm}` replaced.
+    #[serde(default = "default_incoming_command")]
+    pub incoming_command: String,
+    /// The host's network namespace, if it is one on this machine.
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+fn default_incoming_command() -> String {
+    "qemu-system-x86_64".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    pub name: String,
+    /// The source host it runs on.
+    pub host: String,
+    /// Its QMP socket: a unix path or `host:port`.
+    pub qmp: String,
+    /// Queried from QEMU when absent.
+    #[serde(default)]
+    pub memory: Option<Bytes>,
+    /// The arguments a destination QEMU needs to receive it (same machine
+    /// type, devices and RAM block layout as the source).
+    pub qemu_args: Vec<String>,
+    #[serde(default = "one")]
+    pub priority: u32,
+    /// A destination host pinned by the operator.
+    #[serde(default)]
+    pub destination: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Why an inventory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Inventory {
+    /// Reads and checks an inventory file.
+    pub fn from_path(path: &Path) -> Result<Inventory, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_str_at(&text, path)
+    }
+
+    /// Parses inventory text; `path` names it in errors.
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
+        let inventory: Inventory = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    (line, column)
+                })
+                .unwrap_or((0, 0));
+            InventoryError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().to_owned(),
+            }
+        })?;
+        inventory
+            .check()
+            .map_err(|message| InventoryError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
+        Ok(inventory)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (i, host) in self.hosts.iter().enumerate() {
+            if self.hosts[..i].iter().any(|h| h.name == host.name) {
+                return Err(format!("host `{}` is listed twice", host.name));
+            }
+            if host.site == Site::Destination && host.migration_address.is_none() {
+                return Err(format!(
+                    "destination host `{}`: field `migration_address` is missing",
+                    host.name
+                ));
+            }
+            if host.incoming_command.contains("{netns}") && host.netns.is_none() {
+                return Err(format!(
+                    "host `{}`: field `incoming_command` uses {{netns}} but the host has no `netns`",
+                    host.name
+                ));
+            }
+        }
+        for (i, vm) in self.vms.iter().enumerate() {
+            if self.vms[..i].iter().any(|v| v.name == vm.name) {
+                return Err(format!("vm `{}` is listed twice", vm.name));
+            }
+            match self.hosts.iter().find(|h| h.name == vm.host) {
+                Some(h) if h.site == Site::Source => {}
+                Some(_) => {
+                    return Err(format!(
+                        "vm `{}`: field `host`: `{}` is not a source host",
+                        vm.name, vm.host
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "vm `{}`: field `host`: no host is named `{}`",
+                        vm.name, vm.host
+                    ))
+                }
+            }
+            if let Some(d) = &vm.destination {
+                if !self
+                    .hosts
+                    .iter()
+                    .any(|h| &h.name == d && h.site == Site::Destination)
+                {
+                    return Err(format!(
+                        "vm `{}`: field `destination`: no destination host `{d}`",
+                        vm.name
+                    ));
+                }
+            }
+        }
+        if !self.hosts.iter().any(|h| h.site == Site::Destination) {
+            return Err("no host has site = \"destination\"".into());
+        }
+        Ok(())
+    }
+
+    /// The fleet, with VM memory from `memory` (in inventory order; missing
+    /// sizes are taken from the inventory or must be given).
+    pub fn fleet(&self, memory: &[Bytes]) -> Fleet {
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|h| Host {
+                name: h.name.clone(),
+                site: h.site,
+                nic: h.nic,
+                memory: h.memory,
+                power_off_at: h.power_off_at,
+            })
+            .collect();
+        let host_id = |name: &str| {
+            HostId(
+                self.hosts
+                    .iter()
+                    .position(|h| h.name == name)
+                    .expect("checked"),
+            )
+        };
+        let vms = self
+            .vms
+            .iter()
+            .zip(memory)
+            .map(|(vm, &memory)| Vm {
+                name: vm.name.clone(),
+                host: host_id(&vm.host),
+                memory,
+                dirty_rate: BytesPerSec::ZERO,
+                working_set: memory,
+                priority: vm.priority,
+                destination: vm.destination.as_deref().map(host_id),
+            })
+            .collect();
+        Fleet { hosts, vms }
+    }
+
+    /// The WAN as far as a real run knows it: the fastest source NIC (it only
+    /// feeds the report's lower bounds).
+    pub fn network(&self) -> Network {
+        let wan = self
+            .hosts
+            .iter()
+            .filter(|h| h.site == Site::Source)
+            .map(|h| h.nic.0)
+            .fold(0.0, f64::max);
+        Network {
+            wan_bandwidth: BitsPerSec(wan),
+            wan_rtt: Duration::ZERO,
+            tcp_window: Bytes::mib(4),
+            wan_trace: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "lab"
+[controller]
+policy = "aimd-global"
+period = "1 s"
+[migration]
+downtime_limit = "300 ms"
+[[host]]
+name = "src-1"
+site = "source"
+nic = "10 Gbps"
+power_off_at = "10 min"
+[[host]]
+name = "dst-1"
+site = "destination"
+nic = "10 Gbps"
+memory = "64 GiB"
+migration_address = "127.0.0.1"
+incoming_command = "ip netns exec {netns} qemu-system-x86_64"
+netns = "evac-dst"
+[[vm]]
+name = "vm-1"
+host = "src-1"
+qmp = "/run/evac/vm-1.qmp"
+memory = "256 MiB"
+qemu_args = ["-machine", "q35"]
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let inv = Inventory::from_str_at(GOOD, Path::new("lab.toml")).unwrap();
+        assert_eq!(inv.hosts.len(), 2);
+        assert_eq!(inv.hosts[0].power_off_at, Some(Duration::from_secs(600)));
+        assert_eq!(inv.vms[0].memory, Some(Bytes::mib(256)));
+        assert_eq!(
+            inv.controller.policy,
+            evac_controller::PolicyKind::AimdGlobal
+        );
+        let fleet = inv.fleet(&[Bytes::mib(256)]);
+        assert_eq!(fleet.vms[0].host, HostId(0));
+        assert_eq!(inv.network().wan_bandwidth, BitsPerSec::gbps(10.0));
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let bad = GOOD.replace("nic = \"10 Gbps\"\nmemory", "nic = \"10 GiB\"\nmemory");
+        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("lab.toml:16:"), "{err}");
+        let bad = GOOD.replace("qmp = ", "qmpp = ");
+        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lab.toml:") && err.contains("qmpp"), "{err}");
+        let bad = GOOD.replace("host = \"src-1\"", "host = \"src-9\"");
+        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `host`") && err.contains("src-9"),
+            "{err}"
+        );
+    }
+}

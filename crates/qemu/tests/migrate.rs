@@ -1,0 +1,321 @@
+//! End-to-end migrations between real QEMU processes over loopback.
+//! Skipped, with the reason printed, where qemu-system-x86_64 is missing.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use evac_controller::{Action, Controller, Observations, PolicyKind, Retune};
+use evac_model::{BitsPerSec, HostId, MigrationParams, VmId};
+use evac_qemu::lab::{self, Lab, LabVm};
+use evac_qemu::{run_detailed, run_with_controller, Inventory, Placement, RunOutput};
+use evac_qmp::{Qmp, RunState};
+use evac_report::Outcome;
+
+fn skip() -> bool {
+    match lab::qemu_available() {
+        Ok(()) => false,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            true
+        }
+    }
+}
+
+fn inventory(lab: &Lab, policy: &str, vms: &[LabVm], extra: &str) -> Inventory {
+    let text = lab.inventory(policy, vms, extra);
+    Inventory::from_str_at(&text, Path::new("test.toml")).unwrap()
+}
+
+/// Every VM runs at its destination, its source is gone, the record is sane.
+async fn check_migrated(lab: &mut Lab, vms: &[LabVm], out: &RunOutput) {
+    let result = &out.result;
+    assert_eq!(result.migrated, vms.len(), "{}", result.to_json());
+    assert!(!result.timeline.is_empty());
+    for (vm, (record, placement)) in vms.iter().zip(result.vms.iter().zip(&out.placements)) {
+        assert_eq!(record.outcome, Outcome::Migrated);
+        let (start, end) = (record.start_s.unwrap(), record.end_s.unwrap());
+        assert!(end > start, "{record:?}");
+        assert!(record.bytes_sent.unwrap() >= vm.mib << 20, "{record:?}");
+        assert!(
+            record.downtime_s.is_some() && record.rounds.unwrap() >= 1,
+            "{record:?}"
+        );
+        let Placement::Destination { qmp, pid, .. } = placement else {
+            panic!("{} not at a destination: {placement:?}", vm.name)
+        };
+        lab.adopt(*pid);
+        let dst = Qmp::connect(qmp.to_str().unwrap()).await.unwrap();
+        let status = dst.query_status().await.unwrap();
+        assert_eq!(status.status, RunState::Running, "{}", vm.name);
+        // The source QEMU quit after completion.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !lab.exited(vm.pid) {
+            assert!(
+                Instant::now() < deadline,
+                "source of {} still runs",
+                vm.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+async fn two_vms(policy: PolicyKind) {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![
+        lab.start_vm("vm-1", 64).unwrap(),
+        lab.start_vm("vm-2", 96).unwrap(),
+    ];
+    let inv = inventory(&lab, "sequential", &vms, "");
+    let out = run_detailed(inv, Some(policy), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(out.result.policy, policy.as_str());
+    check_migrated(&mut lab, &vms, &out).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_vms_sequential() {
+    two_vms(PolicyKind::Sequential).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_vms_aimd_global() {
+    two_vms(PolicyKind::AimdGlobal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_keeps_the_guest_paused_during_the_transfer() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
+    let inv = inventory(
+        &lab,
+        "sequential",
+        &vms,
+        "mode = \"offline\"\nmax_bandwidth = \"200 Mbps\"",
+    );
+    let monitor = Qmp::connect_retry(vms[0].monitor.to_str().unwrap(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(monitor.query_status().await.unwrap().running);
+    let run = tokio::spawn(run_detailed(inv, None, std::future::pending()));
+    let mut seen_migrating = 0;
+    while !run.is_finished() {
+        let Ok(info) = monitor.query_migrate().await else {
+            break;
+        };
+        if info.status == Some(evac_qmp::MigrationStatus::Active) {
+            seen_migrating += 1;
+            match monitor.query_status().await {
+                Ok(status) => assert!(
+                    !status.running,
+                    "guest running during an offline migration: {status:?}"
+                ),
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = run.await.unwrap().unwrap();
+    assert!(
+        seen_migrating >= 3,
+        "the migration was too quick to watch ({seen_migrating} samples)"
+    );
+    check_migrated(&mut lab, &vms, &out).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_destination_is_retried_on_a_fresh_one() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
+    let inv = inventory(&lab, "sequential", &vms, "max_bandwidth = \"150 Mbps\"");
+    let monitor = Qmp::connect_retry(vms[0].monitor.to_str().unwrap(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let run = tokio::spawn(run_detailed(inv, None, std::future::pending()));
+    // Wait until the first attempt is sending, then kill its destination.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        assert!(Instant::now() < deadline, "the first attempt never started");
+        let info = monitor.query_migrate().await.unwrap();
+        let sent = info.ram.map_or(0, |r| r.transferred);
+        if info.status == Some(evac_qmp::MigrationStatus::Active) && sent > 4 << 20 {
+            break lab::find_pid(dir.path().join("dst-vm-1-1.qmp").to_str().unwrap())
+                .expect("the first destination's pid");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    lab.adopt(pid);
+    // SAFETY: kill(2) of the destination QEMU the run started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    // The guest keeps running on the source meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = monitor.query_migrate().await.unwrap();
+        if info.status == Some(evac_qmp::MigrationStatus::Failed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the source never noticed: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(monitor.query_status().await.unwrap().running);
+    let out = run.await.unwrap().unwrap();
+    check_migrated(&mut lab, &vms, &out).await;
+    let Placement::Destination { qmp, .. } = &out.placements[0] else {
+        unreachable!()
+    };
+    assert!(qmp.ends_with("dst-vm-1-2.qmp"), "{qmp:?}");
+    // The failed attempt's bytes count too.
+    assert!(out.result.vms[0].bytes_sent.unwrap() > 68 << 20);
+}
+
+/// When, bytes sent, QEMU's rate, whether the cap was lifted yet.
+type Sample = (Duration, u64, f64, bool);
+
+/// Starts VM 0 capped at 50 Mbps, lifts the cap after 2 s, and records
+/// what it observes.
+struct Scripted {
+    started: bool,
+    retuned_at: Option<Duration>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Sample>>>,
+}
+
+impl Controller for Scripted {
+    fn on_tick(&mut self, obs: &Observations) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.started {
+            self.started = true;
+            actions.push(Action::Start {
+                vm: VmId(0),
+                destination: HostId(1),
+                params: MigrationParams {
+                    max_bandwidth: Some(BitsPerSec::mbps(50.0)),
+                    ..Default::default()
+                },
+            });
+        }
+        if let Some(m) = obs.migrations.first() {
+            self.log.lock().unwrap().push((
+                obs.now,
+                m.bytes_sent.0,
+                m.rate.0,
+                self.retuned_at.is_some(),
+            ));
+            if self.retuned_at.is_none()
+                && obs.now.saturating_sub(m.started_at) >= Duration::from_secs(2)
+            {
+                self.retuned_at = Some(obs.now);
+                actions.push(Action::Retune {
+                    vm: m.vm,
+                    change: Retune::MaxBandwidth(Some(BitsPerSec::gbps(10.0))),
+                });
+            }
+        }
+        actions
+    }
+
+    fn name(&self) -> &str {
+        "scripted"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retune_mid_flight_changes_the_rate() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![lab.start_vm("vm-1", 128).unwrap()];
+    let mut inv = inventory(&lab, "sequential", &vms, "");
+    inv.controller.period = Duration::from_millis(250);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let scripted = Scripted {
+        started: false,
+        retuned_at: None,
+        log: log.clone(),
+    };
+    let out = run_with_controller(inv, |_| scripted, std::future::pending())
+        .await
+        .unwrap();
+    check_migrated(&mut lab, &vms, &out).await;
+    let log = log.lock().unwrap().clone();
+    // Throughput from bytes_sent: capped vs uncapped.
+    let before: Vec<_> = log.iter().filter(|s| !s.3 && s.1 > 0).collect();
+    // (The uncapped rest may finish before the next observation.)
+    assert!(before.len() >= 2, "{log:?}");
+    let rate = |a: &Sample, b: &Sample| (b.1 - a.1) as f64 * 8.0 / (b.0 - a.0).as_secs_f64();
+    let capped = rate(before[0], before[before.len() - 1]);
+    let record = &out.result.vms[0];
+    // After the retune: the rest of the memory in the rest of the time.
+    let last_capped = before[before.len() - 1];
+    let uncapped = (record.bytes_sent.unwrap() - last_capped.1) as f64 * 8.0
+        / (record.end_s.unwrap() - last_capped.0.as_secs_f64());
+    eprintln!(
+        "capped {:.0} Mbps, uncapped {:.0} Mbps",
+        capped / 1e6,
+        uncapped / 1e6
+    );
+    assert!(capped < 80e6, "capped at {capped}");
+    assert!(
+        uncapped > 4.0 * capped,
+        "capped {capped}, uncapped {uncapped}; {log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_and_leaves_the_vm_on_its_source() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
+    let inv = inventory(&lab, "sequential", &vms, "max_bandwidth = \"50 Mbps\"");
+    let monitor = Qmp::connect_retry(vms[0].monitor.to_str().unwrap(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    // Shut down once the migration is under way.
+    let watch = monitor.clone();
+    let under_way = async move {
+        loop {
+            if let Ok(info) = watch.query_migrate().await {
+                if info.ram.is_some_and(|r| r.transferred > 1 << 20) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let out = run_detailed(inv, None, under_way).await.unwrap();
+    assert_eq!(out.result.migrated, 0);
+    assert_eq!(out.placements[0], Placement::Source);
+    assert!(out.result.vms[0].bytes_sent.unwrap() > 0);
+    assert_eq!(
+        monitor.query_migrate().await.unwrap().status,
+        Some(evac_qmp::MigrationStatus::Cancelled)
+    );
+    assert!(monitor.query_status().await.unwrap().running);
+    assert!(
+        lab::find_pid(dir.path().join("dst-vm-1-1.qmp").to_str().unwrap()).is_none(),
+        "the destination still runs"
+    );
+    assert!(!lab.exited(vms[0].pid));
+}

@@ -1,0 +1,193 @@
+//! Tests against a fake QMP server on a unix socket.
+
+use super::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+const GREETING: &str =
+    r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}"#;
+
+/// A fake QEMU: greets, then answers each command with `reply(command, id)`
+/// (a list of lines to send back; `None` closes the socket).
+async fn fake_server<F>(dir: &tempfile::TempDir, reply: F) -> String
+where
+    F: Fn(&str, &Value) -> Option<Vec<String>> + Send + 'static,
+{
+    let path = dir.path().join("qmp.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(format!("{GREETING}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(read).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let message: Value = serde_json::from_str(&line).unwrap();
+            let command = message["execute"].as_str().unwrap().to_owned();
+            let id = message["id"].clone();
+            match reply(&command, &id) {
+                Some(out) => {
+                    for l in out {
+                        write.write_all(format!("{l}\n").as_bytes()).await.unwrap();
+                    }
+                }
+                None => return,
+            }
+        }
+    });
+    path.to_str().unwrap().to_owned()
+}
+
+fn ok(id: &Value, value: Value) -> String {
+    json!({"return": value, "id": id}).to_string()
+}
+
+#[tokio::test]
+async fn matches_replies_by_id_and_parses_query_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fake_server(&dir, |command, id| {
+        Some(match command {
+            "query-migrate" => vec![ok(
+                id,
+                json!({"status": "active", "total-time": 1200, "expected-downtime": 30,
+                       "some-new-field": {"x": 1},
+                       "ram": {"transferred": 1000, "remaining": 24, "total": 4096, "mbps": 812.5,
+                               "dirty-pages-rate": 10, "dirty-sync-count": 3, "page-size": 4096,
+                               "new-counter": 7}}),
+            )],
+            "query-status" => vec![ok(
+                id,
+                json!({"status": "some-future-state", "running": false, "singlestep": false}),
+            )],
+            _ => vec![ok(id, json!({}))],
+        })
+    })
+    .await;
+    let qmp = Qmp::connect(&path).await.unwrap();
+    let info = qmp.query_migrate().await.unwrap();
+    assert_eq!(info.status, Some(MigrationStatus::Active));
+    let ram = info.ram.unwrap();
+    assert_eq!(
+        (
+            ram.transferred,
+            ram.remaining,
+            ram.dirty_sync_count,
+            ram.page_size
+        ),
+        (1000, 24, 3, 4096)
+    );
+    assert_eq!(ram.mbps, 812.5);
+    assert_eq!(info.total_time, Some(1200));
+    let status = qmp.query_status().await.unwrap();
+    assert_eq!(status.status, RunState::Other);
+    qmp.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reports_command_errors_with_class_and_desc() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fake_server(&dir, |command, id| {
+        Some(match command {
+            "qmp_capabilities" => vec![ok(id, json!({}))],
+            _ => vec![
+                json!({"error": {"class": "GenericError", "desc": "no migration"}, "id": id})
+                    .to_string(),
+            ],
+        })
+    })
+    .await;
+    let qmp = Qmp::connect(&path).await.unwrap();
+    match qmp.migrate_cancel().await {
+        Err(QmpError::Command { class, desc }) => {
+            assert_eq!(class, "GenericError");
+            assert_eq!(desc, "no migration");
+        }
+        other => panic!("expected a command error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn delivers_events_and_out_of_order_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fake_server(&dir, |command, id| {
+        Some(match command {
+            "cont" => vec![
+                r#"{"timestamp": {"seconds": 5, "microseconds": 6}, "event": "RESUME"}"#.to_owned(),
+                r#"{"timestamp": {"seconds": 5, "microseconds": 7}, "event": "MIGRATION", "data": {"status": "completed"}}"#
+                    .to_owned(),
+                ok(id, json!({})),
+            ],
+            _ => vec![ok(id, json!({}))],
+        })
+    })
+    .await;
+    let qmp = Qmp::connect(&path).await.unwrap();
+    let mut events = qmp.events();
+    qmp.cont().await.unwrap();
+    let resume = events.recv().await.unwrap();
+    assert_eq!(resume.name, "RESUME");
+    assert_eq!(
+        resume.timestamp,
+        Timestamp {
+            seconds: 5,
+            microseconds: 6
+        }
+    );
+    let migration = events.recv().await.unwrap();
+    assert_eq!(
+        migration.migration_status(),
+        Some(MigrationStatus::Completed)
+    );
+}
+
+#[tokio::test]
+async fn a_closed_socket_is_disconnected_and_a_silent_one_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fake_server(&dir, |command, id| match command {
+        "qmp_capabilities" => Some(vec![ok(id, json!({}))]),
+        "stop" => Some(vec![]), // never answers
+        _ => None,              // hangs up
+    })
+    .await;
+    let qmp = Qmp::connect(&path).await.unwrap();
+    let err = qmp
+        .execute_with_timeout("stop", None, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QmpError::Timeout { .. }), "{err:?}");
+    let err = qmp.query_status().await.unwrap_err();
+    assert!(matches!(err, QmpError::Disconnected), "{err:?}");
+    qmp.closed().await;
+    assert!(qmp.is_closed());
+    assert!(matches!(qmp.cont().await, Err(QmpError::Disconnected)));
+}
+
+#[test]
+fn parses_addresses() {
+    assert_eq!(
+        QmpAddr::parse("/run/a.qmp"),
+        QmpAddr::Unix("/run/a.qmp".into())
+    );
+    assert_eq!(QmpAddr::parse("unix:a.qmp"), QmpAddr::Unix("a.qmp".into()));
+    assert_eq!(
+        QmpAddr::parse("127.0.0.1:4444"),
+        QmpAddr::Tcp("127.0.0.1:4444".into())
+    );
+    assert_eq!(QmpAddr::parse("tcp:h:1"), QmpAddr::Tcp("h:1".into()));
+    assert_eq!(QmpAddr::parse("vm.qmp"), QmpAddr::Unix("vm.qmp".into()));
+}
+
+#[test]
+fn serializes_only_the_parameters_given() {
+    let p = MigrationParameters {
+        max_bandwidth: Some(125_000_000),
+        downtime_limit: Some(300),
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_value(&p).unwrap(),
+        json!({"max-bandwidth": 125_000_000u64, "downtime-limit": 300})
+    );
+}

@@ -1,0 +1,184 @@
+//! Hand-written, tolerant types for the QMP messages evac uses.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An asynchronous QMP event, e.g. `MIGRATION`, `RESUME`, `STOP`, `SHUTDOWN`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Event {
+    #[serde(rename = "event")]
+    pub name: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default)]
+    pub timestamp: Timestamp,
+}
+
+impl Event {
+    /// For a `MIGRATION` event: the new status.
+    pub fn migration_status(&self) -> Option<MigrationStatus> {
+        if self.name != "MIGRATION" {
+            return None;
+        }
+        serde_json::from_value(self.data.get("status")?.clone()).ok()
+    }
+}
+
+/// When QEMU sent an event (host wall clock).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Timestamp {
+    pub seconds: i64,
+    pub microseconds: i64,
+}
+
+/// QEMU's run states (`query-status`); unknown ones are `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    Debug,
+    Inmigrate,
+    InternalError,
+    IoError,
+    Paused,
+    Postmigrate,
+    Prelaunch,
+    FinishMigrate,
+    RestoreVm,
+    Running,
+    SaveVm,
+    Shutdown,
+    Suspended,
+    Watchdog,
+    GuestPanicked,
+    Colo,
+    #[serde(other)]
+    Other,
+}
+
+/// The reply of `query-status`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StatusInfo {
+    pub status: RunState,
+    #[serde(default)]
+    pub running: bool,
+}
+
+/// Migration states (`query-migrate` and `MIGRATION` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationStatus {
+    None,
+    Setup,
+    Cancelling,
+    Cancelled,
+    Active,
+    PostcopyActive,
+    PostcopyPaused,
+    PostcopyRecover,
+    Completed,
+    Failed,
+    Colo,
+    PreSwitchover,
+    Device,
+    WaitUnplug,
+    #[serde(other)]
+    Other,
+}
+
+impl MigrationStatus {
+    /// Completed, failed or cancelled: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            MigrationStatus::Completed | MigrationStatus::Failed | MigrationStatus::Cancelled
+        )
+    }
+}
+
+/// RAM statistics of a migration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RamStats {
+    /// Bytes sent so far.
+    pub transferred: u64,
+    /// Bytes still dirty in the current round.
+    pub remaining: u64,
+    pub total: u64,
+    pub duplicate: u64,
+    pub normal: u64,
+    /// The current rate, in megabits per second.
+    pub mbps: f64,
+    /// Pages dirtied per second.
+    pub dirty_pages_rate: u64,
+    /// How many times the dirty bitmap was synchronized: the round.
+    pub dirty_sync_count: u64,
+    pub page_size: u64,
+    pub precopy_bytes: Option<u64>,
+    pub downtime_bytes: Option<u64>,
+}
+
+/// The reply of `query-migrate`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MigrationInfo {
+    /// Absent before any migration.
+    pub status: Option<MigrationStatus>,
+    pub ram: Option<RamStats>,
+    /// Milliseconds.
+    pub total_time: Option<u64>,
+    pub expected_downtime: Option<u64>,
+    /// Milliseconds the guest was paused (after completion).
+    pub downtime: Option<u64>,
+    pub setup_time: Option<u64>,
+    pub error_desc: Option<String>,
+    pub cpu_throttle_percentage: Option<u64>,
+}
+
+/// The reply of `query-memory-size-summary`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MemorySizeSummary {
+    pub base_memory: u64,
+    pub plugged_memory: Option<u64>,
+}
+
+/// Migration capabilities evac sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationCapability {
+    Events,
+    Multifd,
+    AutoConverge,
+    PostcopyRam,
+    /// Any other, by its QMP name.
+    Other(String),
+}
+
+impl MigrationCapability {
+    pub fn as_str(&self) -> &str {
+        match self {
+            MigrationCapability::Events => "events",
+            MigrationCapability::Multifd => "multifd",
+            MigrationCapability::AutoConverge => "auto-converge",
+            MigrationCapability::PostcopyRam => "postcopy-ram",
+            MigrationCapability::Other(name) => name,
+        }
+    }
+}
+
+/// `migrate-set-parameters`: only the fields that are `Some` are sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MigrationParameters {
+    /// Bytes per second (not bits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bandwidth: Option<u64>,
+    /// Milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multifd_channels: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_throttle_initial: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_throttle_increment: Option<u32>,
+}

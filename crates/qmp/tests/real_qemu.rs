@@ -1,0 +1,105 @@
+//! Against a real QEMU; skipped (with the reason printed) where
+//! `qemu-system-x86_64` is not installed.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use evac_qmp::{
+    MigrationCapability, MigrationParameters, MigrationStatus, Qmp, QmpError, RunState,
+};
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn qemu(args: &[&str]) -> Option<Kill> {
+    match Command::new("qemu-system-x86_64")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => Some(Kill(child)),
+        Err(e) => {
+            eprintln!("SKIPPED: cannot run qemu-system-x86_64 ({e}); install qemu-system-x86 to run this test");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn talks_to_a_real_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vm.qmp");
+    let qmp_arg = format!("unix:{},server=on,wait=off", sock.display());
+    let Some(mut child) = qemu(&[
+        "-S",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-m",
+        "64M",
+        "-qmp",
+        &qmp_arg,
+    ]) else {
+        return;
+    };
+    let qmp = Qmp::connect_retry(sock.to_str().unwrap(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(qmp.peer_pid(), Some(child.0.id()));
+    assert_eq!(
+        qmp.query_status().await.unwrap().status,
+        RunState::Prelaunch
+    );
+    assert_eq!(
+        qmp.query_memory_size_summary().await.unwrap().base_memory,
+        64 << 20
+    );
+    let info = qmp.query_migrate().await.unwrap();
+    assert!(info.status.is_none() || info.status == Some(MigrationStatus::None));
+    qmp.migrate_set_capabilities(&[
+        (MigrationCapability::Events, true),
+        (MigrationCapability::AutoConverge, true),
+    ])
+    .await
+    .unwrap();
+    qmp.migrate_set_parameters(&MigrationParameters {
+        max_bandwidth: Some(1 << 40),
+        downtime_limit: Some(500),
+        multifd_channels: Some(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let params = qmp.execute("query-migrate-parameters", None).await.unwrap();
+    assert_eq!(params["downtime-limit"], 500);
+    assert_eq!(params["max-bandwidth"], 1u64 << 40);
+    let mut events = qmp.events();
+    qmp.cont().await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.name, "RESUME");
+    assert!(qmp.query_status().await.unwrap().running);
+    match qmp.execute("no-such-command", None).await {
+        Err(QmpError::Command { class, .. }) => assert_eq!(class, "CommandNotFound"),
+        other => panic!("{other:?}"),
+    }
+    qmp.quit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), qmp.closed())
+        .await
+        .unwrap();
+    assert!(matches!(
+        qmp.query_status().await,
+        Err(QmpError::Disconnected)
+    ));
+    let status = child.0.wait().unwrap();
+    assert!(status.success());
+}

@@ -1,0 +1,652 @@
+//! From text to a checked [`Scenario`]: read the TOML, expand the groups,
+//! resolve host names, and refuse anything that could not run, all before
+//! anything runs.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use evac_controller::ControllerConfig;
+use evac_model::{
+    format_duration, Bytes, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint,
+    Vm,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Location, ScenarioError};
+use crate::locate::{line_at, FieldPath, Locator};
+use crate::raw::{RawGroup, RawHost, RawNetwork, RawScenario, RawVm, ROUND_ROBIN};
+use crate::Scenario;
+
+pub(crate) fn load(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+    let locator = Locator::parse(text).map_err(|error| ScenarioError::Syntax {
+        at: Location {
+            origin: origin.to_owned(),
+            line: error.span().map(|span| line_at(text, span.start)),
+        },
+        message: one_line(error.message()),
+    })?;
+    let raw: RawScenario = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        .map_err(|error| {
+            let path = FieldPath::from_serde(error.path());
+            let error = error.into_inner();
+            ScenarioError::Invalid {
+                at: Location {
+                    origin: origin.to_owned(),
+                    line: error.span().map(|span| line_at(text, span.start)),
+                },
+                field: locator.describe(&path),
+                message: one_line(error.message()),
+            }
+        })?;
+    Checker {
+        locator: &locator,
+        origin,
+    }
+    .scenario(raw)
+}
+
+/// The toml crate's messages span lines ("invalid string\nexpected ..."); a
+/// refusal reads best on one.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
+}
+
+/// The name a scenario without `name` goes by: its file's stem.
+fn default_name(origin: &str) -> String {
+    Path::new(origin).file_stem().map_or_else(
+        || origin.to_owned(),
+        |stem| stem.to_string_lossy().into_owned(),
+    )
+}
+
+/// The most VMs one group may generate: far beyond any data center's rack,
+/// and low enough that a stray digit is refused rather than exhausting
+/// memory.
+const MAX_GROUP_COUNT: u32 = 1_000_000;
+
+/// Each `[[vm_group]]` draws each of its quantities from a ChaCha8 stream
+/// of its own (the seed is the key, the group and the quantity pick the
+/// stream), so that adding a group, or turning one quantity into a
+/// distribution, leaves every other draw as it was.
+fn group_rng(seed: u64, group: usize, quantity: GroupQuantity) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(group as u64 * GroupQuantity::COUNT + quantity as u64);
+    rng
+}
+
+#[derive(Clone, Copy)]
+enum GroupQuantity {
+    Memory,
+    DirtyRate,
+    WorkingSet,
+}
+
+impl GroupQuantity {
+    const COUNT: u64 = 3;
+}
+
+/// A `[[vm]]` or a `[[vm_group]]`, in the order of the file.
+enum Entry<'r> {
+    Single(usize, &'r RawVm),
+    Group(usize, &'r RawGroup),
+}
+
+/// Checks the raw scenario, pointing every refusal at its place in the text.
+struct Checker<'a> {
+    locator: &'a Locator<'a>,
+    origin: &'a str,
+}
+
+impl Checker<'_> {
+    fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+        let network = self.network(&raw.network)?;
+        self.migration(&raw.migration)?;
+        self.controller(&raw.controller)?;
+        let hosts = self.hosts(&raw.host)?;
+        let (vms, memory_fields) = self.vms(&hosts, &raw)?;
+        self.room(&hosts, &vms, &memory_fields)?;
+        Ok(Scenario {
+            name: raw.name.unwrap_or_else(|| default_name(self.origin)),
+            seed: raw.seed,
+            network,
+            migration: raw.migration,
+            controller: raw.controller,
+            fleet: Fleet { hosts, vms },
+        })
+    }
+
+    /// A refusal about the value at `path`.
+    fn refuse(&self, path: &FieldPath, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            at: Location {
+                origin: self.origin.to_owned(),
+                line: self.locator.line(path),
+            },
+            field: self.locator.describe(path),
+            message: message.into(),
+        }
+    }
+
+    /// A refusal about the scenario as a whole.
+    fn refuse_whole(&self, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            at: Location {
+                origin: self.origin.to_owned(),
+                line: None,
+            },
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// `[[vm]] "web-1" at line 20`, to point at an earlier definition.
+    fn point_at(&self, path: &FieldPath) -> String {
+        let what = self.locator.describe(path).unwrap_or_default();
+        match self.locator.line(path) {
+            Some(line) => format!("{what} at line {line}"),
+            None => what,
+        }
+    }
+
+    fn network(&self, raw: &RawNetwork) -> Result<Network, ScenarioError> {
+        let table = FieldPath::top("network");
+        if raw.wan_bandwidth.0 <= 0.0 {
+            return Err(self.refuse(
+                &table.clone().key("wan_bandwidth"),
+                format!(
+                    "a WAN of {} carries nothing; give a rate above zero",
+                    raw.wan_bandwidth
+                ),
+            ));
+        }
+        if raw.tcp_window == Bytes::ZERO {
+            return Err(self.refuse(
+                &table.clone().key("tcp_window"),
+                "a TCP window of 0 B lets nothing through; give a size above zero",
+            ));
+        }
+        let mut trace: Vec<TracePoint> = Vec::with_capacity(raw.wan_trace.len());
+        for (index, point) in raw.wan_trace.iter().enumerate() {
+            let path = table.clone().key("wan_trace").index(index);
+            if point.bandwidth.0 <= 0.0 {
+                return Err(self.refuse(
+                    &path.key("bandwidth"),
+                    format!(
+                        "a WAN of {} carries nothing; give a rate above zero",
+                        point.bandwidth
+                    ),
+                ));
+            }
+            if let Some(previous) = trace.last() {
+                if point.at <= previous.at {
+                    return Err(self.refuse(
+                        &path.key("at"),
+                        format!(
+                            "`{}` is out of order: it does not come after the previous point's `{}`, \
+                             and the points of `wan_trace` must be in strictly increasing order of `at`",
+                            format_duration(point.at),
+                            format_duration(previous.at)
+                        ),
+                    ));
+                }
+            }
+            trace.push(TracePoint {
+                at: point.at,
+                bandwidth: point.bandwidth,
+            });
+        }
+        Ok(Network {
+            wan_bandwidth: raw.wan_bandwidth,
+            wan_rtt: raw.wan_rtt,
+            tcp_window: raw.tcp_window,
+            wan_trace: trace,
+        })
+    }
+
+    fn migration(&self, params: &MigrationParams) -> Result<(), ScenarioError> {
+        let table = FieldPath::top("migration");
+        if params.multifd_channels == 0 {
+            return Err(self.refuse(
+                &table.key("multifd_channels"),
+                "a migration needs at least 1 connection",
+            ));
+        }
+        if params.mode == Mode::Live && params.max_rounds == 0 {
+            return Err(self.refuse(
+                &table.key("max_rounds"),
+                "live migration needs at least 1 precopy round; \
+                 to copy everything in one stop, use mode = \"offline\"",
+            ));
+        }
+        if let Some(cap) = params.max_bandwidth {
+            if cap.0 <= 0.0 {
+                return Err(self.refuse(
+                    &table.key("max_bandwidth"),
+                    format!("a cap of {cap} lets nothing through; give a rate above zero, or \"unlimited\""),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn controller(&self, config: &ControllerConfig) -> Result<(), ScenarioError> {
+        let table = FieldPath::top("controller");
+        if config.period.is_zero() {
+            return Err(self.refuse(
+                &table.key("period"),
+                "the controller needs a period above zero, like \"1 s\"",
+            ));
+        }
+        // A limit of 0 would start no migration and wait forever. Checked
+        // whatever the policy, as the policy may be chosen elsewhere later.
+        let never_starts = "a limit of 0 would never start a migration; give at least 1";
+        if config.max_in_flight == 0 {
+            return Err(self.refuse(&table.key("max_in_flight"), never_starts));
+        }
+        if config.max_in_flight_per_host == 0 {
+            return Err(self.refuse(&table.key("max_in_flight_per_host"), never_starts));
+        }
+        if config.aimd.max_window == 0 {
+            return Err(self.refuse(&table.key("aimd").key("max_window"), never_starts));
+        }
+        Ok(())
+    }
+
+    fn hosts(&self, raw: &[RawHost]) -> Result<Vec<Host>, ScenarioError> {
+        let mut first_named: HashMap<&str, usize> = HashMap::new();
+        for (index, host) in raw.iter().enumerate() {
+            let entry = FieldPath::entry("host", index);
+            let name = entry.clone().key("name");
+            if host.name.trim().is_empty() {
+                return Err(self.refuse(&name, "a host needs a name"));
+            }
+            if host.name == ROUND_ROBIN {
+                return Err(self.refuse(
+                    &name,
+                    "`round-robin` is reserved: in a [[vm_group]], host = \"round-robin\" \
+                     spreads the VMs over the source hosts",
+                ));
+            }
+            if let Some(&first) = first_named.get(host.name.as_str()) {
+                return Err(self.refuse(
+                    &name,
+                    format!(
+                        "duplicate host name `{}`: {} has it already",
+                        host.name,
+                        self.point_at(&FieldPath::entry("host", first))
+                    ),
+                ));
+            }
+            first_named.insert(&host.name, index);
+            if host.nic.0 <= 0.0 {
+                return Err(self.refuse(
+                    &entry.clone().key("nic"),
+                    format!(
+                        "a NIC of {} carries nothing; give a rate above zero",
+                        host.nic
+                    ),
+                ));
+            }
+            match host.site {
+                Site::Source if host.memory.is_some() => {
+                    return Err(self.refuse(
+                        &entry.key("memory"),
+                        "`memory` is a destination host's room for incoming VMs; \
+                         a source host receives none",
+                    ));
+                }
+                Site::Destination if host.power_off_at.is_some() => {
+                    return Err(self.refuse(
+                        &entry.key("power_off_at"),
+                        "only source hosts lose power in this model; a destination host stays up",
+                    ));
+                }
+                Site::Destination if host.memory == Some(Bytes::ZERO) => {
+                    return Err(self.refuse(
+                        &entry.key("memory"),
+                        "a destination host with 0 B of room can take no VM; give it memory \
+                         above zero, or leave `memory` out for unbounded room",
+                    ));
+                }
+                Site::Source | Site::Destination => {}
+            }
+        }
+        if !raw.iter().any(|host| host.site == Site::Source) {
+            return Err(self.refuse_whole(
+                "no [[host]] has site = \"source\": there is nothing to evacuate from",
+            ));
+        }
+        if !raw.iter().any(|host| host.site == Site::Destination) {
+            return Err(self.refuse_whole(
+                "no [[host]] has site = \"destination\": there is nowhere to evacuate to",
+            ));
+        }
+        Ok(raw
+            .iter()
+            .map(|host| Host {
+                name: host.name.clone(),
+                site: host.site,
+                nic: host.nic,
+                memory: host.memory,
+                power_off_at: host.power_off_at,
+            })
+            .collect())
+    }
+
+    /// The VMs of every `[[vm]]` and `[[vm_group]]` in file order, and for
+    /// each the path of the `memory` field it got its memory from.
+    fn vms(
+        &self,
+        hosts: &[Host],
+        raw: &RawScenario,
+    ) -> Result<(Vec<Vm>, Vec<FieldPath>), ScenarioError> {
+        let singles = raw.vm.iter().enumerate().map(|(i, vm)| {
+            let at = self.locator.offset(&FieldPath::entry("vm", i));
+            (at, Entry::Single(i, vm))
+        });
+        let groups = raw.vm_group.iter().enumerate().map(|(i, group)| {
+            let at = self.locator.offset(&FieldPath::entry("vm_group", i));
+            (at, Entry::Group(i, group))
+        });
+        let mut entries: Vec<_> = singles.chain(groups).collect();
+        // Every entry that parsed has a position; the stable sort keeps
+        // [[vm]] before [[vm_group]] should one ever lack it.
+        entries.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
+
+        let mut vms = Vec::new();
+        let mut memory_fields = Vec::new();
+        // Where each VM name was first defined.
+        let mut defined: HashMap<String, FieldPath> = HashMap::new();
+        for (_, entry) in entries {
+            let (entry_path, name_field, made) = match entry {
+                Entry::Single(index, vm) => {
+                    let path = FieldPath::entry("vm", index);
+                    (
+                        path.clone(),
+                        path.clone().key("name"),
+                        vec![self.single(hosts, &path, vm)?],
+                    )
+                }
+                Entry::Group(index, group) => {
+                    let path = FieldPath::entry("vm_group", index);
+                    let made = self.group(hosts, &path, index, group, raw.seed)?;
+                    (path.clone(), path.key("prefix"), made)
+                }
+            };
+            for vm in made {
+                if let Some(first) = defined.get(&vm.name) {
+                    return Err(self.refuse(
+                        &name_field,
+                        format!(
+                            "duplicate VM name `{}`: {} has it already",
+                            vm.name,
+                            self.point_at(first)
+                        ),
+                    ));
+                }
+                defined.insert(vm.name.clone(), entry_path.clone());
+                memory_fields.push(entry_path.clone().key("memory"));
+                vms.push(vm);
+            }
+        }
+        Ok((vms, memory_fields))
+    }
+
+    fn single(&self, hosts: &[Host], entry: &FieldPath, raw: &RawVm) -> Result<Vm, ScenarioError> {
+        if raw.name.trim().is_empty() {
+            return Err(self.refuse(&entry.clone().key("name"), "a VM needs a name"));
+        }
+        let host = self.source_host(hosts, &raw.host, &entry.clone().key("host"))?;
+        if raw.memory == Bytes::ZERO {
+            return Err(self.refuse(&entry.clone().key("memory"), "a VM needs memory above zero"));
+        }
+        let working_set = match raw.working_set {
+            Some(working_set) if working_set > raw.memory => {
+                return Err(self.refuse(
+                    &entry.clone().key("working_set"),
+                    format!(
+                        "a working set of {working_set} is more than the VM's {} of memory; \
+                         a guest cannot keep writing to more memory than it has",
+                        raw.memory
+                    ),
+                ));
+            }
+            Some(working_set) => working_set,
+            None => raw.memory,
+        };
+        let destination = self.pinned_destination(hosts, raw.destination.as_deref(), entry)?;
+        Ok(Vm {
+            name: raw.name.clone(),
+            host,
+            memory: raw.memory,
+            dirty_rate: raw.dirty_rate,
+            working_set,
+            priority: raw.priority,
+            destination,
+        })
+    }
+
+    /// The VMs `<prefix>-1` to `<prefix>-<count>`, drawn from the group's
+    /// distributions.
+    fn group(
+        &self,
+        hosts: &[Host],
+        entry: &FieldPath,
+        index: usize,
+        raw: &RawGroup,
+        seed: u64,
+    ) -> Result<Vec<Vm>, ScenarioError> {
+        if raw.prefix.trim().is_empty() {
+            return Err(self.refuse(&entry.clone().key("prefix"), "a group needs a prefix"));
+        }
+        if raw.count == 0 {
+            return Err(self.refuse(
+                &entry.clone().key("count"),
+                "a group of 0 VMs is empty; give a count of at least 1, or remove the group",
+            ));
+        }
+        if raw.count > MAX_GROUP_COUNT {
+            return Err(self.refuse(
+                &entry.clone().key("count"),
+                format!(
+                    "{} VMs is more than the {MAX_GROUP_COUNT} a group may have",
+                    raw.count
+                ),
+            ));
+        }
+        let on: Vec<HostId> = if raw.host == ROUND_ROBIN {
+            hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, host)| host.site == Site::Source)
+                .map(|(i, _)| HostId(i))
+                .collect()
+        } else {
+            vec![self.source_host(hosts, &raw.host, &entry.clone().key("host"))?]
+        };
+        let destination = self.pinned_destination(hosts, raw.destination.as_deref(), entry)?;
+
+        let mut memory_rng = group_rng(seed, index, GroupQuantity::Memory);
+        let mut dirty_rng = group_rng(seed, index, GroupQuantity::DirtyRate);
+        let mut working_set_rng = group_rng(seed, index, GroupQuantity::WorkingSet);
+        let mut vms = Vec::with_capacity(raw.count as usize);
+        for n in 1..=raw.count as usize {
+            let name = format!("{}-{n}", raw.prefix);
+            let memory = raw.memory.sample(&mut memory_rng);
+            if memory == Bytes::ZERO {
+                return Err(self.refuse(
+                    &entry.clone().key("memory"),
+                    format!("VM `{name}` drew 0 B of memory, but every VM needs some; raise the lower bound"),
+                ));
+            }
+            let dirty_rate = raw.dirty_rate.sample(&mut dirty_rng);
+            // A guest cannot keep writing to more memory than it has.
+            let working_set = raw
+                .working_set
+                .as_ref()
+                .map_or(memory, |spec| spec.sample(&mut working_set_rng).min(memory));
+            vms.push(Vm {
+                name,
+                host: on[(n - 1) % on.len()],
+                memory,
+                dirty_rate,
+                working_set,
+                priority: raw.priority,
+                destination,
+            });
+        }
+        Ok(vms)
+    }
+
+    /// The source host a VM runs on.
+    fn source_host(
+        &self,
+        hosts: &[Host],
+        name: &str,
+        field: &FieldPath,
+    ) -> Result<HostId, ScenarioError> {
+        self.host_on(
+            hosts,
+            name,
+            field,
+            Site::Source,
+            "a VM to evacuate runs on a source host",
+        )
+    }
+
+    /// The destination host a VM is pinned to, if it is.
+    fn pinned_destination(
+        &self,
+        hosts: &[Host],
+        name: Option<&str>,
+        entry: &FieldPath,
+    ) -> Result<Option<HostId>, ScenarioError> {
+        name.map(|name| {
+            let field = entry.clone().key("destination");
+            self.host_on(
+                hosts,
+                name,
+                &field,
+                Site::Destination,
+                "a VM can be pinned to a destination host only",
+            )
+        })
+        .transpose()
+    }
+
+    fn host_on(
+        &self,
+        hosts: &[Host],
+        name: &str,
+        field: &FieldPath,
+        site: Site,
+        rule: &str,
+    ) -> Result<HostId, ScenarioError> {
+        let site_name = |site: Site| match site {
+            Site::Source => "source",
+            Site::Destination => "destination",
+        };
+        let candidates: Vec<String> = hosts
+            .iter()
+            .filter(|host| host.site == site)
+            .map(|host| format!("`{}`", host.name))
+            .collect();
+        let choices = format!(
+            "the {} hosts are {}",
+            site_name(site),
+            candidates.join(", ")
+        );
+        match hosts.iter().position(|host| host.name == name) {
+            None => Err(self.refuse(field, format!("no [[host]] is named `{name}`; {choices}"))),
+            Some(index) if hosts[index].site != site => Err(self.refuse(
+                field,
+                format!(
+                    "`{name}` is a {} host, but {rule}; {choices}",
+                    site_name(hosts[index].site)
+                ),
+            )),
+            Some(index) => Ok(HostId(index)),
+        }
+    }
+
+    /// Refuses VMs no destination has room for: alone, pinned together, or
+    /// all together when every destination's room is bounded. (Whether they
+    /// pack into the rooms is the controller's affair.)
+    fn room(
+        &self,
+        hosts: &[Host],
+        vms: &[Vm],
+        memory_fields: &[FieldPath],
+    ) -> Result<(), ScenarioError> {
+        let destinations: Vec<HostId> = (0..hosts.len())
+            .map(HostId)
+            .filter(|&id| hosts[id.0].site == Site::Destination)
+            .collect();
+        let room = |id: HostId| hosts[id.0].memory;
+        // The destination with the most room; unbounded beats any bound.
+        let roomiest = destinations
+            .iter()
+            .copied()
+            .max_by_key(|&id| room(id).map_or(u64::MAX, |bytes| bytes.0));
+        for (vm, field) in vms.iter().zip(memory_fields) {
+            let Some(target) = vm.destination.or(roomiest) else {
+                continue;
+            };
+            let target_name = &hosts[target.0].name;
+            let whom = match vm.destination {
+                Some(_) => format!("its pinned destination `{target_name}`"),
+                None => format!("the destination with the most room, `{target_name}`,"),
+            };
+            match room(target) {
+                Some(room) if vm.memory > room => {
+                    return Err(self.refuse(
+                        field,
+                        format!(
+                            "VM `{}` needs {} but {whom} has room for {room} only: \
+                             there is no destination with room for it",
+                            vm.name, vm.memory
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for &destination in &destinations {
+            let Some(room) = room(destination) else {
+                continue;
+            };
+            let pinned: Bytes = vms
+                .iter()
+                .filter(|vm| vm.destination == Some(destination))
+                .map(|vm| vm.memory)
+                .sum();
+            if pinned > room {
+                return Err(self.refuse(
+                    &FieldPath::entry("host", destination.0).key("memory"),
+                    format!(
+                        "the VMs pinned to `{}` need {pinned} in all, more than its room of {room}",
+                        hosts[destination.0].name
+                    ),
+                ));
+            }
+        }
+        let rooms: Option<Vec<Bytes>> = destinations.iter().map(|&id| room(id)).collect();
+        if let Some(rooms) = rooms {
+            let total_room: Bytes = rooms.into_iter().sum();
+            let needed: Bytes = vms.iter().map(|vm| vm.memory).sum();
+            if needed > total_room {
+                return Err(self.refuse_whole(format!(
+                    "the VMs need {needed} of memory in all, but the destination hosts have room \
+                     for {total_room} in all: some VM would be left without a destination with room"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! Finding things in the text of a scenario: which line a field is on, and
+//! how to name it so that a reader finds it (``field `memory` of [[vm]] "web-1"``).
+//!
+//! The typed structs of [`crate::raw`] keep no positions, so the text is read
+//! a second time into a tree that keeps nothing but the position of every
+//! value (and the text of string values, to name `[[vm]]` entries by their
+//! `name`). Scenario files are small: the second read costs nothing that
+//! matters.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use toml::Spanned;
+
+/// The arrays of tables whose entries are named by one of their keys.
+const NAMED_ENTRIES: [(&str, &str); 3] = [("host", "name"), ("vm", "name"), ("vm_group", "prefix")];
+
+/// One step into the document: a key of a table or an index into an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The path of a value in the document, e.g. `vm[3].memory`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FieldPath(Vec<Step>);
+
+impl FieldPath {
+    /// A key of the top-level table.
+    pub(crate) fn top(key: &str) -> Self {
+        FieldPath::default().key(key)
+    }
+
+    /// The `index`th entry of a top-level array of tables such as `[[vm]]`.
+    pub(crate) fn entry(array: &str, index: usize) -> Self {
+        FieldPath::top(array).index(index)
+    }
+
+    pub(crate) fn key(mut self, key: &str) -> Self {
+        self.0.push(Step::Key(key.to_owned()));
+        self
+    }
+
+    pub(crate) fn index(mut self, index: usize) -> Self {
+        self.0.push(Step::Index(index));
+        self
+    }
+
+    /// The path where serde gave up on a value.
+    pub(crate) fn from_serde(path: &serde_path_to_error::Path) -> Self {
+        use serde_path_to_error::Segment;
+        let steps = path
+            .iter()
+            .filter_map(|segment| match segment {
+                Segment::Seq { index } => Some(Step::Index(*index)),
+                Segment::Map { key } => Some(Step::Key(key.clone())),
+                Segment::Enum { variant } => Some(Step::Key(variant.clone())),
+                Segment::Unknown => None,
+            })
+            .collect();
+        FieldPath(steps)
+    }
+}
+
+/// `wan_trace[1].at`: steps as TOML's dotted keys would write them.
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, step) in self.0.iter().enumerate() {
+            match step {
+                Step::Key(key) if i == 0 => f.write_str(key)?,
+                Step::Key(key) => write!(f, ".{key}")?,
+                Step::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A value of the document, reduced to what locating needs.
+#[derive(Debug)]
+enum Node {
+    Table(BTreeMap<String, Spanned<Node>>),
+    Array(Vec<Spanned<Node>>),
+    Text(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+/// The key under which the toml crate hands over a date-time, as a one-key
+/// table whose value carries no position.
+const TOML_DATETIME_KEY: &str = "$__toml_private_datetime";
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any TOML value")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Node, E> {
+        Ok(Node::Text(text.to_owned()))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut table = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == TOML_DATETIME_KEY {
+                map.next_value::<IgnoredAny>()?;
+                return Ok(Node::Other);
+            }
+            table.insert(key, map.next_value()?);
+        }
+        Ok(Node::Table(table))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+}
+
+/// Positions and names of everything in one scenario text.
+#[derive(Debug)]
+pub(crate) struct Locator<'a> {
+    text: &'a str,
+    root: Node,
+}
+
+impl<'a> Locator<'a> {
+    /// Reads `text`; fails only when it is not TOML.
+    pub(crate) fn parse(text: &'a str) -> Result<Self, toml::de::Error> {
+        let table: BTreeMap<String, Spanned<Node>> = toml::from_str(text)?;
+        Ok(Self {
+            text,
+            root: Node::Table(table),
+        })
+    }
+
+    /// The span of the value at `path` or, when the file does not write it
+    /// (a default), of the nearest enclosing value it does write.
+    fn span(&self, path: &FieldPath) -> Option<Range<usize>> {
+        let mut node = &self.root;
+        let mut span = None;
+        for step in &path.0 {
+            let next = match (node, step) {
+                (Node::Table(table), Step::Key(key)) => table.get(key),
+                (Node::Array(items), Step::Index(index)) => items.get(*index),
+                _ => None,
+            };
+            let Some(next) = next else { break };
+            span = Some(next.span());
+            node = next.get_ref();
+        }
+        span
+    }
+
+    /// Where the value at `path` starts, in bytes; see [`Locator::span`].
+    pub(crate) fn offset(&self, path: &FieldPath) -> Option<usize> {
+        self.span(path).map(|span| span.start)
+    }
+
+    /// The line of the value at `path`; see [`Locator::span`].
+    pub(crate) fn line(&self, path: &FieldPath) -> Option<usize> {
+        self.offset(path).map(|offset| line_at(self.text, offset))
+    }
+
+    /// The string written exactly at `path`, if there is one.
+    fn text_at(&self, path: &FieldPath) -> Option<&str> {
+        let mut node = &self.root;
+        for step in &path.0 {
+            node = match (node, step) {
+                (Node::Table(table), Step::Key(key)) => table.get(key)?.get_ref(),
+                (Node::Array(items), Step::Index(index)) => items.get(*index)?.get_ref(),
+                _ => return None,
+            };
+        }
+        match node {
+            Node::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// How a reader finds `path` in the file: ``field `memory` of [[vm]] "web-1"``,
+    /// ``field `wan_trace[1].at` of [network]``, ``[[host]] #3``, ``field `seed```.
+    /// `None` for the document as a whole.
+    pub(crate) fn describe(&self, path: &FieldPath) -> Option<String> {
+        let (owner, field) = match path.0.as_slice() {
+            [] => return None,
+            [Step::Key(array), Step::Index(index), rest @ ..] => {
+                (Some(self.entry_label(array, *index)), rest)
+            }
+            [Step::Key(table), rest @ ..] if !rest.is_empty() => (Some(format!("[{table}]")), rest),
+            steps => (None, steps),
+        };
+        let field = FieldPath(field.to_vec());
+        Some(match owner {
+            Some(owner) if field.0.is_empty() => owner,
+            Some(owner) => format!("field `{field}` of {owner}"),
+            None => format!("field `{field}`"),
+        })
+    }
+
+    /// `[[vm]] "web-1"` by the entry's name, or `[[vm]] #2` (counted from 1)
+    /// when it has none.
+    fn entry_label(&self, array: &str, index: usize) -> String {
+        let name = NAMED_ENTRIES
+            .iter()
+            .find(|(named, _)| *named == array)
+            .and_then(|(_, key)| self.text_at(&FieldPath::entry(array, index).key(key)));
+        match name {
+            Some(name) => format!("[[{array}]] \"{name}\""),
+            None => format!("[[{array}]] #{}", index + 1),
+        }
+    }
+}
+
+/// The 1-based line of the byte at `offset`.
+pub(crate) fn line_at(text: &str, offset: usize) -> usize {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    before.iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "seed = 1\n\n[network]\nwan_trace = [\n  { at = \"0 s\" },\n  { at = \"1 s\" },\n]\n\n[[vm]]\nname = \"web-1\"\nmemory = \"4 GiB\"\n\n[[vm]]\nmemory = \"1 GiB\"\n";
+
+    #[test]
+    fn finds_lines_of_nested_values() {
+        let locator = Locator::parse(TEXT).unwrap();
+        assert_eq!(locator.line(&FieldPath::top("seed")), Some(1));
+        let trace = FieldPath::top("network").key("wan_trace");
+        assert_eq!(locator.line(&trace.clone().index(1).key("at")), Some(6));
+        assert_eq!(
+            locator.line(&FieldPath::entry("vm", 0).key("memory")),
+            Some(11)
+        );
+        // Not written: the entry's own line stands in.
+        assert_eq!(
+            locator.line(&FieldPath::entry("vm", 1).key("dirty_rate")),
+            Some(13)
+        );
+        assert_eq!(locator.line(&FieldPath::top("migration")), None);
+    }
+
+    #[test]
+    fn names_fields_as_the_file_shows_them() {
+        let locator = Locator::parse(TEXT).unwrap();
+        let describe = |path: FieldPath| locator.describe(&path).unwrap();
+        assert_eq!(
+            describe(FieldPath::entry("vm", 0).key("memory")),
+            "field `memory` of [[vm]] \"web-1\""
+        );
+        assert_eq!(describe(FieldPath::entry("vm", 1)), "[[vm]] #2");
+        assert_eq!(
+            describe(
+                FieldPath::top("network")
+                    .key("wan_trace")
+                    .index(1)
+                    .key("at")
+            ),
+            "field `wan_trace[1].at` of [network]"
+        );
+        assert_eq!(describe(FieldPath::top("seed")), "field `seed`");
+        assert_eq!(locator.describe(&FieldPath::default()), None);
+    }
+
+    #[test]
+    fn a_datetime_does_not_stop_the_locator() {
+        let locator = Locator::parse("when = 1979-05-27T07:32:00Z\nseed = 2\n").unwrap();
+        assert_eq!(locator.line(&FieldPath::top("seed")), Some(2));
+    }
+
+    #[test]
+    fn counts_lines_from_one() {
+        assert_eq!(line_at("a\nb\nc", 0), 1);
+        assert_eq!(line_at("a\nb\nc", 2), 2);
+        assert_eq!(line_at("a\nb\nc", 4), 3);
+    }
+}

@@ -1,0 +1,119 @@
+//! The scenario file exactly as written: read by serde, not yet checked.
+//!
+//! Every table refuses keys it does not know, so that a misspelt field is an
+//! error rather than a silently ignored default.
+
+use std::time::Duration;
+
+use evac_controller::ControllerConfig;
+use evac_model::units::human_duration;
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, MigrationParams, Site};
+use serde::Deserialize;
+
+use crate::spec::Spec;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScenario {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+    pub network: RawNetwork,
+    #[serde(default)]
+    pub migration: MigrationParams,
+    #[serde(default)]
+    pub controller: ControllerConfig,
+    #[serde(default)]
+    pub host: Vec<RawHost>,
+    #[serde(default)]
+    pub vm: Vec<RawVm>,
+    #[serde(default)]
+    pub vm_group: Vec<RawGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNetwork {
+    pub wan_bandwidth: BitsPerSec,
+    #[serde(default = "default_rtt", with = "human_duration")]
+    pub wan_rtt: Duration,
+    #[serde(default = "default_tcp_window")]
+    pub tcp_window: Bytes,
+    #[serde(default)]
+    pub wan_trace: Vec<RawTracePoint>,
+}
+
+/// A LAN-like round trip: the window then limits nothing a WAN scenario
+/// would notice, so forgetting `wan_rtt` does not invent a bottleneck.
+fn default_rtt() -> Duration {
+    Duration::from_millis(1)
+}
+
+/// Roughly what Linux advertises at its default `net.ipv4.tcp_rmem`
+/// maximum (6 MiB of buffer, less the kernel's overhead).
+fn default_tcp_window() -> Bytes {
+    Bytes::mib(4)
+}
+
+/// [`evac_model::TracePoint`] does not refuse unknown keys; this does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTracePoint {
+    #[serde(with = "human_duration")]
+    pub at: Duration,
+    pub bandwidth: BitsPerSec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHost {
+    pub name: String,
+    pub site: Site,
+    pub nic: BitsPerSec,
+    #[serde(default)]
+    pub memory: Option<Bytes>,
+    #[serde(default, with = "human_duration::option")]
+    pub power_off_at: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVm {
+    pub name: String,
+    pub host: String,
+    pub memory: Bytes,
+    #[serde(default)]
+    pub dirty_rate: BytesPerSec,
+    pub working_set: Option<Bytes>,
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGroup {
+    pub prefix: String,
+    pub count: u32,
+    /// A source host's name, or [`ROUND_ROBIN`].
+    pub host: String,
+    pub memory: Spec<Bytes>,
+    #[serde(default = "idle")]
+    pub dirty_rate: Spec<BytesPerSec>,
+    pub working_set: Option<Spec<Bytes>>,
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    pub destination: Option<String>,
+}
+
+/// `host = "round-robin"` in a `[[vm_group]]`: spread the VMs over the
+/// source hosts in file order.
+pub(crate) const ROUND_ROBIN: &str = "round-robin";
+
+fn default_priority() -> u32 {
+    1
+}
+
+fn idle() -> Spec<BytesPerSec> {
+    Spec::Fixed(BytesPerSec::ZERO)
+}

@@ -1,0 +1,180 @@
+//! Invariants of the simulator on random evacuations.
+
+use std::time::Duration;
+
+use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm};
+use evac_report::{Outcome, RunResult};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct Case {
+    fleet: Fleet,
+    network: Network,
+    params: MigrationParams,
+    policy: PolicyKind,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let vm = (0usize..3, 64u64..2048, 0u32..80, 16u64..1024);
+    let trace = prop::collection::vec((1u64..120, 100u32..2000), 0..4);
+    (
+        prop::collection::vec(vm, 1..12),
+        trace,
+        1u32..5,
+        1u64..100,
+        prop::sample::select(PolicyKind::ALL.to_vec()),
+        prop::option::of(20u64..200),
+        prop::option::of(5u64..60),
+    )
+        .prop_map(|(vms, trace, channels, rtt_ms, policy, power_off_s, cap_mbps)| {
+            let mut hosts: Vec<Host> = (0..3)
+                .map(|i| Host {
+                    name: format!("src-{i}"),
+                    site: Site::Source,
+                    nic: BitsPerSec::mbps(500.0 + 500.0 * i as f64),
+                    memory: None,
+                    power_off_at: None,
+                })
+                .collect();
+            hosts[0].power_off_at = power_off_s.map(Duration::from_secs);
+            hosts.push(Host {
+                name: "dst".into(),
+                site: Site::Destination,
+                nic: BitsPerSec::gbps(10.0),
+                memory: None,
+                power_off_at: None,
+            });
+            let vms = vms
+                .into_iter()
+                .enumerate()
+                .map(|(i, (host, mib, dirty_mb, ws_mib))| Vm {
+                    name: format!("vm-{i}"),
+                    host: HostId(host),
+                    memory: Bytes::mib(mib),
+                    dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
+                    working_set: Bytes::mib(ws_mib.min(mib)),
+                    priority: 1,
+                    destination: None,
+                })
+                .collect();
+            let mut at = 0;
+            let wan_trace = trace
+                .into_iter()
+                .map(|(step, mbps)| {
+                    at += step;
+                    TracePoint {
+                        at: Duration::from_secs(at),
+                        bandwidth: BitsPerSec::mbps(f64::from(mbps)),
+                    }
+                })
+                .collect();
+            Case {
+                fleet: Fleet { hosts, vms },
+                network: Network {
+                    wan_bandwidth: BitsPerSec::gbps(1.0),
+                    wan_rtt: Duration::from_millis(rtt_ms),
+                    tcp_window: Bytes::mib(4),
+                    wan_trace,
+                },
+                params: MigrationParams {
+                    multifd_channels: channels,
+                    max_bandwidth: cap_mbps.map(|m| BitsPerSec::mbps(m as f64)),
+                    ..MigrationParams::default()
+                },
+                policy,
+            }
+        })
+}
+
+fn run(case: &Case) -> RunResult {
+    let config = ControllerConfig {
+        policy: case.policy,
+        ..ControllerConfig::default()
+    };
+    let mut controller = Evacuation::new(case.fleet.clone(), case.params, config.clone());
+    evac_sim::simulate(&case.fleet, &case.network, config.period, &mut controller)
+}
+
+/// The highest capacity the WAN has in `[from, to]`.
+fn peak_between(network: &Network, from: f64, to: f64) -> f64 {
+    let mut peak = network.capacity_at(Duration::from_secs_f64(from)).0;
+    for point in &network.wan_trace {
+        let at = point.at.as_secs_f64();
+        if at > from && at <= to {
+            peak = peak.max(point.bandwidth.0);
+        }
+    }
+    peak
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn invariants_hold(case in case()) {
+        let result = run(&case);
+        let tolerance = 1.0 + 1e-9;
+
+        // Every VM is accounted for.
+        prop_assert_eq!(result.migrated + result.lost, case.fleet.vms.len());
+
+        // The WAN never carries more than its capacity over a period.
+        let mut last = 0.0;
+        for point in &result.timeline {
+            prop_assert!(point.t_s >= last, "timeline goes back in time");
+            if point.t_s > last {
+                let peak = peak_between(&case.network, last, point.t_s);
+                prop_assert!(point.wan_throughput_bps <= peak * tolerance + 1e-6,
+                    "{} bps over a {} bps WAN at {}", point.wan_throughput_bps, peak, point.t_s);
+            }
+            last = point.t_s;
+        }
+
+        let cap_bps = case.params.max_bandwidth.map_or(f64::INFINITY, |c| c.0)
+            .min(case.network.connection_cap().0 * f64::from(case.params.multifd_channels))
+            .min(case.network.peak_capacity().0);
+        for (record, vm) in result.vms.iter().zip(&case.fleet.vms) {
+            match record.outcome {
+                Outcome::Migrated => {
+                    let (start, end) = (record.start_s.unwrap(), record.end_s.unwrap());
+                    // Times run forward, and no faster than the best rate allows.
+                    prop_assert!(start >= 0.0 && end >= start);
+                    prop_assert!(record.downtime_s.unwrap() <= end - start + 1e-9);
+                    let fastest = vm.memory.as_f64() * 8.0 / cap_bps.min(case.fleet.host(vm.host).nic.0);
+                    prop_assert!(end - start >= fastest / tolerance - 1e-9, "{} faster than {}", end - start, fastest);
+                    // Bytes are conserved: the whole memory at least once,
+                    // exactly once when the guest writes nothing.
+                    let sent = record.bytes_sent.unwrap();
+                    prop_assert!(sent + 1 >= vm.memory.0);
+                    if vm.dirty_rate.0 == 0.0 {
+                        prop_assert!(sent.abs_diff(vm.memory.0) <= 1);
+                    }
+                    // Never sent after the host died.
+                    if let Some(off) = case.fleet.host(vm.host).power_off_at {
+                        prop_assert!(end <= off.as_secs_f64() + 1e-9);
+                    }
+                }
+                Outcome::Lost => {
+                    prop_assert!(record.end_s.is_none() && record.migration_time_s.is_none());
+                }
+            }
+        }
+        if case.policy == PolicyKind::Sequential {
+            // A VM lost mid-migration stopped when its host died.
+            let mut intervals: Vec<(f64, f64)> = result.vms.iter().zip(&case.fleet.vms)
+                .filter_map(|(r, vm)| {
+                    let died = case.fleet.host(vm.host).power_off_at.map(|t| t.as_secs_f64());
+                    Some((r.start_s?, r.end_s.or(died)?))
+                })
+                .collect();
+            intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for pair in intervals.windows(2) {
+                prop_assert!(pair[1].0 >= pair[0].1 - 1e-9, "sequential overlap: {:?}", pair);
+            }
+        }
+
+        // Same input, same result.
+        prop_assert_eq!(run(&case), result);
+    }
+}
