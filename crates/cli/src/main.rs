@@ -28,6 +28,29 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Simulate every combination of a grid of factors, on all cores, and
+    /// print one markdown row per combination.
+    Sweep {
+        /// Grid file (TOML): a base scenario and the factors to vary.
+        grid: PathBuf,
+        /// Write the rows as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write the rows as CSV.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
+    },
+    /// Evacuate real QEMU VMs listed in an inventory; Ctrl-C cancels the
+    /// migrations in flight and leaves every VM running exactly once.
+    Run {
+        /// Inventory file (TOML): hosts, VMs and their QMP sockets.
+        inventory: PathBuf,
+        /// sequential, parallel, static, aimd-local or aimd-global.
+        #[arg(long, value_parser = parse_with::<PolicyKind>)]
+        policy: Option<PolicyKind>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 /// Overrides of the scenario's `[controller]` table.
@@ -66,7 +89,30 @@ fn main() -> Result<()> {
             controller,
             output,
         } => simulate(scenario.as_deref(), &controller, &output),
+        Command::Sweep { grid, json, csv } => sweep(&grid, json.as_deref(), csv.as_deref()),
+        Command::Run {
+            inventory,
+            policy,
+            output,
+        } => run(&inventory, policy, &output),
     }
+}
+
+fn run(path: &Path, policy: Option<PolicyKind>, output: &OutputArgs) -> Result<()> {
+    let inventory = evac_qemu::Inventory::from_path(path)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        let ctrl_c = async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("Ctrl-C: cancelling the migrations in flight");
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        evac_qemu::run(inventory, policy, ctrl_c).await
+    })?;
+    println!("{}", evac_report::summary_table(&result));
+    write_outputs(&result, output)
 }
 
 fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs) -> Result<()> {
@@ -102,6 +148,24 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
     );
     println!("{}", evac_report::summary_table(&result));
     write_outputs(&result, output)
+}
+
+fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<()> {
+    let grid = evac_sweep::Grid::from_path(path)?;
+    eprintln!("{}: {} combinations", grid.name, grid.len());
+    let rows = evac_sweep::run(&grid);
+    println!("{}", evac_sweep::markdown_table(&rows));
+    if let Some(path) = json {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        evac_sweep::write_json(&rows, BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = csv {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        evac_sweep::write_csv(&rows, BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {

@@ -14,6 +14,26 @@
 //! than `increase_margin`, the last migration added still bought bandwidth,
 //! so `w += 1`; if it fell by more than `decrease_margin`, the network got
 //! worse or is oversubscribed, so `w = max(1, w / 2)`; otherwise `w` holds.
+//!
+//! Throughput only rises when something changed, so the window has to try:
+//! every `w += 1` is a *probe* whose worth the next period measures. A probe
+//! that bought more than `increase_margin` is kept and followed by another;
+//! one that did not is undone (the window holds at the last size that
+//! helped); after [`REPROBE_AFTER_PERIODS`] quiet periods the window probes
+//! again, which is how it finds capacity that came back. Without probing a
+//! window would never leave 1 on a steady link (the first version compared
+//! periods with nothing added between them and stayed at 1), and holding at
+//! a useless probe instead of undoing it would ratchet the window up by one
+//! per re-probe on a saturated link.
+//!
+//! The two AIMD policies differ only in what they see. `aimd-local` runs one
+//! window per source host on that host's NIC counter: a probe that takes
+//! bandwidth from other hosts' migrations on the shared WAN looks like a
+//! gain to its host, so the hosts keep outbidding each other and the site
+//! oversubscribes the WAN (each VM's migration gets long). `aimd-global`
+//! runs one window on the sum of every host's counter, where such a probe
+//! gains nothing, and hands its slots to the hosts with the fewest in flight
+//! so that no host idles while another has a queue.
 
 use std::fmt;
 
@@ -86,10 +106,16 @@ impl fmt::Display for PolicyKind {
 impl std::str::FromStr for PolicyKind {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|p| p.as_str() == text).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
-            format!("unknown policy `{text}`; expected one of {}", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
+                format!(
+                    "unknown policy `{text}`; expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -131,11 +157,40 @@ impl Policy for Fixed {
     }
 }
 
+/// Quiet periods (throughput neither rose nor fell by a margin, and the
+/// window did not move) after which a window in use probes again with one
+/// more migration. A window that never probed would never learn that the
+/// WAN got its capacity back: connections capped by their TCP window do not
+/// speed up by themselves. Five periods keep the cost of a useless probe
+/// (one extra migration for one period, then undone) to a fifth of the time,
+/// and recover a halved window within a few tens of periods.
+pub const REPROBE_AFTER_PERIODS: u32 = 5;
+
 /// One AIMD window.
+///
+/// Each control period it compares the period's throughput with the
+/// previous period's:
+///
+/// - fell by more than `decrease_margin`: `w = max(1, floor(w / 2))`;
+/// - the last period added a migration (a probe) and throughput rose by more
+///   than `increase_margin`: that migration bought bandwidth, so keep it and
+///   add another, `w += 1`;
+/// - the probe bought nothing: hold at the size before it (the probe is
+///   undone), as TCP holds below the rate that lost;
+/// - throughput rose by more than `increase_margin` with no probe (the
+///   network got better): probe at once;
+/// - otherwise hold, and after [`REPROBE_AFTER_PERIODS`] quiet periods probe.
+///
+/// Only a window in use (as many migrations in flight as it allows) grows: a
+/// window with free slots learns nothing from a rise.
 #[derive(Debug, Clone)]
 struct Window {
     size: usize,
     last_throughput: Option<BitsPerSec>,
+    /// The last change was `w += 1`, whose worth this period measures.
+    probing: bool,
+    /// Quiet periods since the window last moved.
+    quiet: u32,
 }
 
 impl Window {
@@ -143,24 +198,47 @@ impl Window {
         Self {
             size: 1,
             last_throughput: None,
+            probing: false,
+            quiet: 0,
         }
     }
 
-    /// Moves the window after a period with `throughput`, during which
-    /// `in_flight` migrations ran.
+    fn grow(&mut self, params: &AimdParams) {
+        self.quiet = 0;
+        if self.size < params.max_window {
+            self.size += 1;
+            self.probing = true;
+        }
+    }
+
+    /// Moves the window after a period with `throughput`, at whose end
+    /// `in_flight` migrations run.
     fn update(&mut self, throughput: BitsPerSec, in_flight: usize, params: &AimdParams) {
-        if let Some(last) = self.last_throughput {
-            if throughput.0 > last.0 * (1.0 + params.increase_margin) {
-                // Grow only a window that is in use: a window with free
-                // slots learns nothing from a rise.
-                if in_flight >= self.size {
-                    self.size = (self.size + 1).min(params.max_window);
-                }
-            } else if throughput.0 < last.0 * (1.0 - params.decrease_margin) {
-                self.size = (self.size / 2).max(1);
+        let in_use = in_flight >= self.size;
+        let probing = std::mem::replace(&mut self.probing, false);
+        let Some(last) = self.last_throughput.replace(throughput) else {
+            // The first measurement: nothing to compare with yet, so probe.
+            if in_use {
+                self.grow(params);
+            }
+            return;
+        };
+        let rose = throughput.0 > last.0 * (1.0 + params.increase_margin);
+        let fell = throughput.0 < last.0 * (1.0 - params.decrease_margin);
+        if fell {
+            self.size = (self.size / 2).max(1);
+            self.quiet = 0;
+        } else if rose && in_use {
+            self.grow(params);
+        } else if probing {
+            self.size = (self.size - 1).max(1);
+            self.quiet = 0;
+        } else {
+            self.quiet += 1;
+            if self.quiet >= REPROBE_AFTER_PERIODS && in_use {
+                self.grow(params);
             }
         }
-        self.last_throughput = Some(throughput);
     }
 }
 
@@ -214,7 +292,8 @@ impl Policy for AimdGlobal {
     fn admit(&mut self, view: &View<'_>) -> Admission {
         if let Some(throughput) = view.period_throughput {
             let total = view.fleet.source_hosts().map(|h| throughput[h.0].0).sum();
-            self.window.update(BitsPerSec(total), view.total_in_flight(), &self.params);
+            self.window
+                .update(BitsPerSec(total), view.total_in_flight(), &self.params);
         }
         Admission {
             total: self.window.size,
@@ -233,15 +312,34 @@ mod tests {
         let params = AimdParams::default();
         let mut w = Window::new();
         w.update(BitsPerSec(100.0), 1, &params);
-        assert_eq!(w.size, 1, "the first sample has nothing to compare with");
-        w.update(BitsPerSec(200.0), 1, &params);
-        assert_eq!(w.size, 2);
-        w.update(BitsPerSec(300.0), 2, &params);
-        assert_eq!(w.size, 3);
-        w.update(BitsPerSec(303.0), 3, &params);
-        assert_eq!(w.size, 3, "1 % is noise");
+        assert_eq!(w.size, 2, "the first measurement probes");
+        w.update(BitsPerSec(200.0), 2, &params);
+        assert_eq!(w.size, 3, "the probe doubled throughput: keep it, add one");
+        w.update(BitsPerSec(300.0), 3, &params);
+        assert_eq!(w.size, 4);
+        w.update(BitsPerSec(303.0), 4, &params);
+        assert_eq!(
+            w.size, 3,
+            "1 % is noise: the probe is undone, the window holds"
+        );
+        for quiet in 1..REPROBE_AFTER_PERIODS {
+            w.update(BitsPerSec(303.0), 3, &params);
+            assert_eq!(w.size, 3, "quiet period {quiet} holds");
+        }
+        w.update(BitsPerSec(290.0), 3, &params);
+        assert_eq!(
+            w.size, 4,
+            "a 4 % fall is quiet too; the fifth quiet period probes"
+        );
+        w.update(BitsPerSec(100.0), 4, &params);
+        assert_eq!(w.size, 2, "a fall by two thirds halves the window");
         w.update(BitsPerSec(400.0), 1, &params);
-        assert_eq!(w.size, 3, "a window with free slots does not grow");
+        assert_eq!(w.size, 2, "a window with free slots does not grow");
+        w.update(BitsPerSec(800.0), 2, &params);
+        assert_eq!(
+            w.size, 3,
+            "a rise with no probe (capacity came back) probes"
+        );
         w.update(BitsPerSec(100.0), 3, &params);
         assert_eq!(w.size, 1, "floor(3 / 2) = 1");
         w.update(BitsPerSec(10.0), 1, &params);
@@ -249,10 +347,27 @@ mod tests {
     }
 
     #[test]
+    fn window_stops_at_the_ceiling() {
+        let params = AimdParams {
+            max_window: 3,
+            ..AimdParams::default()
+        };
+        let mut w = Window::new();
+        for (i, rate) in [1.0, 2.0, 3.0, 4.0, 5.0, 6.0].into_iter().enumerate() {
+            w.update(BitsPerSec(rate), w.size, &params);
+            assert!(w.size <= 3, "period {i}: {}", w.size);
+        }
+        assert_eq!(w.size, 3);
+    }
+
+    #[test]
     fn policy_names_round_trip() {
         for kind in PolicyKind::ALL {
             assert_eq!(kind.as_str().parse::<PolicyKind>(), Ok(kind));
         }
-        assert!("aimd".parse::<PolicyKind>().unwrap_err().contains("aimd-global"));
+        assert!("aimd"
+            .parse::<PolicyKind>()
+            .unwrap_err()
+            .contains("aimd-global"));
     }
 }

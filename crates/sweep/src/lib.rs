@@ -1,1 +1,736 @@
-//! placeholder
+//! # evac-sweep
+//!
+//! `evac sweep GRID.toml`: runs the cross product of a grid's factors on the
+//! simulator, one evacuation per combination, in parallel on every core
+//! (rayon), and tabulates the results: one [`SweepRow`] per combination with
+//! its total time, mean and max migration time, VMs lost and score, as a
+//! markdown table ([`markdown_table`]), CSV ([`write_csv`]) or JSON
+//! ([`write_json`]).
+//!
+//! ## The grid format
+//!
+//! ```toml
+//! name = "classic comparison"          # default: the file's name
+//! base = "../scenarios/two-site.toml"  # a scenario file, relative to the grid file;
+//!                                      # or an inline [base] table holding a whole
+//!                                      # scenario; default: the embedded default scenario
+//! repeat_seeds = [1, 2, 3]             # optional: every combination once per seed
+//!
+//! [factors]                            # every factor is a list of levels; absent = the base's value
+//! policy = ["sequential", "parallel", "static", "aimd-local", "aimd-global"]
+//! wan_bandwidth = ["1 Gbps", "10 Gbps"]
+//! wan_rtt = ["5 ms", "100 ms"]
+//! tcp_window = ["4 MiB", "64 MiB"]
+//! multifd_channels = [1, 4]
+//! memory = ["base", "equal", "skewed"]
+//! dirty_rate = ["0 MB/s", "20 MB/s"]
+//! mode = ["live", "offline"]
+//! trace = ["base", "steady", "fluctuating"]
+//! order = ["as-listed", "largest-first"]
+//! max_in_flight = [2, 8]               # the static policy's site-wide limit
+//! ```
+//!
+//! What the levels mean:
+//!
+//! - `policy`, `order`, `max_in_flight`: the `[controller]` fields.
+//! - `wan_bandwidth`: the WAN's capacity. A trace the base has is scaled by
+//!   the same ratio, so it keeps its shape.
+//! - `wan_rtt`, `tcp_window`: the `[network]` fields (one connection carries
+//!   at most `tcp_window / wan_rtt`); `multifd_channels`, `mode`: the
+//!   `[migration]` fields.
+//! - `memory`: `base` keeps the base's VM sizes; `equal` gives every VM the
+//!   mean size; `skewed` draws sizes from a lognormal (σ = 1) and rescales
+//!   them to the same total, rounded to whole MiB (at least 64 MiB). Each
+//!   VM's working set is scaled with its memory.
+//! - `dirty_rate`: every VM's dirty rate.
+//! - `trace`: `base` keeps the base's trace; `steady` is no trace at all;
+//!   `fluctuating` alternates the WAN between 100 % and 40 % of its
+//!   bandwidth, each phase lasting 30 to 90 s (60 s on average), drawn from
+//!   the seed, for long enough to outlast the slowest evacuation.
+//!
+//! The random levels (`skewed`, `fluctuating`) draw from ChaCha8 keyed by
+//! the combination's seed: the base scenario's `seed`, or each of
+//! `repeat_seeds` in turn; a repeat seed also replaces the base's `seed`,
+//! so generated `[[vm_group]]`s are drawn anew. Combinations run in the
+//! order of the factors as written, the last factor varying fastest, and
+//! the same grid always gives the same rows.
+//!
+//! A bad grid is refused before anything runs, with the file, the line and
+//! the key: `grid.toml:9: factor `wan_rtt`: `5 xs` is not a duration ...`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use evac_controller::{Evacuation, Order, PolicyKind};
+use evac_model::{parse_duration, BitsPerSec, Bytes, BytesPerSec, Mode, TracePoint};
+use evac_scenario::{Scenario, ScenarioError, DEFAULT_SCENARIO_TOML};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// Why a grid is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GridError {
+    #[error("cannot read grid file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `at` is `file:line`; `key` the grid key at fault, if one is.
+    #[error("{at}: {}{message}", key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+    Invalid {
+        at: String,
+        key: Option<String>,
+        message: String,
+    },
+    /// The base scenario is refused; its error names its own file and line.
+    #[error("{at}: base scenario: {source}")]
+    Base {
+        at: String,
+        #[source]
+        source: ScenarioError,
+    },
+}
+
+/// One level of one factor, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Level {
+    Policy(PolicyKind),
+    WanBandwidth(BitsPerSec),
+    WanRtt(Duration),
+    TcpWindow(Bytes),
+    MultifdChannels(u32),
+    Memory(MemoryPreset),
+    DirtyRate(BytesPerSec),
+    Mode(Mode),
+    Trace(TracePreset),
+    Order(Order),
+    MaxInFlight(usize),
+}
+
+/// The `memory` factor's levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryPreset {
+    Base,
+    Equal,
+    Skewed,
+}
+
+/// The `trace` factor's levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracePreset {
+    Base,
+    Steady,
+    Fluctuating,
+}
+
+/// The factors a grid may vary, in the order they are applied.
+pub const FACTORS: [&str; 11] = [
+    "policy",
+    "wan_bandwidth",
+    "wan_rtt",
+    "tcp_window",
+    "multifd_channels",
+    "memory",
+    "dirty_rate",
+    "mode",
+    "trace",
+    "order",
+    "max_in_flight",
+];
+
+/// One factor: its name and its levels, each with the text it was written as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Factor {
+    pub name: String,
+    pub levels: Vec<(String, Level)>,
+}
+
+/// A parsed, checked grid.
+#[derive(Debug, Clone)]
+pub struct Grid {
+    pub name: String,
+    pub base: Scenario,
+    /// The base's text, reloaded with another seed for `repeat_seeds`.
+    base_text: String,
+    base_origin: String,
+    /// Empty: the base's own seed only.
+    pub repeat_seeds: Vec<u64>,
+    /// In the order written in the grid.
+    pub factors: Vec<Factor>,
+}
+
+/// The result of one combination.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepRow {
+    /// Every factor of the grid with this row's level, as written, in the
+    /// grid's order.
+    #[serde(serialize_with = "ordered_map")]
+    pub factors: Vec<(String, String)>,
+    pub seed: u64,
+    pub vms: usize,
+    pub total_time_s: Option<f64>,
+    pub mean_migration_time_s: Option<f64>,
+    pub max_migration_time_s: Option<f64>,
+    pub lower_bound_total_s: f64,
+    pub lower_bound_mean_migration_s: f64,
+    pub migrated: usize,
+    pub lost: usize,
+    pub score: Option<f64>,
+}
+
+fn ordered_map<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(pairs.len()))?;
+    for (k, v) in pairs {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrid {
+    name: Option<String>,
+    base: Option<Spanned<toml::Value>>,
+    repeat_seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    factors: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<toml::Value>>>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Grid {
+    /// Reads and checks the grid file at `path`; a base file is found
+    /// relative to it.
+    pub fn from_path(path: &Path) -> Result<Grid, GridError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GridError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let default_name = path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        Self::parse(&text, &path.display().to_string(), dir, &default_name)
+    }
+
+    /// Reads and checks a grid from its text; `origin` names it in errors
+    /// and a base file is found relative to `dir`.
+    pub fn from_toml_str(text: &str, origin: &str, dir: &Path) -> Result<Grid, GridError> {
+        Self::parse(text, origin, dir, origin)
+    }
+
+    fn parse(text: &str, origin: &str, dir: &Path, default_name: &str) -> Result<Grid, GridError> {
+        let at = |offset: usize| format!("{origin}:{}", line_of(text, offset));
+        let raw: RawGrid = toml::from_str(text).map_err(|e| GridError::Invalid {
+            at: e.span().map_or_else(|| origin.to_owned(), |s| at(s.start)),
+            key: None,
+            message: e.message().trim().to_owned(),
+        })?;
+        let (base, base_text, base_origin) = match &raw.base {
+            None => (
+                Scenario::embedded_default(),
+                DEFAULT_SCENARIO_TOML.to_owned(),
+                "<embedded default>".to_owned(),
+            ),
+            Some(spanned) => {
+                let here = at(spanned.span().start);
+                match spanned.get_ref() {
+                    toml::Value::String(file) => {
+                        let path = dir.join(file);
+                        let text =
+                            std::fs::read_to_string(&path).map_err(|e| GridError::Invalid {
+                                at: here.clone(),
+                                key: Some("key `base`".into()),
+                                message: format!("cannot read {}: {e}", path.display()),
+                            })?;
+                        let origin = path.display().to_string();
+                        let scenario = Scenario::from_toml_str(&text, &origin)
+                            .map_err(|source| GridError::Base { at: here, source })?;
+                        (scenario, text, origin)
+                    }
+                    toml::Value::Table(table) => {
+                        let text = toml::to_string(table).map_err(|e| GridError::Invalid {
+                            at: here.clone(),
+                            key: Some("table [base]".into()),
+                            message: e.to_string(),
+                        })?;
+                        let origin = format!("{origin} [base] (lines counted from the table)");
+                        let scenario = Scenario::from_toml_str(&text, &origin)
+                            .map_err(|source| GridError::Base { at: here, source })?;
+                        (scenario, text, origin)
+                    }
+                    other => {
+                        return Err(GridError::Invalid {
+                            at: here,
+                            key: Some("key `base`".into()),
+                            message: format!(
+                                "expected a scenario file name or a [base] table, found {}",
+                                other.type_str()
+                            ),
+                        })
+                    }
+                }
+            }
+        };
+        let mut factors: Vec<(usize, Factor)> = Vec::new();
+        for (key, values) in &raw.factors {
+            let name = key.get_ref().as_str();
+            let key_at = at(key.span().start);
+            if !FACTORS.contains(&name) {
+                return Err(GridError::Invalid {
+                    at: key_at,
+                    key: Some(format!("factor `{name}`")),
+                    message: format!("unknown factor; expected one of {}", FACTORS.join(", ")),
+                });
+            }
+            if values.get_ref().is_empty() {
+                return Err(GridError::Invalid {
+                    at: key_at,
+                    key: Some(format!("factor `{name}`")),
+                    message: "no levels; give at least one, or leave the factor out".into(),
+                });
+            }
+            let mut levels = Vec::new();
+            for value in values.get_ref() {
+                let level =
+                    parse_level(name, value.get_ref()).map_err(|message| GridError::Invalid {
+                        at: at(value.span().start),
+                        key: Some(format!("factor `{name}`")),
+                        message,
+                    })?;
+                let written = match value.get_ref() {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                levels.push((written, level));
+            }
+            factors.push((
+                key.span().start,
+                Factor {
+                    name: name.to_owned(),
+                    levels,
+                },
+            ));
+        }
+        factors.sort_by_key(|(offset, _)| *offset);
+        Ok(Grid {
+            name: raw.name.unwrap_or_else(|| default_name.to_owned()),
+            base,
+            base_text,
+            base_origin,
+            repeat_seeds: raw.repeat_seeds.unwrap_or_default(),
+            factors: factors.into_iter().map(|(_, f)| f).collect(),
+        })
+    }
+
+    /// How many evacuations the grid runs.
+    pub fn len(&self) -> usize {
+        self.factors
+            .iter()
+            .map(|f| f.levels.len())
+            .product::<usize>()
+            * self.repeat_seeds.len().max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every combination: its seed and one level index per factor, the last
+    /// factor varying fastest, seeds slowest.
+    fn combinations(&self) -> Vec<(u64, Vec<usize>)> {
+        let seeds = if self.repeat_seeds.is_empty() {
+            vec![self.base.seed]
+        } else {
+            self.repeat_seeds.clone()
+        };
+        let mut all = Vec::with_capacity(self.len());
+        for &seed in &seeds {
+            let mut index = vec![0; self.factors.len()];
+            loop {
+                all.push((seed, index.clone()));
+                // Odometer, last factor fastest.
+                let mut i = self.factors.len();
+                loop {
+                    if i == 0 {
+                        break;
+                    }
+                    i -= 1;
+                    index[i] += 1;
+                    if index[i] < self.factors[i].levels.len() {
+                        break;
+                    }
+                    index[i] = 0;
+                }
+                if index.iter().all(|&i| i == 0) {
+                    break;
+                }
+            }
+        }
+        all
+    }
+
+    /// The base scenario drawn with `seed`.
+    fn base_for(&self, seed: u64) -> Scenario {
+        if self.repeat_seeds.is_empty() || seed == self.base.seed {
+            return self.base.clone();
+        }
+        let mut table: toml::Table =
+            toml::from_str(&self.base_text).expect("the base parsed once already");
+        table.insert("seed".into(), toml::Value::Integer(seed as i64));
+        let text = toml::to_string(&table).expect("a TOML table serializes");
+        Scenario::from_toml_str(&text, &self.base_origin)
+            .expect("changing the seed keeps a scenario valid")
+    }
+
+    /// The scenario of one combination.
+    pub fn scenario(&self, seed: u64, levels: &[usize]) -> Scenario {
+        let mut scenario = self.base_for(seed);
+        scenario.seed = seed;
+        // Apply in the order of FACTORS: the trace after the bandwidth.
+        let mut chosen: Vec<&Level> = self
+            .factors
+            .iter()
+            .zip(levels)
+            .map(|(f, &i)| &f.levels[i].1)
+            .collect();
+        chosen.sort_by_key(|level| level_rank(level));
+        for level in chosen {
+            apply(&mut scenario, level);
+        }
+        scenario
+    }
+}
+
+fn level_rank(level: &Level) -> usize {
+    match level {
+        Level::Policy(_) => 0,
+        Level::WanBandwidth(_) => 1,
+        Level::WanRtt(_) => 2,
+        Level::TcpWindow(_) => 3,
+        Level::MultifdChannels(_) => 4,
+        Level::Memory(_) => 5,
+        Level::DirtyRate(_) => 6,
+        Level::Mode(_) => 7,
+        Level::Trace(_) => 8,
+        Level::Order(_) => 9,
+        Level::MaxInFlight(_) => 10,
+    }
+}
+
+fn parse_level(name: &str, value: &toml::Value) -> Result<Level, String> {
+    let text = || {
+        value
+            .as_str()
+            .ok_or_else(|| format!("expected a string, found {} `{value}`", value.type_str()))
+    };
+    let integer = || {
+        value
+            .as_integer()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("expected a positive integer, found `{value}`"))
+    };
+    Ok(match name {
+        "policy" => Level::Policy(text()?.parse()?),
+        "wan_bandwidth" => Level::WanBandwidth(text()?.parse().map_err(|e| format!("{e}"))?),
+        "wan_rtt" => Level::WanRtt(parse_duration(text()?).map_err(|e| format!("{e}"))?),
+        "tcp_window" => Level::TcpWindow(text()?.parse().map_err(|e| format!("{e}"))?),
+        "multifd_channels" => {
+            Level::MultifdChannels(u32::try_from(integer()?).map_err(|e| e.to_string())?)
+        }
+        "memory" => Level::Memory(match text()? {
+            "base" => MemoryPreset::Base,
+            "equal" => MemoryPreset::Equal,
+            "skewed" => MemoryPreset::Skewed,
+            other => {
+                return Err(format!(
+                    "unknown memory preset `{other}`; expected base, equal or skewed"
+                ))
+            }
+        }),
+        "dirty_rate" => Level::DirtyRate(text()?.parse().map_err(|e| format!("{e}"))?),
+        "mode" => Level::Mode(match text()? {
+            "live" => Mode::Live,
+            "offline" => Mode::Offline,
+            other => return Err(format!("unknown mode `{other}`; expected live or offline")),
+        }),
+        "trace" => Level::Trace(match text()? {
+            "base" => TracePreset::Base,
+            "steady" => TracePreset::Steady,
+            "fluctuating" => TracePreset::Fluctuating,
+            other => {
+                return Err(format!(
+                    "unknown trace preset `{other}`; expected base, steady or fluctuating"
+                ))
+            }
+        }),
+        "order" => Level::Order(text()?.parse()?),
+        "max_in_flight" => Level::MaxInFlight(integer()? as usize),
+        _ => unreachable!("checked against FACTORS"),
+    })
+}
+
+/// The smallest VM `skewed` draws.
+const SKEWED_MIN: Bytes = Bytes::mib(64);
+/// `fluctuating`: the low phase's share of the bandwidth, and the range of a
+/// phase's length in seconds.
+const LOW_SHARE: f64 = 0.4;
+const PHASE_S: (f64, f64) = (30.0, 90.0);
+
+fn apply(scenario: &mut Scenario, level: &Level) {
+    let seed = scenario.seed;
+    match *level {
+        Level::Policy(policy) => scenario.controller.policy = policy,
+        Level::WanBandwidth(bandwidth) => {
+            let ratio = bandwidth.0 / scenario.network.wan_bandwidth.0;
+            for point in &mut scenario.network.wan_trace {
+                point.bandwidth = BitsPerSec(point.bandwidth.0 * ratio);
+            }
+            scenario.network.wan_bandwidth = bandwidth;
+        }
+        Level::WanRtt(rtt) => scenario.network.wan_rtt = rtt,
+        Level::TcpWindow(window) => scenario.network.tcp_window = window,
+        Level::MultifdChannels(channels) => scenario.migration.multifd_channels = channels,
+        Level::Memory(MemoryPreset::Base) => {}
+        Level::Memory(preset) => {
+            let vms = &mut scenario.fleet.vms;
+            if vms.is_empty() {
+                return;
+            }
+            let total: f64 = vms.iter().map(|vm| vm.memory.as_f64()).sum();
+            let sizes: Vec<f64> = match preset {
+                MemoryPreset::Equal => vec![total / vms.len() as f64; vms.len()],
+                _ => {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d65_6d6f_7279);
+                    let lognormal = rand_distr::LogNormal::new(0.0, 1.0).expect("valid parameters");
+                    let draws: Vec<f64> = vms.iter().map(|_| rng.sample(lognormal)).collect();
+                    let sum: f64 = draws.iter().sum();
+                    draws.iter().map(|d| d / sum * total).collect()
+                }
+            };
+            for (vm, size) in vms.iter_mut().zip(sizes) {
+                let mib = (size / Bytes::mib(1).as_f64()).round().max(1.0) as u64;
+                let memory = match preset {
+                    MemoryPreset::Skewed => Bytes::mib(mib).max(SKEWED_MIN),
+                    _ => Bytes::mib(mib),
+                };
+                let ratio = vm.working_set.as_f64() / vm.memory.as_f64();
+                vm.working_set = Bytes::from_f64(memory.as_f64() * ratio).min(memory);
+                vm.memory = memory;
+            }
+        }
+        Level::DirtyRate(rate) => {
+            for vm in &mut scenario.fleet.vms {
+                vm.dirty_rate = rate;
+            }
+        }
+        Level::Mode(mode) => scenario.migration.mode = mode,
+        Level::Trace(TracePreset::Base) => {}
+        Level::Trace(TracePreset::Steady) => scenario.network.wan_trace.clear(),
+        Level::Trace(TracePreset::Fluctuating) => {
+            scenario.network.wan_trace = fluctuating_trace(scenario, seed);
+        }
+        Level::Order(order) => scenario.controller.order = order,
+        Level::MaxInFlight(n) => scenario.controller.max_in_flight = n,
+    }
+}
+
+/// 100 % / 40 % of the bandwidth in phases of 30 to 90 s, up to a horizon
+/// no evacuation outlasts: 100 times the time to carry every VM at the low
+/// rate over one connection per migration, or at least an hour.
+fn fluctuating_trace(scenario: &Scenario, seed: u64) -> Vec<TracePoint> {
+    let network = &scenario.network;
+    let high = network.wan_bandwidth;
+    let low = BitsPerSec(high.0 * LOW_SHARE);
+    let slowest = low.0.min(network.connection_cap().0);
+    let carry = scenario.fleet.total_memory().as_f64() * 8.0 / slowest;
+    let horizon = (100.0 * carry).clamp(3600.0, 1e7);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0074_7261_6365);
+    let mut points = Vec::new();
+    let mut t = 0.0;
+    let mut is_high = true;
+    while t < horizon && points.len() < 200_000 {
+        t += rng.gen_range(PHASE_S.0..PHASE_S.1);
+        is_high = !is_high;
+        points.push(TracePoint {
+            at: Duration::from_secs_f64(t),
+            bandwidth: if is_high { high } else { low },
+        });
+    }
+    points
+}
+
+/// Runs every combination of `grid` on the simulator, in parallel on all
+/// cores; the rows come back in the grid's order.
+pub fn run(grid: &Grid) -> Vec<SweepRow> {
+    grid.combinations()
+        .into_par_iter()
+        .map(|(seed, levels)| {
+            let scenario = grid.scenario(seed, &levels);
+            let mut controller = Evacuation::new(
+                scenario.fleet.clone(),
+                scenario.migration,
+                scenario.controller.clone(),
+            );
+            let result = evac_sim::simulate(
+                &scenario.fleet,
+                &scenario.network,
+                scenario.controller.period,
+                &mut controller,
+            );
+            SweepRow {
+                factors: grid
+                    .factors
+                    .iter()
+                    .zip(&levels)
+                    .map(|(f, &i)| (f.name.clone(), f.levels[i].0.clone()))
+                    .collect(),
+                seed,
+                vms: scenario.fleet.vms.len(),
+                total_time_s: result.total_time_s,
+                mean_migration_time_s: result.mean_migration_time_s,
+                max_migration_time_s: result.max_migration_time_s,
+                lower_bound_total_s: result.lower_bound_total_s,
+                lower_bound_mean_migration_s: result.lower_bound_mean_migration_s,
+                migrated: result.migrated,
+                lost: result.lost,
+                score: result.score,
+            }
+        })
+        .collect()
+}
+
+fn seconds(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// The rows as a markdown table: a column per factor that varies (and the
+/// seed, when it does), then the metrics; factors every row shares are
+/// listed in a line above the table.
+pub fn markdown_table(rows: &[SweepRow]) -> String {
+    let mut out = String::new();
+    let Some(first) = rows.first() else {
+        return "(no rows)\n".to_owned();
+    };
+    let varies = |i: usize| rows.iter().any(|r| r.factors[i].1 != first.factors[i].1);
+    let varying: Vec<usize> = (0..first.factors.len()).filter(|&i| varies(i)).collect();
+    let fixed: Vec<String> = (0..first.factors.len())
+        .filter(|&i| !varies(i))
+        .map(|i| format!("{} = {}", first.factors[i].0, first.factors[i].1))
+        .collect();
+    let seed_varies = rows.iter().any(|r| r.seed != first.seed);
+    let mut shared = fixed;
+    if !seed_varies {
+        shared.push(format!("seed = {}", first.seed));
+    }
+    if rows.iter().all(|r| r.vms == first.vms) {
+        shared.push(format!("{} VMs", first.vms));
+    }
+    if !shared.is_empty() {
+        let _ = writeln!(out, "All rows: {}.\n", shared.join(", "));
+    }
+    let mut header: Vec<String> = varying
+        .iter()
+        .map(|&i| first.factors[i].0.clone())
+        .collect();
+    if seed_varies {
+        header.push("seed".into());
+    }
+    let metrics = [
+        "total (s)",
+        "bound total (s)",
+        "mean migration (s)",
+        "bound mean (s)",
+        "max migration (s)",
+        "lost",
+        "score",
+    ];
+    header.extend(metrics.iter().map(|s| s.to_string()));
+    let numeric_from = header.len() - metrics.len();
+    let _ = writeln!(out, "| {} |", header.join(" | "));
+    let align: Vec<&str> = (0..header.len())
+        .map(|i| if i < numeric_from { "---" } else { "---:" })
+        .collect();
+    let _ = writeln!(out, "|{}|", align.join("|"));
+    for row in rows {
+        let mut cells: Vec<String> = varying.iter().map(|&i| row.factors[i].1.clone()).collect();
+        if seed_varies {
+            cells.push(row.seed.to_string());
+        }
+        cells.extend([
+            seconds(row.total_time_s),
+            format!("{:.1}", row.lower_bound_total_s),
+            seconds(row.mean_migration_time_s),
+            format!("{:.1}", row.lower_bound_mean_migration_s),
+            seconds(row.max_migration_time_s),
+            format!("{} of {}", row.lost, row.vms),
+            row.score
+                .map_or_else(|| "-".to_owned(), |s| format!("{s:.3}")),
+        ]);
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out
+}
+
+/// One CSV record per row: a column per factor, then `seed`, `vms` and the
+/// metrics; a missing value is an empty cell.
+pub fn write_csv<W: Write>(rows: &[SweepRow], out: W) -> Result<(), csv::Error> {
+    let mut writer = csv::Writer::from_writer(out);
+    let opt = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
+    if let Some(first) = rows.first() {
+        let mut header: Vec<String> = first.factors.iter().map(|(k, _)| k.clone()).collect();
+        header.extend(
+            [
+                "seed",
+                "vms",
+                "total_time_s",
+                "mean_migration_time_s",
+                "max_migration_time_s",
+                "lower_bound_total_s",
+                "lower_bound_mean_migration_s",
+                "migrated",
+                "lost",
+                "score",
+            ]
+            .map(String::from),
+        );
+        writer.write_record(&header)?;
+    }
+    for row in rows {
+        let mut record: Vec<String> = row.factors.iter().map(|(_, v)| v.clone()).collect();
+        record.extend([
+            row.seed.to_string(),
+            row.vms.to_string(),
+            opt(row.total_time_s),
+            opt(row.mean_migration_time_s),
+            opt(row.max_migration_time_s),
+            row.lower_bound_total_s.to_string(),
+            row.lower_bound_mean_migration_s.to_string(),
+            row.migrated.to_string(),
+            row.lost.to_string(),
+            opt(row.score),
+        ]);
+        writer.write_record(&record)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// The rows as a pretty JSON array of [`SweepRow`] objects (`factors` an
+/// object in the grid's order).
+pub fn write_json<W: Write>(rows: &[SweepRow], out: W) -> serde_json::Result<()> {
+    serde_json::to_writer_pretty(out, rows)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! The `evac` binary as a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn evac(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_evac"))
+        .args(args)
+        .output()
+        .expect("evac runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("result.json");
+    let csv = dir.path().join("result.csv");
+    let svg = dir.path().join("result.svg");
+    let out = evac(&[
+        "simulate",
+        "--json",
+        json.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("score") && stdout.contains("migrated / lost"), "{stdout}");
+
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for field in [
+        "policy",
+        "total_time_s",
+        "mean_migration_time_s",
+        "max_migration_time_s",
+        "p95_migration_time_s",
+        "mean_completion_time_s",
+        "lower_bound_total_s",
+        "lower_bound_mean_migration_s",
+        "score",
+        "migrated",
+        "lost",
+        "bytes_sent",
+        "vms",
+        "timeline",
+    ] {
+        assert!(result.get(field).is_some(), "JSON lacks `{field}`");
+    }
+    let vms = result["vms"].as_array().unwrap();
+    let (migrated, lost) = (result["migrated"].as_u64().unwrap(), result["lost"].as_u64().unwrap());
+    assert_eq!(migrated + lost, vms.len() as u64);
+    // The totals agree with the per-VM records.
+    let sent: u64 = vms.iter().filter_map(|v| v["bytes_sent"].as_u64()).sum();
+    assert_eq!(result["bytes_sent"].as_u64(), Some(sent));
+    let last_end = vms.iter().filter_map(|v| v["end_s"].as_f64()).fold(0.0, f64::max);
+    assert_eq!(result["total_time_s"].as_f64(), Some(last_end));
+    for field in ["t_s", "wan_capacity_bps", "wan_throughput_bps", "in_flight"] {
+        assert!(result["timeline"][0].get(field).is_some(), "timeline lacks `{field}`");
+    }
+
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("name,host,destination,start_s,end_s,migration_time_s,downtime_s,rounds,bytes_sent,outcome")
+    );
+    assert_eq!(lines.count(), vms.len());
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+}
+
+#[test]
+fn policy_flag_overrides_the_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let out = evac(&["simulate", "--policy", "sequential", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(result["policy"], "sequential");
+    // Sequential: no two migrations overlap.
+    let mut spans: Vec<(f64, f64)> = result["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| Some((v["start_s"].as_f64()?, v["end_s"].as_f64()?)))
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(spans.windows(2).all(|w| w[1].0 >= w[0].1 - 1e-9));
+
+    let out = evac(&["simulate", "--policy", "fastest"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("aimd-global"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_bad_scenario_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"bad\"\n\
+         [network]\n\
+         wan_bandwidth = \"1 Gbps\"\n\
+         [[host]]\n\
+         name = \"src\"\n\
+         site = \"source\"\n\
+         nic = \"10 Gbps\"\n\
+         [[host]]\n\
+         name = \"dst\"\n\
+         site = \"destination\"\n\
+         nic = \"10 Gbps\"\n\
+         [[vm]]\n\
+         name = \"web\"\n\
+         host = \"src\"\n\
+         memory = \"4 GB/s\"\n",
+    )
+    .unwrap();
+    let out = evac(&["simulate", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    // `memory` is on line 15.
+    assert!(stderr.contains("bad.toml:15"), "{stderr}");
+    assert!(stderr.contains("memory") && stderr.contains("GiB"), "{stderr}");
+
+    let out = evac(&["simulate", "/nonexistent/scenario.toml"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("/nonexistent/scenario.toml"));
+}
+
+/// `evac run` on two real QEMU VMs over loopback; skipped, saying why,
+/// where QEMU is missing.
+#[test]
+fn run_migrates_real_vms_and_writes_the_same_json() {
+    use evac_qemu::lab::{self, Lab};
+    if let Err(why) = lab::qemu_available() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![lab.start_vm("cli-1", 64).unwrap(), lab.start_vm("cli-2", 64).unwrap()];
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(&inventory, lab.inventory("aimd-global", &vms, "")).unwrap();
+    let json = dir.path().join("run.json");
+    let out = evac(&["run", inventory.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    // The migrated VMs now run in destination QEMUs that evac started and
+    // left running: the lab stops them when the test ends.
+    for vm in &vms {
+        let socket = dir.path().join(format!("dst-{}-1.qmp", vm.name));
+        if let Some(pid) = lab::find_pid(socket.to_str().unwrap()) {
+            lab.adopt(pid);
+        }
+    }
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(result["policy"], "aimd-global");
+    assert_eq!(result["migrated"], 2, "{result}");
+    for (record, vm) in result["vms"].as_array().unwrap().iter().zip(&vms) {
+        assert_eq!(record["outcome"], "migrated");
+        assert!(record["bytes_sent"].as_u64().unwrap() >= vm.mib << 20);
+    }
+    assert!(Path::new(&json).exists());
+}

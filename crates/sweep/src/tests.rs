@@ -1,0 +1,261 @@
+use super::*;
+
+/// One 10 Gbps source host with two idle 1 GiB VMs and one unbounded
+/// destination, over a 1 Gbps WAN whose window never binds.
+const GRID: &str = r#"
+name = "tiny"
+
+[factors]
+policy = ["sequential", "parallel"]
+multifd_channels = [1, 4]
+
+[base]
+name = "two idle VMs"
+seed = 7
+
+[base.network]
+wan_bandwidth = "1 Gbps"
+wan_rtt = "1 ms"
+tcp_window = "1 GiB"
+
+[[base.host]]
+name = "src"
+site = "source"
+nic = "10 Gbps"
+
+[[base.host]]
+name = "dst"
+site = "destination"
+nic = "10 Gbps"
+
+[[base.vm]]
+name = "a"
+host = "src"
+memory = "1 GiB"
+
+[[base.vm]]
+name = "b"
+host = "src"
+memory = "1 GiB"
+"#;
+
+fn grid(text: &str) -> Result<Grid, GridError> {
+    Grid::from_toml_str(text, "grid.toml", Path::new("."))
+}
+
+fn error(text: &str) -> String {
+    grid(text).unwrap_err().to_string()
+}
+
+#[test]
+fn parses_factors_in_file_order_with_an_inline_base() {
+    let grid = grid(GRID).unwrap();
+    assert_eq!(grid.name, "tiny");
+    assert_eq!(grid.base.fleet.vms.len(), 2);
+    assert_eq!(grid.base.seed, 7);
+    let names: Vec<&str> = grid.factors.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["policy", "multifd_channels"]);
+    assert_eq!(
+        grid.factors[1].levels[1],
+        ("4".to_owned(), Level::MultifdChannels(4))
+    );
+    assert_eq!(grid.len(), 4);
+    let combinations: Vec<Vec<usize>> = grid.combinations().into_iter().map(|(_, c)| c).collect();
+    assert_eq!(combinations, [[0, 0], [0, 1], [1, 0], [1, 1]]);
+}
+
+#[test]
+fn rows_match_the_model_by_hand() {
+    // 2^30 bytes at 1 Gbps: 8.589934592 s alone. Sequential: back to back,
+    // total 2 x that, each its own 8.59 s. Parallel: both share the link and
+    // end together at 17.18 s. The window never binds, so channels change
+    // nothing. Bounds: 2 GiB at 1 Gbps, and 1 GiB at 1 Gbps.
+    let one = 8.589934592;
+    let rows = run(&grid(GRID).unwrap());
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-6;
+        assert!(close(row.total_time_s, 2.0 * one), "{row:?}");
+        assert!((row.lower_bound_total_s - 2.0 * one).abs() < 1e-6);
+        assert!((row.lower_bound_mean_migration_s - one).abs() < 1e-6);
+        assert_eq!((row.migrated, row.lost, row.vms, row.seed), (2, 0, 2, 7));
+        match row.factors[0].1.as_str() {
+            "sequential" => {
+                assert!(close(row.mean_migration_time_s, one));
+                assert!(close(row.score, 1.0));
+            }
+            "parallel" => {
+                assert!(close(row.max_migration_time_s, 2.0 * one));
+                assert!(close(row.score, 2f64.sqrt()));
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(
+        rows[1].factors,
+        [
+            ("policy".to_owned(), "sequential".to_owned()),
+            ("multifd_channels".to_owned(), "4".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn errors_name_the_file_line_and_key() {
+    let bad_level = GRID.replace(
+        "multifd_channels = [1, 4]",
+        "wan_rtt = [\"5 ms\",\n  \"5 xs\"]",
+    );
+    // The bad level is on the line after the key.
+    let message = error(&bad_level);
+    assert!(
+        message.starts_with("grid.toml:7: factor `wan_rtt`: "),
+        "{message}"
+    );
+    assert!(message.contains("5 xs"), "{message}");
+
+    let unknown = GRID.replace("multifd_channels", "colour");
+    let message = error(&unknown);
+    assert!(
+        message.starts_with("grid.toml:6: factor `colour`: unknown factor"),
+        "{message}"
+    );
+
+    let top = GRID.replace("name = \"tiny\"", "nmae = \"tiny\"");
+    let message = error(&top);
+    assert!(
+        message.starts_with("grid.toml:2: ") && message.contains("nmae"),
+        "{message}"
+    );
+
+    let wrong_type = GRID.replace("[1, 4]", "[1, \"four\"]");
+    let message = error(&wrong_type);
+    assert!(
+        message.starts_with("grid.toml:6: factor `multifd_channels`: expected a positive integer"),
+        "{message}"
+    );
+
+    let policy = GRID.replace("\"parallel\"", "\"aimd\"");
+    assert!(error(&policy).starts_with("grid.toml:5: factor `policy`: unknown policy `aimd`"));
+
+    let base = GRID.replace("wan_bandwidth = \"1 Gbps\"", "wan_bandwidth = \"1 GB\"");
+    let message = error(&base);
+    assert!(
+        message.starts_with("grid.toml:")
+            && message.contains("base scenario")
+            && message.contains("1 GB"),
+        "{message}"
+    );
+
+    let missing = GRID.replace("[base]", "base = \"no-such-file.toml\"\n[unused]");
+    assert!(error(&missing).contains("no-such-file.toml"));
+}
+
+#[test]
+fn memory_presets_keep_the_total() {
+    let text = GRID
+        .replace(
+            "multifd_channels = [1, 4]",
+            "memory = [\"equal\", \"skewed\"]",
+        )
+        .replace(
+            "memory = \"1 GiB\"\n\n[[base.vm]]",
+            "memory = \"3 GiB\"\nworking_set = \"1 GiB\"\n\n[[base.vm]]",
+        );
+    let grid = grid(&text).unwrap();
+    let equal = grid.scenario(7, &[0, 0]);
+    // 3 GiB and 1 GiB: the mean is 2 GiB each; a's working set keeps its
+    // third of the memory.
+    assert_eq!(equal.fleet.vms[0].memory, Bytes::gib(2));
+    assert_eq!(equal.fleet.vms[1].memory, Bytes::gib(2));
+    assert_eq!(
+        equal.fleet.vms[0].working_set,
+        Bytes::from_f64(Bytes::gib(2).as_f64() / 3.0)
+    );
+    assert_eq!(equal.fleet.vms[1].working_set, Bytes::gib(2));
+    let skewed = grid.scenario(7, &[0, 1]);
+    let total: u64 = skewed.fleet.vms.iter().map(|vm| vm.memory.0).sum();
+    assert!(total.abs_diff(4 << 30) <= 1 << 20, "{total}");
+    assert_ne!(skewed.fleet.vms[0].memory, skewed.fleet.vms[1].memory);
+    assert_eq!(
+        skewed,
+        grid.scenario(7, &[0, 1]),
+        "the same seed, the same draw"
+    );
+}
+
+#[test]
+fn fluctuating_alternates_full_and_forty_percent() {
+    let text = GRID.replace(
+        "multifd_channels = [1, 4]",
+        "trace = [\"steady\", \"fluctuating\"]\nwan_bandwidth = [\"10 Gbps\"]",
+    );
+    let grid = grid(&text).unwrap();
+    assert!(grid.scenario(7, &[0, 0, 0]).network.wan_trace.is_empty());
+    let trace = grid.scenario(7, &[0, 1, 0]).network.wan_trace;
+    assert!(trace.len() >= 3600 / 90, "{}", trace.len());
+    let mut last = 0.0;
+    for (i, point) in trace.iter().enumerate() {
+        let expected = if i % 2 == 0 { 4e9 } else { 1e10 };
+        assert!(
+            (point.bandwidth.0 - expected).abs() < 1.0,
+            "point {i}: {:?}",
+            point.bandwidth
+        );
+        let phase = point.at.as_secs_f64() - last;
+        assert!((30.0..90.0).contains(&phase), "phase {i}: {phase}");
+        last = point.at.as_secs_f64();
+    }
+}
+
+#[test]
+fn repeat_seeds_multiply_the_rows() {
+    let text = GRID.replace(
+        "name = \"tiny\"",
+        "name = \"tiny\"\nrepeat_seeds = [1, 2, 3]",
+    );
+    let grid = grid(&text).unwrap();
+    assert_eq!(grid.len(), 12);
+    let rows = run(&grid);
+    let seeds: Vec<u64> = rows.iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
+}
+
+#[test]
+fn table_csv_and_json() {
+    let rows = run(&grid(GRID).unwrap());
+    let table = markdown_table(&rows);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "All rows: seed = 7, 2 VMs.");
+    assert!(
+        lines[2].starts_with("| policy | multifd_channels | total (s) |"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 2 + 2 + 4);
+    assert!(
+        lines[4].starts_with("| sequential | 1 | 17.2 | 17.2 | 8.6 | 8.6 | 8.6 | 0 of 2 | 1.000 |"),
+        "{table}"
+    );
+
+    let mut csv = Vec::new();
+    write_csv(&rows, &mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(
+        csv.starts_with("policy,multifd_channels,seed,vms,total_time_s,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 5);
+
+    let mut json = Vec::new();
+    write_json(&rows, &mut json).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json[3]["factors"]["policy"], "parallel");
+    assert_eq!(json[3]["lost"], 0);
+}
+
+#[test]
+fn the_shipped_example_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sweep.toml");
+    let grid = Grid::from_path(&path).unwrap();
+    assert!(grid.len() >= 10);
+}
