@@ -157,12 +157,14 @@ fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<()> {
     println!("{}", evac_sweep::markdown_table(&rows));
     if let Some(path) = json {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        evac_sweep::write_json(&rows, BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))?;
+        evac_sweep::write_json(&rows, BufWriter::new(file))
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = csv {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        evac_sweep::write_csv(&rows, BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))?;
+        evac_sweep::write_csv(&rows, BufWriter::new(file))
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -175,7 +177,8 @@ fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {
     }
     if let Some(path) = &output.csv {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        evac_report::write_csv(result, BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))?;
+        evac_report::write_csv(result, BufWriter::new(file))
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &output.plot {

@@ -33,7 +33,10 @@ fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("score") && stdout.contains("migrated / lost"), "{stdout}");
+    assert!(
+        stdout.contains("score") && stdout.contains("migrated / lost"),
+        "{stdout}"
+    );
 
     let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for field in [
@@ -55,7 +58,10 @@ fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
         assert!(result.get(field).is_some(), "JSON lacks `{field}`");
     }
     let vms = result["vms"].as_array().unwrap();
-    let (migrated, lost) = (result["migrated"].as_u64().unwrap(), result["lost"].as_u64().unwrap());
+    let (migrated, lost) = (
+        result["migrated"].as_u64().unwrap(),
+        result["lost"].as_u64().unwrap(),
+    );
     assert_eq!(migrated + lost, vms.len() as u64);
     // The totals agree with the per-VM records.
     let sent: u64 = vms.iter().filter_map(|v| v["bytes_sent"].as_u64()).sum();
@@ -63,7 +69,10 @@ fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
     let last_end = vms.iter().filter_map(|v| v["end_s"].as_f64()).fold(0.0, f64::max);
     assert_eq!(result["total_time_s"].as_f64(), Some(last_end));
     for field in ["t_s", "wan_capacity_bps", "wan_throughput_bps", "in_flight"] {
-        assert!(result["timeline"][0].get(field).is_some(), "timeline lacks `{field}`");
+        assert!(
+            result["timeline"][0].get(field).is_some(),
+            "timeline lacks `{field}`"
+        );
     }
 
     let csv = std::fs::read_to_string(&csv).unwrap();
@@ -80,7 +89,13 @@ fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
 fn policy_flag_overrides_the_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let out = evac(&["simulate", "--policy", "sequential", "--json", json.to_str().unwrap()]);
+    let out = evac(&[
+        "simulate",
+        "--policy",
+        "sequential",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(result["policy"], "sequential");
@@ -145,11 +160,19 @@ fn run_migrates_real_vms_and_writes_the_same_json() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new(dir.path());
-    let vms = vec![lab.start_vm("cli-1", 64).unwrap(), lab.start_vm("cli-2", 64).unwrap()];
+    let vms = vec![
+        lab.start_vm("cli-1", 64).unwrap(),
+        lab.start_vm("cli-2", 64).unwrap(),
+    ];
     let inventory = dir.path().join("inventory.toml");
     std::fs::write(&inventory, lab.inventory("aimd-global", &vms, "")).unwrap();
     let json = dir.path().join("run.json");
-    let out = evac(&["run", inventory.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    let out = evac(&[
+        "run",
+        inventory.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     // The migrated VMs now run in destination QEMUs that evac started and
     // left running: the lab stops them when the test ends.
     for vm in &vms {

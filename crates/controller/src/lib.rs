@@ -420,7 +420,9 @@ impl Evacuation {
             None => true,
             // A tick caused by a migration's end, between two periodic ticks,
             // is too short a window to measure over.
-            Some(last) => now.saturating_sub(last.at).as_secs_f64() >= 0.999 * self.config.period.as_secs_f64(),
+            Some(last) => {
+                now.saturating_sub(last.at).as_secs_f64() >= 0.999 * self.config.period.as_secs_f64()
+            }
         };
         if !due {
             return false;
@@ -500,7 +502,11 @@ impl Evacuation {
                 .filter(|h| !stuck.contains(h))
                 .filter_map(|h| self.queues[h.0].front().map(|&(rank, vm)| (h, rank, vm)))
                 .min_by_key(|&(h, rank, _)| {
-                    let load = if admission.spread_over_hosts { self.in_flight[h.0] } else { 0 };
+                    let load = if admission.spread_over_hosts {
+                        self.in_flight[h.0]
+                    } else {
+                        0
+                    };
                     (load, rank)
                 });
             let Some((host, _, vm)) = pick else { break };

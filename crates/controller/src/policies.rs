@@ -106,16 +106,10 @@ impl fmt::Display for PolicyKind {
 impl std::str::FromStr for PolicyKind {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == text)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
-                format!(
-                    "unknown policy `{text}`; expected one of {}",
-                    names.join(", ")
-                )
-            })
+        Self::ALL.into_iter().find(|p| p.as_str() == text).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
+            format!("unknown policy `{text}`; expected one of {}", names.join(", "))
+        })
     }
 }
 
@@ -164,7 +158,16 @@ impl Policy for Fixed {
 /// speed up by themselves. Five periods keep the cost of a useless probe
 /// (one extra migration for one period, then undone) to a fifth of the time,
 /// and recover a halved window within a few tens of periods.
+///
+/// A probe's migration cannot be taken back once started: it runs to its
+/// end, sharing the link, however useless. So every probe that buys nothing
+/// doubles the wait before the next (up to [`MAX_REPROBE_AFTER_PERIODS`]), and
+/// any sign that the network changed resets it, much as TCP backs off its
+/// retransmission timer.
 pub const REPROBE_AFTER_PERIODS: u32 = 5;
+
+/// The longest wait between two probes: two minutes at the default period.
+pub const MAX_REPROBE_AFTER_PERIODS: u32 = 120;
 
 /// One AIMD window.
 ///
@@ -179,7 +182,8 @@ pub const REPROBE_AFTER_PERIODS: u32 = 5;
 ///   undone), as TCP holds below the rate that lost;
 /// - throughput rose by more than `increase_margin` with no probe (the
 ///   network got better): probe at once;
-/// - otherwise hold, and after [`REPROBE_AFTER_PERIODS`] quiet periods probe.
+/// - otherwise hold, and after [`REPROBE_AFTER_PERIODS`] quiet periods probe
+///   (twice as long after each useless probe).
 ///
 /// Only a window in use (as many migrations in flight as it allows) grows: a
 /// window with free slots learns nothing from a rise.
@@ -191,6 +195,8 @@ struct Window {
     probing: bool,
     /// Quiet periods since the window last moved.
     quiet: u32,
+    /// Quiet periods before the next probe.
+    reprobe_after: u32,
 }
 
 impl Window {
@@ -200,6 +206,7 @@ impl Window {
             last_throughput: None,
             probing: false,
             quiet: 0,
+            reprobe_after: REPROBE_AFTER_PERIODS,
         }
     }
 
@@ -228,14 +235,17 @@ impl Window {
         if fell {
             self.size = (self.size / 2).max(1);
             self.quiet = 0;
+            self.reprobe_after = REPROBE_AFTER_PERIODS;
         } else if rose && in_use {
+            self.reprobe_after = REPROBE_AFTER_PERIODS;
             self.grow(params);
         } else if probing {
             self.size = (self.size - 1).max(1);
             self.quiet = 0;
+            self.reprobe_after = (self.reprobe_after * 2).min(MAX_REPROBE_AFTER_PERIODS);
         } else {
             self.quiet += 1;
-            if self.quiet >= REPROBE_AFTER_PERIODS && in_use {
+            if self.quiet >= self.reprobe_after && in_use {
                 self.grow(params);
             }
         }
@@ -318,32 +328,63 @@ mod tests {
         w.update(BitsPerSec(300.0), 3, &params);
         assert_eq!(w.size, 4);
         w.update(BitsPerSec(303.0), 4, &params);
-        assert_eq!(
-            w.size, 3,
-            "1 % is noise: the probe is undone, the window holds"
-        );
-        for quiet in 1..REPROBE_AFTER_PERIODS {
+        assert_eq!(w.size, 3, "1 % is noise: the probe is undone, the window holds");
+        // The useless probe doubled the wait before the next one.
+        for quiet in 1..2 * REPROBE_AFTER_PERIODS {
             w.update(BitsPerSec(303.0), 3, &params);
             assert_eq!(w.size, 3, "quiet period {quiet} holds");
         }
         w.update(BitsPerSec(290.0), 3, &params);
         assert_eq!(
             w.size, 4,
-            "a 4 % fall is quiet too; the fifth quiet period probes"
+            "a 4 % fall is quiet too; the tenth quiet period probes"
         );
         w.update(BitsPerSec(100.0), 4, &params);
         assert_eq!(w.size, 2, "a fall by two thirds halves the window");
         w.update(BitsPerSec(400.0), 1, &params);
         assert_eq!(w.size, 2, "a window with free slots does not grow");
         w.update(BitsPerSec(800.0), 2, &params);
-        assert_eq!(
-            w.size, 3,
-            "a rise with no probe (capacity came back) probes"
-        );
+        assert_eq!(w.size, 3, "a rise with no probe (capacity came back) probes");
         w.update(BitsPerSec(100.0), 3, &params);
         assert_eq!(w.size, 1, "floor(3 / 2) = 1");
         w.update(BitsPerSec(10.0), 1, &params);
         assert_eq!(w.size, 1, "never below one");
+    }
+
+    #[test]
+    fn useless_probes_back_off_and_a_change_resets_the_wait() {
+        let params = AimdParams::default();
+        let mut w = Window::new();
+        w.update(BitsPerSec(100.0), 1, &params);
+        // Probes at 2 that buy nothing: waits of 10, 20, 40, 80, 120, 120.
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            w.update(BitsPerSec(100.0), 2, &params);
+            assert_eq!(w.size, 1, "the probe is undone");
+            let mut quiet = 0;
+            while w.size == 1 {
+                w.update(BitsPerSec(100.0), 1, &params);
+                quiet += 1;
+            }
+            waits.push(quiet);
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 120, 120]);
+        // Capacity came back: this probe pays, and after the next useless
+        // one the wait is the base one, doubled once.
+        w.update(BitsPerSec(400.0), 2, &params);
+        assert_eq!(w.size, 3, "the probe bought bandwidth: keep it, add one");
+        w.update(BitsPerSec(400.0), 3, &params);
+        assert_eq!(w.size, 2, "this one did not");
+        let mut quiet = 0;
+        while w.size == 2 {
+            w.update(BitsPerSec(400.0), 2, &params);
+            quiet += 1;
+        }
+        assert_eq!(
+            quiet,
+            2 * REPROBE_AFTER_PERIODS,
+            "reset to the base, doubled once"
+        );
     }
 
     #[test]
@@ -365,9 +406,6 @@ mod tests {
         for kind in PolicyKind::ALL {
             assert_eq!(kind.as_str().parse::<PolicyKind>(), Ok(kind));
         }
-        assert!("aimd"
-            .parse::<PolicyKind>()
-            .unwrap_err()
-            .contains("aimd-global"));
+        assert!("aimd".parse::<PolicyKind>().unwrap_err().contains("aimd-global"));
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use units::{parse_duration, format_duration, BitsPerSec, Bytes, BytesPerSec, ParseError};
+pub use units::{format_duration, parse_duration, BitsPerSec, Bytes, BytesPerSec, ParseError};
 
 /// Index of a host in [`Fleet::hosts`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -104,7 +104,8 @@ impl Fleet {
     }
 
     pub fn destination_hosts(&self) -> impl Iterator<Item = HostId> + '_ {
-        self.host_ids().filter(|&id| self.host(id).site == Site::Destination)
+        self.host_ids()
+            .filter(|&id| self.host(id).site == Site::Destination)
     }
 
     pub fn total_memory(&self) -> Bytes {
@@ -227,9 +228,9 @@ mod max_bandwidth {
         if text.trim() == "unlimited" {
             return Ok(None);
         }
-        text.parse().map(Some).map_err(|e| {
-            D::Error::custom(format!("{e}; or \"unlimited\""))
-        })
+        text.parse()
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("{e}; or \"unlimited\"")))
     }
 }
 
@@ -293,8 +294,14 @@ mod tests {
                 bandwidth: BitsPerSec::mbps(400.0),
             }],
         };
-        assert_eq!(network.capacity_at(Duration::from_secs(119)), BitsPerSec::gbps(1.0));
-        assert_eq!(network.capacity_at(Duration::from_secs(120)), BitsPerSec::mbps(400.0));
+        assert_eq!(
+            network.capacity_at(Duration::from_secs(119)),
+            BitsPerSec::gbps(1.0)
+        );
+        assert_eq!(
+            network.capacity_at(Duration::from_secs(120)),
+            BitsPerSec::mbps(400.0)
+        );
         assert_eq!(network.peak_capacity(), BitsPerSec::gbps(1.0));
         // 4 MiB per 50 ms = 4 * 1048576 * 8 / 0.05 bits/s.
         assert_eq!(network.connection_cap(), BitsPerSec(671_088_640.0));

@@ -53,11 +53,7 @@ fn split_number(text: &str) -> Option<(f64, &str)> {
     None
 }
 
-fn parse_scaled(
-    text: &str,
-    units: &[(&str, f64)],
-    expected: &'static str,
-) -> Result<f64, ParseError> {
+fn parse_scaled(text: &str, units: &[(&str, f64)], expected: &'static str) -> Result<f64, ParseError> {
     let (value, unit) = split_number(text).ok_or_else(|| ParseError::new(text, expected))?;
     let scale = units
         .iter()
@@ -108,8 +104,7 @@ const DURATION_UNITS: &[(&str, f64)] = &[
 
 const EXPECTED_SIZE: &str = "a size like \"4 GiB\" (units: B KB MB GB TB KiB MiB GiB TiB)";
 const EXPECTED_BIT_RATE: &str = "a bit rate like \"1 Gbps\" (units: bps Kbps Mbps Gbps Tbps)";
-const EXPECTED_BYTE_RATE: &str =
-    "a byte rate like \"20 MB/s\" (units: B/s KB/s MB/s GB/s KiB/s MiB/s GiB/s)";
+const EXPECTED_BYTE_RATE: &str = "a byte rate like \"20 MB/s\" (units: B/s KB/s MB/s GB/s KiB/s MiB/s GiB/s)";
 const EXPECTED_DURATION: &str = "a duration like \"300 ms\" (units: us ms s min h)";
 
 /// An amount of memory or data, in bytes.
@@ -379,16 +374,20 @@ where
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
         match u64::try_from(n) {
             Ok(n) => self.visit_u64(n),
-            Err(_) => Err(E::custom(format!("`{n}` is negative; expected {}", self.expected))),
+            Err(_) => Err(E::custom(format!(
+                "`{n}` is negative; expected {}",
+                self.expected
+            ))),
         }
     }
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
-        T::from_integer(n).ok_or_else(|| {
-            E::custom(format!("`{n}` has no unit; expected {}", self.expected))
-        })
+        T::from_integer(n).ok_or_else(|| E::custom(format!("`{n}` has no unit; expected {}", self.expected)))
     }
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<T, E> {
-        Err(E::custom(format!("`{n}` has no unit; expected {}", self.expected)))
+        Err(E::custom(format!(
+            "`{n}` has no unit; expected {}",
+            self.expected
+        )))
     }
 }
 
@@ -401,7 +400,9 @@ pub mod human_duration {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        deserializer.deserialize_any(StrVisitor::<DurationValue>::new(EXPECTED_DURATION)).map(|d| d.0)
+        deserializer
+            .deserialize_any(StrVisitor::<DurationValue>::new(EXPECTED_DURATION))
+            .map(|d| d.0)
     }
 
     struct DurationValue(Duration);
@@ -429,9 +430,7 @@ pub mod human_duration {
             }
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            deserializer: D,
-        ) -> Result<Option<Duration>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
             super::deserialize(deserializer).map(Some)
         }
     }

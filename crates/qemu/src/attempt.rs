@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use evac_controller::Retune;
 use evac_model::{MigrationParams, Mode};
-use evac_qmp::{
-    MigrationCapability, MigrationInfo, MigrationParameters, MigrationStatus, Qmp, RunState,
-};
+use evac_qmp::{MigrationCapability, MigrationInfo, MigrationParameters, MigrationStatus, Qmp, RunState};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::inventory::HostSpec;
@@ -96,23 +94,14 @@ pub(crate) async fn run_attempt(
     progress: Arc<Mutex<Progress>>,
 ) -> AttemptResult {
     let mut dst = DstProcess { child: None };
-    let sock = ctx
-        .run_dir
-        .join(format!("dst-{}-{}.qmp", ctx.vm, ctx.attempt));
+    let sock = ctx.run_dir.join(format!("dst-{}-{}.qmp", ctx.vm, ctx.attempt));
     match drive(&ctx, &sock, &mut control, &progress, &mut dst).await {
         Ok(info) => {
-            let child = dst
-                .child
-                .take()
-                .expect("a completed attempt has a destination");
+            let child = dst.child.take().expect("a completed attempt has a destination");
             let dst_pid = child.id().unwrap_or(0);
             drop(child); // released: it is the VM now
             if let Err(e) = ctx.src.quit().await {
-                log(
-                    &ctx.vm,
-                    ctx.attempt,
-                    format!("quit on the source failed: {e}"),
-                );
+                log(&ctx.vm, ctx.attempt, format!("quit on the source failed: {e}"));
             }
             AttemptResult::Completed {
                 info: Box::new(info),
@@ -125,18 +114,11 @@ pub(crate) async fn run_attempt(
                 let p = progress.lock().unwrap();
                 (p.paused_by_us, p.cancel_asked)
             };
-            let reason = if cancelled {
-                "cancelled".to_owned()
-            } else {
-                reason
-            };
+            let reason = if cancelled { "cancelled".to_owned() } else { reason };
             log(&ctx.vm, ctx.attempt, format!("failed: {reason}"));
             let transferred = recover(&ctx, &mut dst, paused_by_us).await;
             progress.lock().unwrap().migrating = false;
-            AttemptResult::Failed {
-                reason,
-                transferred,
-            }
+            AttemptResult::Failed { reason, transferred }
         }
     }
 }
@@ -194,27 +176,14 @@ async fn recover(ctx: &AttemptCtx, dst: &mut DstProcess, paused_by_us: bool) -> 
     }
     match src.query_status().await {
         Ok(status) if !status.running => {
-            if paused_by_us
-                || matches!(
-                    status.status,
-                    RunState::Postmigrate | RunState::FinishMigrate
-                )
-            {
+            if paused_by_us || matches!(status.status, RunState::Postmigrate | RunState::FinishMigrate) {
                 if let Err(e) = src.cont().await {
-                    log(
-                        &ctx.vm,
-                        ctx.attempt,
-                        format!("cannot resume the source: {e}"),
-                    );
+                    log(&ctx.vm, ctx.attempt, format!("cannot resume the source: {e}"));
                 }
             }
         }
         Ok(_) => {}
-        Err(e) => log(
-            &ctx.vm,
-            ctx.attempt,
-            format!("cannot check the source: {e}"),
-        ),
+        Err(e) => log(&ctx.vm, ctx.attempt, format!("cannot check the source: {e}")),
     }
     transferred
 }
@@ -235,10 +204,7 @@ async fn drive(
     // 1. A fresh destination process.
     let mut command = expand_template(&ctx.dst_host, &ctx.vm);
     if command.is_empty() {
-        return Err(format!(
-            "host {}: empty incoming_command",
-            ctx.dst_host.name
-        ));
+        return Err(format!("host {}: empty incoming_command", ctx.dst_host.name));
     }
     let program = command.remove(0);
     command.extend(ctx.qemu_args.iter().cloned());
@@ -252,11 +218,9 @@ async fn drive(
         "-nodefaults".to_owned(),
     ]);
     let _ = std::fs::remove_file(sock);
-    let log_path = ctx
-        .run_dir
-        .join(format!("dst-{}-{}.log", ctx.vm, ctx.attempt));
-    let log_file = std::fs::File::create(&log_path)
-        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let log_path = ctx.run_dir.join(format!("dst-{}-{}.log", ctx.vm, ctx.attempt));
+    let log_file =
+        std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let child = tokio::process::Command::new(&program)
         .args(&command)
         .stdin(std::process::Stdio::null())
@@ -424,9 +388,7 @@ async fn drive(
             }
         }
     }
-    src.query_migrate()
-        .await
-        .map_err(qmp_err("final query-migrate"))
+    src.query_migrate().await.map_err(qmp_err("final query-migrate"))
 }
 
 async fn failure_reason(src: &Qmp) -> String {
@@ -465,10 +427,6 @@ async fn retune(ctx: &AttemptCtx, change: Retune) {
         }
     };
     if let Err(e) = ctx.src.migrate_set_parameters(&parameters).await {
-        log(
-            &ctx.vm,
-            ctx.attempt,
-            format!("retune {change:?} failed: {e}"),
-        );
+        log(&ctx.vm, ctx.attempt, format!("retune {change:?} failed: {e}"));
     }
 }

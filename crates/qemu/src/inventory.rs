@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_controller::ControllerConfig;
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm,
-};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm};
 use serde::Deserialize;
 
 /// An inventory: see the crate documentation for the format.
@@ -84,10 +82,7 @@ fn one() -> u32 {
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Parse {
         path: PathBuf,
@@ -128,12 +123,10 @@ impl Inventory {
                 message: e.message().to_owned(),
             }
         })?;
-        inventory
-            .check()
-            .map_err(|message| InventoryError::Invalid {
-                path: path.to_owned(),
-                message,
-            })?;
+        inventory.check().map_err(|message| InventoryError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(inventory)
     }
 
@@ -207,14 +200,7 @@ impl Inventory {
                 power_off_at: h.power_off_at,
             })
             .collect();
-        let host_id = |name: &str| {
-            HostId(
-                self.hosts
-                    .iter()
-                    .position(|h| h.name == name)
-                    .expect("checked"),
-            )
-        };
+        let host_id = |name: &str| HostId(self.hosts.iter().position(|h| h.name == name).expect("checked"));
         let vms = self
             .vms
             .iter()
@@ -288,10 +274,7 @@ qemu_args = ["-machine", "q35"]
         assert_eq!(inv.hosts.len(), 2);
         assert_eq!(inv.hosts[0].power_off_at, Some(Duration::from_secs(600)));
         assert_eq!(inv.vms[0].memory, Some(Bytes::mib(256)));
-        assert_eq!(
-            inv.controller.policy,
-            evac_controller::PolicyKind::AimdGlobal
-        );
+        assert_eq!(inv.controller.policy, evac_controller::PolicyKind::AimdGlobal);
         let fleet = inv.fleet(&[Bytes::mib(256)]);
         assert_eq!(fleet.vms[0].host, HostId(0));
         assert_eq!(inv.network().wan_bandwidth, BitsPerSec::gbps(10.0));
@@ -313,9 +296,6 @@ qemu_args = ["-machine", "q35"]
         let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("field `host`") && err.contains("src-9"),
-            "{err}"
-        );
+        assert!(err.contains("field `host`") && err.contains("src-9"), "{err}");
     }
 }

@@ -16,10 +16,7 @@ pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 pub fn qemu_available() -> Result<(), String> {
     match Command::new("qemu-system-x86_64").arg("--version").output() {
         Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!(
-            "`qemu-system-x86_64 --version` failed: {}",
-            out.status
-        )),
+        Ok(out) => Err(format!("`qemu-system-x86_64 --version` failed: {}", out.status)),
         Err(e) => Err(format!(
             "qemu-system-x86_64 is not installed ({e}); apt-get install qemu-system-x86"
         )),
@@ -84,6 +81,13 @@ impl Lab {
     /// Starts a running VM of `mib` MiB whose RAM is a file of random bytes
     /// (so every page is sent), listening for QMP at `<dir>/<name>.qmp`.
     pub fn start_vm(&mut self, name: &str, mib: u64) -> std::io::Result<LabVm> {
+        self.start_vm_in(name, mib, None)
+    }
+
+    /// [`Lab::start_vm`] inside the network namespace `netns` (through
+    /// `ip netns exec`, which execs QEMU: the pid is QEMU's). QMP is a unix
+    /// socket in `dir`, reachable from every namespace.
+    pub fn start_vm_in(&mut self, name: &str, mib: u64, netns: Option<&str>) -> std::io::Result<LabVm> {
         let mem = self.dir.join(format!("{name}.mem"));
         let mut file = std::fs::File::create(&mem)?;
         let mut random = std::fs::File::open("/dev/urandom")?;
@@ -113,7 +117,15 @@ impl Lab {
         ]);
         let child = {
             use std::os::unix::process::CommandExt;
-            Command::new("qemu-system-x86_64")
+            let mut command = match netns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                    c
+                }
+                None => Command::new("qemu-system-x86_64"),
+            };
+            command
                 .args(&args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -126,9 +138,7 @@ impl Lab {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !qmp.exists() {
             if std::time::Instant::now() > deadline {
-                return Err(std::io::Error::other(format!(
-                    "{name}: no QMP socket after 10 s"
-                )));
+                return Err(std::io::Error::other(format!("{name}: no QMP socket after 10 s")));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -157,6 +167,54 @@ impl Lab {
     /// An inventory for `vms` on one source host `src` and one destination
     /// `dst` on loopback.
     pub fn inventory(&self, policy: &str, vms: &[LabVm], extra_migration: &str) -> String {
+        self.inventory_with_hosts(
+            policy,
+            vms,
+            extra_migration,
+            "[[host]]\nname = \"src\"\nsite = \"source\"\nnic = \"1 Gbps\"\n\
+             [[host]]\nname = \"dst\"\nsite = \"destination\"\nnic = \"1 Gbps\"\n\
+             migration_address = \"127.0.0.1\"\n",
+        )
+    }
+
+    /// An inventory for `vms` on host `src` = the namespace `net.src` and a
+    /// destination `dst` = `net.dst`, whose QEMUs are started there by
+    /// `ip netns exec` and listen on its veth address.
+    pub fn inventory_in(
+        &self,
+        net: &LabNetwork,
+        policy: &str,
+        vms: &[LabVm],
+        extra_migration: &str,
+    ) -> String {
+        let hosts = format!(
+            r#"[[host]]
+name = "src"
+site = "source"
+nic = "1 Gbps"
+netns = "{src}"
+[[host]]
+name = "dst"
+site = "destination"
+nic = "1 Gbps"
+netns = "{dst}"
+migration_address = "{address}"
+incoming_command = "ip netns exec {{netns}} qemu-system-x86_64"
+"#,
+            src = net.src,
+            dst = net.dst,
+            address = LabNetwork::DST_ADDRESS,
+        );
+        self.inventory_with_hosts(policy, vms, extra_migration, &hosts)
+    }
+
+    fn inventory_with_hosts(
+        &self,
+        policy: &str,
+        vms: &[LabVm],
+        extra_migration: &str,
+        hosts: &str,
+    ) -> String {
         let mut text = format!(
             r#"name = "lab"
 run_dir = "{dir}"
@@ -166,16 +224,7 @@ period = "500 ms"
 [migration]
 downtime_limit = "300 ms"
 {extra_migration}
-[[host]]
-name = "src"
-site = "source"
-nic = "1 Gbps"
-[[host]]
-name = "dst"
-site = "destination"
-nic = "1 Gbps"
-migration_address = "127.0.0.1"
-"#,
+{hosts}"#,
             dir = self.dir.display()
         );
         for vm in vms {
@@ -196,15 +245,12 @@ migration_address = "127.0.0.1"
 
 /// The first process whose command line contains `needle`.
 pub fn find_pid(needle: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (cmdline.contains(needle) && pid_alive(pid)).then_some(pid)
-        })
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        (cmdline.contains(needle) && pid_alive(pid)).then_some(pid)
+    })
 }
 
 /// Whether a process exists (and is not a zombie).
@@ -230,6 +276,208 @@ impl Drop for Lab {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Whether `ip netns add` works here (root, iproute2, kernel support):
+/// `Err(reason)` otherwise. Creates and deletes a throw-away namespace.
+pub fn netns_available() -> Result<(), String> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not running as root".into());
+    }
+    for tool in ["ip", "tc"] {
+        match Command::new(tool).arg("-V").output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => return Err(format!("`{tool} -V` failed: {}", out.status)),
+            Err(e) => {
+                return Err(format!(
+                    "`{tool}` is not installed ({e}); apt-get install iproute2"
+                ))
+            }
+        }
+    }
+    let probe = format!("evac-{}-probe-{}", std::process::id(), next_id());
+    ip(&["netns", "add", &probe]).map_err(|e| format!("`ip netns add` fails: {e}"))?;
+    ip(&["netns", "del", &probe]).map_err(|e| format!("`ip netns del` fails: {e}"))?;
+    Ok(())
+}
+
+/// A number unique in this process.
+fn next_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `ip <args>`; `Err` with its stderr when it fails.
+fn ip(args: &[&str]) -> std::io::Result<()> {
+    run("ip", args)
+}
+
+fn run(program: &str, args: &[&str]) -> std::io::Result<()> {
+    let out = Command::new(program).args(args).stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// The egress shaping of the source's veth: a `tbf` qdisc.
+#[derive(Debug, Clone, Copy)]
+pub struct Shaping {
+    /// tbf `rate`, in bits per second.
+    pub rate_bps: u64,
+    /// tbf `burst`, in bytes.
+    pub burst_bytes: u64,
+    /// tbf `latency`: the longest a packet may wait in the queue.
+    pub latency: Duration,
+}
+
+/// Two network namespaces, a source and a destination "host", joined by a
+/// veth pair whose source end is shaped: the WAN bottleneck.
+///
+/// Names are `evac-<pid>-<n>-src` / `-dst`, unique per process and per
+/// network. The veth ends (`evac0` in `src`, `evac1` in `dst`) are created
+/// directly inside the namespaces, and their addresses
+/// ([`LabNetwork::SRC_ADDRESS`], [`LabNetwork::DST_ADDRESS`]) exist only
+/// there: nothing touches the initial namespace, no traffic leaves.
+///
+/// Dropping it deletes both namespaces (`ip netns del`), which removes the
+/// veth pair and its qdisc once no process is left inside: drop the
+/// [`Lab`] owning the VMs first (declare the network before the lab).
+#[derive(Debug)]
+pub struct LabNetwork {
+    pub src: String,
+    pub dst: String,
+    pub shaping: Shaping,
+}
+
+impl LabNetwork {
+    /// The source end's address (in `src`).
+    pub const SRC_ADDRESS: &'static str = "10.213.0.1";
+    /// The destination end's address (in `dst`): its `migration_address`.
+    pub const DST_ADDRESS: &'static str = "10.213.0.2";
+    /// The veth end in `src`, whose egress is shaped.
+    pub const SRC_DEV: &'static str = "evac0";
+    /// The veth end in `dst`.
+    pub const DST_DEV: &'static str = "evac1";
+
+    /// Creates the namespaces, the veth pair and the shaping.
+    pub fn new(shaping: Shaping) -> std::io::Result<LabNetwork> {
+        let base = format!("evac-{}-{}", std::process::id(), next_id());
+        let src = format!("{base}-src");
+        let dst = format!("{base}-dst");
+        ip(&["netns", "add", &src])?;
+        // From here on, Drop cleans up whatever was made.
+        let mut net = LabNetwork {
+            src,
+            dst: String::new(),
+            shaping,
+        };
+        ip(&["netns", "add", &dst])?;
+        net.dst = dst;
+        net.setup()?;
+        Ok(net)
+    }
+
+    fn setup(&self) -> std::io::Result<()> {
+        let (src, dst) = (self.src.as_str(), self.dst.as_str());
+        ip(&[
+            "-n",
+            src,
+            "link",
+            "add",
+            Self::SRC_DEV,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::DST_DEV,
+            "netns",
+            dst,
+        ])?;
+        for (ns, dev, address) in [
+            (src, Self::SRC_DEV, Self::SRC_ADDRESS),
+            (dst, Self::DST_DEV, Self::DST_ADDRESS),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{address}/24"), "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let s = self.shaping;
+        run(
+            "tc",
+            &[
+                "-n",
+                src,
+                "qdisc",
+                "add",
+                "dev",
+                Self::SRC_DEV,
+                "root",
+                "tbf",
+                "rate",
+                &format!("{}bit", s.rate_bps),
+                "burst",
+                &format!("{}b", s.burst_bytes),
+                "latency",
+                &format!("{}ms", s.latency.as_millis()),
+            ],
+        )
+    }
+
+    /// Moves the calling thread into the namespace `ns` (e.g. as a tokio
+    /// runtime's `on_thread_start`): its sockets are then opened there.
+    pub fn enter(ns: &str) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
+        // SAFETY: setns(2) on an fd we own; only this thread's network
+        // namespace changes.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Transmitted bytes of the source's veth end.
+    pub fn src_tx_bytes(&self) -> std::io::Result<u64> {
+        let out = Command::new("ip")
+            .args(["-n", &self.src, "-s", "-j", "link", "show", Self::SRC_DEV])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // `"tx":{"bytes":N,` in the JSON.
+        text.split("\"tx\":{\"bytes\":")
+            .nth(1)
+            .and_then(|rest| rest.split([',', '}']).next())
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no tx bytes in `{text}`")))
+    }
+}
+
+/// The names of the existing network namespaces (`ip netns list`).
+pub fn netns_list() -> std::io::Result<Vec<String>> {
+    let out = Command::new("ip").args(["netns", "list"]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect())
+}
+
+impl Drop for LabNetwork {
+    fn drop(&mut self) {
+        for ns in [&self.src, &self.dst] {
+            if !ns.is_empty() {
+                if let Err(e) = ip(&["netns", "del", ns]) {
+                    eprintln!("lab: {e}");
+                }
+            }
         }
     }
 }

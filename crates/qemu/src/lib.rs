@@ -113,12 +113,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use evac_controller::{
-    Action, Controller, EndOutcome, Ended, Evacuation, MigrationObs, Observations, Phase,
-    PolicyKind,
+    Action, Controller, EndOutcome, Ended, Evacuation, MigrationObs, Observations, Phase, PolicyKind,
 };
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Site, VmId,
-};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Site, VmId};
 use evac_qmp::{MigrationStatus, Qmp};
 use evac_report::{Outcome, RunResult, TimelinePoint, VmRecord};
 use tokio::sync::mpsc;
@@ -136,11 +133,7 @@ pub enum Placement {
     /// Still on its source (not migrated, or lost and left alone).
     Source,
     /// At its destination, in a QEMU evac started.
-    Destination {
-        host: String,
-        qmp: PathBuf,
-        pid: u32,
-    },
+    Destination { host: String, qmp: PathBuf, pid: u32 },
 }
 
 /// A run's result and where each VM ended up (in inventory order).
@@ -243,20 +236,16 @@ impl Backend {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
-            std::env::temp_dir().join(format!(
-                "evac-{}-{}-{nanos}",
-                inventory.name,
-                std::process::id()
-            ))
+            std::env::temp_dir().join(format!("evac-{}-{}-{nanos}", inventory.name, std::process::id()))
         });
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create run_dir {}", run_dir.display()))?;
         let mut vms = Vec::new();
         let mut memory = Vec::new();
         for spec in &inventory.vms {
-            let src = Qmp::connect(&spec.qmp).await.with_context(|| {
-                format!("vm {}: cannot reach its QMP at {}", spec.name, spec.qmp)
-            })?;
+            let src = Qmp::connect(&spec.qmp)
+                .await
+                .with_context(|| format!("vm {}: cannot reach its QMP at {}", spec.name, spec.qmp))?;
             // Drop the backlog: each attempt subscribes afresh.
             drop(src.events());
             let size = match spec.memory {
@@ -307,11 +296,7 @@ impl Backend {
         mut controller: C,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<RunOutput> {
-        let period = self
-            .inventory
-            .controller
-            .period
-            .max(Duration::from_millis(10));
+        let period = self.inventory.controller.period.max(Duration::from_millis(10));
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (fin_tx, mut fin_rx) = mpsc::unbounded_channel::<Finished>();
@@ -473,10 +458,7 @@ impl Backend {
                     outcome: EndOutcome::Completed,
                 });
             }
-            AttemptResult::Failed {
-                reason,
-                transferred,
-            } => {
+            AttemptResult::Failed { reason, transferred } => {
                 run.bytes_before += transferred;
                 run.record.bytes_sent = Some(run.bytes_before);
                 let outcome = if flight.lost {
@@ -570,12 +552,8 @@ impl Backend {
             Action::Retune { vm, change } => {
                 if let Some(flight) = &mut self.vms[vm.0].flight {
                     match change {
-                        evac_controller::Retune::MaxBandwidth(cap) => {
-                            flight.params.max_bandwidth = cap
-                        }
-                        evac_controller::Retune::DowntimeLimit(limit) => {
-                            flight.params.downtime_limit = limit
-                        }
+                        evac_controller::Retune::MaxBandwidth(cap) => flight.params.max_bandwidth = cap,
+                        evac_controller::Retune::DowntimeLimit(limit) => flight.params.downtime_limit = limit,
                         evac_controller::Retune::AutoConverge(_) => {}
                     }
                     let _ = flight.control.send(Control::Retune(change));
@@ -608,11 +586,7 @@ impl Backend {
             let mut obs = MigrationObs {
                 vm: VmId(index),
                 destination: flight.destination,
-                phase: if paused {
-                    Phase::Offline
-                } else {
-                    Phase::Precopy
-                },
+                phase: if paused { Phase::Offline } else { Phase::Precopy },
                 round: 1,
                 started_at: flight.started_at,
                 bytes_sent: Bytes::ZERO,

@@ -50,11 +50,7 @@ async fn check_migrated(lab: &mut Lab, vms: &[LabVm], out: &RunOutput) {
         // The source QEMU quit after completion.
         let deadline = Instant::now() + Duration::from_secs(5);
         while !lab.exited(vm.pid) {
-            assert!(
-                Instant::now() < deadline,
-                "source of {} still runs",
-                vm.name
-            );
+            assert!(Instant::now() < deadline, "source of {} still runs", vm.name);
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -169,10 +165,7 @@ async fn a_killed_destination_is_retried_on_a_fresh_one() {
         if info.status == Some(evac_qmp::MigrationStatus::Failed) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the source never noticed: {info:?}"
-        );
+        assert!(Instant::now() < deadline, "the source never noticed: {info:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(monitor.query_status().await.unwrap().running);
@@ -212,15 +205,11 @@ impl Controller for Scripted {
             });
         }
         if let Some(m) = obs.migrations.first() {
-            self.log.lock().unwrap().push((
-                obs.now,
-                m.bytes_sent.0,
-                m.rate.0,
-                self.retuned_at.is_some(),
-            ));
-            if self.retuned_at.is_none()
-                && obs.now.saturating_sub(m.started_at) >= Duration::from_secs(2)
-            {
+            self.log
+                .lock()
+                .unwrap()
+                .push((obs.now, m.bytes_sent.0, m.rate.0, self.retuned_at.is_some()));
+            if self.retuned_at.is_none() && obs.now.saturating_sub(m.started_at) >= Duration::from_secs(2) {
                 self.retuned_at = Some(obs.now);
                 actions.push(Action::Retune {
                     vm: m.vm,

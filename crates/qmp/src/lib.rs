@@ -53,10 +53,7 @@ pub use types::*;
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     #[error("cannot connect to QMP at {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    Connect { addr: String, source: std::io::Error },
     #[error("QMP I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// The socket is closed: QEMU quit, crashed or was killed.
@@ -211,9 +208,7 @@ impl Qmp {
         let greeting: Value = serde_json::from_str(&greeting)
             .map_err(|e| QmpError::Protocol(format!("bad greeting `{greeting}`: {e}")))?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!(
-                "not a QMP greeting: {greeting}"
-            )));
+            return Err(QmpError::Protocol(format!("not a QMP greeting: {greeting}")));
         }
         let (events, first) = broadcast::channel(1024);
         let (closed_tx, closed) = watch::channel(false);
@@ -241,12 +236,7 @@ impl Qmp {
                         continue;
                     };
                     let Some(inner) = weak.upgrade() else { break };
-                    let sender = inner
-                        .pending
-                        .lock()
-                        .unwrap()
-                        .as_mut()
-                        .and_then(|p| p.remove(&id));
+                    let sender = inner.pending.lock().unwrap().as_mut().and_then(|p| p.remove(&id));
                     if let Some(sender) = sender {
                         let _ = sender.send(reply_result(message));
                     }
@@ -399,20 +389,14 @@ impl Qmp {
     }
 
     /// `migrate-set-capabilities` with `(capability, state)` pairs.
-    pub async fn migrate_set_capabilities(
-        &self,
-        capabilities: &[(MigrationCapability, bool)],
-    ) -> Result<()> {
+    pub async fn migrate_set_capabilities(&self, capabilities: &[(MigrationCapability, bool)]) -> Result<()> {
         let list: Vec<Value> = capabilities
             .iter()
             .map(|(c, on)| json!({"capability": c.as_str(), "state": on}))
             .collect();
-        self.execute(
-            "migrate-set-capabilities",
-            Some(json!({ "capabilities": list })),
-        )
-        .await
-        .map(drop)
+        self.execute("migrate-set-capabilities", Some(json!({ "capabilities": list })))
+            .await
+            .map(drop)
     }
 
     /// `migrate-set-parameters` with the fields that are `Some`.
@@ -462,13 +446,7 @@ impl Qmp {
 
 fn reply_result(message: Value) -> Result<Value> {
     if let Some(error) = message.get("error") {
-        let field = |name: &str| {
-            error
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned()
-        };
+        let field = |name: &str| error.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
         return Err(QmpError::Command {
             class: field("class"),
             desc: field("desc"),
@@ -481,9 +459,7 @@ fn reply_result(message: Value) -> Result<Value> {
                 "reply with neither return nor error: {map:?}"
             ))),
         },
-        other => Err(QmpError::Protocol(format!(
-            "reply is not an object: {other}"
-        ))),
+        other => Err(QmpError::Protocol(format!("reply is not an object: {other}"))),
     }
 }
 

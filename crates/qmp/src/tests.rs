@@ -18,10 +18,7 @@ where
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         let (read, mut write) = stream.into_split();
-        write
-            .write_all(format!("{GREETING}\n").as_bytes())
-            .await
-            .unwrap();
+        write.write_all(format!("{GREETING}\n").as_bytes()).await.unwrap();
         let mut lines = BufReader::new(read).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let message: Value = serde_json::from_str(&line).unwrap();
@@ -92,8 +89,7 @@ async fn reports_command_errors_with_class_and_desc() {
         Some(match command {
             "qmp_capabilities" => vec![ok(id, json!({}))],
             _ => vec![
-                json!({"error": {"class": "GenericError", "desc": "no migration"}, "id": id})
-                    .to_string(),
+                json!({"error": {"class": "GenericError", "desc": "no migration"}, "id": id}).to_string(),
             ],
         })
     })
@@ -136,10 +132,7 @@ async fn delivers_events_and_out_of_order_replies() {
         }
     );
     let migration = events.recv().await.unwrap();
-    assert_eq!(
-        migration.migration_status(),
-        Some(MigrationStatus::Completed)
-    );
+    assert_eq!(migration.migration_status(), Some(MigrationStatus::Completed));
 }
 
 #[tokio::test]
@@ -166,10 +159,7 @@ async fn a_closed_socket_is_disconnected_and_a_silent_one_times_out() {
 
 #[test]
 fn parses_addresses() {
-    assert_eq!(
-        QmpAddr::parse("/run/a.qmp"),
-        QmpAddr::Unix("/run/a.qmp".into())
-    );
+    assert_eq!(QmpAddr::parse("/run/a.qmp"), QmpAddr::Unix("/run/a.qmp".into()));
     assert_eq!(QmpAddr::parse("unix:a.qmp"), QmpAddr::Unix("a.qmp".into()));
     assert_eq!(
         QmpAddr::parse("127.0.0.1:4444"),

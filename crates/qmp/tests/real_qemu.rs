@@ -4,9 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use evac_qmp::{
-    MigrationCapability, MigrationParameters, MigrationStatus, Qmp, QmpError, RunState,
-};
+use evac_qmp::{MigrationCapability, MigrationParameters, MigrationStatus, Qmp, QmpError, RunState};
 
 struct Kill(std::process::Child);
 impl Drop for Kill {
@@ -26,7 +24,9 @@ fn qemu(args: &[&str]) -> Option<Kill> {
     {
         Ok(child) => Some(Kill(child)),
         Err(e) => {
-            eprintln!("SKIPPED: cannot run qemu-system-x86_64 ({e}); install qemu-system-x86 to run this test");
+            eprintln!(
+                "SKIPPED: cannot run qemu-system-x86_64 ({e}); install qemu-system-x86 to run this test"
+            );
             None
         }
     }
@@ -53,10 +53,7 @@ async fn talks_to_a_real_qemu() {
         .await
         .unwrap();
     assert_eq!(qmp.peer_pid(), Some(child.0.id()));
-    assert_eq!(
-        qmp.query_status().await.unwrap().status,
-        RunState::Prelaunch
-    );
+    assert_eq!(qmp.query_status().await.unwrap().status, RunState::Prelaunch);
     assert_eq!(
         qmp.query_memory_size_summary().await.unwrap().base_memory,
         64 << 20
@@ -96,10 +93,7 @@ async fn talks_to_a_real_qemu() {
     tokio::time::timeout(Duration::from_secs(5), qmp.closed())
         .await
         .unwrap();
-    assert!(matches!(
-        qmp.query_status().await,
-        Err(QmpError::Disconnected)
-    ));
+    assert!(matches!(qmp.query_status().await, Err(QmpError::Disconnected)));
     let status = child.0.wait().unwrap();
     assert!(status.success());
 }

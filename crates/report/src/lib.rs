@@ -113,7 +113,11 @@ impl RunResult {
             _ => None,
         };
         let priority_of = |name: &str| {
-            fleet.vms.iter().find(|vm| vm.name == name).map_or(0, |vm| u64::from(vm.priority))
+            fleet
+                .vms
+                .iter()
+                .find(|vm| vm.name == name)
+                .map_or(0, |vm| u64::from(vm.priority))
         };
         Self {
             policy: policy.to_owned(),
@@ -183,7 +187,9 @@ pub fn lower_bounds(fleet: &Fleet, network: &Network) -> LowerBounds {
         .vms
         .iter()
         .map(|vm| {
-            let destination = vm.destination.map_or(fastest_destination, |d| fleet.host(d).nic.0);
+            let destination = vm
+                .destination
+                .map_or(fastest_destination, |d| fleet.host(d).nic.0);
             let best = peak.min(fleet.host(vm.host).nic.0).min(destination);
             vm.memory.as_f64() * 8.0 / best
         })
@@ -259,11 +265,20 @@ pub fn summary_table(result: &RunResult) -> comfy_table::Table {
                 result.lower_bound_mean_migration_s
             ),
         ),
-        ("p95 / max migration", format!("{} / {}", seconds(result.p95_migration_time_s), seconds(result.max_migration_time_s))),
+        (
+            "p95 / max migration",
+            format!(
+                "{} / {}",
+                seconds(result.p95_migration_time_s),
+                seconds(result.max_migration_time_s)
+            ),
+        ),
         ("mean completion time", seconds(result.mean_completion_time_s)),
         (
             "mean downtime",
-            result.mean_downtime_s.map_or_else(|| "-".to_owned(), |v| format!("{:.0} ms", v * 1e3)),
+            result
+                .mean_downtime_s
+                .map_or_else(|| "-".to_owned(), |v| format!("{:.0} ms", v * 1e3)),
         ),
         ("bytes sent", Bytes(result.bytes_sent).to_string()),
         (
@@ -300,7 +315,10 @@ mod tests {
             power_off_at: None,
         };
         Fleet {
-            hosts: vec![host("src", Site::Source, 10.0), host("dst", Site::Destination, 0.5)],
+            hosts: vec![
+                host("src", Site::Source, 10.0),
+                host("dst", Site::Destination, 0.5),
+            ],
             vms: memories
                 .iter()
                 .enumerate()
@@ -326,7 +344,11 @@ mod tests {
             bandwidth: BitsPerSec::mbps(500.0),
         }];
         let bounds = lower_bounds(&fleet(&[Bytes(2_500_000_000)]), &network(trace));
-        assert!((bounds.total.as_secs_f64() - 30.0).abs() < 1e-9, "{:?}", bounds.total);
+        assert!(
+            (bounds.total.as_secs_f64() - 30.0).abs() < 1e-9,
+            "{:?}",
+            bounds.total
+        );
         // The 0.5 Gbps destination NIC is the best one migration gets:
         // 2.5e9 * 8 / 5e8 = 40 s.
         assert!((bounds.mean_migration.as_secs_f64() - 40.0).abs() < 1e-9);
@@ -370,7 +392,7 @@ mod tests {
         assert_eq!((result.priority_saved, result.priority_total), (2, 3));
         // Bounds: 2.5e9 bytes at 1 Gbps = 20 s; mean over the three VMs of
         // memory at the 0.5 Gbps NIC = (16 + 16 + 8) / 3 s.
-        let score = ((48.0 / 20.0) * (24.0 / (40.0 / 3.0)) as f64).sqrt();
+        let score = ((48.0_f64 / 20.0) * (24.0 / (40.0 / 3.0))).sqrt();
         assert!((result.score.unwrap() - score).abs() < 1e-9);
         let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
         assert_eq!(json["vms"][2]["end_s"], serde_json::Value::Null);

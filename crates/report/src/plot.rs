@@ -34,7 +34,10 @@ fn draw(result: &RunResult, path: &Path) -> Result<(), Box<dyn std::error::Error
     let root = SVGBackend::new(path, (1200, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
-        &format!("evac: {} ({} migrated, {} lost)", result.policy, result.migrated, result.lost),
+        &format!(
+            "evac: {} ({} migrated, {} lost)",
+            result.policy, result.migrated, result.lost
+        ),
         ("sans-serif", 22),
     )?;
     let (top, rest) = root.split_vertically(300);
@@ -51,11 +54,18 @@ fn draw(result: &RunResult, path: &Path) -> Result<(), Box<dyn std::error::Error
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..end, 0.0..gbps(peak).max(0.001) * 1.1)?;
-    chart.configure_mesh().x_desc("time (s)").y_desc("WAN (Gbit/s)").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("WAN (Gbit/s)")
+        .draw()?;
     if result.timeline.iter().any(|p| p.wan_capacity_bps.is_some()) {
         chart
             .draw_series(LineSeries::new(
-                result.timeline.iter().filter_map(|p| Some((p.t_s, gbps(p.wan_capacity_bps?)))),
+                result
+                    .timeline
+                    .iter()
+                    .filter_map(|p| Some((p.t_s, gbps(p.wan_capacity_bps?)))),
                 &BLACK,
             ))?
             .label("capacity")
@@ -63,20 +73,37 @@ fn draw(result: &RunResult, path: &Path) -> Result<(), Box<dyn std::error::Error
     }
     chart
         .draw_series(LineSeries::new(
-            result.timeline.iter().map(|p| (p.t_s, gbps(p.wan_throughput_bps))),
+            result
+                .timeline
+                .iter()
+                .map(|p| (p.t_s, gbps(p.wan_throughput_bps))),
             &BLUE,
         ))?
         .label("throughput")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
 
-    let most = result.timeline.iter().map(|p| p.in_flight).max().unwrap_or(1).max(1);
+    let most = result
+        .timeline
+        .iter()
+        .map(|p| p.in_flight)
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut chart = ChartBuilder::on(&middle)
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..end, 0.0..most as f64 * 1.1)?;
-    chart.configure_mesh().x_desc("time (s)").y_desc("in flight").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("in flight")
+        .draw()?;
     chart.draw_series(LineSeries::new(
         result.timeline.iter().map(|p| (p.t_s, p.in_flight as f64)),
         &RED,
@@ -96,7 +123,10 @@ fn draw(result: &RunResult, path: &Path) -> Result<(), Box<dyn std::error::Error
             // When it died is not recorded: a red mark where it started.
             Outcome::Lost => (start + end / 200.0, RED.mix(0.8)),
         };
-        Some(Rectangle::new([(start, i as f64), (stop, i as f64 + 0.8)], color.filled()))
+        Some(Rectangle::new(
+            [(start, i as f64), (stop, i as f64 + 0.8)],
+            color.filled(),
+        ))
     }))?;
     root.present()?;
     Ok(())

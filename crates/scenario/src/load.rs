@@ -7,8 +7,7 @@ use std::path::Path;
 
 use evac_controller::ControllerConfig;
 use evac_model::{
-    format_duration, Bytes, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint,
-    Vm,
+    format_duration, Bytes, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -26,8 +25,8 @@ pub(crate) fn load(text: &str, origin: &str) -> Result<Scenario, ScenarioError> 
         },
         message: one_line(error.message()),
     })?;
-    let raw: RawScenario = serde_path_to_error::deserialize(toml::Deserializer::new(text))
-        .map_err(|error| {
+    let raw: RawScenario =
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|error| {
             let path = FieldPath::from_serde(error.path());
             let error = error.into_inner();
             ScenarioError::Invalid {
@@ -49,20 +48,15 @@ pub(crate) fn load(text: &str, origin: &str) -> Result<Scenario, ScenarioError> 
 /// The toml crate's messages span lines ("invalid string\nexpected ..."); a
 /// refusal reads best on one.
 fn one_line(message: &str) -> String {
-    let lines: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     lines.join("; ")
 }
 
 /// The name a scenario without `name` goes by: its file's stem.
 fn default_name(origin: &str) -> String {
-    Path::new(origin).file_stem().map_or_else(
-        || origin.to_owned(),
-        |stem| stem.to_string_lossy().into_owned(),
-    )
+    Path::new(origin)
+        .file_stem()
+        .map_or_else(|| origin.to_owned(), |stem| stem.to_string_lossy().into_owned())
 }
 
 /// The most VMs one group may generate: far beyond any data center's rack,
@@ -287,10 +281,7 @@ impl Checker<'_> {
             if host.nic.0 <= 0.0 {
                 return Err(self.refuse(
                     &entry.clone().key("nic"),
-                    format!(
-                        "a NIC of {} carries nothing; give a rate above zero",
-                        host.nic
-                    ),
+                    format!("a NIC of {} carries nothing; give a rate above zero", host.nic),
                 ));
             }
             match host.site {
@@ -318,14 +309,14 @@ impl Checker<'_> {
             }
         }
         if !raw.iter().any(|host| host.site == Site::Source) {
-            return Err(self.refuse_whole(
-                "no [[host]] has site = \"source\": there is nothing to evacuate from",
-            ));
+            return Err(
+                self.refuse_whole("no [[host]] has site = \"source\": there is nothing to evacuate from")
+            );
         }
         if !raw.iter().any(|host| host.site == Site::Destination) {
-            return Err(self.refuse_whole(
-                "no [[host]] has site = \"destination\": there is nowhere to evacuate to",
-            ));
+            return Err(
+                self.refuse_whole("no [[host]] has site = \"destination\": there is nowhere to evacuate to")
+            );
         }
         Ok(raw
             .iter()
@@ -341,11 +332,7 @@ impl Checker<'_> {
 
     /// The VMs of every `[[vm]]` and `[[vm_group]]` in file order, and for
     /// each the path of the `memory` field it got its memory from.
-    fn vms(
-        &self,
-        hosts: &[Host],
-        raw: &RawScenario,
-    ) -> Result<(Vec<Vm>, Vec<FieldPath>), ScenarioError> {
+    fn vms(&self, hosts: &[Host], raw: &RawScenario) -> Result<(Vec<Vm>, Vec<FieldPath>), ScenarioError> {
         let singles = raw.vm.iter().enumerate().map(|(i, vm)| {
             let at = self.locator.offset(&FieldPath::entry("vm", i));
             (at, Entry::Single(i, vm))
@@ -505,12 +492,7 @@ impl Checker<'_> {
     }
 
     /// The source host a VM runs on.
-    fn source_host(
-        &self,
-        hosts: &[Host],
-        name: &str,
-        field: &FieldPath,
-    ) -> Result<HostId, ScenarioError> {
+    fn source_host(&self, hosts: &[Host], name: &str, field: &FieldPath) -> Result<HostId, ScenarioError> {
         self.host_on(
             hosts,
             name,
@@ -557,11 +539,7 @@ impl Checker<'_> {
             .filter(|host| host.site == site)
             .map(|host| format!("`{}`", host.name))
             .collect();
-        let choices = format!(
-            "the {} hosts are {}",
-            site_name(site),
-            candidates.join(", ")
-        );
+        let choices = format!("the {} hosts are {}", site_name(site), candidates.join(", "));
         match hosts.iter().position(|host| host.name == name) {
             None => Err(self.refuse(field, format!("no [[host]] is named `{name}`; {choices}"))),
             Some(index) if hosts[index].site != site => Err(self.refuse(
@@ -578,12 +556,7 @@ impl Checker<'_> {
     /// Refuses VMs no destination has room for: alone, pinned together, or
     /// all together when every destination's room is bounded. (Whether they
     /// pack into the rooms is the controller's affair.)
-    fn room(
-        &self,
-        hosts: &[Host],
-        vms: &[Vm],
-        memory_fields: &[FieldPath],
-    ) -> Result<(), ScenarioError> {
+    fn room(&self, hosts: &[Host], vms: &[Vm], memory_fields: &[FieldPath]) -> Result<(), ScenarioError> {
         let destinations: Vec<HostId> = (0..hosts.len())
             .map(HostId)
             .filter(|&id| hosts[id.0].site == Site::Destination)

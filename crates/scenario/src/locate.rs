@@ -261,10 +261,7 @@ mod tests {
         assert_eq!(locator.line(&FieldPath::top("seed")), Some(1));
         let trace = FieldPath::top("network").key("wan_trace");
         assert_eq!(locator.line(&trace.clone().index(1).key("at")), Some(6));
-        assert_eq!(
-            locator.line(&FieldPath::entry("vm", 0).key("memory")),
-            Some(11)
-        );
+        assert_eq!(locator.line(&FieldPath::entry("vm", 0).key("memory")), Some(11));
         // Not written: the entry's own line stands in.
         assert_eq!(
             locator.line(&FieldPath::entry("vm", 1).key("dirty_rate")),
@@ -283,12 +280,7 @@ mod tests {
         );
         assert_eq!(describe(FieldPath::entry("vm", 1)), "[[vm]] #2");
         assert_eq!(
-            describe(
-                FieldPath::top("network")
-                    .key("wan_trace")
-                    .index(1)
-                    .key("at")
-            ),
+            describe(FieldPath::top("network").key("wan_trace").index(1).key("at")),
             "field `wan_trace[1].at` of [network]"
         );
         assert_eq!(describe(FieldPath::top("seed")), "field `seed`");

@@ -192,10 +192,7 @@ impl<T: Quantity> DistFields<T> {
             ("values", self.values.is_some()),
             ("weights", self.weights.is_some()),
         ];
-        if let Some((field, _)) = written
-            .iter()
-            .find(|(f, is)| *is && !kind.fields().contains(f))
-        {
+        if let Some((field, _)) = written.iter().find(|(f, is)| *is && !kind.fields().contains(f)) {
             return Err(format!(
                 "`{field}` does not apply to dist = \"{}\", which takes {}",
                 kind.name(),
@@ -217,13 +214,10 @@ impl<T: Quantity> DistFields<T> {
                     return Err(format!("`median` must be above zero, not {median}"));
                 }
                 if !(sigma.is_finite() && sigma >= 0.0) {
-                    return Err(format!(
-                        "`sigma` must be a number of at least 0, not {sigma}"
-                    ));
+                    return Err(format!("`sigma` must be a number of at least 0, not {sigma}"));
                 }
                 // The median of a log-normal variable is e^mu.
-                let dist =
-                    LogNormal::new(median.to_f64().ln(), sigma).map_err(|e| e.to_string())?;
+                let dist = LogNormal::new(median.to_f64().ln(), sigma).map_err(|e| e.to_string())?;
                 Ok(Spec::LogNormal {
                     dist,
                     min: self.min,
@@ -242,9 +236,7 @@ impl<T: Quantity> DistFields<T> {
                 }
                 let pick = WeightedIndex::new(&weights).map_err(|e| match e {
                     rand::distributions::WeightedError::NoItem => "`values` is empty".to_owned(),
-                    _ => format!(
-                        "`weights` must be numbers of at least 0, not all 0 (they are {weights:?})"
-                    ),
+                    _ => format!("`weights` must be numbers of at least 0, not all 0 (they are {weights:?})"),
                 })?;
                 Ok(Spec::Choice { values, pick })
             }
@@ -318,8 +310,8 @@ mod tests {
 
     #[test]
     fn refuses_fields_of_another_distribution() {
-        let message = parse("{ dist = \"uniform\", min = \"1 GiB\", max = \"2 GiB\", sigma = 1 }")
-            .unwrap_err();
+        let message =
+            parse("{ dist = \"uniform\", min = \"1 GiB\", max = \"2 GiB\", sigma = 1 }").unwrap_err();
         assert!(
             message.contains("`sigma` does not apply to dist = \"uniform\""),
             "{message}"
@@ -338,10 +330,7 @@ mod tests {
                 "{ dist = \"uniform\", min = \"2 GiB\", max = \"1 GiB\" }",
                 "`min` (2 GiB) is above `max` (1 GiB)",
             ),
-            (
-                "{ dist = \"lognormal\", median = \"2 GiB\" }",
-                "needs `sigma`",
-            ),
+            ("{ dist = \"lognormal\", median = \"2 GiB\" }", "needs `sigma`"),
             (
                 "{ dist = \"lognormal\", median = \"0 GiB\", sigma = 1 }",
                 "`median` must be above zero",

@@ -66,10 +66,7 @@ fn assert_refused(text: &str, line: Option<usize>, field: Option<&str>, says: &s
         None => format!("{ORIGIN}: "),
     };
     let subject = field.map(|f| format!("{f}: ")).unwrap_or_default();
-    assert!(
-        printed.starts_with(&format!("{location}{subject}")),
-        "{printed}"
-    );
+    assert!(printed.starts_with(&format!("{location}{subject}")), "{printed}");
 }
 
 fn appended(extra: &str) -> String {
@@ -136,10 +133,7 @@ fn text_that_is_not_toml_is_a_syntax_error() {
 #[test]
 fn an_unknown_key_is_refused_with_the_accepted_ones() {
     assert_refused(
-        &BASE.replace(
-            r#"memory = "4 GiB""#,
-            "memory = \"4 GiB\"\ncolour = \"blue\"",
-        ),
+        &BASE.replace(r#"memory = "4 GiB""#, "memory = \"4 GiB\"\ncolour = \"blue\""),
         Some(19),
         Some(r#"field `colour` of [[vm]] "web-1""#),
         "unknown field `colour`, expected one of `name`, `host`, `memory`, `dirty_rate`, \
@@ -234,8 +228,7 @@ fn a_vm_on_a_destination_host_is_refused() {
 
 #[test]
 fn a_group_on_an_unknown_or_destination_host_is_refused() {
-    let group =
-        "\n[[vm_group]]\nprefix = \"batch\"\ncount = 2\nhost = \"HOST\"\nmemory = \"1 GiB\"\n";
+    let group = "\n[[vm_group]]\nprefix = \"batch\"\ncount = 2\nhost = \"HOST\"\nmemory = \"1 GiB\"\n";
     assert_refused(
         &appended(&group.replace("HOST", "nowhere")),
         Some(26),
@@ -252,8 +245,7 @@ fn a_group_on_an_unknown_or_destination_host_is_refused() {
 
 #[test]
 fn a_pinned_destination_must_be_a_known_destination_host() {
-    let pinned =
-        |to: &str| appended(&format!("{VM_ON}destination = \"{to}\"\n").replace("HOST", "src-1"));
+    let pinned = |to: &str| appended(&format!("{VM_ON}destination = \"{to}\"\n").replace("HOST", "src-1"));
     // The destination is on line 27, after memory on 26.
     assert_refused(
         &pinned("dst-9"),
@@ -325,8 +317,7 @@ fn a_vm_larger_than_its_pinned_destination_is_refused() {
 #[test]
 fn more_memory_than_all_destinations_have_is_refused() {
     // 4 GiB of web-1 and 16 x 4 GiB: 68 GiB for 64 GiB of room.
-    let group =
-        "\n[[vm_group]]\nprefix = \"batch\"\ncount = 16\nhost = \"src-1\"\nmemory = \"4 GiB\"\n";
+    let group = "\n[[vm_group]]\nprefix = \"batch\"\ncount = 16\nhost = \"src-1\"\nmemory = \"4 GiB\"\n";
     assert_refused(
         &appended(group),
         None,
@@ -442,11 +433,7 @@ fn duplicate_host_names_are_refused() {
 #[test]
 fn duplicate_vm_names_are_refused() {
     assert_refused(
-        &appended(
-            &VM_ON
-                .replace("HOST", "src-1")
-                .replace("\"db\"", "\"web-1\""),
-        ),
+        &appended(&VM_ON.replace("HOST", "src-1").replace("\"db\"", "\"web-1\"")),
         Some(24),
         Some(r#"field `name` of [[vm]] "web-1""#),
         r#"duplicate VM name `web-1`: [[vm]] "web-1" at line 15 has it already"#,
@@ -457,16 +444,13 @@ fn duplicate_vm_names_are_refused() {
 fn a_group_may_not_generate_a_name_taken_already() {
     // The group generates web-1 and web-2; web-1 is the [[vm]] of line 15.
     assert_refused(
-        &appended(
-            "\n[[vm_group]]\nprefix = \"web\"\ncount = 2\nhost = \"src-1\"\nmemory = \"1 GiB\"\n",
-        ),
+        &appended("\n[[vm_group]]\nprefix = \"web\"\ncount = 2\nhost = \"src-1\"\nmemory = \"1 GiB\"\n"),
         Some(24),
         Some(r#"field `prefix` of [[vm_group]] "web""#),
         r#"duplicate VM name `web-1`: [[vm]] "web-1" at line 15 has it already"#,
     );
     // Two groups of one prefix collide on their first VM.
-    let group =
-        "\n[[vm_group]]\nprefix = \"batch\"\ncount = 2\nhost = \"src-1\"\nmemory = \"1 GiB\"\n";
+    let group = "\n[[vm_group]]\nprefix = \"batch\"\ncount = 2\nhost = \"src-1\"\nmemory = \"1 GiB\"\n";
     assert_refused(
         &appended(&format!("{group}{group}")),
         Some(30),
@@ -537,15 +521,15 @@ fn a_migration_needs_a_connection_and_a_round() {
 #[test]
 fn a_group_of_none_is_refused() {
     assert_refused(
-        &appended(
-            "\n[[vm_group]]\nprefix = \"batch\"\ncount = 0\nhost = \"src-1\"\nmemory = \"1 GiB\"\n",
-        ),
+        &appended("\n[[vm_group]]\nprefix = \"batch\"\ncount = 0\nhost = \"src-1\"\nmemory = \"1 GiB\"\n"),
         Some(25),
         Some(r#"field `count` of [[vm_group]] "batch""#),
         "a group of 0 VMs is empty",
     );
     assert_refused(
-        &appended("\n[[vm_group]]\nprefix = \"batch\"\ncount = 4000000000\nhost = \"src-1\"\nmemory = \"1 GiB\"\n"),
+        &appended(
+            "\n[[vm_group]]\nprefix = \"batch\"\ncount = 4000000000\nhost = \"src-1\"\nmemory = \"1 GiB\"\n",
+        ),
         Some(25),
         Some(r#"field `count` of [[vm_group]] "batch""#),
         "4000000000 VMs is more than the 1000000 a group may have",
@@ -621,17 +605,11 @@ fn a_file_names_itself_in_its_errors() {
     let dir = std::env::temp_dir().join(format!("evac-scenario-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
-    std::fs::write(
-        &path,
-        BASE.replace(r#"memory = "4 GiB""#, r#"memory = "4 GB/s""#),
-    )
-    .unwrap();
+    std::fs::write(&path, BASE.replace(r#"memory = "4 GiB""#, r#"memory = "4 GB/s""#)).unwrap();
     let error = Scenario::from_path(&path).unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(
-        error
-            .to_string()
-            .starts_with(&format!("{}:18: ", path.display())),
+        error.to_string().starts_with(&format!("{}:18: ", path.display())),
         "{error}"
     );
 }

@@ -5,9 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, Site, TracePoint, Vm,
-};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, Site, TracePoint, Vm};
 use evac_scenario::{Scenario, DEFAULT_SCENARIO_TOML};
 use proptest::prelude::*;
 
@@ -19,9 +17,7 @@ fn parse(text: &str) -> Scenario {
 }
 
 fn workspace_file(relative: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
 }
 
 #[test]
@@ -143,10 +139,7 @@ fn round_robin_goes_over_the_source_hosts_in_file_order() {
     );
     let hosts: Vec<HostId> = scenario.fleet.vms.iter().map(|vm| vm.host).collect();
     // batch-1 on src-a (host 0), batch-2 on src-b (2), batch-3 on src-c (3), then again.
-    assert_eq!(
-        hosts,
-        [HostId(0), HostId(2), HostId(3), HostId(0), HostId(2)]
-    );
+    assert_eq!(hosts, [HostId(0), HostId(2), HostId(3), HostId(0), HostId(2)]);
 }
 
 const MINIMAL: &str = r#"
@@ -236,12 +229,7 @@ fn vms_and_groups_keep_their_file_order() {
         memory = "1 GiB"
         "#,
     );
-    let names: Vec<&str> = scenario
-        .fleet
-        .vms
-        .iter()
-        .map(|vm| vm.name.as_str())
-        .collect();
+    let names: Vec<&str> = scenario.fleet.vms.iter().map(|vm| vm.name.as_str()).collect();
     assert_eq!(names, ["first-1", "first-2", "middle", "last-1"]);
 }
 
@@ -366,17 +354,8 @@ fn the_embedded_default_is_an_evacuation_worth_looking_at() {
     let fleet = &scenario.fleet;
     assert_eq!(fleet.source_hosts().count(), 4);
     assert_eq!(fleet.destination_hosts().count(), 2);
-    assert!(fleet
-        .destination_hosts()
-        .all(|h| fleet.host(h).memory.is_some()));
-    assert_eq!(
-        fleet
-            .hosts
-            .iter()
-            .filter(|h| h.power_off_at.is_some())
-            .count(),
-        2
-    );
+    assert!(fleet.destination_hosts().all(|h| fleet.host(h).memory.is_some()));
+    assert_eq!(fleet.hosts.iter().filter(|h| h.power_off_at.is_some()).count(), 2);
     assert_eq!(fleet.vms.len(), 41);
     let total = fleet.total_memory();
     assert!((90 * GIB..=130 * GIB).contains(&total.0), "{total}");

@@ -20,7 +20,8 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut config = scenario.controller.clone();
                 config.policy = policy;
-                let mut controller = Evacuation::new(scenario.fleet.clone(), scenario.migration, config.clone());
+                let mut controller =
+                    Evacuation::new(scenario.fleet.clone(), scenario.migration, config.clone());
                 evac_sim::simulate(&scenario.fleet, &scenario.network, config.period, &mut controller)
             })
         });

@@ -61,8 +61,9 @@ impl FairShare {
         }
         self.by_cap_level.clear();
         self.by_cap_level.extend(0..flows.len());
-        self.by_cap_level
-            .sort_unstable_by(|&a, &b| (flows[a].cap / flows[a].weight).total_cmp(&(flows[b].cap / flows[b].weight)));
+        self.by_cap_level.sort_unstable_by(|&a, &b| {
+            (flows[a].cap / flows[a].weight).total_cmp(&(flows[b].cap / flows[b].weight))
+        });
 
         let mut next_capped = 0;
         let mut unfrozen = flows.len();
@@ -76,7 +77,12 @@ impl FairShare {
                 .map_or(f64::INFINITY, |&f| flows[f].cap / flows[f].weight);
             let (link, link_level) = (0..links)
                 .filter(|&l| self.free_weight[l] > 0.0)
-                .map(|l| (l, (capacity[l] - self.frozen_load[l]).max(0.0) / self.free_weight[l]))
+                .map(|l| {
+                    (
+                        l,
+                        (capacity[l] - self.frozen_load[l]).max(0.0) / self.free_weight[l],
+                    )
+                })
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .unwrap_or((usize::MAX, f64::INFINITY));
             if cap_level <= link_level {
@@ -155,10 +161,19 @@ mod tests {
         );
         assert_eq!(rates, vec![15.0, 15.0, 70.0]);
         // Weight 3 against weight 1 on the WAN: 75 and 25.
-        let rates = allocate(&capacity, &[flow([0, 2, 3], 3.0, f64::INFINITY), flow([0, 2, 3], 1.0, f64::INFINITY)]);
+        let rates = allocate(
+            &capacity,
+            &[
+                flow([0, 2, 3], 3.0, f64::INFINITY),
+                flow([0, 2, 3], 1.0, f64::INFINITY),
+            ],
+        );
         assert_eq!(rates, vec![75.0, 25.0]);
         // A capped flow leaves its unused share to the other.
-        let rates = allocate(&capacity, &[flow([0, 2, 3], 1.0, 10.0), flow([0, 2, 3], 1.0, f64::INFINITY)]);
+        let rates = allocate(
+            &capacity,
+            &[flow([0, 2, 3], 1.0, 10.0), flow([0, 2, 3], 1.0, f64::INFINITY)],
+        );
         assert_eq!(rates, vec![10.0, 90.0]);
     }
 

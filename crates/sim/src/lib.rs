@@ -52,7 +52,12 @@ const SAME_INSTANT: f64 = 1e-9;
 
 /// Runs an evacuation of `fleet` over `network` under `controller`,
 /// consulting it every `period`.
-pub fn simulate(fleet: &Fleet, network: &Network, period: Duration, controller: &mut dyn Controller) -> RunResult {
+pub fn simulate(
+    fleet: &Fleet,
+    network: &Network,
+    period: Duration,
+    controller: &mut dyn Controller,
+) -> RunResult {
     let mut sim = Simulation::new(fleet, network, period);
     sim.run(controller);
     sim.into_result(controller.name())
@@ -222,7 +227,11 @@ impl<'a> Simulation<'a> {
                 .get(self.next_trace)
                 .map_or(f64::INFINITY, |p| p.at.as_secs_f64());
             let next_power_off = self.power_offs.last().map_or(f64::INFINITY, |p| p.0);
-            if next_round_end.is_infinite() && next_trace.is_infinite() && next_power_off.is_infinite() && !self.flows.is_empty() {
+            if next_round_end.is_infinite()
+                && next_trace.is_infinite()
+                && next_power_off.is_infinite()
+                && !self.flows.is_empty()
+            {
                 // Nothing in flight can ever move again (the WAN is down for
                 // good): what is in flight is stuck, and so lost.
                 break;
@@ -236,8 +245,16 @@ impl<'a> Simulation<'a> {
                 let Reverse(event) = self.round_ends.pop().expect("peeked");
                 rates_changed |= self.end_round(event.vm);
             }
-            while self.network.wan_trace.get(self.next_trace).is_some_and(|p| p.at.as_secs_f64() <= next) {
-                self.capacity[WAN] = self.network.wan_trace[self.next_trace].bandwidth.to_bytes_per_sec().0;
+            while self
+                .network
+                .wan_trace
+                .get(self.next_trace)
+                .is_some_and(|p| p.at.as_secs_f64() <= next)
+            {
+                self.capacity[WAN] = self.network.wan_trace[self.next_trace]
+                    .bandwidth
+                    .to_bytes_per_sec()
+                    .0;
                 self.next_trace += 1;
                 rates_changed = true;
             }
@@ -294,7 +311,11 @@ impl<'a> Simulation<'a> {
             Phase::Precopy => {
                 let elapsed = now - flow.round_started_at;
                 let dirtied = (dirty_rate * elapsed).min(working_set);
-                let rate = if elapsed > 0.0 { flow.round_bytes / elapsed } else { f64::INFINITY };
+                let rate = if elapsed > 0.0 {
+                    flow.round_bytes / elapsed
+                } else {
+                    f64::INFINITY
+                };
                 let converged = dirtied / rate <= flow.params.downtime_limit.as_secs_f64();
                 flow.earlier_rounds += flow.round_bytes;
                 flow.round_sent = 0.0;
@@ -345,7 +366,11 @@ impl<'a> Simulation<'a> {
         progress.sent += flow.sent();
         progress.end = Some(now);
         progress.downtime = Some(now - flow.paused_at.unwrap_or(flow.started_at));
-        progress.rounds = Some(if flow.params.mode == Mode::Offline { 0 } else { flow.round });
+        progress.rounds = Some(if flow.params.mode == Mode::Offline {
+            0
+        } else {
+            flow.round
+        });
         progress.migrated = true;
         self.unresolved -= 1;
         self.ended.push(Ended {
@@ -418,7 +443,11 @@ impl<'a> Simulation<'a> {
         let mut rates_changed = false;
         for action in actions {
             match action {
-                Action::Start { vm, destination, params } => {
+                Action::Start {
+                    vm,
+                    destination,
+                    params,
+                } => {
                     if self.slot[vm.0].is_some() || self.progress[vm.0].migrated || self.progress[vm.0].lost {
                         continue;
                     }
@@ -526,7 +555,8 @@ impl<'a> Simulation<'a> {
             flow.catch_up(now);
             self.demands.push(flow.demand);
         }
-        self.fair_share.allocate(&self.capacity, &self.demands, &mut self.rates);
+        self.fair_share
+            .allocate(&self.capacity, &self.demands, &mut self.rates);
         self.load.iter_mut().for_each(|l| *l = 0.0);
         let mut events = std::mem::take(&mut self.round_ends).into_vec();
         events.clear();
@@ -582,7 +612,11 @@ impl<'a> Simulation<'a> {
                     downtime_s: p.downtime,
                     rounds: p.rounds,
                     bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent).0),
-                    outcome: if migrated { Outcome::Migrated } else { Outcome::Lost },
+                    outcome: if migrated {
+                        Outcome::Migrated
+                    } else {
+                        Outcome::Lost
+                    },
                 }
             })
             .collect();

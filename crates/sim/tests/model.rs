@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm};
+use evac_model::{
+    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm,
+};
 use evac_report::{Outcome, RunResult};
 
 const GIB: f64 = 1073741824.0;
@@ -70,7 +72,12 @@ fn assert_close(actual: f64, expected: f64, what: &str) {
 #[test]
 fn an_idle_vm_takes_memory_over_rate() {
     let fleet = fleet(vec![vm("idle", 0, Bytes::gib(1), BytesPerSec::ZERO)]);
-    let result = run(&fleet, &wan(BitsPerSec::gbps(1.0)), MigrationParams::default(), PolicyKind::Sequential);
+    let result = run(
+        &fleet,
+        &wan(BitsPerSec::gbps(1.0)),
+        MigrationParams::default(),
+        PolicyKind::Sequential,
+    );
     let record = &result.vms[0];
     // 2^30 bytes * 8 / 1e9 bit/s.
     assert_close(record.migration_time_s.unwrap(), 8.589934592, "migration time");
@@ -97,7 +104,11 @@ fn window_over_rtt_caps_each_connection() {
             ..MigrationParams::default()
         };
         let result = run(&fleet, &network, params, PolicyKind::Sequential);
-        assert_close(result.vms[0].migration_time_s.unwrap(), expected, &format!("{channels} channels"));
+        assert_close(
+            result.vms[0].migration_time_s.unwrap(),
+            expected,
+            &format!("{channels} channels"),
+        );
     }
 }
 
@@ -107,13 +118,26 @@ fn precopy_rounds_shrink_geometrically() {
     // 50 MB/s * T, so T(k+1) = 0.4 T(k): 3.4359738368, 1.37438953472,
     // 0.549755813888 s. After round 4, D / r = 0.2199023255552 s <= 300 ms.
     let fleet = fleet(vec![vm("busy", 0, Bytes::gib(1), BytesPerSec(50e6))]);
-    let result = run(&fleet, &wan(BitsPerSec::gbps(1.0)), MigrationParams::default(), PolicyKind::Sequential);
+    let result = run(
+        &fleet,
+        &wan(BitsPerSec::gbps(1.0)),
+        MigrationParams::default(),
+        PolicyKind::Sequential,
+    );
     let record = &result.vms[0];
     let t1 = GIB * 8.0 / 1e9;
     let rounds: Vec<f64> = (0..5).map(|k| t1 * 0.4f64.powi(k)).collect();
     assert_eq!(record.rounds, Some(4));
-    assert_close(record.migration_time_s.unwrap(), rounds.iter().sum(), "migration time");
-    assert_close(record.migration_time_s.unwrap(), 14.1699561029632, "migration time by hand");
+    assert_close(
+        record.migration_time_s.unwrap(),
+        rounds.iter().sum(),
+        "migration time",
+    );
+    assert_close(
+        record.migration_time_s.unwrap(),
+        14.1699561029632,
+        "migration time by hand",
+    );
     assert_close(record.downtime_s.unwrap(), 0.2199023255552, "downtime");
     // Bytes: M (1 + 0.4 + 0.16 + 0.064 + 0.0256).
     assert_eq!(record.bytes_sent, Some((GIB * 1.6496).round() as u64));
@@ -130,12 +154,21 @@ fn max_rounds_forces_stop_and_copy() {
         max_rounds: 3,
         ..MigrationParams::default()
     };
-    let result = run(&fleet, &wan(BitsPerSec::gbps(1.0)), params, PolicyKind::Sequential);
+    let result = run(
+        &fleet,
+        &wan(BitsPerSec::gbps(1.0)),
+        params,
+        PolicyKind::Sequential,
+    );
     let record = &result.vms[0];
     let working_set_time = 268435456.0 * 8.0 / 1e9;
     assert_eq!(record.rounds, Some(3));
     assert_close(record.downtime_s.unwrap(), working_set_time, "downtime");
-    assert_close(record.migration_time_s.unwrap(), GIB * 8.0 / 1e9 + 3.0 * working_set_time, "migration time");
+    assert_close(
+        record.migration_time_s.unwrap(),
+        GIB * 8.0 / 1e9 + 3.0 * working_set_time,
+        "migration time",
+    );
 }
 
 #[test]
@@ -145,7 +178,12 @@ fn offline_pauses_for_the_whole_copy() {
         mode: Mode::Offline,
         ..MigrationParams::default()
     };
-    let result = run(&fleet, &wan(BitsPerSec::gbps(1.0)), params, PolicyKind::Sequential);
+    let result = run(
+        &fleet,
+        &wan(BitsPerSec::gbps(1.0)),
+        params,
+        PolicyKind::Sequential,
+    );
     let record = &result.vms[0];
     assert_close(record.migration_time_s.unwrap(), 8.589934592, "migration time");
     assert_eq!(record.downtime_s, record.migration_time_s);
@@ -155,13 +193,20 @@ fn offline_pauses_for_the_whole_copy() {
 
 #[test]
 fn sequential_and_parallel_on_equal_vms() {
-    let vms = (0..4).map(|i| vm(&format!("vm-{i}"), 0, Bytes::gib(1), BytesPerSec::ZERO)).collect();
+    let vms = (0..4)
+        .map(|i| vm(&format!("vm-{i}"), 0, Bytes::gib(1), BytesPerSec::ZERO))
+        .collect();
     let fleet = fleet(vms);
     let network = wan(BitsPerSec::gbps(1.0));
     let one = GIB * 8.0 / 1e9;
 
     // Back to back: VM i ends at (i + 1) * one, each takes one.
-    let sequential = run(&fleet, &network, MigrationParams::default(), PolicyKind::Sequential);
+    let sequential = run(
+        &fleet,
+        &network,
+        MigrationParams::default(),
+        PolicyKind::Sequential,
+    );
     for (i, record) in sequential.vms.iter().enumerate() {
         assert_close(record.end_s.unwrap(), (i + 1) as f64 * one, "sequential end");
         assert_close(record.migration_time_s.unwrap(), one, "sequential migration");
@@ -174,7 +219,11 @@ fn sequential_and_parallel_on_equal_vms() {
     }
     // The same total time, a quarter of the mean migration time: scores
     // sqrt(1 * 1) and sqrt(1 * 4).
-    assert_close(sequential.total_time_s.unwrap(), parallel.total_time_s.unwrap(), "total");
+    assert_close(
+        sequential.total_time_s.unwrap(),
+        parallel.total_time_s.unwrap(),
+        "total",
+    );
     assert_close(sequential.score.unwrap(), 1.0, "sequential score");
     assert_close(parallel.score.unwrap(), 2.0, "parallel score");
 }
@@ -189,7 +238,12 @@ fn a_bandwidth_drop_mid_migration_slows_the_rest() {
         bandwidth: BitsPerSec::mbps(250.0),
     }];
     let fleet = fleet(vec![vm("idle", 0, Bytes::gib(1), BytesPerSec::ZERO)]);
-    let result = run(&fleet, &network, MigrationParams::default(), PolicyKind::Sequential);
+    let result = run(
+        &fleet,
+        &network,
+        MigrationParams::default(),
+        PolicyKind::Sequential,
+    );
     assert_close(result.vms[0].end_s.unwrap(), 4.0 + (GIB - 5e8) / 31.25e6, "end");
     let before = &result.timeline[3];
     let after = &result.timeline[6];
@@ -203,17 +257,31 @@ fn a_power_off_loses_exactly_the_vms_that_cannot_finish() {
     // Sequential, 8.59 s each: VMs end at 8.59, 17.18, 25.77 and 34.36 s.
     // Power fails at 20 s: the first two are safe, the third dies
     // mid-migration, the fourth never starts.
-    let vms = (0..4).map(|i| vm(&format!("vm-{i}"), 0, Bytes::gib(1), BytesPerSec::ZERO)).collect();
+    let vms = (0..4)
+        .map(|i| vm(&format!("vm-{i}"), 0, Bytes::gib(1), BytesPerSec::ZERO))
+        .collect();
     let mut fleet = fleet(vms);
     fleet.hosts[0].power_off_at = Some(Duration::from_secs(20));
-    let result = run(&fleet, &wan(BitsPerSec::gbps(1.0)), MigrationParams::default(), PolicyKind::Sequential);
+    let result = run(
+        &fleet,
+        &wan(BitsPerSec::gbps(1.0)),
+        MigrationParams::default(),
+        PolicyKind::Sequential,
+    );
     let outcomes: Vec<Outcome> = result.vms.iter().map(|v| v.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Migrated, Outcome::Migrated, Outcome::Lost, Outcome::Lost]);
+    assert_eq!(
+        outcomes,
+        [Outcome::Migrated, Outcome::Migrated, Outcome::Lost, Outcome::Lost]
+    );
     assert_eq!((result.migrated, result.lost), (2, 2));
     // The third sent 20 - 17.18 s worth before dying; the fourth nothing.
     let third = &result.vms[2];
     assert_eq!(third.end_s, None);
-    assert_close(third.bytes_sent.unwrap() as f64, (20.0 - 2.0 * GIB * 8.0 / 1e9) * 125e6, "bytes of the lost VM");
+    assert_close(
+        third.bytes_sent.unwrap() as f64,
+        (20.0 - 2.0 * GIB * 8.0 / 1e9) * 125e6,
+        "bytes of the lost VM",
+    );
     assert_eq!(result.vms[3].start_s, None);
     assert_eq!(result.vms[3].bytes_sent, None);
 }
@@ -228,8 +296,15 @@ fn host_nics_and_the_wan_share_max_min_fairly() {
         vm("fast", 2, Bytes(1_000_000_000), BytesPerSec::ZERO),
     ]);
     fleet.hosts[0].nic = BitsPerSec::mbps(200.0);
-    fleet.hosts.push(host("src-2", Site::Source, BitsPerSec::gbps(10.0)));
-    let result = run(&fleet, &wan(BitsPerSec::gbps(1.0)), MigrationParams::default(), PolicyKind::Parallel);
+    fleet
+        .hosts
+        .push(host("src-2", Site::Source, BitsPerSec::gbps(10.0)));
+    let result = run(
+        &fleet,
+        &wan(BitsPerSec::gbps(1.0)),
+        MigrationParams::default(),
+        PolicyKind::Parallel,
+    );
     assert_close(result.vms[1].end_s.unwrap(), 10.0, "fast");
     // After 10 s the slow one has 7.5e8 bytes left, still at 25e6 B/s.
     assert_close(result.vms[0].end_s.unwrap(), 40.0, "slow");

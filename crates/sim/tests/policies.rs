@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
 use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site,
-    TracePoint, Vm,
+    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm,
 };
 use evac_report::{Outcome, RunResult, VmRecord};
 
@@ -154,10 +153,7 @@ fn static_never_exceeds_its_limits() {
         for (h, name) in ["src-0", "src-1", "src-2"].into_iter().enumerate() {
             let on_host = result.vms.iter().filter(|v| v.host == name);
             let expected = per_host.min(fleet.vms.iter().filter(|v| v.host == HostId(h)).count());
-            assert!(
-                most_in_flight(on_host) <= expected,
-                "{name}: limit {per_host}"
-            );
+            assert!(most_in_flight(on_host) <= expected, "{name}: limit {per_host}");
         }
         // The limits are reached, not merely respected: the 9-VM host runs
         // its full per-host allowance at the start.
@@ -222,10 +218,7 @@ fn aimd_global_halves_when_the_wan_halves_and_recovers() {
     // Before the drop the window has grown past what 5 Gbps needs (3.7
     // connections of 1.342 Gbps) up to what 10 Gbps needs (7.5).
     let before = least(40.0, 60.0);
-    assert!(
-        (7..=10).contains(&before),
-        "in flight before the drop: {before}"
-    );
+    assert!((7..=10).contains(&before), "in flight before the drop: {before}");
     // Within a few periods of the drop, no more than half of that runs.
     let during = most(66.0, 120.0);
     assert!(
@@ -259,10 +252,7 @@ fn aimd_global_beats_local_sequential_and_parallel_on_a_shared_long_wan() {
         PolicyKind::Parallel,
     ] {
         let theirs = score(other);
-        assert!(
-            global < theirs,
-            "aimd-global {global:.3} vs {other} {theirs:.3}"
-        );
+        assert!(global < theirs, "aimd-global {global:.3} vs {other} {theirs:.3}");
     }
 }
 

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm};
+use evac_model::{
+    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm,
+};
 use evac_report::{Outcome, RunResult};
 use proptest::prelude::*;
 

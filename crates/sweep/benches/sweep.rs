@@ -52,8 +52,7 @@ working_set = "1 GiB"
 "#;
 
 fn bench(c: &mut Criterion) {
-    let grid =
-        Grid::from_toml_str(GRID, "bench grid", Path::new(".")).expect("the bench grid parses");
+    let grid = Grid::from_toml_str(GRID, "bench grid", Path::new(".")).expect("the bench grid parses");
     assert_eq!(grid.len(), 120);
     let mut group = c.benchmark_group("sweep");
     group.sample_size(10);

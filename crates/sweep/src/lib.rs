@@ -247,12 +247,11 @@ impl Grid {
                 match spanned.get_ref() {
                     toml::Value::String(file) => {
                         let path = dir.join(file);
-                        let text =
-                            std::fs::read_to_string(&path).map_err(|e| GridError::Invalid {
-                                at: here.clone(),
-                                key: Some("key `base`".into()),
-                                message: format!("cannot read {}: {e}", path.display()),
-                            })?;
+                        let text = std::fs::read_to_string(&path).map_err(|e| GridError::Invalid {
+                            at: here.clone(),
+                            key: Some("key `base`".into()),
+                            message: format!("cannot read {}: {e}", path.display()),
+                        })?;
                         let origin = path.display().to_string();
                         let scenario = Scenario::from_toml_str(&text, &origin)
                             .map_err(|source| GridError::Base { at: here, source })?;
@@ -302,12 +301,11 @@ impl Grid {
             }
             let mut levels = Vec::new();
             for value in values.get_ref() {
-                let level =
-                    parse_level(name, value.get_ref()).map_err(|message| GridError::Invalid {
-                        at: at(value.span().start),
-                        key: Some(format!("factor `{name}`")),
-                        message,
-                    })?;
+                let level = parse_level(name, value.get_ref()).map_err(|message| GridError::Invalid {
+                    at: at(value.span().start),
+                    key: Some(format!("factor `{name}`")),
+                    message,
+                })?;
                 let written = match value.get_ref() {
                     toml::Value::String(s) => s.clone(),
                     other => other.to_string(),
@@ -335,11 +333,7 @@ impl Grid {
 
     /// How many evacuations the grid runs.
     pub fn len(&self) -> usize {
-        self.factors
-            .iter()
-            .map(|f| f.levels.len())
-            .product::<usize>()
-            * self.repeat_seeds.len().max(1)
+        self.factors.iter().map(|f| f.levels.len()).product::<usize>() * self.repeat_seeds.len().max(1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -385,12 +379,10 @@ impl Grid {
         if self.repeat_seeds.is_empty() || seed == self.base.seed {
             return self.base.clone();
         }
-        let mut table: toml::Table =
-            toml::from_str(&self.base_text).expect("the base parsed once already");
+        let mut table: toml::Table = toml::from_str(&self.base_text).expect("the base parsed once already");
         table.insert("seed".into(), toml::Value::Integer(seed as i64));
         let text = toml::to_string(&table).expect("a TOML table serializes");
-        Scenario::from_toml_str(&text, &self.base_origin)
-            .expect("changing the seed keeps a scenario valid")
+        Scenario::from_toml_str(&text, &self.base_origin).expect("changing the seed keeps a scenario valid")
     }
 
     /// The scenario of one combination.
@@ -445,9 +437,7 @@ fn parse_level(name: &str, value: &toml::Value) -> Result<Level, String> {
         "wan_bandwidth" => Level::WanBandwidth(text()?.parse().map_err(|e| format!("{e}"))?),
         "wan_rtt" => Level::WanRtt(parse_duration(text()?).map_err(|e| format!("{e}"))?),
         "tcp_window" => Level::TcpWindow(text()?.parse().map_err(|e| format!("{e}"))?),
-        "multifd_channels" => {
-            Level::MultifdChannels(u32::try_from(integer()?).map_err(|e| e.to_string())?)
-        }
+        "multifd_channels" => Level::MultifdChannels(u32::try_from(integer()?).map_err(|e| e.to_string())?),
         "memory" => Level::Memory(match text()? {
             "base" => MemoryPreset::Base,
             "equal" => MemoryPreset::Equal,
@@ -639,10 +629,7 @@ pub fn markdown_table(rows: &[SweepRow]) -> String {
     if !shared.is_empty() {
         let _ = writeln!(out, "All rows: {}.\n", shared.join(", "));
     }
-    let mut header: Vec<String> = varying
-        .iter()
-        .map(|&i| first.factors[i].0.clone())
-        .collect();
+    let mut header: Vec<String> = varying.iter().map(|&i| first.factors[i].0.clone()).collect();
     if seed_varies {
         header.push("seed".into());
     }
@@ -674,8 +661,7 @@ pub fn markdown_table(rows: &[SweepRow]) -> String {
             format!("{:.1}", row.lower_bound_mean_migration_s),
             seconds(row.max_migration_time_s),
             format!("{} of {}", row.lost, row.vms),
-            row.score
-                .map_or_else(|| "-".to_owned(), |s| format!("{s:.3}")),
+            row.score.map_or_else(|| "-".to_owned(), |s| format!("{s:.3}")),
         ]);
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }

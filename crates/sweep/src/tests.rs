@@ -102,10 +102,7 @@ fn rows_match_the_model_by_hand() {
 
 #[test]
 fn errors_name_the_file_line_and_key() {
-    let bad_level = GRID.replace(
-        "multifd_channels = [1, 4]",
-        "wan_rtt = [\"5 ms\",\n  \"5 xs\"]",
-    );
+    let bad_level = GRID.replace("multifd_channels = [1, 4]", "wan_rtt = [\"5 ms\",\n  \"5 xs\"]");
     // The bad level is on the line after the key.
     let message = error(&bad_level);
     assert!(
@@ -141,9 +138,7 @@ fn errors_name_the_file_line_and_key() {
     let base = GRID.replace("wan_bandwidth = \"1 Gbps\"", "wan_bandwidth = \"1 GB\"");
     let message = error(&base);
     assert!(
-        message.starts_with("grid.toml:")
-            && message.contains("base scenario")
-            && message.contains("1 GB"),
+        message.starts_with("grid.toml:") && message.contains("base scenario") && message.contains("1 GB"),
         "{message}"
     );
 
@@ -154,10 +149,7 @@ fn errors_name_the_file_line_and_key() {
 #[test]
 fn memory_presets_keep_the_total() {
     let text = GRID
-        .replace(
-            "multifd_channels = [1, 4]",
-            "memory = [\"equal\", \"skewed\"]",
-        )
+        .replace("multifd_channels = [1, 4]", "memory = [\"equal\", \"skewed\"]")
         .replace(
             "memory = \"1 GiB\"\n\n[[base.vm]]",
             "memory = \"3 GiB\"\nworking_set = \"1 GiB\"\n\n[[base.vm]]",
@@ -177,11 +169,7 @@ fn memory_presets_keep_the_total() {
     let total: u64 = skewed.fleet.vms.iter().map(|vm| vm.memory.0).sum();
     assert!(total.abs_diff(4 << 30) <= 1 << 20, "{total}");
     assert_ne!(skewed.fleet.vms[0].memory, skewed.fleet.vms[1].memory);
-    assert_eq!(
-        skewed,
-        grid.scenario(7, &[0, 1]),
-        "the same seed, the same draw"
-    );
+    assert_eq!(skewed, grid.scenario(7, &[0, 1]), "the same seed, the same draw");
 }
 
 #[test]
@@ -210,10 +198,7 @@ fn fluctuating_alternates_full_and_forty_percent() {
 
 #[test]
 fn repeat_seeds_multiply_the_rows() {
-    let text = GRID.replace(
-        "name = \"tiny\"",
-        "name = \"tiny\"\nrepeat_seeds = [1, 2, 3]",
-    );
+    let text = GRID.replace("name = \"tiny\"", "name = \"tiny\"\nrepeat_seeds = [1, 2, 3]");
     let grid = grid(&text).unwrap();
     assert_eq!(grid.len(), 12);
     let rows = run(&grid);
