@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use evac_controller::{Evacuation, Order, PolicyKind};
+use evac_controller::{Order, PolicyKind};
 use evac_report::RunResult;
 use evac_scenario::Scenario;
 
@@ -135,16 +135,11 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.network.wan_bandwidth,
         evac_model::format_duration(scenario.network.wan_rtt),
     );
-    let mut controller = Evacuation::new(
-        scenario.fleet.clone(),
-        scenario.migration,
-        scenario.controller.clone(),
-    );
-    let result = evac_sim::simulate(
+    let result = evac_sim::simulate_evacuation(
         &scenario.fleet,
         &scenario.network,
-        scenario.controller.period,
-        &mut controller,
+        scenario.migration,
+        &scenario.controller,
     );
     println!("{}", evac_report::summary_table(&result));
     write_outputs(&result, output)

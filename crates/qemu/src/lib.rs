@@ -264,18 +264,7 @@ impl Backend {
                 attempts: 0,
                 bytes_before: 0,
                 flight: None,
-                record: VmRecord {
-                    name: spec.name.clone(),
-                    host: spec.host.clone(),
-                    destination: None,
-                    start_s: None,
-                    end_s: None,
-                    migration_time_s: None,
-                    downtime_s: None,
-                    rounds: None,
-                    bytes_sent: None,
-                    outcome: Outcome::Lost,
-                },
+                record: VmRecord::unmoved(spec.name.clone(), spec.host.clone()),
                 done: false,
                 placement: Placement::Source,
             });
@@ -625,6 +614,10 @@ impl Backend {
             flight.last_obs = Some(obs.clone());
             migrations.push(obs);
         }
+        // The queries above can take a while (a source in stop-and-copy
+        // answers late): the counters below are as of now, not as of the
+        // tick, and a rate computed with the tick's time would be skewed.
+        let now = self.start.elapsed().max(now);
         // Per source host: its NIC's counter in its namespace, or the sum of
         // its migrations' bytes.
         for host in self.fleet.host_ids() {

@@ -55,6 +55,24 @@ pub struct VmRecord {
     pub outcome: Outcome,
 }
 
+impl VmRecord {
+    /// A VM that has not moved: lost, unless a migration of it completes.
+    pub fn unmoved(name: String, host: String) -> Self {
+        Self {
+            name,
+            host,
+            destination: None,
+            start_s: None,
+            end_s: None,
+            migration_time_s: None,
+            downtime_s: None,
+            rounds: None,
+            bytes_sent: None,
+            outcome: Outcome::Lost,
+        }
+    }
+}
+
 /// The state of the evacuation at the end of one control period.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
@@ -369,18 +387,7 @@ mod tests {
             bytes_sent: Some(100),
             outcome: Outcome::Migrated,
         };
-        let lost = VmRecord {
-            name: "vm-2".into(),
-            host: "src".into(),
-            destination: None,
-            start_s: None,
-            end_s: None,
-            migration_time_s: None,
-            downtime_s: None,
-            rounds: None,
-            bytes_sent: None,
-            outcome: Outcome::Lost,
-        };
+        let lost = VmRecord::unmoved("vm-2".into(), "src".into());
         let vms = vec![record("vm-0", 0.0, 16.0), record("vm-1", 16.0, 48.0), lost];
         let result = RunResult::summarize("test", &fleet, &network(vec![]), vms, vec![]);
         assert_eq!(result.total_time_s, Some(48.0));

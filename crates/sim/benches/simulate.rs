@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use evac_controller::{Evacuation, PolicyKind};
+use evac_controller::PolicyKind;
 use evac_scenario::Scenario;
 
 fn bench(c: &mut Criterion) {
@@ -20,9 +20,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut config = scenario.controller.clone();
                 config.policy = policy;
-                let mut controller =
-                    Evacuation::new(scenario.fleet.clone(), scenario.migration, config.clone());
-                evac_sim::simulate(&scenario.fleet, &scenario.network, config.period, &mut controller)
+                evac_sim::simulate_evacuation(&scenario.fleet, &scenario.network, scenario.migration, &config)
             })
         });
     }

@@ -38,7 +38,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use evac_controller::{Action, Controller, EndOutcome, Ended, MigrationObs, Observations, Phase, Retune};
+use evac_controller::{
+    Action, Controller, ControllerConfig, EndOutcome, Ended, Evacuation, MigrationObs, Observations, Phase,
+    Retune,
+};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Network, VmId};
 use evac_report::{Outcome, RunResult, TimelinePoint, VmRecord};
 
@@ -50,7 +53,19 @@ const WAN: usize = 0;
 /// Times closer than this are one instant (float rounding of event times).
 const SAME_INSTANT: f64 = 1e-9;
 
-/// Runs an evacuation of `fleet` over `network` under `controller`,
+/// Runs an evacuation of `fleet` over `network` under the [`Evacuation`]
+/// controller configured by `config`, starting migrations with `params`.
+pub fn simulate_evacuation(
+    fleet: &Fleet,
+    network: &Network,
+    params: MigrationParams,
+    config: &ControllerConfig,
+) -> RunResult {
+    let mut controller = Evacuation::new(fleet.clone(), params, config.clone());
+    simulate(fleet, network, config.period, &mut controller)
+}
+
+/// Runs an evacuation of `fleet` over `network` under any `controller`,
 /// consulting it every `period`.
 pub fn simulate(
     fleet: &Fleet,

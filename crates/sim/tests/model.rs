@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
+use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm,
 };
@@ -58,8 +58,7 @@ fn run(fleet: &Fleet, network: &Network, params: MigrationParams, policy: Policy
         policy,
         ..ControllerConfig::default()
     };
-    let mut controller = Evacuation::new(fleet.clone(), params, config.clone());
-    evac_sim::simulate(fleet, network, config.period, &mut controller)
+    evac_sim::simulate_evacuation(fleet, network, params, &config)
 }
 
 fn assert_close(actual: f64, expected: f64, what: &str) {

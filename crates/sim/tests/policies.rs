@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
+use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm,
 };
@@ -72,8 +72,7 @@ fn config(policy: PolicyKind) -> ControllerConfig {
 }
 
 fn run_with(fleet: &Fleet, network: &Network, config: ControllerConfig) -> RunResult {
-    let mut controller = Evacuation::new(fleet.clone(), MigrationParams::default(), config.clone());
-    let result = evac_sim::simulate(fleet, network, config.period, &mut controller);
+    let result = evac_sim::simulate_evacuation(fleet, network, MigrationParams::default(), &config);
     assert_eq!(
         result.lost, 0,
         "{}: no host powers off, nothing is lost",

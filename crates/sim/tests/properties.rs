@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
+use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm,
 };
@@ -94,8 +94,7 @@ fn run(case: &Case) -> RunResult {
         policy: case.policy,
         ..ControllerConfig::default()
     };
-    let mut controller = Evacuation::new(case.fleet.clone(), case.params, config.clone());
-    evac_sim::simulate(&case.fleet, &case.network, config.period, &mut controller)
+    evac_sim::simulate_evacuation(&case.fleet, &case.network, case.params, &config)
 }
 
 /// The highest capacity the WAN has in `[from, to]`.

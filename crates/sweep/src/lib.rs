@@ -64,7 +64,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use evac_controller::{Evacuation, Order, PolicyKind};
+use evac_controller::{Order, PolicyKind};
 use evac_model::{parse_duration, BitsPerSec, Bytes, BytesPerSec, Mode, TracePoint};
 use evac_scenario::{Scenario, ScenarioError, DEFAULT_SCENARIO_TOML};
 use rand::{Rng, SeedableRng};
@@ -567,16 +567,11 @@ pub fn run(grid: &Grid) -> Vec<SweepRow> {
         .into_par_iter()
         .map(|(seed, levels)| {
             let scenario = grid.scenario(seed, &levels);
-            let mut controller = Evacuation::new(
-                scenario.fleet.clone(),
-                scenario.migration,
-                scenario.controller.clone(),
-            );
-            let result = evac_sim::simulate(
+            let result = evac_sim::simulate_evacuation(
                 &scenario.fleet,
                 &scenario.network,
-                scenario.controller.period,
-                &mut controller,
+                scenario.migration,
+                &scenario.controller,
             );
             SweepRow {
                 factors: grid
