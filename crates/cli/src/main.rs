@@ -124,7 +124,7 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.controller.policy = policy;
     }
     if let Some(order) = overrides.order {
-        scenario.controller.order = order;
+        scenario.controller.order = Some(order);
     }
     println!(
         "{}: {} VMs ({}) on {} hosts, WAN {} / {} RTT",

@@ -44,7 +44,8 @@ pub struct Observations {
     pub now: Duration,
     /// Migrations that ended since the previous tick.
     pub ended: Vec<Ended>,
-    /// Every migration in flight.
+    /// Every migration in flight (may be empty for a controller whose
+    /// [`Controller::needs_progress`] is false).
     pub migrations: Vec<MigrationObs>,
     /// Cumulative bytes each host's NIC has sent, indexed by [`HostId`].
     pub host_tx: Vec<Bytes>,
@@ -130,6 +131,14 @@ pub enum Retune {
 pub trait Controller {
     fn on_tick(&mut self, observations: &Observations) -> Vec<Action>;
 
+    /// Whether the controller reads [`Observations::migrations`]. A driver
+    /// may leave that list empty for one that does not: with thousands of
+    /// migrations in flight, building it every period is most of the cost
+    /// of a simulation.
+    fn needs_progress(&self) -> bool {
+        true
+    }
+
     /// A short name for reports.
     fn name(&self) -> &str;
 }
@@ -145,6 +154,9 @@ pub enum Order {
     /// Highest priority first; equal priorities smallest first, so that the
     /// most priority is safe soonest.
     Priority,
+    /// Earliest power-off first, so the hosts about to die are emptied
+    /// first; then as [`Order::Priority`].
+    Deadline,
 }
 
 impl std::str::FromStr for Order {
@@ -155,8 +167,9 @@ impl std::str::FromStr for Order {
             "smallest-first" => Ok(Order::SmallestFirst),
             "largest-first" => Ok(Order::LargestFirst),
             "priority" => Ok(Order::Priority),
+            "deadline" => Ok(Order::Deadline),
             _ => Err(format!(
-                "unknown order `{text}`; expected as-listed, smallest-first, largest-first or priority"
+                "unknown order `{text}`; expected as-listed, smallest-first, largest-first, priority or deadline"
             )),
         }
     }
@@ -171,7 +184,9 @@ pub struct ControllerConfig {
     /// a migration ends).
     #[serde(with = "evac_model::units::human_duration")]
     pub period: Duration,
-    pub order: Order,
+    /// The order VMs start in; unset, the policy's own
+    /// ([`PolicyKind::natural_order`]).
+    pub order: Option<Order>,
     /// `static`: the most migrations in flight across the site.
     pub max_in_flight: usize,
     /// `static`: the most migrations in flight from one source host.
@@ -187,7 +202,7 @@ impl Default for ControllerConfig {
         Self {
             policy: PolicyKind::Sequential,
             period: Duration::from_secs(1),
-            order: Order::AsListed,
+            order: None,
             max_in_flight: 5,
             max_in_flight_per_host: 2,
             max_attempts: 3,
@@ -232,6 +247,11 @@ pub struct Admission {
     /// strictly in queue order, so that no host idles while another has a
     /// queue.
     pub spread_over_hosts: bool,
+    /// The rate a migration started now can expect, if the policy has an
+    /// estimate: a VM whose host would lose power before it could move at
+    /// that rate is given up instead of started, leaving the link to VMs
+    /// that can still be saved.
+    pub expected_rate: Option<BitsPerSec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -254,6 +274,17 @@ impl PerHost {
 /// Decides how many migrations run at once.
 pub trait Policy {
     fn admit(&mut self, view: &View<'_>) -> Admission;
+
+    /// The parameters of a migration about to start, from the scenario's.
+    fn start_params(&mut self, base: MigrationParams) -> MigrationParams {
+        base
+    }
+
+    /// Whether the policy reads the migrations' progress; see
+    /// [`Controller::needs_progress`].
+    fn needs_progress(&self) -> bool {
+        false
+    }
 
     /// Changes to migrations in flight (none for the published policies).
     fn tune(&mut self, _view: &View<'_>) -> Vec<Action> {
@@ -315,10 +346,15 @@ impl Evacuation {
         policy: Box<dyn Policy + Send>,
     ) -> Self {
         let mut order: Vec<VmId> = fleet.vm_ids().collect();
-        match config.order {
+        match config.order.unwrap_or(config.policy.natural_order()) {
             Order::AsListed => {}
             Order::SmallestFirst => order.sort_by_key(|&id| fleet.vm(id).memory),
             Order::LargestFirst => order.sort_by_key(|&id| std::cmp::Reverse(fleet.vm(id).memory)),
+            Order::Deadline => order.sort_by_key(|&id| {
+                let vm = fleet.vm(id);
+                let deadline = fleet.host(vm.host).power_off_at.unwrap_or(Duration::MAX);
+                (deadline, std::cmp::Reverse(vm.priority), vm.memory)
+            }),
             Order::Priority => order.sort_by_key(|&id| {
                 let vm = fleet.vm(id);
                 (std::cmp::Reverse(vm.priority), vm.memory)
@@ -480,14 +516,32 @@ impl Evacuation {
         Action::Start {
             vm,
             destination,
-            params: self.params,
+            params: self.policy.start_params(self.params),
         }
+    }
+
+    /// Whether `vm` could be moved at `rate` before its host loses power.
+    /// Precopy sends the memory, then what was dirtied meanwhile, and so on:
+    /// `M / r × 1 / (1 - d / r)` in all. Past `d / r = 1/2` the rounds are
+    /// cut short (stop-and-copy or offline), so the factor is held at 2.
+    fn can_finish_in_time(&self, vm: VmId, rate: BitsPerSec, now: Duration) -> bool {
+        let vm = self.fleet.vm(vm);
+        let Some(deadline) = self.fleet.host(vm.host).power_off_at else {
+            return true;
+        };
+        let bytes_per_sec = rate.to_bytes_per_sec().0;
+        if bytes_per_sec <= 0.0 {
+            return true;
+        }
+        let dirty_share = (vm.dirty_rate.0 / bytes_per_sec).min(0.5);
+        let needed = vm.memory.as_f64() / bytes_per_sec / (1.0 - dirty_share);
+        now.as_secs_f64() + needed <= deadline.as_secs_f64()
     }
 
     /// Starts queued VMs while the admission allows: each free slot goes to
     /// the VM first in the evacuation's order among the hosts with room or,
     /// when the policy spreads, to the host with the fewest in flight.
-    fn admit(&mut self, admission: &Admission) -> Vec<Action> {
+    fn admit(&mut self, admission: &Admission, now: Duration) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut total: usize = self.in_flight.iter().sum();
         self.waiting_hosts.retain(|h| !self.queues[h.0].is_empty());
@@ -510,6 +564,14 @@ impl Evacuation {
                     (load, rank)
                 });
             let Some((host, _, vm)) = pick else { break };
+            if let Some(rate) = admission.expected_rate {
+                if !self.can_finish_in_time(vm, rate, now) {
+                    self.queues[host.0].pop_front();
+                    self.queued[host.0] -= 1;
+                    self.state[vm.0] = VmState::Done;
+                    continue;
+                }
+            }
             match self.destination_for(vm) {
                 Some(destination) => {
                     self.queues[host.0].pop_front();
@@ -538,11 +600,15 @@ impl Controller for Evacuation {
         };
         let admission = self.policy.admit(&view);
         let mut actions = self.policy.tune(&view);
-        actions.extend(self.admit(&admission));
+        actions.extend(self.admit(&admission, observations.now));
         actions
     }
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn needs_progress(&self) -> bool {
+        self.policy.needs_progress()
     }
 }

@@ -7,6 +7,7 @@
 //! | `static` | at most `max_in_flight` across the site and `max_in_flight_per_host` per source host |
 //! | `aimd-local` | one AIMD window per source host, fed by that host's NIC throughput only |
 //! | `aimd-global` | one AIMD window for the site, fed by the aggregate throughput, its slots spread over hosts |
+//! | `deadline` | evac's own: the global AIMD window, plus the power-off deadlines (see [`Deadline`]) |
 //!
 //! AIMD borrows TCP's congestion avoidance: a window `w` of migrations in
 //! flight starts at 1. At the end of every control period the measured
@@ -37,10 +38,10 @@
 
 use std::fmt;
 
-use evac_model::{BitsPerSec, Fleet, HostId};
+use evac_model::{BitsPerSec, Fleet, HostId, MigrationParams};
 use serde::{Deserialize, Serialize};
 
-use crate::{Admission, ControllerConfig, PerHost, Policy, View};
+use crate::{Action, Admission, ControllerConfig, Order, PerHost, Phase, Policy, View};
 
 /// The policies a scenario or the CLI can name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,15 +53,17 @@ pub enum PolicyKind {
     Static,
     AimdLocal,
     AimdGlobal,
+    Deadline,
 }
 
 impl PolicyKind {
-    pub const ALL: [PolicyKind; 5] = [
+    pub const ALL: [PolicyKind; 6] = [
         PolicyKind::Sequential,
         PolicyKind::Parallel,
         PolicyKind::Static,
         PolicyKind::AimdLocal,
         PolicyKind::AimdGlobal,
+        PolicyKind::Deadline,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,17 @@ impl PolicyKind {
             PolicyKind::Static => "static",
             PolicyKind::AimdLocal => "aimd-local",
             PolicyKind::AimdGlobal => "aimd-global",
+            PolicyKind::Deadline => "deadline",
+        }
+    }
+
+    /// The order a policy starts VMs in when the configuration names none:
+    /// the scenario's for the published policies, earliest power-off first
+    /// for `deadline`.
+    pub fn natural_order(self) -> Order {
+        match self {
+            PolicyKind::Deadline => Order::Deadline,
+            _ => Order::AsListed,
         }
     }
 
@@ -80,19 +94,23 @@ impl PolicyKind {
                 total: 1,
                 per_host: PerHost::Unlimited,
                 spread_over_hosts: false,
+                expected_rate: None,
             })),
             PolicyKind::Parallel => Box::new(Fixed(Admission {
                 total: usize::MAX,
                 per_host: PerHost::Unlimited,
                 spread_over_hosts: false,
+                expected_rate: None,
             })),
             PolicyKind::Static => Box::new(Fixed(Admission {
                 total: config.max_in_flight,
                 per_host: PerHost::Each(config.max_in_flight_per_host),
                 spread_over_hosts: false,
+                expected_rate: None,
             })),
             PolicyKind::AimdLocal => Box::new(AimdLocal::new(fleet, config.aimd)),
             PolicyKind::AimdGlobal => Box::new(AimdGlobal::new(config.aimd)),
+            PolicyKind::Deadline => Box::new(Deadline::new(config.aimd)),
         }
     }
 }
@@ -220,7 +238,9 @@ impl Window {
 
     /// Moves the window after a period with `throughput`, at whose end
     /// `in_flight` migrations run.
-    fn update(&mut self, throughput: BitsPerSec, in_flight: usize, params: &AimdParams) {
+    /// Returns whether a probe paid off: the migration added last period
+    /// raised the throughput.
+    fn update(&mut self, throughput: BitsPerSec, in_flight: usize, params: &AimdParams) -> bool {
         let in_use = in_flight >= self.size;
         let probing = std::mem::replace(&mut self.probing, false);
         let Some(last) = self.last_throughput.replace(throughput) else {
@@ -228,7 +248,7 @@ impl Window {
             if in_use {
                 self.grow(params);
             }
-            return;
+            return false;
         };
         let rose = throughput.0 > last.0 * (1.0 + params.increase_margin);
         let fell = throughput.0 < last.0 * (1.0 - params.decrease_margin);
@@ -239,6 +259,7 @@ impl Window {
         } else if rose && in_use {
             self.reprobe_after = REPROBE_AFTER_PERIODS;
             self.grow(params);
+            return probing;
         } else if probing {
             self.size = (self.size - 1).max(1);
             self.quiet = 0;
@@ -249,6 +270,14 @@ impl Window {
                 self.grow(params);
             }
         }
+        false
+    }
+
+    /// Halves the window when each migration can carry twice as much.
+    fn halve(&mut self) {
+        self.size = (self.size / 2).max(1);
+        self.probing = false;
+        self.quiet = 0;
     }
 }
 
@@ -279,6 +308,7 @@ impl Policy for AimdLocal {
             total: usize::MAX,
             per_host: PerHost::ByHost(self.windows.iter().map(|w| w.size).collect()),
             spread_over_hosts: false,
+            expected_rate: None,
         }
     }
 }
@@ -309,7 +339,144 @@ impl Policy for AimdGlobal {
             total: self.window.size,
             per_host: PerHost::Unlimited,
             spread_over_hosts: true,
+            expected_rate: None,
         }
+    }
+}
+
+/// evac's own policy: the global AIMD window, aware of power-off deadlines.
+///
+/// The published controllers treat every VM alike until its host goes dark.
+/// This one plans against the deadlines it is given:
+///
+/// - VMs start earliest power-off first ([`Order::Deadline`]), then by
+///   priority, then smallest first, and in that order across the site
+///   (slots are not spread over hosts: the host about to die comes first);
+/// - a VM that could not move before its host dies, even at the best
+///   aggregate throughput of the last [`RECENT_PERIODS`] periods, is given up
+///   rather than started, so it takes no bandwidth from VMs that can make it;
+/// - a migration in flight whose precopy would not converge before its host
+///   dies is switched to offline (the guest pauses and the rest goes in one
+///   copy, with no more dirtying); one that could not finish even so is
+///   cancelled, and its share goes to the others.
+///
+/// The window is the AIMD window of `aimd-global`, with one more lever:
+/// when a probe pays off, the migrations in flight were not filling the
+/// link on their own (their TCP windows over a long RTT, or their caps,
+/// held them back), so the next ones start with twice the parallel
+/// connections (up to [`MAX_CHANNELS`]) and the window halves: half as many
+/// migrations, each twice as fast, carry the same, and each VM's own
+/// migration time halves. This is the paper's finding that sequential
+/// migration with parallel connections approaches both bounds, found at run
+/// time instead of configured.
+pub struct Deadline {
+    params: AimdParams,
+    window: Window,
+    /// What the next migrations' connections are multiplied by.
+    channel_factor: u32,
+    /// Aggregate throughput of the last periods, newest last.
+    recent: std::collections::VecDeque<f64>,
+}
+
+/// The most parallel connections `deadline` gives one migration: each costs
+/// the source a share of a core for multifd.
+pub const MAX_CHANNELS: u32 = 8;
+
+/// How many periods of throughput the deadline estimates look back on.
+pub const RECENT_PERIODS: usize = 30;
+
+impl Deadline {
+    fn new(params: AimdParams) -> Self {
+        Self {
+            params,
+            window: Window::new(),
+            channel_factor: 1,
+            recent: std::collections::VecDeque::with_capacity(RECENT_PERIODS),
+        }
+    }
+
+    /// The best aggregate rate recently seen, bytes per second.
+    fn best_recent(&self) -> Option<f64> {
+        self.recent.iter().copied().reduce(f64::max).filter(|&r| r > 0.0)
+    }
+}
+
+impl Policy for Deadline {
+    fn admit(&mut self, view: &View<'_>) -> Admission {
+        if let Some(throughput) = view.period_throughput {
+            let total = view.fleet.source_hosts().map(|h| throughput[h.0].0).sum();
+            let probe_paid = self
+                .window
+                .update(BitsPerSec(total), view.total_in_flight(), &self.params);
+            if probe_paid && self.channel_factor < MAX_CHANNELS {
+                self.channel_factor *= 2;
+                self.window.halve();
+            }
+            if self.recent.len() == RECENT_PERIODS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(total / 8.0);
+        }
+        Admission {
+            total: self.window.size,
+            per_host: PerHost::Unlimited,
+            spread_over_hosts: false,
+            expected_rate: self.best_recent().map(|r| BitsPerSec(r * 8.0)),
+        }
+    }
+
+    fn needs_progress(&self) -> bool {
+        true
+    }
+
+    fn start_params(&mut self, base: MigrationParams) -> MigrationParams {
+        MigrationParams {
+            multifd_channels: (base.multifd_channels * self.channel_factor)
+                .min(MAX_CHANNELS.max(base.multifd_channels)),
+            ..base
+        }
+    }
+
+    fn tune(&mut self, view: &View<'_>) -> Vec<Action> {
+        let Some(best) = self.best_recent() else {
+            return Vec::new();
+        };
+        let now = view.now.as_secs_f64();
+        let mut actions = Vec::new();
+        for migration in &view.observations.migrations {
+            let host = view.fleet.vm(migration.vm).host;
+            let Some(deadline) = view.fleet.host(host).power_off_at else {
+                continue;
+            };
+            let left = deadline.as_secs_f64() - now;
+            let remaining = migration.bytes_remaining.as_f64();
+            if remaining / best > left {
+                actions.push(Action::Cancel { vm: migration.vm });
+                continue;
+            }
+            if migration.phase != Phase::Precopy {
+                continue;
+            }
+            let rate = migration.rate.to_bytes_per_sec().0;
+            if rate <= 0.0 {
+                continue;
+            }
+            // Precopy ends when the dirty bytes shrink to the downtime
+            // limit, or else after `max_rounds`, each round resending about
+            // the working set.
+            let gaining = rate - migration.dirty_rate.0;
+            let precopy_left = if gaining > 0.0 {
+                remaining / gaining
+            } else {
+                let rounds_left = migration.params.max_rounds.saturating_sub(migration.round);
+                let working_set = view.fleet.vm(migration.vm).working_set.as_f64();
+                (remaining + f64::from(rounds_left) * working_set) / rate
+            };
+            if precopy_left > left {
+                actions.push(Action::SwitchToOffline { vm: migration.vm });
+            }
+        }
+        actions
     }
 }
 

@@ -265,20 +265,31 @@ async fn drive(
         .migration_address
         .clone()
         .unwrap_or_else(|| "127.0.0.1".into());
-    let port = std::net::TcpListener::bind((address.as_str(), 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port on {address}: {e}"))?;
     let host_part = if address.contains(':') {
         format!("[{address}]")
     } else {
         address.clone()
     };
-    let uri = format!("tcp:{host_part}:{port}");
+    // Port 0: QEMU binds a free port itself, in its own network namespace
+    // (where `address` exists; evac's may not have it), with no window for
+    // another process to take it between a probe and the bind. The port it
+    // bound is in its `query-migrate` reply.
     dst_qmp
-        .migrate_incoming(&uri)
+        .migrate_incoming(&format!("tcp:{host_part}:0"))
         .await
         .map_err(qmp_err("migrate-incoming"))?;
+    let listening = dst_qmp
+        .query_migrate()
+        .await
+        .map_err(qmp_err("query-migrate on the destination"))?;
+    let port = listening.listening_port().ok_or_else(|| {
+        format!(
+            "the destination did not report the port it listens on for {address} \
+             (query-migrate socket-address: {:?})",
+            listening.socket_address
+        )
+    })?;
+    let uri = format!("tcp:{host_part}:{port}");
     // 3. The source.
     let src = &ctx.src;
     let mut src_events = src.events();

@@ -433,19 +433,6 @@ impl LabNetwork {
         )
     }
 
-    /// Moves the calling thread into the namespace `ns` (e.g. as a tokio
-    /// runtime's `on_thread_start`): its sockets are then opened there.
-    pub fn enter(ns: &str) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
-        // SAFETY: setns(2) on an fd we own; only this thread's network
-        // namespace changes.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
     /// Transmitted bytes of the source's veth end.
     pub fn src_tx_bytes(&self) -> std::io::Result<u64> {
         let out = Command::new("ip")

@@ -75,7 +75,9 @@
 //! - `Start`: spawns a fresh destination QEMU (its own process group, output
 //!   in `<run_dir>/dst-<vm>-<attempt>.log`, killed on every failure path),
 //!   sets capabilities (`events`, `multifd` when channels > 1) and
-//!   `multifd-channels` there, `migrate-incoming tcp:<addr>:<free port>`; on
+//!   `multifd-channels` there, `migrate-incoming tcp:<addr>:0` (QEMU binds
+//!   a free port itself, in its own network namespace, and evac reads it
+//!   back from the destination's `query-migrate` `socket-address`); on
 //!   the source sets `events`, `multifd`, `auto-converge`, `max-bandwidth`
 //!   (bytes/s; unlimited = 1 TB/s), `downtime-limit`, `multifd-channels`,
 //!   `stop`s the guest in offline mode, and `migrate`s.

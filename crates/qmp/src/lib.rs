@@ -23,6 +23,10 @@
 //!   [`Qmp::migrate_incoming`], [`Qmp::migrate_cancel`], [`Qmp::stop`],
 //!   [`Qmp::cont`], [`Qmp::quit`], [`Qmp::query_memory_size_summary`].
 //!
+//! On a destination, `migrate-incoming` may ask for `tcp:<addr>:0`; the port
+//! QEMU bound is then in the `query-migrate` reply's `socket-address`
+//! ([`MigrationInfo::listening_port`]).
+//!
 //! The reply types ignore unknown fields and map unknown enum values to an
 //! `Other` variant, so a newer or older QEMU does not break parsing.
 //!
@@ -415,6 +419,8 @@ impl Qmp {
     }
 
     /// Starts listening for an incoming migration (QEMU started with `-incoming defer`).
+    /// With port 0 (`tcp:<addr>:0`) QEMU picks a free one: read it back from
+    /// [`Qmp::query_migrate`] ([`MigrationInfo::listening_port`]).
     pub async fn migrate_incoming(&self, uri: &str) -> Result<()> {
         self.execute("migrate-incoming", Some(json!({ "uri": uri })))
             .await

@@ -181,3 +181,70 @@ fn serializes_only_the_parameters_given() {
         json!({"max-bandwidth": 125_000_000u64, "downtime-limit": 300})
     );
 }
+
+#[tokio::test]
+async fn reads_the_bound_port_from_a_destinations_query_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fake_server(&dir, |command, id| {
+        Some(match command {
+            // QEMU 7.2's reply on a destination after
+            // `migrate-incoming tcp:127.0.0.1:0`: no status, the port a string.
+            "query-migrate" => vec![ok(
+                id,
+                json!({"socket-address": [
+                    {"port": "42209", "ipv4": true, "host": "127.0.0.1", "type": "inet"}
+                ]}),
+            )],
+            _ => vec![ok(id, json!({}))],
+        })
+    })
+    .await;
+    let qmp = Qmp::connect(&path).await.unwrap();
+    let info = qmp.query_migrate().await.unwrap();
+    assert_eq!(info.status, None);
+    assert_eq!(
+        info.socket_address,
+        vec![SocketAddress::Inet(InetSocketAddress {
+            host: "127.0.0.1".into(),
+            port: "42209".into(),
+            ipv4: Some(true),
+            ipv6: None,
+        })]
+    );
+    assert_eq!(info.listening_port(), Some(42209));
+}
+
+#[test]
+fn socket_addresses_are_parsed_tolerantly() {
+    let info: MigrationInfo = serde_json::from_value(json!({
+        "status": "setup",
+        "socket-address": [
+            {"type": "unix", "path": "/run/x.sock"},
+            {"type": "some-future-type", "whatever": 1},
+            {"type": "inet", "host": "::1", "port": "0"},
+            {"type": "inet", "host": "::1", "port": "not-a-port"},
+            {"no-type": true},
+            {"type": "inet", "host": "10.0.0.2", "port": 4444, "keep-alive": true}
+        ]
+    }))
+    .unwrap();
+    assert_eq!(info.status, Some(MigrationStatus::Setup));
+    assert_eq!(info.socket_address.len(), 5, "{:?}", info.socket_address);
+    assert_eq!(
+        info.socket_address[0],
+        SocketAddress::Unix {
+            path: "/run/x.sock".into()
+        }
+    );
+    assert_eq!(info.socket_address[1], SocketAddress::Other);
+    assert_eq!(info.socket_address[1].inet_port(), None);
+    // Port 0 and a service name are no usable port: the numeric one is.
+    assert_eq!(info.listening_port(), Some(4444));
+
+    // A source's reply has none; nor has a malformed one.
+    let source: MigrationInfo = serde_json::from_value(json!({"status": "active"})).unwrap();
+    assert!(source.socket_address.is_empty());
+    assert_eq!(source.listening_port(), None);
+    let odd: MigrationInfo = serde_json::from_value(json!({"socket-address": "tcp:x:1"})).unwrap();
+    assert!(odd.socket_address.is_empty());
+}

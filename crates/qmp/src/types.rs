@@ -132,6 +132,99 @@ pub struct MigrationInfo {
     pub setup_time: Option<u64>,
     pub error_desc: Option<String>,
     pub cpu_throttle_percentage: Option<u64>,
+    /// On a destination after `migrate-incoming`: the addresses it listens
+    /// on, with the ports actually bound (so `tcp:<addr>:0` can be asked for
+    /// and the port read back). Empty elsewhere.
+    #[serde(default, deserialize_with = "tolerant_list")]
+    pub socket_address: Vec<SocketAddress>,
+}
+
+impl MigrationInfo {
+    /// The first TCP port the destination listens on (`socket-address`),
+    /// if any.
+    pub fn listening_port(&self) -> Option<u16> {
+        self.socket_address.iter().find_map(SocketAddress::inet_port)
+    }
+}
+
+/// A QAPI `SocketAddress` (as in `query-migrate`'s `socket-address`); types
+/// evac does not know are `Other`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum SocketAddress {
+    Inet(InetSocketAddress),
+    Unix {
+        #[serde(default)]
+        path: String,
+    },
+    Vsock {
+        #[serde(default)]
+        cid: String,
+        #[serde(default)]
+        port: String,
+    },
+    Fd {
+        #[serde(default)]
+        str: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+impl SocketAddress {
+    /// The port of an `inet` address, when it is a valid non-zero one.
+    pub fn inet_port(&self) -> Option<u16> {
+        match self {
+            SocketAddress::Inet(inet) => inet.port_number(),
+            _ => None,
+        }
+    }
+}
+
+/// An `inet` socket address. QMP sends the port as a string (it may be a
+/// service name); a number is accepted too.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct InetSocketAddress {
+    pub host: String,
+    #[serde(deserialize_with = "string_or_number")]
+    pub port: String,
+    pub ipv4: Option<bool>,
+    pub ipv6: Option<bool>,
+}
+
+impl InetSocketAddress {
+    /// The port as a number, when it is a valid non-zero one.
+    pub fn port_number(&self) -> Option<u16> {
+        self.port.parse().ok().filter(|&p| p != 0)
+    }
+}
+
+/// A string, or a number taken as its decimal text.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a port (string or number), got {other}"
+        ))),
+    }
+}
+
+/// A list whose elements that do not parse are dropped (as is a value that
+/// is not a list), so one odd entry cannot break the whole reply.
+fn tolerant_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| serde_json::from_value(item).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
 }
 
 /// The reply of `query-memory-size-summary`.

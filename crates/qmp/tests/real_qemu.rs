@@ -4,7 +4,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use evac_qmp::{MigrationCapability, MigrationParameters, MigrationStatus, Qmp, QmpError, RunState};
+use evac_qmp::{
+    MigrationCapability, MigrationParameters, MigrationStatus, Qmp, QmpError, RunState, SocketAddress,
+};
 
 struct Kill(std::process::Child);
 impl Drop for Kill {
@@ -96,4 +98,55 @@ async fn talks_to_a_real_qemu() {
     assert!(matches!(qmp.query_status().await, Err(QmpError::Disconnected)));
     let status = child.0.wait().unwrap();
     assert!(status.success());
+}
+
+/// `migrate-incoming tcp:127.0.0.1:0` lets QEMU pick the port; the
+/// destination's `query-migrate` tells which (`socket-address`).
+#[tokio::test]
+async fn an_incoming_migration_on_port_zero_reports_the_bound_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dst.qmp");
+    let qmp_arg = format!("unix:{},server=on,wait=off", sock.display());
+    let Some(_child) = qemu(&[
+        "-S",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-machine",
+        "q35",
+        "-m",
+        "64M",
+        "-incoming",
+        "defer",
+        "-qmp",
+        &qmp_arg,
+    ]) else {
+        return;
+    };
+    let qmp = Qmp::connect_retry(sock.to_str().unwrap(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(qmp.query_migrate().await.unwrap().listening_port(), None);
+    qmp.migrate_incoming("tcp:127.0.0.1:0").await.unwrap();
+    let info = qmp.query_migrate().await.unwrap();
+    let port = info
+        .listening_port()
+        .unwrap_or_else(|| panic!("no listening port in {info:?}"));
+    assert_ne!(port, 0);
+    assert!(
+        info.socket_address.iter().any(|a| matches!(
+            a,
+            SocketAddress::Inet(inet) if inet.host == "127.0.0.1" && inet.port == port.to_string()
+        )),
+        "{info:?}"
+    );
+    // QEMU listens there: a connection is accepted (and, not being a
+    // migration stream, makes the destination give up).
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .expect("connect timed out")
+    .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"));
 }

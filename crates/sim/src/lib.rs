@@ -426,7 +426,12 @@ impl<'a> Simulation<'a> {
         obs.ended.clear();
         obs.ended.append(&mut self.ended);
         obs.migrations.clear();
-        for flow in &self.flows {
+        let flows = if controller.needs_progress() {
+            &self.flows[..]
+        } else {
+            &[]
+        };
+        for flow in flows {
             let round_sent = (flow.round_sent + flow.rate * (now - flow.as_of)).min(flow.round_bytes);
             obs.migrations.push(MigrationObs {
                 vm: flow.vm,

@@ -530,7 +530,7 @@ fn apply(scenario: &mut Scenario, level: &Level) {
         Level::Trace(TracePreset::Fluctuating) => {
             scenario.network.wan_trace = fluctuating_trace(scenario, seed);
         }
-        Level::Order(order) => scenario.controller.order = order,
+        Level::Order(order) => scenario.controller.order = Some(order),
         Level::MaxInFlight(n) => scenario.controller.max_in_flight = n,
     }
 }
