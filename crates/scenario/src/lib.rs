@@ -37,7 +37,7 @@
 //!
 //! [controller]                     # optional, as is each field (see evac_controller::ControllerConfig);
 //!                                  # the values shown are the defaults
-//! policy = "sequential"            # sequential | parallel | static | aimd-local | aimd-global
+//! policy = "sequential"            # sequential | parallel | static | aimd-local | aimd-global | deadline
 //! period = "1 s"
 //!
 //! [[host]]

@@ -366,7 +366,7 @@ fn the_embedded_default_is_an_evacuation_worth_looking_at() {
         scenario.network.capacity_at(Duration::from_secs(11 * 60)),
         BitsPerSec(3e8)
     );
-    assert_eq!(scenario.controller.policy, PolicyKind::AimdGlobal);
+    assert_eq!(scenario.controller.policy, PolicyKind::Deadline);
     assert_eq!(scenario.migration.multifd_channels, 2);
 }
 

@@ -13,9 +13,14 @@ fn bench(c: &mut Criterion) {
     let scenario = Scenario::from_path(&path).expect("the benchmark scenario parses");
     let mut group = c.benchmark_group("simulate 10k VMs");
     group.sample_size(10);
-    // `parallel` keeps thousands in flight for days of simulated time: timed
-    // by the CLI instead (see the README).
-    for policy in [PolicyKind::Sequential, PolicyKind::Static, PolicyKind::AimdGlobal] {
+    // `parallel` and `aimd-local` keep thousands in flight for days of
+    // simulated time: timed by the CLI instead (see the README).
+    for policy in [
+        PolicyKind::Sequential,
+        PolicyKind::Static,
+        PolicyKind::AimdGlobal,
+        PolicyKind::Deadline,
+    ] {
         group.bench_function(policy.as_str(), |b| {
             b.iter(|| {
                 let mut config = scenario.controller.clone();
