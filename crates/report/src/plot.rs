@@ -66,10 +66,12 @@ fn draw(result: &RunResult, path: &Path) -> Result<(), Box<dyn std::error::Error
                     .timeline
                     .iter()
                     .filter_map(|p| Some((p.t_s, gbps(p.wan_capacity_bps?)))),
-                &BLACK,
+                // Wide and pale, so the throughput drawn over it stays
+                // visible where the two coincide (a saturated WAN).
+                BLACK.mix(0.25).stroke_width(6),
             ))?
             .label("capacity")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.25).stroke_width(6)));
     }
     chart
         .draw_series(LineSeries::new(
