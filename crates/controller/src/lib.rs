@@ -21,8 +21,10 @@
 //! cumulative byte counters into measured throughput once per period, and
 //! drops VMs whose host has lost power. How many migrations may run at once
 //! is the [`Policy`]'s call: [`policies`] has the baselines (sequential,
-//! parallel, static limits) and the published AIMD feedback controllers
-//! (per-host and global).
+//! parallel, static limits), the published AIMD feedback controllers
+//! (per-host and global), and evac's own `deadline` policy, which also plans
+//! against the hosts' power-off deadlines and picks the migrations' parallel
+//! connections.
 
 pub mod policies;
 

@@ -1,0 +1,159 @@
+//! The controller driven by hand, tick by tick: no simulator, no QEMU.
+
+use std::time::Duration;
+
+use evac_controller::{
+    Action, Controller, ControllerConfig, EndOutcome, Ended, Evacuation, Observations, PolicyKind,
+};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Site, Vm, VmId};
+
+fn host(name: &str, site: Site, memory: Option<Bytes>) -> Host {
+    Host {
+        name: name.into(),
+        site,
+        nic: BitsPerSec::gbps(10.0),
+        memory,
+        power_off_at: None,
+    }
+}
+
+fn vm(name: &str, host: usize, gib: u64) -> Vm {
+    Vm {
+        name: name.into(),
+        host: HostId(host),
+        memory: Bytes::gib(gib),
+        dirty_rate: BytesPerSec::ZERO,
+        working_set: Bytes::gib(gib),
+        priority: 1,
+        destination: None,
+    }
+}
+
+fn controller(fleet: &Fleet, policy: PolicyKind) -> Evacuation {
+    let config = ControllerConfig {
+        policy,
+        ..ControllerConfig::default()
+    };
+    Evacuation::new(fleet.clone(), MigrationParams::default(), config)
+}
+
+fn tick(at: u64, ended: Vec<Ended>, hosts: usize) -> Observations {
+    Observations {
+        now: Duration::from_secs(at),
+        ended,
+        host_tx: vec![Bytes::ZERO; hosts],
+        ..Observations::default()
+    }
+}
+
+fn starts(actions: &[Action]) -> Vec<(usize, usize)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Start { vm, destination, .. } => Some((vm.0, destination.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_vm_goes_to_the_destination_with_most_room_ties_by_name() {
+    // Hosts: 0 = source; 1 = "dst-b" with 10 GiB; 2 = "dst-a" with 10 GiB.
+    // 4 GiB VMs, all at once. Free room as they are placed, by hand:
+    // a tie at 10/10 goes to dst-a (2); then 10 vs 6: dst-b (1); then 6/6:
+    // dst-a (2); then 6 vs 2: dst-b (1); then 2/2: nothing fits.
+    let fleet = Fleet {
+        hosts: vec![
+            host("src", Site::Source, None),
+            host("dst-b", Site::Destination, Some(Bytes::gib(10))),
+            host("dst-a", Site::Destination, Some(Bytes::gib(10))),
+        ],
+        vms: (0..5).map(|i| vm(&format!("vm-{i}"), 0, 4)).collect(),
+    };
+    let mut evacuation = controller(&fleet, PolicyKind::Parallel);
+    let actions = evacuation.on_tick(&tick(0, vec![], 3));
+    assert_eq!(starts(&actions), [(0, 2), (1, 1), (2, 2), (3, 1)]);
+    assert_eq!(evacuation.queued(), 1);
+
+    // A failed migration gives its room back; the waiting VM takes it, and
+    // the failed one is retried first, where there is room again after it.
+    let failed = Ended {
+        vm: VmId(1),
+        outcome: EndOutcome::Failed {
+            reason: "destination died".into(),
+        },
+    };
+    let actions = evacuation.on_tick(&tick(1, vec![failed], 3));
+    assert_eq!(
+        starts(&actions),
+        [(1, 1)],
+        "the retry comes first and fits on dst-b again"
+    );
+    assert_eq!(evacuation.queued(), 1, "vm-4 still fits nowhere");
+}
+
+#[test]
+fn sequential_waits_for_the_end_of_each_migration() {
+    let fleet = Fleet {
+        hosts: vec![
+            host("src", Site::Source, None),
+            host("dst", Site::Destination, None),
+        ],
+        vms: (0..3).map(|i| vm(&format!("vm-{i}"), 0, 1)).collect(),
+    };
+    let mut evacuation = controller(&fleet, PolicyKind::Sequential);
+    assert_eq!(starts(&evacuation.on_tick(&tick(0, vec![], 2))), [(0, 1)]);
+    assert!(starts(&evacuation.on_tick(&tick(1, vec![], 2))).is_empty());
+    let done = Ended {
+        vm: VmId(0),
+        outcome: EndOutcome::Completed,
+    };
+    assert_eq!(starts(&evacuation.on_tick(&tick(2, vec![done], 2))), [(1, 1)]);
+}
+
+#[test]
+fn static_limits_per_host_and_across_the_site() {
+    // Three source hosts with 3 VMs each; static allows 5 in all, 2 per host.
+    // In queue order (host 0's three, then host 1's, then host 2's): two
+    // from host 0, two from host 1, one from host 2.
+    let mut fleet = Fleet {
+        hosts: vec![
+            host("s0", Site::Source, None),
+            host("s1", Site::Source, None),
+            host("s2", Site::Source, None),
+            host("dst", Site::Destination, None),
+        ],
+        vms: Vec::new(),
+    };
+    for h in 0..3 {
+        for i in 0..3 {
+            fleet.vms.push(vm(&format!("vm-{h}-{i}"), h, 1));
+        }
+    }
+    let mut evacuation = controller(&fleet, PolicyKind::Static);
+    let started: Vec<usize> = starts(&evacuation.on_tick(&tick(0, vec![], 4)))
+        .into_iter()
+        .map(|(vm, _)| vm)
+        .collect();
+    assert_eq!(started, [0, 1, 3, 4, 6]);
+}
+
+#[test]
+fn queued_vms_of_a_host_that_lost_power_are_dropped() {
+    let mut fleet = Fleet {
+        hosts: vec![
+            host("src", Site::Source, None),
+            host("dst", Site::Destination, None),
+        ],
+        vms: (0..3).map(|i| vm(&format!("vm-{i}"), 0, 1)).collect(),
+    };
+    fleet.hosts[0].power_off_at = Some(Duration::from_secs(5));
+    let mut evacuation = controller(&fleet, PolicyKind::Sequential);
+    assert_eq!(starts(&evacuation.on_tick(&tick(0, vec![], 2))), [(0, 1)]);
+    let lost = Ended {
+        vm: VmId(0),
+        outcome: EndOutcome::Lost,
+    };
+    assert!(starts(&evacuation.on_tick(&tick(5, vec![lost], 2))).is_empty());
+    assert_eq!(evacuation.queued(), 0);
+}
