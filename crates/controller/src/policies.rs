@@ -110,7 +110,7 @@ impl PolicyKind {
             })),
             PolicyKind::AimdLocal => Box::new(AimdLocal::new(fleet, config.aimd)),
             PolicyKind::AimdGlobal => Box::new(AimdGlobal::new(config.aimd)),
-            PolicyKind::Deadline => Box::new(Deadline::new(config.aimd)),
+            PolicyKind::Deadline => Box::new(Deadline::new(config.aimd, config.period)),
         }
     }
 }
@@ -215,16 +215,34 @@ struct Window {
     quiet: u32,
     /// Quiet periods before the next probe.
     reprobe_after: u32,
+    after_useless_probe: Reprobe,
+}
+
+/// What a window does after a probe that bought nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reprobe {
+    /// Probe again later, waiting twice as long each time.
+    Backoff,
+    /// Probe again only once the throughput moves by itself: the link was
+    /// full with fewer migrations, and stays so until its capacity changes,
+    /// which a migration that is not held back by its connections shows as
+    /// a rise or a fall.
+    OnChange,
 }
 
 impl Window {
     fn new() -> Self {
+        Self::with_reprobe(Reprobe::Backoff)
+    }
+
+    fn with_reprobe(after_useless_probe: Reprobe) -> Self {
         Self {
             size: 1,
             last_throughput: None,
             probing: false,
             quiet: 0,
             reprobe_after: REPROBE_AFTER_PERIODS,
+            after_useless_probe,
         }
     }
 
@@ -263,7 +281,10 @@ impl Window {
         } else if probing {
             self.size = (self.size - 1).max(1);
             self.quiet = 0;
-            self.reprobe_after = (self.reprobe_after * 2).min(MAX_REPROBE_AFTER_PERIODS);
+            self.reprobe_after = match self.after_useless_probe {
+                Reprobe::Backoff => (self.reprobe_after * 2).min(MAX_REPROBE_AFTER_PERIODS),
+                Reprobe::OnChange => u32::MAX,
+            };
         } else {
             self.quiet += 1;
             if self.quiet >= self.reprobe_after && in_use {
@@ -357,8 +378,9 @@ impl Policy for AimdGlobal {
 ///   rather than started, so it takes no bandwidth from VMs that can make it;
 /// - a migration in flight whose precopy would not converge before its host
 ///   dies is switched to offline (the guest pauses and the rest goes in one
-///   copy, with no more dirtying); one that could not finish even so is
-///   cancelled, and its share goes to the others.
+///   copy, with no more dirtying) at the last safe moment, since the WAN may
+///   recover before; one that could not finish even so is cancelled, and its
+///   share goes to the others.
 ///
 /// The window is the AIMD window of `aimd-global`, with one more lever:
 /// when a probe pays off, the migrations in flight were not filling the
@@ -368,9 +390,15 @@ impl Policy for AimdGlobal {
 /// migrations, each twice as fast, carry the same, and each VM's own
 /// migration time halves. This is the paper's finding that sequential
 /// migration with parallel connections approaches both bounds, found at run
-/// time instead of configured.
+/// time instead of configured. And a probe that bought nothing is not
+/// repeated blindly: the link was full with fewer migrations and stays so
+/// until its capacity changes, which shows as a rise or a fall of the
+/// throughput (see `Reprobe::OnChange`); each useless probe is a migration
+/// that runs to its end sharing the link, so this keeps VMs' own times short.
 pub struct Deadline {
     params: AimdParams,
+    /// The control period, seconds: how late an action can come.
+    period: f64,
     window: Window,
     /// What the next migrations' connections are multiplied by.
     channel_factor: u32,
@@ -386,10 +414,11 @@ pub const MAX_CHANNELS: u32 = 8;
 pub const RECENT_PERIODS: usize = 30;
 
 impl Deadline {
-    fn new(params: AimdParams) -> Self {
+    fn new(params: AimdParams, period: std::time::Duration) -> Self {
         Self {
             params,
-            window: Window::new(),
+            period: period.as_secs_f64(),
+            window: Window::with_reprobe(Reprobe::OnChange),
             channel_factor: 1,
             recent: std::collections::VecDeque::with_capacity(RECENT_PERIODS),
         }
@@ -442,6 +471,7 @@ impl Policy for Deadline {
             return Vec::new();
         };
         let now = view.now.as_secs_f64();
+        let period = self.period;
         let mut actions = Vec::new();
         for migration in &view.observations.migrations {
             let host = view.fleet.vm(migration.vm).host;
@@ -465,14 +495,20 @@ impl Policy for Deadline {
             // limit, or else after `max_rounds`, each round resending about
             // the working set.
             let gaining = rate - migration.dirty_rate.0;
+            let working_set = view.fleet.vm(migration.vm).working_set.as_f64();
             let precopy_left = if gaining > 0.0 {
                 remaining / gaining
             } else {
                 let rounds_left = migration.params.max_rounds.saturating_sub(migration.round);
-                let working_set = view.fleet.vm(migration.vm).working_set.as_f64();
                 (remaining + f64::from(rounds_left) * working_set) / rate
             };
-            if precopy_left > left {
+            // The paused copy sends what is left of the round and, at most,
+            // the working set dirtied since. Pausing costs downtime, so it
+            // waits for the last safe moment (with half again as margin, and
+            // two periods for the decision to act): the WAN may recover.
+            let offline = (remaining + working_set) / rate;
+            let last_safe_moment = 1.5 * offline + 2.0 * period;
+            if precopy_left > left && left <= last_safe_moment {
                 actions.push(Action::SwitchToOffline { vm: migration.vm });
             }
         }
@@ -552,6 +588,22 @@ mod tests {
             2 * REPROBE_AFTER_PERIODS,
             "reset to the base, doubled once"
         );
+    }
+
+    #[test]
+    fn a_window_that_reprobes_on_change_waits_for_the_throughput_to_move() {
+        let params = AimdParams::default();
+        let mut w = Window::with_reprobe(Reprobe::OnChange);
+        w.update(BitsPerSec(100.0), 1, &params);
+        assert_eq!(w.size, 2, "the first measurement probes");
+        w.update(BitsPerSec(100.0), 2, &params);
+        assert_eq!(w.size, 1, "the probe bought nothing");
+        for _ in 0..1000 {
+            w.update(BitsPerSec(101.0), 1, &params);
+        }
+        assert_eq!(w.size, 1, "no blind probe however long it is quiet");
+        w.update(BitsPerSec(150.0), 1, &params);
+        assert_eq!(w.size, 2, "the capacity rose: probe");
     }
 
     #[test]

@@ -109,14 +109,20 @@ fn a_vm_that_cannot_converge_in_time_goes_offline_and_is_saved() {
     let published = run(&fleet, PolicyKind::AimdGlobal);
     assert_eq!(published.lost, 1);
 
-    // At the first measurement (t = 1 s) `deadline` pauses it: 125 MB are
-    // sent, 2^30 - 125e6 left of the round plus the 200 MB dirtied since
-    // it began go in one paused copy: (2^30 + 75e6) / 125e6 s more.
+    // `deadline` pauses it at the last safe moment: at a tick t, the paused
+    // copy would send what is left of the round plus at most the working set,
+    // and it acts once 30 - t <= 1.5 * that copy's time + 2 periods. In
+    // round 1 (0 to 8.59 s) that copy takes 17.18 - t s: never. Round 2
+    // resends the 1 GiB working set from 8.59 s; at t = 9 s the copy would
+    // take 25.77 - 9 s and 21 <= 1.5 * 16.77 + 2 holds. Paused at 9 s, it
+    // sends the rest of round 2 plus what the guest dirtied since 8.59 s:
+    // (2^30 - 125e6 (9 - 8.59) + 200e6 (9 - 8.59)) / 125e6 s.
     let deadline = run(&fleet, PolicyKind::Deadline);
     let record = &deadline.vms[0];
     assert_eq!(record.outcome, Outcome::Migrated, "{}", deadline.to_json());
-    let copy = (GIB + 75e6) / 125e6;
-    assert!(close(record.end_s.unwrap(), 1.0 + copy), "{record:?}");
+    let into_round_2 = 9.0 - ONE;
+    let copy = (GIB + 75e6 * into_round_2) / 125e6;
+    assert!(close(record.end_s.unwrap(), 9.0 + copy), "{record:?}");
     assert!(close(record.downtime_s.unwrap(), copy), "{record:?}");
 }
 
