@@ -3,12 +3,15 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use evac_controller::{Order, PolicyKind};
 use evac_report::RunResult;
 use evac_scenario::Scenario;
+
+mod progress;
 
 #[derive(Parser)]
 #[command(name = "evac", version, about, long_about = None)]
@@ -48,6 +51,10 @@ enum Command {
         /// sequential, parallel, static, aimd-local or aimd-global.
         #[arg(long, value_parser = parse_with::<PolicyKind>)]
         policy: Option<PolicyKind>,
+        /// Draw no live progress on stderr (it is drawn only when stderr is
+        /// a terminal anyway).
+        #[arg(long, short)]
+        quiet: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -93,23 +100,54 @@ fn main() -> Result<()> {
         Command::Run {
             inventory,
             policy,
+            quiet,
             output,
-        } => run(&inventory, policy, &output),
+        } => run(&inventory, policy, quiet, &output),
     }
 }
 
-fn run(path: &Path, policy: Option<PolicyKind>, output: &OutputArgs) -> Result<()> {
+fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &OutputArgs) -> Result<()> {
     let inventory = evac_qemu::Inventory::from_path(path)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async {
-        let ctrl_c = async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("Ctrl-C: cancelling the migrations in flight");
-            } else {
-                std::future::pending::<()>().await;
+        let display = (!quiet).then(progress::Display::stderr);
+        // Messages go above the bars, not through them.
+        let log: evac_qemu::Log = match &display {
+            Some(display) => Arc::new(display.printer()),
+            None => evac_qemu::log_to_stderr(),
+        };
+        let ctrl_c = {
+            let log = log.clone();
+            async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    log("Ctrl-C: cancelling the migrations in flight");
+                } else {
+                    std::future::pending::<()>().await;
+                }
             }
         };
-        evac_qemu::run(inventory, policy, ctrl_c).await
+        let mut options = evac_qemu::RunOptions {
+            policy,
+            log: Some(log),
+            ..Default::default()
+        };
+        let render = display.map(|mut display| {
+            let (tx, mut rx) = tokio::sync::watch::channel(evac_qemu::RunProgress::default());
+            options.progress = Some(tx);
+            tokio::spawn(async move {
+                // Ends when the run drops the sender, after its last snapshot.
+                while rx.changed().await.is_ok() {
+                    let snapshot = rx.borrow_and_update().clone();
+                    display.update(&snapshot);
+                }
+                display.finish();
+            })
+        });
+        let output = evac_qemu::run_with_options(inventory, options, ctrl_c).await;
+        if let Some(render) = render {
+            let _ = render.await;
+        }
+        output.map(|o| o.result)
     })?;
     println!("{}", evac_report::summary_table(&result));
     write_outputs(&result, output)

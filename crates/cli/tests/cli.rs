@@ -149,6 +149,13 @@ fn a_bad_scenario_names_file_line_and_field() {
     assert!(text(&out.stderr).contains("/nonexistent/scenario.toml"));
 }
 
+#[test]
+fn run_offers_quiet_to_turn_the_progress_display_off() {
+    let out = evac(&["run", "--help"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("--quiet"), "{}", text(&out.stdout));
+}
+
 /// `evac run` on two real QEMU VMs over loopback; skipped, saying why,
 /// where QEMU is missing.
 #[test]
@@ -190,4 +197,192 @@ fn run_migrates_real_vms_and_writes_the_same_json() {
         assert!(record["bytes_sent"].as_u64().unwrap() >= vm.mib << 20);
     }
     assert!(Path::new(&json).exists());
+}
+
+/// Kills and reaps the child on drop, so a failing test leaves no `evac`.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Ctrl-C (SIGINT) to a running `evac run`: it cancels the migration in
+/// flight, writes its JSON, exits promptly, and leaves each VM running
+/// exactly once. Skipped, saying why, where QEMU is missing.
+#[test]
+fn ctrl_c_stops_a_real_run_and_leaves_each_vm_running_once() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    use evac_qemu::lab::{self, Lab};
+    use evac_qmp::{MigrationStatus, Qmp, RunState};
+
+    if let Err(why) = lab::qemu_available() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![
+        lab.start_vm("int-1", 96).unwrap(),
+        lab.start_vm("int-2", 64).unwrap(),
+    ];
+    // 40 Mbps: 96 MiB take about 20 s, time enough to interrupt.
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        lab.inventory("sequential", &vms, "max_bandwidth = \"40 Mbps\""),
+    )
+    .unwrap();
+    let json = dir.path().join("run.json");
+    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let child = Command::new(env!("CARGO_BIN_EXE_evac"))
+        .args([
+            "run",
+            inventory.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("evac runs");
+    let mut child = KillOnDrop(child);
+    let log = || text(&std::fs::read(&stderr).unwrap_or_default());
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The lab VMs' second QMP sockets: evac owns the first ones.
+    let monitors: Vec<Qmp> = runtime.block_on(async {
+        let mut monitors = Vec::new();
+        for vm in &vms {
+            monitors.push(Qmp::connect(vm.monitor.to_str().unwrap()).await.unwrap());
+        }
+        monitors
+    });
+
+    // Wait for the first migration to be under way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let migrating = loop {
+        let active = runtime.block_on(async {
+            for (i, monitor) in monitors.iter().enumerate() {
+                if let Ok(info) = monitor.query_migrate().await {
+                    if info.status == Some(MigrationStatus::Active) {
+                        return Some(i);
+                    }
+                }
+            }
+            None
+        });
+        if let Some(i) = active {
+            break i;
+        }
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("evac exited ({status}) before migrating:\n{}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no migration under way after 30 s:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Let some pages go, then interrupt as a terminal's Ctrl-C would.
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+    let sent = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0, "kill(SIGINT) failed");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "evac still runs 15 s after SIGINT:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    // Whatever runs at a destination dies with the lab.
+    let dst_pids: Vec<Option<u32>> = vms
+        .iter()
+        .map(|vm| {
+            let socket = dir.path().join(format!("dst-{}-1.qmp", vm.name));
+            lab::find_pid(socket.to_str().unwrap())
+        })
+        .collect();
+    for pid in dst_pids.iter().flatten() {
+        lab.adopt(*pid);
+    }
+
+    assert!(status.success(), "evac exited with {status}:\n{}", log());
+    assert!(log().contains("Ctrl-C"), "{}", log());
+    assert!(log().contains("cancelled"), "{}", log());
+    // stderr is a file, not a terminal: no progress bars drawn into it.
+    assert!(!log().contains('\x1b'), "escape codes on stderr:\n{}", log());
+    assert!(
+        text(&std::fs::read(&stdout).unwrap()).contains("migrated / lost"),
+        "no summary table on stdout"
+    );
+    let result: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON is written after Ctrl-C"))
+            .unwrap();
+    let records = result["vms"].as_array().unwrap();
+    assert_eq!(records.len(), vms.len());
+    assert_eq!(
+        result["migrated"].as_u64().unwrap() + result["lost"].as_u64().unwrap(),
+        2,
+        "{result}"
+    );
+
+    runtime.block_on(async {
+        for (i, vm) in vms.iter().enumerate() {
+            let record = &records[i];
+            if lab.exited(vm.pid) {
+                // It completed before the cancel: it runs at its destination.
+                assert_eq!(record["outcome"], "migrated", "{}: {record}", vm.name);
+                let pid =
+                    dst_pids[i].unwrap_or_else(|| panic!("{}: neither source nor destination runs", vm.name));
+                assert!(lab::pid_alive(pid));
+                let socket = dir.path().join(format!("dst-{}-1.qmp", vm.name));
+                let dst = Qmp::connect(socket.to_str().unwrap()).await.unwrap();
+                let state = dst.query_status().await.unwrap().status;
+                assert_eq!(state, RunState::Running, "{} at its destination", vm.name);
+            } else {
+                // Still on its source, running, with no destination left.
+                assert_ne!(record["outcome"], "migrated", "{}: {record}", vm.name);
+                assert_eq!(
+                    dst_pids[i], None,
+                    "{}: a destination QEMU is left beside its running source",
+                    vm.name
+                );
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let state = monitors[i].query_status().await.unwrap().status;
+                    if state == RunState::Running {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{}: its source is {state:?}, not running",
+                        vm.name
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let info = monitors[i].query_migrate().await.unwrap();
+                assert_ne!(info.status, Some(MigrationStatus::Active), "{}", vm.name);
+            }
+        }
+    });
+    // The VM interrupted mid-migration stays on its source.
+    assert!(!lab.exited(vms[migrating].pid), "{}", log());
 }

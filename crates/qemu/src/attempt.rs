@@ -11,6 +11,7 @@ use evac_qmp::{MigrationCapability, MigrationInfo, MigrationParameters, Migratio
 use tokio::sync::{broadcast, mpsc};
 
 use crate::inventory::HostSpec;
+use crate::Log;
 
 /// "Unlimited" bandwidth for QEMU: 1 TB/s.
 pub(crate) const UNLIMITED_BYTES_PER_SEC: u64 = 1 << 40;
@@ -42,6 +43,16 @@ pub(crate) struct AttemptCtx {
     pub qemu_args: Vec<String>,
     pub run_dir: PathBuf,
     pub params: MigrationParams,
+    pub log: Log,
+}
+
+impl AttemptCtx {
+    fn log(&self, message: impl std::fmt::Display) {
+        (self.log)(&format!(
+            "evac-qemu: {} (attempt {}): {message}",
+            self.vm, self.attempt
+        ));
+    }
 }
 
 #[derive(Debug)]
@@ -68,10 +79,6 @@ impl Drop for DstProcess {
             let _ = child.start_kill();
         }
     }
-}
-
-fn log(vm: &str, attempt: u32, message: impl std::fmt::Display) {
-    eprintln!("evac-qemu: {vm} (attempt {attempt}): {message}");
 }
 
 /// Replaces the placeholders of an `incoming_command`.
@@ -101,7 +108,7 @@ pub(crate) async fn run_attempt(
             let dst_pid = child.id().unwrap_or(0);
             drop(child); // released: it is the VM now
             if let Err(e) = ctx.src.quit().await {
-                log(&ctx.vm, ctx.attempt, format!("quit on the source failed: {e}"));
+                ctx.log(format!("quit on the source failed: {e}"));
             }
             AttemptResult::Completed {
                 info: Box::new(info),
@@ -115,7 +122,7 @@ pub(crate) async fn run_attempt(
                 (p.paused_by_us, p.cancel_asked)
             };
             let reason = if cancelled { "cancelled".to_owned() } else { reason };
-            log(&ctx.vm, ctx.attempt, format!("failed: {reason}"));
+            ctx.log(format!("failed: {reason}"));
             let transferred = recover(&ctx, &mut dst, paused_by_us).await;
             progress.lock().unwrap().migrating = false;
             AttemptResult::Failed { reason, transferred }
@@ -141,11 +148,7 @@ async fn recover(ctx: &AttemptCtx, dst: &mut DstProcess, paused_by_us: bool) -> 
                 }
             }
             Err(e) => {
-                log(
-                    &ctx.vm,
-                    ctx.attempt,
-                    format!("source unreachable while recovering: {e}"),
-                );
+                ctx.log(format!("source unreachable while recovering: {e}"));
                 break;
             }
         }
@@ -154,11 +157,7 @@ async fn recover(ctx: &AttemptCtx, dst: &mut DstProcess, paused_by_us: bool) -> 
             cancelled = true;
         }
         if began.elapsed() > Duration::from_secs(30) {
-            log(
-                &ctx.vm,
-                ctx.attempt,
-                "the source's migration did not end within 30 s",
-            );
+            ctx.log("the source's migration did not end within 30 s");
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -178,12 +177,12 @@ async fn recover(ctx: &AttemptCtx, dst: &mut DstProcess, paused_by_us: bool) -> 
         Ok(status) if !status.running => {
             if paused_by_us || matches!(status.status, RunState::Postmigrate | RunState::FinishMigrate) {
                 if let Err(e) = src.cont().await {
-                    log(&ctx.vm, ctx.attempt, format!("cannot resume the source: {e}"));
+                    ctx.log(format!("cannot resume the source: {e}"));
                 }
             }
         }
         Ok(_) => {}
-        Err(e) => log(&ctx.vm, ctx.attempt, format!("cannot check the source: {e}")),
+        Err(e) => ctx.log(format!("cannot check the source: {e}")),
     }
     transferred
 }
@@ -355,7 +354,7 @@ async fn drive(
                 Some(Control::Offline) => {
                     match src.stop().await {
                         Ok(()) => progress.lock().unwrap().paused_by_us = true,
-                        Err(e) => log(&ctx.vm, ctx.attempt, format!("switch to offline: stop failed: {e}")),
+                        Err(e) => ctx.log(format!("switch to offline: stop failed: {e}")),
                     }
                 }
                 Some(Control::Cancel) | None => {
@@ -364,7 +363,7 @@ async fn drive(
                         cancel_asked = true;
                         progress.lock().unwrap().cancel_asked = true;
                         if let Err(e) = src.migrate_cancel().await {
-                            log(&ctx.vm, ctx.attempt, format!("migrate_cancel: {e}"));
+                            ctx.log(format!("migrate_cancel: {e}"));
                         }
                     }
                 }
@@ -429,15 +428,12 @@ async fn retune(ctx: &AttemptCtx, change: Retune) {
             ..Default::default()
         },
         Retune::AutoConverge(on) => {
-            log(
-                &ctx.vm,
-                ctx.attempt,
-                format!("cannot set auto-converge to {on} mid-flight: QEMU only takes capabilities before `migrate`; ignored"),
+            ctx.log(format!("cannot set auto-converge to {on} mid-flight: QEMU only takes capabilities before `migrate`; ignored"),
             );
             return;
         }
     };
     if let Err(e) = ctx.src.migrate_set_parameters(&parameters).await {
-        log(&ctx.vm, ctx.attempt, format!("retune {change:?} failed: {e}"));
+        ctx.log(format!("retune {change:?} failed: {e}"));
     }
 }

@@ -17,8 +17,11 @@
 //! ```
 //!
 //! [`run_detailed`] also returns where each VM runs at the end
-//! ([`Placement`]), and [`run_with_controller`] drives any [`Controller`]
-//! (tests use scripted ones). When `shutdown` resolves (the CLI passes
+//! ([`Placement`]), [`run_with_options`] does too and can publish a
+//! [`RunProgress`] snapshot every control period on a
+//! [`tokio::sync::watch`] channel (the CLI draws progress bars from it; the
+//! library draws nothing), and [`run_with_controller`] drives any
+//! [`Controller`] (tests use scripted ones). When `shutdown` resolves (the CLI passes
 //! Ctrl-C) every migration in flight is cancelled, each VM is left running
 //! exactly once (on its source, or at its destination if it completed
 //! first), and the partial result is returned; VMs that did not migrate are
@@ -120,7 +123,7 @@ use evac_controller::{
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Site, VmId};
 use evac_qmp::{MigrationStatus, Qmp};
 use evac_report::{Outcome, RunResult, TimelinePoint, VmRecord};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use attempt::{AttemptCtx, AttemptResult, Control, Progress};
 pub use inventory::{HostSpec, Inventory, InventoryError, VmSpec};
@@ -145,6 +148,83 @@ pub struct RunOutput {
     pub placements: Vec<Placement>,
 }
 
+/// A snapshot of a run, published every control period and once at the end
+/// through [`RunOptions::progress`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunProgress {
+    /// Since the run started driving migrations.
+    pub elapsed: Duration,
+    /// VMs in the inventory.
+    pub total: usize,
+    pub migrated: usize,
+    /// Lost for good: their host powered off, or they failed `max_attempts` times.
+    pub lost: usize,
+    pub in_flight: usize,
+    /// Neither done nor in flight.
+    pub waiting: usize,
+    /// The WAN throughput measured over the last period.
+    pub wan_throughput: BitsPerSec,
+    /// One per migration in flight, in inventory order.
+    pub migrations: Vec<FlightProgress>,
+    /// Shutdown was asked for: the migrations in flight are being cancelled.
+    pub stopping: bool,
+    /// The last snapshot: the run is over and the counts are its result's
+    /// (VMs that never migrated count as lost, nothing waits).
+    pub finished: bool,
+}
+
+/// One migration in flight, as of its last observation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlightProgress {
+    pub vm: String,
+    pub destination: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub phase: Phase,
+    /// Precopy round (QEMU's `dirty-sync-count`), at least 1.
+    pub round: u32,
+    /// Sent by this attempt so far (rounds after the first send pages again,
+    /// so this can exceed `memory`).
+    pub bytes_sent: Bytes,
+    /// Still to send in the current round.
+    pub bytes_remaining: Bytes,
+    /// The VM's memory.
+    pub memory: Bytes,
+    /// This migration's transfer rate as QEMU measures it.
+    pub rate: BitsPerSec,
+}
+
+/// Where the backend's messages (one line each, no newline) go.
+pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The default [`Log`]: standard error.
+pub fn log_to_stderr() -> Log {
+    Arc::new(|line| eprintln!("{line}"))
+}
+
+/// How [`run_with_options`] runs.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Replaces the inventory's `[controller]` policy.
+    pub policy: Option<PolicyKind>,
+    /// Where to publish a [`RunProgress`] every control period and at the
+    /// end; dropped when the run returns, which closes the channel.
+    pub progress: Option<watch::Sender<RunProgress>>,
+    /// Where messages go ([`log_to_stderr`] if `None`), e.g. printed above
+    /// a progress display rather than through it.
+    pub log: Option<Log>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("policy", &self.policy)
+            .field("progress", &self.progress)
+            .field("log", &self.log.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
 /// Evacuates the inventory's VMs under its `[controller]` policy (or
 /// `policy_override`) until each is migrated or lost, or `shutdown` resolves.
 pub async fn run(
@@ -159,21 +239,36 @@ pub async fn run(
 
 /// [`run`], also telling where each VM runs at the end.
 pub async fn run_detailed(
-    mut inventory: Inventory,
+    inventory: Inventory,
     policy_override: Option<PolicyKind>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunOutput> {
-    if let Some(policy) = policy_override {
+    let options = RunOptions {
+        policy: policy_override,
+        ..RunOptions::default()
+    };
+    run_with_options(inventory, options, shutdown).await
+}
+
+/// [`run_detailed`] with [`RunOptions`]: a policy override and a channel to
+/// publish progress on.
+pub async fn run_with_options(
+    mut inventory: Inventory,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<RunOutput> {
+    if let Some(policy) = options.policy {
         inventory.controller.policy = policy;
     }
     let config = inventory.controller.clone();
     let params = inventory.migration;
-    run_with_controller(
-        inventory,
-        move |fleet| Evacuation::new(fleet.clone(), params, config),
-        shutdown,
-    )
-    .await
+    let mut backend = Backend::connect(inventory).await?;
+    backend.progress = options.progress;
+    if let Some(log) = options.log {
+        backend.log = log;
+    }
+    let controller = Evacuation::new(backend.fleet.clone(), params, config);
+    backend.drive(controller, shutdown).await
 }
 
 /// Drives the controller `make` builds for the inventory's fleet.
@@ -230,6 +325,8 @@ struct Backend {
     vms: Vec<VmRun>,
     host_tx: Vec<u64>,
     start: tokio::time::Instant,
+    progress: Option<watch::Sender<RunProgress>>,
+    log: Log,
 }
 
 impl Backend {
@@ -279,6 +376,8 @@ impl Backend {
             vms,
             inventory,
             start: tokio::time::Instant::now(),
+            progress: None,
+            log: log_to_stderr(),
         })
     }
 
@@ -295,6 +394,7 @@ impl Backend {
         let mut ended: Vec<Ended> = Vec::new();
         let mut timeline = Vec::new();
         let mut last_wan: Option<(Duration, u64)> = None;
+        let mut wan_rate = BitsPerSec(0.0);
         let mut stopping = false;
         let mut idle_periods = 0usize;
         tokio::pin!(shutdown);
@@ -305,13 +405,14 @@ impl Backend {
                 _ = interval.tick() => periodic = true,
                 Some(fin) = fin_rx.recv() => self.finish(fin, &mut ended),
                 _ = &mut shutdown, if !stopping => {
-                    eprintln!("evac-qemu: shutting down: cancelling every migration in flight");
+                    (self.log)("evac-qemu: shutting down: cancelling every migration in flight");
                     stopping = true;
                     for vm in &self.vms {
                         if let Some(flight) = &vm.flight {
                             let _ = flight.control.send(Control::Cancel);
                         }
                     }
+                    self.publish(self.start.elapsed(), wan_rate, stopping);
                 }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = joined {
@@ -336,10 +437,10 @@ impl Backend {
                     0
                 };
                 if idle_periods >= STALL_PERIODS {
-                    eprintln!(
+                    (self.log)(&format!(
                         "evac-qemu: the controller started nothing for {STALL_PERIODS} periods; \
                          giving up on the VMs still waiting (reported lost)"
-                    );
+                    ));
                     break;
                 }
                 for action in actions {
@@ -348,7 +449,9 @@ impl Backend {
             }
             let in_flight = self.vms.iter().filter(|v| v.flight.is_some()).count();
             if periodic {
-                let wan = observations.wan_bytes.0;
+                // The counters' own time, not the tick's: reading them can
+                // come late (see `observe`).
+                let (now, wan) = (observations.now, observations.wan_bytes.0);
                 let rate = match last_wan {
                     Some((at, bytes)) if now > at => {
                         (wan.saturating_sub(bytes)) as f64 * 8.0 / (now - at).as_secs_f64()
@@ -362,6 +465,8 @@ impl Backend {
                     wan_throughput_bps: rate,
                     in_flight,
                 });
+                wan_rate = BitsPerSec(rate);
+                self.publish(now, wan_rate, stopping);
             }
             if in_flight == 0 && (stopping || self.vms.iter().all(|v| v.done)) {
                 break;
@@ -375,10 +480,63 @@ impl Backend {
             records,
             timeline,
         );
+        if let Some(progress) = &self.progress {
+            let last = progress.borrow().clone();
+            progress.send_replace(RunProgress {
+                elapsed: self.start.elapsed(),
+                total: self.vms.len(),
+                migrated: result.migrated,
+                lost: result.lost,
+                in_flight: 0,
+                waiting: 0,
+                migrations: Vec::new(),
+                stopping,
+                finished: true,
+                ..last
+            });
+        }
         Ok(RunOutput {
             result,
             placements: self.vms.iter().map(|v| v.placement.clone()).collect(),
         })
+    }
+
+    /// Publishes a [`RunProgress`] if anyone asked for it.
+    fn publish(&self, now: Duration, wan_throughput: BitsPerSec, stopping: bool) {
+        let Some(progress) = &self.progress else {
+            return;
+        };
+        let mut snapshot = RunProgress {
+            elapsed: now,
+            total: self.vms.len(),
+            wan_throughput,
+            stopping,
+            ..RunProgress::default()
+        };
+        for (index, run) in self.vms.iter().enumerate() {
+            match (&run.flight, run.done) {
+                (Some(flight), _) => {
+                    snapshot.in_flight += 1;
+                    let memory = self.fleet.vms[index].memory;
+                    let obs = flight.last_obs.as_ref();
+                    snapshot.migrations.push(FlightProgress {
+                        vm: run.record.name.clone(),
+                        destination: self.fleet.host(flight.destination).name.clone(),
+                        attempt: flight.attempt,
+                        phase: obs.map_or(Phase::Precopy, |o| o.phase),
+                        round: obs.map_or(1, |o| o.round),
+                        bytes_sent: obs.map_or(Bytes::ZERO, |o| o.bytes_sent),
+                        bytes_remaining: obs.map_or(memory, |o| o.bytes_remaining),
+                        memory,
+                        rate: obs.map_or(BitsPerSec(0.0), |o| o.rate),
+                    });
+                }
+                (None, true) if run.record.outcome == Outcome::Migrated => snapshot.migrated += 1,
+                (None, true) => snapshot.lost += 1,
+                (None, false) => snapshot.waiting += 1,
+            }
+        }
+        progress.send_replace(snapshot);
     }
 
     /// VMs whose source host lost power: lost, left alone (a migration in
@@ -457,10 +615,10 @@ impl Backend {
                     EndOutcome::Lost
                 } else {
                     if run.attempts >= max_attempts {
-                        eprintln!(
+                        (self.log)(&format!(
                             "evac-qemu: {}: giving up after {} attempts",
                             run.record.name, run.attempts
-                        );
+                        ));
                         run.done = true;
                     }
                     EndOutcome::Failed { reason }
@@ -485,25 +643,25 @@ impl Backend {
             } => {
                 let run = &mut self.vms[vm.0];
                 let Some(src) = run.src.clone() else {
-                    eprintln!(
+                    (self.log)(&format!(
                         "evac-qemu: start of {}: its source is gone; ignored",
                         run.record.name
-                    );
+                    ));
                     return;
                 };
                 if run.flight.is_some() || run.done {
-                    eprintln!(
+                    (self.log)(&format!(
                         "evac-qemu: start of {}: already in flight or done; ignored",
                         run.record.name
-                    );
+                    ));
                     return;
                 }
                 let dst_host = self.inventory.hosts[destination.0].clone();
                 if dst_host.site != Site::Destination {
-                    eprintln!(
+                    (self.log)(&format!(
                         "evac-qemu: start of {}: {} is not a destination; ignored",
                         run.record.name, dst_host.name
-                    );
+                    ));
                     return;
                 }
                 run.attempts += 1;
@@ -517,6 +675,7 @@ impl Backend {
                     qemu_args: self.inventory.vms[vm.0].qemu_args.clone(),
                     run_dir: self.run_dir.clone(),
                     params,
+                    log: self.log.clone(),
                 };
                 run.flight = Some(Flight {
                     attempt: run.attempts,

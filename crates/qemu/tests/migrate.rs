@@ -2,6 +2,7 @@
 //! Skipped, with the reason printed, where qemu-system-x86_64 is missing.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evac_controller::{Action, Controller, Observations, PolicyKind, Retune};
@@ -309,4 +310,77 @@ async fn shutdown_cancels_and_leaves_the_vm_on_its_source() {
         "the destination still runs"
     );
     assert!(!lab.exited(vms[0].pid));
+}
+
+/// `run_with_options` publishes a snapshot every period: migrations in
+/// flight with their bytes and rate, then a last one with the result's counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_published_every_period() {
+    use evac_qemu::{run_with_options, RunOptions, RunProgress};
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![
+        lab.start_vm("vm-1", 64).unwrap(),
+        lab.start_vm("vm-2", 64).unwrap(),
+    ];
+    // 200 Mbps: each VM takes about 3 s, several periods of 500 ms.
+    let inv = inventory(&lab, "sequential", &vms, "max_bandwidth = \"200 Mbps\"");
+    let (tx, mut rx) = tokio::sync::watch::channel(RunProgress::default());
+    let collector = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while rx.changed().await.is_ok() {
+            seen.push(rx.borrow_and_update().clone());
+        }
+        seen
+    });
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = {
+        let lines = lines.clone();
+        Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
+    };
+    let options = RunOptions {
+        policy: None,
+        progress: Some(tx),
+        log: Some(log),
+    };
+    let out = run_with_options(inv, options, std::future::pending())
+        .await
+        .unwrap();
+    check_migrated(&mut lab, &vms, &out).await;
+    // The run dropped the sender: the collector ends with the last snapshot.
+    let seen = tokio::time::timeout(Duration::from_secs(5), collector)
+        .await
+        .unwrap()
+        .unwrap();
+    let last = seen.last().expect("snapshots were published");
+    assert!(last.finished && !last.stopping, "{last:?}");
+    assert_eq!((last.total, last.migrated, last.lost), (2, 2, 0), "{last:?}");
+    assert!(last.migrations.is_empty() && last.in_flight == 0, "{last:?}");
+    assert!(seen.len() >= 4, "only {} snapshots", seen.len());
+    assert!(seen.windows(2).all(|w| w[0].elapsed <= w[1].elapsed));
+    for p in &seen {
+        assert_eq!(p.total, 2);
+        assert_eq!(p.in_flight, p.migrations.len(), "{p:?}");
+        if !p.finished {
+            assert_eq!(p.migrated + p.lost + p.in_flight + p.waiting, 2, "{p:?}");
+            // Sequential: one at a time.
+            assert!(p.in_flight <= 1, "{p:?}");
+        }
+    }
+    // Some snapshot caught a migration moving, at a rate, and the WAN busy.
+    let moving = seen
+        .iter()
+        .flat_map(|p| &p.migrations)
+        .find(|m| m.bytes_sent.0 > 0 && m.rate.0 > 0.0)
+        .expect("a migration seen moving");
+    assert_eq!(moving.destination, "dst");
+    assert_eq!(moving.memory.0, 64 << 20);
+    assert!(moving.attempt == 1 && moving.round >= 1, "{moving:?}");
+    assert!(seen.iter().any(|p| p.wan_throughput.0 > 0.0));
+    assert!(seen.iter().any(|p| p.migrated == 1 && !p.finished));
+    // Nothing went wrong, so nothing was logged.
+    assert!(lines.lock().unwrap().is_empty(), "{:?}", lines.lock().unwrap());
 }
