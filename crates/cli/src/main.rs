@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -48,7 +49,7 @@ enum Command {
     Run {
         /// Inventory file (TOML): hosts, VMs and their QMP sockets.
         inventory: PathBuf,
-        /// sequential, parallel, static, aimd-local or aimd-global.
+        /// sequential, parallel, static, aimd-local, aimd-global or deadline.
         #[arg(long, value_parser = parse_with::<PolicyKind>)]
         policy: Option<PolicyKind>,
         /// Draw no live progress on stderr (it is drawn only when stderr is
@@ -63,10 +64,10 @@ enum Command {
 /// Overrides of the scenario's `[controller]` table.
 #[derive(Args)]
 struct ControllerArgs {
-    /// sequential, parallel, static, aimd-local or aimd-global.
+    /// sequential, parallel, static, aimd-local, aimd-global or deadline.
     #[arg(long, value_parser = parse_with::<PolicyKind>)]
     policy: Option<PolicyKind>,
-    /// as-listed, smallest-first, largest-first or priority.
+    /// as-listed, smallest-first, largest-first, priority or deadline.
     #[arg(long, value_parser = parse_with::<Order>)]
     order: Option<Order>,
 }
@@ -88,9 +89,20 @@ fn parse_with<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, Strin
     text.parse()
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The whole chain of causes, one line, and no backtrace: this is
+            // for an operator, not a debugger.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
         Command::Simulate {
             scenario,
             controller,

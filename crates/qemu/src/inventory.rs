@@ -81,7 +81,7 @@ fn one() -> u32 {
 /// Why an inventory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Parse {
@@ -106,23 +106,32 @@ impl Inventory {
 
     /// Parses inventory text; `path` names it in errors.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
-        let inventory: Inventory = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|span| {
-                    let before = &text[..span.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    (line, column)
-                })
-                .unwrap_or((0, 0));
-            InventoryError::Parse {
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.message().to_owned(),
-            }
-        })?;
+        let inventory: Inventory =
+            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+                // The path of the field at fault, e.g. `host[0].nic`: the line
+                // alone does not say which of several same-named keys it is.
+                let field = e.path().to_string();
+                let e = e.into_inner();
+                let (line, column) = e
+                    .span()
+                    .map(|span| {
+                        let before = &text[..span.start.min(text.len())];
+                        let line = before.matches('\n').count() + 1;
+                        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                        (line, column)
+                    })
+                    .unwrap_or((0, 0));
+                InventoryError::Parse {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    message: if field == "." {
+                        e.message().to_owned()
+                    } else {
+                        format!("field `{field}`: {}", e.message())
+                    },
+                }
+            })?;
         inventory.check().map_err(|message| InventoryError::Invalid {
             path: path.to_owned(),
             message,
@@ -287,6 +296,10 @@ qemu_args = ["-machine", "q35"]
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("lab.toml:16:"), "{err}");
+        assert!(
+            err.contains("field `host[1].nic`") && err.contains("10 GiB"),
+            "{err}"
+        );
         let bad = GOOD.replace("qmp = ", "qmpp = ");
         let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
             .unwrap_err()

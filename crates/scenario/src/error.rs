@@ -30,7 +30,7 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The file could not be read.
-    #[error("cannot read scenario file {}: {source}", path.display())]
+    #[error("cannot read scenario file {}", path.display())]
     Read {
         path: PathBuf,
         #[source]

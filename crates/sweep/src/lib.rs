@@ -76,7 +76,7 @@ use toml::Spanned;
 /// Why a grid is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum GridError {
-    #[error("cannot read grid file {}: {source}", path.display())]
+    #[error("cannot read grid file {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -90,7 +90,7 @@ pub enum GridError {
         message: String,
     },
     /// The base scenario is refused; its error names its own file and line.
-    #[error("{at}: base scenario: {source}")]
+    #[error("{at}: base scenario")]
     Base {
         at: String,
         #[source]
