@@ -232,10 +232,6 @@ impl View<'_> {
     pub fn total_in_flight(&self) -> usize {
         self.in_flight.iter().sum()
     }
-
-    pub fn total_queued(&self) -> usize {
-        self.queued.iter().sum()
-    }
 }
 
 /// How many migrations a policy lets run at once.
@@ -390,10 +386,6 @@ impl Evacuation {
             config,
             policy,
         }
-    }
-
-    pub fn fleet(&self) -> &Fleet {
-        &self.fleet
     }
 
     /// VMs still waiting to start.

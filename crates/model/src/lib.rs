@@ -95,10 +95,6 @@ impl Fleet {
         (0..self.vms.len()).map(VmId)
     }
 
-    pub fn host_by_name(&self, name: &str) -> Option<HostId> {
-        self.hosts.iter().position(|h| h.name == name).map(HostId)
-    }
-
     pub fn source_hosts(&self) -> impl Iterator<Item = HostId> + '_ {
         self.host_ids().filter(|&id| self.host(id).site == Site::Source)
     }

@@ -11,7 +11,7 @@
 //! powers of 1024.
 
 use std::fmt;
-use std::ops::{Add, AddAssign, Div, Mul, Sub};
+use std::ops::{Add, AddAssign, Div, Sub};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -114,9 +114,6 @@ pub struct Bytes(pub u64);
 impl Bytes {
     pub const ZERO: Bytes = Bytes(0);
 
-    pub const fn kib(n: u64) -> Self {
-        Bytes(n * 1024)
-    }
     pub const fn mib(n: u64) -> Self {
         Bytes(n * 1024 * 1024)
     }
@@ -197,9 +194,6 @@ impl BitsPerSec {
     pub fn to_bytes_per_sec(self) -> BytesPerSec {
         BytesPerSec(self.0 / 8.0)
     }
-    pub fn min(self, other: BitsPerSec) -> BitsPerSec {
-        BitsPerSec(self.0.min(other.0))
-    }
 }
 
 impl FromStr for BitsPerSec {
@@ -229,14 +223,6 @@ impl BytesPerSec {
 
     pub fn to_bits_per_sec(self) -> BitsPerSec {
         BitsPerSec(self.0 * 8.0)
-    }
-}
-
-/// Bytes produced at `self` over a duration.
-impl Mul<Duration> for BytesPerSec {
-    type Output = Bytes;
-    fn mul(self, elapsed: Duration) -> Bytes {
-        Bytes::from_f64(self.0 * elapsed.as_secs_f64())
     }
 }
 
