@@ -221,8 +221,6 @@ pub struct View<'a> {
     pub observations: &'a Observations,
     /// Migrations in flight per host, indexed by [`HostId`].
     pub in_flight: &'a [usize],
-    /// VMs waiting to start per host, indexed by [`HostId`].
-    pub queued: &'a [usize],
     /// `Some` on the tick that closes a control period: each source host's
     /// NIC throughput over that period, indexed by [`HostId`].
     pub period_throughput: Option<&'a [BitsPerSec]>,
@@ -306,7 +304,6 @@ pub struct Evacuation {
     power_offs: Vec<(Duration, HostId)>,
     state: Vec<VmState>,
     in_flight: Vec<usize>,
-    queued: Vec<usize>,
     /// Memory promised to each destination host: VMs there or on their way.
     committed: Vec<Bytes>,
     last_sample: Option<Sample>,
@@ -363,8 +360,7 @@ impl Evacuation {
         for (rank, &vm) in order.iter().enumerate() {
             queues[fleet.vm(vm).host.0].push_back((rank, vm));
         }
-        let queued: Vec<usize> = queues.iter().map(VecDeque::len).collect();
-        let waiting_hosts = fleet.host_ids().filter(|h| queued[h.0] > 0).collect();
+        let waiting_hosts = fleet.host_ids().filter(|h| !queues[h.0].is_empty()).collect();
         let mut power_offs: Vec<(Duration, HostId)> = fleet
             .host_ids()
             .filter_map(|h| fleet.host(h).power_off_at.map(|t| (t, h)))
@@ -377,7 +373,6 @@ impl Evacuation {
             waiting_hosts,
             power_offs,
             in_flight: vec![0; hosts],
-            queued,
             committed: vec![Bytes::ZERO; hosts],
             last_sample: None,
             throughput: vec![BitsPerSec(0.0); hosts],
@@ -390,7 +385,7 @@ impl Evacuation {
 
     /// VMs still waiting to start.
     pub fn queued(&self) -> usize {
-        self.queued.iter().sum()
+        self.queues.iter().map(VecDeque::len).sum()
     }
 
     fn settle(&mut self, ended: &[Ended]) {
@@ -417,7 +412,6 @@ impl Evacuation {
                         self.state[end.vm.0] = VmState::Queued { attempts };
                         let host = vm.host;
                         self.queues[host.0].push_front((0, end.vm));
-                        self.queued[host.0] += 1;
                         if !self.waiting_hosts.contains(&host) {
                             self.waiting_hosts.push(host);
                         }
@@ -439,7 +433,6 @@ impl Evacuation {
             for (_, vm) in self.queues[host.0].drain(..) {
                 self.state[vm.0] = VmState::Done;
             }
-            self.queued[host.0] = 0;
         }
     }
 
@@ -505,7 +498,6 @@ impl Evacuation {
             attempts: attempts + 1,
         };
         self.in_flight[host.0] += 1;
-        self.queued[host.0] -= 1;
         self.committed[destination.0] += self.fleet.vm(vm).memory;
         Action::Start {
             vm,
@@ -561,7 +553,6 @@ impl Evacuation {
             if let Some(rate) = admission.expected_rate {
                 if !self.can_finish_in_time(vm, rate, now) {
                     self.queues[host.0].pop_front();
-                    self.queued[host.0] -= 1;
                     self.state[vm.0] = VmState::Done;
                     continue;
                 }
@@ -589,7 +580,6 @@ impl Controller for Evacuation {
             fleet: &self.fleet,
             observations,
             in_flight: &self.in_flight,
-            queued: &self.queued,
             period_throughput: fresh.then_some(self.throughput.as_slice()),
         };
         let admission = self.policy.admit(&view);

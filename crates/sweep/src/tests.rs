@@ -43,8 +43,16 @@ fn grid(text: &str) -> Result<Grid, GridError> {
     Grid::from_toml_str(text, "grid.toml", Path::new("."))
 }
 
+/// The error and its causes, as the CLI prints them.
 fn error(text: &str) -> String {
-    grid(text).unwrap_err().to_string()
+    let error = grid(text).unwrap_err();
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        message += &format!(": {inner}");
+        cause = inner.source();
+    }
+    message
 }
 
 #[test]
