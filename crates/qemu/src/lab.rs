@@ -23,8 +23,9 @@ pub fn qemu_available() -> Result<(), String> {
     }
 }
 
-/// The common machine arguments; `backend` is the `-object` for the RAM.
-fn machine_args(backend: String, mib: u64) -> Vec<String> {
+/// The common machine arguments; `backend` is the `-object` for the RAM,
+/// `bios` a firmware image replacing the default one (of the same size).
+fn machine_args(backend: String, mib: u64, bios: Option<&Path>) -> Vec<String> {
     let mut args: Vec<String> = [
         "-machine",
         "q35,memory-backend=mem,accel=kvm:tcg",
@@ -39,7 +40,9 @@ fn machine_args(backend: String, mib: u64) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if Path::new(QBOOT).exists() {
+    if let Some(bios) = bios {
+        args.extend(["-bios".to_owned(), bios.display().to_string()]);
+    } else if Path::new(QBOOT).exists() {
         args.extend(["-bios".to_owned(), QBOOT.to_owned()]);
     }
     args
@@ -47,7 +50,92 @@ fn machine_args(backend: String, mib: u64) -> Vec<String> {
 
 /// The `qemu_args` a destination needs to receive a lab VM of `mib` MiB.
 pub fn destination_args(mib: u64) -> Vec<String> {
-    machine_args(format!("memory-backend-ram,id=mem,size={mib}M"), mib)
+    machine_args(format!("memory-backend-ram,id=mem,size={mib}M"), mib, None)
+}
+
+/// The dirtying guest, a 64 KiB x86 firmware image assembled from
+/// `guest/dirty.S` by `build.rs`; empty when it could not be built (see
+/// [`dirty_guest_available`]).
+///
+/// The CPU starts in it at the reset vector; it enters 32-bit protected mode
+/// (flat segments, no paging, no interrupts), measures the TSC's rate
+/// against PIT channel 2 for 50 ms, then writes into the working set's pages
+/// one after another, each when the TSC says it is due. Its parameters are a
+/// 32-byte block at offset 0: the magic [`DIRTY_GUEST_MAGIC`], then u32s
+/// (little-endian) pages per second, working-set start address, working-set
+/// pages, TSC kHz (0: calibrate).
+pub const DIRTY_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dirty-guest.bin"));
+
+/// Why [`DIRTY_GUEST`] is empty, or "".
+const DIRTY_GUEST_ERROR: &str = include_str!(concat!(env!("OUT_DIR"), "/dirty-guest.err"));
+
+/// The first 16 bytes of [`DIRTY_GUEST`].
+pub const DIRTY_GUEST_MAGIC: &[u8; 16] = b"EVACDIRTYGUEST01";
+
+/// Where the dirtying guest's working set starts (guest-physical).
+pub const DIRTY_WORKING_SET_START: u64 = 16 << 20;
+
+/// `Err(reason)` when the dirtying guest was not built.
+pub fn dirty_guest_available() -> Result<(), String> {
+    if DIRTY_GUEST.len() == 65536 && DIRTY_GUEST.starts_with(DIRTY_GUEST_MAGIC) {
+        Ok(())
+    } else if DIRTY_GUEST_ERROR.is_empty() {
+        Err("the dirtying guest image is malformed".into())
+    } else {
+        Err(format!("the dirtying guest was not built: {DIRTY_GUEST_ERROR}"))
+    }
+}
+
+/// The size of the firmware a destination gets from [`destination_args`]:
+/// the dirtying guest's image must match it (same RAM block layout).
+fn default_bios_size() -> std::io::Result<u64> {
+    if Path::new(QBOOT).exists() {
+        Ok(std::fs::metadata(QBOOT)?.len())
+    } else {
+        // QEMU's default for q35: SeaBIOS's bios-256k.bin.
+        Ok(256 << 10)
+    }
+}
+
+/// [`DIRTY_GUEST`] with its parameters set, padded at the front (the image
+/// sits at the top of the 4 GiB space) to the default firmware's size.
+fn dirty_guest_image(mib: u64, dirty_rate: u64, working_set_mib: u64) -> std::io::Result<Vec<u8>> {
+    dirty_guest_available().map_err(std::io::Error::other)?;
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    let start_mib = DIRTY_WORKING_SET_START >> 20;
+    // The guest addresses 32 bits, without paging; q35 maps at least the
+    // first 2 GiB of RAM below 4 GiB.
+    if working_set_mib == 0 || start_mib + working_set_mib > mib.min(2048) {
+        return Err(invalid(format!(
+            "a working set of {working_set_mib} MiB from {start_mib} MiB does not fit in {} MiB",
+            mib.min(2048)
+        )));
+    }
+    let pages_per_sec = match dirty_rate {
+        0 => 0,
+        rate => ((rate + 2048) / 4096).max(1),
+    };
+    let pages_per_sec = u32::try_from(pages_per_sec)
+        .map_err(|_| invalid(format!("dirty rate {dirty_rate} B/s is too high")))?;
+    let size = default_bios_size()? as usize;
+    if size < DIRTY_GUEST.len() || (size & 0xffff) != 0 {
+        return Err(std::io::Error::other(format!(
+            "the default firmware is {size} bytes: no room for the dirtying guest"
+        )));
+    }
+    let mut image = vec![0u8; size - DIRTY_GUEST.len()];
+    image.extend_from_slice(DIRTY_GUEST);
+    let params = size - DIRTY_GUEST.len() + 16;
+    let words = [
+        pages_per_sec,
+        DIRTY_WORKING_SET_START as u32,
+        (working_set_mib * 256) as u32,
+        0,
+    ];
+    for (i, word) in words.iter().enumerate() {
+        image[params + 4 * i..params + 4 * i + 4].copy_from_slice(&word.to_le_bytes());
+    }
+    Ok(image)
 }
 
 /// A source VM started by the lab.
@@ -88,6 +176,57 @@ impl Lab {
     /// `ip netns exec`, which execs QEMU: the pid is QEMU's). QMP is a unix
     /// socket in `dir`, reachable from every namespace.
     pub fn start_vm_in(&mut self, name: &str, mib: u64, netns: Option<&str>) -> std::io::Result<LabVm> {
+        self.start(name, mib, netns, None)
+    }
+
+    /// Starts a VM like [`Lab::start_vm`] whose guest dirties memory: it
+    /// writes into one 4 KiB page after another of a working set of
+    /// `working_set_mib` MiB starting at 16 MiB ([`DIRTY_WORKING_SET_START`]),
+    /// wrapping around, at `dirty_rate` bytes per second (a page written
+    /// counts 4096 bytes; the rate is rounded to whole pages per second; 0
+    /// makes an idle guest). The guest is [`DIRTY_GUEST`], a firmware image
+    /// standing in for qboot: the VM's RAM layout is the same as
+    /// [`Lab::start_vm`]'s, so [`destination_args`] still fit (the image
+    /// travels with the migration, as the firmware's RAM block) and the guest
+    /// keeps dirtying at the destination (a reset there would bring back
+    /// qboot). Needs 16 MiB + `working_set_mib` <= `mib` and <= 2 GiB.
+    ///
+    /// The guest polls the TSC: its vCPU keeps a host core busy whatever the
+    /// rate. Under this lab's paravirtual KVM it reached about 200 MiB/s
+    /// while dirty logging was on (each first write to a page traps).
+    pub fn start_dirtying_vm(
+        &mut self,
+        name: &str,
+        mib: u64,
+        dirty_rate: u64,
+        working_set_mib: u64,
+    ) -> std::io::Result<LabVm> {
+        self.start_dirtying_vm_in(name, mib, dirty_rate, working_set_mib, None)
+    }
+
+    /// [`Lab::start_dirtying_vm`] inside the network namespace `netns`, as
+    /// [`Lab::start_vm_in`].
+    pub fn start_dirtying_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        dirty_rate: u64,
+        working_set_mib: u64,
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        let image = dirty_guest_image(mib, dirty_rate, working_set_mib)?;
+        let bios = self.dir.join(format!("{name}.bios"));
+        std::fs::write(&bios, image)?;
+        self.start(name, mib, netns, Some(&bios))
+    }
+
+    fn start(
+        &mut self,
+        name: &str,
+        mib: u64,
+        netns: Option<&str>,
+        bios: Option<&Path>,
+    ) -> std::io::Result<LabVm> {
         let mem = self.dir.join(format!("{name}.mem"));
         let mut file = std::fs::File::create(&mem)?;
         let mut random = std::fs::File::open("/dev/urandom")?;
@@ -105,6 +244,7 @@ impl Lab {
                 mem.display()
             ),
             mib,
+            bios,
         );
         let monitor = self.dir.join(format!("{name}.mon.qmp"));
         args.extend([

@@ -1,0 +1,189 @@
+/*
+ * evac dirtying guest: a 64 KiB x86 "BIOS" image that replaces the firmware
+ * (`-bios`) of a lab VM and dirties memory at a chosen rate.
+ *
+ * The image is mapped at 0xffff0000 (the last 64 KiB below 4 GiB); the CPU
+ * starts in real mode at 0xfffffff0 (CS base 0xffff0000, IP 0xfff0). It
+ * switches to 32-bit protected mode with flat segments, calibrates the TSC
+ * against PIT channel 2 (port I/O, polled: no interrupts, no IDT, no iret),
+ * then forever writes into one 4 KiB page of the working set after another,
+ * each page `interval` TSC ticks after the previous one, wrapping around the
+ * working set. No stack, no interrupts.
+ *
+ * Parameters: the lab patches the block at offset 0 (see lab.rs).
+ *
+ * Built by crates/qemu/build.rs with `as --32`, `ld -m elf_i386 -Ttext=0`
+ * and `objcopy -O binary`: label values are offsets in the image.
+ */
+        .set BASE, 0xffff0000            /* where the image is mapped */
+        .set VARS, 0x1000                /* scratch variables in low RAM */
+        .set V_LIMIT, VARS + 0           /* catch-up limit, TSC ticks */
+        .set V_START, VARS + 4           /* first byte of the working set */
+        .set V_END, VARS + 8             /* one past its last byte */
+        .set V_HZ_LO, VARS + 12          /* measured TSC Hz, low and high */
+        .set V_HZ_HI, VARS + 16
+        .set V_INTERVAL, VARS + 20       /* TSC ticks between two pages */
+        .set LATCH, 59659                /* PIT ticks in 50 ms (1193182 Hz) */
+
+        .code16
+        .text
+        .globl _start
+_start:
+/* ---- parameter block, offset 0 (32 bytes), little-endian ---- */
+        .ascii "EVACDIRTYGUEST01"        /* 0: magic */
+p_pages_per_sec:
+        .long 0                          /* 16: pages to dirty per second; 0 = idle */
+p_ws_start:
+        .long 0                          /* 20: first byte of the working set (page aligned) */
+p_ws_pages:
+        .long 0                          /* 24: pages in the working set */
+p_tsc_khz:
+        .long 0                          /* 28: TSC kHz; 0 = calibrate with the PIT */
+
+        .org 0x40
+gdt:
+        .quad 0                          /* null */
+        .quad 0x00cf9b000000ffff         /* 0x08: code, base 0, 4 GiB, 32-bit */
+        .quad 0x00cf93000000ffff         /* 0x10: data, base 0, 4 GiB */
+gdt_end:
+gdt_desc:
+        .word gdt_end - gdt - 1
+        .long BASE + gdt
+
+/* ---- real mode, reached from the reset vector ---- */
+entry16:
+        cli
+        cld
+        lgdtl %cs:gdt_desc
+        movl %cr0, %eax
+        orl $1, %eax
+        movl %eax, %cr0
+        ljmpl $0x08, $(BASE + entry32)
+
+/* ---- 32-bit protected mode, flat ---- */
+        .code32
+entry32:
+        movw $0x10, %ax
+        movw %ax, %ds
+        movw %ax, %es
+        movw %ax, %ss
+        movw %ax, %fs
+        movw %ax, %gs
+
+        movl BASE + p_pages_per_sec, %ecx
+        testl %ecx, %ecx
+        jz idle
+        movl BASE + p_ws_pages, %eax
+        testl %eax, %eax
+        jz idle
+        shll $12, %eax
+        movl BASE + p_ws_start, %ebx
+        movl %ebx, V_START
+        addl %ebx, %eax
+        movl %eax, V_END
+
+        /* TSC ticks per second into edx:eax */
+        movl BASE + p_tsc_khz, %eax
+        testl %eax, %eax
+        jz calibrate
+        movl $1000, %edx
+        mull %edx
+        jmp have_hz
+
+calibrate:
+        /* PIT channel 2, mode 0 (interrupt on terminal count), gate on,
+         * speaker off; its OUT is bit 5 of port 0x61. */
+        inb $0x61, %al
+        andb $0xfc, %al
+        orb $0x01, %al
+        outb %al, $0x61
+        movb $0xb0, %al                  /* channel 2, lo/hi byte, mode 0, binary */
+        outb %al, $0x43
+        movb $(LATCH & 0xff), %al
+        outb %al, $0x42
+        movb $(LATCH >> 8), %al
+        outb %al, $0x42
+        rdtsc
+        movl %eax, %esi
+        movl %edx, %edi
+1:      inb $0x61, %al
+        testb $0x20, %al
+        jz 1b
+        rdtsc
+        subl %esi, %eax
+        sbbl %edi, %edx                  /* edx:eax = ticks in 50 ms */
+        testl %edx, %edx
+        jz 2f
+        movl $0xffffffff, %eax           /* absurd: clamp */
+2:      movl $20, %edx
+        mull %edx                        /* edx:eax = ticks per second */
+
+have_hz:
+        movl %eax, V_HZ_LO
+        movl %edx, V_HZ_HI
+        /* interval = hz / pages_per_sec, clamped to 32 bits */
+        cmpl %ecx, %edx
+        jae 3f
+        divl %ecx
+        jmp 4f
+3:      movl $0xffffffff, %eax
+4:      movl %eax, V_INTERVAL
+        movl %eax, %ebp
+        /* catch-up limit: 100 ms of ticks (hz / 10), clamped to 32 bits */
+        movl V_HZ_LO, %eax
+        movl V_HZ_HI, %edx
+        movl $10, %ecx
+        cmpl %ecx, %edx
+        jae 5f
+        divl %ecx
+        jmp 6f
+5:      movl $0xffffffff, %eax
+6:      movl %eax, V_LIMIT
+        /* never let the limit be below one interval */
+        cmpl %ebp, %eax
+        jae 7f
+        movl %ebp, V_LIMIT
+7:
+        movl V_START, %ebx               /* ebx: next page to dirty */
+        movl V_END, %ecx                 /* ecx: end of the working set */
+        rdtsc
+        movl %eax, %esi                  /* edi:esi: when the next page is due */
+        movl %edx, %edi
+
+/* ---- the dirtying loop ---- */
+spin:
+        rdtsc
+        subl %esi, %eax
+        sbbl %edi, %edx                  /* edx:eax = now - due */
+        js spin                          /* not due yet */
+        testl %edx, %edx
+        jnz resync
+        cmpl V_LIMIT, %eax
+        ja resync
+dirty:
+        incl (%ebx)
+        addl $4096, %ebx
+        cmpl %ecx, %ebx
+        jb 8f
+        movl V_START, %ebx
+8:      addl %ebp, %esi
+        adcl $0, %edi
+        jmp spin
+resync:
+        /* more than 100 ms behind (e.g. the VM was paused for a while):
+         * restart the pacing from now instead of bursting to catch up. */
+        addl %eax, %esi
+        adcl %edx, %edi
+        jmp dirty
+
+idle:
+        cli
+        hlt
+        jmp idle
+
+/* ---- reset vector ---- */
+        .code16
+        .org 0xfff0
+reset:
+        jmp entry16
+        .org 0x10000
