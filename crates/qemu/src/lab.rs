@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use evac_model::BytesPerSec;
+
 /// qboot: the firmware that boots fastest; a guest with no disk spins in it,
 /// "running".
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
@@ -99,7 +101,7 @@ fn default_bios_size() -> std::io::Result<u64> {
 
 /// [`DIRTY_GUEST`] with its parameters set, padded at the front (the image
 /// sits at the top of the 4 GiB space) to the default firmware's size.
-fn dirty_guest_image(mib: u64, dirty_rate: u64, working_set_mib: u64) -> std::io::Result<Vec<u8>> {
+fn dirty_guest_image(mib: u64, dirty_rate: BytesPerSec, working_set_mib: u64) -> std::io::Result<Vec<u8>> {
     dirty_guest_available().map_err(std::io::Error::other)?;
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
     let start_mib = DIRTY_WORKING_SET_START >> 20;
@@ -111,12 +113,12 @@ fn dirty_guest_image(mib: u64, dirty_rate: u64, working_set_mib: u64) -> std::io
             mib.min(2048)
         )));
     }
-    let pages_per_sec = match dirty_rate {
-        0 => 0,
-        rate => ((rate + 2048) / 4096).max(1),
+    let pages_per_sec = match dirty_rate.0 {
+        rate if rate <= 0.0 => 0,
+        rate => ((rate / 4096.0).round() as u64).max(1),
     };
-    let pages_per_sec = u32::try_from(pages_per_sec)
-        .map_err(|_| invalid(format!("dirty rate {dirty_rate} B/s is too high")))?;
+    let pages_per_sec =
+        u32::try_from(pages_per_sec).map_err(|_| invalid(format!("dirty rate {dirty_rate} is too high")))?;
     let size = default_bios_size()? as usize;
     if size < DIRTY_GUEST.len() || (size & 0xffff) != 0 {
         return Err(std::io::Error::other(format!(
@@ -198,7 +200,7 @@ impl Lab {
         &mut self,
         name: &str,
         mib: u64,
-        dirty_rate: u64,
+        dirty_rate: BytesPerSec,
         working_set_mib: u64,
     ) -> std::io::Result<LabVm> {
         self.start_dirtying_vm_in(name, mib, dirty_rate, working_set_mib, None)
@@ -210,7 +212,7 @@ impl Lab {
         &mut self,
         name: &str,
         mib: u64,
-        dirty_rate: u64,
+        dirty_rate: BytesPerSec,
         working_set_mib: u64,
         netns: Option<&str>,
     ) -> std::io::Result<LabVm> {

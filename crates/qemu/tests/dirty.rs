@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use evac_model::BytesPerSec;
 use evac_qemu::lab::{self, Lab, LabVm};
 use evac_qemu::{run_detailed, Inventory, Placement, RunOutput};
 use evac_qmp::{MigrationStatus, Qmp, RunState};
@@ -129,7 +130,7 @@ async fn a_dirtying_guest_takes_several_rounds() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new(dir.path());
-    const RATE: u64 = 20_000_000;
+    const RATE: BytesPerSec = BytesPerSec(20e6);
     const MIB: u64 = 128;
     let vms = vec![
         lab.start_dirtying_vm("busy", MIB, RATE, 32).unwrap(),
@@ -162,7 +163,7 @@ async fn a_dirtying_guest_takes_several_rounds() {
     // QEMU's measured dirty rate is about the one asked for. (Early
     // samples are low: pages still unsent from the first round do not count
     // as newly dirtied, so take the highest.)
-    let asked = RATE as f64 / 4096.0;
+    let asked = RATE.0 / 4096.0;
     let measured = *busy_watch
         .dirty_pages_rates
         .iter()
@@ -230,7 +231,7 @@ async fn a_guest_dirtying_faster_than_the_link_does_not_converge() {
     let extra = "max_bandwidth = \"200 Mbps\"";
 
     // A slow dirtier converges.
-    let slow = lab.start_dirtying_vm("slow", MIB, 2_000_000, 64).unwrap();
+    let slow = lab.start_dirtying_vm("slow", MIB, BytesPerSec(2e6), 64).unwrap();
     let slow_watch = watch(&slow);
     let started = Instant::now();
     let out = run_detailed(
@@ -251,7 +252,7 @@ async fn a_guest_dirtying_faster_than_the_link_does_not_converge() {
     let (slow_rounds, slow_bytes) = (slow_record.rounds.unwrap(), slow_record.bytes_sent.unwrap());
 
     // A fast one does not, within 12 s: stop the run then.
-    let fast = lab.start_dirtying_vm("fast", MIB, 80_000_000, 16).unwrap();
+    let fast = lab.start_dirtying_vm("fast", MIB, BytesPerSec(80e6), 16).unwrap();
     let fast_watch = watch(&fast);
     let out = run_detailed(
         inventory(&lab, std::slice::from_ref(&fast), extra),
