@@ -307,8 +307,12 @@ async fn drive(
     })
     .await
     .map_err(qmp_err("source parameters"))?;
+    // When we paused the guest on the source: QEMU's `downtime` only counts
+    // from its own stop for stop-and-copy, not from ours.
+    let mut paused_at: Option<tokio::time::Instant> = None;
     if params.mode == Mode::Offline {
         src.stop().await.map_err(qmp_err("stop (offline)"))?;
+        paused_at = Some(tokio::time::Instant::now());
         progress.lock().unwrap().paused_by_us = true;
     }
     src.migrate(&uri).await.map_err(qmp_err("migrate"))?;
@@ -319,6 +323,7 @@ async fn drive(
     let mut cancel_asked = false;
     let mut control_open = true;
     let mut completed_at: Option<tokio::time::Instant> = None;
+    let mut resumed_at: Option<tokio::time::Instant> = None;
     let mut poll = tokio::time::interval(Duration::from_millis(250));
     loop {
         if src_done && resumed {
@@ -336,7 +341,10 @@ async fn drive(
                 Err(broadcast::error::RecvError::Closed) => return Err("source QMP closed".into()),
             },
             event = dst_events.recv() => match event {
-                Ok(event) if event.name == "RESUME" => resumed = true,
+                Ok(event) if event.name == "RESUME" => {
+                    resumed = true;
+                    resumed_at.get_or_insert_with(tokio::time::Instant::now);
+                }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {
                     // The destination's QMP closed: it died. Wait for the
@@ -353,7 +361,12 @@ async fn drive(
                 Some(Control::Retune(change)) => retune(ctx, change).await,
                 Some(Control::Offline) => {
                     match src.stop().await {
-                        Ok(()) => progress.lock().unwrap().paused_by_us = true,
+                        Ok(()) => {
+                            if !src_done {
+                                paused_at.get_or_insert_with(tokio::time::Instant::now);
+                            }
+                            progress.lock().unwrap().paused_by_us = true;
+                        }
                         Err(e) => ctx.log(format!("switch to offline: stop failed: {e}")),
                     }
                 }
@@ -383,7 +396,10 @@ async fn drive(
                 if src_done && !resumed {
                     let since = *completed_at.get_or_insert_with(tokio::time::Instant::now);
                     match dst_qmp.query_status().await {
-                        Ok(s) if s.running => resumed = true,
+                        Ok(s) if s.running => {
+                            resumed = true;
+                            resumed_at.get_or_insert_with(tokio::time::Instant::now);
+                        }
                         // The source was paused when it was sent (offline): resume it here.
                         Ok(s) if matches!(s.status, RunState::Paused | RunState::Postmigrate | RunState::Prelaunch) => {
                             dst_qmp.cont().await.map_err(qmp_err("cont on the destination"))?;
@@ -398,7 +414,16 @@ async fn drive(
             }
         }
     }
-    src.query_migrate().await.map_err(qmp_err("final query-migrate"))
+    let mut info = src
+        .query_migrate()
+        .await
+        .map_err(qmp_err("final query-migrate"))?;
+    // The guest was down from our `stop` to its resumption at the destination.
+    if let (Some(paused), Some(resumed)) = (paused_at, resumed_at) {
+        let ms = resumed.saturating_duration_since(paused).as_millis() as u64;
+        info.downtime = Some(info.downtime.map_or(ms, |qemu| qemu.max(ms)));
+    }
+    Ok(info)
 }
 
 async fn failure_reason(src: &Qmp) -> String {

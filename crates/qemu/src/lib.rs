@@ -88,6 +88,9 @@
 //!   mid-flight (QEMU takes capabilities only before `migrate`): logged and
 //!   ignored.
 //! - `SwitchToOffline`: `stop` on the source; precopy ends as stop-and-copy.
+//!   The downtime recorded for a guest we paused (this, or offline mode) runs
+//!   from our `stop` to its resumption at the destination (QEMU's own counts
+//!   only its final stop-and-copy).
 //! - `Cancel`: `migrate_cancel`; the destination exits by itself and is
 //!   reaped; the VM keeps running on its source; reported as failed
 //!   (`"cancelled"`).
@@ -608,7 +611,9 @@ impl Backend {
                 });
             }
             AttemptResult::Failed { reason, transferred } => {
-                run.bytes_before += transferred;
+                // A cancelled migration's `query-migrate` has no `ram`
+                // statistics any more: the attempt may not have read them.
+                run.bytes_before += transferred.max(flight.transferred);
                 run.record.bytes_sent = Some(run.bytes_before);
                 let outcome = if flight.lost {
                     run.done = true;

@@ -1,0 +1,479 @@
+//! The controller's actions and migration parameters no other test covers,
+//! on real QEMU: `SwitchToOffline` mid-flight, `auto_converge`, and
+//! `multifd_channels`.
+//! Skipped, with the reason printed, where qemu-system-x86_64 or the
+//! dirtying guest (GNU binutils at build time) is missing.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use evac_controller::{Action, Controller, Observations};
+use evac_model::{BitsPerSec, BytesPerSec, HostId, MigrationParams, VmId};
+use evac_qemu::lab::{self, Lab, LabVm};
+use evac_qemu::{run_with_controller, Inventory, Placement, RunOutput};
+use evac_qmp::{MigrationStatus, Qmp, RunState};
+use evac_report::Outcome;
+
+/// The tests here each keep a core busy with a spinning guest (or move a
+/// VM as fast as they can): one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The non-converging guest: 128 MiB dirtying 60 MB/s over 16 MiB, sent at
+/// 200 Mbps (25 MB/s) with the default 300 ms downtime limit.
+const MIB: u64 = 128;
+const DIRTY_RATE: BytesPerSec = BytesPerSec(60e6);
+const WORKING_SET_MIB: u64 = 16;
+
+fn skip(dirtying: bool) -> bool {
+    let mut reason = lab::qemu_available();
+    if dirtying {
+        reason = reason.and_then(|()| lab::dirty_guest_available());
+    }
+    match reason {
+        Ok(()) => false,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            true
+        }
+    }
+}
+
+fn inventory(lab: &Lab, vms: &[LabVm], extra: &str) -> Inventory {
+    let text = lab.inventory("sequential", vms, extra);
+    let mut inv = Inventory::from_str_at(&text, Path::new("test.toml")).unwrap();
+    inv.controller.period = Duration::from_millis(250);
+    inv
+}
+
+const AC_DIRTY_RATE: BytesPerSec = BytesPerSec(400e6);
+const AC_WORKING_SET_MIB: u64 = 64;
+
+fn ac_params() -> MigrationParams {
+    MigrationParams {
+        max_bandwidth: Some(BitsPerSec::mbps(800.0)),
+        ..Default::default()
+    }
+}
+
+fn capped() -> MigrationParams {
+    MigrationParams {
+        max_bandwidth: Some(BitsPerSec::mbps(200.0)),
+        ..Default::default()
+    }
+}
+
+/// Starts VM 0 to host 1 with `params`; after `offline_after` of
+/// migration (if any) switches it to offline, noting when.
+struct Script {
+    params: MigrationParams,
+    offline_after: Option<Duration>,
+    started: bool,
+    switched_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Script {
+    fn new(params: MigrationParams, offline_after: Option<Duration>) -> Script {
+        Script {
+            params,
+            offline_after,
+            started: false,
+            switched_at: Arc::default(),
+        }
+    }
+}
+
+impl Controller for Script {
+    fn on_tick(&mut self, obs: &Observations) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.started {
+            self.started = true;
+            actions.push(Action::Start {
+                vm: VmId(0),
+                destination: HostId(1),
+                params: self.params,
+            });
+        }
+        if let (Some(after), Some(m)) = (self.offline_after, obs.migrations.first()) {
+            let mut switched = self.switched_at.lock().unwrap();
+            if switched.is_none() && obs.now.saturating_sub(m.started_at) >= after {
+                *switched = Some(Instant::now());
+                actions.push(Action::SwitchToOffline { vm: m.vm });
+            }
+        }
+        actions
+    }
+
+    fn name(&self) -> &str {
+        "scripted"
+    }
+}
+
+/// One look at the source through its monitor socket.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    status: RunState,
+    migration: Option<MigrationStatus>,
+    transferred: u64,
+    syncs: u64,
+    throttle: u64,
+    dirty_rate: u64,
+}
+
+/// Polls the source's `query-status` and `query-migrate` every 20 ms until
+/// it goes away (it quits after completing). Holds the monitor socket
+/// meanwhile (QEMU serves one client per socket).
+async fn watch(vm: &LabVm) -> Arc<Mutex<Vec<Sample>>> {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let qmp = Qmp::connect_retry(vm.monitor.to_str().unwrap(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(qmp.query_status().await.unwrap().running);
+    let out = samples.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok(status) = qmp.query_status().await else {
+                break;
+            };
+            let Ok(info) = qmp.query_migrate().await else {
+                break;
+            };
+            let ram = info.ram.unwrap_or_default();
+            out.lock().unwrap().push(Sample {
+                at: Instant::now(),
+                status: status.status,
+                migration: info.status,
+                transferred: ram.transferred,
+                syncs: ram.dirty_sync_count,
+                throttle: info.cpu_throttle_percentage.unwrap_or(0),
+                dirty_rate: ram.dirty_pages_rate,
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    samples
+}
+
+/// The destination's QMP of VM `i`, which must run there; the source must
+/// have quit.
+async fn at_destination(lab: &mut Lab, vm: &LabVm, out: &RunOutput) -> Qmp {
+    let Placement::Destination { qmp, pid, .. } = &out.placements[0] else {
+        panic!("{} is not at a destination: {:?}", vm.name, out.placements[0])
+    };
+    lab.adopt(*pid);
+    let qmp = Qmp::connect(qmp.to_str().unwrap()).await.unwrap();
+    let status = qmp.query_status().await.unwrap();
+    assert_eq!(status.status, RunState::Running, "{} at its destination", vm.name);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lab.exited(vm.pid) {
+        assert!(Instant::now() < deadline, "source of {} still runs", vm.name);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    qmp
+}
+
+/// A guest that would not converge (60 MB/s over 16 MiB, sent at 200 Mbps
+/// = 25 MB/s), switched to offline after 7 s of precopy (the first round,
+/// all 128 MiB, takes 5.4 s; then several short ones): the source pauses at
+/// once, the rest is sent as stop-and-copy within a few seconds, the guest
+/// runs on at its destination (QEMU leaves a guest that was paused at its
+/// source paused there: the backend `cont`s it), and the downtime recorded
+/// covers the whole pause, from the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_to_offline_mid_flight() {
+    if skip(true) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vm = lab
+        .start_dirtying_vm("busy", MIB, DIRTY_RATE, WORKING_SET_MIB)
+        .unwrap();
+    let vms = vec![vm.clone()];
+    let samples = watch(&vm).await;
+    let script = Script::new(capped(), Some(Duration::from_secs(7)));
+    let switched_at = script.switched_at.clone();
+    let out = run_with_controller(inventory(&lab, &vms, ""), |_| script, std::future::pending())
+        .await
+        .unwrap();
+    let returned = Instant::now();
+    let record = out.result.vms[0].clone();
+    eprintln!("{record:?}");
+    assert_eq!(record.outcome, Outcome::Migrated, "{}", out.result.to_json());
+    let switched = switched_at.lock().unwrap().expect("the script never switched");
+    let samples = samples.lock().unwrap().clone();
+    assert!(!samples.is_empty());
+    let since = |s: &Sample| s.at.saturating_duration_since(switched).as_secs_f64();
+
+    // Before the switch: precopy went through several rounds with the
+    // guest running, and had not converged.
+    let before: Vec<_> = samples.iter().filter(|s| s.at < switched).collect();
+    let last_before = before.last().expect("no sample before the switch");
+    assert_eq!(
+        last_before.migration,
+        Some(MigrationStatus::Active),
+        "{last_before:?}"
+    );
+    assert!(last_before.status == RunState::Running, "{last_before:?}");
+    assert!(
+        last_before.syncs >= 3,
+        "only {} rounds before the switch",
+        last_before.syncs
+    );
+    assert!(last_before.transferred > MIB << 20, "{last_before:?}");
+
+    // The source paused soon after the switch.
+    let paused = samples
+        .iter()
+        .find(|s| s.at >= switched && s.status != RunState::Running)
+        .expect("the source never paused");
+    // ...and never ran again.
+    let ran_again = samples
+        .iter()
+        .find(|s| s.at > paused.at && s.status == RunState::Running);
+    assert!(ran_again.is_none(), "the source ran again: {ran_again:?}");
+    // The migration completed a few seconds after the switch.
+    let completed = samples
+        .iter()
+        .find(|s| s.migration == Some(MigrationStatus::Completed))
+        .map(|s| s.at)
+        // The source may quit before the watcher sees `completed`.
+        .unwrap_or_else(|| samples.last().unwrap().at);
+    eprintln!(
+        "switch after {:.2} s of run ({} rounds, {} MiB sent); paused {:.3} s after the switch \
+         ({:?}); completed {:.2} s after it; run returned {:.2} s after it; downtime {:?} s; \
+         {} MiB sent in all",
+        switched.duration_since(t0).as_secs_f64(),
+        last_before.syncs,
+        last_before.transferred >> 20,
+        since(paused),
+        paused.status,
+        since(&Sample {
+            at: completed,
+            ..paused.clone()
+        }),
+        returned.duration_since(switched).as_secs_f64(),
+        record.downtime_s,
+        record.bytes_sent.unwrap() >> 20,
+    );
+    assert!(
+        since(paused) < 0.75,
+        "paused {:.3} s after the switch",
+        since(paused)
+    );
+    let to_completion = completed.duration_since(switched).as_secs_f64();
+    assert!(
+        to_completion < 4.0,
+        "completed {to_completion:.2} s after the switch"
+    );
+
+    // The guest runs at its destination.
+    let _dst = at_destination(&mut lab, &vm, &out).await;
+
+    // The downtime recorded covers the pause: from the switch (less the
+    // time the stop took to arrive) to completion at least.
+    let downtime = record.downtime_s.expect("no downtime recorded");
+    let pause = completed.duration_since(paused.at).as_secs_f64();
+    assert!(
+        downtime >= pause - 0.1,
+        "downtime {downtime:.3} s, but the source was paused {pause:.3} s before completing"
+    );
+    assert!(downtime < returned.duration_since(switched).as_secs_f64() + 0.1);
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// A guest dirtying as fast as it can (400 MB/s asked for: more than it
+/// manages) over 64 MiB, sent at 800 Mbps (100 MB/s), does not converge
+/// (see the next test); with auto-converge QEMU throttles its vCPU, 10
+/// points more every couple of seconds, until it does. (The guest catches
+/// up on up to 100 ms of missed writes, so a throttle only lowers its rate
+/// once the vCPU time left cannot keep up: with the 60 MB/s, 16 MiB,
+/// 200 Mbps guest of `switch_to_offline_mid_flight`, QEMU does not reach
+/// the 90 % and more that takes within 25 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_converge_throttles_a_guest_into_converging() {
+    if skip(true) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    // Set through the Start action's parameters.
+    let vm = lab
+        .start_dirtying_vm("throttled", MIB, AC_DIRTY_RATE, AC_WORKING_SET_MIB)
+        .unwrap();
+    let vms = vec![vm.clone()];
+    let samples = watch(&vm).await;
+    let script = Script::new(
+        MigrationParams {
+            auto_converge: true,
+            ..ac_params()
+        },
+        None,
+    );
+    let started = Instant::now();
+    let out = run_with_controller(
+        inventory(&lab, &vms, ""),
+        |_| script,
+        tokio::time::sleep(WITHOUT_DEADLINE + Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let record = out.result.vms[0].clone();
+    let samples = samples.lock().unwrap().clone();
+    let throttle = samples.iter().map(|s| s.throttle).max().unwrap_or(0);
+    let steps: Vec<(f64, u64)> = samples
+        .windows(2)
+        .filter(|w| w[1].throttle != w[0].throttle)
+        .map(|w| (w[1].at.duration_since(started).as_secs_f64(), w[1].throttle))
+        .collect();
+    eprintln!("auto-converge: {record:?} in {took:?}; cpu-throttle-percentage steps {steps:?}");
+    assert_eq!(record.outcome, Outcome::Migrated, "{}", out.result.to_json());
+    assert!(took < WITHOUT_DEADLINE, "took {took:?}");
+    assert!(throttle >= 20, "QEMU never throttled: {throttle}%");
+    assert!(record.rounds.unwrap() >= 3, "{record:?}");
+    let _dst = at_destination(&mut lab, &vm, &out).await;
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// When the run stops the same guest without auto-converge: later than
+/// `auto_converge_throttles_a_guest_into_converging` completes (17-19 s
+/// here), with room for a slower or busier machine.
+const WITHOUT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The guest of `auto_converge_throttles_a_guest_into_converging`, without
+/// auto-converge: never throttled, still migrating when the run is stopped
+/// after [`WITHOUT_DEADLINE`]; the run cancels it then and the guest runs on
+/// at its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auto_converge_the_same_guest_does_not_converge() {
+    if skip(true) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vm = lab
+        .start_dirtying_vm("unthrottled", MIB, AC_DIRTY_RATE, AC_WORKING_SET_MIB)
+        .unwrap();
+    let vms = vec![vm.clone()];
+    let samples = watch(&vm).await;
+    let out = run_with_controller(
+        inventory(&lab, &vms, ""),
+        |_| Script::new(ac_params(), None),
+        tokio::time::sleep(WITHOUT_DEADLINE),
+    )
+    .await
+    .unwrap();
+    // The watcher's last sample may be 20 ms old.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let record = out.result.vms[0].clone();
+    let samples = samples.lock().unwrap().clone();
+    let last = samples.last().expect("no samples").clone();
+    let throttle = samples.iter().map(|s| s.throttle).max().unwrap_or(0);
+    let syncs = samples.iter().map(|s| s.syncs).max().unwrap_or(0);
+    let rate = samples.iter().map(|s| s.dirty_rate).max().unwrap_or(0);
+    eprintln!(
+        "without, stopped after {WITHOUT_DEADLINE:?}: {record:?}; {syncs} rounds, highest \
+         dirty-pages-rate {rate} pages/s, highest throttle {throttle}; last sample {last:?}"
+    );
+    assert_eq!(record.outcome, Outcome::Lost, "{}", out.result.to_json());
+    assert_eq!(out.placements[0], Placement::Source);
+    // What it sent before being cancelled counts.
+    assert!(record.bytes_sent.unwrap() > 4 * (MIB << 20), "{record:?}");
+    assert_eq!(throttle, 0);
+    assert!(syncs >= 8, "only {syncs} rounds");
+    assert_eq!(last.status, RunState::Running, "{last:?}");
+    assert!(
+        matches!(
+            last.migration,
+            Some(MigrationStatus::Cancelled | MigrationStatus::Failed)
+        ),
+        "{last:?}"
+    );
+    assert!(!lab.exited(vm.pid));
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// An idle VM moved over four multifd channels: `multifd` is on at both
+/// ends, the source used 4 channels, the VM runs at its destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multifd_channels_carry_a_migration() {
+    if skip(false) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vm = lab.start_vm("vm-1", MIB).unwrap();
+    let vms = vec![vm.clone()];
+    let monitor = Qmp::connect_retry(vm.monitor.to_str().unwrap(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let inv = inventory(&lab, &vms, "multifd_channels = 4\nmax_bandwidth = \"800 Mbps\"");
+    assert_eq!(inv.migration.multifd_channels, 4);
+    let run = tokio::spawn(run_with_controller(
+        inv,
+        |_| {
+            Script::new(
+                MigrationParams {
+                    multifd_channels: 4,
+                    max_bandwidth: Some(BitsPerSec::mbps(800.0)),
+                    ..Default::default()
+                },
+                None,
+            )
+        },
+        std::future::pending(),
+    ));
+    // While it migrates: the source's capability and parameter.
+    let mut seen_active = false;
+    while !run.is_finished() {
+        let Ok(info) = monitor.query_migrate().await else {
+            break;
+        };
+        if info.status == Some(MigrationStatus::Active) && !seen_active {
+            let Ok(caps) = monitor.execute("query-migrate-capabilities", None).await else {
+                break;
+            };
+            let Ok(params) = monitor.execute("query-migrate-parameters", None).await else {
+                break;
+            };
+            let multifd = caps
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["capability"] == "multifd")
+                .map(|c| c["state"] == true);
+            assert_eq!(multifd, Some(true), "source capabilities {caps}");
+            assert_eq!(params["multifd-channels"], 4, "source parameters {params}");
+            seen_active = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = run.await.unwrap().unwrap();
+    let record = out.result.vms[0].clone();
+    eprintln!("{record:?}");
+    assert!(seen_active, "never saw the migration active");
+    assert_eq!(record.outcome, Outcome::Migrated, "{}", out.result.to_json());
+    assert!(record.bytes_sent.unwrap() >= MIB << 20, "{record:?}");
+    let dst = at_destination(&mut lab, &vm, &out).await;
+    let caps = dst.execute("query-migrate-capabilities", None).await.unwrap();
+    let multifd = caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["capability"] == "multifd")
+        .map(|c| c["state"] == true);
+    assert_eq!(multifd, Some(true), "destination capabilities {caps}");
+    let params = dst.execute("query-migrate-parameters", None).await.unwrap();
+    assert_eq!(params["multifd-channels"], 4, "destination parameters {params}");
+    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
