@@ -170,8 +170,7 @@ fn run_offers_quiet_to_turn_the_progress_display_off() {
 #[test]
 fn run_migrates_real_vms_and_writes_the_same_json() {
     use evac_qemu::lab::{self, Lab};
-    if let Err(why) = lab::qemu_available() {
-        eprintln!("SKIPPED: {why}");
+    if lab::skip_without(&[lab::qemu_available]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -229,8 +228,7 @@ fn ctrl_c_stops_a_real_run_and_leaves_each_vm_running_once() {
     use evac_qemu::lab::{self, Lab};
     use evac_qmp::{MigrationStatus, Qmp, RunState};
 
-    if let Err(why) = lab::qemu_available() {
-        eprintln!("SKIPPED: {why}");
+    if lab::skip_without(&[lab::qemu_available]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -10,11 +10,26 @@ use std::time::Duration;
 
 use evac_model::BytesPerSec;
 
+use crate::Inventory;
+
 /// qboot: the firmware that boots fastest; a guest with no disk spins in it,
 /// "running".
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 
 /// `Err(reason)` when QEMU cannot be run here.
+/// Whether a test must skip for want of what one of `checks` looks for
+/// (e.g. [`qemu_available`]); when it must, says why on stderr, so a skip is
+/// never silent.
+pub fn skip_without(checks: &[fn() -> Result<(), String>]) -> bool {
+    match checks.iter().try_for_each(|check| check()) {
+        Ok(()) => false,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            true
+        }
+    }
+}
+
 pub fn qemu_available() -> Result<(), String> {
     match Command::new("qemu-system-x86_64").arg("--version").output() {
         Ok(out) if out.status.success() => Ok(()),
@@ -308,6 +323,12 @@ impl Lab {
 
     /// An inventory for `vms` on one source host `src` and one destination
     /// `dst` on loopback.
+    /// [`Lab::inventory`], parsed.
+    pub fn parsed_inventory(&self, policy: &str, vms: &[LabVm], extra_migration: &str) -> Inventory {
+        let text = self.inventory(policy, vms, extra_migration);
+        Inventory::from_str_at(&text, Path::new("lab.toml")).expect("the lab writes valid inventories")
+    }
+
     pub fn inventory(&self, policy: &str, vms: &[LabVm], extra_migration: &str) -> String {
         self.inventory_with_hosts(
             policy,

@@ -4,7 +4,6 @@
 //! Skipped, with the reason printed, where qemu-system-x86_64 or the
 //! dirtying guest (GNU binutils at build time) is missing.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,22 +25,15 @@ const DIRTY_RATE: BytesPerSec = BytesPerSec(60e6);
 const WORKING_SET_MIB: u64 = 16;
 
 fn skip(dirtying: bool) -> bool {
-    let mut reason = lab::qemu_available();
     if dirtying {
-        reason = reason.and_then(|()| lab::dirty_guest_available());
-    }
-    match reason {
-        Ok(()) => false,
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            true
-        }
+        lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available])
+    } else {
+        lab::skip_without(&[lab::qemu_available])
     }
 }
 
 fn inventory(lab: &Lab, vms: &[LabVm], extra: &str) -> Inventory {
-    let text = lab.inventory("sequential", vms, extra);
-    let mut inv = Inventory::from_str_at(&text, Path::new("test.toml")).unwrap();
+    let mut inv = lab.parsed_inventory("sequential", vms, extra);
     inv.controller.period = Duration::from_millis(250);
     inv
 }

@@ -4,7 +4,6 @@
 //! Skipped, with the reason printed, where qemu-system-x86_64 or the guest
 //! (GNU binutils at build time) is missing.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,19 +18,11 @@ use serde_json::json;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn skip() -> bool {
-    let reason = lab::qemu_available().and_then(|()| lab::dirty_guest_available());
-    match reason {
-        Ok(()) => false,
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            true
-        }
-    }
+    lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available])
 }
 
 fn inventory(lab: &Lab, vms: &[LabVm], extra: &str) -> Inventory {
-    let text = lab.inventory("sequential", vms, extra);
-    Inventory::from_str_at(&text, Path::new("test.toml")).unwrap()
+    lab.parsed_inventory("sequential", vms, extra)
 }
 
 /// What a second QMP client saw of a source's migration.

@@ -1,7 +1,6 @@
 //! End-to-end migrations between real QEMU processes over loopback.
 //! Skipped, with the reason printed, where qemu-system-x86_64 is missing.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,18 +12,11 @@ use evac_qmp::{Qmp, RunState};
 use evac_report::Outcome;
 
 fn skip() -> bool {
-    match lab::qemu_available() {
-        Ok(()) => false,
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            true
-        }
-    }
+    lab::skip_without(&[lab::qemu_available])
 }
 
 fn inventory(lab: &Lab, policy: &str, vms: &[LabVm], extra: &str) -> Inventory {
-    let text = lab.inventory(policy, vms, extra);
-    Inventory::from_str_at(&text, Path::new("test.toml")).unwrap()
+    lab.parsed_inventory(policy, vms, extra)
 }
 
 /// Every VM runs at its destination, its source is gone, the record is sane.

@@ -20,13 +20,7 @@ const RATE_BPS: u64 = 200_000_000;
 const MARGIN: f64 = 0.10;
 
 fn skip() -> bool {
-    match lab::qemu_available().and_then(|()| lab::netns_available()) {
-        Ok(()) => false,
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            true
-        }
-    }
+    lab::skip_without(&[lab::qemu_available, lab::netns_available])
 }
 
 /// Whether `pid` runs in the named network namespace.

@@ -233,8 +233,8 @@ fn vms_and_groups_keep_their_file_order() {
     assert_eq!(names, ["first-1", "first-2", "middle", "last-1"]);
 }
 
-/// A scenario with one uniform group, and whatever `extra` appends.
-fn with_group(seed: u64, extra: &str) -> String {
+/// The start of a scenario: `seed`, a 1 Gbps WAN, hosts `src` and `dst`.
+fn one_source_one_destination(seed: u64) -> String {
     format!(
         r#"
 seed = {seed}
@@ -251,14 +251,22 @@ nic = "10 Gbps"
 name = "dst"
 site = "destination"
 nic = "10 Gbps"
+"#
+    )
+}
 
+/// A scenario with one uniform group, and whatever `extra` appends.
+fn with_group(seed: u64, extra: &str) -> String {
+    format!(
+        r#"{}
 [[vm_group]]
 prefix = "batch"
 count = 20
 host = "src"
 memory = {{ dist = "uniform", min = "1 GiB", max = "8 GiB" }}
 {extra}
-"#
+"#,
+        one_source_one_destination(seed)
     )
 }
 
@@ -379,28 +387,14 @@ proptest! {
     ) {
         let max = min + span;
         let scenario = parse(&format!(
-            r#"
-seed = {seed}
-
-[network]
-wan_bandwidth = "1 Gbps"
-
-[[host]]
-name = "src"
-site = "source"
-nic = "10 Gbps"
-
-[[host]]
-name = "dst"
-site = "destination"
-nic = "10 Gbps"
-
+            r#"{}
 [[vm_group]]
 prefix = "u"
 count = 10
 host = "src"
 memory = {{ dist = "uniform", min = "{min} B", max = "{max} B" }}
-"#
+"#,
+            one_source_one_destination(seed)
         ));
         for vm in &scenario.fleet.vms {
             prop_assert!((min..=max).contains(&vm.memory.0), "{} not in [{min}, {max}]", vm.memory.0);
@@ -414,28 +408,14 @@ memory = {{ dist = "uniform", min = "{min} B", max = "{max} B" }}
     ) {
         let listed: Vec<String> = values.iter().map(|v| format!("\"{v} B\"")).collect();
         let scenario = parse(&format!(
-            r#"
-seed = {seed}
-
-[network]
-wan_bandwidth = "1 Gbps"
-
-[[host]]
-name = "src"
-site = "source"
-nic = "10 Gbps"
-
-[[host]]
-name = "dst"
-site = "destination"
-nic = "10 Gbps"
-
+            r#"{}
 [[vm_group]]
 prefix = "c"
 count = 10
 host = "src"
 memory = {{ dist = "choice", values = [{}] }}
 "#,
+            one_source_one_destination(seed),
             listed.join(", ")
         ));
         for vm in &scenario.fleet.vms {
