@@ -458,12 +458,21 @@ impl Evacuation {
                 *rate = BitsPerSec(sent.as_f64() * 8.0 / elapsed);
             }
         }
-        let first = self.last_sample.is_none();
-        self.last_sample = Some(Sample {
-            at: now,
-            host_tx: observations.host_tx.clone(),
-        });
-        !first
+        match &mut self.last_sample {
+            // Every period: reuse the buffer rather than allocate anew.
+            Some(last) => {
+                last.at = now;
+                last.host_tx.clone_from(&observations.host_tx);
+                true
+            }
+            None => {
+                self.last_sample = Some(Sample {
+                    at: now,
+                    host_tx: observations.host_tx.clone(),
+                });
+                false
+            }
+        }
     }
 
     /// The destination host with the most free memory that fits `vm`.
