@@ -720,6 +720,9 @@ impl Backend {
                     let _ = flight.control.send(Control::Offline);
                 }
             }
+            // Not yet in this backend: a migration here never runs with
+            // `Mode::Postcopy`, which the policies need before they switch.
+            Action::SwitchToPostcopy { .. } => {}
             Action::Cancel { vm } => {
                 if let Some(flight) = &self.vms[vm.0].flight {
                     let _ = flight.control.send(Control::Cancel);
