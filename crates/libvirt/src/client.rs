@@ -348,9 +348,13 @@ impl Migration {
             }
             match migration.progress(timeout).await {
                 Ok(p) if p.active => {
-                    migration
-                        .set_max_downtime(request.downtime_limit, timeout)
-                        .await?;
+                    if let Err(e) = migration.set_max_downtime(request.downtime_limit, timeout).await {
+                        // A short migration may be over already: only a
+                        // job still running makes this an error.
+                        if matches!(migration.progress(timeout).await, Ok(p) if p.active) {
+                            return Err(e);
+                        }
+                    }
                     break;
                 }
                 _ if started.elapsed() > timeout => break,

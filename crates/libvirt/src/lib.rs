@@ -4,6 +4,7 @@
 //! calls and [`lab`] for the multi-host test lab.
 
 pub mod client;
+pub mod inventory;
 pub mod lab;
 mod raw;
 mod xml;
