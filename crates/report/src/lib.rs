@@ -20,7 +20,10 @@
 //! writes one row per VM; [`summary_table`] renders the terminal summary;
 //! [`plot::write_svg`] draws the timeline.
 
+pub mod html;
 pub mod plot;
+pub mod readable;
+pub mod summary;
 
 use std::io::Write;
 use std::time::Duration;
@@ -85,6 +88,27 @@ pub struct TimelinePoint {
     pub in_flight: usize,
 }
 
+/// A host of the fleet as the run saw it: the report draws a line where it
+/// lost power and says how long before that it was emptied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    pub site: Site,
+    /// When it loses power, from the evacuation's start; `None` if never.
+    pub power_off_s: Option<f64>,
+}
+
+/// A migration attempt that failed or was cancelled, leaving the VM on its
+/// source (a later attempt may still have moved it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub vm: String,
+    pub destination: Option<String>,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub reason: String,
+}
+
 /// The result of one evacuation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
@@ -106,6 +130,14 @@ pub struct RunResult {
     pub bytes_sent: u64,
     pub vms: Vec<VmRecord>,
     pub timeline: Vec<TimelinePoint>,
+    /// Every host with its power-off time (absent in results written before
+    /// this field existed: read as empty).
+    #[serde(default)]
+    pub hosts: Vec<HostRecord>,
+    /// Attempts that failed or were cancelled, in the order they ended; the
+    /// drivers that know them append them after [`RunResult::summarize`].
+    #[serde(default)]
+    pub failed_attempts: Vec<FailedAttempt>,
 }
 
 impl RunResult {
@@ -155,6 +187,16 @@ impl RunResult {
             bytes_sent: vms.iter().filter_map(|v| v.bytes_sent).sum(),
             vms,
             timeline,
+            hosts: fleet
+                .hosts
+                .iter()
+                .map(|h| HostRecord {
+                    name: h.name.clone(),
+                    site: h.site,
+                    power_off_s: h.power_off_at.map(|t| t.as_secs_f64()),
+                })
+                .collect(),
+            failed_attempts: Vec::new(),
         }
     }
 
@@ -252,60 +294,13 @@ pub fn write_csv<W: Write>(result: &RunResult, out: W) -> Result<(), csv::Error>
     Ok(())
 }
 
-/// The terminal summary of one run.
+/// The terminal summary of one run as a table (see [`summary::describe`];
+/// [`summary::render_text`] adds the per-host and per-VM lines).
 pub fn summary_table(result: &RunResult) -> comfy_table::Table {
-    let seconds = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} s"));
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-    table.set_header(vec!["policy".to_owned(), result.policy.clone()]);
-    let rows = [
-        (
-            "migrated / lost",
-            format!("{} / {}", result.migrated, result.lost),
-        ),
-        (
-            "priority saved",
-            format!("{} of {}", result.priority_saved, result.priority_total),
-        ),
-        (
-            "total time",
-            format!(
-                "{} (bound {:.1} s)",
-                seconds(result.total_time_s),
-                result.lower_bound_total_s
-            ),
-        ),
-        (
-            "mean migration time",
-            format!(
-                "{} (bound {:.1} s)",
-                seconds(result.mean_migration_time_s),
-                result.lower_bound_mean_migration_s
-            ),
-        ),
-        (
-            "p95 / max migration",
-            format!(
-                "{} / {}",
-                seconds(result.p95_migration_time_s),
-                seconds(result.max_migration_time_s)
-            ),
-        ),
-        ("mean completion time", seconds(result.mean_completion_time_s)),
-        (
-            "mean downtime",
-            result
-                .mean_downtime_s
-                .map_or_else(|| "-".to_owned(), |v| format!("{:.0} ms", v * 1e3)),
-        ),
-        ("bytes sent", Bytes(result.bytes_sent).to_string()),
-        (
-            "score (1 = physical limit)",
-            result.score.map_or_else(|| "-".to_owned(), |s| format!("{s:.3}")),
-        ),
-    ];
-    for (name, value) in rows {
-        table.add_row(vec![name.to_owned(), value]);
+    for (name, value) in summary::describe(result).rows {
+        table.add_row(vec![name, value]);
     }
     table
 }
