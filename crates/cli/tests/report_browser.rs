@@ -225,7 +225,7 @@ fn read_json(path: &Path) -> Value {
 
 #[test]
 fn the_report_of_two_runs_renders_in_chromium_without_errors() {
-    if evac_qemu::lab::skip_without(&[chromium_available]) {
+    if evac_lab::skip_without(&[chromium_available]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -331,7 +331,7 @@ fn the_report_of_two_runs_renders_in_chromium_without_errors() {
 /// caught, so the test above cannot pass by not listening.
 #[test]
 fn the_browser_harness_sees_console_errors_and_failed_loads() {
-    if evac_qemu::lab::skip_without(&[chromium_available]) {
+    if evac_lab::skip_without(&[chromium_available]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
