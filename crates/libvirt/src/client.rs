@@ -286,8 +286,8 @@ impl std::fmt::Debug for Migration {
 
 impl Migration {
     /// Connects to the source (`source_uri`, a connection of its own) and
-    /// starts the migration on a thread. Returns once libvirt has a job for
-    /// it (so retunes apply) or the call already failed.
+    /// starts the migration on a thread; returns at once (the migrate call
+    /// runs on: [`Migration::wait`] and [`Migration::poll_done`] see its end).
     pub async fn start(
         source_uri: &str,
         request: MigrateRequest,
@@ -306,6 +306,17 @@ impl Migration {
         if request.offline {
             let dom = dom.clone();
             call(timeout, move || Ok(dom.suspend()?)).await?;
+        }
+        // The downtime limit is no migrate parameter. Set before the
+        // migration, QEMU keeps it for the migration libvirt starts (set
+        // during the job's setup phase it waits for libvirt's job lock).
+        {
+            let dom = dom.clone();
+            let ms = (request.downtime_limit.as_millis() as u64).max(1);
+            call(timeout, move || {
+                Ok(dom.migrate_set_max_downtime(ms, 0).map(|_| ())?)
+            })
+            .await?;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
@@ -331,7 +342,7 @@ impl Migration {
                 })
                 .map_err(|e| ClientError::Libvirt(format!("cannot start a thread: {e}")))?;
         }
-        let mut migration = Migration {
+        let migration = Migration {
             domain: name,
             conn,
             dom,
@@ -339,28 +350,6 @@ impl Migration {
             result: None,
             pending: Arc::default(),
         };
-        // The downtime limit is no migrate parameter: set it once the job
-        // exists.
-        let started = tokio::time::Instant::now();
-        loop {
-            if migration.poll_done().is_some() {
-                break;
-            }
-            match migration.progress(timeout).await {
-                Ok(p) if p.active => {
-                    if let Err(e) = migration.set_max_downtime(request.downtime_limit, timeout).await {
-                        // A short migration may be over already: only a
-                        // job still running makes this an error.
-                        if matches!(migration.progress(timeout).await, Ok(p) if p.active) {
-                            return Err(e);
-                        }
-                    }
-                    break;
-                }
-                _ if started.elapsed() > timeout => break,
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
         Ok(migration)
     }
 
@@ -500,6 +489,15 @@ impl Migration {
         }
         call(timeout, move || {
             Ok(dom.migrate_set_max_downtime(ms, 0).map(|_| ())?)
+        })
+        .await
+    }
+
+    /// The downtime limit in force.
+    pub async fn max_downtime(&self, timeout: Duration) -> Result<Duration, ClientError> {
+        let dom = self.dom.clone();
+        call(timeout, move || {
+            Ok(Duration::from_millis(crate::raw::max_downtime_ms(&dom)?))
         })
         .await
     }

@@ -108,7 +108,11 @@ pub enum InventoryError {
         message: String,
     },
     #[error("{path}:{line}: {message}")]
-    Invalid { path: PathBuf, line: usize, message: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 }
 
 /// Inventories larger than this are refused (they are hand-written lists of
@@ -150,11 +154,13 @@ impl Inventory {
                     },
                 }
             })?;
-        inventory.check().map_err(|(key, message)| InventoryError::Invalid {
-            path: path.to_owned(),
-            line: key.map_or(0, |k| find_line(text, &k)),
-            message,
-        })?;
+        inventory
+            .check()
+            .map_err(|(key, message)| InventoryError::Invalid {
+                path: path.to_owned(),
+                line: key.map_or(0, |k| find_line(text, &k)),
+                message,
+            })?;
         Ok(inventory)
     }
 
@@ -184,7 +190,10 @@ impl Inventory {
             if host.site == Site::Destination && host.migration_address.is_none() {
                 return Err((
                     at(&host.name),
-                    format!("destination host `{}`: field `migration_address` is missing", host.name),
+                    format!(
+                        "destination host `{}`: field `migration_address` is missing",
+                        host.name
+                    ),
                 ));
             }
         }
@@ -193,7 +202,11 @@ impl Inventory {
                 return Err((at(&vm.name), format!("vm `{}` is listed twice", vm.name)));
             }
             if let Some(d) = &vm.destination {
-                if !self.hosts.iter().any(|h| &h.name == d && h.site == Site::Destination) {
+                if !self
+                    .hosts
+                    .iter()
+                    .any(|h| &h.name == d && h.site == Site::Destination)
+                {
                     return Err((
                         at(&vm.name),
                         format!("vm `{}`: field `destination`: no destination host `{d}`", vm.name),
@@ -250,7 +263,9 @@ impl Inventory {
                 dirty_rate: BytesPerSec::ZERO,
                 working_set: *memory,
                 priority: spec.map_or(1, |s| s.priority),
-                destination: spec.and_then(|s| s.destination.as_deref()).and_then(|d| self.host_id(d)),
+                destination: spec
+                    .and_then(|s| s.destination.as_deref())
+                    .and_then(|d| self.host_id(d)),
             });
         }
         for spec in &self.vms {
@@ -337,7 +352,10 @@ migration_address = "10.77.0.2"
         assert_eq!(inv.migration.params, MigrationParams::default());
         assert_eq!(inv.hosts[1].peer_uri(), "qemu+tcp://10.77.0.2/system");
         let fleet = inv
-            .fleet(&[(HostId(0), "web".into(), Bytes::mib(512)), (HostId(0), "db".into(), Bytes::gib(2))])
+            .fleet(&[
+                (HostId(0), "web".into(), Bytes::mib(512)),
+                (HostId(0), "db".into(), Bytes::gib(2)),
+            ])
             .unwrap();
         assert_eq!(fleet.vms.len(), 2);
         assert_eq!(fleet.vms[1].memory, Bytes::gib(2));
@@ -346,12 +364,18 @@ migration_address = "10.77.0.2"
 
     #[test]
     fn migration_params_sit_beside_the_libvirt_keys() {
-        let text = ISSUE.replace("tls = true", "tls = true\ndowntime_limit = \"1 s\"\nmultifd_channels = 4");
+        let text = ISSUE.replace(
+            "tls = true",
+            "tls = true\ndowntime_limit = \"1 s\"\nmultifd_channels = 4",
+        );
         let inv = parse(&text).unwrap();
         assert_eq!(inv.migration.params.downtime_limit, Duration::from_secs(1));
         assert_eq!(inv.migration.params.multifd_channels, 4);
         let err = parse(&ISSUE.replace("tls = true", "tls = true\ndowntime = \"1 s\"")).unwrap_err();
-        assert!(err.starts_with("fleet.toml:") && err.contains("downtime"), "{err}");
+        assert!(
+            err.starts_with("fleet.toml:") && err.contains("downtime"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -359,27 +383,55 @@ migration_address = "10.77.0.2"
         let text = format!("{ISSUE}[[vm]]\nname = \"db\"\npriority = 5\ndestination = \"b1\"\n");
         let inv = parse(&text).unwrap();
         let fleet = inv
-            .fleet(&[(HostId(0), "web".into(), Bytes::mib(512)), (HostId(0), "db".into(), Bytes::gib(2))])
+            .fleet(&[
+                (HostId(0), "web".into(), Bytes::mib(512)),
+                (HostId(0), "db".into(), Bytes::gib(2)),
+            ])
             .unwrap();
         assert_eq!(fleet.vms.len(), 1);
-        assert_eq!((fleet.vms[0].priority, fleet.vms[0].destination), (5, Some(HostId(1))));
-        let err = inv.fleet(&[(HostId(0), "web".into(), Bytes::mib(512))]).unwrap_err();
+        assert_eq!(
+            (fleet.vms[0].priority, fleet.vms[0].destination),
+            (5, Some(HostId(1)))
+        );
+        let err = inv
+            .fleet(&[(HostId(0), "web".into(), Bytes::mib(512))])
+            .unwrap_err();
         assert!(err.contains("vm `db`"), "{err}");
     }
 
     #[test]
     fn errors_name_the_file_line_and_field() {
         // Line 13 is b1's nic.
-        let err = parse(&ISSUE.replace("nic = \"10 Gbps\"\nuri = \"qemu+tcp://10.77.0.2", "nic = \"10 GiB\"\nuri = \"qemu+tcp://10.77.0.2")).unwrap_err();
-        assert!(err.starts_with("fleet.toml:13:") && err.contains("host[1].nic"), "{err}");
+        let err = parse(&ISSUE.replace(
+            "nic = \"10 Gbps\"\nuri = \"qemu+tcp://10.77.0.2",
+            "nic = \"10 GiB\"\nuri = \"qemu+tcp://10.77.0.2",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("fleet.toml:13:") && err.contains("host[1].nic"),
+            "{err}"
+        );
         // b1 (named on line 11) lacks its migration address.
         let err = parse(&ISSUE.replace("migration_address = \"10.77.0.2\"\n", "")).unwrap_err();
-        assert!(err.starts_with("fleet.toml:11:") && err.contains("migration_address"), "{err}");
+        assert!(
+            err.starts_with("fleet.toml:11:") && err.contains("migration_address"),
+            "{err}"
+        );
         let err = parse(&ISSUE.replace("backend = \"libvirt\"", "backend = \"qemu\"")).unwrap_err();
-        assert!(err.starts_with("fleet.toml:2:") && err.contains("expected \"libvirt\""), "{err}");
-        let err = parse(&ISSUE.replace("uri = \"qemu+tcp://10.77.0.1/system\"", "uri = \"10.77.0.1\"")).unwrap_err();
-        assert!(err.starts_with("fleet.toml:6:") && err.contains("field `uri`"), "{err}");
+        assert!(
+            err.starts_with("fleet.toml:2:") && err.contains("expected \"libvirt\""),
+            "{err}"
+        );
+        let err = parse(&ISSUE.replace("uri = \"qemu+tcp://10.77.0.1/system\"", "uri = \"10.77.0.1\""))
+            .unwrap_err();
+        assert!(
+            err.starts_with("fleet.toml:6:") && err.contains("field `uri`"),
+            "{err}"
+        );
         let err = parse(&format!("{ISSUE}[[vm]]\nname = \"x\"\ndestination = \"a1\"\n")).unwrap_err();
-        assert!(err.contains("fleet.toml:17:") && err.contains("no destination host `a1`"), "{err}");
+        assert!(
+            err.contains("fleet.toml:17:") && err.contains("no destination host `a1`"),
+            "{err}"
+        );
     }
 }

@@ -478,9 +478,7 @@ impl Lab {
     pub fn qemu_pids(&self, i: usize) -> Vec<u32> {
         let host = &self.hosts[i];
         pids_matching(|cmdline| {
-            cmdline.contains("qemu-system")
-                && cmdline.contains(&format!("guest={}", self.name))
-                && netns_of_pid_is(cmdline, &host.netns)
+            cmdline.contains("qemu-system") && cmdline.contains(&format!("guest={}", self.name))
         })
         .into_iter()
         .filter(|pid| pid_in_netns(*pid, &host.netns))
@@ -541,7 +539,7 @@ impl Lab {
             let conn = crate::client::Conn::open_blocking(&uri)?;
             let dom = virt::domain::Domain::define_xml(&conn.0, &xml)?;
             dom.create()?;
-            Ok(dom.get_name()?)
+            dom.get_name()
         })
         .map_err(|e| io_err(format!("cannot start domain {name}: {e}")))
     }
@@ -718,10 +716,6 @@ fn pids_matching(pred: impl Fn(&str) -> bool) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
-}
-
-fn netns_of_pid_is(_cmdline: &str, _netns: &str) -> bool {
-    true
 }
 
 /// Whether `pid` lives in the named network namespace.

@@ -72,3 +72,13 @@ pub fn abort_job(dom: &Domain) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// `virDomainMigrateGetMaxDowntime`, in milliseconds.
+pub fn max_downtime_ms(dom: &Domain) -> Result<u64, Error> {
+    let mut ms: libc::c_ulonglong = 0;
+    // SAFETY: `dom` is a valid domain; `ms` outlives the call.
+    if unsafe { sys::virDomainMigrateGetMaxDowntime(dom.as_ptr(), &mut ms, 0) } < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(ms)
+}
