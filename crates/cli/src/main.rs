@@ -12,6 +12,7 @@ use evac_controller::{Order, PolicyKind};
 use evac_report::RunResult;
 use evac_scenario::Scenario;
 
+mod init_cmd;
 mod progress;
 mod report_cmd;
 
@@ -59,6 +60,12 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Write a scenario to start from (the embedded default, commented) to
+    /// FILE, or to stdout; an existing FILE is never overwritten.
+    Init {
+        /// The scenario file to create.
+        file: Option<PathBuf>,
     },
     /// Render one or more results (`--json` of simulate or run) as one
     /// self-contained HTML page: summary, Gantt chart, WAN, CDF.
@@ -129,6 +136,7 @@ fn dispatch(command: Command) -> Result<()> {
             quiet,
             output,
         } => run(&inventory, policy, quiet, &output),
+        Command::Init { file } => init_cmd::init(file.as_deref()),
         Command::Report {
             results,
             output,
