@@ -12,6 +12,7 @@ use evac_controller::{Order, PolicyKind};
 use evac_report::RunResult;
 use evac_scenario::Scenario;
 
+mod explain;
 mod init_cmd;
 mod progress;
 mod report_cmd;
@@ -91,6 +92,10 @@ struct ControllerArgs {
     /// as-listed, smallest-first, largest-first, priority or deadline.
     #[arg(long, value_parser = parse_with::<Order>)]
     order: Option<Order>,
+    /// Print, per VM, why the controller started it when it did and with
+    /// what, or gave it up (the `deadline` planner explains itself).
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Args)]
@@ -212,12 +217,18 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.network.wan_bandwidth,
         evac_model::format_duration(scenario.network.wan_rtt),
     );
-    let result = evac_sim::simulate_evacuation(
-        &scenario.fleet,
-        &scenario.network,
-        scenario.migration,
-        &scenario.controller,
-    );
+    let result = if overrides.explain {
+        let (result, explanations) = explain::simulate(&scenario);
+        println!("{explanations}");
+        result
+    } else {
+        evac_sim::simulate_evacuation(
+            &scenario.fleet,
+            &scenario.network,
+            scenario.migration,
+            &scenario.controller,
+        )
+    };
     println!("{}", evac_report::summary::render_text(&result));
     write_outputs(&result, output)
 }

@@ -102,7 +102,11 @@ mod tests {
     use super::*;
 
     fn candidates(hosts: &[usize]) -> Vec<(VmId, HostId)> {
-        hosts.iter().enumerate().map(|(i, &h)| (VmId(i), HostId(h))).collect()
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| (VmId(i), HostId(h)))
+            .collect()
     }
 
     #[test]
@@ -134,7 +138,10 @@ mod tests {
         assert_eq!(picks, vec![(VmId(0), 1), (VmId(2), 1), (VmId(3), 1)]);
         // With host 1's NIC already full from a migration in flight, host 3
         // takes its place.
-        let running = [Running { host: HostId(1), cap: 100.0 }];
+        let running = [Running {
+            host: HostId(1),
+            cap: 100.0,
+        }];
         let picks = fill(candidates(&[0, 1, 2, 3]), &running, |_| 40.0, target);
         assert_eq!(picks, vec![(VmId(0), 1), (VmId(2), 1)]);
     }
@@ -151,10 +158,21 @@ mod tests {
         let picks = fill(candidates(&[0, 1]), &[], |_| 50.0, target);
         assert_eq!(picks, vec![(VmId(0), 5)]);
         // Unknown connections: the scenario's count.
-        let picks = fill(candidates(&[0, 1]), &[], |_| 50.0, Target { per_connection: None, ..target });
+        let picks = fill(
+            candidates(&[0, 1]),
+            &[],
+            |_| 50.0,
+            Target {
+                per_connection: None,
+                ..target
+            },
+        );
         assert_eq!(picks, vec![(VmId(0), 2)]);
         // Nothing when the target is met already.
-        let running = [Running { host: HostId(0), cap: 60.0 }];
+        let running = [Running {
+            host: HostId(0),
+            cap: 60.0,
+        }];
         let met = Target { rate: 50.0, ..target };
         assert!(fill(candidates(&[1]), &running, |_| 50.0, met).is_empty());
     }

@@ -80,7 +80,12 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    pub fn new(fleet: &Fleet, base: MigrationParams, period: std::time::Duration, connection_cap: Option<BitsPerSec>) -> Self {
+    pub fn new(
+        fleet: &Fleet,
+        base: MigrationParams,
+        period: std::time::Duration,
+        connection_cap: Option<BitsPerSec>,
+    ) -> Self {
         let fleet_deadline: Vec<Option<f64>> = fleet
             .vms
             .iter()
@@ -149,10 +154,10 @@ impl Deadline {
 
     /// The rate a VM of `host` gets running alone at the WAN's `wan`.
     fn alone_rate(&self, host: HostId, wan: f64) -> f64 {
-        self.estimator
-            .nic(host)
-            .min(wan)
-            .min(self.estimator.migration_cap(MAX_CHANNELS.max(self.base.multifd_channels)))
+        self.estimator.nic(host).min(wan).min(
+            self.estimator
+                .migration_cap(MAX_CHANNELS.max(self.base.multifd_channels)),
+        )
     }
 
     /// A queued VM's modes, preferred first, with their bytes at `rate`.
@@ -301,12 +306,14 @@ impl Deadline {
                 }
             }
         }
-        let by_deadline_then_density =
-            |a: &(f64, f64, VmId), b: &(f64, f64, VmId)| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2));
+        let by_deadline_then_density = |a: &(f64, f64, VmId), b: &(f64, f64, VmId)| {
+            a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2))
+        };
         fits.sort_by(by_deadline_then_density);
         waits.sort_by(by_deadline_then_density);
         // VMs with no deadline wait behind every one with a deadline.
-        let (fits_no_deadline, fits_deadline): (Vec<_>, Vec<_>) = fits.into_iter().partition(|f| f.0.is_infinite());
+        let (fits_no_deadline, fits_deadline): (Vec<_>, Vec<_>) =
+            fits.into_iter().partition(|f| f.0.is_infinite());
         self.order = fits_deadline
             .into_iter()
             .chain(waits)
@@ -336,7 +343,8 @@ impl Policy for Deadline {
         // A tick right after a migration ended sees rates not yet
         // re-shared: no sample.
         if view.period_throughput.is_some() && view.observations.ended.is_empty() {
-            self.estimator.observe(now, view.fleet, &view.observations.migrations);
+            self.estimator
+                .observe(now, view.fleet, &view.observations.migrations);
         }
         if self.needs_replan(now) {
             self.plan(view);

@@ -241,7 +241,13 @@ mod tests {
         // 100: running at 30, the WAN held it.
         let mut e = Estimator::new(&fleet, Some(20.0));
         let s = e.observe(1.0, &fleet, &[obs(0, 30.0, 4)]).unwrap();
-        assert_eq!(s, Sample { throughput: 30.0, saturated: true });
+        assert_eq!(
+            s,
+            Sample {
+                throughput: 30.0,
+                saturated: true
+            }
+        );
         assert_eq!(e.current(), Some(30.0));
         assert!(e.wan_known());
     }
@@ -252,7 +258,9 @@ mod tests {
         let mut e = Estimator::new(&fleet, Some(20.0));
         // x at its 2 connections' 40, y at its NIC's 50: nothing held by the
         // WAN, which carries at least 90.
-        let s = e.observe(1.0, &fleet, &[obs(0, 40.0, 2), obs(1, 50.0, 8)]).unwrap();
+        let s = e
+            .observe(1.0, &fleet, &[obs(0, 40.0, 2), obs(1, 50.0, 8)])
+            .unwrap();
         assert!(!s.saturated);
         assert_eq!(e.current(), Some(90.0));
         assert!(!e.wan_known());

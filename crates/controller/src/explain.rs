@@ -76,7 +76,12 @@ mod tests {
         j.record(VmId(0), 2.0, "defer", "b".into());
         assert_eq!(j.of(VmId(0)).len(), 1);
         for i in 0..40 {
-            j.record(VmId(0), f64::from(i), if i % 2 == 0 { "start" } else { "cancel" }, String::new());
+            j.record(
+                VmId(0),
+                f64::from(i),
+                if i % 2 == 0 { "start" } else { "cancel" },
+                String::new(),
+            );
         }
         let list = j.of(VmId(0));
         assert_eq!(list.len(), MAX_PER_VM);

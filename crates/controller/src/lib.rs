@@ -381,8 +381,15 @@ impl Evacuation {
     /// As [`Evacuation::new`], telling the policy what an operator knows of
     /// the WAN without measuring it: its RTT and TCP window, so the most
     /// one connection carries. Its capacity is still only measured.
-    pub fn with_network(fleet: Fleet, network: &Network, params: MigrationParams, config: ControllerConfig) -> Self {
-        let policy = config.policy.build(&fleet, &config, params, Some(network.connection_cap()));
+    pub fn with_network(
+        fleet: Fleet,
+        network: &Network,
+        params: MigrationParams,
+        config: ControllerConfig,
+    ) -> Self {
+        let policy = config
+            .policy
+            .build(&fleet, &config, params, Some(network.connection_cap()));
         let name = config.policy.to_string();
         Self::with_policy(name, fleet, params, config, policy)
     }

@@ -131,7 +131,13 @@ pub fn choose<M: Copy>(now: f64, items: &[Item<M>], wan: f64, nic: impl Fn(HostI
             .then_with(|| a.vm.cmp(&b.vm))
     });
 
-    let mut choices = vec![Choice::Left { needs: 0.0, room: 0.0 }; items.len()];
+    let mut choices = vec![
+        Choice::Left {
+            needs: 0.0,
+            room: 0.0
+        };
+        items.len()
+    ];
     for index in order {
         let item = &items[index];
         let Some(deadline) = item.deadline else {
@@ -148,7 +154,8 @@ pub fn choose<M: Copy>(now: f64, items: &[Item<M>], wan: f64, nic: impl Fn(HostI
             prefix += taken[j];
             room = room.min(capacity[j] - prefix);
         }
-        let host_room = nic(item.host) * (deadline - now).max(0.0) - host_taken.get(&item.host).copied().unwrap_or(0.0);
+        let host_room =
+            nic(item.host) * (deadline - now).max(0.0) - host_taken.get(&item.host).copied().unwrap_or(0.0);
         let room = room.min(host_room);
         match item.alternatives.iter().find(|&&(_, bytes)| bytes <= room) {
             Some(&(mode, bytes)) => {
@@ -191,7 +198,12 @@ pub struct BoundVm {
 /// VM costs rounded down and capacities up, so the answer never falls below
 /// the true optimum of this relaxation (which ignores the destinations'
 /// room and that a migration sends at least its memory at a finite rate).
-pub fn knapsack_bound(hosts: &[BoundHost], vms: &[BoundVm], wan_bytes_by: impl Fn(f64) -> f64, resolution: usize) -> u64 {
+pub fn knapsack_bound(
+    hosts: &[BoundHost],
+    vms: &[BoundVm],
+    wan_bytes_by: impl Fn(f64) -> f64,
+    resolution: usize,
+) -> u64 {
     let mut deadlines: Vec<f64> = hosts.iter().filter_map(|h| h.deadline).collect();
     deadlines.sort_by(f64::total_cmp);
     deadlines.dedup();
@@ -276,7 +288,14 @@ mod tests {
         assert_eq!(postcopy_bytes(100.0, 50.0, 20.0, 10.0), 120.0);
     }
 
-    fn item(vm: usize, host: usize, deadline: Option<f64>, priority: u32, live: f64, offline: Option<f64>) -> Item<&'static str> {
+    fn item(
+        vm: usize,
+        host: usize,
+        deadline: Option<f64>,
+        priority: u32,
+        live: f64,
+        offline: Option<f64>,
+    ) -> Item<&'static str> {
         let mut alternatives = vec![("live", live)];
         if let Some(b) = offline {
             alternatives.push(("offline", b));
@@ -307,10 +326,22 @@ mod tests {
             item(4, 2, None, 1, 1e9, None),
         ];
         let c = choose(0.0, &items, 10.0, |_| 1000.0);
-        assert_eq!(c[0], Choice::Left { needs: 60.0, room: 50.0 });
+        assert_eq!(
+            c[0],
+            Choice::Left {
+                needs: 60.0,
+                room: 50.0
+            }
+        );
         assert_eq!(c[1], Choice::Saved("live", 50.0));
         assert_eq!(c[2], Choice::Saved("live", 90.0));
-        assert_eq!(c[3], Choice::Left { needs: 70.0, room: 60.0 });
+        assert_eq!(
+            c[3],
+            Choice::Left {
+                needs: 70.0,
+                room: 60.0
+            }
+        );
         assert_eq!(c[4], Choice::Saved("live", 1e9));
     }
 
@@ -333,8 +364,20 @@ mod tests {
         let c = choose(0.0, &items, 10.0, |h| if h == HostId(2) { 1.0 } else { 1000.0 });
         assert_eq!(c[3], Choice::Saved("live", 80.0));
         assert_eq!(c[0], Choice::Saved("offline", 110.0));
-        assert_eq!(c[1], Choice::Left { needs: 30.0, room: 20.0 });
-        assert_eq!(c[2], Choice::Left { needs: 25.0, room: 20.0 });
+        assert_eq!(
+            c[1],
+            Choice::Left {
+                needs: 30.0,
+                room: 20.0
+            }
+        );
+        assert_eq!(
+            c[2],
+            Choice::Left {
+                needs: 25.0,
+                room: 20.0
+            }
+        );
     }
 
     #[test]
@@ -346,21 +389,57 @@ mod tests {
         // 100 B prio 10 fits in 200 - 95 = 105. Host 2: prio 3, free.
         // 9 + 10 + 3 = 22; taking host 1's VM and 60 + ... no better.
         let hosts = [
-            BoundHost { deadline: Some(10.0), nic: 1e9 },
-            BoundHost { deadline: Some(20.0), nic: 1e9 },
-            BoundHost { deadline: None, nic: 1e9 },
+            BoundHost {
+                deadline: Some(10.0),
+                nic: 1e9,
+            },
+            BoundHost {
+                deadline: Some(20.0),
+                nic: 1e9,
+            },
+            BoundHost {
+                deadline: None,
+                nic: 1e9,
+            },
         ];
         let vms = [
-            BoundVm { host: 0, bytes: 60.0, priority: 6 },
-            BoundVm { host: 0, bytes: 50.0, priority: 5 },
-            BoundVm { host: 0, bytes: 45.0, priority: 4 },
-            BoundVm { host: 1, bytes: 100.0, priority: 10 },
-            BoundVm { host: 2, bytes: 1e12, priority: 3 },
+            BoundVm {
+                host: 0,
+                bytes: 60.0,
+                priority: 6,
+            },
+            BoundVm {
+                host: 0,
+                bytes: 50.0,
+                priority: 5,
+            },
+            BoundVm {
+                host: 0,
+                bytes: 45.0,
+                priority: 4,
+            },
+            BoundVm {
+                host: 1,
+                bytes: 100.0,
+                priority: 10,
+            },
+            BoundVm {
+                host: 2,
+                bytes: 1e12,
+                priority: 3,
+            },
         ];
         assert_eq!(knapsack_bound(&hosts, &vms, |t| 10.0 * t, 200), 22);
         // A NIC of 5 B/s on host 0 (50 B by t = 10): only one of its VMs,
         // the 50 B one (5) or the 45 B one (4): 5 + 10 + 3 = 18.
-        let narrow = [BoundHost { deadline: Some(10.0), nic: 5.0 }, hosts[1], hosts[2]];
+        let narrow = [
+            BoundHost {
+                deadline: Some(10.0),
+                nic: 5.0,
+            },
+            hosts[1],
+            hosts[2],
+        ];
         assert_eq!(knapsack_bound(&narrow, &vms, |t| 10.0 * t, 200), 18);
         // Host 1's VM needs 100 of the 200 by t = 20 but host 0's 95 come
         // first: with a WAN of 9.5 B/s (95 by 10, 190 by 20) one of them
