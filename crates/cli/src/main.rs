@@ -12,7 +12,9 @@ use evac_controller::{Order, PolicyKind};
 use evac_report::RunResult;
 use evac_scenario::Scenario;
 
+mod init_cmd;
 mod progress;
+mod report_cmd;
 
 #[derive(Parser)]
 #[command(name = "evac", version, about, long_about = None)]
@@ -58,6 +60,25 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Write a scenario to start from (the embedded default, commented) to
+    /// FILE, or to stdout; an existing FILE is never overwritten.
+    Init {
+        /// The scenario file to create.
+        file: Option<PathBuf>,
+    },
+    /// Render one or more results (`--json` of simulate or run) as one
+    /// self-contained HTML page: summary, Gantt chart, WAN, CDF.
+    Report {
+        /// Result files; several are overlaid and shown side by side.
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// The HTML file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// A name per result, in order (default: the file's name).
+        #[arg(long, value_name = "NAME")]
+        label: Vec<String>,
     },
 }
 
@@ -115,6 +136,12 @@ fn dispatch(command: Command) -> Result<()> {
             quiet,
             output,
         } => run(&inventory, policy, quiet, &output),
+        Command::Init { file } => init_cmd::init(file.as_deref()),
+        Command::Report {
+            results,
+            output,
+            label,
+        } => report_cmd::report(&results, &label, &output),
     }
 }
 
@@ -161,7 +188,7 @@ fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &OutputArgs
         }
         output.map(|o| o.result)
     })?;
-    println!("{}", evac_report::summary_table(&result));
+    println!("{}", evac_report::summary::render_text(&result));
     write_outputs(&result, output)
 }
 
@@ -191,7 +218,7 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.migration,
         &scenario.controller,
     );
-    println!("{}", evac_report::summary_table(&result));
+    println!("{}", evac_report::summary::render_text(&result));
     write_outputs(&result, output)
 }
 

@@ -85,6 +85,27 @@ pub struct TimelinePoint {
     pub in_flight: usize,
 }
 
+/// A host of the fleet as the run saw it: the report draws a line where it
+/// lost power and says how long before that it was emptied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    pub site: Site,
+    /// When it loses power, from the evacuation's start; `None` if never.
+    pub power_off_s: Option<f64>,
+}
+
+/// A migration attempt that failed or was cancelled, leaving the VM on its
+/// source (a later attempt may still have moved it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub vm: String,
+    pub destination: Option<String>,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub reason: String,
+}
+
 /// The result of one evacuation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
@@ -106,6 +127,14 @@ pub struct RunResult {
     pub bytes_sent: u64,
     pub vms: Vec<VmRecord>,
     pub timeline: Vec<TimelinePoint>,
+    /// Every host with its power-off time (absent in results written before
+    /// this field existed: read as empty).
+    #[serde(default)]
+    pub hosts: Vec<HostRecord>,
+    /// Attempts that failed or were cancelled, in the order they ended; the
+    /// drivers that know them append them after [`RunResult::summarize`].
+    #[serde(default)]
+    pub failed_attempts: Vec<FailedAttempt>,
 }
 
 impl RunResult {
@@ -177,6 +206,16 @@ impl RunResult {
             bytes_sent: vms.iter().filter_map(|v| v.bytes_sent).sum(),
             vms,
             timeline,
+            hosts: fleet
+                .hosts
+                .iter()
+                .map(|h| HostRecord {
+                    name: h.name.clone(),
+                    site: h.site,
+                    power_off_s: h.power_off_at.map(|t| t.as_secs_f64()),
+                })
+                .collect(),
+            failed_attempts: Vec::new(),
         }
     }
 
