@@ -828,7 +828,7 @@ impl Evacuation {
                 self.waiting
                     .by_load
                     .range((cursor, Bound::Unbounded))
-                    .find_map(|key| eligible(key))
+                    .find_map(&eligible)
             } else {
                 let from = match cursor {
                     Bound::Excluded((_, rank, arrival, host)) => Bound::Excluded((rank, arrival, host)),
