@@ -281,7 +281,13 @@ fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<()> {
 
 fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {
     if let Some(path) = &output.json {
-        std::fs::write(path, result.to_json()).with_context(|| format!("writing {}", path.display()))?;
+        // Streamed through a buffer: a million VMs' JSON is never one string.
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        result
+            .write_json(&mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &output.csv {
