@@ -12,6 +12,7 @@ use evac_controller::{Order, PolicyKind};
 use evac_report::RunResult;
 use evac_scenario::Scenario;
 
+mod lab;
 mod progress;
 
 #[derive(Parser)]
@@ -58,6 +59,12 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// A lab on this machine (needs root): namespaces as hosts, a shaped
+    /// WAN with latency, real QEMU VMs; evacuated beside the simulator.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
     },
 }
 
@@ -115,6 +122,7 @@ fn dispatch(command: Command) -> Result<()> {
             quiet,
             output,
         } => run(&inventory, policy, quiet, &output),
+        Command::Lab { command } => lab::dispatch(command),
     }
 }
 
