@@ -12,8 +12,10 @@ use evac_controller::{Order, PolicyKind};
 use evac_report::RunResult;
 use evac_scenario::Scenario;
 
+mod init_cmd;
 mod lab;
 mod progress;
+mod report_cmd;
 
 #[derive(Parser)]
 #[command(name = "evac", version, about, long_about = None)]
@@ -59,6 +61,25 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Write a scenario to start from (the embedded default, commented) to
+    /// FILE, or to stdout; an existing FILE is never overwritten.
+    Init {
+        /// The scenario file to create.
+        file: Option<PathBuf>,
+    },
+    /// Render one or more results (`--json` of simulate or run) as one
+    /// self-contained HTML page: summary, Gantt chart, WAN, CDF.
+    Report {
+        /// Result files; several are overlaid and shown side by side.
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// The HTML file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// A name per result, in order (default: the file's name).
+        #[arg(long, value_name = "NAME")]
+        label: Vec<String>,
     },
     /// A lab on this machine (needs root): namespaces as hosts, a shaped
     /// WAN with latency, real QEMU VMs; evacuated beside the simulator.
@@ -122,6 +143,12 @@ fn dispatch(command: Command) -> Result<()> {
             quiet,
             output,
         } => run(&inventory, policy, quiet, &output),
+        Command::Init { file } => init_cmd::init(file.as_deref()),
+        Command::Report {
+            results,
+            output,
+            label,
+        } => report_cmd::report(&results, &label, &output),
         Command::Lab { command } => lab::dispatch(command),
     }
 }
@@ -169,7 +196,7 @@ fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &OutputArgs
         }
         output.map(|o| o.result)
     })?;
-    println!("{}", evac_report::summary_table(&result));
+    println!("{}", evac_report::summary::render_text(&result));
     write_outputs(&result, output)
 }
 
@@ -199,7 +226,7 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.migration,
         &scenario.controller,
     );
-    println!("{}", evac_report::summary_table(&result));
+    println!("{}", evac_report::summary::render_text(&result));
     write_outputs(&result, output)
 }
 
@@ -225,7 +252,13 @@ fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<()> {
 
 fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {
     if let Some(path) = &output.json {
-        std::fs::write(path, result.to_json()).with_context(|| format!("writing {}", path.display()))?;
+        // Streamed through a buffer: a million VMs' JSON is never one string.
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        result
+            .write_json(&mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &output.csv {
