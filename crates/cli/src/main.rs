@@ -13,6 +13,7 @@ use evac_report::RunResult;
 use evac_scenario::Scenario;
 
 mod init_cmd;
+mod lab;
 mod plan_cmd;
 mod progress;
 mod report_cmd;
@@ -100,6 +101,12 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         label: Vec<String>,
     },
+    /// A lab on this machine (needs root): namespaces as hosts, a shaped
+    /// WAN with latency, real QEMU VMs; evacuated beside the simulator.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
 }
 
 /// Overrides of the scenario's `[controller]` table.
@@ -179,6 +186,7 @@ fn dispatch(command: Command) -> Result<()> {
             output,
             label,
         } => report_cmd::report(&results, &label, &output),
+        Command::Lab { command } => lab::dispatch(command),
     }
 }
 
