@@ -14,6 +14,8 @@ use evac_scenario::Scenario;
 
 mod explain;
 mod init_cmd;
+mod lab;
+mod plan_cmd;
 mod progress;
 mod report_cmd;
 
@@ -62,6 +64,25 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Read a live QEMU fleet without migrating anything (memory, dirty
+    /// rates measured by QEMU), simulate its evacuation with every policy
+    /// and print the triage of the recommended one.
+    Plan {
+        /// Inventory file (TOML), as for `evac run`.
+        inventory: PathBuf,
+        /// How long to sample each VM's dirty pages (whole seconds).
+        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        sample: std::time::Duration,
+        /// How long the second sample, for the working set, lasts.
+        #[arg(long, default_value = "8s", value_parser = parse_duration_arg)]
+        working_set_sample: std::time::Duration,
+        /// Write the equivalent scenario (for `evac simulate`).
+        #[arg(long, value_name = "FILE")]
+        scenario_out: Option<PathBuf>,
+        /// Write the plan as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Write a scenario to start from (the embedded default, commented) to
     /// FILE, or to stdout; an existing FILE is never overwritten.
     Init {
@@ -80,6 +101,12 @@ enum Command {
         /// A name per result, in order (default: the file's name).
         #[arg(long, value_name = "NAME")]
         label: Vec<String>,
+    },
+    /// A lab on this machine (needs root): namespaces as hosts, a shaped
+    /// WAN with latency, real QEMU VMs; evacuated beside the simulator.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
     },
 }
 
@@ -109,6 +136,10 @@ struct OutputArgs {
     /// Draw the timeline and every VM's migration as an SVG picture.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    evac_model::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn parse_with<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, String> {
@@ -141,12 +172,26 @@ fn dispatch(command: Command) -> Result<()> {
             quiet,
             output,
         } => run(&inventory, policy, quiet, &output),
+        Command::Plan {
+            inventory,
+            sample,
+            working_set_sample,
+            scenario_out,
+            json,
+        } => plan_cmd::plan(
+            &inventory,
+            sample,
+            working_set_sample,
+            scenario_out.as_deref(),
+            json.as_deref(),
+        ),
         Command::Init { file } => init_cmd::init(file.as_deref()),
         Command::Report {
             results,
             output,
             label,
         } => report_cmd::report(&results, &label, &output),
+        Command::Lab { command } => lab::dispatch(command),
     }
 }
 
@@ -255,7 +300,13 @@ fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<()> {
 
 fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {
     if let Some(path) = &output.json {
-        std::fs::write(path, result.to_json()).with_context(|| format!("writing {}", path.display()))?;
+        // Streamed through a buffer: a million VMs' JSON is never one string.
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        result
+            .write_json(&mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &output.csv {

@@ -38,7 +38,7 @@ use crate::admission::{self, Running, Target, MAX_CHANNELS};
 use crate::estimate::Estimator;
 use crate::explain::{gib, mbps, Explanation, Journal};
 use crate::plan::{self, Choice, Item};
-use crate::{Action, Admission, EndOutcome, PerHost, Phase, Policy, View};
+use crate::{Action, Admission, EndOutcome, PerHost, Phase, Policy, View, Wakeup};
 
 /// A relative change of the mean capacity that calls for a new plan.
 pub const REPLAN_CHANGE: f64 = 0.10;
@@ -77,6 +77,9 @@ pub struct Deadline {
     /// When the last plan was made and with what mean capacity.
     planned: Option<(f64, f64)>,
     replan: bool,
+    /// A VM whose host will lose power started on this tick (it is not in
+    /// the observations yet).
+    started_racing: bool,
 }
 
 impl Deadline {
@@ -117,6 +120,7 @@ impl Deadline {
             give_up: Vec::new(),
             planned: None,
             replan: true,
+            started_racing: false,
         }
     }
 
@@ -339,6 +343,7 @@ impl Deadline {
 impl Policy for Deadline {
     fn admit(&mut self, view: &View<'_>) -> Admission {
         let now = view.now.as_secs_f64();
+        self.started_racing = false;
         self.track(view);
         // A tick right after a migration ended sees rates not yet
         // re-shared: no sample.
@@ -422,6 +427,7 @@ impl Policy for Deadline {
 
     fn start_params(&mut self, vm: VmId, base: MigrationParams) -> MigrationParams {
         self.state[vm.0] = State::InFlight;
+        self.started_racing |= self.fleet_deadline[vm.0].is_some();
         MigrationParams {
             mode: self.mode[vm.0],
             multifd_channels: self.channels[vm.0],
@@ -431,6 +437,23 @@ impl Policy for Deadline {
 
     fn explain(&self, vm: VmId) -> Vec<Explanation> {
         self.journal.of(vm)
+    }
+
+    /// Every period while VMs wait (each period's sample may move the plan
+    /// and the admission) or a migration in flight races a power-off (its
+    /// last safe moment is judged each period); otherwise only on events.
+    fn next_wakeup(&self, view: &View<'_>) -> Wakeup {
+        let racing = self.started_racing
+            || view
+                .observations
+                .migrations
+                .iter()
+                .any(|m| self.fleet_deadline[m.vm.0].is_some());
+        if view.queued > 0 || racing {
+            Wakeup::NextPeriod
+        } else {
+            Wakeup::OnEvent
+        }
     }
 
     fn tune(&mut self, view: &View<'_>) -> Vec<Action> {

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::admission::MAX_CHANNELS;
 pub use crate::deadline::Deadline;
-use crate::{Admission, ControllerConfig, Order, PerHost, Policy, View};
+use crate::{Admission, ControllerConfig, Order, PerHost, Policy, View, Wakeup};
 
 /// The policies a scenario or the CLI can name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -165,6 +165,21 @@ struct Fixed(Admission);
 impl Policy for Fixed {
     fn admit(&mut self, _: &View<'_>) -> Admission {
         self.0.clone()
+    }
+
+    /// Fixed limits change with nothing but the migrations' ends.
+    fn next_wakeup(&self, _: &View<'_>) -> Wakeup {
+        Wakeup::OnEvent
+    }
+}
+
+/// An AIMD window moves every period while there is something left to
+/// start; once the queue is empty its size decides nothing.
+fn aimd_wakeup(view: &View<'_>) -> Wakeup {
+    if view.queued > 0 {
+        Wakeup::NextPeriod
+    } else {
+        Wakeup::OnEvent
     }
 }
 
@@ -302,6 +317,10 @@ impl Policy for AimdLocal {
             false,
         )
     }
+
+    fn next_wakeup(&self, view: &View<'_>) -> Wakeup {
+        aimd_wakeup(view)
+    }
 }
 
 /// One window for the whole site, fed by the sum of every host's throughput.
@@ -321,12 +340,14 @@ impl AimdGlobal {
 
 impl Policy for AimdGlobal {
     fn admit(&mut self, view: &View<'_>) -> Admission {
-        if let Some(throughput) = view.period_throughput {
-            let total = view.fleet.source_hosts().map(|h| throughput[h.0].0).sum();
-            self.window
-                .update(BitsPerSec(total), view.total_in_flight(), &self.params);
+        if let Some(total) = view.period_source_throughput() {
+            self.window.update(total, view.total_in_flight(), &self.params);
         }
         Admission::limits(self.window.size, PerHost::Unlimited, true)
+    }
+
+    fn next_wakeup(&self, view: &View<'_>) -> Wakeup {
+        aimd_wakeup(view)
     }
 }
 

@@ -77,6 +77,26 @@ pub async fn call<T: Send + 'static>(
     }
 }
 
+/// Calls `f` on `dom`, again (up to 10 times, 100 ms apart) while libvirt
+/// says the domain does not exist: on the lab's loaded machine the source
+/// daemon answered "Domain not found" for a domain in the middle of its
+/// migration, and the same call succeeded a moment later.
+pub fn on_domain<T>(
+    dom: &Domain,
+    f: impl Fn(&Domain) -> Result<T, virt::error::Error>,
+) -> Result<T, virt::error::Error> {
+    let mut tries = 0;
+    loop {
+        match f(dom) {
+            Err(e) if e.code() == virt::error::ErrorNumber::NoDomain && tries < 9 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Connects to `uri` and returns the host's name: proof the daemon answers.
 pub fn probe(uri: &str, timeout: Duration) -> Result<String, ClientError> {
     let uri = uri.to_owned();
@@ -434,7 +454,7 @@ impl Migration {
         let dom = self.dom.clone();
         let pending = self.pending.clone();
         call(timeout, move || {
-            let progress = job_progress(&crate::raw::job_stats(&dom)?);
+            let progress = job_progress(&on_domain(&dom, crate::raw::job_stats)?);
             if progress.active && progress.total.0 > 0 {
                 let knobs = {
                     let mut p = pending.lock().expect("not poisoned");
@@ -446,10 +466,10 @@ impl Migration {
                     knobs
                 };
                 if let Some(mib) = knobs.speed_mib {
-                    dom.migrate_set_max_speed(mib, 0)?;
+                    on_domain(&dom, |d| d.migrate_set_max_speed(mib, 0))?;
                 }
                 if let Some(ms) = knobs.downtime_ms {
-                    dom.migrate_set_max_downtime(ms, 0)?;
+                    on_domain(&dom, |d| d.migrate_set_max_downtime(ms, 0))?;
                 }
             }
             Ok(progress)
@@ -472,7 +492,7 @@ impl Migration {
             }
         }
         call(timeout, move || {
-            Ok(dom.migrate_set_max_speed(mib, 0).map(|_| ())?)
+            Ok(on_domain(&dom, |d| d.migrate_set_max_speed(mib, 0)).map(|_| ())?)
         })
         .await
     }
@@ -488,7 +508,7 @@ impl Migration {
             }
         }
         call(timeout, move || {
-            Ok(dom.migrate_set_max_downtime(ms, 0).map(|_| ())?)
+            Ok(on_domain(&dom, |d| d.migrate_set_max_downtime(ms, 0)).map(|_| ())?)
         })
         .await
     }
@@ -497,7 +517,10 @@ impl Migration {
     pub async fn max_downtime(&self, timeout: Duration) -> Result<Duration, ClientError> {
         let dom = self.dom.clone();
         call(timeout, move || {
-            Ok(Duration::from_millis(crate::raw::max_downtime_ms(&dom)?))
+            Ok(Duration::from_millis(on_domain(
+                &dom,
+                crate::raw::max_downtime_ms,
+            )?))
         })
         .await
     }
@@ -506,14 +529,14 @@ impl Migration {
     /// at the destination (libvirt resumes a live migration's guest there).
     pub async fn suspend(&self, timeout: Duration) -> Result<(), ClientError> {
         let dom = self.dom.clone();
-        call(timeout, move || Ok(dom.suspend().map(|_| ())?)).await
+        call(timeout, move || Ok(on_domain(&dom, |d| d.suspend()).map(|_| ())?)).await
     }
 
     /// Aborts the job: the domain keeps running on its source, the migrate
     /// call fails ("canceled by client").
     pub async fn abort(&self, timeout: Duration) -> Result<(), ClientError> {
         let dom = self.dom.clone();
-        call(timeout, move || Ok(crate::raw::abort_job(&dom)?)).await
+        call(timeout, move || Ok(on_domain(&dom, crate::raw::abort_job)?)).await
     }
 
     /// Resumes the domain on its source if it is paused (after a failed

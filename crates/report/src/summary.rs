@@ -183,6 +183,16 @@ fn host_lines(result: &RunResult) -> Vec<String> {
         .collect()
 }
 
+/// Why `vm` did not end at a destination (`None` when it did): "lost when
+/// rack4 lost power at 0:15:00 (900.0 s), never started".
+pub fn reason(result: &RunResult, vm: &VmRecord) -> Option<String> {
+    (vm.outcome != Outcome::Migrated).then(|| {
+        let line = not_moved_line(result, vm);
+        let prefix = format!("{} on {}: ", vm.name, vm.host);
+        line.strip_prefix(&prefix).map_or(line.clone(), str::to_owned)
+    })
+}
+
 /// "db-2 on rack4: lost when rack4 lost power at 0:15:00 (900.0 s)".
 fn not_moved_line(result: &RunResult, vm: &VmRecord) -> String {
     let attempts: Vec<_> = result
