@@ -12,6 +12,7 @@ use evac_report::RunResult;
 use evac_scenario::Scenario;
 
 mod progress;
+mod report_cmd;
 mod run;
 
 #[derive(Parser)]
@@ -58,6 +59,19 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Render one or more results (`--json` of simulate or run) as one
+    /// self-contained HTML page: summary, Gantt chart, WAN, CDF.
+    Report {
+        /// Result files; several are overlaid and shown side by side.
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// The HTML file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// A name per result, in order (default: the file's name).
+        #[arg(long, value_name = "NAME")]
+        label: Vec<String>,
     },
 }
 
@@ -115,6 +129,11 @@ fn dispatch(command: Command) -> Result<()> {
             quiet,
             output,
         } => run::run(&inventory, policy, quiet, &output),
+        Command::Report {
+            results,
+            output,
+            label,
+        } => report_cmd::report(&results, &label, &output),
     }
 }
 
@@ -144,7 +163,7 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.migration,
         &scenario.controller,
     );
-    println!("{}", evac_report::summary_table(&result));
+    println!("{}", evac_report::summary::render_text(&result));
     write_outputs(&result, output)
 }
 

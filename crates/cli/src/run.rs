@@ -57,7 +57,7 @@ pub fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &Output
         }
         output.map(|o| o.result)
     })?;
-    println!("{}", evac_report::summary_table(&result));
+    println!("{}", evac_report::summary::render_text(&result));
     write_outputs(&result, output)
 }
 

@@ -14,7 +14,7 @@
 //!     inventory: Inventory,
 //!     policy_override: Option<evac_controller::PolicyKind>,
 //!     shutdown: impl Future<Output = ()>,
-//! ) -> anyhow::Result<evac_report::RunResult>;
+//! ) -> anyhow::Result<evac_outcome::RunResult>;
 //! ```
 //!
 //! [`run_detailed`] also returns where each VM runs at the end
@@ -110,19 +110,18 @@
 //! QEMU processes when the host has a `netns`, else the sum of its
 //! migrations' transferred bytes.
 //!
-//! [`lab`] starts small VMs for tests.
+//! The lab (namespaces, shaping, small VMs for tests) is the `evac-lab` crate.
 
 mod attempt;
 mod backend;
 pub mod inventory;
-pub mod lab;
 
 use std::future::Future;
 use std::path::PathBuf;
 
 use evac_controller::Controller;
 use evac_model::Fleet;
-use evac_report::RunResult;
+use evac_outcome::RunResult;
 
 pub use backend::{Landed, QemuBackend, QemuMigration};
 pub use evac_controller::PolicyKind;

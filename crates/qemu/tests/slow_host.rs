@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use evac_qemu::lab::{self, Lab};
+use evac_lab::{self as lab, Lab};
 use evac_qemu::{run_with_options, Inventory, Placement, RunOptions, RunProgress};
 use evac_report::Outcome;
 

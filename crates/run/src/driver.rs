@@ -9,7 +9,7 @@ use evac_controller::{
     Action, Controller, ControllerConfig, EndOutcome, Ended, MigrationObs, Observations, Phase, Retune,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, Site, VmId};
-use evac_report::{Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_outcome::{FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
 use tokio::time::{timeout, Instant};
 
 use crate::backend::{Backend, Migration, Observed, StartRequest, Wake};
@@ -71,6 +71,8 @@ pub(crate) struct Driver<B: Backend> {
     max_attempts: u32,
     vms: Vec<VmRun<B::Migration>>,
     host_tx: Vec<u64>,
+    /// Attempts that failed or were cancelled, in the order they ended.
+    failed_attempts: Vec<FailedAttempt>,
     start: Instant,
     wake: Wake,
     progress: Option<tokio::sync::watch::Sender<RunProgress>>,
@@ -93,6 +95,7 @@ impl<B: Backend> Driver<B> {
             .collect();
         Driver {
             host_tx: vec![0; fleet.hosts.len()],
+            failed_attempts: Vec::new(),
             vms,
             period: config.period.max(Duration::from_millis(10)),
             max_attempts: config.max_attempts,
@@ -189,13 +192,14 @@ impl<B: Backend> Driver<B> {
         }
         let records = self.vms.iter().map(|v| v.record.clone()).collect();
         let fleet = self.backend.fleet();
-        let result = RunResult::summarize(
+        let mut result = RunResult::summarize(
             controller.name(),
             fleet,
             &self.backend.network(),
             records,
             timeline,
         );
+        result.failed_attempts = std::mem::take(&mut self.failed_attempts);
         if let Some(progress) = &self.progress {
             let last = progress.borrow().clone();
             progress.send_replace(RunProgress {
@@ -414,7 +418,7 @@ impl<B: Backend> Driver<B> {
             let memory = self.backend.fleet().vms[index].memory;
             match answer {
                 Some(Observed::Completed(done)) => ended.push(self.complete(index, done, seen)),
-                Some(Observed::Failed(failure)) => ended.push(self.fail(index, failure)),
+                Some(Observed::Failed(failure)) => ended.push(self.fail(index, failure, seen)),
                 answer => {
                     let flight = self.vms[index].flight_mut().expect("in flight");
                     let obs = match answer {
@@ -525,12 +529,22 @@ impl<B: Backend> Driver<B> {
     }
 
     /// `vm`'s migration failed or was cancelled: it runs on its source.
-    fn fail(&mut self, vm: usize, failure: crate::Failure) -> Ended {
+    fn fail(&mut self, vm: usize, failure: crate::Failure, now: Duration) -> Ended {
         let max_attempts = self.max_attempts;
+        let destination = self.vms[vm]
+            .flight()
+            .map(|f| self.backend.fleet().host(f.destination).name.clone());
         let run = &mut self.vms[vm];
         let State::Flying(flight) = std::mem::replace(&mut run.state, State::Waiting) else {
             unreachable!("in flight");
         };
+        self.failed_attempts.push(FailedAttempt {
+            vm: run.record.name.clone(),
+            destination,
+            start_s: flight.started_at.as_secs_f64(),
+            end_s: now.as_secs_f64(),
+            reason: failure.reason.clone(),
+        });
         // A cancelled migration may no longer know what it sent: keep the
         // most it was seen to send.
         run.bytes_before += failure.bytes_sent.0.max(flight.sent);

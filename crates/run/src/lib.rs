@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use evac_controller::{Controller, ControllerConfig, Evacuation, PolicyKind};
 use evac_model::MigrationParams;
-use evac_report::RunResult;
+use evac_outcome::RunResult;
 use tokio::sync::watch;
 
 pub use backend::{Backend, Completion, Failure, Migration, Observed, Progress, StartRequest, Wake};
