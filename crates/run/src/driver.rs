@@ -161,7 +161,8 @@ impl<B: Backend> Driver<B> {
                     break;
                 }
                 for action in actions {
-                    self.act(action, now).await;
+                    // Carried out after the observations: their time, not the tick's.
+                    self.act(action, observations.now).await;
                 }
             }
             let in_flight = self.vms.iter().filter(|v| v.flight().is_some()).count();
