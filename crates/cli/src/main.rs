@@ -11,6 +11,7 @@ use evac_controller::{Order, PolicyKind};
 use evac_report::RunResult;
 use evac_scenario::Scenario;
 
+mod init_cmd;
 mod progress;
 mod report_cmd;
 mod run;
@@ -59,6 +60,12 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Write a scenario to start from (the embedded default, commented) to
+    /// FILE, or to stdout; an existing FILE is never overwritten.
+    Init {
+        /// The scenario file to create.
+        file: Option<PathBuf>,
     },
     /// Render one or more results (`--json` of simulate or run) as one
     /// self-contained HTML page: summary, Gantt chart, WAN, CDF.
@@ -129,6 +136,7 @@ fn dispatch(command: Command) -> Result<()> {
             quiet,
             output,
         } => run::run(&inventory, policy, quiet, &output),
+        Command::Init { file } => init_cmd::init(file.as_deref()),
         Command::Report {
             results,
             output,
@@ -189,7 +197,13 @@ fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<()> {
 
 pub(crate) fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {
     if let Some(path) = &output.json {
-        std::fs::write(path, result.to_json()).with_context(|| format!("writing {}", path.display()))?;
+        // Streamed through a buffer: a million VMs' JSON is never one string.
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        result
+            .write_json(&mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &output.csv {

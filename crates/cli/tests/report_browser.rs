@@ -325,6 +325,34 @@ fn the_report_of_two_runs_renders_in_chromium_without_errors() {
         "{text}"
     );
     assert_eq!(browser.errors, Vec::<String>::new(), "the page logged errors");
+
+    // The screenshots in docs/ come from here:
+    // EVAC_REPORT_SCREENSHOTS=docs cargo test -p evac-cli --test report_browser
+    if let Some(dir) = std::env::var_os("EVAC_REPORT_SCREENSHOTS") {
+        // Relative to the workspace's root, where the command is typed.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir);
+        for (name, from, to) in [
+            ("report-summary.png", "h1", "#gantt"),
+            ("report-gantt.png", "#gantt", "#wan"),
+            ("report-charts.png", "#wan", ""),
+        ] {
+            let clip = browser.eval(&format!(
+                "(() => {{ const top = document.querySelector('{from}').getBoundingClientRect().top + scrollY - 8; \
+                   const end = '{to}' ? document.querySelector('{to}').getBoundingClientRect().top + scrollY - 8 \
+                                      : document.documentElement.scrollHeight; \
+                   return {{x: 0, y: top, width: document.documentElement.clientWidth, height: end - top, scale: 1}}; }})()"
+            ));
+            let shot = browser.page_call(
+                "Page.captureScreenshot",
+                json!({"format": "png", "clip": clip, "captureBeyondViewport": true}),
+            );
+            use base64::Engine;
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(shot["data"].as_str().unwrap())
+                .unwrap();
+            std::fs::write(dir.join(name), png).unwrap();
+        }
+    }
 }
 
 /// The harness itself: a page with a script error and a missing image is

@@ -5,8 +5,8 @@
 //! Plain data only: the rendering (tables, CSV, SVG) lives in `evac-report`,
 //! so the simulator and the sweep do not link the plotting and table code.
 //!
-//! A driver records one [`VmRecord`] per VM and a [`TimelinePoint`] whenever
-//! the evacuation's state changes; [`RunResult::summarize`] derives the metrics:
+//! A driver records one [`VmRecord`] per VM and [`TimelinePoint`]s (the
+//! simulator whenever the state changes, a real run every period); [`RunResult::summarize`] derives the metrics:
 //!
 //! - `total_time_s`: the last VM's completion, from the evacuation's start;
 //! - mean, 95th percentile (nearest rank) and max of the VMs' own migration
@@ -70,13 +70,16 @@ impl VmRecord {
     }
 }
 
-/// The state of the evacuation at the end of one control period.
+/// The state of the evacuation at one instant: a simulation records a point
+/// whenever the WAN's capacity, its throughput or the migrations in flight
+/// change (and at the start and the end), so the throughput is constant
+/// between two points; a real run records one per control period.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
     pub t_s: f64,
     /// The WAN's true capacity; `None` on a real run, where it is unknown.
     pub wan_capacity_bps: Option<f64>,
-    /// Bytes carried over the WAN in the period just ended, as a rate.
+    /// Bytes carried over the WAN since the previous point, as a rate.
     pub wan_throughput_bps: f64,
     /// Migrations in flight once the controller has acted.
     pub in_flight: usize,
@@ -156,13 +159,35 @@ impl RunResult {
             ),
             _ => None,
         };
-        let priority_of = |name: &str| {
+        // Records come in the fleet's order (paired by index, O(VMs)); a
+        // driver that listed them otherwise is looked up by name, once.
+        let in_fleet_order = vms.len() == fleet.vms.len()
+            && vms
+                .iter()
+                .zip(&fleet.vms)
+                .all(|(record, vm)| record.name == vm.name);
+        let by_name: std::collections::HashMap<&str, u32> = if in_fleet_order {
+            Default::default()
+        } else {
             fleet
                 .vms
                 .iter()
-                .find(|vm| vm.name == name)
-                .map_or(0, |vm| u64::from(vm.priority))
+                .map(|vm| (vm.name.as_str(), vm.priority))
+                .collect()
         };
+        let priority_saved: u64 = vms
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.outcome == Outcome::Migrated)
+            .map(|(i, v)| {
+                let priority = if in_fleet_order {
+                    Some(fleet.vms[i].priority)
+                } else {
+                    by_name.get(v.name.as_str()).copied()
+                };
+                priority.map_or(0, u64::from)
+            })
+            .sum();
         Self {
             policy: policy.to_owned(),
             total_time_s: total_time,
@@ -176,7 +201,7 @@ impl RunResult {
             score,
             migrated: migrated.len(),
             lost: vms.len() - migrated.len(),
-            priority_saved: migrated.iter().map(|v| priority_of(&v.name)).sum(),
+            priority_saved,
             priority_total: fleet.vms.iter().map(|vm| u64::from(vm.priority)).sum(),
             bytes_sent: vms.iter().filter_map(|v| v.bytes_sent).sum(),
             vms,
@@ -196,6 +221,13 @@ impl RunResult {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a RunResult always serializes")
+    }
+
+    /// Writes the same JSON as [`RunResult::to_json`] to `out` as it goes,
+    /// without building it in memory first (hundreds of MB for a million
+    /// VMs). `out` should be buffered.
+    pub fn write_json<W: std::io::Write>(&self, out: W) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(out, self).map_err(std::io::Error::from)
     }
 }
 

@@ -493,6 +493,8 @@ impl<B: Backend> Driver<B> {
             migrations,
             host_tx: self.host_tx.iter().map(|&b| Bytes(b)).collect(),
             wan_bytes: Bytes(wan),
+            // Every source host's counter is read every tick.
+            tx_changed: None,
         }
     }
 
