@@ -45,6 +45,14 @@
 //! in the [`StartRequest`]) when a migration ends, so the loop observes
 //! without waiting for the next period.
 //!
+//! ## Restarts
+//!
+//! Before each start the loop journals [`Backend::reconnect_info`]; after a
+//! crash of evac, `--resume` calls [`Backend::adopt`] with it for every
+//! attempt that was started and had not ended. The migrations themselves
+//! must outlive evac (a destination process in its own process group or
+//! session, a libvirt job that goes on without its client).
+//!
 //! ## Network usage
 //!
 //! [`Backend::host_tx`] gives, per host, the cumulative bytes its NIC has
@@ -153,6 +161,31 @@ pub trait Backend {
     /// Per host (indexed by [`HostId`]), the cumulative bytes its NIC sent,
     /// if measurable.
     fn host_tx(&mut self) -> impl Future<Output = Vec<Option<Bytes>>> + Send;
+
+    /// What the backend needs to find the attempt `request` is about to
+    /// start again after evac itself was restarted (for QEMU the
+    /// destination's QMP socket): the run loop writes it to its journal,
+    /// flushed, before it calls [`Backend::start`]. Keep it small (it is
+    /// read back with a 1 MiB line limit). The default: nothing, and
+    /// [`Backend::adopt`] will not be able to reconnect.
+    fn reconnect_info(&self, request: &StartRequest) -> serde_json::Value {
+        let _ = request;
+        serde_json::Value::Null
+    }
+
+    /// After a restart (`--resume`): reconnects to an attempt a previous
+    /// evac started and the journal shows unfinished; `info` is what
+    /// [`Backend::reconnect_info`] returned for it. The migration may be
+    /// under way, finished (the VM runs at the destination, perhaps with its
+    /// source still there), or never begun (the destination never
+    /// started): the handle finds out and reports it like any other, and
+    /// must never start a second migration of the VM. Returns at once like
+    /// `start`. `None`: this backend cannot adopt; the loop then leaves the
+    /// VM alone (reported not migrated) rather than risk migrating it twice.
+    fn adopt(&mut self, request: StartRequest, info: &serde_json::Value) -> Option<Self::Migration> {
+        let _ = (request, info);
+        None
+    }
 }
 
 /// One migration attempt in flight.
