@@ -21,6 +21,14 @@ use evac_model::BytesPerSec;
 
 use evac_qemu::Inventory;
 
+pub mod cleanup;
+pub mod delay;
+pub mod evacuate;
+pub mod instance;
+pub mod probe;
+pub mod topology;
+pub mod tun;
+
 /// qboot: the firmware that boots fastest; a guest with no disk spins in it,
 /// "running".
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
@@ -483,11 +491,11 @@ fn next_id() -> u32 {
 }
 
 /// Runs `ip <args>`; `Err` with its stderr when it fails.
-fn ip(args: &[&str]) -> std::io::Result<()> {
+pub(crate) fn ip(args: &[&str]) -> std::io::Result<()> {
     run("ip", args)
 }
 
-fn run(program: &str, args: &[&str]) -> std::io::Result<()> {
+pub(crate) fn run(program: &str, args: &[&str]) -> std::io::Result<()> {
     let out = Command::new(program).args(args).stdin(Stdio::null()).output()?;
     if out.status.success() {
         Ok(())
