@@ -98,13 +98,18 @@ pub fn describe(result: &RunResult) -> Summary {
     }
 }
 
-/// "28 migrated, 13 lost, of 41".
+/// "28 migrated, 3 not migrated, 10 lost, of 41".
 fn outcome_counts(result: &RunResult) -> String {
     let count = |o: Outcome| result.vms.iter().filter(|vm| vm.outcome == o).count();
+    let (migrated, lost) = (count(Outcome::Migrated), count(Outcome::Lost));
+    let not_migrated = result.vms.len() - migrated - lost;
+    let middle = if not_migrated > 0 {
+        format!("{not_migrated} not migrated, ")
+    } else {
+        String::new()
+    };
     format!(
-        "{} migrated, {} lost, of {}",
-        count(Outcome::Migrated),
-        count(Outcome::Lost),
+        "{migrated} migrated, {middle}{lost} lost, of {}",
         result.vms.len()
     )
 }
@@ -210,8 +215,10 @@ fn not_moved_line(result: &RunResult, vm: &VmRecord) -> String {
         None if vm.start_s.is_some() => String::new(),
         None => ", never started".to_owned(),
     };
-    let why = match vm.outcome {
-        Outcome::Lost => {
+    // Compared rather than matched: written so that outcomes added later
+    // (not migrated) read as "not migrated" until they say more.
+    let why = if vm.outcome == Outcome::Lost {
+        {
             let during = match vm.start_s {
                 Some(start) if attempts.is_empty() => {
                     format!(" during its migration (started at {})", hms(start))
@@ -227,7 +234,10 @@ fn not_moved_line(result: &RunResult, vm: &VmRecord) -> String {
                 None => format!("lost (its host lost power){during}"),
             }
         }
-        Outcome::Migrated => "migrated".to_owned(),
+    } else if vm.outcome == Outcome::Migrated {
+        "migrated".to_owned()
+    } else {
+        "not migrated, still on its source".to_owned()
     };
     format!("{} on {}: {why}{tried}", vm.name, vm.host)
 }
