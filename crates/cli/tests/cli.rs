@@ -96,8 +96,15 @@ fn policy_flag_overrides_the_scenario() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
     let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // Sequential loses VMs of the default scenario to its deadlines: 3.
+    let all_migrated = result["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v["outcome"] == "migrated");
+    let expected = if all_migrated { 0 } else { 3 };
+    assert_eq!(out.status.code(), Some(expected), "{}", text(&out.stderr));
     assert_eq!(result["policy"], "sequential");
     // Sequential: no two migrations overlap.
     let mut spans: Vec<(f64, f64)> = result["vms"]
@@ -331,7 +338,8 @@ fn ctrl_c_stops_a_real_run_and_leaves_each_vm_running_once() {
         lab.adopt(*pid);
     }
 
-    assert!(status.success(), "evac exited with {status}:\n{}", log());
+    // Interrupted mid-migration, not every VM moved: 3, not success.
+    assert_eq!(status.code(), Some(3), "evac exited with {status}:\n{}", log());
     assert!(log().contains("Ctrl-C"), "{}", log());
     assert!(log().contains("cancelled"), "{}", log());
     // stderr is a file, not a terminal: no progress bars drawn into it.

@@ -668,7 +668,12 @@ mod tests {
 
     fn run_child(require: Option<&str>) -> std::process::Output {
         let mut child = Command::new(std::env::current_exe().unwrap());
-        child.args(["--exact", "lab::tests::child_skipping_test", "--ignored", "--nocapture"]);
+        child.args([
+            "--exact",
+            "lab::tests::child_skipping_test",
+            "--ignored",
+            "--nocapture",
+        ]);
         child.env_remove(super::REQUIRE_LAB);
         if let Some(value) = require {
             child.env(super::REQUIRE_LAB, value);
@@ -681,7 +686,10 @@ mod tests {
         let skipped = run_child(None);
         let stderr = String::from_utf8_lossy(&skipped.stderr);
         assert!(skipped.status.success(), "{stderr}");
-        assert!(stderr.contains("SKIPPED: a prerequisite no machine has"), "{stderr}");
+        assert!(
+            stderr.contains("SKIPPED: a prerequisite no machine has"),
+            "{stderr}"
+        );
 
         let off = run_child(Some("0"));
         assert!(off.status.success(), "{}", String::from_utf8_lossy(&off.stderr));
@@ -690,7 +698,8 @@ mod tests {
         let stderr = String::from_utf8_lossy(&failed.stderr);
         assert!(!failed.status.success(), "{stderr}");
         assert!(
-            stderr.contains("EVAC_REQUIRE_LAB is set but this test cannot run: a prerequisite no machine has"),
+            stderr
+                .contains("EVAC_REQUIRE_LAB is set but this test cannot run: a prerequisite no machine has"),
             "{stderr}"
         );
     }
