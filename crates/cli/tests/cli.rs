@@ -176,7 +176,7 @@ fn run_offers_quiet_to_turn_the_progress_display_off() {
 /// where QEMU is missing.
 #[test]
 fn run_migrates_real_vms_and_writes_the_same_json() {
-    use evac_qemu::lab::{self, Lab};
+    use evac_lab::{self as lab, Lab};
     if lab::skip_without(&[lab::qemu_available]) {
         return;
     }
@@ -232,7 +232,7 @@ fn ctrl_c_stops_a_real_run_and_leaves_each_vm_running_once() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
-    use evac_qemu::lab::{self, Lab};
+    use evac_lab::{self as lab, Lab};
     use evac_qmp::{MigrationStatus, Qmp, RunState};
 
     if lab::skip_without(&[lab::qemu_available]) {

@@ -108,11 +108,10 @@
 //! QEMU processes when the host has a `netns`, else the sum of its
 //! migrations' transferred bytes.
 //!
-//! [`lab`] starts small VMs for tests.
+//! The lab (namespaces, shaping, small VMs for tests) is the `evac-lab` crate.
 
 mod attempt;
 pub mod inventory;
-pub mod lab;
 
 use std::future::Future;
 use std::path::PathBuf;

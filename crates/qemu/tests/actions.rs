@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evac_controller::{Action, Controller, Observations};
+use evac_lab::{self as lab, Lab, LabVm};
 use evac_model::{BitsPerSec, BytesPerSec, HostId, MigrationParams, VmId};
-use evac_qemu::lab::{self, Lab, LabVm};
 use evac_qemu::{run_with_controller, Inventory, Placement, RunOutput};
 use evac_qmp::{MigrationStatus, Qmp, RunState};
 use evac_report::Outcome;

@@ -7,8 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use evac_lab::{self as lab, Lab, LabVm};
 use evac_model::BytesPerSec;
-use evac_qemu::lab::{self, Lab, LabVm};
 use evac_qemu::{run_detailed, Inventory, Placement, RunOutput};
 use evac_qmp::{MigrationStatus, Qmp, RunState};
 use evac_report::Outcome;

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evac_controller::{Action, Controller, Observations, PolicyKind, Retune};
+use evac_lab::{self as lab, Lab, LabVm};
 use evac_model::{BitsPerSec, HostId, MigrationParams, VmId};
-use evac_qemu::lab::{self, Lab, LabVm};
 use evac_qemu::{run_detailed, run_with_controller, Inventory, Placement, RunOutput};
 use evac_qmp::{Qmp, RunState};
 use evac_report::Outcome;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use evac_controller::PolicyKind;
-use evac_qemu::lab::{self, Lab, LabNetwork, LabVm, Shaping};
+use evac_lab::{self as lab, Lab, LabNetwork, LabVm, Shaping};
 use evac_qemu::{run_detailed, Inventory, Placement};
 use evac_qmp::{Qmp, RunState};
 use evac_report::Outcome;

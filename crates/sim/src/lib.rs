@@ -43,7 +43,7 @@ use evac_controller::{
     Retune,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Network, VmId};
-use evac_report::{Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_outcome::{Outcome, RunResult, TimelinePoint, VmRecord};
 
 use fair_share::{Demand, FairShare};
 

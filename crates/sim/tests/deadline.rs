@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm};
-use evac_report::{Outcome, RunResult};
+use evac_outcome::{Outcome, RunResult};
 
 const GIB: f64 = 1073741824.0;
 /// 1 GiB at 1 Gbps.

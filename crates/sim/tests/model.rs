@@ -6,7 +6,7 @@ use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm,
 };
-use evac_report::{Outcome, RunResult};
+use evac_outcome::{Outcome, RunResult};
 
 const GIB: f64 = 1073741824.0;
 

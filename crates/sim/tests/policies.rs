@@ -7,7 +7,7 @@ use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm,
 };
-use evac_report::{Outcome, RunResult, VmRecord};
+use evac_outcome::{Outcome, RunResult, VmRecord};
 
 fn host(name: &str, site: Site, nic: BitsPerSec) -> Host {
     Host {

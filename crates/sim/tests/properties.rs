@@ -7,7 +7,7 @@ use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm,
 };
-use evac_report::{Outcome, RunResult};
+use evac_outcome::{Outcome, RunResult};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

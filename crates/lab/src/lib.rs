@@ -1,4 +1,13 @@
-//! Test support: starts small source VMs and writes inventories for them.
+//! # evac-lab
+//!
+//! The lab: a data center in miniature on one machine, for tests, examples
+//! and `evac lab`. Network namespaces stand in for hosts, a veth pair shaped
+//! by `tc tbf` for the WAN ([`LabNetwork`]), small real QEMU VMs for the
+//! fleet ([`Lab`]), and a freestanding guest that dirties memory at a chosen
+//! rate ([`DIRTY_GUEST`], assembled from `guest/dirty.S` by `build.rs`).
+//!
+//! It lives apart from `evac-qemu` so that the real backend stays what
+//! operators run, and the lab is what exercises it.
 //!
 //! Every process a [`Lab`] starts or is told about ([`Lab::adopt`]) is killed
 //! by its pid when the lab is dropped, so a failing test cleans up too.
@@ -10,7 +19,7 @@ use std::time::Duration;
 
 use evac_model::BytesPerSec;
 
-use crate::Inventory;
+use evac_qemu::Inventory;
 
 /// qboot: the firmware that boots fastest; a guest with no disk spins in it,
 /// "running".

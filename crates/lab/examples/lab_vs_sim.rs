@@ -8,7 +8,7 @@
 //! and `tc`:
 //!
 //! ```text
-//! cargo run --release -p evac-qemu --example lab_vs_sim
+//! cargo run --release -p evac-lab --example lab_vs_sim
 //! ```
 
 use std::path::Path;
@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
+use evac_lab::{self as lab, Lab, LabNetwork, Shaping};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec};
-use evac_qemu::lab::{self, Lab, LabNetwork, Shaping};
 use evac_qemu::{run_detailed, Inventory, Placement};
 use evac_report::RunResult;
 

@@ -1,0 +1,344 @@
+//! # evac-outcome
+//!
+//! What an evacuation achieved, in one format whether it was simulated
+//! (`evac simulate`) or real (`evac run`), so the two compare field by field.
+//! Plain data only: the rendering (tables, CSV, SVG) lives in `evac-report`,
+//! so the simulator and the sweep do not link the plotting and table code.
+//!
+//! A driver records one [`VmRecord`] per VM and a [`TimelinePoint`] whenever
+//! the evacuation's state changes; [`RunResult::summarize`] derives the metrics:
+//!
+//! - `total_time_s`: the last VM's completion, from the evacuation's start;
+//! - mean, 95th percentile (nearest rank) and max of the VMs' own migration
+//!   times, and their mean completion time; all over the VMs that migrated;
+//! - two lower bounds no policy can beat ([`lower_bounds`]): the earliest
+//!   time the WAN could carry all the memory, and the mean over VMs of
+//!   memory divided by the best rate one migration could ever get;
+//! - `score = sqrt((total / bound) * (mean migration / bound))`: 1.0 is the
+//!   physical limit, and it weighs the evacuation's total time and each VM's
+//!   own time together, as the published metric does.
+//!
+//! [`RunResult`] serializes to the JSON documented in the README.
+
+use std::time::Duration;
+
+use evac_model::{BitsPerSec, Bytes, Fleet, Network, Site};
+use serde::{Deserialize, Serialize};
+
+/// How a VM's evacuation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Migrated,
+    Lost,
+}
+
+/// One VM's evacuation; `None` (JSON `null`) where a lost VM has no value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmRecord {
+    pub name: String,
+    pub host: String,
+    pub destination: Option<String>,
+    /// When its (last) migration started, from the evacuation's start.
+    pub start_s: Option<f64>,
+    /// When its stop-and-copy ended.
+    pub end_s: Option<f64>,
+    pub migration_time_s: Option<f64>,
+    pub downtime_s: Option<f64>,
+    /// Precopy rounds before stop-and-copy.
+    pub rounds: Option<u32>,
+    /// Bytes sent for it, stop-and-copy included.
+    pub bytes_sent: Option<u64>,
+    pub outcome: Outcome,
+}
+
+impl VmRecord {
+    /// A VM that has not moved: lost, unless a migration of it completes.
+    pub fn unmoved(name: String, host: String) -> Self {
+        Self {
+            name,
+            host,
+            destination: None,
+            start_s: None,
+            end_s: None,
+            migration_time_s: None,
+            downtime_s: None,
+            rounds: None,
+            bytes_sent: None,
+            outcome: Outcome::Lost,
+        }
+    }
+}
+
+/// The state of the evacuation at the end of one control period.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    pub t_s: f64,
+    /// The WAN's true capacity; `None` on a real run, where it is unknown.
+    pub wan_capacity_bps: Option<f64>,
+    /// Bytes carried over the WAN in the period just ended, as a rate.
+    pub wan_throughput_bps: f64,
+    /// Migrations in flight once the controller has acted.
+    pub in_flight: usize,
+}
+
+/// The result of one evacuation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub policy: String,
+    pub total_time_s: Option<f64>,
+    pub mean_migration_time_s: Option<f64>,
+    pub max_migration_time_s: Option<f64>,
+    pub p95_migration_time_s: Option<f64>,
+    pub mean_completion_time_s: Option<f64>,
+    pub mean_downtime_s: Option<f64>,
+    pub lower_bound_total_s: f64,
+    pub lower_bound_mean_migration_s: f64,
+    pub score: Option<f64>,
+    pub migrated: usize,
+    pub lost: usize,
+    /// Sum of the priorities of the VMs that migrated, and of all VMs.
+    pub priority_saved: u64,
+    pub priority_total: u64,
+    pub bytes_sent: u64,
+    pub vms: Vec<VmRecord>,
+    pub timeline: Vec<TimelinePoint>,
+}
+
+impl RunResult {
+    /// Derives the metrics from per-VM records (in the fleet's VM order).
+    pub fn summarize(
+        policy: &str,
+        fleet: &Fleet,
+        network: &Network,
+        vms: Vec<VmRecord>,
+        timeline: Vec<TimelinePoint>,
+    ) -> Self {
+        let migrated: Vec<&VmRecord> = vms.iter().filter(|v| v.outcome == Outcome::Migrated).collect();
+        let migration_times: Vec<f64> = migrated.iter().filter_map(|v| v.migration_time_s).collect();
+        let completion_times: Vec<f64> = migrated.iter().filter_map(|v| v.end_s).collect();
+        let downtimes: Vec<f64> = migrated.iter().filter_map(|v| v.downtime_s).collect();
+        let bounds = lower_bounds(fleet, network);
+        let total_time = completion_times.iter().copied().reduce(f64::max);
+        let mean_migration = mean(&migration_times);
+        let score = match (total_time, mean_migration) {
+            (Some(total), Some(mean)) => Some(
+                ((total / bounds.total.as_secs_f64()) * (mean / bounds.mean_migration.as_secs_f64())).sqrt(),
+            ),
+            _ => None,
+        };
+        let priority_of = |name: &str| {
+            fleet
+                .vms
+                .iter()
+                .find(|vm| vm.name == name)
+                .map_or(0, |vm| u64::from(vm.priority))
+        };
+        Self {
+            policy: policy.to_owned(),
+            total_time_s: total_time,
+            mean_migration_time_s: mean_migration,
+            max_migration_time_s: migration_times.iter().copied().reduce(f64::max),
+            p95_migration_time_s: percentile(&migration_times, 0.95),
+            mean_completion_time_s: mean(&completion_times),
+            mean_downtime_s: mean(&downtimes),
+            lower_bound_total_s: bounds.total.as_secs_f64(),
+            lower_bound_mean_migration_s: bounds.mean_migration.as_secs_f64(),
+            score,
+            migrated: migrated.len(),
+            lost: vms.len() - migrated.len(),
+            priority_saved: migrated.iter().map(|v| priority_of(&v.name)).sum(),
+            priority_total: fleet.vms.iter().map(|vm| u64::from(vm.priority)).sum(),
+            bytes_sent: vms.iter().filter_map(|v| v.bytes_sent).sum(),
+            vms,
+            timeline,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a RunResult always serializes")
+    }
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The nearest-rank percentile: the smallest value with at least `q` of the
+/// values at or below it.
+fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Times no policy can beat.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LowerBounds {
+    /// The earliest instant by which the WAN, at full capacity all along,
+    /// could have carried every VM's memory.
+    pub total: Duration,
+    /// The mean over VMs of memory / the best rate one migration could ever
+    /// get: the least of the WAN's peak capacity, its source NIC and the
+    /// fastest destination NIC it may go to.
+    pub mean_migration: Duration,
+}
+
+pub fn lower_bounds(fleet: &Fleet, network: &Network) -> LowerBounds {
+    let total = time_to_carry(network, fleet.total_memory());
+    let destinations: Vec<BitsPerSec> = fleet
+        .hosts
+        .iter()
+        .filter(|h| h.site == Site::Destination)
+        .map(|h| h.nic)
+        .collect();
+    let fastest_destination = destinations.iter().map(|r| r.0).fold(0.0, f64::max);
+    let peak = network.peak_capacity().0;
+    let per_vm: Vec<f64> = fleet
+        .vms
+        .iter()
+        .map(|vm| {
+            let destination = vm
+                .destination
+                .map_or(fastest_destination, |d| fleet.host(d).nic.0);
+            let best = peak.min(fleet.host(vm.host).nic.0).min(destination);
+            vm.memory.as_f64() * 8.0 / best
+        })
+        .collect();
+    LowerBounds {
+        total,
+        mean_migration: Duration::from_secs_f64(mean(&per_vm).unwrap_or(0.0)),
+    }
+}
+
+/// Integrates the WAN's piecewise-constant capacity until it reaches `bytes`.
+fn time_to_carry(network: &Network, bytes: Bytes) -> Duration {
+    let mut left = bytes.as_f64() * 8.0;
+    let mut t = 0.0;
+    let mut rate = network.capacity_at(Duration::ZERO).0;
+    for point in network.wan_trace.iter().filter(|p| !p.at.is_zero()) {
+        let span = point.at.as_secs_f64() - t;
+        if rate * span >= left {
+            break;
+        }
+        left -= rate * span;
+        t = point.at.as_secs_f64();
+        rate = point.bandwidth.0;
+    }
+    if left <= 0.0 {
+        Duration::from_secs_f64(t)
+    } else if rate <= 0.0 {
+        Duration::MAX
+    } else {
+        Duration::from_secs_f64(t + left / rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evac_model::{Host, TracePoint, Vm};
+
+    fn network(trace: Vec<TracePoint>) -> Network {
+        Network {
+            wan_bandwidth: BitsPerSec::gbps(1.0),
+            wan_rtt: Duration::from_millis(10),
+            tcp_window: Bytes::mib(64),
+            wan_trace: trace,
+        }
+    }
+
+    fn fleet(memories: &[Bytes]) -> Fleet {
+        let host = |name: &str, site, nic| Host {
+            name: name.to_owned(),
+            site,
+            nic: BitsPerSec::gbps(nic),
+            memory: None,
+            power_off_at: None,
+        };
+        Fleet {
+            hosts: vec![
+                host("src", Site::Source, 10.0),
+                host("dst", Site::Destination, 0.5),
+            ],
+            vms: memories
+                .iter()
+                .enumerate()
+                .map(|(i, &memory)| Vm {
+                    name: format!("vm-{i}"),
+                    host: evac_model::HostId(0),
+                    memory,
+                    dirty_rate: Default::default(),
+                    working_set: memory,
+                    priority: 1,
+                    destination: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn total_bound_integrates_the_trace() {
+        // 1 Gbps for 10 s carries 1.25e9 bytes, then 0.5 Gbps: the
+        // remaining 1.25e9 bytes of 2.5e9 take another 20 s.
+        let trace = vec![TracePoint {
+            at: Duration::from_secs(10),
+            bandwidth: BitsPerSec::mbps(500.0),
+        }];
+        let bounds = lower_bounds(&fleet(&[Bytes(2_500_000_000)]), &network(trace));
+        assert!(
+            (bounds.total.as_secs_f64() - 30.0).abs() < 1e-9,
+            "{:?}",
+            bounds.total
+        );
+        // The 0.5 Gbps destination NIC is the best one migration gets:
+        // 2.5e9 * 8 / 5e8 = 40 s.
+        assert!((bounds.mean_migration.as_secs_f64() - 40.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn metrics_by_hand() {
+        let fleet = fleet(&[Bytes(1_000_000_000), Bytes(1_000_000_000), Bytes(500_000_000)]);
+        let record = |name: &str, start: f64, end: f64| VmRecord {
+            name: name.to_owned(),
+            host: "src".into(),
+            destination: Some("dst".into()),
+            start_s: Some(start),
+            end_s: Some(end),
+            migration_time_s: Some(end - start),
+            downtime_s: Some(0.1),
+            rounds: Some(1),
+            bytes_sent: Some(100),
+            outcome: Outcome::Migrated,
+        };
+        let lost = VmRecord::unmoved("vm-2".into(), "src".into());
+        let vms = vec![record("vm-0", 0.0, 16.0), record("vm-1", 16.0, 48.0), lost];
+        let result = RunResult::summarize("test", &fleet, &network(vec![]), vms, vec![]);
+        assert_eq!(result.total_time_s, Some(48.0));
+        assert_eq!(result.mean_migration_time_s, Some(24.0));
+        assert_eq!(result.max_migration_time_s, Some(32.0));
+        assert_eq!(result.p95_migration_time_s, Some(32.0));
+        assert_eq!(result.mean_completion_time_s, Some(32.0));
+        assert_eq!((result.migrated, result.lost, result.bytes_sent), (2, 1, 200));
+        assert_eq!((result.priority_saved, result.priority_total), (2, 3));
+        // Bounds: 2.5e9 bytes at 1 Gbps = 20 s; mean over the three VMs of
+        // memory at the 0.5 Gbps NIC = (16 + 16 + 8) / 3 s.
+        let score = ((48.0_f64 / 20.0) * (24.0 / (40.0 / 3.0))).sqrt();
+        assert!((result.score.unwrap() - score).abs() < 1e-9);
+        let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
+        assert_eq!(json["vms"][2]["end_s"], serde_json::Value::Null);
+        assert_eq!(json["vms"][2]["outcome"], "lost");
+    }
+
+    #[test]
+    fn nearest_rank_percentile() {
+        let values: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&values, 0.95), Some(19.0));
+        assert_eq!(percentile(&[3.0], 0.95), Some(3.0));
+        assert_eq!(percentile(&[], 0.95), None);
+    }
+}
