@@ -679,7 +679,7 @@ mod tests {
         let mut child = Command::new(std::env::current_exe().unwrap());
         child.args([
             "--exact",
-            "lab::tests::child_skipping_test",
+            "tests::child_skipping_test",
             "--ignored",
             "--nocapture",
         ]);

@@ -124,7 +124,7 @@ use evac_controller::{
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Site, VmId};
 use evac_qmp::{MigrationStatus, Qmp};
-use evac_report::{Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_report::{reason, Outcome, RunResult, TimelinePoint, VmRecord};
 use tokio::sync::{mpsc, watch};
 
 use attempt::{AttemptCtx, AttemptResult, Control, Progress};
@@ -441,7 +441,7 @@ impl Backend {
                 if idle_periods >= STALL_PERIODS {
                     (self.log)(&format!(
                         "evac-qemu: the controller started nothing for {STALL_PERIODS} periods; \
-                         giving up on the VMs still waiting (reported lost)"
+                         giving up on the VMs still waiting (reported not-migrated)"
                     ));
                     break;
                 }
@@ -473,6 +473,16 @@ impl Backend {
             if in_flight == 0 && (stopping || self.vms.iter().all(|v| v.done)) {
                 break;
             }
+        }
+        // Every VM still on its source says why: the run was interrupted,
+        // or the controller left it.
+        let why = if stopping {
+            reason::INTERRUPTED
+        } else {
+            reason::GIVEN_UP
+        };
+        for run in &mut self.vms {
+            run.record.left(Outcome::NotMigrated, why);
         }
         let records = self.vms.iter().map(|v| v.record.clone()).collect();
         let result = RunResult::summarize(
@@ -561,7 +571,7 @@ impl Backend {
                 Some(_) => {}
                 None => {
                     run.done = true;
-                    run.record.outcome = Outcome::Lost;
+                    run.record.left(Outcome::Lost, reason::POWER_OFF);
                 }
             }
         }
@@ -596,6 +606,7 @@ impl Backend {
                     rounds: Some(ram.dirty_sync_count as u32),
                     bytes_sent: Some(run.bytes_before),
                     outcome: Outcome::Migrated,
+                    reason: None,
                     ..run.record.clone()
                 };
                 run.placement = Placement::Destination {
@@ -616,6 +627,7 @@ impl Backend {
                 run.record.bytes_sent = Some(run.bytes_before);
                 let outcome = if flight.lost {
                     run.done = true;
+                    run.record.left(Outcome::Lost, reason::POWER_OFF);
                     EndOutcome::Lost
                 } else {
                     if run.attempts >= max_attempts {
@@ -624,6 +636,10 @@ impl Backend {
                             run.record.name, run.attempts
                         ));
                         run.done = true;
+                        run.record.left(
+                            Outcome::NotMigrated,
+                            &format!("{}: {reason}", reason::ATTEMPTS_EXHAUSTED),
+                        );
                     }
                     EndOutcome::Failed { reason }
                 };

@@ -28,7 +28,7 @@ fn qemu(args: &[&str]) -> Option<Kill> {
         Ok(child) => Some(Kill(child)),
         Err(e) => {
             let why = format!("cannot run qemu-system-x86_64 ({e}); install qemu-system-x86");
-            // The same rule as `evac_qemu::lab::skip_without` (this crate
+            // The same rule as `evac_lab::skip_without` (this crate
             // sits below evac-qemu and cannot use it): under
             // EVAC_REQUIRE_LAB a missing QEMU fails the test.
             if std::env::var_os("EVAC_REQUIRE_LAB").is_some_and(|v| !v.is_empty() && v != "0") {

@@ -32,8 +32,8 @@ pub fn summary_table(result: &RunResult) -> comfy_table::Table {
     table.set_header(vec!["policy".to_owned(), result.policy.clone()]);
     let rows = [
         (
-            "migrated / lost",
-            format!("{} / {}", result.migrated, result.lost),
+            "migrated / not migrated / lost",
+            format!("{} / {} / {}", result.migrated, result.not_migrated, result.lost),
         ),
         (
             "priority saved",

@@ -25,7 +25,7 @@
 //! - The controller is consulted every control period and at once whenever a
 //!   migration ends. An evacuation ends when every VM has migrated or is
 //!   lost, or when the controller starts nothing while nothing is in flight
-//!   (the VMs it left are lost: they never started).
+//!   (the VMs it left are `not-migrated`, given up: they never started).
 //!
 //! Between events every rate is constant, so a migration's progress is a
 //! linear function of time, kept lazily: a round ending touches one
@@ -43,7 +43,7 @@ use evac_controller::{
     Retune,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Network, VmId};
-use evac_outcome::{Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_outcome::{reason, Outcome, RunResult, TimelinePoint, VmRecord};
 
 use fair_share::{Demand, FairShare};
 
@@ -621,7 +621,15 @@ impl<'a> Simulation<'a> {
             .map(|id| {
                 let vm = fleet.vm(id);
                 let p = &self.progress[id.0];
-                let migrated = p.migrated;
+                let (outcome, reason) = if p.migrated {
+                    (Outcome::Migrated, None)
+                } else if p.lost {
+                    (Outcome::Lost, Some(reason::POWER_OFF.to_owned()))
+                } else {
+                    // Still on its source when the controller stopped
+                    // starting migrations.
+                    (Outcome::NotMigrated, Some(reason::GIVEN_UP.to_owned()))
+                };
                 VmRecord {
                     name: vm.name.clone(),
                     host: fleet.host(vm.host).name.clone(),
@@ -632,11 +640,8 @@ impl<'a> Simulation<'a> {
                     downtime_s: p.downtime,
                     rounds: p.rounds,
                     bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent).0),
-                    outcome: if migrated {
-                        Outcome::Migrated
-                    } else {
-                        Outcome::Lost
-                    },
+                    outcome,
+                    reason,
                 }
             })
             .collect();
