@@ -9,8 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use evac_controller::{Order, PolicyKind};
 use evac_scenario::Scenario;
 
+mod init_cmd;
 mod output;
 mod progress;
+mod report_cmd;
 
 use output::{is_dash, say, Exit, Outputs};
 
@@ -60,6 +62,25 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Write a scenario to start from (the embedded default, commented) to
+    /// FILE, or to stdout; an existing FILE is never overwritten.
+    Init {
+        /// The scenario file to create.
+        file: Option<PathBuf>,
+    },
+    /// Render one or more results (`--json` of simulate or run) as one
+    /// self-contained HTML page: summary, Gantt chart, WAN, CDF.
+    Report {
+        /// Result files; several are overlaid and shown side by side.
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// The HTML file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// A name per result, in order (default: the file's name).
+        #[arg(long, value_name = "NAME")]
+        label: Vec<String>,
     },
 }
 
@@ -131,6 +152,12 @@ fn dispatch(command: Command) -> Result<Exit> {
             quiet,
             output,
         } => run(&inventory, policy, quiet, &output),
+        Command::Init { file } => init_cmd::init(file.as_deref()).map(|()| Exit::Done),
+        Command::Report {
+            results,
+            output,
+            label,
+        } => report_cmd::report(&results, &label, &output).map(|()| Exit::Done),
     }
 }
 

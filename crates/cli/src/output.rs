@@ -268,12 +268,12 @@ pub fn say(text: &str) {
 /// output, and says how to exit: the result files are written even when the
 /// summary could not be printed.
 pub fn finish(result: &RunResult, outputs: &mut Outputs, mut console: Console) -> Result<Exit> {
-    let printed = console.line(&evac_report::summary_table(result).to_string());
+    let printed = console.line(&evac_report::summary::render_text(result));
     outputs.write_all(
         result,
         &[
             ("json", &|result, out| {
-                serde_json::to_writer_pretty(&mut *out, result)?;
+                result.write_json(&mut *out)?;
                 Ok(out.write_all(b"\n")?)
             }),
             ("csv", &|result, out| Ok(evac_report::write_csv(result, out)?)),

@@ -34,7 +34,7 @@ fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("score") && stdout.contains("migrated / lost"),
+        stdout.contains("score") && stdout.contains("41 migrated"),
         "{stdout}"
     );
 
@@ -347,7 +347,7 @@ fn ctrl_c_stops_a_real_run_and_leaves_each_vm_running_once() {
     // stderr is a file, not a terminal: no progress bars drawn into it.
     assert!(!log().contains('\x1b'), "escape codes on stderr:\n{}", log());
     assert!(
-        text(&std::fs::read(&stdout).unwrap()).contains("migrated / lost"),
+        text(&std::fs::read(&stdout).unwrap()).contains("priority saved"),
         "no summary table on stdout"
     );
     let result: Value =

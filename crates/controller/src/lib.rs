@@ -28,7 +28,9 @@
 
 pub mod policies;
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, VecDeque};
+use std::ops::Bound;
 use std::time::Duration;
 
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, VmId};
@@ -53,6 +55,11 @@ pub struct Observations {
     pub host_tx: Vec<Bytes>,
     /// Cumulative bytes carried across the WAN.
     pub wan_bytes: Bytes,
+    /// The hosts whose `host_tx` may have changed since the previous
+    /// observation, if the driver knows (the simulator does); `None`: any
+    /// may have. With tens of thousands of hosts and a handful sending, this
+    /// keeps the per-period throughput measurement O(hosts sending).
+    pub tx_changed: Option<Vec<HostId>>,
 }
 
 /// A migration that ended, and how.
@@ -129,9 +136,36 @@ pub enum Retune {
     AutoConverge(bool),
 }
 
+/// When a controller next needs to be consulted if nothing happens in the
+/// meantime (no migration ends, no host loses power): its own clock, as
+/// quinn-proto's `poll_timeout` is a connection's.
+///
+/// A driver consults the controller whenever a migration ends (or is lost)
+/// whatever this says; the wakeup only decides the ticks in between. A
+/// driver that ticks more often than asked (the QEMU backend ticks every
+/// period) is still correct: the controller only wastes a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wakeup {
+    /// At the next instant of the driver's periodic grid (0, period,
+    /// 2 × period, ...): today's periodic controller, the default.
+    #[default]
+    NextPeriod,
+    /// At this instant (from the evacuation's start), or at once if past.
+    At(Duration),
+    /// Only when something happens: nothing changes for this controller
+    /// with time alone.
+    OnEvent,
+}
+
 /// Anything that turns observations into actions.
 pub trait Controller {
     fn on_tick(&mut self, observations: &Observations) -> Vec<Action>;
+
+    /// When to consult it next, asked after every [`Controller::on_tick`];
+    /// see [`Wakeup`]. The default keeps the periodic behaviour.
+    fn next_wakeup(&self) -> Wakeup {
+        Wakeup::NextPeriod
+    }
 
     /// Whether the controller reads [`Observations::migrations`]. A driver
     /// may leave that list empty for one that does not: with thousands of
@@ -221,14 +255,41 @@ pub struct View<'a> {
     pub observations: &'a Observations,
     /// Migrations in flight per host, indexed by [`HostId`].
     pub in_flight: &'a [usize],
+    /// The sum of `in_flight`, kept as migrations start and end.
+    pub in_flight_total: usize,
+    /// VMs still waiting to start.
+    pub queued: usize,
     /// `Some` on the tick that closes a control period: each source host's
     /// NIC throughput over that period, indexed by [`HostId`].
     pub period_throughput: Option<&'a [BitsPerSec]>,
+    /// The hosts whose `period_throughput` may be non-zero, ascending (the
+    /// others' is exactly zero); `None`: any host's may be.
+    pub sending_hosts: Option<&'a [HostId]>,
 }
 
 impl View<'_> {
     pub fn total_in_flight(&self) -> usize {
-        self.in_flight.iter().sum()
+        self.in_flight_total
+    }
+
+    /// `Some` on the tick that closes a control period: the sum of every
+    /// source host's NIC throughput over it. Summed in host order over the
+    /// hosts that sent (adding the others' exact zeros changes nothing), so
+    /// it costs O(hosts sending), not O(hosts).
+    pub fn period_source_throughput(&self) -> Option<BitsPerSec> {
+        let throughput = self.period_throughput?;
+        let is_source = |h: &HostId| self.fleet.host(*h).site == evac_model::Site::Source;
+        let total = match self.sending_hosts {
+            Some(hosts) => hosts
+                .iter()
+                .filter(|h| is_source(h))
+                .fold(0.0, |sum, h| sum + throughput[h.0].0),
+            None => self
+                .fleet
+                .source_hosts()
+                .fold(0.0, |sum, h| sum + throughput[h.0].0),
+        };
+        Some(BitsPerSec(total))
     }
 }
 
@@ -286,6 +347,18 @@ pub trait Policy {
     fn tune(&mut self, _view: &View<'_>) -> Vec<Action> {
         Vec::new()
     }
+
+    /// When the policy next needs a tick if nothing happens, asked after
+    /// every tick with the state the tick left (see [`Wakeup`]). The default,
+    /// every period, is always correct; a policy returns
+    /// [`Wakeup::OnEvent`] when time alone changes none of its decisions
+    /// (the fixed limits; AIMD once nothing is left to start), or
+    /// [`Wakeup::At`] when it knows the next instant it must act (a plan's
+    /// next step, a deadline's last safe moment), so that a simulation of a
+    /// long evacuation costs its events, not its seconds.
+    fn next_wakeup(&self, _view: &View<'_>) -> Wakeup {
+        Wakeup::NextPeriod
+    }
 }
 
 /// The controller: a queue of VMs, bookkeeping, and a [`Policy`].
@@ -298,16 +371,73 @@ pub struct Evacuation {
     /// Each source host's VMs waiting to start, by their rank in the
     /// evacuation's order; indexed by [`HostId`].
     queues: Vec<VecDeque<(usize, VmId)>>,
-    /// Hosts with a non-empty queue.
-    waiting_hosts: Vec<HostId>,
+    /// VMs in all the queues.
+    queued: usize,
+    /// The waiting hosts as admission picks them, so a start costs
+    /// O(log hosts): see [`Waiting`].
+    waiting: Waiting,
     /// Hosts that will lose power, latest first, so the next is at the end.
     power_offs: Vec<(Duration, HostId)>,
     state: Vec<VmState>,
     in_flight: Vec<usize>,
+    in_flight_total: usize,
     /// Memory promised to each destination host: VMs there or on their way.
     committed: Vec<Bytes>,
+    /// The unpinned destinations by (free memory, name descending), so the
+    /// roomiest (ties: first by name) is the last: O(log destinations).
+    roomiest: BTreeSet<(u64, Reverse<usize>, HostId)>,
+    /// Each destination's rank among the destinations sorted by name.
+    name_rank: Vec<usize>,
     last_sample: Option<Sample>,
     throughput: Vec<BitsPerSec>,
+    /// Hosts whose counter moved since the last sample (all of them when
+    /// the driver does not say), and those with a non-zero throughput.
+    touched: Touched,
+    sending: Vec<HostId>,
+    wakeup: Wakeup,
+}
+
+/// Hosts marked at most once each.
+#[derive(Debug, Clone, Default)]
+struct Touched {
+    all: bool,
+    marked: Vec<bool>,
+    list: Vec<HostId>,
+}
+
+impl Touched {
+    fn mark(&mut self, host: HostId) {
+        if !std::mem::replace(&mut self.marked[host.0], true) {
+            self.list.push(host);
+        }
+    }
+
+    fn clear(&mut self) {
+        for host in self.list.drain(..) {
+            self.marked[host.0] = false;
+        }
+        self.all = false;
+    }
+}
+
+/// The hosts with VMs waiting, ordered as [`Evacuation::admit`] picks them:
+/// by the rank of their queue's head, or by (migrations in flight, rank)
+/// when the policy spreads. Ties (several retries at rank 0) go to the host
+/// that began waiting first, as a list of waiting hosts in arrival order
+/// would have it.
+#[derive(Debug, Clone, Default)]
+struct Waiting {
+    by_rank: BTreeSet<(usize, u64, HostId)>,
+    by_load: BTreeSet<(usize, usize, u64, HostId)>,
+    /// The key each listed host is filed under: (load, rank, arrival).
+    filed: Vec<Option<(usize, usize, u64)>>,
+    /// Whether a host counts as waiting, and since when. A host whose queue
+    /// ran dry stays waiting until the next admission (its arrival kept if a
+    /// retry refills it before), as the list it replaces behaved.
+    waiting: Vec<bool>,
+    arrival: Vec<u64>,
+    next_arrival: u64,
+    ran_dry: Vec<HostId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,32 +490,140 @@ impl Evacuation {
         for (rank, &vm) in order.iter().enumerate() {
             queues[fleet.vm(vm).host.0].push_back((rank, vm));
         }
-        let waiting_hosts = fleet.host_ids().filter(|h| !queues[h.0].is_empty()).collect();
+        let queued = queues.iter().map(VecDeque::len).sum();
+        let mut waiting = Waiting {
+            filed: vec![None; hosts],
+            waiting: vec![false; hosts],
+            arrival: vec![0; hosts],
+            ..Waiting::default()
+        };
+        for h in fleet.host_ids().filter(|h| !queues[h.0].is_empty()) {
+            waiting.waiting[h.0] = true;
+            waiting.arrival[h.0] = waiting.next_arrival;
+            waiting.next_arrival += 1;
+        }
+        let mut destinations: Vec<HostId> = fleet.destination_hosts().collect();
+        destinations.sort_by(|&a, &b| fleet.host(a).name.cmp(&fleet.host(b).name));
+        let mut name_rank = vec![0; hosts];
+        for (rank, d) in destinations.iter().enumerate() {
+            name_rank[d.0] = rank;
+        }
         let mut power_offs: Vec<(Duration, HostId)> = fleet
             .host_ids()
             .filter_map(|h| fleet.host(h).power_off_at.map(|t| (t, h)))
             .collect();
         power_offs.sort_by(|a, b| b.cmp(a));
-        Self {
+        let mut evacuation = Self {
             name,
             state: vec![VmState::Queued { attempts: 0 }; fleet.vms.len()],
             queues,
-            waiting_hosts,
+            queued,
+            waiting,
             power_offs,
             in_flight: vec![0; hosts],
+            in_flight_total: 0,
             committed: vec![Bytes::ZERO; hosts],
+            roomiest: BTreeSet::new(),
+            name_rank,
             last_sample: None,
             throughput: vec![BitsPerSec(0.0); hosts],
+            touched: Touched {
+                all: false,
+                marked: vec![false; hosts],
+                list: Vec::new(),
+            },
+            sending: Vec::new(),
+            wakeup: Wakeup::NextPeriod,
             fleet,
             params,
             config,
             policy,
+        };
+        for h in 0..hosts {
+            evacuation.file_host(HostId(h));
         }
+        for d in destinations {
+            evacuation.file_destination(d);
+        }
+        evacuation
     }
 
     /// VMs still waiting to start.
     pub fn queued(&self) -> usize {
-        self.queues.iter().map(VecDeque::len).sum()
+        self.queued
+    }
+
+    /// Files `host` under its current key if it waits with a queue.
+    fn file_host(&mut self, host: HostId) {
+        let w = &mut self.waiting;
+        debug_assert!(w.filed[host.0].is_none());
+        let Some(&(rank, _)) = self.queues[host.0].front() else {
+            return;
+        };
+        let key = (self.in_flight[host.0], rank, w.arrival[host.0]);
+        w.by_rank.insert((key.1, key.2, host));
+        w.by_load.insert((key.0, key.1, key.2, host));
+        w.filed[host.0] = Some(key);
+    }
+
+    /// Takes `host` out of the waiting order before its key changes.
+    fn unfile_host(&mut self, host: HostId) {
+        let w = &mut self.waiting;
+        if let Some(key) = w.filed[host.0].take() {
+            w.by_rank.remove(&(key.1, key.2, host));
+            w.by_load.remove(&(key.0, key.1, key.2, host));
+        }
+    }
+
+    /// Takes the head of `host`'s queue.
+    fn pop_queued(&mut self, host: HostId) {
+        self.unfile_host(host);
+        self.queues[host.0].pop_front();
+        self.queued -= 1;
+        if self.queues[host.0].is_empty() {
+            self.waiting.ran_dry.push(host);
+        }
+        self.file_host(host);
+    }
+
+    fn free(&self, host: HostId) -> u64 {
+        self.fleet
+            .host(host)
+            .memory
+            .map_or(u64::MAX, |room| room.0.saturating_sub(self.committed[host.0].0))
+    }
+
+    fn file_destination(&mut self, host: HostId) {
+        let key = (self.free(host), Reverse(self.name_rank[host.0]), host);
+        self.roomiest.insert(key);
+    }
+
+    fn unfile_destination(&mut self, host: HostId) {
+        let key = (self.free(host), Reverse(self.name_rank[host.0]), host);
+        self.roomiest.remove(&key);
+    }
+
+    fn commit(&mut self, destination: HostId, memory: Bytes, add: bool) {
+        self.unfile_destination(destination);
+        let committed = &mut self.committed[destination.0];
+        *committed = if add {
+            *committed + memory
+        } else {
+            *committed - memory
+        };
+        self.file_destination(destination);
+    }
+
+    fn add_in_flight(&mut self, host: HostId, add: bool) {
+        self.unfile_host(host);
+        if add {
+            self.in_flight[host.0] += 1;
+            self.in_flight_total += 1;
+        } else {
+            self.in_flight[host.0] -= 1;
+            self.in_flight_total -= 1;
+        }
+        self.file_host(host);
     }
 
     fn settle(&mut self, ended: &[Ended]) {
@@ -397,24 +635,32 @@ impl Evacuation {
             else {
                 continue;
             };
-            let vm = self.fleet.vm(end.vm);
-            self.in_flight[vm.host.0] -= 1;
+            let (host, memory) = {
+                let vm = self.fleet.vm(end.vm);
+                (vm.host, vm.memory)
+            };
+            self.add_in_flight(host, false);
             match &end.outcome {
                 EndOutcome::Completed => self.state[end.vm.0] = VmState::Done,
                 EndOutcome::Lost => {
-                    self.committed[destination.0] = self.committed[destination.0] - vm.memory;
+                    self.commit(destination, memory, false);
                     self.state[end.vm.0] = VmState::Done;
                 }
                 EndOutcome::Failed { .. } => {
-                    self.committed[destination.0] = self.committed[destination.0] - vm.memory;
+                    self.commit(destination, memory, false);
                     if attempts < self.config.max_attempts {
                         // A retry goes first: it was next in line already.
                         self.state[end.vm.0] = VmState::Queued { attempts };
-                        let host = vm.host;
+                        self.unfile_host(host);
                         self.queues[host.0].push_front((0, end.vm));
-                        if !self.waiting_hosts.contains(&host) {
-                            self.waiting_hosts.push(host);
+                        self.queued += 1;
+                        let w = &mut self.waiting;
+                        if !w.waiting[host.0] {
+                            w.waiting[host.0] = true;
+                            w.arrival[host.0] = w.next_arrival;
+                            w.next_arrival += 1;
                         }
+                        self.file_host(host);
                     } else {
                         self.state[end.vm.0] = VmState::Done;
                     }
@@ -430,9 +676,12 @@ impl Evacuation {
                 break;
             }
             self.power_offs.pop();
+            self.unfile_host(host);
+            self.queued -= self.queues[host.0].len();
             for (_, vm) in self.queues[host.0].drain(..) {
                 self.state[vm.0] = VmState::Done;
             }
+            self.waiting.ran_dry.push(host);
         }
     }
 
@@ -450,19 +699,46 @@ impl Evacuation {
         if !due {
             return false;
         }
-        if let Some(last) = &self.last_sample {
+        let sparse = !self.touched.all;
+        if let Some(last) = &mut self.last_sample {
             let elapsed = (now - last.at).as_secs_f64();
-            for (host, rate) in self.throughput.iter_mut().enumerate() {
+            let rate = |host: usize, last: &Sample| {
                 let sent = observations.host_tx.get(host).copied().unwrap_or_default()
                     - last.host_tx.get(host).copied().unwrap_or_default();
-                *rate = BitsPerSec(sent.as_f64() * 8.0 / elapsed);
+                BitsPerSec(sent.as_f64() * 8.0 / elapsed)
+            };
+            if sparse {
+                // Only the hosts whose counter moved can have sent: the
+                // others' throughput is exactly zero.
+                for host in self.sending.drain(..) {
+                    self.throughput[host.0] = BitsPerSec(0.0);
+                }
+                for &host in &self.touched.list {
+                    self.throughput[host.0] = rate(host.0, last);
+                    if let (Some(slot), Some(&tx)) =
+                        (last.host_tx.get_mut(host.0), observations.host_tx.get(host.0))
+                    {
+                        *slot = tx;
+                    }
+                }
+                self.sending.extend_from_slice(&self.touched.list);
+                self.sending.sort_unstable();
+            } else {
+                for host in 0..self.throughput.len() {
+                    self.throughput[host] = rate(host, last);
+                }
+                self.sending.clear();
+                self.sending.extend(self.fleet.host_ids());
             }
         }
         match &mut self.last_sample {
             // Every period: reuse the buffer rather than allocate anew.
             Some(last) => {
                 last.at = now;
-                last.host_tx.clone_from(&observations.host_tx);
+                if !sparse || last.host_tx.len() != observations.host_tx.len() {
+                    last.host_tx.clone_from(&observations.host_tx);
+                }
+                self.touched.clear();
                 true
             }
             None => {
@@ -470,6 +746,7 @@ impl Evacuation {
                     at: now,
                     host_tx: observations.host_tx.clone(),
                 });
+                self.touched.clear();
                 false
             }
         }
@@ -478,23 +755,14 @@ impl Evacuation {
     /// The destination host with the most free memory that fits `vm`.
     fn destination_for(&self, vm: VmId) -> Option<HostId> {
         let vm = self.fleet.vm(vm);
-        let free = |host: HostId| {
-            self.fleet
-                .host(host)
-                .memory
-                .map_or(u64::MAX, |room| room.0.saturating_sub(self.committed[host.0].0))
-        };
         if let Some(pinned) = vm.destination {
-            return (free(pinned) >= vm.memory.0).then_some(pinned);
+            return (self.free(pinned) >= vm.memory.0).then_some(pinned);
         }
-        self.fleet
-            .destination_hosts()
-            .filter(|&host| free(host) >= vm.memory.0)
-            .max_by(|&a, &b| {
-                free(a)
-                    .cmp(&free(b))
-                    .then_with(|| self.fleet.host(b).name.cmp(&self.fleet.host(a).name))
-            })
+        // The roomiest fits, or none does.
+        self.roomiest
+            .last()
+            .filter(|&&(free, _, _)| free >= vm.memory.0)
+            .map(|&(_, _, host)| host)
     }
 
     fn start(&mut self, vm: VmId, destination: HostId) -> Action {
@@ -506,8 +774,8 @@ impl Evacuation {
             destination,
             attempts: attempts + 1,
         };
-        self.in_flight[host.0] += 1;
-        self.committed[destination.0] += self.fleet.vm(vm).memory;
+        self.add_in_flight(host, true);
+        self.commit(destination, self.fleet.vm(vm).memory, true);
         Action::Start {
             vm,
             destination,
@@ -538,41 +806,56 @@ impl Evacuation {
     /// when the policy spreads, to the host with the fewest in flight.
     fn admit(&mut self, admission: &Admission, now: Duration) -> Vec<Action> {
         let mut actions = Vec::new();
-        let mut total: usize = self.in_flight.iter().sum();
-        self.waiting_hosts.retain(|h| !self.queues[h.0].is_empty());
-        // Hosts whose next VM fits on no destination now.
-        let mut stuck: Vec<HostId> = Vec::new();
-        while total < admission.total {
-            let pick = self
-                .waiting_hosts
-                .iter()
-                .copied()
-                .filter(|&h| self.in_flight[h.0] < admission.per_host.limit(h))
-                .filter(|h| !stuck.contains(h))
-                .filter_map(|h| self.queues[h.0].front().map(|&(rank, vm)| (h, rank, vm)))
-                .min_by_key(|&(h, rank, _)| {
-                    let load = if admission.spread_over_hosts {
-                        self.in_flight[h.0]
-                    } else {
-                        0
-                    };
-                    (load, rank)
-                });
-            let Some((host, _, vm)) = pick else { break };
+        // Hosts that ran dry since the last admission stop waiting now.
+        for host in std::mem::take(&mut self.waiting.ran_dry) {
+            if self.queues[host.0].is_empty() {
+                self.waiting.waiting[host.0] = false;
+            }
+        }
+        let spread = admission.spread_over_hosts;
+        // Every host before the cursor is out for this admission: at its
+        // limit (which only starts raise) or stuck (its next VM fits on no
+        // destination, and starts only fill destinations); and a host picked
+        // is filed again under a larger key. So each pick resumes where the
+        // last stopped, and a whole admission costs O(k log hosts) for k
+        // starts plus the hosts it passes once.
+        let mut cursor: Bound<(usize, usize, u64, HostId)> = Bound::Unbounded;
+        while self.in_flight_total < admission.total {
+            let eligible = |&(load, rank, arrival, host): &(usize, usize, u64, HostId)| {
+                (load < admission.per_host.limit(host)).then_some((load, rank, arrival, host))
+            };
+            let pick = if spread {
+                self.waiting
+                    .by_load
+                    .range((cursor, Bound::Unbounded))
+                    .find_map(&eligible)
+            } else {
+                let from = match cursor {
+                    Bound::Excluded((_, rank, arrival, host)) => Bound::Excluded((rank, arrival, host)),
+                    _ => Bound::Unbounded,
+                };
+                self.waiting
+                    .by_rank
+                    .range((from, Bound::Unbounded))
+                    .find_map(|&(rank, arrival, host)| {
+                        eligible(&(self.in_flight[host.0], rank, arrival, host))
+                    })
+                    .map(|(_, rank, arrival, host)| (0, rank, arrival, host))
+            };
+            let Some(key) = pick else { break };
+            cursor = Bound::Excluded(key);
+            let host = key.3;
+            let &(_, vm) = self.queues[host.0].front().expect("a filed host has a queue");
             if let Some(rate) = admission.expected_rate {
                 if !self.can_finish_in_time(vm, rate, now) {
-                    self.queues[host.0].pop_front();
+                    self.pop_queued(host);
                     self.state[vm.0] = VmState::Done;
                     continue;
                 }
             }
-            match self.destination_for(vm) {
-                Some(destination) => {
-                    self.queues[host.0].pop_front();
-                    actions.push(self.start(vm, destination));
-                    total += 1;
-                }
-                None => stuck.push(host),
+            if let Some(destination) = self.destination_for(vm) {
+                self.pop_queued(host);
+                actions.push(self.start(vm, destination));
             }
         }
         actions
@@ -583,18 +866,46 @@ impl Controller for Evacuation {
     fn on_tick(&mut self, observations: &Observations) -> Vec<Action> {
         self.settle(&observations.ended);
         self.drop_powered_off(observations.now);
+        match &observations.tx_changed {
+            Some(hosts) => {
+                for &host in hosts {
+                    if host.0 < self.touched.marked.len() {
+                        self.touched.mark(host);
+                    }
+                }
+            }
+            None => self.touched.all = true,
+        }
         let fresh = self.sample(observations);
         let view = View {
             now: observations.now,
             fleet: &self.fleet,
             observations,
             in_flight: &self.in_flight,
+            in_flight_total: self.in_flight_total,
+            queued: self.queued,
             period_throughput: fresh.then_some(self.throughput.as_slice()),
+            sending_hosts: Some(&self.sending),
         };
         let admission = self.policy.admit(&view);
         let mut actions = self.policy.tune(&view);
         actions.extend(self.admit(&admission, observations.now));
+        let view = View {
+            now: observations.now,
+            fleet: &self.fleet,
+            observations,
+            in_flight: &self.in_flight,
+            in_flight_total: self.in_flight_total,
+            queued: self.queued,
+            period_throughput: fresh.then_some(self.throughput.as_slice()),
+            sending_hosts: Some(&self.sending),
+        };
+        self.wakeup = self.policy.next_wakeup(&view);
         actions
+    }
+
+    fn next_wakeup(&self) -> Wakeup {
+        self.wakeup
     }
 
     fn name(&self) -> &str {

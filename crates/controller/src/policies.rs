@@ -41,7 +41,7 @@ use std::fmt;
 use evac_model::{BitsPerSec, Fleet, HostId, MigrationParams};
 use serde::{Deserialize, Serialize};
 
-use crate::{Action, Admission, ControllerConfig, Order, PerHost, Phase, Policy, View};
+use crate::{Action, Admission, ControllerConfig, Order, PerHost, Phase, Policy, View, Wakeup};
 
 /// The policies a scenario or the CLI can name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,6 +166,21 @@ struct Fixed(Admission);
 impl Policy for Fixed {
     fn admit(&mut self, _: &View<'_>) -> Admission {
         self.0.clone()
+    }
+
+    /// Fixed limits change with nothing but the migrations' ends.
+    fn next_wakeup(&self, _: &View<'_>) -> Wakeup {
+        Wakeup::OnEvent
+    }
+}
+
+/// An AIMD window moves every period while there is something left to
+/// start; once the queue is empty its size decides nothing.
+fn aimd_wakeup(view: &View<'_>) -> Wakeup {
+    if view.queued > 0 {
+        Wakeup::NextPeriod
+    } else {
+        Wakeup::OnEvent
     }
 }
 
@@ -332,6 +347,10 @@ impl Policy for AimdLocal {
             expected_rate: None,
         }
     }
+
+    fn next_wakeup(&self, view: &View<'_>) -> Wakeup {
+        aimd_wakeup(view)
+    }
 }
 
 /// One window for the whole site, fed by the sum of every host's throughput.
@@ -351,10 +370,8 @@ impl AimdGlobal {
 
 impl Policy for AimdGlobal {
     fn admit(&mut self, view: &View<'_>) -> Admission {
-        if let Some(throughput) = view.period_throughput {
-            let total = view.fleet.source_hosts().map(|h| throughput[h.0].0).sum();
-            self.window
-                .update(BitsPerSec(total), view.total_in_flight(), &self.params);
+        if let Some(total) = view.period_source_throughput() {
+            self.window.update(total, view.total_in_flight(), &self.params);
         }
         Admission {
             total: self.window.size,
@@ -362,6 +379,10 @@ impl Policy for AimdGlobal {
             spread_over_hosts: true,
             expected_rate: None,
         }
+    }
+
+    fn next_wakeup(&self, view: &View<'_>) -> Wakeup {
+        aimd_wakeup(view)
     }
 }
 
@@ -432,8 +453,7 @@ impl Deadline {
 
 impl Policy for Deadline {
     fn admit(&mut self, view: &View<'_>) -> Admission {
-        if let Some(throughput) = view.period_throughput {
-            let total = view.fleet.source_hosts().map(|h| throughput[h.0].0).sum();
+        if let Some(BitsPerSec(total)) = view.period_source_throughput() {
             let probe_paid = self
                 .window
                 .update(BitsPerSec(total), view.total_in_flight(), &self.params);

@@ -5,8 +5,8 @@
 //! Plain data only: the rendering (tables, CSV, SVG) lives in `evac-report`,
 //! so the simulator and the sweep do not link the plotting and table code.
 //!
-//! A driver records one [`VmRecord`] per VM and a [`TimelinePoint`] whenever
-//! the evacuation's state changes; [`RunResult::summarize`] derives the metrics:
+//! A driver records one [`VmRecord`] per VM and [`TimelinePoint`]s (the
+//! simulator whenever the state changes, a real run every period); [`RunResult::summarize`] derives the metrics:
 //!
 //! - `total_time_s`: the last VM's completion, from the evacuation's start;
 //! - mean, 95th percentile (nearest rank) and max of the VMs' own migration
@@ -107,16 +107,40 @@ impl VmRecord {
     }
 }
 
-/// The state of the evacuation at the end of one control period.
+/// The state of the evacuation at one instant: a simulation records a point
+/// whenever the WAN's capacity, its throughput or the migrations in flight
+/// change (and at the start and the end), so the throughput is constant
+/// between two points; a real run records one per control period.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
     pub t_s: f64,
     /// The WAN's true capacity; `None` on a real run, where it is unknown.
     pub wan_capacity_bps: Option<f64>,
-    /// Bytes carried over the WAN in the period just ended, as a rate.
+    /// Bytes carried over the WAN since the previous point, as a rate.
     pub wan_throughput_bps: f64,
     /// Migrations in flight once the controller has acted.
     pub in_flight: usize,
+}
+
+/// A host of the fleet as the run saw it: the report draws a line where it
+/// lost power and says how long before that it was emptied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    pub site: Site,
+    /// When it loses power, from the evacuation's start; `None` if never.
+    pub power_off_s: Option<f64>,
+}
+
+/// A migration attempt that failed or was cancelled, leaving the VM on its
+/// source (a later attempt may still have moved it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub vm: String,
+    pub destination: Option<String>,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub reason: String,
 }
 
 /// The result of one evacuation.
@@ -143,6 +167,14 @@ pub struct RunResult {
     pub bytes_sent: u64,
     pub vms: Vec<VmRecord>,
     pub timeline: Vec<TimelinePoint>,
+    /// Every host with its power-off time (absent in results written before
+    /// this field existed: read as empty).
+    #[serde(default)]
+    pub hosts: Vec<HostRecord>,
+    /// Attempts that failed or were cancelled, in the order they ended; the
+    /// drivers that know them append them after [`RunResult::summarize`].
+    #[serde(default)]
+    pub failed_attempts: Vec<FailedAttempt>,
 }
 
 impl RunResult {
@@ -167,13 +199,35 @@ impl RunResult {
             ),
             _ => None,
         };
-        let priority_of = |name: &str| {
+        // Records come in the fleet's order (paired by index, O(VMs)); a
+        // driver that listed them otherwise is looked up by name, once.
+        let in_fleet_order = vms.len() == fleet.vms.len()
+            && vms
+                .iter()
+                .zip(&fleet.vms)
+                .all(|(record, vm)| record.name == vm.name);
+        let by_name: std::collections::HashMap<&str, u32> = if in_fleet_order {
+            Default::default()
+        } else {
             fleet
                 .vms
                 .iter()
-                .find(|vm| vm.name == name)
-                .map_or(0, |vm| u64::from(vm.priority))
+                .map(|vm| (vm.name.as_str(), vm.priority))
+                .collect()
         };
+        let priority_saved: u64 = vms
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.outcome == Outcome::Migrated)
+            .map(|(i, v)| {
+                let priority = if in_fleet_order {
+                    Some(fleet.vms[i].priority)
+                } else {
+                    by_name.get(v.name.as_str()).copied()
+                };
+                priority.map_or(0, u64::from)
+            })
+            .sum();
         Self {
             policy: policy.to_owned(),
             total_time_s: total_time,
@@ -188,16 +242,33 @@ impl RunResult {
             migrated: migrated.len(),
             not_migrated: vms.iter().filter(|v| v.outcome == Outcome::NotMigrated).count(),
             lost: vms.iter().filter(|v| v.outcome == Outcome::Lost).count(),
-            priority_saved: migrated.iter().map(|v| priority_of(&v.name)).sum(),
+            priority_saved,
             priority_total: fleet.vms.iter().map(|vm| u64::from(vm.priority)).sum(),
             bytes_sent: vms.iter().filter_map(|v| v.bytes_sent).sum(),
             vms,
             timeline,
+            hosts: fleet
+                .hosts
+                .iter()
+                .map(|h| HostRecord {
+                    name: h.name.clone(),
+                    site: h.site,
+                    power_off_s: h.power_off_at.map(|t| t.as_secs_f64()),
+                })
+                .collect(),
+            failed_attempts: Vec::new(),
         }
     }
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a RunResult always serializes")
+    }
+
+    /// Writes the same JSON as [`RunResult::to_json`] to `out` as it goes,
+    /// without building it in memory first (hundreds of MB for a million
+    /// VMs). `out` should be buffered.
+    pub fn write_json<W: std::io::Write>(&self, out: W) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(out, self).map_err(std::io::Error::from)
     }
 }
 

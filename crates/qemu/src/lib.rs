@@ -842,6 +842,7 @@ impl Backend {
             migrations,
             host_tx: self.host_tx.iter().map(|&b| Bytes(b)).collect(),
             wan_bytes: Bytes(wan),
+            tx_changed: None,
         }
     }
 }

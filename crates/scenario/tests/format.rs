@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use evac_controller::{ControllerConfig, PolicyKind};
+use evac_controller::{ControllerConfig, Order, PolicyKind};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, Site, TracePoint, Vm};
 use evac_scenario::{Scenario, DEFAULT_SCENARIO_TOML};
 use proptest::prelude::*;
@@ -60,6 +60,7 @@ fn the_two_site_example_reads_as_written() {
         ControllerConfig {
             policy: PolicyKind::Sequential,
             period: Duration::from_secs(1),
+            order: Some(Order::AsListed),
             ..ControllerConfig::default()
         }
     );

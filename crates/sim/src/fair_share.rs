@@ -30,6 +30,9 @@ pub struct FairShare {
     flows_on_link: Vec<Vec<usize>>,
     by_cap_level: Vec<usize>,
     frozen: Vec<bool>,
+    /// The links some flow crosses, ascending: the only ones the filling
+    /// looks at, so a few flows on a fleet of thousands of links cost a few.
+    involved: Vec<usize>,
 }
 
 /// Treats a link as full once less than this fraction of it is left, so
@@ -43,22 +46,30 @@ impl FairShare {
         let links = capacity.len();
         rates.clear();
         rates.resize(flows.len(), 0.0);
-        self.frozen_load.clear();
+        // Only the links of the last call can hold anything: reset those.
+        for &l in &self.involved {
+            self.frozen_load[l] = 0.0;
+            self.free_weight[l] = 0.0;
+            self.flows_on_link[l].clear();
+        }
+        self.involved.clear();
         self.frozen_load.resize(links, 0.0);
-        self.free_weight.clear();
         self.free_weight.resize(links, 0.0);
         self.flows_on_link.resize_with(links, Vec::new);
-        for list in &mut self.flows_on_link {
-            list.clear();
-        }
         self.frozen.clear();
         self.frozen.resize(flows.len(), false);
         for (f, flow) in flows.iter().enumerate() {
             for &l in unique_links(&flow.links) {
+                if self.flows_on_link[l].is_empty() {
+                    self.involved.push(l);
+                }
                 self.free_weight[l] += flow.weight;
                 self.flows_on_link[l].push(f);
             }
         }
+        // Ascending, so that ties between links go as a scan of all links
+        // in index order would break them.
+        self.involved.sort_unstable();
         self.by_cap_level.clear();
         self.by_cap_level.extend(0..flows.len());
         self.by_cap_level.sort_unstable_by(|&a, &b| {
@@ -75,7 +86,10 @@ impl FairShare {
                 .by_cap_level
                 .get(next_capped)
                 .map_or(f64::INFINITY, |&f| flows[f].cap / flows[f].weight);
-            let (link, link_level) = (0..links)
+            let (link, link_level) = self
+                .involved
+                .iter()
+                .copied()
                 .filter(|&l| self.free_weight[l] > 0.0)
                 .map(|l| {
                     (

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use evac_controller::{
     Action, Controller, ControllerConfig, EndOutcome, Ended, Evacuation, MigrationObs, Observations, Phase,
-    Retune,
+    Retune, Wakeup,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Network, VmId};
 use evac_outcome::{reason, Outcome, RunResult, TimelinePoint, VmRecord};
@@ -185,8 +185,19 @@ struct Simulation<'a> {
     ended: Vec<Ended>,
     observations: Observations,
     timeline: Vec<TimelinePoint>,
-    last_tick: (f64, f64),
+    /// The last timeline point: its time, the WAN's bytes then, and the
+    /// state it recorded (in flight, capacity, load).
+    last_point: Option<(f64, f64, (usize, f64, f64))>,
     connection_cap: f64,
+    /// Each host's VMs, in fleet order.
+    vms_by_host: Vec<Vec<VmId>>,
+    /// The links some flow crosses (only they carry bytes), and a mark per
+    /// link.
+    active_links: Vec<usize>,
+    link_active: Vec<bool>,
+    /// Hosts whose NIC counter moved since the last consultation.
+    tx_changed: Vec<HostId>,
+    tx_marked: Vec<bool>,
 }
 
 impl<'a> Simulation<'a> {
@@ -202,6 +213,10 @@ impl<'a> Simulation<'a> {
             .filter_map(|h| fleet.host(h).power_off_at.map(|t| (t.as_secs_f64(), h)))
             .collect();
         power_offs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut vms_by_host = vec![Vec::new(); fleet.hosts.len()];
+        for id in fleet.vm_ids() {
+            vms_by_host[fleet.vm(id).host.0].push(id);
+        }
         Self {
             fleet,
             network,
@@ -227,13 +242,21 @@ impl<'a> Simulation<'a> {
                 ..Observations::default()
             },
             timeline: Vec::new(),
-            last_tick: (0.0, 0.0),
+            last_point: None,
             connection_cap: network.connection_cap().to_bytes_per_sec().0,
+            vms_by_host,
+            active_links: Vec::new(),
+            link_active: vec![false; links],
+            tx_changed: Vec::new(),
+            tx_marked: vec![false; fleet.hosts.len()],
         }
     }
 
     fn run(&mut self, controller: &mut dyn Controller) {
-        let mut next_tick: f64 = 0.0;
+        // The driver's periodic grid (0, period, 2 × period, ... by repeated
+        // addition), and when the controller wants to be consulted next.
+        let mut grid: f64 = 0.0;
+        let mut wakeup: f64 = 0.0;
         loop {
             let next_round_end = self.next_round_end();
             let next_trace = self
@@ -251,7 +274,12 @@ impl<'a> Simulation<'a> {
                 // good): what is in flight is stuck, and so lost.
                 break;
             }
-            let next = next_tick.min(next_round_end).min(next_trace).min(next_power_off);
+            let next = wakeup.min(next_round_end).min(next_trace).min(next_power_off);
+            if next.is_infinite() {
+                // Nothing will ever happen again, and the controller waits
+                // for something to happen.
+                break;
+            }
             self.now = next;
             let mut rates_changed = false;
             // At one instant: rounds end first (a migration that ends as its
@@ -277,15 +305,20 @@ impl<'a> Simulation<'a> {
                 let (_, host) = self.power_offs.pop().expect("checked");
                 rates_changed |= self.power_off(host);
             }
-            let periodic = next >= next_tick - SAME_INSTANT;
-            if periodic || !self.ended.is_empty() {
+            let woken = next >= wakeup - SAME_INSTANT;
+            if woken || !self.ended.is_empty() {
                 let actions = self.consult(controller);
                 let idle = actions.is_empty() && self.flows.is_empty();
                 rates_changed |= self.apply(actions);
-                if periodic {
-                    self.record_timeline();
-                    next_tick += self.period;
+                while grid <= next + SAME_INSTANT {
+                    grid += self.period;
                 }
+                wakeup = match controller.next_wakeup() {
+                    Wakeup::NextPeriod => grid,
+                    Wakeup::At(at) if at.as_secs_f64() > next + SAME_INSTANT => at.as_secs_f64(),
+                    Wakeup::At(_) => grid,
+                    Wakeup::OnEvent => f64::INFINITY,
+                };
                 if self.unresolved == 0 || idle {
                     if rates_changed {
                         self.reallocate();
@@ -296,7 +329,9 @@ impl<'a> Simulation<'a> {
             if rates_changed {
                 self.reallocate();
             }
+            self.note_timeline(false);
         }
+        self.note_timeline(true);
     }
 
     fn next_round_end(&mut self) -> f64 {
@@ -398,7 +433,8 @@ impl<'a> Simulation<'a> {
     fn power_off(&mut self, host: HostId) -> bool {
         let now = self.now;
         let mut flows_left = false;
-        for vm in self.fleet.vm_ids().filter(|&vm| self.fleet.vm(vm).host == host) {
+        for i in 0..self.vms_by_host[host.0].len() {
+            let vm = self.vms_by_host[host.0][i];
             if let Some(slot) = self.slot[vm.0] {
                 self.flows[slot].catch_up(now);
                 let flow = self.remove_flow(vm);
@@ -450,8 +486,12 @@ impl<'a> Simulation<'a> {
                 params: flow.params,
             });
         }
-        for (h, tx) in obs.host_tx.iter_mut().enumerate() {
-            *tx = Bytes::from_f64(self.carried[h + 1]);
+        // `host_tx` is kept as the links advance; say which hosts moved.
+        let changed = obs.tx_changed.get_or_insert_with(Vec::new);
+        changed.clear();
+        for host in self.tx_changed.drain(..) {
+            self.tx_marked[host.0] = false;
+            changed.push(host);
         }
         obs.wan_bytes = Bytes::from_f64(self.carried[WAN]);
         controller.on_tick(obs)
@@ -555,12 +595,20 @@ impl<'a> Simulation<'a> {
         });
     }
 
-    /// Brings every link's carried bytes up to now.
+    /// Brings every loaded link's carried bytes up to now (the others carry
+    /// nothing), and the hosts' counters with them.
     fn advance_links(&mut self) {
         let elapsed = self.now - self.links_as_of;
         if elapsed > 0.0 {
-            for (carried, load) in self.carried.iter_mut().zip(&self.load) {
-                *carried += load * elapsed;
+            for &l in &self.active_links {
+                self.carried[l] += self.load[l] * elapsed;
+                if l != WAN && self.load[l] != 0.0 {
+                    let host = l - 1;
+                    self.observations.host_tx[host] = Bytes::from_f64(self.carried[l]);
+                    if !std::mem::replace(&mut self.tx_marked[host], true) {
+                        self.tx_changed.push(HostId(host));
+                    }
+                }
             }
         }
         self.links_as_of = self.now;
@@ -577,7 +625,10 @@ impl<'a> Simulation<'a> {
         }
         self.fair_share
             .allocate(&self.capacity, &self.demands, &mut self.rates);
-        self.load.iter_mut().for_each(|l| *l = 0.0);
+        for l in self.active_links.drain(..) {
+            self.load[l] = 0.0;
+            self.link_active[l] = false;
+        }
         let mut events = std::mem::take(&mut self.round_ends).into_vec();
         events.clear();
         for (flow, &rate) in self.flows.iter_mut().zip(&self.rates) {
@@ -585,6 +636,9 @@ impl<'a> Simulation<'a> {
             flow.generation += 1;
             for &l in fair_share::unique_links(&flow.demand.links) {
                 self.load[l] += rate;
+                if !std::mem::replace(&mut self.link_active[l], true) {
+                    self.active_links.push(l);
+                }
             }
             let at = flow.round_ends_at();
             if at.is_finite() {
@@ -598,20 +652,45 @@ impl<'a> Simulation<'a> {
         self.round_ends = BinaryHeap::from(events);
     }
 
-    fn record_timeline(&mut self) {
-        let (last_t, last_wan) = self.last_tick;
-        let throughput = if self.now > last_t {
-            (self.carried[WAN] - last_wan) * 8.0 / (self.now - last_t)
-        } else {
-            0.0
+    /// Records a timeline point if the WAN's capacity, its load or the
+    /// migrations in flight changed since the last one (and, at the `end`,
+    /// once more if time passed): between two points the throughput is
+    /// constant, so the timeline is exact at a point per change, not per
+    /// period.
+    fn note_timeline(&mut self, end: bool) {
+        let state = (self.flows.len(), self.capacity[WAN], self.load[WAN]);
+        let (last_t, last_wan) = match self.last_point {
+            Some((t, wan, last_state)) => {
+                let changed = last_state != state || (end && self.now > t);
+                if !changed || self.now < t {
+                    return;
+                }
+                (t, wan)
+            }
+            None => (0.0, 0.0),
         };
-        self.timeline.push(TimelinePoint {
-            t_s: self.now,
-            wan_capacity_bps: Some(self.capacity[WAN] * 8.0),
-            wan_throughput_bps: throughput,
-            in_flight: self.flows.len(),
-        });
-        self.last_tick = (self.now, self.carried[WAN]);
+        self.advance_links();
+        match self.timeline.last_mut() {
+            // Two changes at one instant: the later state stands.
+            Some(point) if point.t_s == self.now => {
+                point.wan_capacity_bps = Some(self.capacity[WAN] * 8.0);
+                point.in_flight = self.flows.len();
+            }
+            _ => {
+                let throughput = if self.now > last_t {
+                    (self.carried[WAN] - last_wan) * 8.0 / (self.now - last_t)
+                } else {
+                    0.0
+                };
+                self.timeline.push(TimelinePoint {
+                    t_s: self.now,
+                    wan_capacity_bps: Some(self.capacity[WAN] * 8.0),
+                    wan_throughput_bps: throughput,
+                    in_flight: self.flows.len(),
+                });
+            }
+        }
+        self.last_point = Some((self.now, self.carried[WAN], state));
     }
 
     fn into_result(self, policy: &str) -> RunResult {

@@ -244,11 +244,20 @@ fn a_bandwidth_drop_mid_migration_slows_the_rest() {
         PolicyKind::Sequential,
     );
     assert_close(result.vms[0].end_s.unwrap(), 4.0 + (GIB - 5e8) / 31.25e6, "end");
-    let before = &result.timeline[3];
-    let after = &result.timeline[6];
-    assert_eq!(before.wan_capacity_bps, Some(1e9));
-    assert_close(before.wan_throughput_bps, 1e9, "throughput before the drop");
-    assert_close(after.wan_throughput_bps, 250e6, "throughput after the drop");
+    // The timeline has a point at each change: the start, the drop (the
+    // throughput over 0-4 s, the capacity from then on) and the end.
+    let times: Vec<f64> = result.timeline.iter().map(|p| p.t_s).collect();
+    assert_eq!(times.len(), 3, "{times:?}");
+    let (start, drop, end) = (&result.timeline[0], &result.timeline[1], &result.timeline[2]);
+    assert_eq!(
+        (start.t_s, start.wan_capacity_bps, start.in_flight),
+        (0.0, Some(1e9), 1)
+    );
+    assert_eq!((drop.t_s, drop.wan_capacity_bps), (4.0, Some(250e6)));
+    assert_close(drop.wan_throughput_bps, 1e9, "throughput before the drop");
+    assert_close(end.t_s, 4.0 + (GIB - 5e8) / 31.25e6, "the last point at the end");
+    assert_close(end.wan_throughput_bps, 250e6, "throughput after the drop");
+    assert_eq!(end.in_flight, 0);
 }
 
 #[test]

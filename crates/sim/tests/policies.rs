@@ -188,32 +188,30 @@ fn aimd_global_halves_when_the_wan_halves_and_recovers() {
     // soon after the window shrinks, and in flight follows the window.
     let fleet = fleet_of(&[150, 150], &[1], BytesPerSec::ZERO);
     let result = run(&fleet, &network, PolicyKind::AimdGlobal);
+    // The timeline has a point at each change: in flight at `t` is that
+    // of the last point at or before `t`.
     let in_flight_at = |t: f64| {
         result
             .timeline
             .iter()
-            .find(|p| (p.t_s - t).abs() < 1e-6)
-            .unwrap_or_else(|| panic!("no timeline point at {t} s"))
+            .take_while(|p| p.t_s <= t + 1e-6)
+            .last()
+            .unwrap_or_else(|| panic!("no timeline point by {t} s"))
             .in_flight
     };
-    let most = |from: f64, to: f64| {
-        result
-            .timeline
-            .iter()
-            .filter(|p| p.t_s >= from && p.t_s <= to)
-            .map(|p| p.in_flight)
-            .max()
-            .unwrap()
+    let over = |from: f64, to: f64| {
+        let mut values = vec![in_flight_at(from)];
+        values.extend(
+            result
+                .timeline
+                .iter()
+                .filter(|p| p.t_s > from && p.t_s <= to)
+                .map(|p| p.in_flight),
+        );
+        values
     };
-    let least = |from: f64, to: f64| {
-        result
-            .timeline
-            .iter()
-            .filter(|p| p.t_s >= from && p.t_s <= to)
-            .map(|p| p.in_flight)
-            .min()
-            .unwrap()
-    };
+    let most = |from: f64, to: f64| over(from, to).into_iter().max().unwrap();
+    let least = |from: f64, to: f64| over(from, to).into_iter().min().unwrap();
     // Before the drop the window has grown past what 5 Gbps needs (3.7
     // connections of 1.342 Gbps) up to what 10 Gbps needs (7.5).
     let before = least(40.0, 60.0);

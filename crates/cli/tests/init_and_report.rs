@@ -1,0 +1,114 @@
+//! `evac init` and `evac report` as a newcomer meets them: a scenario to
+//! start from, and a clear error for a file that is not a result.
+
+use std::process::{Command, Output};
+
+fn evac(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_evac"))
+        .args(args)
+        .output()
+        .expect("evac runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn init_writes_a_scenario_that_simulates_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mine.toml");
+    let out = evac(&["init", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.contains("[[host]]") && written.contains("[controller]"));
+
+    let out = evac(&["simulate", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The scenario's header line names the 41 VMs of the default.
+    assert!(text(&out.stdout).contains("41 VMs"), "{}", text(&out.stdout));
+
+    std::fs::write(&path, "edited").unwrap();
+    let out = evac(&["init", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("never overwritten"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "edited");
+
+    // Without a file: the same text on stdout.
+    let out = evac(&["init"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), written);
+}
+
+#[test]
+fn report_refuses_a_file_that_is_not_a_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\n  \"policy\": \"x\",\n  \"vms\": 3\n}\n").unwrap();
+    let html = dir.path().join("r.html");
+    let out = evac(&["report", bad.to_str().unwrap(), "-o", html.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    // One line naming the file, the line and column, and what it expected.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("bad.json:3:"), "{stderr}");
+    assert!(stderr.contains("not an evac result"), "{stderr}");
+    assert!(!html.exists());
+
+    let missing = dir.path().join("missing.json");
+    let out = evac(&["report", missing.to_str().unwrap(), "-o", html.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("missing.json"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn report_of_one_simulated_run_names_its_lost_vms() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("aimd.json");
+    let html = dir.path().join("r.html");
+    let out = evac(&[
+        "simulate",
+        "--policy",
+        "aimd-global",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = evac(&[
+        "report",
+        json.to_str().unwrap(),
+        "-o",
+        html.to_str().unwrap(),
+        "--label",
+        "plan",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for vm in result["vms"].as_array().unwrap() {
+        let name = vm["name"].as_str().unwrap();
+        assert!(
+            page.contains(&format!("data-vm=\"{name}\"")),
+            "no Gantt row for {name}"
+        );
+        if vm["outcome"] == "lost" {
+            assert!(
+                page.contains(&format!("<li>{name} on ")),
+                "{name} is not named as lost"
+            );
+        }
+    }
+    assert!(page.contains("evac report: plan"));
+    // Self-contained: nothing to fetch.
+    for reference in ["src=\"http", "href=\"http", "<link", "<script"] {
+        assert!(!page.contains(reference), "the page refers to {reference}");
+    }
+}

@@ -1,0 +1,627 @@
+//! The libvirt client layer: every call the backend makes, each bounded by a
+//! timeout.
+//!
+//! libvirt's client library blocks, so every call runs on a blocking thread
+//! and is awaited with a tokio timeout. A call that times out leaves its
+//! thread behind until libvirt returns (libvirt's own RPC keeps it finite);
+//! the caller goes on. One connection serves only `max_client_requests`
+//! (default 5) calls at once and a peer-to-peer migrate call holds one for
+//! its whole length, so each migration in flight gets a [`Conn`] of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use evac_model::{Bytes, BytesPerSec};
+use virt::connect::Connect;
+use virt::domain::{Domain, MigrateParameters};
+
+/// Why a libvirt call did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Libvirt(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<virt::error::Error> for ClientError {
+    fn from(e: virt::error::Error) -> Self {
+        ClientError::Libvirt(e.message().to_owned())
+    }
+}
+
+/// A libvirt connection, closed when dropped (virt 0.4's `Connect` is not).
+#[derive(Debug)]
+pub struct Conn(pub Connect);
+
+impl Conn {
+    /// Opens `uri` on this thread (blocking).
+    pub fn open_blocking(uri: &str) -> Result<Conn, virt::error::Error> {
+        Connect::open(Some(uri)).map(Conn)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = self.0.close();
+    }
+}
+
+/// Runs `f` on a fresh thread and waits at most `timeout` (for synchronous
+/// callers such as the lab).
+pub fn blocking<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> Result<T, virt::error::Error> + Send + 'static,
+) -> Result<T, ClientError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r.map_err(ClientError::from),
+        Err(_) => Err(ClientError::Timeout(timeout)),
+    }
+}
+
+/// Runs `f` on tokio's blocking pool and awaits it at most `timeout`.
+pub async fn call<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(join)) => Err(ClientError::Libvirt(format!("libvirt call panicked: {join}"))),
+        Err(_) => Err(ClientError::Timeout(timeout)),
+    }
+}
+
+/// Calls `f` on `dom`, again (up to 10 times, 100 ms apart) while libvirt
+/// says the domain does not exist: on the lab's loaded machine the source
+/// daemon answered "Domain not found" for a domain in the middle of its
+/// migration, and the same call succeeded a moment later.
+pub fn on_domain<T>(
+    dom: &Domain,
+    f: impl Fn(&Domain) -> Result<T, virt::error::Error>,
+) -> Result<T, virt::error::Error> {
+    let mut tries = 0;
+    loop {
+        match f(dom) {
+            Err(e) if e.code() == virt::error::ErrorNumber::NoDomain && tries < 9 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Connects to `uri` and returns the host's name: proof the daemon answers.
+pub fn probe(uri: &str, timeout: Duration) -> Result<String, ClientError> {
+    let uri = uri.to_owned();
+    blocking(timeout, move || Conn::open_blocking(&uri)?.0.get_hostname())
+}
+
+/// Opens a connection, bounded by `timeout`.
+pub async fn connect(uri: &str, timeout: Duration) -> Result<Arc<Conn>, ClientError> {
+    let owned = uri.to_owned();
+    call(timeout, move || Ok(Arc::new(Conn::open_blocking(&owned)?)))
+        .await
+        .map_err(|e| ClientError::Libvirt(format!("cannot connect to {uri}: {e}")))
+}
+
+/// A domain as the backend needs to know it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainFacts {
+    pub name: String,
+    pub memory: Bytes,
+    /// Disks backed by something on the host itself (see [`local_disks`]).
+    pub local_disks: Vec<String>,
+    /// The host-side device names of its network interfaces.
+    pub interfaces: Vec<String>,
+    /// Whether a job (a migration) is running on it now.
+    pub job_running: bool,
+}
+
+/// The running domains of the host at `conn`.
+pub async fn running_domains(
+    conn: &Arc<Conn>,
+    shared_storage: &[String],
+    timeout: Duration,
+) -> Result<Vec<DomainFacts>, ClientError> {
+    let conn = conn.clone();
+    let shared = shared_storage.to_vec();
+    call(timeout, move || {
+        let doms = conn
+            .0
+            .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
+        let mut out = Vec::new();
+        for dom in doms {
+            let name = dom.get_name()?;
+            let info = dom.get_info()?;
+            let xml = dom.get_xml_desc(0)?;
+            let (local_disks, interfaces) = crate::xml::devices(&xml, &shared)
+                .map_err(|e| ClientError::Libvirt(format!("domain {name}: {e}")))?;
+            let job = crate::raw::job_stats(&dom)
+                .map(|j| j.job_type != 0)
+                .unwrap_or(false);
+            out.push(DomainFacts {
+                name,
+                // libvirt reports KiB.
+                memory: Bytes(info.max_mem * 1024),
+                local_disks,
+                interfaces,
+                job_running: job,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    })
+    .await
+}
+
+/// Sum of the transmitted bytes of the interfaces of `domains` on the host
+/// at `conn` (a domain gone meanwhile counts nothing).
+pub async fn guests_tx(
+    conn: &Arc<Conn>,
+    domains: Vec<(String, Vec<String>)>,
+    timeout: Duration,
+) -> Result<Bytes, ClientError> {
+    let conn = conn.clone();
+    call(timeout, move || {
+        let mut sum = 0u64;
+        for (name, ifaces) in domains {
+            let Ok(dom) = Domain::lookup_by_name(&conn.0, &name) else {
+                continue;
+            };
+            for iface in ifaces {
+                if let Ok(stats) = dom.interface_stats(&iface) {
+                    // libvirt reports a tap's counters as the guest sees
+                    // them: tx is what the guest sent.
+                    sum = sum.saturating_add(stats.tx_bytes.max(0) as u64);
+                }
+            }
+        }
+        Ok(Bytes(sum))
+    })
+    .await
+}
+
+/// What a migration is asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrateRequest {
+    pub domain: String,
+    /// The destination daemon, as the source daemon reaches it (p2p).
+    pub destination_uri: String,
+    /// Where the migration stream goes: `tcp://<migration_address>`.
+    pub migration_uri: Option<String>,
+    pub max_bandwidth: Option<BytesPerSec>,
+    pub parallel_connections: u32,
+    pub auto_converge: bool,
+    pub downtime_limit: Duration,
+    pub tls: bool,
+    /// The name the destination's certificate must carry (TLS), when not
+    /// the migration URI's host.
+    pub tls_destination: Option<String>,
+    /// Copy local disks (libvirt's non-shared-disk migration).
+    pub copy_storage: bool,
+    /// Pause the guest first (offline migration).
+    pub offline: bool,
+}
+
+/// "Unlimited", MiB/s: 1 TB/s, as the QEMU backend has it. (libvirt's own
+/// maximum, `i64::MAX` bytes, was accepted by `virDomainMigrateSetMaxSpeed`
+/// in the lab but left the old cap in force.)
+const UNLIMITED_MIB_S: u64 = 1_000_000_000_000 / (1024 * 1024);
+
+/// A rate in the whole MiB/s libvirt takes (at least 1; `None` unlimited).
+pub fn mib_per_sec(rate: Option<BytesPerSec>) -> u64 {
+    match rate {
+        None => UNLIMITED_MIB_S,
+        Some(r) if !r.0.is_finite() => UNLIMITED_MIB_S,
+        Some(r) => ((r.0 / 1_048_576.0).round() as u64).clamp(1, UNLIMITED_MIB_S),
+    }
+}
+
+impl MigrateRequest {
+    /// The migrate flags.
+    pub fn flags(&self) -> u32 {
+        use virt::sys::*;
+        let mut flags = VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE;
+        if !self.offline {
+            flags |= VIR_MIGRATE_LIVE;
+        }
+        if self.auto_converge {
+            flags |= VIR_MIGRATE_AUTO_CONVERGE;
+        }
+        if self.parallel_connections > 1 {
+            flags |= VIR_MIGRATE_PARALLEL;
+        }
+        if self.tls {
+            flags |= VIR_MIGRATE_TLS;
+        }
+        if self.copy_storage {
+            flags |= VIR_MIGRATE_NON_SHARED_DISK;
+        }
+        flags
+    }
+
+    /// The migrate parameters.
+    pub fn parameters(&self) -> MigrateParameters {
+        MigrateParameters {
+            bandwidth: self.max_bandwidth.map(|r| mib_per_sec(Some(r))),
+            parallel_connections: (self.parallel_connections > 1).then_some(self.parallel_connections as i32),
+            uri: self.migration_uri.clone(),
+            tls_destination: if self.tls {
+                self.tls_destination.clone()
+            } else {
+                None
+            },
+            ..MigrateParameters::default()
+        }
+    }
+}
+
+/// Progress of a migration, from the source's job stats.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct JobProgress {
+    /// Whether a job runs at all (false once it ended).
+    pub active: bool,
+    pub processed: Bytes,
+    pub remaining: Bytes,
+    pub total: Bytes,
+    /// Bytes per second the guest dirties.
+    pub dirty_rate: BytesPerSec,
+    pub iteration: u64,
+}
+
+/// One migration in flight: its own connection to the source, the domain,
+/// and the thread blocked in the migrate call.
+pub struct Migration {
+    pub domain: String,
+    conn: Arc<Conn>,
+    dom: Arc<Domain>,
+    done: tokio::sync::oneshot::Receiver<Result<(), ClientError>>,
+    result: Option<Result<(), ClientError>>,
+    /// Knobs set while the job was still in its setup phase: libvirt
+    /// accepts them then but QEMU's migration starts with the initial
+    /// values, so they are applied again once data flows (seen in the lab).
+    pending: Arc<std::sync::Mutex<Pending>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    /// Whether data has been seen flowing (QEMU's migration runs).
+    streaming: bool,
+    speed_mib: Option<u64>,
+    downtime_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Migration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migration").field("domain", &self.domain).finish()
+    }
+}
+
+impl Migration {
+    /// Connects to the source (`source_uri`, a connection of its own) and
+    /// starts the migration on a thread; returns at once (the migrate call
+    /// runs on: [`Migration::wait`] and [`Migration::poll_done`] see its end).
+    pub async fn start(
+        source_uri: &str,
+        request: MigrateRequest,
+        timeout: Duration,
+    ) -> Result<Migration, ClientError> {
+        let conn = connect(source_uri, timeout).await?;
+        let name = request.domain.clone();
+        let dom = {
+            let conn = conn.clone();
+            let name = name.clone();
+            call(timeout, move || {
+                Ok(Arc::new(Domain::lookup_by_name(&conn.0, &name)?))
+            })
+            .await?
+        };
+        if request.offline {
+            let dom = dom.clone();
+            call(timeout, move || Ok(dom.suspend()?)).await?;
+        }
+        // The downtime limit is no migrate parameter. Set before the
+        // migration, QEMU keeps it for the migration libvirt starts (set
+        // during the job's setup phase it waits for libvirt's job lock).
+        {
+            let dom = dom.clone();
+            let ms = (request.downtime_limit.as_millis() as u64).max(1);
+            call(timeout, move || {
+                Ok(dom.migrate_set_max_downtime(ms, 0).map(|_| ())?)
+            })
+            .await?;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let dom = dom.clone();
+            let conn = conn.clone();
+            let request = request.clone();
+            std::thread::Builder::new()
+                .name(format!("migrate-{name}"))
+                .spawn(move || {
+                    let result = dom
+                        .migrate_to_uri3(
+                            Some(&request.destination_uri),
+                            request.parameters(),
+                            request.flags(),
+                        )
+                        .map_err(ClientError::from);
+                    // The guest we paused must not stay paused where it is.
+                    if result.is_err() && request.offline {
+                        let _ = dom.resume();
+                    }
+                    drop(conn);
+                    let _ = tx.send(result);
+                })
+                .map_err(|e| ClientError::Libvirt(format!("cannot start a thread: {e}")))?;
+        }
+        let migration = Migration {
+            domain: name,
+            conn,
+            dom,
+            done: rx,
+            result: None,
+            pending: Arc::default(),
+        };
+        Ok(migration)
+    }
+
+    /// Adopts a migration already running on `domain` of the host at
+    /// `source_uri` (started by an earlier evac): its end is seen when the
+    /// job stops and the domain is gone from the source (completed) or
+    /// still runs there (failed).
+    pub async fn adopt(source_uri: &str, domain: &str, timeout: Duration) -> Result<Migration, ClientError> {
+        let conn = connect(source_uri, timeout).await?;
+        let dom = {
+            let conn = conn.clone();
+            let name = domain.to_owned();
+            call(timeout, move || {
+                Ok(Arc::new(Domain::lookup_by_name(&conn.0, &name)?))
+            })
+            .await?
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let dom = dom.clone();
+            std::thread::spawn(move || {
+                // Poll the job until it ends; then look at the domain.
+                loop {
+                    match crate::raw::job_stats(&dom) {
+                        Ok(job) if job.job_type != 0 => std::thread::sleep(Duration::from_millis(200)),
+                        _ => break,
+                    }
+                }
+                let result = match dom.get_state() {
+                    Ok((state, _))
+                        if state == virt::sys::VIR_DOMAIN_RUNNING
+                            || state == virt::sys::VIR_DOMAIN_PAUSED =>
+                    {
+                        Err(ClientError::Libvirt("the adopted migration failed".into()))
+                    }
+                    _ => Ok(()),
+                };
+                let _ = tx.send(result);
+            });
+        }
+        Ok(Migration {
+            domain: domain.to_owned(),
+            conn,
+            dom,
+            done: rx,
+            result: None,
+            pending: Arc::new(std::sync::Mutex::new(Pending {
+                streaming: true,
+                ..Pending::default()
+            })),
+        })
+    }
+
+    /// The migration's end, once the migrate call returned.
+    pub fn poll_done(&mut self) -> Option<&Result<(), ClientError>> {
+        if self.result.is_none() {
+            match self.done.try_recv() {
+                Ok(r) => self.result = Some(r),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    self.result = Some(Err(ClientError::Libvirt("the migrate thread died".into())))
+                }
+            }
+        }
+        self.result.as_ref()
+    }
+
+    /// Waits for the end, at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        if self.result.is_none() {
+            let r = tokio::time::timeout(timeout, &mut self.done)
+                .await
+                .map_err(|_| ClientError::Timeout(timeout))?;
+            self.result =
+                Some(r.unwrap_or_else(|_| Err(ClientError::Libvirt("the migrate thread died".into()))));
+        }
+        self.result.clone().expect("set above")
+    }
+
+    /// The job's progress.
+    pub async fn progress(&self, timeout: Duration) -> Result<JobProgress, ClientError> {
+        let dom = self.dom.clone();
+        let pending = self.pending.clone();
+        call(timeout, move || {
+            let progress = job_progress(&on_domain(&dom, crate::raw::job_stats)?);
+            if progress.active && progress.total.0 > 0 {
+                let knobs = {
+                    let mut p = pending.lock().expect("not poisoned");
+                    let knobs = *p;
+                    *p = Pending {
+                        streaming: true,
+                        ..Pending::default()
+                    };
+                    knobs
+                };
+                if let Some(mib) = knobs.speed_mib {
+                    on_domain(&dom, |d| d.migrate_set_max_speed(mib, 0))?;
+                }
+                if let Some(ms) = knobs.downtime_ms {
+                    on_domain(&dom, |d| d.migrate_set_max_downtime(ms, 0))?;
+                }
+            }
+            Ok(progress)
+        })
+        .await
+    }
+
+    /// Caps the migration's rate (`None`: unlimited).
+    pub async fn set_max_speed(
+        &self,
+        rate: Option<BytesPerSec>,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let dom = self.dom.clone();
+        let mib = mib_per_sec(rate);
+        {
+            let mut p = self.pending.lock().expect("not poisoned");
+            if !p.streaming {
+                p.speed_mib = Some(mib);
+            }
+        }
+        call(timeout, move || {
+            Ok(on_domain(&dom, |d| d.migrate_set_max_speed(mib, 0)).map(|_| ())?)
+        })
+        .await
+    }
+
+    /// Sets the longest pause precopy may end with.
+    pub async fn set_max_downtime(&self, limit: Duration, timeout: Duration) -> Result<(), ClientError> {
+        let dom = self.dom.clone();
+        let ms = (limit.as_millis() as u64).max(1);
+        {
+            let mut p = self.pending.lock().expect("not poisoned");
+            if !p.streaming {
+                p.downtime_ms = Some(ms);
+            }
+        }
+        call(timeout, move || {
+            Ok(on_domain(&dom, |d| d.migrate_set_max_downtime(ms, 0)).map(|_| ())?)
+        })
+        .await
+    }
+
+    /// The downtime limit in force.
+    pub async fn max_downtime(&self, timeout: Duration) -> Result<Duration, ClientError> {
+        let dom = self.dom.clone();
+        call(timeout, move || {
+            Ok(Duration::from_millis(on_domain(
+                &dom,
+                crate::raw::max_downtime_ms,
+            )?))
+        })
+        .await
+    }
+
+    /// Pauses the guest: precopy ends as stop-and-copy. The guest resumes
+    /// at the destination (libvirt resumes a live migration's guest there).
+    pub async fn suspend(&self, timeout: Duration) -> Result<(), ClientError> {
+        let dom = self.dom.clone();
+        call(timeout, move || Ok(on_domain(&dom, |d| d.suspend()).map(|_| ())?)).await
+    }
+
+    /// Aborts the job: the domain keeps running on its source, the migrate
+    /// call fails ("canceled by client").
+    pub async fn abort(&self, timeout: Duration) -> Result<(), ClientError> {
+        let dom = self.dom.clone();
+        call(timeout, move || Ok(on_domain(&dom, crate::raw::abort_job)?)).await
+    }
+
+    /// Resumes the domain on its source if it is paused (after a failed
+    /// migration of a guest we paused).
+    pub async fn resume_if_paused(&self, timeout: Duration) -> Result<(), ClientError> {
+        let dom = self.dom.clone();
+        call(timeout, move || {
+            if let Ok((state, _)) = dom.get_state() {
+                if state == virt::sys::VIR_DOMAIN_PAUSED {
+                    dom.resume()?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The connection this migration uses.
+    pub fn connection(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+}
+
+fn job_progress(stats: &crate::raw::JobStats) -> JobProgress {
+    let page = if stats.page_size == 0 {
+        4096
+    } else {
+        stats.page_size
+    };
+    JobProgress {
+        active: stats.job_type != 0,
+        processed: Bytes(stats.data_processed),
+        remaining: Bytes(stats.data_remaining),
+        total: Bytes(stats.data_total),
+        // libvirt reports pages per second.
+        dirty_rate: BytesPerSec(stats.dirty_rate_pages as f64 * page as f64),
+        iteration: stats.iteration,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_round_to_whole_mib_per_second() {
+        // 100 Mbit/s = 12.5e6 B/s = 11.92 MiB/s -> 12.
+        assert_eq!(mib_per_sec(Some(BytesPerSec(12.5e6))), 12);
+        assert_eq!(mib_per_sec(Some(BytesPerSec(1.0))), 1);
+        assert_eq!(mib_per_sec(None), 953_674);
+    }
+
+    #[test]
+    fn flags_follow_the_request() {
+        use virt::sys::*;
+        let mut r = MigrateRequest {
+            domain: "d".into(),
+            destination_uri: "qemu+tcp://b/system".into(),
+            migration_uri: Some("tcp://10.0.0.2".into()),
+            max_bandwidth: None,
+            parallel_connections: 1,
+            auto_converge: false,
+            downtime_limit: Duration::from_millis(300),
+            tls: false,
+            tls_destination: Some("b".into()),
+            copy_storage: false,
+            offline: false,
+        };
+        // live | p2p | persist_dest | undefine_source = 1 | 2 | 8 | 16.
+        assert_eq!(r.flags(), 1 | 2 | 8 | 16);
+        assert_eq!(r.parameters().tls_destination, None);
+        r.tls = true;
+        r.copy_storage = true;
+        r.offline = true;
+        r.parallel_connections = 4;
+        assert_eq!(
+            r.flags(),
+            VIR_MIGRATE_PEER2PEER
+                | VIR_MIGRATE_PERSIST_DEST
+                | VIR_MIGRATE_UNDEFINE_SOURCE
+                | VIR_MIGRATE_TLS
+                | VIR_MIGRATE_NON_SHARED_DISK
+                | VIR_MIGRATE_PARALLEL
+        );
+        assert_eq!(r.parameters().parallel_connections, Some(4));
+        assert_eq!(r.parameters().tls_destination.as_deref(), Some("b"));
+    }
+}

@@ -1,0 +1,437 @@
+//! The libvirt inventory: hosts reached by libvirt URIs, domains found on
+//! them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use evac_controller::ControllerConfig;
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm};
+use serde::Deserialize;
+
+/// An inventory: see the crate documentation for the format.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub name: String,
+    /// Must be `libvirt`.
+    pub backend: String,
+    #[serde(default)]
+    pub controller: ControllerConfig,
+    #[serde(default)]
+    pub migration: LibvirtMigration,
+    #[serde(rename = "host", default)]
+    pub hosts: Vec<HostSpec>,
+    /// Optional: restrict the run to these domains, or tune them.
+    #[serde(rename = "vm", default)]
+    pub vms: Vec<VmSpec>,
+}
+
+/// `[migration]`: the controller's starting parameters plus what only a
+/// libvirt migration has.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LibvirtMigration {
+    #[serde(flatten)]
+    pub params: MigrationParams,
+    /// Encrypt the migration stream (libvirt's `VIR_MIGRATE_TLS`).
+    #[serde(default)]
+    pub tls: bool,
+    /// Copy local disks with the migration (non-shared-disk migration);
+    /// without it a domain with a local disk is refused.
+    #[serde(default)]
+    pub copy_storage: bool,
+    /// Path prefixes every host mounts from shared storage (e.g. an NFS
+    /// export): disks under them are not local.
+    #[serde(default)]
+    pub shared_storage: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    pub name: String,
+    pub site: Site,
+    pub nic: BitsPerSec,
+    #[serde(default)]
+    pub memory: Option<Bytes>,
+    #[serde(default, with = "evac_model::units::human_duration::option")]
+    pub power_off_at: Option<Duration>,
+    /// How evac reaches the host's libvirtd, e.g. `qemu+tcp://10.77.0.1/system`.
+    pub uri: String,
+    /// How the source hosts' daemons reach this one (peer-to-peer
+    /// migration); default `uri`. Differs when evac uses a management
+    /// network or a local socket.
+    #[serde(default)]
+    pub peer_uri: Option<String>,
+    /// Destination hosts: the address the migration stream goes to.
+    #[serde(default)]
+    pub migration_address: Option<String>,
+    /// Destination hosts: the name their TLS certificate carries, when not
+    /// `migration_address`.
+    #[serde(default)]
+    pub tls_name: Option<String>,
+}
+
+impl HostSpec {
+    /// The URI source daemons use for this host.
+    pub fn peer_uri(&self) -> &str {
+        self.peer_uri.as_deref().unwrap_or(&self.uri)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// The domain's name.
+    pub name: String,
+    #[serde(default = "one")]
+    pub priority: u32,
+    /// A destination host pinned by the operator.
+    #[serde(default)]
+    pub destination: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Why an inventory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Inventories larger than this are refused (they are hand-written lists of
+/// hosts and VMs).
+pub const MAX_INVENTORY_BYTES: u64 = 16 << 20;
+
+impl Inventory {
+    /// Reads and checks an inventory file.
+    pub fn from_path(path: &Path) -> Result<Inventory, InventoryError> {
+        let read = |source| InventoryError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read)?.len();
+        if len > MAX_INVENTORY_BYTES {
+            return Err(read(std::io::Error::other(format!(
+                "{len} bytes: an inventory is at most {MAX_INVENTORY_BYTES} bytes"
+            ))));
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        Self::from_str_at(&text, path)
+    }
+
+    /// Parses inventory text; `path` names it in errors.
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
+        let inventory: Inventory =
+            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+                let field = e.path().to_string();
+                let e = e.into_inner();
+                let (line, column) = e.span().map(|s| line_column(text, s.start)).unwrap_or((0, 0));
+                InventoryError::Parse {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    message: if field == "." {
+                        e.message().to_owned()
+                    } else {
+                        format!("field `{field}`: {}", e.message())
+                    },
+                }
+            })?;
+        inventory
+            .check()
+            .map_err(|(key, message)| InventoryError::Invalid {
+                path: path.to_owned(),
+                line: key.map_or(0, |k| find_line(text, &k)),
+                message,
+            })?;
+        Ok(inventory)
+    }
+
+    /// Checks what serde cannot; an error names the entry's key (for its
+    /// line) and says what is wrong.
+    fn check(&self) -> Result<(), (Option<String>, String)> {
+        let at = |name: &str| Some(format!("\"{name}\""));
+        if self.backend != "libvirt" {
+            return Err((
+                Some("backend".into()),
+                format!("field `backend`: expected \"libvirt\", not \"{}\"", self.backend),
+            ));
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            if self.hosts[..i].iter().any(|h| h.name == host.name) {
+                return Err((at(&host.name), format!("host `{}` is listed twice", host.name)));
+            }
+            if !host.uri.contains("://") {
+                return Err((
+                    at(&host.name),
+                    format!(
+                        "host `{}`: field `uri`: `{}` is not a libvirt URI like qemu+tcp://10.0.0.1/system",
+                        host.name, host.uri
+                    ),
+                ));
+            }
+            if host.site == Site::Destination && host.migration_address.is_none() {
+                return Err((
+                    at(&host.name),
+                    format!(
+                        "destination host `{}`: field `migration_address` is missing",
+                        host.name
+                    ),
+                ));
+            }
+        }
+        for (i, vm) in self.vms.iter().enumerate() {
+            if self.vms[..i].iter().any(|v| v.name == vm.name) {
+                return Err((at(&vm.name), format!("vm `{}` is listed twice", vm.name)));
+            }
+            if let Some(d) = &vm.destination {
+                if !self
+                    .hosts
+                    .iter()
+                    .any(|h| &h.name == d && h.site == Site::Destination)
+                {
+                    return Err((
+                        at(&vm.name),
+                        format!("vm `{}`: field `destination`: no destination host `{d}`", vm.name),
+                    ));
+                }
+            }
+        }
+        if !self.hosts.iter().any(|h| h.site == Site::Source) {
+            return Err((None, "no host has site = \"source\"".into()));
+        }
+        if !self.hosts.iter().any(|h| h.site == Site::Destination) {
+            return Err((None, "no host has site = \"destination\"".into()));
+        }
+        Ok(())
+    }
+
+    /// The index of host `name`.
+    pub fn host_id(&self, name: &str) -> Option<HostId> {
+        self.hosts.iter().position(|h| h.name == name).map(HostId)
+    }
+
+    /// The fleet of `domains` found running (host, domain name, memory):
+    /// every one when the inventory lists no `[[vm]]`, else only those it
+    /// lists, with their priority and pinned destination.
+    pub fn fleet(&self, domains: &[(HostId, String, Bytes)]) -> Result<Fleet, String> {
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|h| Host {
+                name: h.name.clone(),
+                site: h.site,
+                nic: h.nic,
+                memory: h.memory,
+                power_off_at: h.power_off_at,
+            })
+            .collect();
+        let mut vms = Vec::new();
+        for (host, name, memory) in domains {
+            let spec = self.vms.iter().find(|v| &v.name == name);
+            if spec.is_none() && !self.vms.is_empty() {
+                continue;
+            }
+            if vms.iter().any(|v: &Vm| &v.name == name) {
+                return Err(format!(
+                    "domain `{name}` runs on two source hosts ({} and {}): evac cannot tell which to move",
+                    self.hosts[vms.iter().find(|v: &&Vm| &v.name == name).expect("found").host.0].name,
+                    self.hosts[host.0].name
+                ));
+            }
+            vms.push(Vm {
+                name: name.clone(),
+                host: *host,
+                memory: *memory,
+                dirty_rate: BytesPerSec::ZERO,
+                working_set: *memory,
+                priority: spec.map_or(1, |s| s.priority),
+                destination: spec
+                    .and_then(|s| s.destination.as_deref())
+                    .and_then(|d| self.host_id(d)),
+            });
+        }
+        for spec in &self.vms {
+            if !vms.iter().any(|v| v.name == spec.name) {
+                return Err(format!(
+                    "vm `{}`: no source host runs a domain of that name",
+                    spec.name
+                ));
+            }
+        }
+        Ok(Fleet { hosts, vms })
+    }
+
+    /// The WAN as far as a real run knows it: the fastest source NIC (it only
+    /// feeds the report's lower bounds).
+    pub fn network(&self) -> Network {
+        let wan = self
+            .hosts
+            .iter()
+            .filter(|h| h.site == Site::Source)
+            .map(|h| h.nic.0)
+            .fold(0.0, f64::max);
+        Network {
+            wan_bandwidth: BitsPerSec(wan),
+            wan_rtt: Duration::ZERO,
+            tcp_window: Bytes::mib(4),
+            wan_trace: Vec::new(),
+        }
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// The line of the first `name = <key>` (or `backend =`) in `text`, 0 if
+/// none: where an entry-level problem is.
+fn find_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            if key == "backend" {
+                l.starts_with("backend")
+            } else {
+                l.starts_with("name") && l.contains(key)
+            }
+        })
+        .map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The issue's example, verbatim.
+    const ISSUE: &str = r#"name = "dc1-to-dc2"
+backend = "libvirt"
+[migration]
+tls = true
+[[host]]
+name = "a1"
+site = "source"
+nic = "10 Gbps"
+uri = "qemu+tcp://10.77.0.1/system"
+[[host]]
+name = "b1"
+site = "destination"
+nic = "10 Gbps"
+uri = "qemu+tcp://10.77.0.2/system"
+migration_address = "10.77.0.2"
+"#;
+
+    fn parse(text: &str) -> Result<Inventory, String> {
+        Inventory::from_str_at(text, Path::new("fleet.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let inv = parse(ISSUE).unwrap();
+        assert!(inv.migration.tls && !inv.migration.copy_storage);
+        assert_eq!(inv.migration.params, MigrationParams::default());
+        assert_eq!(inv.hosts[1].peer_uri(), "qemu+tcp://10.77.0.2/system");
+        let fleet = inv
+            .fleet(&[
+                (HostId(0), "web".into(), Bytes::mib(512)),
+                (HostId(0), "db".into(), Bytes::gib(2)),
+            ])
+            .unwrap();
+        assert_eq!(fleet.vms.len(), 2);
+        assert_eq!(fleet.vms[1].memory, Bytes::gib(2));
+        assert_eq!(inv.network().wan_bandwidth, BitsPerSec::gbps(10.0));
+    }
+
+    #[test]
+    fn migration_params_sit_beside_the_libvirt_keys() {
+        let text = ISSUE.replace(
+            "tls = true",
+            "tls = true\ndowntime_limit = \"1 s\"\nmultifd_channels = 4",
+        );
+        let inv = parse(&text).unwrap();
+        assert_eq!(inv.migration.params.downtime_limit, Duration::from_secs(1));
+        assert_eq!(inv.migration.params.multifd_channels, 4);
+        let err = parse(&ISSUE.replace("tls = true", "tls = true\ndowntime = \"1 s\"")).unwrap_err();
+        assert!(
+            err.starts_with("fleet.toml:") && err.contains("downtime"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn vm_entries_restrict_and_tune() {
+        let text = format!("{ISSUE}[[vm]]\nname = \"db\"\npriority = 5\ndestination = \"b1\"\n");
+        let inv = parse(&text).unwrap();
+        let fleet = inv
+            .fleet(&[
+                (HostId(0), "web".into(), Bytes::mib(512)),
+                (HostId(0), "db".into(), Bytes::gib(2)),
+            ])
+            .unwrap();
+        assert_eq!(fleet.vms.len(), 1);
+        assert_eq!(
+            (fleet.vms[0].priority, fleet.vms[0].destination),
+            (5, Some(HostId(1)))
+        );
+        let err = inv
+            .fleet(&[(HostId(0), "web".into(), Bytes::mib(512))])
+            .unwrap_err();
+        assert!(err.contains("vm `db`"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        // Line 13 is b1's nic.
+        let err = parse(&ISSUE.replace(
+            "nic = \"10 Gbps\"\nuri = \"qemu+tcp://10.77.0.2",
+            "nic = \"10 GiB\"\nuri = \"qemu+tcp://10.77.0.2",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("fleet.toml:13:") && err.contains("host[1].nic"),
+            "{err}"
+        );
+        // b1 (named on line 11) lacks its migration address.
+        let err = parse(&ISSUE.replace("migration_address = \"10.77.0.2\"\n", "")).unwrap_err();
+        assert!(
+            err.starts_with("fleet.toml:11:") && err.contains("migration_address"),
+            "{err}"
+        );
+        let err = parse(&ISSUE.replace("backend = \"libvirt\"", "backend = \"qemu\"")).unwrap_err();
+        assert!(
+            err.starts_with("fleet.toml:2:") && err.contains("expected \"libvirt\""),
+            "{err}"
+        );
+        let err = parse(&ISSUE.replace("uri = \"qemu+tcp://10.77.0.1/system\"", "uri = \"10.77.0.1\""))
+            .unwrap_err();
+        assert!(
+            err.starts_with("fleet.toml:6:") && err.contains("field `uri`"),
+            "{err}"
+        );
+        let err = parse(&format!("{ISSUE}[[vm]]\nname = \"x\"\ndestination = \"a1\"\n")).unwrap_err();
+        assert!(
+            err.contains("fleet.toml:17:") && err.contains("no destination host `a1`"),
+            "{err}"
+        );
+    }
+}

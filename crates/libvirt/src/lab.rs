@@ -1,0 +1,818 @@
+//! A libvirt lab on one machine: N libvirtd daemons that look like N hosts.
+//!
+//! Each daemon runs in its own network, UTS and mount namespace with its own
+//! hostname, `host_uuid`, state directories, sockets and IP address. In its
+//! mount namespace per-daemon directories are bind-mounted over the fixed
+//! libvirt paths (`/etc/libvirt`, `/var/lib/libvirt`, `/run/libvirt`, ...),
+//! so nothing of the machine's own libvirt is touched. The hosts' namespaces
+//! are joined by veths to a router namespace holding a bridge; every link is
+//! shaped with `tc tbf` in both directions when a rate is given.
+//!
+//! evac (the test process) reaches each daemon through its unix socket,
+//! which lives in the lab's directory and is visible from the machine's own
+//! namespace: the lab's addresses exist only inside its namespaces. The
+//! daemons reach one another (peer-to-peer migration) over TCP inside the
+//! lab network, at the address [`LabHost::peer_uri`] names.
+//!
+//! Names (namespaces, directories) carry the pid, so parallel runs never
+//! collide. Everything is torn down when the [`Lab`] is dropped; [`sweep`]
+//! removes what a crashed run (whose pid is gone) left behind. Only
+//! processes the lab started (its daemons and the QEMUs they spawned, found
+//! by the lab's directory on their command line) are ever killed.
+//!
+//! Lab domains have no disk: q35 with qboot and RAM mapped privately
+//! (`share=off`) from a file of random bytes (every page is sent) or of a
+//! repeated marker (the TLS capture test). Postcopy must never be used with
+//! them: with file-backed RAM QEMU 7.2 loses the guest and zeroes the file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// qboot: the firmware that boots fastest.
+pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+
+/// The prefix of every name the lab gives (namespaces, directories).
+pub const PREFIX: &str = "evlv";
+
+/// `Err(reason)` when a libvirt lab cannot be built here (not root, or a
+/// program missing).
+pub fn libvirt_lab_available() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("the libvirt lab needs root (network and mount namespaces)".into());
+    }
+    for (program, package) in [
+        ("/usr/sbin/libvirtd", "libvirt-daemon"),
+        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+        (QBOOT, "qemu-system-data"),
+    ] {
+        if !Path::new(program).exists() {
+            return Err(format!("{program} is missing: apt-get install {package}"));
+        }
+    }
+    for (program, package) in [("ip", "iproute2"), ("tc", "iproute2"), ("unshare", "util-linux")] {
+        if Command::new(program)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return Err(format!("`{program}` is missing: apt-get install {package}"));
+        }
+    }
+    let qemu_driver = Path::new("/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so");
+    if !qemu_driver.exists() {
+        return Err("libvirt's QEMU driver is missing: apt-get install libvirt-daemon-driver-qemu".into());
+    }
+    Ok(())
+}
+
+/// `Err(reason)` when TLS certificates cannot be made here.
+pub fn certtool_available() -> Result<(), String> {
+    match Command::new("certtool").arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        _ => Err("`certtool` is missing: apt-get install gnutls-bin".into()),
+    }
+}
+
+/// `Err(reason)` when packets cannot be captured here.
+pub fn tcpdump_available() -> Result<(), String> {
+    match Command::new("tcpdump").arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        _ => Err("`tcpdump` is missing: apt-get install tcpdump".into()),
+    }
+}
+
+/// How to build a lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Number of hosts (daemons), at least 2.
+    pub hosts: usize,
+    /// Each host's link rate in Mbit/s (tbf, both directions); `None`: unshaped.
+    pub rate_mbit: Option<u32>,
+    /// Make a CA and host certificates and turn on migration TLS support
+    /// (`migrate_tls_x509_cert_dir`, verified).
+    pub tls: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            hosts: 2,
+            rate_mbit: None,
+            tls: false,
+        }
+    }
+}
+
+/// One lab host: a libvirtd in its own namespaces.
+#[derive(Debug)]
+pub struct LabHost {
+    /// Its hostname (also its certificate's name).
+    pub hostname: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its address inside the lab network.
+    pub ip: String,
+    /// Its per-daemon directory.
+    pub dir: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl LabHost {
+    /// The URI evac uses: the daemon's unix socket.
+    pub fn uri(&self) -> String {
+        format!("qemu+unix:///system?socket={}", self.socket().display())
+    }
+
+    /// The URI other daemons use to reach it (peer-to-peer migration).
+    pub fn peer_uri(&self) -> String {
+        format!("qemu+tcp://{}/system", self.ip)
+    }
+
+    /// The daemon's read-write socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("run/libvirt-sock")
+    }
+
+    /// The pid of its libvirtd, while it runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+}
+
+/// A running lab; torn down on drop.
+#[derive(Debug)]
+pub struct Lab {
+    /// `evlv<pid>x<n>`: the prefix of this lab's namespaces.
+    pub name: String,
+    /// The lab's directory (`$TMPDIR/evlv<pid>x<n>`).
+    pub dir: PathBuf,
+    pub hosts: Vec<LabHost>,
+    router: Option<String>,
+    netns: Vec<String>,
+    tls: bool,
+}
+
+static LAB_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The lab network: 10.213.<n>.0/24 inside the lab's namespaces only.
+const SUBNET: &str = "10.213.77";
+
+fn io_err(why: String) -> std::io::Error {
+    std::io::Error::other(why)
+}
+
+/// Runs a command to completion (bounded by `timeout`), failing with its
+/// stderr.
+fn run(program: &str, args: &[&str]) -> std::io::Result<String> {
+    run_with_timeout(program, args, Duration::from_secs(30))
+}
+
+fn run_with_timeout(program: &str, args: &[&str], timeout: Duration) -> std::io::Result<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io_err(format!("cannot run {program}: {e}")))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io_err(format!(
+                "`{program} {}` timed out after {timeout:?}",
+                args.join(" ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(io_err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Lab {
+    /// Builds the lab and returns once every daemon answers.
+    pub fn start(options: &LabOptions) -> std::io::Result<Lab> {
+        if options.hosts < 2 || options.hosts > 26 {
+            return Err(io_err(format!("a lab has 2 to 26 hosts, not {}", options.hosts)));
+        }
+        sweep();
+        let n = LAB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{PREFIX}{}x{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            name: name.clone(),
+            dir: dir.clone(),
+            hosts: Vec::new(),
+            router: None,
+            netns: Vec::new(),
+            tls: options.tls,
+        };
+        // On error `lab` is dropped here and tears down what was built.
+        lab.build_network(options)?;
+        if options.tls {
+            lab.make_certificates()?;
+        }
+        for i in 0..lab.hosts.len() {
+            lab.write_configs(i)?;
+            lab.start_daemon(i)?;
+        }
+        Ok(lab)
+    }
+
+    fn build_network(&mut self, options: &LabOptions) -> std::io::Result<()> {
+        let router = format!("{}r", self.name);
+        run("ip", &["netns", "add", &router])?;
+        self.netns.push(router.clone());
+        self.router = Some(router.clone());
+        run("ip", &["-n", &router, "link", "add", "br0", "type", "bridge"])?;
+        run("ip", &["-n", &router, "link", "set", "br0", "up"])?;
+        run("ip", &["-n", &router, "link", "set", "lo", "up"])?;
+        for i in 0..options.hosts {
+            let letter = (b'a' + i as u8) as char;
+            let netns = format!("{}{letter}", self.name);
+            run("ip", &["netns", "add", &netns])?;
+            self.netns.push(netns.clone());
+            let port = format!("p{letter}");
+            // Both ends are created inside namespaces: no name ever appears
+            // in the machine's own namespace.
+            run(
+                "ip",
+                &[
+                    "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns",
+                    &router,
+                ],
+            )?;
+            let ip = format!("{SUBNET}.{}", i + 1);
+            run(
+                "ip",
+                &["-n", &netns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            )?;
+            run("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
+            run("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
+            run("ip", &["-n", &router, "link", "set", &port, "master", "br0"])?;
+            run("ip", &["-n", &router, "link", "set", &port, "up"])?;
+            if let Some(rate) = options.rate_mbit {
+                let rate = format!("{rate}mbit");
+                for (ns, dev) in [(&netns, "eth0"), (&router, port.as_str())] {
+                    run(
+                        "ip",
+                        &[
+                            "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate",
+                            &rate, "burst", "256kb", "latency", "50ms",
+                        ],
+                    )?;
+                }
+            }
+            let host_dir = self.dir.join(letter.to_string());
+            self.hosts.push(LabHost {
+                hostname: format!("{}-host-{letter}", self.name),
+                netns,
+                ip,
+                dir: host_dir,
+                daemon: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// A throwaway CA and, per host, a server and a client certificate
+    /// naming it (hostname and IP).
+    fn make_certificates(&mut self) -> std::io::Result<()> {
+        let pki = self.dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        let ca_key = pki.join("ca-key.pem");
+        let ca_cert = pki.join("ca-cert.pem");
+        let ca_info = pki.join("ca.info");
+        std::fs::write(
+            &ca_info,
+            "cn = evac lab CA\nca\ncert_signing_key\nexpiration_days = 2\n",
+        )?;
+        certtool(&["--generate-privkey", "--outfile", path(&ca_key)])?;
+        certtool(&[
+            "--generate-self-signed",
+            "--load-privkey",
+            path(&ca_key),
+            "--template",
+            path(&ca_info),
+            "--outfile",
+            path(&ca_cert),
+        ])?;
+        for host in &self.hosts {
+            let certs = host.dir.join("pki");
+            std::fs::create_dir_all(&certs)?;
+            std::fs::copy(&ca_cert, certs.join("ca-cert.pem"))?;
+            for (kind, usage) in [("server", "tls_www_server"), ("client", "tls_www_client")] {
+                let key = certs.join(format!("{kind}-key.pem"));
+                let info = certs.join(format!("{kind}.info"));
+                std::fs::write(
+                    &info,
+                    format!(
+                        "organization = evac lab\ncn = {h}\ndns_name = {h}\nip_address = {ip}\n{usage}\n\
+                         encryption_key\nsigning_key\nexpiration_days = 2\n",
+                        h = host.hostname,
+                        ip = host.ip
+                    ),
+                )?;
+                certtool(&["--generate-privkey", "--outfile", path(&key)])?;
+                certtool(&[
+                    "--generate-certificate",
+                    "--load-privkey",
+                    path(&key),
+                    "--load-ca-certificate",
+                    path(&ca_cert),
+                    "--load-ca-privkey",
+                    path(&ca_key),
+                    "--template",
+                    path(&info),
+                    "--outfile",
+                    path(&certs.join(format!("{kind}-cert.pem"))),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_configs(&self, i: usize) -> std::io::Result<()> {
+        let host = &self.hosts[i];
+        let d = &host.dir;
+        for sub in ["etc", "lib", "run", "log", "cache"] {
+            std::fs::create_dir_all(d.join(sub))?;
+        }
+        if Path::new("/etc/libvirt").is_dir() {
+            run("cp", &["-a", "/etc/libvirt/.", path(&d.join("etc"))])?;
+        }
+        let uuid = random_uuid()?;
+        std::fs::write(
+            d.join("etc/libvirtd.conf"),
+            format!(
+                "listen_tls = 0\nlisten_tcp = 1\nlisten_addr = \"{ip}\"\nauth_tcp = \"none\"\n\
+                 auth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\nunix_sock_group = \"root\"\n\
+                 unix_sock_rw_perms = \"0700\"\nhost_uuid = \"{uuid}\"\nmax_workers = 64\n\
+                 log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n",
+                ip = host.ip
+            ),
+        )?;
+        let mut qemu = format!(
+            "stdio_handler = \"file\"\nmigration_host = \"{ip}\"\nuser = \"root\"\ngroup = \"root\"\n\
+             security_driver = \"none\"\nremember_owner = 0\n",
+            ip = host.ip
+        );
+        if self.tls {
+            qemu.push_str(&format!(
+                "migrate_tls_x509_cert_dir = \"{}\"\nmigrate_tls_x509_verify = 1\n",
+                d.join("pki").display()
+            ));
+        }
+        std::fs::write(d.join("etc/qemu.conf"), qemu)?;
+        Ok(())
+    }
+
+    /// Starts (or restarts) host `i`'s daemon and waits until it answers.
+    pub fn start_daemon(&mut self, i: usize) -> std::io::Result<()> {
+        let host = &self.hosts[i];
+        if host.daemon.is_some() {
+            return Err(io_err(format!("{}: the daemon already runs", host.hostname)));
+        }
+        let d = &host.dir;
+        let _ = std::fs::remove_file(host.socket());
+        let script = format!(
+            "set -e; hostname {hostname}\n\
+             mount -t tmpfs {name}-run /run; mkdir -p /run/libvirt; mount --bind {d}/run /run/libvirt\n\
+             mount --bind {d}/etc /etc/libvirt\n\
+             mkdir -p /var/lib/libvirt /var/log/libvirt /var/cache/libvirt\n\
+             mount --bind {d}/lib /var/lib/libvirt\n\
+             mount --bind {d}/log /var/log/libvirt\n\
+             mount --bind {d}/cache /var/cache/libvirt\n\
+             exec /usr/sbin/libvirtd --listen",
+            hostname = host.hostname,
+            name = self.name,
+            d = d.display()
+        );
+        let log = std::fs::File::create(d.join("daemon.out"))?;
+        // ip, unshare and bash all exec: the child's pid is libvirtd's.
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.netns,
+                "unshare",
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+            ])
+            .args(["bash", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()?;
+        let socket = host.socket();
+        let hostname = host.hostname.clone();
+        self.hosts[i].daemon = Some(child);
+        // Up means: the socket answers a real libvirt call.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.hosts[i]
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.hosts[i].daemon = None;
+                let out = std::fs::read_to_string(self.hosts[i].dir.join("daemon.out")).unwrap_or_default();
+                return Err(io_err(format!("{hostname}: libvirtd exited ({status}): {out}")));
+            }
+            if socket.exists() {
+                let uri = self.hosts[i].uri();
+                match crate::client::probe(&uri, Duration::from_secs(5)) {
+                    Ok(name) if name == hostname => return Ok(()),
+                    Ok(name) => return Err(io_err(format!("{uri} is host `{name}`, not `{hostname}`"))),
+                    Err(_) if Instant::now() < deadline => {}
+                    Err(e) => return Err(io_err(format!("{hostname}: libvirtd does not answer: {e}"))),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(io_err(format!(
+                    "{hostname}: libvirtd did not create {}",
+                    socket.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills host `i`'s daemon (SIGKILL, by its pid); its domains keep
+    /// running.
+    pub fn kill_daemon(&mut self, i: usize) {
+        if let Some(mut child) = self.hosts[i].daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The pids of the QEMU processes running lab domains on host `i`
+    /// (found by their name, which the lab gives, on their command line).
+    pub fn qemu_pids(&self, i: usize) -> Vec<u32> {
+        let host = &self.hosts[i];
+        pids_matching(|cmdline| {
+            cmdline.contains("qemu-system") && cmdline.contains(&format!("guest={}", self.name))
+        })
+        .into_iter()
+        .filter(|pid| pid_in_netns(*pid, &host.netns))
+        .collect()
+    }
+
+    /// A RAM file of `mib` MiB in the lab's directory: random bytes, or
+    /// `marker` repeated.
+    pub fn ram_file(&self, name: &str, mib: u64, marker: Option<&[u8]>) -> std::io::Result<PathBuf> {
+        let file = self.dir.join(format!("{name}.ram"));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let mut block = vec![0u8; 1 << 20];
+        let mut random = std::fs::File::open("/dev/urandom")?;
+        for _ in 0..mib {
+            match marker {
+                Some(m) if !m.is_empty() => {
+                    for (i, b) in block.iter_mut().enumerate() {
+                        *b = m[i % m.len()];
+                    }
+                }
+                _ => std::io::Read::read_exact(&mut random, &mut block)?,
+            }
+            out.write_all(&block)?;
+        }
+        out.flush()?;
+        Ok(file)
+    }
+
+    /// The name a lab domain gets: `<lab>-<name>` (how leftovers are found).
+    pub fn domain_name(&self, name: &str) -> String {
+        format!("{}-{name}", self.name)
+    }
+
+    /// The XML of a diskless lab domain of `mib` MiB whose RAM is mapped
+    /// privately from `ram`.
+    pub fn domain_xml(&self, name: &str, mib: u64, ram: &Path) -> String {
+        format!(
+            "<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\
+             <name>{name}</name><memory unit='MiB'>{mib}</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='q35'>hvm</type><loader type='rom'>{QBOOT}</loader></os>\
+             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
+             <controller type='usb' model='none'/><memballoon model='none'/></devices>\
+             <qemu:commandline><qemu:arg value='-object'/>\
+             <qemu:arg value='memory-backend-file,id=evacram,size={mib}M,mem-path={ram},share=off'/>\
+             <qemu:arg value='-machine'/><qemu:arg value='memory-backend=evacram'/></qemu:commandline>\
+             </domain>",
+            name = self.domain_name(name),
+            ram = ram.display()
+        )
+    }
+
+    /// Defines and starts a persistent lab domain on host `i`; returns its
+    /// libvirt name.
+    pub fn start_domain(&self, i: usize, name: &str, mib: u64, ram: &Path) -> std::io::Result<String> {
+        let xml = self.domain_xml(name, mib, ram);
+        let uri = self.hosts[i].uri();
+        crate::client::blocking(Duration::from_secs(30), move || {
+            let conn = crate::client::Conn::open_blocking(&uri)?;
+            let dom = virt::domain::Domain::define_xml(&conn.0, &xml)?;
+            dom.create()?;
+            dom.get_name()
+        })
+        .map_err(|e| io_err(format!("cannot start domain {name}: {e}")))
+    }
+
+    /// Names of the running domains of host `i`.
+    pub fn running_domains(&self, i: usize) -> std::io::Result<Vec<String>> {
+        let uri = self.hosts[i].uri();
+        crate::client::blocking(Duration::from_secs(10), move || {
+            let conn = crate::client::Conn::open_blocking(&uri)?;
+            let doms = conn
+                .0
+                .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
+            let mut names = doms.iter().map(|d| d.get_name()).collect::<Result<Vec<_>, _>>()?;
+            names.sort();
+            Ok(names)
+        })
+        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
+    }
+
+    /// Starts a packet capture on host `i`'s lab interface (first 256
+    /// bytes of each packet of the migration port range) into `file`.
+    pub fn capture(&self, i: usize, file: &Path) -> std::io::Result<Capture> {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.hosts[i].netns,
+                "tcpdump",
+                "-i",
+                "eth0",
+                "-s",
+                "256",
+                "-U",
+                "-w",
+            ])
+            .arg(file)
+            .arg("tcp portrange 49152-49215")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()?;
+        let mut capture = Capture {
+            child: Some(child),
+            file: file.to_owned(),
+        };
+        // tcpdump says "listening on" once its socket is open.
+        let started = Instant::now();
+        while !file.exists() {
+            if started.elapsed() > Duration::from_secs(10) {
+                capture.stop();
+                return Err(io_err("tcpdump did not start within 10 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(capture)
+    }
+
+    fn teardown(&mut self) {
+        // Domains first, through their daemons (which reap their QEMUs).
+        for i in 0..self.hosts.len() {
+            if self.hosts[i].daemon.is_some() {
+                let uri = self.hosts[i].uri();
+                let _ = crate::client::blocking(Duration::from_secs(15), move || {
+                    let conn = crate::client::Conn::open_blocking(&uri)?;
+                    for dom in conn.0.list_all_domains(0)? {
+                        let _ = dom.destroy();
+                        let _ = dom.undefine();
+                    }
+                    Ok(())
+                });
+            }
+        }
+        for i in 0..self.hosts.len() {
+            if let Some(mut child) = self.hosts[i].daemon.take() {
+                // SAFETY: kill on a pid we spawned and have not reaped.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // QEMUs a killed daemon left (their command line names our dir).
+        kill_pids_matching(&self.dir);
+        for ns in self.netns.drain(..).rev() {
+            let _ = run("ip", &["netns", "del", &ns]);
+        }
+        unmount_under(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// A running tcpdump; stopped on drop.
+#[derive(Debug)]
+pub struct Capture {
+    child: Option<Child>,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    /// Stops the capture and returns the captured bytes (pcap).
+    pub fn stop(&mut self) -> Vec<u8> {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling a child we spawned and have not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::fs::read(&self.file).unwrap_or_default()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How many times `needle` occurs in `haystack`.
+pub fn count_occurrences(haystack: &[u8], needle: &[u8]) -> usize {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return 0;
+    }
+    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+fn certtool(args: &[&str]) -> std::io::Result<String> {
+    run("certtool", args)
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("lab paths are UTF-8")
+}
+
+fn random_uuid() -> std::io::Result<String> {
+    let mut b = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+fn pids_matching(pred: impl Fn(&str) -> bool) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| pred(&String::from_utf8_lossy(&c).replace('\0', " ")))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Whether `pid` lives in the named network namespace.
+fn pid_in_netns(pid: u32, netns: &str) -> bool {
+    match (
+        std::fs::metadata(format!("/proc/{pid}/ns/net")),
+        std::fs::metadata(format!("/run/netns/{netns}")),
+    ) {
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            a.ino() == b.ino() && a.dev() == b.dev()
+        }
+        _ => false,
+    }
+}
+
+/// Kills every process whose command line names `dir` (the lab's QEMUs and
+/// daemons: only the lab puts its directory there).
+fn kill_pids_matching(dir: &Path) {
+    let needle = format!("{}/", dir.display());
+    let me = std::process::id();
+    for pid in pids_matching(|c| c.contains(&needle)) {
+        if pid != me {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Unmounts whatever is mounted under `dir` in this namespace (nothing,
+/// normally: the daemons' mounts live in their own namespaces).
+fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let prefix = dir.display().to_string();
+    for line in mounts.lines() {
+        if let Some(target) = line.split(' ').nth(1) {
+            if target.starts_with(&prefix) {
+                let _ = run("umount", &["-l", target]);
+            }
+        }
+    }
+}
+
+/// Removes what crashed labs left: namespaces, processes and directories
+/// named `evlv<pid>...` whose pid no longer runs.
+pub fn sweep() {
+    let dead = |name: &str| -> bool {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            return false;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        match digits.parse::<u32>() {
+            Ok(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+            Err(_) => false,
+        }
+    };
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dead(&name) {
+                kill_pids_matching(&e.path());
+                unmount_under(&e.path());
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dead(&name) {
+                // A leftover daemon in it is ours from the crashed run.
+                if let Ok(out) = run("ip", &["netns", "pids", &name]) {
+                    for pid in out.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                        // SAFETY: kill has no memory-safety preconditions.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                let _ = run("ip", &["netns", "del", &name]);
+            }
+        }
+    }
+}
+
+/// Waits until `cond` holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+use std::os::unix::process::CommandExt;

@@ -1,0 +1,84 @@
+//! The few libvirt calls made through `virt::sys` (unsafe, kept small): the
+//! safe wrappers of virt 0.4 either lack them (aborting a job) or are
+//! unsound for them (`Domain::get_job_stats` builds a `Vec` from the null
+//! pointer libvirt returns when no job runs, which aborts the process).
+
+use std::ffi::CStr;
+
+use virt::domain::Domain;
+use virt::error::Error;
+use virt::sys;
+
+/// A domain's job statistics: the job type (0: none) and the unsigned
+/// counters we read.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JobStats {
+    pub job_type: i32,
+    pub data_processed: u64,
+    pub data_remaining: u64,
+    pub data_total: u64,
+    /// Pages per second.
+    pub dirty_rate_pages: u64,
+    pub page_size: u64,
+    pub iteration: u64,
+}
+
+/// `virDomainGetJobStats` with the result freed by libvirt's own allocator.
+pub fn job_stats(dom: &Domain) -> Result<JobStats, Error> {
+    let mut job_type: libc::c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut nparams: libc::c_int = 0;
+    // SAFETY: `dom` is a valid domain; libvirt allocates `params`.
+    let ret = unsafe { sys::virDomainGetJobStats(dom.as_ptr(), &mut job_type, &mut params, &mut nparams, 0) };
+    if ret < 0 {
+        return Err(Error::last_error());
+    }
+    let get = |name: &CStr| -> u64 {
+        let mut value: libc::c_ulonglong = 0;
+        if params.is_null() {
+            return 0;
+        }
+        // SAFETY: `params` holds `nparams` entries from libvirt; a missing
+        // name leaves `value` untouched.
+        let found = unsafe { sys::virTypedParamsGetULLong(params, nparams, name.as_ptr(), &mut value) };
+        if found == 1 {
+            value
+        } else {
+            0
+        }
+    };
+    let stats = JobStats {
+        job_type,
+        data_processed: get(sys::VIR_DOMAIN_JOB_DATA_PROCESSED),
+        data_remaining: get(sys::VIR_DOMAIN_JOB_DATA_REMAINING),
+        data_total: get(sys::VIR_DOMAIN_JOB_DATA_TOTAL),
+        dirty_rate_pages: get(sys::VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE),
+        page_size: get(sys::VIR_DOMAIN_JOB_MEMORY_PAGE_SIZE),
+        iteration: get(sys::VIR_DOMAIN_JOB_MEMORY_ITERATION),
+    };
+    if !params.is_null() {
+        // SAFETY: frees what virDomainGetJobStats allocated, once.
+        unsafe { sys::virTypedParamsFree(params, nparams) };
+    }
+    Ok(stats)
+}
+
+/// `virDomainAbortJob`: the migration is cancelled, the domain keeps
+/// running on its source.
+pub fn abort_job(dom: &Domain) -> Result<(), Error> {
+    // SAFETY: `dom` is a valid domain for the call.
+    if unsafe { sys::virDomainAbortJob(dom.as_ptr()) } < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}
+
+/// `virDomainMigrateGetMaxDowntime`, in milliseconds.
+pub fn max_downtime_ms(dom: &Domain) -> Result<u64, Error> {
+    let mut ms: libc::c_ulonglong = 0;
+    // SAFETY: `dom` is a valid domain; `ms` outlives the call.
+    if unsafe { sys::virDomainMigrateGetMaxDowntime(dom.as_ptr(), &mut ms, 0) } < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(ms)
+}

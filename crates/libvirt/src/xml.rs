@@ -1,0 +1,97 @@
+//! What the backend reads from a domain's XML: its local disks and its
+//! network interfaces.
+
+/// The domain's disks that live on the host itself, named by their target
+/// (`vda: /var/lib/libvirt/images/x.qcow2`), and the host-side device names
+/// of its interfaces.
+///
+/// A disk is shared when it is a network disk (`type='network'`: Ceph RBD,
+/// iSCSI, NBD...) or when its source path lies under one of
+/// `shared_storage` (e.g. an NFS mount every host has); an empty CD-ROM has
+/// nothing to copy. Every other disk is local.
+pub fn devices(xml: &str, shared_storage: &[String]) -> Result<(Vec<String>, Vec<String>), String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("cannot parse its XML: {e}"))?;
+    let Some(devices) = doc.root_element().children().find(|n| n.has_tag_name("devices")) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut local = Vec::new();
+    let mut interfaces = Vec::new();
+    for node in devices.children().filter(|n| n.is_element()) {
+        if node.has_tag_name("disk") {
+            if node.attribute("type") == Some("network") {
+                continue;
+            }
+            let source = node.children().find(|n| n.has_tag_name("source"));
+            let path = source.and_then(|s| {
+                s.attribute("file")
+                    .or_else(|| s.attribute("dev"))
+                    .or_else(|| s.attribute("dir"))
+                    .or_else(|| s.attribute("volume"))
+            });
+            let Some(path) = path else {
+                continue; // no medium
+            };
+            if shared_storage.iter().any(|prefix| under(path, prefix)) {
+                continue;
+            }
+            let target = node
+                .children()
+                .find(|n| n.has_tag_name("target"))
+                .and_then(|t| t.attribute("dev"))
+                .unwrap_or("?");
+            local.push(format!("{target}: {path}"));
+        } else if node.has_tag_name("interface") {
+            if let Some(dev) = node
+                .children()
+                .find(|n| n.has_tag_name("target"))
+                .and_then(|t| t.attribute("dev"))
+            {
+                interfaces.push(dev.to_owned());
+            }
+        }
+    }
+    Ok((local, interfaces))
+}
+
+/// Whether `path` is `prefix` or inside it (a path-component match, so
+/// `/mnt/nfs2` is not under `/mnt/nfs`).
+fn under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const XML: &str = "<domain type='kvm'><name>web</name><devices>\
+        <disk type='file' device='disk'><source file='/var/lib/libvirt/images/web.qcow2'/><target dev='vda'/></disk>\
+        <disk type='file' device='disk'><source file='/mnt/nfs/web-data.qcow2'/><target dev='vdb'/></disk>\
+        <disk type='file' device='disk'><source file='/mnt/nfs2/x.raw'/><target dev='vdd'/></disk>\
+        <disk type='network' device='disk'><source protocol='rbd' name='pool/web'/><target dev='vdc'/></disk>\
+        <disk type='file' device='cdrom'><target dev='sda'/></disk>\
+        <interface type='bridge'><source bridge='br0'/><target dev='vnet3'/></interface>\
+        <interface type='user'/>\
+        </devices></domain>";
+
+    #[test]
+    fn local_disks_are_the_ones_outside_shared_storage() {
+        let (local, ifaces) = devices(XML, &["/mnt/nfs/".to_owned()]).unwrap();
+        assert_eq!(
+            local,
+            vec!["vda: /var/lib/libvirt/images/web.qcow2", "vdd: /mnt/nfs2/x.raw"]
+        );
+        assert_eq!(ifaces, vec!["vnet3"]);
+        let (local, _) = devices(XML, &[]).unwrap();
+        assert_eq!(local.len(), 3);
+    }
+
+    #[test]
+    fn bad_xml_is_an_error() {
+        assert!(devices("<domain>", &[]).unwrap_err().contains("cannot parse"));
+        assert_eq!(devices("<domain/>", &[]).unwrap(), (vec![], vec![]));
+    }
+}

@@ -1,0 +1,98 @@
+//! The client layer against a real two-host libvirt lab.
+
+use std::time::Duration;
+
+use evac_libvirt::client::{self, MigrateRequest, Migration};
+use evac_libvirt::lab::{self, Lab, LabOptions};
+use evac_model::BytesPerSec;
+
+// Generous: the machine is shared and libvirt calls slow down under load.
+const T: Duration = Duration::from_secs(60);
+
+fn request(lab: &Lab, domain: &str) -> MigrateRequest {
+    MigrateRequest {
+        domain: domain.to_owned(),
+        destination_uri: lab.hosts[1].peer_uri(),
+        migration_uri: Some(format!("tcp://{}", lab.hosts[1].ip)),
+        max_bandwidth: None,
+        parallel_connections: 1,
+        auto_converge: false,
+        downtime_limit: Duration::from_millis(700),
+        tls: false,
+        tls_destination: None,
+        copy_storage: false,
+        offline: false,
+    }
+}
+
+fn skip() -> bool {
+    evac_lab::skip_without(&[lab::libvirt_lab_available])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrates_retunes_and_cancels() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::start(&LabOptions {
+        hosts: 2,
+        rate_mbit: Some(200),
+        tls: false,
+    })
+    .unwrap();
+    let ram = lab.ram_file("rand", 64, None).unwrap();
+    let one = lab.start_domain(0, "one", 64, &ram).unwrap();
+    let two = lab.start_domain(0, "two", 64, &ram).unwrap();
+    assert_eq!(lab.running_domains(0).unwrap(), vec![one.clone(), two.clone()]);
+
+    // A full migration at a 4 MiB/s cap: retuned to unlimited mid-flight,
+    // it must end far sooner than 64 MiB / 4 MiB/s = 16 s.
+    let mut req = request(&lab, &one);
+    req.max_bandwidth = Some(BytesPerSec(4.0 * 1_048_576.0));
+    let mut m = Migration::start(&lab.hosts[0].uri(), req, T).await.unwrap();
+    // Wait for data to flow (the setup takes 1.5-5 s here, more under load).
+    let streaming = std::time::Instant::now();
+    let p = loop {
+        let p = m.progress(T).await.unwrap();
+        if p.total.0 > 0 {
+            break p;
+        }
+        assert!(streaming.elapsed() < T, "no data after {T:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let started = std::time::Instant::now();
+    assert!(p.active && p.processed.0 < 8 << 20, "{p:?}");
+    // The downtime limit set before the start is the migration's.
+    assert_eq!(m.max_downtime(T).await.unwrap(), Duration::from_millis(700));
+    m.set_max_speed(None, T).await.unwrap();
+    // Progress is what re-applies a knob set during the job's setup.
+    while m.poll_done().is_none() {
+        let _ = m.progress(T).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    m.wait(Duration::from_secs(60)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(lab.running_domains(0).unwrap(), vec![two.clone()]);
+    assert_eq!(lab.running_domains(1).unwrap(), vec![one.clone()]);
+
+    // A cancelled one stays on its source.
+    let mut req = request(&lab, &two);
+    req.max_bandwidth = Some(BytesPerSec(2.0 * 1_048_576.0));
+    let mut m = Migration::start(&lab.hosts[0].uri(), req, T).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    m.abort(T).await.unwrap();
+    let err = m.wait(T).await.unwrap_err();
+    assert!(err.to_string().contains("cancel"), "{err}");
+    assert_eq!(lab.running_domains(0).unwrap(), vec![two.clone()]);
+    assert_eq!(lab.running_domains(1).unwrap(), vec![one.clone()]);
+
+    let conn = client::connect(&lab.hosts[0].uri(), T).await.unwrap();
+    let doms = client::running_domains(&conn, &[], T).await.unwrap();
+    assert_eq!(doms.len(), 1);
+    assert_eq!(doms[0].memory, evac_model::Bytes::mib(64));
+    assert!(doms[0].local_disks.is_empty() && !doms[0].job_running);
+}

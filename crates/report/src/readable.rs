@@ -1,0 +1,102 @@
+//! Numbers as people read them: times as `h:mm:ss` beside seconds, margins
+//! as `m:ss`, rates in bits per second with a unit.
+
+/// `h:mm:ss`, rounded to the nearest second ("0:20:31"); `-` when not finite.
+pub fn hms(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return "-".to_owned();
+    }
+    let sign = if seconds < 0.0 { "-" } else { "" };
+    // Rounded once, on the whole, so 59.6 s reads 0:01:00 and not 0:00:60.
+    let total = seconds.abs().round() as u64;
+    format!("{sign}{}:{:02}:{:02}", total / 3600, total / 60 % 60, total % 60)
+}
+
+/// A short span as `m:ss` ("4:29"), or `h:mm:ss` from an hour on.
+pub fn span(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return "-".to_owned();
+    }
+    if seconds.abs() >= 3600.0 {
+        return hms(seconds);
+    }
+    let sign = if seconds < 0.0 { "-" } else { "" };
+    let total = seconds.abs().round() as u64;
+    format!("{sign}{}:{:02}", total / 60, total % 60)
+}
+
+/// Seconds with one decimal and, from a minute on, `h:mm:ss` beside them:
+/// "1687.3 s (0:28:07)".
+pub fn seconds(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return format!("{seconds} s");
+    }
+    if seconds.abs() < 60.0 {
+        format!("{seconds:.1} s")
+    } else {
+        format!("{seconds:.1} s ({})", hms(seconds))
+    }
+}
+
+/// [`seconds`] of a value that may be missing.
+pub fn maybe_seconds(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), seconds)
+}
+
+/// A rate in bits per second with an SI unit: "1.25 Gbit/s".
+pub fn bits_per_sec(bps: f64) -> String {
+    let (value, unit) = if bps.abs() >= 1e12 {
+        (bps / 1e12, "Tbit/s")
+    } else if bps.abs() >= 1e9 {
+        (bps / 1e9, "Gbit/s")
+    } else if bps.abs() >= 1e6 {
+        (bps / 1e6, "Mbit/s")
+    } else if bps.abs() >= 1e3 {
+        (bps / 1e3, "kbit/s")
+    } else {
+        (bps, "bit/s")
+    };
+    let digits = format!("{value:.3}");
+    // Trailing zeros say nothing: "1.250" reads "1.25", "400.000" "400".
+    let digits = if digits.contains('.') {
+        digits.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &digits
+    };
+    format!("{digits} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_times() {
+        // 20 min 31 s = 1231 s.
+        assert_eq!(hms(1231.0), "0:20:31");
+        assert_eq!(hms(1231.4), "0:20:31");
+        assert_eq!(hms(59.6), "0:01:00");
+        // 1 h 2 min 3 s = 3723 s.
+        assert_eq!(hms(3723.0), "1:02:03");
+        assert_eq!(hms(-5.0), "-0:00:05");
+        assert_eq!(hms(f64::INFINITY), "-");
+        // 4 min 29 s = 269 s.
+        assert_eq!(span(269.0), "4:29");
+        assert_eq!(span(7200.0), "2:00:00");
+    }
+
+    #[test]
+    fn seconds_beside_clock() {
+        assert_eq!(seconds(42.25), "42.2 s");
+        assert_eq!(seconds(1687.34), "1687.3 s (0:28:07)");
+        assert_eq!(maybe_seconds(None), "-");
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(bits_per_sec(1.25e9), "1.25 Gbit/s");
+        assert_eq!(bits_per_sec(4e8), "400 Mbit/s");
+        assert_eq!(bits_per_sec(1.5e3), "1.5 kbit/s");
+        assert_eq!(bits_per_sec(1e9), "1 Gbit/s");
+    }
+}
