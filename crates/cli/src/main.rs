@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -10,9 +9,12 @@ use evac_controller::{Order, PolicyKind};
 use evac_scenario::Scenario;
 
 mod init_cmd;
+mod lab;
 mod output;
+mod plan_cmd;
 mod progress;
 mod report_cmd;
+mod run;
 
 use output::{is_dash, say, Exit, Outputs};
 
@@ -63,6 +65,25 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Read a live QEMU fleet without migrating anything (memory, dirty
+    /// rates measured by QEMU), simulate its evacuation with every policy
+    /// and print the triage of the recommended one.
+    Plan {
+        /// Inventory file (TOML), as for `evac run`.
+        inventory: PathBuf,
+        /// How long to sample each VM's dirty pages (whole seconds).
+        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        sample: std::time::Duration,
+        /// How long the second sample, for the working set, lasts.
+        #[arg(long, default_value = "8s", value_parser = parse_duration_arg)]
+        working_set_sample: std::time::Duration,
+        /// Write the equivalent scenario (for `evac simulate`).
+        #[arg(long, value_name = "FILE")]
+        scenario_out: Option<PathBuf>,
+        /// Write the plan as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Write a scenario to start from (the embedded default, commented) to
     /// FILE, or to stdout; an existing FILE is never overwritten.
     Init {
@@ -82,6 +103,12 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         label: Vec<String>,
     },
+    /// A lab on this machine (needs root): namespaces as hosts, a shaped
+    /// WAN with latency, real QEMU VMs; evacuated beside the simulator.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
 }
 
 /// Overrides of the scenario's `[controller]` table.
@@ -96,7 +123,7 @@ struct ControllerArgs {
 }
 
 #[derive(Args)]
-struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Write the full result as JSON (`-`: stdout).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -118,6 +145,10 @@ impl OutputArgs {
             ("plot", self.plot.as_deref()),
         ])
     }
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    evac_model::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn parse_with<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, String> {
@@ -151,66 +182,29 @@ fn dispatch(command: Command) -> Result<Exit> {
             policy,
             quiet,
             output,
-        } => run(&inventory, policy, quiet, &output),
+        } => run::run(&inventory, policy, quiet, &output),
+        Command::Plan {
+            inventory,
+            sample,
+            working_set_sample,
+            scenario_out,
+            json,
+        } => plan_cmd::plan(
+            &inventory,
+            sample,
+            working_set_sample,
+            scenario_out.as_deref(),
+            json.as_deref(),
+        )
+        .map(|()| Exit::Done),
         Command::Init { file } => init_cmd::init(file.as_deref()).map(|()| Exit::Done),
         Command::Report {
             results,
             output,
             label,
         } => report_cmd::report(&results, &label, &output).map(|()| Exit::Done),
+        Command::Lab { command } => lab::dispatch(command).map(|()| Exit::Done),
     }
-}
-
-fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &OutputArgs) -> Result<Exit> {
-    let mut outputs = output.open()?;
-    let inventory = if is_dash(path) {
-        evac_qemu::Inventory::from_str_at(&output::read_stdin_input()?, Path::new("<stdin>"))?
-    } else {
-        evac_qemu::Inventory::from_path(path)?
-    };
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = runtime.block_on(async {
-        let display = (!quiet).then(progress::Display::stderr);
-        // Messages go above the bars, not through them.
-        let log: evac_qemu::Log = match &display {
-            Some(display) => Arc::new(display.printer()),
-            None => evac_qemu::log_to_stderr(),
-        };
-        let ctrl_c = {
-            let log = log.clone();
-            async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    log("Ctrl-C: cancelling the migrations in flight");
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        let mut options = evac_qemu::RunOptions {
-            policy,
-            log: Some(log),
-            ..Default::default()
-        };
-        let render = display.map(|mut display| {
-            let (tx, mut rx) = tokio::sync::watch::channel(evac_qemu::RunProgress::default());
-            options.progress = Some(tx);
-            tokio::spawn(async move {
-                // Ends when the run drops the sender, after its last snapshot.
-                while rx.changed().await.is_ok() {
-                    let snapshot = rx.borrow_and_update().clone();
-                    display.update(&snapshot);
-                }
-                display.finish();
-            })
-        });
-        let output = evac_qemu::run_with_options(inventory, options, ctrl_c).await;
-        if let Some(render) = render {
-            let _ = render.await;
-        }
-        output.map(|o| o.result)
-    })?;
-    let console = outputs.summary_console();
-    output::finish(&result, &mut outputs, console)
 }
 
 fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs) -> Result<Exit> {

@@ -20,6 +20,7 @@ const BAR: f64 = 11.0;
 #[derive(Clone, Copy, PartialEq)]
 enum Status {
     Migrated,
+    /// Still on its source.
     NotMigrated,
     Lost,
 }
