@@ -10,6 +10,7 @@ use evac_scenario::Scenario;
 
 mod init_cmd;
 mod lab;
+mod metrics;
 mod output;
 mod plan_cmd;
 mod progress;
@@ -62,6 +63,10 @@ enum Command {
         /// a terminal anyway).
         #[arg(long, short)]
         quiet: bool,
+        /// Serve live Prometheus metrics at http://ADDR/metrics during the
+        /// run (e.g. 127.0.0.1:9100; port 0 picks a free one, printed).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -181,8 +186,9 @@ fn dispatch(command: Command) -> Result<Exit> {
             inventory,
             policy,
             quiet,
+            metrics,
             output,
-        } => run::run(&inventory, policy, quiet, &output),
+        } => run::run(&inventory, policy, quiet, metrics.as_deref(), &output),
         Command::Plan {
             inventory,
             sample,
