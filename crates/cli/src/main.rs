@@ -14,6 +14,7 @@ use evac_scenario::Scenario;
 
 mod init_cmd;
 mod lab;
+mod plan_cmd;
 mod progress;
 mod report_cmd;
 
@@ -61,6 +62,25 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Read a live QEMU fleet without migrating anything (memory, dirty
+    /// rates measured by QEMU), simulate its evacuation with every policy
+    /// and print the triage of the recommended one.
+    Plan {
+        /// Inventory file (TOML), as for `evac run`.
+        inventory: PathBuf,
+        /// How long to sample each VM's dirty pages (whole seconds).
+        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        sample: std::time::Duration,
+        /// How long the second sample, for the working set, lasts.
+        #[arg(long, default_value = "8s", value_parser = parse_duration_arg)]
+        working_set_sample: std::time::Duration,
+        /// Write the equivalent scenario (for `evac simulate`).
+        #[arg(long, value_name = "FILE")]
+        scenario_out: Option<PathBuf>,
+        /// Write the plan as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// Write a scenario to start from (the embedded default, commented) to
     /// FILE, or to stdout; an existing FILE is never overwritten.
@@ -113,6 +133,10 @@ struct OutputArgs {
     plot: Option<PathBuf>,
 }
 
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    evac_model::parse_duration(text).map_err(|e| e.to_string())
+}
+
 fn parse_with<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, String> {
     text.parse()
 }
@@ -143,6 +167,19 @@ fn dispatch(command: Command) -> Result<()> {
             quiet,
             output,
         } => run(&inventory, policy, quiet, &output),
+        Command::Plan {
+            inventory,
+            sample,
+            working_set_sample,
+            scenario_out,
+            json,
+        } => plan_cmd::plan(
+            &inventory,
+            sample,
+            working_set_sample,
+            scenario_out.as_deref(),
+            json.as_deref(),
+        ),
         Command::Init { file } => init_cmd::init(file.as_deref()),
         Command::Report {
             results,

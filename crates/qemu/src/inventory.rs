@@ -21,10 +21,34 @@ pub struct Inventory {
     /// QMP sockets live there.
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// The WAN as the operator knows it (`evac plan` simulates over it; a
+    /// run's lower bounds use it); absent, the fastest source NIC.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
     #[serde(rename = "host", default)]
     pub hosts: Vec<HostSpec>,
     #[serde(rename = "vm", default)]
     pub vms: Vec<VmSpec>,
+}
+
+/// An inventory's `[network]`: the scenario format's fields, no trace.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub wan_bandwidth: BitsPerSec,
+    #[serde(default = "default_rtt", with = "evac_model::units::human_duration")]
+    pub wan_rtt: Duration,
+    #[serde(default = "default_tcp_window")]
+    pub tcp_window: Bytes,
+}
+
+/// As in a scenario: a LAN-like round trip that limits nothing.
+fn default_rtt() -> Duration {
+    Duration::from_millis(1)
+}
+
+fn default_tcp_window() -> Bytes {
+    Bytes::mib(4)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -227,9 +251,18 @@ impl Inventory {
         Fleet { hosts, vms }
     }
 
-    /// The WAN as far as a real run knows it: the fastest source NIC (it only
-    /// feeds the report's lower bounds).
+    /// The WAN as far as a real run knows it: the inventory's `[network]`,
+    /// else the fastest source NIC (it feeds the report's lower bounds and
+    /// `evac plan`).
     pub fn network(&self) -> Network {
+        if let Some(net) = &self.network {
+            return Network {
+                wan_bandwidth: net.wan_bandwidth,
+                wan_rtt: net.wan_rtt,
+                tcp_window: net.tcp_window,
+                wan_trace: Vec::new(),
+            };
+        }
         let wan = self
             .hosts
             .iter()
@@ -287,6 +320,24 @@ qemu_args = ["-machine", "q35"]
         let fleet = inv.fleet(&[Bytes::mib(256)]);
         assert_eq!(fleet.vms[0].host, HostId(0));
         assert_eq!(inv.network().wan_bandwidth, BitsPerSec::gbps(10.0));
+    }
+
+    #[test]
+    fn a_network_table_gives_the_wan() {
+        let text = GOOD.replace(
+            "[migration]",
+            "[network]\nwan_bandwidth = \"200 Mbps\"\nwan_rtt = \"40 ms\"\n[migration]",
+        );
+        let inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
+        let net = inv.network();
+        assert_eq!(net.wan_bandwidth, BitsPerSec::mbps(200.0));
+        assert_eq!(net.wan_rtt, Duration::from_millis(40));
+        assert_eq!(net.tcp_window, Bytes::mib(4));
+        let bad = text.replace("wan_rtt", "wan_latency");
+        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wan_latency"), "{err}");
     }
 
     #[test]
