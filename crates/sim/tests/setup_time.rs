@@ -104,3 +104,36 @@ fn dirtying_starts_counting_with_the_first_round() {
     );
     assert_eq!(r.rounds, Some(2));
 }
+
+#[test]
+fn a_scenario_file_sets_the_setup_time() {
+    let text = r#"
+[network]
+wan_bandwidth = "100 Mbps"
+[migration]
+setup_time = "250 ms"
+[[host]]
+name = "s"
+site = "source"
+nic = "10 Gbps"
+[[host]]
+name = "d"
+site = "destination"
+nic = "10 Gbps"
+[[vm]]
+name = "v"
+host = "s"
+memory = "100 MiB"
+"#;
+    let scenario = evac_scenario::Scenario::from_toml_str(text, "test").unwrap();
+    assert_eq!(scenario.migration.setup_time, Duration::from_millis(250));
+    let result = evac_sim::simulate_evacuation(
+        &scenario.fleet,
+        &scenario.network,
+        scenario.migration,
+        &scenario.controller,
+    );
+    // 0.25 s + 838860800 bits / 1e8 bit/s.
+    let t = result.vms[0].migration_time_s.unwrap();
+    assert!(close(t, 8.638608), "{t}");
+}
