@@ -151,6 +151,7 @@ impl LabInstance {
             dir,
             inventory: Inventory {
                 name: String::new(),
+                backend: Default::default(),
                 controller: Default::default(),
                 migration: Default::default(),
                 run_dir: None,

@@ -12,6 +12,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Inventory {
     pub name: String,
+    /// Always `qemu` here (the CLI dispatches on it).
+    #[serde(default)]
+    pub backend: evac_run::BackendKind,
     #[serde(default)]
     pub controller: ControllerConfig,
     #[serde(default)]
@@ -164,6 +167,12 @@ impl Inventory {
     }
 
     fn check(&self) -> Result<(), String> {
+        if self.backend != evac_run::BackendKind::Qemu {
+            return Err(format!(
+                "field `backend`: `{}` is not a QEMU inventory (expected \"qemu\")",
+                self.backend
+            ));
+        }
         for (i, host) in self.hosts.iter().enumerate() {
             if self.hosts[..i].iter().any(|h| h.name == host.name) {
                 return Err(format!("host `{}` is listed twice", host.name));
@@ -320,6 +329,26 @@ qemu_args = ["-machine", "q35"]
         let fleet = inv.fleet(&[Bytes::mib(256)]);
         assert_eq!(fleet.vms[0].host, HostId(0));
         assert_eq!(inv.network().wan_bandwidth, BitsPerSec::gbps(10.0));
+    }
+
+    #[test]
+    fn the_backend_key_is_qemu_or_absent() {
+        let inv =
+            Inventory::from_str_at(&format!("backend = \"qemu\"\n{GOOD}"), Path::new("lab.toml")).unwrap();
+        assert_eq!(inv.backend, evac_run::BackendKind::Qemu);
+        assert_eq!(
+            Inventory::from_str_at(GOOD, Path::new("lab.toml"))
+                .unwrap()
+                .backend,
+            evac_run::BackendKind::Qemu
+        );
+        let err = Inventory::from_str_at(&format!("backend = \"libvirt\"\n{GOOD}"), Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lab.toml") && err.contains("`backend`") && err.contains("libvirt"),
+            "{err}"
+        );
     }
 
     #[test]
