@@ -13,6 +13,7 @@ use evac_scenario::Scenario;
 
 mod init_cmd;
 mod lab;
+mod metrics;
 mod plan_cmd;
 mod progress;
 mod report_cmd;
@@ -60,6 +61,10 @@ enum Command {
         /// a terminal anyway).
         #[arg(long, short)]
         quiet: bool,
+        /// Serve live Prometheus metrics at http://ADDR/metrics during the
+        /// run (e.g. 127.0.0.1:9100; port 0 picks a free one, printed).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -165,8 +170,9 @@ fn dispatch(command: Command) -> Result<()> {
             inventory,
             policy,
             quiet,
+            metrics,
             output,
-        } => run::run(&inventory, policy, quiet, &output),
+        } => run::run(&inventory, policy, quiet, metrics.as_deref(), &output),
         Command::Plan {
             inventory,
             sample,

@@ -10,7 +10,13 @@ use evac_run::{BackendKind, Log, RunOptions, RunProgress};
 
 use crate::{progress, write_outputs, OutputArgs};
 
-pub fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &OutputArgs) -> Result<()> {
+pub fn run(
+    path: &Path,
+    policy: Option<PolicyKind>,
+    quiet: bool,
+    metrics: Option<&str>,
+    output: &OutputArgs,
+) -> Result<()> {
     match backend_of(path) {
         BackendKind::Qemu => {}
         BackendKind::Libvirt => anyhow::bail!("{}: backend libvirt: not built yet", path.display()),
@@ -39,9 +45,21 @@ pub fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &Output
             log: Some(log),
             ..Default::default()
         };
-        let render = display.map(|mut display| {
-            let (tx, mut rx) = tokio::sync::watch::channel(RunProgress::default());
+        // One progress channel for the display and the metrics alike.
+        let (tx, rx) = tokio::sync::watch::channel(RunProgress::default());
+        let endpoint = match metrics {
+            Some(addr) => {
+                let endpoint = crate::metrics::Endpoint::start(addr, rx.clone()).await?;
+                eprintln!("metrics at http://{}/metrics", endpoint.addr);
+                Some(endpoint)
+            }
+            None => None,
+        };
+        if display.is_some() || endpoint.is_some() {
             options.progress = Some(tx);
+        }
+        let render = display.map(|mut display| {
+            let mut rx = rx;
             tokio::spawn(async move {
                 // Ends when the run drops the sender, after its last snapshot.
                 while rx.changed().await.is_ok() {
@@ -54,6 +72,9 @@ pub fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &Output
         let output = evac_qemu::run_with_options(inventory, options, ctrl_c).await;
         if let Some(render) = render {
             let _ = render.await;
+        }
+        if let Some(endpoint) = endpoint {
+            endpoint.stop().await;
         }
         output.map(|o| o.result)
     })?;

@@ -137,7 +137,7 @@ impl<B: Backend> Driver<B> {
                     for vm in 0..self.vms.len() {
                         self.cancel(vm).await;
                     }
-                    self.publish(self.start.elapsed(), wan_rate, stopping);
+                    self.publish(self.start.elapsed(), wan_rate, stopping, controller.window());
                 }
             }
             let now = self.start.elapsed();
@@ -184,7 +184,7 @@ impl<B: Backend> Driver<B> {
                     in_flight,
                 });
                 wan_rate = BitsPerSec(rate);
-                self.publish(now, wan_rate, stopping);
+                self.publish(now, wan_rate, stopping, controller.window());
             }
             let all_done = self.vms.iter().all(|v| matches!(v.state, State::Done));
             if in_flight == 0 && (stopping || all_done) {
@@ -207,7 +207,10 @@ impl<B: Backend> Driver<B> {
                 elapsed: self.start.elapsed(),
                 total: self.vms.len(),
                 migrated: result.migrated,
-                lost: result.lost,
+                lost: result.vms.iter().filter(|v| v.outcome == Outcome::Lost).count(),
+                not_migrated: result.vms.len()
+                    - result.migrated
+                    - result.vms.iter().filter(|v| v.outcome == Outcome::Lost).count(),
                 in_flight: 0,
                 waiting: 0,
                 migrations: Vec::new(),
@@ -223,7 +226,7 @@ impl<B: Backend> Driver<B> {
     }
 
     /// Publishes a [`RunProgress`] if anyone asked for it.
-    fn publish(&self, now: Duration, wan_throughput: BitsPerSec, stopping: bool) {
+    fn publish(&self, now: Duration, wan_throughput: BitsPerSec, stopping: bool, window: Option<usize>) {
         let Some(progress) = &self.progress else {
             return;
         };
@@ -232,6 +235,7 @@ impl<B: Backend> Driver<B> {
             elapsed: now,
             total: self.vms.len(),
             wan_throughput,
+            window,
             stopping,
             ..RunProgress::default()
         };
@@ -251,10 +255,12 @@ impl<B: Backend> Driver<B> {
                         bytes_remaining: obs.map_or(memory, |o| o.bytes_remaining),
                         memory,
                         rate: obs.map_or(BitsPerSec(0.0), |o| o.rate),
+                        dirty_rate: obs.map_or(BytesPerSec::ZERO, |o| o.dirty_rate),
                     });
                 }
                 State::Done if run.record.outcome == Outcome::Migrated => snapshot.migrated += 1,
-                State::Done => snapshot.lost += 1,
+                State::Done if run.record.outcome == Outcome::Lost => snapshot.lost += 1,
+                State::Done => snapshot.not_migrated += 1,
                 State::Waiting => snapshot.waiting += 1,
             }
         }
