@@ -173,3 +173,34 @@ fn lab_down_removes_what_a_killed_lab_left() {
     assert!(said.lines().next().is_some_and(|l| l.contains(&name)), "{said}");
     assert_eq!(leftovers(&name), Vec::<String>::new());
 }
+
+#[test]
+fn ctrl_c_during_a_lab_run_cancels_and_leaves_nothing() {
+    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (name, file) = lab_file(dir.path(), "int");
+    let mut child = evac()
+        .args(["lab", "run"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the evacuation runs (its namespaces exist and the
+    // first migration has had time to start).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leftovers(&name).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(leftovers(&name), Vec::<String>::new(), "{stderr}");
+}
