@@ -181,7 +181,7 @@ fn ctrl_c_during_a_lab_run_cancels_and_leaves_nothing() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (name, file) = lab_file(dir.path(), "int");
-    let mut child = evac()
+    let child = evac()
         .args(["lab", "run"])
         .arg(&file)
         .stdout(Stdio::null())
