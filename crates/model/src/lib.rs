@@ -204,6 +204,12 @@ pub struct MigrationParams {
     /// precopy cannot converge in time. Off by default: postcopy risks the
     /// VM on a failure, and cannot run on file-backed shared guest RAM.
     pub allow_postcopy: bool,
+    /// A fixed cost of every migration before its first byte moves: the
+    /// destination QEMU starting, the QMP handshakes, the first dirty-bitmap
+    /// sync. The model's, not the backend's (QEMU takes what it takes); 0 is
+    /// the ideal model, the lab measured about 0.3 s (docs/lab.md).
+    #[serde(with = "units::human_duration")]
+    pub setup_time: Duration,
 }
 
 impl Default for MigrationParams {
@@ -216,6 +222,7 @@ impl Default for MigrationParams {
             max_bandwidth: None,
             auto_converge: false,
             allow_postcopy: false,
+            setup_time: Duration::ZERO,
         }
     }
 }

@@ -54,6 +54,7 @@ fn the_two_site_example_reads_as_written() {
             max_bandwidth: None,
             auto_converge: false,
             allow_postcopy: false,
+            setup_time: Duration::ZERO,
         }
     );
     assert_eq!(
