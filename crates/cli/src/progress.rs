@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use evac_controller::Phase;
 use evac_model::{BitsPerSec, Bytes};
-use evac_qemu::{FlightProgress, RunProgress};
+use evac_run::{FlightProgress, RunProgress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Display {
@@ -221,6 +221,7 @@ mod tests {
             bytes_remaining: Bytes(16 << 20),
             memory: Bytes(64 << 20),
             rate: BitsPerSec::mbps(38.5),
+            dirty_rate: Default::default(),
         }
     }
 

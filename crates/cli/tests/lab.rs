@@ -1,0 +1,172 @@
+//! `evac lab` end to end, as root: a small lab built, evacuated beside the
+//! simulator and torn down; a lab left by a killed process removed by
+//! `evac lab down`. Each checks that nothing is left: no namespace, no
+//! process, no directory (TUN devices and qdiscs live in the namespaces).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use evac_lab::{self as lab};
+use serde_json::Value;
+
+fn evac() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_evac"))
+}
+
+/// A small lab named uniquely for this test process.
+fn lab_file(dir: &Path, tag: &str) -> (String, std::path::PathBuf) {
+    let name = format!("t{tag}{}", std::process::id());
+    let text = format!(
+        r#"name = "{name}"
+[network]
+wan_bandwidth = "200 Mbps"
+wan_rtt = "20 ms"
+[controller]
+policy = "sequential"
+period = "500 ms"
+[[host]]
+name = "src"
+site = "source"
+nic = "1 Gbps"
+[[host]]
+name = "dst"
+site = "destination"
+nic = "1 Gbps"
+[[vm]]
+name = "a"
+host = "src"
+memory = "64 MiB"
+[[vm]]
+name = "b"
+host = "src"
+memory = "64 MiB"
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    (name, path)
+}
+
+/// What of lab `name` is left: namespaces, directories, processes naming it.
+fn leftovers(name: &str) -> Vec<String> {
+    let mut left: Vec<String> = lab::netns_list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("evlab-{name}-")))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir("/run/evac-lab") {
+        left.extend(
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{name}-"))),
+        );
+    }
+    if let Some(pid) = lab::find_pid(&format!("/run/evac-lab/{name}-")) {
+        left.push(format!("process {pid}"));
+    }
+    left
+}
+
+#[test]
+fn lab_run_moves_a_small_lab_close_to_the_prediction_and_leaves_nothing() {
+    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (name, file) = lab_file(dir.path(), "run");
+    let json = dir.path().join("run.json");
+    let out = evac()
+        .args(["lab", "run"])
+        .arg(&file)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("| a |") && stdout.contains("| total |"),
+        "{stdout}"
+    );
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(run["migrated"], 2, "{run}");
+    assert_eq!(run["prediction"]["migrated"], 2);
+    // By hand: 2 x 64 MiB of random RAM over 200 Mbit/s is 5.37 s of
+    // payload, one after the other; the lab must be within 35 % of the
+    // simulator in time and bytes (a coarse guard, see docs/lab.md).
+    let payload = 2.0 * 64.0 * 1048576.0 * 8.0 / 200e6;
+    let predicted = run["prediction"]["total_time_s"].as_f64().unwrap();
+    assert!(
+        (predicted - payload).abs() / payload < 0.1,
+        "prediction {predicted} s vs {payload} s"
+    );
+    let measured = run["total_time_s"].as_f64().unwrap();
+    assert!(
+        (measured - predicted).abs() / measured < 0.35,
+        "measured {measured} s, predicted {predicted} s"
+    );
+    let (mb, pb) = (
+        run["bytes_sent"].as_f64().unwrap(),
+        run["prediction"]["bytes_sent"].as_f64().unwrap(),
+    );
+    assert!((mb - pb).abs() / mb < 0.35, "bytes measured {mb}, predicted {pb}");
+}
+
+#[test]
+fn lab_down_removes_what_a_killed_lab_left() {
+    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (name, file) = lab_file(dir.path(), "down");
+    // `lab up` returns with the inventory's path on its last line.
+    let out = evac()
+        .args(["lab", "up"])
+        .arg(&file)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let inventory = stdout.lines().last().unwrap().to_owned();
+    assert!(Path::new(&inventory).exists(), "{stdout}");
+    evac_qemu::Inventory::from_path(Path::new(&inventory)).unwrap();
+    assert!(!leftovers(&name).is_empty());
+
+    // Kill the owner as SIGKILL would on a crash: its VMs and namespaces stay.
+    let owner: i32 = Path::new(&inventory)
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the lab process this test started.
+    unsafe {
+        libc::kill(owner, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab::pid_alive(owner as u32) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        lab::find_pid(&format!("/run/evac-lab/{name}-")).is_some(),
+        "its VMs outlive it"
+    );
+
+    let out = evac().args(["lab", "down", &name]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.lines().next().is_some_and(|l| l.contains(&name)), "{said}");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}

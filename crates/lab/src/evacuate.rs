@@ -1,0 +1,115 @@
+//! Evacuates a built lab with the real run loop and predicts the same
+//! evacuation with the simulator, VM by VM.
+
+use std::fmt::Write as _;
+use std::future::Future;
+
+use anyhow::Result;
+use evac_controller::PolicyKind;
+use evac_report::RunResult;
+
+use crate::instance::LabInstance;
+
+/// A lab evacuation: what happened and what the simulator predicted.
+#[derive(Debug, Clone)]
+pub struct LabRun {
+    pub measured: RunResult,
+    pub prediction: RunResult,
+}
+
+/// Runs the lab's evacuation (its `[controller]` policy, or `policy`)
+/// through `evac-qemu`'s run loop, following the WAN trace from its start;
+/// `shutdown` cancels it as Ctrl-C cancels `evac run`. The simulator's
+/// prediction is of the lab's scenario with the same policy.
+pub async fn evacuate(
+    lab: &mut LabInstance,
+    policy: Option<PolicyKind>,
+    log: Option<evac_qemu::Log>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<LabRun> {
+    let mut controller = lab.scenario.controller.clone();
+    if let Some(policy) = policy {
+        controller.policy = policy;
+    }
+    let prediction = evac_sim::simulate_evacuation(
+        &lab.scenario.fleet,
+        &lab.scenario.network,
+        lab.scenario.migration,
+        &controller,
+    );
+    let options = evac_qemu::RunOptions {
+        policy: Some(controller.policy),
+        log,
+        ..Default::default()
+    };
+    lab.start_trace();
+    let output = evac_qemu::run_with_options(lab.inventory.clone(), options, shutdown).await?;
+    Ok(LabRun {
+        measured: output.result,
+        prediction,
+    })
+}
+
+/// `(measured - predicted) / measured`, as a percentage.
+pub fn relative_error(measured: f64, predicted: f64) -> Option<f64> {
+    (measured != 0.0 && measured.is_finite() && predicted.is_finite())
+        .then(|| (predicted - measured) / measured * 100.0)
+}
+
+fn cell(measured: Option<f64>, predicted: Option<f64>, unit: &str, digits: usize) -> String {
+    let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    let error = match (measured, predicted) {
+        (Some(m), Some(p)) => relative_error(m, p).map_or(String::new(), |e| format!(" ({e:+.0} %)")),
+        _ => String::new(),
+    };
+    format!("{} / {}{unit}{error}", show(measured), show(predicted))
+}
+
+impl LabRun {
+    /// A markdown table, one row per VM and one for the whole evacuation:
+    /// measured / predicted, and the prediction's error relative to the
+    /// measured value.
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "| VM | outcome lab / sim | migration time (s) lab / sim | sent (MiB) lab / sim | downtime (ms) lab / sim |\n\
+             |---|---|---:|---:|---:|\n",
+        );
+        for (m, p) in self.measured.vms.iter().zip(&self.prediction.vms) {
+            let mib = |v: Option<u64>| v.map(|b| b as f64 / (1u64 << 20) as f64);
+            let ms = |v: Option<f64>| v.map(|s| s * 1e3);
+            let _ = writeln!(
+                out,
+                "| {} | {:?} / {:?} | {} | {} | {} |",
+                m.name,
+                m.outcome,
+                p.outcome,
+                cell(m.migration_time_s, p.migration_time_s, "", 2),
+                cell(mib(m.bytes_sent), mib(p.bytes_sent), "", 0),
+                cell(ms(m.downtime_s), ms(p.downtime_s), "", 0),
+            );
+        }
+        let mib = |b: u64| Some(b as f64 / (1u64 << 20) as f64);
+        let _ = writeln!(
+            out,
+            "| total | {} migrated / {} | {} | {} | |",
+            self.measured.migrated,
+            self.prediction.migrated,
+            cell(self.measured.total_time_s, self.prediction.total_time_s, "", 2),
+            cell(
+                mib(self.measured.bytes_sent),
+                mib(self.prediction.bytes_sent),
+                "",
+                0
+            ),
+        );
+        out
+    }
+
+    /// The measured run in `evac run`'s JSON format, plus `prediction`: the
+    /// simulator's result for the same lab.
+    pub fn to_json(&self) -> String {
+        let mut value = serde_json::to_value(&self.measured).expect("a RunResult serializes");
+        value["prediction"] = serde_json::to_value(&self.prediction).expect("a RunResult serializes");
+        serde_json::to_string_pretty(&value).expect("JSON serializes")
+    }
+}

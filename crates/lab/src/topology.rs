@@ -1,0 +1,348 @@
+//! The lab's network: one namespace per host, a router namespace per site,
+//! and between the two routers the WAN: a TUN pair joined by the
+//! [`DelayLine`], shaped by `tbf` on the source router's TUN device.
+//!
+//! ```text
+//!  src host 0 ──veth──┐                                   ┌──veth── dst host 2
+//!                     ├─ router `s` ═ wan (TUN) ══ delay line ══ wan (TUN) ═ router `d` ─┤
+//!  src host 1 ──veth──┘      tbf: WAN bandwidth                                      └──veth── dst host 3
+//! ```
+//!
+//! Host `i` (its index in the fleet) has the address `10.214.i.2` on its
+//! veth end `uplink`; the router's end is `h<i>` at `10.214.i.1`, the host's
+//! default route. Everything lives inside the namespaces, whose names all
+//! start with the lab's prefix `evlab-<name>-<pid>-` (see
+//! [`crate::cleanup`]): nothing touches the initial namespace. Source hosts'
+//! uplinks and destination hosts' downlinks are shaped to their NIC when it
+//! is below 10 Gbit/s.
+//!
+//! TCP in the host namespaces may grow its receive window to the scenario's
+//! `tcp_window` and no further ([`tcp_buffer_sysctls`]), so one connection
+//! is held to about `tcp_window / wan_rtt`, as the model says.
+
+use std::io;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use evac_model::{BitsPerSec, Bytes, Fleet, Network, Site, TracePoint};
+
+use crate::delay::DelayLine;
+use crate::{ip, run};
+
+/// NICs at or above this are not shaped (nothing here is that fast).
+const UNSHAPED_NIC_BPS: f64 = 10e9;
+
+/// Inside each router namespace, the TUN device of the WAN.
+const WAN_DEV: &str = "wan";
+
+/// The lab's network, torn down when dropped.
+pub struct Topology {
+    /// `evlab-<name>-<pid>`.
+    pub prefix: String,
+    /// The namespace of each host, in fleet order.
+    pub host_netns: Vec<String>,
+    /// Each host's address, in fleet order.
+    pub host_address: Vec<String>,
+    src_router: String,
+    created: Vec<String>,
+    delay: Option<DelayLine>,
+}
+
+/// The `tbf` parameters for `rate`: a burst of 5 ms of traffic (at least
+/// 64 KiB, so that TSO bursts pass) and a queue of at most 20 ms.
+fn tbf_args(rate: BitsPerSec) -> Vec<String> {
+    let burst = ((rate.0 / 8.0 * 0.005) as u64).max(64 << 10);
+    vec![
+        "tbf".into(),
+        "rate".into(),
+        format!("{}bit", rate.0.round() as u64),
+        "burst".into(),
+        format!("{burst}b"),
+        "latency".into(),
+        "20ms".into(),
+    ]
+}
+
+fn tc(args: &[String]) -> io::Result<()> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("tc", &args)
+}
+
+fn shape(netns: &str, dev: &str, verb: &str, rate: BitsPerSec) -> io::Result<()> {
+    let mut args: Vec<String> = ["-n", netns, "qdisc", verb, "dev", dev, "root"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(tbf_args(rate));
+    tc(&args)
+}
+
+/// The socket-buffer sysctls that let a TCP connection's receive window
+/// reach `window` and no further. Linux advertises a share of its receive
+/// buffer as the window, the rest paying for the buffers that hold the
+/// segments; with 1500-byte packets through veth that share measured about
+/// 0.56 here (one connection at 100 ms with a 2 MiB buffer moved 95 Mbit/s,
+/// `examples/wan_accuracy.rs`), so the buffer's maximum is 16/9 of the
+/// window. The send buffer must hold a window in flight plus what is not
+/// yet sent.
+pub fn tcp_buffer_sysctls(window: Bytes) -> Vec<(String, String)> {
+    let w = window.0;
+    vec![
+        ("net.ipv4.tcp_rmem".into(), format!("4096 131072 {}", w * 16 / 9)),
+        ("net.ipv4.tcp_wmem".into(), format!("4096 16384 {}", 4 * w)),
+        ("net.ipv4.tcp_moderate_rcvbuf".into(), "1".into()),
+    ]
+}
+
+fn sysctl(netns: &str, key: &str, value: &str) -> io::Result<()> {
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ],
+    )
+}
+
+impl Topology {
+    /// Builds the namespaces, links, routes, shaping and the delay line for
+    /// `fleet`'s hosts and `network` (the WAN at its capacity at time 0).
+    pub fn build(prefix: &str, fleet: &Fleet, network: &Network) -> io::Result<Topology> {
+        if fleet.hosts.len() > 250 {
+            return Err(io::Error::other("the lab has room for at most 250 hosts"));
+        }
+        let mut topo = Topology {
+            prefix: prefix.to_owned(),
+            host_netns: Vec::new(),
+            host_address: Vec::new(),
+            src_router: format!("{prefix}-s"),
+            created: Vec::new(),
+            delay: None,
+        };
+        let dst_router = format!("{prefix}-d");
+        // From each `netns add` on, Drop removes what was made.
+        for ns in [topo.src_router.clone(), dst_router.clone()] {
+            ip(&["netns", "add", &ns])?;
+            topo.created.push(ns.clone());
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            sysctl(&ns, "net.ipv4.ip_forward", "1")?;
+        }
+        for (i, host) in fleet.hosts.iter().enumerate() {
+            let ns = format!("{prefix}-h{i}");
+            ip(&["netns", "add", &ns])?;
+            topo.created.push(ns.clone());
+            let router = match host.site {
+                Site::Source => &topo.src_router,
+                Site::Destination => &dst_router,
+            };
+            let router_dev = format!("h{i}");
+            ip(&[
+                "-n",
+                &ns,
+                "link",
+                "add",
+                "uplink",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &router_dev,
+                "netns",
+                router,
+            ])?;
+            let address = format!("10.214.{i}.2");
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                "uplink",
+            ])?;
+            ip(&[
+                "-n",
+                router,
+                "addr",
+                "add",
+                &format!("10.214.{i}.1/24"),
+                "dev",
+                &router_dev,
+            ])?;
+            for (n, dev) in [
+                (ns.as_str(), "uplink"),
+                (ns.as_str(), "lo"),
+                (router.as_str(), router_dev.as_str()),
+            ] {
+                ip(&["-n", n, "link", "set", dev, "up"])?;
+            }
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.214.{i}.1"),
+            ])?;
+            for (key, value) in tcp_buffer_sysctls(network.tcp_window) {
+                sysctl(&ns, &key, &value)?;
+            }
+            if host.nic.0 < UNSHAPED_NIC_BPS {
+                match host.site {
+                    Site::Source => shape(&ns, "uplink", "add", host.nic)?,
+                    Site::Destination => shape(router, &router_dev, "add", host.nic)?,
+                }
+            }
+            topo.host_netns.push(ns);
+            topo.host_address.push(address);
+        }
+        let tun_s = crate::tun::open_in(&topo.src_router, WAN_DEV)?;
+        let tun_d = crate::tun::open_in(&dst_router, WAN_DEV)?;
+        topo.delay = Some(DelayLine::start(tun_s, tun_d, network.wan_rtt / 2)?);
+        for (ns, address) in [
+            (&topo.src_router, "10.215.0.1/32"),
+            (&dst_router, "10.215.0.2/32"),
+        ] {
+            ip(&["-n", ns, "addr", "add", address, "dev", WAN_DEV])?;
+            ip(&["-n", ns, "link", "set", WAN_DEV, "up", "txqueuelen", "10000"])?;
+            ip(&["-n", ns, "route", "add", "default", "dev", WAN_DEV])?;
+        }
+        shape(
+            &topo.src_router,
+            WAN_DEV,
+            "add",
+            network.capacity_at(Duration::ZERO),
+        )?;
+        Ok(topo)
+    }
+
+    /// Changes the WAN's `tbf` rate.
+    pub fn set_wan_rate(&self, rate: BitsPerSec) -> io::Result<()> {
+        shape(&self.src_router, WAN_DEV, "change", rate)
+    }
+
+    /// Applies `trace` from now on (its `at` counted from this call), in a
+    /// thread of its own, until the returned handle is dropped.
+    pub fn follow_trace(&self, trace: &[TracePoint]) -> TraceFollower {
+        let stop = Arc::new(AtomicBool::new(false));
+        let points = trace.to_vec();
+        let ns = self.src_router.clone();
+        let flag = stop.clone();
+        let thread = (!points.is_empty()).then(|| {
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                for point in points {
+                    while start.elapsed() < point.at {
+                        if flag.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep((point.at - start.elapsed()).min(Duration::from_millis(50)));
+                    }
+                    if let Err(e) = shape(&ns, WAN_DEV, "change", point.bandwidth) {
+                        eprintln!("lab: WAN trace at {:?}: {e}", point.at);
+                    }
+                }
+            })
+        });
+        TraceFollower { stop, thread }
+    }
+
+    /// The bytes the delay line forwarded source -> destination.
+    pub fn wan_bytes(&self) -> u64 {
+        self.delay
+            .as_ref()
+            .map_or(0, |d| d.stats[0].bytes.load(Ordering::Relaxed))
+    }
+
+    /// Packets the delay line dropped (both directions).
+    pub fn wan_dropped(&self) -> u64 {
+        self.delay.as_ref().map_or(0, |d| {
+            d.stats.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum()
+        })
+    }
+}
+
+/// Stops following a trace when dropped.
+pub struct TraceFollower {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for TraceFollower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs `f` in a thread that has entered network namespace `netns` (a name
+/// under `/run/netns`): sockets and TUN devices it opens belong to that
+/// namespace and stay there when handed back to other threads.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    let ns = std::fs::File::open(format!("/run/netns/{netns}"))
+        .map_err(|e| io::Error::new(e.kind(), format!("network namespace {netns}: {e}")))?;
+    std::thread::spawn(move || -> io::Result<T> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on a descriptor we own; it changes the namespace
+        // of this thread only, which ends with `f`.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| io::Error::other("a thread in a network namespace panicked"))?
+}
+
+/// The pids of the processes inside network namespace `netns`.
+pub fn netns_pids(netns: &str) -> Vec<u32> {
+    Command::new("ip")
+        .args(["netns", "pids", netns])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills every process in `netns` (SIGKILL), waits up to 5 s for them to
+/// go, and deletes the namespace.
+pub fn remove_netns(netns: &str) -> io::Result<()> {
+    for pid in netns_pids(netns) {
+        // SAFETY: kill(2); the processes of a lab namespace are the lab's.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !netns_pids(netns).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ip(&["netns", "del", netns])
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // The TUN devices go with their descriptors.
+        self.delay = None;
+        for ns in self.created.drain(..).rev() {
+            if let Err(e) = remove_netns(&ns) {
+                eprintln!("lab: {e}");
+            }
+        }
+    }
+}
