@@ -20,6 +20,9 @@
 //!   `D / r <= downtime_limit` or the round count reached `max_rounds`, the
 //!   VM pauses and `D` is sent (stop-and-copy, whose duration is the
 //!   downtime); otherwise the next round sends `D`.
+//! - Each migration first spends its `setup_time` sending nothing (the
+//!   destination starting, handshakes); round 1 (or the offline copy)
+//!   starts after it.
 //! - Offline: the VM pauses at once and its whole memory is sent.
 //! - A host that powers off loses every VM still on it, mid-migration or not.
 //! - The controller is consulted at once whenever a migration ends (or is
@@ -115,6 +118,9 @@ struct Flow {
     /// Bumped whenever the round's end time changes, to spot stale events.
     generation: u64,
     paused_at: Option<f64>,
+    /// In its `setup_time`, until `ready_at`: no rate, no round yet.
+    setting_up: bool,
+    ready_at: f64,
 }
 
 impl Flow {
@@ -124,6 +130,9 @@ impl Flow {
     }
 
     fn round_ends_at(&self) -> f64 {
+        if self.setting_up {
+            return self.ready_at;
+        }
         let left = self.round_bytes - self.round_sent;
         if left <= 0.0 {
             self.as_of
@@ -370,7 +379,17 @@ impl<'a> Simulation<'a> {
         let now = self.now;
         let memory = self.fleet.vm(vm);
         let (dirty_rate, working_set) = (memory.dirty_rate.0, memory.working_set.as_f64());
+        let connection_cap = self.connection_cap;
         let flow = self.flow_mut(vm).expect("a live event has a flow");
+        if flow.setting_up {
+            // Set up: the first round starts now, at the flow's full demand.
+            flow.setting_up = false;
+            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+            flow.round_started_at = now;
+            flow.as_of = now;
+            self.schedule(vm);
+            return true;
+        }
         flow.round_sent = flow.round_bytes;
         flow.as_of = now;
         match flow.phase {
@@ -536,7 +555,9 @@ impl<'a> Simulation<'a> {
                     match change {
                         Retune::MaxBandwidth(cap) => {
                             flow.params.max_bandwidth = cap;
-                            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                            if !flow.setting_up {
+                                flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                            }
                             rates_changed = true;
                         }
                         Retune::DowntimeLimit(limit) => flow.params.downtime_limit = limit,
@@ -555,7 +576,7 @@ impl<'a> Simulation<'a> {
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
                     flow.catch_up(now);
-                    let dirtied = (dirty_rate * (now - flow.round_started_at)).min(working_set);
+                    let dirtied = (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set);
                     flow.earlier_rounds += flow.round_sent;
                     flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
                     flow.round_sent = 0.0;
@@ -591,6 +612,7 @@ impl<'a> Simulation<'a> {
     fn start(&mut self, vm: VmId, destination: HostId, params: MigrationParams) {
         let spec = self.fleet.vm(vm);
         let offline = params.mode == Mode::Offline;
+        let setup = params.setup_time.as_secs_f64();
         let progress = &mut self.progress[vm.0];
         progress.destination = Some(destination);
         progress.start = Some(self.now);
@@ -611,10 +633,16 @@ impl<'a> Simulation<'a> {
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
                 weight: f64::from(params.multifd_channels.max(1)),
-                cap: demand_cap(&params, self.connection_cap),
+                cap: if setup > 0.0 {
+                    0.0
+                } else {
+                    demand_cap(&params, self.connection_cap)
+                },
             },
             generation: 0,
             paused_at: offline.then_some(self.now),
+            setting_up: setup > 0.0,
+            ready_at: self.now + setup,
         });
     }
 
