@@ -114,19 +114,16 @@ pub fn tcp_buffer_sysctls(window: Bytes) -> Vec<(String, String)> {
     ]
 }
 
+/// Sets `key` (dotted, as `sysctl` names it) to `value` in `netns`: written
+/// to `/proc/sys` from a thread inside the namespace, where the `net.*`
+/// entries are the namespace's own (no `sysctl` binary needed).
 fn sysctl(netns: &str, key: &str, value: &str) -> io::Result<()> {
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            netns,
-            "sysctl",
-            "-q",
-            "-w",
-            &format!("{key}={value}"),
-        ],
-    )
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let value = value.to_owned();
+    in_netns(netns, move || {
+        std::fs::write(&path, value).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+    })?
+    .map_err(|e| io::Error::new(e.kind(), format!("network namespace {netns}: {e}")))
 }
 
 impl Topology {
