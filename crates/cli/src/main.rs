@@ -60,6 +60,11 @@ enum Command {
         /// a terminal anyway).
         #[arg(long, short)]
         quiet: bool,
+        /// Take up the unfinished run of the run dir's journal (after evac
+        /// was killed): reconnect to the migrations in flight, migrate
+        /// nothing twice, write one result covering every VM.
+        #[arg(long)]
+        resume: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -165,8 +170,9 @@ fn dispatch(command: Command) -> Result<()> {
             inventory,
             policy,
             quiet,
+            resume,
             output,
-        } => run::run(&inventory, policy, quiet, &output),
+        } => run::run(&inventory, policy, quiet, resume, &output),
         Command::Plan {
             inventory,
             sample,

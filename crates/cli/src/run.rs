@@ -10,7 +10,13 @@ use evac_run::{BackendKind, Log, RunOptions, RunProgress};
 
 use crate::{progress, write_outputs, OutputArgs};
 
-pub fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &OutputArgs) -> Result<()> {
+pub fn run(
+    path: &Path,
+    policy: Option<PolicyKind>,
+    quiet: bool,
+    resume: bool,
+    output: &OutputArgs,
+) -> Result<()> {
     match backend_of(path) {
         BackendKind::Qemu => {}
         BackendKind::Libvirt => anyhow::bail!("{}: backend libvirt: not built yet", path.display()),
@@ -36,6 +42,7 @@ pub fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &Output
         };
         let mut options = RunOptions {
             policy,
+            resume,
             log: Some(log),
             ..Default::default()
         };
