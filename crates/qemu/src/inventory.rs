@@ -19,9 +19,11 @@ pub struct Inventory {
     pub controller: ControllerConfig,
     #[serde(default)]
     pub migration: MigrationParams,
-    /// Where destination QMP sockets and logs go; default a fresh
-    /// `$TMPDIR/evac-<name>-<pid>-<time>`. It is not removed: migrated VMs'
-    /// QMP sockets live there.
+    /// Where the journal, destination QMP sockets and logs go; default
+    /// `evac_run::default_run_dir(name)` (`$EVAC_STATE_DIR/<name>`, else
+    /// `$XDG_STATE_HOME/evac/<name>`, else `~/.local/state/evac/<name>`):
+    /// stable across restarts, so `--resume` finds the journal. It is not
+    /// removed: migrated VMs' QMP sockets live there.
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
     /// The WAN as the operator knows it (`evac plan` simulates over it; a

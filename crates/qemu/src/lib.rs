@@ -37,7 +37,7 @@
 //! ```toml
 //! name = "lab"
 //! backend = "qemu"               # optional; the default (`evac run` dispatches on it)
-//! run_dir = "/var/lib/evac/run"  # optional: destination QMP sockets and logs
+//! run_dir = "/var/lib/evac/run"  # optional: journal, destination QMP sockets, logs
 //! [controller]                   # evac_controller::ControllerConfig, as in scenarios
 //! policy = "aimd-global"
 //! period = "1 s"

@@ -116,13 +116,22 @@ impl Journal {
         Self::open(path)
     }
 
-    /// Appends to an existing journal (resuming).
+    /// Appends to an existing journal (resuming). A torn last line (a crash
+    /// while it was written) is cut off first, or the next entry would be
+    /// glued to it.
     pub fn open(path: &Path) -> anyhow::Result<Journal> {
+        let cannot = |e: std::io::Error| anyhow::anyhow!("cannot open the journal {}: {e}", path.display());
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
-            .map_err(|e| anyhow::anyhow!("cannot open the journal {}: {e}", path.display()))?;
+            .map_err(cannot)?;
+        let whole = whole_lines_len(&file).map_err(cannot)?;
+        if whole < file.metadata().map_err(cannot)?.len() {
+            file.set_len(whole).map_err(cannot)?;
+            file.sync_data().map_err(cannot)?;
+        }
         Ok(Journal {
             file,
             path: path.to_owned(),
@@ -137,6 +146,26 @@ impl Journal {
             .write_all(&line)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| anyhow::anyhow!("cannot write the journal {}: {e}", self.path.display()))
+    }
+}
+
+/// The length of `file` up to and including its last newline.
+fn whole_lines_len(file: &File) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut reader = BufReader::new(file);
+    reader.seek(SeekFrom::Start(0))?;
+    let (mut offset, mut whole) = (0u64, 0u64);
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(whole);
+        }
+        if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
+            whole = offset + last as u64 + 1;
+        }
+        let n = buf.len();
+        offset += n as u64;
+        reader.consume(n);
     }
 }
 
@@ -356,4 +385,165 @@ pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evac_outcome::Outcome;
+
+    fn record(name: &str, outcome: Outcome, bytes: u64) -> VmRecord {
+        VmRecord {
+            outcome,
+            bytes_sent: Some(bytes),
+            destination: (outcome == Outcome::Migrated).then(|| "dst".to_owned()),
+            ..VmRecord::unmoved(name.into(), "src".into())
+        }
+    }
+
+    fn start(vm: &str, attempt: u32, t_s: f64) -> Entry {
+        Entry::Start {
+            t_s,
+            vm: vm.into(),
+            destination: "dst".into(),
+            attempt,
+            params: MigrationParams::default(),
+            backend: serde_json::json!({ "qmp": format!("/run/dst-{vm}-{attempt}.qmp") }),
+        }
+    }
+
+    fn run_header() -> Entry {
+        Entry::Run {
+            started_unix_ms: 1_000,
+            policy: "sequential".into(),
+            vms: vec!["a".into(), "b".into(), "c".into()],
+            memory: vec![Bytes::mib(64); 3],
+        }
+    }
+
+    /// a migrated, b failed once and is in flight again (offline), c waits.
+    fn entries() -> Vec<Entry> {
+        let failed = FailedAttempt {
+            vm: "b".into(),
+            destination: Some("dst".into()),
+            start_s: 2.0,
+            end_s: 3.0,
+            reason: "destination QEMU exited".into(),
+        };
+        vec![
+            run_header(),
+            start("a", 1, 0.5),
+            Entry::End {
+                t_s: 1.5,
+                vm: "a".into(),
+                attempt: 1,
+                record: record("a", Outcome::Migrated, 70),
+                done: true,
+                failed: None,
+            },
+            start("b", 1, 2.0),
+            Entry::End {
+                t_s: 3.0,
+                vm: "b".into(),
+                attempt: 1,
+                record: record("b", Outcome::Lost, 10),
+                done: false,
+                failed: Some(failed),
+            },
+            start("b", 2, 3.5),
+            Entry::Offline {
+                t_s: 4.0,
+                vm: "b".into(),
+                attempt: 2,
+            },
+        ]
+    }
+
+    #[test]
+    fn replay_says_what_is_done_in_flight_and_waiting() {
+        let State::Unfinished(replay) = replay(&entries()).unwrap() else {
+            panic!("unfinished expected")
+        };
+        assert_eq!(replay.started_unix_ms, 1_000);
+        let [a, b, c] = &replay.states[..] else { panic!() };
+        assert!(a.done && a.in_flight.is_none());
+        assert_eq!(a.record.as_ref().unwrap().outcome, Outcome::Migrated);
+        assert!(!b.done);
+        assert_eq!(b.attempts, 2);
+        let flight = b.in_flight.as_ref().unwrap();
+        assert_eq!((flight.attempt, flight.started_s), (2, 3.5));
+        assert_eq!(flight.params.mode, evac_model::Mode::Offline);
+        assert_eq!(flight.backend["qmp"], "/run/dst-b-2.qmp");
+        assert_eq!(b.record.as_ref().unwrap().bytes_sent, Some(10));
+        assert_eq!(
+            *c,
+            VmReplay {
+                record: None,
+                attempts: 0,
+                done: false,
+                in_flight: None
+            }
+        );
+        assert_eq!(replay.failed_attempts.len(), 1);
+    }
+
+    #[test]
+    fn a_finished_journal_or_none_resumes_nothing() {
+        let mut done = entries();
+        done.push(Entry::Finish { t_s: 9.0 });
+        assert_eq!(replay(&done).unwrap(), State::Finished);
+        assert_eq!(replay(&[]).unwrap(), State::None);
+        let err = replay(&entries()[1..]).unwrap_err();
+        assert!(err.contains("line 1") && err.contains("`run`"), "{err}");
+    }
+
+    #[test]
+    fn written_lines_read_back_and_a_torn_last_line_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("evac-journal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE_NAME);
+        let mut journal = Journal::create(&path).unwrap();
+        for entry in entries() {
+            journal.append(&entry).unwrap();
+        }
+        // A crash while writing: half a line, never flushed as a whole.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(br#"{"event":"end","t_s":5.0,"vm":"b""#)
+            .unwrap();
+        let State::Unfinished(replayed) = inspect(&path).unwrap() else {
+            panic!("unfinished expected")
+        };
+        assert!(replayed.states[1].in_flight.is_some());
+        // A plain run refuses; --resume takes it up.
+        let err = prepare(&path, false).unwrap_err().to_string();
+        assert!(err.contains("--resume"), "{err}");
+        assert!(prepare(&path, true).unwrap().is_some());
+        // A finished journal is moved aside by the next run.
+        let mut journal = Journal::open(&path).unwrap();
+        journal.append(&Entry::Finish { t_s: 9.0 }).unwrap();
+        let err = prepare(&path, true).unwrap_err().to_string();
+        assert!(err.contains("no unfinished run"), "{err}");
+        assert!(prepare(&path, false).unwrap().is_none());
+        Journal::create(&path).unwrap();
+        assert_eq!(inspect(&path).unwrap(), State::None);
+        let kept = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(kept, 2, "the new journal and the finished one kept aside");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_garbage_line_names_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("evac-journal-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE_NAME);
+        let mut text = serde_json::to_string(&run_header()).unwrap();
+        text += "\nnot json\n";
+        std::fs::write(&path, text).unwrap();
+        let err = inspect(&path).unwrap_err().to_string();
+        assert!(err.contains("journal.jsonl:2:"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
