@@ -221,6 +221,7 @@ mod tests {
             bytes_remaining: Bytes(16 << 20),
             memory: Bytes(64 << 20),
             rate: BitsPerSec::mbps(38.5),
+            dirty_rate: Default::default(),
         }
     }
 

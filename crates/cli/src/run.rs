@@ -8,20 +8,41 @@ use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
 use evac_run::{BackendKind, Log, RunOptions, RunProgress};
 
-use crate::{progress, write_outputs, OutputArgs};
+use crate::output::{self, is_dash, Exit};
+use crate::{progress, OutputArgs};
 
 pub fn run(
     path: &Path,
     policy: Option<PolicyKind>,
     quiet: bool,
     resume: bool,
+    metrics: Option<&str>,
     output: &OutputArgs,
-) -> Result<()> {
+) -> Result<Exit> {
+    // Checked before anything runs: a bad path is found now, not after an
+    // hour of migrations.
+    let outputs = output.open()?;
+    if is_dash(path) {
+        let inventory =
+            evac_qemu::Inventory::from_str_at(&output::read_stdin_input()?, Path::new("<stdin>"))?;
+        return evacuate(inventory, policy, quiet, resume, metrics, outputs);
+    }
     match backend_of(path) {
         BackendKind::Qemu => {}
         BackendKind::Libvirt => anyhow::bail!("{}: backend libvirt: not built yet", path.display()),
     }
     let inventory = evac_qemu::Inventory::from_path(path)?;
+    evacuate(inventory, policy, quiet, resume, metrics, outputs)
+}
+
+fn evacuate(
+    inventory: evac_qemu::Inventory,
+    policy: Option<PolicyKind>,
+    quiet: bool,
+    resume: bool,
+    metrics: Option<&str>,
+    mut outputs: output::Outputs,
+) -> Result<Exit> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async {
         let display = (!quiet).then(progress::Display::stderr);
@@ -46,9 +67,21 @@ pub fn run(
             log: Some(log),
             ..Default::default()
         };
-        let render = display.map(|mut display| {
-            let (tx, mut rx) = tokio::sync::watch::channel(RunProgress::default());
+        // One progress channel for the display and the metrics alike.
+        let (tx, rx) = tokio::sync::watch::channel(RunProgress::default());
+        let endpoint = match metrics {
+            Some(addr) => {
+                let endpoint = crate::metrics::Endpoint::start(addr, rx.clone()).await?;
+                eprintln!("metrics at http://{}/metrics", endpoint.addr);
+                Some(endpoint)
+            }
+            None => None,
+        };
+        if display.is_some() || endpoint.is_some() {
             options.progress = Some(tx);
+        }
+        let render = display.map(|mut display| {
+            let mut rx = rx;
             tokio::spawn(async move {
                 // Ends when the run drops the sender, after its last snapshot.
                 while rx.changed().await.is_ok() {
@@ -62,10 +95,13 @@ pub fn run(
         if let Some(render) = render {
             let _ = render.await;
         }
+        if let Some(endpoint) = endpoint {
+            endpoint.stop().await;
+        }
         output.map(|o| o.result)
     })?;
-    println!("{}", evac_report::summary::render_text(&result));
-    write_outputs(&result, output)
+    let console = outputs.summary_console();
+    output::finish(&result, &mut outputs, console)
 }
 
 /// The inventory's top-level `backend`. A file that does not parse is

@@ -113,3 +113,72 @@ impl LabRun {
         serde_json::to_string_pretty(&value).expect("JSON serializes")
     }
 }
+
+/// How far a prediction is from the measurement: absolute relative errors
+/// (percent of the measured value) over the VMs that migrated in both.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fidelity {
+    pub time_median: f64,
+    pub time_worst: f64,
+    pub bytes_median: f64,
+    pub bytes_worst: f64,
+    pub total: f64,
+}
+
+fn median_and_worst(mut errors: Vec<f64>) -> (f64, f64) {
+    if errors.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    errors.sort_by(f64::total_cmp);
+    let n = errors.len();
+    let median = if n % 2 == 1 {
+        errors[n / 2]
+    } else {
+        (errors[n / 2 - 1] + errors[n / 2]) / 2.0
+    };
+    (median, errors[n - 1])
+}
+
+impl LabRun {
+    /// The prediction's errors, VM by VM and in total.
+    pub fn fidelity(&self) -> Fidelity {
+        let pairs = || self.measured.vms.iter().zip(&self.prediction.vms);
+        let abs = |m: Option<f64>, p: Option<f64>| match (m, p) {
+            (Some(m), Some(p)) => relative_error(m, p).map(f64::abs),
+            _ => None,
+        };
+        let time = pairs()
+            .filter_map(|(m, p)| abs(m.migration_time_s, p.migration_time_s))
+            .collect();
+        let bytes = pairs()
+            .filter_map(|(m, p)| abs(m.bytes_sent.map(|b| b as f64), p.bytes_sent.map(|b| b as f64)))
+            .collect();
+        let (time_median, time_worst) = median_and_worst(time);
+        let (bytes_median, bytes_worst) = median_and_worst(bytes);
+        Fidelity {
+            time_median,
+            time_worst,
+            bytes_median,
+            bytes_worst,
+            total: abs(self.measured.total_time_s, self.prediction.total_time_s).unwrap_or(f64::NAN),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_relative_to_the_measured_value() {
+        assert_eq!(relative_error(10.0, 12.0), Some(20.0));
+        assert_eq!(relative_error(10.0, 8.0), Some(-20.0));
+        assert_eq!(relative_error(0.0, 1.0), None);
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median_and_worst(vec![4.0, 1.0, 3.0, 2.0]), (2.5, 4.0));
+        assert_eq!(median_and_worst(vec![5.0, 1.0, 3.0]), (3.0, 5.0));
+    }
+}

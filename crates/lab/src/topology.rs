@@ -51,6 +51,15 @@ pub struct Topology {
     delay: Option<DelayLine>,
 }
 
+/// The model's rates are payload: what TCP carries. `tbf` counts whole
+/// packets, as the device sees them: on the TUN device an IP packet of 1500
+/// bytes carries 1448 bytes of TCP payload (20 IP + 32 TCP header with
+/// timestamps), on a veth the frame adds 14 bytes of Ethernet. So a shaper
+/// for a payload rate `r` is set to `r x packet / payload`.
+pub const TUN_PACKET_PER_PAYLOAD: f64 = 1500.0 / 1448.0;
+/// [`TUN_PACKET_PER_PAYLOAD`] for a veth (Ethernet frames).
+pub const VETH_FRAME_PER_PAYLOAD: f64 = 1514.0 / 1448.0;
+
 /// The `tbf` parameters for `rate`: a burst of 5 ms of traffic (at least
 /// 64 KiB, so that TSO bursts pass) and a queue of at most 20 ms.
 fn tbf_args(rate: BitsPerSec) -> Vec<String> {
@@ -71,7 +80,15 @@ fn tc(args: &[String]) -> io::Result<()> {
     run("tc", &args)
 }
 
-fn shape(netns: &str, dev: &str, verb: &str, rate: BitsPerSec) -> io::Result<()> {
+/// Shapes `dev` to carry `payload` of TCP payload per second (see
+/// [`TUN_PACKET_PER_PAYLOAD`]).
+fn shape(netns: &str, dev: &str, verb: &str, payload: BitsPerSec) -> io::Result<()> {
+    let overhead = if dev == WAN_DEV {
+        TUN_PACKET_PER_PAYLOAD
+    } else {
+        VETH_FRAME_PER_PAYLOAD
+    };
+    let rate = BitsPerSec(payload.0 * overhead);
     let mut args: Vec<String> = ["-n", netns, "qdisc", verb, "dev", dev, "root"]
         .iter()
         .map(|s| s.to_string())
@@ -97,19 +114,16 @@ pub fn tcp_buffer_sysctls(window: Bytes) -> Vec<(String, String)> {
     ]
 }
 
+/// Sets `key` (dotted, as `sysctl` names it) to `value` in `netns`: written
+/// to `/proc/sys` from a thread inside the namespace, where the `net.*`
+/// entries are the namespace's own (no `sysctl` binary needed).
 fn sysctl(netns: &str, key: &str, value: &str) -> io::Result<()> {
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            netns,
-            "sysctl",
-            "-q",
-            "-w",
-            &format!("{key}={value}"),
-        ],
-    )
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let value = value.to_owned();
+    in_netns(netns, move || {
+        std::fs::write(&path, value).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+    })?
+    .map_err(|e| io::Error::new(e.kind(), format!("network namespace {netns}: {e}")))
 }
 
 impl Topology {

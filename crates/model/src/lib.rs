@@ -192,6 +192,12 @@ pub struct MigrationParams {
     /// Throttle the guest's CPU when precopy does not converge (QEMU's
     /// auto-converge); used by the real backend.
     pub auto_converge: bool,
+    /// A fixed cost of every migration before its first byte moves: the
+    /// destination QEMU starting, the QMP handshakes, the first dirty-bitmap
+    /// sync. The model's, not the backend's (QEMU takes what it takes); 0 is
+    /// the ideal model, the lab measured about 0.3 s (docs/lab.md).
+    #[serde(with = "units::human_duration")]
+    pub setup_time: Duration,
 }
 
 impl Default for MigrationParams {
@@ -203,6 +209,7 @@ impl Default for MigrationParams {
             multifd_channels: 1,
             max_bandwidth: None,
             auto_converge: false,
+            setup_time: Duration::ZERO,
         }
     }
 }

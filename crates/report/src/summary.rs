@@ -237,7 +237,10 @@ fn not_moved_line(result: &RunResult, vm: &VmRecord) -> String {
     } else if vm.outcome == Outcome::Migrated {
         "migrated".to_owned()
     } else {
-        "not migrated, still on its source".to_owned()
+        format!(
+            "not migrated, still on its source ({})",
+            vm.reason.as_deref().unwrap_or("no reason recorded")
+        )
     };
     format!("{} on {}: {why}{tried}", vm.name, vm.host)
 }
@@ -375,17 +378,21 @@ mod tests {
             rounds: Some(3),
             bytes_sent: Some(1 << 30),
             outcome: Outcome::Migrated,
+            reason: None,
         }
     }
 
     fn result() -> RunResult {
         let mut batch = VmRecord::unmoved("batch".into(), "rack5".into());
         batch.start_s = Some(880.0);
+        batch.left(Outcome::Lost, crate::reason::POWER_OFF);
+        let mut cache = VmRecord::unmoved("cache".into(), "rack5".into());
+        cache.left(Outcome::Lost, crate::reason::POWER_OFF);
         let vms = vec![
             migrated("web", "rack1", 0.0, 30.0),
             migrated("db", "rack4", 1200.0, 1231.0),
             batch,
-            VmRecord::unmoved("cache".into(), "rack5".into()),
+            cache,
         ];
         RunResult::summarize("test", &fleet(), &network(1.0), vms, vec![])
     }

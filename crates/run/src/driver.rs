@@ -9,7 +9,7 @@ use evac_controller::{
     Action, Controller, ControllerConfig, EndOutcome, Ended, MigrationObs, Observations, Phase, Retune,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, Site, VmId};
-use evac_outcome::{FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
 use tokio::time::{timeout, Instant};
 
 use crate::backend::{Backend, Migration, Observed, StartRequest, Wake};
@@ -236,6 +236,10 @@ impl<B: Backend> Driver<B> {
                         "{name}: the backend cannot take up its attempt in flight; left alone"
                     ));
                     self.vms[vm].state = State::Done;
+                    self.vms[vm].record.left(
+                        Outcome::NotMigrated,
+                        "its attempt in flight could not be taken up after a restart",
+                    );
                     self.backlog.push(Ended {
                         vm: VmId(vm),
                         outcome: EndOutcome::Lost,
@@ -275,7 +279,7 @@ impl<B: Backend> Driver<B> {
                     for vm in 0..self.vms.len() {
                         self.cancel(vm).await;
                     }
-                    self.publish(self.start.elapsed(), wan_rate, stopping);
+                    self.publish(self.start.elapsed(), wan_rate, stopping, controller.window());
                 }
             }
             if self.journal_failed && !stopping {
@@ -302,7 +306,7 @@ impl<B: Backend> Driver<B> {
                 if idle_periods >= STALL_PERIODS {
                     self.log(format!(
                         "the controller started nothing for {STALL_PERIODS} periods; \
-                         giving up on the VMs still waiting (reported lost)"
+                         giving up on the VMs still waiting (reported not-migrated)"
                     ));
                     break;
                 }
@@ -330,12 +334,22 @@ impl<B: Backend> Driver<B> {
                     in_flight,
                 });
                 wan_rate = BitsPerSec(rate);
-                self.publish(now, wan_rate, stopping);
+                self.publish(now, wan_rate, stopping, controller.window());
             }
             let all_done = self.vms.iter().all(|v| matches!(v.state, State::Done));
             if in_flight == 0 && (stopping || all_done) {
                 break;
             }
+        }
+        // Every VM still on its source says why: the run was interrupted,
+        // or the controller left it.
+        let why = if stopping {
+            reason::INTERRUPTED
+        } else {
+            reason::GIVEN_UP
+        };
+        for run in &mut self.vms {
+            run.record.left(Outcome::NotMigrated, why);
         }
         let records = self.vms.iter().map(|v| v.record.clone()).collect();
         let fleet = self.backend.fleet();
@@ -355,7 +369,10 @@ impl<B: Backend> Driver<B> {
                 elapsed: self.start.elapsed(),
                 total: self.vms.len(),
                 migrated: result.migrated,
-                lost: result.lost,
+                lost: result.vms.iter().filter(|v| v.outcome == Outcome::Lost).count(),
+                not_migrated: result.vms.len()
+                    - result.migrated
+                    - result.vms.iter().filter(|v| v.outcome == Outcome::Lost).count(),
                 in_flight: 0,
                 waiting: 0,
                 migrations: Vec::new(),
@@ -371,7 +388,7 @@ impl<B: Backend> Driver<B> {
     }
 
     /// Publishes a [`RunProgress`] if anyone asked for it.
-    fn publish(&self, now: Duration, wan_throughput: BitsPerSec, stopping: bool) {
+    fn publish(&self, now: Duration, wan_throughput: BitsPerSec, stopping: bool, window: Option<usize>) {
         let Some(progress) = &self.progress else {
             return;
         };
@@ -380,6 +397,7 @@ impl<B: Backend> Driver<B> {
             elapsed: now,
             total: self.vms.len(),
             wan_throughput,
+            window,
             stopping,
             ..RunProgress::default()
         };
@@ -399,10 +417,12 @@ impl<B: Backend> Driver<B> {
                         bytes_remaining: obs.map_or(memory, |o| o.bytes_remaining),
                         memory,
                         rate: obs.map_or(BitsPerSec(0.0), |o| o.rate),
+                        dirty_rate: obs.map_or(BytesPerSec::ZERO, |o| o.dirty_rate),
                     });
                 }
                 State::Done if run.record.outcome == Outcome::Migrated => snapshot.migrated += 1,
-                State::Done => snapshot.lost += 1,
+                State::Done if run.record.outcome == Outcome::Lost => snapshot.lost += 1,
+                State::Done => snapshot.not_migrated += 1,
                 State::Waiting => snapshot.waiting += 1,
             }
         }
@@ -429,7 +449,7 @@ impl<B: Backend> Driver<B> {
                 State::Flying(_) | State::Done => {}
                 State::Waiting => {
                     run.state = State::Done;
-                    run.record.outcome = Outcome::Lost;
+                    run.record.left(Outcome::Lost, reason::POWER_OFF);
                     let entry = Entry::Lost {
                         t_s: now.as_secs_f64(),
                         vm: run.record.name.clone(),
@@ -723,6 +743,7 @@ impl<B: Backend> Driver<B> {
             rounds: Some(done.rounds),
             bytes_sent: Some(run.bytes_before),
             outcome: Outcome::Migrated,
+            reason: None,
             ..run.record.clone()
         };
         run.landed = Some(done.landed);
@@ -767,10 +788,15 @@ impl<B: Backend> Driver<B> {
         let name = run.record.name.clone();
         let outcome = if flight.lost {
             run.state = State::Done;
+            run.record.left(Outcome::Lost, reason::POWER_OFF);
             EndOutcome::Lost
         } else {
             if run.attempts >= max_attempts {
                 run.state = State::Done;
+                run.record.left(
+                    Outcome::NotMigrated,
+                    &format!("{}: {}", reason::ATTEMPTS_EXHAUSTED, failure.reason),
+                );
                 self.log(format!("{name}: giving up after {max_attempts} attempts"));
             }
             EndOutcome::Failed {

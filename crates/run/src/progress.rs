@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use evac_controller::Phase;
-use evac_model::{BitsPerSec, Bytes};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec};
 
 /// A snapshot of a run, published every control period and once at the end
 /// through [`crate::RunOptions::progress`].
@@ -19,8 +19,13 @@ pub struct RunProgress {
     pub in_flight: usize,
     /// Neither done nor in flight.
     pub waiting: usize,
+    /// Still on their source for good (given up, attempts exhausted), as
+    /// opposed to `lost` with their host.
+    pub not_migrated: usize,
     /// The WAN throughput measured over the last period.
     pub wan_throughput: BitsPerSec,
+    /// The controller's limit on migrations at once ([`evac_controller::Controller::window`]).
+    pub window: Option<usize>,
     /// One per migration in flight, in fleet order.
     pub migrations: Vec<FlightProgress>,
     /// Shutdown was asked for: the migrations in flight are being cancelled.
@@ -49,4 +54,6 @@ pub struct FlightProgress {
     pub memory: Bytes,
     /// This migration's transfer rate as the backend measures it.
     pub rate: BitsPerSec,
+    /// How fast the guest dirties memory, as the backend measures it.
+    pub dirty_rate: BytesPerSec,
 }

@@ -34,6 +34,8 @@
 //! multifd_channels = 1             # parallel TCP connections per migration
 //! max_bandwidth = "unlimited"      # per-migration cap, like QEMU's max-bandwidth
 //! auto_converge = false
+//! setup_time = "0 s"               # fixed cost of each migration before its first byte (model only;
+//!                                  # the lab measured about 300 ms: docs/lab.md)
 //!
 //! [controller]                     # optional, as is each field (see evac_controller::ControllerConfig);
 //!                                  # the values shown are the defaults

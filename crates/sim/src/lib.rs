@@ -20,12 +20,15 @@
 //!   `D / r <= downtime_limit` or the round count reached `max_rounds`, the
 //!   VM pauses and `D` is sent (stop-and-copy, whose duration is the
 //!   downtime); otherwise the next round sends `D`.
+//! - Each migration first spends its `setup_time` sending nothing (the
+//!   destination starting, handshakes); round 1 (or the offline copy)
+//!   starts after it.
 //! - Offline: the VM pauses at once and its whole memory is sent.
 //! - A host that powers off loses every VM still on it, mid-migration or not.
 //! - The controller is consulted every control period and at once whenever a
 //!   migration ends. An evacuation ends when every VM has migrated or is
 //!   lost, or when the controller starts nothing while nothing is in flight
-//!   (the VMs it left are lost: they never started).
+//!   (the VMs it left are `not-migrated`, given up: they never started).
 //!
 //! Between events every rate is constant, so a migration's progress is a
 //! linear function of time, kept lazily: a round ending touches one
@@ -43,7 +46,7 @@ use evac_controller::{
     Retune, Wakeup,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Network, VmId};
-use evac_outcome::{FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
 
 use fair_share::{Demand, FairShare};
 
@@ -102,6 +105,9 @@ struct Flow {
     /// Bumped whenever the round's end time changes, to spot stale events.
     generation: u64,
     paused_at: Option<f64>,
+    /// In its `setup_time`, until `ready_at`: no rate, no round yet.
+    setting_up: bool,
+    ready_at: f64,
 }
 
 impl Flow {
@@ -111,6 +117,9 @@ impl Flow {
     }
 
     fn round_ends_at(&self) -> f64 {
+        if self.setting_up {
+            return self.ready_at;
+        }
         let left = self.round_bytes - self.round_sent;
         if left <= 0.0 {
             self.as_of
@@ -357,7 +366,17 @@ impl<'a> Simulation<'a> {
         let now = self.now;
         let memory = self.fleet.vm(vm);
         let (dirty_rate, working_set) = (memory.dirty_rate.0, memory.working_set.as_f64());
+        let connection_cap = self.connection_cap;
         let flow = self.flow_mut(vm).expect("a live event has a flow");
+        if flow.setting_up {
+            // Set up: the first round starts now, at the flow's full demand.
+            flow.setting_up = false;
+            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+            flow.round_started_at = now;
+            flow.as_of = now;
+            self.schedule(vm);
+            return true;
+        }
         flow.round_sent = flow.round_bytes;
         flow.as_of = now;
         match flow.phase {
@@ -523,7 +542,9 @@ impl<'a> Simulation<'a> {
                     match change {
                         Retune::MaxBandwidth(cap) => {
                             flow.params.max_bandwidth = cap;
-                            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                            if !flow.setting_up {
+                                flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                            }
                             rates_changed = true;
                         }
                         Retune::DowntimeLimit(limit) => flow.params.downtime_limit = limit,
@@ -542,7 +563,7 @@ impl<'a> Simulation<'a> {
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
                     flow.catch_up(now);
-                    let dirtied = (dirty_rate * (now - flow.round_started_at)).min(working_set);
+                    let dirtied = (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set);
                     flow.earlier_rounds += flow.round_sent;
                     flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
                     flow.round_sent = 0.0;
@@ -578,6 +599,7 @@ impl<'a> Simulation<'a> {
     fn start(&mut self, vm: VmId, destination: HostId, params: MigrationParams) {
         let spec = self.fleet.vm(vm);
         let offline = params.mode == Mode::Offline;
+        let setup = params.setup_time.as_secs_f64();
         let progress = &mut self.progress[vm.0];
         progress.destination = Some(destination);
         progress.start = Some(self.now);
@@ -598,10 +620,16 @@ impl<'a> Simulation<'a> {
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
                 weight: f64::from(params.multifd_channels.max(1)),
-                cap: demand_cap(&params, self.connection_cap),
+                cap: if setup > 0.0 {
+                    0.0
+                } else {
+                    demand_cap(&params, self.connection_cap)
+                },
             },
             generation: 0,
             paused_at: offline.then_some(self.now),
+            setting_up: setup > 0.0,
+            ready_at: self.now + setup,
         });
     }
 
@@ -710,7 +738,15 @@ impl<'a> Simulation<'a> {
             .map(|id| {
                 let vm = fleet.vm(id);
                 let p = &self.progress[id.0];
-                let migrated = p.migrated;
+                let (outcome, reason) = if p.migrated {
+                    (Outcome::Migrated, None)
+                } else if p.lost {
+                    (Outcome::Lost, Some(reason::POWER_OFF.to_owned()))
+                } else {
+                    // Still on its source when the controller stopped
+                    // starting migrations.
+                    (Outcome::NotMigrated, Some(reason::GIVEN_UP.to_owned()))
+                };
                 VmRecord {
                     name: vm.name.clone(),
                     host: fleet.host(vm.host).name.clone(),
@@ -721,11 +757,8 @@ impl<'a> Simulation<'a> {
                     downtime_s: p.downtime,
                     rounds: p.rounds,
                     bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent).0),
-                    outcome: if migrated {
-                        Outcome::Migrated
-                    } else {
-                        Outcome::Lost
-                    },
+                    outcome,
+                    reason,
                 }
             })
             .collect();

@@ -1,0 +1,171 @@
+//! `evac run --metrics`: a real evacuation of real QEMU VMs, scraped over
+//! loopback while it runs.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use evac_lab::{self as lab, Lab};
+use evac_model::BytesPerSec;
+
+/// Kills (by pid) the evac we started if the test fails midway.
+struct Evac(Child);
+
+impl Drop for Evac {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One scrape: every sample line, `name{labels}` to value.
+fn scrape(addr: &str) -> HashMap<String, f64> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: evac\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_run_is_scraped_while_it_runs() {
+    if lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![
+        lab.start_dirtying_vm("vm-1", 128, BytesPerSec(5e6), 32).unwrap(),
+        lab.start_vm("vm-2", 96).unwrap(),
+    ];
+    // 80 Mbit/s a migration (10 MB/s): each takes several seconds, so the
+    // scrapes see them in flight.
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        lab.inventory("sequential", &vms, "max_bandwidth = \"80 Mbps\""),
+    )
+    .unwrap();
+    let json = dir.path().join("result.json");
+    let mut evac = Evac(
+        Command::new(env!("CARGO_BIN_EXE_evac"))
+            .args([
+                "run",
+                inventory.to_str().unwrap(),
+                "--quiet",
+                "--metrics",
+                "127.0.0.1:0",
+            ])
+            .args(["--json", json.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = evac.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("evac: {line}");
+            if let Some(url) = line.strip_prefix("metrics at http://") {
+                let _ = tx.send(url.trim_end_matches("/metrics").to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("evac prints the metrics address");
+
+    // Scrape until vm-1 has been seen in its second round and vm-2 in
+    // flight, or the run ends.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut processed = Vec::new();
+    let mut saw_dirty_rate = 0.0;
+    let mut saw_vm2 = false;
+    let mut saw_window = false;
+    let vm1 = |name: &str| format!("{name}{{vm=\"vm-1\"}}");
+    while evac.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the run took over 120 s");
+        let Ok(stream) = TcpStream::connect(&addr) else {
+            break;
+        };
+        drop(stream);
+        let m = scrape(&addr);
+        assert!(m.contains_key("evac_migrations_in_flight"), "{m:?}");
+        let in_flight = m["evac_migrations_in_flight"];
+        assert!(in_flight <= 1.0, "sequential: {m:?}");
+        assert_eq!(m.get("evac_vms{outcome=\"in-flight\"}"), Some(&in_flight));
+        let total: f64 = ["migrated", "not-migrated", "lost", "pending", "in-flight"]
+            .iter()
+            .map(|o| m[&format!("evac_vms{{outcome=\"{o}\"}}")])
+            .sum();
+        if total == 0.0 {
+            // Served before the run's first snapshot (connecting to QEMU).
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        assert_eq!(total, 2.0, "every VM is counted once: {m:?}");
+        if m.get("evac_controller_window") == Some(&1.0) {
+            saw_window = true;
+        }
+        if let Some(&sent) = m.get(&vm1("evac_migration_data_processed_bytes")) {
+            processed.push(sent);
+            let remaining = m[&vm1("evac_migration_data_remaining_bytes")];
+            assert!(remaining <= (128u64 << 20) as f64, "{remaining}");
+            // Capped at 80 Mbit/s = 10 MB/s (QEMU's own rate, a little over
+            // at times).
+            let rate = m[&vm1("evac_migration_transfer_rate_bytes_per_second")];
+            assert!(rate <= 12.5e6, "{rate}");
+            assert_eq!(
+                m.get("evac_migration_phase{vm=\"vm-1\",phase=\"precopy\"}")
+                    .copied()
+                    .unwrap_or(1.0),
+                1.0
+            );
+            if m[&vm1("evac_migration_round")] >= 2.0 {
+                saw_dirty_rate = f64::max(
+                    saw_dirty_rate,
+                    m[&vm1("evac_migration_dirty_rate_bytes_per_second")],
+                );
+            }
+        }
+        if m.contains_key("evac_migration_data_processed_bytes{vm=\"vm-2\"}") {
+            saw_vm2 = true;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = evac.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        processed.len() >= 3,
+        "vm-1 was scraped in flight only {} times",
+        processed.len()
+    );
+    assert!(
+        processed.windows(2).any(|w| w[1] > w[0]),
+        "processed bytes never grew: {processed:?}"
+    );
+    assert!(saw_vm2, "vm-2 was never seen in flight");
+    assert!(saw_window, "the sequential window (1) was never seen");
+    // The guest dirties 5 MB/s: QEMU's measure, once round 1 is over.
+    assert!(saw_dirty_rate > 1e6, "dirty rate {saw_dirty_rate}");
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(result["migrated"], 2);
+    // Dropping the lab kills the destination QEMUs evac started in its
+    // directory (the VMs now).
+    drop(lab);
+}
