@@ -1,23 +1,23 @@
 //! `evac`: plan and run the evacuation of a data center's VMs over a WAN.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use evac_controller::{Order, PolicyKind};
-use evac_report::RunResult;
 use evac_scenario::Scenario;
 
 mod init_cmd;
 mod lab;
 mod metrics;
+mod output;
 mod plan_cmd;
 mod progress;
 mod report_cmd;
 mod run;
+
+use output::{is_dash, say, Exit, Outputs};
 
 #[derive(Parser)]
 #[command(name = "evac", version, about, long_about = None)]
@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Simulate an evacuation (the embedded default scenario if none is given).
     Simulate {
-        /// Scenario file (TOML).
+        /// Scenario file (TOML); `-` reads it from stdin.
         scenario: Option<PathBuf>,
         #[command(flatten)]
         controller: ControllerArgs,
@@ -40,12 +40,14 @@ enum Command {
     /// Simulate every combination of a grid of factors, on all cores, and
     /// print one markdown row per combination.
     Sweep {
-        /// Grid file (TOML): a base scenario and the factors to vary.
+        /// Grid file (TOML): a base scenario and the factors to vary; `-`
+        /// reads it from stdin (a relative base scenario is then found from
+        /// the current directory).
         grid: PathBuf,
-        /// Write the rows as JSON.
+        /// Write the rows as JSON (`-`: stdout).
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
-        /// Write the rows as CSV.
+        /// Write the rows as CSV (`-`: stdout).
         #[arg(long, value_name = "FILE")]
         csv: Option<PathBuf>,
     },
@@ -127,15 +129,27 @@ struct ControllerArgs {
 
 #[derive(Args)]
 pub(crate) struct OutputArgs {
-    /// Write the full result as JSON.
+    /// Write the full result as JSON (`-`: stdout).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Write one CSV row per VM.
+    /// Write one CSV row per VM (`-`: stdout).
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-    /// Draw the timeline and every VM's migration as an SVG picture.
+    /// Draw the timeline and every VM's migration as an SVG picture (`-`:
+    /// stdout).
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// Opens (checks) every output path before anything runs.
+    fn open(&self) -> Result<Outputs> {
+        Outputs::open(&[
+            ("json", self.json.as_deref()),
+            ("csv", self.csv.as_deref()),
+            ("plot", self.plot.as_deref()),
+        ])
+    }
 }
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
@@ -146,19 +160,21 @@ fn parse_with<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, Strin
     text.parse()
 }
 
+/// Exit codes (see `output`): 0 every VM migrated, 3 the run ended with
+/// some VM not migrated, 1 an error, 2 a usage error (from clap).
 fn main() -> ExitCode {
     match dispatch(Cli::parse().command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(exit) => exit.into(),
         Err(error) => {
             // The whole chain of causes, one line, and no backtrace: this is
             // for an operator, not a debugger.
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            say(&format!("error: {error:#}"));
+            Exit::Error.into()
         }
     }
 }
 
-fn dispatch(command: Command) -> Result<()> {
+fn dispatch(command: Command) -> Result<Exit> {
     match command {
         Command::Simulate {
             scenario,
@@ -185,19 +201,22 @@ fn dispatch(command: Command) -> Result<()> {
             working_set_sample,
             scenario_out.as_deref(),
             json.as_deref(),
-        ),
-        Command::Init { file } => init_cmd::init(file.as_deref()),
+        )
+        .map(|()| Exit::Done),
+        Command::Init { file } => init_cmd::init(file.as_deref()).map(|()| Exit::Done),
         Command::Report {
             results,
             output,
             label,
-        } => report_cmd::report(&results, &label, &output),
-        Command::Lab { command } => lab::dispatch(command),
+        } => report_cmd::report(&results, &label, &output).map(|()| Exit::Done),
+        Command::Lab { command } => lab::dispatch(command).map(|()| Exit::Done),
     }
 }
 
-fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs) -> Result<()> {
+fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs) -> Result<Exit> {
+    let mut outputs = output.open()?;
     let mut scenario = match path {
+        Some(path) if is_dash(path) => Scenario::from_toml_str(&output::read_stdin_input()?, "<stdin>")?,
         Some(path) => Scenario::from_path(path)?,
         None => Scenario::embedded_default(),
     };
@@ -207,7 +226,8 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
     if let Some(order) = overrides.order {
         scenario.controller.order = Some(order);
     }
-    println!(
+    let mut console = outputs.summary_console();
+    console.line(&format!(
         "{}: {} VMs ({}) on {} hosts, WAN {} / {} RTT",
         scenario.name,
         scenario.fleet.vms.len(),
@@ -215,57 +235,35 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.fleet.hosts.len(),
         scenario.network.wan_bandwidth,
         evac_model::format_duration(scenario.network.wan_rtt),
-    );
+    ))?;
     let result = evac_sim::simulate_evacuation(
         &scenario.fleet,
         &scenario.network,
         scenario.migration,
         &scenario.controller,
     );
-    println!("{}", evac_report::summary::render_text(&result));
-    write_outputs(&result, output)
+    output::finish(&result, &mut outputs, console)
 }
 
-fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<()> {
-    let grid = evac_sweep::Grid::from_path(path)?;
-    eprintln!("{}: {} combinations", grid.name, grid.len());
+fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<Exit> {
+    let mut outputs = Outputs::open(&[("json", json), ("csv", csv)])?;
+    let grid = if is_dash(path) {
+        let dir = std::env::current_dir().context("finding the current directory")?;
+        evac_sweep::Grid::from_toml_str(&output::read_stdin_input()?, "<stdin>", &dir)?
+    } else {
+        evac_sweep::Grid::from_path(path)?
+    };
+    say(&format!("{}: {} combinations", grid.name, grid.len()));
     let rows = evac_sweep::run(&grid);
-    println!("{}", evac_sweep::markdown_table(&rows));
-    if let Some(path) = json {
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        evac_sweep::write_json(&rows, BufWriter::new(file))
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    if let Some(path) = csv {
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        evac_sweep::write_csv(&rows, BufWriter::new(file))
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
-pub(crate) fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {
-    if let Some(path) = &output.json {
-        // Streamed through a buffer: a million VMs' JSON is never one string.
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut out = BufWriter::new(file);
-        result
-            .write_json(&mut out)
-            .and_then(|()| std::io::Write::flush(&mut out))
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    if let Some(path) = &output.csv {
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        evac_report::write_csv(result, BufWriter::new(file))
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    if let Some(path) = &output.plot {
-        evac_report::plot::write_svg(result, path)?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    let printed = outputs.summary_console().line(&evac_sweep::markdown_table(&rows));
+    outputs.write_all(
+        &rows,
+        &[
+            ("json", &|rows, out| Ok(evac_sweep::write_json(rows, out)?)),
+            ("csv", &|rows, out| Ok(evac_sweep::write_csv(rows, out)?)),
+        ],
+    )?;
+    printed?;
+    // A sweep is a study: VMs it did not move are its findings, not a failure.
+    Ok(Exit::Done)
 }

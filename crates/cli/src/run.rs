@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
 use evac_run::{BackendKind, Log, RunOptions, RunProgress};
 
-use crate::{progress, write_outputs, OutputArgs};
+use crate::output::{self, is_dash, Exit};
+use crate::{progress, OutputArgs};
 
 pub fn run(
     path: &Path,
@@ -16,12 +17,30 @@ pub fn run(
     quiet: bool,
     metrics: Option<&str>,
     output: &OutputArgs,
-) -> Result<()> {
+) -> Result<Exit> {
+    // Checked before anything runs: a bad path is found now, not after an
+    // hour of migrations.
+    let outputs = output.open()?;
+    if is_dash(path) {
+        let inventory =
+            evac_qemu::Inventory::from_str_at(&output::read_stdin_input()?, Path::new("<stdin>"))?;
+        return evacuate(inventory, policy, quiet, metrics, outputs);
+    }
     match backend_of(path) {
         BackendKind::Qemu => {}
         BackendKind::Libvirt => anyhow::bail!("{}: backend libvirt: not built yet", path.display()),
     }
     let inventory = evac_qemu::Inventory::from_path(path)?;
+    evacuate(inventory, policy, quiet, metrics, outputs)
+}
+
+fn evacuate(
+    inventory: evac_qemu::Inventory,
+    policy: Option<PolicyKind>,
+    quiet: bool,
+    metrics: Option<&str>,
+    mut outputs: output::Outputs,
+) -> Result<Exit> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async {
         let display = (!quiet).then(progress::Display::stderr);
@@ -78,8 +97,8 @@ pub fn run(
         }
         output.map(|o| o.result)
     })?;
-    println!("{}", evac_report::summary::render_text(&result));
-    write_outputs(&result, output)
+    let console = outputs.summary_console();
+    output::finish(&result, &mut outputs, console)
 }
 
 /// The inventory's top-level `backend`. A file that does not parse is

@@ -81,7 +81,8 @@ fn report_of_one_simulated_run_names_its_lost_vms() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // aimd-global loses VMs of the default scenario: exit 3, result written.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let out = evac(&[
         "report",
         json.to_str().unwrap(),

@@ -15,8 +15,9 @@ fn evac(args: &[&str]) {
         .args(args)
         .output()
         .expect("evac runs");
+    // 3: it ran, and some VM did not migrate (aimd-global loses some).
     assert!(
-        out.status.success(),
+        matches!(out.status.code(), Some(0 | 3)),
         "evac {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -33,13 +33,30 @@ pub mod tun;
 /// "running".
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 
-/// `Err(reason)` when QEMU cannot be run here.
+/// The environment variable under which a missing prerequisite fails a
+/// test instead of skipping it; `.ci/run` sets it, so CI cannot go green by
+/// skipping the real-QEMU tests.
+pub const REQUIRE_LAB: &str = "EVAC_REQUIRE_LAB";
+
+/// Whether [`REQUIRE_LAB`] is set to something other than empty or `0`.
+pub fn lab_required() -> bool {
+    std::env::var_os(REQUIRE_LAB).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 /// Whether a test must skip for want of what one of `checks` looks for
 /// (e.g. [`qemu_available`]); when it must, says why on stderr, so a skip is
 /// never silent.
+///
+/// # Panics
+///
+/// With the reason, instead of skipping, when [`REQUIRE_LAB`] is set: a
+/// machine meant to run the lab tests must not pass them by skipping.
 pub fn skip_without(checks: &[fn() -> Result<(), String>]) -> bool {
     match checks.iter().try_for_each(|check| check()) {
         Ok(()) => false,
+        Err(why) if lab_required() => {
+            panic!("{REQUIRE_LAB} is set but this test cannot run: {why}")
+        }
         Err(why) => {
             eprintln!("SKIPPED: {why}");
             true
@@ -47,6 +64,7 @@ pub fn skip_without(checks: &[fn() -> Result<(), String>]) -> bool {
     }
 }
 
+/// `Err(reason)` when QEMU cannot be run here.
 pub fn qemu_available() -> Result<(), String> {
     match Command::new("qemu-system-x86_64").arg("--version").output() {
         Ok(out) if out.status.success() => Ok(()),
@@ -678,5 +696,60 @@ impl Drop for LabNetwork {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    fn never_here() -> Result<(), String> {
+        Err("a prerequisite no machine has".into())
+    }
+
+    /// Run by `require_lab_turns_a_skip_into_a_failure` in a child process,
+    /// so the variable it sets never leaks into tests running beside it.
+    #[test]
+    #[ignore = "run as a child process by require_lab_turns_a_skip_into_a_failure"]
+    fn child_skipping_test() {
+        assert!(super::skip_without(&[never_here]));
+    }
+
+    fn run_child(require: Option<&str>) -> std::process::Output {
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child.args([
+            "--exact",
+            "tests::child_skipping_test",
+            "--ignored",
+            "--nocapture",
+        ]);
+        child.env_remove(super::REQUIRE_LAB);
+        if let Some(value) = require {
+            child.env(super::REQUIRE_LAB, value);
+        }
+        child.output().unwrap()
+    }
+
+    #[test]
+    fn require_lab_turns_a_skip_into_a_failure() {
+        let skipped = run_child(None);
+        let stderr = String::from_utf8_lossy(&skipped.stderr);
+        assert!(skipped.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("SKIPPED: a prerequisite no machine has"),
+            "{stderr}"
+        );
+
+        let off = run_child(Some("0"));
+        assert!(off.status.success(), "{}", String::from_utf8_lossy(&off.stderr));
+
+        let failed = run_child(Some("1"));
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(!failed.status.success(), "{stderr}");
+        assert!(
+            stderr
+                .contains("EVAC_REQUIRE_LAB is set but this test cannot run: a prerequisite no machine has"),
+            "{stderr}"
+        );
     }
 }

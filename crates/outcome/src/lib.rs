@@ -25,15 +25,37 @@ use std::time::Duration;
 use evac_model::{BitsPerSec, Bytes, Fleet, Network, Site};
 use serde::{Deserialize, Serialize};
 
-/// How a VM's evacuation ended.
+/// How a VM's evacuation ended (JSON `migrated`, `not-migrated`, `lost`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
+    /// It runs at a destination.
     Migrated,
+    /// It still runs on its source host: given up, attempts exhausted, the
+    /// horizon reached, the run interrupted. An operator can still move it.
+    NotMigrated,
+    /// Its source host lost power with it still there (or mid-migration).
     Lost,
 }
 
-/// One VM's evacuation; `None` (JSON `null`) where a lost VM has no value.
+/// The `reason` of a VM that did not migrate, as drivers write it; a driver
+/// may append details after a colon (`"attempts exhausted: <last error>"`).
+pub mod reason {
+    /// [`Outcome::Lost`](super::Outcome::Lost): its source host powered off.
+    pub const POWER_OFF: &str = "its source host lost power";
+    /// The controller left it (hopeless, or nothing could start it) and
+    /// the evacuation ended with it on its source.
+    pub const GIVEN_UP: &str = "given up";
+    /// Every attempt the controller allows failed.
+    pub const ATTEMPTS_EXHAUSTED: &str = "attempts exhausted";
+    /// The simulated-time horizon came before its migration ended.
+    pub const HORIZON: &str = "horizon reached";
+    /// The run was interrupted (Ctrl-C, SIGTERM) before it migrated.
+    pub const INTERRUPTED: &str = "interrupted";
+}
+
+/// One VM's evacuation; `None` (JSON `null`) where a VM that did not
+/// migrate has no value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmRecord {
     pub name: String,
@@ -50,10 +72,15 @@ pub struct VmRecord {
     /// Bytes sent for it, stop-and-copy included.
     pub bytes_sent: Option<u64>,
     pub outcome: Outcome,
+    /// Why it did not migrate (see [`reason`]); `None` (absent from the
+    /// JSON) for a migrated VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl VmRecord {
-    /// A VM that has not moved: lost, unless a migration of it completes.
+    /// A VM that has not moved (yet): not migrated, its reason to be given
+    /// by the driver, unless a migration of it completes.
     pub fn unmoved(name: String, host: String) -> Self {
         Self {
             name,
@@ -65,7 +92,17 @@ impl VmRecord {
             downtime_s: None,
             rounds: None,
             bytes_sent: None,
-            outcome: Outcome::Lost,
+            outcome: Outcome::NotMigrated,
+            reason: None,
+        }
+    }
+
+    /// Marks it not migrated (or lost, for [`reason::POWER_OFF`]) for
+    /// `reason`, unless it migrated or already has a reason.
+    pub fn left(&mut self, outcome: Outcome, reason: &str) {
+        if self.outcome != Outcome::Migrated && self.reason.is_none() {
+            self.outcome = outcome;
+            self.reason = Some(reason.to_owned());
         }
     }
 }
@@ -120,6 +157,9 @@ pub struct RunResult {
     pub lower_bound_mean_migration_s: f64,
     pub score: Option<f64>,
     pub migrated: usize,
+    /// VMs still on their source host at the end ([`Outcome::NotMigrated`]).
+    pub not_migrated: usize,
+    /// VMs whose source host lost power ([`Outcome::Lost`]).
     pub lost: usize,
     /// Sum of the priorities of the VMs that migrated, and of all VMs.
     pub priority_saved: u64,
@@ -200,7 +240,8 @@ impl RunResult {
             lower_bound_mean_migration_s: bounds.mean_migration.as_secs_f64(),
             score,
             migrated: migrated.len(),
-            lost: vms.len() - migrated.len(),
+            not_migrated: vms.iter().filter(|v| v.outcome == Outcome::NotMigrated).count(),
+            lost: vms.iter().filter(|v| v.outcome == Outcome::Lost).count(),
             priority_saved,
             priority_total: fleet.vms.iter().map(|vm| u64::from(vm.priority)).sum(),
             bytes_sent: vms.iter().filter_map(|v| v.bytes_sent).sum(),
@@ -385,8 +426,10 @@ mod tests {
             rounds: Some(1),
             bytes_sent: Some(100),
             outcome: Outcome::Migrated,
+            reason: None,
         };
-        let lost = VmRecord::unmoved("vm-2".into(), "src".into());
+        let mut lost = VmRecord::unmoved("vm-2".into(), "src".into());
+        lost.left(Outcome::Lost, reason::POWER_OFF);
         let vms = vec![record("vm-0", 0.0, 16.0), record("vm-1", 16.0, 48.0), lost];
         let result = RunResult::summarize("test", &fleet, &network(vec![]), vms, vec![]);
         assert_eq!(result.total_time_s, Some(48.0));
@@ -394,7 +437,15 @@ mod tests {
         assert_eq!(result.max_migration_time_s, Some(32.0));
         assert_eq!(result.p95_migration_time_s, Some(32.0));
         assert_eq!(result.mean_completion_time_s, Some(32.0));
-        assert_eq!((result.migrated, result.lost, result.bytes_sent), (2, 1, 200));
+        assert_eq!(
+            (
+                result.migrated,
+                result.not_migrated,
+                result.lost,
+                result.bytes_sent
+            ),
+            (2, 0, 1, 200)
+        );
         assert_eq!((result.priority_saved, result.priority_total), (2, 3));
         // Bounds: 2.5e9 bytes at 1 Gbps = 20 s; mean over the three VMs of
         // memory at the 0.5 Gbps NIC = (16 + 16 + 8) / 3 s.
@@ -403,6 +454,37 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
         assert_eq!(json["vms"][2]["end_s"], serde_json::Value::Null);
         assert_eq!(json["vms"][2]["outcome"], "lost");
+        assert_eq!(json["vms"][2]["reason"], "its source host lost power");
+        assert!(
+            json["vms"][0].get("reason").is_none(),
+            "a migrated VM has no reason"
+        );
+    }
+
+    #[test]
+    fn not_migrated_is_its_own_outcome_with_a_reason() {
+        let fleet = fleet(&[Bytes(1_000_000_000), Bytes(1_000_000_000)]);
+        let mut given_up = VmRecord::unmoved("vm-0".into(), "src".into());
+        given_up.left(Outcome::NotMigrated, reason::GIVEN_UP);
+        // A second reason does not overwrite the first.
+        given_up.left(Outcome::Lost, reason::POWER_OFF);
+        let mut interrupted = VmRecord::unmoved("vm-1".into(), "src".into());
+        interrupted.left(Outcome::NotMigrated, reason::INTERRUPTED);
+        let result = RunResult::summarize(
+            "test",
+            &fleet,
+            &network(vec![]),
+            vec![given_up, interrupted],
+            vec![],
+        );
+        assert_eq!((result.migrated, result.not_migrated, result.lost), (0, 2, 0));
+        let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
+        assert_eq!(json["not_migrated"], 2);
+        assert_eq!(json["vms"][0]["outcome"], "not-migrated");
+        assert_eq!(json["vms"][0]["reason"], "given up");
+        assert_eq!(json["vms"][1]["reason"], "interrupted");
+        let back: RunResult = serde_json::from_str(&result.to_json()).unwrap();
+        assert_eq!(back, result);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! An SVG picture of a run: the WAN's capacity and throughput over time
 //! above, migrations in flight below, and every VM's migration as a bar
-//! (green: migrated; a red mark: started, then lost).
+//! (green: migrated; a red mark: started, then lost; orange: started, then
+//! left on its source).
 
 use std::path::Path;
 
@@ -35,8 +36,8 @@ fn draw(result: &RunResult, path: &Path) -> Result<(), Box<dyn std::error::Error
     root.fill(&WHITE)?;
     let root = root.titled(
         &format!(
-            "evac: {} ({} migrated, {} lost)",
-            result.policy, result.migrated, result.lost
+            "evac: {} ({} migrated, {} not migrated, {} lost)",
+            result.policy, result.migrated, result.not_migrated, result.lost
         ),
         ("sans-serif", 22),
     )?;
@@ -124,6 +125,8 @@ fn draw(result: &RunResult, path: &Path) -> Result<(), Box<dyn std::error::Error
             Outcome::Migrated => (vm.end_s?, GREEN.mix(0.8)),
             // When it died is not recorded: a red mark where it started.
             Outcome::Lost => (start + end / 200.0, RED.mix(0.8)),
+            // Started, then left on its source: an orange mark.
+            Outcome::NotMigrated => (start + end / 200.0, RGBColor(230, 140, 0).mix(0.8)),
         };
         Some(Rectangle::new(
             [(start, i as f64), (stop, i as f64 + 0.8)],

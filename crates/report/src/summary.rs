@@ -138,11 +138,23 @@ fn host_lines(result: &RunResult) -> Vec<String> {
             }
         }
     }
+    // Grouped once: a million VMs on twenty thousand hosts must not be
+    // scanned once per host.
+    let mut by_host: std::collections::HashMap<&str, Vec<&VmRecord>> = std::collections::HashMap::new();
+    for vm in &result.vms {
+        by_host.entry(vm.host.as_str()).or_default().push(vm);
+    }
+    let power_offs: std::collections::HashMap<&str, Option<f64>> = result
+        .hosts
+        .iter()
+        .rev()
+        .map(|h| (h.name.as_str(), h.power_off_s))
+        .collect();
     names
         .into_iter()
         .map(|name| {
-            let vms: Vec<&VmRecord> = result.vms.iter().filter(|vm| vm.host == name).collect();
-            let power_off = power_off_of(result, name);
+            let vms: Vec<&VmRecord> = by_host.get(name).cloned().unwrap_or_default();
+            let power_off = power_offs.get(name).copied().flatten();
             let left: Vec<&VmRecord> = vms
                 .iter()
                 .copied()
@@ -237,7 +249,10 @@ fn not_moved_line(result: &RunResult, vm: &VmRecord) -> String {
     } else if vm.outcome == Outcome::Migrated {
         "migrated".to_owned()
     } else {
-        "not migrated, still on its source".to_owned()
+        format!(
+            "not migrated, still on its source ({})",
+            vm.reason.as_deref().unwrap_or("no reason recorded")
+        )
     };
     format!("{} on {}: {why}{tried}", vm.name, vm.host)
 }
@@ -375,17 +390,21 @@ mod tests {
             rounds: Some(3),
             bytes_sent: Some(1 << 30),
             outcome: Outcome::Migrated,
+            reason: None,
         }
     }
 
     fn result() -> RunResult {
         let mut batch = VmRecord::unmoved("batch".into(), "rack5".into());
         batch.start_s = Some(880.0);
+        batch.left(Outcome::Lost, crate::reason::POWER_OFF);
+        let mut cache = VmRecord::unmoved("cache".into(), "rack5".into());
+        cache.left(Outcome::Lost, crate::reason::POWER_OFF);
         let vms = vec![
             migrated("web", "rack1", 0.0, 30.0),
             migrated("db", "rack4", 1200.0, 1231.0),
             batch,
-            VmRecord::unmoved("cache".into(), "rack5".into()),
+            cache,
         ];
         RunResult::summarize("test", &fleet(), &network(1.0), vms, vec![])
     }

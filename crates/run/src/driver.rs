@@ -9,7 +9,7 @@ use evac_controller::{
     Action, Controller, ControllerConfig, EndOutcome, Ended, MigrationObs, Observations, Phase, Retune,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, Site, VmId};
-use evac_outcome::{FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
 use tokio::time::{timeout, Instant};
 
 use crate::backend::{Backend, Migration, Observed, StartRequest, Wake};
@@ -156,7 +156,7 @@ impl<B: Backend> Driver<B> {
                 if idle_periods >= STALL_PERIODS {
                     self.log(format!(
                         "the controller started nothing for {STALL_PERIODS} periods; \
-                         giving up on the VMs still waiting (reported lost)"
+                         giving up on the VMs still waiting (reported not-migrated)"
                     ));
                     break;
                 }
@@ -190,6 +190,16 @@ impl<B: Backend> Driver<B> {
             if in_flight == 0 && (stopping || all_done) {
                 break;
             }
+        }
+        // Every VM still on its source says why: the run was interrupted,
+        // or the controller left it.
+        let why = if stopping {
+            reason::INTERRUPTED
+        } else {
+            reason::GIVEN_UP
+        };
+        for run in &mut self.vms {
+            run.record.left(Outcome::NotMigrated, why);
         }
         let records = self.vms.iter().map(|v| v.record.clone()).collect();
         let fleet = self.backend.fleet();
@@ -287,7 +297,7 @@ impl<B: Backend> Driver<B> {
                 State::Flying(_) | State::Done => {}
                 State::Waiting => {
                     run.state = State::Done;
-                    run.record.outcome = Outcome::Lost;
+                    run.record.left(Outcome::Lost, reason::POWER_OFF);
                 }
             }
         }
@@ -527,6 +537,7 @@ impl<B: Backend> Driver<B> {
             rounds: Some(done.rounds),
             bytes_sent: Some(run.bytes_before),
             outcome: Outcome::Migrated,
+            reason: None,
             ..run.record.clone()
         };
         run.landed = Some(done.landed);
@@ -561,10 +572,15 @@ impl<B: Backend> Driver<B> {
         let name = run.record.name.clone();
         let outcome = if flight.lost {
             run.state = State::Done;
+            run.record.left(Outcome::Lost, reason::POWER_OFF);
             EndOutcome::Lost
         } else {
             if run.attempts >= max_attempts {
                 run.state = State::Done;
+                run.record.left(
+                    Outcome::NotMigrated,
+                    &format!("{}: {}", reason::ATTEMPTS_EXHAUSTED, failure.reason),
+                );
                 self.log(format!("{name}: giving up after {max_attempts} attempts"));
             }
             EndOutcome::Failed {

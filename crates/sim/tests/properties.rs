@@ -119,7 +119,7 @@ proptest! {
         let tolerance = 1.0 + 1e-9;
 
         // Every VM is accounted for.
-        prop_assert_eq!(result.migrated + result.lost, case.fleet.vms.len());
+        prop_assert_eq!(result.migrated + result.not_migrated + result.lost, case.fleet.vms.len());
 
         // The WAN never carries more than its capacity over a period.
         let mut last = 0.0;
@@ -144,6 +144,7 @@ proptest! {
         for (record, vm) in result.vms.iter().zip(&case.fleet.vms) {
             match record.outcome {
                 Outcome::Migrated => {
+                    prop_assert!(record.reason.is_none());
                     let (start, end) = (record.start_s.unwrap(), record.end_s.unwrap());
                     // Times run forward, and no faster than the best rate allows.
                     prop_assert!(start >= 0.0 && end >= start);
@@ -164,6 +165,13 @@ proptest! {
                 }
                 Outcome::Lost => {
                     prop_assert!(record.end_s.is_none() && record.migration_time_s.is_none());
+                    // Only a power-off loses a VM.
+                    prop_assert!(case.fleet.host(vm.host).power_off_at.is_some());
+                    prop_assert_eq!(record.reason.as_deref(), Some("its source host lost power"));
+                }
+                Outcome::NotMigrated => {
+                    prop_assert!(record.end_s.is_none() && record.migration_time_s.is_none());
+                    prop_assert!(record.reason.is_some());
                 }
             }
         }

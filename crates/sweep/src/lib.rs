@@ -181,6 +181,9 @@ pub struct SweepRow {
     pub lower_bound_total_s: f64,
     pub lower_bound_mean_migration_s: f64,
     pub migrated: usize,
+    /// VMs left on their source (given up, horizon reached).
+    pub not_migrated: usize,
+    /// VMs whose source host lost power with them on it.
     pub lost: usize,
     pub score: Option<f64>,
 }
@@ -588,6 +591,7 @@ pub fn run(grid: &Grid) -> Vec<SweepRow> {
                 lower_bound_total_s: result.lower_bound_total_s,
                 lower_bound_mean_migration_s: result.lower_bound_mean_migration_s,
                 migrated: result.migrated,
+                not_migrated: result.not_migrated,
                 lost: result.lost,
                 score: result.score,
             }
@@ -634,6 +638,7 @@ pub fn markdown_table(rows: &[SweepRow]) -> String {
         "mean migration (s)",
         "bound mean (s)",
         "max migration (s)",
+        "not migrated",
         "lost",
         "score",
     ];
@@ -655,6 +660,7 @@ pub fn markdown_table(rows: &[SweepRow]) -> String {
             seconds(row.mean_migration_time_s),
             format!("{:.1}", row.lower_bound_mean_migration_s),
             seconds(row.max_migration_time_s),
+            format!("{} of {}", row.not_migrated, row.vms),
             format!("{} of {}", row.lost, row.vms),
             row.score.map_or_else(|| "-".to_owned(), |s| format!("{s:.3}")),
         ]);
@@ -680,6 +686,7 @@ pub fn write_csv<W: Write>(rows: &[SweepRow], out: W) -> Result<(), csv::Error> 
                 "lower_bound_total_s",
                 "lower_bound_mean_migration_s",
                 "migrated",
+                "not_migrated",
                 "lost",
                 "score",
             ]
@@ -698,6 +705,7 @@ pub fn write_csv<W: Write>(rows: &[SweepRow], out: W) -> Result<(), csv::Error> 
             row.lower_bound_total_s.to_string(),
             row.lower_bound_mean_migration_s.to_string(),
             row.migrated.to_string(),
+            row.not_migrated.to_string(),
             row.lost.to_string(),
             opt(row.score),
         ]);

@@ -226,7 +226,7 @@ fn table_csv_and_json() {
     );
     assert_eq!(lines.len(), 2 + 2 + 4);
     assert!(
-        lines[4].starts_with("| sequential | 1 | 17.2 | 17.2 | 8.6 | 8.6 | 8.6 | 0 of 2 | 1.000 |"),
+        lines[4].starts_with("| sequential | 1 | 17.2 | 17.2 | 8.6 | 8.6 | 8.6 | 0 of 2 | 0 of 2 | 1.000 |"),
         "{table}"
     );
 
@@ -244,6 +244,7 @@ fn table_csv_and_json() {
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json[3]["factors"]["policy"], "parallel");
     assert_eq!(json[3]["lost"], 0);
+    assert_eq!(json[3]["not_migrated"], 0);
 }
 
 #[test]

@@ -27,14 +27,10 @@ enum Status {
 
 impl Status {
     fn of(vm: &VmRecord) -> Self {
-        // Compared rather than matched: any outcome that is neither is a VM
-        // still on its source.
-        if vm.outcome == Outcome::Migrated {
-            Status::Migrated
-        } else if vm.outcome == Outcome::Lost {
-            Status::Lost
-        } else {
-            Status::NotMigrated
+        match vm.outcome {
+            Outcome::Migrated => Status::Migrated,
+            Outcome::NotMigrated => Status::NotMigrated,
+            Outcome::Lost => Status::Lost,
         }
     }
     fn class(self) -> &'static str {
@@ -136,6 +132,9 @@ fn row_of(out: &mut String, result: &RunResult, vm: &VmRecord, x: &svg::Scale, t
         .find(|h| h.name == vm.host)
         .and_then(|h| h.power_off_s);
     let mut tip = format!("{} on {}: {}", vm.name, vm.host, status.class());
+    if let Some(reason) = &vm.reason {
+        let _ = write!(tip, " ({reason})");
+    }
     if let (Some(start), Some(end)) = (vm.start_s, vm.end_s) {
         let _ = write!(
             tip,
@@ -153,6 +152,9 @@ fn row_of(out: &mut String, result: &RunResult, vm: &VmRecord, x: &svg::Scale, t
     }
     if let Some(r) = vm.rounds {
         let _ = write!(tip, "\n{r} precopy rounds");
+    }
+    if let (Status::NotMigrated, Some(reason)) = (status, &vm.reason) {
+        let _ = write!(tip, "\nstill on its source: {reason}");
     }
     if status == Status::Lost {
         if let Some(off) = power_off {
@@ -224,12 +226,8 @@ fn row_of(out: &mut String, result: &RunResult, vm: &VmRecord, x: &svg::Scale, t
             mark(out, "lost", x.px(power_off.unwrap_or(x.lo)), top, "✕");
         }
         (Status::NotMigrated, start) => {
-            // Its last attempt, if one ran to no end, then a ring at the
-            // right edge: it is still on its source.
-            if let (Some(start), Some(end)) = (start, vm.end_s) {
-                rect(out, "bar failed", x.px(start), x.px(end), top, Some(hatch));
-            }
-            mark(out, "not-migrated", x.to_px - 6.0, top, "○");
+            // Still on its source: a mark where it started, if it did.
+            mark(out, "not-migrated", x.px(start.unwrap_or(x.lo)), top, "○");
         }
         (Status::Migrated, None) => {}
     }
@@ -302,6 +300,7 @@ mod tests {
             rounds: Some(2),
             bytes_sent: Some(1),
             outcome: Outcome::Migrated,
+            reason: None,
         };
         RunResult {
             policy: "p".into(),
@@ -315,11 +314,16 @@ mod tests {
             lower_bound_mean_migration_s: 1.0,
             score: Some(1.0),
             migrated: 1,
+            not_migrated: 0,
             lost: 1,
             priority_saved: 1,
             priority_total: 2,
             bytes_sent: 1,
-            vms: vec![vm, VmRecord::unmoved("gone<1>".into(), "h".into())],
+            vms: vec![vm, {
+                let mut gone = VmRecord::unmoved("gone<1>".into(), "h".into());
+                gone.left(Outcome::Lost, evac_outcome::reason::POWER_OFF);
+                gone
+            }],
             timeline: vec![],
             hosts: vec![HostRecord {
                 name: "h".into(),
