@@ -63,6 +63,11 @@ enum Command {
         /// a terminal anyway).
         #[arg(long, short)]
         quiet: bool,
+        /// Take up the unfinished run of the run dir's journal (after evac
+        /// was killed): reconnect to the migrations in flight, migrate
+        /// nothing twice, write one result covering every VM.
+        #[arg(long)]
+        resume: bool,
         /// Serve live Prometheus metrics at http://ADDR/metrics during the
         /// run (e.g. 127.0.0.1:9100; port 0 picks a free one, printed).
         #[arg(long, value_name = "ADDR")]
@@ -186,9 +191,10 @@ fn dispatch(command: Command) -> Result<Exit> {
             inventory,
             policy,
             quiet,
+            resume,
             metrics,
             output,
-        } => run::run(&inventory, policy, quiet, metrics.as_deref(), &output),
+        } => run::run(&inventory, policy, quiet, resume, metrics.as_deref(), &output),
         Command::Plan {
             inventory,
             sample,

@@ -15,6 +15,7 @@ pub fn run(
     path: &Path,
     policy: Option<PolicyKind>,
     quiet: bool,
+    resume: bool,
     metrics: Option<&str>,
     output: &OutputArgs,
 ) -> Result<Exit> {
@@ -24,20 +25,21 @@ pub fn run(
     if is_dash(path) {
         let inventory =
             evac_qemu::Inventory::from_str_at(&output::read_stdin_input()?, Path::new("<stdin>"))?;
-        return evacuate(inventory, policy, quiet, metrics, outputs);
+        return evacuate(inventory, policy, quiet, resume, metrics, outputs);
     }
     match backend_of(path) {
         BackendKind::Qemu => {}
         BackendKind::Libvirt => anyhow::bail!("{}: backend libvirt: not built yet", path.display()),
     }
     let inventory = evac_qemu::Inventory::from_path(path)?;
-    evacuate(inventory, policy, quiet, metrics, outputs)
+    evacuate(inventory, policy, quiet, resume, metrics, outputs)
 }
 
 fn evacuate(
     inventory: evac_qemu::Inventory,
     policy: Option<PolicyKind>,
     quiet: bool,
+    resume: bool,
     metrics: Option<&str>,
     mut outputs: output::Outputs,
 ) -> Result<Exit> {
@@ -51,16 +53,17 @@ fn evacuate(
         };
         let ctrl_c = {
             let log = log.clone();
+            // Installed now, not when first polled: a signal that comes
+            // while the VMs are being connected must not kill evac.
+            let signals = StopSignals::install();
             async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    log("Ctrl-C: cancelling the migrations in flight");
-                } else {
-                    std::future::pending::<()>().await;
-                }
+                let name = signals.recv().await;
+                log(&format!("{name}: cancelling the migrations in flight"));
             }
         };
         let mut options = RunOptions {
             policy,
+            resume,
             log: Some(log),
             ..Default::default()
         };
@@ -113,4 +116,42 @@ fn backend_of(path: &Path) -> BackendKind {
         .ok()
         .and_then(|text| toml::from_str::<Peek>(&text).ok())
         .map_or(BackendKind::Qemu, |peek| peek.backend)
+}
+
+/// The signals that end a run as Ctrl-C does: SIGINT (Ctrl-C), SIGTERM
+/// (`kill`, `timeout`, service managers) and SIGHUP (the terminal went
+/// away). Each cancels what is in flight, writes the result and leaves no
+/// migration without a controller.
+struct StopSignals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// The name of the first of them to come.
+    async fn recv(mut self) -> &'static str {
+        async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+            if let Some(signal) = signal {
+                if signal.recv().await.is_some() {
+                    return;
+                }
+            }
+            std::future::pending().await
+        }
+        tokio::select! {
+            () = one(&mut self.int) => "Ctrl-C",
+            () = one(&mut self.term) => "SIGTERM",
+            () = one(&mut self.hup) => "SIGHUP",
+        }
+    }
 }

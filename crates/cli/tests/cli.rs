@@ -231,6 +231,23 @@ impl Drop for KillOnDrop {
 /// exactly once. Skipped, saying why, where QEMU is missing.
 #[test]
 fn ctrl_c_stops_a_real_run_and_leaves_each_vm_running_once() {
+    a_signal_stops_a_real_run(libc::SIGINT, "Ctrl-C");
+}
+
+/// SIGTERM (what `kill`, `timeout` and service managers send) ends a run as
+/// cleanly as Ctrl-C.
+#[test]
+fn sigterm_stops_a_real_run_like_ctrl_c() {
+    a_signal_stops_a_real_run(libc::SIGTERM, "SIGTERM");
+}
+
+/// SIGHUP (the terminal went away) too.
+#[test]
+fn sighup_stops_a_real_run_like_ctrl_c() {
+    a_signal_stops_a_real_run(libc::SIGHUP, "SIGHUP");
+}
+
+fn a_signal_stops_a_real_run(signal: libc::c_int, logged: &str) {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
@@ -312,8 +329,8 @@ fn ctrl_c_stops_a_real_run_and_leaves_each_vm_running_once() {
     // Let some pages go, then interrupt as a terminal's Ctrl-C would.
     std::thread::sleep(Duration::from_secs(1));
     // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
-    let sent = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) };
-    assert_eq!(sent, 0, "kill(SIGINT) failed");
+    let sent = unsafe { libc::kill(child.0.id() as libc::pid_t, signal) };
+    assert_eq!(sent, 0, "kill({logged}) failed");
 
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
@@ -322,7 +339,7 @@ fn ctrl_c_stops_a_real_run_and_leaves_each_vm_running_once() {
         }
         assert!(
             Instant::now() < deadline,
-            "evac still runs 15 s after SIGINT:\n{}",
+            "evac still runs 15 s after {logged}:\n{}",
             log()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -342,7 +359,7 @@ fn ctrl_c_stops_a_real_run_and_leaves_each_vm_running_once() {
 
     // Interrupted mid-migration, not every VM moved: 3, not success.
     assert_eq!(status.code(), Some(3), "evac exited with {status}:\n{}", log());
-    assert!(log().contains("Ctrl-C"), "{}", log());
+    assert!(log().contains(&format!("{logged}: cancelling")), "{}", log());
     assert!(log().contains("cancelled"), "{}", log());
     // stderr is a file, not a terminal: no progress bars drawn into it.
     assert!(!log().contains('\x1b'), "escape codes on stderr:\n{}", log());

@@ -449,6 +449,14 @@ struct Waiting {
     ran_dry: Vec<HostId>,
 }
 
+/// What a resumed run's journal says of a VM: see [`Evacuation::resume_vm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    Waiting { attempts: u32 },
+    InFlight { destination: HostId, attempts: u32 },
+    Done { destination: Option<HostId> },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum VmState {
     Queued { attempts: u32 },
@@ -561,6 +569,56 @@ impl Evacuation {
     /// VMs still waiting to start.
     pub fn queued(&self) -> usize {
         self.queued
+    }
+
+    /// Resuming a run that was interrupted (its driver crashed): tells the
+    /// fresh controller what the journal says of `vm`, before its first
+    /// tick. `Waiting` after `attempts` failed attempts; `InFlight` to a
+    /// destination (adopted, not started again); `Done` (migrated there, or
+    /// with no destination: lost or given up). Call once per VM at most.
+    pub fn resume_vm(&mut self, vm: VmId, state: Resumed) {
+        let (host, memory) = {
+            let v = self.fleet.vm(vm);
+            (v.host, v.memory)
+        };
+        let VmState::Queued { .. } = self.state[vm.0] else {
+            return;
+        };
+        let attempts = match state {
+            Resumed::Waiting { attempts } => {
+                self.state[vm.0] = VmState::Queued { attempts };
+                return;
+            }
+            Resumed::InFlight { attempts, .. } => attempts,
+            Resumed::Done { .. } => 0,
+        };
+        // Out of its host's queue, wherever it is in it.
+        self.unfile_host(host);
+        if let Some(at) = self.queues[host.0].iter().position(|&(_, v)| v == vm) {
+            self.queues[host.0].remove(at);
+            self.queued -= 1;
+            if self.queues[host.0].is_empty() {
+                self.waiting.ran_dry.push(host);
+            }
+        }
+        self.file_host(host);
+        match state {
+            Resumed::InFlight { destination, .. } => {
+                self.add_in_flight(host, true);
+                self.commit(destination, memory, true);
+                self.state[vm.0] = VmState::InFlight {
+                    destination,
+                    attempts,
+                };
+            }
+            Resumed::Done { destination } => {
+                if let Some(destination) = destination {
+                    self.commit(destination, memory, true);
+                }
+                self.state[vm.0] = VmState::Done;
+            }
+            Resumed::Waiting { .. } => unreachable!("returned above"),
+        }
     }
 
     /// Files `host` under its current key if it waits with a queue.

@@ -9,6 +9,19 @@
 //! It lives apart from `evac-qemu` so that the real backend stays what
 //! operators run, and the lab is what exercises it.
 //!
+//! `evac lab` builds on these modules:
+//! - [`topology`]: a namespace per host, a router per site, and the WAN
+//!   between them: `tbf` for bandwidth (following the trace), the
+//!   [`delay`] line on a [`tun`] pair for latency, the TCP window in the
+//!   hosts' socket-buffer sysctls;
+//! - [`instance`]: a lab built from a scenario file (namespaces, VMs, an
+//!   inventory), torn down when dropped;
+//! - [`evacuate`]: its evacuation by the real run loop beside the
+//!   simulator's prediction, and the errors between them;
+//! - [`cleanup`]: `evac lab down`, which finds labs by name, leftovers of
+//!   killed processes included;
+//! - [`probe`]: round trips and TCP goodput measured inside the lab.
+//!
 //! Every process a [`Lab`] starts or is told about ([`Lab::adopt`]) is killed
 //! by its pid when the lab is dropped, so a failing test cleans up too.
 

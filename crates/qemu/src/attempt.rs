@@ -68,17 +68,54 @@ pub(crate) enum AttemptResult {
     },
 }
 
-/// The destination QEMU: killed on drop unless released.
+/// The destination QEMU: killed on drop unless released. Started by this
+/// attempt (`child`), or found again after a restart of evac (`pid`).
 struct DstProcess {
     child: Option<tokio::process::Child>,
+    pid: Option<u32>,
+}
+
+impl DstProcess {
+    /// Resolves when a destination we started exits; never for an adopted
+    /// one (its QMP closing tells instead).
+    async fn exited(&mut self) -> String {
+        match &mut self.child {
+            Some(child) => {
+                let status = child.wait().await;
+                format!(
+                    "destination QEMU exited ({})",
+                    status.map(|s| s.to_string()).unwrap_or_default()
+                )
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whatever becomes of this attempt, the process now is the VM.
+    fn release(&mut self) -> Option<u32> {
+        let pid = self.child.take().and_then(|c| c.id()).or(self.pid);
+        self.pid = None;
+        pid
+    }
 }
 
 impl Drop for DstProcess {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
             let _ = child.start_kill();
+        } else if let Some(pid) = self.pid {
+            // SAFETY: kill(2) of the destination QEMU of this attempt, found
+            // through its QMP socket (SO_PEERCRED).
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
         }
     }
+}
+
+/// The QMP socket of an attempt's destination QEMU.
+pub(crate) fn dst_socket(run_dir: &std::path::Path, vm: &str, attempt: u32) -> PathBuf {
+    run_dir.join(format!("dst-{vm}-{attempt}.qmp"))
 }
 
 /// Replaces the placeholders of an `incoming_command`.
@@ -100,13 +137,140 @@ pub(crate) async fn run_attempt(
     mut control: mpsc::UnboundedReceiver<Control>,
     progress: Arc<Mutex<Progress>>,
 ) -> AttemptResult {
-    let mut dst = DstProcess { child: None };
-    let sock = ctx.run_dir.join(format!("dst-{}-{}.qmp", ctx.vm, ctx.attempt));
-    match drive(&ctx, &sock, &mut control, &progress, &mut dst).await {
+    let mut dst = DstProcess {
+        child: None,
+        pid: None,
+    };
+    let sock = dst_socket(&ctx.run_dir, &ctx.vm, ctx.attempt);
+    let outcome = drive(&ctx, &sock, &mut control, &progress, &mut dst).await;
+    conclude(ctx, sock, outcome, dst, &progress).await
+}
+
+/// After a restart of evac: takes up the attempt whose destination listens
+/// for QMP at `sock`, wherever it got to. Never migrates the VM again: a
+/// migration still under way is watched, a completed one finished, anything
+/// else ends as a failure with the VM on its source.
+pub(crate) async fn adopt_attempt(
+    ctx: AttemptCtx,
+    sock: PathBuf,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    progress: Arc<Mutex<Progress>>,
+) -> AttemptResult {
+    let mut dst = DstProcess {
+        child: None,
+        pid: None,
+    };
+    let dst_qmp = match tokio::time::timeout(
+        Duration::from_secs(5),
+        Qmp::connect(sock.to_str().unwrap_or_default()),
+    )
+    .await
+    {
+        Ok(Ok(qmp)) => Some(qmp),
+        _ => None,
+    };
+    dst.pid = dst_qmp.as_ref().and_then(|q| q.peer_pid());
+    // We paused the guest if it was sent offline.
+    let paused_by_us = ctx.params.mode == Mode::Offline;
+    progress.lock().unwrap().paused_by_us = paused_by_us;
+    let info = ctx.src.query_migrate().await;
+    let status = info.as_ref().ok().and_then(|i| i.status);
+    let outcome = match (status, &dst_qmp) {
+        (Some(MigrationStatus::Completed), Some(dst_qmp)) => match resume_destination(dst_qmp).await {
+            Ok(()) => info.map_err(|e| format!("query-migrate: {e}")),
+            Err(e) => Err(e),
+        },
+        (Some(s), Some(dst_qmp)) if !s.is_terminal() && s != MigrationStatus::None => {
+            progress.lock().unwrap().migrating = true;
+            let src_events = ctx.src.events();
+            let dst_events = dst_qmp.events();
+            let paused_at = paused_by_us.then(tokio::time::Instant::now);
+            watch(
+                &ctx,
+                &mut control,
+                &progress,
+                &mut dst,
+                dst_qmp,
+                src_events,
+                dst_events,
+                paused_at,
+            )
+            .await
+        }
+        (_, None) => Err("its destination QEMU is gone (evac was restarted)".into()),
+        (status, _) => Err(format!(
+            "interrupted by a restart of evac (the source's migration: {status:?})"
+        )),
+    };
+    conclude(ctx, sock, outcome, dst, &progress).await
+}
+
+/// After a restart of evac, for a VM whose source is gone (it quit once
+/// the migration completed): its destination must be running.
+pub(crate) async fn adopt_without_source(sock: PathBuf) -> AttemptResult {
+    let failed = |reason: String| AttemptResult::Failed {
+        reason,
+        transferred: 0,
+    };
+    let dst_qmp = match tokio::time::timeout(
+        Duration::from_secs(5),
+        Qmp::connect(sock.to_str().unwrap_or_default()),
+    )
+    .await
+    {
+        Ok(Ok(qmp)) => qmp,
+        _ => return failed("neither its source nor its destination QEMU answers".into()),
+    };
+    if let Err(e) = resume_destination(&dst_qmp).await {
+        return failed(e);
+    }
+    AttemptResult::Completed {
+        info: Box::new(MigrationInfo {
+            status: Some(MigrationStatus::Completed),
+            ram: None,
+            total_time: None,
+            expected_downtime: None,
+            downtime: None,
+            setup_time: None,
+            error_desc: None,
+            cpu_throttle_percentage: None,
+            socket_address: Vec::new(),
+        }),
+        dst_pid: dst_qmp.peer_pid().unwrap_or(0),
+        dst_qmp: sock,
+    }
+}
+
+/// The destination of a completed migration runs (resumed if it came paused).
+async fn resume_destination(dst_qmp: &Qmp) -> Result<(), String> {
+    match dst_qmp.query_status().await {
+        Ok(s) if s.running => Ok(()),
+        Ok(s)
+            if matches!(
+                s.status,
+                RunState::Paused | RunState::Postmigrate | RunState::Prelaunch
+            ) =>
+        {
+            dst_qmp.cont().await.map_err(qmp_err("cont on the destination"))
+        }
+        Ok(s) => Err(format!("the destination is {:?}", s.status)),
+        Err(e) => Err(format!("destination QMP: {e}")),
+    }
+}
+
+/// The end of an attempt: released destination and source quit, or the
+/// VM back to running on its source.
+async fn conclude(
+    ctx: AttemptCtx,
+    sock: PathBuf,
+    outcome: Result<MigrationInfo, String>,
+    mut dst: DstProcess,
+    progress: &Arc<Mutex<Progress>>,
+) -> AttemptResult {
+    match outcome {
         Ok(info) => {
-            let child = dst.child.take().expect("a completed attempt has a destination");
-            let dst_pid = child.id().unwrap_or(0);
-            drop(child); // released: it is the VM now
+            // Released: it is the VM now.
+            let dst_pid = dst.release().unwrap_or(0);
             if let Err(e) = ctx.src.quit().await {
                 ctx.log(format!("quit on the source failed: {e}"));
             }
@@ -124,6 +288,7 @@ pub(crate) async fn run_attempt(
             let reason = if cancelled { "cancelled".to_owned() } else { reason };
             ctx.log(format!("failed: {reason}"));
             let transferred = recover(&ctx, &mut dst, paused_by_us).await;
+            drop(dst);
             progress.lock().unwrap().migrating = false;
             AttemptResult::Failed { reason, transferred }
         }
@@ -231,6 +396,8 @@ async fn drive(
         .map_err(|e| format!("cannot start `{program}`: {e}"))?;
     dst.child = Some(child);
     let child = dst.child.as_mut().expect("just set");
+    // Journaled before the start: found again through this socket after a
+    // restart of evac.
     let dst_qmp = tokio::select! {
         qmp = Qmp::connect_retry(sock.to_str().unwrap_or_default(), Duration::from_secs(15)) => {
             qmp.map_err(qmp_err("destination QMP"))?
@@ -240,7 +407,7 @@ async fn drive(
             return Err(format!("destination QEMU exited at start ({}): {}", status.map(|s| s.to_string()).unwrap_or_default(), tail.trim()));
         }
     };
-    let mut dst_events = dst_qmp.events();
+    let dst_events = dst_qmp.events();
     // 2. The destination listens.
     let mut caps = vec![(MigrationCapability::Events, true)];
     if multifd {
@@ -291,7 +458,7 @@ async fn drive(
     let uri = format!("tcp:{host_part}:{port}");
     // 3. The source.
     let src = &ctx.src;
-    let mut src_events = src.events();
+    let src_events = src.events();
     caps.push((MigrationCapability::AutoConverge, params.auto_converge));
     if !multifd {
         caps.push((MigrationCapability::Multifd, false));
@@ -317,6 +484,25 @@ async fn drive(
     }
     src.migrate(&uri).await.map_err(qmp_err("migrate"))?;
     progress.lock().unwrap().migrating = true;
+    watch(
+        ctx, control, progress, dst, &dst_qmp, src_events, dst_events, paused_at,
+    )
+    .await
+}
+
+/// Watches a migration under way to its end.
+#[allow(clippy::too_many_arguments)]
+async fn watch(
+    ctx: &AttemptCtx,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    progress: &Arc<Mutex<Progress>>,
+    dst: &mut DstProcess,
+    dst_qmp: &Qmp,
+    mut src_events: broadcast::Receiver<evac_qmp::Event>,
+    mut dst_events: broadcast::Receiver<evac_qmp::Event>,
+    mut paused_at: Option<tokio::time::Instant>,
+) -> Result<MigrationInfo, String> {
+    let src = &ctx.src;
     // 4. Watch it.
     let mut src_done = false;
     let mut resumed = false;
@@ -347,16 +533,14 @@ async fn drive(
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {
-                    // The destination's QMP closed: it died. Wait for the
-                    // process so the next branch reports it.
-                    let child = dst.child.as_mut().expect("running");
-                    let status = child.wait().await;
-                    return Err(format!("destination QEMU exited ({})", status.map(|s| s.to_string()).unwrap_or_default()));
+                    // The destination's QMP closed: it died.
+                    if dst.child.is_some() {
+                        return Err(dst.exited().await);
+                    }
+                    return Err("destination QMP closed (its QEMU exited)".into());
                 }
             },
-            status = dst.child.as_mut().expect("running").wait() => {
-                return Err(format!("destination QEMU exited ({})", status.map(|s| s.to_string()).unwrap_or_default()));
-            }
+            reason = dst.exited() => return Err(reason),
             request = control.recv(), if control_open => match request {
                 Some(Control::Retune(change)) => retune(ctx, change).await,
                 Some(Control::Offline) => {

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use evac_controller::{Phase, Retune};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Network, Site};
 use evac_qmp::{MigrationStatus, Qmp};
+use evac_run::journal::Replay;
 use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest};
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,29 +30,49 @@ pub struct QemuBackend {
     inventory: Inventory,
     fleet: Fleet,
     run_dir: PathBuf,
-    /// Each VM's source QMP, in inventory order.
-    sources: Vec<Qmp>,
+    /// Each VM's source QMP, in inventory order; `None` for a VM a resumed
+    /// run finds without its source (it quit after completing).
+    sources: Vec<Option<Qmp>>,
     log: Log,
 }
 
 impl QemuBackend {
     /// Connects to every VM's QMP (it must be evac's alone) and reads the
     /// memory of those the inventory does not size.
-    pub async fn connect(inventory: Inventory, log: Log) -> anyhow::Result<QemuBackend> {
-        let run_dir = inventory.run_dir.clone().unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            std::env::temp_dir().join(format!("evac-{}-{}-{nanos}", inventory.name, std::process::id()))
-        });
+    ///
+    /// Resuming (`replay`), a VM the journal shows migrating or migrated may
+    /// have no source any more; its memory then comes from the journal.
+    pub async fn connect(
+        inventory: Inventory,
+        log: Log,
+        replay: Option<&Replay>,
+    ) -> anyhow::Result<QemuBackend> {
+        let run_dir = inventory
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| evac_run::default_run_dir(&inventory.name));
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create run_dir {}", run_dir.display()))?;
         let mut sources = Vec::new();
         let mut memory = Vec::new();
         for spec in &inventory.vms {
-            let src = Qmp::connect(&spec.qmp)
-                .await
-                .with_context(|| format!("vm {}: cannot reach its QMP at {}", spec.name, spec.qmp))?;
+            let journaled = replay.and_then(|r| {
+                let at = r.vms.iter().position(|n| n == &spec.name)?;
+                let state = &r.states[at];
+                (state.done || state.in_flight.is_some()).then_some(r.memory[at])
+            });
+            let src = match (Qmp::connect(&spec.qmp).await, journaled) {
+                (Ok(src), _) => src,
+                (Err(_), Some(size)) => {
+                    sources.push(None);
+                    memory.push(spec.memory.unwrap_or(size));
+                    continue;
+                }
+                (Err(e), None) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("vm {}: cannot reach its QMP at {}", spec.name, spec.qmp)))
+                }
+            };
             // Drop the backlog: each attempt subscribes afresh.
             drop(src.events());
             let size = match spec.memory {
@@ -64,7 +85,7 @@ impl QemuBackend {
                 ),
             };
             memory.push(size);
-            sources.push(src);
+            sources.push(Some(src));
         }
         Ok(QemuBackend {
             fleet: inventory.fleet(&memory),
@@ -88,36 +109,25 @@ impl evac_run::Backend for QemuBackend {
     }
 
     fn start(&mut self, request: StartRequest) -> QemuMigration {
-        let vm = request.vm.0;
-        let src = self.sources[vm].clone();
-        let ctx = AttemptCtx {
-            vm: self.inventory.vms[vm].name.clone(),
-            attempt: request.attempt,
-            src: src.clone(),
-            dst_host: self.inventory.hosts[request.destination.0].clone(),
-            qemu_args: self.inventory.vms[vm].qemu_args.clone(),
-            run_dir: self.run_dir.clone(),
-            params: request.params,
-            log: self.log.clone(),
+        self.launch(request, None)
+    }
+
+    fn reconnect_info(&self, request: &StartRequest) -> serde_json::Value {
+        let vm = &self.inventory.vms[request.vm.0].name;
+        let sock = attempt::dst_socket(&self.run_dir, vm, request.attempt);
+        serde_json::json!({ "qmp": sock })
+    }
+
+    fn adopt(&mut self, request: StartRequest, info: &serde_json::Value) -> Option<QemuMigration> {
+        let sock = match info.get("qmp").and_then(|q| q.as_str()) {
+            Some(path) => PathBuf::from(path),
+            None => attempt::dst_socket(
+                &self.run_dir,
+                &self.inventory.vms[request.vm.0].name,
+                request.attempt,
+            ),
         };
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let progress = Arc::new(Mutex::new(attempt::Progress::default()));
-        let (result_tx, result) = oneshot::channel();
-        let host = ctx.dst_host.name.clone();
-        let task_progress = progress.clone();
-        let wake = request.wake;
-        tokio::spawn(async move {
-            let result = attempt::run_attempt(ctx, control_rx, task_progress).await;
-            let _ = result_tx.send(result);
-            wake.wake();
-        });
-        QemuMigration {
-            src,
-            host,
-            control,
-            progress,
-            result,
-        }
+        Some(self.launch(request, Some(sock)))
     }
 
     /// A source host with a `netns`: the transmit counter of that namespace
@@ -133,6 +143,7 @@ impl evac_run::Backend for QemuBackend {
                 .vms
                 .iter()
                 .zip(&self.sources)
+                .filter_map(|(vm, src)| src.as_ref().map(|src| (vm, src)))
                 .filter(|(vm, src)| vm.host.0 == host && !src.is_closed())
                 .find_map(|(_, src)| src.peer_pid().and_then(crate::netns_tx_bytes))
                 .map(Bytes);
@@ -141,9 +152,69 @@ impl evac_run::Backend for QemuBackend {
     }
 }
 
+impl QemuBackend {
+    /// Starts an attempt's task: a fresh one, or (`adopt`: its destination's
+    /// QMP socket) one a previous evac started.
+    fn launch(&mut self, request: StartRequest, adopt: Option<PathBuf>) -> QemuMigration {
+        let vm = request.vm.0;
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let progress = Arc::new(Mutex::new(attempt::Progress::default()));
+        let (result_tx, result) = oneshot::channel();
+        let host = self.inventory.hosts[request.destination.0].name.clone();
+        let wake = request.wake.clone();
+        let Some(src) = self.sources[vm].clone() else {
+            // No source: resumed after it completed, or it is gone.
+            tokio::spawn(async move {
+                let result = match adopt {
+                    Some(sock) => attempt::adopt_without_source(sock).await,
+                    None => attempt::AttemptResult::Failed {
+                        reason: "its source QEMU is gone".into(),
+                        transferred: 0,
+                    },
+                };
+                let _ = result_tx.send(result);
+                wake.wake();
+            });
+            return QemuMigration {
+                src: None,
+                host,
+                control,
+                progress,
+                result,
+            };
+        };
+        let ctx = AttemptCtx {
+            vm: self.inventory.vms[vm].name.clone(),
+            attempt: request.attempt,
+            src: src.clone(),
+            dst_host: self.inventory.hosts[request.destination.0].clone(),
+            qemu_args: self.inventory.vms[vm].qemu_args.clone(),
+            run_dir: self.run_dir.clone(),
+            params: request.params,
+            log: self.log.clone(),
+        };
+        let task_progress = progress.clone();
+        tokio::spawn(async move {
+            let result = match adopt {
+                Some(sock) => attempt::adopt_attempt(ctx, sock, control_rx, task_progress).await,
+                None => attempt::run_attempt(ctx, control_rx, task_progress).await,
+            };
+            let _ = result_tx.send(result);
+            wake.wake();
+        });
+        QemuMigration {
+            src: Some(src),
+            host,
+            control,
+            progress,
+            result,
+        }
+    }
+}
+
 /// One attempt in flight: its task's control channel and result.
 pub struct QemuMigration {
-    src: Qmp,
+    src: Option<Qmp>,
     host: String,
     control: mpsc::UnboundedSender<Control>,
     progress: Arc<Mutex<attempt::Progress>>,
@@ -202,8 +273,10 @@ impl evac_run::Migration for QemuMigration {
         if !migrating {
             return Ok(Observed::Starting);
         }
-        let info = self
-            .src
+        let Some(src) = &self.src else {
+            return Ok(Observed::Starting);
+        };
+        let info = src
             .query_migrate()
             .await
             .map_err(|e| format!("query-migrate: {e}"))?;

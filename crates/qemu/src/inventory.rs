@@ -19,9 +19,11 @@ pub struct Inventory {
     pub controller: ControllerConfig,
     #[serde(default)]
     pub migration: MigrationParams,
-    /// Where destination QMP sockets and logs go; default a fresh
-    /// `$TMPDIR/evac-<name>-<pid>-<time>`. It is not removed: migrated VMs'
-    /// QMP sockets live there.
+    /// Where the journal, destination QMP sockets and logs go; default
+    /// `evac_run::default_run_dir(name)` (`$EVAC_STATE_DIR/<name>`, else
+    /// `$XDG_STATE_HOME/evac/<name>`, else `~/.local/state/evac/<name>`):
+    /// stable across restarts, so `--resume` finds the journal. It is not
+    /// removed: migrated VMs' QMP sockets live there.
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
     /// The WAN as the operator knows it (`evac plan` simulates over it; a
@@ -176,6 +178,20 @@ impl Inventory {
         for (i, host) in self.hosts.iter().enumerate() {
             if self.hosts[..i].iter().any(|h| h.name == host.name) {
                 return Err(format!("host `{}` is listed twice", host.name));
+            }
+            // A source host's traffic is read from its namespace's counters:
+            // two hosts in one namespace would each be credited with both.
+            if let (Site::Source, Some(netns)) = (host.site, &host.netns) {
+                if let Some(other) = self.hosts[..i]
+                    .iter()
+                    .find(|h| h.site == Site::Source && h.netns.as_ref() == Some(netns))
+                {
+                    return Err(format!(
+                        "source hosts `{}` and `{}`: field `netns`: both are `{netns}`; each source \
+                         host needs a namespace of its own (its traffic would be counted twice)",
+                        other.name, host.name
+                    ));
+                }
             }
             if host.site == Site::Destination && host.migration_address.is_none() {
                 return Err(format!(
@@ -349,6 +365,33 @@ qemu_args = ["-machine", "q35"]
             err.contains("lab.toml") && err.contains("`backend`") && err.contains("libvirt"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn source_hosts_sharing_a_netns_are_refused_naming_both() {
+        let two = GOOD
+            .replace("power_off_at = \"10 min\"\n", "power_off_at = \"10 min\"\nnetns = \"evac-src\"\n")
+            .replace(
+                "[[host]]\nname = \"dst-1\"",
+                "[[host]]\nname = \"src-2\"\nsite = \"source\"\nnic = \"1 Gbps\"\nnetns = \"evac-src\"\n[[host]]\nname = \"dst-1\"",
+            );
+        let err = Inventory::from_str_at(&two, Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lab.toml")
+                && err.contains("`src-1`")
+                && err.contains("`src-2`")
+                && err.contains("netns"),
+            "{err}"
+        );
+        // In namespaces of their own, they are fine.
+        let apart = two.replacen(
+            "netns = \"evac-src\"\n[[host]]\nname = \"dst-1\"",
+            "netns = \"evac-src2\"\n[[host]]\nname = \"dst-1\"",
+            1,
+        );
+        Inventory::from_str_at(&apart, Path::new("lab.toml")).unwrap();
     }
 
     #[test]

@@ -37,7 +37,7 @@
 //! ```toml
 //! name = "lab"
 //! backend = "qemu"               # optional; the default (`evac run` dispatches on it)
-//! run_dir = "/var/lib/evac/run"  # optional: destination QMP sockets and logs
+//! run_dir = "/var/lib/evac/run"  # optional: journal, destination QMP sockets, logs
 //! [controller]                   # evac_controller::ControllerConfig, as in scenarios
 //! policy = "aimd-global"
 //! period = "1 s"
@@ -119,6 +119,7 @@ pub mod inventory;
 use std::future::Future;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use evac_controller::Controller;
 use evac_model::Fleet;
 use evac_outcome::RunResult;
@@ -192,10 +193,31 @@ pub async fn run_with_options(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunOutput> {
+    let mut inventory = inventory;
+    let mut options = options;
     let config = inventory.controller.clone();
     let params = inventory.migration;
     let log = options.log.clone().unwrap_or_else(log_to_stderr);
-    let backend = QemuBackend::connect(inventory, log).await?;
+    // The run dir must be the same across restarts: its journal is what
+    // `--resume` takes up.
+    let name = &inventory.name;
+    if inventory.run_dir.is_none() && (name.is_empty() || name.contains('/') || name.starts_with('.')) {
+        anyhow::bail!(
+            "inventory `name` = {name:?} cannot name a run dir (no `/`, no leading `.`): \
+             give one with `run_dir`"
+        );
+    }
+    let run_dir = inventory
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| evac_run::default_run_dir(name));
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create run_dir {}", run_dir.display()))?;
+    let journal = evac_run::journal_path(&run_dir);
+    options.replay = evac_run::journal::prepare(&journal, options.resume)?;
+    options.journal = Some(journal);
+    inventory.run_dir = Some(run_dir);
+    let backend = QemuBackend::connect(inventory, log, options.replay.as_ref()).await?;
     evac_run::run(backend, params, config, options, shutdown)
         .await
         .map(RunOutput::from)
@@ -212,7 +234,7 @@ where
     F: FnOnce(&Fleet) -> C,
 {
     let config = inventory.controller.clone();
-    let backend = QemuBackend::connect(inventory, log_to_stderr()).await?;
+    let backend = QemuBackend::connect(inventory, log_to_stderr(), None).await?;
     let controller = make(evac_run::Backend::fleet(&backend));
     evac_run::run_with_controller(backend, controller, &config, RunOptions::default(), shutdown)
         .await

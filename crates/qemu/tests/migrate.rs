@@ -344,9 +344,9 @@ async fn progress_is_published_every_period() {
         Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
     };
     let options = RunOptions {
-        policy: None,
         progress: Some(tx),
         log: Some(log),
+        ..RunOptions::default()
     };
     let out = run_with_options(inv, options, std::future::pending())
         .await

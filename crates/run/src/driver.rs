@@ -13,6 +13,7 @@ use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmR
 use tokio::time::{timeout, Instant};
 
 use crate::backend::{Backend, Migration, Observed, StartRequest, Wake};
+use crate::journal::{self, Entry, Journal, Replay};
 use crate::{
     log_to_stderr, FlightProgress, Landed, Log, RunOptions, RunOutput, RunProgress, ACTION_TIMEOUT,
     OBSERVE_TIMEOUT, STALL_PERIODS,
@@ -73,6 +74,12 @@ pub(crate) struct Driver<B: Backend> {
     host_tx: Vec<u64>,
     /// Attempts that failed or were cancelled, in the order they ended.
     failed_attempts: Vec<FailedAttempt>,
+    /// Every decision, flushed before it is carried out.
+    journal: Option<Journal>,
+    /// A journal write failed: the run stops as on Ctrl-C.
+    journal_failed: bool,
+    /// Ends to report at the first tick (a resumed VM that could not be adopted).
+    backlog: Vec<Ended>,
     start: Instant,
     wake: Wake,
     progress: Option<tokio::sync::watch::Sender<RunProgress>>,
@@ -80,7 +87,14 @@ pub(crate) struct Driver<B: Backend> {
 }
 
 impl<B: Backend> Driver<B> {
-    pub(crate) fn new(backend: B, config: &ControllerConfig, options: RunOptions) -> Self {
+    pub(crate) fn new(
+        backend: B,
+        policy: &str,
+        config: &ControllerConfig,
+        mut options: RunOptions,
+    ) -> anyhow::Result<Self> {
+        let replay = options.replay.take();
+        let journal_path = options.journal.take();
         let fleet = backend.fleet();
         let vms = fleet
             .vms
@@ -93,9 +107,12 @@ impl<B: Backend> Driver<B> {
                 landed: None,
             })
             .collect();
-        Driver {
+        let mut driver = Driver {
             host_tx: vec![0; fleet.hosts.len()],
             failed_attempts: Vec::new(),
+            journal: None,
+            journal_failed: false,
+            backlog: Vec::new(),
             vms,
             period: config.period.max(Duration::from_millis(10)),
             max_attempts: config.max_attempts,
@@ -104,7 +121,133 @@ impl<B: Backend> Driver<B> {
             wake: Wake::default(),
             progress: options.progress,
             log: options.log.unwrap_or_else(log_to_stderr),
+        };
+        match (journal_path, replay) {
+            (Some(path), Some(replay)) => {
+                driver.journal = Some(Journal::open(&path)?);
+                driver.resume(replay)?;
+                let t_s = driver.t_s();
+                driver.record(Entry::Resume { t_s });
+            }
+            (Some(path), None) => {
+                driver.journal = Some(Journal::create(&path)?);
+                let fleet = driver.backend.fleet();
+                let header = Entry::Run {
+                    started_unix_ms: journal::unix_ms(),
+                    policy: policy.to_owned(),
+                    vms: fleet.vms.iter().map(|v| v.name.clone()).collect(),
+                    memory: fleet.vms.iter().map(|v| v.memory).collect(),
+                };
+                driver.record(header);
+            }
+            (None, Some(_)) => anyhow::bail!("resuming needs the run's journal"),
+            (None, None) => {}
         }
+        if driver.journal_failed {
+            anyhow::bail!("cannot write the journal");
+        }
+        Ok(driver)
+    }
+
+    /// Seconds since the run (first) started.
+    fn t_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Appends to the journal, if any; on failure logs, marks the run to
+    /// stop, and returns false (the action must not be carried out).
+    fn record(&mut self, entry: Entry) -> bool {
+        let Some(journal) = &mut self.journal else {
+            return true;
+        };
+        match journal.append(&entry) {
+            Ok(()) => true,
+            Err(e) => {
+                if !self.journal_failed {
+                    self.log(format!("{e:#}; stopping the run"));
+                }
+                self.journal_failed = true;
+                false
+            }
+        }
+    }
+
+    /// Takes up an unfinished run where its journal leaves it: the clock
+    /// goes on from its start, finished VMs keep their records, attempts
+    /// in flight are adopted (never started again).
+    fn resume(&mut self, replay: Replay) -> anyhow::Result<()> {
+        self.start = Instant::now()
+            .checked_sub(replay.elapsed())
+            .unwrap_or_else(Instant::now);
+        self.failed_attempts = replay.failed_attempts.clone();
+        for vm in 0..self.vms.len() {
+            let name = self.vms[vm].record.name.clone();
+            let Some(at) = replay.vms.iter().position(|n| n == &name) else {
+                anyhow::bail!("vm `{name}` is not in the run being resumed: the inventory changed");
+            };
+            let state = &replay.states[at];
+            let run = &mut self.vms[vm];
+            if let Some(record) = &state.record {
+                run.record = record.clone();
+                run.bytes_before = record.bytes_sent.unwrap_or(0);
+            }
+            run.attempts = state.attempts;
+            if state.done {
+                run.state = State::Done;
+                continue;
+            }
+            let Some(flight) = &state.in_flight else {
+                continue;
+            };
+            let fleet = self.backend.fleet();
+            let Some(destination) = fleet.hosts.iter().position(|h| h.name == flight.destination) else {
+                anyhow::bail!(
+                    "vm `{name}` was migrating to `{}`, not in the inventory any more",
+                    flight.destination
+                );
+            };
+            let destination = HostId(destination);
+            let request = StartRequest {
+                vm: VmId(vm),
+                attempt: flight.attempt,
+                destination,
+                params: flight.params,
+                wake: self.wake.clone(),
+            };
+            match self.backend.adopt(request, &flight.backend) {
+                Some(handle) => {
+                    self.log(format!(
+                        "{name}: taking up attempt {} to {} again",
+                        flight.attempt, flight.destination
+                    ));
+                    self.vms[vm].state = State::Flying(Box::new(Flight {
+                        handle,
+                        attempt: flight.attempt,
+                        destination,
+                        started_at: Duration::from_secs_f64(flight.started_s.max(0.0)),
+                        params: flight.params,
+                        sent: 0,
+                        last_obs: None,
+                        lost: false,
+                    }));
+                }
+                None => {
+                    self.log(format!(
+                        "{name}: the backend cannot take up its attempt in flight; left alone"
+                    ));
+                    self.vms[vm].state = State::Done;
+                    self.vms[vm].record.left(
+                        Outcome::NotMigrated,
+                        "its attempt in flight could not be taken up after a restart",
+                    );
+                    self.backlog.push(Ended {
+                        vm: VmId(vm),
+                        outcome: EndOutcome::Lost,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn log(&self, line: impl AsRef<str>) {
@@ -125,7 +268,6 @@ impl<B: Backend> Driver<B> {
         let mut idle_periods = 0usize;
         let wake = self.wake.clone();
         tokio::pin!(shutdown);
-        self.start = Instant::now();
         loop {
             let mut periodic = false;
             tokio::select! {
@@ -138,6 +280,14 @@ impl<B: Backend> Driver<B> {
                         self.cancel(vm).await;
                     }
                     self.publish(self.start.elapsed(), wan_rate, stopping, controller.window());
+                }
+            }
+            if self.journal_failed && !stopping {
+                // Decisions that cannot be journaled cannot be resumed: stop
+                // as on Ctrl-C.
+                stopping = true;
+                for vm in 0..self.vms.len() {
+                    self.cancel(vm).await;
                 }
             }
             let now = self.start.elapsed();
@@ -211,6 +361,8 @@ impl<B: Backend> Driver<B> {
             timeline,
         );
         result.failed_attempts = std::mem::take(&mut self.failed_attempts);
+        let t_s = self.t_s();
+        self.record(Entry::Finish { t_s });
         if let Some(progress) = &self.progress {
             let last = progress.borrow().clone();
             progress.send_replace(RunProgress {
@@ -298,6 +450,12 @@ impl<B: Backend> Driver<B> {
                 State::Waiting => {
                     run.state = State::Done;
                     run.record.left(Outcome::Lost, reason::POWER_OFF);
+                    let entry = Entry::Lost {
+                        t_s: now.as_secs_f64(),
+                        vm: run.record.name.clone(),
+                        record: run.record.clone(),
+                    };
+                    self.record(entry);
                 }
             }
         }
@@ -305,6 +463,16 @@ impl<B: Backend> Driver<B> {
 
     /// Asks the backend to cancel `vm`'s migration, if it has one.
     async fn cancel(&mut self, vm: usize) {
+        let Some(flight) = self.vms[vm].flight() else {
+            return;
+        };
+        let entry = Entry::Cancel {
+            t_s: self.t_s(),
+            vm: self.vms[vm].record.name.clone(),
+            attempt: flight.attempt,
+        };
+        // Cancelling is always safe: done even if the journal fails.
+        self.record(entry);
         let Some(flight) = self.vms[vm].flight_mut() else {
             return;
         };
@@ -337,6 +505,8 @@ impl<B: Backend> Driver<B> {
                 params,
             } => self.start_migration(vm, destination, params, now),
             Action::Retune { vm, change } => {
+                let t_s = self.t_s();
+                let name = self.vms[vm.0].record.name.clone();
                 let Some(flight) = self.vms[vm.0].flight_mut() else {
                     return;
                 };
@@ -345,10 +515,34 @@ impl<B: Backend> Driver<B> {
                     Retune::DowntimeLimit(limit) => flight.params.downtime_limit = limit,
                     Retune::AutoConverge(on) => flight.params.auto_converge = on,
                 }
+                let entry = Entry::Retune {
+                    t_s,
+                    vm: name,
+                    attempt: flight.attempt,
+                    change: format!("{change:?}"),
+                    params: flight.params,
+                };
+                if !self.record(entry) {
+                    return;
+                }
+                let Some(flight) = self.vms[vm.0].flight_mut() else {
+                    return;
+                };
                 let outcome = timeout(ACTION_TIMEOUT, flight.handle.retune(change)).await;
                 self.report_action(vm.0, &format!("retune {change:?}"), outcome);
             }
             Action::SwitchToOffline { vm } => {
+                let Some(flight) = self.vms[vm.0].flight() else {
+                    return;
+                };
+                let entry = Entry::Offline {
+                    t_s: self.t_s(),
+                    vm: self.vms[vm.0].record.name.clone(),
+                    attempt: flight.attempt,
+                };
+                if !self.record(entry) {
+                    return;
+                }
                 let Some(flight) = self.vms[vm.0].flight_mut() else {
                     return;
                 };
@@ -383,13 +577,25 @@ impl<B: Backend> Driver<B> {
             return;
         }
         let attempt = run.attempts + 1;
-        let handle = self.backend.start(StartRequest {
+        let request = StartRequest {
             vm,
             attempt,
             destination,
             params,
             wake: self.wake.clone(),
-        });
+        };
+        let entry = Entry::Start {
+            t_s: now.as_secs_f64(),
+            vm: run.record.name.clone(),
+            destination: host.name.clone(),
+            attempt,
+            params,
+            backend: self.backend.reconnect_info(&request),
+        };
+        if !self.record(entry) {
+            return;
+        }
+        let handle = self.backend.start(request);
         let run = &mut self.vms[vm.0];
         run.attempts = attempt;
         run.state = State::Flying(Box::new(Flight {
@@ -421,7 +627,7 @@ impl<B: Backend> Driver<B> {
         let flying: Vec<usize> = (0..self.vms.len())
             .filter(|&i| self.vms[i].flight().is_some())
             .collect();
-        let mut ended = Vec::new();
+        let mut ended = std::mem::take(&mut self.backlog);
         let mut migrations = Vec::new();
         for (index, answer) in flying.into_iter().zip(answers) {
             let answer = match answer {
@@ -541,6 +747,15 @@ impl<B: Backend> Driver<B> {
             ..run.record.clone()
         };
         run.landed = Some(done.landed);
+        let entry = Entry::End {
+            t_s: end,
+            vm: run.record.name.clone(),
+            attempt: flight.attempt,
+            record: run.record.clone(),
+            done: true,
+            failed: None,
+        };
+        self.record(entry);
         // Even a VM "lost" to a power-off that completed first is saved.
         Ended {
             vm: VmId(vm),
@@ -558,13 +773,14 @@ impl<B: Backend> Driver<B> {
         let State::Flying(flight) = std::mem::replace(&mut run.state, State::Waiting) else {
             unreachable!("in flight");
         };
-        self.failed_attempts.push(FailedAttempt {
+        let failed = FailedAttempt {
             vm: run.record.name.clone(),
             destination,
             start_s: flight.started_at.as_secs_f64(),
             end_s: now.as_secs_f64(),
             reason: failure.reason.clone(),
-        });
+        };
+        self.failed_attempts.push(failed.clone());
         // A cancelled migration may no longer know what it sent: keep the
         // most it was seen to send.
         run.bytes_before += failure.bytes_sent.0.max(flight.sent);
@@ -587,6 +803,16 @@ impl<B: Backend> Driver<B> {
                 reason: failure.reason,
             }
         };
+        let run = &self.vms[vm];
+        let entry = Entry::End {
+            t_s: now.as_secs_f64(),
+            vm: run.record.name.clone(),
+            attempt: flight.attempt,
+            record: run.record.clone(),
+            done: matches!(run.state, State::Done),
+            failed: Some(failed),
+        };
+        self.record(entry);
         Ended {
             vm: VmId(vm),
             outcome,

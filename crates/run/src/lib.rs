@@ -40,13 +40,15 @@
 
 pub mod backend;
 mod driver;
+pub mod journal;
 mod progress;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use evac_controller::{Controller, ControllerConfig, Evacuation, PolicyKind};
+use evac_controller::{Controller, ControllerConfig, Evacuation, PolicyKind, Resumed};
 use evac_model::MigrationParams;
 use evac_outcome::RunResult;
 use tokio::sync::watch;
@@ -84,6 +86,16 @@ pub struct RunOptions {
     /// Where messages go ([`log_to_stderr`] if `None`), e.g. printed above
     /// a progress display rather than through it.
     pub log: Option<Log>,
+    /// Where to journal every decision (see [`journal`]); `None`: nowhere
+    /// (the run cannot be resumed).
+    pub journal: Option<PathBuf>,
+    /// Take up the unfinished run of the run dir's journal (`--resume`): the
+    /// backend layer reads it with [`journal::prepare`] into `replay`.
+    pub resume: bool,
+    /// Take up this unfinished run (read from `journal` by
+    /// [`journal::prepare`]) instead of starting afresh; only [`run`]
+    /// resumes (it tells the controller what the journal says).
+    pub replay: Option<journal::Replay>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -92,6 +104,8 @@ impl std::fmt::Debug for RunOptions {
             .field("policy", &self.policy)
             .field("progress", &self.progress)
             .field("log", &self.log.as_ref().map(|_| "custom"))
+            .field("journal", &self.journal)
+            .field("replay", &self.replay.is_some())
             .finish()
     }
 }
@@ -119,8 +133,14 @@ pub async fn run<B: Backend>(
     if let Some(policy) = options.policy {
         config.policy = policy;
     }
-    let controller = Evacuation::new(backend.fleet().clone(), params, config.clone());
-    run_with_controller(backend, controller, &config, options, shutdown).await
+    let mut controller = Evacuation::new(backend.fleet().clone(), params, config.clone());
+    if let Some(replay) = &options.replay {
+        seed(&mut controller, backend.fleet(), replay);
+    }
+    let name = controller.name().to_owned();
+    driver::Driver::new(backend, &name, &config, options)?
+        .drive(controller, shutdown)
+        .await
 }
 
 /// Drives any [`Controller`] (tests use scripted ones); `config` gives the
@@ -132,9 +152,71 @@ pub async fn run_with_controller<B: Backend, C: Controller>(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunOutput<Landed<B>>> {
-    driver::Driver::new(backend, config, options)
+    if options.replay.is_some() {
+        anyhow::bail!("only `evac_run::run` resumes a run (it tells the controller what the journal says)");
+    }
+    let name = controller.name().to_owned();
+    driver::Driver::new(backend, &name, config, options)?
         .drive(controller, shutdown)
         .await
+}
+
+/// Tells a fresh controller what the journal says of each VM.
+fn seed(controller: &mut Evacuation, fleet: &evac_model::Fleet, replay: &journal::Replay) {
+    let host = |name: &str| {
+        fleet
+            .hosts
+            .iter()
+            .position(|h| h.name == name)
+            .map(evac_model::HostId)
+    };
+    for (vm, spec) in fleet.vms.iter().enumerate() {
+        let Some(at) = replay.vms.iter().position(|n| n == &spec.name) else {
+            continue;
+        };
+        let state = &replay.states[at];
+        let resumed = if state.done {
+            let destination = state
+                .record
+                .as_ref()
+                .filter(|r| r.outcome == evac_outcome::Outcome::Migrated)
+                .and_then(|r| r.destination.as_deref())
+                .and_then(host);
+            Resumed::Done { destination }
+        } else if let Some(flight) = &state.in_flight {
+            match host(&flight.destination) {
+                Some(destination) => Resumed::InFlight {
+                    destination,
+                    attempts: state.attempts,
+                },
+                None => continue,
+            }
+        } else {
+            Resumed::Waiting {
+                attempts: state.attempts,
+            }
+        };
+        controller.resume_vm(evac_model::VmId(vm), resumed);
+    }
+}
+
+/// Where a run keeps its journal, destination sockets and logs when its
+/// inventory names no `run_dir`: `$EVAC_STATE_DIR/<name>`, else
+/// `$XDG_STATE_HOME/evac/<name>`, else `$HOME/.local/state/evac/<name>`,
+/// else `/var/lib/evac/<name>`. Stable across restarts, so that
+/// `--resume` finds the journal.
+pub fn default_run_dir(name: &str) -> PathBuf {
+    let env = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = env("EVAC_STATE_DIR")
+        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("evac")))
+        .or_else(|| env("HOME").map(|d| d.join(".local/state/evac")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/evac"));
+    base.join(name)
+}
+
+/// The journal's path in `run_dir`.
+pub fn journal_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(journal::FILE_NAME)
 }
 
 /// Which backend an inventory is for: its top-level `backend` key

@@ -1,0 +1,159 @@
+//! `evac run` killed with SIGKILL mid-evacuation and taken up again with
+//! `--resume`: real `evac` binaries over real QEMU VMs. Skipped, saying why,
+//! where QEMU is missing.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use evac_lab::{self as lab, Lab};
+use evac_qmp::{Qmp, RunState};
+use serde_json::Value;
+
+/// Pids of the processes whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) && lab::pid_alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn journal_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_killed_run_is_resumed_and_moves_every_vm_exactly_once() {
+    if lab::skip_without(&[lab::qemu_available]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms: Vec<_> = (1..=3)
+        .map(|i| lab.start_vm(&format!("res-{i}"), 64).unwrap())
+        .collect();
+    // One at a time at 100 Mbps: about 5.5 s each.
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        lab.inventory("sequential", &vms, "max_bandwidth = \"100 Mbps\""),
+    )
+    .unwrap();
+    let journal = dir.path().join("journal.jsonl");
+    let evac = env!("CARGO_BIN_EXE_evac");
+    let mut first = Command::new(evac)
+        .args(["run", "--quiet", inventory.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the first VM has migrated and the second is under way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "{:?}", journal_lines(&journal));
+        let lines = journal_lines(&journal);
+        let first_done = lines
+            .iter()
+            .any(|l| l["event"] == "end" && l["vm"] == "res-1" && l["record"]["outcome"] == "migrated");
+        let second_started = lines.iter().any(|l| l["event"] == "start" && l["vm"] == "res-2");
+        if first_done && second_started {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let lines = journal_lines(&journal);
+    assert!(
+        !lines.iter().any(|l| l["event"] == "end" && l["vm"] == "res-2"),
+        "res-2 ended before the kill: {lines:?}"
+    );
+
+    // A plain run refuses the run dir and says how to finish it.
+    let plain = Command::new(evac)
+        .args(["run", "--quiet", inventory.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success() && stderr.contains("--resume"), "{stderr}");
+
+    let json = dir.path().join("resumed.json");
+    let resumed = Command::new(evac)
+        .args([
+            "run",
+            "--quiet",
+            "--resume",
+            inventory.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    // Whatever happened, the lab stops every destination QEMU.
+    for vm in &vms {
+        for pid in pids_with(&format!("dst-{}-", vm.name)) {
+            lab.adopt(pid);
+        }
+    }
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(result["migrated"], 3, "{result}");
+    let records = result["vms"].as_array().unwrap();
+    assert_eq!(records.len(), 3);
+    for (record, vm) in records.iter().zip(&vms) {
+        assert_eq!(record["name"], vm.name.as_str());
+        assert_eq!(record["outcome"], "migrated", "{record}");
+        // Times run on from the first start: res-1 ended before the kill,
+        // res-3 after the resume.
+        assert!(record["end_s"].as_f64().unwrap() > record["start_s"].as_f64().unwrap());
+    }
+    // res-2 was not started again: its one attempt was taken up.
+    let lines = journal_lines(&journal);
+    let starts = |vm: &str| {
+        lines
+            .iter()
+            .filter(|l| l["event"] == "start" && l["vm"] == vm)
+            .count()
+    };
+    assert_eq!(starts("res-1"), 1);
+    assert_eq!(starts("res-2"), 1, "{lines:?}");
+    assert!(lines.last().is_some_and(|l| l["event"] == "finish"), "{lines:?}");
+
+    // Each VM runs exactly once: its source QEMU is gone, one destination runs it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for vm in &vms {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !lab.exited(vm.pid) {
+            assert!(Instant::now() < deadline, "the source of {} still runs", vm.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let destinations = pids_with(&format!("dst-{}-", vm.name));
+        assert_eq!(
+            destinations.len(),
+            1,
+            "{}: destinations {destinations:?}",
+            vm.name
+        );
+        let socket = dir.path().join(format!("dst-{}-1.qmp", vm.name));
+        let status = rt.block_on(async {
+            let qmp = Qmp::connect(socket.to_str().unwrap()).await.unwrap();
+            qmp.query_status().await.unwrap()
+        });
+        assert_eq!(status.status, RunState::Running, "{}", vm.name);
+    }
+}
