@@ -152,6 +152,7 @@ impl LabInstance {
             inventory: Inventory {
                 name: String::new(),
                 backend: Default::default(),
+                stall_after: None,
                 controller: Default::default(),
                 migration: Default::default(),
                 run_dir: None,

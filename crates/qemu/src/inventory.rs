@@ -30,6 +30,10 @@ pub struct Inventory {
     /// run's lower bounds use it); absent, the fastest source NIC.
     #[serde(default)]
     pub network: Option<NetworkSpec>,
+    /// A migration whose bytes do not move this long is cancelled and
+    /// retried (default: 5 control periods).
+    #[serde(default, with = "evac_model::units::human_duration::option")]
+    pub stall_after: Option<Duration>,
     #[serde(rename = "host", default)]
     pub hosts: Vec<HostSpec>,
     #[serde(rename = "vm", default)]

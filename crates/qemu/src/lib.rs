@@ -216,6 +216,7 @@ pub async fn run_with_options(
     let journal = evac_run::journal_path(&run_dir);
     options.replay = evac_run::journal::prepare(&journal, options.resume)?;
     options.journal = Some(journal);
+    options.stall_after = options.stall_after.or(inventory.stall_after);
     inventory.run_dir = Some(run_dir);
     let backend = QemuBackend::connect(inventory, log, options.replay.as_ref()).await?;
     evac_run::run(backend, params, config, options, shutdown)
@@ -234,9 +235,14 @@ where
     F: FnOnce(&Fleet) -> C,
 {
     let config = inventory.controller.clone();
+    let stall_after = inventory.stall_after;
     let backend = QemuBackend::connect(inventory, log_to_stderr(), None).await?;
     let controller = make(evac_run::Backend::fleet(&backend));
-    evac_run::run_with_controller(backend, controller, &config, RunOptions::default(), shutdown)
+    let options = RunOptions {
+        stall_after,
+        ..RunOptions::default()
+    };
+    evac_run::run_with_controller(backend, controller, &config, options, shutdown)
         .await
         .map(RunOutput::from)
 }

@@ -37,7 +37,9 @@ async fn stopped_sources_do_not_stall_the_others() {
         .replace(
             "period = \"500 ms\"\n",
             "period = \"500 ms\"\nmax_in_flight = 4\nmax_in_flight_per_host = 4\n",
-        );
+        )
+        // This test is about observing, not about the stall policy.
+        .replacen("name = \"lab\"\n", "name = \"lab\"\nstall_after = \"60 s\"\n", 1);
     let inv = Inventory::from_str_at(&text, std::path::Path::new("lab.toml")).unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(RunProgress::default());
     let stopped: Vec<u32> = vms[..3].iter().map(|v| v.pid).collect();

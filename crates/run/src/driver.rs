@@ -31,6 +31,10 @@ struct Flight<M> {
     last_obs: Option<MigrationObs>,
     /// Its source host lost power: whatever happens, the VM is lost.
     lost: bool,
+    /// When its bytes last moved (from its first progress report on).
+    moved_at: Option<Duration>,
+    /// Cancelled because its bytes stood still this long.
+    stalled: Option<Duration>,
 }
 
 enum State<M> {
@@ -70,6 +74,9 @@ pub(crate) struct Driver<B: Backend> {
     backend: B,
     period: Duration,
     max_attempts: u32,
+    /// A migration whose bytes stand still this long is cancelled (and
+    /// retried by the controller).
+    stall_after: Duration,
     vms: Vec<VmRun<B::Migration>>,
     host_tx: Vec<u64>,
     /// Attempts that failed or were cancelled, in the order they ended.
@@ -80,6 +87,9 @@ pub(crate) struct Driver<B: Backend> {
     journal_failed: bool,
     /// Ends to report at the first tick (a resumed VM that could not be adopted).
     backlog: Vec<Ended>,
+    /// Failures told to the controller only once their backoff has passed,
+    /// so that its retry waits that long.
+    delayed: Vec<(Duration, Ended)>,
     start: Instant,
     wake: Wake,
     progress: Option<tokio::sync::watch::Sender<RunProgress>>,
@@ -113,8 +123,12 @@ impl<B: Backend> Driver<B> {
             journal: None,
             journal_failed: false,
             backlog: Vec::new(),
+            delayed: Vec::new(),
             vms,
             period: config.period.max(Duration::from_millis(10)),
+            stall_after: options
+                .stall_after
+                .unwrap_or(config.period.max(Duration::from_millis(10)) * crate::STALL_AFTER_PERIODS),
             max_attempts: config.max_attempts,
             backend,
             start: Instant::now(),
@@ -229,6 +243,8 @@ impl<B: Backend> Driver<B> {
                         sent: 0,
                         last_obs: None,
                         lost: false,
+                        moved_at: None,
+                        stalled: None,
                     }));
                 }
                 None => {
@@ -294,10 +310,13 @@ impl<B: Backend> Driver<B> {
             self.power_offs(now).await;
             let observations = self.observe(now).await;
             if !stopping {
+                self.cancel_stalled(observations.now).await;
                 let actions = controller.on_tick(&observations);
                 // Nothing in flight and nothing started for many periods
                 // while VMs wait (e.g. none fits any destination): stuck.
-                let idle = actions.is_empty() && self.vms.iter().all(|v| v.flight().is_none());
+                let idle = actions.is_empty()
+                    && self.delayed.is_empty()
+                    && self.vms.iter().all(|v| v.flight().is_none());
                 idle_periods = if idle {
                     idle_periods + usize::from(periodic)
                 } else {
@@ -461,6 +480,32 @@ impl<B: Backend> Driver<B> {
         }
     }
 
+    /// Migrations whose bytes have not moved for `stall_after` (a hung
+    /// destination, a dead path) are cancelled, so the controller retries
+    /// them on a fresh destination rather than wait for ever.
+    async fn cancel_stalled(&mut self, now: Duration) {
+        for vm in 0..self.vms.len() {
+            let Some(flight) = self.vms[vm].flight_mut() else {
+                continue;
+            };
+            let Some(moved_at) = flight.moved_at else {
+                continue;
+            };
+            let still = now.saturating_sub(moved_at);
+            if flight.stalled.is_some() || flight.lost || still < self.stall_after {
+                continue;
+            }
+            flight.stalled = Some(still);
+            let attempt = flight.attempt;
+            self.log(format!(
+                "{}: attempt {attempt} stalled: no bytes moved for {:.1} s; cancelling it to retry",
+                self.vms[vm].record.name,
+                still.as_secs_f64()
+            ));
+            self.cancel(vm).await;
+        }
+    }
+
     /// Asks the backend to cancel `vm`'s migration, if it has one.
     async fn cancel(&mut self, vm: usize) {
         let Some(flight) = self.vms[vm].flight() else {
@@ -617,6 +662,8 @@ impl<B: Backend> Driver<B> {
             sent: 0,
             last_obs: None,
             lost: false,
+            moved_at: None,
+            stalled: None,
         }));
     }
 
@@ -638,6 +685,12 @@ impl<B: Backend> Driver<B> {
             .filter(|&i| self.vms[i].flight().is_some())
             .collect();
         let mut ended = std::mem::take(&mut self.backlog);
+        let seen_now = self.start.elapsed().max(now);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(at, _)| *at <= seen_now);
+        self.delayed = later;
+        ended.extend(due.into_iter().map(|(_, end)| end));
         let mut migrations = Vec::new();
         for (index, answer) in flying.into_iter().zip(answers) {
             let answer = match answer {
@@ -651,11 +704,20 @@ impl<B: Backend> Driver<B> {
             let memory = self.backend.fleet().vms[index].memory;
             match answer {
                 Some(Observed::Completed(done)) => ended.push(self.complete(index, done, seen)),
-                Some(Observed::Failed(failure)) => ended.push(self.fail(index, failure, seen)),
+                Some(Observed::Failed(failure)) => {
+                    let end = self.fail(index, failure, seen);
+                    match self.backoff(index) {
+                        Some(delay) => self.delayed.push((seen + delay, end)),
+                        None => ended.push(end),
+                    }
+                }
                 answer => {
                     let flight = self.vms[index].flight_mut().expect("in flight");
                     let obs = match answer {
                         Some(Observed::Running(p)) => {
+                            if flight.moved_at.is_none() || p.bytes_sent.0 > flight.sent {
+                                flight.moved_at = Some(seen);
+                            }
                             flight.sent = flight.sent.max(p.bytes_sent.0);
                             MigrationObs {
                                 vm: VmId(index),
@@ -773,6 +835,25 @@ impl<B: Backend> Driver<B> {
         }
     }
 
+    /// How long a VM whose attempt just failed waits before the controller
+    /// may retry it: doubling with each failure, capped; `None` when it
+    /// will not be retried.
+    fn backoff(&self, vm: usize) -> Option<Duration> {
+        let run = &self.vms[vm];
+        if !matches!(run.state, State::Waiting) {
+            return None;
+        }
+        let doublings = run.attempts.saturating_sub(1).min(16);
+        let delay = (crate::RETRY_BACKOFF * 2u32.pow(doublings)).min(crate::RETRY_BACKOFF_CAP);
+        self.log(format!(
+            "{}: retrying in {:.0} s (attempt {} failed)",
+            run.record.name,
+            delay.as_secs_f64(),
+            run.attempts
+        ));
+        Some(delay)
+    }
+
     /// `vm`'s migration failed or was cancelled: it runs on its source.
     fn fail(&mut self, vm: usize, failure: crate::Failure, now: Duration) -> Ended {
         let max_attempts = self.max_attempts;
@@ -783,6 +864,10 @@ impl<B: Backend> Driver<B> {
         let State::Flying(flight) = std::mem::replace(&mut run.state, State::Waiting) else {
             unreachable!("in flight");
         };
+        let mut failure = failure;
+        if let Some(still) = flight.stalled {
+            failure.reason = format!("stalled: no bytes moved for {:.1} s", still.as_secs_f64());
+        }
         let failed = FailedAttempt {
             vm: run.record.name.clone(),
             destination,

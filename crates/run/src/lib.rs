@@ -67,6 +67,18 @@ pub const ACTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// after which a run stops.
 pub const STALL_PERIODS: usize = 20;
 
+/// A migration in flight whose bytes do not move for this many periods
+/// (unless [`RunOptions::stall_after`] says otherwise) is cancelled and
+/// retried.
+pub const STALL_AFTER_PERIODS: u32 = 5;
+
+/// The wait before the first retry of a failed attempt; it doubles with
+/// each further failure of the same VM, up to [`RETRY_BACKOFF_CAP`].
+pub const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest wait before a retry.
+pub const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(30);
+
 /// Where the loop's messages (one line each, no newline) go.
 pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -89,6 +101,9 @@ pub struct RunOptions {
     /// Where to journal every decision (see [`journal`]); `None`: nowhere
     /// (the run cannot be resumed).
     pub journal: Option<PathBuf>,
+    /// Cancel (and so retry) a migration whose bytes stand still this long;
+    /// default [`STALL_AFTER_PERIODS`] control periods.
+    pub stall_after: Option<Duration>,
     /// Take up the unfinished run of the run dir's journal (`--resume`): the
     /// backend layer reads it with [`journal::prepare`] into `replay`.
     pub resume: bool,
@@ -105,6 +120,7 @@ impl std::fmt::Debug for RunOptions {
             .field("progress", &self.progress)
             .field("log", &self.log.as_ref().map(|_| "custom"))
             .field("journal", &self.journal)
+            .field("stall_after", &self.stall_after)
             .field("replay", &self.replay.is_some())
             .finish()
     }
