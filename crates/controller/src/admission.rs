@@ -43,7 +43,10 @@ pub struct Running {
 /// The knobs of one call to [`fill`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Target {
-    /// The aggregate rate to reach, bytes per second (infinite: unknown).
+    /// The aggregate rate that fills the path (the WAN's peak), bytes per
+    /// second (infinite: unknown). Migrations start until what is in
+    /// flight can carry it; their connections are sized to it with
+    /// [`FILL_MARGIN`] more.
     pub rate: f64,
     /// The most migrations to start in this call.
     pub max_new: usize,
@@ -76,7 +79,7 @@ pub fn fill(
         if load >= NIC_FULL * nic {
             continue;
         }
-        let room = (nic - load).min(target.rate - demand);
+        let room = (nic - load).min(target.rate * (1.0 + FILL_MARGIN) - demand);
         let channels = match target.per_connection {
             Some(per) if per > 0.0 && room.is_finite() => {
                 let needed = (room / per).ceil().clamp(1.0, f64::from(MAX_CHANNELS)) as u32;
@@ -111,10 +114,10 @@ mod tests {
 
     #[test]
     fn one_migration_with_enough_connections_fills_a_wan_its_nic_can_fill() {
-        // WAN peak 100 B/s, target 110; connections of 30 B/s: ceil(110 / 30)
-        // = 4 connections (120 B/s) on a NIC of 1000. One migration only.
+        // WAN peak 100 B/s, sized to 110; connections of 30 B/s: ceil(110 /
+        // 30) = 4 connections (120 B/s) on a NIC of 1000. One migration only.
         let target = Target {
-            rate: 110.0,
+            rate: 100.0,
             max_new: usize::MAX,
             base_channels: 1,
             per_connection: Some(30.0),
@@ -125,11 +128,11 @@ mod tests {
 
     #[test]
     fn no_second_migration_on_a_full_nic_and_enough_hosts_to_fill_the_wan() {
-        // NICs of 40 B/s, a WAN target of 110: three hosts' NICs are needed
-        // (40 + 40 + 30). Connections of 100 B/s: one each (at least the
+        // NICs of 40 B/s, a WAN peak of 100: three hosts' NICs are needed
+        // (40 + 40 + 20). Connections of 100 B/s: one each (at least the
         // base of 1). VM 1 is on host 0, whose NIC VM 0 already fills.
         let target = Target {
-            rate: 110.0,
+            rate: 100.0,
             max_new: usize::MAX,
             base_channels: 1,
             per_connection: Some(100.0),
@@ -175,5 +178,17 @@ mod tests {
         }];
         let met = Target { rate: 50.0, ..target };
         assert!(fill(candidates(&[1]), &running, |_| 50.0, met).is_empty());
+        // A NIC as fast as the WAN's peak fills it alone, though its
+        // connections are sized to 10 % more: no second migration.
+        let running = [Running {
+            host: HostId(0),
+            cap: 80.0,
+        }];
+        let nic_fills = Target {
+            rate: 50.0,
+            max_new: usize::MAX,
+            ..target
+        };
+        assert!(fill(candidates(&[1]), &running, |_| 50.0, nic_fills).is_empty());
     }
 }

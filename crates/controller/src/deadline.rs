@@ -369,7 +369,7 @@ impl Policy for Deadline {
             .collect();
         let target = match self.estimator.peak() {
             Some(peak) if self.estimator.wan_known() => Target {
-                rate: peak * (1.0 + admission::FILL_MARGIN),
+                rate: peak,
                 max_new: usize::MAX,
                 base_channels: self.base.multifd_channels,
                 per_connection: self.estimator.per_connection(),

@@ -352,7 +352,7 @@ impl Grid {
 
     /// Every combination: its seed and one level index per factor, the last
     /// factor varying fastest, seeds slowest.
-    fn combinations(&self) -> Vec<(u64, Vec<usize>)> {
+    pub fn combinations(&self) -> Vec<(u64, Vec<usize>)> {
         let seeds = if self.repeat_seeds.is_empty() {
             vec![self.base.seed]
         } else {

@@ -1,0 +1,228 @@
+//! The planner benchmark (docs/planner.md): for every scenario of a grid,
+//! every policy at the scenario's settings against the best configuration
+//! in hindsight and an exact knapsack bound on the priority any schedule
+//! saves.
+//!
+//! ```text
+//! cargo run --release -p evac-sweep --example planner -- examples/planner/scenarios.toml
+//! ```
+//!
+//! Best in hindsight: the lowest-score run, among those saving the most
+//! priority, of `static` over order × window × per-host limit ×
+//! connections (window 1 is sequential), live only or with offline too.
+//! A policy's score ratio is its score over the best score among the
+//! hindsight runs that save at least as much priority as it does (1 when
+//! none does).
+
+use std::path::PathBuf;
+
+use evac_controller::{knapsack_bound, BoundHost, BoundVm, Order, PolicyKind};
+use evac_model::{Mode, Network};
+use evac_outcome::RunResult;
+use evac_scenario::Scenario;
+use evac_sweep::Grid;
+use rayon::prelude::*;
+
+const ORDERS: [Order; 3] = [Order::AsListed, Order::Deadline, Order::Priority];
+const WINDOWS: [usize; 4] = [1, 2, 4, 8];
+const PER_HOST: [usize; 2] = [1, 1000];
+const CHANNELS: [u32; 4] = [1, 2, 4, 8];
+
+fn simulate(scenario: &Scenario) -> RunResult {
+    evac_sim::simulate_evacuation(
+        &scenario.fleet,
+        &scenario.network,
+        scenario.migration,
+        &scenario.controller,
+    )
+}
+
+/// Bytes the WAN carries from the start to `t` seconds.
+fn wan_bytes_by(network: &Network, t: f64) -> f64 {
+    let mut bytes = 0.0;
+    let mut at = 0.0;
+    let mut rate = network.wan_bandwidth.0 / 8.0;
+    for point in &network.wan_trace {
+        let p = point.at.as_secs_f64();
+        if p >= t {
+            break;
+        }
+        bytes += rate * (p - at);
+        at = p;
+        rate = point.bandwidth.0 / 8.0;
+    }
+    bytes + rate * (t - at).max(0.0)
+}
+
+fn bound(scenario: &Scenario) -> u64 {
+    let fleet = &scenario.fleet;
+    let hosts: Vec<BoundHost> = fleet
+        .hosts
+        .iter()
+        .map(|h| BoundHost {
+            deadline: h.power_off_at.map(|d| d.as_secs_f64()),
+            nic: h.nic.0 / 8.0,
+        })
+        .collect();
+    let vms: Vec<BoundVm> = fleet
+        .vms
+        .iter()
+        .map(|v| BoundVm {
+            host: v.host.0,
+            bytes: v.memory.as_f64(),
+            priority: v.priority,
+        })
+        .collect();
+    knapsack_bound(&hosts, &vms, |t| wan_bytes_by(&scenario.network, t), 4000)
+}
+
+struct Row {
+    vms_lost: usize,
+    priority_lost: u64,
+    ratio: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let path: PathBuf = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "examples/planner/scenarios.toml".into())
+        .into();
+    let grid = match Grid::from_path(&path) {
+        Ok(grid) => grid,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let started = std::time::Instant::now();
+    let scenarios: Vec<Scenario> = grid
+        .combinations()
+        .into_iter()
+        .map(|(seed, levels)| grid.scenario(seed, &levels))
+        .collect();
+    eprintln!("{} scenarios", scenarios.len());
+    let names = [
+        "sequential",
+        "static",
+        "aimd-global",
+        "deadline",
+        "deadline, postcopy allowed",
+        "best in hindsight, live",
+        "best in hindsight, offline allowed",
+    ];
+    let per_scenario: Vec<(Vec<Row>, u64, u64)> = scenarios
+        .par_iter()
+        .map(|base| {
+            let total: u64 = base.fleet.vms.iter().map(|v| u64::from(v.priority)).sum();
+            let mut hindsight: Vec<(RunResult, Mode)> = Vec::new();
+            for mode in [Mode::Live, Mode::Offline] {
+                for order in ORDERS {
+                    for window in WINDOWS {
+                        for per_host in PER_HOST {
+                            for channels in CHANNELS {
+                                let mut s = base.clone();
+                                s.controller.policy = PolicyKind::Static;
+                                s.controller.order = Some(order);
+                                s.controller.max_in_flight = window;
+                                s.controller.max_in_flight_per_host = per_host;
+                                s.migration.multifd_channels = channels;
+                                s.migration.mode = mode;
+                                hindsight.push((simulate(&s), mode));
+                            }
+                        }
+                    }
+                }
+            }
+            let best = |offline: bool| {
+                hindsight
+                    .iter()
+                    .filter(|(_, m)| offline || *m == Mode::Live)
+                    .map(|(r, _)| r)
+                    .max_by(|a, b| {
+                        a.priority_saved.cmp(&b.priority_saved).then(
+                            b.score
+                                .unwrap_or(f64::INFINITY)
+                                .total_cmp(&a.score.unwrap_or(f64::INFINITY)),
+                        )
+                    })
+                    .expect("a hindsight run")
+                    .clone()
+            };
+            let live: Vec<&RunResult> = hindsight
+                .iter()
+                .filter(|(_, m)| *m == Mode::Live)
+                .map(|(r, _)| r)
+                .collect();
+            let ratio = |r: &RunResult| {
+                let best = live
+                    .iter()
+                    .filter(|h| h.priority_saved >= r.priority_saved)
+                    .filter_map(|h| h.score)
+                    .fold(f64::INFINITY, f64::min);
+                match r.score {
+                    Some(s) if best.is_finite() => s / best,
+                    _ => 1.0,
+                }
+            };
+            let policy = |kind: PolicyKind, postcopy: bool| {
+                let mut s = base.clone();
+                s.controller.policy = kind;
+                s.migration.allow_postcopy = postcopy;
+                simulate(&s)
+            };
+            let runs = [
+                policy(PolicyKind::Sequential, false),
+                policy(PolicyKind::Static, false),
+                policy(PolicyKind::AimdGlobal, false),
+                policy(PolicyKind::Deadline, false),
+                policy(PolicyKind::Deadline, true),
+                best(false),
+                best(true),
+            ];
+            let rows = runs
+                .iter()
+                .map(|r| Row {
+                    vms_lost: r.vms.len() - r.migrated,
+                    priority_lost: total - r.priority_saved,
+                    ratio: ratio(r),
+                })
+                .collect();
+            (rows, total - bound(base), total)
+        })
+        .collect();
+    let vms: usize = scenarios.iter().map(|s| s.fleet.vms.len()).sum();
+    let priority: u64 = per_scenario.iter().map(|p| p.2).sum();
+    println!(
+        "{}: {} scenarios, {vms} VMs, priority {priority} in all\n",
+        grid.name,
+        scenarios.len()
+    );
+    println!("| policy | VMs lost | priority lost | score ratio, median | worst |");
+    println!("|---|---:|---:|---:|---:|");
+    for (i, name) in names.iter().enumerate() {
+        let lost: usize = per_scenario.iter().map(|p| p.0[i].vms_lost).sum();
+        let prio: u64 = per_scenario.iter().map(|p| p.0[i].priority_lost).sum();
+        let ratios: Vec<f64> = per_scenario.iter().map(|p| p.0[i].ratio).collect();
+        let worst = ratios.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {name} | {lost} | {prio} | {:.3} | {worst:.3} |",
+            median(ratios)
+        );
+    }
+    let bound_lost: u64 = per_scenario.iter().map(|p| p.1).sum();
+    println!("| no schedule can lose less priority than (knapsack bound) | - | {bound_lost} | - | - |");
+    eprintln!("{:.1} s", started.elapsed().as_secs_f64());
+}
