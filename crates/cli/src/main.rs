@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use evac_controller::{Order, PolicyKind};
 use evac_scenario::Scenario;
 
+mod explain;
 mod init_cmd;
 mod lab;
 mod metrics;
@@ -130,6 +131,10 @@ struct ControllerArgs {
     /// as-listed, smallest-first, largest-first, priority or deadline.
     #[arg(long, value_parser = parse_with::<Order>)]
     order: Option<Order>,
+    /// Print, per VM, why the controller started it when it did and with
+    /// what, or gave it up (the `deadline` planner explains itself).
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Args)]
@@ -242,12 +247,18 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.network.wan_bandwidth,
         evac_model::format_duration(scenario.network.wan_rtt),
     ))?;
-    let result = evac_sim::simulate_evacuation(
-        &scenario.fleet,
-        &scenario.network,
-        scenario.migration,
-        &scenario.controller,
-    );
+    let result = if overrides.explain {
+        let (result, explanations) = explain::simulate(&scenario);
+        console.line(explanations.trim_end())?;
+        result
+    } else {
+        evac_sim::simulate_evacuation(
+            &scenario.fleet,
+            &scenario.network,
+            scenario.migration,
+            &scenario.controller,
+        )
+    };
     output::finish(&result, &mut outputs, console)
 }
 

@@ -78,6 +78,7 @@ pub fn snapshot(p: &RunProgress) -> Snapshot {
                     Phase::Precopy => "precopy",
                     Phase::StopAndCopy => "stop-and-copy",
                     Phase::Offline => "offline",
+                    Phase::Postcopy => "postcopy",
                 }
                 .to_owned(),
                 round: m.round,

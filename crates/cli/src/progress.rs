@@ -143,6 +143,7 @@ pub fn flight_message(f: &FlightProgress) -> String {
         Phase::Precopy => "precopy",
         Phase::StopAndCopy => "stop-and-copy",
         Phase::Offline => "offline",
+        Phase::Postcopy => "postcopy",
     };
     let mut text = if f.bytes_sent == Bytes::ZERO {
         format!("starting ({} to send)", size(f.memory))

@@ -26,6 +26,11 @@
 //! against the hosts' power-off deadlines and picks the migrations' parallel
 //! connections.
 
+mod admission;
+mod deadline;
+mod estimate;
+mod explain;
+mod plan;
 pub mod policies;
 
 use std::cmp::Reverse;
@@ -33,9 +38,11 @@ use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, VmId};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Network, VmId};
 use serde::{Deserialize, Serialize};
 
+pub use explain::Explanation;
+pub use plan::{knapsack_bound, BoundHost, BoundVm};
 pub use policies::{AimdParams, PolicyKind};
 
 /// What a driver measured, handed to the controller at every tick.
@@ -90,6 +97,9 @@ pub enum Phase {
     StopAndCopy,
     /// Offline migration: paused from the start.
     Offline,
+    /// Postcopy: the guest runs at the destination and its remaining pages
+    /// follow; a failure now loses the VM.
+    Postcopy,
 }
 
 /// The progress of one migration in flight.
@@ -124,6 +134,10 @@ pub enum Action {
     Retune { vm: VmId, change: Retune },
     /// Pause the guest and send the rest of its memory in one go.
     SwitchToOffline { vm: VmId },
+    /// Resume the guest at the destination after one short pause, its
+    /// remaining pages following (QEMU's `migrate-start-postcopy`); only for
+    /// a migration started with [`evac_model::Mode::Postcopy`].
+    SwitchToPostcopy { vm: VmId },
     /// Abandon the migration; the VM keeps running on its source.
     Cancel { vm: VmId },
 }
@@ -184,6 +198,13 @@ pub trait Controller {
 
     /// A short name for reports.
     fn name(&self) -> &str;
+
+    /// Why the controller did what it did with `vm` (started it when and
+    /// with what, switched its mode, cancelled or gave it up), oldest
+    /// first; empty for a controller that does not explain itself.
+    fn explain(&self, _vm: VmId) -> Vec<Explanation> {
+        Vec::new()
+    }
 }
 
 /// The order in which queued VMs are started.
@@ -316,6 +337,25 @@ pub struct Admission {
     /// that rate is given up instead of started, leaving the link to VMs
     /// that can still be saved.
     pub expected_rate: Option<BitsPerSec>,
+    /// Queued VMs the policy gives up now: they will not be started.
+    pub give_up: Vec<VmId>,
+    /// `Some`: the VMs to start, in this order, as far as the limits above
+    /// and the destinations' room allow, instead of the queue's order.
+    pub picks: Option<Vec<VmId>>,
+}
+
+impl Admission {
+    /// Limits only: the queue's order, nobody given up.
+    pub fn limits(total: usize, per_host: PerHost, spread_over_hosts: bool) -> Self {
+        Self {
+            total,
+            per_host,
+            spread_over_hosts,
+            expected_rate: None,
+            give_up: Vec::new(),
+            picks: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,9 +379,15 @@ impl PerHost {
 pub trait Policy {
     fn admit(&mut self, view: &View<'_>) -> Admission;
 
-    /// The parameters of a migration about to start, from the scenario's.
-    fn start_params(&mut self, base: MigrationParams) -> MigrationParams {
+    /// The parameters of `vm`'s migration about to start, from the
+    /// scenario's.
+    fn start_params(&mut self, _vm: VmId, base: MigrationParams) -> MigrationParams {
         base
+    }
+
+    /// See [`Controller::explain`].
+    fn explain(&self, _vm: VmId) -> Vec<Explanation> {
+        Vec::new()
     }
 
     /// Whether the policy reads the migrations' progress; see
@@ -474,7 +520,23 @@ impl Evacuation {
     /// A controller for `fleet`, starting migrations with `params` under the
     /// policy named in `config`.
     pub fn new(fleet: Fleet, params: MigrationParams, config: ControllerConfig) -> Self {
-        let policy = config.policy.build(&fleet, &config);
+        let policy = config.policy.build(&fleet, &config, params, None);
+        let name = config.policy.to_string();
+        Self::with_policy(name, fleet, params, config, policy)
+    }
+
+    /// As [`Evacuation::new`], telling the policy what an operator knows of
+    /// the WAN without measuring it: its RTT and TCP window, so the most
+    /// one connection carries. Its capacity is still only measured.
+    pub fn with_network(
+        fleet: Fleet,
+        network: &Network,
+        params: MigrationParams,
+        config: ControllerConfig,
+    ) -> Self {
+        let policy = config
+            .policy
+            .build(&fleet, &config, params, Some(network.connection_cap()));
         let name = config.policy.to_string();
         Self::with_policy(name, fleet, params, config, policy)
     }
@@ -647,6 +709,23 @@ impl Evacuation {
     fn pop_queued(&mut self, host: HostId) {
         self.unfile_host(host);
         self.queues[host.0].pop_front();
+        self.queued -= 1;
+        if self.queues[host.0].is_empty() {
+            self.waiting.ran_dry.push(host);
+        }
+        self.file_host(host);
+    }
+
+    /// Takes `vm` out of its host's queue, wherever it is in it: a policy
+    /// that picks VMs itself ([`Admission::picks`]) or gives them up. Costs
+    /// the length of that one queue.
+    fn take_queued(&mut self, vm: VmId) {
+        let host = self.fleet.vm(vm).host;
+        let Some(at) = self.queues[host.0].iter().position(|&(_, queued)| queued == vm) else {
+            return;
+        };
+        self.unfile_host(host);
+        self.queues[host.0].remove(at);
         self.queued -= 1;
         if self.queues[host.0].is_empty() {
             self.waiting.ran_dry.push(host);
@@ -847,7 +926,7 @@ impl Evacuation {
         Action::Start {
             vm,
             destination,
-            params: self.policy.start_params(self.params),
+            params: self.policy.start_params(vm, self.params),
         }
     }
 
@@ -879,6 +958,32 @@ impl Evacuation {
             if self.queues[host.0].is_empty() {
                 self.waiting.waiting[host.0] = false;
             }
+        }
+        for &vm in &admission.give_up {
+            if let VmState::Queued { .. } = self.state[vm.0] {
+                self.take_queued(vm);
+                self.state[vm.0] = VmState::Done;
+            }
+        }
+        if let Some(picks) = &admission.picks {
+            for &vm in picks {
+                if self.in_flight_total >= admission.total {
+                    break;
+                }
+                if !matches!(self.state[vm.0], VmState::Queued { .. }) {
+                    continue;
+                }
+                let host = self.fleet.vm(vm).host;
+                if self.in_flight[host.0] >= admission.per_host.limit(host) {
+                    continue;
+                }
+                let Some(destination) = self.destination_for(vm) else {
+                    continue;
+                };
+                self.take_queued(vm);
+                actions.push(self.start(vm, destination));
+            }
+            return actions;
         }
         let spread = admission.spread_over_hosts;
         // Every host before the cursor is out for this admission: at its
@@ -988,5 +1093,9 @@ impl Controller for Evacuation {
 
     fn needs_progress(&self) -> bool {
         self.policy.needs_progress()
+    }
+
+    fn explain(&self, vm: VmId) -> Vec<Explanation> {
+        self.policy.explain(vm)
     }
 }

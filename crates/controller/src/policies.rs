@@ -7,7 +7,7 @@
 //! | `static` | at most `max_in_flight` across the site and `max_in_flight_per_host` per source host |
 //! | `aimd-local` | one AIMD window per source host, fed by that host's NIC throughput only |
 //! | `aimd-global` | one AIMD window for the site, fed by the aggregate throughput, its slots spread over hosts |
-//! | `deadline` | evac's own: the global AIMD window, plus the power-off deadlines (see [`Deadline`]) |
+//! | `deadline` | evac's own planner: plans against the power-off deadlines per bottleneck (see [`Deadline`]) |
 //!
 //! AIMD borrows TCP's congestion avoidance: a window `w` of migrations in
 //! flight starts at 1. At the end of every control period the measured
@@ -41,7 +41,9 @@ use std::fmt;
 use evac_model::{BitsPerSec, Fleet, HostId, MigrationParams};
 use serde::{Deserialize, Serialize};
 
-use crate::{Action, Admission, ControllerConfig, Order, PerHost, Phase, Policy, View, Wakeup};
+pub use crate::admission::MAX_CHANNELS;
+pub use crate::deadline::Deadline;
+use crate::{Admission, ControllerConfig, Order, PerHost, Policy, View, Wakeup};
 
 /// The policies a scenario or the CLI can name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,30 +89,27 @@ impl PolicyKind {
         }
     }
 
-    /// The policy, configured from the `[controller]` table.
-    pub fn build(self, fleet: &Fleet, config: &ControllerConfig) -> Box<dyn Policy + Send> {
+    /// The policy, configured from the `[controller]` table, for
+    /// migrations with `params`; `connection_cap` is the most one TCP
+    /// connection carries (window / RTT), if the operator knows it.
+    pub fn build(
+        self,
+        fleet: &Fleet,
+        config: &ControllerConfig,
+        params: MigrationParams,
+        connection_cap: Option<BitsPerSec>,
+    ) -> Box<dyn Policy + Send> {
         match self {
-            PolicyKind::Sequential => Box::new(Fixed(Admission {
-                total: 1,
-                per_host: PerHost::Unlimited,
-                spread_over_hosts: false,
-                expected_rate: None,
-            })),
-            PolicyKind::Parallel => Box::new(Fixed(Admission {
-                total: usize::MAX,
-                per_host: PerHost::Unlimited,
-                spread_over_hosts: false,
-                expected_rate: None,
-            })),
-            PolicyKind::Static => Box::new(Fixed(Admission {
-                total: config.max_in_flight,
-                per_host: PerHost::Each(config.max_in_flight_per_host),
-                spread_over_hosts: false,
-                expected_rate: None,
-            })),
+            PolicyKind::Sequential => Box::new(Fixed(Admission::limits(1, PerHost::Unlimited, false))),
+            PolicyKind::Parallel => Box::new(Fixed(Admission::limits(usize::MAX, PerHost::Unlimited, false))),
+            PolicyKind::Static => Box::new(Fixed(Admission::limits(
+                config.max_in_flight,
+                PerHost::Each(config.max_in_flight_per_host),
+                false,
+            ))),
             PolicyKind::AimdLocal => Box::new(AimdLocal::new(fleet, config.aimd)),
             PolicyKind::AimdGlobal => Box::new(AimdGlobal::new(config.aimd)),
-            PolicyKind::Deadline => Box::new(Deadline::new(config.aimd, config.period)),
+            PolicyKind::Deadline => Box::new(Deadline::new(fleet, params, config.period, connection_cap)),
         }
     }
 }
@@ -230,34 +229,16 @@ struct Window {
     quiet: u32,
     /// Quiet periods before the next probe.
     reprobe_after: u32,
-    after_useless_probe: Reprobe,
-}
-
-/// What a window does after a probe that bought nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reprobe {
-    /// Probe again later, waiting twice as long each time.
-    Backoff,
-    /// Probe again only once the throughput moves by itself: the link was
-    /// full with fewer migrations, and stays so until its capacity changes,
-    /// which a migration that is not held back by its connections shows as
-    /// a rise or a fall.
-    OnChange,
 }
 
 impl Window {
     fn new() -> Self {
-        Self::with_reprobe(Reprobe::Backoff)
-    }
-
-    fn with_reprobe(after_useless_probe: Reprobe) -> Self {
         Self {
             size: 1,
             last_throughput: None,
             probing: false,
             quiet: 0,
             reprobe_after: REPROBE_AFTER_PERIODS,
-            after_useless_probe,
         }
     }
 
@@ -296,10 +277,7 @@ impl Window {
         } else if probing {
             self.size = (self.size - 1).max(1);
             self.quiet = 0;
-            self.reprobe_after = match self.after_useless_probe {
-                Reprobe::Backoff => (self.reprobe_after * 2).min(MAX_REPROBE_AFTER_PERIODS),
-                Reprobe::OnChange => u32::MAX,
-            };
+            self.reprobe_after = (self.reprobe_after * 2).min(MAX_REPROBE_AFTER_PERIODS);
         } else {
             self.quiet += 1;
             if self.quiet >= self.reprobe_after && in_use {
@@ -307,13 +285,6 @@ impl Window {
             }
         }
         false
-    }
-
-    /// Halves the window when each migration can carry twice as much.
-    fn halve(&mut self) {
-        self.size = (self.size / 2).max(1);
-        self.probing = false;
-        self.quiet = 0;
     }
 }
 
@@ -340,12 +311,11 @@ impl Policy for AimdLocal {
                 self.windows[h].update(throughput[h], view.in_flight[h], &self.params);
             }
         }
-        Admission {
-            total: usize::MAX,
-            per_host: PerHost::ByHost(self.windows.iter().map(|w| w.size).collect()),
-            spread_over_hosts: false,
-            expected_rate: None,
-        }
+        Admission::limits(
+            usize::MAX,
+            PerHost::ByHost(self.windows.iter().map(|w| w.size).collect()),
+            false,
+        )
     }
 
     fn next_wakeup(&self, view: &View<'_>) -> Wakeup {
@@ -373,166 +343,11 @@ impl Policy for AimdGlobal {
         if let Some(total) = view.period_source_throughput() {
             self.window.update(total, view.total_in_flight(), &self.params);
         }
-        Admission {
-            total: self.window.size,
-            per_host: PerHost::Unlimited,
-            spread_over_hosts: true,
-            expected_rate: None,
-        }
+        Admission::limits(self.window.size, PerHost::Unlimited, true)
     }
 
     fn next_wakeup(&self, view: &View<'_>) -> Wakeup {
         aimd_wakeup(view)
-    }
-}
-
-/// evac's own policy: the global AIMD window, aware of power-off deadlines.
-///
-/// The published controllers treat every VM alike until its host goes dark.
-/// This one plans against the deadlines it is given:
-///
-/// - VMs start earliest power-off first ([`Order::Deadline`]), then by
-///   priority, then smallest first, and in that order across the site
-///   (slots are not spread over hosts: the host about to die comes first);
-/// - a VM that could not move before its host dies, even at the best
-///   aggregate throughput of the last [`RECENT_PERIODS`] periods, is given up
-///   rather than started, so it takes no bandwidth from VMs that can make it;
-/// - a migration in flight whose precopy would not converge before its host
-///   dies is switched to offline (the guest pauses and the rest goes in one
-///   copy, with no more dirtying) at the last safe moment, since the WAN may
-///   recover before; one that could not finish even so is cancelled, and its
-///   share goes to the others.
-///
-/// The window is the AIMD window of `aimd-global`, with one more lever:
-/// when a probe pays off, the migrations in flight were not filling the
-/// link on their own (their TCP windows over a long RTT, or their caps,
-/// held them back), so the next ones start with twice the parallel
-/// connections (up to [`MAX_CHANNELS`]) and the window halves: half as many
-/// migrations, each twice as fast, carry the same, and each VM's own
-/// migration time halves. This is the paper's finding that sequential
-/// migration with parallel connections approaches both bounds, found at run
-/// time instead of configured. And a probe that bought nothing is not
-/// repeated blindly: the link was full with fewer migrations and stays so
-/// until its capacity changes, which shows as a rise or a fall of the
-/// throughput (see `Reprobe::OnChange`); each useless probe is a migration
-/// that runs to its end sharing the link, so this keeps VMs' own times short.
-pub struct Deadline {
-    params: AimdParams,
-    /// The control period, seconds: how late an action can come.
-    period: f64,
-    window: Window,
-    /// What the next migrations' connections are multiplied by.
-    channel_factor: u32,
-    /// Aggregate throughput of the last periods, newest last.
-    recent: std::collections::VecDeque<f64>,
-}
-
-/// The most parallel connections `deadline` gives one migration: each costs
-/// the source a share of a core for multifd.
-pub const MAX_CHANNELS: u32 = 8;
-
-/// How many periods of throughput the deadline estimates look back on.
-pub const RECENT_PERIODS: usize = 30;
-
-impl Deadline {
-    fn new(params: AimdParams, period: std::time::Duration) -> Self {
-        Self {
-            params,
-            period: period.as_secs_f64(),
-            window: Window::with_reprobe(Reprobe::OnChange),
-            channel_factor: 1,
-            recent: std::collections::VecDeque::with_capacity(RECENT_PERIODS),
-        }
-    }
-
-    /// The best aggregate rate recently seen, bytes per second.
-    fn best_recent(&self) -> Option<f64> {
-        self.recent.iter().copied().reduce(f64::max).filter(|&r| r > 0.0)
-    }
-}
-
-impl Policy for Deadline {
-    fn admit(&mut self, view: &View<'_>) -> Admission {
-        if let Some(BitsPerSec(total)) = view.period_source_throughput() {
-            let probe_paid = self
-                .window
-                .update(BitsPerSec(total), view.total_in_flight(), &self.params);
-            if probe_paid && self.channel_factor < MAX_CHANNELS {
-                self.channel_factor *= 2;
-                self.window.halve();
-            }
-            if self.recent.len() == RECENT_PERIODS {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(total / 8.0);
-        }
-        Admission {
-            total: self.window.size,
-            per_host: PerHost::Unlimited,
-            spread_over_hosts: false,
-            expected_rate: self.best_recent().map(|r| BitsPerSec(r * 8.0)),
-        }
-    }
-
-    fn needs_progress(&self) -> bool {
-        true
-    }
-
-    fn start_params(&mut self, base: MigrationParams) -> MigrationParams {
-        MigrationParams {
-            multifd_channels: (base.multifd_channels * self.channel_factor)
-                .min(MAX_CHANNELS.max(base.multifd_channels)),
-            ..base
-        }
-    }
-
-    fn tune(&mut self, view: &View<'_>) -> Vec<Action> {
-        let Some(best) = self.best_recent() else {
-            return Vec::new();
-        };
-        let now = view.now.as_secs_f64();
-        let period = self.period;
-        let mut actions = Vec::new();
-        for migration in &view.observations.migrations {
-            let host = view.fleet.vm(migration.vm).host;
-            let Some(deadline) = view.fleet.host(host).power_off_at else {
-                continue;
-            };
-            let left = deadline.as_secs_f64() - now;
-            let remaining = migration.bytes_remaining.as_f64();
-            if remaining / best > left {
-                actions.push(Action::Cancel { vm: migration.vm });
-                continue;
-            }
-            if migration.phase != Phase::Precopy {
-                continue;
-            }
-            let rate = migration.rate.to_bytes_per_sec().0;
-            if rate <= 0.0 {
-                continue;
-            }
-            // Precopy ends when the dirty bytes shrink to the downtime
-            // limit, or else after `max_rounds`, each round resending about
-            // the working set.
-            let gaining = rate - migration.dirty_rate.0;
-            let working_set = view.fleet.vm(migration.vm).working_set.as_f64();
-            let precopy_left = if gaining > 0.0 {
-                remaining / gaining
-            } else {
-                let rounds_left = migration.params.max_rounds.saturating_sub(migration.round);
-                (remaining + f64::from(rounds_left) * working_set) / rate
-            };
-            // The paused copy sends what is left of the round and, at most,
-            // the working set dirtied since. Pausing costs downtime, so it
-            // waits for the last safe moment (with half again as margin, and
-            // two periods for the decision to act): the WAN may recover.
-            let offline = (remaining + working_set) / rate;
-            let last_safe_moment = 1.5 * offline + 2.0 * period;
-            if precopy_left > left && left <= last_safe_moment {
-                actions.push(Action::SwitchToOffline { vm: migration.vm });
-            }
-        }
-        actions
     }
 }
 
@@ -608,22 +423,6 @@ mod tests {
             2 * REPROBE_AFTER_PERIODS,
             "reset to the base, doubled once"
         );
-    }
-
-    #[test]
-    fn a_window_that_reprobes_on_change_waits_for_the_throughput_to_move() {
-        let params = AimdParams::default();
-        let mut w = Window::with_reprobe(Reprobe::OnChange);
-        w.update(BitsPerSec(100.0), 1, &params);
-        assert_eq!(w.size, 2, "the first measurement probes");
-        w.update(BitsPerSec(100.0), 2, &params);
-        assert_eq!(w.size, 1, "the probe bought nothing");
-        for _ in 0..1000 {
-            w.update(BitsPerSec(101.0), 1, &params);
-        }
-        assert_eq!(w.size, 1, "no blind probe however long it is quiet");
-        w.update(BitsPerSec(150.0), 1, &params);
-        assert_eq!(w.size, 2, "the capacity rose: probe");
     }
 
     #[test]

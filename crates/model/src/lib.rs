@@ -164,13 +164,21 @@ impl Network {
     }
 }
 
-/// Live (precopy) or offline (pause, copy, resume at the destination).
+/// How a VM's memory moves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Precopy: rounds while the guest runs, then a short stop-and-copy.
     #[default]
     Live,
+    /// Pause, copy everything, resume at the destination.
     Offline,
+    /// One precopy round, then one short pause after which the guest runs
+    /// at the destination while its remaining pages follow. Nothing is
+    /// re-sent, so it always converges; but from the switch until the last
+    /// page arrives the guest's memory is split between the two hosts: a
+    /// link or host failure in that window loses the VM.
+    Postcopy,
 }
 
 /// The parameters of one migration, as QEMU's migration parameters have them.
@@ -192,6 +200,10 @@ pub struct MigrationParams {
     /// Throttle the guest's CPU when precopy does not converge (QEMU's
     /// auto-converge); used by the real backend.
     pub auto_converge: bool,
+    /// Whether a policy may move a VM by postcopy ([`Mode::Postcopy`]) when
+    /// precopy cannot converge in time. Off by default: postcopy risks the
+    /// VM on a failure, and cannot run on file-backed shared guest RAM.
+    pub allow_postcopy: bool,
     /// A fixed cost of every migration before its first byte moves: the
     /// destination QEMU starting, the QMP handshakes, the first dirty-bitmap
     /// sync. The model's, not the backend's (QEMU takes what it takes); 0 is
@@ -209,6 +221,7 @@ impl Default for MigrationParams {
             multifd_channels: 1,
             max_bandwidth: None,
             auto_converge: false,
+            allow_postcopy: false,
             setup_time: Duration::ZERO,
         }
     }

@@ -595,6 +595,16 @@ impl<B: Backend> Driver<B> {
                 let outcome = timeout(ACTION_TIMEOUT, flight.handle.switch_to_offline()).await;
                 self.report_action(vm.0, "switch to offline", outcome);
             }
+            // No backend drives postcopy yet (`postcopy-ram`,
+            // `migrate-start-postcopy`): the migration stays in precopy.
+            Action::SwitchToPostcopy { vm } => {
+                if let Some(run) = self.vms.get(vm.0) {
+                    self.log(format!(
+                        "switch of {} to postcopy: not supported by this backend; it stays in precopy",
+                        run.record.name
+                    ));
+                }
+            }
             Action::Cancel { vm } => self.cancel(vm.0).await,
         }
     }

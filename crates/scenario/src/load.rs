@@ -211,7 +211,7 @@ impl Checker<'_> {
                 "a migration needs at least 1 connection",
             ));
         }
-        if params.mode == Mode::Live && params.max_rounds == 0 {
+        if params.mode != Mode::Offline && params.max_rounds == 0 {
             return Err(self.refuse(
                 &table.key("max_rounds"),
                 "live migration needs at least 1 precopy round; \

@@ -53,6 +53,7 @@ fn the_two_site_example_reads_as_written() {
             multifd_channels: 1,
             max_bandwidth: None,
             auto_converge: false,
+            allow_postcopy: false,
             setup_time: Duration::ZERO,
         }
     );

@@ -24,6 +24,12 @@
 //!   destination starting, handshakes); round 1 (or the offline copy)
 //!   starts after it.
 //! - Offline: the VM pauses at once and its whole memory is sent.
+//! - Postcopy: round 1 as live; at its end (or when the controller says
+//!   [`Action::SwitchToPostcopy`]) the guest pauses for one round trip and
+//!   resumes at the destination, and the `D` bytes it dirtied follow with no
+//!   more dirtying at the source. The downtime is that round trip. Until the
+//!   last byte arrives the VM is at risk: its host powering off loses it,
+//!   as does a WAN that stays down.
 //! - A host that powers off loses every VM still on it, mid-migration or not.
 //! - The controller is consulted at once whenever a migration ends (or is
 //!   lost), and otherwise when it asks to be ([`Controller::next_wakeup`]):
@@ -77,7 +83,7 @@ pub fn simulate_evacuation(
     params: MigrationParams,
     config: &ControllerConfig,
 ) -> RunResult {
-    let mut controller = Evacuation::new(fleet.clone(), params, config.clone());
+    let mut controller = Evacuation::with_network(fleet.clone(), network, params, config.clone());
     simulate(fleet, network, config.period, &mut controller)
 }
 
@@ -406,7 +412,10 @@ impl<'a> Simulation<'a> {
                 flow.round_sent = 0.0;
                 flow.round_bytes = dirtied;
                 flow.round_started_at = now;
-                if converged || flow.round >= flow.params.max_rounds {
+                if flow.params.mode == Mode::Postcopy {
+                    flow.phase = Phase::Postcopy;
+                    flow.paused_at = Some(now);
+                } else if converged || flow.round >= flow.params.max_rounds {
                     flow.phase = Phase::StopAndCopy;
                     flow.paused_at = Some(now);
                 } else {
@@ -415,7 +424,7 @@ impl<'a> Simulation<'a> {
                 self.schedule(vm);
                 false
             }
-            Phase::StopAndCopy | Phase::Offline => {
+            Phase::StopAndCopy | Phase::Offline | Phase::Postcopy => {
                 self.finish(vm);
                 true
             }
@@ -450,7 +459,12 @@ impl<'a> Simulation<'a> {
         let progress = &mut self.progress[vm.0];
         progress.sent += flow.sent();
         progress.end = Some(now);
-        progress.downtime = Some(now - flow.paused_at.unwrap_or(flow.started_at));
+        progress.downtime = Some(if flow.phase == Phase::Postcopy {
+            // The one pause: the switch-over's round trip.
+            self.network.wan_rtt.as_secs_f64()
+        } else {
+            now - flow.paused_at.unwrap_or(flow.started_at)
+        });
         progress.rounds = Some(if flow.params.mode == Mode::Offline {
             0
         } else {
@@ -581,6 +595,26 @@ impl<'a> Simulation<'a> {
                     flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
                     flow.round_sent = 0.0;
                     flow.phase = Phase::StopAndCopy;
+                    flow.paused_at = Some(now);
+                    self.schedule(vm);
+                }
+                Action::SwitchToPostcopy { vm } => {
+                    let (dirty_rate, working_set) = {
+                        let spec = self.fleet.vm(vm);
+                        (spec.dirty_rate.0, spec.working_set.as_f64())
+                    };
+                    let Some(flow) = self.flow_mut(vm) else { continue };
+                    if flow.phase != Phase::Precopy || flow.params.mode != Mode::Postcopy {
+                        continue;
+                    }
+                    // The rest of the round and what the guest dirtied since
+                    // it began follow the guest, which dirties no more here.
+                    flow.catch_up(now);
+                    let dirtied = (dirty_rate * (now - flow.round_started_at)).min(working_set);
+                    flow.earlier_rounds += flow.round_sent;
+                    flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
+                    flow.round_sent = 0.0;
+                    flow.phase = Phase::Postcopy;
                     flow.paused_at = Some(now);
                     self.schedule(vm);
                 }

@@ -224,7 +224,14 @@ proptest! {
             ..ControllerConfig::default()
         };
         let mut woken = run(&case);
-        let mut every_period = EveryPeriod(evac_controller::Evacuation::new(case.fleet.clone(), case.params, config.clone()));
+        // The same controller `simulate_evacuation` builds (it tells the
+        // policy the WAN's per-connection cap), consulted every period.
+        let mut every_period = EveryPeriod(evac_controller::Evacuation::with_network(
+            case.fleet.clone(),
+            &case.network,
+            case.params,
+            config.clone(),
+        ));
         let mut ticked = evac_sim::simulate(&case.fleet, &case.network, config.period, &mut every_period);
         woken.timeline.clear();
         ticked.timeline.clear();

@@ -28,11 +28,13 @@
 //! trace = ["base", "steady", "fluctuating"]
 //! order = ["as-listed", "largest-first"]
 //! max_in_flight = [2, 8]               # the static policy's site-wide limit
+//! max_in_flight_per_host = [1, 2]      # ... and its limit per source host
 //! ```
 //!
 //! What the levels mean:
 //!
-//! - `policy`, `order`, `max_in_flight`: the `[controller]` fields.
+//! - `policy`, `order`, `max_in_flight`, `max_in_flight_per_host`: the
+//!   `[controller]` fields.
 //! - `wan_bandwidth`: the WAN's capacity. A trace the base has is scaled by
 //!   the same ratio, so it keeps its shape.
 //! - `wan_rtt`, `tcp_window`: the `[network]` fields (one connection carries
@@ -112,6 +114,7 @@ pub enum Level {
     Trace(TracePreset),
     Order(Order),
     MaxInFlight(usize),
+    MaxInFlightPerHost(usize),
 }
 
 /// The `memory` factor's levels.
@@ -131,7 +134,7 @@ pub enum TracePreset {
 }
 
 /// The factors a grid may vary, in the order they are applied.
-pub const FACTORS: [&str; 11] = [
+pub const FACTORS: [&str; 12] = [
     "policy",
     "wan_bandwidth",
     "wan_rtt",
@@ -143,6 +146,7 @@ pub const FACTORS: [&str; 11] = [
     "trace",
     "order",
     "max_in_flight",
+    "max_in_flight_per_host",
 ];
 
 /// One factor: its name and its levels, each with the text it was written as.
@@ -186,6 +190,9 @@ pub struct SweepRow {
     /// VMs whose source host lost power with them on it.
     pub lost: usize,
     pub score: Option<f64>,
+    /// The sum of the priorities of the VMs migrated, and of all.
+    pub priority_saved: u64,
+    pub priority_total: u64,
 }
 
 fn ordered_map<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
@@ -420,6 +427,7 @@ fn level_rank(level: &Level) -> usize {
         Level::Trace(_) => 8,
         Level::Order(_) => 9,
         Level::MaxInFlight(_) => 10,
+        Level::MaxInFlightPerHost(_) => 11,
     }
 }
 
@@ -455,7 +463,12 @@ fn parse_level(name: &str, value: &toml::Value) -> Result<Level, String> {
         "mode" => Level::Mode(match text()? {
             "live" => Mode::Live,
             "offline" => Mode::Offline,
-            other => return Err(format!("unknown mode `{other}`; expected live or offline")),
+            "postcopy" => Mode::Postcopy,
+            other => {
+                return Err(format!(
+                    "unknown mode `{other}`; expected live, offline or postcopy"
+                ))
+            }
         }),
         "trace" => Level::Trace(match text()? {
             "base" => TracePreset::Base,
@@ -469,6 +482,7 @@ fn parse_level(name: &str, value: &toml::Value) -> Result<Level, String> {
         }),
         "order" => Level::Order(text()?.parse()?),
         "max_in_flight" => Level::MaxInFlight(integer()? as usize),
+        "max_in_flight_per_host" => Level::MaxInFlightPerHost(integer()? as usize),
         _ => unreachable!("checked against FACTORS"),
     })
 }
@@ -535,6 +549,7 @@ fn apply(scenario: &mut Scenario, level: &Level) {
         }
         Level::Order(order) => scenario.controller.order = Some(order),
         Level::MaxInFlight(n) => scenario.controller.max_in_flight = n,
+        Level::MaxInFlightPerHost(n) => scenario.controller.max_in_flight_per_host = n,
     }
 }
 
@@ -594,6 +609,8 @@ pub fn run(grid: &Grid) -> Vec<SweepRow> {
                 not_migrated: result.not_migrated,
                 lost: result.lost,
                 score: result.score,
+                priority_saved: result.priority_saved,
+                priority_total: result.priority_total,
             }
         })
         .collect()
@@ -689,6 +706,8 @@ pub fn write_csv<W: Write>(rows: &[SweepRow], out: W) -> Result<(), csv::Error> 
                 "not_migrated",
                 "lost",
                 "score",
+                "priority_saved",
+                "priority_total",
             ]
             .map(String::from),
         );
@@ -708,6 +727,8 @@ pub fn write_csv<W: Write>(rows: &[SweepRow], out: W) -> Result<(), csv::Error> 
             row.not_migrated.to_string(),
             row.lost.to_string(),
             opt(row.score),
+            row.priority_saved.to_string(),
+            row.priority_total.to_string(),
         ]);
         writer.write_record(&record)?;
     }

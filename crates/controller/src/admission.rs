@@ -1,0 +1,179 @@
+//! How many migrations to run, where, and with how many connections: as
+//! few as fill the path.
+//!
+//! Each migration can carry at most its connections' cap (`channels ×
+//! window / RTT`) and, with the others on its host, its NIC. [`fill`] walks
+//! the VMs in the plan's order and starts the next one only while what is
+//! in flight cannot fill the target (the WAN's peak, with a margin): a
+//! migration's connections are sized to the room left (`ceil(room / per
+//! connection)`, at least the scenario's count, at most [`MAX_CHANNELS`]),
+//! so one migration fills a WAN its NIC can fill, and a NIC that is already
+//! full gets no second migration: it would only split the NIC, lengthening
+//! both migrations for no more throughput.
+//!
+//! Until the WAN's capacity has been seen (every migration so far ran at its
+//! own cap), at most one migration starts per period: each is a probe whose
+//! worth the next sample shows, and it starts only because the ones in
+//! flight were all held by their own caps, never blindly.
+
+use evac_model::{HostId, VmId};
+
+/// The most parallel connections one migration gets: each costs the source
+/// a share of a core for multifd.
+pub const MAX_CHANNELS: u32 = 8;
+
+/// How far above the WAN's peak the migrations in flight are sized: enough
+/// that a capacity back at its peak shows at once as a rise.
+pub const FILL_MARGIN: f64 = 0.10;
+
+/// A NIC within this fraction of its capacity is full.
+const NIC_FULL: f64 = 0.97;
+
+/// The most queued VMs one call looks at: the rest wait for the next call.
+const MAX_SCAN: usize = 10_000;
+
+/// A migration in flight, as admission sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Running {
+    pub host: HostId,
+    /// The most it carries on its own, bytes per second.
+    pub cap: f64,
+}
+
+/// The knobs of one call to [`fill`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// The aggregate rate to reach, bytes per second (infinite: unknown).
+    pub rate: f64,
+    /// The most migrations to start in this call.
+    pub max_new: usize,
+    /// The scenario's connections per migration: the fewest given.
+    pub base_channels: u32,
+    /// The most one connection carries, bytes per second, if known.
+    pub per_connection: Option<f64>,
+}
+
+/// The VMs to start now from `candidates` (in the plan's order), each with
+/// its connections.
+pub fn fill(
+    candidates: impl IntoIterator<Item = (VmId, HostId)>,
+    running: &[Running],
+    nic: impl Fn(HostId) -> f64,
+    target: Target,
+) -> Vec<(VmId, u32)> {
+    let mut host_load: std::collections::HashMap<HostId, f64> = std::collections::HashMap::new();
+    for r in running {
+        *host_load.entry(r.host).or_default() += r.cap;
+    }
+    let mut demand: f64 = host_load.iter().map(|(&h, &load)| load.min(nic(h))).sum();
+    let mut picks = Vec::new();
+    for (vm, host) in candidates.into_iter().take(MAX_SCAN) {
+        if picks.len() >= target.max_new || demand >= target.rate {
+            break;
+        }
+        let nic = nic(host);
+        let load = host_load.get(&host).copied().unwrap_or(0.0);
+        if load >= NIC_FULL * nic {
+            continue;
+        }
+        let room = (nic - load).min(target.rate - demand);
+        let channels = match target.per_connection {
+            Some(per) if per > 0.0 && room.is_finite() => {
+                let needed = (room / per).ceil().clamp(1.0, f64::from(MAX_CHANNELS)) as u32;
+                needed.max(target.base_channels)
+            }
+            // Unknown: the scenario's count, whose rate then shows what one
+            // connection carries.
+            Some(_) | None => target.base_channels,
+        };
+        let cap = target
+            .per_connection
+            .map_or(f64::INFINITY, |per| per * f64::from(channels));
+        let adds = cap.min(nic - load);
+        demand += adds;
+        *host_load.entry(host).or_default() += cap;
+        picks.push((vm, channels));
+    }
+    picks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidates(hosts: &[usize]) -> Vec<(VmId, HostId)> {
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| (VmId(i), HostId(h)))
+            .collect()
+    }
+
+    #[test]
+    fn one_migration_with_enough_connections_fills_a_wan_its_nic_can_fill() {
+        // WAN peak 100 B/s, target 110; connections of 30 B/s: ceil(110 / 30)
+        // = 4 connections (120 B/s) on a NIC of 1000. One migration only.
+        let target = Target {
+            rate: 110.0,
+            max_new: usize::MAX,
+            base_channels: 1,
+            per_connection: Some(30.0),
+        };
+        let picks = fill(candidates(&[0, 0, 1]), &[], |_| 1000.0, target);
+        assert_eq!(picks, vec![(VmId(0), 4)]);
+    }
+
+    #[test]
+    fn no_second_migration_on_a_full_nic_and_enough_hosts_to_fill_the_wan() {
+        // NICs of 40 B/s, a WAN target of 110: three hosts' NICs are needed
+        // (40 + 40 + 30). Connections of 100 B/s: one each (at least the
+        // base of 1). VM 1 is on host 0, whose NIC VM 0 already fills.
+        let target = Target {
+            rate: 110.0,
+            max_new: usize::MAX,
+            base_channels: 1,
+            per_connection: Some(100.0),
+        };
+        let picks = fill(candidates(&[0, 0, 1, 2, 3]), &[], |_| 40.0, target);
+        assert_eq!(picks, vec![(VmId(0), 1), (VmId(2), 1), (VmId(3), 1)]);
+        // With host 1's NIC already full from a migration in flight, host 3
+        // takes its place.
+        let running = [Running {
+            host: HostId(1),
+            cap: 100.0,
+        }];
+        let picks = fill(candidates(&[0, 1, 2, 3]), &running, |_| 40.0, target);
+        assert_eq!(picks, vec![(VmId(0), 1), (VmId(2), 1)]);
+    }
+
+    #[test]
+    fn an_unknown_wan_gets_one_probe_per_call_with_connections_to_fill_the_nic() {
+        let target = Target {
+            rate: f64::INFINITY,
+            max_new: 1,
+            base_channels: 2,
+            per_connection: Some(10.0),
+        };
+        // Room is the NIC's 50: ceil(50 / 10) = 5 connections.
+        let picks = fill(candidates(&[0, 1]), &[], |_| 50.0, target);
+        assert_eq!(picks, vec![(VmId(0), 5)]);
+        // Unknown connections: the scenario's count.
+        let picks = fill(
+            candidates(&[0, 1]),
+            &[],
+            |_| 50.0,
+            Target {
+                per_connection: None,
+                ..target
+            },
+        );
+        assert_eq!(picks, vec![(VmId(0), 2)]);
+        // Nothing when the target is met already.
+        let running = [Running {
+            host: HostId(0),
+            cap: 60.0,
+        }];
+        let met = Target { rate: 50.0, ..target };
+        assert!(fill(candidates(&[1]), &running, |_| 50.0, met).is_empty());
+    }
+}

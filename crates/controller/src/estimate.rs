@@ -1,0 +1,298 @@
+//! What the `deadline` planner knows of its bottlenecks: the WAN's capacity,
+//! each source host's NIC, and the most one TCP connection carries.
+//!
+//! Only the NICs' speeds are configuration (a host knows its own link); the
+//! WAN's capacity is measured, from the rates of the migrations in flight.
+//! A sample tells the capacity only when the path was full: when some
+//! migration ran below both its own connections' cap and its NIC's share,
+//! something further on held it back, and the sum of the rates is the WAN's
+//! capacity. When every migration ran at its own cap, the sum is only a
+//! floor: the WAN may carry more.
+//!
+//! Two figures come out, each for its own use:
+//!
+//! - **`peak`**, the most the WAN carried over the last [`HORIZON_S`]: what
+//!   the migrations in flight are sized to fill. Sized to the peak, they
+//!   already ask for more than the WAN gives in a low phase, so the moment
+//!   the capacity comes back it shows in the throughput: no probe is needed
+//!   to find it, and none is irrevocably started on a transient rise.
+//! - **`mean`**, the time-weighted mean of the capacity over the same
+//!   horizon: what the plan counts on to deliver before each deadline. On a
+//!   WAN that alternates between two levels it is their average, which is
+//!   what a deadline minutes away will get, where the last sample (high or
+//!   low) would swing the plan with every change.
+
+use std::collections::VecDeque;
+
+use evac_model::{Fleet, HostId};
+
+use crate::MigrationObs;
+
+/// How far back the estimates look, seconds: several phases of a WAN whose
+/// capacity changes every 30 to 90 s.
+pub const HORIZON_S: f64 = 300.0;
+
+/// A migration within this fraction of a cap is held by that cap.
+const AT_CAP: f64 = 0.97;
+
+/// The bottlenecks as measured.
+#[derive(Debug, Clone)]
+pub struct Estimator {
+    /// Per host: its NIC's capacity, bytes per second.
+    nic: Vec<f64>,
+    /// The most one connection carries, bytes per second: from the RTT and
+    /// window if the operator gave them, raised by any faster connection
+    /// seen.
+    per_connection: Option<f64>,
+    /// `(time, capacity estimate)`, oldest first, over [`HORIZON_S`].
+    history: VecDeque<(f64, f64)>,
+    /// The latest capacity estimate, bytes per second.
+    current: Option<f64>,
+    /// Whether any sample so far found the path full.
+    ever_saturated: bool,
+}
+
+/// What one sample showed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// The sum of the migrations' rates, bytes per second.
+    pub throughput: f64,
+    /// Whether the path was full (the throughput is the WAN's capacity).
+    pub saturated: bool,
+}
+
+impl Estimator {
+    /// `connection_cap` in bytes per second, if known.
+    pub fn new(fleet: &Fleet, connection_cap: Option<f64>) -> Self {
+        Self {
+            nic: fleet.hosts.iter().map(|h| h.nic.to_bytes_per_sec().0).collect(),
+            per_connection: connection_cap.filter(|c| c.is_finite() && *c > 0.0),
+            history: VecDeque::new(),
+            current: None,
+            ever_saturated: false,
+        }
+    }
+
+    pub fn nic(&self, host: HostId) -> f64 {
+        self.nic[host.0]
+    }
+
+    /// The most one connection carries, bytes per second, if known.
+    pub fn per_connection(&self) -> Option<f64> {
+        self.per_connection
+    }
+
+    /// The most a migration with `channels` connections carries on its
+    /// own, bytes per second (unbounded if the connections' cap is unknown).
+    pub fn migration_cap(&self, channels: u32) -> f64 {
+        self.per_connection
+            .map_or(f64::INFINITY, |c| c * f64::from(channels.max(1)))
+    }
+
+    /// Takes in the migrations in flight at `now`.
+    pub fn observe(&mut self, now: f64, fleet: &Fleet, migrations: &[MigrationObs]) -> Option<Sample> {
+        if migrations.is_empty() {
+            return None;
+        }
+        let mut per_host: std::collections::HashMap<usize, f64> = std::collections::HashMap::new();
+        let mut throughput = 0.0;
+        for m in migrations {
+            let rate = m.rate.to_bytes_per_sec().0;
+            let channels = f64::from(m.params.multifd_channels.max(1));
+            if rate > 0.0 && m.params.max_bandwidth.is_none() {
+                let per = rate / channels;
+                self.per_connection = Some(self.per_connection.map_or(per, |c| c.max(per)));
+            }
+            throughput += rate;
+            *per_host.entry(fleet.vm(m.vm).host.0).or_default() += rate;
+        }
+        // A migration held by neither its connections, its bandwidth cap
+        // nor its NIC was held by the WAN.
+        let saturated = migrations.iter().any(|m| {
+            let rate = m.rate.to_bytes_per_sec().0;
+            let host = fleet.vm(m.vm).host.0;
+            let own = self.migration_cap(m.params.multifd_channels).min(
+                m.params
+                    .max_bandwidth
+                    .map_or(f64::INFINITY, |b| b.to_bytes_per_sec().0),
+            );
+            let nic_full = per_host[&host] >= AT_CAP * self.nic[host];
+            rate < AT_CAP * own && !nic_full
+        });
+        let estimate = if saturated {
+            self.ever_saturated = true;
+            throughput
+        } else {
+            // A floor: the capacity is at least this, and no sign it fell.
+            self.current.map_or(throughput, |c| c.max(throughput))
+        };
+        if throughput <= 0.0 && !saturated {
+            return Some(Sample {
+                throughput,
+                saturated,
+            });
+        }
+        self.current = Some(estimate);
+        self.history.push_back((now, estimate));
+        while self.history.front().is_some_and(|&(t, _)| t < now - HORIZON_S) {
+            self.history.pop_front();
+        }
+        Some(Sample {
+            throughput,
+            saturated,
+        })
+    }
+
+    /// Whether the WAN's capacity has been seen (some sample found the path
+    /// full); until then [`Estimator::peak`] is only a floor.
+    pub fn wan_known(&self) -> bool {
+        self.ever_saturated
+    }
+
+    /// The latest estimate, bytes per second.
+    #[cfg(test)]
+    pub fn current(&self) -> Option<f64> {
+        self.current
+    }
+
+    /// The most the WAN carried over the horizon, bytes per second.
+    pub fn peak(&self) -> Option<f64> {
+        self.history.iter().map(|&(_, c)| c).reduce(f64::max)
+    }
+
+    /// The time-weighted mean capacity over the horizon up to `now`, bytes
+    /// per second: each estimate holds until the next.
+    pub fn mean(&self, now: f64) -> Option<f64> {
+        let (&(first, only), rest) = (self.history.front()?, self.history.iter().skip(1));
+        let mut weighted = 0.0;
+        let mut last = (first, only);
+        for &(t, c) in rest {
+            weighted += last.1 * (t - last.0);
+            last = (t, c);
+        }
+        weighted += last.1 * (now - last.0);
+        let span = now - first;
+        if span <= 0.0 {
+            return Some(last.1);
+        }
+        Some(weighted / span)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use evac_model::{BitsPerSec, Bytes, BytesPerSec, Host, MigrationParams, Site, Vm, VmId};
+
+    use super::*;
+    use crate::Phase;
+
+    fn fleet() -> Fleet {
+        let host = |name: &str, nic: f64, site| Host {
+            name: name.into(),
+            site,
+            nic: BitsPerSec(nic * 8.0),
+            memory: None,
+            power_off_at: None,
+        };
+        let vm = |name: &str, host: usize| Vm {
+            name: name.into(),
+            host: HostId(host),
+            memory: Bytes::gib(1),
+            dirty_rate: BytesPerSec::ZERO,
+            working_set: Bytes::ZERO,
+            priority: 1,
+            destination: None,
+        };
+        Fleet {
+            // NICs of 100 and 50 bytes/s, a destination of 1000.
+            hosts: vec![
+                host("a", 100.0, Site::Source),
+                host("b", 50.0, Site::Source),
+                host("d", 1000.0, Site::Destination),
+            ],
+            vms: vec![vm("x", 0), vm("y", 1), vm("z", 0)],
+        }
+    }
+
+    fn obs(vm: usize, rate: f64, channels: u32) -> MigrationObs {
+        MigrationObs {
+            vm: VmId(vm),
+            destination: HostId(2),
+            phase: Phase::Precopy,
+            round: 1,
+            started_at: Duration::ZERO,
+            bytes_sent: Bytes::ZERO,
+            bytes_remaining: Bytes::gib(1),
+            rate: BitsPerSec(rate * 8.0),
+            dirty_rate: BytesPerSec::ZERO,
+            params: MigrationParams {
+                multifd_channels: channels,
+                ..MigrationParams::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_migration_below_its_caps_measures_the_wan() {
+        let fleet = fleet();
+        // Connections carry 20 B/s each; 4 of them could carry 80, the NIC
+        // 100: running at 30, the WAN held it.
+        let mut e = Estimator::new(&fleet, Some(20.0));
+        let s = e.observe(1.0, &fleet, &[obs(0, 30.0, 4)]).unwrap();
+        assert_eq!(
+            s,
+            Sample {
+                throughput: 30.0,
+                saturated: true
+            }
+        );
+        assert_eq!(e.current(), Some(30.0));
+        assert!(e.wan_known());
+    }
+
+    #[test]
+    fn migrations_at_their_caps_give_only_a_floor() {
+        let fleet = fleet();
+        let mut e = Estimator::new(&fleet, Some(20.0));
+        // x at its 2 connections' 40, y at its NIC's 50: nothing held by the
+        // WAN, which carries at least 90.
+        let s = e
+            .observe(1.0, &fleet, &[obs(0, 40.0, 2), obs(1, 50.0, 8)])
+            .unwrap();
+        assert!(!s.saturated);
+        assert_eq!(e.current(), Some(90.0));
+        assert!(!e.wan_known());
+        // A lower floor later does not lower the estimate.
+        e.observe(2.0, &fleet, &[obs(0, 40.0, 2)]);
+        assert_eq!(e.current(), Some(90.0));
+    }
+
+    #[test]
+    fn an_unknown_connection_cap_is_learnt_from_the_fastest_connection() {
+        let fleet = fleet();
+        let mut e = Estimator::new(&fleet, None);
+        assert_eq!(e.migration_cap(2), f64::INFINITY);
+        e.observe(1.0, &fleet, &[obs(0, 60.0, 3)]);
+        assert_eq!(e.per_connection(), Some(20.0));
+        assert_eq!(e.migration_cap(4), 80.0);
+    }
+
+    #[test]
+    fn the_mean_weights_each_level_by_how_long_it_held_and_the_peak_is_the_max() {
+        let fleet = fleet();
+        let mut e = Estimator::new(&fleet, Some(1000.0));
+        // 100 B/s for 60 s, then 40 B/s for 30 s, seen at t = 0, 60, 90.
+        e.observe(0.0, &fleet, &[obs(0, 100.0 * 0.9, 8)]);
+        e.observe(60.0, &fleet, &[obs(0, 40.0, 8)]);
+        // (90 × 60 + 40 × 30) / 90 = (5400 + 1200) / 90 = 73.33...
+        let mean = e.mean(90.0).unwrap();
+        assert!((mean - 6600.0 / 90.0).abs() < 1e-9, "{mean}");
+        assert_eq!(e.peak(), Some(90.0));
+        // 400 s later only the 40 B/s level is within the horizon.
+        e.observe(400.0, &fleet, &[obs(0, 40.0, 8)]);
+        assert_eq!(e.peak(), Some(40.0));
+        assert_eq!(e.mean(410.0), Some(40.0));
+    }
+}
