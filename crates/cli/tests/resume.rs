@@ -37,14 +37,27 @@ fn journal_lines(path: &Path) -> Vec<Value> {
 
 #[test]
 fn a_killed_run_is_resumed_and_moves_every_vm_exactly_once() {
+    killed_and_resumed("res", false);
+}
+
+/// The migration in flight when evac died completes before `--resume`:
+/// the resumed run finishes it (the destination runs, the source quits)
+/// instead of starting it again.
+#[test]
+fn a_migration_that_completed_while_evac_was_down_is_finished_not_repeated() {
+    killed_and_resumed("fin", true);
+}
+
+/// `prefix` names the VMs: tests run at once and look for their
+/// destination QEMUs by name among all processes.
+fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
+    let name = |i: u32| format!("{prefix}-{i}");
     if lab::skip_without(&[lab::qemu_available]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new(dir.path());
-    let vms: Vec<_> = (1..=3)
-        .map(|i| lab.start_vm(&format!("res-{i}"), 64).unwrap())
-        .collect();
+    let vms: Vec<_> = (1..=3).map(|i| lab.start_vm(&name(i), 64).unwrap()).collect();
     // One at a time at 100 Mbps: about 5.5 s each.
     let inventory = dir.path().join("inventory.toml");
     std::fs::write(
@@ -65,10 +78,12 @@ fn a_killed_run_is_resumed_and_moves_every_vm_exactly_once() {
     loop {
         assert!(Instant::now() < deadline, "{:?}", journal_lines(&journal));
         let lines = journal_lines(&journal);
-        let first_done = lines
+        let first_done = lines.iter().any(|l| {
+            l["event"] == "end" && l["vm"] == name(1).as_str() && l["record"]["outcome"] == "migrated"
+        });
+        let second_started = lines
             .iter()
-            .any(|l| l["event"] == "end" && l["vm"] == "res-1" && l["record"]["outcome"] == "migrated");
-        let second_started = lines.iter().any(|l| l["event"] == "start" && l["vm"] == "res-2");
+            .any(|l| l["event"] == "start" && l["vm"] == name(2).as_str());
         if first_done && second_started {
             break;
         }
@@ -79,9 +94,30 @@ fn a_killed_run_is_resumed_and_moves_every_vm_exactly_once() {
     first.wait().unwrap();
     let lines = journal_lines(&journal);
     assert!(
-        !lines.iter().any(|l| l["event"] == "end" && l["vm"] == "res-2"),
-        "res-2 ended before the kill: {lines:?}"
+        !lines
+            .iter()
+            .any(|l| l["event"] == "end" && l["vm"] == name(2).as_str()),
+        "the second VM ended before the kill: {lines:?}"
     );
+    if let_it_complete {
+        // The source goes on without evac: wait for it to finish sending.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let monitor = Qmp::connect(vms[1].monitor.to_str().unwrap()).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let info = monitor.query_migrate().await.unwrap();
+                if info.status == Some(evac_qmp::MigrationStatus::Completed) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the second VM never completed: {info:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
 
     // A plain run refuses the run dir and says how to finish it.
     let plain = Command::new(evac)
@@ -118,11 +154,11 @@ fn a_killed_run_is_resumed_and_moves_every_vm_exactly_once() {
     for (record, vm) in records.iter().zip(&vms) {
         assert_eq!(record["name"], vm.name.as_str());
         assert_eq!(record["outcome"], "migrated", "{record}");
-        // Times run on from the first start: res-1 ended before the kill,
-        // res-3 after the resume.
+        // Times run on from the first start: the first VM ended before the kill,
+        // the third after the resume.
         assert!(record["end_s"].as_f64().unwrap() > record["start_s"].as_f64().unwrap());
     }
-    // res-2 was not started again: its one attempt was taken up.
+    // The second was not started again: its one attempt was taken up.
     let lines = journal_lines(&journal);
     let starts = |vm: &str| {
         lines
@@ -130,8 +166,8 @@ fn a_killed_run_is_resumed_and_moves_every_vm_exactly_once() {
             .filter(|l| l["event"] == "start" && l["vm"] == vm)
             .count()
     };
-    assert_eq!(starts("res-1"), 1);
-    assert_eq!(starts("res-2"), 1, "{lines:?}");
+    assert_eq!(starts(&name(1)), 1);
+    assert_eq!(starts(&name(2)), 1, "{lines:?}");
     assert!(lines.last().is_some_and(|l| l["event"] == "finish"), "{lines:?}");
 
     // Each VM runs exactly once: its source QEMU is gone, one destination runs it.

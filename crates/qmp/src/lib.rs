@@ -16,6 +16,12 @@
 //!   `class` and `desc`; a closed socket (QEMU quit or died) is
 //!   [`QmpError::Disconnected`] for the command in flight and every later one;
 //!   [`Qmp::closed`] resolves when that happens.
+//! - Limits, because the peer may be anything listening on that socket:
+//!   connecting takes at most [`CONNECT_TIMEOUT`], the greeting and every
+//!   reply at most their timeout, a line at most [`MAX_LINE`] (1 MiB, read
+//!   in bounded chunks: a peer that never sends a newline is cut off, the
+//!   connection then counts as closed), and an error quotes at most the
+//!   first 80 characters of what the peer sent.
 //! - Typed helpers for migration: [`Qmp::query_migrate`] ([`MigrationInfo`]),
 //!   [`Qmp::query_status`], [`Qmp::migrate_set_capabilities`],
 //!   [`Qmp::migrate_set_parameters`] (`max-bandwidth` is in **bytes** per
@@ -116,6 +122,57 @@ impl std::fmt::Debug for Qmp {
 /// How long connecting and each command may take unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long connecting to a QMP socket may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest line read from a peer: QEMU's replies are a few KiB; a peer
+/// that sends more without a newline is cut off, never buffered for ever.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// How much of what a peer sent an error quotes.
+const EXCERPT: usize = 80;
+
+/// At most [`EXCERPT`] characters of `text`, marked when cut.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text.to_owned(),
+    }
+}
+
+/// Reads one line (without its newline) of at most [`MAX_LINE`] bytes;
+/// `None` at the end of the stream.
+async fn read_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Result<Option<String>> {
+    let mut line = Vec::new();
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return if line.is_empty() {
+                Ok(None)
+            } else {
+                Err(QmpError::Disconnected)
+            };
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buf[..at], Some(at + 1)),
+            None => (buf, None),
+        };
+        if line.len() + chunk.len() > MAX_LINE {
+            line.extend_from_slice(&chunk[..EXCERPT.min(chunk.len())]);
+            return Err(QmpError::Protocol(format!(
+                "the peer sent a line longer than {MAX_LINE} bytes, starting `{}`",
+                excerpt(&String::from_utf8_lossy(&line))
+            )));
+        }
+        line.extend_from_slice(chunk);
+        let used = done.unwrap_or(buf.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+    }
+}
+
 /// Where a QMP server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QmpAddr {
@@ -154,8 +211,9 @@ impl Qmp {
         };
         match QmpAddr::parse(addr) {
             QmpAddr::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(&path)
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(&path))
                     .await
+                    .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
                     .map_err(connect_err)?;
                 let pid = stream
                     .peer_cred()
@@ -166,8 +224,9 @@ impl Qmp {
                 Self::handshake(r, Box::new(w), pid).await
             }
             QmpAddr::Tcp(hostport) => {
-                let stream = tokio::net::TcpStream::connect(&hostport)
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&hostport))
                     .await
+                    .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
                     .map_err(connect_err)?;
                 let (r, w) = stream.into_split();
                 Self::handshake(r, Box::new(w), None).await
@@ -201,8 +260,8 @@ impl Qmp {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
-        let mut lines = BufReader::new(read).lines();
-        let greeting = tokio::time::timeout(DEFAULT_TIMEOUT, lines.next_line())
+        let mut lines = BufReader::new(read);
+        let greeting = tokio::time::timeout(DEFAULT_TIMEOUT, read_line(&mut lines))
             .await
             .map_err(|_| QmpError::Timeout {
                 command: "(greeting)".into(),
@@ -210,9 +269,12 @@ impl Qmp {
             })??
             .ok_or(QmpError::Disconnected)?;
         let greeting: Value = serde_json::from_str(&greeting)
-            .map_err(|e| QmpError::Protocol(format!("bad greeting `{greeting}`: {e}")))?;
+            .map_err(|e| QmpError::Protocol(format!("bad greeting `{}`: {e}", excerpt(&greeting))))?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!("not a QMP greeting: {greeting}")));
+            return Err(QmpError::Protocol(format!(
+                "not a QMP greeting: {}",
+                excerpt(&greeting.to_string())
+            )));
         }
         let (events, first) = broadcast::channel(1024);
         let (closed_tx, closed) = watch::channel(false);
@@ -223,7 +285,9 @@ impl Qmp {
             let events_tx = events.clone();
             let reader = tokio::spawn(async move {
                 loop {
-                    let line = match lines.next_line().await {
+                    // An over-long line ends the connection: every command
+                    // then fails as disconnected rather than wait.
+                    let line = match read_line(&mut lines).await {
                         Ok(Some(line)) => line,
                         _ => break,
                     };
@@ -452,7 +516,7 @@ impl Qmp {
 
 fn reply_result(message: Value) -> Result<Value> {
     if let Some(error) = message.get("error") {
-        let field = |name: &str| error.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
+        let field = |name: &str| excerpt(error.get(name).and_then(Value::as_str).unwrap_or(""));
         return Err(QmpError::Command {
             class: field("class"),
             desc: field("desc"),
@@ -462,10 +526,14 @@ fn reply_result(message: Value) -> Result<Value> {
         Value::Object(mut map) => match map.remove("return") {
             Some(value) => Ok(value),
             None => Err(QmpError::Protocol(format!(
-                "reply with neither return nor error: {map:?}"
+                "reply with neither return nor error: {}",
+                excerpt(&Value::Object(map).to_string())
             ))),
         },
-        other => Err(QmpError::Protocol(format!("reply is not an object: {other}"))),
+        other => Err(QmpError::Protocol(format!(
+            "reply is not an object: {}",
+            excerpt(&other.to_string())
+        ))),
     }
 }
 

@@ -248,3 +248,99 @@ fn socket_addresses_are_parsed_tolerantly() {
     let odd: MigrationInfo = serde_json::from_value(json!({"socket-address": "tcp:x:1"})).unwrap();
     assert!(odd.socket_address.is_empty());
 }
+
+/// A peer that sends whatever `send` says, once connected.
+async fn raw_server(dir: &tempfile::TempDir, send: Vec<u8>, then_greet: bool) -> String {
+    let path = dir.path().join("raw.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        if then_greet {
+            write.write_all(format!("{GREETING}\n").as_bytes()).await.unwrap();
+            // Answer `qmp_capabilities`, then flood.
+            let mut lines = BufReader::new(read).lines();
+            let line = lines.next_line().await.unwrap().unwrap();
+            let id = serde_json::from_str::<Value>(&line).unwrap()["id"].clone();
+            write
+                .write_all(format!("{}\n", ok(&id, json!({}))).as_bytes())
+                .await
+                .unwrap();
+            let _ = lines.next_line().await;
+            let _ = write.write_all(&send).await;
+            // Keep the socket open: only the line limit may end this.
+            let _ = lines.next_line().await;
+        } else {
+            let _ = write.write_all(&send).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(read);
+        }
+    });
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_endless_greeting_is_cut_at_the_line_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3 MiB without a newline; the socket stays open.
+    let path = raw_server(&dir, vec![b'x'; 3 << 20], false).await;
+    let started = tokio::time::Instant::now();
+    let err = match Qmp::connect(&path).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a flood is not a greeting"),
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.contains("longer than 1048576 bytes"), "{err}");
+    // The error quotes a short prefix, not the flood.
+    assert!(err.len() < 300, "{} bytes of error", err.len());
+}
+
+#[tokio::test]
+async fn a_bad_greeting_is_quoted_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut garbage = vec![b'{'; 1];
+    garbage.extend(vec![b'y'; 10_000]);
+    garbage.push(b'\n');
+    let path = raw_server(&dir, garbage, false).await;
+    let err = match Qmp::connect(&path).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("garbage is not a greeting"),
+    };
+    assert!(
+        err.contains("bad greeting") && err.contains("10001 bytes"),
+        "{err}"
+    );
+    assert!(err.len() < 300, "{} bytes of error", err.len());
+}
+
+#[tokio::test]
+async fn a_flood_after_the_handshake_ends_the_connection_not_the_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = raw_server(&dir, vec![b'z'; 3 << 20], true).await;
+    let qmp = Qmp::connect(&path).await.unwrap();
+    qmp.set_timeout(Duration::from_secs(5));
+    let started = tokio::time::Instant::now();
+    let err = qmp.query_status().await.unwrap_err();
+    assert!(matches!(err, QmpError::Disconnected), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(qmp.is_closed());
+}
+
+#[test]
+fn excerpts_cut_on_a_character_boundary() {
+    let text = "é".repeat(200);
+    let cut = excerpt(&text);
+    assert!(
+        cut.starts_with(&"é".repeat(80)) && cut.ends_with("(400 bytes)"),
+        "{cut}"
+    );
+    assert_eq!(excerpt("short"), "short");
+}

@@ -34,6 +34,17 @@
 //! - **Progress.** A [`RunProgress`] snapshot is published on a
 //!   [`tokio::sync::watch`] channel every period and once at the end; the
 //!   library draws nothing.
+//! - **Stalls and retries.** A migration whose bytes do not move for
+//!   `stall_after` ([`STALL_AFTER_PERIODS`] periods by default) is
+//!   cancelled, with a log line, so the controller retries it on a fresh
+//!   destination; a failed VM's retry waits [`RETRY_BACKOFF`], doubling per
+//!   failure, at most [`RETRY_BACKOFF_CAP`] (the controller hears of the
+//!   failure only then).
+//! - **Journal and resume.** Every decision is appended to the run dir's
+//!   journal and flushed before it is carried out ([`journal`]); after a
+//!   crash, [`run`] with [`RunOptions::replay`] keeps the finished VMs'
+//!   records, adopts the attempts in flight ([`Backend::adopt`]) and never
+//!   starts a VM twice. A plain run refuses an unfinished journal.
 //! - **Network usage.** Per source host, the cumulative bytes its NIC sent
 //!   when the backend measures it, else the sum of its migrations' bytes;
 //!   the WAN's is the sum over source hosts.
