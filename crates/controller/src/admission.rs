@@ -12,9 +12,9 @@
 //! both migrations for no more throughput.
 //!
 //! Until the WAN's capacity has been seen (every migration so far ran at its
-//! own cap), at most one migration starts per period: each is a probe whose
-//! worth the next sample shows, and it starts only because the ones in
-//! flight were all held by their own caps, never blindly.
+//! own cap), `deadline` aims at twice the floor it measured, as TCP's slow
+//! start does: each step starts only because the migrations in flight were
+//! all held by their own caps, never blindly.
 
 use evac_model::{HostId, VmId};
 

@@ -374,11 +374,20 @@ impl Policy for Deadline {
                 base_channels: self.base.multifd_channels,
                 per_connection: self.estimator.per_connection(),
             },
-            // Not seen yet: one more migration per period while every one
-            // in flight runs at its own cap.
-            _ => Target {
+            // Not seen full yet, but every migration ran at its own cap:
+            // twice the floor it measured (as TCP's slow start), so short
+            // migrations that end within a period still add up.
+            Some(floor) => Target {
+                rate: 2.0 * floor,
+                max_new: usize::MAX,
+                base_channels: self.base.multifd_channels,
+                per_connection: self.estimator.per_connection(),
+            },
+            // Nothing measured yet: one migration, whose rate the next
+            // period shows.
+            None => Target {
                 rate: f64::INFINITY,
-                max_new: usize::from(view.period_throughput.is_some() || running.is_empty()),
+                max_new: usize::from(running.is_empty()),
                 base_channels: self.base.multifd_channels,
                 per_connection: self.estimator.per_connection(),
             },
