@@ -4,7 +4,6 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -14,8 +13,10 @@ use evac_scenario::Scenario;
 
 mod init_cmd;
 mod lab;
+mod plan_cmd;
 mod progress;
 mod report_cmd;
+mod run;
 
 #[derive(Parser)]
 #[command(name = "evac", version, about, long_about = None)]
@@ -62,6 +63,25 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Read a live QEMU fleet without migrating anything (memory, dirty
+    /// rates measured by QEMU), simulate its evacuation with every policy
+    /// and print the triage of the recommended one.
+    Plan {
+        /// Inventory file (TOML), as for `evac run`.
+        inventory: PathBuf,
+        /// How long to sample each VM's dirty pages (whole seconds).
+        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        sample: std::time::Duration,
+        /// How long the second sample, for the working set, lasts.
+        #[arg(long, default_value = "8s", value_parser = parse_duration_arg)]
+        working_set_sample: std::time::Duration,
+        /// Write the equivalent scenario (for `evac simulate`).
+        #[arg(long, value_name = "FILE")]
+        scenario_out: Option<PathBuf>,
+        /// Write the plan as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Write a scenario to start from (the embedded default, commented) to
     /// FILE, or to stdout; an existing FILE is never overwritten.
     Init {
@@ -101,7 +121,7 @@ struct ControllerArgs {
 }
 
 #[derive(Args)]
-struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Write the full result as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -111,6 +131,10 @@ struct OutputArgs {
     /// Draw the timeline and every VM's migration as an SVG picture.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    evac_model::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn parse_with<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, String> {
@@ -142,7 +166,20 @@ fn dispatch(command: Command) -> Result<()> {
             policy,
             quiet,
             output,
-        } => run(&inventory, policy, quiet, &output),
+        } => run::run(&inventory, policy, quiet, &output),
+        Command::Plan {
+            inventory,
+            sample,
+            working_set_sample,
+            scenario_out,
+            json,
+        } => plan_cmd::plan(
+            &inventory,
+            sample,
+            working_set_sample,
+            scenario_out.as_deref(),
+            json.as_deref(),
+        ),
         Command::Init { file } => init_cmd::init(file.as_deref()),
         Command::Report {
             results,
@@ -151,53 +188,6 @@ fn dispatch(command: Command) -> Result<()> {
         } => report_cmd::report(&results, &label, &output),
         Command::Lab { command } => lab::dispatch(command),
     }
-}
-
-fn run(path: &Path, policy: Option<PolicyKind>, quiet: bool, output: &OutputArgs) -> Result<()> {
-    let inventory = evac_qemu::Inventory::from_path(path)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = runtime.block_on(async {
-        let display = (!quiet).then(progress::Display::stderr);
-        // Messages go above the bars, not through them.
-        let log: evac_qemu::Log = match &display {
-            Some(display) => Arc::new(display.printer()),
-            None => evac_qemu::log_to_stderr(),
-        };
-        let ctrl_c = {
-            let log = log.clone();
-            async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    log("Ctrl-C: cancelling the migrations in flight");
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        let mut options = evac_qemu::RunOptions {
-            policy,
-            log: Some(log),
-            ..Default::default()
-        };
-        let render = display.map(|mut display| {
-            let (tx, mut rx) = tokio::sync::watch::channel(evac_qemu::RunProgress::default());
-            options.progress = Some(tx);
-            tokio::spawn(async move {
-                // Ends when the run drops the sender, after its last snapshot.
-                while rx.changed().await.is_ok() {
-                    let snapshot = rx.borrow_and_update().clone();
-                    display.update(&snapshot);
-                }
-                display.finish();
-            })
-        });
-        let output = evac_qemu::run_with_options(inventory, options, ctrl_c).await;
-        if let Some(render) = render {
-            let _ = render.await;
-        }
-        output.map(|o| o.result)
-    })?;
-    println!("{}", evac_report::summary::render_text(&result));
-    write_outputs(&result, output)
 }
 
 fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs) -> Result<()> {
@@ -250,7 +240,7 @@ fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {
+pub(crate) fn write_outputs(result: &RunResult, output: &OutputArgs) -> Result<()> {
     if let Some(path) = &output.json {
         // Streamed through a buffer: a million VMs' JSON is never one string.
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;

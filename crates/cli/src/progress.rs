@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use evac_controller::Phase;
 use evac_model::{BitsPerSec, Bytes};
-use evac_qemu::{FlightProgress, RunProgress};
+use evac_run::{FlightProgress, RunProgress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Display {

@@ -175,6 +175,13 @@ pub trait Controller {
         true
     }
 
+    /// The most migrations it lets run at once, as of its last decision
+    /// (an AIMD window, a static limit); `None` when it sets no limit or
+    /// does not say. Live metrics show it.
+    fn window(&self) -> Option<usize> {
+        None
+    }
+
     /// A short name for reports.
     fn name(&self) -> &str;
 }
@@ -389,6 +396,8 @@ pub struct Evacuation {
     /// Each destination's rank among the destinations sorted by name.
     name_rank: Vec<usize>,
     last_sample: Option<Sample>,
+    /// The site-wide limit of the last admission, for [`Controller::window`].
+    window: Option<usize>,
     throughput: Vec<BitsPerSec>,
     /// Hosts whose counter moved since the last sample (all of them when
     /// the driver does not say), and those with a non-zero throughput.
@@ -526,6 +535,7 @@ impl Evacuation {
             roomiest: BTreeSet::new(),
             name_rank,
             last_sample: None,
+            window: None,
             throughput: vec![BitsPerSec(0.0); hosts],
             touched: Touched {
                 all: false,
@@ -888,6 +898,8 @@ impl Controller for Evacuation {
             sending_hosts: Some(&self.sending),
         };
         let admission = self.policy.admit(&view);
+        // `parallel` admits usize::MAX: no limit to show.
+        self.window = (admission.total < usize::MAX).then_some(admission.total);
         let mut actions = self.policy.tune(&view);
         actions.extend(self.admit(&admission, observations.now));
         let view = View {
@@ -906,6 +918,10 @@ impl Controller for Evacuation {
 
     fn next_wakeup(&self) -> Wakeup {
         self.wakeup
+    }
+
+    fn window(&self) -> Option<usize> {
+        self.window
     }
 
     fn name(&self) -> &str {

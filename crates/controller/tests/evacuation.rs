@@ -157,3 +157,28 @@ fn queued_vms_of_a_host_that_lost_power_are_dropped() {
     assert!(starts(&evacuation.on_tick(&tick(5, vec![lost], 2))).is_empty());
     assert_eq!(evacuation.queued(), 0);
 }
+
+#[test]
+fn the_window_is_the_last_admissions_limit() {
+    let fleet = Fleet {
+        hosts: vec![
+            host("s0", Site::Source, None),
+            host("dst", Site::Destination, None),
+        ],
+        vms: (0..3).map(|i| vm(&format!("vm-{i}"), 0, 1)).collect(),
+    };
+    // Before any decision there is nothing to show.
+    assert_eq!(controller(&fleet, PolicyKind::Static).window(), None);
+    // static: max_in_flight = 5 by default; sequential: 1; parallel: none.
+    for (policy, window) in [
+        (PolicyKind::Static, Some(5)),
+        (PolicyKind::Sequential, Some(1)),
+        (PolicyKind::Parallel, None),
+        // AIMD windows start at 1.
+        (PolicyKind::AimdGlobal, Some(1)),
+    ] {
+        let mut evacuation = controller(&fleet, policy);
+        evacuation.on_tick(&tick(0, vec![], 2));
+        assert_eq!(evacuation.window(), window, "{policy:?}");
+    }
+}

@@ -151,9 +151,11 @@ impl LabInstance {
             dir,
             inventory: Inventory {
                 name: String::new(),
+                backend: Default::default(),
                 controller: Default::default(),
                 migration: Default::default(),
                 run_dir: None,
+                network: None,
                 hosts: Vec::new(),
                 vms: Vec::new(),
             },
@@ -212,6 +214,15 @@ impl LabInstance {
                 text += &toml::to_string(&wrapper).context("re-writing the lab file's tables")?;
             }
         }
+        // The WAN the lab builds, so `evac plan` on this inventory sees it.
+        let network = &self.scenario.network;
+        let _ = write!(
+            text,
+            "[network]\nwan_bandwidth = \"{} bps\"\nwan_rtt = \"{} us\"\ntcp_window = \"{} B\"\n",
+            network.wan_bandwidth.0.round() as u64,
+            network.wan_rtt.as_micros(),
+            network.tcp_window.0
+        );
         for (i, host) in fleet.hosts.iter().enumerate() {
             let _ = write!(
                 text,

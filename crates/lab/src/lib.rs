@@ -457,7 +457,39 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Destination QEMUs evac started for this lab (their QMP sockets
+        // and logs are in `dir`, the inventory's run_dir) outlive evac on
+        // purpose; a test that panics before adopting them must not leak them.
+        for pid in pids_mentioning(&self.dir) {
+            // SAFETY: kill(2) on a process whose command line names this
+            // lab's own temporary directory: one evac started for it.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
     }
+}
+
+/// The processes (other than this one) whose command line mentions `dir`.
+fn pids_mentioning(dir: &Path) -> Vec<u32> {
+    let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
+    if needle.len() < 8 {
+        // Never match broadly (`/`, `/tmp`): only a lab's own directory.
+        return Vec::new();
+    }
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle.as_slice()))
+        })
+        .collect()
 }
 
 /// Whether `ip netns add` works here (root, iproute2, kernel support):

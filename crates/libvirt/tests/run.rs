@@ -249,7 +249,12 @@ async fn evac_killed_and_restarted_moves_each_domain_once() {
         let mut backend = evac_libvirt::LibvirtBackend::connect(inv, evac_run::log_to_stderr())
             .await
             .unwrap();
-        let vm = backend.fleet().vms.iter().position(|v| v.name == in_flight[0]).unwrap();
+        let vm = backend
+            .fleet()
+            .vms
+            .iter()
+            .position(|v| v.name == in_flight[0])
+            .unwrap();
         let request = || StartRequest {
             vm: evac_model::VmId(vm),
             attempt: 1,
@@ -271,7 +276,10 @@ async fn evac_killed_and_restarted_moves_each_domain_once() {
                 Observed::Failed(f) => panic!("{f:?}"),
                 _ => {}
             }
-            assert!(started.elapsed() < Duration::from_secs(90), "the adopted migration never ended");
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the adopted migration never ended"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

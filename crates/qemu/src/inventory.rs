@@ -12,6 +12,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Inventory {
     pub name: String,
+    /// Always `qemu` here (the CLI dispatches on it).
+    #[serde(default)]
+    pub backend: evac_run::BackendKind,
     #[serde(default)]
     pub controller: ControllerConfig,
     #[serde(default)]
@@ -21,10 +24,34 @@ pub struct Inventory {
     /// QMP sockets live there.
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// The WAN as the operator knows it (`evac plan` simulates over it; a
+    /// run's lower bounds use it); absent, the fastest source NIC.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
     #[serde(rename = "host", default)]
     pub hosts: Vec<HostSpec>,
     #[serde(rename = "vm", default)]
     pub vms: Vec<VmSpec>,
+}
+
+/// An inventory's `[network]`: the scenario format's fields, no trace.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub wan_bandwidth: BitsPerSec,
+    #[serde(default = "default_rtt", with = "evac_model::units::human_duration")]
+    pub wan_rtt: Duration,
+    #[serde(default = "default_tcp_window")]
+    pub tcp_window: Bytes,
+}
+
+/// As in a scenario: a LAN-like round trip that limits nothing.
+fn default_rtt() -> Duration {
+    Duration::from_millis(1)
+}
+
+fn default_tcp_window() -> Bytes {
+    Bytes::mib(4)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -140,6 +167,12 @@ impl Inventory {
     }
 
     fn check(&self) -> Result<(), String> {
+        if self.backend != evac_run::BackendKind::Qemu {
+            return Err(format!(
+                "field `backend`: `{}` is not a QEMU inventory (expected \"qemu\")",
+                self.backend
+            ));
+        }
         for (i, host) in self.hosts.iter().enumerate() {
             if self.hosts[..i].iter().any(|h| h.name == host.name) {
                 return Err(format!("host `{}` is listed twice", host.name));
@@ -227,9 +260,18 @@ impl Inventory {
         Fleet { hosts, vms }
     }
 
-    /// The WAN as far as a real run knows it: the fastest source NIC (it only
-    /// feeds the report's lower bounds).
+    /// The WAN as far as a real run knows it: the inventory's `[network]`,
+    /// else the fastest source NIC (it feeds the report's lower bounds and
+    /// `evac plan`).
     pub fn network(&self) -> Network {
+        if let Some(net) = &self.network {
+            return Network {
+                wan_bandwidth: net.wan_bandwidth,
+                wan_rtt: net.wan_rtt,
+                tcp_window: net.tcp_window,
+                wan_trace: Vec::new(),
+            };
+        }
         let wan = self
             .hosts
             .iter()
@@ -287,6 +329,44 @@ qemu_args = ["-machine", "q35"]
         let fleet = inv.fleet(&[Bytes::mib(256)]);
         assert_eq!(fleet.vms[0].host, HostId(0));
         assert_eq!(inv.network().wan_bandwidth, BitsPerSec::gbps(10.0));
+    }
+
+    #[test]
+    fn the_backend_key_is_qemu_or_absent() {
+        let inv =
+            Inventory::from_str_at(&format!("backend = \"qemu\"\n{GOOD}"), Path::new("lab.toml")).unwrap();
+        assert_eq!(inv.backend, evac_run::BackendKind::Qemu);
+        assert_eq!(
+            Inventory::from_str_at(GOOD, Path::new("lab.toml"))
+                .unwrap()
+                .backend,
+            evac_run::BackendKind::Qemu
+        );
+        let err = Inventory::from_str_at(&format!("backend = \"libvirt\"\n{GOOD}"), Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lab.toml") && err.contains("`backend`") && err.contains("libvirt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_network_table_gives_the_wan() {
+        let text = GOOD.replace(
+            "[migration]",
+            "[network]\nwan_bandwidth = \"200 Mbps\"\nwan_rtt = \"40 ms\"\n[migration]",
+        );
+        let inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
+        let net = inv.network();
+        assert_eq!(net.wan_bandwidth, BitsPerSec::mbps(200.0));
+        assert_eq!(net.wan_rtt, Duration::from_millis(40));
+        assert_eq!(net.tcp_window, Bytes::mib(4));
+        let bad = text.replace("wan_rtt", "wan_latency");
+        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wan_latency"), "{err}");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! # evac-qemu
 //!
-//! The real backend of evac: it carries out the sans-IO controller's
-//! [`Action`]s on QEMU virtual machines over QMP ([`evac_qmp`]) and feeds it
-//! [`Observations`] measured from QEMU, then reports the same
-//! [`RunResult`] as the simulator. No policy lives here: the backend only
-//! executes actions and measures.
+//! The QEMU backend of evac: an [`evac_run::Backend`] ([`QemuBackend`])
+//! that carries out the run loop's actions on QEMU virtual machines over QMP
+//! ([`evac_qmp`]) and measures them. The loop itself (ticks, concurrent
+//! observations, attempts, power-offs, Ctrl-C, progress, the
+//! [`RunResult`]) is `evac-run`'s, the same for every backend; no policy
+//! lives here.
 //!
 //! ## Entry points
 //!
@@ -13,7 +14,7 @@
 //!     inventory: Inventory,
 //!     policy_override: Option<evac_controller::PolicyKind>,
 //!     shutdown: impl Future<Output = ()>,
-//! ) -> anyhow::Result<evac_report::RunResult>;
+//! ) -> anyhow::Result<evac_outcome::RunResult>;
 //! ```
 //!
 //! [`run_detailed`] also returns where each VM runs at the end
@@ -35,6 +36,7 @@
 //!
 //! ```toml
 //! name = "lab"
+//! backend = "qemu"               # optional; the default (`evac run` dispatches on it)
 //! run_dir = "/var/lib/evac/run"  # optional: destination QMP sockets and logs
 //! [controller]                   # evac_controller::ControllerConfig, as in scenarios
 //! policy = "aimd-global"
@@ -111,28 +113,20 @@
 //! The lab (namespaces, shaping, small VMs for tests) is the `evac-lab` crate.
 
 mod attempt;
+mod backend;
 pub mod inventory;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::Context as _;
-use evac_controller::{
-    Action, Controller, EndOutcome, Ended, Evacuation, MigrationObs, Observations, Phase, PolicyKind,
-};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Site, VmId};
-use evac_qmp::{MigrationStatus, Qmp};
-use evac_report::{Outcome, RunResult, TimelinePoint, VmRecord};
-use tokio::sync::{mpsc, watch};
+use evac_controller::Controller;
+use evac_model::Fleet;
+use evac_outcome::RunResult;
 
-use attempt::{AttemptCtx, AttemptResult, Control, Progress};
+pub use backend::{Landed, QemuBackend, QemuMigration};
+pub use evac_controller::PolicyKind;
+pub use evac_run::{log_to_stderr, FlightProgress, Log, RunOptions, RunProgress};
 pub use inventory::{HostSpec, Inventory, InventoryError, VmSpec};
-
-/// Periods with nothing in flight and nothing started, while VMs wait,
-/// after which a run stops.
-const STALL_PERIODS: usize = 20;
 
 /// Where a VM runs at the end of a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,80 +144,19 @@ pub struct RunOutput {
     pub placements: Vec<Placement>,
 }
 
-/// A snapshot of a run, published every control period and once at the end
-/// through [`RunOptions::progress`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RunProgress {
-    /// Since the run started driving migrations.
-    pub elapsed: Duration,
-    /// VMs in the inventory.
-    pub total: usize,
-    pub migrated: usize,
-    /// Lost for good: their host powered off, or they failed `max_attempts` times.
-    pub lost: usize,
-    pub in_flight: usize,
-    /// Neither done nor in flight.
-    pub waiting: usize,
-    /// The WAN throughput measured over the last period.
-    pub wan_throughput: BitsPerSec,
-    /// One per migration in flight, in inventory order.
-    pub migrations: Vec<FlightProgress>,
-    /// Shutdown was asked for: the migrations in flight are being cancelled.
-    pub stopping: bool,
-    /// The last snapshot: the run is over and the counts are its result's
-    /// (VMs that never migrated count as lost, nothing waits).
-    pub finished: bool,
-}
-
-/// One migration in flight, as of its last observation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FlightProgress {
-    pub vm: String,
-    pub destination: String,
-    /// 1 for the first attempt.
-    pub attempt: u32,
-    pub phase: Phase,
-    /// Precopy round (QEMU's `dirty-sync-count`), at least 1.
-    pub round: u32,
-    /// Sent by this attempt so far (rounds after the first send pages again,
-    /// so this can exceed `memory`).
-    pub bytes_sent: Bytes,
-    /// Still to send in the current round.
-    pub bytes_remaining: Bytes,
-    /// The VM's memory.
-    pub memory: Bytes,
-    /// This migration's transfer rate as QEMU measures it.
-    pub rate: BitsPerSec,
-}
-
-/// Where the backend's messages (one line each, no newline) go.
-pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// The default [`Log`]: standard error.
-pub fn log_to_stderr() -> Log {
-    Arc::new(|line| eprintln!("{line}"))
-}
-
-/// How [`run_with_options`] runs.
-#[derive(Default)]
-pub struct RunOptions {
-    /// Replaces the inventory's `[controller]` policy.
-    pub policy: Option<PolicyKind>,
-    /// Where to publish a [`RunProgress`] every control period and at the
-    /// end; dropped when the run returns, which closes the channel.
-    pub progress: Option<watch::Sender<RunProgress>>,
-    /// Where messages go ([`log_to_stderr`] if `None`), e.g. printed above
-    /// a progress display rather than through it.
-    pub log: Option<Log>,
-}
-
-impl std::fmt::Debug for RunOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunOptions")
-            .field("policy", &self.policy)
-            .field("progress", &self.progress)
-            .field("log", &self.log.as_ref().map(|_| "custom"))
-            .finish()
+impl From<evac_run::RunOutput<Landed>> for RunOutput {
+    fn from(output: evac_run::RunOutput<Landed>) -> Self {
+        RunOutput {
+            result: output.result,
+            placements: output
+                .landed
+                .into_iter()
+                .map(|landed| match landed {
+                    Some(Landed { host, qmp, pid }) => Placement::Destination { host, qmp, pid },
+                    None => Placement::Source,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -252,25 +185,20 @@ pub async fn run_detailed(
     run_with_options(inventory, options, shutdown).await
 }
 
-/// [`run_detailed`] with [`RunOptions`]: a policy override and a channel to
-/// publish progress on.
+/// [`run_detailed`] with [`RunOptions`]: a policy override, a channel to
+/// publish progress on, where messages go.
 pub async fn run_with_options(
-    mut inventory: Inventory,
+    inventory: Inventory,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunOutput> {
-    if let Some(policy) = options.policy {
-        inventory.controller.policy = policy;
-    }
     let config = inventory.controller.clone();
     let params = inventory.migration;
-    let mut backend = Backend::connect(inventory).await?;
-    backend.progress = options.progress;
-    if let Some(log) = options.log {
-        backend.log = log;
-    }
-    let controller = Evacuation::new(backend.fleet.clone(), params, config);
-    backend.drive(controller, shutdown).await
+    let log = options.log.clone().unwrap_or_else(log_to_stderr);
+    let backend = QemuBackend::connect(inventory, log).await?;
+    evac_run::run(backend, params, config, options, shutdown)
+        .await
+        .map(RunOutput::from)
 }
 
 /// Drives the controller `make` builds for the inventory's fleet.
@@ -283,552 +211,12 @@ where
     C: Controller,
     F: FnOnce(&Fleet) -> C,
 {
-    let mut backend = Backend::connect(inventory).await?;
-    let controller = make(&backend.fleet);
-    backend.drive(controller, shutdown).await
-}
-
-struct Flight {
-    attempt: u32,
-    destination: HostId,
-    started_at: Duration,
-    params: MigrationParams,
-    control: mpsc::UnboundedSender<Control>,
-    progress: Arc<Mutex<Progress>>,
-    /// `ram.transferred` of the last observation.
-    transferred: u64,
-    last_obs: Option<MigrationObs>,
-    /// Its source host lost power: whatever happens, the VM is lost.
-    lost: bool,
-}
-
-struct VmRun {
-    src: Option<Qmp>,
-    src_pid: Option<u32>,
-    attempts: u32,
-    /// Bytes sent by finished attempts.
-    bytes_before: u64,
-    flight: Option<Flight>,
-    record: VmRecord,
-    done: bool,
-    placement: Placement,
-}
-
-struct Finished {
-    vm: usize,
-    attempt: u32,
-    result: AttemptResult,
-}
-
-struct Backend {
-    inventory: Inventory,
-    fleet: Fleet,
-    run_dir: PathBuf,
-    vms: Vec<VmRun>,
-    host_tx: Vec<u64>,
-    start: tokio::time::Instant,
-    progress: Option<watch::Sender<RunProgress>>,
-    log: Log,
-}
-
-impl Backend {
-    async fn connect(inventory: Inventory) -> anyhow::Result<Backend> {
-        let run_dir = inventory.run_dir.clone().unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            std::env::temp_dir().join(format!("evac-{}-{}-{nanos}", inventory.name, std::process::id()))
-        });
-        std::fs::create_dir_all(&run_dir)
-            .with_context(|| format!("cannot create run_dir {}", run_dir.display()))?;
-        let mut vms = Vec::new();
-        let mut memory = Vec::new();
-        for spec in &inventory.vms {
-            let src = Qmp::connect(&spec.qmp)
-                .await
-                .with_context(|| format!("vm {}: cannot reach its QMP at {}", spec.name, spec.qmp))?;
-            // Drop the backlog: each attempt subscribes afresh.
-            drop(src.events());
-            let size = match spec.memory {
-                Some(size) => size,
-                None => Bytes(
-                    src.query_memory_size_summary()
-                        .await
-                        .with_context(|| format!("vm {}: query-memory-size-summary", spec.name))?
-                        .base_memory,
-                ),
-            };
-            memory.push(size);
-            vms.push(VmRun {
-                src_pid: src.peer_pid(),
-                src: Some(src),
-                attempts: 0,
-                bytes_before: 0,
-                flight: None,
-                record: VmRecord::unmoved(spec.name.clone(), spec.host.clone()),
-                done: false,
-                placement: Placement::Source,
-            });
-        }
-        let fleet = inventory.fleet(&memory);
-        Ok(Backend {
-            host_tx: vec![0; fleet.hosts.len()],
-            fleet,
-            run_dir,
-            vms,
-            inventory,
-            start: tokio::time::Instant::now(),
-            progress: None,
-            log: log_to_stderr(),
-        })
-    }
-
-    async fn drive<C: Controller>(
-        &mut self,
-        mut controller: C,
-        shutdown: impl Future<Output = ()>,
-    ) -> anyhow::Result<RunOutput> {
-        let period = self.inventory.controller.period.max(Duration::from_millis(10));
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (fin_tx, mut fin_rx) = mpsc::unbounded_channel::<Finished>();
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut ended: Vec<Ended> = Vec::new();
-        let mut timeline = Vec::new();
-        let mut last_wan: Option<(Duration, u64)> = None;
-        let mut wan_rate = BitsPerSec(0.0);
-        let mut stopping = false;
-        let mut idle_periods = 0usize;
-        tokio::pin!(shutdown);
-        self.start = tokio::time::Instant::now();
-        loop {
-            let mut periodic = false;
-            tokio::select! {
-                _ = interval.tick() => periodic = true,
-                Some(fin) = fin_rx.recv() => self.finish(fin, &mut ended),
-                _ = &mut shutdown, if !stopping => {
-                    (self.log)("evac-qemu: shutting down: cancelling every migration in flight");
-                    stopping = true;
-                    for vm in &self.vms {
-                        if let Some(flight) = &vm.flight {
-                            let _ = flight.control.send(Control::Cancel);
-                        }
-                    }
-                    self.publish(self.start.elapsed(), wan_rate, stopping);
-                }
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Err(e) = joined {
-                        anyhow::bail!("a migration task failed: {e}");
-                    }
-                }
-            }
-            while let Ok(fin) = fin_rx.try_recv() {
-                self.finish(fin, &mut ended);
-            }
-            let now = self.start.elapsed();
-            self.power_offs(now);
-            let observations = self.observe(now, std::mem::take(&mut ended)).await;
-            if !stopping {
-                let actions = controller.on_tick(&observations);
-                // Nothing in flight and nothing started for many periods
-                // while VMs wait (e.g. none fits any destination): stuck.
-                let idle = actions.is_empty() && self.vms.iter().all(|v| v.flight.is_none());
-                idle_periods = if idle {
-                    idle_periods + usize::from(periodic)
-                } else {
-                    0
-                };
-                if idle_periods >= STALL_PERIODS {
-                    (self.log)(&format!(
-                        "evac-qemu: the controller started nothing for {STALL_PERIODS} periods; \
-                         giving up on the VMs still waiting (reported lost)"
-                    ));
-                    break;
-                }
-                for action in actions {
-                    self.act(action, now, &fin_tx, &mut tasks);
-                }
-            }
-            let in_flight = self.vms.iter().filter(|v| v.flight.is_some()).count();
-            if periodic {
-                // The counters' own time, not the tick's: reading them can
-                // come late (see `observe`).
-                let (now, wan) = (observations.now, observations.wan_bytes.0);
-                let rate = match last_wan {
-                    Some((at, bytes)) if now > at => {
-                        (wan.saturating_sub(bytes)) as f64 * 8.0 / (now - at).as_secs_f64()
-                    }
-                    _ => 0.0,
-                };
-                last_wan = Some((now, wan));
-                timeline.push(TimelinePoint {
-                    t_s: now.as_secs_f64(),
-                    wan_capacity_bps: None,
-                    wan_throughput_bps: rate,
-                    in_flight,
-                });
-                wan_rate = BitsPerSec(rate);
-                self.publish(now, wan_rate, stopping);
-            }
-            if in_flight == 0 && (stopping || self.vms.iter().all(|v| v.done)) {
-                break;
-            }
-        }
-        let records = self.vms.iter().map(|v| v.record.clone()).collect();
-        let result = RunResult::summarize(
-            controller.name(),
-            &self.fleet,
-            &self.inventory.network(),
-            records,
-            timeline,
-        );
-        if let Some(progress) = &self.progress {
-            let last = progress.borrow().clone();
-            progress.send_replace(RunProgress {
-                elapsed: self.start.elapsed(),
-                total: self.vms.len(),
-                migrated: result.migrated,
-                lost: result.lost,
-                in_flight: 0,
-                waiting: 0,
-                migrations: Vec::new(),
-                stopping,
-                finished: true,
-                ..last
-            });
-        }
-        Ok(RunOutput {
-            result,
-            placements: self.vms.iter().map(|v| v.placement.clone()).collect(),
-        })
-    }
-
-    /// Publishes a [`RunProgress`] if anyone asked for it.
-    fn publish(&self, now: Duration, wan_throughput: BitsPerSec, stopping: bool) {
-        let Some(progress) = &self.progress else {
-            return;
-        };
-        let mut snapshot = RunProgress {
-            elapsed: now,
-            total: self.vms.len(),
-            wan_throughput,
-            stopping,
-            ..RunProgress::default()
-        };
-        for (index, run) in self.vms.iter().enumerate() {
-            match (&run.flight, run.done) {
-                (Some(flight), _) => {
-                    snapshot.in_flight += 1;
-                    let memory = self.fleet.vms[index].memory;
-                    let obs = flight.last_obs.as_ref();
-                    snapshot.migrations.push(FlightProgress {
-                        vm: run.record.name.clone(),
-                        destination: self.fleet.host(flight.destination).name.clone(),
-                        attempt: flight.attempt,
-                        phase: obs.map_or(Phase::Precopy, |o| o.phase),
-                        round: obs.map_or(1, |o| o.round),
-                        bytes_sent: obs.map_or(Bytes::ZERO, |o| o.bytes_sent),
-                        bytes_remaining: obs.map_or(memory, |o| o.bytes_remaining),
-                        memory,
-                        rate: obs.map_or(BitsPerSec(0.0), |o| o.rate),
-                    });
-                }
-                (None, true) if run.record.outcome == Outcome::Migrated => snapshot.migrated += 1,
-                (None, true) => snapshot.lost += 1,
-                (None, false) => snapshot.waiting += 1,
-            }
-        }
-        progress.send_replace(snapshot);
-    }
-
-    /// VMs whose source host lost power: lost, left alone (a migration in
-    /// flight is cancelled).
-    fn power_offs(&mut self, now: Duration) {
-        for vm in 0..self.vms.len() {
-            let host = self.fleet.vms[vm].host;
-            let Some(at) = self.fleet.host(host).power_off_at else {
-                continue;
-            };
-            if now < at || self.vms[vm].done {
-                continue;
-            }
-            let run = &mut self.vms[vm];
-            match &mut run.flight {
-                Some(flight) if !flight.lost => {
-                    flight.lost = true;
-                    let _ = flight.control.send(Control::Cancel);
-                }
-                Some(_) => {}
-                None => {
-                    run.done = true;
-                    run.record.outcome = Outcome::Lost;
-                }
-            }
-        }
-    }
-
-    fn finish(&mut self, fin: Finished, ended: &mut Vec<Ended>) {
-        let now = self.start.elapsed().as_secs_f64();
-        let max_attempts = self.inventory.controller.max_attempts;
-        let run = &mut self.vms[fin.vm];
-        let Some(flight) = run.flight.take_if(|f| f.attempt == fin.attempt) else {
-            return;
-        };
-        let dst_name = self.fleet.host(flight.destination).name.clone();
-        let vm = VmId(fin.vm);
-        match fin.result {
-            AttemptResult::Completed {
-                info,
-                dst_pid,
-                dst_qmp,
-            } => {
-                let ram = info.ram.unwrap_or_default();
-                let start = flight.started_at.as_secs_f64();
-                run.bytes_before += ram.transferred;
-                run.src = None;
-                run.done = true;
-                run.record = VmRecord {
-                    destination: Some(dst_name.clone()),
-                    start_s: Some(start),
-                    end_s: Some(now),
-                    migration_time_s: Some(now - start),
-                    downtime_s: info.downtime.map(|ms| ms as f64 / 1000.0),
-                    rounds: Some(ram.dirty_sync_count as u32),
-                    bytes_sent: Some(run.bytes_before),
-                    outcome: Outcome::Migrated,
-                    ..run.record.clone()
-                };
-                run.placement = Placement::Destination {
-                    host: dst_name,
-                    qmp: dst_qmp,
-                    pid: dst_pid,
-                };
-                // Even a VM "lost" to a power-off that completed first is saved.
-                ended.push(Ended {
-                    vm,
-                    outcome: EndOutcome::Completed,
-                });
-            }
-            AttemptResult::Failed { reason, transferred } => {
-                // A cancelled migration's `query-migrate` has no `ram`
-                // statistics any more: the attempt may not have read them.
-                run.bytes_before += transferred.max(flight.transferred);
-                run.record.bytes_sent = Some(run.bytes_before);
-                let outcome = if flight.lost {
-                    run.done = true;
-                    EndOutcome::Lost
-                } else {
-                    if run.attempts >= max_attempts {
-                        (self.log)(&format!(
-                            "evac-qemu: {}: giving up after {} attempts",
-                            run.record.name, run.attempts
-                        ));
-                        run.done = true;
-                    }
-                    EndOutcome::Failed { reason }
-                };
-                ended.push(Ended { vm, outcome });
-            }
-        }
-    }
-
-    fn act(
-        &mut self,
-        action: Action,
-        now: Duration,
-        fin_tx: &mpsc::UnboundedSender<Finished>,
-        tasks: &mut tokio::task::JoinSet<()>,
-    ) {
-        match action {
-            Action::Start {
-                vm,
-                destination,
-                params,
-            } => {
-                let run = &mut self.vms[vm.0];
-                let Some(src) = run.src.clone() else {
-                    (self.log)(&format!(
-                        "evac-qemu: start of {}: its source is gone; ignored",
-                        run.record.name
-                    ));
-                    return;
-                };
-                if run.flight.is_some() || run.done {
-                    (self.log)(&format!(
-                        "evac-qemu: start of {}: already in flight or done; ignored",
-                        run.record.name
-                    ));
-                    return;
-                }
-                let dst_host = self.inventory.hosts[destination.0].clone();
-                if dst_host.site != Site::Destination {
-                    (self.log)(&format!(
-                        "evac-qemu: start of {}: {} is not a destination; ignored",
-                        run.record.name, dst_host.name
-                    ));
-                    return;
-                }
-                run.attempts += 1;
-                let (control, control_rx) = mpsc::unbounded_channel();
-                let progress = Arc::new(Mutex::new(Progress::default()));
-                let ctx = AttemptCtx {
-                    vm: run.record.name.clone(),
-                    attempt: run.attempts,
-                    src,
-                    dst_host,
-                    qemu_args: self.inventory.vms[vm.0].qemu_args.clone(),
-                    run_dir: self.run_dir.clone(),
-                    params,
-                    log: self.log.clone(),
-                };
-                run.flight = Some(Flight {
-                    attempt: run.attempts,
-                    destination,
-                    started_at: now,
-                    params,
-                    control,
-                    progress: progress.clone(),
-                    transferred: 0,
-                    last_obs: None,
-                    lost: false,
-                });
-                let fin_tx = fin_tx.clone();
-                let attempt = run.attempts;
-                tasks.spawn(async move {
-                    let result = attempt::run_attempt(ctx, control_rx, progress).await;
-                    let _ = fin_tx.send(Finished {
-                        vm: vm.0,
-                        attempt,
-                        result,
-                    });
-                });
-            }
-            Action::Retune { vm, change } => {
-                if let Some(flight) = &mut self.vms[vm.0].flight {
-                    match change {
-                        evac_controller::Retune::MaxBandwidth(cap) => flight.params.max_bandwidth = cap,
-                        evac_controller::Retune::DowntimeLimit(limit) => flight.params.downtime_limit = limit,
-                        evac_controller::Retune::AutoConverge(_) => {}
-                    }
-                    let _ = flight.control.send(Control::Retune(change));
-                }
-            }
-            Action::SwitchToOffline { vm } => {
-                if let Some(flight) = &mut self.vms[vm.0].flight {
-                    flight.params.mode = Mode::Offline;
-                    let _ = flight.control.send(Control::Offline);
-                }
-            }
-            Action::Cancel { vm } => {
-                if let Some(flight) = &self.vms[vm.0].flight {
-                    let _ = flight.control.send(Control::Cancel);
-                }
-            }
-        }
-    }
-
-    async fn observe(&mut self, now: Duration, ended: Vec<Ended>) -> Observations {
-        let mut migrations = Vec::new();
-        for (index, run) in self.vms.iter_mut().enumerate() {
-            let (Some(flight), Some(src)) = (&mut run.flight, &run.src) else {
-                continue;
-            };
-            let (migrating, paused) = {
-                let p = flight.progress.lock().unwrap();
-                (p.migrating, p.paused_by_us)
-            };
-            let mut obs = MigrationObs {
-                vm: VmId(index),
-                destination: flight.destination,
-                phase: if paused { Phase::Offline } else { Phase::Precopy },
-                round: 1,
-                started_at: flight.started_at,
-                bytes_sent: Bytes::ZERO,
-                bytes_remaining: self.fleet.vms[index].memory,
-                rate: BitsPerSec(0.0),
-                dirty_rate: BytesPerSec::ZERO,
-                params: flight.params,
-            };
-            if migrating {
-                match tokio::time::timeout(Duration::from_secs(2), src.query_migrate()).await {
-                    Ok(Ok(info)) => {
-                        let ram = info.ram.unwrap_or_default();
-                        flight.transferred = flight.transferred.max(ram.transferred);
-                        obs.bytes_sent = Bytes(ram.transferred);
-                        obs.bytes_remaining = Bytes(ram.remaining);
-                        obs.rate = BitsPerSec(ram.mbps * 1e6);
-                        obs.dirty_rate = BytesPerSec((ram.dirty_pages_rate * ram.page_size) as f64);
-                        obs.round = (ram.dirty_sync_count as u32).max(1);
-                        if matches!(
-                            info.status,
-                            Some(MigrationStatus::Device | MigrationStatus::PreSwitchover)
-                        ) {
-                            obs.phase = Phase::StopAndCopy;
-                        }
-                    }
-                    _ => {
-                        if let Some(last) = &flight.last_obs {
-                            obs = MigrationObs {
-                                params: flight.params,
-                                ..last.clone()
-                            };
-                        }
-                    }
-                }
-            }
-            flight.last_obs = Some(obs.clone());
-            migrations.push(obs);
-        }
-        // The queries above can take a while (a source in stop-and-copy
-        // answers late): the counters below are as of now, not as of the
-        // tick, and a rate computed with the tick's time would be skewed.
-        let now = self.start.elapsed().max(now);
-        // Per source host: its NIC's counter in its namespace, or the sum of
-        // its migrations' bytes.
-        for host in self.fleet.host_ids() {
-            let spec = &self.inventory.hosts[host.0];
-            if spec.site != Site::Source {
-                continue;
-            }
-            let on_host = self
-                .fleet
-                .vms
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.host == host)
-                .map(|(i, _)| i);
-            let counted = if spec.netns.is_some() {
-                self.fleet
-                    .vms
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, v)| {
-                        v.host == host && self.vms[*i].src.as_ref().is_some_and(|q| !q.is_closed())
-                    })
-                    .find_map(|(i, _)| self.vms[i].src_pid.and_then(netns_tx_bytes))
-            } else {
-                None
-            };
-            let total = counted.unwrap_or_else(|| {
-                on_host
-                    .map(|i| {
-                        let run = &self.vms[i];
-                        run.bytes_before + run.flight.as_ref().map_or(0, |f| f.transferred)
-                    })
-                    .sum()
-            });
-            self.host_tx[host.0] = self.host_tx[host.0].max(total);
-        }
-        let wan = self.fleet.source_hosts().map(|h| self.host_tx[h.0]).sum();
-        Observations {
-            now,
-            ended,
-            migrations,
-            host_tx: self.host_tx.iter().map(|&b| Bytes(b)).collect(),
-            wan_bytes: Bytes(wan),
-            tx_changed: None,
-        }
-    }
+    let config = inventory.controller.clone();
+    let backend = QemuBackend::connect(inventory, log_to_stderr()).await?;
+    let controller = make(evac_run::Backend::fleet(&backend));
+    evac_run::run_with_controller(backend, controller, &config, RunOptions::default(), shutdown)
+        .await
+        .map(RunOutput::from)
 }
 
 /// Transmitted bytes of the non-`lo` interfaces in the network namespace of `pid`.
@@ -854,6 +242,7 @@ pub fn parse_net_dev_tx(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evac_model::{BitsPerSec, Site};
 
     #[test]
     fn sums_tx_bytes_without_loopback() {

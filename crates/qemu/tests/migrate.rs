@@ -172,6 +172,16 @@ async fn a_killed_destination_is_retried_on_a_fresh_one() {
     assert!(qmp.ends_with("dst-vm-1-2.qmp"), "{qmp:?}");
     // The failed attempt's bytes count too.
     assert!(out.result.vms[0].bytes_sent.unwrap() > 68 << 20);
+    // And it is in the result, with why it failed.
+    let failed = &out.result.failed_attempts;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].vm, "vm-1");
+    assert_eq!(failed[0].destination.as_deref(), Some("dst"));
+    assert!(failed[0].end_s > failed[0].start_s, "{failed:?}");
+    assert!(
+        failed[0].end_s <= out.result.vms[0].start_s.unwrap(),
+        "{failed:?}"
+    );
 }
 
 /// When, bytes sent, QEMU's rate, whether the cap was lifted yet.

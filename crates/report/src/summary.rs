@@ -98,13 +98,18 @@ pub fn describe(result: &RunResult) -> Summary {
     }
 }
 
-/// "28 migrated, 13 lost, of 41".
+/// "28 migrated, 3 not migrated, 10 lost, of 41".
 fn outcome_counts(result: &RunResult) -> String {
     let count = |o: Outcome| result.vms.iter().filter(|vm| vm.outcome == o).count();
+    let (migrated, lost) = (count(Outcome::Migrated), count(Outcome::Lost));
+    let not_migrated = result.vms.len() - migrated - lost;
+    let middle = if not_migrated > 0 {
+        format!("{not_migrated} not migrated, ")
+    } else {
+        String::new()
+    };
     format!(
-        "{} migrated, {} lost, of {}",
-        count(Outcome::Migrated),
-        count(Outcome::Lost),
+        "{migrated} migrated, {middle}{lost} lost, of {}",
         result.vms.len()
     )
 }
@@ -183,6 +188,16 @@ fn host_lines(result: &RunResult) -> Vec<String> {
         .collect()
 }
 
+/// Why `vm` did not end at a destination (`None` when it did): "lost when
+/// rack4 lost power at 0:15:00 (900.0 s), never started".
+pub fn reason(result: &RunResult, vm: &VmRecord) -> Option<String> {
+    (vm.outcome != Outcome::Migrated).then(|| {
+        let line = not_moved_line(result, vm);
+        let prefix = format!("{} on {}: ", vm.name, vm.host);
+        line.strip_prefix(&prefix).map_or(line.clone(), str::to_owned)
+    })
+}
+
 /// "db-2 on rack4: lost when rack4 lost power at 0:15:00 (900.0 s)".
 fn not_moved_line(result: &RunResult, vm: &VmRecord) -> String {
     let attempts: Vec<_> = result
@@ -200,8 +215,10 @@ fn not_moved_line(result: &RunResult, vm: &VmRecord) -> String {
         None if vm.start_s.is_some() => String::new(),
         None => ", never started".to_owned(),
     };
-    let why = match vm.outcome {
-        Outcome::Lost => {
+    // Compared rather than matched: written so that outcomes added later
+    // (not migrated) read as "not migrated" until they say more.
+    let why = if vm.outcome == Outcome::Lost {
+        {
             let during = match vm.start_s {
                 Some(start) if attempts.is_empty() => {
                     format!(" during its migration (started at {})", hms(start))
@@ -217,7 +234,10 @@ fn not_moved_line(result: &RunResult, vm: &VmRecord) -> String {
                 None => format!("lost (its host lost power){during}"),
             }
         }
-        Outcome::Migrated => "migrated".to_owned(),
+    } else if vm.outcome == Outcome::Migrated {
+        "migrated".to_owned()
+    } else {
+        "not migrated, still on its source".to_owned()
     };
     format!("{} on {}: {why}{tried}", vm.name, vm.host)
 }

@@ -43,7 +43,7 @@ use evac_controller::{
     Retune, Wakeup,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Network, VmId};
-use evac_outcome::{Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_outcome::{FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
 
 use fair_share::{Demand, FairShare};
 
@@ -188,6 +188,8 @@ struct Simulation<'a> {
     /// The last timeline point: its time, the WAN's bytes then, and the
     /// state it recorded (in flight, capacity, load).
     last_point: Option<(f64, f64, (usize, f64, f64))>,
+    /// Cancelled attempts, for the report.
+    failed: Vec<FailedAttempt>,
     connection_cap: f64,
     /// Each host's VMs, in fleet order.
     vms_by_host: Vec<Vec<VmId>>,
@@ -243,6 +245,7 @@ impl<'a> Simulation<'a> {
             },
             timeline: Vec::new(),
             last_point: None,
+            failed: Vec::new(),
             connection_cap: network.connection_cap().to_bytes_per_sec().0,
             vms_by_host,
             active_links: Vec::new(),
@@ -552,6 +555,13 @@ impl<'a> Simulation<'a> {
                     flow.catch_up(now);
                     let flow = self.remove_flow(vm);
                     self.progress[vm.0].sent += flow.sent();
+                    self.failed.push(FailedAttempt {
+                        vm: self.fleet.vm(vm).name.clone(),
+                        destination: Some(self.fleet.host(flow.destination).name.clone()),
+                        start_s: flow.started_at,
+                        end_s: now,
+                        reason: "cancelled".to_owned(),
+                    });
                     self.ended.push(Ended {
                         vm,
                         outcome: EndOutcome::Failed {
@@ -719,7 +729,9 @@ impl<'a> Simulation<'a> {
                 }
             })
             .collect();
-        RunResult::summarize(policy, fleet, self.network, records, self.timeline)
+        let mut result = RunResult::summarize(policy, fleet, self.network, records, self.timeline);
+        result.failed_attempts = self.failed;
+        result
     }
 }
 

@@ -20,19 +20,27 @@ const BAR: f64 = 11.0;
 #[derive(Clone, Copy, PartialEq)]
 enum Status {
     Migrated,
+    /// Still on its source.
+    NotMigrated,
     Lost,
 }
 
 impl Status {
     fn of(vm: &VmRecord) -> Self {
-        match vm.outcome {
-            Outcome::Migrated => Status::Migrated,
-            Outcome::Lost => Status::Lost,
+        // Compared rather than matched: any outcome that is neither is a VM
+        // still on its source.
+        if vm.outcome == Outcome::Migrated {
+            Status::Migrated
+        } else if vm.outcome == Outcome::Lost {
+            Status::Lost
+        } else {
+            Status::NotMigrated
         }
     }
     fn class(self) -> &'static str {
         match self {
             Status::Migrated => "migrated",
+            Status::NotMigrated => "not-migrated",
             Status::Lost => "lost",
         }
     }
@@ -214,6 +222,14 @@ fn row_of(out: &mut String, result: &RunResult, vm: &VmRecord, x: &svg::Scale, t
         }
         (Status::Lost, None) => {
             mark(out, "lost", x.px(power_off.unwrap_or(x.lo)), top, "✕");
+        }
+        (Status::NotMigrated, start) => {
+            // Its last attempt, if one ran to no end, then a ring at the
+            // right edge: it is still on its source.
+            if let (Some(start), Some(end)) = (start, vm.end_s) {
+                rect(out, "bar failed", x.px(start), x.px(end), top, Some(hatch));
+            }
+            mark(out, "not-migrated", x.to_px - 6.0, top, "○");
         }
         (Status::Migrated, None) => {}
     }

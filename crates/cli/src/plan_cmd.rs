@@ -1,0 +1,129 @@
+//! `evac plan INVENTORY`: measure the live fleet, simulate every policy,
+//! print the triage for the recommended one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use evac_plan::triage::PlanJson;
+use evac_report::readable::{hms, seconds};
+
+pub fn plan(
+    inventory: &Path,
+    sample: Duration,
+    long: Duration,
+    scenario_out: Option<&Path>,
+    json: Option<&Path>,
+) -> Result<()> {
+    let inventory = evac_qemu::Inventory::from_path(inventory)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    eprintln!(
+        "measuring {} VMs for {} s (QEMU calc-dirty-rate, dirty-bitmap mode); nothing is migrated",
+        inventory.vms.len(),
+        sample.as_secs().max(1) + long.as_secs()
+    );
+    let measured = runtime.block_on(evac_plan::measure(&inventory, sample, long))?;
+    let fleet = evac_plan::scenario::fleet(&inventory, &measured);
+    let network = inventory.network();
+    let plan = evac_plan::triage(&fleet, &network, inventory.migration, &inventory.controller);
+
+    println!(
+        "{}: {} VMs ({}) on {} hosts, WAN {} / {} RTT{}",
+        inventory.name,
+        fleet.vms.len(),
+        fleet.total_memory(),
+        fleet.hosts.len(),
+        network.wan_bandwidth,
+        evac_model::format_duration(network.wan_rtt),
+        if inventory.network.is_none() {
+            " (no [network] in the inventory: the fastest source NIC)"
+        } else {
+            ""
+        }
+    );
+    println!("measured:");
+    for vm in &fleet.vms {
+        println!(
+            "  {}: {} memory, dirtying {} of a {} working set",
+            vm.name, vm.memory, vm.dirty_rate, vm.working_set
+        );
+    }
+    println!("\n| policy | migrated | priority | total |");
+    println!("|---|---:|---:|---:|");
+    for (policy, r) in &plan.results {
+        println!(
+            "| {policy} | {} of {} | {} of {} | {} |",
+            r.migrated,
+            r.vms.len(),
+            r.priority_saved,
+            r.priority_total,
+            r.total_time_s.map_or_else(|| "-".to_owned(), seconds)
+        );
+    }
+    let result = plan.recommended_result();
+    println!(
+        "\nrecommended: {} (saves priority {} of {}, {} of {} VMs)",
+        plan.recommended_policy(),
+        result.priority_saved,
+        result.priority_total,
+        result.migrated,
+        result.vms.len()
+    );
+    match result.total_time_s {
+        Some(t) => println!("site ETA: {} ({t:.1} s)", hms(t)),
+        None => println!("site ETA: none (no VM would move)"),
+    }
+    let summary = evac_report::summary::describe(result);
+    println!("hosts:");
+    for line in &summary.hosts {
+        println!("  {line}");
+    }
+    if summary.not_moved.is_empty() {
+        println!("every VM would move");
+    } else {
+        println!("would not move:");
+        for line in &summary.not_moved {
+            println!("  {line}");
+        }
+    }
+    for line in &summary.warnings {
+        println!("WARNING: {line}");
+    }
+    println!("recommended settings (the inventory's, with this policy):");
+    #[derive(serde::Serialize)]
+    struct Settings<'a> {
+        controller: &'a evac_controller::ControllerConfig,
+        migration: &'a evac_model::MigrationParams,
+    }
+    let settings = toml::to_string(&Settings {
+        controller: &plan.controller,
+        migration: &plan.migration,
+    })
+    .context("writing the settings")?;
+    for line in settings.lines().filter(|l| !l.is_empty()) {
+        println!("  {line}");
+    }
+
+    if let Some(path) = scenario_out {
+        let text = evac_plan::scenario::to_toml(
+            &inventory.name,
+            &fleet,
+            &network,
+            &plan.migration,
+            &plan.controller,
+        )?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "wrote {} (evac simulate {} predicts the same)",
+            path.display(),
+            path.display()
+        );
+    }
+    if let Some(path) = json {
+        let doc =
+            serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet)).context("serializing the plan")?;
+        std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! `evac run` picks its backend from the inventory's `backend` key.
+
+use std::process::Command;
+
+fn run_inventory(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+        .args(["run", "--quiet", path.to_str().unwrap()])
+        .output()
+        .expect("evac runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const LIBVIRT: &str = r#"name = "dc1-to-dc2"
+backend = "libvirt"
+[[host]]
+name = "a1"
+site = "source"
+nic = "10 Gbps"
+uri = "qemu+tcp://10.77.0.1/system"
+"#;
+
+#[test]
+fn a_libvirt_inventory_is_refused_until_that_backend_exists() {
+    let (ok, stderr) = run_inventory(LIBVIRT);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("fleet.toml") && stderr.contains("backend libvirt: not built yet"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_backend_names_the_line_and_the_field() {
+    let (ok, stderr) = run_inventory(&LIBVIRT.replace("\"libvirt\"", "\"xen\""));
+    assert!(!ok, "{stderr}");
+    // `backend` is on line 2 of the file.
+    assert!(
+        stderr.contains("fleet.toml:2:") && stderr.contains("backend") && stderr.contains("xen"),
+        "{stderr}"
+    );
+}

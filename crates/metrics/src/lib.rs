@@ -1,0 +1,323 @@
+//! # evac-metrics
+//!
+//! `evac run --metrics ADDR`: the run's state as Prometheus metrics at
+//! `http://ADDR/metrics`, for the dashboards and alerts an operations team
+//! already has. Names and labels follow KubeVirt's
+//! `kubevirt_vmi_migration_*` (one series per migration, labelled `vm`),
+//! with units in the names:
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `evac_migrations_in_flight` | | migrations running now |
+//! | `evac_vms` | `outcome` = `migrated` \| `not-migrated` \| `lost` \| `pending` \| `in-flight` | VMs by where they stand |
+//! | `evac_controller_window` | | migrations the controller allows at once (absent when the policy has no window) |
+//! | `evac_wan_throughput_bits_per_second` | | bytes carried over the WAN in the last period, as a rate |
+//! | `evac_run_elapsed_seconds` | | since the run began |
+//! | `evac_migration_data_processed_bytes` | `vm` | sent by the current attempt |
+//! | `evac_migration_data_remaining_bytes` | `vm` | still to send in the current round |
+//! | `evac_migration_dirty_rate_bytes_per_second` | `vm` | how fast the guest dirties memory |
+//! | `evac_migration_transfer_rate_bytes_per_second` | `vm` | the migration's own rate |
+//! | `evac_migration_round` | `vm` | precopy round (1 = the first pass) |
+//! | `evac_migration_attempt` | `vm` | 1 for the first attempt |
+//! | `evac_migration_phase` | `vm`, `phase` | 1 for the phase the migration is in |
+//!
+//! Per-migration series exist while the migration is in flight and vanish
+//! when it ends (as KubeVirt's do), so a dashboard shows what runs now.
+//!
+//! The run loop publishes a snapshot on a watch channel every period;
+//! [`Metrics::update`] copies a [`Snapshot`] into the registry, and
+//! [`serve`] answers scrapes from it. The server is deliberately small: it
+//! reads at most 8 KiB of request head within 5 s, answers `GET /metrics`
+//! (anything else: 404 or 405) and closes the connection, with at most 32
+//! connections at once, so a scraper, a port scanner or a stuck client
+//! cannot hold the run's memory or tasks.
+
+mod server;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use server::serve;
+
+/// One migration in flight, as the metrics see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrationSnapshot {
+    pub vm: String,
+    /// e.g. `precopy`, `stop-and-copy`, `offline`.
+    pub phase: String,
+    pub round: u32,
+    pub attempt: u32,
+    pub processed_bytes: u64,
+    pub remaining_bytes: u64,
+    /// `None` where the backend does not measure it.
+    pub dirty_rate_bytes_per_second: Option<f64>,
+    pub transfer_rate_bytes_per_second: f64,
+}
+
+/// The state of a run at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub elapsed_seconds: f64,
+    pub migrated: usize,
+    pub not_migrated: usize,
+    pub lost: usize,
+    pub pending: usize,
+    pub in_flight: usize,
+    pub window: Option<usize>,
+    pub wan_throughput_bits_per_second: f64,
+    pub migrations: Vec<MigrationSnapshot>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VmLabel {
+    vm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    vm: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The registry and its metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Serializes updates, so a scrape never sees a half-applied snapshot's
+    /// per-VM series cleared and not yet refilled.
+    lock: Mutex<()>,
+    in_flight: Gauge,
+    vms: Family<OutcomeLabel, Gauge>,
+    window: Family<Vec<(String, String)>, Gauge>,
+    wan: FloatGauge,
+    elapsed: FloatGauge,
+    processed: Family<VmLabel, Gauge>,
+    remaining: Family<VmLabel, Gauge>,
+    dirty_rate: Family<VmLabel, FloatGauge>,
+    transfer_rate: Family<VmLabel, FloatGauge>,
+    round: Family<VmLabel, Gauge>,
+    attempt: Family<VmLabel, Gauge>,
+    phase: Family<PhaseLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("evac");
+        let m = Metrics {
+            registry: Registry::default(),
+            lock: Mutex::new(()),
+            in_flight: Gauge::default(),
+            vms: Family::default(),
+            window: Family::default(),
+            wan: FloatGauge::default(),
+            elapsed: FloatGauge::default(),
+            processed: Family::default(),
+            remaining: Family::default(),
+            dirty_rate: Family::default(),
+            transfer_rate: Family::default(),
+            round: Family::default(),
+            attempt: Family::default(),
+            phase: Family::default(),
+        };
+        registry.register(
+            "migrations_in_flight",
+            "Migrations running now",
+            m.in_flight.clone(),
+        );
+        registry.register("vms", "VMs by where they stand", m.vms.clone());
+        registry.register(
+            "controller_window",
+            "Migrations the controller allows at once",
+            m.window.clone(),
+        );
+        registry.register(
+            "wan_throughput_bits_per_second",
+            "Bytes carried over the WAN in the last period, as a rate",
+            m.wan.clone(),
+        );
+        registry.register("run_elapsed_seconds", "Since the run began", m.elapsed.clone());
+        registry.register(
+            "migration_data_processed_bytes",
+            "Bytes sent by the migration's current attempt",
+            m.processed.clone(),
+        );
+        registry.register(
+            "migration_data_remaining_bytes",
+            "Bytes still to send in the current precopy round",
+            m.remaining.clone(),
+        );
+        registry.register(
+            "migration_dirty_rate_bytes_per_second",
+            "How fast the guest dirties its memory",
+            m.dirty_rate.clone(),
+        );
+        registry.register(
+            "migration_transfer_rate_bytes_per_second",
+            "The migration's transfer rate",
+            m.transfer_rate.clone(),
+        );
+        registry.register(
+            "migration_round",
+            "Precopy round, 1 for the first pass",
+            m.round.clone(),
+        );
+        registry.register("migration_attempt", "Attempt, 1 for the first", m.attempt.clone());
+        registry.register(
+            "migration_phase",
+            "1 for the phase the migration is in",
+            m.phase.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Copies `snapshot` into the metrics.
+    pub fn update(&self, snapshot: &Snapshot) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.in_flight.set(count(snapshot.in_flight));
+        for (outcome, n) in [
+            ("migrated", snapshot.migrated),
+            ("not-migrated", snapshot.not_migrated),
+            ("lost", snapshot.lost),
+            ("pending", snapshot.pending),
+            ("in-flight", snapshot.in_flight),
+        ] {
+            self.vms.get_or_create(&OutcomeLabel { outcome }).set(count(n));
+        }
+        self.window.clear();
+        if let Some(w) = snapshot.window {
+            self.window.get_or_create(&Vec::new()).set(count(w));
+        }
+        self.wan.set(snapshot.wan_throughput_bits_per_second);
+        self.elapsed.set(snapshot.elapsed_seconds);
+        self.processed.clear();
+        self.remaining.clear();
+        self.dirty_rate.clear();
+        self.transfer_rate.clear();
+        self.round.clear();
+        self.attempt.clear();
+        self.phase.clear();
+        let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        for m in &snapshot.migrations {
+            let vm = VmLabel { vm: m.vm.clone() };
+            self.processed.get_or_create(&vm).set(bytes(m.processed_bytes));
+            self.remaining.get_or_create(&vm).set(bytes(m.remaining_bytes));
+            if let Some(rate) = m.dirty_rate_bytes_per_second {
+                self.dirty_rate.get_or_create(&vm).set(rate);
+            }
+            self.transfer_rate
+                .get_or_create(&vm)
+                .set(m.transfer_rate_bytes_per_second);
+            self.round.get_or_create(&vm).set(i64::from(m.round));
+            self.attempt.get_or_create(&vm).set(i64::from(m.attempt));
+            self.phase
+                .get_or_create(&PhaseLabels {
+                    vm: m.vm.clone(),
+                    phase: m.phase.clone(),
+                })
+                .set(1);
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format (which Prometheus reads).
+    pub fn encode(&self) -> String {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            elapsed_seconds: 12.5,
+            migrated: 3,
+            not_migrated: 1,
+            lost: 2,
+            pending: 4,
+            in_flight: 1,
+            window: Some(2),
+            wan_throughput_bits_per_second: 2.5e8,
+            migrations: vec![MigrationSnapshot {
+                vm: "db \"1\"".into(),
+                phase: "precopy".into(),
+                round: 3,
+                attempt: 2,
+                processed_bytes: 1 << 30,
+                remaining_bytes: 5 << 20,
+                dirty_rate_bytes_per_second: Some(2e7),
+                transfer_rate_bytes_per_second: 3.125e7,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_as_text() {
+        let metrics = Metrics::new();
+        metrics.update(&snapshot());
+        let text = metrics.encode();
+        for line in [
+            "evac_migrations_in_flight 1",
+            "evac_vms{outcome=\"migrated\"} 3",
+            "evac_vms{outcome=\"not-migrated\"} 1",
+            "evac_vms{outcome=\"lost\"} 2",
+            "evac_vms{outcome=\"pending\"} 4",
+            "evac_vms{outcome=\"in-flight\"} 1",
+            "evac_controller_window 2",
+            "evac_wan_throughput_bits_per_second 250000000.0",
+            // 1 GiB = 1073741824 bytes; 5 MiB = 5242880.
+            "evac_migration_data_processed_bytes{vm=\"db \\\"1\\\"\"} 1073741824",
+            "evac_migration_data_remaining_bytes{vm=\"db \\\"1\\\"\"} 5242880",
+            "evac_migration_dirty_rate_bytes_per_second{vm=\"db \\\"1\\\"\"} 20000000.0",
+            "evac_migration_transfer_rate_bytes_per_second{vm=\"db \\\"1\\\"\"} 31250000.0",
+            "evac_migration_round{vm=\"db \\\"1\\\"\"} 3",
+            "evac_migration_attempt{vm=\"db \\\"1\\\"\"} 2",
+            "evac_migration_phase{vm=\"db \\\"1\\\"\",phase=\"precopy\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line `{line}` in\n{text}");
+        }
+    }
+
+    #[test]
+    fn ended_migrations_leave_no_series() {
+        let metrics = Metrics::new();
+        metrics.update(&snapshot());
+        metrics.update(&Snapshot {
+            migrated: 4,
+            window: None,
+            ..Snapshot::default()
+        });
+        let text = metrics.encode();
+        assert!(!text.contains("db"), "{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("evac_controller_window ")),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l == "evac_vms{outcome=\"migrated\"} 4"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! # evac-plan
+//!
+//! `evac plan INVENTORY`: before the disaster, "can we make it, and what
+//! would we lose?". It reads the live fleet without migrating anything,
+//! turns it into the scenario the simulator takes, simulates the
+//! evacuation with every policy, and recommends one.
+//!
+//! 1. [`measure`]: each VM's memory (`query-memory-size-summary`, unless
+//!    the inventory states it) and its dirty rate measured by QEMU itself
+//!    (`calc-dirty-rate` in `dirty-bitmap` mode, then `query-dirty-rate`),
+//!    all VMs at once, each exchange bounded by a timeout. The bitmap mode
+//!    counts every page written during the sample, where page sampling
+//!    would estimate it from a few hundred hashed pages (±30 % on a small
+//!    guest). QEMU reports whole MiB/s: rates below a few MiB/s are coarse.
+//! 2. [`scenario`]: the fleet, the WAN (the inventory's `[network]`, else
+//!    its fastest source NIC), its `[migration]` and `[controller]`
+//!    settings, as a scenario file `evac simulate` reads back.
+//! 3. [`triage`]: every policy simulated over that scenario; the
+//!    recommended one saves the most priority, then the most VMs, then
+//!    finishes first. Its result gives the ETA per host and for the site,
+//!    and every VM it would not move with the reason.
+//!
+//!    A second, longer sample estimates the working set: when the pages
+//!    dirtied at least once over it are clearly fewer than the rate allows
+//!    (below 80 %), the guest went over the same pages again and those
+//!    pages are its working set; otherwise it is taken as the whole memory.
+//!
+//! The dirty rate of a guest is a sample of a few seconds: a guest whose
+//! load changes will dirty at another rate during the evacuation.
+
+pub mod measure;
+pub mod scenario;
+pub mod triage;
+
+pub use measure::{measure, Measured};
+pub use triage::{triage, Plan};

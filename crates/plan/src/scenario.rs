@@ -1,0 +1,96 @@
+//! The live fleet as a scenario: what the simulator takes, and a file
+//! `evac simulate` reads back.
+
+use std::fmt::Write;
+
+use anyhow::{Context, Result};
+use evac_controller::ControllerConfig;
+use evac_model::{Fleet, MigrationParams, Network, Site};
+use evac_qemu::Inventory;
+
+use crate::Measured;
+
+/// The fleet with measured memory, dirty rates and working sets.
+pub fn fleet(inventory: &Inventory, measured: &[Measured]) -> Fleet {
+    let memory: Vec<_> = measured.iter().map(|m| m.memory).collect();
+    let mut fleet = inventory.fleet(&memory);
+    for (vm, m) in fleet.vms.iter_mut().zip(measured) {
+        vm.dirty_rate = m.dirty_rate;
+        vm.working_set = m.working_set;
+    }
+    fleet
+}
+
+/// A scenario file for `fleet` over `network`, with the inventory's own
+/// `[migration]` and `[controller]` (the policy set to `controller`'s).
+/// Quantities are written exactly (bytes, bits per second, milliseconds).
+pub fn to_toml(
+    name: &str,
+    fleet: &Fleet,
+    network: &Network,
+    migration: &MigrationParams,
+    controller: &ControllerConfig,
+) -> Result<String> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Written by `evac plan` from the live fleet: memory and dirty rates as QEMU measured them."
+    );
+    let _ = writeln!(out, "name = {}", toml_string(name));
+    let _ = writeln!(out, "\n[network]");
+    let _ = writeln!(out, "wan_bandwidth = \"{:.0} bps\"", network.wan_bandwidth.0);
+    let _ = writeln!(out, "wan_rtt = \"{} ms\"", millis(network.wan_rtt));
+    let _ = writeln!(out, "tcp_window = \"{} B\"", network.tcp_window.0);
+    // Through one document so nested tables get their full names
+    // (`[controller.aimd]`).
+    #[derive(serde::Serialize)]
+    struct Settings<'a> {
+        migration: &'a MigrationParams,
+        controller: &'a ControllerConfig,
+    }
+    out.push('\n');
+    out += &toml::to_string(&Settings {
+        migration,
+        controller,
+    })
+    .context("writing the settings")?;
+    for host in &fleet.hosts {
+        let _ = writeln!(out, "\n[[host]]");
+        let _ = writeln!(out, "name = {}", toml_string(&host.name));
+        let site = match host.site {
+            Site::Source => "source",
+            Site::Destination => "destination",
+        };
+        let _ = writeln!(out, "site = \"{site}\"");
+        let _ = writeln!(out, "nic = \"{:.0} bps\"", host.nic.0);
+        if let Some(memory) = host.memory {
+            let _ = writeln!(out, "memory = \"{} B\"", memory.0);
+        }
+        if let Some(off) = host.power_off_at {
+            let _ = writeln!(out, "power_off_at = \"{} ms\"", millis(off));
+        }
+    }
+    for vm in &fleet.vms {
+        let _ = writeln!(out, "\n[[vm]]");
+        let _ = writeln!(out, "name = {}", toml_string(&vm.name));
+        let _ = writeln!(out, "host = {}", toml_string(&fleet.host(vm.host).name));
+        let _ = writeln!(out, "memory = \"{} B\"", vm.memory.0);
+        let _ = writeln!(out, "dirty_rate = \"{:.0} B/s\"", vm.dirty_rate.0);
+        let _ = writeln!(out, "working_set = \"{} B\"", vm.working_set.0);
+        let _ = writeln!(out, "priority = {}", vm.priority);
+        if let Some(d) = vm.destination {
+            let _ = writeln!(out, "destination = {}", toml_string(&fleet.host(d).name));
+        }
+    }
+    Ok(out)
+}
+
+fn millis(d: std::time::Duration) -> String {
+    let text = format!("{:.3}", d.as_secs_f64() * 1e3);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// A TOML basic string (escapes quotes, backslashes and control characters).
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}

@@ -1,0 +1,242 @@
+//! evac-qemu as an [`evac_run::Backend`]: each migration attempt is a task
+//! ([`crate::attempt`]) driving a fresh destination QEMU and the source over
+//! QMP; its handle ([`QemuMigration`]) talks to that task and reads the
+//! source's `query-migrate`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use evac_controller::{Phase, Retune};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Network, Site};
+use evac_qmp::{MigrationStatus, Qmp};
+use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::attempt::{self, AttemptCtx, AttemptResult, Control};
+use crate::inventory::Inventory;
+
+/// Where a migrated VM runs: the destination QEMU evac started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Landed {
+    pub host: String,
+    pub qmp: PathBuf,
+    pub pid: u32,
+}
+
+/// The QEMU VMs of an inventory, connected.
+pub struct QemuBackend {
+    inventory: Inventory,
+    fleet: Fleet,
+    run_dir: PathBuf,
+    /// Each VM's source QMP, in inventory order.
+    sources: Vec<Qmp>,
+    log: Log,
+}
+
+impl QemuBackend {
+    /// Connects to every VM's QMP (it must be evac's alone) and reads the
+    /// memory of those the inventory does not size.
+    pub async fn connect(inventory: Inventory, log: Log) -> anyhow::Result<QemuBackend> {
+        let run_dir = inventory.run_dir.clone().unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            std::env::temp_dir().join(format!("evac-{}-{}-{nanos}", inventory.name, std::process::id()))
+        });
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("cannot create run_dir {}", run_dir.display()))?;
+        let mut sources = Vec::new();
+        let mut memory = Vec::new();
+        for spec in &inventory.vms {
+            let src = Qmp::connect(&spec.qmp)
+                .await
+                .with_context(|| format!("vm {}: cannot reach its QMP at {}", spec.name, spec.qmp))?;
+            // Drop the backlog: each attempt subscribes afresh.
+            drop(src.events());
+            let size = match spec.memory {
+                Some(size) => size,
+                None => Bytes(
+                    src.query_memory_size_summary()
+                        .await
+                        .with_context(|| format!("vm {}: query-memory-size-summary", spec.name))?
+                        .base_memory,
+                ),
+            };
+            memory.push(size);
+            sources.push(src);
+        }
+        Ok(QemuBackend {
+            fleet: inventory.fleet(&memory),
+            inventory,
+            run_dir,
+            sources,
+            log,
+        })
+    }
+}
+
+impl evac_run::Backend for QemuBackend {
+    type Migration = QemuMigration;
+
+    fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    fn network(&self) -> Network {
+        self.inventory.network()
+    }
+
+    fn start(&mut self, request: StartRequest) -> QemuMigration {
+        let vm = request.vm.0;
+        let src = self.sources[vm].clone();
+        let ctx = AttemptCtx {
+            vm: self.inventory.vms[vm].name.clone(),
+            attempt: request.attempt,
+            src: src.clone(),
+            dst_host: self.inventory.hosts[request.destination.0].clone(),
+            qemu_args: self.inventory.vms[vm].qemu_args.clone(),
+            run_dir: self.run_dir.clone(),
+            params: request.params,
+            log: self.log.clone(),
+        };
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let progress = Arc::new(Mutex::new(attempt::Progress::default()));
+        let (result_tx, result) = oneshot::channel();
+        let host = ctx.dst_host.name.clone();
+        let task_progress = progress.clone();
+        let wake = request.wake;
+        tokio::spawn(async move {
+            let result = attempt::run_attempt(ctx, control_rx, task_progress).await;
+            let _ = result_tx.send(result);
+            wake.wake();
+        });
+        QemuMigration {
+            src,
+            host,
+            control,
+            progress,
+            result,
+        }
+    }
+
+    /// A source host with a `netns`: the transmit counter of that namespace
+    /// (read through a live source QEMU in it), guests' traffic included.
+    async fn host_tx(&mut self) -> Vec<Option<Bytes>> {
+        let mut tx = vec![None; self.fleet.hosts.len()];
+        for (host, spec) in self.inventory.hosts.iter().enumerate() {
+            if spec.site != Site::Source || spec.netns.is_none() {
+                continue;
+            }
+            tx[host] = self
+                .fleet
+                .vms
+                .iter()
+                .zip(&self.sources)
+                .filter(|(vm, src)| vm.host.0 == host && !src.is_closed())
+                .find_map(|(_, src)| src.peer_pid().and_then(crate::netns_tx_bytes))
+                .map(Bytes);
+        }
+        tx
+    }
+}
+
+/// One attempt in flight: its task's control channel and result.
+pub struct QemuMigration {
+    src: Qmp,
+    host: String,
+    control: mpsc::UnboundedSender<Control>,
+    progress: Arc<Mutex<attempt::Progress>>,
+    result: oneshot::Receiver<AttemptResult>,
+}
+
+impl QemuMigration {
+    /// A request to the attempt's task; one that has ended reports its
+    /// result at the next observation, so a closed channel is no error.
+    fn send(&self, request: Control) -> Result<(), String> {
+        let _ = self.control.send(request);
+        Ok(())
+    }
+}
+
+impl evac_run::Migration for QemuMigration {
+    type Landed = Landed;
+
+    async fn observe(&mut self) -> Result<Observed<Landed>, String> {
+        match self.result.try_recv() {
+            Ok(AttemptResult::Completed {
+                info,
+                dst_pid,
+                dst_qmp,
+            }) => {
+                let ram = info.ram.unwrap_or_default();
+                return Ok(Observed::Completed(Completion {
+                    bytes_sent: Bytes(ram.transferred),
+                    rounds: ram.dirty_sync_count as u32,
+                    downtime: info.downtime.map(std::time::Duration::from_millis),
+                    landed: Landed {
+                        host: self.host.clone(),
+                        qmp: dst_qmp,
+                        pid: dst_pid,
+                    },
+                }));
+            }
+            Ok(AttemptResult::Failed { reason, transferred }) => {
+                return Ok(Observed::Failed(Failure {
+                    reason,
+                    bytes_sent: Bytes(transferred),
+                }))
+            }
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Ok(Observed::Failed(Failure {
+                    reason: "the migration task ended without a result".into(),
+                    bytes_sent: Bytes::ZERO,
+                }))
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let (migrating, paused) = {
+            let p = self.progress.lock().unwrap();
+            (p.migrating, p.paused_by_us)
+        };
+        if !migrating {
+            return Ok(Observed::Starting);
+        }
+        let info = self
+            .src
+            .query_migrate()
+            .await
+            .map_err(|e| format!("query-migrate: {e}"))?;
+        let ram = info.ram.unwrap_or_default();
+        let phase = if matches!(
+            info.status,
+            Some(MigrationStatus::Device | MigrationStatus::PreSwitchover)
+        ) {
+            Phase::StopAndCopy
+        } else if paused {
+            Phase::Offline
+        } else {
+            Phase::Precopy
+        };
+        Ok(Observed::Running(Progress {
+            phase,
+            round: (ram.dirty_sync_count as u32).max(1),
+            bytes_sent: Bytes(ram.transferred),
+            bytes_remaining: Bytes(ram.remaining),
+            rate: BitsPerSec(ram.mbps * 1e6),
+            dirty_rate: BytesPerSec((ram.dirty_pages_rate * ram.page_size) as f64),
+        }))
+    }
+
+    async fn retune(&mut self, change: Retune) -> Result<(), String> {
+        self.send(Control::Retune(change))
+    }
+
+    async fn switch_to_offline(&mut self) -> Result<(), String> {
+        self.send(Control::Offline)
+    }
+
+    async fn cancel(&mut self) -> Result<(), String> {
+        self.send(Control::Cancel)
+    }
+}

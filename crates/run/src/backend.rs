@@ -1,0 +1,208 @@
+//! The backend trait: what the run loop needs of a virtualization platform.
+//!
+//! ## The model
+//!
+//! A backend knows a [`Fleet`] (hosts and VMs, VM memory as the platform
+//! reports it; [`VmId`] and [`HostId`] index its vectors) and can start a
+//! live migration of one VM to one destination host. The run loop owns
+//! everything else: the clock, the controller, attempts and retries,
+//! power-off deadlines, shutdown, progress and the result. A backend holds
+//! no policy and makes no decision.
+//!
+//! The loop calls, once per control period (and whenever a backend
+//! [`Wake`]s it):
+//!
+//! 1. [`Migration::observe`] on every migration in flight, **all at once**
+//!    (concurrently), each bounded by [`crate::OBSERVE_TIMEOUT`]: a call that
+//!    does not answer in time counts as "no news" (the last observation is
+//!    reused) and the tick goes on. Never block a thread in these futures:
+//!    put blocking client calls on `tokio::task::spawn_blocking`.
+//! 2. [`Backend::host_tx`], bounded the same way.
+//! 3. The controller; then, for each of its actions, [`Backend::start`],
+//!    [`Migration::retune`], [`Migration::switch_to_offline`] or
+//!    [`Migration::cancel`], each bounded by [`crate::ACTION_TIMEOUT`].
+//!
+//! ## A migration's life
+//!
+//! [`Backend::start`] is synchronous and must return at once: it hands the
+//! work (prepare the destination, set parameters, begin sending) to a task
+//! of its own and returns the [`Migration`] handle. Until the platform is
+//! sending, `observe` says [`Observed::Starting`]; then
+//! [`Observed::Running`] with the progress; and exactly one terminal answer:
+//! [`Observed::Completed`] (the VM runs at the destination, the source is
+//! gone) or [`Observed::Failed`] (the VM still runs on its source, unpaused:
+//! **a failed or cancelled migration leaves the VM running where it was**).
+//! After a terminal answer the loop drops the handle. A start that fails
+//! at once (a destination that cannot be reached) is an `Observed::Failed`
+//! on the first `observe`, not an error of `start`.
+//!
+//! `cancel` asks for the end of the migration; the handle later reports
+//! `Failed` (reason "cancelled"), or `Completed` if it finished first. A
+//! cancel, retune or switch to offline is a request: return once it is
+//! delivered (or refused, as `Err` with a short reason the loop logs).
+//!
+//! Completion may also be pushed: call [`Wake::wake`] (a clone of the one
+//! in the [`StartRequest`]) when a migration ends, so the loop observes
+//! without waiting for the next period.
+//!
+//! ## Restarts
+//!
+//! Before each start the loop journals [`Backend::reconnect_info`]; after a
+//! crash of evac, `--resume` calls [`Backend::adopt`] with it for every
+//! attempt that was started and had not ended. The migrations themselves
+//! must outlive evac (a destination process in its own process group or
+//! session, a libvirt job that goes on without its client).
+//!
+//! ## Network usage
+//!
+//! [`Backend::host_tx`] gives, per host, the cumulative bytes its NIC has
+//! sent if the backend can measure it (migrations plus the guests' own
+//! traffic, which is what the controller must share the link with), or
+//! `None`, and the loop then counts the host's migrations' bytes alone.
+//! Counters may restart (a different process is read): the loop never lets
+//! a host's count go down.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evac_controller::{Phase, Retune};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Network, VmId};
+
+/// What a backend is asked to start.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub vm: VmId,
+    /// 1 for the first attempt of this VM, counting every earlier one.
+    pub attempt: u32,
+    pub destination: HostId,
+    /// The controller's parameters for this migration.
+    pub params: MigrationParams,
+    /// Wakes the loop (e.g. when the migration ends).
+    pub wake: Wake,
+}
+
+/// Wakes the run loop between periods: it then observes every migration.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<tokio::sync::Notify>);
+
+impl Wake {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// A migration in flight, as of one observation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    pub phase: Phase,
+    /// Precopy round (pass over memory), starting at 1.
+    pub round: u32,
+    /// Sent by this attempt so far, all rounds together.
+    pub bytes_sent: Bytes,
+    /// Still to send in the current round.
+    pub bytes_remaining: Bytes,
+    /// The transfer rate as the platform measures it.
+    pub rate: BitsPerSec,
+    /// How fast the guest dirties memory, as measured.
+    pub dirty_rate: BytesPerSec,
+}
+
+/// A migration that completed: the VM runs at its destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion<L> {
+    /// Sent by this attempt.
+    pub bytes_sent: Bytes,
+    /// Precopy rounds.
+    pub rounds: u32,
+    /// How long the guest did not run, if the platform knows.
+    pub downtime: Option<Duration>,
+    /// Where it runs now, in the backend's terms (e.g. a process and its socket).
+    pub landed: L,
+}
+
+/// A migration that failed or was cancelled: the VM runs on its source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub reason: String,
+    /// Sent by this attempt before it ended (0 if unknown).
+    pub bytes_sent: Bytes,
+}
+
+/// The answer of [`Migration::observe`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed<L> {
+    /// Accepted, not yet sending (the destination is being prepared).
+    Starting,
+    Running(Progress),
+    Completed(Completion<L>),
+    Failed(Failure),
+}
+
+/// A virtualization platform the run loop can evacuate.
+pub trait Backend {
+    type Migration: Migration;
+
+    /// The hosts and VMs; constant for the run.
+    fn fleet(&self) -> &Fleet;
+
+    /// The WAN as far as the backend knows it (it feeds only the report's
+    /// lower bounds).
+    fn network(&self) -> Network;
+
+    /// Starts migrating a VM; returns at once (see the module doc).
+    fn start(&mut self, request: StartRequest) -> Self::Migration;
+
+    /// Per host (indexed by [`HostId`]), the cumulative bytes its NIC sent,
+    /// if measurable.
+    fn host_tx(&mut self) -> impl Future<Output = Vec<Option<Bytes>>> + Send;
+
+    /// What the backend needs to find the attempt `request` is about to
+    /// start again after evac itself was restarted (for QEMU the
+    /// destination's QMP socket): the run loop writes it to its journal,
+    /// flushed, before it calls [`Backend::start`]. Keep it small (it is
+    /// read back with a 1 MiB line limit). The default: nothing, and
+    /// [`Backend::adopt`] will not be able to reconnect.
+    fn reconnect_info(&self, request: &StartRequest) -> serde_json::Value {
+        let _ = request;
+        serde_json::Value::Null
+    }
+
+    /// After a restart (`--resume`): reconnects to an attempt a previous
+    /// evac started and the journal shows unfinished; `info` is what
+    /// [`Backend::reconnect_info`] returned for it. The migration may be
+    /// under way, finished (the VM runs at the destination, perhaps with its
+    /// source still there), or never begun (the destination never
+    /// started): the handle finds out and reports it like any other, and
+    /// must never start a second migration of the VM. Returns at once like
+    /// `start`. `None`: this backend cannot adopt; the loop then leaves the
+    /// VM alone (reported not migrated) rather than risk migrating it twice.
+    fn adopt(&mut self, request: StartRequest, info: &serde_json::Value) -> Option<Self::Migration> {
+        let _ = (request, info);
+        None
+    }
+}
+
+/// One migration attempt in flight.
+pub trait Migration: Send {
+    /// Where a migrated VM runs, in the backend's terms.
+    type Landed: Clone + Debug + Send;
+
+    /// Its state now. `Err` (a short reason) when it cannot be known this
+    /// time; the loop reuses the last observation.
+    fn observe(&mut self) -> impl Future<Output = Result<Observed<Self::Landed>, String>> + Send;
+
+    /// Changes a parameter mid-flight.
+    fn retune(&mut self, change: Retune) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Pauses the guest so the rest is sent in one go.
+    fn switch_to_offline(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Abandons the migration; the VM keeps running on its source.
+    fn cancel(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+}
