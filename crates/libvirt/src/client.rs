@@ -81,7 +81,7 @@ pub async fn call<T: Send + 'static>(
     }
 }
 
-/// Calls `f` on `dom`, again (up to 10 times, 100 ms apart) while libvirt
+/// Calls `f` on `dom`, again (up to 30 times, 100 ms apart) while libvirt
 /// says the domain does not exist: on the lab's loaded machine the source
 /// daemon answered "Domain not found" for a domain in the middle of its
 /// migration, and the same call succeeded a moment later.
@@ -92,7 +92,7 @@ pub fn on_domain<T>(
     let mut tries = 0;
     loop {
         match f(dom) {
-            Err(e) if e.code() == virt::error::ErrorNumber::NoDomain && tries < 9 => {
+            Err(e) if e.code() == virt::error::ErrorNumber::NoDomain && tries < 29 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -380,7 +380,13 @@ impl Migration {
         {
             let dom = dom.clone();
             let ms = (request.downtime_limit.as_millis() as u64).max(1);
+            // The cap too: the `bandwidth` migrate parameter alone was
+            // sometimes not applied in the lab (the migration ran uncapped);
+            // a domain's max speed set before the migration is the one it
+            // starts with.
+            let mib = mib_per_sec(request.max_bandwidth);
             call(timeout, move || {
+                dom.migrate_set_max_speed(mib, 0)?;
                 Ok(dom.migrate_set_max_downtime(ms, 0).map(|_| ())?)
             })
             .await?;
@@ -415,7 +421,12 @@ impl Migration {
             dom,
             done: rx,
             result: None,
-            pending: Arc::default(),
+            // The cap given at the start is set again once data flows: in
+            // the loaded lab a migration sometimes ran uncapped.
+            pending: Arc::new(std::sync::Mutex::new(Pending {
+                speed_mib: request.max_bandwidth.map(|r| mib_per_sec(Some(r))),
+                ..Pending::default()
+            })),
             adopted: false,
         };
         Ok(migration)
