@@ -11,6 +11,12 @@ use evac_run::{BackendKind, Log, RunOptions, RunProgress};
 use crate::output::{self, is_dash, Exit};
 use crate::{progress, OutputArgs};
 
+/// An inventory of either backend.
+enum Inventory {
+    Qemu(evac_qemu::Inventory),
+    Libvirt(evac_libvirt::Inventory),
+}
+
 pub fn run(
     path: &Path,
     policy: Option<PolicyKind>,
@@ -25,18 +31,24 @@ pub fn run(
     if is_dash(path) {
         let inventory =
             evac_qemu::Inventory::from_str_at(&output::read_stdin_input()?, Path::new("<stdin>"))?;
-        return evacuate(inventory, policy, quiet, resume, metrics, outputs);
+        return evacuate(
+            Inventory::Qemu(inventory),
+            policy,
+            quiet,
+            resume,
+            metrics,
+            outputs,
+        );
     }
-    match backend_of(path) {
-        BackendKind::Qemu => {}
-        BackendKind::Libvirt => anyhow::bail!("{}: backend libvirt: not built yet", path.display()),
-    }
-    let inventory = evac_qemu::Inventory::from_path(path)?;
+    let inventory = match backend_of(path) {
+        BackendKind::Qemu => Inventory::Qemu(evac_qemu::Inventory::from_path(path)?),
+        BackendKind::Libvirt => Inventory::Libvirt(evac_libvirt::Inventory::from_path(path)?),
+    };
     evacuate(inventory, policy, quiet, resume, metrics, outputs)
 }
 
 fn evacuate(
-    inventory: evac_qemu::Inventory,
+    inventory: Inventory,
     policy: Option<PolicyKind>,
     quiet: bool,
     resume: bool,
@@ -91,14 +103,21 @@ fn evacuate(
                 display.finish();
             })
         });
-        let output = evac_qemu::run_with_options(inventory, options, ctrl_c).await;
+        let output = match inventory {
+            Inventory::Qemu(inventory) => evac_qemu::run_with_options(inventory, options, ctrl_c)
+                .await
+                .map(|o| o.result),
+            Inventory::Libvirt(inventory) => evac_libvirt::run_with_options(inventory, options, ctrl_c)
+                .await
+                .map(|o| o.result),
+        };
         if let Some(render) = render {
             let _ = render.await;
         }
         if let Some(endpoint) = endpoint {
             endpoint.stop().await;
         }
-        output.map(|o| o.result)
+        output
     })?;
     let console = outputs.summary_console();
     output::finish(&result, &mut outputs, console)

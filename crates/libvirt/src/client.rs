@@ -39,6 +39,10 @@ pub struct Conn(pub Connect);
 impl Conn {
     /// Opens `uri` on this thread (blocking).
     pub fn open_blocking(uri: &str) -> Result<Conn, virt::error::Error> {
+        // libvirt prints every error on stderr by default; ours are
+        // returned and reported where they matter.
+        static QUIET: std::sync::Once = std::sync::Once::new();
+        QUIET.call_once(virt::error::clear_error_callback);
         Connect::open(Some(uri)).map(Conn)
     }
 }
@@ -77,7 +81,7 @@ pub async fn call<T: Send + 'static>(
     }
 }
 
-/// Calls `f` on `dom`, again (up to 10 times, 100 ms apart) while libvirt
+/// Calls `f` on `dom`, again (up to 30 times, 100 ms apart) while libvirt
 /// says the domain does not exist: on the lab's loaded machine the source
 /// daemon answered "Domain not found" for a domain in the middle of its
 /// migration, and the same call succeeded a moment later.
@@ -88,7 +92,7 @@ pub fn on_domain<T>(
     let mut tries = 0;
     loop {
         match f(dom) {
-            Err(e) if e.code() == virt::error::ErrorNumber::NoDomain && tries < 9 => {
+            Err(e) if e.code() == virt::error::ErrorNumber::NoDomain && tries < 29 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -161,20 +165,22 @@ pub async fn running_domains(
     .await
 }
 
-/// Sum of the transmitted bytes of the interfaces of `domains` on the host
-/// at `conn` (a domain gone meanwhile counts nothing).
+/// Per domain of `domains` (name, interface devices) still on the host at
+/// `conn`, the bytes its interfaces transmitted (a domain gone meanwhile is
+/// left out).
 pub async fn guests_tx(
     conn: &Arc<Conn>,
     domains: Vec<(String, Vec<String>)>,
     timeout: Duration,
-) -> Result<Bytes, ClientError> {
+) -> Result<Vec<(String, Bytes)>, ClientError> {
     let conn = conn.clone();
     call(timeout, move || {
-        let mut sum = 0u64;
+        let mut out = Vec::new();
         for (name, ifaces) in domains {
             let Ok(dom) = Domain::lookup_by_name(&conn.0, &name) else {
                 continue;
             };
+            let mut sum = 0u64;
             for iface in ifaces {
                 if let Ok(stats) = dom.interface_stats(&iface) {
                     // libvirt reports a tap's counters as the guest sees
@@ -182,8 +188,38 @@ pub async fn guests_tx(
                     sum = sum.saturating_add(stats.tx_bytes.max(0) as u64);
                 }
             }
+            out.push((name, Bytes(sum)));
         }
-        Ok(Bytes(sum))
+        Ok(out)
+    })
+    .await
+}
+
+/// libvirt's record of a domain's last completed migration, read on the
+/// host it arrived at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompletedMigration {
+    pub bytes: Bytes,
+    pub elapsed: Duration,
+    pub downtime: Duration,
+}
+
+/// The completed-job statistics of `domain` on the host at `uri`.
+pub async fn completed_migration(
+    uri: &str,
+    domain: &str,
+    timeout: Duration,
+) -> Result<CompletedMigration, ClientError> {
+    let (uri, domain) = (uri.to_owned(), domain.to_owned());
+    call(timeout, move || {
+        let conn = Conn::open_blocking(&uri)?;
+        let dom = Domain::lookup_by_name(&conn.0, &domain)?;
+        let s = crate::raw::completed_job_stats(&dom)?;
+        Ok(CompletedMigration {
+            bytes: Bytes(s.data_processed),
+            elapsed: Duration::from_millis(s.time_elapsed_ms),
+            downtime: Duration::from_millis(s.downtime_ms),
+        })
     })
     .await
 }
@@ -288,6 +324,7 @@ pub struct Migration {
     /// accepts them then but QEMU's migration starts with the initial
     /// values, so they are applied again once data flows (seen in the lab).
     pending: Arc<std::sync::Mutex<Pending>>,
+    adopted: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -323,6 +360,16 @@ impl Migration {
             })
             .await?
         };
+        // A migration of this domain already runs (an earlier evac was
+        // killed; libvirt goes on without its client): adopt it rather
+        // than start a second one.
+        let job = {
+            let dom = dom.clone();
+            call(timeout, move || Ok(on_domain(&dom, crate::raw::job_stats)?)).await?
+        };
+        if job.job_type != 0 {
+            return Ok(Migration::adopt(conn, dom, name));
+        }
         if request.offline {
             let dom = dom.clone();
             call(timeout, move || Ok(dom.suspend()?)).await?;
@@ -333,7 +380,13 @@ impl Migration {
         {
             let dom = dom.clone();
             let ms = (request.downtime_limit.as_millis() as u64).max(1);
+            // The cap too: the `bandwidth` migrate parameter alone was
+            // sometimes not applied in the lab (the migration ran uncapped);
+            // a domain's max speed set before the migration is the one it
+            // starts with.
+            let mib = mib_per_sec(request.max_bandwidth);
             call(timeout, move || {
+                dom.migrate_set_max_speed(mib, 0)?;
                 Ok(dom.migrate_set_max_downtime(ms, 0).map(|_| ())?)
             })
             .await?;
@@ -368,32 +421,54 @@ impl Migration {
             dom,
             done: rx,
             result: None,
-            pending: Arc::default(),
+            // The cap given at the start is set again once data flows: in
+            // the loaded lab a migration sometimes ran uncapped.
+            pending: Arc::new(std::sync::Mutex::new(Pending {
+                speed_mib: request.max_bandwidth.map(|r| mib_per_sec(Some(r))),
+                ..Pending::default()
+            })),
+            adopted: false,
         };
         Ok(migration)
     }
 
-    /// Adopts a migration already running on `domain` of the host at
-    /// `source_uri` (started by an earlier evac): its end is seen when the
-    /// job stops and the domain is gone from the source (completed) or
-    /// still runs there (failed).
-    pub async fn adopt(source_uri: &str, domain: &str, timeout: Duration) -> Result<Migration, ClientError> {
+    /// The migration of `domain` running now on the host at `source_uri`,
+    /// adopted; `None` when no job runs on it (it never began, or ended).
+    pub async fn find(
+        source_uri: &str,
+        domain: &str,
+        timeout: Duration,
+    ) -> Result<Option<Migration>, ClientError> {
         let conn = connect(source_uri, timeout).await?;
-        let dom = {
+        let name = domain.to_owned();
+        let found = {
             let conn = conn.clone();
-            let name = domain.to_owned();
+            let name = name.clone();
             call(timeout, move || {
-                Ok(Arc::new(Domain::lookup_by_name(&conn.0, &name)?))
+                let dom = match Domain::lookup_by_name(&conn.0, &name) {
+                    Ok(dom) => dom,
+                    Err(e) if e.code() == virt::error::ErrorNumber::NoDomain => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                let job = on_domain(&dom, crate::raw::job_stats)?;
+                Ok((job.job_type != 0).then(|| Arc::new(dom)))
             })
             .await?
         };
+        Ok(found.map(|dom| Migration::adopt(conn, dom, name)))
+    }
+
+    /// Adopts the migration already running on `dom` (started by an
+    /// earlier evac, which a p2p migration outlives): its end is seen when
+    /// the job stops; the domain still running on the source means it
+    /// failed.
+    fn adopt(conn: Arc<Conn>, dom: Arc<Domain>, name: String) -> Migration {
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
             let dom = dom.clone();
             std::thread::spawn(move || {
-                // Poll the job until it ends; then look at the domain.
                 loop {
-                    match crate::raw::job_stats(&dom) {
+                    match on_domain(&dom, crate::raw::job_stats) {
                         Ok(job) if job.job_type != 0 => std::thread::sleep(Duration::from_millis(200)),
                         _ => break,
                     }
@@ -410,8 +485,8 @@ impl Migration {
                 let _ = tx.send(result);
             });
         }
-        Ok(Migration {
-            domain: domain.to_owned(),
+        Migration {
+            domain: name,
             conn,
             dom,
             done: rx,
@@ -420,7 +495,13 @@ impl Migration {
                 streaming: true,
                 ..Pending::default()
             })),
-        })
+            adopted: true,
+        }
+    }
+
+    /// Whether this migration was found running rather than started.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// The migration's end, once the migrate call returned.

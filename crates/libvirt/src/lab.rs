@@ -559,6 +559,18 @@ impl Lab {
         .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
     }
 
+    /// Whether domain `name` is paused on host `i`.
+    pub fn is_paused(&self, i: usize, name: &str) -> std::io::Result<bool> {
+        let uri = self.hosts[i].uri();
+        let name = name.to_owned();
+        crate::client::blocking(Duration::from_secs(10), move || {
+            let conn = crate::client::Conn::open_blocking(&uri)?;
+            let dom = virt::domain::Domain::lookup_by_name(&conn.0, &name)?;
+            Ok(dom.get_state()?.0 == virt::sys::VIR_DOMAIN_PAUSED)
+        })
+        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
+    }
+
     /// Starts a packet capture on host `i`'s lab interface (first 256
     /// bytes of each packet of the migration port range) into `file`.
     pub fn capture(&self, i: usize, file: &Path) -> std::io::Result<Capture> {
@@ -597,6 +609,42 @@ impl Lab {
         }
         std::thread::sleep(Duration::from_millis(300));
         Ok(capture)
+    }
+
+    /// A libvirt inventory for this lab: `sources` and `destinations` are
+    /// host indices; `nic` each host's NIC (e.g. "200 Mbps"); `migration`
+    /// and `controller` are extra lines for those tables. evac reaches the
+    /// daemons by their sockets, the daemons one another over the lab
+    /// network.
+    pub fn inventory(
+        &self,
+        sources: &[usize],
+        destinations: &[usize],
+        nic: &str,
+        migration: &str,
+        controller: &str,
+    ) -> String {
+        let mut text = format!(
+            "name = \"{}\"\nbackend = \"libvirt\"\n[controller]\n{controller}\n[migration]\n{migration}\n",
+            self.name
+        );
+        for (&i, site) in sources
+            .iter()
+            .map(|i| (i, "source"))
+            .chain(destinations.iter().map(|i| (i, "destination")))
+        {
+            let h = &self.hosts[i];
+            text.push_str(&format!(
+                "[[host]]\nname = \"{}\"\nsite = \"{site}\"\nnic = \"{nic}\"\nuri = \"{}\"\npeer_uri = \"{}\"\n",
+                h.hostname,
+                h.uri(),
+                h.peer_uri()
+            ));
+            if site == "destination" {
+                text.push_str(&format!("migration_address = \"{}\"\n", h.ip));
+            }
+        }
+        text
     }
 
     fn teardown(&mut self) {

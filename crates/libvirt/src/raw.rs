@@ -21,15 +21,32 @@ pub struct JobStats {
     pub dirty_rate_pages: u64,
     pub page_size: u64,
     pub iteration: u64,
+    /// Milliseconds the guest did not run (completed jobs).
+    pub downtime_ms: u64,
+    /// Milliseconds since the job started (for a completed migration on
+    /// its destination: its whole length).
+    pub time_elapsed_ms: u64,
 }
 
-/// `virDomainGetJobStats` with the result freed by libvirt's own allocator.
+/// `virDomainGetJobStats` of the job running now, with the result freed by
+/// libvirt's own allocator.
 pub fn job_stats(dom: &Domain) -> Result<JobStats, Error> {
+    job_stats_flags(dom, 0)
+}
+
+/// The statistics of the domain's last completed job (on a migration's
+/// destination: the migration's bytes and downtime).
+pub fn completed_job_stats(dom: &Domain) -> Result<JobStats, Error> {
+    job_stats_flags(dom, sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
+}
+
+fn job_stats_flags(dom: &Domain, flags: u32) -> Result<JobStats, Error> {
     let mut job_type: libc::c_int = 0;
     let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
     let mut nparams: libc::c_int = 0;
     // SAFETY: `dom` is a valid domain; libvirt allocates `params`.
-    let ret = unsafe { sys::virDomainGetJobStats(dom.as_ptr(), &mut job_type, &mut params, &mut nparams, 0) };
+    let ret =
+        unsafe { sys::virDomainGetJobStats(dom.as_ptr(), &mut job_type, &mut params, &mut nparams, flags) };
     if ret < 0 {
         return Err(Error::last_error());
     }
@@ -55,6 +72,8 @@ pub fn job_stats(dom: &Domain) -> Result<JobStats, Error> {
         dirty_rate_pages: get(sys::VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE),
         page_size: get(sys::VIR_DOMAIN_JOB_MEMORY_PAGE_SIZE),
         iteration: get(sys::VIR_DOMAIN_JOB_MEMORY_ITERATION),
+        downtime_ms: get(sys::VIR_DOMAIN_JOB_DOWNTIME),
+        time_elapsed_ms: get(sys::VIR_DOMAIN_JOB_TIME_ELAPSED),
     };
     if !params.is_null() {
         // SAFETY: frees what virDomainGetJobStats allocated, once.

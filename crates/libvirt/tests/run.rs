@@ -1,0 +1,320 @@
+//! Evacuations through the run loop (evac-run) on a real libvirt lab:
+//! host A's domains to host B.
+
+use std::path::Path;
+
+use std::time::Duration;
+
+use evac_libvirt::backend::run_with_options;
+use evac_libvirt::inventory::Inventory;
+use evac_libvirt::lab::{self, Lab, LabOptions};
+use evac_outcome::Outcome;
+use evac_run::RunOptions;
+
+fn skip() -> bool {
+    evac_lab::skip_without(&[lab::libvirt_lab_available])
+}
+
+fn lab() -> Lab {
+    Lab::start(&LabOptions {
+        hosts: 2,
+        rate_mbit: Some(400),
+        tls: false,
+    })
+    .unwrap()
+}
+
+fn inventory(lab: &Lab, migration: &str, controller: &str) -> Inventory {
+    let text = lab.inventory(&[0], &[1], "400 Mbps", migration, controller);
+    Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap()
+}
+
+/// Starts `n` domains of `mib` MiB named `<prefix><i>` on host A.
+fn start_domains(lab: &Lab, prefix: &str, n: usize, mib: u64) -> Vec<String> {
+    let ram = lab.ram_file(prefix, mib, None).unwrap();
+    (0..n)
+        .map(|i| lab.start_domain(0, &format!("{prefix}{i}"), mib, &ram).unwrap())
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_domains_move_with_aimd_global_and_with_deadline() {
+    if skip() {
+        return;
+    }
+    let lab = lab();
+    for policy in ["aimd-global", "deadline"] {
+        let names = start_domains(&lab, &policy[..4], 3, 32);
+        let inv = inventory(
+            &lab,
+            "",
+            &format!("policy = \"{policy}\"\nperiod = \"500 ms\"\nmax_attempts = 3"),
+        );
+        let out = run_with_options(inv, RunOptions::default(), std::future::pending())
+            .await
+            .unwrap();
+        let r = &out.result;
+        assert_eq!((r.migrated, r.lost), (3, 0), "{policy}: {r:?}");
+        for vm in &r.vms {
+            assert_eq!(vm.outcome, Outcome::Migrated);
+            // Every page of 32 MiB of random RAM was sent at least once.
+            assert!(vm.bytes_sent.unwrap() >= 32 << 20, "{policy}: {vm:?}");
+            // The destination's record of the migration gives its downtime.
+            assert!(
+                vm.downtime_s.is_some_and(|d| d > 0.0 && d < 10.0),
+                "{policy}: {vm:?}"
+            );
+        }
+        for (vm, landed) in r.vms.iter().zip(&out.landed) {
+            assert_eq!(landed.as_ref().unwrap().host, lab.hosts[1].hostname, "{vm:?}");
+        }
+        assert!(lab.running_domains(0).unwrap().is_empty());
+        let on_b = lab.running_domains(1).unwrap();
+        assert!(names.iter().all(|n| on_b.contains(n)), "{on_b:?}");
+    }
+    // Six domains on B, each once; persistent there, undefined on A.
+    assert_eq!(lab.running_domains(1).unwrap().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_migration_pauses_the_guest_and_resumes_it_at_the_destination() {
+    if skip() {
+        return;
+    }
+    let lab = lab();
+    let names = start_domains(&lab, "off", 1, 32);
+    let inv = inventory(
+        &lab,
+        "mode = \"offline\"",
+        "policy = \"aimd-global\"\nperiod = \"500 ms\"",
+    );
+    let out = run_with_options(inv, RunOptions::default(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(out.result.migrated, 1, "{:?}", out.result);
+    assert_eq!(lab.running_domains(1).unwrap(), names);
+    assert!(
+        !lab.is_paused(1, &names[0]).unwrap(),
+        "left paused at the destination"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_flight_leaves_the_domains_on_their_source() {
+    if skip() {
+        return;
+    }
+    let lab = lab();
+    let names = start_domains(&lab, "stay", 2, 64);
+    // 2 MiB/s: 64 MiB cannot finish within the 6 s before the shutdown.
+    let inv = inventory(
+        &lab,
+        "max_bandwidth = \"16 Mbps\"",
+        "policy = \"aimd-global\"\nperiod = \"500 ms\"",
+    );
+    let shutdown = tokio::time::sleep(Duration::from_secs(6));
+    let out = run_with_options(inv, RunOptions::default(), shutdown)
+        .await
+        .unwrap();
+    assert_eq!((out.result.migrated, out.result.lost), (0, 2), "{:?}", out.result);
+    assert!(!out.result.failed_attempts.is_empty());
+    assert_eq!(lab.running_domains(0).unwrap(), sorted(names));
+    assert!(lab.running_domains(1).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_qemu_killed_mid_migration_is_retried() {
+    if skip() {
+        return;
+    }
+    let lab = std::sync::Arc::new(lab());
+    let names = start_domains(&lab, "kill", 1, 64);
+    // 4 MiB/s: 16 s of sending, time to kill the destination's QEMU.
+    let inv = inventory(
+        &lab,
+        "max_bandwidth = \"32 Mbps\"",
+        "policy = \"aimd-global\"\nperiod = \"500 ms\"\nmax_attempts = 3",
+    );
+    // Kills the first incoming QEMU on B once it has received a little.
+    let killer = {
+        let lab = lab.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut pids = Vec::new();
+            assert!(
+                lab::wait_until(Duration::from_secs(60), || {
+                    pids = lab.qemu_pids(1);
+                    !pids.is_empty()
+                }),
+                "no QEMU ever ran on B"
+            );
+            std::thread::sleep(Duration::from_secs(3));
+            for pid in &pids {
+                // SAFETY: kill has no memory-safety preconditions; the pid
+                // is a QEMU the lab's daemon B started.
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+            pids
+        })
+    };
+    let out = run_with_options(inv, RunOptions::default(), std::future::pending())
+        .await
+        .unwrap();
+    let killed = killer.await.unwrap();
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    let r = &out.result;
+    assert_eq!((r.migrated, r.lost), (1, 0), "{r:?}");
+    assert!(
+        !r.failed_attempts.is_empty(),
+        "the killed attempt is not recorded: {r:?}"
+    );
+    assert!(lab.running_domains(0).unwrap().is_empty());
+    assert_eq!(lab.running_domains(1).unwrap(), names);
+}
+
+/// Not a test of its own: the evac process the restart test kills. It runs
+/// only when that test starts this binary with `EVAC_LV_CHILD` set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper: run as a child process by evac_killed_and_restarted_moves_each_domain_once"]
+async fn restart_child() {
+    let path = std::env::var("EVAC_LV_CHILD").expect("run by the restart test");
+    let inv = Inventory::from_path(Path::new(&path)).unwrap();
+    run_with_options(inv, RunOptions::default(), std::future::pending())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evac_killed_and_restarted_moves_each_domain_once() {
+    if skip() {
+        return;
+    }
+    let lab = lab();
+    let names = start_domains(&lab, "rst", 4, 64);
+    // 8 MiB/s each, two at a time: about 8 s per domain.
+    let text = lab.inventory(
+        &[0],
+        &[1],
+        "400 Mbps",
+        "max_bandwidth = \"64 Mbps\"",
+        "policy = \"aimd-global\"\nperiod = \"500 ms\"\nmax_in_flight = 2",
+    );
+    let path = lab.dir.join("restart.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "restart_child", "--nocapture"])
+        .env("EVAC_LV_CHILD", &path)
+        .spawn()
+        .unwrap();
+    // Kill it while a migration runs: a job on A, data flowing.
+    let conn = evac_libvirt::client::connect(&lab.hosts[0].uri(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let in_flight = loop {
+        let doms = evac_libvirt::client::running_domains(&conn, &[], Duration::from_secs(30))
+            .await
+            .unwrap();
+        let jobs: Vec<String> = doms
+            .into_iter()
+            .filter(|d| d.job_running)
+            .map(|d| d.name)
+            .collect();
+        if !jobs.is_empty() && started.elapsed() > Duration::from_secs(4) {
+            break jobs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no migration ever ran"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the evac process ended early"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(conn);
+
+    // The run loop's restart hook (`--resume`): the first migration left
+    // running is followed to its end, not started again.
+    {
+        use evac_run::{Backend as _, Migration as _, Observed, StartRequest, Wake};
+        let inv = Inventory::from_path(&path).unwrap();
+        let mut backend = evac_libvirt::LibvirtBackend::connect(inv, evac_run::log_to_stderr())
+            .await
+            .unwrap();
+        let vm = backend
+            .fleet()
+            .vms
+            .iter()
+            .position(|v| v.name == in_flight[0])
+            .unwrap();
+        let request = || StartRequest {
+            vm: evac_model::VmId(vm),
+            attempt: 1,
+            destination: evac_model::HostId(1),
+            params: evac_model::MigrationParams::default(),
+            wake: Wake::default(),
+        };
+        let info = backend.reconnect_info(&request());
+        let wrong = serde_json::json!({"domain": "another", "source": info["source"]});
+        assert!(backend.adopt(request(), &wrong).is_none());
+        let mut m = backend.adopt(request(), &info).unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            match m.observe().await.unwrap() {
+                Observed::Completed(c) => {
+                    assert_eq!(c.landed.host, lab.hosts[1].hostname);
+                    break;
+                }
+                Observed::Failed(f) => panic!("{f:?}"),
+                _ => {}
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the adopted migration never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let options = RunOptions {
+        log: Some({
+            let log = log.clone();
+            std::sync::Arc::new(move |line: &str| log.lock().unwrap().push(line.to_owned()))
+        }),
+        ..RunOptions::default()
+    };
+    let inv = Inventory::from_path(&path).unwrap();
+    let out = run_with_options(inv, options, std::future::pending())
+        .await
+        .unwrap();
+    let log = log.lock().unwrap().clone();
+    // Every domain runs on B, once; none is left on A.
+    assert!(lab.running_domains(0).unwrap().is_empty(), "{log:?}");
+    assert_eq!(lab.running_domains(1).unwrap(), sorted(names), "{log:?}");
+    // The second run moved what the first left, lost nothing, and took over
+    // a migration the killed one had left running rather than starting a
+    // second (unless it finished in between).
+    assert_eq!(out.result.lost, 0, "{:?}", out.result);
+    let adopted = log
+        .iter()
+        .filter(|l| l.contains("adopted the migration already running"))
+        .count();
+    let finished_meanwhile = in_flight
+        .iter()
+        .filter(|d| !out.result.vms.iter().any(|v| &v.name == *d))
+        .count();
+    assert_eq!(
+        adopted + finished_meanwhile,
+        in_flight.len(),
+        "in flight at the kill: {in_flight:?}; log: {log:?}"
+    );
+}
