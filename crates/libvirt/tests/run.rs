@@ -121,7 +121,12 @@ async fn shutdown_mid_flight_leaves_the_domains_on_their_source() {
     let out = run_with_options(inv, RunOptions::default(), shutdown)
         .await
         .unwrap();
-    assert_eq!((out.result.migrated, out.result.lost), (0, 2), "{:?}", out.result);
+    assert_eq!(
+        (out.result.migrated, out.result.not_migrated, out.result.lost),
+        (0, 2, 0),
+        "{:?}",
+        out.result
+    );
     assert!(!out.result.failed_attempts.is_empty());
     assert_eq!(lab.running_domains(0).unwrap(), sorted(names));
     assert!(lab.running_domains(1).unwrap().is_empty());
