@@ -138,11 +138,23 @@ fn host_lines(result: &RunResult) -> Vec<String> {
             }
         }
     }
+    // Grouped once: a million VMs on twenty thousand hosts must not be
+    // scanned once per host.
+    let mut by_host: std::collections::HashMap<&str, Vec<&VmRecord>> = std::collections::HashMap::new();
+    for vm in &result.vms {
+        by_host.entry(vm.host.as_str()).or_default().push(vm);
+    }
+    let power_offs: std::collections::HashMap<&str, Option<f64>> = result
+        .hosts
+        .iter()
+        .rev()
+        .map(|h| (h.name.as_str(), h.power_off_s))
+        .collect();
     names
         .into_iter()
         .map(|name| {
-            let vms: Vec<&VmRecord> = result.vms.iter().filter(|vm| vm.host == name).collect();
-            let power_off = power_off_of(result, name);
+            let vms: Vec<&VmRecord> = by_host.get(name).cloned().unwrap_or_default();
+            let power_off = power_offs.get(name).copied().flatten();
             let left: Vec<&VmRecord> = vms
                 .iter()
                 .copied()

@@ -590,15 +590,19 @@ impl Checker<'_> {
                 _ => {}
             }
         }
+        // One pass over the VMs, not one per destination: a million VMs and
+        // thousands of destinations would take seconds.
+        let mut pinned_to = vec![Bytes::ZERO; hosts.len()];
+        for vm in vms {
+            if let Some(destination) = vm.destination {
+                pinned_to[destination.0] += vm.memory;
+            }
+        }
         for &destination in &destinations {
             let Some(room) = room(destination) else {
                 continue;
             };
-            let pinned: Bytes = vms
-                .iter()
-                .filter(|vm| vm.destination == Some(destination))
-                .map(|vm| vm.memory)
-                .sum();
+            let pinned = pinned_to[destination.0];
             if pinned > room {
                 return Err(self.refuse(
                     &FieldPath::entry("host", destination.0).key("memory"),

@@ -25,17 +25,30 @@
 //!   starts after it.
 //! - Offline: the VM pauses at once and its whole memory is sent.
 //! - A host that powers off loses every VM still on it, mid-migration or not.
-//! - The controller is consulted every control period and at once whenever a
-//!   migration ends. An evacuation ends when every VM has migrated or is
-//!   lost, or when the controller starts nothing while nothing is in flight
-//!   (the VMs it left are `not-migrated`, given up: they never started).
+//! - The controller is consulted at once whenever a migration ends (or is
+//!   lost), and otherwise when it asks to be ([`Controller::next_wakeup`]):
+//!   every control period by default, only on events for the fixed policies,
+//!   every period while something is queued for AIMD. The periodic instants
+//!   are those of a grid 0, period, 2 × period, ... whether or not a tick
+//!   was skipped, so skipping changes no result. An evacuation ends when
+//!   every VM has migrated or is lost, or when the controller starts nothing
+//!   while nothing is in flight (the VMs it left are `not-migrated`,
+//!   given up: they never started).
+//! - The timeline gets a point whenever the WAN's capacity, its load or the
+//!   migrations in flight change (and at the start and the end), not every
+//!   period: between two points the throughput is constant, so nothing is
+//!   lost, and a run of days costs its changes, not its seconds.
 //!
 //! Between events every rate is constant, so a migration's progress is a
 //! linear function of time, kept lazily: a round ending touches one
 //! migration, and only a change of rates costs a pass over those in flight.
-//! Nothing costs a pass over all VMs.
+//! Nothing costs a pass over all VMs or all hosts: VMs are indexed by host
+//! (a power-off touches its own), only links some migration crosses are
+//! advanced, the controller is told which hosts' counters moved, and the
+//! fair share looks at the links in use only (see docs/scale.md).
 
 pub mod fair_share;
+pub mod scale;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

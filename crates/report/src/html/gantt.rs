@@ -132,6 +132,9 @@ fn row_of(out: &mut String, result: &RunResult, vm: &VmRecord, x: &svg::Scale, t
         .find(|h| h.name == vm.host)
         .and_then(|h| h.power_off_s);
     let mut tip = format!("{} on {}: {}", vm.name, vm.host, status.class());
+    if let Some(reason) = &vm.reason {
+        let _ = write!(tip, " ({reason})");
+    }
     if let (Some(start), Some(end)) = (vm.start_s, vm.end_s) {
         let _ = write!(
             tip,
