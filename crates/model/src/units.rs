@@ -53,7 +53,49 @@ fn split_number(text: &str) -> Option<(f64, &str)> {
     None
 }
 
-fn parse_scaled(text: &str, units: &[(&str, f64)], expected: &'static str) -> Result<f64, ParseError> {
+/// The sane range of a quantity in its base unit (bytes, bit/s, byte/s,
+/// seconds): a value is 0 or within `least..=most`. Anything else is a typo
+/// (`1e-300 bps`, `1e308 Tbps`, `1e300 s`) that would otherwise divide by
+/// almost nothing, become infinite, or overflow a `Duration`.
+struct Range {
+    least: f64,
+    most: f64,
+    /// The message's "is not ..." part.
+    describe: &'static str,
+}
+
+/// Sizes: 0, or 1 B to 1 PiB (a VM or a host; sums of them saturate).
+const SIZE_RANGE: Range = Range {
+    least: 1.0,
+    most: (1u64 << 50) as f64,
+    describe: "within 0 or 1 B ..= 1 PiB",
+};
+/// Bit rates: 0, or 1 bps to 1000 Tbps.
+const BIT_RATE_RANGE: Range = Range {
+    least: 1.0,
+    most: 1e15,
+    describe: "within 0 or 1 bps ..= 1000 Tbps",
+};
+/// Byte rates: 0, or 1 B/s to 125 TB/s (1000 Tbps).
+const BYTE_RATE_RANGE: Range = Range {
+    least: 1.0,
+    most: 1.25e14,
+    describe: "within 0 or 1 B/s ..= 125000 GB/s",
+};
+/// Durations: 0, or 1 us to 10 years (87660 h).
+pub const MAX_DURATION: Duration = Duration::from_secs(87_660 * 3600);
+const DURATION_RANGE: Range = Range {
+    least: 1e-6,
+    most: 87_660.0 * 3600.0,
+    describe: "within 0 or 1 us ..= 87660 h (10 years)",
+};
+
+fn parse_scaled(
+    text: &str,
+    units: &[(&str, f64)],
+    expected: &'static str,
+    range: &Range,
+) -> Result<f64, ParseError> {
     let (value, unit) = split_number(text).ok_or_else(|| ParseError::new(text, expected))?;
     let scale = units
         .iter()
@@ -63,7 +105,14 @@ fn parse_scaled(text: &str, units: &[(&str, f64)], expected: &'static str) -> Re
     if !value.is_finite() || value < 0.0 {
         return Err(ParseError::new(text, expected));
     }
-    Ok(value * scale)
+    let scaled = value * scale;
+    if scaled != 0.0 && !(scaled >= range.least * (1.0 - 1e-9) && scaled <= range.most) {
+        return Err(ParseError {
+            text: text.to_owned(),
+            expected: range.describe,
+        });
+    }
+    Ok(scaled)
 }
 
 const KIB: f64 = 1024.0;
@@ -132,12 +181,14 @@ impl Bytes {
 impl Add for Bytes {
     type Output = Bytes;
     fn add(self, rhs: Bytes) -> Bytes {
-        Bytes(self.0 + rhs.0)
+        // Saturating: a sum of many huge VMs is "more than anything", not a
+        // panic or a wrap to a small number.
+        Bytes(self.0.saturating_add(rhs.0))
     }
 }
 impl AddAssign for Bytes {
     fn add_assign(&mut self, rhs: Bytes) {
-        self.0 += rhs.0;
+        *self = *self + rhs;
     }
 }
 impl Sub for Bytes {
@@ -148,7 +199,7 @@ impl Sub for Bytes {
 }
 impl std::iter::Sum for Bytes {
     fn sum<I: Iterator<Item = Bytes>>(iter: I) -> Bytes {
-        Bytes(iter.map(|b| b.0).sum())
+        iter.fold(Bytes::ZERO, |total, b| total + b)
     }
 }
 
@@ -156,14 +207,14 @@ impl std::iter::Sum for Bytes {
 impl Div<BytesPerSec> for Bytes {
     type Output = Duration;
     fn div(self, rate: BytesPerSec) -> Duration {
-        Duration::from_secs_f64(self.as_f64() / rate.0)
+        seconds_saturating(self.as_f64() / rate.0)
     }
 }
 
 impl FromStr for Bytes {
     type Err = ParseError;
     fn from_str(text: &str) -> Result<Self, ParseError> {
-        parse_scaled(text, SIZE_UNITS, EXPECTED_SIZE).map(Bytes::from_f64)
+        parse_scaled(text, SIZE_UNITS, EXPECTED_SIZE, &SIZE_RANGE).map(Bytes::from_f64)
     }
 }
 
@@ -199,7 +250,7 @@ impl BitsPerSec {
 impl FromStr for BitsPerSec {
     type Err = ParseError;
     fn from_str(text: &str) -> Result<Self, ParseError> {
-        parse_scaled(text, BIT_RATE_UNITS, EXPECTED_BIT_RATE).map(BitsPerSec)
+        parse_scaled(text, BIT_RATE_UNITS, EXPECTED_BIT_RATE, &BIT_RATE_RANGE).map(BitsPerSec)
     }
 }
 
@@ -229,7 +280,7 @@ impl BytesPerSec {
 impl FromStr for BytesPerSec {
     type Err = ParseError;
     fn from_str(text: &str) -> Result<Self, ParseError> {
-        parse_scaled(text, BYTE_RATE_UNITS, EXPECTED_BYTE_RATE).map(BytesPerSec)
+        parse_scaled(text, BYTE_RATE_UNITS, EXPECTED_BYTE_RATE, &BYTE_RATE_RANGE).map(BytesPerSec)
     }
 }
 
@@ -246,7 +297,19 @@ impl fmt::Display for BytesPerSec {
 
 /// Parses `"300 ms"`, `"15 min"`, `"1.5 h"`.
 pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
-    parse_scaled(text, DURATION_UNITS, EXPECTED_DURATION).map(Duration::from_secs_f64)
+    parse_scaled(text, DURATION_UNITS, EXPECTED_DURATION, &DURATION_RANGE).map(seconds_saturating)
+}
+
+/// Seconds as a `Duration` without the panic of `Duration::from_secs_f64`:
+/// infinite or huge values saturate at `Duration::MAX`, NaN and negative
+/// ones are zero. Parsed durations are bounded ([`MAX_DURATION`]) before
+/// they get here; this guards derived ones (a size over a tiny rate).
+pub fn seconds_saturating(seconds: f64) -> Duration {
+    if seconds.is_nan() || seconds <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+    }
 }
 
 /// Prints a duration in the notation [`parse_duration`] reads.

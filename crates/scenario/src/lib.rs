@@ -91,6 +91,11 @@
 //! Networks are quoted in bits, memory and dirty rates in bytes; writing one
 //! for the other is an error, not a silent factor of eight.
 //!
+//! Every quantity is 0 or within a sane range (a typo is likelier than
+//! anything outside it): sizes 1 B ..= 1 PiB, bit rates 1 bps ..= 1000 Tbps,
+//! byte rates 1 B/s ..= 125000 GB/s, durations 1 us ..= 87660 h (10 years).
+//! The `weights` of a `choice` are finite, at least 0, with a finite sum.
+//!
 //! ### Distributions
 //!
 //! The `memory`, `dirty_rate` and `working_set` of a `[[vm_group]]` are a

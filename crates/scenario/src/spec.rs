@@ -234,6 +234,13 @@ impl<T: Quantity> DistFields<T> {
                         values.len()
                     ));
                 }
+                // Infinite weights, or finite ones whose sum is not, make the
+                // sampler panic: refused here with the others.
+                if !weights.iter().all(|w| w.is_finite()) || !weights.iter().sum::<f64>().is_finite() {
+                    return Err(format!(
+                        "`weights` must be finite numbers of at least 0 with a finite sum (they are {weights:?})"
+                    ));
+                }
                 let pick = WeightedIndex::new(&weights).map_err(|e| match e {
                     rand::distributions::WeightedError::NoItem => "`values` is empty".to_owned(),
                     _ => format!("`weights` must be numbers of at least 0, not all 0 (they are {weights:?})"),
