@@ -421,12 +421,7 @@ impl Migration {
             dom,
             done: rx,
             result: None,
-            // The cap given at the start is set again once data flows: in
-            // the loaded lab a migration sometimes ran uncapped.
-            pending: Arc::new(std::sync::Mutex::new(Pending {
-                speed_mib: request.max_bandwidth.map(|r| mib_per_sec(Some(r))),
-                ..Pending::default()
-            })),
+            pending: Arc::new(std::sync::Mutex::new(Pending::default())),
             adopted: false,
         };
         Ok(migration)
@@ -530,32 +525,47 @@ impl Migration {
         self.result.clone().expect("set above")
     }
 
-    /// The job's progress.
+    /// The job's progress: job stats only, so it answers while the job
+    /// runs.
+    ///
+    /// Knobs set during the job's setup are applied again, on a thread of
+    /// their own that this call does not wait for, once data flows: libvirt
+    /// sometimes holds such a call until the migration ends (seen in the
+    /// lab on a quiet machine, about one start in three: the call made as
+    /// the first bytes moved waited 20 s, the whole migration), and
+    /// progress must not wait with it.
     pub async fn progress(&self, timeout: Duration) -> Result<JobProgress, ClientError> {
         let dom = self.dom.clone();
-        let pending = self.pending.clone();
-        call(timeout, move || {
-            let progress = job_progress(&on_domain(&dom, crate::raw::job_stats)?);
-            if progress.active && progress.total.0 > 0 {
-                let knobs = {
-                    let mut p = pending.lock().expect("not poisoned");
-                    let knobs = *p;
-                    *p = Pending {
+        let progress = call(timeout, move || {
+            Ok(job_progress(&on_domain(&dom, crate::raw::job_stats)?))
+        })
+        .await?;
+        if progress.active && progress.total.0 > 0 {
+            let knobs = {
+                let mut p = self.pending.lock().expect("not poisoned");
+                std::mem::replace(
+                    &mut *p,
+                    Pending {
                         streaming: true,
                         ..Pending::default()
-                    };
-                    knobs
-                };
-                if let Some(mib) = knobs.speed_mib {
-                    on_domain(&dom, |d| d.migrate_set_max_speed(mib, 0))?;
-                }
-                if let Some(ms) = knobs.downtime_ms {
-                    on_domain(&dom, |d| d.migrate_set_max_downtime(ms, 0))?;
-                }
+                    },
+                )
+            };
+            if knobs.speed_mib.is_some() || knobs.downtime_ms.is_some() {
+                let dom = self.dom.clone();
+                // Detached: bounded by the migration itself (libvirt
+                // answers, with an error if need be, once the job ends).
+                std::thread::spawn(move || {
+                    if let Some(mib) = knobs.speed_mib {
+                        let _ = on_domain(&dom, |d| d.migrate_set_max_speed(mib, 0));
+                    }
+                    if let Some(ms) = knobs.downtime_ms {
+                        let _ = on_domain(&dom, |d| d.migrate_set_max_downtime(ms, 0));
+                    }
+                });
             }
-            Ok(progress)
-        })
-        .await
+        }
+        Ok(progress)
     }
 
     /// Caps the migration's rate (`None`: unlimited).

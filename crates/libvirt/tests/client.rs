@@ -60,6 +60,10 @@ async fn migrates_retunes_and_cancels() {
         if matches!(m.progress(T).await, Ok(p) if p.total.0 > 0) {
             break;
         }
+        // Ended before it was seen streaming: say how, not "no answer".
+        if let Some(end) = m.poll_done() {
+            panic!("the migration ended before data was seen flowing: {end:?}");
+        }
         until_ok("data flowing");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
