@@ -595,15 +595,28 @@ impl<B: Backend> Driver<B> {
                 let outcome = timeout(ACTION_TIMEOUT, flight.handle.switch_to_offline()).await;
                 self.report_action(vm.0, "switch to offline", outcome);
             }
-            // No backend drives postcopy yet (`postcopy-ram`,
-            // `migrate-start-postcopy`): the migration stays in precopy.
             Action::SwitchToPostcopy { vm } => {
-                if let Some(run) = self.vms.get(vm.0) {
-                    self.log(format!(
-                        "switch of {} to postcopy: not supported by this backend; it stays in precopy",
-                        run.record.name
-                    ));
+                let Some(flight) = self.vms[vm.0].flight() else {
+                    return;
+                };
+                let entry = Entry::Postcopy {
+                    t_s: self.t_s(),
+                    vm: self.vms[vm.0].record.name.clone(),
+                    attempt: flight.attempt,
+                };
+                if !self.record(entry) {
+                    return;
                 }
+                let Some(flight) = self.vms[vm.0].flight_mut() else {
+                    return;
+                };
+                let outcome = timeout(ACTION_TIMEOUT, flight.handle.switch_to_postcopy()).await;
+                // Only a switch the backend took makes it postcopy; a
+                // refused one stays in precopy (the controller sees so).
+                if matches!(outcome, Ok(Ok(()))) {
+                    flight.params.mode = Mode::Postcopy;
+                }
+                self.report_action(vm.0, "switch to postcopy", outcome);
             }
             Action::Cancel { vm } => self.cancel(vm.0).await,
         }
