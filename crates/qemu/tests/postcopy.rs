@@ -240,6 +240,9 @@ async fn postcopy_moves_a_guest_precopy_cannot() {
         "{record:?}"
     );
     assert!(record.downtime_s.is_some(), "{record:?}");
+    // The record says how it moved: switched to postcopy, one connection.
+    assert_eq!(record.mode, Some(Mode::Postcopy), "{record:?}");
+    assert_eq!(record.connections, Some(1), "{record:?}");
 
     // The guest runs at its destination, with the memory it filled at its
     // source, and goes on dirtying there.
