@@ -151,7 +151,7 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     let mut cap = capture("plain.pcap");
     let out = run(
         &runtime,
-        inventory(&lab, &net, &[plain.clone()], "plain", false, &pki, ""),
+        inventory(&lab, &net, std::slice::from_ref(&plain), "plain", false, &pki, ""),
     );
     let wire = cap.stop();
     let qmp = migrated(&mut lab, &out, &plain);
@@ -171,7 +171,7 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     let mut cap = capture("tls.pcap");
     let out = run(
         &runtime,
-        inventory(&lab, &net, &[secret.clone()], "tls", true, &pki, ""),
+        inventory(&lab, &net, std::slice::from_ref(&secret), "tls", true, &pki, ""),
     );
     let wire = cap.stop();
     let qmp = migrated(&mut lab, &out, &secret);
@@ -193,7 +193,7 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
         inventory(
             &lab,
             &net,
-            &[bogus.clone()],
+            std::slice::from_ref(&bogus),
             "bogus",
             true,
             &pki,
