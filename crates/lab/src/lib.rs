@@ -34,6 +34,7 @@ use evac_model::BytesPerSec;
 
 use evac_qemu::Inventory;
 
+pub mod capture;
 pub mod cleanup;
 pub mod delay;
 pub mod evacuate;
@@ -219,6 +220,17 @@ fn dirty_guest_image(
     Ok(image)
 }
 
+/// What a lab VM's RAM is.
+#[derive(Clone, Copy)]
+enum Ram<'a> {
+    /// A shared file of random bytes.
+    Random,
+    /// A shared file of `marker` repeated.
+    Marker(&'a [u8]),
+    /// Anonymous memory (`memory-backend-ram`), zero until the guest writes.
+    Anonymous,
+}
+
 /// A source VM started by the lab.
 #[derive(Debug, Clone)]
 pub struct LabVm {
@@ -257,7 +269,26 @@ impl Lab {
     /// `ip netns exec`, which execs QEMU: the pid is QEMU's). QMP is a unix
     /// socket in `dir`, reachable from every namespace.
     pub fn start_vm_in(&mut self, name: &str, mib: u64, netns: Option<&str>) -> std::io::Result<LabVm> {
-        self.start(name, mib, netns, None, false)
+        self.start(name, mib, netns, None, Ram::Random)
+    }
+
+    /// [`Lab::start_vm_in`] with RAM that is `marker` repeated instead of
+    /// random bytes: a packet capture of its migration finds the marker
+    /// when the stream is plain text (the TLS tests).
+    pub fn start_marker_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        marker: &[u8],
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        if marker.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "empty marker",
+            ));
+        }
+        self.start(name, mib, netns, None, Ram::Marker(marker))
     }
 
     /// Starts a VM like [`Lab::start_vm`] whose guest dirties memory: it
@@ -298,7 +329,7 @@ impl Lab {
         let image = dirty_guest_image(mib, dirty_rate, working_set_mib, false)?;
         let bios = self.dir.join(format!("{name}.bios"));
         std::fs::write(&bios, image)?;
-        self.start(name, mib, netns, Some(&bios), false)
+        self.start(name, mib, netns, Some(&bios), Ram::Random)
     }
 
     /// The dirtying guest of [`Lab::start_dirtying_vm`] on **anonymous**
@@ -321,7 +352,7 @@ impl Lab {
         let image = dirty_guest_image(mib, dirty_rate, working_set_mib, true)?;
         let bios = self.dir.join(format!("{name}.bios"));
         std::fs::write(&bios, image)?;
-        self.start(name, mib, None, Some(&bios), true)
+        self.start(name, mib, None, Some(&bios), Ram::Anonymous)
     }
 
     fn start(
@@ -330,24 +361,32 @@ impl Lab {
         mib: u64,
         netns: Option<&str>,
         bios: Option<&Path>,
-        anonymous: bool,
+        ram: Ram<'_>,
     ) -> std::io::Result<LabVm> {
-        let backend = if anonymous {
-            format!("memory-backend-ram,id=mem,size={mib}M")
-        } else {
-            let mem = self.dir.join(format!("{name}.mem"));
-            let mut file = std::fs::File::create(&mem)?;
-            let mut random = std::fs::File::open("/dev/urandom")?;
-            let mut chunk = vec![0u8; 1 << 20];
-            for _ in 0..mib {
-                std::io::Read::read_exact(&mut random, &mut chunk)?;
-                file.write_all(&chunk)?;
+        let backend = match ram {
+            Ram::Anonymous => format!("memory-backend-ram,id=mem,size={mib}M"),
+            Ram::Random | Ram::Marker(_) => {
+                let mem = self.dir.join(format!("{name}.mem"));
+                let mut file = std::fs::File::create(&mem)?;
+                let mut random = std::fs::File::open("/dev/urandom")?;
+                let mut chunk = vec![0u8; 1 << 20];
+                if let Ram::Marker(marker) = ram {
+                    for (i, byte) in chunk.iter_mut().enumerate() {
+                        *byte = marker[i % marker.len()];
+                    }
+                }
+                for _ in 0..mib {
+                    if matches!(ram, Ram::Random) {
+                        std::io::Read::read_exact(&mut random, &mut chunk)?;
+                    }
+                    file.write_all(&chunk)?;
+                }
+                drop(file);
+                format!(
+                    "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
+                    mem.display()
+                )
             }
-            drop(file);
-            format!(
-                "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
-                mem.display()
-            )
         };
         let qmp = self.dir.join(format!("{name}.qmp"));
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
