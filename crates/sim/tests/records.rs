@@ -30,6 +30,7 @@ fn fleet(power_off_at: Option<Duration>, sizes_mib: &[u64]) -> Fleet {
                 name: format!("vm-{i}"),
                 host: HostId(0),
                 memory: Bytes::mib(mib),
+                disk: Bytes::ZERO,
                 dirty_rate: BytesPerSec::ZERO,
                 working_set: Bytes::ZERO,
                 priority: 1,
