@@ -351,6 +351,7 @@ impl Inventory {
                 memory,
                 dirty_rate: BytesPerSec::ZERO,
                 working_set: memory,
+                disk: Bytes::ZERO,
                 priority: vm.priority,
                 destination: vm.destination.as_deref().map(host_id),
             })
