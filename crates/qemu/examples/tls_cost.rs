@@ -46,7 +46,12 @@ fn migrate(
     let mut lab = Lab::new(dir.path());
     let vm = lab.start_vm_in("vm", mib, Some(&net.src))?;
     let text = lab
-        .inventory_in(net, "sequential", std::slice::from_ref(&vm), &format!("tls = {tls}"))
+        .inventory_in(
+            net,
+            "sequential",
+            std::slice::from_ref(&vm),
+            &format!("tls = {tls}"),
+        )
         .replace(
             "name = \"src\"\n",
             &format!("name = \"src\"\ntls_dir = \"{}\"\n", pki.join("src").display()),
@@ -56,9 +61,8 @@ fn migrate(
             &format!("name = \"dst\"\ntls_dir = \"{}\"\n", pki.join("dst").display()),
         );
     let inv = Inventory::from_str_at(&text, Path::new("tls_cost.toml"))?;
-    let out = runtime.block_on(async {
-        tokio::spawn(run_detailed(inv, None, std::future::pending())).await
-    })??;
+    let out =
+        runtime.block_on(async { tokio::spawn(run_detailed(inv, None, std::future::pending())).await })??;
     if let Placement::Destination { pid, .. } = &out.placements[0] {
         lab.adopt(*pid);
     }
@@ -100,7 +104,11 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
     // Unshaped: a rate no veth here reaches.
-    let rate_bps = if rate_mbit == 0 { 100_000_000_000 } else { rate_mbit * 1_000_000 };
+    let rate_bps = if rate_mbit == 0 {
+        100_000_000_000
+    } else {
+        rate_mbit * 1_000_000
+    };
     let net = LabNetwork::new(Shaping {
         rate_bps,
         burst_bytes: 256 << 10,
@@ -133,8 +141,15 @@ fn main() -> anyhow::Result<()> {
         let (p, t) = (median(plain.clone()), median(tls.clone()));
         println!(
             "| {mib} MiB | {shaped} | {p:.2} ({}) | {t:.2} ({}) | {:+.0}% | {:.1} | {:.1} |",
-            plain.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", "),
-            tls.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", "),
+            plain
+                .iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            tls.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             (t / p - 1.0) * 100.0,
             median(plain_bytes) / 1048576.0,
             median(tls_bytes) / 1048576.0,
