@@ -120,8 +120,12 @@ pub async fn connect(uri: &str, timeout: Duration) -> Result<Arc<Conn>, ClientEr
 pub struct DomainFacts {
     pub name: String,
     pub memory: Bytes,
-    /// Disks backed by something on the host itself (see [`local_disks`]).
-    pub local_disks: Vec<String>,
+    /// Disks backed by something on the host itself (see
+    /// [`crate::xml::devices`]).
+    pub local_disks: Vec<crate::xml::LocalDisk>,
+    /// The host storage those disks occupy (libvirt's block allocation):
+    /// what a non-shared-disk migration copies.
+    pub local_disk_bytes: Bytes,
     /// The host-side device names of its network interfaces.
     pub interfaces: Vec<String>,
     /// Whether a job (a migration) is running on it now.
@@ -147,6 +151,13 @@ pub async fn running_domains(
             let xml = dom.get_xml_desc(0)?;
             let (local_disks, interfaces) = crate::xml::devices(&xml, &shared)
                 .map_err(|e| ClientError::Libvirt(format!("domain {name}: {e}")))?;
+            let mut local_disk_bytes = Bytes::ZERO;
+            for disk in &local_disks {
+                let info = dom
+                    .get_block_info(&disk.target, 0)
+                    .map_err(|e| ClientError::Libvirt(format!("domain {name}: disk {disk}: {e}")))?;
+                local_disk_bytes += Bytes(info.allocation);
+            }
             let job = crate::raw::job_stats(&dom)
                 .map(|j| j.job_type != 0)
                 .unwrap_or(false);
@@ -155,6 +166,7 @@ pub async fn running_domains(
                 // libvirt reports KiB.
                 memory: Bytes(info.max_mem * 1024),
                 local_disks,
+                local_disk_bytes,
                 interfaces,
                 job_running: job,
             });

@@ -7,7 +7,8 @@
 //! The scenarios are drawn so that both regimes occur and alternate within a
 //! run: WANs thinner and wider than the NICs, traces that change the WAN's
 //! capacity (down to nothing), caps below and above the fair share, setup
-//! times, offline and postcopy migrations, power-offs, every policy.
+//! times, local disks, offline and postcopy migrations, power-offs, every
+//! policy.
 
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     let source = (prop::sample::select(vec![100.0, 300.0, 1000.0, 10_000.0]), prop::option::of(5u64..300));
-    let vm = (0usize..4, 0usize..3, 16u64..1024, 0u32..40, 8u64..512);
+    let vm = (0usize..4, 0usize..3, 16u64..1024, 0u32..40, 8u64..512, prop::sample::select(vec![0u64, 0, 0, 300]));
     let params = (
         1u32..5,
         prop::option::of(prop::sample::select(vec![20.0, 80.0, 400.0, 5000.0])),
@@ -71,12 +72,13 @@ fn case() -> impl Strategy<Value = Case> {
             let vms = vms
                 .into_iter()
                 .enumerate()
-                .map(|(i, (host, pin, mib, dirty_mb, ws_mib))| Vm {
+                .map(|(i, (host, pin, mib, dirty_mb, ws_mib, disk_mib))| Vm {
                     name: format!("vm-{i}"),
                     host: HostId(host % sources.len()),
                     memory: Bytes::mib(mib),
                     dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
                     working_set: Bytes::mib(ws_mib.min(mib)),
+                    disk: Bytes::mib(disk_mib),
                     priority: 1 + (i % 3) as u32,
                     // Some pinned to a destination (so that one NIC can bind).
                     destination: (pin == 0).then_some(HostId(first_destination)),
@@ -233,6 +235,7 @@ fn wan_drop_by_hand() {
             memory: Bytes(1_000_000_000),
             dirty_rate: BytesPerSec(0.0),
             working_set: Bytes(0),
+            disk: Bytes(0),
             priority: 1,
             destination: None,
         })
