@@ -30,8 +30,18 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let source = (prop::sample::select(vec![100.0, 300.0, 1000.0, 10_000.0]), prop::option::of(5u64..300));
-    let vm = (0usize..4, 0usize..3, 16u64..1024, 0u32..40, 8u64..512, prop::sample::select(vec![0u64, 0, 0, 300]));
+    let source = (
+        prop::sample::select(vec![100.0, 300.0, 1000.0, 10_000.0]),
+        prop::option::of(5u64..300),
+    );
+    let vm = (
+        0usize..4,
+        0usize..3,
+        16u64..1024,
+        0u32..40,
+        8u64..512,
+        prop::sample::select(vec![0u64, 0, 0, 300]),
+    );
     let params = (
         1u32..5,
         prop::option::of(prop::sample::select(vec![20.0, 80.0, 400.0, 5000.0])),
@@ -44,7 +54,13 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(prop::sample::select(vec![400.0, 2000.0, 10_000.0]), 1..3),
         prop::collection::vec(vm, 1..30),
         prop::sample::select(vec![50.0, 200.0, 700.0, 3000.0, 20_000.0]),
-        prop::collection::vec((1u64..90, prop::sample::select(vec![0.0, 30.0, 150.0, 600.0, 2500.0, 20_000.0])), 0..7),
+        prop::collection::vec(
+            (
+                1u64..90,
+                prop::sample::select(vec![0.0, 30.0, 150.0, 600.0, 2500.0, 20_000.0]),
+            ),
+            0..7,
+        ),
         params,
         prop::sample::select(PolicyKind::ALL.to_vec()),
     )
@@ -121,7 +137,8 @@ fn run(case: &Case, solver: Solver) -> (RunResult, SolverStats) {
         policy: case.policy,
         ..ControllerConfig::default()
     };
-    let mut controller = Evacuation::with_network(case.fleet.clone(), &case.network, case.params, config.clone());
+    let mut controller =
+        Evacuation::with_network(case.fleet.clone(), &case.network, case.params, config.clone());
     simulate_with_solver(&case.fleet, &case.network, config.period, &mut controller, solver)
 }
 
