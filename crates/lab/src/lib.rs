@@ -34,6 +34,7 @@ use evac_model::BytesPerSec;
 
 use evac_qemu::Inventory;
 
+pub mod capture;
 pub mod cleanup;
 pub mod delay;
 pub mod evacuate;
@@ -242,7 +243,26 @@ impl Lab {
     /// `ip netns exec`, which execs QEMU: the pid is QEMU's). QMP is a unix
     /// socket in `dir`, reachable from every namespace.
     pub fn start_vm_in(&mut self, name: &str, mib: u64, netns: Option<&str>) -> std::io::Result<LabVm> {
-        self.start(name, mib, netns, None)
+        self.start(name, mib, netns, None, None)
+    }
+
+    /// [`Lab::start_vm_in`] with RAM that is `marker` repeated instead of
+    /// random bytes: a packet capture of its migration finds the marker
+    /// when the stream is plain text (the TLS tests).
+    pub fn start_marker_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        marker: &[u8],
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        if marker.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "empty marker",
+            ));
+        }
+        self.start(name, mib, netns, None, Some(marker))
     }
 
     /// Starts a VM like [`Lab::start_vm`] whose guest dirties memory: it
@@ -286,7 +306,7 @@ impl Lab {
         let image = dirty_guest_image(mib, dirty_rate, working_set_mib)?;
         let bios = self.dir.join(format!("{name}.bios"));
         std::fs::write(&bios, image)?;
-        self.start(name, mib, netns, Some(&bios))
+        self.start(name, mib, netns, Some(&bios), None)
     }
 
     fn start(
@@ -295,13 +315,21 @@ impl Lab {
         mib: u64,
         netns: Option<&str>,
         bios: Option<&Path>,
+        marker: Option<&[u8]>,
     ) -> std::io::Result<LabVm> {
         let mem = self.dir.join(format!("{name}.mem"));
         let mut file = std::fs::File::create(&mem)?;
         let mut random = std::fs::File::open("/dev/urandom")?;
         let mut chunk = vec![0u8; 1 << 20];
+        if let Some(marker) = marker {
+            for (i, byte) in chunk.iter_mut().enumerate() {
+                *byte = marker[i % marker.len()];
+            }
+        }
         for _ in 0..mib {
-            std::io::Read::read_exact(&mut random, &mut chunk)?;
+            if marker.is_none() {
+                std::io::Read::read_exact(&mut random, &mut chunk)?;
+            }
             file.write_all(&chunk)?;
         }
         drop(file);

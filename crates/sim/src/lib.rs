@@ -24,6 +24,15 @@
 //!   destination starting, handshakes); round 1 (or the offline copy)
 //!   starts after it.
 //! - Offline: the VM pauses at once and its whole memory is sent.
+//! - Local disks (`disk` bytes, copied with the migration as libvirt's
+//!   non-shared-disk migration does): after the setup, a live or postcopy
+//!   migration first sends the disk at its share of the links; the guest's
+//!   writes to the disk are mirrored as they happen, so nothing of it is
+//!   re-sent, and its memory dirtied meanwhile does not count (round 1 of
+//!   memory starts after the disk). Offline: the disk and the memory go in
+//!   one paused copy. While the disk goes, the controller sees round 1 with
+//!   the disk's rest plus the whole memory remaining (as libvirt's job
+//!   statistics count both).
 //! - Postcopy: round 1 as live; at its end (or when the controller says
 //!   [`Action::SwitchToPostcopy`]) the guest pauses for one round trip and
 //!   resumes at the destination, and the `D` bytes it dirtied follow with no
@@ -127,6 +136,9 @@ struct Flow {
     /// In its `setup_time`, until `ready_at`: no rate, no round yet.
     setting_up: bool,
     ready_at: f64,
+    /// Sending the local disks (`round_bytes` is the disk), before round 1
+    /// of memory.
+    copying_disk: bool,
 }
 
 impl Flow {
@@ -151,6 +163,16 @@ impl Flow {
 
     fn sent(&self) -> f64 {
         self.earlier_rounds + self.round_sent
+    }
+
+    /// The bytes after this round that are certain to go: the memory while
+    /// the disk is being copied.
+    fn queued_after_round(&self, memory: f64) -> f64 {
+        if self.copying_disk {
+            memory
+        } else {
+            0.0
+        }
     }
 }
 
@@ -383,8 +405,9 @@ impl<'a> Simulation<'a> {
     /// Handles the end of a flow's round; true if the flow left.
     fn end_round(&mut self, vm: VmId) -> bool {
         let now = self.now;
-        let memory = self.fleet.vm(vm);
-        let (dirty_rate, working_set) = (memory.dirty_rate.0, memory.working_set.as_f64());
+        let spec = self.fleet.vm(vm);
+        let (dirty_rate, working_set, memory) =
+            (spec.dirty_rate.0, spec.working_set.as_f64(), spec.memory.as_f64());
         let connection_cap = self.connection_cap;
         let flow = self.flow_mut(vm).expect("a live event has a flow");
         if flow.setting_up {
@@ -398,6 +421,17 @@ impl<'a> Simulation<'a> {
         }
         flow.round_sent = flow.round_bytes;
         flow.as_of = now;
+        if flow.copying_disk {
+            // The disks are across (their writes mirrored from now on): round
+            // 1 of memory starts, the guest's dirtying counted from here.
+            flow.copying_disk = false;
+            flow.earlier_rounds += flow.round_bytes;
+            flow.round_sent = 0.0;
+            flow.round_bytes = memory;
+            flow.round_started_at = now;
+            self.schedule(vm);
+            return false;
+        }
         match flow.phase {
             Phase::Precopy => {
                 let elapsed = now - flow.round_started_at;
@@ -525,7 +559,10 @@ impl<'a> Simulation<'a> {
                 round: flow.round,
                 started_at: Duration::from_secs_f64(flow.started_at),
                 bytes_sent: Bytes::from_f64(flow.earlier_rounds + round_sent),
-                bytes_remaining: Bytes::from_f64(flow.round_bytes - round_sent),
+                bytes_remaining: Bytes::from_f64(
+                    flow.round_bytes - round_sent
+                        + flow.queued_after_round(self.fleet.vm(flow.vm).memory.as_f64()),
+                ),
                 rate: BytesPerSec(flow.rate).to_bits_per_sec(),
                 dirty_rate: if flow.paused_at.is_some() {
                     BytesPerSec::ZERO
@@ -579,9 +616,9 @@ impl<'a> Simulation<'a> {
                     }
                 }
                 Action::SwitchToOffline { vm } => {
-                    let (dirty_rate, working_set) = {
+                    let (dirty_rate, working_set, memory) = {
                         let spec = self.fleet.vm(vm);
-                        (spec.dirty_rate.0, spec.working_set.as_f64())
+                        (spec.dirty_rate.0, spec.working_set.as_f64(), spec.memory.as_f64())
                     };
                     let Some(flow) = self.flow_mut(vm) else { continue };
                     if flow.phase != Phase::Precopy {
@@ -590,7 +627,13 @@ impl<'a> Simulation<'a> {
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
                     flow.catch_up(now);
-                    let dirtied = (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set);
+                    let dirtied = if flow.copying_disk {
+                        // The rest of the disk, then all the memory.
+                        flow.copying_disk = false;
+                        memory
+                    } else {
+                        (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set)
+                    };
                     flow.earlier_rounds += flow.round_sent;
                     flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
                     flow.round_sent = 0.0;
@@ -604,7 +647,10 @@ impl<'a> Simulation<'a> {
                         (spec.dirty_rate.0, spec.working_set.as_f64())
                     };
                     let Some(flow) = self.flow_mut(vm) else { continue };
-                    if flow.phase != Phase::Precopy || flow.params.mode != Mode::Postcopy {
+                    // Not before round 1 of memory: the disks must be across
+                    // before the guest can run at the destination.
+                    if flow.phase != Phase::Precopy || flow.params.mode != Mode::Postcopy || flow.copying_disk
+                    {
                         continue;
                     }
                     // The rest of the round and what the guest dirtied since
@@ -647,6 +693,8 @@ impl<'a> Simulation<'a> {
         let spec = self.fleet.vm(vm);
         let offline = params.mode == Mode::Offline;
         let setup = params.setup_time.as_secs_f64();
+        let disk = spec.disk.as_f64();
+        let copying_disk = disk > 0.0 && !offline;
         let progress = &mut self.progress[vm.0];
         progress.destination = Some(destination);
         progress.start = Some(self.now);
@@ -659,7 +707,12 @@ impl<'a> Simulation<'a> {
             round: u32::from(!offline),
             started_at: self.now,
             round_started_at: self.now,
-            round_bytes: spec.memory.as_f64(),
+            // The disks first (live), or with the memory in one copy (offline).
+            round_bytes: if copying_disk {
+                disk
+            } else {
+                disk + spec.memory.as_f64()
+            },
             round_sent: 0.0,
             earlier_rounds: 0.0,
             as_of: self.now,
@@ -677,6 +730,7 @@ impl<'a> Simulation<'a> {
             paused_at: offline.then_some(self.now),
             setting_up: setup > 0.0,
             ready_at: self.now + setup,
+            copying_disk,
         });
     }
 
