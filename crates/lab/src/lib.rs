@@ -124,9 +124,10 @@ pub fn destination_args(mib: u64) -> Vec<String> {
 /// [`dirty_guest_available`]).
 ///
 /// The CPU starts in it at the reset vector; it enters 32-bit protected mode
-/// (flat segments, no paging, no interrupts), measures the TSC's rate
-/// against PIT channel 2 for 50 ms, then writes into the working set's pages
-/// one after another, each when the TSC says it is due. Its parameters are a
+/// (flat segments, no paging), measures the TSC's rate against PIT channel 2
+/// for 50 ms, then writes into the working set's pages one after another,
+/// each when the TSC says it is due, sleeping (`hlt`) in between until the
+/// local APIC's timer (about 1 kHz) wakes it. Its parameters are a
 /// 32-byte block at offset 0: the magic [`DIRTY_GUEST_MAGIC`], then u32s
 /// (little-endian) pages per second, working-set start address, working-set
 /// pages, TSC kHz (0: calibrate).
@@ -276,9 +277,12 @@ impl Lab {
     /// keeps dirtying at the destination (a reset there would bring back
     /// qboot). Needs 16 MiB + `working_set_mib` <= `mib` and <= 2 GiB.
     ///
-    /// The guest polls the TSC: its vCPU keeps a host core busy whatever the
-    /// rate. Under this lab's paravirtual KVM it reached about 200 MiB/s
-    /// while dirty logging was on (each first write to a page traps).
+    /// The guest sleeps between its bursts of writes (one per ~1 ms timer
+    /// tick), so it costs the host little CPU: 2-18 % of a core from 2 to
+    /// 64 MB/s outside a migration (a version that polled the TSC held
+    /// 50-90 % of a core whatever the rate; `docs/lab.md`). Under this lab's
+    /// paravirtual KVM it reached about 200 MiB/s while dirty logging was on
+    /// (each first write to a page traps).
     pub fn start_dirtying_vm(
         &mut self,
         name: &str,

@@ -258,6 +258,36 @@ pub struct MigrateRequest {
     pub offline: bool,
 }
 
+/// A failed TLS migration's error with what to check. libvirt returns
+/// the destination's side ("Cannot read from TLS channel"); the source
+/// QEMU's reason (e.g. "Certificate does not match the hostname ...") is
+/// only in the domain's log on the source host (libvirt 9.0 keeps no job
+/// statistics for the failed migration).
+fn explain_tls_failure(request: &MigrateRequest, message: String) -> String {
+    let lower = message.to_lowercase();
+    if !(lower.contains("certificate") || lower.contains("tls")) {
+        return message;
+    }
+    let name = request
+        .tls_destination
+        .clone()
+        .or_else(|| {
+            request
+                .migration_uri
+                .as_deref()
+                .map(|uri| uri.trim_start_matches("tcp://").to_owned())
+        })
+        .unwrap_or_else(|| "the destination's host name".to_owned());
+    format!(
+        "{message} [TLS session failed: the source QEMU's log on its host \
+         (/var/log/libvirt/qemu/{}.log) says why; check that the destination's server \
+         certificate names `{name}` (its `tls_name`, else its `migration_address`) and that \
+         both hosts' certificates (qemu.conf `migrate_tls_x509_cert_dir`) are signed by a CA \
+         the other trusts]",
+        request.domain
+    )
+}
+
 /// "Unlimited", MiB/s: 1 TB/s, as the QEMU backend has it. (libvirt's own
 /// maximum, `i64::MAX` bytes, was accepted by `virDomainMigrateSetMaxSpeed`
 /// in the lab but left the old cap in force.)
@@ -418,6 +448,12 @@ impl Migration {
                             request.flags(),
                         )
                         .map_err(ClientError::from);
+                    let result = match result {
+                        Err(ClientError::Libvirt(message)) if request.tls => {
+                            Err(ClientError::Libvirt(explain_tls_failure(&request, message)))
+                        }
+                        other => other,
+                    };
                     // The guest we paused must not stay paused where it is.
                     if result.is_err() && request.offline {
                         let _ = dom.resume();
