@@ -666,9 +666,9 @@ async fn watch(
 
 /// The destination exits when an incoming migration fails, often before
 /// the source has said why (e.g. a certificate it refused): the source's
-/// reason, if it gives one within 2 s, comes first.
+/// reason, if it gives one within 5 s (a loaded machine), comes first.
 async fn why_the_destination_left(src: &Qmp, exited: String) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match src.query_migrate().await {
             Ok(MigrationInfo {

@@ -64,6 +64,7 @@
 //! fair share looks at the links in use only (see docs/scale.md).
 
 pub mod fair_share;
+mod fluid;
 pub mod scale;
 
 use std::cmp::Reverse;
@@ -78,6 +79,7 @@ use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams,
 use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
 
 use fair_share::{Demand, FairShare};
+use fluid::{Bottleneck, Clock};
 
 /// The WAN's index among the links; host `h`'s NIC is link `h + 1`.
 const WAN: usize = 0;
@@ -105,9 +107,46 @@ pub fn simulate(
     period: Duration,
     controller: &mut dyn Controller,
 ) -> RunResult {
+    simulate_with_solver(fleet, network, period, controller, Solver::Fluid).0
+}
+
+/// How the simulator finds the migrations' rates. Both give the same
+/// results (within float rounding); [`Solver::FullSolve`] is the reference
+/// the fluid model is checked against, and the way to measure what it saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Solver {
+    /// The fluid model in virtual time while the WAN is every migration's
+    /// only bottleneck (O(log flows) per event), the full max-min solve
+    /// otherwise: see the `fluid` module.
+    #[default]
+    Fluid,
+    /// The full max-min solve over every flow at every change.
+    FullSolve,
+}
+
+/// How a run's rates were found: changes absorbed by the fluid model, and
+/// full solves over every flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SolverStats {
+    pub fluid_steps: u64,
+    pub full_solves: u64,
+    /// Round ends handled (each a precopy round, a stop-and-copy, a setup).
+    pub round_ends: u64,
+}
+
+/// [`simulate`] with the choice of [`Solver`], and what it did.
+pub fn simulate_with_solver(
+    fleet: &Fleet,
+    network: &Network,
+    period: Duration,
+    controller: &mut dyn Controller,
+    solver: Solver,
+) -> (RunResult, SolverStats) {
     let mut sim = Simulation::new(fleet, network, period);
+    sim.solver = solver;
     sim.run(controller);
-    sim.into_result(controller.name())
+    let stats = sim.stats;
+    (sim.into_result(controller.name()), stats)
 }
 
 /// A migration in flight.
@@ -128,8 +167,12 @@ struct Flow {
     /// Bytes of earlier rounds.
     earlier_rounds: f64,
     as_of: f64,
-    /// Current rate, bytes per second.
+    /// Current rate, bytes per second (unless `fluid`).
     rate: f64,
+    /// Progress kept in virtual time: `weight × (V - v_as_of)` more bytes
+    /// since `v_as_of`, the round's end in the virtual heap.
+    fluid: bool,
+    v_as_of: f64,
     demand: Demand,
     /// Bumped whenever the round's end time changes, to spot stale events.
     generation: u64,
@@ -143,9 +186,39 @@ struct Flow {
 }
 
 impl Flow {
-    fn catch_up(&mut self, now: f64) {
-        self.round_sent = (self.round_sent + self.rate * (now - self.as_of)).min(self.round_bytes);
+    /// Brings the round's progress up to `now`, when the virtual clock reads
+    /// `v`.
+    fn catch_up(&mut self, now: f64, v: f64) {
+        self.round_sent = self.round_sent_at(now, v);
         self.as_of = now;
+        self.v_as_of = v;
+    }
+
+    fn round_sent_at(&self, now: f64, v: f64) -> f64 {
+        let more = if self.fluid {
+            self.demand.weight * (v - self.v_as_of)
+        } else {
+            self.rate * (now - self.as_of)
+        };
+        (self.round_sent + more).min(self.round_bytes)
+    }
+
+    fn rate_at(&self, clock: &Clock) -> f64 {
+        if self.fluid {
+            self.demand.weight * clock.lambda
+        } else {
+            self.rate
+        }
+    }
+
+    /// In its setup time a flow sends nothing, and is no weight on a link.
+    fn sending(&self) -> bool {
+        !self.setting_up
+    }
+
+    /// Where the virtual clock will read when the round ends.
+    fn virtual_end(&self) -> f64 {
+        self.v_as_of + (self.round_bytes - self.round_sent).max(0.0) / self.demand.weight
     }
 
     fn round_ends_at(&self) -> f64 {
@@ -251,6 +324,19 @@ struct Simulation<'a> {
     /// Hosts whose NIC counter moved since the last consultation.
     tx_changed: Vec<HostId>,
     tx_marked: Vec<bool>,
+    solver: Solver,
+    /// The fluid model holds now: flows' progress, round ends and links'
+    /// bytes are kept in virtual time (`clock`, `virtual_ends`, `v_mark`).
+    fluid_on: bool,
+    /// Stands still (`λ = 0`) outside the fluid model.
+    clock: Clock,
+    bottleneck: Bottleneck,
+    /// Round ends of the flows in virtual time, keyed by `V`.
+    virtual_ends: BinaryHeap<Reverse<RoundEnd>>,
+    /// Per link, in the fluid model: `V` when `carried` was last brought up
+    /// to date.
+    v_mark: Vec<f64>,
+    stats: SolverStats,
 }
 
 impl<'a> Simulation<'a> {
@@ -303,6 +389,13 @@ impl<'a> Simulation<'a> {
             link_active: vec![false; links],
             tx_changed: Vec::new(),
             tx_marked: vec![false; fleet.hosts.len()],
+            solver: Solver::default(),
+            fluid_on: false,
+            clock: Clock::default(),
+            bottleneck: Bottleneck::new(links),
+            virtual_ends: BinaryHeap::new(),
+            v_mark: vec![0.0; links],
+            stats: SolverStats::default(),
         }
     }
 
@@ -334,13 +427,14 @@ impl<'a> Simulation<'a> {
                 // for something to happen.
                 break;
             }
-            self.now = next;
+            // (Rounding of a virtual round end cannot take time back.)
+            self.now = next.max(self.now);
             let mut rates_changed = false;
             // At one instant: rounds end first (a migration that ends as its
             // host dies is saved), then the network changes, then hosts die.
-            while self.next_round_end() <= next + SAME_INSTANT {
-                let Reverse(event) = self.round_ends.pop().expect("peeked");
-                rates_changed |= self.end_round(event.vm);
+            while let Some(vm) = self.pop_round_end(next + SAME_INSTANT) {
+                self.stats.round_ends += 1;
+                rates_changed |= self.end_round(vm);
             }
             while self
                 .network
@@ -375,13 +469,13 @@ impl<'a> Simulation<'a> {
                 };
                 if self.unresolved == 0 || idle {
                     if rates_changed {
-                        self.reallocate();
+                        self.rebalance();
                     }
                     break;
                 }
             }
             if rates_changed {
-                self.reallocate();
+                self.rebalance();
             }
             self.note_timeline(false);
         }
@@ -389,14 +483,50 @@ impl<'a> Simulation<'a> {
     }
 
     fn next_round_end(&mut self) -> f64 {
-        while let Some(Reverse(event)) = self.round_ends.peek() {
-            let live = self.slot[event.vm.0].is_some_and(|s| self.flows[s].generation == event.generation);
-            if live {
-                return event.at;
+        self.peek_round_end().map_or(f64::INFINITY, |(at, _, _)| at)
+    }
+
+    /// The earliest live round end: its time, its VM, and whether it is in
+    /// the virtual heap. Stale entries (a flow gone, or rescheduled) are
+    /// dropped on the way.
+    fn peek_round_end(&mut self) -> Option<(f64, VmId, bool)> {
+        let live = |slot: &[Option<usize>], flows: &[Flow], event: &RoundEnd| {
+            slot[event.vm.0].is_some_and(|s| flows[s].generation == event.generation)
+        };
+        let real = loop {
+            match self.round_ends.peek() {
+                Some(Reverse(event)) if !live(&self.slot, &self.flows, event) => {
+                    self.round_ends.pop();
+                }
+                other => break other.map(|Reverse(event)| (event.at, event.vm, false)),
             }
+        };
+        let virt = loop {
+            match self.virtual_ends.peek() {
+                Some(Reverse(event)) if !live(&self.slot, &self.flows, event) => {
+                    self.virtual_ends.pop();
+                }
+                other => break other.map(|Reverse(event)| (self.clock.time_of(event.at), event.vm, true)),
+            }
+        };
+        match (real, virt) {
+            (Some(r), Some(v)) => Some(if (v.0, v.1) < (r.0, r.1) { v } else { r }),
+            (r, v) => r.or(v),
+        }
+    }
+
+    /// Takes the earliest live round end if it is due by `by`.
+    fn pop_round_end(&mut self, by: f64) -> Option<VmId> {
+        let (at, vm, virt) = self.peek_round_end()?;
+        if at > by {
+            return None;
+        }
+        if virt {
+            self.virtual_ends.pop();
+        } else {
             self.round_ends.pop();
         }
-        f64::INFINITY
+        Some(vm)
     }
 
     fn flow_mut(&mut self, vm: VmId) -> Option<&mut Flow> {
@@ -410,6 +540,8 @@ impl<'a> Simulation<'a> {
         let (dirty_rate, working_set, memory) =
             (spec.dirty_rate.0, spec.working_set.as_f64(), spec.memory.as_f64());
         let connection_cap = self.connection_cap;
+        let v = self.clock.at(now);
+        let fluid = self.fluid_on;
         let flow = self.flow_mut(vm).expect("a live event has a flow");
         if flow.setting_up {
             // Set up: the first round starts now, at the flow's full demand.
@@ -417,11 +549,16 @@ impl<'a> Simulation<'a> {
             flow.demand.cap = demand_cap(&flow.params, connection_cap);
             flow.round_started_at = now;
             flow.as_of = now;
+            flow.v_as_of = v;
+            flow.fluid = fluid;
+            let slot = self.slot[vm.0].expect("in flight");
+            self.join(slot);
             self.schedule(vm);
             return true;
         }
         flow.round_sent = flow.round_bytes;
         flow.as_of = now;
+        flow.v_as_of = v;
         if flow.copying_disk {
             // The disks are across (their writes mirrored from now on): round
             // 1 of memory starts, the guest's dirtying counted from here.
@@ -469,6 +606,15 @@ impl<'a> Simulation<'a> {
     fn schedule(&mut self, vm: VmId) {
         let flow = self.flow_mut(vm).expect("scheduling a flow in flight");
         flow.generation += 1;
+        if flow.fluid {
+            let event = RoundEnd {
+                at: flow.virtual_end(),
+                vm,
+                generation: flow.generation,
+            };
+            self.virtual_ends.push(Reverse(event));
+            return;
+        }
         let event = RoundEnd {
             at: flow.round_ends_at(),
             vm,
@@ -485,7 +631,45 @@ impl<'a> Simulation<'a> {
         if let Some(moved) = self.flows.get(slot) {
             self.slot[moved.vm.0] = Some(slot);
         }
+        if flow.sending() {
+            self.settle_links_of(&flow.demand);
+            self.bottleneck.remove(&self.capacity, vm, &flow.demand);
+        }
         flow
+    }
+
+    /// The flow in `slot` starts sending: its weight joins its links'.
+    fn join(&mut self, slot: usize) {
+        let (vm, demand) = (self.flows[slot].vm, self.flows[slot].demand);
+        self.settle_links_of(&demand);
+        self.bottleneck.add(&self.capacity, vm, &demand);
+    }
+
+    /// In the fluid model, brings the bytes carried by `demand`'s links up
+    /// to now before their weights change.
+    fn settle_links_of(&mut self, demand: &Demand) {
+        if self.fluid_on {
+            let v = self.clock.at(self.now);
+            for &l in fair_share::unique_links(&demand.links) {
+                self.settle_link(l, v);
+            }
+        }
+    }
+
+    /// In the fluid model: link `l` carried `weight × ΔV` since it was last
+    /// brought up to date; its host's counter moved if that is not nothing.
+    fn settle_link(&mut self, l: usize, v: f64) {
+        let weight = self.bottleneck.weight(l);
+        if weight > 0.0 && v > self.v_mark[l] {
+            self.carried[l] += weight * (v - self.v_mark[l]);
+            if l != WAN && !std::mem::replace(&mut self.tx_marked[l - 1], true) {
+                self.tx_changed.push(HostId(l - 1));
+            }
+        }
+        self.v_mark[l] = v;
+        if !std::mem::replace(&mut self.link_active[l], true) {
+            self.active_links.push(l);
+        }
     }
 
     fn finish(&mut self, vm: VmId) {
@@ -520,7 +704,8 @@ impl<'a> Simulation<'a> {
         for i in 0..self.vms_by_host[host.0].len() {
             let vm = self.vms_by_host[host.0][i];
             if let Some(slot) = self.slot[vm.0] {
-                self.flows[slot].catch_up(now);
+                let v = self.clock.at(now);
+                self.flows[slot].catch_up(now, v);
                 let flow = self.remove_flow(vm);
                 self.progress[vm.0].sent += flow.sent();
                 self.ended.push(Ended {
@@ -551,8 +736,9 @@ impl<'a> Simulation<'a> {
         } else {
             &[]
         };
+        let v = self.clock.at(now);
         for flow in flows {
-            let round_sent = (flow.round_sent + flow.rate * (now - flow.as_of)).min(flow.round_bytes);
+            let round_sent = flow.round_sent_at(now, v);
             obs.migrations.push(MigrationObs {
                 vm: flow.vm,
                 destination: flow.destination,
@@ -564,7 +750,7 @@ impl<'a> Simulation<'a> {
                     flow.round_bytes - round_sent
                         + flow.queued_after_round(self.fleet.vm(flow.vm).memory.as_f64()),
                 ),
-                rate: BytesPerSec(flow.rate).to_bits_per_sec(),
+                rate: BytesPerSec(flow.rate_at(&self.clock)).to_bits_per_sec(),
                 dirty_rate: if flow.paused_at.is_some() {
                     BytesPerSec::ZERO
                 } else {
@@ -573,11 +759,12 @@ impl<'a> Simulation<'a> {
                 params: flow.params,
             });
         }
-        // `host_tx` is kept as the links advance; say which hosts moved.
+        // Say which hosts' counters moved, and where they are now.
         let changed = obs.tx_changed.get_or_insert_with(Vec::new);
         changed.clear();
         for host in self.tx_changed.drain(..) {
             self.tx_marked[host.0] = false;
+            obs.host_tx[host.0] = Bytes::from_f64(self.carried[host.0 + 1]);
             changed.push(host);
         }
         obs.wan_bytes = Bytes::from_f64(self.carried[WAN]);
@@ -587,6 +774,8 @@ impl<'a> Simulation<'a> {
     /// Carries out the controller's actions; true if rates must be recomputed.
     fn apply(&mut self, actions: Vec<Action>) -> bool {
         let now = self.now;
+        // Actions change no rate before the next rebalance: the clock holds.
+        let v = self.clock.at(now);
         let mut rates_changed = false;
         for action in actions {
             match action {
@@ -608,7 +797,10 @@ impl<'a> Simulation<'a> {
                         Retune::MaxBandwidth(cap) => {
                             flow.params.max_bandwidth = cap;
                             if !flow.setting_up {
+                                let old = flow.demand.cap;
                                 flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                                let (weight, new) = (flow.demand.weight, flow.demand.cap);
+                                self.bottleneck.recap(vm, weight, old, new);
                             }
                             rates_changed = true;
                         }
@@ -627,7 +819,7 @@ impl<'a> Simulation<'a> {
                     }
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
-                    flow.catch_up(now);
+                    flow.catch_up(now, v);
                     let dirtied = if flow.copying_disk {
                         // The rest of the disk, then all the memory.
                         flow.copying_disk = false;
@@ -656,7 +848,7 @@ impl<'a> Simulation<'a> {
                     }
                     // The rest of the round and what the guest dirtied since
                     // it began follow the guest, which dirties no more here.
-                    flow.catch_up(now);
+                    flow.catch_up(now, v);
                     let dirtied = (dirty_rate * (now - flow.round_started_at)).min(working_set);
                     flow.earlier_rounds += flow.round_sent;
                     flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
@@ -667,7 +859,7 @@ impl<'a> Simulation<'a> {
                 }
                 Action::Cancel { vm } => {
                     let Some(flow) = self.flow_mut(vm) else { continue };
-                    flow.catch_up(now);
+                    flow.catch_up(now, v);
                     let flow = self.remove_flow(vm);
                     self.progress[vm.0].sent += flow.sent();
                     self.failed.push(FailedAttempt {
@@ -720,6 +912,8 @@ impl<'a> Simulation<'a> {
             earlier_rounds: 0.0,
             as_of: self.now,
             rate: 0.0,
+            fluid: self.fluid_on && setup <= 0.0,
+            v_as_of: self.clock.at(self.now),
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
                 weight: f64::from(params.multifd_channels.max(1)),
@@ -735,11 +929,26 @@ impl<'a> Simulation<'a> {
             ready_at: self.now + setup,
             copying_disk,
         });
+        let slot = self.flows.len() - 1;
+        if self.flows[slot].sending() {
+            self.join(slot);
+        }
+        // Its first event: the end of its setup, or (in virtual time) of its
+        // first round; a full solve reschedules every flow anyway.
+        self.schedule(vm);
     }
 
     /// Brings every loaded link's carried bytes up to now (the others carry
     /// nothing), and the hosts' counters with them.
     fn advance_links(&mut self) {
+        if self.fluid_on {
+            let v = self.clock.at(self.now);
+            for i in 0..self.active_links.len() {
+                self.settle_link(self.active_links[i], v);
+            }
+            self.links_as_of = self.now;
+            return;
+        }
         let elapsed = self.now - self.links_as_of;
         if elapsed > 0.0 {
             for &l in &self.active_links {
@@ -756,13 +965,107 @@ impl<'a> Simulation<'a> {
         self.links_as_of = self.now;
     }
 
+    /// Brings the WAN's carried bytes up to now (for the timeline).
+    fn advance_wan(&mut self) {
+        if self.fluid_on {
+            let v = self.clock.at(self.now);
+            self.settle_link(WAN, v);
+        } else {
+            self.advance_links();
+        }
+    }
+
+    /// After a change (a start, an end, a cap, the WAN's capacity): the new
+    /// rates, in O(log flows) while the fluid model holds, by a full solve
+    /// otherwise.
+    fn rebalance(&mut self) {
+        let level = match self.solver {
+            Solver::Fluid => self.bottleneck.wan_level(self.capacity[WAN]),
+            Solver::FullSolve => None,
+        };
+        if level.is_some() {
+            self.stats.fluid_steps += 1;
+        } else {
+            self.stats.full_solves += 1;
+        }
+        match (level, self.fluid_on) {
+            (Some(lambda), true) => self.retime(lambda),
+            (Some(lambda), false) => self.enter_fluid(lambda),
+            (None, fluid) => {
+                if fluid {
+                    self.leave_fluid();
+                }
+                self.reallocate();
+            }
+        }
+    }
+
+    /// A new `λ` from now on: a new segment of the virtual clock. Nothing
+    /// else moves: every round's end is still where it was in virtual time.
+    fn retime(&mut self, lambda: f64) {
+        let v = self.clock.at(self.now);
+        self.clock = Clock {
+            v_at: v,
+            t_at: self.now,
+            lambda,
+        };
+        self.load[WAN] = lambda * self.bottleneck.weight(WAN);
+    }
+
+    /// From full solves to the fluid model: every flow's progress and every
+    /// link's bytes brought up to now, then kept in virtual time.
+    fn enter_fluid(&mut self, lambda: f64) {
+        let now = self.now;
+        self.advance_links();
+        // The clock stood still outside the fluid model.
+        let v = self.clock.at(now);
+        self.fluid_on = true;
+        self.round_ends.clear();
+        self.virtual_ends.clear();
+        for slot in 0..self.flows.len() {
+            let flow = &mut self.flows[slot];
+            flow.catch_up(now, v);
+            flow.fluid = flow.sending();
+            flow.rate = 0.0;
+            let (vm, links) = (flow.vm, flow.demand.links);
+            for &l in fair_share::unique_links(&links) {
+                self.v_mark[l] = v;
+                if !std::mem::replace(&mut self.link_active[l], true) {
+                    self.active_links.push(l);
+                }
+            }
+            self.schedule(vm);
+        }
+        self.retime(lambda);
+    }
+
+    /// From the fluid model back to full solves: every flow's progress and
+    /// every link's bytes brought up to now, for [`Self::reallocate`].
+    fn leave_fluid(&mut self) {
+        let now = self.now;
+        let v = self.clock.at(now);
+        self.advance_links();
+        for flow in &mut self.flows {
+            flow.catch_up(now, v);
+            flow.fluid = false;
+        }
+        self.virtual_ends.clear();
+        self.fluid_on = false;
+        self.clock = Clock {
+            v_at: v,
+            t_at: now,
+            lambda: 0.0,
+        };
+    }
+
     /// Recomputes every rate, and with them every round's end.
     fn reallocate(&mut self) {
         let now = self.now;
         self.advance_links();
+        let v = self.clock.at(now);
         self.demands.clear();
         for flow in &mut self.flows {
-            flow.catch_up(now);
+            flow.catch_up(now, v);
             self.demands.push(flow.demand);
         }
         self.fair_share
@@ -803,7 +1106,12 @@ impl<'a> Simulation<'a> {
         let state = (self.flows.len(), self.capacity[WAN], self.load[WAN]);
         let (last_t, last_wan) = match self.last_point {
             Some((t, wan, last_state)) => {
-                let changed = last_state != state || (end && self.now > t);
+                // The WAN's load as a sum of rates, or as `λ × W` in the
+                // fluid model, can differ in its last bits for one
+                // allocation: a change is more than rounding.
+                let (flows, capacity, load) = last_state;
+                let load_moved = (load - state.2).abs() > 1e-12 * load.abs().max(state.2.abs());
+                let changed = flows != state.0 || capacity != state.1 || load_moved || (end && self.now > t);
                 if !changed || self.now < t {
                     return;
                 }
@@ -811,7 +1119,7 @@ impl<'a> Simulation<'a> {
             }
             None => (0.0, 0.0),
         };
-        self.advance_links();
+        self.advance_wan();
         match self.timeline.last_mut() {
             // Two changes at one instant: the later state stands.
             Some(point) if point.t_s == self.now => {
