@@ -41,9 +41,10 @@
 //! [controller]                   # evac_controller::ControllerConfig, as in scenarios
 //! policy = "aimd-global"
 //! period = "1 s"
-//! [migration]                    # evac_model::MigrationParams
+//! [migration]                    # evac_model::MigrationParams, plus `tls`
 //! downtime_limit = "300 ms"
 //! max_bandwidth = "unlimited"
+//! tls = true                     # optional: TLS migration streams (docs/tls.md)
 //! [[host]]
 //! name = "src-1"
 //! site = "source"
@@ -58,6 +59,8 @@
 //! migration_address = "127.0.0.1"
 //! incoming_command = "ip netns exec {netns} qemu-system-x86_64"  # default "qemu-system-x86_64"
 //! netns = "evac-dst"
+//! tls_dir = "/etc/pki/qemu"      # optional (the default): this host's certificates
+//! tls_name = "dst-1.example"     # optional: the name in its certificate
 //! [[vm]]
 //! name = "vm-1"
 //! host = "src-1"
@@ -86,6 +89,13 @@
 //!   the source sets `events`, `multifd`, `auto-converge`, `max-bandwidth`
 //!   (bytes/s; unlimited = 1 TB/s), `downtime-limit`, `multifd-channels`,
 //!   `stop`s the guest in offline mode, and `migrate`s.
+//! - With `tls = true`, before that: a `tls-creds-x509` object
+//!   (`evac-migration-tls`, the host's `tls_dir`, `verify-peer`) added on
+//!   each end by `object-add` (`endpoint=server` on the destination,
+//!   `client` on the source, replacing an earlier attempt's), and
+//!   `tls-creds` set on both, `tls-hostname` (the destination's `tls_name`,
+//!   else empty: its address) on the source. A failure QEMU blames on a
+//!   certificate or the TLS channel gets a hint at what to check.
 //! - `Retune`: `migrate-set-parameters`; `AutoConverge` cannot change
 //!   mid-flight (QEMU takes capabilities only before `migrate`): logged and
 //!   ignored.
