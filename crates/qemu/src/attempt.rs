@@ -798,8 +798,10 @@ pub(crate) fn explain_tls_failure(tls: Option<&TlsCtx>, dst_host: &HostSpec, rea
     let Some(tls) = tls else {
         return reason;
     };
+    // Our own setup errors (a credentials directory QEMU cannot load)
+    // already name the host and directory.
     let lower = reason.to_lowercase();
-    if !(lower.contains("certificate") || lower.contains("tls")) {
+    if reason.starts_with("TLS credentials of") || !(lower.contains("certificate") || lower.contains("tls")) {
         return reason;
     }
     let name = tls

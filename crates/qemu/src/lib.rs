@@ -143,7 +143,6 @@ mod postcopy;
 use std::future::Future;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use evac_controller::Controller;
 use evac_model::Fleet;
 use evac_outcome::RunResult;
@@ -222,24 +221,7 @@ pub async fn run_with_options(
     let config = inventory.controller.clone();
     let params = inventory.migration;
     let log = options.log.clone().unwrap_or_else(log_to_stderr);
-    // The run dir must be the same across restarts: its journal is what
-    // `--resume` takes up.
-    let name = &inventory.name;
-    if inventory.run_dir.is_none() && (name.is_empty() || name.contains('/') || name.starts_with('.')) {
-        anyhow::bail!(
-            "inventory `name` = {name:?} cannot name a run dir (no `/`, no leading `.`): \
-             give one with `run_dir`"
-        );
-    }
-    let run_dir = inventory
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| evac_run::default_run_dir(name));
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create run_dir {}", run_dir.display()))?;
-    let journal = evac_run::journal_path(&run_dir);
-    options.replay = evac_run::journal::prepare(&journal, options.resume)?;
-    options.journal = Some(journal);
+    let run_dir = evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
     options.stall_after = options.stall_after.or(inventory.stall_after);
     inventory.run_dir = Some(run_dir);
     let backend = QemuBackend::connect(inventory, log, options.replay.as_ref()).await?;

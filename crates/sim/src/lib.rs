@@ -21,8 +21,9 @@
 //!   VM pauses and `D` is sent (stop-and-copy, whose duration is the
 //!   downtime); otherwise the next round sends `D`.
 //! - Each migration first spends its `setup_time` sending nothing (the
-//!   destination starting, handshakes); round 1 (or the offline copy)
-//!   starts after it.
+//!   destination starting, handshakes), and `ramp_rtts` round trips more
+//!   (its TCP connections ramping up to their window, a cost that grows with
+//!   `wan_rtt`); round 1 (or the offline copy) starts after it.
 //! - Offline: the VM pauses at once and its whole memory is sent.
 //! - Local disks (`disk` bytes, copied with the migration as libvirt's
 //!   non-shared-disk migration does): after the setup, a live or postcopy
@@ -905,7 +906,9 @@ impl<'a> Simulation<'a> {
     fn start(&mut self, vm: VmId, destination: HostId, params: MigrationParams) {
         let spec = self.fleet.vm(vm);
         let offline = params.mode == Mode::Offline;
-        let setup = params.setup_time.as_secs_f64();
+        // The fixed cost, then the connections' ramp-up: round trips lost
+        // while slow start and receive-buffer autotuning open the window.
+        let setup = params.setup_time.as_secs_f64() + params.ramp_rtts * self.network.wan_rtt.as_secs_f64();
         let disk = spec.disk.as_f64();
         let copying_disk = disk > 0.0 && !offline;
         let progress = &mut self.progress[vm.0];
