@@ -578,9 +578,11 @@ impl Lab {
         migration: &str,
         controller: &str,
     ) -> String {
+        // The journal goes in the lab's directory, removed with it.
         let mut text = format!(
-            "name = \"{}\"\nbackend = \"libvirt\"\n[controller]\n{controller}\n[migration]\n{migration}\n",
-            self.name
+            "name = \"{}\"\nbackend = \"libvirt\"\nrun_dir = \"{}\"\n[controller]\n{controller}\n[migration]\n{migration}\n",
+            self.name,
+            self.dir.join("run").display()
         );
         for (&i, site) in sources
             .iter()

@@ -260,6 +260,35 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
             "{migration:?}"
         );
     });
+
+    // 5. A destination whose certificate directory is missing: refused
+    // before anything is sent, naming the host and the directory.
+    let missing = (pki.0.clone(), dir.path().join("no-such-pki"));
+    let out = run(
+        &runtime,
+        inventory(
+            &lab,
+            &net,
+            std::slice::from_ref(&bogus),
+            "missing",
+            "tls = true",
+            &missing,
+            "",
+        ),
+    );
+    let reason = out.result.vms[0].reason.clone().unwrap_or_default();
+    eprintln!("missing dir: {reason}");
+    assert_ne!(out.result.vms[0].outcome, Outcome::Migrated);
+    assert!(
+        reason.contains("destination host dst") && reason.contains("no-such-pki"),
+        "{reason}"
+    );
+    assert!(!reason.contains("certificate check failed"), "{reason}");
+    assert!(!lab.exited(bogus.pid), "the source QEMU of bogus exited");
+    runtime.block_on(async {
+        let src = Qmp::connect(bogus.monitor.to_str().unwrap()).await.unwrap();
+        assert_eq!(src.query_status().await.unwrap().status, RunState::Running);
+    });
     drop(runtime);
     drop(lab);
     drop(net);
