@@ -103,6 +103,19 @@
 //!   The downtime recorded for a guest we paused (this, or offline mode) runs
 //!   from our `stop` to its resumption at the destination (QEMU's own counts
 //!   only its final stop-and-copy).
+//! - Postcopy: when the parameters have `allow_postcopy` or mode
+//!   `postcopy`, the source's memory backends are checked first
+//!   (`qom-list /objects`, `query-memdev`): file-backed or shared RAM is
+//!   refused with an error naming the VM and its backend (a postcopy
+//!   start then fails, the VM stays on its source; a later switch is
+//!   refused). Otherwise `postcopy-ram` is set on both ends (and multifd
+//!   off: QEMU 7.2 does not combine them; a live migration with several
+//!   connections keeps them and cannot switch). `SwitchToPostcopy`:
+//!   `migrate-start-postcopy`; mode `postcopy` switches by itself once the
+//!   first pass over memory is done. Observed as phase `postcopy` while
+//!   QEMU says `postcopy-active`; from the switch on, a cancel is refused
+//!   (the guest runs at the destination) and a failure never resumes the
+//!   source (its copy is stale): the VM is lost.
 //! - `Cancel`: `migrate_cancel`; the destination exits by itself and is
 //!   reaped; the VM keeps running on its source; reported as failed
 //!   (`"cancelled"`).
@@ -125,6 +138,7 @@
 mod attempt;
 mod backend;
 pub mod inventory;
+mod postcopy;
 
 use std::future::Future;
 use std::path::PathBuf;
