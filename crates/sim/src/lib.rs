@@ -146,7 +146,24 @@ pub fn simulate_with_solver(
     sim.solver = solver;
     sim.run(controller);
     let stats = sim.stats;
-    (sim.into_result(controller.name()), stats)
+    let mut result = sim.into_result(controller.name());
+    for (id, record) in fleet.vm_ids().zip(&mut result.vms) {
+        record.decisions = decisions(&*controller, id);
+    }
+    (result, stats)
+}
+
+/// The controller's account of `vm`, as the result's records carry it.
+pub fn decisions(controller: &dyn Controller, vm: VmId) -> Vec<evac_outcome::Decision> {
+    controller
+        .explain(vm)
+        .into_iter()
+        .map(|e| evac_outcome::Decision {
+            at_s: e.at_s,
+            decision: e.decision.to_owned(),
+            why: e.why,
+        })
+        .collect()
 }
 
 /// A migration in flight.
@@ -278,6 +295,9 @@ struct VmProgress {
     end: Option<f64>,
     downtime: Option<f64>,
     rounds: Option<u32>,
+    /// Its last attempt's mode (as switched) and connections.
+    mode: Option<Mode>,
+    connections: Option<u32>,
     /// Bytes sent over all attempts.
     sent: f64,
     migrated: bool,
@@ -833,6 +853,7 @@ impl<'a> Simulation<'a> {
                     flow.phase = Phase::StopAndCopy;
                     flow.paused_at = Some(now);
                     self.schedule(vm);
+                    self.progress[vm.0].mode = Some(Mode::Offline);
                 }
                 Action::SwitchToPostcopy { vm } => {
                     let (dirty_rate, working_set) = {
@@ -893,6 +914,8 @@ impl<'a> Simulation<'a> {
         let progress = &mut self.progress[vm.0];
         progress.destination = Some(destination);
         progress.start = Some(self.now);
+        progress.mode = Some(params.mode);
+        progress.connections = Some(params.multifd_channels.max(1));
         self.slot[vm.0] = Some(self.flows.len());
         self.flows.push(Flow {
             vm,
@@ -1171,6 +1194,9 @@ impl<'a> Simulation<'a> {
                     bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent).0),
                     outcome,
                     reason,
+                    mode: p.mode,
+                    connections: p.connections,
+                    decisions: Vec::new(),
                 }
             })
             .collect();
