@@ -161,7 +161,12 @@ pub async fn run<B: Backend>(
     if let Some(policy) = options.policy {
         config.policy = policy;
     }
-    let mut controller = Evacuation::new(backend.fleet().clone(), params, config.clone());
+    // The policy knows what the operator wrote of the WAN (its RTT and TCP
+    // window: the most one connection carries), as in the simulator: the
+    // deadline policy sizes its multifd channels by it. Without a
+    // `[network]` the cap is unknown and learnt from measurements.
+    let network = backend.network();
+    let mut controller = Evacuation::with_network(backend.fleet().clone(), &network, params, config.clone());
     if let Some(replay) = &options.replay {
         seed(&mut controller, backend.fleet(), replay);
     }
