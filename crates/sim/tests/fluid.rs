@@ -203,6 +203,7 @@ fn both_regimes_occur() {
     // full solves (every run starts with nothing sending, which the fluid
     // model holds trivially).
     let (mut fluid_only, mut both, mut mostly_full) = (0, 0, 0);
+    let (mut chained, mut cut) = (0, 0);
     for _ in 0..300 {
         let case = case().new_tree(&mut runner).unwrap().current();
         let (_, stats) = run(&case, Solver::Fluid);
@@ -214,11 +215,17 @@ fn both_regimes_occur() {
         if stats.full_solves > stats.fluid_steps {
             mostly_full += 1;
         }
+        chained += usize::from(stats.chains > 0);
+        cut += usize::from(stats.chains_cut > 0);
     }
-    eprintln!("of 300 runs: fluid only {fluid_only}, both {both}, mostly full solves {mostly_full}");
+    let counts = format!(
+        "of 300 runs: fluid only {fluid_only}, both {both}, mostly full solves {mostly_full}, \
+         with chained rounds {chained}, with a chain cut {cut}"
+    );
+    eprintln!("{counts}");
     assert!(
-        fluid_only >= 20 && both >= 20 && mostly_full >= 20,
-        "fluid only {fluid_only}, both {both}, mostly full solves {mostly_full}"
+        fluid_only >= 20 && both >= 20 && mostly_full >= 20 && chained >= 20 && cut >= 10,
+        "{counts}"
     );
 }
 
