@@ -475,7 +475,11 @@ impl<'a> Simulation<'a> {
             // instant; a tick alone takes none early (a round end 1e-10 s
             // after a tick would otherwise be handled at the tick in one run
             // and at its own time in a run that skips the tick).
-            let by = if event <= wakeup { next + SAME_INSTANT } else { next };
+            let by = if event <= wakeup {
+                next + SAME_INSTANT
+            } else {
+                next
+            };
             while let Some(vm) = self.pop_round_end(by) {
                 self.stats.round_ends += 1;
                 rates_changed |= self.end_round(vm);
@@ -547,11 +551,14 @@ impl<'a> Simulation<'a> {
         };
         let virt = loop {
             match self.virtual_ends.peek() {
-                Some((_, vm, generation)) if !live(&self.slot, &self.flows, VmId(vm as usize), generation) => {
+                Some((_, vm, generation))
+                    if !live(&self.slot, &self.flows, VmId(vm as usize), generation) =>
+                {
                     self.virtual_ends.pop();
                 }
                 other => {
-                    break other.map(|(key, vm, _)| (self.clock.time_of(time_of_key(key)), VmId(vm as usize), true))
+                    break other
+                        .map(|(key, vm, _)| (self.clock.time_of(time_of_key(key)), VmId(vm as usize), true))
                 }
             }
         };
@@ -681,7 +688,8 @@ impl<'a> Simulation<'a> {
         let rounds = flow.params.max_rounds.saturating_sub(flow.round) + 1;
         // Each round must last at least this long: long enough to dirty
         // `ws` and too long to converge (with a margin for rounding).
-        let shortest = (working_set / dirty_rate).max(flow.params.downtime_limit.as_secs_f64()) * (1.0 + 1e-9);
+        let shortest =
+            (working_set / dirty_rate).max(flow.params.downtime_limit.as_secs_f64()) * (1.0 + 1e-9);
         let length = working_set / flow.demand.weight;
         let limit = length / shortest;
         if rounds < 2 || lambda >= limit || !limit.is_finite() {
@@ -710,7 +718,9 @@ impl<'a> Simulation<'a> {
     /// are counted, the one under way goes on as a round of its own.
     fn unchain(&mut self, vm: VmId) {
         let Some(slot) = self.slot[vm.0] else { return };
-        let Some(chain) = self.flows[slot].chain.take() else { return };
+        let Some(chain) = self.flows[slot].chain.take() else {
+            return;
+        };
         self.chains.remove(&(key_of(chain.limit), vm));
         self.stats.chains_cut += 1;
         let now = self.now;
@@ -899,11 +909,7 @@ impl<'a> Simulation<'a> {
             self.unchain_all();
         }
         let obs = &mut self.observations;
-        let flows = if needs_progress {
-            &self.flows[..]
-        } else {
-            &[]
-        };
+        let flows = if needs_progress { &self.flows[..] } else { &[] };
         let v = self.clock.at(now);
         for flow in flows {
             let round_sent = flow.round_sent_at(now, v);

@@ -92,7 +92,7 @@ impl<T: Copy + Ord> RadixHeap<T> {
             let mut bucket = bucket;
             bucket.clear();
             self.buckets[b] = bucket;
-            self.buckets[0].sort_unstable_by(|x, y| y.1.cmp(&x.1));
+            self.buckets[0].sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
         }
         self.buckets[0].last().copied()
     }
