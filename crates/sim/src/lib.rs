@@ -180,6 +180,9 @@ struct Flow {
     v_as_of: f64,
     /// Rounds run as one event: see [`Chain`].
     chain: Option<Chain>,
+    /// The rebalance epoch in which it started sending: until the next
+    /// rebalance it has no rate yet, as in a full solve.
+    joined: u64,
     demand: Demand,
     /// Bumped whenever the round's end time changes, to spot stale events.
     generation: u64,
@@ -210,8 +213,8 @@ impl Flow {
         (self.round_sent + more).min(self.round_bytes)
     }
 
-    fn rate_at(&self, clock: &Clock) -> f64 {
-        if self.fluid {
+    fn rate_at(&self, clock: &Clock, epoch: u64) -> f64 {
+        if self.fluid && self.joined != epoch {
             self.demand.weight * clock.lambda
         } else {
             self.rate
@@ -372,6 +375,8 @@ struct Simulation<'a> {
     history: Vec<Clock>,
     /// The controller reads no progress: rounds may be chained.
     may_chain: bool,
+    /// Rebalances so far (see `Flow::joined`).
+    epoch: u64,
 }
 
 impl<'a> Simulation<'a> {
@@ -434,6 +439,7 @@ impl<'a> Simulation<'a> {
             chains: BTreeSet::new(),
             history: Vec::new(),
             may_chain: false,
+            epoch: 1,
         }
     }
 
@@ -459,8 +465,7 @@ impl<'a> Simulation<'a> {
                 // good): what is in flight is stuck, and so lost.
                 break;
             }
-            let event = next_round_end.min(next_trace).min(next_power_off);
-            let next = wakeup.min(event);
+            let next = wakeup.min(next_round_end).min(next_trace).min(next_power_off);
             if next.is_infinite() {
                 // Nothing will ever happen again, and the controller waits
                 // for something to happen.
@@ -471,16 +476,7 @@ impl<'a> Simulation<'a> {
             let mut rates_changed = false;
             // At one instant: rounds end first (a migration that ends as its
             // host dies is saved), then the network changes, then hosts die.
-            // A round end within rounding of another event is at its
-            // instant; a tick alone takes none early (a round end 1e-10 s
-            // after a tick would otherwise be handled at the tick in one run
-            // and at its own time in a run that skips the tick).
-            let by = if event <= wakeup {
-                next + SAME_INSTANT
-            } else {
-                next
-            };
-            while let Some(vm) = self.pop_round_end(by) {
+            while let Some(vm) = self.pop_round_end(next + SAME_INSTANT) {
                 self.stats.round_ends += 1;
                 rates_changed |= self.end_round(vm);
             }
@@ -803,6 +799,7 @@ impl<'a> Simulation<'a> {
 
     /// The flow in `slot` starts sending: its weight joins its links'.
     fn join(&mut self, slot: usize) {
+        self.flows[slot].joined = self.epoch;
         let (vm, demand) = (self.flows[slot].vm, self.flows[slot].demand);
         self.settle_links_of(&demand);
         self.bottleneck.add(&self.capacity, vm, &demand);
@@ -924,7 +921,7 @@ impl<'a> Simulation<'a> {
                     flow.round_bytes - round_sent
                         + flow.queued_after_round(self.fleet.vm(flow.vm).memory.as_f64()),
                 ),
-                rate: BytesPerSec(flow.rate_at(&self.clock)).to_bits_per_sec(),
+                rate: BytesPerSec(flow.rate_at(&self.clock, self.epoch)).to_bits_per_sec(),
                 dirty_rate: if flow.paused_at.is_some() {
                     BytesPerSec::ZERO
                 } else {
@@ -1091,6 +1088,7 @@ impl<'a> Simulation<'a> {
             fluid: self.fluid_on && setup <= 0.0,
             v_as_of: self.clock.at(self.now),
             chain: None,
+            joined: 0,
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
                 weight: f64::from(params.multifd_channels.max(1)),
@@ -1160,6 +1158,7 @@ impl<'a> Simulation<'a> {
             Solver::Fluid => self.bottleneck.wan_level(self.capacity[WAN]),
             Solver::FullSolve => None,
         };
+        self.epoch += 1;
         if level.is_some() {
             self.stats.fluid_steps += 1;
         } else {
