@@ -64,7 +64,16 @@ impl LibvirtBackend {
     /// hosts (those the inventory names, or all) and checks their disks.
     /// Domains with a migration already running (left by an earlier evac)
     /// are part of the fleet: their migration is adopted, not restarted.
-    pub async fn connect(inventory: Inventory, log: Log) -> anyhow::Result<LibvirtBackend> {
+    ///
+    /// Resuming (`replay`), the fleet also holds the run's VMs that are no
+    /// longer on their source (moved before or while evac was down): they
+    /// are matched by name and source host, never by position, so the
+    /// journal's records and attempts in flight find them.
+    pub async fn connect(
+        inventory: Inventory,
+        log: Log,
+        replay: Option<&evac_run::journal::Replay>,
+    ) -> anyhow::Result<LibvirtBackend> {
         let mut conns = Vec::new();
         for host in &inventory.hosts {
             let conn = client::connect(&host.uri, CALL_TIMEOUT)
@@ -84,6 +93,15 @@ impl LibvirtBackend {
                     .with_context(|| format!("host `{}`: listing its domains", host.name))?;
             for d in domains {
                 if !inventory.vms.is_empty() && !inventory.vms.iter().any(|v| v.name == d.name) {
+                    continue;
+                }
+                // Resuming finishes the run the journal describes: a domain
+                // started since is for a next run.
+                if replay.is_some_and(|r| !r.vms.contains(&d.name)) {
+                    log(&format!(
+                        "{}: not in the run being resumed (started since?): left for a next run",
+                        d.name
+                    ));
                     continue;
                 }
                 if !d.local_disks.is_empty() && !inventory.migration.copy_storage {
@@ -118,6 +136,20 @@ impl LibvirtBackend {
                     domain: d.name,
                     interfaces: d.interfaces,
                 });
+            }
+        }
+        if let Some(replay) = replay {
+            for (vm, found_as) in journal_vms_gone(&inventory, replay, &found) {
+                log(&format!(
+                    "{}: no longer on host `{}` (it moved before this restart): kept from the journal",
+                    found_as.name, inventory.hosts[found_as.host.0].name
+                ));
+                sources.push(Source {
+                    host: found_as.host,
+                    domain: replay.vms[vm].clone(),
+                    interfaces: Vec::new(),
+                });
+                found.push(found_as);
             }
         }
         let fleet = inventory.fleet(&found).map_err(anyhow::Error::msg)?;
@@ -650,6 +682,10 @@ impl evac_run::Migration for LibvirtMigration {
     }
 }
 
+/// The least time without bytes moving before a migration is taken for
+/// stalled (unless the caller sets its own `stall_after`).
+pub const MIN_STALL_AFTER: Duration = Duration::from_secs(15);
+
 /// Connects to the inventory's hosts and evacuates them through the run
 /// loop (see the crate documentation).
 pub async fn run_with_options(
@@ -657,9 +693,146 @@ pub async fn run_with_options(
     options: evac_run::RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<evac_run::RunOutput<Landed>> {
+    let mut options = options;
     let log = options.log.clone().unwrap_or_else(evac_run::log_to_stderr);
     let params = inventory.migration.params;
     let config = inventory.controller.clone();
-    let backend = LibvirtBackend::connect(inventory, log).await?;
+    evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
+    // libvirt's own phases move no bytes for seconds: after the last byte
+    // the destination's finish and the source's confirm (2-5 s on a loaded
+    // machine, where 5 periods of 500 ms cancelled migrations that were
+    // completing). A stall is what lasts longer than that.
+    let periods = config.period * evac_run::STALL_AFTER_PERIODS;
+    options.stall_after = Some(options.stall_after.unwrap_or(periods.max(MIN_STALL_AFTER)));
+    let backend = LibvirtBackend::connect(inventory, log, options.replay.as_ref()).await?;
     evac_run::run(backend, params, config, options, shutdown).await
+}
+
+/// The VMs of the run being resumed that discovery did not find on their
+/// source host (each with its index in the journal): they moved, or are
+/// moving, while evac was down. Their source host is the one the journal
+/// recorded (an attempt's reconnect info, else the VM's record); one the
+/// journal never placed, or whose host left the inventory, is left out.
+fn journal_vms_gone(
+    inventory: &Inventory,
+    replay: &evac_run::journal::Replay,
+    found: &[FoundDomain],
+) -> Vec<(usize, FoundDomain)> {
+    let mut gone = Vec::new();
+    for (i, name) in replay.vms.iter().enumerate() {
+        if found.iter().any(|f| &f.name == name) {
+            continue;
+        }
+        let state = &replay.states[i];
+        let from_flight = state
+            .in_flight
+            .as_ref()
+            .and_then(|f| f.backend.get("source"))
+            .and_then(|s| s.as_str());
+        let from_record = state.record.as_ref().map(|r| r.host.as_str());
+        let Some(host) = from_flight
+            .or(from_record)
+            .and_then(|h| inventory.host_id(h))
+            .filter(|h| inventory.hosts[h.0].site == Site::Source)
+        else {
+            continue;
+        };
+        gone.push((
+            i,
+            FoundDomain {
+                host,
+                name: name.clone(),
+                memory: replay.memory.get(i).copied().unwrap_or(Bytes::ZERO),
+                disk: Bytes::ZERO,
+            },
+        ));
+    }
+    gone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evac_outcome::{Outcome, VmRecord};
+    use evac_run::journal::{InFlight, Replay, VmReplay};
+
+    const INVENTORY: &str = r#"name = "r"
+backend = "libvirt"
+[[host]]
+name = "a1"
+site = "source"
+nic = "1 Gbps"
+uri = "qemu+tcp://10.0.0.1/system"
+[[host]]
+name = "b1"
+site = "destination"
+nic = "1 Gbps"
+uri = "qemu+tcp://10.0.0.2/system"
+migration_address = "10.0.0.2"
+"#;
+
+    fn state(record_host: Option<&str>, flight_source: Option<&str>) -> VmReplay {
+        VmReplay {
+            record: record_host.map(|h| VmRecord {
+                outcome: Outcome::Migrated,
+                ..VmRecord::unmoved("x".into(), h.into())
+            }),
+            attempts: 1,
+            done: record_host.is_some(),
+            in_flight: flight_source.map(|s| InFlight {
+                attempt: 1,
+                destination: "b1".into(),
+                started_s: 0.0,
+                params: evac_model::MigrationParams::default(),
+                backend: serde_json::json!({"domain": "x", "source": s}),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_journal_places_the_domains_discovery_no_longer_finds() {
+        let inventory = Inventory::from_str_at(INVENTORY, std::path::Path::new("r.toml")).unwrap();
+        let replay = Replay {
+            started_unix_ms: 0,
+            vms: ["here", "moved", "moving", "unplaced", "elsewhere"]
+                .map(String::from)
+                .to_vec(),
+            memory: vec![
+                Bytes::mib(1),
+                Bytes::mib(2),
+                Bytes::mib(3),
+                Bytes::mib(4),
+                Bytes::mib(5),
+            ],
+            states: vec![
+                state(None, None),
+                state(Some("a1"), None),
+                state(None, Some("a1")),
+                state(None, None),
+                state(Some("z9"), None),
+            ],
+            failed_attempts: Vec::new(),
+        };
+        let found = [FoundDomain {
+            host: HostId(0),
+            name: "here".into(),
+            memory: Bytes::mib(1),
+            disk: Bytes::ZERO,
+        }];
+        let gone = journal_vms_gone(&inventory, &replay, &found);
+        // Found on A: not added again. Moved (its record's host) and moving
+        // (its attempt's source): kept, at their journal index, with the
+        // journal's memory. Never placed, or on a host no longer listed: left out.
+        let names: Vec<(usize, &str, HostId, Bytes)> = gone
+            .iter()
+            .map(|(i, f)| (*i, f.name.as_str(), f.host, f.memory))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                (1, "moved", HostId(0), Bytes::mib(2)),
+                (2, "moving", HostId(0), Bytes::mib(3))
+            ]
+        );
+    }
 }

@@ -232,6 +232,15 @@ impl Checker<'_> {
                  to copy everything in one stop, use mode = \"offline\"",
             ));
         }
+        if !(params.ramp_rtts.is_finite() && params.ramp_rtts >= 0.0) {
+            return Err(self.refuse(
+                &table.key("ramp_rtts"),
+                format!(
+                    "{} is not a number of round trips; give 0 or more (e.g. 13)",
+                    params.ramp_rtts
+                ),
+            ));
+        }
         if let Some(cap) = params.max_bandwidth {
             if cap.0 <= 0.0 {
                 return Err(self.refuse(
