@@ -17,66 +17,21 @@ use toml::Spanned;
 /// The arrays of tables whose entries are named by one of their keys.
 const NAMED_ENTRIES: [(&str, &str); 3] = [("host", "name"), ("vm", "name"), ("vm_group", "prefix")];
 
-/// One step into the document: a key of a table or an index into an array.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Step {
-    Key(String),
-    Index(usize),
-}
+pub(crate) use evac_model::validate::{FieldPath, Step};
 
-/// The path of a value in the document, e.g. `vm[3].memory`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct FieldPath(Vec<Step>);
-
-impl FieldPath {
-    /// A key of the top-level table.
-    pub(crate) fn top(key: &str) -> Self {
-        FieldPath::default().key(key)
-    }
-
-    /// The `index`th entry of a top-level array of tables such as `[[vm]]`.
-    pub(crate) fn entry(array: &str, index: usize) -> Self {
-        FieldPath::top(array).index(index)
-    }
-
-    pub(crate) fn key(mut self, key: &str) -> Self {
-        self.0.push(Step::Key(key.to_owned()));
-        self
-    }
-
-    pub(crate) fn index(mut self, index: usize) -> Self {
-        self.0.push(Step::Index(index));
-        self
-    }
-
-    /// The path where serde gave up on a value.
-    pub(crate) fn from_serde(path: &serde_path_to_error::Path) -> Self {
-        use serde_path_to_error::Segment;
-        let steps = path
-            .iter()
-            .filter_map(|segment| match segment {
-                Segment::Seq { index } => Some(Step::Index(*index)),
-                Segment::Map { key } => Some(Step::Key(key.clone())),
-                Segment::Enum { variant } => Some(Step::Key(variant.clone())),
-                Segment::Unknown => None,
-            })
-            .collect();
-        FieldPath(steps)
-    }
-}
-
-/// `wan_trace[1].at`: steps as TOML's dotted keys would write them.
-impl fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, step) in self.0.iter().enumerate() {
-            match step {
-                Step::Key(key) if i == 0 => f.write_str(key)?,
-                Step::Key(key) => write!(f, ".{key}")?,
-                Step::Index(index) => write!(f, "[{index}]")?,
-            }
-        }
-        Ok(())
-    }
+/// The path where serde gave up on a value.
+pub(crate) fn path_from_serde(path: &serde_path_to_error::Path) -> FieldPath {
+    use serde_path_to_error::Segment;
+    let steps = path
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            Segment::Enum { variant } => Some(Step::Key(variant.clone())),
+            Segment::Unknown => None,
+        })
+        .collect();
+    FieldPath(steps)
 }
 
 /// A value of the document, reduced to what locating needs.

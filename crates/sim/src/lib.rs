@@ -62,10 +62,10 @@ use std::time::Duration;
 
 use evac_controller::{
     Action, Controller, ControllerConfig, EndOutcome, Ended, Evacuation, MigrationObs, Observations, Phase,
-    Retune, Wakeup,
+    Retune, Wakeup, DEFAULT_HORIZON,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Network, VmId};
-use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord, MAX_TIMELINE_POINTS};
 
 use fair_share::{Demand, FairShare};
 
@@ -84,20 +84,50 @@ pub fn simulate_evacuation(
     config: &ControllerConfig,
 ) -> RunResult {
     let mut controller = Evacuation::with_network(fleet.clone(), network, params, config.clone());
-    simulate(fleet, network, config.period, &mut controller)
+    simulate_until(fleet, network, config.period, config.horizon, &mut controller)
 }
 
 /// Runs an evacuation of `fleet` over `network` under any `controller`,
-/// consulting it every `period`.
+/// consulting it every `period`, for at most the default horizon (a week of
+/// simulated time).
 pub fn simulate(
     fleet: &Fleet,
     network: &Network,
     period: Duration,
     controller: &mut dyn Controller,
 ) -> RunResult {
+    simulate_until(fleet, network, period, DEFAULT_HORIZON, controller)
+}
+
+/// [`simulate`] until `horizon` of simulated time at most: then the run
+/// ends, and every VM not migrated by then (in flight or waiting) is
+/// `not-migrated`, "horizon reached".
+pub fn simulate_until(
+    fleet: &Fleet,
+    network: &Network,
+    period: Duration,
+    horizon: Duration,
+    controller: &mut dyn Controller,
+) -> RunResult {
     let mut sim = Simulation::new(fleet, network, period);
+    sim.horizon = horizon.as_secs_f64();
     sim.run(controller);
     sim.into_result(controller.name())
+}
+
+/// A warning for the operator, before simulating: the lower bound on the
+/// total time (every VM's memory over the WAN at full capacity) is already
+/// beyond the horizon, so the run will end with VMs `not-migrated`.
+pub fn horizon_warning(fleet: &Fleet, network: &Network, config: &ControllerConfig) -> Option<String> {
+    let bound = evac_outcome::lower_bounds(fleet, network).total;
+    (bound > config.horizon).then(|| {
+        format!(
+            "warning: carrying every VM's memory over the WAN takes at least {}, beyond the \
+             simulated horizon of {} ([controller] horizon): VMs will be left not-migrated",
+            evac_model::format_duration(bound),
+            evac_model::format_duration(config.horizon)
+        )
+    })
 }
 
 /// A migration in flight.
@@ -228,6 +258,9 @@ struct Simulation<'a> {
     /// Hosts whose NIC counter moved since the last consultation.
     tx_changed: Vec<HostId>,
     tx_marked: Vec<bool>,
+    /// Simulated seconds after which the run ends ([`simulate_until`]).
+    horizon: f64,
+    horizon_reached: bool,
 }
 
 impl<'a> Simulation<'a> {
@@ -280,6 +313,8 @@ impl<'a> Simulation<'a> {
             link_active: vec![false; links],
             tx_changed: Vec::new(),
             tx_marked: vec![false; fleet.hosts.len()],
+            horizon: DEFAULT_HORIZON.as_secs_f64(),
+            horizon_reached: false,
         }
     }
 
@@ -309,6 +344,18 @@ impl<'a> Simulation<'a> {
             if next.is_infinite() {
                 // Nothing will ever happen again, and the controller waits
                 // for something to happen.
+                break;
+            }
+            if next > self.horizon {
+                // The simulated-time limit: what has not migrated by now
+                // stays where it is (see `into_result`).
+                self.now = self.horizon.max(self.now);
+                self.horizon_reached = true;
+                self.advance_links();
+                let now = self.now;
+                for flow in &mut self.flows {
+                    flow.catch_up(now);
+                }
                 break;
             }
             self.now = next;
@@ -773,6 +820,10 @@ impl<'a> Simulation<'a> {
                     wan_throughput_bps: throughput,
                     in_flight: self.flows.len(),
                 });
+                if self.timeline.len() > MAX_TIMELINE_POINTS {
+                    // Bounded memory over any horizon: halve, exactly in bytes.
+                    evac_outcome::thin_timeline(&mut self.timeline);
+                }
             }
         }
         self.last_point = Some((self.now, self.carried[WAN], state));
@@ -780,6 +831,11 @@ impl<'a> Simulation<'a> {
 
     fn into_result(self, policy: &str) -> RunResult {
         let fleet = self.fleet;
+        // Attempts cut off by the horizon: their bytes count.
+        let mut sent = vec![0.0; fleet.vms.len()];
+        for flow in &self.flows {
+            sent[flow.vm.0] = flow.sent();
+        }
         let records = fleet
             .vm_ids()
             .map(|id| {
@@ -789,6 +845,8 @@ impl<'a> Simulation<'a> {
                     (Outcome::Migrated, None)
                 } else if p.lost {
                     (Outcome::Lost, Some(reason::POWER_OFF.to_owned()))
+                } else if self.horizon_reached {
+                    (Outcome::NotMigrated, Some(reason::HORIZON.to_owned()))
                 } else {
                     // Still on its source when the controller stopped
                     // starting migrations.
@@ -803,7 +861,7 @@ impl<'a> Simulation<'a> {
                     migration_time_s: p.end.zip(p.start).map(|(end, start)| end - start),
                     downtime_s: p.downtime,
                     rounds: p.rounds,
-                    bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent).0),
+                    bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent + sent[id.0]).0),
                     outcome,
                     reason,
                 }

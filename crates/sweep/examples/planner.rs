@@ -112,7 +112,11 @@ fn main() {
         .combinations()
         .into_iter()
         .map(|(seed, levels)| grid.scenario(seed, &levels))
-        .collect();
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        });
     eprintln!("{} scenarios", scenarios.len());
     let names = [
         "sequential",
