@@ -138,6 +138,28 @@ impl Invalid {
         }
     }
 
+    /// The refusal for a fleet with no file behind it (found by a backend,
+    /// sized by QEMU): the entry named by its name, e.g.
+    /// ``vm `web`: field `memory`: a VM needs memory above zero``.
+    pub fn named(&self, fleet: &Fleet) -> String {
+        let name = |array: &str, i: usize| match array {
+            "host" => fleet.hosts.get(i).map(|h| h.name.as_str()),
+            _ => fleet.vms.get(i).map(|v| v.name.as_str()),
+        };
+        for array in ["host", "vm"] {
+            if let Some(i) = self.path.entry_index(array) {
+                let rest = self.path.tail(2);
+                let who = format!("{array} `{}`", name(array, i).unwrap_or("?"));
+                return if rest.0.is_empty() {
+                    format!("{who}: {}", self.message)
+                } else {
+                    format!("{who}: field `{rest}`: {}", self.message)
+                };
+            }
+        }
+        self.to_string()
+    }
+
     /// This refusal with `prefix` put before its path (a sub-table's
     /// refusal, placed in its document).
     pub fn under(mut self, prefix: FieldPath) -> Self {

@@ -139,7 +139,7 @@
 
 mod error;
 mod load;
-mod locate;
+pub mod locate;
 mod raw;
 mod spec;
 

@@ -17,10 +17,10 @@ use toml::Spanned;
 /// The arrays of tables whose entries are named by one of their keys.
 const NAMED_ENTRIES: [(&str, &str); 3] = [("host", "name"), ("vm", "name"), ("vm_group", "prefix")];
 
-pub(crate) use evac_model::validate::{FieldPath, Step};
+pub use evac_model::validate::{FieldPath, Step};
 
 /// The path where serde gave up on a value.
-pub(crate) fn path_from_serde(path: &serde_path_to_error::Path) -> FieldPath {
+pub fn path_from_serde(path: &serde_path_to_error::Path) -> FieldPath {
     use serde_path_to_error::Segment;
     let steps = path
         .iter()
@@ -103,16 +103,17 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
-/// Positions and names of everything in one scenario text.
+/// Positions and names of everything in one TOML text (a scenario, an
+/// inventory): where a [`FieldPath`] is, and how to name it.
 #[derive(Debug)]
-pub(crate) struct Locator<'a> {
+pub struct Locator<'a> {
     text: &'a str,
     root: Node,
 }
 
 impl<'a> Locator<'a> {
     /// Reads `text`; fails only when it is not TOML.
-    pub(crate) fn parse(text: &'a str) -> Result<Self, toml::de::Error> {
+    pub fn parse(text: &'a str) -> Result<Self, toml::de::Error> {
         let table: BTreeMap<String, Spanned<Node>> = toml::from_str(text)?;
         Ok(Self {
             text,
@@ -139,12 +140,12 @@ impl<'a> Locator<'a> {
     }
 
     /// Where the value at `path` starts, in bytes; see [`Locator::span`].
-    pub(crate) fn offset(&self, path: &FieldPath) -> Option<usize> {
+    pub fn offset(&self, path: &FieldPath) -> Option<usize> {
         self.span(path).map(|span| span.start)
     }
 
     /// The line of the value at `path`; see [`Locator::span`].
-    pub(crate) fn line(&self, path: &FieldPath) -> Option<usize> {
+    pub fn line(&self, path: &FieldPath) -> Option<usize> {
         self.offset(path).map(|offset| line_at(self.text, offset))
     }
 
@@ -167,7 +168,7 @@ impl<'a> Locator<'a> {
     /// How a reader finds `path` in the file: ``field `memory` of [[vm]] "web-1"``,
     /// ``field `wan_trace[1].at` of [network]``, ``[[host]] #3``, ``field `seed```.
     /// `None` for the document as a whole.
-    pub(crate) fn describe(&self, path: &FieldPath) -> Option<String> {
+    pub fn describe(&self, path: &FieldPath) -> Option<String> {
         let (owner, field) = match path.0.as_slice() {
             [] => return None,
             [Step::Key(array), Step::Index(index), rest @ ..] => {
@@ -182,6 +183,19 @@ impl<'a> Locator<'a> {
             Some(owner) => format!("field `{field}` of {owner}"),
             None => format!("field `{field}`"),
         })
+    }
+
+    /// The model's refusal as one line, the way a scenario's is printed:
+    /// ``lab.toml:16: field `nic` of [[host]] "dst-1": a NIC of 0 bps carries nothing; ...``.
+    pub fn refusal(&self, origin: &str, invalid: &evac_model::Invalid) -> String {
+        let at = match self.line(&invalid.path) {
+            Some(line) => format!("{origin}:{line}"),
+            None => origin.to_owned(),
+        };
+        match self.describe(&invalid.path) {
+            Some(field) => format!("{at}: {field}: {}", invalid.message),
+            None => format!("{at}: {}", invalid.message),
+        }
     }
 
     /// `[[vm]] "web-1"` by the entry's name, or `[[vm]] #2` (counted from 1)
@@ -199,7 +213,7 @@ impl<'a> Locator<'a> {
 }
 
 /// The 1-based line of the byte at `offset`.
-pub(crate) fn line_at(text: &str, offset: usize) -> usize {
+pub fn line_at(text: &str, offset: usize) -> usize {
     let before = &text.as_bytes()[..offset.min(text.len())];
     before.iter().filter(|&&b| b == b'\n').count() + 1
 }
