@@ -18,8 +18,9 @@ const RATE_BPS: u64 = 300_000_000;
 /// is larger than the rate times the 2 s rate sample, so that sample sees
 /// the rate, and well below the rate times the 16 s working-set sample, so
 /// that one sees the working set. 20 MB/s: QEMU reports whole MiB/s, a
-/// truncation of up to 1 MiB/s (5 %). One dirtying guest: each keeps a host
-/// core busy, and a starved guest dirties less than it was told.
+/// truncation of up to 1 MiB/s (5 %). One dirtying guest: a guest starved of
+/// CPU (two of them migrating at once on two cores) dirties less than it
+/// was told.
 const VMS: [(u64, f64, u64); 3] = [(256, 20e6, 96), (128, 0.0, 0), (96, 0.0, 0)];
 
 /// The pages the dirtying guest has written so far, read from its RAM file

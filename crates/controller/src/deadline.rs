@@ -99,7 +99,8 @@ impl Deadline {
         // priority per byte.
         order.sort_by(|&a, &b| {
             let key = |id: VmId| fleet_deadline[id.0].unwrap_or(f64::INFINITY);
-            let density = |id: VmId| f64::from(fleet.vm(id).priority) / fleet.vm(id).memory.as_f64().max(1.0);
+            let density =
+                |id: VmId| f64::from(fleet.vm(id).priority) / fleet.vm(id).bytes_to_move().as_f64().max(1.0);
             key(a)
                 .total_cmp(&key(b))
                 .then_with(|| density(b).total_cmp(&density(a)))
@@ -168,7 +169,9 @@ impl Deadline {
     fn alternatives(&self, fleet: &Fleet, vm: VmId, rate: f64) -> Vec<(Mode, f64)> {
         let spec = fleet.vm(vm);
         let (memory, dirty, ws) = (spec.memory.as_f64(), spec.dirty_rate.0, spec.working_set.as_f64());
-        match self.base.mode {
+        // Local disks are sent once, ahead of the memory, whatever the mode.
+        let disk = spec.disk.as_f64();
+        let alternatives = match self.base.mode {
             Mode::Offline => vec![(Mode::Offline, memory)],
             Mode::Postcopy => vec![(Mode::Postcopy, plan::postcopy_bytes(memory, dirty, ws, rate))],
             Mode::Live => {
@@ -187,7 +190,11 @@ impl Deadline {
                 alternatives.push((Mode::Offline, memory));
                 alternatives
             }
-        }
+        };
+        alternatives
+            .into_iter()
+            .map(|(mode, bytes)| (mode, disk + bytes))
+            .collect()
     }
 
     /// Replans the VMs still queued: their order, their modes, and those

@@ -202,6 +202,7 @@ mod tests {
             memory: Bytes::gib(1),
             dirty_rate: BytesPerSec::ZERO,
             working_set: Bytes::ZERO,
+            disk: Bytes::ZERO,
             priority: 1,
             destination: None,
         };

@@ -1055,7 +1055,9 @@ impl Evacuation {
             return true;
         }
         let dirty_share = (vm.dirty_rate.0 / bytes_per_sec).min(0.5);
-        let needed = vm.memory.as_f64() / bytes_per_sec / (1.0 - dirty_share);
+        // Local disks go first, once (their writes are mirrored, not re-sent).
+        let needed =
+            vm.disk.as_f64() / bytes_per_sec + vm.memory.as_f64() / bytes_per_sec / (1.0 - dirty_share);
         now.as_secs_f64() + needed <= deadline.as_secs_f64()
     }
 

@@ -24,6 +24,7 @@ fn vm(name: &str, host: usize, gib: u64) -> Vm {
         memory: Bytes::gib(gib),
         dirty_rate: BytesPerSec::ZERO,
         working_set: Bytes::gib(gib),
+        disk: Bytes::ZERO,
         priority: 1,
         destination: None,
     }

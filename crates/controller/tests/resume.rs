@@ -23,6 +23,7 @@ fn fleet(dst_room_gib: u64) -> Fleet {
         memory: Bytes::gib(4),
         dirty_rate: BytesPerSec::ZERO,
         working_set: Bytes::gib(4),
+        disk: Bytes::ZERO,
         priority: 1,
         destination: None,
     };

@@ -336,12 +336,11 @@ pub fn check(target: Target, text: &str, dir: &Path) -> Verdict {
             let domains: Vec<_> = inventory
                 .vms
                 .iter()
-                .map(|vm| {
-                    (
-                        evac_model::HostId(source),
-                        vm.name.clone(),
-                        evac_model::Bytes::gib(1),
-                    )
+                .map(|vm| evac_libvirt::inventory::FoundDomain {
+                    host: evac_model::HostId(source),
+                    name: vm.name.clone(),
+                    memory: evac_model::Bytes::gib(1),
+                    disk: evac_model::Bytes::ZERO,
                 })
                 .collect();
             match inventory.fleet(&domains) {

@@ -6,6 +6,9 @@
 //! ```text
 //! cargo run --release -p evac-lab --example fidelity [LAB.toml ...]
 //! ```
+//!
+//! `FIDELITY_POLICIES=sequential,parallel` runs only those policies;
+//! `FIDELITY_VERBOSE=1` prints the per-VM table of every run.
 
 use std::path::PathBuf;
 
@@ -23,18 +26,26 @@ async fn main() -> Result<()> {
             labs.push(PathBuf::from(dir).join(name));
         }
     }
+    let mut policies = vec![
+        PolicyKind::Sequential,
+        PolicyKind::Parallel,
+        PolicyKind::Static,
+        PolicyKind::AimdLocal,
+        PolicyKind::AimdGlobal,
+        PolicyKind::Deadline,
+    ];
+    if let Ok(only) = std::env::var("FIDELITY_POLICIES") {
+        policies = only
+            .split(',')
+            .map(|p| p.trim().parse::<PolicyKind>().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()
+            .context("FIDELITY_POLICIES")?;
+    }
     println!("| lab | policy | time: median / worst error | bytes: median / worst error | total: lab / sim (error) |");
     println!("|---|---|---:|---:|---:|");
     for path in &labs {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        for policy in [
-            PolicyKind::Sequential,
-            PolicyKind::Parallel,
-            PolicyKind::Static,
-            PolicyKind::AimdLocal,
-            PolicyKind::AimdGlobal,
-            PolicyKind::Deadline,
-        ] {
+        for &policy in &policies {
             let mut lab = LabInstance::build(&text, &path.display().to_string())?;
             let run = evacuate(
                 &mut lab,

@@ -5,14 +5,24 @@
  * The image is mapped at 0xffff0000 (the last 64 KiB below 4 GiB); the CPU
  * starts in real mode at 0xfffffff0 (CS base 0xffff0000, IP 0xfff0). It
  * switches to 32-bit protected mode with flat segments, calibrates the TSC
- * against PIT channel 2 (port I/O, polled: no interrupts, no IDT, no iret),
- * then forever writes into one 4 KiB page of the working set after another,
- * each page `interval` TSC ticks after the previous one, wrapping around the
- * working set. No stack, no interrupts.
+ * against PIT channel 2 (port I/O, polled), then writes into one 4 KiB page
+ * of the working set after another, each page `interval` TSC ticks after
+ * the previous one, wrapping around the working set.
  *
- * Parameters: the lab patches the block at offset 0 (see lab.rs).
+ * Between pages it sleeps (`hlt`) instead of polling the TSC, so a dirtying
+ * VM costs its host a little CPU rather than a whole core: the local APIC's
+ * timer, periodic at about 1 kHz (its rate measured against the TSC), wakes
+ * it, and it writes every page that has come due since (a burst of
+ * rate / 1000 pages). Its interrupt handler never returns with `iret` (a
+ * protected-mode `iret` fails under the paravirtual KVM's instruction
+ * emulator on the lab's machine): it acknowledges the interrupt, resets the
+ * stack and jumps back into the loop, whose state lives in registers the
+ * handler does not touch. The timer state migrates with the VM, so the
+ * guest keeps dirtying at its destination.
  *
- * Built by crates/qemu/build.rs with `as --32`, `ld -m elf_i386 -Ttext=0`
+ * Parameters: the lab patches the block at offset 0 (see lib.rs).
+ *
+ * Built by crates/lab/build.rs with `as --32`, `ld -m elf_i386 -Ttext=0`
  * and `objcopy -O binary`: label values are offsets in the image.
  */
         .set BASE, 0xffff0000            /* where the image is mapped */
@@ -24,6 +34,17 @@
         .set V_HZ_HI, VARS + 16
         .set V_INTERVAL, VARS + 20       /* TSC ticks between two pages */
         .set LATCH, 59659                /* PIT ticks in 50 ms (1193182 Hz) */
+        .set IDT, 0x2000                 /* 256 gates of 8 bytes, in low RAM */
+        .set STACK_TOP, 0x8000           /* the handler's stack, in low RAM */
+        .set APIC, 0xfee00000            /* the local APIC's registers */
+        .set APIC_TPR, APIC + 0x80
+        .set APIC_EOI, APIC + 0xb0
+        .set APIC_SVR, APIC + 0xf0
+        .set APIC_LVT_TIMER, APIC + 0x320
+        .set APIC_TIMER_INIT, APIC + 0x380
+        .set APIC_TIMER_COUNT, APIC + 0x390
+        .set APIC_TIMER_DIV, APIC + 0x3e0
+        .set VECTOR, 0x20                /* the timer's interrupt vector */
 
         .code16
         .text
@@ -49,6 +70,9 @@ gdt_end:
 gdt_desc:
         .word gdt_end - gdt - 1
         .long BASE + gdt
+idt_desc:
+        .word 256 * 8 - 1
+        .long IDT
 
 /* ---- real mode, reached from the reset vector ---- */
 entry16:
@@ -144,18 +168,61 @@ have_hz:
         jae 7f
         movl %ebp, V_LIMIT
 7:
+        /* ---- the wake-up timer: local APIC timer, periodic, ~1 ms ---- */
+        /* Every gate of the IDT leads to `tick` (spurious and stray
+         * interrupts too: it only acknowledges and resumes the loop). */
+        movl $IDT, %edi
+        movl $256, %ecx
+9:      movl $(0x00080000 + tick), (%edi)    /* selector 0x08, offset 15..0 */
+        movl $((BASE & 0xffff0000) + 0x8e00), 4(%edi) /* offset 31..16, 32-bit interrupt gate */
+        addl $8, %edi
+        loop 9b
+        lidtl BASE + idt_desc
+        movl $STACK_TOP, %esp
+        movl $0, APIC_TPR
+        movl $0x1ff, APIC_SVR            /* software-enable; spurious vector 0xff */
+        movl $0x3, APIC_TIMER_DIV        /* divide by 16 */
+        /* measure the timer against the TSC: one-shot, masked, 10 ms */
+        movl $(0x10000 + VECTOR), APIC_LVT_TIMER
+        movl $0xffffffff, APIC_TIMER_INIT
+        movl V_HZ_LO, %eax
+        movl V_HZ_HI, %edx
+        movl $100, %ecx
+        cmpl %ecx, %edx
+        jae 10f
+        divl %ecx                        /* eax: TSC ticks in 10 ms */
+        jmp 11f
+10:     movl $0xffffffff, %eax
+11:     movl %eax, %ecx
+        rdtsc
+        movl %eax, %esi
+12:     rdtsc
+        subl %esi, %eax
+        cmpl %ecx, %eax
+        jb 12b
+        movl APIC_TIMER_COUNT, %eax
+        notl %eax                        /* timer ticks in 10 ms */
+        xorl %edx, %edx
+        movl $10, %ecx
+        divl %ecx                        /* timer ticks in 1 ms */
+        testl %eax, %eax
+        jnz 13f
+        movl $1, %eax
+13:     movl $(0x20000 + VECTOR), APIC_LVT_TIMER   /* periodic, unmasked */
+        movl %eax, APIC_TIMER_INIT
+
         movl V_START, %ebx               /* ebx: next page to dirty */
         movl V_END, %ecx                 /* ecx: end of the working set */
         rdtsc
         movl %eax, %esi                  /* edi:esi: when the next page is due */
         movl %edx, %edi
 
-/* ---- the dirtying loop ---- */
-spin:
+/* ---- the dirtying loop (interrupts off except in `hlt`) ---- */
+due:
         rdtsc
         subl %esi, %eax
         sbbl %edi, %edx                  /* edx:eax = now - due */
-        js spin                          /* not due yet */
+        js sleep                         /* not due yet */
         testl %edx, %edx
         jnz resync
         cmpl V_LIMIT, %eax
@@ -168,13 +235,25 @@ dirty:
         movl V_START, %ebx
 8:      addl %ebp, %esi
         adcl $0, %edi
-        jmp spin
+        jmp due
 resync:
         /* more than 100 ms behind (e.g. the VM was paused for a while):
          * restart the pacing from now instead of bursting to catch up. */
         addl %eax, %esi
         adcl %edx, %edi
         jmp dirty
+sleep:
+        sti                              /* takes effect after `hlt` starts */
+        hlt
+        cli
+        jmp due
+
+/* The timer's interrupt (and any other): acknowledge, drop the frame,
+ * resume the loop. Touches no register the loop keeps. */
+tick:
+        movl $0, APIC_EOI
+        movl $STACK_TOP, %esp
+        jmp due
 
 idle:
         cli

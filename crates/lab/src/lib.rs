@@ -34,6 +34,7 @@ use evac_model::BytesPerSec;
 
 use evac_qemu::Inventory;
 
+pub mod capture;
 pub mod cleanup;
 pub mod delay;
 pub mod evacuate;
@@ -123,9 +124,10 @@ pub fn destination_args(mib: u64) -> Vec<String> {
 /// [`dirty_guest_available`]).
 ///
 /// The CPU starts in it at the reset vector; it enters 32-bit protected mode
-/// (flat segments, no paging, no interrupts), measures the TSC's rate
-/// against PIT channel 2 for 50 ms, then writes into the working set's pages
-/// one after another, each when the TSC says it is due. Its parameters are a
+/// (flat segments, no paging), measures the TSC's rate against PIT channel 2
+/// for 50 ms, then writes into the working set's pages one after another,
+/// each when the TSC says it is due, sleeping (`hlt`) in between until the
+/// local APIC's timer (about 1 kHz) wakes it. Its parameters are a
 /// 32-byte block at offset 0: the magic [`DIRTY_GUEST_MAGIC`], then u32s
 /// (little-endian) pages per second, working-set start address, working-set
 /// pages, TSC kHz (0: calibrate).
@@ -241,7 +243,26 @@ impl Lab {
     /// `ip netns exec`, which execs QEMU: the pid is QEMU's). QMP is a unix
     /// socket in `dir`, reachable from every namespace.
     pub fn start_vm_in(&mut self, name: &str, mib: u64, netns: Option<&str>) -> std::io::Result<LabVm> {
-        self.start(name, mib, netns, None)
+        self.start(name, mib, netns, None, None)
+    }
+
+    /// [`Lab::start_vm_in`] with RAM that is `marker` repeated instead of
+    /// random bytes: a packet capture of its migration finds the marker
+    /// when the stream is plain text (the TLS tests).
+    pub fn start_marker_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        marker: &[u8],
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        if marker.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "empty marker",
+            ));
+        }
+        self.start(name, mib, netns, None, Some(marker))
     }
 
     /// Starts a VM like [`Lab::start_vm`] whose guest dirties memory: it
@@ -256,9 +277,12 @@ impl Lab {
     /// keeps dirtying at the destination (a reset there would bring back
     /// qboot). Needs 16 MiB + `working_set_mib` <= `mib` and <= 2 GiB.
     ///
-    /// The guest polls the TSC: its vCPU keeps a host core busy whatever the
-    /// rate. Under this lab's paravirtual KVM it reached about 200 MiB/s
-    /// while dirty logging was on (each first write to a page traps).
+    /// The guest sleeps between its bursts of writes (one per ~1 ms timer
+    /// tick), so it costs the host little CPU: 2-18 % of a core from 2 to
+    /// 64 MB/s outside a migration (a version that polled the TSC held
+    /// 50-90 % of a core whatever the rate; `docs/lab.md`). Under this lab's
+    /// paravirtual KVM it reached about 200 MiB/s while dirty logging was on
+    /// (each first write to a page traps).
     pub fn start_dirtying_vm(
         &mut self,
         name: &str,
@@ -282,7 +306,7 @@ impl Lab {
         let image = dirty_guest_image(mib, dirty_rate, working_set_mib)?;
         let bios = self.dir.join(format!("{name}.bios"));
         std::fs::write(&bios, image)?;
-        self.start(name, mib, netns, Some(&bios))
+        self.start(name, mib, netns, Some(&bios), None)
     }
 
     fn start(
@@ -291,13 +315,21 @@ impl Lab {
         mib: u64,
         netns: Option<&str>,
         bios: Option<&Path>,
+        marker: Option<&[u8]>,
     ) -> std::io::Result<LabVm> {
         let mem = self.dir.join(format!("{name}.mem"));
         let mut file = std::fs::File::create(&mem)?;
         let mut random = std::fs::File::open("/dev/urandom")?;
         let mut chunk = vec![0u8; 1 << 20];
+        if let Some(marker) = marker {
+            for (i, byte) in chunk.iter_mut().enumerate() {
+                *byte = marker[i % marker.len()];
+            }
+        }
         for _ in 0..mib {
-            std::io::Read::read_exact(&mut random, &mut chunk)?;
+            if marker.is_none() {
+                std::io::Read::read_exact(&mut random, &mut chunk)?;
+            }
             file.write_all(&chunk)?;
         }
         drop(file);

@@ -14,7 +14,7 @@ use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{self, ClientError, Conn, JobProgress, MigrateRequest};
-use crate::inventory::Inventory;
+use crate::inventory::{FoundDomain, Inventory};
 
 /// How long one libvirt call of an attempt may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -93,7 +93,7 @@ impl LibvirtBackend {
                          name the shared mount in [migration] shared_storage",
                         d.name,
                         host.name,
-                        d.local_disks.join(", ")
+                        d.local_disks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
                     );
                 }
                 if d.job_running {
@@ -102,7 +102,17 @@ impl LibvirtBackend {
                         d.name
                     ));
                 }
-                found.push((HostId(i), d.name.clone(), d.memory));
+                found.push(FoundDomain {
+                    host: HostId(i),
+                    name: d.name.clone(),
+                    memory: d.memory,
+                    // Copied ahead of the memory: the plan must count it.
+                    disk: if inventory.migration.copy_storage {
+                        d.local_disk_bytes
+                    } else {
+                        Bytes::ZERO
+                    },
+                });
                 sources.push(Source {
                     host: HostId(i),
                     domain: d.name,

@@ -120,8 +120,12 @@ pub async fn connect(uri: &str, timeout: Duration) -> Result<Arc<Conn>, ClientEr
 pub struct DomainFacts {
     pub name: String,
     pub memory: Bytes,
-    /// Disks backed by something on the host itself (see [`local_disks`]).
-    pub local_disks: Vec<String>,
+    /// Disks backed by something on the host itself (see
+    /// [`crate::xml::devices`]).
+    pub local_disks: Vec<crate::xml::LocalDisk>,
+    /// The host storage those disks occupy (libvirt's block allocation):
+    /// what a non-shared-disk migration copies.
+    pub local_disk_bytes: Bytes,
     /// The host-side device names of its network interfaces.
     pub interfaces: Vec<String>,
     /// Whether a job (a migration) is running on it now.
@@ -147,6 +151,13 @@ pub async fn running_domains(
             let xml = dom.get_xml_desc(0)?;
             let (local_disks, interfaces) = crate::xml::devices(&xml, &shared)
                 .map_err(|e| ClientError::Libvirt(format!("domain {name}: {e}")))?;
+            let mut local_disk_bytes = Bytes::ZERO;
+            for disk in &local_disks {
+                let info = dom
+                    .get_block_info(&disk.target, 0)
+                    .map_err(|e| ClientError::Libvirt(format!("domain {name}: disk {disk}: {e}")))?;
+                local_disk_bytes += Bytes(info.allocation);
+            }
             let job = crate::raw::job_stats(&dom)
                 .map(|j| j.job_type != 0)
                 .unwrap_or(false);
@@ -155,6 +166,7 @@ pub async fn running_domains(
                 // libvirt reports KiB.
                 memory: Bytes(info.max_mem * 1024),
                 local_disks,
+                local_disk_bytes,
                 interfaces,
                 job_running: job,
             });
@@ -244,6 +256,36 @@ pub struct MigrateRequest {
     pub copy_storage: bool,
     /// Pause the guest first (offline migration).
     pub offline: bool,
+}
+
+/// A failed TLS migration's error with what to check. libvirt returns
+/// the destination's side ("Cannot read from TLS channel"); the source
+/// QEMU's reason (e.g. "Certificate does not match the hostname ...") is
+/// only in the domain's log on the source host (libvirt 9.0 keeps no job
+/// statistics for the failed migration).
+fn explain_tls_failure(request: &MigrateRequest, message: String) -> String {
+    let lower = message.to_lowercase();
+    if !(lower.contains("certificate") || lower.contains("tls")) {
+        return message;
+    }
+    let name = request
+        .tls_destination
+        .clone()
+        .or_else(|| {
+            request
+                .migration_uri
+                .as_deref()
+                .map(|uri| uri.trim_start_matches("tcp://").to_owned())
+        })
+        .unwrap_or_else(|| "the destination's host name".to_owned());
+    format!(
+        "{message} [TLS session failed: the source QEMU's log on its host \
+         (/var/log/libvirt/qemu/{}.log) says why; check that the destination's server \
+         certificate names `{name}` (its `tls_name`, else its `migration_address`) and that \
+         both hosts' certificates (qemu.conf `migrate_tls_x509_cert_dir`) are signed by a CA \
+         the other trusts]",
+        request.domain
+    )
 }
 
 /// "Unlimited", MiB/s: 1 TB/s, as the QEMU backend has it. (libvirt's own
@@ -406,6 +448,12 @@ impl Migration {
                             request.flags(),
                         )
                         .map_err(ClientError::from);
+                    let result = match result {
+                        Err(ClientError::Libvirt(message)) if request.tls => {
+                            Err(ClientError::Libvirt(explain_tls_failure(&request, message)))
+                        }
+                        other => other,
+                    };
                     // The guest we paused must not stay paused where it is.
                     if result.is_err() && request.offline {
                         let _ = dom.resume();

@@ -94,6 +94,17 @@ pub struct VmSpec {
     pub destination: Option<String>,
 }
 
+/// A running domain found on a source host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundDomain {
+    pub host: HostId,
+    pub name: String,
+    pub memory: Bytes,
+    /// The allocation of its local disks when they are copied with the
+    /// migration (`copy_storage`), else 0.
+    pub disk: Bytes,
+}
+
 fn one() -> u32 {
     1
 }
@@ -183,7 +194,8 @@ impl Inventory {
     /// the hosts. The domains are checked once found ([`Inventory::fleet`]).
     pub fn validate(&self) -> Result<(), Invalid> {
         // The name may become a directory: a safe name cannot climb out.
-        evac_model::validate::check_name(&self.name).map_err(|m| Invalid::new(FieldPath::top("name"), m))?;
+        evac_model::validate::check_dir_name(&self.name)
+            .map_err(|m| Invalid::new(FieldPath::top("name"), m))?;
         self.migration.params.validate()?;
         self.controller.validate()?;
         for (i, host) in self.hosts.iter().enumerate() {
@@ -272,13 +284,19 @@ impl Inventory {
         self.hosts.iter().position(|h| h.name == name).map(HostId)
     }
 
-    /// The fleet of `domains` found running (host, domain name, memory):
-    /// every one when the inventory lists no `[[vm]]`, else only those it
-    /// lists, with their priority and pinned destination.
-    pub fn fleet(&self, domains: &[(HostId, String, Bytes)]) -> Result<Fleet, String> {
+    /// The fleet of `domains` found running: every one when the inventory
+    /// lists no `[[vm]]`, else only those it lists, with their priority and
+    /// pinned destination.
+    pub fn fleet(&self, domains: &[FoundDomain]) -> Result<Fleet, String> {
         let hosts = self.hosts.iter().map(|h| self.host_model(h)).collect();
         let mut vms = Vec::new();
-        for (host, name, memory) in domains {
+        for FoundDomain {
+            host,
+            name,
+            memory,
+            disk,
+        } in domains
+        {
             let spec = self.vms.iter().find(|v| &v.name == name);
             if spec.is_none() && !self.vms.is_empty() {
                 continue;
@@ -296,6 +314,7 @@ impl Inventory {
                 memory: *memory,
                 dirty_rate: BytesPerSec::ZERO,
                 working_set: *memory,
+                disk: *disk,
                 priority: spec.map_or(1, |s| s.priority),
                 destination: spec
                     .and_then(|s| s.destination.as_deref())
@@ -379,6 +398,15 @@ uri = "qemu+tcp://10.77.0.2/system"
 migration_address = "10.77.0.2"
 "#;
 
+    fn found(name: &str, memory: Bytes) -> FoundDomain {
+        FoundDomain {
+            host: HostId(0),
+            name: name.into(),
+            memory,
+            disk: Bytes::ZERO,
+        }
+    }
+
     fn parse(text: &str) -> Result<Inventory, String> {
         Inventory::from_str_at(text, Path::new("fleet.toml")).map_err(|e| e.to_string())
     }
@@ -390,10 +418,7 @@ migration_address = "10.77.0.2"
         assert_eq!(inv.migration.params, MigrationParams::default());
         assert_eq!(inv.hosts[1].peer_uri(), "qemu+tcp://10.77.0.2/system");
         let fleet = inv
-            .fleet(&[
-                (HostId(0), "web".into(), Bytes::mib(512)),
-                (HostId(0), "db".into(), Bytes::gib(2)),
-            ])
+            .fleet(&[found("web", Bytes::mib(512)), found("db", Bytes::gib(2))])
             .unwrap();
         assert_eq!(fleet.vms.len(), 2);
         assert_eq!(fleet.vms[1].memory, Bytes::gib(2));
@@ -421,19 +446,14 @@ migration_address = "10.77.0.2"
         let text = format!("{ISSUE}[[vm]]\nname = \"db\"\npriority = 5\ndestination = \"b1\"\n");
         let inv = parse(&text).unwrap();
         let fleet = inv
-            .fleet(&[
-                (HostId(0), "web".into(), Bytes::mib(512)),
-                (HostId(0), "db".into(), Bytes::gib(2)),
-            ])
+            .fleet(&[found("web", Bytes::mib(512)), found("db", Bytes::gib(2))])
             .unwrap();
         assert_eq!(fleet.vms.len(), 1);
         assert_eq!(
             (fleet.vms[0].priority, fleet.vms[0].destination),
             (5, Some(HostId(1)))
         );
-        let err = inv
-            .fleet(&[(HostId(0), "web".into(), Bytes::mib(512))])
-            .unwrap_err();
+        let err = inv.fleet(&[found("web", Bytes::mib(512))]).unwrap_err();
         assert!(err.contains("vm `db`"), "{err}");
     }
 
@@ -501,17 +521,15 @@ migration_address = "10.77.0.2"
         );
         assert_eq!(
             parse(&ISSUE.replace("name = \"dc1-to-dc2\"", "name = \"x/../../escaped\"")).unwrap_err(),
-            "fleet.toml:1: field `name`: \"x/../../escaped\" has the character '/'; a name has only letters \
-             A-Z a-z, digits 0-9, `.`, `_` and `-`"
+            "fleet.toml:1: field `name`: \"x/../../escaped\" has the character '/'; this name becomes a \
+             directory, so it has no `/`, `\\`, `,` or control characters"
         );
     }
 
     #[test]
     fn domains_found_go_through_the_same_wall() {
         let inv = parse(ISSUE).unwrap();
-        let err = inv
-            .fleet(&[(HostId(0), "a/b".into(), Bytes::mib(512))])
-            .unwrap_err();
+        let err = inv.fleet(&[found("a/b", Bytes::mib(512))]).unwrap_err();
         assert_eq!(
             err,
             "vm `a/b`: field `name`: \"a/b\" has the character '/'; a name has only letters A-Z a-z, \

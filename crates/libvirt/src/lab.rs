@@ -71,12 +71,7 @@ pub fn libvirt_lab_available() -> Result<(), String> {
 }
 
 /// `Err(reason)` when TLS certificates cannot be made here.
-pub fn certtool_available() -> Result<(), String> {
-    match Command::new("certtool").arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(()),
-        _ => Err("`certtool` is missing: apt-get install gnutls-bin".into()),
-    }
-}
+pub use evac_pki::certtool_available;
 
 /// `Err(reason)` when packets cannot be captured here.
 pub fn tcpdump_available() -> Result<(), String> {
@@ -299,58 +294,17 @@ impl Lab {
     }
 
     /// A throwaway CA and, per host, a server and a client certificate
-    /// naming it (hostname and IP).
+    /// naming it (hostname and IP), in the host's `pki` directory.
     fn make_certificates(&mut self) -> std::io::Result<()> {
-        let pki = self.dir.join("pki");
-        std::fs::create_dir_all(&pki)?;
-        let ca_key = pki.join("ca-key.pem");
-        let ca_cert = pki.join("ca-cert.pem");
-        let ca_info = pki.join("ca.info");
-        std::fs::write(
-            &ca_info,
-            "cn = evac lab CA\nca\ncert_signing_key\nexpiration_days = 2\n",
-        )?;
-        certtool(&["--generate-privkey", "--outfile", path(&ca_key)])?;
-        certtool(&[
-            "--generate-self-signed",
-            "--load-privkey",
-            path(&ca_key),
-            "--template",
-            path(&ca_info),
-            "--outfile",
-            path(&ca_cert),
-        ])?;
+        let ca = evac_pki::Ca::create(&self.dir.join("pki"), "evac lab CA")?;
         for host in &self.hosts {
-            let certs = host.dir.join("pki");
-            std::fs::create_dir_all(&certs)?;
-            std::fs::copy(&ca_cert, certs.join("ca-cert.pem"))?;
-            for (kind, usage) in [("server", "tls_www_server"), ("client", "tls_www_client")] {
-                let key = certs.join(format!("{kind}-key.pem"));
-                let info = certs.join(format!("{kind}.info"));
-                std::fs::write(
-                    &info,
-                    format!(
-                        "organization = evac lab\ncn = {h}\ndns_name = {h}\nip_address = {ip}\n{usage}\n\
-                         encryption_key\nsigning_key\nexpiration_days = 2\n",
-                        h = host.hostname,
-                        ip = host.ip
-                    ),
-                )?;
-                certtool(&["--generate-privkey", "--outfile", path(&key)])?;
-                certtool(&[
-                    "--generate-certificate",
-                    "--load-privkey",
-                    path(&key),
-                    "--load-ca-certificate",
-                    path(&ca_cert),
-                    "--load-ca-privkey",
-                    path(&ca_key),
-                    "--template",
-                    path(&info),
-                    "--outfile",
-                    path(&certs.join(format!("{kind}-cert.pem"))),
-                ])?;
-            }
+            ca.issue_host(
+                &host.dir.join("pki"),
+                &evac_pki::HostIdentity {
+                    name: &host.hostname,
+                    ip: Some(&host.ip),
+                },
+            )?;
         }
         Ok(())
     }
@@ -726,10 +680,6 @@ pub fn count_occurrences(haystack: &[u8], needle: &[u8]) -> usize {
         return 0;
     }
     haystack.windows(needle.len()).filter(|w| *w == needle).count()
-}
-
-fn certtool(args: &[&str]) -> std::io::Result<String> {
-    run("certtool", args)
 }
 
 fn path(p: &Path) -> &str {

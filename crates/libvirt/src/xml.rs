@@ -1,7 +1,22 @@
 //! What the backend reads from a domain's XML: its local disks and its
 //! network interfaces.
 
-/// The domain's disks that live on the host itself, named by their target
+/// A disk that lives on the host itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDisk {
+    /// The guest's name for it (`vda`), which libvirt's block calls take.
+    pub target: String,
+    /// Its source on the host.
+    pub path: String,
+}
+
+impl std::fmt::Display for LocalDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.target, self.path)
+    }
+}
+
+/// The domain's disks that live on the host itself
 /// (`vda: /var/lib/libvirt/images/x.qcow2`), and the host-side device names
 /// of its interfaces.
 ///
@@ -9,7 +24,7 @@
 /// iSCSI, NBD...) or when its source path lies under one of
 /// `shared_storage` (e.g. an NFS mount every host has); an empty CD-ROM has
 /// nothing to copy. Every other disk is local.
-pub fn devices(xml: &str, shared_storage: &[String]) -> Result<(Vec<String>, Vec<String>), String> {
+pub fn devices(xml: &str, shared_storage: &[String]) -> Result<(Vec<LocalDisk>, Vec<String>), String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| format!("cannot parse its XML: {e}"))?;
     let Some(devices) = doc.root_element().children().find(|n| n.has_tag_name("devices")) else {
         return Ok((Vec::new(), Vec::new()));
@@ -38,8 +53,11 @@ pub fn devices(xml: &str, shared_storage: &[String]) -> Result<(Vec<String>, Vec
                 .children()
                 .find(|n| n.has_tag_name("target"))
                 .and_then(|t| t.attribute("dev"))
-                .unwrap_or("?");
-            local.push(format!("{target}: {path}"));
+                .unwrap_or(path);
+            local.push(LocalDisk {
+                target: target.to_owned(),
+                path: path.to_owned(),
+            });
         } else if node.has_tag_name("interface") {
             if let Some(dev) = node
                 .children()
@@ -80,6 +98,7 @@ mod tests {
     #[test]
     fn local_disks_are_the_ones_outside_shared_storage() {
         let (local, ifaces) = devices(XML, &["/mnt/nfs/".to_owned()]).unwrap();
+        let local: Vec<String> = local.iter().map(ToString::to_string).collect();
         assert_eq!(
             local,
             vec!["vda: /var/lib/libvirt/images/web.qcow2", "vdd: /mnt/nfs2/x.raw"]

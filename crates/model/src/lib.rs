@@ -74,6 +74,17 @@ pub struct Vm {
     pub priority: u32,
     /// A destination pinned by the operator, if any.
     pub destination: Option<HostId>,
+    /// Local disk bytes copied with the migration, ahead of the memory
+    /// (libvirt's non-shared-disk migration); 0 when storage is shared.
+    pub disk: Bytes,
+}
+
+impl Vm {
+    /// Everything one migration of the VM must carry at least once: its
+    /// local disks and its memory.
+    pub fn bytes_to_move(&self) -> Bytes {
+        self.disk + self.memory
+    }
 }
 
 /// Both sites: every host and every VM to move.
@@ -111,6 +122,12 @@ impl Fleet {
 
     pub fn total_memory(&self) -> Bytes {
         self.vms.iter().map(|vm| vm.memory).sum()
+    }
+
+    /// What the whole evacuation carries at least: every VM's disks and
+    /// memory.
+    pub fn total_bytes_to_move(&self) -> Bytes {
+        self.vms.iter().map(Vm::bytes_to_move).sum()
     }
 }
 

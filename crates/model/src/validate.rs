@@ -229,6 +229,35 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a name that becomes one directory of a path (an inventory's
+/// `name`, its run dir under the state dir): free text, but one path
+/// component that cannot climb out (`/`, a leading `.`) nor end a path in
+/// QEMU's option strings (`,`), without control characters, at most 128
+/// bytes.
+pub fn check_dir_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("a name may not be empty".into());
+    }
+    if name.len() > 128 {
+        return Err(format!("a name of {} bytes is longer than 128", name.len()));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|&c| matches!(c, '/' | '\\' | ',') || c.is_control())
+    {
+        return Err(format!(
+            "{name:?} has the character {bad:?}; this name becomes a directory, so it has no `/`, `\\`, `,` \
+             or control characters"
+        ));
+    }
+    if name.starts_with('.') {
+        return Err(format!(
+            "`{name}` starts with `.`; this name becomes a directory, which may not be hidden or climb out"
+        ));
+    }
+    Ok(())
+}
+
 /// A bit rate that must carry something.
 fn check_bit_rate(rate: BitsPerSec, what: &str) -> Result<(), String> {
     if rate.0 == 0.0 {
@@ -428,6 +457,9 @@ impl Vm {
                     self.working_set, self.memory
                 ),
             ));
+        }
+        if self.disk.0 > MAX_SIZE {
+            return Err(Invalid::new(at("disk"), format!("{} is beyond 1 PiB", self.disk)));
         }
         let BytesPerSec(rate) = self.dirty_rate;
         if !rate.is_finite() || !(0.0..=MAX_BYTE_RATE).contains(&rate) {
@@ -633,6 +665,7 @@ mod tests {
             working_set: memory,
             priority: 1,
             destination: None,
+            disk: Bytes::ZERO,
         }
     }
 
@@ -664,6 +697,10 @@ mod tests {
         }
         assert!(check_name(&"a".repeat(65)).is_err());
         check_name(&"a".repeat(64)).unwrap();
+        check_dir_name("dc \"one\" (test)").unwrap();
+        for bad in ["x/../../escaped", "..", ".x", "a,b", "a\nb", "", "a\\b"] {
+            assert!(check_dir_name(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! - mean, 95th percentile (nearest rank) and max of the VMs' own migration
 //!   times, and their mean completion time; all over the VMs that migrated;
 //! - two lower bounds no policy can beat ([`lower_bounds`]): the earliest
-//!   time the WAN could carry all the memory, and the mean over VMs of
-//!   memory divided by the best rate one migration could ever get;
+//!   time the WAN could carry all the memory (and local disks), and the mean
+//!   over VMs of memory plus disk divided by the best rate one migration
+//!   could ever get;
 //! - `score = sqrt((total / bound) * (mean migration / bound))`: 1.0 is the
 //!   physical limit, and it weighs the evacuation's total time and each VM's
 //!   own time together, as the published metric does.
@@ -330,16 +331,16 @@ fn percentile(values: &[f64], q: f64) -> Option<f64> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LowerBounds {
     /// The earliest instant by which the WAN, at full capacity all along,
-    /// could have carried every VM's memory.
+    /// could have carried every VM's memory and local disks.
     pub total: Duration,
-    /// The mean over VMs of memory / the best rate one migration could ever
+    /// The mean over VMs of (memory + disk) / the best rate one migration could ever
     /// get: the least of the WAN's peak capacity, its source NIC and the
     /// fastest destination NIC it may go to.
     pub mean_migration: Duration,
 }
 
 pub fn lower_bounds(fleet: &Fleet, network: &Network) -> LowerBounds {
-    let total = time_to_carry(network, fleet.total_memory());
+    let total = time_to_carry(network, fleet.total_bytes_to_move());
     let destinations: Vec<BitsPerSec> = fleet
         .hosts
         .iter()
@@ -356,7 +357,7 @@ pub fn lower_bounds(fleet: &Fleet, network: &Network) -> LowerBounds {
                 .destination
                 .map_or(fastest_destination, |d| fleet.host(d).nic.0);
             let best = peak.min(fleet.host(vm.host).nic.0).min(destination);
-            vm.memory.as_f64() * 8.0 / best
+            vm.bytes_to_move().as_f64() * 8.0 / best
         })
         .collect();
     LowerBounds {
@@ -464,6 +465,7 @@ mod tests {
                     memory,
                     dirty_rate: Default::default(),
                     working_set: memory,
+                    disk: Bytes::ZERO,
                     priority: 1,
                     destination: None,
                 })

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use anyhow::{Context, Result};
 use evac_controller::ControllerConfig;
-use evac_model::{Fleet, MigrationParams, Network, Site};
+use evac_model::{Bytes, Fleet, MigrationParams, Network, Site};
 use evac_qemu::Inventory;
 
 use crate::Measured;
@@ -78,6 +78,9 @@ pub fn to_toml(
         let _ = writeln!(out, "dirty_rate = \"{:.0} B/s\"", vm.dirty_rate.0);
         let _ = writeln!(out, "working_set = \"{} B\"", vm.working_set.0);
         let _ = writeln!(out, "priority = {}", vm.priority);
+        if vm.disk > Bytes::ZERO {
+            let _ = writeln!(out, "disk = \"{} B\"", vm.disk.0);
+        }
         if let Some(d) = vm.destination {
             let _ = writeln!(out, "destination = {}", toml_string(&fleet.host(d).name));
         }

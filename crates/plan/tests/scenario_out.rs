@@ -61,7 +61,10 @@ fn the_written_scenario_reads_back_as_the_fleet() {
             working_set: Bytes::mib(1536),
         },
     ];
-    let fleet = scenario::fleet(&inventory, &measured);
+    let mut fleet = scenario::fleet(&inventory, &measured);
+    // A local disk copied with the migration (a libvirt fleet's) is written
+    // too, to the byte.
+    fleet.vms[1].disk = Bytes(21_474_836_481);
     let network = inventory.network();
     let text = scenario::to_toml(
         &inventory.name,
@@ -74,6 +77,8 @@ fn the_written_scenario_reads_back_as_the_fleet() {
     let back = Scenario::from_toml_str(&text, "plan.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(back.name, "dc \"one\"");
     assert_eq!(back.fleet, fleet, "{text}");
+    assert_eq!(back.fleet.vms[1].disk, Bytes(21_474_836_481));
+    assert_eq!(back.fleet.vms[0].disk, Bytes::ZERO);
     assert_eq!(back.network, network);
     assert_eq!(back.migration, inventory.migration);
     assert_eq!(back.controller, inventory.controller);

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use evac_controller::Retune;
 use evac_model::{MigrationParams, Mode};
-use evac_qmp::{MigrationCapability, MigrationInfo, MigrationParameters, MigrationStatus, Qmp, RunState};
+use evac_qmp::{
+    MigrationCapability, MigrationInfo, MigrationParameters, MigrationStatus, Qmp, RunState, TlsEndpoint,
+};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::inventory::HostSpec;
@@ -35,6 +37,19 @@ pub(crate) struct Progress {
     pub cancel_asked: bool,
 }
 
+/// The id of the `tls-creds-x509` object evac adds on both ends.
+pub(crate) const TLS_CREDS_ID: &str = "evac-migration-tls";
+
+/// An encrypted attempt: each end's certificate directory (as its QEMU
+/// sees it) and the name the source checks the destination's certificate
+/// against (`None`: the migration address).
+#[derive(Debug, Clone)]
+pub(crate) struct TlsCtx {
+    pub src_dir: PathBuf,
+    pub dst_dir: PathBuf,
+    pub hostname: Option<String>,
+}
+
 pub(crate) struct AttemptCtx {
     pub vm: String,
     pub attempt: u32,
@@ -43,6 +58,8 @@ pub(crate) struct AttemptCtx {
     pub qemu_args: Vec<String>,
     pub run_dir: PathBuf,
     pub params: MigrationParams,
+    /// `Some`: the migration stream is TLS.
+    pub tls: Option<TlsCtx>,
     pub log: Log,
 }
 
@@ -285,7 +302,11 @@ async fn conclude(
                 let p = progress.lock().unwrap();
                 (p.paused_by_us, p.cancel_asked)
             };
-            let reason = if cancelled { "cancelled".to_owned() } else { reason };
+            let reason = if cancelled {
+                "cancelled".to_owned()
+            } else {
+                explain_tls_failure(ctx.tls.as_ref(), &ctx.dst_host, reason)
+            };
             ctx.log(format!("failed: {reason}"));
             let transferred = recover(&ctx, &mut dst, paused_by_us).await;
             drop(dst);
@@ -417,10 +438,23 @@ async fn drive(
         .migrate_set_capabilities(&caps)
         .await
         .map_err(qmp_err("destination capabilities"))?;
-    if multifd {
+    if let Some(tls) = &ctx.tls {
+        dst_qmp
+            .add_tls_creds_x509(TLS_CREDS_ID, &tls.dst_dir.to_string_lossy(), TlsEndpoint::Server)
+            .await
+            .map_err(|e| {
+                format!(
+                    "TLS credentials of destination host {} (tls_dir {}): {e}",
+                    ctx.dst_host.name,
+                    tls.dst_dir.display()
+                )
+            })?;
+    }
+    if multifd || ctx.tls.is_some() {
         dst_qmp
             .migrate_set_parameters(&MigrationParameters {
-                multifd_channels: Some(params.multifd_channels),
+                multifd_channels: multifd.then_some(params.multifd_channels),
+                tls_creds: ctx.tls.as_ref().map(|_| TLS_CREDS_ID.to_owned()),
                 ..Default::default()
             })
             .await
@@ -466,10 +500,28 @@ async fn drive(
     src.migrate_set_capabilities(&caps)
         .await
         .map_err(qmp_err("source capabilities"))?;
+    if let Some(tls) = &ctx.tls {
+        // A previous attempt's object (same id) may be there: replace it,
+        // the certificates may have been renewed since.
+        let _ = src.object_del(TLS_CREDS_ID).await;
+        src.add_tls_creds_x509(TLS_CREDS_ID, &tls.src_dir.to_string_lossy(), TlsEndpoint::Client)
+            .await
+            .map_err(|e| {
+                format!(
+                    "TLS credentials of the source host (tls_dir {}): {e}",
+                    tls.src_dir.display()
+                )
+            })?;
+    }
     src.migrate_set_parameters(&MigrationParameters {
         max_bandwidth: Some(bandwidth(params.max_bandwidth)),
         downtime_limit: Some(params.downtime_limit.as_millis() as u64),
         multifd_channels: Some(params.multifd_channels.max(1)),
+        tls_creds: ctx.tls.as_ref().map(|_| TLS_CREDS_ID.to_owned()),
+        tls_hostname: ctx
+            .tls
+            .as_ref()
+            .map(|tls| tls.hostname.clone().unwrap_or_default()),
         ..Default::default()
     })
     .await
@@ -534,13 +586,15 @@ async fn watch(
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {
                     // The destination's QMP closed: it died.
-                    if dst.child.is_some() {
-                        return Err(dst.exited().await);
-                    }
-                    return Err("destination QMP closed (its QEMU exited)".into());
+                    let reason = if dst.child.is_some() {
+                        dst.exited().await
+                    } else {
+                        "destination QMP closed (its QEMU exited)".into()
+                    };
+                    return Err(why_the_destination_left(src, reason).await);
                 }
             },
-            reason = dst.exited() => return Err(reason),
+            reason = dst.exited() => return Err(why_the_destination_left(src, reason).await),
             request = control.recv(), if control_open => match request {
                 Some(Control::Retune(change)) => retune(ctx, change).await,
                 Some(Control::Offline) => {
@@ -608,6 +662,54 @@ async fn watch(
         info.downtime = Some(info.downtime.map_or(ms, |qemu| qemu.max(ms)));
     }
     Ok(info)
+}
+
+/// The destination exits when an incoming migration fails, often before
+/// the source has said why (e.g. a certificate it refused): the source's
+/// reason, if it gives one within 2 s, comes first.
+async fn why_the_destination_left(src: &Qmp, exited: String) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match src.query_migrate().await {
+            Ok(MigrationInfo {
+                status: Some(MigrationStatus::Failed),
+                error_desc: Some(desc),
+                ..
+            }) => return format!("migration failed: {desc} ({exited})"),
+            Ok(MigrationInfo { status: Some(s), .. }) if s.is_terminal() => return exited,
+            Err(_) => return exited,
+            Ok(_) => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            return exited;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With TLS, a failure QEMU blames on a certificate or the TLS channel
+/// gets a hint at what to check.
+pub(crate) fn explain_tls_failure(tls: Option<&TlsCtx>, dst_host: &HostSpec, reason: String) -> String {
+    let Some(tls) = tls else {
+        return reason;
+    };
+    let lower = reason.to_lowercase();
+    if !(lower.contains("certificate") || lower.contains("tls")) {
+        return reason;
+    }
+    let name = tls
+        .hostname
+        .clone()
+        .or_else(|| dst_host.migration_address.clone())
+        .unwrap_or_default();
+    format!(
+        "{reason} [TLS certificate check failed: destination host {}'s server-cert.pem in {} must \
+         name `{name}` (its `tls_name`, else its `migration_address`) and both ends' certificates \
+         must be signed by the CA in the other's ca-cert.pem (source tls_dir {})]",
+        dst_host.name,
+        tls.dst_dir.display(),
+        tls.src_dir.display()
+    )
 }
 
 async fn failure_reason(src: &Qmp) -> String {

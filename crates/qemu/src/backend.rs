@@ -3,7 +3,7 @@
 //! QMP; its handle ([`QemuMigration`]) talks to that task and reads the
 //! source's `query-migrate`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -216,6 +216,21 @@ impl QemuBackend {
             qemu_args: self.inventory.vms[vm].qemu_args.clone(),
             run_dir: self.run_dir.clone(),
             params: request.params,
+            tls: self.inventory.tls.then(|| {
+                let src_name = &self.inventory.vms[vm].host;
+                let src_dir = self
+                    .inventory
+                    .hosts
+                    .iter()
+                    .find(|h| &h.name == src_name)
+                    .map_or(Path::new(crate::inventory::DEFAULT_TLS_DIR), |h| h.tls_dir());
+                let dst_host = &self.inventory.hosts[request.destination.0];
+                attempt::TlsCtx {
+                    src_dir: src_dir.to_owned(),
+                    dst_dir: dst_host.tls_dir().to_owned(),
+                    hostname: dst_host.tls_name.clone(),
+                }
+            }),
             log: self.log.clone(),
         };
         let task_progress = progress.clone();

@@ -12,35 +12,82 @@ use serde::Deserialize;
 
 /// An inventory: see the crate documentation for the format.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawInventory")]
 pub struct Inventory {
     pub name: String,
     /// Always `qemu` here (the CLI dispatches on it).
-    #[serde(default)]
     pub backend: evac_run::BackendKind,
-    #[serde(default)]
     pub controller: ControllerConfig,
-    #[serde(default)]
+    /// `[migration]` without `tls`: the controller's starting parameters.
     pub migration: MigrationParams,
+    /// `[migration] tls = true`: every migration stream is TLS, QEMU's
+    /// `tls-creds-x509` on both ends with each host's `tls_dir`.
+    pub tls: bool,
     /// Where the journal, destination QMP sockets and logs go; default
     /// `evac_run::default_run_dir(name)` (`$EVAC_STATE_DIR/<name>`, else
     /// `$XDG_STATE_HOME/evac/<name>`, else `~/.local/state/evac/<name>`):
     /// stable across restarts, so `--resume` finds the journal. It is not
     /// removed: migrated VMs' QMP sockets live there.
-    #[serde(default)]
     pub run_dir: Option<PathBuf>,
     /// The WAN as the operator knows it (`evac plan` simulates over it; a
     /// run's lower bounds use it); absent, the fastest source NIC.
-    #[serde(default)]
     pub network: Option<NetworkSpec>,
     /// A migration whose bytes do not move this long is cancelled and
     /// retried (default: 5 control periods).
-    #[serde(default, with = "evac_model::units::human_duration::option")]
     pub stall_after: Option<Duration>,
-    #[serde(rename = "host", default)]
     pub hosts: Vec<HostSpec>,
-    #[serde(rename = "vm", default)]
     pub vms: Vec<VmSpec>,
+}
+
+/// The file's shape (fields as in [`Inventory`]); [`Inventory`] is built
+/// from it, `[migration]` split into the model's parameters and `tls`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    name: String,
+    #[serde(default)]
+    backend: evac_run::BackendKind,
+    #[serde(default)]
+    controller: ControllerConfig,
+    #[serde(default)]
+    migration: MigrationTable,
+    #[serde(default)]
+    run_dir: Option<PathBuf>,
+    #[serde(default)]
+    network: Option<NetworkSpec>,
+    #[serde(default, with = "evac_model::units::human_duration::option")]
+    stall_after: Option<Duration>,
+    #[serde(rename = "host", default)]
+    hosts: Vec<HostSpec>,
+    #[serde(rename = "vm", default)]
+    vms: Vec<VmSpec>,
+}
+
+/// `[migration]`: the model's parameters plus what only a real backend has.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrationTable {
+    #[serde(flatten)]
+    params: MigrationParams,
+    #[serde(default)]
+    tls: bool,
+}
+
+impl From<RawInventory> for Inventory {
+    fn from(raw: RawInventory) -> Inventory {
+        Inventory {
+            name: raw.name,
+            backend: raw.backend,
+            controller: raw.controller,
+            migration: raw.migration.params,
+            tls: raw.migration.tls,
+            run_dir: raw.run_dir,
+            network: raw.network,
+            stall_after: raw.stall_after,
+            hosts: raw.hosts,
+            vms: raw.vms,
+        }
+    }
 }
 
 /// An inventory's `[network]`: the scenario format's fields, no trace.
@@ -83,6 +130,27 @@ pub struct HostSpec {
     /// The host's network namespace, if it is one on this machine.
     #[serde(default)]
     pub netns: Option<String>,
+    /// With `[migration] tls = true`: the directory, as this host's QEMU
+    /// sees it, of its certificates (`ca-cert.pem`, `server-cert.pem` and
+    /// `server-key.pem` to receive, `client-cert.pem` and `client-key.pem`
+    /// to send). Default [`DEFAULT_TLS_DIR`], where libvirt keeps them.
+    #[serde(default)]
+    pub tls_dir: Option<PathBuf>,
+    /// Destination hosts: the name the sender checks the host's certificate
+    /// against (QEMU's `tls-hostname`), when it is not `migration_address`.
+    #[serde(default)]
+    pub tls_name: Option<String>,
+}
+
+/// Where a host's migration certificates are when `tls_dir` is not given:
+/// libvirt's default (`migrate_tls_x509_cert_dir` in qemu.conf).
+pub const DEFAULT_TLS_DIR: &str = "/etc/pki/qemu";
+
+impl HostSpec {
+    /// The host's certificate directory ([`HostSpec::tls_dir`]).
+    pub fn tls_dir(&self) -> &Path {
+        self.tls_dir.as_deref().unwrap_or(Path::new(DEFAULT_TLS_DIR))
+    }
 }
 
 fn default_incoming_command() -> String {
@@ -192,9 +260,12 @@ impl Inventory {
     /// QEMU counts as 1 B here; the fleet is checked again once QEMU has
     /// said it (`QemuBackend::connect`).
     pub fn validate(&self) -> Result<(), Invalid> {
-        // The name is a directory under the state dir: a safe name cannot
-        // climb out of it (`x/../../escaped`).
-        evac_model::validate::check_name(&self.name).map_err(|m| Invalid::new(FieldPath::top("name"), m))?;
+        // Without `run_dir`, the name is a directory under the state dir: a
+        // safe name cannot climb out of it (`x/../../escaped`).
+        if self.run_dir.is_none() {
+            evac_model::validate::check_dir_name(&self.name)
+                .map_err(|m| Invalid::new(FieldPath::top("name"), m))?;
+        }
         if let Some(dir) = &self.run_dir {
             // Pasted into QEMU's `-qmp unix:PATH,server=on` option string.
             if dir.to_string_lossy().contains(',') {
@@ -252,6 +323,16 @@ impl Inventory {
                     "destination host `{}`: field `migration_address` is missing",
                     host.name
                 ));
+            }
+            if let Some(dir) = &host.tls_dir {
+                // QEMU would read it relative to its own working directory.
+                if !dir.is_absolute() {
+                    return Err(format!(
+                        "host `{}`: field `tls_dir`: `{}` is not an absolute path",
+                        host.name,
+                        dir.display()
+                    ));
+                }
             }
             if host.incoming_command.contains("{netns}") && host.netns.is_none() {
                 return Err(format!(
@@ -323,6 +404,7 @@ impl Inventory {
                 memory,
                 dirty_rate: BytesPerSec::ZERO,
                 working_set: memory,
+                disk: Bytes::ZERO,
                 priority: vm.priority,
                 destination: vm.destination.as_deref().map(host_id),
             })
@@ -449,6 +531,50 @@ qemu_args = ["-machine", "q35"]
     }
 
     #[test]
+    fn tls_sits_beside_the_model_parameters_and_hosts_name_their_certificates() {
+        let inv = Inventory::from_str_at(GOOD, Path::new("lab.toml")).unwrap();
+        assert!(!inv.tls);
+        assert_eq!(inv.hosts[0].tls_dir(), Path::new("/etc/pki/qemu"));
+        let text = GOOD
+            .replace("[migration]\n", "[migration]\ntls = true\nmultifd_channels = 2\n")
+            .replace(
+                "netns = \"evac-dst\"\n",
+                "netns = \"evac-dst\"\ntls_dir = \"/srv/pki/dst\"\ntls_name = \"dst-1.example\"\n",
+            );
+        let inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
+        assert!(inv.tls);
+        assert_eq!(inv.migration.multifd_channels, 2);
+        assert_eq!(inv.migration.downtime_limit, Duration::from_millis(300));
+        assert_eq!(inv.hosts[1].tls_dir(), Path::new("/srv/pki/dst"));
+        assert_eq!(inv.hosts[1].tls_name.as_deref(), Some("dst-1.example"));
+        // Still strict about what [migration] holds.
+        let err = Inventory::from_str_at(
+            &text.replace("tls = true", "tls = true\ntls_verify = 1"),
+            Path::new("lab.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lab.toml") && err.contains("tls_verify"), "{err}");
+        let err = Inventory::from_str_at(
+            &text.replace("tls = true", "tls = \"yes\""),
+            Path::new("lab.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lab.toml") && err.contains("tls"), "{err}");
+        let err = Inventory::from_str_at(&text.replace("/srv/pki/dst", "pki/dst"), Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lab.toml")
+                && err.contains("`dst-1`")
+                && err.contains("tls_dir")
+                && err.contains("pki/dst"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_network_table_gives_the_wan() {
         let text = GOOD.replace(
             "[migration]",
@@ -522,7 +648,8 @@ qemu_args = ["-machine", "q35"]
         );
         assert_eq!(
             refused(&GOOD.replace("name = \"lab\"", "name = \"x/../../escaped\"")),
-            format!("lab.toml:2: field `name`: \"x/../../escaped\" has the character '/'; {charset}")
+            "lab.toml:2: field `name`: \"x/../../escaped\" has the character '/'; this name becomes a directory, \
+             so it has no `/`, `\\`, `,` or control characters"
         );
         assert_eq!(
             refused(&GOOD.replace("name = \"vm-1\"", "name = \"a,b\"")),

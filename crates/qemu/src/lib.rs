@@ -294,6 +294,8 @@ mod tests {
             migration_address: Some("10.0.0.2".into()),
             incoming_command: "ip netns exec {netns} qemu-system-x86_64 -name {vm}@{host}".into(),
             netns: Some("evac-dst".into()),
+            tls_dir: None,
+            tls_name: None,
         };
         assert_eq!(
             attempt::expand_template(&host, "vm-1"),

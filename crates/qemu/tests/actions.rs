@@ -14,8 +14,8 @@ use evac_qemu::{run_with_controller, Inventory, Placement, RunOutput};
 use evac_qmp::{MigrationStatus, Qmp, RunState};
 use evac_report::Outcome;
 
-/// The tests here each keep a core busy with a spinning guest (or move a
-/// VM as fast as they can): one at a time.
+/// The tests here each migrate a dirtying guest (or move a VM as fast as
+/// they can): one at a time, so they do not take each other's CPU.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The non-converging guest: 128 MiB dirtying 60 MB/s over 16 MiB, sent at

@@ -14,7 +14,8 @@ use evac_qmp::{MigrationStatus, Qmp, RunState};
 use evac_report::Outcome;
 use serde_json::json;
 
-/// The tests here each keep a core busy with a spinning guest: one at a time.
+/// The tests here each migrate a dirtying guest as fast as the cap allows:
+/// one at a time, so they do not take each other's CPU.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn skip() -> bool {

@@ -491,6 +491,35 @@ impl Qmp {
             .map(drop)
     }
 
+    /// `object-add` of a `tls-creds-x509` object `id` reading its
+    /// certificates from `dir`, as the `client` (sender) or `server`
+    /// (receiver) `endpoint`, verifying the peer's certificate.
+    pub async fn add_tls_creds_x509(&self, id: &str, dir: &str, endpoint: TlsEndpoint) -> Result<()> {
+        let endpoint = match endpoint {
+            TlsEndpoint::Client => "client",
+            TlsEndpoint::Server => "server",
+        };
+        self.execute(
+            "object-add",
+            Some(json!({
+                "qom-type": "tls-creds-x509",
+                "id": id,
+                "dir": dir,
+                "endpoint": endpoint,
+                "verify-peer": true,
+            })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `object-del`.
+    pub async fn object_del(&self, id: &str) -> Result<()> {
+        self.execute("object-del", Some(json!({ "id": id })))
+            .await
+            .map(drop)
+    }
+
     pub async fn migrate_cancel(&self) -> Result<()> {
         self.execute("migrate_cancel", None).await.map(drop)
     }

@@ -41,6 +41,19 @@ fn ok(id: &Value, value: Value) -> String {
     json!({"return": value, "id": id}).to_string()
 }
 
+#[test]
+fn tls_parameters_have_qemus_names() {
+    let p = MigrationParameters {
+        tls_creds: Some("creds0".into()),
+        tls_hostname: Some(String::new()),
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_value(&p).unwrap(),
+        json!({"tls-creds": "creds0", "tls-hostname": ""})
+    );
+}
+
 #[tokio::test]
 async fn matches_replies_by_id_and_parses_query_migrate() {
     let dir = tempfile::tempdir().unwrap();

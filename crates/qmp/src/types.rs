@@ -274,4 +274,21 @@ pub struct MigrationParameters {
     pub cpu_throttle_initial: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_throttle_increment: Option<u32>,
+    /// The id of a `tls-creds-x509` object: the migration stream is TLS
+    /// (`""`: plain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_creds: Option<String>,
+    /// The name the sender checks the receiver's certificate against
+    /// (`""`: the host of the migration URI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_hostname: Option<String>,
+}
+
+/// Which end of a TLS session a `tls-creds-x509` object serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsEndpoint {
+    /// The migration's sender: presents `client-cert.pem`.
+    Client,
+    /// The migration's receiver: presents `server-cert.pem`.
+    Server,
 }

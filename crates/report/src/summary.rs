@@ -350,6 +350,7 @@ mod tests {
             memory: Bytes::gib(1),
             dirty_rate: Default::default(),
             working_set: Bytes::gib(1),
+            disk: Bytes::ZERO,
             priority,
             destination: None,
         };

@@ -64,6 +64,7 @@
 //! working_set = "512 MiB"          # default = memory; at most memory
 //! priority = 1                     # default 1; larger matters more
 //! destination = "dst-1"            # optional pin to a destination host
+//! disk = "20 GiB"                  # default 0: local disks copied ahead of the memory (at most 1 PiB)
 //!
 //! [[vm_group]]                     # many VMs at once, named <prefix>-1 ... <prefix>-<count>
 //! prefix = "batch"

@@ -68,15 +68,29 @@ const MAX_GROUP_COUNT: u32 = 1_000_000;
 /// distribution, leaves every other draw as it was.
 fn group_rng(seed: u64, group: usize, quantity: GroupQuantity) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(group as u64 * GroupQuantity::COUNT + quantity as u64);
+    let stream = match quantity {
+        // Added later: streams of their own above the first three's, so
+        // the draws of files written before `disk` existed are unchanged.
+        GroupQuantity::Disk => LATER_STREAMS + group as u64,
+        _ => group as u64 * GroupQuantity::COUNT + quantity as u64,
+    };
+    rng.set_stream(stream);
     rng
 }
+
+/// Where the streams of quantities added after the first three start.
+const LATER_STREAMS: u64 = 1 << 40;
+
+/// The largest local disk a VM may have: 1 PiB, far beyond a real VM's and
+/// low enough that a stray digit is refused.
+const MAX_DISK: Bytes = Bytes(1 << 50);
 
 #[derive(Clone, Copy)]
 enum GroupQuantity {
     Memory,
     DirtyRate,
     WorkingSet,
+    Disk,
 }
 
 impl GroupQuantity {
@@ -299,6 +313,7 @@ impl Checker<'_> {
         // Checked by the model, with the rest of the VM's values.
         let working_set = raw.working_set.unwrap_or(raw.memory);
         let destination = self.pinned_destination(hosts, raw.destination.as_deref(), entry)?;
+        self.check_disk(raw.disk, &raw.name, entry)?;
         Ok(Vm {
             name: raw.name.clone(),
             host,
@@ -307,7 +322,19 @@ impl Checker<'_> {
             working_set,
             priority: raw.priority,
             destination,
+            disk: raw.disk,
         })
+    }
+
+    /// A disk within [`MAX_DISK`].
+    fn check_disk(&self, disk: Bytes, vm: &str, entry: &FieldPath) -> Result<(), ScenarioError> {
+        if disk > MAX_DISK {
+            return Err(self.refuse(
+                &entry.clone().key("disk"),
+                format!("VM `{vm}` has {disk} of local disk, more than the {MAX_DISK} a VM may have"),
+            ));
+        }
+        Ok(())
     }
 
     /// The VMs `<prefix>-1` to `<prefix>-<count>`, drawn from the group's
@@ -353,6 +380,7 @@ impl Checker<'_> {
         let mut memory_rng = group_rng(seed, index, GroupQuantity::Memory);
         let mut dirty_rng = group_rng(seed, index, GroupQuantity::DirtyRate);
         let mut working_set_rng = group_rng(seed, index, GroupQuantity::WorkingSet);
+        let mut disk_rng = group_rng(seed, index, GroupQuantity::Disk);
         let mut vms = Vec::with_capacity(raw.count as usize);
         for n in 1..=raw.count as usize {
             let name = format!("{}-{n}", raw.prefix);
@@ -369,6 +397,8 @@ impl Checker<'_> {
                 .working_set
                 .as_ref()
                 .map_or(memory, |spec| spec.sample(&mut working_set_rng).min(memory));
+            let disk = raw.disk.sample(&mut disk_rng);
+            self.check_disk(disk, &name, entry)?;
             vms.push(Vm {
                 name,
                 host: on[(n - 1) % on.len()],
@@ -377,6 +407,7 @@ impl Checker<'_> {
                 working_set,
                 priority: raw.priority,
                 destination,
+                disk,
             });
         }
         Ok(vms)

@@ -88,6 +88,9 @@ pub(crate) struct RawVm {
     #[serde(default = "default_priority")]
     pub priority: u32,
     pub destination: Option<String>,
+    /// Local disk bytes copied ahead of the memory.
+    #[serde(default)]
+    pub disk: Bytes,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +107,9 @@ pub(crate) struct RawGroup {
     #[serde(default = "default_priority")]
     pub priority: u32,
     pub destination: Option<String>,
+    /// Local disk bytes of each VM, copied ahead of its memory.
+    #[serde(default = "no_disk")]
+    pub disk: Spec<Bytes>,
 }
 
 /// `host = "round-robin"` in a `[[vm_group]]`: spread the VMs over the
@@ -112,6 +118,10 @@ pub(crate) const ROUND_ROBIN: &str = "round-robin";
 
 fn default_priority() -> u32 {
     1
+}
+
+fn no_disk() -> Spec<Bytes> {
+    Spec::Fixed(Bytes::ZERO)
 }
 
 fn idle() -> Spec<BytesPerSec> {

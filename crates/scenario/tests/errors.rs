@@ -614,3 +614,45 @@ fn a_file_names_itself_in_its_errors() {
         "{error}"
     );
 }
+
+#[test]
+fn a_disk_in_the_wrong_unit_or_too_large_is_refused_at_its_line() {
+    // `disk` added as line 19, right after web-1's memory (line 18).
+    let with_disk = |disk: &str| {
+        BASE.replace(
+            "memory = \"4 GiB\"\n",
+            &format!("memory = \"4 GiB\"\ndisk = {disk}\n"),
+        )
+    };
+    assert_refused(
+        &with_disk("\"20 Gbps\""),
+        Some(19),
+        Some(r#"field `disk` of [[vm]] "web-1""#),
+        "`20 Gbps` is not a size",
+    );
+    // 1 PiB is 1024 TiB: one byte more is refused.
+    assert_refused(
+        &with_disk("\"1125899906842625 B\""),
+        Some(19),
+        Some(r#"field `disk` of [[vm]] "web-1""#),
+        "is not within",
+    );
+    assert!(Scenario::from_toml_str(&with_disk("\"1024 TiB\""), ORIGIN).is_ok());
+}
+
+#[test]
+fn a_group_drawing_a_disk_too_large_is_refused_at_the_group() {
+    // A blank line 22, [[vm_group]] on 23, prefix 24, count 25, host 26,
+    // memory 27, disk 28: a draw above 1 PiB (half of them are, around a
+    // median of 1 PiB) is refused at the field.
+    let text = appended(
+        "\n[[vm_group]]\nprefix = \"big\"\ncount = 20\nhost = \"src-1\"\nmemory = \"1 GiB\"\n\
+         disk = { dist = \"lognormal\", median = \"1024 TiB\", sigma = 2.0 }\n",
+    );
+    assert_refused(
+        &text,
+        Some(28),
+        Some(r#"field `disk` of [[vm_group]] "big""#),
+        "of local disk, more than the",
+    );
+}

@@ -89,6 +89,7 @@ fn the_two_site_example_reads_as_written() {
             memory: Bytes(4_294_967_296),
             dirty_rate: BytesPerSec(20_000_000.0),
             working_set: Bytes(536_870_912),
+            disk: Bytes::ZERO,
             priority: 1,
             destination: Some(HostId(1)),
         }
@@ -425,4 +426,38 @@ memory = {{ dist = "choice", values = [{}] }}
             prop_assert!(values.contains(&vm.memory.0), "{} not listed in {values:?}", vm.memory.0);
         }
     }
+}
+
+#[test]
+fn a_disk_is_read_per_vm_and_drawn_per_group_member() {
+    let text = format!(
+        "{}\n[[vm]]\nname = \"db\"\nhost = \"src\"\nmemory = \"1 GiB\"\ndisk = \"20 GiB\"\n\n[[vm]]\nname = \"web\"\nhost = \"src\"\nmemory = \"1 GiB\"\n",
+        with_group(3, r#"disk = { dist = "choice", values = ["10 GiB", "30 GiB"] }"#)
+    );
+    let scenario = parse(&text);
+    let by_name = |name: &str| {
+        scenario
+            .fleet
+            .vms
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("db").disk, Bytes(20 * GIB));
+    assert_eq!(by_name("web").disk, Bytes::ZERO);
+    let drawn: Vec<u64> = scenario.fleet.vms[..20].iter().map(|v| v.disk.0).collect();
+    assert!(
+        drawn.iter().all(|d| [10 * GIB, 30 * GIB].contains(d)),
+        "{drawn:?}"
+    );
+    assert!(
+        drawn.contains(&(10 * GIB)) && drawn.contains(&(30 * GIB)),
+        "{drawn:?}"
+    );
+    // Drawing disks leaves the memories drawn as before.
+    assert_eq!(
+        memories(&scenario)[..20],
+        memories(&parse(&with_group(3, "")))[..]
+    );
 }

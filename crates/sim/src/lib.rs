@@ -24,6 +24,15 @@
 //!   destination starting, handshakes); round 1 (or the offline copy)
 //!   starts after it.
 //! - Offline: the VM pauses at once and its whole memory is sent.
+//! - Local disks (`disk` bytes, copied with the migration as libvirt's
+//!   non-shared-disk migration does): after the setup, a live or postcopy
+//!   migration first sends the disk at its share of the links; the guest's
+//!   writes to the disk are mirrored as they happen, so nothing of it is
+//!   re-sent, and its memory dirtied meanwhile does not count (round 1 of
+//!   memory starts after the disk). Offline: the disk and the memory go in
+//!   one paused copy. While the disk goes, the controller sees round 1 with
+//!   the disk's rest plus the whole memory remaining (as libvirt's job
+//!   statistics count both).
 //! - Postcopy: round 1 as live; at its end (or when the controller says
 //!   [`Action::SwitchToPostcopy`]) the guest pauses for one round trip and
 //!   resumes at the destination, and the `D` bytes it dirtied follow with no
@@ -54,6 +63,7 @@
 //! fair share looks at the links in use only (see docs/scale.md).
 
 pub mod fair_share;
+mod fluid;
 pub mod scale;
 
 use std::cmp::Reverse;
@@ -68,6 +78,7 @@ use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams,
 use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord, MAX_TIMELINE_POINTS};
 
 use fair_share::{Demand, FairShare};
+use fluid::{Bottleneck, Clock};
 
 /// The WAN's index among the links; host `h`'s NIC is link `h + 1`.
 const WAN: usize = 0;
@@ -109,10 +120,59 @@ pub fn simulate_until(
     horizon: Duration,
     controller: &mut dyn Controller,
 ) -> RunResult {
+    simulate_with_solver_until(fleet, network, period, horizon, controller, Solver::Fluid).0
+}
+
+/// How the simulator finds the migrations' rates. Both give the same
+/// results (within float rounding); [`Solver::FullSolve`] is the reference
+/// the fluid model is checked against, and the way to measure what it saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Solver {
+    /// The fluid model in virtual time while the WAN is every migration's
+    /// only bottleneck (O(log flows) per event), the full max-min solve
+    /// otherwise: see the `fluid` module.
+    #[default]
+    Fluid,
+    /// The full max-min solve over every flow at every change.
+    FullSolve,
+}
+
+/// How a run's rates were found: changes absorbed by the fluid model, and
+/// full solves over every flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SolverStats {
+    pub fluid_steps: u64,
+    pub full_solves: u64,
+    /// Round ends handled (each a precopy round, a stop-and-copy, a setup).
+    pub round_ends: u64,
+}
+
+/// [`simulate`] with the choice of [`Solver`], and what it did.
+pub fn simulate_with_solver(
+    fleet: &Fleet,
+    network: &Network,
+    period: Duration,
+    controller: &mut dyn Controller,
+    solver: Solver,
+) -> (RunResult, SolverStats) {
+    simulate_with_solver_until(fleet, network, period, DEFAULT_HORIZON, controller, solver)
+}
+
+/// [`simulate_with_solver`] until `horizon` (see [`simulate_until`]).
+pub fn simulate_with_solver_until(
+    fleet: &Fleet,
+    network: &Network,
+    period: Duration,
+    horizon: Duration,
+    controller: &mut dyn Controller,
+    solver: Solver,
+) -> (RunResult, SolverStats) {
     let mut sim = Simulation::new(fleet, network, period);
+    sim.solver = solver;
     sim.horizon = horizon.as_secs_f64();
     sim.run(controller);
-    sim.into_result(controller.name())
+    let stats = sim.stats;
+    (sim.into_result(controller.name()), stats)
 }
 
 /// A warning for the operator, before simulating: the lower bound on the
@@ -148,8 +208,12 @@ struct Flow {
     /// Bytes of earlier rounds.
     earlier_rounds: f64,
     as_of: f64,
-    /// Current rate, bytes per second.
+    /// Current rate, bytes per second (unless `fluid`).
     rate: f64,
+    /// Progress kept in virtual time: `weight × (V - v_as_of)` more bytes
+    /// since `v_as_of`, the round's end in the virtual heap.
+    fluid: bool,
+    v_as_of: f64,
     demand: Demand,
     /// Bumped whenever the round's end time changes, to spot stale events.
     generation: u64,
@@ -157,12 +221,45 @@ struct Flow {
     /// In its `setup_time`, until `ready_at`: no rate, no round yet.
     setting_up: bool,
     ready_at: f64,
+    /// Sending the local disks (`round_bytes` is the disk), before round 1
+    /// of memory.
+    copying_disk: bool,
 }
 
 impl Flow {
-    fn catch_up(&mut self, now: f64) {
-        self.round_sent = (self.round_sent + self.rate * (now - self.as_of)).min(self.round_bytes);
+    /// Brings the round's progress up to `now`, when the virtual clock reads
+    /// `v`.
+    fn catch_up(&mut self, now: f64, v: f64) {
+        self.round_sent = self.round_sent_at(now, v);
         self.as_of = now;
+        self.v_as_of = v;
+    }
+
+    fn round_sent_at(&self, now: f64, v: f64) -> f64 {
+        let more = if self.fluid {
+            self.demand.weight * (v - self.v_as_of)
+        } else {
+            self.rate * (now - self.as_of)
+        };
+        (self.round_sent + more).min(self.round_bytes)
+    }
+
+    fn rate_at(&self, clock: &Clock) -> f64 {
+        if self.fluid {
+            self.demand.weight * clock.lambda
+        } else {
+            self.rate
+        }
+    }
+
+    /// In its setup time a flow sends nothing, and is no weight on a link.
+    fn sending(&self) -> bool {
+        !self.setting_up
+    }
+
+    /// Where the virtual clock will read when the round ends.
+    fn virtual_end(&self) -> f64 {
+        self.v_as_of + (self.round_bytes - self.round_sent).max(0.0) / self.demand.weight
     }
 
     fn round_ends_at(&self) -> f64 {
@@ -181,6 +278,16 @@ impl Flow {
 
     fn sent(&self) -> f64 {
         self.earlier_rounds + self.round_sent
+    }
+
+    /// The bytes after this round that are certain to go: the memory while
+    /// the disk is being copied.
+    fn queued_after_round(&self, memory: f64) -> f64 {
+        if self.copying_disk {
+            memory
+        } else {
+            0.0
+        }
     }
 }
 
@@ -258,6 +365,19 @@ struct Simulation<'a> {
     /// Hosts whose NIC counter moved since the last consultation.
     tx_changed: Vec<HostId>,
     tx_marked: Vec<bool>,
+    solver: Solver,
+    /// The fluid model holds now: flows' progress, round ends and links'
+    /// bytes are kept in virtual time (`clock`, `virtual_ends`, `v_mark`).
+    fluid_on: bool,
+    /// Stands still (`λ = 0`) outside the fluid model.
+    clock: Clock,
+    bottleneck: Bottleneck,
+    /// Round ends of the flows in virtual time, keyed by `V`.
+    virtual_ends: BinaryHeap<Reverse<RoundEnd>>,
+    /// Per link, in the fluid model: `V` when `carried` was last brought up
+    /// to date.
+    v_mark: Vec<f64>,
+    stats: SolverStats,
     /// Simulated seconds after which the run ends ([`simulate_until`]).
     horizon: f64,
     horizon_reached: bool,
@@ -313,6 +433,13 @@ impl<'a> Simulation<'a> {
             link_active: vec![false; links],
             tx_changed: Vec::new(),
             tx_marked: vec![false; fleet.hosts.len()],
+            solver: Solver::default(),
+            fluid_on: false,
+            clock: Clock::default(),
+            bottleneck: Bottleneck::new(links),
+            virtual_ends: BinaryHeap::new(),
+            v_mark: vec![0.0; links],
+            stats: SolverStats::default(),
             horizon: DEFAULT_HORIZON.as_secs_f64(),
             horizon_reached: false,
         }
@@ -353,18 +480,20 @@ impl<'a> Simulation<'a> {
                 self.horizon_reached = true;
                 self.advance_links();
                 let now = self.now;
+                let v = self.clock.at(now);
                 for flow in &mut self.flows {
-                    flow.catch_up(now);
+                    flow.catch_up(now, v);
                 }
                 break;
             }
-            self.now = next;
+            // (Rounding of a virtual round end cannot take time back.)
+            self.now = next.max(self.now);
             let mut rates_changed = false;
             // At one instant: rounds end first (a migration that ends as its
             // host dies is saved), then the network changes, then hosts die.
-            while self.next_round_end() <= next + SAME_INSTANT {
-                let Reverse(event) = self.round_ends.pop().expect("peeked");
-                rates_changed |= self.end_round(event.vm);
+            while let Some(vm) = self.pop_round_end(next + SAME_INSTANT) {
+                self.stats.round_ends += 1;
+                rates_changed |= self.end_round(vm);
             }
             while self
                 .network
@@ -399,13 +528,13 @@ impl<'a> Simulation<'a> {
                 };
                 if self.unresolved == 0 || idle {
                     if rates_changed {
-                        self.reallocate();
+                        self.rebalance();
                     }
                     break;
                 }
             }
             if rates_changed {
-                self.reallocate();
+                self.rebalance();
             }
             self.note_timeline(false);
         }
@@ -413,14 +542,50 @@ impl<'a> Simulation<'a> {
     }
 
     fn next_round_end(&mut self) -> f64 {
-        while let Some(Reverse(event)) = self.round_ends.peek() {
-            let live = self.slot[event.vm.0].is_some_and(|s| self.flows[s].generation == event.generation);
-            if live {
-                return event.at;
+        self.peek_round_end().map_or(f64::INFINITY, |(at, _, _)| at)
+    }
+
+    /// The earliest live round end: its time, its VM, and whether it is in
+    /// the virtual heap. Stale entries (a flow gone, or rescheduled) are
+    /// dropped on the way.
+    fn peek_round_end(&mut self) -> Option<(f64, VmId, bool)> {
+        let live = |slot: &[Option<usize>], flows: &[Flow], event: &RoundEnd| {
+            slot[event.vm.0].is_some_and(|s| flows[s].generation == event.generation)
+        };
+        let real = loop {
+            match self.round_ends.peek() {
+                Some(Reverse(event)) if !live(&self.slot, &self.flows, event) => {
+                    self.round_ends.pop();
+                }
+                other => break other.map(|Reverse(event)| (event.at, event.vm, false)),
             }
+        };
+        let virt = loop {
+            match self.virtual_ends.peek() {
+                Some(Reverse(event)) if !live(&self.slot, &self.flows, event) => {
+                    self.virtual_ends.pop();
+                }
+                other => break other.map(|Reverse(event)| (self.clock.time_of(event.at), event.vm, true)),
+            }
+        };
+        match (real, virt) {
+            (Some(r), Some(v)) => Some(if (v.0, v.1) < (r.0, r.1) { v } else { r }),
+            (r, v) => r.or(v),
+        }
+    }
+
+    /// Takes the earliest live round end if it is due by `by`.
+    fn pop_round_end(&mut self, by: f64) -> Option<VmId> {
+        let (at, vm, virt) = self.peek_round_end()?;
+        if at > by {
+            return None;
+        }
+        if virt {
+            self.virtual_ends.pop();
+        } else {
             self.round_ends.pop();
         }
-        f64::INFINITY
+        Some(vm)
     }
 
     fn flow_mut(&mut self, vm: VmId) -> Option<&mut Flow> {
@@ -430,9 +595,12 @@ impl<'a> Simulation<'a> {
     /// Handles the end of a flow's round; true if the flow left.
     fn end_round(&mut self, vm: VmId) -> bool {
         let now = self.now;
-        let memory = self.fleet.vm(vm);
-        let (dirty_rate, working_set) = (memory.dirty_rate.0, memory.working_set.as_f64());
+        let spec = self.fleet.vm(vm);
+        let (dirty_rate, working_set, memory) =
+            (spec.dirty_rate.0, spec.working_set.as_f64(), spec.memory.as_f64());
         let connection_cap = self.connection_cap;
+        let v = self.clock.at(now);
+        let fluid = self.fluid_on;
         let flow = self.flow_mut(vm).expect("a live event has a flow");
         if flow.setting_up {
             // Set up: the first round starts now, at the flow's full demand.
@@ -440,11 +608,27 @@ impl<'a> Simulation<'a> {
             flow.demand.cap = demand_cap(&flow.params, connection_cap);
             flow.round_started_at = now;
             flow.as_of = now;
+            flow.v_as_of = v;
+            flow.fluid = fluid;
+            let slot = self.slot[vm.0].expect("in flight");
+            self.join(slot);
             self.schedule(vm);
             return true;
         }
         flow.round_sent = flow.round_bytes;
         flow.as_of = now;
+        flow.v_as_of = v;
+        if flow.copying_disk {
+            // The disks are across (their writes mirrored from now on): round
+            // 1 of memory starts, the guest's dirtying counted from here.
+            flow.copying_disk = false;
+            flow.earlier_rounds += flow.round_bytes;
+            flow.round_sent = 0.0;
+            flow.round_bytes = memory;
+            flow.round_started_at = now;
+            self.schedule(vm);
+            return false;
+        }
         match flow.phase {
             Phase::Precopy => {
                 let elapsed = now - flow.round_started_at;
@@ -481,6 +665,15 @@ impl<'a> Simulation<'a> {
     fn schedule(&mut self, vm: VmId) {
         let flow = self.flow_mut(vm).expect("scheduling a flow in flight");
         flow.generation += 1;
+        if flow.fluid {
+            let event = RoundEnd {
+                at: flow.virtual_end(),
+                vm,
+                generation: flow.generation,
+            };
+            self.virtual_ends.push(Reverse(event));
+            return;
+        }
         let event = RoundEnd {
             at: flow.round_ends_at(),
             vm,
@@ -497,7 +690,45 @@ impl<'a> Simulation<'a> {
         if let Some(moved) = self.flows.get(slot) {
             self.slot[moved.vm.0] = Some(slot);
         }
+        if flow.sending() {
+            self.settle_links_of(&flow.demand);
+            self.bottleneck.remove(&self.capacity, vm, &flow.demand);
+        }
         flow
+    }
+
+    /// The flow in `slot` starts sending: its weight joins its links'.
+    fn join(&mut self, slot: usize) {
+        let (vm, demand) = (self.flows[slot].vm, self.flows[slot].demand);
+        self.settle_links_of(&demand);
+        self.bottleneck.add(&self.capacity, vm, &demand);
+    }
+
+    /// In the fluid model, brings the bytes carried by `demand`'s links up
+    /// to now before their weights change.
+    fn settle_links_of(&mut self, demand: &Demand) {
+        if self.fluid_on {
+            let v = self.clock.at(self.now);
+            for &l in fair_share::unique_links(&demand.links) {
+                self.settle_link(l, v);
+            }
+        }
+    }
+
+    /// In the fluid model: link `l` carried `weight × ΔV` since it was last
+    /// brought up to date; its host's counter moved if that is not nothing.
+    fn settle_link(&mut self, l: usize, v: f64) {
+        let weight = self.bottleneck.weight(l);
+        if weight > 0.0 && v > self.v_mark[l] {
+            self.carried[l] += weight * (v - self.v_mark[l]);
+            if l != WAN && !std::mem::replace(&mut self.tx_marked[l - 1], true) {
+                self.tx_changed.push(HostId(l - 1));
+            }
+        }
+        self.v_mark[l] = v;
+        if !std::mem::replace(&mut self.link_active[l], true) {
+            self.active_links.push(l);
+        }
     }
 
     fn finish(&mut self, vm: VmId) {
@@ -532,7 +763,8 @@ impl<'a> Simulation<'a> {
         for i in 0..self.vms_by_host[host.0].len() {
             let vm = self.vms_by_host[host.0][i];
             if let Some(slot) = self.slot[vm.0] {
-                self.flows[slot].catch_up(now);
+                let v = self.clock.at(now);
+                self.flows[slot].catch_up(now, v);
                 let flow = self.remove_flow(vm);
                 self.progress[vm.0].sent += flow.sent();
                 self.ended.push(Ended {
@@ -563,8 +795,9 @@ impl<'a> Simulation<'a> {
         } else {
             &[]
         };
+        let v = self.clock.at(now);
         for flow in flows {
-            let round_sent = (flow.round_sent + flow.rate * (now - flow.as_of)).min(flow.round_bytes);
+            let round_sent = flow.round_sent_at(now, v);
             obs.migrations.push(MigrationObs {
                 vm: flow.vm,
                 destination: flow.destination,
@@ -572,8 +805,11 @@ impl<'a> Simulation<'a> {
                 round: flow.round,
                 started_at: Duration::from_secs_f64(flow.started_at),
                 bytes_sent: Bytes::from_f64(flow.earlier_rounds + round_sent),
-                bytes_remaining: Bytes::from_f64(flow.round_bytes - round_sent),
-                rate: BytesPerSec(flow.rate).to_bits_per_sec(),
+                bytes_remaining: Bytes::from_f64(
+                    flow.round_bytes - round_sent
+                        + flow.queued_after_round(self.fleet.vm(flow.vm).memory.as_f64()),
+                ),
+                rate: BytesPerSec(flow.rate_at(&self.clock)).to_bits_per_sec(),
                 dirty_rate: if flow.paused_at.is_some() {
                     BytesPerSec::ZERO
                 } else {
@@ -582,11 +818,12 @@ impl<'a> Simulation<'a> {
                 params: flow.params,
             });
         }
-        // `host_tx` is kept as the links advance; say which hosts moved.
+        // Say which hosts' counters moved, and where they are now.
         let changed = obs.tx_changed.get_or_insert_with(Vec::new);
         changed.clear();
         for host in self.tx_changed.drain(..) {
             self.tx_marked[host.0] = false;
+            obs.host_tx[host.0] = Bytes::from_f64(self.carried[host.0 + 1]);
             changed.push(host);
         }
         obs.wan_bytes = Bytes::from_f64(self.carried[WAN]);
@@ -596,6 +833,8 @@ impl<'a> Simulation<'a> {
     /// Carries out the controller's actions; true if rates must be recomputed.
     fn apply(&mut self, actions: Vec<Action>) -> bool {
         let now = self.now;
+        // Actions change no rate before the next rebalance: the clock holds.
+        let v = self.clock.at(now);
         let mut rates_changed = false;
         for action in actions {
             match action {
@@ -617,7 +856,10 @@ impl<'a> Simulation<'a> {
                         Retune::MaxBandwidth(cap) => {
                             flow.params.max_bandwidth = cap;
                             if !flow.setting_up {
+                                let old = flow.demand.cap;
                                 flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                                let (weight, new) = (flow.demand.weight, flow.demand.cap);
+                                self.bottleneck.recap(vm, weight, old, new);
                             }
                             rates_changed = true;
                         }
@@ -626,9 +868,9 @@ impl<'a> Simulation<'a> {
                     }
                 }
                 Action::SwitchToOffline { vm } => {
-                    let (dirty_rate, working_set) = {
+                    let (dirty_rate, working_set, memory) = {
                         let spec = self.fleet.vm(vm);
-                        (spec.dirty_rate.0, spec.working_set.as_f64())
+                        (spec.dirty_rate.0, spec.working_set.as_f64(), spec.memory.as_f64())
                     };
                     let Some(flow) = self.flow_mut(vm) else { continue };
                     if flow.phase != Phase::Precopy {
@@ -636,8 +878,14 @@ impl<'a> Simulation<'a> {
                     }
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
-                    flow.catch_up(now);
-                    let dirtied = (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set);
+                    flow.catch_up(now, v);
+                    let dirtied = if flow.copying_disk {
+                        // The rest of the disk, then all the memory.
+                        flow.copying_disk = false;
+                        memory
+                    } else {
+                        (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set)
+                    };
                     flow.earlier_rounds += flow.round_sent;
                     flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
                     flow.round_sent = 0.0;
@@ -651,12 +899,15 @@ impl<'a> Simulation<'a> {
                         (spec.dirty_rate.0, spec.working_set.as_f64())
                     };
                     let Some(flow) = self.flow_mut(vm) else { continue };
-                    if flow.phase != Phase::Precopy || flow.params.mode != Mode::Postcopy {
+                    // Not before round 1 of memory: the disks must be across
+                    // before the guest can run at the destination.
+                    if flow.phase != Phase::Precopy || flow.params.mode != Mode::Postcopy || flow.copying_disk
+                    {
                         continue;
                     }
                     // The rest of the round and what the guest dirtied since
                     // it began follow the guest, which dirties no more here.
-                    flow.catch_up(now);
+                    flow.catch_up(now, v);
                     let dirtied = (dirty_rate * (now - flow.round_started_at)).min(working_set);
                     flow.earlier_rounds += flow.round_sent;
                     flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
@@ -667,7 +918,7 @@ impl<'a> Simulation<'a> {
                 }
                 Action::Cancel { vm } => {
                     let Some(flow) = self.flow_mut(vm) else { continue };
-                    flow.catch_up(now);
+                    flow.catch_up(now, v);
                     let flow = self.remove_flow(vm);
                     self.progress[vm.0].sent += flow.sent();
                     self.failed.push(FailedAttempt {
@@ -694,6 +945,8 @@ impl<'a> Simulation<'a> {
         let spec = self.fleet.vm(vm);
         let offline = params.mode == Mode::Offline;
         let setup = params.setup_time.as_secs_f64();
+        let disk = spec.disk.as_f64();
+        let copying_disk = disk > 0.0 && !offline;
         let progress = &mut self.progress[vm.0];
         progress.destination = Some(destination);
         progress.start = Some(self.now);
@@ -706,11 +959,18 @@ impl<'a> Simulation<'a> {
             round: u32::from(!offline),
             started_at: self.now,
             round_started_at: self.now,
-            round_bytes: spec.memory.as_f64(),
+            // The disks first (live), or with the memory in one copy (offline).
+            round_bytes: if copying_disk {
+                disk
+            } else {
+                disk + spec.memory.as_f64()
+            },
             round_sent: 0.0,
             earlier_rounds: 0.0,
             as_of: self.now,
             rate: 0.0,
+            fluid: self.fluid_on && setup <= 0.0,
+            v_as_of: self.clock.at(self.now),
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
                 weight: f64::from(params.multifd_channels.max(1)),
@@ -724,12 +984,28 @@ impl<'a> Simulation<'a> {
             paused_at: offline.then_some(self.now),
             setting_up: setup > 0.0,
             ready_at: self.now + setup,
+            copying_disk,
         });
+        let slot = self.flows.len() - 1;
+        if self.flows[slot].sending() {
+            self.join(slot);
+        }
+        // Its first event: the end of its setup, or (in virtual time) of its
+        // first round; a full solve reschedules every flow anyway.
+        self.schedule(vm);
     }
 
     /// Brings every loaded link's carried bytes up to now (the others carry
     /// nothing), and the hosts' counters with them.
     fn advance_links(&mut self) {
+        if self.fluid_on {
+            let v = self.clock.at(self.now);
+            for i in 0..self.active_links.len() {
+                self.settle_link(self.active_links[i], v);
+            }
+            self.links_as_of = self.now;
+            return;
+        }
         let elapsed = self.now - self.links_as_of;
         if elapsed > 0.0 {
             for &l in &self.active_links {
@@ -746,13 +1022,107 @@ impl<'a> Simulation<'a> {
         self.links_as_of = self.now;
     }
 
+    /// Brings the WAN's carried bytes up to now (for the timeline).
+    fn advance_wan(&mut self) {
+        if self.fluid_on {
+            let v = self.clock.at(self.now);
+            self.settle_link(WAN, v);
+        } else {
+            self.advance_links();
+        }
+    }
+
+    /// After a change (a start, an end, a cap, the WAN's capacity): the new
+    /// rates, in O(log flows) while the fluid model holds, by a full solve
+    /// otherwise.
+    fn rebalance(&mut self) {
+        let level = match self.solver {
+            Solver::Fluid => self.bottleneck.wan_level(self.capacity[WAN]),
+            Solver::FullSolve => None,
+        };
+        if level.is_some() {
+            self.stats.fluid_steps += 1;
+        } else {
+            self.stats.full_solves += 1;
+        }
+        match (level, self.fluid_on) {
+            (Some(lambda), true) => self.retime(lambda),
+            (Some(lambda), false) => self.enter_fluid(lambda),
+            (None, fluid) => {
+                if fluid {
+                    self.leave_fluid();
+                }
+                self.reallocate();
+            }
+        }
+    }
+
+    /// A new `λ` from now on: a new segment of the virtual clock. Nothing
+    /// else moves: every round's end is still where it was in virtual time.
+    fn retime(&mut self, lambda: f64) {
+        let v = self.clock.at(self.now);
+        self.clock = Clock {
+            v_at: v,
+            t_at: self.now,
+            lambda,
+        };
+        self.load[WAN] = lambda * self.bottleneck.weight(WAN);
+    }
+
+    /// From full solves to the fluid model: every flow's progress and every
+    /// link's bytes brought up to now, then kept in virtual time.
+    fn enter_fluid(&mut self, lambda: f64) {
+        let now = self.now;
+        self.advance_links();
+        // The clock stood still outside the fluid model.
+        let v = self.clock.at(now);
+        self.fluid_on = true;
+        self.round_ends.clear();
+        self.virtual_ends.clear();
+        for slot in 0..self.flows.len() {
+            let flow = &mut self.flows[slot];
+            flow.catch_up(now, v);
+            flow.fluid = flow.sending();
+            flow.rate = 0.0;
+            let (vm, links) = (flow.vm, flow.demand.links);
+            for &l in fair_share::unique_links(&links) {
+                self.v_mark[l] = v;
+                if !std::mem::replace(&mut self.link_active[l], true) {
+                    self.active_links.push(l);
+                }
+            }
+            self.schedule(vm);
+        }
+        self.retime(lambda);
+    }
+
+    /// From the fluid model back to full solves: every flow's progress and
+    /// every link's bytes brought up to now, for [`Self::reallocate`].
+    fn leave_fluid(&mut self) {
+        let now = self.now;
+        let v = self.clock.at(now);
+        self.advance_links();
+        for flow in &mut self.flows {
+            flow.catch_up(now, v);
+            flow.fluid = false;
+        }
+        self.virtual_ends.clear();
+        self.fluid_on = false;
+        self.clock = Clock {
+            v_at: v,
+            t_at: now,
+            lambda: 0.0,
+        };
+    }
+
     /// Recomputes every rate, and with them every round's end.
     fn reallocate(&mut self) {
         let now = self.now;
         self.advance_links();
+        let v = self.clock.at(now);
         self.demands.clear();
         for flow in &mut self.flows {
-            flow.catch_up(now);
+            flow.catch_up(now, v);
             self.demands.push(flow.demand);
         }
         self.fair_share
@@ -793,7 +1163,12 @@ impl<'a> Simulation<'a> {
         let state = (self.flows.len(), self.capacity[WAN], self.load[WAN]);
         let (last_t, last_wan) = match self.last_point {
             Some((t, wan, last_state)) => {
-                let changed = last_state != state || (end && self.now > t);
+                // The WAN's load as a sum of rates, or as `λ × W` in the
+                // fluid model, can differ in its last bits for one
+                // allocation: a change is more than rounding.
+                let (flows, capacity, load) = last_state;
+                let load_moved = (load - state.2).abs() > 1e-12 * load.abs().max(state.2.abs());
+                let changed = flows != state.0 || capacity != state.1 || load_moved || (end && self.now > t);
                 if !changed || self.now < t {
                     return;
                 }
@@ -801,7 +1176,7 @@ impl<'a> Simulation<'a> {
             }
             None => (0.0, 0.0),
         };
-        self.advance_links();
+        self.advance_wan();
         match self.timeline.last_mut() {
             // Two changes at one instant: the later state stands.
             Some(point) if point.t_s == self.now => {
@@ -833,8 +1208,9 @@ impl<'a> Simulation<'a> {
         let fleet = self.fleet;
         // Attempts cut off by the horizon: their bytes count.
         let mut sent = vec![0.0; fleet.vms.len()];
+        let (now, v) = (self.now, self.clock.at(self.now));
         for flow in &self.flows {
-            sent[flow.vm.0] = flow.sent();
+            sent[flow.vm.0] = flow.earlier_rounds + flow.round_sent_at(now, v);
         }
         let records = fleet
             .vm_ids()

@@ -28,6 +28,7 @@ fn vm(name: &str, host: usize, dirty_rate: BytesPerSec) -> Vm {
         memory: Bytes::gib(1),
         dirty_rate,
         working_set: Bytes::gib(1),
+        disk: Bytes::ZERO,
         priority: 1,
         destination: None,
     }

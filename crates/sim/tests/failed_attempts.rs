@@ -58,6 +58,7 @@ fn a_cancelled_attempt_is_recorded_with_its_times() {
             memory: Bytes::gib(1),
             dirty_rate: BytesPerSec::ZERO,
             working_set: Bytes::gib(1),
+            disk: Bytes::ZERO,
             priority: 1,
             destination: None,
         }],

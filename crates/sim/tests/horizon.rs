@@ -28,6 +28,7 @@ fn fleet(memory: Bytes) -> Fleet {
             working_set: memory,
             priority: 1,
             destination: None,
+            disk: Bytes::ZERO,
         }],
     }
 }

@@ -42,6 +42,7 @@ fn fleet_of(counts: &[usize], sizes_gib: &[u64], dirty_rate: BytesPerSec) -> Fle
                 memory,
                 dirty_rate,
                 working_set: Bytes::gib(1),
+                disk: Bytes::ZERO,
                 priority: 1,
                 destination: None,
             });

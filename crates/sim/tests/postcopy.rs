@@ -34,6 +34,7 @@ fn fleet(power_off_at: Option<Duration>) -> Fleet {
             memory: Bytes::gib(1),
             dirty_rate: BytesPerSec(100e6),
             working_set: Bytes::mib(256),
+            disk: Bytes::ZERO,
             priority: 1,
             destination: None,
         }],

@@ -57,6 +57,7 @@ fn case() -> impl Strategy<Value = Case> {
                     memory: Bytes::mib(mib),
                     dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
                     working_set: Bytes::mib(ws_mib.min(mib)),
+                    disk: Bytes::ZERO,
                     priority: 1,
                     destination: None,
                 })

@@ -23,6 +23,7 @@ fn vm(name: &str, memory: Bytes, dirty_rate: BytesPerSec) -> Vm {
         memory,
         dirty_rate,
         working_set: memory,
+        disk: Bytes::ZERO,
         priority: 1,
         destination: None,
     }

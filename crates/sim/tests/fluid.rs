@@ -1,0 +1,285 @@
+//! The whole simulation through the fluid model against the same simulation
+//! with a full max-min solve at every change ([`Solver::FullSolve`], the
+//! reference), on thousands of random small evacuations: every VM's record,
+//! every metric, the timeline and the failed attempts equal within 1e-9
+//! relative (a byte counter within one byte: it is rounded to whole bytes).
+//!
+//! The scenarios are drawn so that both regimes occur and alternate within a
+//! run: WANs thinner and wider than the NICs, traces that change the WAN's
+//! capacity (down to nothing), caps below and above the fair share, setup
+//! times, local disks, offline and postcopy migrations, power-offs, every
+//! policy.
+
+use std::time::Duration;
+
+use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
+use evac_model::{
+    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm,
+};
+use evac_outcome::RunResult;
+use evac_sim::{simulate_with_solver, Solver, SolverStats};
+use proptest::prelude::*;
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+struct Case {
+    fleet: Fleet,
+    network: Network,
+    params: MigrationParams,
+    policy: PolicyKind,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let source = (
+        prop::sample::select(vec![100.0, 300.0, 1000.0, 10_000.0]),
+        prop::option::of(5u64..300),
+    );
+    let vm = (
+        0usize..4,
+        0usize..3,
+        16u64..1024,
+        0u32..40,
+        8u64..512,
+        prop::sample::select(vec![0u64, 0, 0, 300]),
+    );
+    let params = (
+        1u32..5,
+        prop::option::of(prop::sample::select(vec![20.0, 80.0, 400.0, 5000.0])),
+        prop::sample::select(vec![Mode::Live, Mode::Live, Mode::Offline, Mode::Postcopy]),
+        prop::sample::select(vec![0u64, 0, 500, 2000]),
+        1u32..12,
+    );
+    (
+        prop::collection::vec(source, 1..5),
+        prop::collection::vec(prop::sample::select(vec![400.0, 2000.0, 10_000.0]), 1..3),
+        prop::collection::vec(vm, 1..30),
+        prop::sample::select(vec![50.0, 200.0, 700.0, 3000.0, 20_000.0]),
+        prop::collection::vec(
+            (
+                1u64..90,
+                prop::sample::select(vec![0.0, 30.0, 150.0, 600.0, 2500.0, 20_000.0]),
+            ),
+            0..7,
+        ),
+        params,
+        prop::sample::select(PolicyKind::ALL.to_vec()),
+    )
+        .prop_map(|(sources, destinations, vms, wan_mbps, trace, params, policy)| {
+            let (channels, cap_mbps, mode, setup_ms, max_rounds) = params;
+            let mut hosts: Vec<Host> = sources
+                .iter()
+                .enumerate()
+                .map(|(i, &(mbps, power_off_s))| Host {
+                    name: format!("src-{i}"),
+                    site: Site::Source,
+                    nic: BitsPerSec::mbps(mbps),
+                    memory: None,
+                    power_off_at: power_off_s.map(Duration::from_secs),
+                })
+                .collect();
+            let first_destination = hosts.len();
+            hosts.extend(destinations.iter().enumerate().map(|(i, &mbps)| Host {
+                name: format!("dst-{i}"),
+                site: Site::Destination,
+                nic: BitsPerSec::mbps(mbps),
+                memory: None,
+                power_off_at: None,
+            }));
+            let vms = vms
+                .into_iter()
+                .enumerate()
+                .map(|(i, (host, pin, mib, dirty_mb, ws_mib, disk_mib))| Vm {
+                    name: format!("vm-{i}"),
+                    host: HostId(host % sources.len()),
+                    memory: Bytes::mib(mib),
+                    dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
+                    working_set: Bytes::mib(ws_mib.min(mib)),
+                    disk: Bytes::mib(disk_mib),
+                    priority: 1 + (i % 3) as u32,
+                    // Some pinned to a destination (so that one NIC can bind).
+                    destination: (pin == 0).then_some(HostId(first_destination)),
+                })
+                .collect();
+            let mut at = 0;
+            let wan_trace = trace
+                .into_iter()
+                .map(|(step, mbps)| {
+                    at += step;
+                    TracePoint {
+                        at: Duration::from_secs(at),
+                        bandwidth: BitsPerSec::mbps(mbps),
+                    }
+                })
+                .collect();
+            Case {
+                fleet: Fleet { hosts, vms },
+                network: Network {
+                    wan_bandwidth: BitsPerSec::mbps(wan_mbps),
+                    wan_rtt: Duration::from_millis(20),
+                    tcp_window: Bytes::mib(4),
+                    wan_trace,
+                },
+                params: MigrationParams {
+                    mode,
+                    multifd_channels: channels,
+                    max_bandwidth: cap_mbps.map(BitsPerSec::mbps),
+                    setup_time: Duration::from_millis(setup_ms),
+                    max_rounds,
+                    ..MigrationParams::default()
+                },
+                policy,
+            }
+        })
+}
+
+fn run(case: &Case, solver: Solver) -> (RunResult, SolverStats) {
+    let config = ControllerConfig {
+        policy: case.policy,
+        ..ControllerConfig::default()
+    };
+    let mut controller =
+        Evacuation::with_network(case.fleet.clone(), &case.network, case.params, config.clone());
+    simulate_with_solver(&case.fleet, &case.network, config.period, &mut controller, solver)
+}
+
+/// Equal but for float rounding: numbers within 1e-9 relative (byte counts,
+/// rounded to whole bytes, within one byte more), everything else exactly.
+fn same(path: &str, a: &Value, b: &Value) -> Result<(), String> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            let slack = if path.contains("bytes") { 1.0 } else { 1e-9 };
+            if (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + slack {
+                Ok(())
+            } else {
+                Err(format!("{path}: fluid {x} full solve {y}"))
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            if x.len() != y.len() {
+                return Err(format!("{path}: {} entries against {}", x.len(), y.len()));
+            }
+            x.iter()
+                .zip(y)
+                .enumerate()
+                .try_for_each(|(i, (x, y))| same(&format!("{path}[{i}]"), x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            if x.len() != y.len() {
+                return Err(format!("{path}: fields differ"));
+            }
+            x.iter().try_for_each(|(k, v)| match y.get(k) {
+                Some(w) => same(&format!("{path}.{k}"), v, w),
+                None => Err(format!("{path}.{k} missing")),
+            })
+        }
+        _ if a == b => Ok(()),
+        _ => Err(format!("{path}: fluid {a} full solve {b}")),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn fluid_model_equals_full_solves(case in case()) {
+        let (fluid, stats) = run(&case, Solver::Fluid);
+        let (full, full_stats) = run(&case, Solver::FullSolve);
+        prop_assert_eq!(full_stats.fluid_steps, 0);
+        let (a, b) = (serde_json::to_value(&fluid).unwrap(), serde_json::to_value(&full).unwrap());
+        if let Err(why) = same("result", &a, &b) {
+            prop_assert!(false, "{} ({:?} fluid steps / full solves)", why, stats);
+        }
+    }
+}
+
+/// The scenarios above do exercise both regimes, and switch between them.
+#[test]
+fn both_regimes_occur() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    // Runs all in the fluid model, runs that switch, and runs mostly in
+    // full solves (every run starts with nothing sending, which the fluid
+    // model holds trivially).
+    let (mut fluid_only, mut both, mut mostly_full) = (0, 0, 0);
+    for _ in 0..300 {
+        let case = case().new_tree(&mut runner).unwrap().current();
+        let (_, stats) = run(&case, Solver::Fluid);
+        if stats.full_solves == 0 {
+            fluid_only += 1;
+        } else if stats.fluid_steps > 0 {
+            both += 1;
+        }
+        if stats.full_solves > stats.fluid_steps {
+            mostly_full += 1;
+        }
+    }
+    eprintln!("of 300 runs: fluid only {fluid_only}, both {both}, mostly full solves {mostly_full}");
+    assert!(
+        fluid_only >= 20 && both >= 20 && mostly_full >= 20,
+        "fluid only {fluid_only}, both {both}, mostly full solves {mostly_full}"
+    );
+}
+
+/// By hand: three VMs of 1,000 MB, idle, one connection each, on three
+/// sources with 1 Gbps NICs, a 600 Mbps WAN (the only bottleneck: 200 Mbps
+/// each) that drops to 300 Mbps at 10 s. Each has sent 250 MB by 10 s, then
+/// runs at 100 Mbps = 12.5 MB/s: 750 MB / 12.5 MB/s = 60 s more. All end at
+/// 70 s, every step through the fluid model.
+#[test]
+fn wan_drop_by_hand() {
+    let hosts = (0..3)
+        .map(|i| Host {
+            name: format!("src-{i}"),
+            site: Site::Source,
+            nic: BitsPerSec::gbps(1.0),
+            memory: None,
+            power_off_at: None,
+        })
+        .chain(std::iter::once(Host {
+            name: "dst".into(),
+            site: Site::Destination,
+            nic: BitsPerSec::gbps(10.0),
+            memory: None,
+            power_off_at: None,
+        }))
+        .collect();
+    let vms = (0..3)
+        .map(|i| Vm {
+            name: format!("vm-{i}"),
+            host: HostId(i),
+            memory: Bytes(1_000_000_000),
+            dirty_rate: BytesPerSec(0.0),
+            working_set: Bytes(0),
+            disk: Bytes(0),
+            priority: 1,
+            destination: None,
+        })
+        .collect();
+    let case = Case {
+        fleet: Fleet { hosts, vms },
+        network: Network {
+            wan_bandwidth: BitsPerSec::mbps(600.0),
+            wan_rtt: Duration::from_millis(1),
+            tcp_window: Bytes::mib(64),
+            wan_trace: vec![TracePoint {
+                at: Duration::from_secs(10),
+                bandwidth: BitsPerSec::mbps(300.0),
+            }],
+        },
+        params: MigrationParams {
+            multifd_channels: 1,
+            ..MigrationParams::default()
+        },
+        policy: PolicyKind::Parallel,
+    };
+    let (result, stats) = run(&case, Solver::Fluid);
+    assert_eq!(stats.full_solves, 0, "{stats:?}");
+    assert!(stats.fluid_steps >= 2, "{stats:?}");
+    assert_eq!(result.migrated, 3);
+    for vm in &result.vms {
+        let end = vm.end_s.unwrap();
+        assert!((end - 70.0).abs() < 1e-9, "{} ended at {end}", vm.name);
+    }
+}
