@@ -81,7 +81,7 @@ fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("name,host,destination,start_s,end_s,migration_time_s,downtime_s,rounds,bytes_sent,outcome")
+        Some("name,host,destination,start_s,end_s,migration_time_s,downtime_s,rounds,bytes_sent,outcome,reason,mode,connections")
     );
     assert_eq!(lines.count(), vms.len());
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));

@@ -2,6 +2,7 @@
 //! the inventory (with the lab's addresses), encrypted.
 
 use std::process::Command;
+use std::time::Duration;
 
 use evac_libvirt::lab::{self, Lab, LabOptions};
 
@@ -55,4 +56,129 @@ fn evac_run_evacuates_every_domain_of_a_to_b_over_tls() {
     assert_eq!(moved, names);
     assert!(lab.running_domains(0).unwrap().is_empty());
     assert_eq!(lab.running_domains(1).unwrap(), names);
+}
+
+/// `evac run` SIGKILLed mid-run, then `evac run --resume`: the fleet is
+/// rebuilt by discovery (the domains already moved are no longer on A), yet
+/// the journal's VMs are matched by name: nothing migrated twice, nothing
+/// lost, one JSON covering every VM.
+#[test]
+fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
+    if evac_lab::skip_without(&[lab::libvirt_lab_available]) {
+        return;
+    }
+    let lab = Lab::start(&LabOptions {
+        hosts: 2,
+        rate_mbit: Some(400),
+        tls: false,
+    })
+    .unwrap();
+    let ram = lab.ram_file("res", 64, None).unwrap();
+    let mut names: Vec<String> = (0..4)
+        .map(|i| lab.start_domain(0, &format!("res{i}"), 64, &ram).unwrap())
+        .collect();
+    names.sort();
+    // One at a time at 8 MiB/s: about 8 s per domain.
+    let inventory = lab.dir.join("fleet.toml");
+    std::fs::write(
+        &inventory,
+        lab.inventory(
+            &[0],
+            &[1],
+            "400 Mbps",
+            "max_bandwidth = \"64 Mbps\"",
+            "policy = \"sequential\"\nperiod = \"500 ms\"",
+        ),
+    )
+    .unwrap();
+    let evac = |extra: &[&str], json: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_evac"));
+        cmd.args(["run", "--quiet"])
+            .args(extra)
+            .arg("--json")
+            .arg(lab.dir.join(json))
+            .arg(&inventory);
+        cmd
+    };
+    let mut first = evac(&[], "first.json")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once a domain has left A and the next one's migration runs.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let started = std::time::Instant::now();
+    let in_flight: Vec<String> = loop {
+        let doms = runtime
+            .block_on(async {
+                let conn =
+                    evac_libvirt::client::connect(&lab.hosts[0].uri(), Duration::from_secs(30)).await?;
+                evac_libvirt::client::running_domains(&conn, &[], Duration::from_secs(30)).await
+            })
+            .unwrap();
+        let jobs: Vec<String> = doms
+            .iter()
+            .filter(|d| d.job_running)
+            .map(|d| d.name.clone())
+            .collect();
+        if !jobs.is_empty() && doms.len() < names.len() {
+            break jobs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never one moved and one moving"
+        );
+        assert!(first.try_wait().unwrap().is_none(), "evac ended early");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+
+    let out = evac(&["--resume"], "resumed.json").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.dir.join("resumed.json")).unwrap()).unwrap();
+    assert_eq!(
+        (result["migrated"].as_u64(), result["lost"].as_u64()),
+        (Some(4), Some(0)),
+        "{result}"
+    );
+    let mut reported: Vec<String> = result["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    reported.sort();
+    assert_eq!(reported, names, "{result}");
+    assert!(lab.running_domains(0).unwrap().is_empty());
+    assert_eq!(lab.running_domains(1).unwrap(), names);
+    // The journal: no domain in flight at the kill started again after the
+    // `resume`, and each domain migrated once.
+    let journal = std::fs::read_to_string(lab.dir.join("run/journal.jsonl")).unwrap();
+    let entries: Vec<serde_json::Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let resumed = entries
+        .iter()
+        .position(|e| e["event"] == "resume")
+        .expect("a resume entry");
+    for domain in &in_flight {
+        assert!(
+            !entries[resumed..]
+                .iter()
+                .any(|e| e["event"] == "start" && e["vm"] == domain.as_str()),
+            "{domain} started again: {journal}"
+        );
+    }
+    for name in &names {
+        let migrated = entries
+            .iter()
+            .filter(|e| {
+                e["event"] == "end" && e["vm"] == name.as_str() && e["record"]["outcome"] == "migrated"
+            })
+            .count();
+        assert_eq!(migrated, 1, "{name}: {journal}");
+    }
 }

@@ -33,6 +33,7 @@
         .set V_HZ_LO, VARS + 12          /* measured TSC Hz, low and high */
         .set V_HZ_HI, VARS + 16
         .set V_INTERVAL, VARS + 20       /* TSC ticks between two pages */
+        .set FILL, 0x5a17e5ac            /* the fill pattern (lab.rs: DIRTY_FILL_PATTERN) */
         .set LATCH, 59659                /* PIT ticks in 50 ms (1193182 Hz) */
         .set IDT, 0x2000                 /* 256 gates of 8 bytes, in low RAM */
         .set STACK_TOP, 0x8000           /* the handler's stack, in low RAM */
@@ -60,6 +61,8 @@ p_ws_pages:
         .long 0                          /* 24: pages in the working set */
 p_tsc_khz:
         .long 0                          /* 28: TSC kHz; 0 = calibrate with the PIT */
+p_fill_end:
+        .long 0                          /* 32: mark each page of [1 MiB, this) non-zero at boot; 0 = no fill */
 
         .org 0x40
 gdt:
@@ -94,6 +97,24 @@ entry32:
         movw %ax, %fs
         movw %ax, %gs
 
+        /* Optional fill: the first dword of every page from 1 MiB up to
+         * p_fill_end gets a non-zero pattern, so anonymous RAM has no zero
+         * page QEMU could skip (it sends a zero page as a flag, any other in
+         * full); postcopy needs anonymous RAM, the lab's file-backed RAM is
+         * random bytes instead. One dword a page, not all of them: this
+         * lab's KVM emulates the guest's instructions one by one (`rep
+         * stosl` over 128 MiB took 28 s). */
+        movl BASE + p_fill_end, %ecx
+        testl %ecx, %ecx
+        jz nofill
+        movl $0x100000, %edi
+        movl $FILL, %eax
+9:      cmpl %ecx, %edi
+        jae nofill
+        movl %eax, (%edi)
+        addl $4096, %edi
+        jmp 9b
+nofill:
         movl BASE + p_pages_per_sec, %ecx
         testl %ecx, %ecx
         jz idle

@@ -33,10 +33,10 @@ impl Capture {
         let child = {
             use std::os::unix::process::CommandExt;
             Command::new("ip")
-                // A 16 MiB buffer: the kernel drops nothing while a
-                // loaded machine schedules tcpdump late.
+                // A 64 MiB buffer (more than the tests' whole streams): the
+                // kernel drops nothing while a loaded machine runs tcpdump late.
                 .args([
-                    "netns", "exec", netns, "tcpdump", "-i", dev, "-n", "-U", "-B", "16384", "-s",
+                    "netns", "exec", netns, "tcpdump", "-i", dev, "-n", "-U", "-B", "65536", "-s",
                 ])
                 .arg(snaplen.to_string())
                 .arg("-w")

@@ -142,6 +142,14 @@ pub const DIRTY_GUEST_MAGIC: &[u8; 16] = b"EVACDIRTYGUEST01";
 /// Where the dirtying guest's working set starts (guest-physical).
 pub const DIRTY_WORKING_SET_START: u64 = 16 << 20;
 
+/// The dword [`Lab::start_filled_dirtying_vm`]'s guest writes at the start
+/// of each page of its RAM from 1 MiB up at boot (`FILL` in
+/// `guest/dirty.S`).
+pub const DIRTY_FILL_PATTERN: u32 = 0x5a17_e5ac;
+
+/// Where [`Lab::start_filled_dirtying_vm`]'s fill starts (guest-physical).
+pub const DIRTY_FILL_START: u64 = 1 << 20;
+
 /// `Err(reason)` when the dirtying guest was not built.
 pub fn dirty_guest_available() -> Result<(), String> {
     if DIRTY_GUEST.len() == 65536 && DIRTY_GUEST.starts_with(DIRTY_GUEST_MAGIC) {
@@ -166,7 +174,12 @@ fn default_bios_size() -> std::io::Result<u64> {
 
 /// [`DIRTY_GUEST`] with its parameters set, padded at the front (the image
 /// sits at the top of the 4 GiB space) to the default firmware's size.
-fn dirty_guest_image(mib: u64, dirty_rate: BytesPerSec, working_set_mib: u64) -> std::io::Result<Vec<u8>> {
+fn dirty_guest_image(
+    mib: u64,
+    dirty_rate: BytesPerSec,
+    working_set_mib: u64,
+    fill: bool,
+) -> std::io::Result<Vec<u8>> {
     dirty_guest_available().map_err(std::io::Error::other)?;
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
     let start_mib = DIRTY_WORKING_SET_START >> 20;
@@ -193,16 +206,30 @@ fn dirty_guest_image(mib: u64, dirty_rate: BytesPerSec, working_set_mib: u64) ->
     let mut image = vec![0u8; size - DIRTY_GUEST.len()];
     image.extend_from_slice(DIRTY_GUEST);
     let params = size - DIRTY_GUEST.len() + 16;
+    // The fill ends at the top of the RAM the guest addresses (below 2 GiB).
+    let fill_end = if fill { (mib.min(2048) << 20) as u32 } else { 0 };
     let words = [
         pages_per_sec,
         DIRTY_WORKING_SET_START as u32,
         (working_set_mib * 256) as u32,
         0,
+        fill_end,
     ];
     for (i, word) in words.iter().enumerate() {
         image[params + 4 * i..params + 4 * i + 4].copy_from_slice(&word.to_le_bytes());
     }
     Ok(image)
+}
+
+/// What a lab VM's RAM is.
+#[derive(Clone, Copy)]
+enum Ram<'a> {
+    /// A shared file of random bytes.
+    Random,
+    /// A shared file of `marker` repeated.
+    Marker(&'a [u8]),
+    /// Anonymous memory (`memory-backend-ram`), zero until the guest writes.
+    Anonymous,
 }
 
 /// A source VM started by the lab.
@@ -243,7 +270,7 @@ impl Lab {
     /// `ip netns exec`, which execs QEMU: the pid is QEMU's). QMP is a unix
     /// socket in `dir`, reachable from every namespace.
     pub fn start_vm_in(&mut self, name: &str, mib: u64, netns: Option<&str>) -> std::io::Result<LabVm> {
-        self.start(name, mib, netns, None, None)
+        self.start(name, mib, netns, None, Ram::Random)
     }
 
     /// [`Lab::start_vm_in`] with RAM that is `marker` repeated instead of
@@ -262,7 +289,7 @@ impl Lab {
                 "empty marker",
             ));
         }
-        self.start(name, mib, netns, None, Some(marker))
+        self.start(name, mib, netns, None, Ram::Marker(marker))
     }
 
     /// Starts a VM like [`Lab::start_vm`] whose guest dirties memory: it
@@ -303,10 +330,33 @@ impl Lab {
         working_set_mib: u64,
         netns: Option<&str>,
     ) -> std::io::Result<LabVm> {
-        let image = dirty_guest_image(mib, dirty_rate, working_set_mib)?;
+        let image = dirty_guest_image(mib, dirty_rate, working_set_mib, false)?;
         let bios = self.dir.join(format!("{name}.bios"));
         std::fs::write(&bios, image)?;
-        self.start(name, mib, netns, Some(&bios), None)
+        self.start(name, mib, netns, Some(&bios), Ram::Random)
+    }
+
+    /// The dirtying guest of [`Lab::start_dirtying_vm`] on **anonymous**
+    /// RAM (`memory-backend-ram`, not a shared file): what postcopy needs
+    /// (QEMU cannot postcopy file-backed shared RAM, and evac refuses to).
+    /// At boot the guest first writes [`DIRTY_FILL_PATTERN`] into the first
+    /// dword of every page from 1 MiB ([`DIRTY_FILL_START`]) to the top of
+    /// its RAM (at most 2 GiB), so no page is zero and QEMU sends each in
+    /// full, like the file-backed VMs' random bytes (one dword a page: this
+    /// lab's KVM emulates each guest instruction; 128 MiB take well under a
+    /// second); then it dirties its working set as usual (the working set's
+    /// first dwords count up from the pattern).
+    pub fn start_filled_dirtying_vm(
+        &mut self,
+        name: &str,
+        mib: u64,
+        dirty_rate: BytesPerSec,
+        working_set_mib: u64,
+    ) -> std::io::Result<LabVm> {
+        let image = dirty_guest_image(mib, dirty_rate, working_set_mib, true)?;
+        let bios = self.dir.join(format!("{name}.bios"));
+        std::fs::write(&bios, image)?;
+        self.start(name, mib, None, Some(&bios), Ram::Anonymous)
     }
 
     fn start(
@@ -315,34 +365,36 @@ impl Lab {
         mib: u64,
         netns: Option<&str>,
         bios: Option<&Path>,
-        marker: Option<&[u8]>,
+        ram: Ram<'_>,
     ) -> std::io::Result<LabVm> {
-        let mem = self.dir.join(format!("{name}.mem"));
-        let mut file = std::fs::File::create(&mem)?;
-        let mut random = std::fs::File::open("/dev/urandom")?;
-        let mut chunk = vec![0u8; 1 << 20];
-        if let Some(marker) = marker {
-            for (i, byte) in chunk.iter_mut().enumerate() {
-                *byte = marker[i % marker.len()];
+        let backend = match ram {
+            Ram::Anonymous => format!("memory-backend-ram,id=mem,size={mib}M"),
+            Ram::Random | Ram::Marker(_) => {
+                let mem = self.dir.join(format!("{name}.mem"));
+                let mut file = std::fs::File::create(&mem)?;
+                let mut random = std::fs::File::open("/dev/urandom")?;
+                let mut chunk = vec![0u8; 1 << 20];
+                if let Ram::Marker(marker) = ram {
+                    for (i, byte) in chunk.iter_mut().enumerate() {
+                        *byte = marker[i % marker.len()];
+                    }
+                }
+                for _ in 0..mib {
+                    if matches!(ram, Ram::Random) {
+                        std::io::Read::read_exact(&mut random, &mut chunk)?;
+                    }
+                    file.write_all(&chunk)?;
+                }
+                drop(file);
+                format!(
+                    "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
+                    mem.display()
+                )
             }
-        }
-        for _ in 0..mib {
-            if marker.is_none() {
-                std::io::Read::read_exact(&mut random, &mut chunk)?;
-            }
-            file.write_all(&chunk)?;
-        }
-        drop(file);
+        };
         let qmp = self.dir.join(format!("{name}.qmp"));
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let mut args = machine_args(
-            format!(
-                "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
-                mem.display()
-            ),
-            mib,
-            bios,
-        );
+        let mut args = machine_args(backend, mib, bios);
         let monitor = self.dir.join(format!("{name}.mon.qmp"));
         args.extend([
             "-qmp".to_owned(),

@@ -64,7 +64,16 @@ impl LibvirtBackend {
     /// hosts (those the inventory names, or all) and checks their disks.
     /// Domains with a migration already running (left by an earlier evac)
     /// are part of the fleet: their migration is adopted, not restarted.
-    pub async fn connect(inventory: Inventory, log: Log) -> anyhow::Result<LibvirtBackend> {
+    ///
+    /// Resuming (`replay`), the fleet also holds the run's VMs that are no
+    /// longer on their source (moved before or while evac was down): they
+    /// are matched by name and source host, never by position, so the
+    /// journal's records and attempts in flight find them.
+    pub async fn connect(
+        inventory: Inventory,
+        log: Log,
+        replay: Option<&evac_run::journal::Replay>,
+    ) -> anyhow::Result<LibvirtBackend> {
         let mut conns = Vec::new();
         for host in &inventory.hosts {
             let conn = client::connect(&host.uri, CALL_TIMEOUT)
@@ -118,6 +127,20 @@ impl LibvirtBackend {
                     domain: d.name,
                     interfaces: d.interfaces,
                 });
+            }
+        }
+        if let Some(replay) = replay {
+            for (vm, found_as) in journal_vms_gone(&inventory, replay, &found) {
+                log(&format!(
+                    "{}: no longer on host `{}` (it moved before this restart): kept from the journal",
+                    found_as.name, inventory.hosts[found_as.host.0].name
+                ));
+                sources.push(Source {
+                    host: found_as.host,
+                    domain: replay.vms[vm].clone(),
+                    interfaces: Vec::new(),
+                });
+                found.push(found_as);
             }
         }
         let fleet = inventory.fleet(&found).map_err(anyhow::Error::msg)?;
@@ -650,6 +673,10 @@ impl evac_run::Migration for LibvirtMigration {
     }
 }
 
+/// The least time without bytes moving before a migration is taken for
+/// stalled (unless the caller sets its own `stall_after`).
+pub const MIN_STALL_AFTER: Duration = Duration::from_secs(15);
+
 /// Connects to the inventory's hosts and evacuates them through the run
 /// loop (see the crate documentation).
 pub async fn run_with_options(
@@ -657,9 +684,59 @@ pub async fn run_with_options(
     options: evac_run::RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<evac_run::RunOutput<Landed>> {
+    let mut options = options;
     let log = options.log.clone().unwrap_or_else(evac_run::log_to_stderr);
     let params = inventory.migration.params;
     let config = inventory.controller.clone();
-    let backend = LibvirtBackend::connect(inventory, log).await?;
+    evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
+    // libvirt's own phases move no bytes for seconds: after the last byte
+    // the destination's finish and the source's confirm (2-5 s on a loaded
+    // machine, where 5 periods of 500 ms cancelled migrations that were
+    // completing). A stall is what lasts longer than that.
+    let periods = config.period * evac_run::STALL_AFTER_PERIODS;
+    options.stall_after = Some(options.stall_after.unwrap_or(periods.max(MIN_STALL_AFTER)));
+    let backend = LibvirtBackend::connect(inventory, log, options.replay.as_ref()).await?;
     evac_run::run(backend, params, config, options, shutdown).await
+}
+
+/// The VMs of the run being resumed that discovery did not find on their
+/// source host (each with its index in the journal): they moved, or are
+/// moving, while evac was down. Their source host is the one the journal
+/// recorded (an attempt's reconnect info, else the VM's record); one the
+/// journal never placed, or whose host left the inventory, is left out.
+fn journal_vms_gone(
+    inventory: &Inventory,
+    replay: &evac_run::journal::Replay,
+    found: &[FoundDomain],
+) -> Vec<(usize, FoundDomain)> {
+    let mut gone = Vec::new();
+    for (i, name) in replay.vms.iter().enumerate() {
+        if found.iter().any(|f| &f.name == name) {
+            continue;
+        }
+        let state = &replay.states[i];
+        let from_flight = state
+            .in_flight
+            .as_ref()
+            .and_then(|f| f.backend.get("source"))
+            .and_then(|s| s.as_str());
+        let from_record = state.record.as_ref().map(|r| r.host.as_str());
+        let Some(host) = from_flight
+            .or(from_record)
+            .and_then(|h| inventory.host_id(h))
+            .filter(|h| inventory.hosts[h.0].site == Site::Source)
+        else {
+            continue;
+        };
+        gone.push((
+            i,
+            FoundDomain {
+                host,
+                name: name.clone(),
+                memory: replay.memory.get(i).copied().unwrap_or(Bytes::ZERO),
+                disk: Bytes::ZERO,
+            },
+        ));
+    }
+    gone
 }

@@ -18,6 +18,10 @@ pub struct Inventory {
     pub name: String,
     /// Must be `libvirt`.
     pub backend: String,
+    /// Where the journal goes; default `evac_run::default_run_dir(name)`:
+    /// stable across restarts, so `--resume` finds it.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
     #[serde(default)]
     pub controller: ControllerConfig,
     #[serde(default)]
@@ -109,82 +113,27 @@ fn one() -> u32 {
     1
 }
 
-/// Why an inventory cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error("cannot read {path}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}:{line}:{column}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{path}:{line}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    /// A value the model's one wall refuses (`evac_model::validate`), as
-    /// `file:line: field ...: message`.
-    #[error("{0}")]
-    Refused(String),
-}
-
-/// Inventories larger than this are refused (they are hand-written lists of
-/// hosts and VMs).
-pub const MAX_INVENTORY_BYTES: u64 = 16 << 20;
+use evac_run::inventory::{At, HostView, Refusal, VmView};
+pub use evac_run::inventory::{InventoryError, MAX_INVENTORY_BYTES};
 
 impl Inventory {
     /// Reads and checks an inventory file.
     pub fn from_path(path: &Path) -> Result<Inventory, InventoryError> {
-        let read = |source| InventoryError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(read)?.len();
-        if len > MAX_INVENTORY_BYTES {
-            return Err(read(std::io::Error::other(format!(
-                "{len} bytes: an inventory is at most {MAX_INVENTORY_BYTES} bytes"
-            ))));
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+        let text = evac_run::inventory::read(path)?;
         Self::from_str_at(&text, path)
     }
 
     /// Parses inventory text; `path` names it in errors.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
-        let inventory: Inventory =
-            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
-                let field = e.path().to_string();
-                let e = e.into_inner();
-                let (line, column) = e.span().map(|s| line_column(text, s.start)).unwrap_or((0, 0));
-                InventoryError::Parse {
-                    path: path.to_owned(),
-                    line,
-                    column,
-                    message: if field == "." {
-                        e.message().to_owned()
-                    } else {
-                        format!("field `{field}`: {}", e.message())
-                    },
-                }
-            })?;
-        inventory
-            .check()
-            .map_err(|(key, message)| InventoryError::Invalid {
-                path: path.to_owned(),
-                line: key.map_or(0, |k| find_line(text, &k)),
-                message,
-            })?;
+        let inventory: Inventory = evac_run::inventory::parse(text, path)?;
+        inventory.check().map_err(|r| r.into_error(text, path))?;
         inventory.validate().map_err(|invalid| {
-            let origin = path.display().to_string();
-            InventoryError::Refused(match evac_scenario::locate::Locator::parse(text) {
-                Ok(locator) => locator.refusal(&origin, &invalid),
-                Err(_) => format!("{origin}: {invalid}"),
-            })
+            let (line, message) = evac_scenario::locate::place(text, &invalid);
+            InventoryError::Invalid {
+                path: path.to_owned(),
+                line,
+                message,
+            }
         })?;
         Ok(inventory)
     }
@@ -220,63 +169,41 @@ impl Inventory {
         }
     }
 
-    /// Checks what serde cannot; an error names the entry's key (for its
-    /// line) and says what is wrong.
-    fn check(&self) -> Result<(), (Option<String>, String)> {
-        let at = |name: &str| Some(format!("\"{name}\""));
+    /// Checks what serde cannot: what only a libvirt inventory has here,
+    /// the rest in [`evac_run::inventory::check_hosts_and_vms`].
+    fn check(&self) -> Result<(), Refusal> {
         if self.backend != "libvirt" {
-            return Err((
-                Some("backend".into()),
+            return Err(Refusal::new(
+                At::Key("backend"),
                 format!("field `backend`: expected \"libvirt\", not \"{}\"", self.backend),
             ));
         }
-        for (i, host) in self.hosts.iter().enumerate() {
-            if self.hosts[..i].iter().any(|h| h.name == host.name) {
-                return Err((at(&host.name), format!("host `{}` is listed twice", host.name)));
-            }
+        for host in &self.hosts {
             if !host.uri.contains("://") {
-                return Err((
-                    at(&host.name),
+                return Err(Refusal::new(
+                    At::Entry(host.name.clone()),
                     format!(
                         "host `{}`: field `uri`: `{}` is not a libvirt URI like qemu+tcp://10.0.0.1/system",
                         host.name, host.uri
                     ),
                 ));
             }
-            if host.site == Site::Destination && host.migration_address.is_none() {
-                return Err((
-                    at(&host.name),
-                    format!(
-                        "destination host `{}`: field `migration_address` is missing",
-                        host.name
-                    ),
-                ));
-            }
         }
-        for (i, vm) in self.vms.iter().enumerate() {
-            if self.vms[..i].iter().any(|v| v.name == vm.name) {
-                return Err((at(&vm.name), format!("vm `{}` is listed twice", vm.name)));
-            }
-            if let Some(d) = &vm.destination {
-                if !self
-                    .hosts
-                    .iter()
-                    .any(|h| &h.name == d && h.site == Site::Destination)
-                {
-                    return Err((
-                        at(&vm.name),
-                        format!("vm `{}`: field `destination`: no destination host `{d}`", vm.name),
-                    ));
-                }
-            }
-        }
-        if !self.hosts.iter().any(|h| h.site == Site::Source) {
-            return Err((None, "no host has site = \"source\"".into()));
-        }
-        if !self.hosts.iter().any(|h| h.site == Site::Destination) {
-            return Err((None, "no host has site = \"destination\"".into()));
-        }
-        Ok(())
+        let hosts: Vec<HostView<'_>> = self
+            .hosts
+            .iter()
+            .map(|h| HostView::new(&h.name, h.site, h.migration_address.as_deref(), h.power_off_at))
+            .collect();
+        let vms: Vec<VmView<'_>> = self
+            .vms
+            .iter()
+            .map(|v| VmView {
+                name: &v.name,
+                host: None,
+                destination: v.destination.as_deref(),
+            })
+            .collect();
+        evac_run::inventory::check_hosts_and_vms(&hosts, &vms)
     }
 
     /// The index of host `name`.
@@ -352,28 +279,6 @@ impl Inventory {
             wan_trace: Vec::new(),
         }
     }
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
-}
-
-/// The line of the first `name = <key>` (or `backend =`) in `text`, 0 if
-/// none: where an entry-level problem is.
-fn find_line(text: &str, key: &str) -> usize {
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            if key == "backend" {
-                l.starts_with("backend")
-            } else {
-                l.starts_with("name") && l.contains(key)
-            }
-        })
-        .map_or(0, |i| i + 1)
 }
 
 #[cfg(test)]

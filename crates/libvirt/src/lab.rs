@@ -487,7 +487,42 @@ impl Lab {
     /// Defines and starts a persistent lab domain on host `i`; returns its
     /// libvirt name.
     pub fn start_domain(&self, i: usize, name: &str, mib: u64, ram: &Path) -> std::io::Result<String> {
-        let xml = self.domain_xml(name, mib, ram);
+        self.start_domain_xml(i, name, self.domain_xml(name, mib, ram))
+    }
+
+    /// Where host `i` keeps a local disk image `file`: its own
+    /// `/var/lib/libvirt/images` (each daemon's mount namespace binds its
+    /// own directory there), as (path on this machine, path the host sees).
+    /// The same host path on two hosts is two files, as on real hosts.
+    pub fn image_path(&self, i: usize, file: &str) -> std::io::Result<(PathBuf, PathBuf)> {
+        let dir = self.hosts[i].dir.join("lib/images");
+        std::fs::create_dir_all(&dir)?;
+        Ok((dir.join(file), Path::new("/var/lib/libvirt/images").join(file)))
+    }
+
+    /// Like [`Lab::start_domain`], with a local raw disk (`vda`) at
+    /// `disk`, a path as the host sees it (see [`Lab::image_path`]).
+    pub fn start_domain_with_disk(
+        &self,
+        i: usize,
+        name: &str,
+        mib: u64,
+        ram: &Path,
+        disk: &Path,
+    ) -> std::io::Result<String> {
+        let xml = self.domain_xml(name, mib, ram).replace(
+            "<controller type='usb' model='none'/>",
+            &format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+                 <source file='{}'/><target dev='vda' bus='virtio'/></disk>\
+                 <controller type='usb' model='none'/>",
+                disk.display()
+            ),
+        );
+        self.start_domain_xml(i, name, xml)
+    }
+
+    fn start_domain_xml(&self, i: usize, name: &str, xml: String) -> std::io::Result<String> {
         let uri = self.hosts[i].uri();
         crate::client::blocking(Duration::from_secs(30), move || {
             let conn = crate::client::Conn::open_blocking(&uri)?;
@@ -578,9 +613,11 @@ impl Lab {
         migration: &str,
         controller: &str,
     ) -> String {
+        // The journal goes in the lab's directory, removed with it.
         let mut text = format!(
-            "name = \"{}\"\nbackend = \"libvirt\"\n[controller]\n{controller}\n[migration]\n{migration}\n",
-            self.name
+            "name = \"{}\"\nbackend = \"libvirt\"\nrun_dir = \"{}\"\n[controller]\n{controller}\n[migration]\n{migration}\n",
+            self.name,
+            self.dir.join("run").display()
         );
         for (&i, site) in sources
             .iter()

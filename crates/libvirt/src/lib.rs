@@ -14,7 +14,10 @@
 //!   Memory comes from the domain. A domain with a local disk is refused,
 //!   named, unless `[migration] copy_storage = true` (libvirt's
 //!   non-shared-disk migration copies it); disks that are network disks or
-//!   lie under a `[migration] shared_storage` prefix are shared.
+//!   lie under a `[migration] shared_storage` prefix are shared. With
+//!   `copy_storage` the VM's `disk` is its local disks' allocation
+//!   (`virDomainGetBlockInfo`), which the plan and the simulator send ahead
+//!   of the memory.
 //! - **Migration.** Peer-to-peer live migration: the source daemon drives
 //!   it and talks to the destination daemon itself (at the host's
 //!   `peer_uri`, default its `uri`), the stream goes to
@@ -40,11 +43,19 @@
 //! - **Network usage.** Per source host: its migrations' bytes plus its
 //!   guests' own transmitted bytes (their interfaces' counters), so the
 //!   controller sees what busy guests leave for migrations.
+//! - **Stalls.** A migration whose bytes stand still for `stall_after` is
+//!   cancelled and retried; for libvirt at least [`backend::MIN_STALL_AFTER`]
+//!   (15 s), as the destination's finish and the source's confirm move no
+//!   bytes for seconds after the last one.
 //! - **Restart safety.** libvirt finishes a p2p migration whose client
 //!   died. A domain found with a migration job already running is adopted
-//!   (followed to its end) instead of migrated a second time; a domain
-//!   already gone to a destination is no longer on a source and is not in
-//!   the fleet.
+//!   (followed to its end) instead of migrated a second time. Every run
+//!   journals to its run dir (`run_dir`, default as for QEMU); `--resume`
+//!   takes the journal up. The fleet is rebuilt by discovery, so the
+//!   journal's VMs are matched by name and source host, never by position:
+//!   the domains the crashed run had moved (no longer on a source) are
+//!   kept in the fleet with their records, attempts in flight are adopted,
+//!   and the result covers every VM of the run.
 //!
 //! ## Modules
 //!
@@ -62,3 +73,4 @@ mod xml;
 
 pub use backend::{run_with_options, Landed, LibvirtBackend};
 pub use inventory::Inventory;
+pub use xml::LocalDisk;

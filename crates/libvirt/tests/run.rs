@@ -181,6 +181,71 @@ async fn a_destination_qemu_killed_mid_migration_is_retried() {
     assert_eq!(lab.running_domains(1).unwrap(), names);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_daemon_killed_mid_migration_is_retried_after_its_restart() {
+    if skip() {
+        return;
+    }
+    let lab = lab();
+    let names = start_domains(&lab, "dkill", 1, 64);
+    // 4 MiB/s: 16 s of sending, time to kill B's daemon mid-transfer. Five
+    // attempts: the retries wait 1, 2, 4 and 8 s, far more than the
+    // daemon's restart takes.
+    let inv = inventory(
+        &lab,
+        "max_bandwidth = \"32 Mbps\"",
+        "policy = \"aimd-global\"\nperiod = \"500 ms\"\nmax_attempts = 5",
+    );
+    let lab = std::sync::Arc::new(std::sync::Mutex::new(lab));
+    // Once the incoming QEMU on B has received a little, kills B's libvirtd
+    // (SIGKILL, by the pid the lab started), checks the domain still runs
+    // on A, and starts the daemon again.
+    let killer = {
+        let lab = lab.clone();
+        let domain = names[0].clone();
+        tokio::task::spawn_blocking(move || {
+            let (incoming, killed) = {
+                let lab = lab.lock().unwrap();
+                assert!(
+                    lab::wait_until(Duration::from_secs(60), || !lab.qemu_pids(1).is_empty()),
+                    "no QEMU ever ran on B"
+                );
+                (lab.qemu_pids(1), lab.hosts[1].daemon_pid())
+            };
+            std::thread::sleep(Duration::from_secs(3));
+            let mut lab = lab.lock().unwrap();
+            lab.kill_daemon(1);
+            // The source notices the lost peer and ends the migration: the
+            // guest is still on A, running (not left paused).
+            let on_a = lab::wait_until(Duration::from_secs(30), || {
+                lab.running_domains(0).is_ok_and(|d| d.len() == 1)
+            });
+            let paused = lab.is_paused(0, &domain).unwrap_or(true);
+            lab.start_daemon(1).unwrap();
+            (incoming, killed, on_a, paused)
+        })
+    };
+    let out = run_with_options(inv, RunOptions::default(), std::future::pending())
+        .await
+        .unwrap();
+    let (incoming, killed, on_a, paused) = killer.await.unwrap();
+    assert_eq!(incoming.len(), 1, "{incoming:?}");
+    assert!(killed.is_some(), "B's daemon was not running");
+    assert!(on_a, "the domain left A when B's daemon died");
+    assert!(!paused, "the domain was left paused on A");
+    let r = &out.result;
+    assert_eq!((r.migrated, r.lost), (1, 0), "{r:?}");
+    assert!(
+        !r.failed_attempts.is_empty(),
+        "the attempt cut by the daemon's death is not recorded: {r:?}"
+    );
+    let lab = lab.lock().unwrap();
+    assert!(lab.running_domains(0).unwrap().is_empty());
+    // Once on the restarted B: no copy left over from the cut attempt.
+    assert_eq!(lab.running_domains(1).unwrap(), names);
+    assert_eq!(lab.qemu_pids(1).len(), 1, "{:?}", lab.qemu_pids(1));
+}
+
 /// Not a test of its own: the evac process the restart test kills. It runs
 /// only when that test starts this binary with `EVAC_LV_CHILD` set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,13 +265,14 @@ async fn evac_killed_and_restarted_moves_each_domain_once() {
     }
     let lab = lab();
     let names = start_domains(&lab, "rst", 4, 64);
-    // 8 MiB/s each, two at a time: about 8 s per domain.
+    // 8 MiB/s, one at a time: about 8 s per domain, so that at the kill
+    // one has landed on B and the next one's migration runs.
     let text = lab.inventory(
         &[0],
         &[1],
         "400 Mbps",
         "max_bandwidth = \"64 Mbps\"",
-        "policy = \"aimd-global\"\nperiod = \"500 ms\"\nmax_in_flight = 2",
+        "policy = \"sequential\"\nperiod = \"500 ms\"",
     );
     let path = lab.dir.join("restart.toml");
     std::fs::write(&path, text).unwrap();
@@ -215,7 +281,8 @@ async fn evac_killed_and_restarted_moves_each_domain_once() {
         .env("EVAC_LV_CHILD", &path)
         .spawn()
         .unwrap();
-    // Kill it while a migration runs: a job on A, data flowing.
+    // Kill it while a migration runs (a job on A, data flowing) after one
+    // domain has landed on B.
     let conn = evac_libvirt::client::connect(&lab.hosts[0].uri(), Duration::from_secs(30))
         .await
         .unwrap();
@@ -229,7 +296,10 @@ async fn evac_killed_and_restarted_moves_each_domain_once() {
             .filter(|d| d.job_running)
             .map(|d| d.name)
             .collect();
-        if !jobs.is_empty() && started.elapsed() > Duration::from_secs(4) {
+        if !jobs.is_empty()
+            && started.elapsed() > Duration::from_secs(4)
+            && lab.running_domains(0).unwrap().len() < names.len()
+        {
             break jobs;
         }
         assert!(
@@ -251,7 +321,7 @@ async fn evac_killed_and_restarted_moves_each_domain_once() {
     {
         use evac_run::{Backend as _, Migration as _, Observed, StartRequest, Wake};
         let inv = Inventory::from_path(&path).unwrap();
-        let mut backend = evac_libvirt::LibvirtBackend::connect(inv, evac_run::log_to_stderr())
+        let mut backend = evac_libvirt::LibvirtBackend::connect(inv, evac_run::log_to_stderr(), None)
             .await
             .unwrap();
         let vm = backend
@@ -295,31 +365,52 @@ async fn evac_killed_and_restarted_moves_each_domain_once() {
             let log = log.clone();
             std::sync::Arc::new(move |line: &str| log.lock().unwrap().push(line.to_owned()))
         }),
+        // `--resume`: the journal of the killed run is taken up.
+        resume: true,
         ..RunOptions::default()
     };
     let inv = Inventory::from_path(&path).unwrap();
+    let journal = evac_run::journal_path(inv.run_dir.as_deref().unwrap());
     let out = run_with_options(inv, options, std::future::pending())
         .await
         .unwrap();
     let log = log.lock().unwrap().clone();
     // Every domain runs on B, once; none is left on A.
     assert!(lab.running_domains(0).unwrap().is_empty(), "{log:?}");
-    assert_eq!(lab.running_domains(1).unwrap(), sorted(names), "{log:?}");
-    // The second run moved what the first left, lost nothing, and took over
-    // a migration the killed one had left running rather than starting a
-    // second (unless it finished in between).
-    assert_eq!(out.result.lost, 0, "{:?}", out.result);
-    let adopted = log
-        .iter()
-        .filter(|l| l.contains("adopted the migration already running"))
-        .count();
-    let finished_meanwhile = in_flight
-        .iter()
-        .filter(|d| !out.result.vms.iter().any(|v| &v.name == *d))
-        .count();
-    assert_eq!(
-        adopted + finished_meanwhile,
-        in_flight.len(),
-        "in flight at the kill: {in_flight:?}; log: {log:?}"
+    assert_eq!(lab.running_domains(1).unwrap(), sorted(names.clone()), "{log:?}");
+    // One result for the whole run, the domains moved before the kill
+    // included (they are on B now: matched by name, not found on A).
+    let r = &out.result;
+    assert_eq!((r.migrated, r.lost, r.vms.len()), (4, 0, 4), "{r:?}\n{log:?}");
+    let mut in_result: Vec<String> = r.vms.iter().map(|v| v.name.clone()).collect();
+    in_result.sort();
+    assert_eq!(in_result, sorted(names), "{r:?}");
+    assert!(
+        log.iter().any(|l| l.contains("kept from the journal")),
+        "no domain had moved before the kill: {log:?}"
     );
+    // Nothing migrated twice: the migrations in flight at the kill were
+    // taken up, not started again (no `start` of them after the `resume`).
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let entries: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let resumed_at = entries
+        .iter()
+        .position(|e| e["event"] == "resume")
+        .expect("a resume entry");
+    for domain in &in_flight {
+        let restarted = entries[resumed_at..]
+            .iter()
+            .filter(|e| e["event"] == "start" && e["vm"] == domain.as_str())
+            .count();
+        assert_eq!(restarted, 0, "{domain} started again after the restart: {text}");
+    }
+    // And each domain migrated once: one `end` that left it migrated.
+    for vm in &r.vms {
+        let migrated_ends = entries
+            .iter()
+            .filter(|e| e["event"] == "end" && e["vm"] == vm.name.as_str())
+            .filter(|e| e["record"]["outcome"] == "migrated")
+            .count();
+        assert_eq!(migrated_ends, 1, "{}: {text}", vm.name);
+    }
 }

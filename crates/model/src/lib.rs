@@ -232,6 +232,13 @@ pub struct MigrationParams {
     /// the ideal model, the lab measured about 0.3 s (docs/lab.md).
     #[serde(with = "units::human_duration")]
     pub setup_time: Duration,
+    /// Round trips of the WAN every migration loses while its TCP
+    /// connections ramp up (slow start, the receivers' buffers autotuning
+    /// up to `tcp_window`): the model adds `ramp_rtts × wan_rtt` to the
+    /// migration's setup, a cost that grows with the RTT. Model only, like
+    /// `setup_time`; 0 is the ideal model, the lab measured about 13
+    /// (docs/lab.md).
+    pub ramp_rtts: f64,
 }
 
 impl Default for MigrationParams {
@@ -245,6 +252,7 @@ impl Default for MigrationParams {
             auto_converge: false,
             allow_postcopy: false,
             setup_time: Duration::ZERO,
+            ramp_rtts: 0.0,
         }
     }
 }

@@ -29,6 +29,7 @@
 //! | `max_rounds` | 0 for live or postcopy, more than [`MAX_ROUNDS`] |
 //! | `downtime_limit` | beyond [`MAX_DOWNTIME`] (2000 s, QEMU's limit) |
 //! | `setup_time` | beyond [`MAX_SETUP_TIME`] (1 h) |
+//! | `ramp_rtts` | not finite, below 0, beyond [`MAX_RAMP_RTTS`] |
 //! | a VM's `memory` | 0, beyond 1 PiB; more than every destination's room; VMs pinned beyond a destination's room; VMs beyond all destinations' room when every room is bounded |
 //! | a VM's `working_set` | more than its memory |
 //! | a VM's `dirty_rate` | not finite, beyond 125000 GB/s |
@@ -188,6 +189,9 @@ pub const MAX_MULTIFD_CHANNELS: u32 = 255;
 pub const MAX_ROUNDS: u32 = 10_000;
 /// QEMU's largest `downtime-limit`.
 pub const MAX_DOWNTIME: Duration = Duration::from_secs(2000);
+/// The most round trips a migration's connections ramp up for (the lab
+/// measured about 13).
+pub const MAX_RAMP_RTTS: f64 = 10_000.0;
 /// The longest fixed cost of starting a migration.
 pub const MAX_SETUP_TIME: Duration = Duration::from_secs(3600);
 /// The most VMs of a fleet (ten times the largest scale benchmark).
@@ -379,6 +383,24 @@ impl MigrationParams {
             .map_err(|m| Invalid::new(at("downtime_limit"), m))?;
         check_duration(self.setup_time, MAX_SETUP_TIME, "a setup time")
             .map_err(|m| Invalid::new(at("setup_time"), m))?;
+        if !(self.ramp_rtts.is_finite() && self.ramp_rtts >= 0.0) {
+            return Err(Invalid::new(
+                at("ramp_rtts"),
+                format!(
+                    "{} is not a number of round trips; give 0 or more (e.g. 13)",
+                    self.ramp_rtts
+                ),
+            ));
+        }
+        if self.ramp_rtts > MAX_RAMP_RTTS {
+            return Err(Invalid::new(
+                at("ramp_rtts"),
+                format!(
+                    "{} round trips of ramp-up are more than {MAX_RAMP_RTTS}",
+                    self.ramp_rtts
+                ),
+            ));
+        }
         if let Some(cap) = self.max_bandwidth {
             if cap.0 == 0.0 {
                 return Err(Invalid::new(

@@ -77,6 +77,31 @@ pub struct VmRecord {
     /// JSON) for a migrated VM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How its last migration moved it: live, offline or postcopy (as
+    /// switched mid-flight); absent if it was never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<evac_model::Mode>,
+    /// The TCP connections of its last migration; absent if never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+    /// The controller's account of it, oldest first: when and why it was
+    /// started and with what, deferred, switched, cancelled or given up
+    /// (the `deadline` planner's; absent for a policy that does not
+    /// explain itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<Decision>,
+}
+
+/// One decision a controller took about a VM, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Seconds from the evacuation's start.
+    pub at_s: f64,
+    /// `start`, `plan`, `defer`, `offline`, `postcopy`, `cancel` or
+    /// `give-up`.
+    pub decision: String,
+    /// Why, in words and figures.
+    pub why: String,
 }
 
 impl VmRecord {
@@ -95,6 +120,9 @@ impl VmRecord {
             bytes_sent: None,
             outcome: Outcome::NotMigrated,
             reason: None,
+            mode: None,
+            connections: None,
+            decisions: Vec::new(),
         }
     }
 
@@ -507,6 +535,9 @@ mod tests {
             bytes_sent: Some(100),
             outcome: Outcome::Migrated,
             reason: None,
+            mode: None,
+            connections: None,
+            decisions: Vec::new(),
         };
         let mut lost = VmRecord::unmoved("vm-2".into(), "src".into());
         lost.left(Outcome::Lost, reason::POWER_OFF);

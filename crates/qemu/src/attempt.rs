@@ -23,7 +23,20 @@ pub(crate) const UNLIMITED_BYTES_PER_SEC: u64 = 1 << 40;
 pub(crate) enum Control {
     Retune(Retune),
     Offline,
+    Postcopy,
     Cancel,
+}
+
+/// Whether an attempt can switch to postcopy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum PostcopyReady {
+    /// Not known yet: the attempt has not reached `migrate`.
+    #[default]
+    Pending,
+    /// `postcopy-ram` is on at both ends.
+    Ready,
+    /// It cannot, and why.
+    Refused(String),
 }
 
 /// What the main loop may read of an attempt while it runs.
@@ -35,6 +48,11 @@ pub(crate) struct Progress {
     pub paused_by_us: bool,
     /// A cancel was asked for: however it ends short of completion, it was cancelled.
     pub cancel_asked: bool,
+    /// Whether a switch to postcopy is possible.
+    pub postcopy: PostcopyReady,
+    /// `migrate-start-postcopy` was accepted: the guest runs (or is about
+    /// to) at the destination; no cancel, no resuming the source.
+    pub in_postcopy: bool,
 }
 
 /// The id of the `tls-creds-x509` object evac adds on both ends.
@@ -308,7 +326,13 @@ async fn conclude(
                 explain_tls_failure(ctx.tls.as_ref(), &ctx.dst_host, reason)
             };
             ctx.log(format!("failed: {reason}"));
-            let transferred = recover(&ctx, &mut dst, paused_by_us).await;
+            let in_postcopy = progress.lock().unwrap().in_postcopy;
+            let reason = if in_postcopy {
+                format!("{reason} (in postcopy: the guest ran at the destination; its source is left paused, the VM is lost)")
+            } else {
+                reason
+            };
+            let transferred = recover(&ctx, &mut dst, paused_by_us, in_postcopy).await;
             drop(dst);
             progress.lock().unwrap().migrating = false;
             AttemptResult::Failed { reason, transferred }
@@ -318,7 +342,7 @@ async fn conclude(
 
 /// After a failure: the source's migration over, the destination gone, the
 /// guest running on the source. Returns the bytes this attempt sent.
-async fn recover(ctx: &AttemptCtx, dst: &mut DstProcess, paused_by_us: bool) -> u64 {
+async fn recover(ctx: &AttemptCtx, dst: &mut DstProcess, paused_by_us: bool, in_postcopy: bool) -> u64 {
     let src = &ctx.src;
     let began = tokio::time::Instant::now();
     let mut cancelled = false;
@@ -359,6 +383,11 @@ async fn recover(ctx: &AttemptCtx, dst: &mut DstProcess, paused_by_us: bool) -> 
         }
         dst.child = None;
     }
+    if in_postcopy {
+        // The destination ran the guest: resuming the source would run a
+        // stale copy of it.
+        return transferred;
+    }
     match src.query_status().await {
         Ok(status) if !status.running => {
             if paused_by_us || matches!(status.status, RunState::Postmigrate | RunState::FinishMigrate) {
@@ -384,7 +413,37 @@ async fn drive(
     progress: &Arc<Mutex<Progress>>,
     dst: &mut DstProcess,
 ) -> Result<MigrationInfo, String> {
-    let params = ctx.params;
+    let mut params = ctx.params;
+    // Postcopy: wanted when the migration is one, or may become one.
+    let postcopy = if params.mode == Mode::Postcopy || params.allow_postcopy {
+        match crate::postcopy::refusal(&ctx.src, &ctx.vm).await {
+            Some(why) if params.mode == Mode::Postcopy => return Err(why),
+            Some(why) => PostcopyReady::Refused(why),
+            // QEMU 7.2 refuses `postcopy-ram` with `multifd`: a postcopy
+            // migration goes over one connection; one that only may switch
+            // keeps its connections and cannot.
+            None if params.multifd_channels > 1 && params.mode != Mode::Postcopy => PostcopyReady::Refused(format!(
+                "vm {}: postcopy unavailable: this migration uses {} multifd connections, and QEMU does not combine postcopy with multifd",
+                ctx.vm, params.multifd_channels
+            )),
+            None => {
+                if params.multifd_channels > 1 {
+                    ctx.log(format!(
+                        "postcopy over one connection, not {}: QEMU does not combine postcopy with multifd",
+                        params.multifd_channels
+                    ));
+                    params.multifd_channels = 1;
+                }
+                PostcopyReady::Ready
+            }
+        }
+    } else {
+        PostcopyReady::Refused(format!(
+            "vm {}: postcopy unavailable: the migration was not started ready for it ([migration] allow_postcopy is off)",
+            ctx.vm
+        ))
+    };
+    let postcopy_ram = postcopy == PostcopyReady::Ready;
     let multifd = params.multifd_channels > 1;
     // 1. A fresh destination process.
     let mut command = expand_template(&ctx.dst_host, &ctx.vm);
@@ -433,6 +492,9 @@ async fn drive(
     let mut caps = vec![(MigrationCapability::Events, true)];
     if multifd {
         caps.push((MigrationCapability::Multifd, true));
+    }
+    if postcopy_ram {
+        caps.push((MigrationCapability::PostcopyRam, true));
     }
     dst_qmp
         .migrate_set_capabilities(&caps)
@@ -497,6 +559,10 @@ async fn drive(
     if !multifd {
         caps.push((MigrationCapability::Multifd, false));
     }
+    // Off unless wanted: a capability set by an earlier attempt stays set.
+    if !postcopy_ram {
+        caps.push((MigrationCapability::PostcopyRam, false));
+    }
     src.migrate_set_capabilities(&caps)
         .await
         .map_err(qmp_err("source capabilities"))?;
@@ -535,7 +601,11 @@ async fn drive(
         progress.lock().unwrap().paused_by_us = true;
     }
     src.migrate(&uri).await.map_err(qmp_err("migrate"))?;
-    progress.lock().unwrap().migrating = true;
+    {
+        let mut p = progress.lock().unwrap();
+        p.migrating = true;
+        p.postcopy = postcopy;
+    }
     watch(
         ctx, control, progress, dst, &dst_qmp, src_events, dst_events, paused_at,
     )
@@ -608,9 +678,14 @@ async fn watch(
                         Err(e) => ctx.log(format!("switch to offline: stop failed: {e}")),
                     }
                 }
+                Some(Control::Postcopy) => start_postcopy(ctx, progress).await,
                 Some(Control::Cancel) | None => {
                     control_open &= request.is_some();
-                    if !cancel_asked && !src_done {
+                    if progress.lock().unwrap().in_postcopy {
+                        if request.is_some() {
+                            ctx.log("cannot cancel in postcopy: the guest runs at the destination; the migration goes on to its end");
+                        }
+                    } else if !cancel_asked && !src_done {
                         cancel_asked = true;
                         progress.lock().unwrap().cancel_asked = true;
                         if let Err(e) = src.migrate_cancel().await {
@@ -623,6 +698,16 @@ async fn watch(
                 // Events are the signal; this catches any that were missed.
                 if !src_done {
                     if let Ok(info) = src.query_migrate().await {
+                        // A postcopy migration switches once its first
+                        // pass over memory is done (the model's "one live
+                        // round"): QEMU counts a dirty-bitmap sync per pass.
+                        let synced = info.ram.as_ref().map_or(0, |r| r.dirty_sync_count);
+                        if ctx.params.mode == Mode::Postcopy && synced >= 2 && !progress.lock().unwrap().in_postcopy {
+                            start_postcopy(ctx, progress).await;
+                        }
+                        if matches!(info.status, Some(MigrationStatus::PostcopyActive)) {
+                            progress.lock().unwrap().in_postcopy = true;
+                        }
                         match info.status {
                             Some(MigrationStatus::Completed) => src_done = true,
                             Some(MigrationStatus::Failed) => return Err(failure_reason(src).await),
@@ -664,11 +749,31 @@ async fn watch(
     Ok(info)
 }
 
+/// `migrate-start-postcopy` on the source, if the attempt is ready for it.
+async fn start_postcopy(ctx: &AttemptCtx, progress: &Arc<Mutex<Progress>>) {
+    let ready = progress.lock().unwrap().postcopy.clone();
+    match ready {
+        PostcopyReady::Ready => {}
+        PostcopyReady::Refused(why) => return ctx.log(format!("switch to postcopy: {why}")),
+        PostcopyReady::Pending => return ctx.log("switch to postcopy: the migration has not begun"),
+    }
+    if progress.lock().unwrap().in_postcopy {
+        return;
+    }
+    match ctx.src.execute("migrate-start-postcopy", None).await {
+        Ok(_) => {
+            ctx.log("switched to postcopy");
+            progress.lock().unwrap().in_postcopy = true;
+        }
+        Err(e) => ctx.log(format!("migrate-start-postcopy: {e}")),
+    }
+}
+
 /// The destination exits when an incoming migration fails, often before
 /// the source has said why (e.g. a certificate it refused): the source's
-/// reason, if it gives one within 2 s, comes first.
+/// reason, if it gives one within 5 s (a loaded machine), comes first.
 async fn why_the_destination_left(src: &Qmp, exited: String) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match src.query_migrate().await {
             Ok(MigrationInfo {
@@ -693,8 +798,10 @@ pub(crate) fn explain_tls_failure(tls: Option<&TlsCtx>, dst_host: &HostSpec, rea
     let Some(tls) = tls else {
         return reason;
     };
+    // Our own setup errors (a credentials directory QEMU cannot load)
+    // already name the host and directory.
     let lower = reason.to_lowercase();
-    if !(lower.contains("certificate") || lower.contains("tls")) {
+    if reason.starts_with("TLS credentials of") || !(lower.contains("certificate") || lower.contains("tls")) {
         return reason;
     }
     let name = tls

@@ -323,6 +323,15 @@ impl evac_run::Migration for QemuMigration {
         let ram = info.ram.unwrap_or_default();
         let phase = if matches!(
             info.status,
+            Some(
+                MigrationStatus::PostcopyActive
+                    | MigrationStatus::PostcopyPaused
+                    | MigrationStatus::PostcopyRecover
+            )
+        ) {
+            Phase::Postcopy
+        } else if matches!(
+            info.status,
             Some(MigrationStatus::Device | MigrationStatus::PreSwitchover)
         ) {
             Phase::StopAndCopy
@@ -347,6 +356,17 @@ impl evac_run::Migration for QemuMigration {
 
     async fn switch_to_offline(&mut self) -> Result<(), String> {
         self.send(Control::Offline)
+    }
+
+    /// Refused at once when the attempt is not ready for postcopy (see
+    /// [`crate::postcopy`]); else `migrate-start-postcopy` by its task.
+    async fn switch_to_postcopy(&mut self) -> Result<(), String> {
+        let ready = self.progress.lock().unwrap().postcopy.clone();
+        match ready {
+            attempt::PostcopyReady::Refused(why) => Err(why),
+            attempt::PostcopyReady::Pending => Err("the migration has not begun; it stays in precopy".into()),
+            attempt::PostcopyReady::Ready => self.send(Control::Postcopy),
+        }
     }
 
     async fn cancel(&mut self) -> Result<(), String> {

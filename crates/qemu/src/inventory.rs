@@ -182,74 +182,27 @@ fn one() -> u32 {
     1
 }
 
-/// Why an inventory cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error("cannot read {path}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}:{line}:{column}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-    /// A value the model's one wall refuses (`evac_model::validate`), as
-    /// `file:line: field ...: message`.
-    #[error("{0}")]
-    Refused(String),
-}
+use evac_run::inventory::{At, HostView, Refusal, VmView};
+pub use evac_run::inventory::{InventoryError, MAX_INVENTORY_BYTES};
 
 impl Inventory {
     /// Reads and checks an inventory file.
     pub fn from_path(path: &Path) -> Result<Inventory, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = evac_run::inventory::read(path)?;
         Self::from_str_at(&text, path)
     }
 
     /// Parses inventory text; `path` names it in errors.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
-        let inventory: Inventory =
-            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
-                // The path of the field at fault, e.g. `host[0].nic`: the line
-                // alone does not say which of several same-named keys it is.
-                let field = e.path().to_string();
-                let e = e.into_inner();
-                let (line, column) = e
-                    .span()
-                    .map(|span| {
-                        let before = &text[..span.start.min(text.len())];
-                        let line = before.matches('\n').count() + 1;
-                        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                        (line, column)
-                    })
-                    .unwrap_or((0, 0));
-                InventoryError::Parse {
-                    path: path.to_owned(),
-                    line,
-                    column,
-                    message: if field == "." {
-                        e.message().to_owned()
-                    } else {
-                        format!("field `{field}`: {}", e.message())
-                    },
-                }
-            })?;
-        inventory.check().map_err(|message| InventoryError::Invalid {
-            path: path.to_owned(),
-            message,
-        })?;
+        let inventory: Inventory = evac_run::inventory::parse::<RawInventory>(text, path)?.into();
+        inventory.check().map_err(|r| r.into_error(text, path))?;
         inventory.validate().map_err(|invalid| {
-            let origin = path.display().to_string();
-            InventoryError::Refused(match evac_scenario::locate::Locator::parse(text) {
-                Ok(locator) => locator.refusal(&origin, &invalid),
-                Err(_) => format!("{origin}: {invalid}"),
-            })
+            let (line, message) = evac_scenario::locate::place(text, &invalid);
+            InventoryError::Invalid {
+                path: path.to_owned(),
+                line,
+                message,
+            }
         })?;
         Ok(inventory)
     }
@@ -293,17 +246,20 @@ impl Inventory {
         self.fleet(&stated).validate()
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks what serde cannot: what only a QEMU inventory has here, the
+    /// rest in [`evac_run::inventory::check_hosts_and_vms`].
+    fn check(&self) -> Result<(), Refusal> {
         if self.backend != evac_run::BackendKind::Qemu {
-            return Err(format!(
-                "field `backend`: `{}` is not a QEMU inventory (expected \"qemu\")",
-                self.backend
+            return Err(Refusal::new(
+                At::Key("backend"),
+                format!(
+                    "field `backend`: `{}` is not a QEMU inventory (expected \"qemu\")",
+                    self.backend
+                ),
             ));
         }
         for (i, host) in self.hosts.iter().enumerate() {
-            if self.hosts[..i].iter().any(|h| h.name == host.name) {
-                return Err(format!("host `{}` is listed twice", host.name));
-            }
+            let at = || At::Entry(host.name.clone());
             // A source host's traffic is read from its namespace's counters:
             // two hosts in one namespace would each be credited with both.
             if let (Site::Source, Some(netns)) = (host.site, &host.netns) {
@@ -311,72 +267,54 @@ impl Inventory {
                     .iter()
                     .find(|h| h.site == Site::Source && h.netns.as_ref() == Some(netns))
                 {
-                    return Err(format!(
-                        "source hosts `{}` and `{}`: field `netns`: both are `{netns}`; each source \
-                         host needs a namespace of its own (its traffic would be counted twice)",
-                        other.name, host.name
+                    return Err(Refusal::new(
+                        at(),
+                        format!(
+                            "source hosts `{}` and `{}`: field `netns`: both are `{netns}`; each source \
+                             host needs a namespace of its own (its traffic would be counted twice)",
+                            other.name, host.name
+                        ),
                     ));
                 }
-            }
-            if host.site == Site::Destination && host.migration_address.is_none() {
-                return Err(format!(
-                    "destination host `{}`: field `migration_address` is missing",
-                    host.name
-                ));
             }
             if let Some(dir) = &host.tls_dir {
                 // QEMU would read it relative to its own working directory.
                 if !dir.is_absolute() {
-                    return Err(format!(
-                        "host `{}`: field `tls_dir`: `{}` is not an absolute path",
-                        host.name,
-                        dir.display()
+                    return Err(Refusal::new(
+                        at(),
+                        format!(
+                            "host `{}`: field `tls_dir`: `{}` is not an absolute path",
+                            host.name,
+                            dir.display()
+                        ),
                     ));
                 }
             }
             if host.incoming_command.contains("{netns}") && host.netns.is_none() {
-                return Err(format!(
-                    "host `{}`: field `incoming_command` uses {{netns}} but the host has no `netns`",
-                    host.name
+                return Err(Refusal::new(
+                    at(),
+                    format!(
+                        "host `{}`: field `incoming_command` uses {{netns}} but the host has no `netns`",
+                        host.name
+                    ),
                 ));
             }
         }
-        for (i, vm) in self.vms.iter().enumerate() {
-            if self.vms[..i].iter().any(|v| v.name == vm.name) {
-                return Err(format!("vm `{}` is listed twice", vm.name));
-            }
-            match self.hosts.iter().find(|h| h.name == vm.host) {
-                Some(h) if h.site == Site::Source => {}
-                Some(_) => {
-                    return Err(format!(
-                        "vm `{}`: field `host`: `{}` is not a source host",
-                        vm.name, vm.host
-                    ))
-                }
-                None => {
-                    return Err(format!(
-                        "vm `{}`: field `host`: no host is named `{}`",
-                        vm.name, vm.host
-                    ))
-                }
-            }
-            if let Some(d) = &vm.destination {
-                if !self
-                    .hosts
-                    .iter()
-                    .any(|h| &h.name == d && h.site == Site::Destination)
-                {
-                    return Err(format!(
-                        "vm `{}`: field `destination`: no destination host `{d}`",
-                        vm.name
-                    ));
-                }
-            }
-        }
-        if !self.hosts.iter().any(|h| h.site == Site::Destination) {
-            return Err("no host has site = \"destination\"".into());
-        }
-        Ok(())
+        let hosts: Vec<HostView<'_>> = self
+            .hosts
+            .iter()
+            .map(|h| HostView::new(&h.name, h.site, h.migration_address.as_deref(), h.power_off_at))
+            .collect();
+        let vms: Vec<VmView<'_>> = self
+            .vms
+            .iter()
+            .map(|v| VmView {
+                name: &v.name,
+                host: Some(&v.host),
+                destination: v.destination.as_deref(),
+            })
+            .collect();
+        evac_run::inventory::check_hosts_and_vms(&hosts, &vms)
     }
 
     /// The fleet, with VM memory from `memory` (in inventory order; missing

@@ -41,9 +41,10 @@
 //! [controller]                   # evac_controller::ControllerConfig, as in scenarios
 //! policy = "aimd-global"
 //! period = "1 s"
-//! [migration]                    # evac_model::MigrationParams
+//! [migration]                    # evac_model::MigrationParams, plus `tls`
 //! downtime_limit = "300 ms"
 //! max_bandwidth = "unlimited"
+//! tls = true                     # optional: TLS migration streams (docs/tls.md)
 //! [[host]]
 //! name = "src-1"
 //! site = "source"
@@ -58,6 +59,8 @@
 //! migration_address = "127.0.0.1"
 //! incoming_command = "ip netns exec {netns} qemu-system-x86_64"  # default "qemu-system-x86_64"
 //! netns = "evac-dst"
+//! tls_dir = "/etc/pki/qemu"      # optional (the default): this host's certificates
+//! tls_name = "dst-1.example"     # optional: the name in its certificate
 //! [[vm]]
 //! name = "vm-1"
 //! host = "src-1"
@@ -86,6 +89,13 @@
 //!   the source sets `events`, `multifd`, `auto-converge`, `max-bandwidth`
 //!   (bytes/s; unlimited = 1 TB/s), `downtime-limit`, `multifd-channels`,
 //!   `stop`s the guest in offline mode, and `migrate`s.
+//! - With `tls = true`, before that: a `tls-creds-x509` object
+//!   (`evac-migration-tls`, the host's `tls_dir`, `verify-peer`) added on
+//!   each end by `object-add` (`endpoint=server` on the destination,
+//!   `client` on the source, replacing an earlier attempt's), and
+//!   `tls-creds` set on both, `tls-hostname` (the destination's `tls_name`,
+//!   else empty: its address) on the source. A failure QEMU blames on a
+//!   certificate or the TLS channel gets a hint at what to check.
 //! - `Retune`: `migrate-set-parameters`; `AutoConverge` cannot change
 //!   mid-flight (QEMU takes capabilities only before `migrate`): logged and
 //!   ignored.
@@ -93,6 +103,19 @@
 //!   The downtime recorded for a guest we paused (this, or offline mode) runs
 //!   from our `stop` to its resumption at the destination (QEMU's own counts
 //!   only its final stop-and-copy).
+//! - Postcopy: when the parameters have `allow_postcopy` or mode
+//!   `postcopy`, the source's memory backends are checked first
+//!   (`qom-list /objects`, `query-memdev`): file-backed or shared RAM is
+//!   refused with an error naming the VM and its backend (a postcopy
+//!   start then fails, the VM stays on its source; a later switch is
+//!   refused). Otherwise `postcopy-ram` is set on both ends (and multifd
+//!   off: QEMU 7.2 does not combine them; a live migration with several
+//!   connections keeps them and cannot switch). `SwitchToPostcopy`:
+//!   `migrate-start-postcopy`; mode `postcopy` switches by itself once the
+//!   first pass over memory is done. Observed as phase `postcopy` while
+//!   QEMU says `postcopy-active`; from the switch on, a cancel is refused
+//!   (the guest runs at the destination) and a failure never resumes the
+//!   source (its copy is stale): the VM is lost.
 //! - `Cancel`: `migrate_cancel`; the destination exits by itself and is
 //!   reaped; the VM keeps running on its source; reported as failed
 //!   (`"cancelled"`).
@@ -115,11 +138,11 @@
 mod attempt;
 mod backend;
 pub mod inventory;
+mod postcopy;
 
 use std::future::Future;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use evac_controller::Controller;
 use evac_model::Fleet;
 use evac_outcome::RunResult;
@@ -198,24 +221,7 @@ pub async fn run_with_options(
     let config = inventory.controller.clone();
     let params = inventory.migration;
     let log = options.log.clone().unwrap_or_else(log_to_stderr);
-    // The run dir must be the same across restarts: its journal is what
-    // `--resume` takes up.
-    let name = &inventory.name;
-    if inventory.run_dir.is_none() && (name.is_empty() || name.contains('/') || name.starts_with('.')) {
-        anyhow::bail!(
-            "inventory `name` = {name:?} cannot name a run dir (no `/`, no leading `.`): \
-             give one with `run_dir`"
-        );
-    }
-    let run_dir = inventory
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| evac_run::default_run_dir(name));
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create run_dir {}", run_dir.display()))?;
-    let journal = evac_run::journal_path(&run_dir);
-    options.replay = evac_run::journal::prepare(&journal, options.resume)?;
-    options.journal = Some(journal);
+    let run_dir = evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
     options.stall_after = options.stall_after.or(inventory.stall_after);
     inventory.run_dir = Some(run_dir);
     let backend = QemuBackend::connect(inventory, log, options.replay.as_ref()).await?;

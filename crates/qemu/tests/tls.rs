@@ -1,7 +1,7 @@
 //! Migration TLS through `evac run`'s QEMU backend, between two network
 //! namespaces: a packet capture on the destination's link of migrations of
 //! VMs whose RAM is a repeated marker (the marker is on the wire without
-//! TLS, absent with it), and a destination whose certificate does not carry
+//! TLS, absent with it, with one connection or two multifd channels), and a destination whose certificate does not carry
 //! the name the source checks (the migration fails, QEMU says it was the
 //! certificate, and the VM still runs on its source).
 //!
@@ -46,8 +46,8 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf) {
     (src, dst)
 }
 
-/// The lab's inventory for `vms` in its own run dir `run`, with `[migration]
-/// tls` as given, each host's `tls_dir`, and `dst_extra` added to the
+/// The lab's inventory for `vms` in its own run dir `run`, with `migration`
+/// added to `[migration]`, each host's `tls_dir`, and `dst_extra` added to the
 /// destination host. One attempt per VM: a certificate that is refused
 /// once is refused again.
 #[allow(clippy::too_many_arguments)]
@@ -56,12 +56,12 @@ fn inventory(
     net: &LabNetwork,
     vms: &[LabVm],
     run: &str,
-    tls: bool,
+    migration: &str,
     pki: &(PathBuf, PathBuf),
     dst_extra: &str,
 ) -> Inventory {
     let text = lab
-        .inventory_in(net, "sequential", vms, &format!("tls = {tls}"))
+        .inventory_in(net, "sequential", vms, migration)
         .replace(
             &format!("run_dir = \"{}\"", lab.dir.display()),
             &format!("run_dir = \"{}\"", lab.dir.join(run).display()),
@@ -75,9 +75,7 @@ fn inventory(
             "name = \"dst\"\n",
             &format!("name = \"dst\"\ntls_dir = \"{}\"\n{dst_extra}", pki.1.display()),
         );
-    let inv = Inventory::from_str_at(&text, Path::new("tls.toml")).unwrap();
-    assert_eq!(inv.tls, tls);
-    inv
+    Inventory::from_str_at(&text, Path::new("tls.toml")).unwrap()
 }
 
 fn run(runtime: &tokio::runtime::Runtime, inv: Inventory) -> RunOutput {
@@ -136,6 +134,9 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     let bogus = lab
         .start_marker_vm_in("bogus", MIB, MARKER, Some(&net.src))
         .unwrap();
+    let multifd = lab
+        .start_marker_vm_in("multifd", MIB, MARKER, Some(&net.src))
+        .unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -151,7 +152,15 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     let mut cap = capture("plain.pcap");
     let out = run(
         &runtime,
-        inventory(&lab, &net, std::slice::from_ref(&plain), "plain", false, &pki, ""),
+        inventory(
+            &lab,
+            &net,
+            std::slice::from_ref(&plain),
+            "plain",
+            "tls = false",
+            &pki,
+            "",
+        ),
     );
     let wire = cap.stop();
     let qmp = migrated(&mut lab, &out, &plain);
@@ -171,7 +180,15 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     let mut cap = capture("tls.pcap");
     let out = run(
         &runtime,
-        inventory(&lab, &net, std::slice::from_ref(&secret), "tls", true, &pki, ""),
+        inventory(
+            &lab,
+            &net,
+            std::slice::from_ref(&secret),
+            "tls",
+            "tls = true",
+            &pki,
+            "",
+        ),
     );
     let wire = cap.stop();
     let qmp = migrated(&mut lab, &out, &secret);
@@ -186,7 +203,29 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     // The destination QEMU received it through evac's credentials.
     assert_eq!(runtime.block_on(tls_creds_of(&qmp)), "evac-migration-tls");
 
-    // 3. The destination's certificate does not carry the name the source
+    // 3. TLS over two multifd channels: every connection is encrypted.
+    let mut cap = capture("multifd.pcap");
+    let out = run(
+        &runtime,
+        inventory(
+            &lab,
+            &net,
+            std::slice::from_ref(&multifd),
+            "multifd",
+            "tls = true\nmultifd_channels = 2",
+            &pki,
+            "",
+        ),
+    );
+    let wire = cap.stop();
+    let qmp = migrated(&mut lab, &out, &multifd);
+    assert_eq!(count_occurrences(&wire, MARKER), 0);
+    let totals = pcap_totals(&wire).expect("a pcap file");
+    eprintln!("tls, multifd: {totals:?}");
+    assert!(totals.captured_bytes as f64 > 0.5 * ram, "{totals:?}");
+    assert_eq!(runtime.block_on(tls_creds_of(&qmp)), "evac-migration-tls");
+
+    // 4. The destination's certificate does not carry the name the source
     // checks: refused, said so, and the VM still runs on its source.
     let out = run(
         &runtime,
@@ -195,7 +234,7 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
             &net,
             std::slice::from_ref(&bogus),
             "bogus",
-            true,
+            "tls = true",
             &pki,
             "tls_name = \"not-this-host.lab\"\n",
         ),
@@ -220,6 +259,35 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
             Some(evac_qmp::MigrationStatus::Failed),
             "{migration:?}"
         );
+    });
+
+    // 5. A destination whose certificate directory is missing: refused
+    // before anything is sent, naming the host and the directory.
+    let missing = (pki.0.clone(), dir.path().join("no-such-pki"));
+    let out = run(
+        &runtime,
+        inventory(
+            &lab,
+            &net,
+            std::slice::from_ref(&bogus),
+            "missing",
+            "tls = true",
+            &missing,
+            "",
+        ),
+    );
+    let reason = out.result.vms[0].reason.clone().unwrap_or_default();
+    eprintln!("missing dir: {reason}");
+    assert_ne!(out.result.vms[0].outcome, Outcome::Migrated);
+    assert!(
+        reason.contains("destination host dst") && reason.contains("no-such-pki"),
+        "{reason}"
+    );
+    assert!(!reason.contains("certificate check failed"), "{reason}");
+    assert!(!lab.exited(bogus.pid), "the source QEMU of bogus exited");
+    runtime.block_on(async {
+        let src = Qmp::connect(bogus.monitor.to_str().unwrap()).await.unwrap();
+        assert_eq!(src.query_status().await.unwrap().status, RunState::Running);
     });
     drop(runtime);
     drop(lab);

@@ -392,6 +392,9 @@ mod tests {
             bytes_sent: Some(1 << 30),
             outcome: Outcome::Migrated,
             reason: None,
+            mode: None,
+            connections: None,
+            decisions: Vec::new(),
         }
     }
 

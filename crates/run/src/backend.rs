@@ -19,8 +19,9 @@
 //!    put blocking client calls on `tokio::task::spawn_blocking`.
 //! 2. [`Backend::host_tx`], bounded the same way.
 //! 3. The controller; then, for each of its actions, [`Backend::start`],
-//!    [`Migration::retune`], [`Migration::switch_to_offline`] or
-//!    [`Migration::cancel`], each bounded by [`crate::ACTION_TIMEOUT`].
+//!    [`Migration::retune`], [`Migration::switch_to_offline`],
+//!    [`Migration::switch_to_postcopy`] or [`Migration::cancel`], each
+//!    bounded by [`crate::ACTION_TIMEOUT`].
 //!
 //! ## A migration's life
 //!
@@ -202,6 +203,20 @@ pub trait Migration: Send {
 
     /// Pauses the guest so the rest is sent in one go.
     fn switch_to_offline(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Resumes the guest at the destination after one short pause, its
+    /// remaining pages following (QEMU's `migrate-start-postcopy`). Only
+    /// possible where the migration was started ready for it (the
+    /// parameters' `allow_postcopy`, or mode postcopy) and the guest's RAM
+    /// allows it; `Err` with the reason otherwise. The default: not
+    /// supported. Once switched, the migration cannot be cancelled: the
+    /// guest runs at the destination and its memory is split between the
+    /// hosts until the last page arrives.
+    fn switch_to_postcopy(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        std::future::ready(Err(
+            "postcopy is not supported by this backend; it stays in precopy".to_owned(),
+        ))
+    }
 
     /// Abandons the migration; the VM keeps running on its source.
     fn cancel(&mut self) -> impl Future<Output = Result<(), String>> + Send;

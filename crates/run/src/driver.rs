@@ -367,8 +367,17 @@ impl<B: Backend> Driver<B> {
         } else {
             reason::GIVEN_UP
         };
-        for run in &mut self.vms {
+        for (index, run) in self.vms.iter_mut().enumerate() {
             run.record.left(Outcome::NotMigrated, why);
+            run.record.decisions = controller
+                .explain(VmId(index))
+                .into_iter()
+                .map(|e| evac_outcome::Decision {
+                    at_s: e.at_s,
+                    decision: e.decision.to_owned(),
+                    why: e.why,
+                })
+                .collect();
         }
         let records = self.vms.iter().map(|v| v.record.clone()).collect();
         let fleet = self.backend.fleet();
@@ -592,18 +601,36 @@ impl<B: Backend> Driver<B> {
                     return;
                 };
                 flight.params.mode = Mode::Offline;
+                self.vms[vm.0].record.mode = Some(Mode::Offline);
+                let Some(flight) = self.vms[vm.0].flight_mut() else {
+                    return;
+                };
                 let outcome = timeout(ACTION_TIMEOUT, flight.handle.switch_to_offline()).await;
                 self.report_action(vm.0, "switch to offline", outcome);
             }
-            // No backend drives postcopy yet (`postcopy-ram`,
-            // `migrate-start-postcopy`): the migration stays in precopy.
             Action::SwitchToPostcopy { vm } => {
-                if let Some(run) = self.vms.get(vm.0) {
-                    self.log(format!(
-                        "switch of {} to postcopy: not supported by this backend; it stays in precopy",
-                        run.record.name
-                    ));
+                let Some(flight) = self.vms[vm.0].flight() else {
+                    return;
+                };
+                let entry = Entry::Postcopy {
+                    t_s: self.t_s(),
+                    vm: self.vms[vm.0].record.name.clone(),
+                    attempt: flight.attempt,
+                };
+                if !self.record(entry) {
+                    return;
                 }
+                let Some(flight) = self.vms[vm.0].flight_mut() else {
+                    return;
+                };
+                let outcome = timeout(ACTION_TIMEOUT, flight.handle.switch_to_postcopy()).await;
+                // Only a switch the backend took makes it postcopy; a
+                // refused one stays in precopy (the controller sees so).
+                if matches!(outcome, Ok(Ok(()))) {
+                    flight.params.mode = Mode::Postcopy;
+                    self.vms[vm.0].record.mode = Some(Mode::Postcopy);
+                }
+                self.report_action(vm.0, "switch to postcopy", outcome);
             }
             Action::Cancel { vm } => self.cancel(vm.0).await,
         }
@@ -653,6 +680,8 @@ impl<B: Backend> Driver<B> {
         let handle = self.backend.start(request);
         let run = &mut self.vms[vm.0];
         run.attempts = attempt;
+        run.record.mode = Some(params.mode);
+        run.record.connections = Some(params.multifd_channels.max(1));
         run.state = State::Flying(Box::new(Flight {
             handle,
             attempt,

@@ -72,6 +72,12 @@ pub enum Entry {
         vm: String,
         attempt: u32,
     },
+    /// A switch to postcopy was asked for.
+    Postcopy {
+        t_s: f64,
+        vm: String,
+        attempt: u32,
+    },
     Cancel {
         t_s: f64,
         vm: String,
@@ -345,6 +351,13 @@ pub fn replay(entries: &[Entry]) -> Result<State, String> {
                 if let Some(flight) = &mut states[index(vm, line)?].in_flight {
                     if flight.attempt == *attempt {
                         flight.params.mode = evac_model::Mode::Offline;
+                    }
+                }
+            }
+            Entry::Postcopy { vm, attempt, .. } => {
+                if let Some(flight) = &mut states[index(vm, line)?].in_flight {
+                    if flight.attempt == *attempt {
+                        flight.params.mode = evac_model::Mode::Postcopy;
                     }
                 }
             }

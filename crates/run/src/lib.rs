@@ -51,6 +51,7 @@
 
 pub mod backend;
 mod driver;
+pub mod inventory;
 pub mod journal;
 mod progress;
 
@@ -165,7 +166,12 @@ pub async fn run<B: Backend>(
     if let Some(policy) = options.policy {
         config.policy = policy;
     }
-    let mut controller = Evacuation::new(backend.fleet().clone(), params, config.clone());
+    // The policy knows what the operator wrote of the WAN (its RTT and TCP
+    // window: the most one connection carries), as in the simulator: the
+    // deadline policy sizes its multifd channels by it. Without a
+    // `[network]` the cap is unknown and learnt from measurements.
+    let network = backend.network();
+    let mut controller = Evacuation::with_network(backend.fleet().clone(), &network, params, config.clone());
     if let Some(replay) = &options.replay {
         seed(&mut controller, backend.fleet(), replay);
     }
@@ -249,6 +255,29 @@ pub fn default_run_dir(name: &str) -> PathBuf {
 /// The journal's path in `run_dir`.
 pub fn journal_path(run_dir: &Path) -> PathBuf {
     run_dir.join(journal::FILE_NAME)
+}
+
+/// Makes the run dir of inventory `name` (its own `run_dir`, else
+/// [`default_run_dir`]) and points `options` at its journal, reading the
+/// unfinished run to take up when `options.resume` is set (see
+/// [`journal::prepare`]). Every backend calls it before connecting, so that
+/// a backend can find the VMs the journal names. Returns the run dir.
+pub fn open_run_dir(name: &str, run_dir: Option<&Path>, options: &mut RunOptions) -> anyhow::Result<PathBuf> {
+    // The run dir must be the same across restarts: its journal is what
+    // `--resume` takes up.
+    if run_dir.is_none() && (name.is_empty() || name.contains('/') || name.starts_with('.')) {
+        anyhow::bail!(
+            "inventory `name` = {name:?} cannot name a run dir (no `/`, no leading `.`): \
+             give one with `run_dir`"
+        );
+    }
+    let run_dir = run_dir.map_or_else(|| default_run_dir(name), Path::to_owned);
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create run_dir {}: {e}", run_dir.display()))?;
+    let journal = journal_path(&run_dir);
+    options.replay = journal::prepare(&journal, options.resume)?;
+    options.journal = Some(journal);
+    Ok(run_dir)
 }
 
 /// Which backend an inventory is for: its top-level `backend` key

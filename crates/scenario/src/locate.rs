@@ -212,6 +212,22 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// Where the model's refusal is in a TOML `text` (an inventory's): its
+/// 1-based line (0 when unknown) and the refusal as the reader finds it,
+/// ``field `nic` of [[host]] "dst-1": a NIC of 0 bps carries nothing; ...``,
+/// the same words a scenario's refusal has after its `file:line: `.
+pub fn place(text: &str, invalid: &evac_model::Invalid) -> (usize, String) {
+    let Ok(locator) = Locator::parse(text) else {
+        return (0, invalid.to_string());
+    };
+    let line = locator.line(&invalid.path).unwrap_or(0);
+    let message = match locator.describe(&invalid.path) {
+        Some(field) => format!("{field}: {}", invalid.message),
+        None => invalid.message.clone(),
+    };
+    (line, message)
+}
+
 /// The 1-based line of the byte at `offset`.
 pub fn line_at(text: &str, offset: usize) -> usize {
     let before = &text.as_bytes()[..offset.min(text.len())];

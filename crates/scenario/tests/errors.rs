@@ -382,6 +382,12 @@ fn zero_sizes_and_rates_are_refused() {
         "lets nothing through",
     );
     assert_refused(
+        &appended("\n[migration]\nramp_rtts = -2.5\n"),
+        Some(24),
+        Some("field `ramp_rtts` of [migration]"),
+        "-2.5 is not a number of round trips",
+    );
+    assert_refused(
         &appended("wan_trace = [{ at = \"1 min\", bandwidth = \"0 Gbps\" }]\n"),
         Some(22),
         Some("field `wan_trace[0].bandwidth` of [network]"),

@@ -55,6 +55,7 @@ fn the_two_site_example_reads_as_written() {
             auto_converge: false,
             allow_postcopy: false,
             setup_time: Duration::ZERO,
+            ramp_rtts: 0.0,
         }
     );
     assert_eq!(

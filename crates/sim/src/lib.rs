@@ -21,8 +21,9 @@
 //!   VM pauses and `D` is sent (stop-and-copy, whose duration is the
 //!   downtime); otherwise the next round sends `D`.
 //! - Each migration first spends its `setup_time` sending nothing (the
-//!   destination starting, handshakes); round 1 (or the offline copy)
-//!   starts after it.
+//!   destination starting, handshakes), and `ramp_rtts` round trips more
+//!   (its TCP connections ramping up to their window, a cost that grows with
+//!   `wan_rtt`); round 1 (or the offline copy) starts after it.
 //! - Offline: the VM pauses at once and its whole memory is sent.
 //! - Local disks (`disk` bytes, copied with the migration as libvirt's
 //!   non-shared-disk migration does): after the setup, a live or postcopy
@@ -172,7 +173,24 @@ pub fn simulate_with_solver_until(
     sim.horizon = horizon.as_secs_f64();
     sim.run(controller);
     let stats = sim.stats;
-    (sim.into_result(controller.name()), stats)
+    let mut result = sim.into_result(controller.name());
+    for (id, record) in fleet.vm_ids().zip(&mut result.vms) {
+        record.decisions = decisions(&*controller, id);
+    }
+    (result, stats)
+}
+
+/// The controller's account of `vm`, as the result's records carry it.
+pub fn decisions(controller: &dyn Controller, vm: VmId) -> Vec<evac_outcome::Decision> {
+    controller
+        .explain(vm)
+        .into_iter()
+        .map(|e| evac_outcome::Decision {
+            at_s: e.at_s,
+            decision: e.decision.to_owned(),
+            why: e.why,
+        })
+        .collect()
 }
 
 /// A warning for the operator, before simulating: the lower bound on the
@@ -319,6 +337,9 @@ struct VmProgress {
     end: Option<f64>,
     downtime: Option<f64>,
     rounds: Option<u32>,
+    /// Its last attempt's mode (as switched) and connections.
+    mode: Option<Mode>,
+    connections: Option<u32>,
     /// Bytes sent over all attempts.
     sent: f64,
     migrated: bool,
@@ -892,6 +913,7 @@ impl<'a> Simulation<'a> {
                     flow.phase = Phase::StopAndCopy;
                     flow.paused_at = Some(now);
                     self.schedule(vm);
+                    self.progress[vm.0].mode = Some(Mode::Offline);
                 }
                 Action::SwitchToPostcopy { vm } => {
                     let (dirty_rate, working_set) = {
@@ -944,12 +966,16 @@ impl<'a> Simulation<'a> {
     fn start(&mut self, vm: VmId, destination: HostId, params: MigrationParams) {
         let spec = self.fleet.vm(vm);
         let offline = params.mode == Mode::Offline;
-        let setup = params.setup_time.as_secs_f64();
+        // The fixed cost, then the connections' ramp-up: round trips lost
+        // while slow start and receive-buffer autotuning open the window.
+        let setup = params.setup_time.as_secs_f64() + params.ramp_rtts * self.network.wan_rtt.as_secs_f64();
         let disk = spec.disk.as_f64();
         let copying_disk = disk > 0.0 && !offline;
         let progress = &mut self.progress[vm.0];
         progress.destination = Some(destination);
         progress.start = Some(self.now);
+        progress.mode = Some(params.mode);
+        progress.connections = Some(params.multifd_channels.max(1));
         self.slot[vm.0] = Some(self.flows.len());
         self.flows.push(Flow {
             vm,
@@ -1240,6 +1266,9 @@ impl<'a> Simulation<'a> {
                     bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent + sent[id.0]).0),
                     outcome,
                     reason,
+                    mode: p.mode,
+                    connections: p.connections,
+                    decisions: Vec::new(),
                 }
             })
             .collect();

@@ -211,6 +211,10 @@ impl evac_controller::Controller for EveryPeriod {
     fn name(&self) -> &str {
         evac_controller::Controller::name(&self.0)
     }
+
+    fn explain(&self, vm: evac_model::VmId) -> Vec<evac_controller::Explanation> {
+        evac_controller::Controller::explain(&self.0, vm)
+    }
 }
 
 proptest! {

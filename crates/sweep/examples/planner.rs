@@ -4,8 +4,13 @@
 //! saves.
 //!
 //! ```text
-//! cargo run --release -p evac-sweep --example planner -- examples/planner/scenarios.toml
+//! cargo run --release -p evac-sweep --example planner [-- GRID...]
 //! ```
+//!
+//! Without arguments, the four grids of `examples/planner/` (the default
+//! fleet, a NIC-bound site, many small VMs, few large ones). The table is
+//! printed for all scenarios together, then per grid; `PLANNER_DETAIL=1`
+//! adds a line per scenario (on stderr).
 //!
 //! Best in hindsight: the lowest-score run, among those saving the most
 //! priority, of `static` over order × window × per-host limit ×
@@ -95,128 +100,101 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The grids run when none is named.
+const DEFAULT_GRIDS: [&str; 4] = [
+    "examples/planner/scenarios.toml",
+    "examples/planner/nic-bound.grid.toml",
+    "examples/planner/many-small.grid.toml",
+    "examples/planner/few-large.grid.toml",
+];
+
+const NAMES: [&str; 7] = [
+    "sequential",
+    "static",
+    "aimd-global",
+    "deadline",
+    "deadline, postcopy allowed",
+    "best in hindsight, live",
+    "best in hindsight, offline allowed",
+];
+
 fn main() {
-    let path: PathBuf = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "examples/planner/scenarios.toml".into())
-        .into();
-    let grid = match Grid::from_path(&path) {
-        Ok(grid) => grid,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
+    let mut paths: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    if paths.is_empty() {
+        paths = DEFAULT_GRIDS.iter().map(PathBuf::from).collect();
+    }
     let started = std::time::Instant::now();
-    let scenarios: Vec<Scenario> = grid
-        .combinations()
-        .into_iter()
-        .map(|(seed, levels)| grid.scenario(seed, &levels))
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        });
-    eprintln!("{} scenarios", scenarios.len());
-    let names = [
-        "sequential",
-        "static",
-        "aimd-global",
-        "deadline",
-        "deadline, postcopy allowed",
-        "best in hindsight, live",
-        "best in hindsight, offline allowed",
-    ];
-    let per_scenario: Vec<(Vec<Row>, u64, u64)> = scenarios
-        .par_iter()
-        .map(|base| {
-            let total: u64 = base.fleet.vms.iter().map(|v| u64::from(v.priority)).sum();
-            let mut hindsight: Vec<(RunResult, Mode)> = Vec::new();
-            for mode in [Mode::Live, Mode::Offline] {
-                for order in ORDERS {
-                    for window in WINDOWS {
-                        for per_host in PER_HOST {
-                            for channels in CHANNELS {
-                                let mut s = base.clone();
-                                s.controller.policy = PolicyKind::Static;
-                                s.controller.order = Some(order);
-                                s.controller.max_in_flight = window;
-                                s.controller.max_in_flight_per_host = per_host;
-                                s.migration.multifd_channels = channels;
-                                s.migration.mode = mode;
-                                hindsight.push((simulate(&s), mode));
-                            }
-                        }
-                    }
+    // Each scenario with the index of its grid.
+    let mut scenarios: Vec<(usize, Scenario)> = Vec::new();
+    let mut grid_names = Vec::new();
+    for (g, path) in paths.iter().enumerate() {
+        let grid = match Grid::from_path(path) {
+            Ok(grid) => grid,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        };
+        for (seed, levels) in grid.combinations() {
+            match grid.scenario(seed, &levels) {
+                Ok(scenario) => scenarios.push((g, scenario)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
                 }
             }
-            let best = |offline: bool| {
-                hindsight
-                    .iter()
-                    .filter(|(_, m)| offline || *m == Mode::Live)
-                    .map(|(r, _)| r)
-                    .max_by(|a, b| {
-                        a.priority_saved.cmp(&b.priority_saved).then(
-                            b.score
-                                .unwrap_or(f64::INFINITY)
-                                .total_cmp(&a.score.unwrap_or(f64::INFINITY)),
-                        )
-                    })
-                    .expect("a hindsight run")
-                    .clone()
-            };
-            let live: Vec<&RunResult> = hindsight
+        }
+        grid_names.push(grid.name.clone());
+    }
+    eprintln!("{} scenarios", scenarios.len());
+    let detail = std::env::var_os("PLANNER_DETAIL").is_some_and(|v| v != "0");
+    let per_scenario: Vec<(Vec<Row>, u64, u64)> =
+        scenarios.par_iter().map(|(_, base)| evaluate(base)).collect();
+    if detail {
+        for ((g, s), (rows, bound_lost, _)) in scenarios.iter().zip(&per_scenario) {
+            let cells: Vec<String> = rows
                 .iter()
-                .filter(|(_, m)| *m == Mode::Live)
-                .map(|(r, _)| r)
+                .map(|r| format!("{}/{}/{:.2}", r.vms_lost, r.priority_lost, r.ratio))
                 .collect();
-            let ratio = |r: &RunResult| {
-                let best = live
-                    .iter()
-                    .filter(|h| h.priority_saved >= r.priority_saved)
-                    .filter_map(|h| h.score)
-                    .fold(f64::INFINITY, f64::min);
-                match r.score {
-                    Some(s) if best.is_finite() => s / best,
-                    _ => 1.0,
-                }
-            };
-            let policy = |kind: PolicyKind, postcopy: bool| {
-                let mut s = base.clone();
-                s.controller.policy = kind;
-                s.migration.allow_postcopy = postcopy;
-                simulate(&s)
-            };
-            let runs = [
-                policy(PolicyKind::Sequential, false),
-                policy(PolicyKind::Static, false),
-                policy(PolicyKind::AimdGlobal, false),
-                policy(PolicyKind::Deadline, false),
-                policy(PolicyKind::Deadline, true),
-                best(false),
-                best(true),
-            ];
-            let rows = runs
-                .iter()
-                .map(|r| Row {
-                    vms_lost: r.vms.len() - r.migrated,
-                    priority_lost: total - r.priority_saved,
-                    ratio: ratio(r),
-                })
-                .collect();
-            (rows, total - bound(base), total)
-        })
-        .collect();
-    let vms: usize = scenarios.iter().map(|s| s.fleet.vms.len()).sum();
-    let priority: u64 = per_scenario.iter().map(|p| p.2).sum();
+            eprintln!(
+                "{} | {} | bound {bound_lost} | {}",
+                grid_names[*g],
+                s.name,
+                cells.join(" | ")
+            );
+        }
+    }
+    let vms: usize = scenarios.iter().map(|(_, s)| s.fleet.vms.len()).sum();
     println!(
-        "{}: {} scenarios, {vms} VMs, priority {priority} in all\n",
-        grid.name,
-        scenarios.len()
+        "{} scenarios ({}), {vms} VMs, priority {} in all\n",
+        scenarios.len(),
+        grid_names.join(", "),
+        per_scenario.iter().map(|p| p.2).sum::<u64>()
     );
+    let all: Vec<&(Vec<Row>, u64, u64)> = per_scenario.iter().collect();
+    table(&all);
+    for (g, name) in grid_names.iter().enumerate() {
+        let some: Vec<&(Vec<Row>, u64, u64)> = scenarios
+            .iter()
+            .zip(&per_scenario)
+            .filter(|((i, _), _)| *i == g)
+            .map(|(_, p)| p)
+            .collect();
+        let vms: usize = scenarios
+            .iter()
+            .filter(|(i, _)| *i == g)
+            .map(|(_, s)| s.fleet.vms.len())
+            .sum();
+        println!("\n{name}: {} scenarios, {vms} VMs\n", some.len());
+        table(&some);
+    }
+    eprintln!("{:.1} s", started.elapsed().as_secs_f64());
+}
+
+fn table(per_scenario: &[&(Vec<Row>, u64, u64)]) {
     println!("| policy | VMs lost | priority lost | score ratio, median | worst |");
     println!("|---|---:|---:|---:|---:|");
-    for (i, name) in names.iter().enumerate() {
+    for (i, name) in NAMES.iter().enumerate() {
         let lost: usize = per_scenario.iter().map(|p| p.0[i].vms_lost).sum();
         let prio: u64 = per_scenario.iter().map(|p| p.0[i].priority_lost).sum();
         let ratios: Vec<f64> = per_scenario.iter().map(|p| p.0[i].ratio).collect();
@@ -228,5 +206,84 @@ fn main() {
     }
     let bound_lost: u64 = per_scenario.iter().map(|p| p.1).sum();
     println!("| no schedule can lose less priority than (knapsack bound) | - | {bound_lost} | - | - |");
-    eprintln!("{:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// One scenario: each policy's losses and score ratio (in [`NAMES`]'
+/// order), the priority the bound says must be lost, and the total.
+fn evaluate(base: &Scenario) -> (Vec<Row>, u64, u64) {
+    let total: u64 = base.fleet.vms.iter().map(|v| u64::from(v.priority)).sum();
+    let mut hindsight: Vec<(RunResult, Mode)> = Vec::new();
+    for mode in [Mode::Live, Mode::Offline] {
+        for order in ORDERS {
+            for window in WINDOWS {
+                for per_host in PER_HOST {
+                    for channels in CHANNELS {
+                        let mut s = base.clone();
+                        s.controller.policy = PolicyKind::Static;
+                        s.controller.order = Some(order);
+                        s.controller.max_in_flight = window;
+                        s.controller.max_in_flight_per_host = per_host;
+                        s.migration.multifd_channels = channels;
+                        s.migration.mode = mode;
+                        hindsight.push((simulate(&s), mode));
+                    }
+                }
+            }
+        }
+    }
+    let best = |offline: bool| {
+        hindsight
+            .iter()
+            .filter(|(_, m)| offline || *m == Mode::Live)
+            .map(|(r, _)| r)
+            .max_by(|a, b| {
+                a.priority_saved.cmp(&b.priority_saved).then(
+                    b.score
+                        .unwrap_or(f64::INFINITY)
+                        .total_cmp(&a.score.unwrap_or(f64::INFINITY)),
+                )
+            })
+            .expect("a hindsight run")
+            .clone()
+    };
+    let live: Vec<&RunResult> = hindsight
+        .iter()
+        .filter(|(_, m)| *m == Mode::Live)
+        .map(|(r, _)| r)
+        .collect();
+    let ratio = |r: &RunResult| {
+        let best = live
+            .iter()
+            .filter(|h| h.priority_saved >= r.priority_saved)
+            .filter_map(|h| h.score)
+            .fold(f64::INFINITY, f64::min);
+        match r.score {
+            Some(s) if best.is_finite() => s / best,
+            _ => 1.0,
+        }
+    };
+    let policy = |kind: PolicyKind, postcopy: bool| {
+        let mut s = base.clone();
+        s.controller.policy = kind;
+        s.migration.allow_postcopy = postcopy;
+        simulate(&s)
+    };
+    let runs = [
+        policy(PolicyKind::Sequential, false),
+        policy(PolicyKind::Static, false),
+        policy(PolicyKind::AimdGlobal, false),
+        policy(PolicyKind::Deadline, false),
+        policy(PolicyKind::Deadline, true),
+        best(false),
+        best(true),
+    ];
+    let rows = runs
+        .iter()
+        .map(|r| Row {
+            vms_lost: r.vms.len() - r.migrated,
+            priority_lost: total - r.priority_saved,
+            ratio: ratio(r),
+        })
+        .collect();
+    (rows, total - bound(base), total)
 }

@@ -29,6 +29,7 @@
 //! order = ["as-listed", "largest-first"]
 //! max_in_flight = [2, 8]               # the static policy's site-wide limit
 //! max_in_flight_per_host = [1, 2]      # ... and its limit per source host
+//! power_off_scale = [0.5, 2]           # every power-off twice as soon, or as late
 //! ```
 //!
 //! What the levels mean:
@@ -45,6 +46,8 @@
 //!   them to the same total, rounded to whole MiB (at least 64 MiB). Each
 //!   VM's working set is scaled with its memory.
 //! - `dirty_rate`: every VM's dirty rate.
+//! - `power_off_scale`: every host's `power_off_at` multiplied by it (a
+//!   positive number): tight (< 1) or loose (> 1) deadlines.
 //! - `trace`: `base` keeps the base's trace; `steady` is no trace at all;
 //!   `fluctuating` alternates the WAN between 100 % and 40 % of its
 //!   bandwidth, each phase lasting 30 to 90 s (60 s on average), drawn from
@@ -115,6 +118,7 @@ pub enum Level {
     Order(Order),
     MaxInFlight(usize),
     MaxInFlightPerHost(usize),
+    PowerOffScale(f64),
 }
 
 /// The `memory` factor's levels.
@@ -134,7 +138,7 @@ pub enum TracePreset {
 }
 
 /// The factors a grid may vary, in the order they are applied.
-pub const FACTORS: [&str; 12] = [
+pub const FACTORS: [&str; 13] = [
     "policy",
     "wan_bandwidth",
     "wan_rtt",
@@ -147,6 +151,7 @@ pub const FACTORS: [&str; 12] = [
     "order",
     "max_in_flight",
     "max_in_flight_per_host",
+    "power_off_scale",
 ];
 
 /// One factor: its name and its levels, each with the text it was written as.
@@ -536,6 +541,7 @@ fn level_rank(level: &Level) -> usize {
         Level::Order(_) => 9,
         Level::MaxInFlight(_) => 10,
         Level::MaxInFlightPerHost(_) => 11,
+        Level::PowerOffScale(_) => 12,
     }
 }
 
@@ -591,6 +597,13 @@ fn parse_level(name: &str, value: &toml::Value) -> Result<Level, String> {
         "order" => Level::Order(text()?.parse()?),
         "max_in_flight" => Level::MaxInFlight(integer()? as usize),
         "max_in_flight_per_host" => Level::MaxInFlightPerHost(integer()? as usize),
+        "power_off_scale" => Level::PowerOffScale(
+            value
+                .as_float()
+                .or_else(|| value.as_integer().map(|n| n as f64))
+                .filter(|x| x.is_finite() && *x > 0.0 && *x <= 1e6)
+                .ok_or_else(|| format!("expected a positive number (at most 1e6), found `{value}`"))?,
+        ),
         _ => unreachable!("checked against FACTORS"),
     })
 }
@@ -658,6 +671,11 @@ fn apply(scenario: &mut Scenario, level: &Level) {
         Level::Order(order) => scenario.controller.order = Some(order),
         Level::MaxInFlight(n) => scenario.controller.max_in_flight = n,
         Level::MaxInFlightPerHost(n) => scenario.controller.max_in_flight_per_host = n,
+        Level::PowerOffScale(scale) => {
+            for host in &mut scenario.fleet.hosts {
+                host.power_off_at = host.power_off_at.map(|at| at.mul_f64(scale));
+            }
+        }
     }
 }
 

@@ -370,3 +370,30 @@ fn a_repeat_seed_whose_draw_overfills_the_destinations_is_refused() {
         "{message}"
     );
 }
+
+/// The default scenario's power-offs are at 25 and 15 min (rack3-a,
+/// rack4-a): halved, 750 s and 450 s; a host without one keeps none.
+#[test]
+fn power_off_scale_multiplies_every_deadline() {
+    let g = grid("[factors]\npower_off_scale = [0.5, 2]\n").unwrap();
+    let combos = g.combinations();
+    assert_eq!(combos.len(), 2);
+    let (seed, levels) = &combos[0];
+    let tight = g.scenario(*seed, levels).unwrap();
+    let at = |s: &evac_scenario::Scenario, name: &str| {
+        s.fleet
+            .hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap()
+            .power_off_at
+            .map(|d| d.as_secs_f64())
+    };
+    assert_eq!(at(&tight, "rack3-a"), Some(750.0));
+    assert_eq!(at(&tight, "rack4-a"), Some(450.0));
+    assert_eq!(at(&tight, "rack1-a"), None);
+    let (seed, levels) = &combos[1];
+    let loose = g.scenario(*seed, levels).unwrap();
+    assert_eq!(at(&loose, "rack4-a"), Some(1800.0));
+    assert!(error("[factors]\npower_off_scale = [0]\n").contains("positive number"));
+}

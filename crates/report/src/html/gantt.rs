@@ -301,6 +301,9 @@ mod tests {
             bytes_sent: Some(1),
             outcome: Outcome::Migrated,
             reason: None,
+            mode: None,
+            connections: None,
+            decisions: Vec::new(),
         };
         RunResult {
             policy: "p".into(),

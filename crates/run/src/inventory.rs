@@ -1,0 +1,351 @@
+//! What every backend's inventory file shares: reading it (bounded),
+//! parsing its TOML with the place of every error (file, line, column and
+//! the field's path, e.g. `host[1].nic`), and the checks of its hosts and
+//! VMs that do not depend on the backend. Each backend's inventory module
+//! keeps its own fields and the checks only it needs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use evac_model::Site;
+use serde::de::DeserializeOwned;
+
+/// Why an inventory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The TOML does not fit the format: a syntax error, an unknown key, a
+    /// value of the wrong type or unit.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The file parses but cannot be used; `line` is the entry's (0 when
+    /// the problem is the file as a whole).
+    #[error("{}", located(path, *line, message))]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+fn located(path: &Path, line: usize, message: &str) -> String {
+    if line == 0 {
+        format!("{}: {message}", path.display())
+    } else {
+        format!("{}:{line}: {message}", path.display())
+    }
+}
+
+/// Inventories larger than this are refused: they are hand-written lists
+/// of hosts and VMs, and a larger file is not one.
+pub const MAX_INVENTORY_BYTES: u64 = 16 << 20;
+
+/// The text of the inventory at `path`, at most [`MAX_INVENTORY_BYTES`].
+pub fn read(path: &Path) -> Result<String, InventoryError> {
+    let error = |source| InventoryError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(error)?.len();
+    if len > MAX_INVENTORY_BYTES {
+        return Err(error(std::io::Error::other(format!(
+            "{len} bytes: an inventory is at most {MAX_INVENTORY_BYTES} bytes"
+        ))));
+    }
+    std::fs::read_to_string(path).map_err(error)
+}
+
+/// Parses `text` (the file at `path`) as `T`; an error says where, and
+/// which field (the line alone does not say which of several `[[host]]`
+/// tables' `nic` it is).
+pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, InventoryError> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let field = e.path().to_string();
+        let e = e.into_inner();
+        let (line, column) = e.span().map_or((0, 0), |s| line_column(text, s.start));
+        InventoryError::Parse {
+            path: path.to_owned(),
+            line,
+            column,
+            message: if field == "." {
+                e.message().to_owned()
+            } else {
+                format!("field `{field}`: {}", e.message())
+            },
+        }
+    })
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Where a refusal points: an entry (by its `name`) or a top-level key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    /// The `[[host]]` or `[[vm]]` whose `name` is this.
+    Entry(String),
+    /// A top-level key such as `backend`.
+    Key(&'static str),
+    /// The file as a whole.
+    File,
+}
+
+/// A refusal by a check: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub at: At,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(at: At, message: impl Into<String>) -> Self {
+        Refusal {
+            at,
+            message: message.into(),
+        }
+    }
+
+    /// The error for `path`, whose `text` gives the line.
+    pub fn into_error(self, text: &str, path: &Path) -> InventoryError {
+        InventoryError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, &self.at),
+            message: self.message,
+        }
+    }
+}
+
+/// The line of `at` in `text` (its first `name = "<entry>"` or `<key> =`),
+/// 0 if none.
+pub fn line_of(text: &str, at: &At) -> usize {
+    let found = text.lines().position(|l| {
+        let l = l.trim_start();
+        match at {
+            At::Entry(name) => {
+                let Some(rest) = l.strip_prefix("name") else {
+                    return false;
+                };
+                let value = rest.trim_start().strip_prefix('=').map(str::trim);
+                value.is_some_and(|v| v.trim_matches(|c| c == '"' || c == '\'') == name)
+            }
+            At::Key(key) => l
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('=')),
+            At::File => false,
+        }
+    });
+    found.map_or(0, |i| i + 1)
+}
+
+/// A host as the common checks see it.
+#[derive(Debug, Clone, Copy)]
+pub struct HostView<'a> {
+    pub name: &'a str,
+    pub site: Site,
+    pub migration_address: Option<&'a str>,
+    pub power_off_at: Option<Duration>,
+}
+
+impl<'a> HostView<'a> {
+    pub fn new(
+        name: &'a str,
+        site: Site,
+        migration_address: Option<&'a str>,
+        power_off_at: Option<Duration>,
+    ) -> Self {
+        HostView {
+            name,
+            site,
+            migration_address,
+            power_off_at,
+        }
+    }
+}
+
+/// A VM entry as the common checks see it.
+#[derive(Debug, Clone, Copy)]
+pub struct VmView<'a> {
+    pub name: &'a str,
+    /// The source host it names, for backends whose entries name one.
+    pub host: Option<&'a str>,
+    pub destination: Option<&'a str>,
+}
+
+/// The checks every inventory passes, whatever its backend: host and VM
+/// names unique; every destination host has a `migration_address`; a
+/// power-off deadline only on a source host (a destination that loses
+/// power is not a destination); a VM's host a source host and its pinned
+/// destination a destination host; at least one host on each site.
+pub fn check_hosts_and_vms(hosts: &[HostView<'_>], vms: &[VmView<'_>]) -> Result<(), Refusal> {
+    let entry = |name: &str| At::Entry(name.to_owned());
+    for (i, host) in hosts.iter().enumerate() {
+        if hosts[..i].iter().any(|h| h.name == host.name) {
+            return Err(Refusal::new(
+                entry(host.name),
+                format!("host `{}` is listed twice", host.name),
+            ));
+        }
+        if host.site == Site::Destination {
+            if host.migration_address.is_none() {
+                return Err(Refusal::new(
+                    entry(host.name),
+                    format!(
+                        "destination host `{}`: field `migration_address` is missing",
+                        host.name
+                    ),
+                ));
+            }
+            if host.power_off_at.is_some() {
+                return Err(Refusal::new(
+                    entry(host.name),
+                    format!(
+                        "destination host `{}`: field `power_off_at`: only a source host has a deadline",
+                        host.name
+                    ),
+                ));
+            }
+        }
+    }
+    let site_of = |name: &str| hosts.iter().find(|h| h.name == name).map(|h| h.site);
+    for (i, vm) in vms.iter().enumerate() {
+        if vms[..i].iter().any(|v| v.name == vm.name) {
+            return Err(Refusal::new(
+                entry(vm.name),
+                format!("vm `{}` is listed twice", vm.name),
+            ));
+        }
+        if let Some(host) = vm.host {
+            match site_of(host) {
+                Some(Site::Source) => {}
+                Some(Site::Destination) => {
+                    return Err(Refusal::new(
+                        entry(vm.name),
+                        format!("vm `{}`: field `host`: `{host}` is not a source host", vm.name),
+                    ))
+                }
+                None => {
+                    return Err(Refusal::new(
+                        entry(vm.name),
+                        format!("vm `{}`: field `host`: no host is named `{host}`", vm.name),
+                    ))
+                }
+            }
+        }
+        if let Some(d) = vm.destination {
+            if site_of(d) != Some(Site::Destination) {
+                return Err(Refusal::new(
+                    entry(vm.name),
+                    format!("vm `{}`: field `destination`: no destination host `{d}`", vm.name),
+                ));
+            }
+        }
+    }
+    for (site, word) in [(Site::Source, "source"), (Site::Destination, "destination")] {
+        if !hosts.iter().any(|h| h.site == site) {
+            return Err(Refusal::new(At::File, format!("no host has site = \"{word}\"")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, site: Site) -> HostView<'_> {
+        HostView {
+            name,
+            site,
+            migration_address: (site == Site::Destination).then_some("10.0.0.2"),
+            power_off_at: None,
+        }
+    }
+
+    fn refused(hosts: &[HostView<'_>], vms: &[VmView<'_>]) -> Refusal {
+        check_hosts_and_vms(hosts, vms).unwrap_err()
+    }
+
+    #[test]
+    fn each_common_refusal_points_at_its_entry() {
+        let (a, b) = (host("a", Site::Source), host("b", Site::Destination));
+        assert!(check_hosts_and_vms(&[a, b], &[]).is_ok());
+        let r = refused(&[a, b, host("a", Site::Destination)], &[]);
+        assert_eq!(r.at, At::Entry("a".into()));
+        assert!(r.message.contains("listed twice"), "{r:?}");
+        let r = refused(
+            &[
+                a,
+                HostView {
+                    migration_address: None,
+                    ..b
+                },
+            ],
+            &[],
+        );
+        assert!(r.message.contains("migration_address"), "{r:?}");
+        let late = HostView {
+            power_off_at: Some(Duration::from_secs(60)),
+            ..b
+        };
+        assert!(refused(&[a, late], &[]).message.contains("power_off_at"));
+        let vm = |host, destination| VmView {
+            name: "v",
+            host,
+            destination,
+        };
+        assert!(refused(&[a, b], &[vm(Some("b"), None)])
+            .message
+            .contains("not a source host"));
+        assert!(refused(&[a, b], &[vm(Some("z"), None)])
+            .message
+            .contains("no host is named `z`"));
+        assert!(refused(&[a, b], &[vm(None, Some("a"))])
+            .message
+            .contains("no destination host `a`"));
+        let r = refused(&[a, b], &[vm(None, None), vm(None, None)]);
+        assert_eq!(r.at, At::Entry("v".into()));
+        assert_eq!(refused(&[a], &[]).at, At::File);
+        assert!(refused(&[b], &[]).message.contains("\"source\""));
+    }
+
+    #[test]
+    fn lines_are_found_by_entry_name_or_key() {
+        let text = "name = \"run\"\nbackend = \"x\"\n[[host]]\nname = \"a1\"\n[[host]]\nname = \"a\"\n";
+        assert_eq!(line_of(text, &At::Entry("a".into())), 6);
+        assert_eq!(line_of(text, &At::Entry("a1".into())), 4);
+        assert_eq!(line_of(text, &At::Key("backend")), 2);
+        assert_eq!(line_of(text, &At::Entry("zz".into())), 0);
+        assert_eq!(line_of(text, &At::File), 0);
+        let e = Refusal::new(At::Entry("a".into()), "bad").into_error(text, Path::new("f.toml"));
+        assert_eq!(e.to_string(), "f.toml:6: bad");
+        let e = Refusal::new(At::File, "bad").into_error(text, Path::new("f.toml"));
+        assert_eq!(e.to_string(), "f.toml: bad");
+    }
+
+    #[test]
+    fn parse_errors_name_line_column_and_field() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct T {
+            host: Vec<H>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct H {
+            nic: evac_model::BitsPerSec,
+        }
+        let text = "[[host]]\nnic = \"1 Gbps\"\n[[host]]\nnic = \"1 GiB\"\n";
+        let e = parse::<T>(text, Path::new("f.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("f.toml:4:7: field `host[1].nic`"), "{e}");
+    }
+}

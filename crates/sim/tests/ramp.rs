@@ -1,0 +1,100 @@
+//! The TCP ramp-up of each migration (`ramp_rtts`): the model adds
+//! `ramp_rtts × wan_rtt` to the migration's setup, during which it sends
+//! nothing. Expected values are computed by hand in the comments.
+
+use std::time::Duration;
+
+use evac_scenario::Scenario;
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}
+
+/// Two idle VMs of 100 MiB, a 100 Mbit/s WAN, a window large enough
+/// (64 MiB) never to cap a connection at these RTTs.
+fn scenario(rtt_ms: u64, setup: &str, ramp: &str, policy: &str) -> Scenario {
+    let text = format!(
+        r#"
+[network]
+wan_bandwidth = "100 Mbps"
+wan_rtt = "{rtt_ms} ms"
+tcp_window = "64 MiB"
+[migration]
+setup_time = "{setup}"
+{ramp}
+[controller]
+policy = "{policy}"
+[[host]]
+name = "s"
+site = "source"
+nic = "10 Gbps"
+[[host]]
+name = "d"
+site = "destination"
+nic = "10 Gbps"
+[[vm]]
+name = "a"
+host = "s"
+memory = "100 MiB"
+[[vm]]
+name = "b"
+host = "s"
+memory = "100 MiB"
+"#
+    );
+    Scenario::from_toml_str(&text, "test").unwrap()
+}
+
+fn times(scenario: &Scenario) -> (Vec<f64>, f64) {
+    let result = evac_sim::simulate_evacuation(
+        &scenario.fleet,
+        &scenario.network,
+        scenario.migration,
+        &scenario.controller,
+    );
+    let each = result.vms.iter().map(|v| v.migration_time_s.unwrap()).collect();
+    (each, result.total_time_s.unwrap())
+}
+
+/// 100 MiB over 100 Mbit/s: 838860800 bits / 1e8 = 8.388608 s.
+const COPY: f64 = 8.388608;
+
+#[test]
+fn the_ramp_is_absent_by_default() {
+    let s = scenario(50, "0 s", "", "sequential");
+    assert_eq!(s.migration.ramp_rtts, 0.0);
+    let (each, total) = times(&s);
+    assert!(each.iter().all(|&t| close(t, COPY)), "{each:?}");
+    assert!(close(total, 2.0 * COPY), "{total}");
+}
+
+#[test]
+fn each_sequential_migration_pays_setup_and_ramp_rtts_round_trips() {
+    // 0.2 s + 13 x 50 ms = 0.85 s before each copy; two in a row.
+    let s = scenario(50, "200 ms", "ramp_rtts = 13", "sequential");
+    assert_eq!(s.migration.ramp_rtts, 13.0);
+    let (each, total) = times(&s);
+    assert!(each.iter().all(|&t| close(t, 0.85 + COPY)), "{each:?}");
+    assert!(close(total, 2.0 * (0.85 + COPY)), "{total}");
+}
+
+#[test]
+fn the_ramp_grows_with_the_rtt() {
+    // At 100 ms: 0.2 s + 13 x 0.1 s = 1.5 s; at 1 ms: 0.2 + 0.013 s.
+    let (each, _) = times(&scenario(100, "200 ms", "ramp_rtts = 13", "sequential"));
+    assert!(each.iter().all(|&t| close(t, 1.5 + COPY)), "{each:?}");
+    let (each, _) = times(&scenario(1, "200 ms", "ramp_rtts = 13", "sequential"));
+    assert!(each.iter().all(|&t| close(t, 0.213 + COPY)), "{each:?}");
+}
+
+#[test]
+fn parallel_migrations_ramp_at_the_same_time() {
+    // Both start at 0, wait 2.5 x 40 ms = 0.1 s, then share 100 Mbit/s:
+    // 2 x 100 MiB take 2 x 8.388608 s together.
+    let s = scenario(40, "0 s", "ramp_rtts = 2.5", "parallel");
+    let (each, total) = times(&s);
+    let expected = 0.1 + 2.0 * COPY;
+    assert!(each.iter().all(|&t| close(t, expected)), "{each:?}");
+    assert!(close(total, expected), "{total}");
+    assert_eq!(s.migration.setup_time, Duration::ZERO);
+}
