@@ -191,6 +191,17 @@ pub trait Controller {
         true
     }
 
+    /// Whether the tick at `now` reads [`Observations::host_tx`]. A driver
+    /// for which keeping thousands of counters current costs (the
+    /// simulator's fluid model brings a link's bytes up to date only when
+    /// read) may leave them as they were when this says no, provided that
+    /// the next observation that does carry them lists in
+    /// [`Observations::tx_changed`] every host whose counter moved since
+    /// they were last carried.
+    fn reads_host_tx(&self, _now: Duration) -> bool {
+        true
+    }
+
     /// The most migrations it lets run at once, as of its last decision
     /// (an AIMD window, a static limit); `None` when it sets no limit or
     /// does not say. Live metrics show it.
@@ -505,6 +516,12 @@ pub trait Policy {
     /// [`Controller::needs_progress`].
     fn needs_progress(&self) -> bool {
         false
+    }
+
+    /// Whether the policy reads [`View::period_throughput`]: if not, the
+    /// controller measures none (and reads no host counters).
+    fn reads_throughput(&self) -> bool {
+        true
     }
 
     /// Changes to migrations in flight (none for the published policies).
@@ -944,17 +961,22 @@ impl Evacuation {
     }
 
     /// Measures each host's throughput once a control period has passed.
-    fn sample(&mut self, observations: &Observations) -> bool {
-        let now = observations.now;
-        let due = match &self.last_sample {
+    /// Whether a throughput sample is due at `now`: the first, or a control
+    /// period after the last.
+    fn sample_due(&self, now: Duration) -> bool {
+        match &self.last_sample {
             None => true,
             // A tick caused by a migration's end, between two periodic ticks,
             // is too short a window to measure over.
             Some(last) => {
                 now.saturating_sub(last.at).as_secs_f64() >= 0.999 * self.config.period.as_secs_f64()
             }
-        };
-        if !due {
+        }
+    }
+
+    fn sample(&mut self, observations: &Observations) -> bool {
+        let now = observations.now;
+        if !self.sample_due(now) {
             return false;
         }
         let sparse = !self.touched.all;
@@ -1152,7 +1174,11 @@ impl Controller for Evacuation {
     fn on_tick(&mut self, observations: &Observations) -> Vec<Action> {
         self.settle(&observations.ended);
         self.drop_powered_off(observations.now);
+        // A policy that reads no throughput needs no sample (nor the hosts'
+        // counters: see `reads_host_tx`).
+        let reads_throughput = self.policy.reads_throughput();
         match &observations.tx_changed {
+            Some(_) if !reads_throughput => {}
             Some(hosts) => {
                 for &host in hosts {
                     if host.0 < self.touched.marked.len() {
@@ -1162,7 +1188,7 @@ impl Controller for Evacuation {
             }
             None => self.touched.all = true,
         }
-        let fresh = self.sample(observations);
+        let fresh = reads_throughput && self.sample(observations);
         let view = View {
             now: observations.now,
             fleet: &self.fleet,
@@ -1206,6 +1232,10 @@ impl Controller for Evacuation {
 
     fn needs_progress(&self) -> bool {
         self.policy.needs_progress()
+    }
+
+    fn reads_host_tx(&self, now: Duration) -> bool {
+        self.policy.reads_throughput() && self.sample_due(now)
     }
 
     fn explain(&self, vm: VmId) -> Vec<Explanation> {

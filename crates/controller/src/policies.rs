@@ -167,6 +167,11 @@ impl Policy for Fixed {
         self.0.clone()
     }
 
+    /// Fixed limits read no throughput.
+    fn reads_throughput(&self) -> bool {
+        false
+    }
+
     /// Fixed limits change with nothing but the migrations' ends.
     fn next_wakeup(&self, _: &View<'_>) -> Wakeup {
         Wakeup::OnEvent

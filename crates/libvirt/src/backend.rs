@@ -95,6 +95,15 @@ impl LibvirtBackend {
                 if !inventory.vms.is_empty() && !inventory.vms.iter().any(|v| v.name == d.name) {
                     continue;
                 }
+                // Resuming finishes the run the journal describes: a domain
+                // started since is for a next run.
+                if replay.is_some_and(|r| !r.vms.contains(&d.name)) {
+                    log(&format!(
+                        "{}: not in the run being resumed (started since?): left for a next run",
+                        d.name
+                    ));
+                    continue;
+                }
                 if !d.local_disks.is_empty() && !inventory.migration.copy_storage {
                     anyhow::bail!(
                         "domain `{}` on host `{}` has local disks ({}): evac assumes storage the destination \
@@ -739,4 +748,91 @@ fn journal_vms_gone(
         ));
     }
     gone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evac_outcome::{Outcome, VmRecord};
+    use evac_run::journal::{InFlight, Replay, VmReplay};
+
+    const INVENTORY: &str = r#"name = "r"
+backend = "libvirt"
+[[host]]
+name = "a1"
+site = "source"
+nic = "1 Gbps"
+uri = "qemu+tcp://10.0.0.1/system"
+[[host]]
+name = "b1"
+site = "destination"
+nic = "1 Gbps"
+uri = "qemu+tcp://10.0.0.2/system"
+migration_address = "10.0.0.2"
+"#;
+
+    fn state(record_host: Option<&str>, flight_source: Option<&str>) -> VmReplay {
+        VmReplay {
+            record: record_host.map(|h| VmRecord {
+                outcome: Outcome::Migrated,
+                ..VmRecord::unmoved("x".into(), h.into())
+            }),
+            attempts: 1,
+            done: record_host.is_some(),
+            in_flight: flight_source.map(|s| InFlight {
+                attempt: 1,
+                destination: "b1".into(),
+                started_s: 0.0,
+                params: evac_model::MigrationParams::default(),
+                backend: serde_json::json!({"domain": "x", "source": s}),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_journal_places_the_domains_discovery_no_longer_finds() {
+        let inventory = Inventory::from_str_at(INVENTORY, std::path::Path::new("r.toml")).unwrap();
+        let replay = Replay {
+            started_unix_ms: 0,
+            vms: ["here", "moved", "moving", "unplaced", "elsewhere"]
+                .map(String::from)
+                .to_vec(),
+            memory: vec![
+                Bytes::mib(1),
+                Bytes::mib(2),
+                Bytes::mib(3),
+                Bytes::mib(4),
+                Bytes::mib(5),
+            ],
+            states: vec![
+                state(None, None),
+                state(Some("a1"), None),
+                state(None, Some("a1")),
+                state(None, None),
+                state(Some("z9"), None),
+            ],
+            failed_attempts: Vec::new(),
+        };
+        let found = [FoundDomain {
+            host: HostId(0),
+            name: "here".into(),
+            memory: Bytes::mib(1),
+            disk: Bytes::ZERO,
+        }];
+        let gone = journal_vms_gone(&inventory, &replay, &found);
+        // Found on A: not added again. Moved (its record's host) and moving
+        // (its attempt's source): kept, at their journal index, with the
+        // journal's memory. Never placed, or on a host no longer listed: left out.
+        let names: Vec<(usize, &str, HostId, Bytes)> = gone
+            .iter()
+            .map(|(i, f)| (*i, f.name.as_str(), f.host, f.memory))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                (1, "moved", HostId(0), Bytes::mib(2)),
+                (2, "moving", HostId(0), Bytes::mib(3))
+            ]
+        );
+    }
 }

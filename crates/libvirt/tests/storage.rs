@@ -91,6 +91,10 @@ async fn a_local_disk_is_refused_without_copy_storage_and_copied_with_it() {
     .unwrap();
     let r = &out.result;
     assert_eq!((r.migrated, r.lost), (1, 0), "{r:?}");
+    // libvirt's record of the job counts the disk too: more than the 32 MiB
+    // of random RAM plus the 8 MiB written to the disk.
+    let sent = r.vms[0].bytes_sent.unwrap();
+    assert!(sent >= 40 * MIB, "{sent} bytes: the disk is not counted: {r:?}");
     assert!(lab.running_domains(0).unwrap().is_empty());
     assert_eq!(lab.running_domains(1).unwrap(), vec![name]);
     // B's own disk file now holds what A's held.

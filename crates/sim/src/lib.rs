@@ -65,10 +65,11 @@
 
 pub mod fair_share;
 mod fluid;
+mod radix;
 pub mod scale;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 use evac_controller::{
@@ -80,6 +81,7 @@ use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmR
 
 use fair_share::{Demand, FairShare};
 use fluid::{Bottleneck, Clock};
+use radix::{key_of, time_of_key, RadixHeap};
 
 /// The WAN's index among the links; host `h`'s NIC is link `h + 1`.
 const WAN: usize = 0;
@@ -144,8 +146,12 @@ pub enum Solver {
 pub struct SolverStats {
     pub fluid_steps: u64,
     pub full_solves: u64,
-    /// Round ends handled (each a precopy round, a stop-and-copy, a setup).
+    /// Round ends handled (each a precopy round, a stop-and-copy, a setup,
+    /// or a chain of rounds).
     pub round_ends: u64,
+    /// Chains of rounds run as one event, and those cut short.
+    pub chains: u64,
+    pub chains_cut: u64,
 }
 
 /// [`simulate`] with the choice of [`Solver`], and what it did.
@@ -232,6 +238,11 @@ struct Flow {
     /// since `v_as_of`, the round's end in the virtual heap.
     fluid: bool,
     v_as_of: f64,
+    /// Rounds run as one event: see [`Chain`].
+    chain: Option<Chain>,
+    /// The rebalance epoch in which it started sending: until the next
+    /// rebalance it has no rate yet, as in a full solve.
+    joined: u64,
     demand: Demand,
     /// Bumped whenever the round's end time changes, to spot stale events.
     generation: u64,
@@ -262,8 +273,8 @@ impl Flow {
         (self.round_sent + more).min(self.round_bytes)
     }
 
-    fn rate_at(&self, clock: &Clock) -> f64 {
-        if self.fluid {
+    fn rate_at(&self, clock: &Clock, epoch: u64) -> f64 {
+        if self.fluid && self.joined != epoch {
             self.demand.weight * clock.lambda
         } else {
             self.rate
@@ -307,6 +318,26 @@ impl Flow {
             0.0
         }
     }
+}
+
+/// Precopy rounds of a flow in the fluid model that are certain to go the
+/// same way, run as one event: once the guest has dirtied its whole working
+/// set `ws` during a round, every next round sends `ws` bytes (`ws / weight`
+/// of virtual time) and, while `λ` stays at most `limit`, lasts long enough
+/// for the guest to dirty `ws` again and too long to converge
+/// (`ws / rate > downtime_limit`), up to `max_rounds`. So rounds
+/// `round ..= max_rounds` end at one virtual instant, `start_v + rounds × ws
+/// / weight`, with the stop-and-copy of `ws` to follow, and nothing in
+/// between can be observed by a controller that reads no progress. If `λ`
+/// rises above `limit` (or the controller acts on the flow, or the fluid
+/// model ends), the chain is cut where the clock is: the rounds done are
+/// counted and the one under way runs on as any other.
+#[derive(Debug, Clone, Copy)]
+struct Chain {
+    /// `V` when the chain's first round began.
+    start_v: f64,
+    rounds: u32,
+    limit: f64,
 }
 
 /// A round's end, in the event queue.
@@ -393,12 +424,22 @@ struct Simulation<'a> {
     /// Stands still (`λ = 0`) outside the fluid model.
     clock: Clock,
     bottleneck: Bottleneck,
-    /// Round ends of the flows in virtual time, keyed by `V`.
-    virtual_ends: BinaryHeap<Reverse<RoundEnd>>,
+    /// Round ends of the flows in virtual time: (`V` as a key, VM,
+    /// generation).
+    virtual_ends: RadixHeap<u64>,
     /// Per link, in the fluid model: `V` when `carried` was last brought up
     /// to date.
     v_mark: Vec<f64>,
     stats: SolverStats,
+    /// Chained flows by their chain's limit on `λ` (as a key), lowest first.
+    chains: BTreeSet<(u64, VmId)>,
+    /// The clock's segments since the oldest chain began, to find when a
+    /// cut chain's round began.
+    history: Vec<Clock>,
+    /// The controller reads no progress: rounds may be chained.
+    may_chain: bool,
+    /// Rebalances so far (see `Flow::joined`).
+    epoch: u64,
     /// Simulated seconds after which the run ends ([`simulate_until`]).
     horizon: f64,
     horizon_reached: bool,
@@ -458,9 +499,13 @@ impl<'a> Simulation<'a> {
             fluid_on: false,
             clock: Clock::default(),
             bottleneck: Bottleneck::new(links),
-            virtual_ends: BinaryHeap::new(),
+            virtual_ends: RadixHeap::default(),
             v_mark: vec![0.0; links],
             stats: SolverStats::default(),
+            chains: BTreeSet::new(),
+            history: Vec::new(),
+            may_chain: false,
+            epoch: 1,
             horizon: DEFAULT_HORIZON.as_secs_f64(),
             horizon_reached: false,
         }
@@ -499,6 +544,8 @@ impl<'a> Simulation<'a> {
                 // stays where it is (see `into_result`).
                 self.now = self.horizon.max(self.now);
                 self.horizon_reached = true;
+                // Chained rounds are settled up to now, as at a power-off.
+                self.unchain_all();
                 self.advance_links();
                 let now = self.now;
                 let v = self.clock.at(now);
@@ -570,12 +617,12 @@ impl<'a> Simulation<'a> {
     /// the virtual heap. Stale entries (a flow gone, or rescheduled) are
     /// dropped on the way.
     fn peek_round_end(&mut self) -> Option<(f64, VmId, bool)> {
-        let live = |slot: &[Option<usize>], flows: &[Flow], event: &RoundEnd| {
-            slot[event.vm.0].is_some_and(|s| flows[s].generation == event.generation)
+        let live = |slot: &[Option<usize>], flows: &[Flow], vm: VmId, generation: u64| {
+            slot[vm.0].is_some_and(|s| flows[s].generation == generation)
         };
         let real = loop {
             match self.round_ends.peek() {
-                Some(Reverse(event)) if !live(&self.slot, &self.flows, event) => {
+                Some(Reverse(event)) if !live(&self.slot, &self.flows, event.vm, event.generation) => {
                     self.round_ends.pop();
                 }
                 other => break other.map(|Reverse(event)| (event.at, event.vm, false)),
@@ -583,10 +630,15 @@ impl<'a> Simulation<'a> {
         };
         let virt = loop {
             match self.virtual_ends.peek() {
-                Some(Reverse(event)) if !live(&self.slot, &self.flows, event) => {
+                Some((_, vm, generation))
+                    if !live(&self.slot, &self.flows, VmId(vm as usize), generation) =>
+                {
                     self.virtual_ends.pop();
                 }
-                other => break other.map(|Reverse(event)| (self.clock.time_of(event.at), event.vm, true)),
+                other => {
+                    break other
+                        .map(|(key, vm, _)| (self.clock.time_of(time_of_key(key)), VmId(vm as usize), true))
+                }
             }
         };
         match (real, virt) {
@@ -622,6 +674,7 @@ impl<'a> Simulation<'a> {
         let connection_cap = self.connection_cap;
         let v = self.clock.at(now);
         let fluid = self.fluid_on;
+        let may_chain = self.may_chain;
         let flow = self.flow_mut(vm).expect("a live event has a flow");
         if flow.setting_up {
             // Set up: the first round starts now, at the flow's full demand.
@@ -635,6 +688,23 @@ impl<'a> Simulation<'a> {
             self.join(slot);
             self.schedule(vm);
             return true;
+        }
+        if let Some(chain) = flow.chain.take() {
+            // The chain's last round ended: what the normal path would do
+            // after each of them, at once (each sent `ws`, and the guest
+            // dirtied `ws` again during the last).
+            flow.earlier_rounds += f64::from(chain.rounds) * working_set;
+            flow.round = flow.params.max_rounds;
+            flow.round_bytes = working_set;
+            flow.round_sent = 0.0;
+            flow.round_started_at = now;
+            flow.as_of = now;
+            flow.v_as_of = v;
+            flow.phase = Phase::StopAndCopy;
+            flow.paused_at = Some(now);
+            self.chains.remove(&(key_of(chain.limit), vm));
+            self.schedule(vm);
+            return false;
         }
         flow.round_sent = flow.round_bytes;
         flow.as_of = now;
@@ -672,6 +742,10 @@ impl<'a> Simulation<'a> {
                     flow.paused_at = Some(now);
                 } else {
                     flow.round += 1;
+                    if may_chain && flow.fluid && dirtied == working_set && working_set > 0.0 {
+                        self.try_chain(vm, dirty_rate, working_set);
+                        return false;
+                    }
                 }
                 self.schedule(vm);
                 false
@@ -683,16 +757,104 @@ impl<'a> Simulation<'a> {
         }
     }
 
+    /// Chains the rounds from the one starting now (saturated: it sends
+    /// `ws`) to `max_rounds` if `λ` is low enough for them all to go the
+    /// same way (see [`Chain`]); schedules the flow in any case.
+    fn try_chain(&mut self, vm: VmId, dirty_rate: f64, working_set: f64) {
+        let lambda = self.clock.lambda;
+        let v = self.clock.at(self.now);
+        let flow = self.flow_mut(vm).expect("in flight");
+        let rounds = flow.params.max_rounds.saturating_sub(flow.round) + 1;
+        // Each round must last at least this long: long enough to dirty
+        // `ws` and too long to converge (with a margin for rounding).
+        let shortest =
+            (working_set / dirty_rate).max(flow.params.downtime_limit.as_secs_f64()) * (1.0 + 1e-9);
+        let length = working_set / flow.demand.weight;
+        let limit = length / shortest;
+        if rounds < 2 || lambda >= limit || !limit.is_finite() {
+            self.schedule(vm);
+            return;
+        }
+        flow.chain = Some(Chain {
+            start_v: v,
+            rounds,
+            limit,
+        });
+        flow.generation += 1;
+        let generation = flow.generation;
+        self.virtual_ends
+            .push(key_of(v + f64::from(rounds) * length), vm.0 as u64, generation);
+        if self.chains.is_empty() {
+            // The history starts with the current segment.
+            self.history.clear();
+            self.history.push(self.clock);
+        }
+        self.chains.insert((key_of(limit), vm));
+        self.stats.chains += 1;
+    }
+
+    /// Cuts `vm`'s chain, if any, where the clock is now: the rounds done
+    /// are counted, the one under way goes on as a round of its own.
+    fn unchain(&mut self, vm: VmId) {
+        let Some(slot) = self.slot[vm.0] else { return };
+        let Some(chain) = self.flows[slot].chain.take() else {
+            return;
+        };
+        self.chains.remove(&(key_of(chain.limit), vm));
+        self.stats.chains_cut += 1;
+        let now = self.now;
+        let v = self.clock.at(now);
+        let working_set = self.fleet.vm(vm).working_set.as_f64();
+        let length = working_set / self.flows[slot].demand.weight;
+        let done = (((v - chain.start_v) / length).floor().max(0.0) as u32).min(chain.rounds - 1);
+        let began_v = chain.start_v + f64::from(done) * length;
+        let began = if done == 0 {
+            self.flows[slot].round_started_at
+        } else {
+            self.time_of_past(began_v)
+        };
+        let flow = &mut self.flows[slot];
+        flow.earlier_rounds += f64::from(done) * working_set;
+        flow.round += done;
+        flow.round_bytes = working_set;
+        flow.round_sent = 0.0;
+        flow.round_started_at = began;
+        flow.as_of = began;
+        flow.v_as_of = began_v;
+        flow.catch_up(now, v);
+        self.schedule(vm);
+    }
+
+    /// Cuts every chain (the fluid model ends, or the controller reads
+    /// progress).
+    fn unchain_all(&mut self) {
+        while let Some(&(_, vm)) = self.chains.first() {
+            self.unchain(vm);
+        }
+    }
+
+    /// When the virtual clock first read `v` (at most its reading now).
+    fn time_of_past(&self, v: f64) -> f64 {
+        let j = self.history.partition_point(|c| c.v_at < v);
+        if j < self.history.len() && self.history[j].v_at == v {
+            return self.history[j].t_at;
+        }
+        let Some(segment) = j.checked_sub(1).map(|i| self.history[i]) else {
+            return self.history.first().map_or(self.now, |c| c.t_at);
+        };
+        if segment.lambda > 0.0 {
+            segment.t_at + (v - segment.v_at) / segment.lambda
+        } else {
+            segment.t_at
+        }
+    }
+
     fn schedule(&mut self, vm: VmId) {
         let flow = self.flow_mut(vm).expect("scheduling a flow in flight");
         flow.generation += 1;
         if flow.fluid {
-            let event = RoundEnd {
-                at: flow.virtual_end(),
-                vm,
-                generation: flow.generation,
-            };
-            self.virtual_ends.push(Reverse(event));
+            let (key, generation) = (key_of(flow.virtual_end()), flow.generation);
+            self.virtual_ends.push(key, vm.0 as u64, generation);
             return;
         }
         let event = RoundEnd {
@@ -720,6 +882,7 @@ impl<'a> Simulation<'a> {
 
     /// The flow in `slot` starts sending: its weight joins its links'.
     fn join(&mut self, slot: usize) {
+        self.flows[slot].joined = self.epoch;
         let (vm, demand) = (self.flows[slot].vm, self.flows[slot].demand);
         self.settle_links_of(&demand);
         self.bottleneck.add(&self.capacity, vm, &demand);
@@ -784,6 +947,7 @@ impl<'a> Simulation<'a> {
         for i in 0..self.vms_by_host[host.0].len() {
             let vm = self.vms_by_host[host.0][i];
             if let Some(slot) = self.slot[vm.0] {
+                self.unchain(vm);
                 let v = self.clock.at(now);
                 self.flows[slot].catch_up(now, v);
                 let flow = self.remove_flow(vm);
@@ -804,18 +968,28 @@ impl<'a> Simulation<'a> {
     }
 
     fn consult(&mut self, controller: &mut dyn Controller) -> Vec<Action> {
-        self.advance_links();
         let now = self.now;
+        if controller.reads_host_tx(Duration::from_secs_f64(now)) {
+            self.advance_links();
+        } else {
+            // In the fluid model every loaded NIC's counter moves all the
+            // time: bringing them all up to date at every consultation would
+            // cost O(hosts). They wait for a tick that reads them; those
+            // settled meanwhile (a flow came or went) are listed all the same.
+            self.advance_wan();
+        }
         let obs = &mut self.observations;
         obs.now = Duration::from_secs_f64(now);
         obs.ended.clear();
         obs.ended.append(&mut self.ended);
         obs.migrations.clear();
-        let flows = if controller.needs_progress() {
-            &self.flows[..]
-        } else {
-            &[]
-        };
+        let needs_progress = controller.needs_progress();
+        self.may_chain = !needs_progress && self.solver == Solver::Fluid;
+        if needs_progress {
+            self.unchain_all();
+        }
+        let obs = &mut self.observations;
+        let flows = if needs_progress { &self.flows[..] } else { &[] };
         let v = self.clock.at(now);
         for flow in flows {
             let round_sent = flow.round_sent_at(now, v);
@@ -830,7 +1004,7 @@ impl<'a> Simulation<'a> {
                     flow.round_bytes - round_sent
                         + flow.queued_after_round(self.fleet.vm(flow.vm).memory.as_f64()),
                 ),
-                rate: BytesPerSec(flow.rate_at(&self.clock)).to_bits_per_sec(),
+                rate: BytesPerSec(flow.rate_at(&self.clock, self.epoch)).to_bits_per_sec(),
                 dirty_rate: if flow.paused_at.is_some() {
                     BytesPerSec::ZERO
                 } else {
@@ -871,6 +1045,7 @@ impl<'a> Simulation<'a> {
                     rates_changed = true;
                 }
                 Action::Retune { vm, change } => {
+                    self.unchain(vm);
                     let connection_cap = self.connection_cap;
                     let Some(flow) = self.flow_mut(vm) else { continue };
                     match change {
@@ -893,6 +1068,7 @@ impl<'a> Simulation<'a> {
                         let spec = self.fleet.vm(vm);
                         (spec.dirty_rate.0, spec.working_set.as_f64(), spec.memory.as_f64())
                     };
+                    self.unchain(vm);
                     let Some(flow) = self.flow_mut(vm) else { continue };
                     if flow.phase != Phase::Precopy {
                         continue;
@@ -920,6 +1096,7 @@ impl<'a> Simulation<'a> {
                         let spec = self.fleet.vm(vm);
                         (spec.dirty_rate.0, spec.working_set.as_f64())
                     };
+                    self.unchain(vm);
                     let Some(flow) = self.flow_mut(vm) else { continue };
                     // Not before round 1 of memory: the disks must be across
                     // before the guest can run at the destination.
@@ -939,6 +1116,7 @@ impl<'a> Simulation<'a> {
                     self.schedule(vm);
                 }
                 Action::Cancel { vm } => {
+                    self.unchain(vm);
                     let Some(flow) = self.flow_mut(vm) else { continue };
                     flow.catch_up(now, v);
                     let flow = self.remove_flow(vm);
@@ -997,6 +1175,8 @@ impl<'a> Simulation<'a> {
             rate: 0.0,
             fluid: self.fluid_on && setup <= 0.0,
             v_as_of: self.clock.at(self.now),
+            chain: None,
+            joined: 0,
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
                 weight: f64::from(params.multifd_channels.max(1)),
@@ -1066,6 +1246,7 @@ impl<'a> Simulation<'a> {
             Solver::Fluid => self.bottleneck.wan_level(self.capacity[WAN]),
             Solver::FullSolve => None,
         };
+        self.epoch += 1;
         if level.is_some() {
             self.stats.fluid_steps += 1;
         } else {
@@ -1086,6 +1267,14 @@ impl<'a> Simulation<'a> {
     /// A new `λ` from now on: a new segment of the virtual clock. Nothing
     /// else moves: every round's end is still where it was in virtual time.
     fn retime(&mut self, lambda: f64) {
+        // Chains that a faster clock could break are cut first, at the old
+        // clock's reading.
+        while let Some(&(limit, vm)) = self.chains.first() {
+            if time_of_key(limit) >= lambda {
+                break;
+            }
+            self.unchain(vm);
+        }
         let v = self.clock.at(self.now);
         self.clock = Clock {
             v_at: v,
@@ -1093,6 +1282,11 @@ impl<'a> Simulation<'a> {
             lambda,
         };
         self.load[WAN] = lambda * self.bottleneck.weight(WAN);
+        if self.chains.is_empty() {
+            self.history.clear();
+        } else {
+            self.history.push(self.clock);
+        }
     }
 
     /// From full solves to the fluid model: every flow's progress and every
@@ -1125,6 +1319,8 @@ impl<'a> Simulation<'a> {
     /// From the fluid model back to full solves: every flow's progress and
     /// every link's bytes brought up to now, for [`Self::reallocate`].
     fn leave_fluid(&mut self) {
+        self.unchain_all();
+        self.history.clear();
         let now = self.now;
         let v = self.clock.at(now);
         self.advance_links();
@@ -1230,7 +1426,10 @@ impl<'a> Simulation<'a> {
         self.last_point = Some((self.now, self.carried[WAN], state));
     }
 
-    fn into_result(self, policy: &str) -> RunResult {
+    fn into_result(mut self, policy: &str) -> RunResult {
+        // Flows still in flight (cut off by the horizon, or stuck) count
+        // their bytes: chained rounds are settled first.
+        self.unchain_all();
         let fleet = self.fleet;
         // Attempts cut off by the horizon: their bytes count.
         let mut sent = vec![0.0; fleet.vms.len()];

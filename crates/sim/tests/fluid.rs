@@ -19,7 +19,9 @@ use evac_model::{
 use evac_outcome::RunResult;
 use evac_sim::{simulate_with_solver, Solver, SolverStats};
 use proptest::prelude::*;
-use serde_json::Value;
+
+mod common;
+use common::same;
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -142,42 +144,6 @@ fn run(case: &Case, solver: Solver) -> (RunResult, SolverStats) {
     simulate_with_solver(&case.fleet, &case.network, config.period, &mut controller, solver)
 }
 
-/// Equal but for float rounding: numbers within 1e-9 relative (byte counts,
-/// rounded to whole bytes, within one byte more), everything else exactly.
-fn same(path: &str, a: &Value, b: &Value) -> Result<(), String> {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            let slack = if path.contains("bytes") { 1.0 } else { 1e-9 };
-            if (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + slack {
-                Ok(())
-            } else {
-                Err(format!("{path}: fluid {x} full solve {y}"))
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            if x.len() != y.len() {
-                return Err(format!("{path}: {} entries against {}", x.len(), y.len()));
-            }
-            x.iter()
-                .zip(y)
-                .enumerate()
-                .try_for_each(|(i, (x, y))| same(&format!("{path}[{i}]"), x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            if x.len() != y.len() {
-                return Err(format!("{path}: fields differ"));
-            }
-            x.iter().try_for_each(|(k, v)| match y.get(k) {
-                Some(w) => same(&format!("{path}.{k}"), v, w),
-                None => Err(format!("{path}.{k} missing")),
-            })
-        }
-        _ if a == b => Ok(()),
-        _ => Err(format!("{path}: fluid {a} full solve {b}")),
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -188,7 +154,7 @@ proptest! {
         prop_assert_eq!(full_stats.fluid_steps, 0);
         let (a, b) = (serde_json::to_value(&fluid).unwrap(), serde_json::to_value(&full).unwrap());
         if let Err(why) = same("result", &a, &b) {
-            prop_assert!(false, "{} ({:?} fluid steps / full solves)", why, stats);
+            prop_assert!(false, "fluid (left) against full solves (right): {} ({:?})", why, stats);
         }
     }
 }
@@ -203,6 +169,7 @@ fn both_regimes_occur() {
     // full solves (every run starts with nothing sending, which the fluid
     // model holds trivially).
     let (mut fluid_only, mut both, mut mostly_full) = (0, 0, 0);
+    let (mut chained, mut cut) = (0, 0);
     for _ in 0..300 {
         let case = case().new_tree(&mut runner).unwrap().current();
         let (_, stats) = run(&case, Solver::Fluid);
@@ -214,11 +181,17 @@ fn both_regimes_occur() {
         if stats.full_solves > stats.fluid_steps {
             mostly_full += 1;
         }
+        chained += usize::from(stats.chains > 0);
+        cut += usize::from(stats.chains_cut > 0);
     }
-    eprintln!("of 300 runs: fluid only {fluid_only}, both {both}, mostly full solves {mostly_full}");
+    let counts = format!(
+        "of 300 runs: fluid only {fluid_only}, both {both}, mostly full solves {mostly_full}, \
+         with chained rounds {chained}, with a chain cut {cut}"
+    );
+    eprintln!("{counts}");
     assert!(
-        fluid_only >= 20 && both >= 20 && mostly_full >= 20,
-        "fluid only {fluid_only}, both {both}, mostly full solves {mostly_full}"
+        fluid_only >= 20 && both >= 20 && mostly_full >= 20 && chained >= 20 && cut >= 10,
+        "{counts}"
     );
 }
 

@@ -10,6 +10,9 @@ use evac_model::{
 use evac_outcome::{Outcome, RunResult};
 use proptest::prelude::*;
 
+mod common;
+use common::same;
+
 #[derive(Debug, Clone)]
 struct Case {
     fleet: Fleet,
@@ -240,6 +243,12 @@ proptest! {
         let mut ticked = evac_sim::simulate(&case.fleet, &case.network, config.period, &mut every_period);
         woken.timeline.clear();
         ticked.timeline.clear();
-        prop_assert_eq!(woken, ticked);
+        // Equal within rounding: an event less than 1e-9 s from a tick is
+        // handled at the tick's instant (`SAME_INSTANT`), so a run with more
+        // ticks can place one a fraction of a nanosecond apart.
+        let (a, b) = (serde_json::to_value(&woken).unwrap(), serde_json::to_value(&ticked).unwrap());
+        if let Err(why) = same("result", &a, &b) {
+            prop_assert!(false, "woken (left) against ticked every period (right): {}", why);
+        }
     }
 }

@@ -1,0 +1,39 @@
+//! What the property tests share.
+
+use serde_json::Value;
+
+/// Equal but for float rounding: numbers within 1e-9 relative (byte counts,
+/// rounded to whole bytes, within one byte more), everything else exactly.
+pub fn same(path: &str, a: &Value, b: &Value) -> Result<(), String> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            let slack = if path.contains("bytes") { 1.0 } else { 1e-9 };
+            if (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + slack {
+                Ok(())
+            } else {
+                Err(format!("{path}: left {x} right {y}"))
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            if x.len() != y.len() {
+                return Err(format!("{path}: {} entries against {}", x.len(), y.len()));
+            }
+            x.iter()
+                .zip(y)
+                .enumerate()
+                .try_for_each(|(i, (x, y))| same(&format!("{path}[{i}]"), x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            if x.len() != y.len() {
+                return Err(format!("{path}: fields differ"));
+            }
+            x.iter().try_for_each(|(k, v)| match y.get(k) {
+                Some(w) => same(&format!("{path}.{k}"), v, w),
+                None => Err(format!("{path}.{k} missing")),
+            })
+        }
+        _ if a == b => Ok(()),
+        _ => Err(format!("{path}: left {a} right {b}")),
+    }
+}
