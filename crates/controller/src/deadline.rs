@@ -375,8 +375,17 @@ impl Policy for Deadline {
             })
             .collect();
         let target = match self.estimator.peak() {
+            // A peak the migrations in flight set while each ran at its
+            // own cap (e.g. its NIC) is only a floor: aim above it, by the
+            // margin the connections are sized with, so a WAN that carries
+            // more shows it (else the count in flight can only ratchet
+            // down, as it did on the 100k-VM scenario: docs/planner.md).
             Some(peak) if self.estimator.wan_known() => Target {
-                rate: peak,
+                rate: if self.estimator.peak_is_floor() {
+                    peak * (1.0 + admission::FILL_MARGIN)
+                } else {
+                    peak
+                },
                 max_new: usize::MAX,
                 base_channels: self.base.multifd_channels,
                 per_connection: self.estimator.per_connection(),

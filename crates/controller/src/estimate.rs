@@ -44,8 +44,10 @@ pub struct Estimator {
     /// window if the operator gave them, raised by any faster connection
     /// seen.
     per_connection: Option<f64>,
-    /// `(time, capacity estimate)`, oldest first, over [`HORIZON_S`].
-    history: VecDeque<(f64, f64)>,
+    /// `(time, capacity estimate, only a floor)`, oldest first, over
+    /// [`HORIZON_S`]: a floor is a sample where every migration ran at its
+    /// own cap, above what any measured capacity said.
+    history: VecDeque<(f64, f64, bool)>,
     /// The latest capacity estimate, bytes per second.
     current: Option<f64>,
     /// Whether any sample so far found the path full.
@@ -119,12 +121,15 @@ impl Estimator {
             let nic_full = per_host[&host] >= AT_CAP * self.nic[host];
             rate < AT_CAP * own && !nic_full
         });
-        let estimate = if saturated {
+        let (estimate, floor) = if saturated {
             self.ever_saturated = true;
-            throughput
+            (throughput, false)
         } else {
             // A floor: the capacity is at least this, and no sign it fell.
-            self.current.map_or(throughput, |c| c.max(throughput))
+            match self.current {
+                Some(c) if c > throughput => (c, false),
+                _ => (throughput, true),
+            }
         };
         if throughput <= 0.0 && !saturated {
             return Some(Sample {
@@ -133,8 +138,8 @@ impl Estimator {
             });
         }
         self.current = Some(estimate);
-        self.history.push_back((now, estimate));
-        while self.history.front().is_some_and(|&(t, _)| t < now - HORIZON_S) {
+        self.history.push_back((now, estimate, floor));
+        while self.history.front().is_some_and(|&(t, _, _)| t < now - HORIZON_S) {
             self.history.pop_front();
         }
         Some(Sample {
@@ -157,16 +162,33 @@ impl Estimator {
 
     /// The most the WAN carried over the horizon, bytes per second.
     pub fn peak(&self) -> Option<f64> {
-        self.history.iter().map(|&(_, c)| c).reduce(f64::max)
+        self.history.iter().map(|&(_, c, _)| c).reduce(f64::max)
+    }
+
+    /// Whether the [`Estimator::peak`] is only a floor: no sample within
+    /// the horizon measured the WAN at (within 3 % of) it; the samples that
+    /// reached it had every migration at its own cap (e.g. each at its
+    /// NIC), so the WAN may carry more than the peak says, and sizing what
+    /// is in flight to the peak alone would never find out. One measured
+    /// sample at the peak settles it for the horizon: a WAN exactly as fast
+    /// as the NICs in use is probed once per horizon, not at every chance.
+    pub fn peak_is_floor(&self) -> bool {
+        let Some(peak) = self.peak() else {
+            return false;
+        };
+        !self
+            .history
+            .iter()
+            .any(|&(_, c, floor)| !floor && c >= AT_CAP * peak)
     }
 
     /// The time-weighted mean capacity over the horizon up to `now`, bytes
     /// per second: each estimate holds until the next.
     pub fn mean(&self, now: f64) -> Option<f64> {
-        let (&(first, only), rest) = (self.history.front()?, self.history.iter().skip(1));
+        let (&(first, only, _), rest) = (self.history.front()?, self.history.iter().skip(1));
         let mut weighted = 0.0;
         let mut last = (first, only);
-        for &(t, c) in rest {
+        for &(t, c, _) in rest {
             weighted += last.1 * (t - last.0);
             last = (t, c);
         }
@@ -295,5 +317,53 @@ mod tests {
         e.observe(400.0, &fleet, &[obs(0, 40.0, 8)]);
         assert_eq!(e.peak(), Some(40.0));
         assert_eq!(e.mean(410.0), Some(40.0));
+    }
+
+    /// Six migrations each at its NIC's 10 B/s under a WAN that carries
+    /// more: 60 is a floor, and the peak it sets is one; a later sample
+    /// where migrations ran below their caps measures the WAN at 55, under
+    /// 97 % of the peak (58.2): still a floor; once a sample measures 59
+    /// (above 58.2), the peak is settled for the horizon, and 300 s after
+    /// that sample it is a floor again.
+    #[test]
+    fn a_peak_set_by_migrations_at_their_caps_is_a_floor() {
+        let host = |name: &str| Host {
+            name: name.into(),
+            site: Site::Source,
+            nic: BitsPerSec(80.0),
+            memory: None,
+            power_off_at: None,
+        };
+        let mut fleet = fleet();
+        fleet.hosts = (0..7).map(|i| host(&format!("h{i}"))).collect();
+        fleet.vms = (0..7)
+            .map(|i| Vm {
+                host: HostId(i),
+                ..fleet.vms[0].clone()
+            })
+            .collect();
+        let mut e = Estimator::new(&fleet, Some(100.0));
+        let at_nic: Vec<MigrationObs> = (0..6).map(|i| obs(i, 10.0, 1)).collect();
+        e.observe(0.0, &fleet, &at_nic);
+        assert_eq!(e.peak(), Some(60.0));
+        assert!(e.peak_is_floor());
+        // 5 × 9 + 10 = 55: the first five held by the WAN.
+        let mut held: Vec<MigrationObs> = (0..5).map(|i| obs(i, 9.0, 1)).collect();
+        held.push(obs(5, 10.0, 1));
+        e.observe(10.0, &fleet, &held);
+        assert_eq!(e.peak(), Some(60.0));
+        assert!(e.peak_is_floor());
+        // 6 × 9 + 5 = 59 on seven hosts, every one below its NIC: the WAN
+        // measured at 59.
+        let mut measured: Vec<MigrationObs> = (0..6).map(|i| obs(i, 9.0, 1)).collect();
+        measured.push(obs(6, 5.0, 1));
+        e.observe(20.0, &fleet, &measured);
+        assert_eq!(e.peak(), Some(60.0));
+        assert!(!e.peak_is_floor());
+        // Floors of 60 go on; the measured 59 leaves the horizon at 320 s.
+        e.observe(310.0, &fleet, &at_nic);
+        assert!(!e.peak_is_floor());
+        e.observe(330.0, &fleet, &at_nic);
+        assert!(e.peak_is_floor());
     }
 }

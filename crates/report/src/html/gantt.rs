@@ -153,6 +153,18 @@ fn row_of(out: &mut String, result: &RunResult, vm: &VmRecord, x: &svg::Scale, t
     if let Some(r) = vm.rounds {
         let _ = write!(tip, "\n{r} precopy rounds");
     }
+    if let (Some(mode), Some(connections)) = (vm.mode, vm.connections) {
+        let mode = match mode {
+            evac_model::Mode::Live => "live",
+            evac_model::Mode::Offline => "offline",
+            evac_model::Mode::Postcopy => "postcopy",
+        };
+        let _ = write!(tip, "\n{mode}, {connections} connection(s)");
+    }
+    // The controller's account of it (`deadline`'s decisions).
+    for d in &vm.decisions {
+        let _ = write!(tip, "\n{} {}: {}", hms(d.at_s), d.decision, d.why);
+    }
     if let (Status::NotMigrated, Some(reason)) = (status, &vm.reason) {
         let _ = write!(tip, "\nstill on its source: {reason}");
     }
@@ -301,9 +313,13 @@ mod tests {
             bytes_sent: Some(1),
             outcome: Outcome::Migrated,
             reason: None,
-            mode: None,
-            connections: None,
-            decisions: Vec::new(),
+            mode: Some(evac_model::Mode::Postcopy),
+            connections: Some(1),
+            decisions: vec![evac_outcome::Decision {
+                at_s: 10.0,
+                decision: "start".into(),
+                why: "fits before its <power-off>".into(),
+            }],
         };
         RunResult {
             policy: "p".into(),
@@ -362,6 +378,11 @@ mod tests {
             "{out}"
         );
         assert!(out.contains(">gone&lt;1&gt;</text>"), "{out}");
+        // The tooltip tells how it moved and why, escaped.
+        assert!(
+            out.contains("\npostcopy, 1 connection(s)\n0:00:10 start: fits before its &lt;power-off&gt;"),
+            "{out}"
+        );
         assert_eq!(out.matches(r#"<g class="gantt-row""#).count(), 2);
         // One power-off line, at 678 px.
         assert!(out.contains(r#"<line class="power-off" x1="678.0""#), "{out}");
