@@ -67,7 +67,7 @@
 //! WAN is every flow's only bottleneck: the `fluid` module's model in
 //! virtual time makes a start, an end or a capacity change O(log flows), its
 //! round ends wait in a radix heap (`radix`), and saturated precopy rounds
-//! run as one event ([`Chain`]); a full solve ([`Solver::FullSolve`], the
+//! run as one event (`Chain`); a full solve ([`Solver::FullSolve`], the
 //! reference the differential test compares with) only when the check
 //! fails.
 
