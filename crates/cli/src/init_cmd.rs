@@ -10,9 +10,8 @@ use evac_scenario::DEFAULT_SCENARIO_TOML;
 pub fn init(path: Option<&Path>) -> Result<()> {
     match path {
         None => {
-            std::io::stdout()
-                .write_all(DEFAULT_SCENARIO_TOML.as_bytes())
-                .context("writing the scenario to stdout")?;
+            // A closed stdout (`evac init | head`) ends quietly.
+            crate::output::Console::stdout().line(DEFAULT_SCENARIO_TOML.trim_end_matches('\n'))?;
         }
         Some(path) => {
             // Never overwrite: the file may be someone's edited scenario.
@@ -28,11 +27,11 @@ pub fn init(path: Option<&Path>) -> Result<()> {
                 })?;
             file.write_all(DEFAULT_SCENARIO_TOML.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!(
+            crate::output::say(&format!(
                 "wrote {}: edit it, then `evac simulate {}`",
                 path.display(),
                 path.display()
-            );
+            ));
         }
     }
     Ok(())

@@ -14,6 +14,8 @@ use evac_lab::evacuate::{evacuate, LabRun};
 use evac_lab::instance::LabInstance;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::output::{say, Console};
+
 /// The built-in lab of `evac lab demo`.
 const DEMO: &str = include_str!("../../lab/demo.toml");
 
@@ -122,7 +124,7 @@ impl Stop {
 }
 
 fn build(text: &str, origin: &str) -> Result<LabInstance> {
-    eprintln!("building the lab (namespaces, WAN, VMs)...");
+    say("building the lab (namespaces, WAN, VMs)...");
     LabInstance::build(text, origin)
 }
 
@@ -134,34 +136,34 @@ fn run(text: &str, origin: &str, options: &RunArgs) -> Result<()> {
         if stop.came().await {
             bail!("interrupted while building the lab; it was torn down");
         }
-        eprintln!(
+        say(&format!(
             "lab {} is up ({}); evacuating {} VMs",
             lab.scenario.name,
             lab.dir.display(),
             lab.scenario.fleet.vms.len()
-        );
+        ));
         let shutdown = async move {
             stop.wait().await;
-            eprintln!("interrupted: cancelling the migrations in flight");
+            say("interrupted: cancelling the migrations in flight");
         };
         let run = evacuate(&mut lab, options.policy, None, shutdown).await;
-        eprintln!("tearing the lab down");
+        say("tearing the lab down");
         drop(lab);
         run
     });
     let run: LabRun = outcome?;
-    println!(
+    Console::stdout().line(&format!(
         "policy {}: measured (lab) / predicted (simulator), error relative to measured\n",
         run.measured.policy
-    );
-    println!("{}", run.table());
+    ))?;
+    Console::stdout().line(&run.table())?;
     if let Some(path) = &options.json {
         std::fs::write(path, run.to_json()).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        say(&format!("wrote {}", path.display()));
     }
     if let Some(path) = &options.plot {
         evac_report::plot::write_svg(&run.measured, path)?;
-        eprintln!("wrote {}", path.display());
+        say(&format!("wrote {}", path.display()));
     }
     Ok(())
 }
@@ -193,11 +195,11 @@ fn up(path: &Path) -> Result<()> {
     match rx.recv_timeout(UP_TIMEOUT) {
         Ok(line) if line.starts_with("ready ") => {
             let inventory = line["ready ".len()..].trim_end();
-            println!(
+            Console::stdout().line(&format!(
                 "lab up: background process {} owns it; `evac lab down` removes it",
                 child.id()
-            );
-            println!("{inventory}");
+            ))?;
+            Console::stdout().line(inventory)?;
             Ok(())
         }
         Ok(_) => {
@@ -228,11 +230,11 @@ fn serve(path: &Path) -> Result<()> {
         // From now on our output goes to the lab's log: `evac lab up` has
         // returned and its terminal may be gone.
         let log = lab.dir.join("serve.log");
-        println!("ready {}", lab.inventory_path.display());
+        Console::stdout().line(&format!("ready {}", lab.inventory_path.display()))?;
         redirect_output(&log)?;
-        eprintln!("lab {} up; waiting for SIGTERM", lab.scenario.name);
+        say(&format!("lab {} up; waiting for SIGTERM", lab.scenario.name));
         stop.wait().await;
-        eprintln!("stopping");
+        say("stopping");
         drop(lab);
         Ok(())
     })
@@ -257,20 +259,20 @@ fn down(name: Option<&str>) -> Result<()> {
     }
     let removed = evac_lab::cleanup::down(name)?;
     if removed.labs.is_empty() {
-        println!(
+        Console::stdout().line(&format!(
             "no lab{} found",
             name.map(|n| format!(" named {n}")).unwrap_or_default()
-        );
+        ))?;
     }
     for lab in &removed.labs {
-        println!("removed lab {lab}");
+        Console::stdout().line(&format!("removed lab {lab}"))?;
     }
     if !removed.namespaces.is_empty() || !removed.processes.is_empty() {
-        println!(
+        Console::stdout().line(&format!(
             "({} namespaces, {} processes)",
             removed.namespaces.len(),
             removed.processes.len()
-        );
+        ))?;
     }
     Ok(())
 }

@@ -237,6 +237,10 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
     if let Some(order) = overrides.order {
         scenario.controller.order = Some(order);
     }
+    if let Some(warning) = evac_sim::horizon_warning(&scenario.fleet, &scenario.network, &scenario.controller)
+    {
+        say(&warning);
+    }
     let mut console = outputs.summary_console();
     console.line(&format!(
         "{}: {} VMs ({}) on {} hosts, WAN {} / {} RTT",
@@ -271,7 +275,7 @@ fn sweep(path: &Path, json: Option<&Path>, csv: Option<&Path>) -> Result<Exit> {
         evac_sweep::Grid::from_path(path)?
     };
     say(&format!("{}: {} combinations", grid.name, grid.len()));
-    let rows = evac_sweep::run(&grid);
+    let rows = evac_sweep::run(&grid)?;
     let printed = outputs.summary_console().line(&evac_sweep::markdown_table(&rows));
     outputs.write_all(
         &rows,

@@ -1,6 +1,7 @@
 //! `evac plan INVENTORY`: measure the live fleet, simulate every policy,
 //! print the triage for the recommended one.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,17 +18,29 @@ pub fn plan(
 ) -> Result<()> {
     let inventory = evac_qemu::Inventory::from_path(inventory)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    eprintln!(
+    crate::output::say(&format!(
         "measuring {} VMs for {} s (QEMU calc-dirty-rate, dirty-bitmap mode); nothing is migrated",
         inventory.vms.len(),
         sample.as_secs().max(1) + long.as_secs()
-    );
+    ));
     let measured = runtime.block_on(evac_plan::measure(&inventory, sample, long))?;
     let fleet = evac_plan::scenario::fleet(&inventory, &measured);
     let network = inventory.network();
+    // The measured fleet through the same wall as any scenario's.
+    network
+        .validate()
+        .and_then(|()| fleet.validate())
+        .map_err(|invalid| anyhow::anyhow!("the measured fleet: {}", invalid.named(&fleet)))?;
     let plan = evac_plan::triage(&fleet, &network, inventory.migration, &inventory.controller);
 
-    println!(
+    // Printed in one go, a closed stdout (`| head`) ending it quietly.
+    let mut text = String::new();
+    macro_rules! out {
+        ($($arg:tt)*) => {
+            let _ = writeln!(text, $($arg)*);
+        };
+    }
+    out!(
         "{}: {} VMs ({}) on {} hosts, WAN {} / {} RTT{}",
         inventory.name,
         fleet.vms.len(),
@@ -41,17 +54,20 @@ pub fn plan(
             ""
         }
     );
-    println!("measured:");
+    out!("measured:");
     for vm in &fleet.vms {
-        println!(
+        out!(
             "  {}: {} memory, dirtying {} of a {} working set",
-            vm.name, vm.memory, vm.dirty_rate, vm.working_set
+            vm.name,
+            vm.memory,
+            vm.dirty_rate,
+            vm.working_set
         );
     }
-    println!("\n| policy | migrated | priority | total |");
-    println!("|---|---:|---:|---:|");
+    out!("\n| policy | migrated | priority | total |");
+    out!("|---|---:|---:|---:|");
     for (policy, r) in &plan.results {
-        println!(
+        out!(
             "| {policy} | {} of {} | {} of {} | {} |",
             r.migrated,
             r.vms.len(),
@@ -61,7 +77,7 @@ pub fn plan(
         );
     }
     let result = plan.recommended_result();
-    println!(
+    out!(
         "\nrecommended: {} (saves priority {} of {}, {} of {} VMs)",
         plan.recommended_policy(),
         result.priority_saved,
@@ -70,26 +86,30 @@ pub fn plan(
         result.vms.len()
     );
     match result.total_time_s {
-        Some(t) => println!("site ETA: {} ({t:.1} s)", hms(t)),
-        None => println!("site ETA: none (no VM would move)"),
+        Some(t) => {
+            out!("site ETA: {} ({t:.1} s)", hms(t));
+        }
+        None => {
+            out!("site ETA: none (no VM would move)");
+        }
     }
     let summary = evac_report::summary::describe(result);
-    println!("hosts:");
+    out!("hosts:");
     for line in &summary.hosts {
-        println!("  {line}");
+        out!("  {line}");
     }
     if summary.not_moved.is_empty() {
-        println!("every VM would move");
+        out!("every VM would move");
     } else {
-        println!("would not move:");
+        out!("would not move:");
         for line in &summary.not_moved {
-            println!("  {line}");
+            out!("  {line}");
         }
     }
     for line in &summary.warnings {
-        println!("WARNING: {line}");
+        out!("WARNING: {line}");
     }
-    println!("recommended settings (the inventory's, with this policy):");
+    out!("recommended settings (the inventory's, with this policy):");
     #[derive(serde::Serialize)]
     struct Settings<'a> {
         controller: &'a evac_controller::ControllerConfig,
@@ -101,8 +121,9 @@ pub fn plan(
     })
     .context("writing the settings")?;
     for line in settings.lines().filter(|l| !l.is_empty()) {
-        println!("  {line}");
+        out!("  {line}");
     }
+    crate::output::Console::stdout().line(text.trim_end())?;
 
     if let Some(path) = scenario_out {
         let text = evac_plan::scenario::to_toml(
@@ -113,17 +134,17 @@ pub fn plan(
             &plan.controller,
         )?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
+        crate::output::say(&format!(
             "wrote {} (evac simulate {} predicts the same)",
             path.display(),
             path.display()
-        );
+        ));
     }
     if let Some(path) = json {
         let doc =
             serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet)).context("serializing the plan")?;
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::output::say(&format!("wrote {}", path.display()));
     }
     Ok(())
 }

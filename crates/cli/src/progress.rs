@@ -48,7 +48,7 @@ impl Display {
     /// anywhere (another task, the library's log).
     pub fn printer(&self) -> impl Fn(&str) + Send + Sync + 'static {
         let multi = self.multi.clone();
-        move |line: &str| multi.suspend(|| eprintln!("{line}"))
+        move |line: &str| multi.suspend(|| crate::output::say(line))
     }
 
     pub fn update(&mut self, progress: &RunProgress) {

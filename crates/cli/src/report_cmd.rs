@@ -37,7 +37,7 @@ pub fn report(inputs: &[PathBuf], labels: &[String], out: &Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let page = evac_report::html::render(&runs);
     std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("wrote {}", out.display());
+    crate::output::say(&format!("wrote {}", out.display()));
     Ok(())
 }
 

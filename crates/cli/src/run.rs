@@ -84,7 +84,7 @@ fn evacuate(
         let endpoint = match metrics {
             Some(addr) => {
                 let endpoint = crate::metrics::Endpoint::start(addr, rx.clone()).await?;
-                eprintln!("metrics at http://{}/metrics", endpoint.addr);
+                crate::output::say(&format!("metrics at http://{}/metrics", endpoint.addr));
                 Some(endpoint)
             }
             None => None,

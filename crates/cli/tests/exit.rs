@@ -208,6 +208,46 @@ fn a_closed_stdout_ends_quietly_and_still_writes_the_files() {
     assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
 }
 
+/// Every subcommand that prints to stdout without a lab or QEMU: a closed
+/// stdout ends it quietly, with the exit code it would have had.
+#[test]
+fn every_subcommand_ends_quietly_on_a_closed_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = write(
+        dir.path(),
+        "grid.toml",
+        "[factors]\npolicy = [\"sequential\", \"parallel\"]\n",
+    );
+    let json = dir.path().join("r.json");
+    let unique = format!("evac-no-such-lab-{}", std::process::id());
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["init"], 0),
+        (vec!["simulate"], 0),
+        (vec!["simulate", "--explain"], 0),
+        (vec!["sweep", &grid], 0),
+        (vec!["sweep", &grid, "--csv", "-"], 0),
+        (vec!["simulate", "--json", json.to_str().unwrap()], 0),
+        // `evac lab down NAME` prints "no lab named ... found" on stdout
+        // (a name no lab has: nobody's lab is touched). Needs root.
+        (vec!["lab", "down", &unique], 0),
+        (vec!["--help"], 0),
+    ];
+    for (args, code) in cases {
+        if args[0] == "lab" && unsafe { libc::geteuid() } != 0 {
+            continue;
+        }
+        let out = evac()
+            .args(&args)
+            .stdout(Stdio::from(closed_pipe()))
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "evac {}: {stderr}", args.join(" "));
+        assert!(!stderr.contains("panicked"), "evac {}: {stderr}", args.join(" "));
+        assert!(!stderr.contains("error"), "evac {}: {stderr}", args.join(" "));
+    }
+}
+
 #[test]
 fn a_full_disk_is_one_line_naming_the_path() {
     if !Path::new("/dev/full").exists() {

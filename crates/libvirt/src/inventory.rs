@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_controller::ControllerConfig;
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm};
+use evac_model::{
+    BitsPerSec, Bytes, BytesPerSec, FieldPath, Fleet, Host, HostId, Invalid, MigrationParams, Network, Site,
+    Vm,
+};
 use serde::Deserialize;
 
 /// An inventory: see the crate documentation for the format.
@@ -124,7 +127,46 @@ impl Inventory {
     pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
         let inventory: Inventory = evac_run::inventory::parse(text, path)?;
         inventory.check().map_err(|r| r.into_error(text, path))?;
+        inventory.validate().map_err(|invalid| {
+            let (line, message) = evac_scenario::locate::place(text, &invalid);
+            InventoryError::Invalid {
+                path: path.to_owned(),
+                line,
+                message,
+            }
+        })?;
         Ok(inventory)
+    }
+
+    /// The model's one wall over what the inventory states, as a scenario's
+    /// values are checked: its name, the migration and controller tables,
+    /// the hosts. The domains are checked once found ([`Inventory::fleet`]).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        // The name may become a directory: a safe name cannot climb out.
+        evac_model::validate::check_dir_name(&self.name)
+            .map_err(|m| Invalid::new(FieldPath::top("name"), m))?;
+        self.migration.params.validate()?;
+        self.controller.validate()?;
+        for (i, host) in self.hosts.iter().enumerate() {
+            self.host_model(host)
+                .validate()
+                .map_err(|e| e.under(FieldPath::entry("host", i)))?;
+        }
+        for (i, vm) in self.vms.iter().enumerate() {
+            evac_model::validate::check_name(&vm.name)
+                .map_err(|m| Invalid::new(FieldPath::entry("vm", i).key("name"), m))?;
+        }
+        Ok(())
+    }
+
+    fn host_model(&self, h: &HostSpec) -> Host {
+        Host {
+            name: h.name.clone(),
+            site: h.site,
+            nic: h.nic,
+            memory: h.memory,
+            power_off_at: h.power_off_at,
+        }
     }
 
     /// Checks what serde cannot: what only a libvirt inventory has here,
@@ -173,17 +215,7 @@ impl Inventory {
     /// lists no `[[vm]]`, else only those it lists, with their priority and
     /// pinned destination.
     pub fn fleet(&self, domains: &[FoundDomain]) -> Result<Fleet, String> {
-        let hosts = self
-            .hosts
-            .iter()
-            .map(|h| Host {
-                name: h.name.clone(),
-                site: h.site,
-                nic: h.nic,
-                memory: h.memory,
-                power_off_at: h.power_off_at,
-            })
-            .collect();
+        let hosts = self.hosts.iter().map(|h| self.host_model(h)).collect();
         let mut vms = Vec::new();
         for FoundDomain {
             host,
@@ -224,7 +256,11 @@ impl Inventory {
                 ));
             }
         }
-        Ok(Fleet { hosts, vms })
+        let fleet = Fleet { hosts, vms };
+        // The domains found, through the same wall as an inventory's values
+        // (a domain name with a `/`, memory beyond every destination's room).
+        fleet.validate().map_err(|invalid| invalid.named(&fleet))?;
+        Ok(fleet)
     }
 
     /// The WAN as far as a real run knows it: the fastest source NIC (it only
@@ -359,6 +395,50 @@ migration_address = "10.77.0.2"
         assert!(
             err.contains("fleet.toml:17:") && err.contains("no destination host `a1`"),
             "{err}"
+        );
+    }
+
+    /// The model's refusals, at the inventory's line and field, in the
+    /// same words as a scenario's (lines counted by hand in ISSUE).
+    #[test]
+    fn the_models_wall_refuses_at_file_line_field() {
+        assert_eq!(
+            parse(&ISSUE.replacen("nic = \"10 Gbps\"", "nic = \"0 bps\"", 1)).unwrap_err(),
+            "fleet.toml:8: field `nic` of [[host]] \"a1\": a NIC of 0 bps carries nothing; give a rate above zero"
+        );
+        assert_eq!(
+            parse(&format!("{ISSUE}[controller]\nperiod = \"0 s\"\n")).unwrap_err(),
+            "fleet.toml:17: field `period` of [controller]: the controller needs a period above zero, like \"1 s\""
+        );
+        assert_eq!(
+            parse(&format!("{ISSUE}[controller]\nmax_in_flight = 0\n")).unwrap_err(),
+            "fleet.toml:17: field `max_in_flight` of [controller]: a limit of 0 would never start a migration; \
+             give at least 1"
+        );
+        assert_eq!(
+            parse(&format!("{ISSUE}[controller]\nmax_attempts = 0\n")).unwrap_err(),
+            "fleet.toml:17: field `max_attempts` of [controller]: 0 attempts would never start a migration; \
+             give at least 1"
+        );
+        assert_eq!(
+            parse(&ISSUE.replace("tls = true", "tls = true\nmultifd_channels = 0")).unwrap_err(),
+            "fleet.toml:5: field `multifd_channels` of [migration]: a migration needs at least 1 connection"
+        );
+        assert_eq!(
+            parse(&ISSUE.replace("name = \"dc1-to-dc2\"", "name = \"x/../../escaped\"")).unwrap_err(),
+            "fleet.toml:1: field `name`: \"x/../../escaped\" has the character '/'; this name becomes a \
+             directory, so it has no `/`, `\\`, `,` or control characters"
+        );
+    }
+
+    #[test]
+    fn domains_found_go_through_the_same_wall() {
+        let inv = parse(ISSUE).unwrap();
+        let err = inv.fleet(&[found("a/b", Bytes::mib(512))]).unwrap_err();
+        assert_eq!(
+            err,
+            "vm `a/b`: field `name`: \"a/b\" has the character '/'; a name has only letters A-Z a-z, \
+             digits 0-9, `.`, `_` and `-`"
         );
     }
 }

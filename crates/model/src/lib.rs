@@ -12,15 +12,20 @@
 //! - [`MigrationParams`]: the knobs of one precopy migration, as QEMU has them
 //!   (downtime limit, bandwidth cap, parallel connections, live or offline).
 //!
+//! - [`validate`]: `validate()` on each of these types, the one wall every
+//!   loader calls (see its page for the bounds).
+//!
 //! This crate does no I/O and knows nothing of TOML, QEMU or the simulator.
 
 pub mod units;
+pub mod validate;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use units::{format_duration, parse_duration, BitsPerSec, Bytes, BytesPerSec, ParseError};
+pub use validate::{FieldPath, Invalid};
 
 /// Index of a host in [`Fleet::hosts`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

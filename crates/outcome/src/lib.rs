@@ -151,6 +151,44 @@ pub struct TimelinePoint {
     pub in_flight: usize,
 }
 
+/// The most points a timeline keeps: beyond it, [`thin_timeline`] halves
+/// it. A week of AIMD ticks at 1 s is 604,800 points (some 20 MB); a
+/// chart shows no more than a few thousand anyway.
+pub const MAX_TIMELINE_POINTS: usize = 100_000;
+
+/// Halves a timeline by merging every other point into the next one: the
+/// merged point keeps the later state (capacity, migrations in flight) and
+/// the time-weighted mean of the two throughputs, so the bytes carried
+/// between any two kept points are exactly what they were. The first and
+/// last points are kept as they are.
+pub fn thin_timeline(points: &mut Vec<TimelinePoint>) {
+    if points.len() < 3 {
+        return;
+    }
+    let last = points.len() - 1;
+    let mut kept = 1;
+    let mut i = 1;
+    while i <= last {
+        let mut point = points[i];
+        if i < last {
+            let (before, first, second) = (points[kept - 1].t_s, points[i], points[i + 1]);
+            let span = second.t_s - before;
+            point = second;
+            if span > 0.0 {
+                point.wan_throughput_bps = (first.wan_throughput_bps * (first.t_s - before)
+                    + second.wan_throughput_bps * (second.t_s - first.t_s))
+                    / span;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+        points[kept] = point;
+        kept += 1;
+    }
+    points.truncate(kept);
+}
+
 /// A host of the fleet as the run saw it: the report draws a line where it
 /// lost power and says how long before that it was emptied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -352,7 +390,7 @@ pub fn lower_bounds(fleet: &Fleet, network: &Network) -> LowerBounds {
         .collect();
     LowerBounds {
         total,
-        mean_migration: Duration::from_secs_f64(mean(&per_vm).unwrap_or(0.0)),
+        mean_migration: evac_model::units::seconds_saturating(mean(&per_vm).unwrap_or(0.0)),
     }
 }
 
@@ -375,12 +413,52 @@ fn time_to_carry(network: &Network, bytes: Bytes) -> Duration {
     } else if rate <= 0.0 {
         Duration::MAX
     } else {
-        Duration::from_secs_f64(t + left / rate)
+        evac_model::units::seconds_saturating(t + left / rate)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn thinning_keeps_the_bytes_between_kept_points() {
+        let point = |t_s: f64, wan_throughput_bps: f64, in_flight: usize| super::TimelinePoint {
+            t_s,
+            wan_capacity_bps: Some(100.0 + t_s),
+            wan_throughput_bps,
+            in_flight,
+        };
+        let mut points = vec![
+            point(0.0, 0.0, 0),
+            point(1.0, 10.0, 1),
+            point(3.0, 20.0, 2),
+            point(4.0, 40.0, 3),
+            point(6.0, 0.0, 0),
+        ];
+        super::thin_timeline(&mut points);
+        // By hand: (10 * 1 + 20 * 2) / 3 over 0..3, (40 * 1 + 0 * 2) / 3
+        // over 3..6; 90 bits in all before and after.
+        assert_eq!(
+            points,
+            vec![
+                point(0.0, 0.0, 0),
+                point(3.0, 50.0 / 3.0, 2),
+                point(6.0, 40.0 / 3.0, 0)
+            ]
+        );
+        // An even count keeps its last point unmerged.
+        let mut points = vec![
+            point(0.0, 0.0, 0),
+            point(1.0, 8.0, 1),
+            point(2.0, 4.0, 1),
+            point(5.0, 2.0, 0),
+        ];
+        super::thin_timeline(&mut points);
+        assert_eq!(
+            points,
+            vec![point(0.0, 0.0, 0), point(2.0, 6.0, 1), point(5.0, 2.0, 0)]
+        );
+    }
+
     use super::*;
     use evac_model::{Host, TracePoint, Vm};
 

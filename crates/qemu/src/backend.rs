@@ -75,20 +75,45 @@ impl QemuBackend {
             };
             // Drop the backlog: each attempt subscribes afresh.
             drop(src.events());
-            let size = match spec.memory {
-                Some(size) => size,
-                None => Bytes(
-                    src.query_memory_size_summary()
-                        .await
-                        .with_context(|| format!("vm {}: query-memory-size-summary", spec.name))?
-                        .base_memory,
-                ),
+            // What QEMU says wins over what the inventory states: a typo
+            // there (64 GiB for 64 MiB) would skew every plan and bound.
+            let reported = src
+                .query_memory_size_summary()
+                .await
+                .map(|summary| Bytes(summary.base_memory));
+            let size = match (spec.memory, reported) {
+                (Some(stated), Ok(reported)) if stated != reported => {
+                    log(&format!(
+                        "WARNING: vm {}: the inventory states memory = \"{stated}\" but QEMU reports {reported} \
+                         (query-memory-size-summary); using QEMU's",
+                        spec.name
+                    ));
+                    reported
+                }
+                (_, Ok(reported)) => reported,
+                (Some(stated), Err(e)) => {
+                    log(&format!(
+                        "vm {}: query-memory-size-summary failed ({e}); using the inventory's {stated}",
+                        spec.name
+                    ));
+                    stated
+                }
+                (None, Err(e)) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("vm {}: query-memory-size-summary", spec.name))
+                    )
+                }
             };
             memory.push(size);
             sources.push(Some(src));
         }
+        let fleet = inventory.fleet(&memory);
+        // Checked again now that QEMU has said each VM's memory.
+        fleet.validate().map_err(|invalid| {
+            anyhow::anyhow!("inventory `{}`: {}", inventory.name, invalid.named(&fleet))
+        })?;
         Ok(QemuBackend {
-            fleet: inventory.fleet(&memory),
+            fleet,
             inventory,
             run_dir,
             sources,

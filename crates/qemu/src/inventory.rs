@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_controller::ControllerConfig;
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm};
+use evac_model::{
+    BitsPerSec, Bytes, BytesPerSec, FieldPath, Fleet, Host, HostId, Invalid, MigrationParams, Network, Site,
+    Vm,
+};
 use serde::Deserialize;
 
 /// An inventory: see the crate documentation for the format.
@@ -193,7 +196,54 @@ impl Inventory {
     pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
         let inventory: Inventory = evac_run::inventory::parse::<RawInventory>(text, path)?.into();
         inventory.check().map_err(|r| r.into_error(text, path))?;
+        inventory.validate().map_err(|invalid| {
+            let (line, message) = evac_scenario::locate::place(text, &invalid);
+            InventoryError::Invalid {
+                path: path.to_owned(),
+                line,
+                message,
+            }
+        })?;
         Ok(inventory)
+    }
+
+    /// The model's one wall over what the inventory states, as a scenario's
+    /// values are checked: names, the migration and controller tables, the
+    /// network, hosts and VMs. A VM whose memory the inventory leaves to
+    /// QEMU counts as 1 B here; the fleet is checked again once QEMU has
+    /// said it (`QemuBackend::connect`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        // Without `run_dir`, the name is a directory under the state dir: a
+        // safe name cannot climb out of it (`x/../../escaped`).
+        if self.run_dir.is_none() {
+            evac_model::validate::check_dir_name(&self.name)
+                .map_err(|m| Invalid::new(FieldPath::top("name"), m))?;
+        }
+        if let Some(dir) = &self.run_dir {
+            // Pasted into QEMU's `-qmp unix:PATH,server=on` option string.
+            if dir.to_string_lossy().contains(',') {
+                return Err(Invalid::new(
+                    FieldPath::top("run_dir"),
+                    format!(
+                        "{} has a `,`, which would end the path in QEMU's option strings",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        if self.stall_after.is_some_and(|t| t.is_zero()) {
+            return Err(Invalid::new(
+                FieldPath::top("stall_after"),
+                "a stall time of 0 s would cancel every migration at once; give one above zero",
+            ));
+        }
+        self.migration.validate()?;
+        self.controller.validate()?;
+        if self.network.is_some() {
+            self.network().validate()?;
+        }
+        let stated: Vec<Bytes> = self.vms.iter().map(|vm| vm.memory.unwrap_or(Bytes(1))).collect();
+        self.fleet(&stated).validate()
     }
 
     /// Checks what serde cannot: what only a QEMU inventory has here, the
@@ -501,5 +551,75 @@ qemu_args = ["-machine", "q35"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("field `host`") && err.contains("src-9"), "{err}");
+    }
+
+    /// The model's refusals, at the inventory's line and field, in the
+    /// same words as a scenario's (lines counted by hand in GOOD, which
+    /// starts with a newline).
+    #[test]
+    fn the_models_wall_refuses_at_file_line_field() {
+        let refused = |text: &str| {
+            Inventory::from_str_at(text, Path::new("lab.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let charset = "a name has only letters A-Z a-z, digits 0-9, `.`, `_` and `-`";
+        assert_eq!(
+            refused(&GOOD.replace("nic = \"10 Gbps\"\nmemory", "nic = \"0 bps\"\nmemory")),
+            "lab.toml:16: field `nic` of [[host]] \"dst-1\": a NIC of 0 bps carries nothing; give a rate above zero"
+        );
+        assert_eq!(
+            refused(&GOOD.replace("period = \"1 s\"", "period = \"0 s\"")),
+            "lab.toml:5: field `period` of [controller]: the controller needs a period above zero, like \"1 s\""
+        );
+        for key in ["max_in_flight", "max_in_flight_per_host"] {
+            assert_eq!(
+                refused(&GOOD.replace("period = \"1 s\"", &format!("period = \"1 s\"\n{key} = 0"))),
+                format!(
+                    "lab.toml:6: field `{key}` of [controller]: a limit of 0 would never start a migration; give at least 1"
+                )
+            );
+        }
+        assert_eq!(
+            refused(&GOOD.replace("period = \"1 s\"", "period = \"1 s\"\nmax_attempts = 0")),
+            "lab.toml:6: field `max_attempts` of [controller]: 0 attempts would never start a migration; give at least 1"
+        );
+        assert_eq!(
+            refused(&GOOD.replace("name = \"lab\"", "name = \"x/../../escaped\"")),
+            "lab.toml:2: field `name`: \"x/../../escaped\" has the character '/'; this name becomes a directory, \
+             so it has no `/`, `\\`, `,` or control characters"
+        );
+        assert_eq!(
+            refused(&GOOD.replace("name = \"vm-1\"", "name = \"a,b\"")),
+            format!("lab.toml:22: field `name` of [[vm]] \"a,b\": \"a,b\" has the character ','; {charset}")
+        );
+        assert_eq!(
+            refused(&GOOD.replace("memory = \"256 MiB\"", "memory = \"128 GiB\"")),
+            "lab.toml:25: field `memory` of [[vm]] \"vm-1\": VM `vm-1` needs 128 GiB but the destination with \
+             the most room, `dst-1`, has room for 64 GiB only: there is no destination with room for it"
+        );
+        assert_eq!(
+            refused(&GOOD.replace("name = \"lab\"", "name = \"lab\"\nrun_dir = \"/tmp/a,b\"")),
+            "lab.toml:3: field `run_dir`: /tmp/a,b has a `,`, which would end the path in QEMU's option strings"
+        );
+    }
+
+    /// The same bad value in a scenario and in an inventory: the same words.
+    #[test]
+    fn a_scenario_and_an_inventory_refuse_alike() {
+        let scenario = "[network]\nwan_bandwidth = \"1 Gbps\"\n[controller]\nperiod = \"0 s\"\n\
+                        [[host]]\nname = \"s\"\nsite = \"source\"\nnic = \"1 Gbps\"\n\
+                        [[host]]\nname = \"d\"\nsite = \"destination\"\nnic = \"1 Gbps\"\n";
+        let from_scenario = evac_scenario::Scenario::from_toml_str(scenario, "s.toml")
+            .unwrap_err()
+            .to_string();
+        let from_inventory = Inventory::from_str_at(
+            &GOOD.replace("period = \"1 s\"", "period = \"0 s\""),
+            Path::new("lab.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        let tail = |s: &str| s.split_once(": ").map(|(_, t)| t.to_owned()).unwrap();
+        assert_eq!(tail(&from_scenario), tail(&from_inventory));
     }
 }

@@ -96,7 +96,12 @@ pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The default [`Log`]: standard error.
 pub fn log_to_stderr() -> Log {
-    Arc::new(|line| eprintln!("{line}"))
+    // A closed stderr is no reason to stop an evacuation (eprintln! would
+    // panic).
+    Arc::new(|line| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    })
 }
 
 /// How a run runs, beyond its backend and controller.

@@ -42,7 +42,9 @@
 //! [controller]                     # optional, as is each field (see evac_controller::ControllerConfig);
 //!                                  # the values shown are the defaults
 //! policy = "sequential"            # sequential | parallel | static | aimd-local | aimd-global | deadline
-//! period = "1 s"
+//! period = "1 s"                   # 1 ms ..= 1 h, and at most 10,000,000 periods in the horizon
+//! horizon = "168 h"                # simulated time after which the run ends, the VMs not yet
+//!                                  # migrated `not-migrated` ("horizon reached"); default a week
 //!
 //! [[host]]
 //! name = "src-1"
@@ -119,7 +121,11 @@
 //!
 //! ### What is refused
 //!
-//! Besides malformed TOML, unknown keys (in every table), missing required
+//! Every value goes through the model's one wall, `validate()` on the
+//! model's types (see `evac_model::validate` for the bounds: names of
+//! `A-Z a-z 0-9 . _ -` only, a TCP window of 1 KiB ..= 1 GiB, an RTT of at
+//! most 1 min, at most 255 connections and 10,000 rounds, ...), which
+//! sweeps and inventories call too. Besides malformed TOML, unknown keys (in every table), missing required
 //! fields and values of the wrong type or unit: no source or no destination
 //! host; duplicate host or VM names; a VM or group on an unknown host or a
 //! destination host; a pinned destination that is unknown or a source host;
@@ -136,14 +142,14 @@
 
 mod error;
 mod load;
-mod locate;
+pub mod locate;
 mod raw;
 mod spec;
 
 use std::path::Path;
 
 use evac_controller::ControllerConfig;
-use evac_model::{Fleet, MigrationParams, Network};
+use evac_model::{Fleet, Invalid, MigrationParams, Network};
 
 pub use error::{Location, ScenarioError};
 
@@ -181,6 +187,19 @@ impl Scenario {
     /// error messages (a file path, or `"<embedded default>"`).
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
         load::load(text, origin)
+    }
+
+    /// Checks every value through the model's one wall
+    /// ([`evac_model::validate`]): the network, the migration parameters,
+    /// the controller and the fleet. Loading a file does this; a scenario
+    /// changed in code (a sweep's combination, `evac plan`'s measured one)
+    /// calls it again. The path of a refusal is the model's (`vm[i]` counts
+    /// the fleet's VMs).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.network.validate()?;
+        self.migration.validate()?;
+        self.controller.validate()?;
+        self.fleet.validate()
     }
 
     /// The embedded default scenario: [`DEFAULT_SCENARIO_TOML`].

@@ -5,10 +5,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use evac_controller::ControllerConfig;
-use evac_model::{
-    format_duration, Bytes, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm,
-};
+use evac_model::validate::Step;
+use evac_model::{Bytes, Fleet, Host, HostId, Invalid, Network, Site, TracePoint, Vm};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -27,7 +25,7 @@ pub(crate) fn load(text: &str, origin: &str) -> Result<Scenario, ScenarioError> 
     })?;
     let raw: RawScenario =
         serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|error| {
-            let path = FieldPath::from_serde(error.path());
+            let path = crate::locate::path_from_serde(error.path());
             let error = error.into_inner();
             ScenarioError::Invalid {
                 at: Location {
@@ -99,6 +97,13 @@ impl GroupQuantity {
     const COUNT: u64 = 3;
 }
 
+/// The entry of the file a VM of the fleet came from.
+struct VmEntry {
+    path: FieldPath,
+    /// A `[[vm_group]]`'s VM, named after its `prefix`.
+    group: bool,
+}
+
 /// A `[[vm]]` or a `[[vm_group]]`, in the order of the file.
 enum Entry<'r> {
     Single(usize, &'r RawVm),
@@ -113,20 +118,45 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
-        let network = self.network(&raw.network)?;
-        self.migration(&raw.migration)?;
-        self.controller(&raw.controller)?;
+        let network = self.network(&raw.network);
         let hosts = self.hosts(&raw.host)?;
-        let (vms, memory_fields) = self.vms(&hosts, &raw)?;
-        self.room(&hosts, &vms, &memory_fields)?;
-        Ok(Scenario {
+        let (vms, vm_entries) = self.vms(&hosts, &raw)?;
+        let scenario = Scenario {
             name: raw.name.unwrap_or_else(|| default_name(self.origin)),
             seed: raw.seed,
             network,
             migration: raw.migration,
             controller: raw.controller,
             fleet: Fleet { hosts, vms },
-        })
+        };
+        // The one wall (evac_model::validate): every value is checked there,
+        // as it is for sweeps and inventories; only where it is in this
+        // file is the loader's.
+        scenario
+            .validate()
+            .map_err(|invalid| self.refuse_invalid(invalid, &vm_entries))?;
+        Ok(scenario)
+    }
+
+    /// The model's refusal, pointed at the file: `vm[i]` is the `[[vm]]`
+    /// or `[[vm_group]]` entry the fleet's `i`th VM came from.
+    fn refuse_invalid(&self, invalid: Invalid, vm_entries: &[VmEntry]) -> ScenarioError {
+        if invalid.path.0.is_empty() {
+            return self.refuse_whole(invalid.message);
+        }
+        let path = match invalid.path.entry_index("vm").and_then(|i| vm_entries.get(i)) {
+            Some(entry) => {
+                let rest = invalid.path.tail(2);
+                let rest = match (entry.group, rest.0.first()) {
+                    // A group's VMs are named after its prefix.
+                    (true, Some(Step::Key(key))) if key == "name" => FieldPath::top("prefix"),
+                    _ => rest,
+                };
+                entry.path.clone().join(&rest)
+            }
+            None => invalid.path,
+        };
+        self.refuse(&path, invalid.message)
     }
 
     /// A refusal about the value at `path`.
@@ -162,117 +192,20 @@ impl Checker<'_> {
         }
     }
 
-    fn network(&self, raw: &RawNetwork) -> Result<Network, ScenarioError> {
-        let table = FieldPath::top("network");
-        if raw.wan_bandwidth.0 <= 0.0 {
-            return Err(self.refuse(
-                &table.clone().key("wan_bandwidth"),
-                format!(
-                    "a WAN of {} carries nothing; give a rate above zero",
-                    raw.wan_bandwidth
-                ),
-            ));
-        }
-        if raw.tcp_window == Bytes::ZERO {
-            return Err(self.refuse(
-                &table.clone().key("tcp_window"),
-                "a TCP window of 0 B lets nothing through; give a size above zero",
-            ));
-        }
-        let mut trace: Vec<TracePoint> = Vec::with_capacity(raw.wan_trace.len());
-        for (index, point) in raw.wan_trace.iter().enumerate() {
-            let path = table.clone().key("wan_trace").index(index);
-            if point.bandwidth.0 <= 0.0 {
-                return Err(self.refuse(
-                    &path.key("bandwidth"),
-                    format!(
-                        "a WAN of {} carries nothing; give a rate above zero",
-                        point.bandwidth
-                    ),
-                ));
-            }
-            if let Some(previous) = trace.last() {
-                if point.at <= previous.at {
-                    return Err(self.refuse(
-                        &path.key("at"),
-                        format!(
-                            "`{}` is out of order: it does not come after the previous point's `{}`, \
-                             and the points of `wan_trace` must be in strictly increasing order of `at`",
-                            format_duration(point.at),
-                            format_duration(previous.at)
-                        ),
-                    ));
-                }
-            }
-            trace.push(TracePoint {
-                at: point.at,
-                bandwidth: point.bandwidth,
-            });
-        }
-        Ok(Network {
+    fn network(&self, raw: &RawNetwork) -> Network {
+        Network {
             wan_bandwidth: raw.wan_bandwidth,
             wan_rtt: raw.wan_rtt,
             tcp_window: raw.tcp_window,
-            wan_trace: trace,
-        })
-    }
-
-    fn migration(&self, params: &MigrationParams) -> Result<(), ScenarioError> {
-        let table = FieldPath::top("migration");
-        if params.multifd_channels == 0 {
-            return Err(self.refuse(
-                &table.key("multifd_channels"),
-                "a migration needs at least 1 connection",
-            ));
+            wan_trace: raw
+                .wan_trace
+                .iter()
+                .map(|point| TracePoint {
+                    at: point.at,
+                    bandwidth: point.bandwidth,
+                })
+                .collect(),
         }
-        if params.mode != Mode::Offline && params.max_rounds == 0 {
-            return Err(self.refuse(
-                &table.key("max_rounds"),
-                "live migration needs at least 1 precopy round; \
-                 to copy everything in one stop, use mode = \"offline\"",
-            ));
-        }
-        if !(params.ramp_rtts.is_finite() && params.ramp_rtts >= 0.0) {
-            return Err(self.refuse(
-                &table.key("ramp_rtts"),
-                format!(
-                    "{} is not a number of round trips; give 0 or more (e.g. 13)",
-                    params.ramp_rtts
-                ),
-            ));
-        }
-        if let Some(cap) = params.max_bandwidth {
-            if cap.0 <= 0.0 {
-                return Err(self.refuse(
-                    &table.key("max_bandwidth"),
-                    format!("a cap of {cap} lets nothing through; give a rate above zero, or \"unlimited\""),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn controller(&self, config: &ControllerConfig) -> Result<(), ScenarioError> {
-        let table = FieldPath::top("controller");
-        if config.period.is_zero() {
-            return Err(self.refuse(
-                &table.key("period"),
-                "the controller needs a period above zero, like \"1 s\"",
-            ));
-        }
-        // A limit of 0 would start no migration and wait forever. Checked
-        // whatever the policy, as the policy may be chosen elsewhere later.
-        let never_starts = "a limit of 0 would never start a migration; give at least 1";
-        if config.max_in_flight == 0 {
-            return Err(self.refuse(&table.key("max_in_flight"), never_starts));
-        }
-        if config.max_in_flight_per_host == 0 {
-            return Err(self.refuse(&table.key("max_in_flight_per_host"), never_starts));
-        }
-        if config.aimd.max_window == 0 {
-            return Err(self.refuse(&table.key("aimd").key("max_window"), never_starts));
-        }
-        Ok(())
     }
 
     fn hosts(&self, raw: &[RawHost]) -> Result<Vec<Host>, ScenarioError> {
@@ -301,45 +234,6 @@ impl Checker<'_> {
                 ));
             }
             first_named.insert(&host.name, index);
-            if host.nic.0 <= 0.0 {
-                return Err(self.refuse(
-                    &entry.clone().key("nic"),
-                    format!("a NIC of {} carries nothing; give a rate above zero", host.nic),
-                ));
-            }
-            match host.site {
-                Site::Source if host.memory.is_some() => {
-                    return Err(self.refuse(
-                        &entry.key("memory"),
-                        "`memory` is a destination host's room for incoming VMs; \
-                         a source host receives none",
-                    ));
-                }
-                Site::Destination if host.power_off_at.is_some() => {
-                    return Err(self.refuse(
-                        &entry.key("power_off_at"),
-                        "only source hosts lose power in this model; a destination host stays up",
-                    ));
-                }
-                Site::Destination if host.memory == Some(Bytes::ZERO) => {
-                    return Err(self.refuse(
-                        &entry.key("memory"),
-                        "a destination host with 0 B of room can take no VM; give it memory \
-                         above zero, or leave `memory` out for unbounded room",
-                    ));
-                }
-                Site::Source | Site::Destination => {}
-            }
-        }
-        if !raw.iter().any(|host| host.site == Site::Source) {
-            return Err(
-                self.refuse_whole("no [[host]] has site = \"source\": there is nothing to evacuate from")
-            );
-        }
-        if !raw.iter().any(|host| host.site == Site::Destination) {
-            return Err(
-                self.refuse_whole("no [[host]] has site = \"destination\": there is nowhere to evacuate to")
-            );
         }
         Ok(raw
             .iter()
@@ -354,8 +248,8 @@ impl Checker<'_> {
     }
 
     /// The VMs of every `[[vm]]` and `[[vm_group]]` in file order, and for
-    /// each the path of the `memory` field it got its memory from.
-    fn vms(&self, hosts: &[Host], raw: &RawScenario) -> Result<(Vec<Vm>, Vec<FieldPath>), ScenarioError> {
+    /// each the entry it came from.
+    fn vms(&self, hosts: &[Host], raw: &RawScenario) -> Result<(Vec<Vm>, Vec<VmEntry>), ScenarioError> {
         let singles = raw.vm.iter().enumerate().map(|(i, vm)| {
             let at = self.locator.offset(&FieldPath::entry("vm", i));
             (at, Entry::Single(i, vm))
@@ -370,7 +264,7 @@ impl Checker<'_> {
         entries.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
 
         let mut vms = Vec::new();
-        let mut memory_fields = Vec::new();
+        let mut vm_entries = Vec::new();
         // Where each VM name was first defined.
         let mut defined: HashMap<String, FieldPath> = HashMap::new();
         for (_, entry) in entries {
@@ -401,11 +295,14 @@ impl Checker<'_> {
                     ));
                 }
                 defined.insert(vm.name.clone(), entry_path.clone());
-                memory_fields.push(entry_path.clone().key("memory"));
+                vm_entries.push(VmEntry {
+                    path: entry_path.clone(),
+                    group: entry_path.entry_index("vm_group").is_some(),
+                });
                 vms.push(vm);
             }
         }
-        Ok((vms, memory_fields))
+        Ok((vms, vm_entries))
     }
 
     fn single(&self, hosts: &[Host], entry: &FieldPath, raw: &RawVm) -> Result<Vm, ScenarioError> {
@@ -413,23 +310,8 @@ impl Checker<'_> {
             return Err(self.refuse(&entry.clone().key("name"), "a VM needs a name"));
         }
         let host = self.source_host(hosts, &raw.host, &entry.clone().key("host"))?;
-        if raw.memory == Bytes::ZERO {
-            return Err(self.refuse(&entry.clone().key("memory"), "a VM needs memory above zero"));
-        }
-        let working_set = match raw.working_set {
-            Some(working_set) if working_set > raw.memory => {
-                return Err(self.refuse(
-                    &entry.clone().key("working_set"),
-                    format!(
-                        "a working set of {working_set} is more than the VM's {} of memory; \
-                         a guest cannot keep writing to more memory than it has",
-                        raw.memory
-                    ),
-                ));
-            }
-            Some(working_set) => working_set,
-            None => raw.memory,
-        };
+        // Checked by the model, with the rest of the VM's values.
+        let working_set = raw.working_set.unwrap_or(raw.memory);
         let destination = self.pinned_destination(hosts, raw.destination.as_deref(), entry)?;
         self.check_disk(raw.disk, &raw.name, entry)?;
         Ok(Vm {
@@ -591,79 +473,5 @@ impl Checker<'_> {
             )),
             Some(index) => Ok(HostId(index)),
         }
-    }
-
-    /// Refuses VMs no destination has room for: alone, pinned together, or
-    /// all together when every destination's room is bounded. (Whether they
-    /// pack into the rooms is the controller's affair.)
-    fn room(&self, hosts: &[Host], vms: &[Vm], memory_fields: &[FieldPath]) -> Result<(), ScenarioError> {
-        let destinations: Vec<HostId> = (0..hosts.len())
-            .map(HostId)
-            .filter(|&id| hosts[id.0].site == Site::Destination)
-            .collect();
-        let room = |id: HostId| hosts[id.0].memory;
-        // The destination with the most room; unbounded beats any bound.
-        let roomiest = destinations
-            .iter()
-            .copied()
-            .max_by_key(|&id| room(id).map_or(u64::MAX, |bytes| bytes.0));
-        for (vm, field) in vms.iter().zip(memory_fields) {
-            let Some(target) = vm.destination.or(roomiest) else {
-                continue;
-            };
-            let target_name = &hosts[target.0].name;
-            let whom = match vm.destination {
-                Some(_) => format!("its pinned destination `{target_name}`"),
-                None => format!("the destination with the most room, `{target_name}`,"),
-            };
-            match room(target) {
-                Some(room) if vm.memory > room => {
-                    return Err(self.refuse(
-                        field,
-                        format!(
-                            "VM `{}` needs {} but {whom} has room for {room} only: \
-                             there is no destination with room for it",
-                            vm.name, vm.memory
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        // One pass over the VMs, not one per destination: a million VMs and
-        // thousands of destinations would take seconds.
-        let mut pinned_to = vec![Bytes::ZERO; hosts.len()];
-        for vm in vms {
-            if let Some(destination) = vm.destination {
-                pinned_to[destination.0] += vm.memory;
-            }
-        }
-        for &destination in &destinations {
-            let Some(room) = room(destination) else {
-                continue;
-            };
-            let pinned = pinned_to[destination.0];
-            if pinned > room {
-                return Err(self.refuse(
-                    &FieldPath::entry("host", destination.0).key("memory"),
-                    format!(
-                        "the VMs pinned to `{}` need {pinned} in all, more than its room of {room}",
-                        hosts[destination.0].name
-                    ),
-                ));
-            }
-        }
-        let rooms: Option<Vec<Bytes>> = destinations.iter().map(|&id| room(id)).collect();
-        if let Some(rooms) = rooms {
-            let total_room: Bytes = rooms.into_iter().sum();
-            let needed: Bytes = vms.iter().map(|vm| vm.memory).sum();
-            if needed > total_room {
-                return Err(self.refuse_whole(format!(
-                    "the VMs need {needed} of memory in all, but the destination hosts have room \
-                     for {total_room} in all: some VM would be left without a destination with room"
-                )));
-            }
-        }
-        Ok(())
     }
 }

@@ -17,66 +17,21 @@ use toml::Spanned;
 /// The arrays of tables whose entries are named by one of their keys.
 const NAMED_ENTRIES: [(&str, &str); 3] = [("host", "name"), ("vm", "name"), ("vm_group", "prefix")];
 
-/// One step into the document: a key of a table or an index into an array.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Step {
-    Key(String),
-    Index(usize),
-}
+pub use evac_model::validate::{FieldPath, Step};
 
-/// The path of a value in the document, e.g. `vm[3].memory`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct FieldPath(Vec<Step>);
-
-impl FieldPath {
-    /// A key of the top-level table.
-    pub(crate) fn top(key: &str) -> Self {
-        FieldPath::default().key(key)
-    }
-
-    /// The `index`th entry of a top-level array of tables such as `[[vm]]`.
-    pub(crate) fn entry(array: &str, index: usize) -> Self {
-        FieldPath::top(array).index(index)
-    }
-
-    pub(crate) fn key(mut self, key: &str) -> Self {
-        self.0.push(Step::Key(key.to_owned()));
-        self
-    }
-
-    pub(crate) fn index(mut self, index: usize) -> Self {
-        self.0.push(Step::Index(index));
-        self
-    }
-
-    /// The path where serde gave up on a value.
-    pub(crate) fn from_serde(path: &serde_path_to_error::Path) -> Self {
-        use serde_path_to_error::Segment;
-        let steps = path
-            .iter()
-            .filter_map(|segment| match segment {
-                Segment::Seq { index } => Some(Step::Index(*index)),
-                Segment::Map { key } => Some(Step::Key(key.clone())),
-                Segment::Enum { variant } => Some(Step::Key(variant.clone())),
-                Segment::Unknown => None,
-            })
-            .collect();
-        FieldPath(steps)
-    }
-}
-
-/// `wan_trace[1].at`: steps as TOML's dotted keys would write them.
-impl fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, step) in self.0.iter().enumerate() {
-            match step {
-                Step::Key(key) if i == 0 => f.write_str(key)?,
-                Step::Key(key) => write!(f, ".{key}")?,
-                Step::Index(index) => write!(f, "[{index}]")?,
-            }
-        }
-        Ok(())
-    }
+/// The path where serde gave up on a value.
+pub fn path_from_serde(path: &serde_path_to_error::Path) -> FieldPath {
+    use serde_path_to_error::Segment;
+    let steps = path
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            Segment::Enum { variant } => Some(Step::Key(variant.clone())),
+            Segment::Unknown => None,
+        })
+        .collect();
+    FieldPath(steps)
 }
 
 /// A value of the document, reduced to what locating needs.
@@ -148,16 +103,17 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
-/// Positions and names of everything in one scenario text.
+/// Positions and names of everything in one TOML text (a scenario, an
+/// inventory): where a [`FieldPath`] is, and how to name it.
 #[derive(Debug)]
-pub(crate) struct Locator<'a> {
+pub struct Locator<'a> {
     text: &'a str,
     root: Node,
 }
 
 impl<'a> Locator<'a> {
     /// Reads `text`; fails only when it is not TOML.
-    pub(crate) fn parse(text: &'a str) -> Result<Self, toml::de::Error> {
+    pub fn parse(text: &'a str) -> Result<Self, toml::de::Error> {
         let table: BTreeMap<String, Spanned<Node>> = toml::from_str(text)?;
         Ok(Self {
             text,
@@ -184,12 +140,12 @@ impl<'a> Locator<'a> {
     }
 
     /// Where the value at `path` starts, in bytes; see [`Locator::span`].
-    pub(crate) fn offset(&self, path: &FieldPath) -> Option<usize> {
+    pub fn offset(&self, path: &FieldPath) -> Option<usize> {
         self.span(path).map(|span| span.start)
     }
 
     /// The line of the value at `path`; see [`Locator::span`].
-    pub(crate) fn line(&self, path: &FieldPath) -> Option<usize> {
+    pub fn line(&self, path: &FieldPath) -> Option<usize> {
         self.offset(path).map(|offset| line_at(self.text, offset))
     }
 
@@ -212,7 +168,7 @@ impl<'a> Locator<'a> {
     /// How a reader finds `path` in the file: ``field `memory` of [[vm]] "web-1"``,
     /// ``field `wan_trace[1].at` of [network]``, ``[[host]] #3``, ``field `seed```.
     /// `None` for the document as a whole.
-    pub(crate) fn describe(&self, path: &FieldPath) -> Option<String> {
+    pub fn describe(&self, path: &FieldPath) -> Option<String> {
         let (owner, field) = match path.0.as_slice() {
             [] => return None,
             [Step::Key(array), Step::Index(index), rest @ ..] => {
@@ -229,6 +185,19 @@ impl<'a> Locator<'a> {
         })
     }
 
+    /// The model's refusal as one line, the way a scenario's is printed:
+    /// ``lab.toml:16: field `nic` of [[host]] "dst-1": a NIC of 0 bps carries nothing; ...``.
+    pub fn refusal(&self, origin: &str, invalid: &evac_model::Invalid) -> String {
+        let at = match self.line(&invalid.path) {
+            Some(line) => format!("{origin}:{line}"),
+            None => origin.to_owned(),
+        };
+        match self.describe(&invalid.path) {
+            Some(field) => format!("{at}: {field}: {}", invalid.message),
+            None => format!("{at}: {}", invalid.message),
+        }
+    }
+
     /// `[[vm]] "web-1"` by the entry's name, or `[[vm]] #2` (counted from 1)
     /// when it has none.
     fn entry_label(&self, array: &str, index: usize) -> String {
@@ -243,8 +212,24 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// Where the model's refusal is in a TOML `text` (an inventory's): its
+/// 1-based line (0 when unknown) and the refusal as the reader finds it,
+/// ``field `nic` of [[host]] "dst-1": a NIC of 0 bps carries nothing; ...``,
+/// the same words a scenario's refusal has after its `file:line: `.
+pub fn place(text: &str, invalid: &evac_model::Invalid) -> (usize, String) {
+    let Ok(locator) = Locator::parse(text) else {
+        return (0, invalid.to_string());
+    };
+    let line = locator.line(&invalid.path).unwrap_or(0);
+    let message = match locator.describe(&invalid.path) {
+        Some(field) => format!("{field}: {}", invalid.message),
+        None => invalid.message.clone(),
+    };
+    (line, message)
+}
+
 /// The 1-based line of the byte at `offset`.
-pub(crate) fn line_at(text: &str, offset: usize) -> usize {
+pub fn line_at(text: &str, offset: usize) -> usize {
     let before = &text.as_bytes()[..offset.min(text.len())];
     before.iter().filter(|&&b| b == b'\n').count() + 1
 }

@@ -82,10 +82,10 @@ use std::time::Duration;
 
 use evac_controller::{
     Action, Controller, ControllerConfig, EndOutcome, Ended, Evacuation, MigrationObs, Observations, Phase,
-    Retune, Wakeup,
+    Retune, Wakeup, DEFAULT_HORIZON,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Mode, Network, VmId};
-use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
+use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord, MAX_TIMELINE_POINTS};
 
 use fair_share::{Demand, FairShare};
 use fluid::{Bottleneck, Clock};
@@ -106,18 +106,32 @@ pub fn simulate_evacuation(
     config: &ControllerConfig,
 ) -> RunResult {
     let mut controller = Evacuation::with_network(fleet.clone(), network, params, config.clone());
-    simulate(fleet, network, config.period, &mut controller)
+    simulate_until(fleet, network, config.period, config.horizon, &mut controller)
 }
 
 /// Runs an evacuation of `fleet` over `network` under any `controller`,
-/// consulting it every `period`.
+/// consulting it every `period`, for at most the default horizon (a week of
+/// simulated time).
 pub fn simulate(
     fleet: &Fleet,
     network: &Network,
     period: Duration,
     controller: &mut dyn Controller,
 ) -> RunResult {
-    simulate_with_solver(fleet, network, period, controller, Solver::Fluid).0
+    simulate_until(fleet, network, period, DEFAULT_HORIZON, controller)
+}
+
+/// [`simulate`] until `horizon` of simulated time at most: then the run
+/// ends, and every VM not migrated by then (in flight or waiting) is
+/// `not-migrated`, "horizon reached".
+pub fn simulate_until(
+    fleet: &Fleet,
+    network: &Network,
+    period: Duration,
+    horizon: Duration,
+    controller: &mut dyn Controller,
+) -> RunResult {
+    simulate_with_solver_until(fleet, network, period, horizon, controller, Solver::Fluid).0
 }
 
 /// How the simulator finds the migrations' rates. Both give the same
@@ -156,8 +170,21 @@ pub fn simulate_with_solver(
     controller: &mut dyn Controller,
     solver: Solver,
 ) -> (RunResult, SolverStats) {
+    simulate_with_solver_until(fleet, network, period, DEFAULT_HORIZON, controller, solver)
+}
+
+/// [`simulate_with_solver`] until `horizon` (see [`simulate_until`]).
+pub fn simulate_with_solver_until(
+    fleet: &Fleet,
+    network: &Network,
+    period: Duration,
+    horizon: Duration,
+    controller: &mut dyn Controller,
+    solver: Solver,
+) -> (RunResult, SolverStats) {
     let mut sim = Simulation::new(fleet, network, period);
     sim.solver = solver;
+    sim.horizon = horizon.as_secs_f64();
     sim.run(controller);
     let stats = sim.stats;
     let mut result = sim.into_result(controller.name());
@@ -178,6 +205,21 @@ pub fn decisions(controller: &dyn Controller, vm: VmId) -> Vec<evac_outcome::Dec
             why: e.why,
         })
         .collect()
+}
+
+/// A warning for the operator, before simulating: the lower bound on the
+/// total time (every VM's memory over the WAN at full capacity) is already
+/// beyond the horizon, so the run will end with VMs `not-migrated`.
+pub fn horizon_warning(fleet: &Fleet, network: &Network, config: &ControllerConfig) -> Option<String> {
+    let bound = evac_outcome::lower_bounds(fleet, network).total;
+    (bound > config.horizon).then(|| {
+        format!(
+            "warning: carrying every VM's memory over the WAN takes at least {}, beyond the \
+             simulated horizon of {} ([controller] horizon): VMs will be left not-migrated",
+            evac_model::format_duration(bound),
+            evac_model::format_duration(config.horizon)
+        )
+    })
 }
 
 /// A migration in flight.
@@ -406,6 +448,9 @@ struct Simulation<'a> {
     may_chain: bool,
     /// Rebalances so far (see `Flow::joined`).
     epoch: u64,
+    /// Simulated seconds after which the run ends ([`simulate_until`]).
+    horizon: f64,
+    horizon_reached: bool,
 }
 
 impl<'a> Simulation<'a> {
@@ -469,6 +514,8 @@ impl<'a> Simulation<'a> {
             history: Vec::new(),
             may_chain: false,
             epoch: 1,
+            horizon: DEFAULT_HORIZON.as_secs_f64(),
+            horizon_reached: false,
         }
     }
 
@@ -498,6 +545,21 @@ impl<'a> Simulation<'a> {
             if next.is_infinite() {
                 // Nothing will ever happen again, and the controller waits
                 // for something to happen.
+                break;
+            }
+            if next > self.horizon {
+                // The simulated-time limit: what has not migrated by now
+                // stays where it is (see `into_result`).
+                self.now = self.horizon.max(self.now);
+                self.horizon_reached = true;
+                // Chained rounds are settled up to now, as at a power-off.
+                self.unchain_all();
+                self.advance_links();
+                let now = self.now;
+                let v = self.clock.at(now);
+                for flow in &mut self.flows {
+                    flow.catch_up(now, v);
+                }
                 break;
             }
             // (Rounding of a virtual round end cannot take time back.)
@@ -1363,13 +1425,26 @@ impl<'a> Simulation<'a> {
                     wan_throughput_bps: throughput,
                     in_flight: self.flows.len(),
                 });
+                if self.timeline.len() > MAX_TIMELINE_POINTS {
+                    // Bounded memory over any horizon: halve, exactly in bytes.
+                    evac_outcome::thin_timeline(&mut self.timeline);
+                }
             }
         }
         self.last_point = Some((self.now, self.carried[WAN], state));
     }
 
-    fn into_result(self, policy: &str) -> RunResult {
+    fn into_result(mut self, policy: &str) -> RunResult {
+        // Flows still in flight (cut off by the horizon, or stuck) count
+        // their bytes: chained rounds are settled first.
+        self.unchain_all();
         let fleet = self.fleet;
+        // Attempts cut off by the horizon: their bytes count.
+        let mut sent = vec![0.0; fleet.vms.len()];
+        let (now, v) = (self.now, self.clock.at(self.now));
+        for flow in &self.flows {
+            sent[flow.vm.0] = flow.earlier_rounds + flow.round_sent_at(now, v);
+        }
         let records = fleet
             .vm_ids()
             .map(|id| {
@@ -1379,6 +1454,8 @@ impl<'a> Simulation<'a> {
                     (Outcome::Migrated, None)
                 } else if p.lost {
                     (Outcome::Lost, Some(reason::POWER_OFF.to_owned()))
+                } else if self.horizon_reached {
+                    (Outcome::NotMigrated, Some(reason::HORIZON.to_owned()))
                 } else {
                     // Still on its source when the controller stopped
                     // starting migrations.
@@ -1393,7 +1470,7 @@ impl<'a> Simulation<'a> {
                     migration_time_s: p.end.zip(p.start).map(|(end, start)| end - start),
                     downtime_s: p.downtime,
                     rounds: p.rounds,
-                    bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent).0),
+                    bytes_sent: p.start.map(|_| Bytes::from_f64(p.sent + sent[id.0]).0),
                     outcome,
                     reason,
                     mode: p.mode,

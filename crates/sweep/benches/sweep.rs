@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("sweep");
     group.sample_size(10);
     group.bench_function("120 combinations x 100 VMs", |b| {
-        b.iter(|| evac_sweep::run(&grid))
+        b.iter(|| evac_sweep::run(&grid).unwrap())
     });
     group.finish();
 }

@@ -135,11 +135,15 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        scenarios.extend(
-            grid.combinations()
-                .into_iter()
-                .map(|(seed, levels)| (g, grid.scenario(seed, &levels))),
-        );
+        for (seed, levels) in grid.combinations() {
+            match grid.scenario(seed, &levels) {
+                Ok(scenario) => scenarios.push((g, scenario)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         grid_names.push(grid.name.clone());
     }
     eprintln!("{} scenarios", scenarios.len());

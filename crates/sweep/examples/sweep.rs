@@ -20,7 +20,13 @@ fn main() -> ExitCode {
         }
     };
     let started = Instant::now();
-    let rows = evac_sweep::run(&grid);
+    let rows = match evac_sweep::run(&grid) {
+        Ok(rows) => rows,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let elapsed = started.elapsed();
     println!("## {}\n", grid.name);
     print!("{}", evac_sweep::markdown_table(&rows));

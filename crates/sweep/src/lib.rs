@@ -159,7 +159,13 @@ pub const FACTORS: [&str; 13] = [
 pub struct Factor {
     pub name: String,
     pub levels: Vec<(String, Level)>,
+    /// `file:line` of each level, for refusals.
+    level_at: Vec<String>,
 }
+
+/// The most evacuations one grid may run (levels multiplied, times the
+/// seeds): beyond it a grid is a typo or a week of CPU.
+pub const MAX_COMBINATIONS: usize = 100_000;
 
 /// A parsed, checked grid.
 #[derive(Debug, Clone)]
@@ -173,6 +179,11 @@ pub struct Grid {
     pub repeat_seeds: Vec<u64>,
     /// In the order written in the grid.
     pub factors: Vec<Factor>,
+    /// `file` (or `file:line` of `repeat_seeds`), for refusals.
+    origin: String,
+    seeds_at: String,
+    /// Checked: at most [`MAX_COMBINATIONS`].
+    len: usize,
 }
 
 /// The result of one combination.
@@ -214,7 +225,9 @@ fn ordered_map<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Result
 struct RawGrid {
     name: Option<String>,
     base: Option<Spanned<toml::Value>>,
-    repeat_seeds: Option<Vec<u64>>,
+    repeat_seeds: Option<Spanned<Vec<u64>>>,
+    #[serde(skip)]
+    repeat_seeds_at: Option<usize>,
     #[serde(default)]
     factors: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<toml::Value>>>>,
 }
@@ -246,11 +259,12 @@ impl Grid {
 
     fn parse(text: &str, origin: &str, dir: &Path, default_name: &str) -> Result<Grid, GridError> {
         let at = |offset: usize| format!("{origin}:{}", line_of(text, offset));
-        let raw: RawGrid = toml::from_str(text).map_err(|e| GridError::Invalid {
+        let mut raw: RawGrid = toml::from_str(text).map_err(|e| GridError::Invalid {
             at: e.span().map_or_else(|| origin.to_owned(), |s| at(s.start)),
             key: None,
             message: e.message().trim().to_owned(),
         })?;
+        raw.repeat_seeds_at = raw.repeat_seeds.as_ref().map(|s| s.span().start);
         let (base, base_text, base_origin) = match &raw.base {
             None => (
                 Scenario::embedded_default(),
@@ -315,6 +329,7 @@ impl Grid {
                 });
             }
             let mut levels = Vec::new();
+            let mut level_at = Vec::new();
             for value in values.get_ref() {
                 let level = parse_level(name, value.get_ref()).map_err(|message| GridError::Invalid {
                     at: at(value.span().start),
@@ -326,29 +341,87 @@ impl Grid {
                     other => other.to_string(),
                 };
                 levels.push((written, level));
+                level_at.push(at(value.span().start));
             }
             factors.push((
                 key.span().start,
                 Factor {
                     name: name.to_owned(),
                     levels,
+                    level_at,
                 },
             ));
         }
         factors.sort_by_key(|(offset, _)| *offset);
-        Ok(Grid {
+        let factors: Vec<Factor> = factors.into_iter().map(|(_, f)| f).collect();
+        let repeat_seeds = raw.repeat_seeds.map(|s| s.into_inner()).unwrap_or_default();
+        let seeds_at = raw.repeat_seeds_at.map_or_else(|| origin.to_owned(), at);
+        let len = combination_count(&factors, repeat_seeds.len()).ok_or_else(|| {
+            let levels: Vec<String> = factors
+                .iter()
+                .map(|f| format!("{} {}", f.levels.len(), f.name))
+                .chain((!repeat_seeds.is_empty()).then(|| format!("{} seeds", repeat_seeds.len())))
+                .collect();
+            let count: u128 = factors
+                .iter()
+                .map(|f| f.levels.len() as u128)
+                .chain(std::iter::once(repeat_seeds.len().max(1) as u128))
+                .fold(1u128, |n, k| n.saturating_mul(k));
+            GridError::Invalid {
+                at: origin.to_owned(),
+                key: None,
+                message: format!(
+                    "the grid has {count} combinations ({}), more than the {MAX_COMBINATIONS} a sweep runs; \
+                     drop levels or split the grid",
+                    levels.join(" x ")
+                ),
+            }
+        })?;
+        let grid = Grid {
             name: raw.name.unwrap_or_else(|| default_name.to_owned()),
             base,
             base_text,
             base_origin,
-            repeat_seeds: raw.repeat_seeds.unwrap_or_default(),
-            factors: factors.into_iter().map(|(_, f)| f).collect(),
-        })
+            repeat_seeds,
+            factors,
+            origin: origin.to_owned(),
+            seeds_at,
+            len,
+        };
+        grid.check()?;
+        Ok(grid)
     }
 
-    /// How many evacuations the grid runs.
+    /// Every level, every repeat seed's redraw and every combination
+    /// through the model's wall (`Scenario::validate`), before anything
+    /// runs: a level the scenario format would refuse (`tcp_window =
+    /// ["0 B"]`) is refused here with the same words, at the level's line.
+    fn check(&self) -> Result<(), GridError> {
+        for factor in &self.factors {
+            for ((written, level), at) in factor.levels.iter().zip(&factor.level_at) {
+                let mut scenario = self.base.clone();
+                apply(&mut scenario, level);
+                scenario.validate().map_err(|invalid| GridError::Invalid {
+                    at: at.clone(),
+                    key: Some(format!("factor `{}`", factor.name)),
+                    message: format!("level `{written}`: {invalid}"),
+                })?;
+            }
+        }
+        for &seed in &self.repeat_seeds {
+            self.base_for(seed)?;
+        }
+        let combinations = self.combinations();
+        combinations
+            .par_iter()
+            .map(|(seed, levels)| self.scenario(*seed, levels).map(|_| ()))
+            .collect::<Result<Vec<()>, GridError>>()?;
+        Ok(())
+    }
+
+    /// How many evacuations the grid runs (at most [`MAX_COMBINATIONS`]).
     pub fn len(&self) -> usize {
-        self.factors.iter().map(|f| f.levels.len()).product::<usize>() * self.repeat_seeds.len().max(1)
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -389,20 +462,31 @@ impl Grid {
         all
     }
 
-    /// The base scenario drawn with `seed`.
-    fn base_for(&self, seed: u64) -> Scenario {
+    /// The base scenario drawn with `seed`: refused when the redraw is (a
+    /// draw whose VMs overfill the destinations).
+    fn base_for(&self, seed: u64) -> Result<Scenario, GridError> {
         if self.repeat_seeds.is_empty() || seed == self.base.seed {
-            return self.base.clone();
+            return Ok(self.base.clone());
         }
-        let mut table: toml::Table = toml::from_str(&self.base_text).expect("the base parsed once already");
-        table.insert("seed".into(), toml::Value::Integer(seed as i64));
-        let text = toml::to_string(&table).expect("a TOML table serializes");
-        Scenario::from_toml_str(&text, &self.base_origin).expect("changing the seed keeps a scenario valid")
+        let refused = |message: String| GridError::Invalid {
+            at: self.seeds_at.clone(),
+            key: Some("key `repeat_seeds`".into()),
+            message,
+        };
+        let mut table: toml::Table = toml::from_str(&self.base_text)
+            .map_err(|e| refused(format!("the base does not reparse: {e}")))?;
+        let seed_value = i64::try_from(seed)
+            .map_err(|_| refused(format!("seed {seed} is beyond TOML's largest integer, 2^63 - 1")))?;
+        table.insert("seed".into(), toml::Value::Integer(seed_value));
+        let text = toml::to_string(&table).map_err(|e| refused(e.to_string()))?;
+        Scenario::from_toml_str(&text, &self.base_origin)
+            .map_err(|e| refused(format!("with seed {seed}, the base scenario is refused: {e}")))
     }
 
-    /// The scenario of one combination.
-    pub fn scenario(&self, seed: u64, levels: &[usize]) -> Scenario {
-        let mut scenario = self.base_for(seed);
+    /// The scenario of one combination; refused (with the levels) when the
+    /// model refuses it.
+    pub fn scenario(&self, seed: u64, levels: &[usize]) -> Result<Scenario, GridError> {
+        let mut scenario = self.base_for(seed)?;
         scenario.seed = seed;
         // Apply in the order of FACTORS: the trace after the bandwidth.
         let mut chosen: Vec<&Level> = self
@@ -415,8 +499,32 @@ impl Grid {
         for level in chosen {
             apply(&mut scenario, level);
         }
-        scenario
+        scenario.validate().map_err(|invalid| {
+            let named: Vec<String> = self
+                .factors
+                .iter()
+                .zip(levels)
+                .map(|(f, &i)| format!("{} = {}", f.name, f.levels[i].0))
+                .collect();
+            GridError::Invalid {
+                at: self.origin.clone(),
+                key: Some(format!("combination seed = {seed}, {}", named.join(", "))),
+                message: invalid.to_string(),
+            }
+        })?;
+        Ok(scenario)
     }
+}
+
+/// The number of combinations, `None` beyond [`MAX_COMBINATIONS`] (or when
+/// the product overflows).
+fn combination_count(factors: &[Factor], seeds: usize) -> Option<usize> {
+    factors
+        .iter()
+        .map(|f| f.levels.len())
+        .chain(std::iter::once(seeds.max(1)))
+        .try_fold(1usize, |n, k| n.checked_mul(k))
+        .filter(|&n| n <= MAX_COMBINATIONS)
 }
 
 fn level_rank(level: &Level) -> usize {
@@ -597,19 +705,20 @@ fn fluctuating_trace(scenario: &Scenario, seed: u64) -> Vec<TracePoint> {
 }
 
 /// Runs every combination of `grid` on the simulator, in parallel on all
-/// cores; the rows come back in the grid's order.
-pub fn run(grid: &Grid) -> Vec<SweepRow> {
+/// cores; the rows come back in the grid's order. Every combination was
+/// checked when the grid was read; the error is for a grid changed since.
+pub fn run(grid: &Grid) -> Result<Vec<SweepRow>, GridError> {
     grid.combinations()
         .into_par_iter()
         .map(|(seed, levels)| {
-            let scenario = grid.scenario(seed, &levels);
+            let scenario = grid.scenario(seed, &levels)?;
             let result = evac_sim::simulate_evacuation(
                 &scenario.fleet,
                 &scenario.network,
                 scenario.migration,
                 &scenario.controller,
             );
-            SweepRow {
+            Ok(SweepRow {
                 factors: grid
                     .factors
                     .iter()
@@ -629,7 +738,7 @@ pub fn run(grid: &Grid) -> Vec<SweepRow> {
                 score: result.score,
                 priority_saved: result.priority_saved,
                 priority_total: result.priority_total,
-            }
+            })
         })
         .collect()
 }

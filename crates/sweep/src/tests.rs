@@ -79,7 +79,7 @@ fn rows_match_the_model_by_hand() {
     // end together at 17.18 s. The window never binds, so channels change
     // nothing. Bounds: 2 GiB at 1 Gbps, and 1 GiB at 1 Gbps.
     let one = 8.589934592;
-    let rows = run(&grid(GRID).unwrap());
+    let rows = run(&grid(GRID).unwrap()).unwrap();
     assert_eq!(rows.len(), 4);
     for row in &rows {
         let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-6;
@@ -163,7 +163,7 @@ fn memory_presets_keep_the_total() {
             "memory = \"3 GiB\"\nworking_set = \"1 GiB\"\n\n[[base.vm]]",
         );
     let grid = grid(&text).unwrap();
-    let equal = grid.scenario(7, &[0, 0]);
+    let equal = grid.scenario(7, &[0, 0]).unwrap();
     // 3 GiB and 1 GiB: the mean is 2 GiB each; a's working set keeps its
     // third of the memory.
     assert_eq!(equal.fleet.vms[0].memory, Bytes::gib(2));
@@ -173,11 +173,15 @@ fn memory_presets_keep_the_total() {
         Bytes::from_f64(Bytes::gib(2).as_f64() / 3.0)
     );
     assert_eq!(equal.fleet.vms[1].working_set, Bytes::gib(2));
-    let skewed = grid.scenario(7, &[0, 1]);
+    let skewed = grid.scenario(7, &[0, 1]).unwrap();
     let total: u64 = skewed.fleet.vms.iter().map(|vm| vm.memory.0).sum();
     assert!(total.abs_diff(4 << 30) <= 1 << 20, "{total}");
     assert_ne!(skewed.fleet.vms[0].memory, skewed.fleet.vms[1].memory);
-    assert_eq!(skewed, grid.scenario(7, &[0, 1]), "the same seed, the same draw");
+    assert_eq!(
+        skewed,
+        grid.scenario(7, &[0, 1]).unwrap(),
+        "the same seed, the same draw"
+    );
 }
 
 #[test]
@@ -187,8 +191,8 @@ fn fluctuating_alternates_full_and_forty_percent() {
         "trace = [\"steady\", \"fluctuating\"]\nwan_bandwidth = [\"10 Gbps\"]",
     );
     let grid = grid(&text).unwrap();
-    assert!(grid.scenario(7, &[0, 0, 0]).network.wan_trace.is_empty());
-    let trace = grid.scenario(7, &[0, 1, 0]).network.wan_trace;
+    assert!(grid.scenario(7, &[0, 0, 0]).unwrap().network.wan_trace.is_empty());
+    let trace = grid.scenario(7, &[0, 1, 0]).unwrap().network.wan_trace;
     assert!(trace.len() >= 3600 / 90, "{}", trace.len());
     let mut last = 0.0;
     for (i, point) in trace.iter().enumerate() {
@@ -209,14 +213,14 @@ fn repeat_seeds_multiply_the_rows() {
     let text = GRID.replace("name = \"tiny\"", "name = \"tiny\"\nrepeat_seeds = [1, 2, 3]");
     let grid = grid(&text).unwrap();
     assert_eq!(grid.len(), 12);
-    let rows = run(&grid);
+    let rows = run(&grid).unwrap();
     let seeds: Vec<u64> = rows.iter().map(|r| r.seed).collect();
     assert_eq!(seeds, [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
 }
 
 #[test]
 fn table_csv_and_json() {
-    let rows = run(&grid(GRID).unwrap());
+    let rows = run(&grid(GRID).unwrap()).unwrap();
     let table = markdown_table(&rows);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines[0], "All rows: seed = 7, 2 VMs.");
@@ -254,6 +258,119 @@ fn the_shipped_example_parses() {
     assert!(grid.len() >= 10);
 }
 
+#[test]
+fn a_level_the_scenario_format_refuses_is_refused_at_its_line() {
+    // Line 7 (the text starts with a newline): the factor added after
+    // multifd_channels.
+    let text = GRID.replace(
+        "multifd_channels = [1, 4]\n",
+        "multifd_channels = [1, 4]\ntcp_window = [\"4 MiB\", \"0 B\"]\n",
+    );
+    assert_eq!(
+        error(&text),
+        "grid.toml:7: factor `tcp_window`: level `0 B`: field `network.tcp_window`: \
+         a TCP window of 0 B lets nothing through; give a size above zero"
+    );
+    // A trace scaled beyond 1000 Tbps: the level doubles the WAN, and the
+    // trace's 600 Tbps point with it.
+    let text = GRID
+        .replace(
+            "tcp_window = \"1 GiB\"\n",
+            "tcp_window = \"1 GiB\"\nwan_trace = [{ at = \"1 s\", bandwidth = \"600 Tbps\" }]\n",
+        )
+        .replace(
+            "multifd_channels = [1, 4]\n",
+            "multifd_channels = [1, 4]\nwan_bandwidth = [\"1 Gbps\", \"2 Gbps\"]\n",
+        );
+    assert_eq!(
+        error(&text),
+        "grid.toml:7: factor `wan_bandwidth`: level `2 Gbps`: field `network.wan_trace[0].bandwidth`: \
+         a WAN of 1200000000000000 bps is not within 1 bps ..= 1000 Tbps"
+    );
+}
+
+#[test]
+fn a_grid_of_too_many_combinations_is_refused_without_allocating() {
+    // 50 levels of each of the 12 factors: 50^12 = 244140625000000000000
+    // combinations, beyond u64 (1.8e19), so a plain product would wrap.
+    let values = [
+        ("policy", "\"sequential\""),
+        ("wan_bandwidth", "\"1 Gbps\""),
+        ("wan_rtt", "\"1 ms\""),
+        ("tcp_window", "\"1 GiB\""),
+        ("multifd_channels", "1"),
+        ("memory", "\"base\""),
+        ("dirty_rate", "\"0 B/s\""),
+        ("mode", "\"live\""),
+        ("trace", "\"base\""),
+        ("order", "\"as-listed\""),
+        ("max_in_flight", "1"),
+        ("max_in_flight_per_host", "1"),
+    ];
+    let factors: String = values
+        .iter()
+        .map(|(name, value)| format!("{name} = [{}]\n", vec![*value; 50].join(", ")))
+        .collect();
+    let text = GRID.replace(
+        "policy = [\"sequential\", \"parallel\"]\nmultifd_channels = [1, 4]\n",
+        &factors,
+    );
+    let message = error(&text);
+    assert!(
+        message.starts_with(
+            "grid.toml: the grid has 244140625000000000000 combinations (50 policy x 50 wan_bandwidth"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("more than the 100000"), "{message}");
+    // Just beyond the cap: 317^2 = 100489.
+    let list = |n: usize| vec!["1"; n].join(", ");
+    let text = GRID.replace(
+        "policy = [\"sequential\", \"parallel\"]\nmultifd_channels = [1, 4]\n",
+        &format!(
+            "max_in_flight = [{}]\nmax_in_flight_per_host = [{}]\n",
+            list(317),
+            list(317)
+        ),
+    );
+    assert!(error(&text)
+        .contains("the grid has 100489 combinations (317 max_in_flight x 317 max_in_flight_per_host)"));
+}
+
+#[test]
+fn a_repeat_seed_whose_draw_overfills_the_destinations_is_refused() {
+    // Two VMs of 1 or 3 GiB each into 4 GiB of room: a draw of two 3 GiB
+    // VMs (6 GiB) does not fit.
+    let base = "name = \"draws\"\nseed = SEED\n[network]\nwan_bandwidth = \"1 Gbps\"\n\
+                [[host]]\nname = \"src\"\nsite = \"source\"\nnic = \"10 Gbps\"\n\
+                [[host]]\nname = \"dst\"\nsite = \"destination\"\nnic = \"10 Gbps\"\nmemory = \"4 GiB\"\n\
+                [[vm_group]]\nprefix = \"g\"\ncount = 2\nhost = \"src\"\n\
+                memory = { dist = \"choice\", values = [\"1 GiB\", \"3 GiB\"] }\n";
+    let fits =
+        |seed: u64| Scenario::from_toml_str(&base.replace("SEED", &seed.to_string()), "b.toml").is_ok();
+    let good = (0..200).find(|&s| fits(s)).expect("a seed that fits");
+    let bad = (0..200).find(|&s| !fits(s)).expect("a seed that overfills");
+    let dir = std::env::temp_dir().join(format!("evac-sweep-seeds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("base.toml"), base.replace("SEED", &good.to_string())).unwrap();
+    let text = format!(
+        "base = \"base.toml\"\nrepeat_seeds = [{good}, {bad}]\n[factors]\npolicy = [\"sequential\"]\n"
+    );
+    let outcome = Grid::from_toml_str(&text, "grid.toml", &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let message = outcome.unwrap_err().to_string();
+    assert!(
+        message.starts_with(&format!(
+            "grid.toml:2: key `repeat_seeds`: with seed {bad}, the base scenario is refused: "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("the VMs need 6 GiB of memory in all"),
+        "{message}"
+    );
+}
+
 /// The default scenario's power-offs are at 25 and 15 min (rack3-a,
 /// rack4-a): halved, 750 s and 450 s; a host without one keeps none.
 #[test]
@@ -262,7 +379,7 @@ fn power_off_scale_multiplies_every_deadline() {
     let combos = g.combinations();
     assert_eq!(combos.len(), 2);
     let (seed, levels) = &combos[0];
-    let tight = g.scenario(*seed, levels);
+    let tight = g.scenario(*seed, levels).unwrap();
     let at = |s: &evac_scenario::Scenario, name: &str| {
         s.fleet
             .hosts
@@ -276,7 +393,7 @@ fn power_off_scale_multiplies_every_deadline() {
     assert_eq!(at(&tight, "rack4-a"), Some(450.0));
     assert_eq!(at(&tight, "rack1-a"), None);
     let (seed, levels) = &combos[1];
-    let loose = g.scenario(*seed, levels);
+    let loose = g.scenario(*seed, levels).unwrap();
     assert_eq!(at(&loose, "rack4-a"), Some(1800.0));
     assert!(error("[factors]\npower_off_scale = [0]\n").contains("positive number"));
 }
