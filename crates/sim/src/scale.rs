@@ -99,8 +99,9 @@ mod tests {
 
     #[test]
     fn the_scaled_scenario_loads_with_a_horizon_past_its_trace() {
-        let scenario = evac_scenario::Scenario::from_toml_str(&super::bench_scenario_toml(1000), "bench-1000")
-            .expect("the scaled scenario parses");
+        let scenario =
+            evac_scenario::Scenario::from_toml_str(&super::bench_scenario_toml(1000), "bench-1000")
+                .expect("the scaled scenario parses");
         assert_eq!(scenario.fleet.vms.len(), 1000);
         // 1000 × 4 / 30 + 100 = 233 steps of 30 s: the last at 6,990 s.
         let last = scenario.network.wan_trace.last().expect("a trace").at;
