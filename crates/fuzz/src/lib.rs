@@ -21,6 +21,9 @@
 //! found issue 8's bugs (extreme numbers, swapped units, spliced tables),
 //! and the run is reproducible from its seed.
 //!
+//! Inputs it found that once failed are kept in `corpus/regressions/`:
+//! checked as they are on every run, not mutated (some are slow to load).
+//!
 //! Run it: `cargo test -p evac-fuzz` runs for `EVAC_FUZZ_SECS` seconds
 //! (default 10; CI gives it 90); `EVAC_FUZZ_SEED` replays one run. A long
 //! run: `EVAC_FUZZ_SECS=3600 cargo test --release -p evac-fuzz -- --nocapture`.

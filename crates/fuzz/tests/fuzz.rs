@@ -24,8 +24,10 @@ fn env_u64(key: &str) -> Option<u64> {
 fn every_corpus_file_loads_or_is_refused_without_panic() {
     Counting::set_limit(MEMORY_LIMIT);
     let dir = corpus_dir();
-    let seeds = corpus(&dir).unwrap();
+    let mut seeds = corpus(&dir).unwrap();
     assert!(seeds.len() >= 20, "the corpus is in {}", dir.display());
+    // Inputs the fuzzer found, too slow to mutate (a million-VM base).
+    seeds.extend(corpus(&dir.join("regressions")).unwrap());
     // The repo's own files load as they are: the corpus is valid at its root.
     for seed in &seeds {
         let target = Target::of(&seed.name);

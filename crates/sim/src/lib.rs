@@ -62,6 +62,14 @@
 //! (a power-off touches its own), only links some migration crosses are
 //! advanced, the controller is told which hosts' counters moved, and the
 //! fair share looks at the links in use only (see docs/scale.md).
+//!
+//! With many migrations on one WAN the rates need no solve at all while the
+//! WAN is every flow's only bottleneck: the `fluid` module's model in
+//! virtual time makes a start, an end or a capacity change O(log flows), its
+//! round ends wait in a radix heap (`radix`), and saturated precopy rounds
+//! run as one event (`Chain`); a full solve ([`Solver::FullSolve`], the
+//! reference the differential test compares with) only when the check
+//! fails.
 
 pub mod fair_share;
 mod fluid;

@@ -5,7 +5,9 @@
 //! MB/s over a 64 MiB-1 GiB working set, two connections each), and a WAN
 //! of 10 Gbps per 10,000 VMs whose capacity changes every 30 s (a uniform
 //! draw in 34-100 % of it, from a fixed SplitMix64 stream) for long enough
-//! that even `sequential` ends before the trace does.
+//! that even `sequential` ends before the trace does, and a simulated-time
+//! horizon as long as the trace (the default week would cut `sequential`
+//! short from about 150,000 VMs on).
 //!
 //! The VMs are one `[[vm_group]]` (at most 1,000,000 VMs, the loader's
 //! limit for a group), so the text stays a few MB and its parsed document
@@ -59,7 +61,13 @@ pub fn bench_scenario_toml(vms: u64) -> String {
         )
         .unwrap();
     }
-    text.push_str("]\n\n[migration]\nmultifd_channels = 2\n\n[controller]\npolicy = \"aimd-global\"\nperiod = \"1 s\"\n");
+    write!(
+        text,
+        "]\n\n[migration]\nmultifd_channels = 2\n\n[controller]\npolicy = \"aimd-global\"\nperiod = \"1 s\"\n\
+         horizon = \"{} s\"\n",
+        (steps + 1) * 30
+    )
+    .unwrap();
     for i in 1..=sources {
         write!(
             text,
@@ -83,4 +91,21 @@ pub fn bench_scenario_toml(vms: u64) -> String {
     )
     .unwrap();
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_scaled_scenario_loads_with_a_horizon_past_its_trace() {
+        let scenario =
+            evac_scenario::Scenario::from_toml_str(&super::bench_scenario_toml(1000), "bench-1000")
+                .expect("the scaled scenario parses");
+        assert_eq!(scenario.fleet.vms.len(), 1000);
+        // 1000 × 4 / 30 + 100 = 233 steps of 30 s: the last at 6,990 s.
+        let last = scenario.network.wan_trace.last().expect("a trace").at;
+        assert_eq!(last, Duration::from_secs(6990));
+        assert_eq!(scenario.controller.horizon, Duration::from_secs(7020));
+    }
 }
