@@ -170,6 +170,18 @@ impl<B: Backend> Driver<B> {
 
     /// Appends to the journal, if any; on failure logs, marks the run to
     /// stop, and returns false (the action must not be carried out).
+    /// Journals a switch of VM `vm`'s migration in flight (`entry` built
+    /// from the time, the VM's name and the attempt); false when no
+    /// migration is in flight or the journal refused it: the switch is not
+    /// to be made.
+    fn journal_switch(&mut self, vm: usize, entry: fn(f64, String, u32) -> Entry) -> bool {
+        let Some(flight) = self.vms[vm].flight() else {
+            return false;
+        };
+        let entry = entry(self.t_s(), self.vms[vm].record.name.clone(), flight.attempt);
+        self.record(entry)
+    }
+
     fn record(&mut self, entry: Entry) -> bool {
         let Some(journal) = &mut self.journal else {
             return true;
@@ -586,38 +598,19 @@ impl<B: Backend> Driver<B> {
                 self.report_action(vm.0, &format!("retune {change:?}"), outcome);
             }
             Action::SwitchToOffline { vm } => {
-                let Some(flight) = self.vms[vm.0].flight() else {
-                    return;
-                };
-                let entry = Entry::Offline {
-                    t_s: self.t_s(),
-                    vm: self.vms[vm.0].record.name.clone(),
-                    attempt: flight.attempt,
-                };
-                if !self.record(entry) {
+                if !self.journal_switch(vm.0, |t_s, vm, attempt| Entry::Offline { t_s, vm, attempt }) {
                     return;
                 }
-                let Some(flight) = self.vms[vm.0].flight_mut() else {
-                    return;
-                };
-                flight.params.mode = Mode::Offline;
                 self.vms[vm.0].record.mode = Some(Mode::Offline);
                 let Some(flight) = self.vms[vm.0].flight_mut() else {
                     return;
                 };
+                flight.params.mode = Mode::Offline;
                 let outcome = timeout(ACTION_TIMEOUT, flight.handle.switch_to_offline()).await;
                 self.report_action(vm.0, "switch to offline", outcome);
             }
             Action::SwitchToPostcopy { vm } => {
-                let Some(flight) = self.vms[vm.0].flight() else {
-                    return;
-                };
-                let entry = Entry::Postcopy {
-                    t_s: self.t_s(),
-                    vm: self.vms[vm.0].record.name.clone(),
-                    attempt: flight.attempt,
-                };
-                if !self.record(entry) {
+                if !self.journal_switch(vm.0, |t_s, vm, attempt| Entry::Postcopy { t_s, vm, attempt }) {
                     return;
                 }
                 let Some(flight) = self.vms[vm.0].flight_mut() else {
