@@ -375,6 +375,12 @@ impl Checker<'_> {
         } else {
             vec![self.source_host(hosts, &raw.host, &entry.clone().key("host"))?]
         };
+        if on.is_empty() {
+            return Err(self.refuse(
+                &entry.clone().key("host"),
+                "round-robin spreads the group over the source hosts, and there are none; add a [[host]] with site = \"source\"",
+            ));
+        }
         let destination = self.pinned_destination(hosts, raw.destination.as_deref(), entry)?;
 
         let mut memory_rng = group_rng(seed, index, GroupQuantity::Memory);

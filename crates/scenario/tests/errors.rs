@@ -662,3 +662,18 @@ fn a_group_drawing_a_disk_too_large_is_refused_at_the_group() {
         "of local disk, more than the",
     );
 }
+
+/// A fuzz finding: spreading a group over no source host divided by zero.
+#[test]
+fn a_round_robin_group_without_source_hosts_is_refused() {
+    let text = "name = \"errors\"\nseed = 7\n\n[[host]]\nname = \"dst-1\"\nsite = \"destination\"\n\
+                nic = \"10 Gbps\"\nmemory = \"64 GiB\"\n\n[network]\nwan_bandwidth = \"1 Gbps\"\n\n\
+                [[vm_group]]\nprefix = \"batch\"\ncount = 2\nhost = \"round-robin\"\nmemory = \"1 GiB\"\n";
+    // Line 16 holds `host = "round-robin"` (counted by hand).
+    assert_refused(
+        text,
+        Some(16),
+        Some(r#"field `host` of [[vm_group]] "batch""#),
+        "there are none",
+    );
+}
