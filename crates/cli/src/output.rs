@@ -136,7 +136,9 @@ impl Sink {
                         .and_then(|()| file.rewind())
                         .with_context(context)?;
                 }
-                let mut out = BufWriter::new(&*file);
+                // A result of a million VMs is hundreds of MB: large
+                // writes, not 8 KiB ones.
+                let mut out = BufWriter::with_capacity(1 << 20, &*file);
                 fill(&mut out)
                     .and_then(|()| out.flush().map_err(Into::into))
                     .with_context(context)?;

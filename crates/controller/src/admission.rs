@@ -56,26 +56,72 @@ pub struct Target {
     pub per_connection: Option<f64>,
 }
 
+/// What the migrations in flight ask of each source host, bytes per
+/// second: a table by host, reused from one call of [`fill`] to the next
+/// (a call per consultation, a million at a million VMs), and cleared by
+/// walking only the hosts it touched.
+#[derive(Debug, Clone, Default)]
+pub struct HostLoads {
+    /// Per host: the load, and whether it is listed in `touched`.
+    load: Vec<(f64, bool)>,
+    touched: Vec<HostId>,
+}
+
+impl HostLoads {
+    /// A table for hosts `0..hosts` (it grows if a larger id comes).
+    pub fn new(hosts: usize) -> Self {
+        Self {
+            load: vec![(0.0, false); hosts],
+            touched: Vec::new(),
+        }
+    }
+
+    fn get(&self, host: HostId) -> f64 {
+        self.load.get(host.0).map_or(0.0, |&(load, _)| load)
+    }
+
+    fn add(&mut self, host: HostId, cap: f64) {
+        if host.0 >= self.load.len() {
+            self.load.resize(host.0 + 1, (0.0, false));
+        }
+        let (load, listed) = &mut self.load[host.0];
+        if !std::mem::replace(listed, true) {
+            self.touched.push(host);
+        }
+        *load += cap;
+    }
+
+    fn clear(&mut self) {
+        for host in self.touched.drain(..) {
+            self.load[host.0] = (0.0, false);
+        }
+    }
+}
+
 /// The VMs to start now from `candidates` (in the plan's order), each with
-/// its connections.
+/// its connections. `loads` is scratch space, left empty.
 pub fn fill(
+    loads: &mut HostLoads,
     candidates: impl IntoIterator<Item = (VmId, HostId)>,
-    running: &[Running],
+    running: impl IntoIterator<Item = Running>,
     nic: impl Fn(HostId) -> f64,
     target: Target,
 ) -> Vec<(VmId, u32)> {
-    let mut host_load: std::collections::HashMap<HostId, f64> = std::collections::HashMap::new();
+    loads.clear();
     for r in running {
-        *host_load.entry(r.host).or_default() += r.cap;
+        loads.add(r.host, r.cap);
     }
-    let mut demand: f64 = host_load.iter().map(|(&h, &load)| load.min(nic(h))).sum();
+    let mut demand = 0.0;
+    for &h in &loads.touched {
+        demand += loads.get(h).min(nic(h));
+    }
     let mut picks = Vec::new();
     for (vm, host) in candidates.into_iter().take(MAX_SCAN) {
         if picks.len() >= target.max_new || demand >= target.rate {
             break;
         }
         let nic = nic(host);
-        let load = host_load.get(&host).copied().unwrap_or(0.0);
+        let load = loads.get(host);
         if load >= NIC_FULL * nic {
             continue;
         }
@@ -94,9 +140,10 @@ pub fn fill(
             .map_or(f64::INFINITY, |per| per * f64::from(channels));
         let adds = cap.min(nic - load);
         demand += adds;
-        *host_load.entry(host).or_default() += cap;
+        loads.add(host, cap);
         picks.push((vm, channels));
     }
+    loads.clear();
     picks
 }
 
@@ -122,7 +169,13 @@ mod tests {
             base_channels: 1,
             per_connection: Some(30.0),
         };
-        let picks = fill(candidates(&[0, 0, 1]), &[], |_| 1000.0, target);
+        let picks = fill(
+            &mut HostLoads::default(),
+            candidates(&[0, 0, 1]),
+            [],
+            |_| 1000.0,
+            target,
+        );
         assert_eq!(picks, vec![(VmId(0), 4)]);
     }
 
@@ -137,7 +190,13 @@ mod tests {
             base_channels: 1,
             per_connection: Some(100.0),
         };
-        let picks = fill(candidates(&[0, 0, 1, 2, 3]), &[], |_| 40.0, target);
+        let picks = fill(
+            &mut HostLoads::default(),
+            candidates(&[0, 0, 1, 2, 3]),
+            [],
+            |_| 40.0,
+            target,
+        );
         assert_eq!(picks, vec![(VmId(0), 1), (VmId(2), 1), (VmId(3), 1)]);
         // With host 1's NIC already full from a migration in flight, host 3
         // takes its place.
@@ -145,7 +204,13 @@ mod tests {
             host: HostId(1),
             cap: 100.0,
         }];
-        let picks = fill(candidates(&[0, 1, 2, 3]), &running, |_| 40.0, target);
+        let picks = fill(
+            &mut HostLoads::default(),
+            candidates(&[0, 1, 2, 3]),
+            running,
+            |_| 40.0,
+            target,
+        );
         assert_eq!(picks, vec![(VmId(0), 1), (VmId(2), 1)]);
     }
 
@@ -158,12 +223,19 @@ mod tests {
             per_connection: Some(10.0),
         };
         // Room is the NIC's 50: ceil(50 / 10) = 5 connections.
-        let picks = fill(candidates(&[0, 1]), &[], |_| 50.0, target);
+        let picks = fill(
+            &mut HostLoads::default(),
+            candidates(&[0, 1]),
+            [],
+            |_| 50.0,
+            target,
+        );
         assert_eq!(picks, vec![(VmId(0), 5)]);
         // Unknown connections: the scenario's count.
         let picks = fill(
+            &mut HostLoads::default(),
             candidates(&[0, 1]),
-            &[],
+            [],
             |_| 50.0,
             Target {
                 per_connection: None,
@@ -177,7 +249,14 @@ mod tests {
             cap: 60.0,
         }];
         let met = Target { rate: 50.0, ..target };
-        assert!(fill(candidates(&[1]), &running, |_| 50.0, met).is_empty());
+        assert!(fill(
+            &mut HostLoads::default(),
+            candidates(&[1]),
+            running,
+            |_| 50.0,
+            met
+        )
+        .is_empty());
         // A NIC as fast as the WAN's peak fills it alone, though its
         // connections are sized to 10 % more: no second migration.
         let running = [Running {
@@ -189,6 +268,13 @@ mod tests {
             max_new: usize::MAX,
             ..target
         };
-        assert!(fill(candidates(&[1]), &running, |_| 50.0, nic_fills).is_empty());
+        assert!(fill(
+            &mut HostLoads::default(),
+            candidates(&[1]),
+            running,
+            |_| 50.0,
+            nic_fills
+        )
+        .is_empty());
     }
 }

@@ -34,9 +34,9 @@
 
 use evac_model::{BitsPerSec, Fleet, HostId, MigrationParams, Mode, VmId};
 
-use crate::admission::{self, Running, Target, MAX_CHANNELS};
+use crate::admission::{self, HostLoads, Running, Target, MAX_CHANNELS};
 use crate::estimate::Estimator;
-use crate::explain::{gib, mbps, Explanation, Journal};
+use crate::explain::{gib, mbps, Explanation, Journal, Start};
 use crate::plan::{self, Choice, Item};
 use crate::{Action, Admission, EndOutcome, PerHost, Phase, Policy, View, Wakeup};
 
@@ -57,6 +57,10 @@ enum State {
 
 /// The planner; see the module documentation.
 pub struct Deadline {
+    /// Per VM: its host, and when that host loses power (read per
+    /// migration at every consultation: kept here, dense, rather than
+    /// looked up in the fleet's records).
+    host: Vec<HostId>,
     fleet_deadline: Vec<Option<f64>>,
     any_deadline: bool,
     base: MigrationParams,
@@ -80,6 +84,8 @@ pub struct Deadline {
     /// A VM whose host will lose power started on this tick (it is not in
     /// the observations yet).
     started_racing: bool,
+    /// Scratch for [`admission::fill`].
+    loads: HostLoads,
 }
 
 impl Deadline {
@@ -94,19 +100,21 @@ impl Deadline {
             .iter()
             .map(|vm| fleet.host(vm.host).power_off_at.map(|t| t.as_secs_f64()))
             .collect();
-        let mut order: Vec<VmId> = fleet.vm_ids().collect();
         // Before anything is measured: earliest deadline first, then
-        // priority per byte.
-        order.sort_by(|&a, &b| {
-            let key = |id: VmId| fleet_deadline[id.0].unwrap_or(f64::INFINITY);
-            let density =
-                |id: VmId| f64::from(fleet.vm(id).priority) / fleet.vm(id).bytes_to_move().as_f64().max(1.0);
-            key(a)
-                .total_cmp(&key(b))
-                .then_with(|| density(b).total_cmp(&density(a)))
-                .then(a.cmp(&b))
-        });
+        // priority per byte (the keys worked out once, not at every
+        // comparison).
+        let mut keyed: Vec<(f64, f64, VmId)> = fleet
+            .vm_ids()
+            .map(|id| {
+                let vm = fleet.vm(id);
+                let density = f64::from(vm.priority) / vm.bytes_to_move().as_f64().max(1.0);
+                (fleet_deadline[id.0].unwrap_or(f64::INFINITY), density, id)
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+        let order: Vec<VmId> = keyed.into_iter().map(|(_, _, id)| id).collect();
         Self {
+            host: fleet.vms.iter().map(|vm| vm.host).collect(),
             any_deadline: fleet_deadline.iter().any(Option::is_some),
             fleet_deadline,
             base,
@@ -122,6 +130,7 @@ impl Deadline {
             planned: None,
             replan: true,
             started_racing: false,
+            loads: HostLoads::new(fleet.hosts.len()),
         }
     }
 
@@ -355,25 +364,14 @@ impl Policy for Deadline {
         // A tick right after a migration ended sees rates not yet
         // re-shared: no sample.
         if view.period_throughput.is_some() && view.observations.ended.is_empty() {
-            self.estimator
-                .observe(now, view.fleet, &view.observations.migrations);
+            self.estimator.observe(now, &view.observations.migrations);
         }
-        if self.needs_replan(now) {
+        // With no power-off in the fleet there is nothing to plan: the
+        // order stands.
+        if self.any_deadline && self.needs_replan(now) {
             self.plan(view);
         }
-        let running: Vec<Running> = view
-            .observations
-            .migrations
-            .iter()
-            .map(|m| Running {
-                host: view.fleet.vm(m.vm).host,
-                cap: self.estimator.migration_cap(m.params.multifd_channels).min(
-                    m.params
-                        .max_bandwidth
-                        .map_or(f64::INFINITY, |b| b.to_bytes_per_sec().0),
-                ),
-            })
-            .collect();
+        let in_flight = view.observations.migrations.len();
         let target = match self.estimator.peak() {
             // A peak the migrations in flight set while each ran at its
             // own cap (e.g. its NIC) is only a floor: aim above it, by the
@@ -403,37 +401,36 @@ impl Policy for Deadline {
             // period shows.
             None => Target {
                 rate: f64::INFINITY,
-                max_new: usize::from(running.is_empty()),
+                max_new: usize::from(in_flight == 0),
                 base_channels: self.base.multifd_channels,
                 per_connection: self.estimator.per_connection(),
             },
         };
+        let mut loads = std::mem::take(&mut self.loads);
         let candidates = self.order[self.head..]
             .iter()
             .filter(|&&vm| self.startable(vm, now))
-            .map(|&vm| (vm, view.fleet.vm(vm).host));
+            .map(|&vm| (vm, self.host[vm.0]));
+        let running = view.observations.migrations.iter().map(|m| Running {
+            host: m.source,
+            cap: self.estimator.own_cap(&m.params),
+        });
         let nic = |h: HostId| self.estimator.nic(h);
-        let picks = admission::fill(candidates, &running, nic, target);
+        let picks = admission::fill(&mut loads, candidates, running, nic, target);
+        self.loads = loads;
         let mut ids = Vec::with_capacity(picks.len());
         for (vm, channels) in picks {
             self.channels[vm.0] = channels;
-            let deadline = self.fleet_deadline[vm.0]
-                .map_or("no power-off".to_owned(), |d| format!("power-off at {d:.0} s"));
-            let wan = self.estimator.peak().map_or("not yet measured".to_owned(), mbps);
-            self.journal.record(
-                vm,
-                now,
-                "start",
-                format!(
-                    "{:?} with {channels} connection(s) ({}): next in the plan ({deadline}, priority {}), and the {} in flight did not fill the WAN (peak {wan}) nor its NIC",
-                    self.mode[vm.0],
-                    self.estimator
-                        .per_connection()
-                        .map_or("connection cap unknown".to_owned(), |c| format!("{} each", mbps(c))),
-                    view.fleet.vm(vm).priority,
-                    running.len(),
-                ),
-            );
+            let start = Start {
+                mode: self.mode[vm.0],
+                channels,
+                per_connection: self.estimator.per_connection(),
+                deadline: self.fleet_deadline[vm.0],
+                priority: view.fleet.vm(vm).priority,
+                in_flight,
+                peak: self.estimator.peak(),
+            };
+            self.journal.record(vm, now, "start", start);
             ids.push(vm);
         }
         Admission {
@@ -469,11 +466,12 @@ impl Policy for Deadline {
     /// last safe moment is judged each period); otherwise only on events.
     fn next_wakeup(&self, view: &View<'_>) -> Wakeup {
         let racing = self.started_racing
-            || view
-                .observations
-                .migrations
-                .iter()
-                .any(|m| self.fleet_deadline[m.vm.0].is_some());
+            || (self.any_deadline
+                && view
+                    .observations
+                    .migrations
+                    .iter()
+                    .any(|m| self.fleet_deadline[m.vm.0].is_some()));
         if view.queued > 0 || racing {
             Wakeup::NextPeriod
         } else {
@@ -482,7 +480,8 @@ impl Policy for Deadline {
     }
 
     fn tune(&mut self, view: &View<'_>) -> Vec<Action> {
-        if !self.estimator.wan_known() {
+        // Only a migration racing a power-off is ever switched or cancelled.
+        if !self.any_deadline || !self.estimator.wan_known() {
             return Vec::new();
         }
         let now = view.now.as_secs_f64();

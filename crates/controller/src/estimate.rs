@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 
-use evac_model::{Fleet, HostId};
+use evac_model::{Fleet, HostId, MigrationParams};
 
 use crate::MigrationObs;
 
@@ -52,6 +52,23 @@ pub struct Estimator {
     current: Option<f64>,
     /// Whether any sample so far found the path full.
     ever_saturated: bool,
+    /// What the history says, worked out when it changes (once per
+    /// sample) rather than at every consultation: see [`Summary`].
+    summary: Summary,
+}
+
+/// The figures the planner reads at every consultation, each a pass over
+/// the history: kept from one sample to the next, so that a consultation
+/// (one per migration that ends, a million at a million VMs) reads them in
+/// O(1).
+#[derive(Debug, Clone, Copy, Default)]
+struct Summary {
+    peak: Option<f64>,
+    peak_is_floor: bool,
+    /// `Σ c_i × (t_{i+1} - t_i)` over the history's closed intervals, in
+    /// history order (so [`Estimator::mean`] adds the same terms in the same
+    /// order as a pass over the history would).
+    settled: f64,
 }
 
 /// What one sample showed.
@@ -72,6 +89,7 @@ impl Estimator {
             history: VecDeque::new(),
             current: None,
             ever_saturated: false,
+            summary: Summary::default(),
         }
     }
 
@@ -91,8 +109,21 @@ impl Estimator {
             .map_or(f64::INFINITY, |c| c * f64::from(channels.max(1)))
     }
 
+    /// The most a migration with these parameters carries on its own:
+    /// its connections' cap and its bandwidth cap, bytes per second.
+    pub fn own_cap(&self, params: &MigrationParams) -> f64 {
+        let connections = self.migration_cap(params.multifd_channels);
+        // A branch, not `map_or`: the compiler would otherwise convert the
+        // payload of a `None` too, whatever bits lie there, and a denormal
+        // among them costs a microcode assist per migration per call.
+        match params.max_bandwidth {
+            Some(cap) => connections.min(cap.to_bytes_per_sec().0),
+            None => connections,
+        }
+    }
+
     /// Takes in the migrations in flight at `now`.
-    pub fn observe(&mut self, now: f64, fleet: &Fleet, migrations: &[MigrationObs]) -> Option<Sample> {
+    pub fn observe(&mut self, now: f64, migrations: &[MigrationObs]) -> Option<Sample> {
         if migrations.is_empty() {
             return None;
         }
@@ -106,13 +137,13 @@ impl Estimator {
                 self.per_connection = Some(self.per_connection.map_or(per, |c| c.max(per)));
             }
             throughput += rate;
-            *per_host.entry(fleet.vm(m.vm).host.0).or_default() += rate;
+            *per_host.entry(m.source.0).or_default() += rate;
         }
         // A migration held by neither its connections, its bandwidth cap
         // nor its NIC was held by the WAN.
         let saturated = migrations.iter().any(|m| {
             let rate = m.rate.to_bytes_per_sec().0;
-            let host = fleet.vm(m.vm).host.0;
+            let host = m.source.0;
             let own = self.migration_cap(m.params.multifd_channels).min(
                 m.params
                     .max_bandwidth
@@ -142,6 +173,7 @@ impl Estimator {
         while self.history.front().is_some_and(|&(t, _, _)| t < now - HORIZON_S) {
             self.history.pop_front();
         }
+        self.summarize();
         Some(Sample {
             throughput,
             saturated,
@@ -162,7 +194,7 @@ impl Estimator {
 
     /// The most the WAN carried over the horizon, bytes per second.
     pub fn peak(&self) -> Option<f64> {
-        self.history.iter().map(|&(_, c, _)| c).reduce(f64::max)
+        self.summary.peak
     }
 
     /// Whether the [`Estimator::peak`] is only a floor: no sample within
@@ -173,31 +205,39 @@ impl Estimator {
     /// sample at the peak settles it for the horizon: a WAN exactly as fast
     /// as the NICs in use is probed once per horizon, not at every chance.
     pub fn peak_is_floor(&self) -> bool {
-        let Some(peak) = self.peak() else {
-            return false;
-        };
-        !self
-            .history
-            .iter()
-            .any(|&(_, c, floor)| !floor && c >= AT_CAP * peak)
+        self.summary.peak_is_floor
     }
 
     /// The time-weighted mean capacity over the horizon up to `now`, bytes
     /// per second: each estimate holds until the next.
     pub fn mean(&self, now: f64) -> Option<f64> {
-        let (&(first, only, _), rest) = (self.history.front()?, self.history.iter().skip(1));
-        let mut weighted = 0.0;
-        let mut last = (first, only);
-        for &(t, c, _) in rest {
-            weighted += last.1 * (t - last.0);
-            last = (t, c);
-        }
-        weighted += last.1 * (now - last.0);
+        let &(first, _, _) = self.history.front()?;
+        let &(last_at, last, _) = self.history.back()?;
         let span = now - first;
         if span <= 0.0 {
-            return Some(last.1);
+            return Some(last);
         }
-        Some(weighted / span)
+        Some((self.summary.settled + last * (now - last_at)) / span)
+    }
+
+    /// Works the [`Summary`] out from the history, after it changed.
+    fn summarize(&mut self) {
+        let peak = self.history.iter().map(|&(_, c, _)| c).reduce(f64::max);
+        let peak_is_floor = peak.is_some_and(|peak| {
+            !self
+                .history
+                .iter()
+                .any(|&(_, c, floor)| !floor && c >= AT_CAP * peak)
+        });
+        let mut settled = 0.0;
+        for (&(t0, c, _), &(t1, _, _)) in self.history.iter().zip(self.history.iter().skip(1)) {
+            settled += c * (t1 - t0);
+        }
+        self.summary = Summary {
+            peak,
+            peak_is_floor,
+            settled,
+        };
     }
 }
 
@@ -239,9 +279,10 @@ mod tests {
         }
     }
 
-    fn obs(vm: usize, rate: f64, channels: u32) -> MigrationObs {
+    fn obs(fleet: &Fleet, vm: usize, rate: f64, channels: u32) -> MigrationObs {
         MigrationObs {
             vm: VmId(vm),
+            source: fleet.vms[vm].host,
             destination: HostId(2),
             phase: Phase::Precopy,
             round: 1,
@@ -263,7 +304,7 @@ mod tests {
         // Connections carry 20 B/s each; 4 of them could carry 80, the NIC
         // 100: running at 30, the WAN held it.
         let mut e = Estimator::new(&fleet, Some(20.0));
-        let s = e.observe(1.0, &fleet, &[obs(0, 30.0, 4)]).unwrap();
+        let s = e.observe(1.0, &[obs(&fleet, 0, 30.0, 4)]).unwrap();
         assert_eq!(
             s,
             Sample {
@@ -282,13 +323,13 @@ mod tests {
         // x at its 2 connections' 40, y at its NIC's 50: nothing held by the
         // WAN, which carries at least 90.
         let s = e
-            .observe(1.0, &fleet, &[obs(0, 40.0, 2), obs(1, 50.0, 8)])
+            .observe(1.0, &[obs(&fleet, 0, 40.0, 2), obs(&fleet, 1, 50.0, 8)])
             .unwrap();
         assert!(!s.saturated);
         assert_eq!(e.current(), Some(90.0));
         assert!(!e.wan_known());
         // A lower floor later does not lower the estimate.
-        e.observe(2.0, &fleet, &[obs(0, 40.0, 2)]);
+        e.observe(2.0, &[obs(&fleet, 0, 40.0, 2)]);
         assert_eq!(e.current(), Some(90.0));
     }
 
@@ -297,7 +338,7 @@ mod tests {
         let fleet = fleet();
         let mut e = Estimator::new(&fleet, None);
         assert_eq!(e.migration_cap(2), f64::INFINITY);
-        e.observe(1.0, &fleet, &[obs(0, 60.0, 3)]);
+        e.observe(1.0, &[obs(&fleet, 0, 60.0, 3)]);
         assert_eq!(e.per_connection(), Some(20.0));
         assert_eq!(e.migration_cap(4), 80.0);
     }
@@ -307,14 +348,14 @@ mod tests {
         let fleet = fleet();
         let mut e = Estimator::new(&fleet, Some(1000.0));
         // 100 B/s for 60 s, then 40 B/s for 30 s, seen at t = 0, 60, 90.
-        e.observe(0.0, &fleet, &[obs(0, 100.0 * 0.9, 8)]);
-        e.observe(60.0, &fleet, &[obs(0, 40.0, 8)]);
+        e.observe(0.0, &[obs(&fleet, 0, 100.0 * 0.9, 8)]);
+        e.observe(60.0, &[obs(&fleet, 0, 40.0, 8)]);
         // (90 × 60 + 40 × 30) / 90 = (5400 + 1200) / 90 = 73.33...
         let mean = e.mean(90.0).unwrap();
         assert!((mean - 6600.0 / 90.0).abs() < 1e-9, "{mean}");
         assert_eq!(e.peak(), Some(90.0));
         // 400 s later only the 40 B/s level is within the horizon.
-        e.observe(400.0, &fleet, &[obs(0, 40.0, 8)]);
+        e.observe(400.0, &[obs(&fleet, 0, 40.0, 8)]);
         assert_eq!(e.peak(), Some(40.0));
         assert_eq!(e.mean(410.0), Some(40.0));
     }
@@ -343,27 +384,27 @@ mod tests {
             })
             .collect();
         let mut e = Estimator::new(&fleet, Some(100.0));
-        let at_nic: Vec<MigrationObs> = (0..6).map(|i| obs(i, 10.0, 1)).collect();
-        e.observe(0.0, &fleet, &at_nic);
+        let at_nic: Vec<MigrationObs> = (0..6).map(|i| obs(&fleet, i, 10.0, 1)).collect();
+        e.observe(0.0, &at_nic);
         assert_eq!(e.peak(), Some(60.0));
         assert!(e.peak_is_floor());
         // 5 × 9 + 10 = 55: the first five held by the WAN.
-        let mut held: Vec<MigrationObs> = (0..5).map(|i| obs(i, 9.0, 1)).collect();
-        held.push(obs(5, 10.0, 1));
-        e.observe(10.0, &fleet, &held);
+        let mut held: Vec<MigrationObs> = (0..5).map(|i| obs(&fleet, i, 9.0, 1)).collect();
+        held.push(obs(&fleet, 5, 10.0, 1));
+        e.observe(10.0, &held);
         assert_eq!(e.peak(), Some(60.0));
         assert!(e.peak_is_floor());
         // 6 × 9 + 5 = 59 on seven hosts, every one below its NIC: the WAN
         // measured at 59.
-        let mut measured: Vec<MigrationObs> = (0..6).map(|i| obs(i, 9.0, 1)).collect();
-        measured.push(obs(6, 5.0, 1));
-        e.observe(20.0, &fleet, &measured);
+        let mut measured: Vec<MigrationObs> = (0..6).map(|i| obs(&fleet, i, 9.0, 1)).collect();
+        measured.push(obs(&fleet, 6, 5.0, 1));
+        e.observe(20.0, &measured);
         assert_eq!(e.peak(), Some(60.0));
         assert!(!e.peak_is_floor());
         // Floors of 60 go on; the measured 59 leaves the horizon at 320 s.
-        e.observe(310.0, &fleet, &at_nic);
+        e.observe(310.0, &at_nic);
         assert!(!e.peak_is_floor());
-        e.observe(330.0, &fleet, &at_nic);
+        e.observe(330.0, &at_nic);
         assert!(e.peak_is_floor());
     }
 }

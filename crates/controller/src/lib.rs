@@ -108,6 +108,10 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MigrationObs {
     pub vm: VmId,
+    /// The host it leaves (the VM's host in the fleet, carried here so a
+    /// policy reading every migration at every consultation need not look
+    /// each VM up).
+    pub source: HostId,
     pub destination: HostId,
     pub phase: Phase,
     /// Precopy round, starting at 1.
@@ -621,6 +625,11 @@ struct Waiting {
     arrival: Vec<u64>,
     next_arrival: u64,
     ran_dry: Vec<HostId>,
+    /// Whether the two ordered sets are kept. A policy that picks its VMs
+    /// itself ([`Admission::picks`]) never reads them, so they are dropped
+    /// at its first admission rather than kept up to date at every start
+    /// and end, and built again should an admission without picks come.
+    kept: bool,
 }
 
 /// What a resumed run's journal says of a VM: see [`Evacuation::resume_vm`].
@@ -702,6 +711,7 @@ impl Evacuation {
             filed: vec![None; hosts],
             waiting: vec![false; hosts],
             arrival: vec![0; hosts],
+            kept: true,
             ..Waiting::default()
         };
         for h in fleet.host_ids().filter(|h| !queues[h.0].is_empty()) {
@@ -814,6 +824,9 @@ impl Evacuation {
     /// Files `host` under its current key if it waits with a queue.
     fn file_host(&mut self, host: HostId) {
         let w = &mut self.waiting;
+        if !w.kept {
+            return;
+        }
         debug_assert!(w.filed[host.0].is_none());
         let Some(&(rank, _)) = self.queues[host.0].front() else {
             return;
@@ -827,9 +840,30 @@ impl Evacuation {
     /// Takes `host` out of the waiting order before its key changes.
     fn unfile_host(&mut self, host: HostId) {
         let w = &mut self.waiting;
+        if !w.kept {
+            return;
+        }
         if let Some(key) = w.filed[host.0].take() {
             w.by_rank.remove(&(key.1, key.2, host));
             w.by_load.remove(&(key.0, key.1, key.2, host));
+        }
+    }
+
+    /// Keeps the waiting hosts' ordered sets from now on, building them
+    /// from the queues, or drops them: see [`Waiting::kept`].
+    fn keep_waiting_order(&mut self, keep: bool) {
+        if self.waiting.kept == keep {
+            return;
+        }
+        let w = &mut self.waiting;
+        w.by_rank.clear();
+        w.by_load.clear();
+        w.filed.iter_mut().for_each(|key| *key = None);
+        w.kept = keep;
+        if keep {
+            for h in 0..self.queues.len() {
+                self.file_host(HostId(h));
+            }
         }
     }
 
@@ -1101,6 +1135,7 @@ impl Evacuation {
             }
         }
         if let Some(picks) = &admission.picks {
+            self.keep_waiting_order(false);
             for &vm in picks {
                 if self.in_flight_total >= admission.total {
                     break;
@@ -1120,6 +1155,7 @@ impl Evacuation {
             }
             return actions;
         }
+        self.keep_waiting_order(true);
         let spread = admission.spread_over_hosts;
         // Every host before the cursor is out for this admission: at its
         // limit (which only starts raise) or stuck (its next VM fits on no

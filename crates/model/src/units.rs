@@ -172,9 +172,21 @@ impl Bytes {
     pub fn as_f64(self) -> f64 {
         self.0 as f64
     }
-    /// Rounds a fractional byte count (as the fluid simulator produces) to the nearest byte.
+    /// Rounds a fractional byte count (as the fluid simulator produces) to
+    /// the nearest byte, halves away from zero (as `f64::round`, which is a
+    /// call into libm on baseline x86-64, and this runs for every migration
+    /// at every consultation of a simulation).
     pub fn from_f64(bytes: f64) -> Self {
-        Bytes(bytes.max(0.0).round() as u64)
+        // NaN and negatives are 0; `as` saturates above u64::MAX.
+        let bytes = bytes.max(0.0);
+        let whole = bytes as u64;
+        // Exact: below 2^53 `whole` is exact as an f64 and within 1 of
+        // `bytes`; from 2^52 on every f64 is whole and the fraction is 0.
+        if whole < u64::MAX && bytes - whole as f64 >= 0.5 {
+            Bytes(whole + 1)
+        } else {
+            Bytes(whole)
+        }
     }
 }
 
@@ -481,6 +493,44 @@ pub mod human_duration {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
             super::deserialize(deserializer).map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bytes;
+
+    #[test]
+    fn from_f64_rounds_as_f64_round_does() {
+        // The second method: `f64::round`, halves away from zero.
+        let cases = [
+            0.0,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            2.5,
+            1e15 + 0.5,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_497.0,
+            9_007_199_254_740_993.0,
+            1.8e19,
+            2e19,
+            -3.5,
+            f64::NAN,
+            f64::INFINITY,
+        ];
+        for x in cases {
+            let expected = x.max(0.0).round() as u64;
+            assert_eq!(Bytes::from_f64(x).0, expected, "{x}");
+        }
+        let mut x = 0.123_f64;
+        for _ in 0..100_000 {
+            x = x * 1.37 + 0.25;
+            if x > 1e19 {
+                x /= 1e17;
+            }
+            assert_eq!(Bytes::from_f64(x).0, x.round() as u64, "{x}");
         }
     }
 }

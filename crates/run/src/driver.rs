@@ -723,7 +723,10 @@ impl<B: Backend> Driver<B> {
                 }
                 Err(_) => None,
             };
-            let memory = self.backend.fleet().vms[index].memory;
+            let (memory, source) = {
+                let vm = &self.backend.fleet().vms[index];
+                (vm.memory, vm.host)
+            };
             match answer {
                 Some(Observed::Completed(done)) => ended.push(self.complete(index, done, seen)),
                 Some(Observed::Failed(failure)) => {
@@ -743,6 +746,7 @@ impl<B: Backend> Driver<B> {
                             flight.sent = flight.sent.max(p.bytes_sent.0);
                             MigrationObs {
                                 vm: VmId(index),
+                                source,
                                 destination: flight.destination,
                                 phase: p.phase,
                                 round: p.round.max(1),
@@ -762,6 +766,7 @@ impl<B: Backend> Driver<B> {
                             },
                             _ => MigrationObs {
                                 vm: VmId(index),
+                                source,
                                 destination: flight.destination,
                                 phase: if flight.params.mode == Mode::Offline {
                                     Phase::Offline

@@ -104,6 +104,21 @@ struct VmEntry {
     group: bool,
 }
 
+/// Which entry each VM of the fleet came from: the entries once each, and
+/// per VM an index into them (a group of a million VMs is one entry, not a
+/// million copies of its path).
+#[derive(Default)]
+struct VmEntries {
+    entries: Vec<VmEntry>,
+    of_vm: Vec<u32>,
+}
+
+impl VmEntries {
+    fn get(&self, vm: usize) -> Option<&VmEntry> {
+        self.of_vm.get(vm).map(|&e| &self.entries[e as usize])
+    }
+}
+
 /// A `[[vm]]` or a `[[vm_group]]`, in the order of the file.
 enum Entry<'r> {
     Single(usize, &'r RawVm),
@@ -140,7 +155,7 @@ impl Checker<'_> {
 
     /// The model's refusal, pointed at the file: `vm[i]` is the `[[vm]]`
     /// or `[[vm_group]]` entry the fleet's `i`th VM came from.
-    fn refuse_invalid(&self, invalid: Invalid, vm_entries: &[VmEntry]) -> ScenarioError {
+    fn refuse_invalid(&self, invalid: Invalid, vm_entries: &VmEntries) -> ScenarioError {
         if invalid.path.0.is_empty() {
             return self.refuse_whole(invalid.message);
         }
@@ -249,7 +264,7 @@ impl Checker<'_> {
 
     /// The VMs of every `[[vm]]` and `[[vm_group]]` in file order, and for
     /// each the entry it came from.
-    fn vms(&self, hosts: &[Host], raw: &RawScenario) -> Result<(Vec<Vm>, Vec<VmEntry>), ScenarioError> {
+    fn vms(&self, hosts: &[Host], raw: &RawScenario) -> Result<(Vec<Vm>, VmEntries), ScenarioError> {
         let singles = raw.vm.iter().enumerate().map(|(i, vm)| {
             let at = self.locator.offset(&FieldPath::entry("vm", i));
             (at, Entry::Single(i, vm))
@@ -264,9 +279,9 @@ impl Checker<'_> {
         entries.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
 
         let mut vms = Vec::new();
-        let mut vm_entries = Vec::new();
-        // Where each VM name was first defined.
-        let mut defined: HashMap<String, FieldPath> = HashMap::new();
+        let mut vm_entries = VmEntries::default();
+        // Where each VM name was first defined: its entry.
+        let mut defined: HashMap<String, u32> = HashMap::new();
         for (_, entry) in entries {
             let (entry_path, name_field, made) = match entry {
                 Entry::Single(index, vm) => {
@@ -283,22 +298,24 @@ impl Checker<'_> {
                     (path.clone(), path.key("prefix"), made)
                 }
             };
+            let index = u32::try_from(vm_entries.entries.len()).expect("fewer entries than VMs");
+            vm_entries.entries.push(VmEntry {
+                group: entry_path.entry_index("vm_group").is_some(),
+                path: entry_path,
+            });
             for vm in made {
-                if let Some(first) = defined.get(&vm.name) {
+                if let Some(&first) = defined.get(&vm.name) {
                     return Err(self.refuse(
                         &name_field,
                         format!(
                             "duplicate VM name `{}`: {} has it already",
                             vm.name,
-                            self.point_at(first)
+                            self.point_at(&vm_entries.entries[first as usize].path)
                         ),
                     ));
                 }
-                defined.insert(vm.name.clone(), entry_path.clone());
-                vm_entries.push(VmEntry {
-                    path: entry_path.clone(),
-                    group: entry_path.entry_index("vm_group").is_some(),
-                });
+                defined.insert(vm.name.clone(), index);
+                vm_entries.of_vm.push(index);
                 vms.push(vm);
             }
         }

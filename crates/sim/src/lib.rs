@@ -226,6 +226,7 @@ pub fn horizon_warning(fleet: &Fleet, network: &Network, config: &ControllerConf
 #[derive(Debug, Clone)]
 struct Flow {
     vm: VmId,
+    source: HostId,
     destination: HostId,
     params: MigrationParams,
     phase: Phase,
@@ -261,6 +262,11 @@ struct Flow {
     /// Sending the local disks (`round_bytes` is the disk), before round 1
     /// of memory.
     copying_disk: bool,
+    /// The VM's memory and dirty rate, copied from the fleet: every
+    /// consultation reports them for every flow, and the fleet's records
+    /// of a million VMs are a cache miss each.
+    memory: f64,
+    dirty_rate: BytesPerSec,
 }
 
 impl Flow {
@@ -319,9 +325,9 @@ impl Flow {
 
     /// The bytes after this round that are certain to go: the memory while
     /// the disk is being copied.
-    fn queued_after_round(&self, memory: f64) -> f64 {
+    fn queued_after_round(&self) -> f64 {
         if self.copying_disk {
-            memory
+            self.memory
         } else {
             0.0
         }
@@ -1003,20 +1009,18 @@ impl<'a> Simulation<'a> {
             let round_sent = flow.round_sent_at(now, v);
             obs.migrations.push(MigrationObs {
                 vm: flow.vm,
+                source: flow.source,
                 destination: flow.destination,
                 phase: flow.phase,
                 round: flow.round,
                 started_at: Duration::from_secs_f64(flow.started_at),
                 bytes_sent: Bytes::from_f64(flow.earlier_rounds + round_sent),
-                bytes_remaining: Bytes::from_f64(
-                    flow.round_bytes - round_sent
-                        + flow.queued_after_round(self.fleet.vm(flow.vm).memory.as_f64()),
-                ),
+                bytes_remaining: Bytes::from_f64(flow.round_bytes - round_sent + flow.queued_after_round()),
                 rate: BytesPerSec(flow.rate_at(&self.clock, self.epoch)).to_bits_per_sec(),
                 dirty_rate: if flow.paused_at.is_some() {
                     BytesPerSec::ZERO
                 } else {
-                    self.fleet.vm(flow.vm).dirty_rate
+                    flow.dirty_rate
                 },
                 params: flow.params,
             });
@@ -1165,6 +1169,7 @@ impl<'a> Simulation<'a> {
         self.slot[vm.0] = Some(self.flows.len());
         self.flows.push(Flow {
             vm,
+            source: spec.host,
             destination,
             params,
             phase: if offline { Phase::Offline } else { Phase::Precopy },
@@ -1199,6 +1204,8 @@ impl<'a> Simulation<'a> {
             setting_up: setup > 0.0,
             ready_at: self.now + setup,
             copying_disk,
+            memory: spec.memory.as_f64(),
+            dirty_rate: spec.dirty_rate,
         });
         let slot = self.flows.len() - 1;
         if self.flows[slot].sending() {
