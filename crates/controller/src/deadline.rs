@@ -57,10 +57,10 @@ enum State {
 
 /// The planner; see the module documentation.
 pub struct Deadline {
-    /// Per VM: its host, and when that host loses power (read per
-    /// migration at every consultation: kept here, dense, rather than
-    /// looked up in the fleet's records).
+    /// Per VM: its host (read for the candidates at every consultation:
+    /// kept here, dense, rather than looked up in the fleet's records).
     host: Vec<HostId>,
+    /// Per VM: when its host loses power, seconds.
     fleet_deadline: Vec<Option<f64>>,
     any_deadline: bool,
     base: MigrationParams,

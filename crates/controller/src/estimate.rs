@@ -144,11 +144,7 @@ impl Estimator {
         let saturated = migrations.iter().any(|m| {
             let rate = m.rate.to_bytes_per_sec().0;
             let host = m.source.0;
-            let own = self.migration_cap(m.params.multifd_channels).min(
-                m.params
-                    .max_bandwidth
-                    .map_or(f64::INFINITY, |b| b.to_bytes_per_sec().0),
-            );
+            let own = self.own_cap(&m.params);
             let nic_full = per_host[&host] >= AT_CAP * self.nic[host];
             rate < AT_CAP * own && !nic_full
         });
