@@ -146,8 +146,15 @@ impl Deadline {
                 _ => State::Done,
             };
         }
+        // A migration this policy did not start (a resumed run adopted it)
+        // is in flight; one it gave up stays given up while its cancel
+        // lands (a real cancel can take longer than a period), so that
+        // its failed end does not queue it again.
         for m in &view.observations.migrations {
-            self.state[m.vm.0] = State::InFlight;
+            let state = &mut self.state[m.vm.0];
+            if *state == State::Queued {
+                *state = State::InFlight;
+            }
         }
         // Skip the VMs at the head of the order that are no longer queued
         // (started, or their host is dark), so that each call does not walk
@@ -581,5 +588,132 @@ impl Policy for Deadline {
             actions.push(Action::Cancel { vm: m.vm });
         }
         actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use evac_model::{BitsPerSec, Bytes, BytesPerSec, Host, Site, Vm};
+
+    use super::*;
+    use crate::{Ended, MigrationObs, Observations};
+
+    /// One source host dying at 100 s with two VMs, one destination.
+    fn fleet() -> Fleet {
+        let host = |name: &str, site, power_off_at| Host {
+            name: name.into(),
+            site,
+            nic: BitsPerSec(1e9),
+            memory: None,
+            power_off_at,
+        };
+        let vm = |name: &str| Vm {
+            name: name.into(),
+            host: HostId(0),
+            memory: Bytes::gib(1),
+            dirty_rate: BytesPerSec::ZERO,
+            working_set: Bytes::ZERO,
+            disk: Bytes::ZERO,
+            priority: 1,
+            destination: None,
+        };
+        Fleet {
+            hosts: vec![
+                host("a", Site::Source, Some(Duration::from_secs(100))),
+                host("b", Site::Destination, None),
+            ],
+            vms: vec![vm("x"), vm("y")],
+        }
+    }
+
+    fn consult(policy: &mut Deadline, fleet: &Fleet, observations: &Observations) -> Admission {
+        let view = View {
+            now: observations.now,
+            fleet,
+            observations,
+            in_flight: &[observations.migrations.len(), 0],
+            in_flight_total: observations.migrations.len(),
+            queued: 1,
+            period_throughput: None,
+            sending_hosts: None,
+        };
+        policy.admit(&view)
+    }
+
+    #[test]
+    fn a_vm_given_up_in_flight_is_not_queued_again_by_its_cancel() {
+        let fleet = fleet();
+        let mut policy = Deadline::new(&fleet, MigrationParams::default(), Duration::from_secs(1), None);
+        let x = VmId(0);
+        let migrating = MigrationObs {
+            vm: x,
+            source: HostId(0),
+            destination: HostId(1),
+            phase: Phase::Precopy,
+            round: 1,
+            started_at: Duration::ZERO,
+            bytes_sent: Bytes::ZERO,
+            bytes_remaining: Bytes::gib(1),
+            rate: BitsPerSec(1e6),
+            dirty_rate: BytesPerSec::ZERO,
+            params: MigrationParams::default(),
+        };
+        policy.start_params(x, MigrationParams::default());
+        // The planner gives it up and asks for a cancel (as `tune` does).
+        policy.state[x.0] = State::GivenUp;
+        // The cancel has not landed a period later: still in flight.
+        let still = Observations {
+            now: Duration::from_secs(1),
+            migrations: vec![migrating],
+            ..Observations::default()
+        };
+        consult(&mut policy, &fleet, &still);
+        assert_eq!(policy.state[x.0], State::GivenUp);
+        // Then it ends, failed (cancelled): given up it stays, and the
+        // admission never picks it again; the other VM is still startable.
+        let ended = Observations {
+            now: Duration::from_secs(2),
+            ended: vec![Ended {
+                vm: x,
+                outcome: EndOutcome::Failed {
+                    reason: "cancelled".into(),
+                },
+            }],
+            ..Observations::default()
+        };
+        let admission = consult(&mut policy, &fleet, &ended);
+        assert_eq!(policy.state[x.0], State::GivenUp);
+        assert!(!admission.picks.unwrap_or_default().contains(&x));
+        assert!(policy.startable(VmId(1), 2.0));
+    }
+
+    #[test]
+    fn a_migration_it_did_not_start_is_adopted_as_in_flight() {
+        // A resumed run: the driver reports a migration the policy never
+        // started; it must not be started a second time.
+        let fleet = fleet();
+        let mut policy = Deadline::new(&fleet, MigrationParams::default(), Duration::from_secs(1), None);
+        let adopted = Observations {
+            now: Duration::from_secs(1),
+            migrations: vec![MigrationObs {
+                vm: VmId(1),
+                source: HostId(0),
+                destination: HostId(1),
+                phase: Phase::Precopy,
+                round: 1,
+                started_at: Duration::ZERO,
+                bytes_sent: Bytes::ZERO,
+                bytes_remaining: Bytes::gib(1),
+                rate: BitsPerSec(0.0),
+                dirty_rate: BytesPerSec::ZERO,
+                params: MigrationParams::default(),
+            }],
+            ..Observations::default()
+        };
+        let admission = consult(&mut policy, &fleet, &adopted);
+        assert_eq!(policy.state[1], State::InFlight);
+        assert!(!admission.picks.unwrap_or_default().contains(&VmId(1)));
     }
 }
