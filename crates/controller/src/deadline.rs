@@ -628,6 +628,23 @@ mod tests {
         }
     }
 
+    /// `vm` in its first precopy round from host 0 to host 1, at `rate` bits per second.
+    fn migrating(vm: VmId, rate: f64) -> MigrationObs {
+        MigrationObs {
+            vm,
+            source: HostId(0),
+            destination: HostId(1),
+            phase: Phase::Precopy,
+            round: 1,
+            started_at: Duration::ZERO,
+            bytes_sent: Bytes::ZERO,
+            bytes_remaining: Bytes::gib(1),
+            rate: BitsPerSec(rate),
+            dirty_rate: BytesPerSec::ZERO,
+            params: MigrationParams::default(),
+        }
+    }
+
     fn consult(policy: &mut Deadline, fleet: &Fleet, observations: &Observations) -> Admission {
         let view = View {
             now: observations.now,
@@ -647,19 +664,7 @@ mod tests {
         let fleet = fleet();
         let mut policy = Deadline::new(&fleet, MigrationParams::default(), Duration::from_secs(1), None);
         let x = VmId(0);
-        let migrating = MigrationObs {
-            vm: x,
-            source: HostId(0),
-            destination: HostId(1),
-            phase: Phase::Precopy,
-            round: 1,
-            started_at: Duration::ZERO,
-            bytes_sent: Bytes::ZERO,
-            bytes_remaining: Bytes::gib(1),
-            rate: BitsPerSec(1e6),
-            dirty_rate: BytesPerSec::ZERO,
-            params: MigrationParams::default(),
-        };
+        let migrating = migrating(x, 1e6);
         policy.start_params(x, MigrationParams::default());
         // The planner gives it up and asks for a cancel (as `tune` does).
         policy.state[x.0] = State::GivenUp;
@@ -697,19 +702,7 @@ mod tests {
         let mut policy = Deadline::new(&fleet, MigrationParams::default(), Duration::from_secs(1), None);
         let adopted = Observations {
             now: Duration::from_secs(1),
-            migrations: vec![MigrationObs {
-                vm: VmId(1),
-                source: HostId(0),
-                destination: HostId(1),
-                phase: Phase::Precopy,
-                round: 1,
-                started_at: Duration::ZERO,
-                bytes_sent: Bytes::ZERO,
-                bytes_remaining: Bytes::gib(1),
-                rate: BitsPerSec(0.0),
-                dirty_rate: BytesPerSec::ZERO,
-                params: MigrationParams::default(),
-            }],
+            migrations: vec![migrating(VmId(1), 0.0)],
             ..Observations::default()
         };
         let admission = consult(&mut policy, &fleet, &adopted);
