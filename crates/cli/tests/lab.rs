@@ -23,8 +23,8 @@ fn lab_file(dir: &Path, tag: &str) -> (String, std::path::PathBuf) {
 wan_bandwidth = "200 Mbps"
 wan_rtt = "20 ms"
 [migration]
-setup_time = "200 ms"
-ramp_rtts = 13
+setup_time = "30 ms"
+ramp_rtts = 12
 [controller]
 policy = "sequential"
 period = "500 ms"

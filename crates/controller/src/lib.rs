@@ -69,6 +69,17 @@ pub struct Observations {
     /// may have. With tens of thousands of hosts and a handful sending, this
     /// keeps the per-period throughput measurement O(hosts sending).
     pub tx_changed: Option<Vec<HostId>>,
+    /// This is one of the driver's periodic ticks (not one a migration's
+    /// end caused). The controller measures the period's throughput at
+    /// such a tick even if it comes a little less than a period after the
+    /// last measurement: a real driver stamps an observation with the time
+    /// its counters were read, which moves with how long the reading took
+    /// (the run loop's QMP queries: a few ms either way), so two periodic
+    /// ticks can be 0.4957 s apart with a 0.5 s period, and a measurement
+    /// skipped for that made an AIMD window move a period late in the lab
+    /// where the simulation moved it on time. The simulator's ticks are
+    /// exact and leave it `false` (the period's length decides).
+    pub periodic: bool,
 }
 
 /// A migration that ended, and how.
@@ -195,7 +206,8 @@ pub trait Controller {
         true
     }
 
-    /// Whether the tick at `now` reads [`Observations::host_tx`]. A driver
+    /// Whether the tick at `now` (not [`Observations::periodic`]: the
+    /// simulator's ticks are not) reads [`Observations::host_tx`]. A driver
     /// for which keeping thousands of counters current costs (the
     /// simulator's fluid model brings a link's bytes up to date only when
     /// read) may leave them as they were when this says no, provided that
@@ -997,20 +1009,24 @@ impl Evacuation {
     /// Measures each host's throughput once a control period has passed.
     /// Whether a throughput sample is due at `now`: the first, or a control
     /// period after the last.
-    fn sample_due(&self, now: Duration) -> bool {
+    fn sample_due(&self, now: Duration, periodic: bool) -> bool {
         match &self.last_sample {
             None => true,
             // A tick caused by a migration's end, between two periodic ticks,
-            // is too short a window to measure over.
+            // is too short a window to measure over; a periodic tick is one
+            // (see `Observations::periodic`) unless it follows a measurement
+            // taken at such an end.
             Some(last) => {
-                now.saturating_sub(last.at).as_secs_f64() >= 0.999 * self.config.period.as_secs_f64()
+                let elapsed = now.saturating_sub(last.at).as_secs_f64();
+                let period = self.config.period.as_secs_f64();
+                elapsed >= 0.999 * period || (periodic && elapsed >= 0.5 * period)
             }
         }
     }
 
     fn sample(&mut self, observations: &Observations) -> bool {
         let now = observations.now;
-        if !self.sample_due(now) {
+        if !self.sample_due(now, observations.periodic) {
             return false;
         }
         let sparse = !self.touched.all;
@@ -1271,7 +1287,7 @@ impl Controller for Evacuation {
     }
 
     fn reads_host_tx(&self, now: Duration) -> bool {
-        self.policy.reads_throughput() && self.sample_due(now)
+        self.policy.reads_throughput() && self.sample_due(now, false)
     }
 
     fn explain(&self, vm: VmId) -> Vec<Explanation> {

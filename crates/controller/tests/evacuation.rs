@@ -183,3 +183,33 @@ fn the_window_is_the_last_admissions_limit() {
         assert_eq!(evacuation.window(), window, "{policy:?}");
     }
 }
+
+/// A real driver stamps an observation with the time its counters were
+/// read, so a periodic tick can come a little less than a period after the
+/// last one. Such a tick still measures the period's throughput (an AIMD
+/// window's first measurement grows it from 1 to 2); a tick a migration's
+/// end caused at the same instant does not.
+#[test]
+fn a_periodic_tick_a_little_early_still_measures_the_period() {
+    let fleet = Fleet {
+        hosts: vec![
+            host("s0", Site::Source, None),
+            host("dst", Site::Destination, None),
+        ],
+        vms: (0..3).map(|i| vm(&format!("vm-{i}"), 0, 1)).collect(),
+    };
+    for (periodic, window) in [(true, Some(2)), (false, Some(1))] {
+        let mut evacuation = controller(&fleet, PolicyKind::AimdGlobal);
+        assert_eq!(starts(&evacuation.on_tick(&tick(0, vec![], 2))).len(), 1);
+        // The default period is 1 s; this tick comes 4.3 ms short of it.
+        let early = Observations {
+            now: Duration::from_micros(995_700),
+            host_tx: vec![Bytes(100_000_000), Bytes::ZERO],
+            periodic,
+            ..Observations::default()
+        };
+        let started = starts(&evacuation.on_tick(&early)).len();
+        assert_eq!(evacuation.window(), window, "periodic: {periodic}");
+        assert_eq!(started, usize::from(periodic), "periodic: {periodic}");
+    }
+}

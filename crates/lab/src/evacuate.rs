@@ -65,24 +65,36 @@ fn cell(measured: Option<f64>, predicted: Option<f64>, unit: &str, digits: usize
     format!("{} / {}{unit}{error}", show(measured), show(predicted))
 }
 
+/// Start times side by side: an absolute error, not a relative one (a
+/// start at 0 s has none), so a policy's decisions that diverge from the
+/// prediction's show apart from the model's error in the times.
+fn starts(measured: Option<f64>, predicted: Option<f64>) -> String {
+    let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+    match (measured, predicted) {
+        (Some(m), Some(p)) => format!("{} / {} ({:+.2} s)", show(measured), show(predicted), p - m),
+        _ => format!("{} / {}", show(measured), show(predicted)),
+    }
+}
+
 impl LabRun {
     /// A markdown table, one row per VM and one for the whole evacuation:
     /// measured / predicted, and the prediction's error relative to the
     /// measured value.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| VM | outcome lab / sim | migration time (s) lab / sim | sent (MiB) lab / sim | downtime (ms) lab / sim |\n\
-             |---|---|---:|---:|---:|\n",
+            "| VM | outcome lab / sim | start (s) lab / sim | migration time (s) lab / sim | sent (MiB) lab / sim | downtime (ms) lab / sim |\n\
+             |---|---|---:|---:|---:|---:|\n",
         );
         for (m, p) in self.measured.vms.iter().zip(&self.prediction.vms) {
             let mib = |v: Option<u64>| v.map(|b| b as f64 / (1u64 << 20) as f64);
             let ms = |v: Option<f64>| v.map(|s| s * 1e3);
             let _ = writeln!(
                 out,
-                "| {} | {:?} / {:?} | {} | {} | {} |",
+                "| {} | {:?} / {:?} | {} | {} | {} | {} |",
                 m.name,
                 m.outcome,
                 p.outcome,
+                starts(m.start_s, p.start_s),
                 cell(m.migration_time_s, p.migration_time_s, "", 2),
                 cell(mib(m.bytes_sent), mib(p.bytes_sent), "", 0),
                 cell(ms(m.downtime_s), ms(p.downtime_s), "", 0),
@@ -91,7 +103,7 @@ impl LabRun {
         let mib = |b: u64| Some(b as f64 / (1u64 << 20) as f64);
         let _ = writeln!(
             out,
-            "| total | {} migrated / {} | {} | {} | |",
+            "| total | {} migrated / {} | | {} | {} | |",
             self.measured.migrated,
             self.prediction.migrated,
             cell(self.measured.total_time_s, self.prediction.total_time_s, "", 2),

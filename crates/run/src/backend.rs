@@ -58,8 +58,9 @@
 //!
 //! [`Backend::host_tx`] gives, per host, the cumulative bytes its NIC has
 //! sent if the backend can measure it (migrations plus the guests' own
-//! traffic, which is what the controller must share the link with), or
-//! `None`, and the loop then counts the host's migrations' bytes alone.
+//! traffic, which is what the controller must share the link with; the
+//! QEMU backend leaves out TCP retransmissions, which did not get through),
+//! or `None`, and the loop then counts the host's migrations' bytes alone.
 //! Counters may restart (a different process is read): the loop never lets
 //! a host's count go down.
 

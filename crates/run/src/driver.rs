@@ -320,7 +320,7 @@ impl<B: Backend> Driver<B> {
             }
             let now = self.start.elapsed();
             self.power_offs(now).await;
-            let observations = self.observe(now).await;
+            let observations = self.observe(now, periodic).await;
             if !stopping {
                 self.cancel_stalled(observations.now).await;
                 let actions = controller.on_tick(&observations);
@@ -691,7 +691,7 @@ impl<B: Backend> Driver<B> {
 
     /// Observes every migration in flight at once, ends those that ended,
     /// and reads the hosts' counters.
-    async fn observe(&mut self, now: Duration) -> Observations {
+    async fn observe(&mut self, now: Duration, periodic: bool) -> Observations {
         let answers = futures_util::future::join_all(
             self.vms
                 .iter_mut()
@@ -816,6 +816,7 @@ impl<B: Backend> Driver<B> {
             wan_bytes: Bytes(wan),
             // Every source host's counter is read every tick.
             tx_changed: None,
+            periodic,
         }
     }
 
