@@ -236,8 +236,8 @@ pub struct MigrationParams {
     /// connections ramp up (slow start, the receivers' buffers autotuning
     /// up to `tcp_window`): the model adds `ramp_rtts × wan_rtt` to the
     /// migration's setup, a cost that grows with the RTT. Model only, like
-    /// `setup_time`; 0 is the ideal model, the lab measured about 13
-    /// (docs/lab.md).
+    /// `setup_time`; 0 is the ideal model, the lab calibrated 12
+    /// (docs/lab.md, `examples/calibrate.rs`).
     pub ramp_rtts: f64,
 }
 

@@ -190,7 +190,7 @@ pub const MAX_ROUNDS: u32 = 10_000;
 /// QEMU's largest `downtime-limit`.
 pub const MAX_DOWNTIME: Duration = Duration::from_secs(2000);
 /// The most round trips a migration's connections ramp up for (the lab
-/// measured about 13).
+/// calibrated 12).
 pub const MAX_RAMP_RTTS: f64 = 10_000.0;
 /// The longest fixed cost of starting a migration.
 pub const MAX_SETUP_TIME: Duration = Duration::from_secs(3600);

@@ -35,9 +35,9 @@
 //! max_bandwidth = "unlimited"      # per-migration cap, like QEMU's max-bandwidth
 //! auto_converge = false
 //! setup_time = "0 s"               # fixed cost of each migration before its first byte (model only;
-//!                                  # the lab measured about 300 ms: docs/lab.md)
+//!                                  # calibrated in the lab at 30 ms: docs/lab.md)
 //! ramp_rtts = 0                    # WAN round trips each migration loses to TCP ramp-up, added to
-//!                                  # its setup (model only; the lab measured about 13: docs/lab.md)
+//!                                  # its setup (model only; calibrated in the lab at 12: docs/lab.md)
 //!
 //! [controller]                     # optional, as is each field (see evac_controller::ControllerConfig);
 //!                                  # the values shown are the defaults
