@@ -30,6 +30,17 @@ fn vm(name: &str, host: usize, gib: u64) -> Vm {
     }
 }
 
+/// One source host with three VMs of 1 GiB, one destination.
+fn three_vms_one_source() -> Fleet {
+    Fleet {
+        hosts: vec![
+            host("src", Site::Source, None),
+            host("dst", Site::Destination, None),
+        ],
+        vms: (0..3).map(|i| vm(&format!("vm-{i}"), 0, 1)).collect(),
+    }
+}
+
 fn controller(fleet: &Fleet, policy: PolicyKind) -> Evacuation {
     let config = ControllerConfig {
         policy,
@@ -95,13 +106,7 @@ fn each_vm_goes_to_the_destination_with_most_room_ties_by_name() {
 
 #[test]
 fn sequential_waits_for_the_end_of_each_migration() {
-    let fleet = Fleet {
-        hosts: vec![
-            host("src", Site::Source, None),
-            host("dst", Site::Destination, None),
-        ],
-        vms: (0..3).map(|i| vm(&format!("vm-{i}"), 0, 1)).collect(),
-    };
+    let fleet = three_vms_one_source();
     let mut evacuation = controller(&fleet, PolicyKind::Sequential);
     assert_eq!(starts(&evacuation.on_tick(&tick(0, vec![], 2))), [(0, 1)]);
     assert!(starts(&evacuation.on_tick(&tick(1, vec![], 2))).is_empty());
@@ -141,13 +146,7 @@ fn static_limits_per_host_and_across_the_site() {
 
 #[test]
 fn queued_vms_of_a_host_that_lost_power_are_dropped() {
-    let mut fleet = Fleet {
-        hosts: vec![
-            host("src", Site::Source, None),
-            host("dst", Site::Destination, None),
-        ],
-        vms: (0..3).map(|i| vm(&format!("vm-{i}"), 0, 1)).collect(),
-    };
+    let mut fleet = three_vms_one_source();
     fleet.hosts[0].power_off_at = Some(Duration::from_secs(5));
     let mut evacuation = controller(&fleet, PolicyKind::Sequential);
     assert_eq!(starts(&evacuation.on_tick(&tick(0, vec![], 2))), [(0, 1)]);
@@ -161,13 +160,7 @@ fn queued_vms_of_a_host_that_lost_power_are_dropped() {
 
 #[test]
 fn the_window_is_the_last_admissions_limit() {
-    let fleet = Fleet {
-        hosts: vec![
-            host("s0", Site::Source, None),
-            host("dst", Site::Destination, None),
-        ],
-        vms: (0..3).map(|i| vm(&format!("vm-{i}"), 0, 1)).collect(),
-    };
+    let fleet = three_vms_one_source();
     // Before any decision there is nothing to show.
     assert_eq!(controller(&fleet, PolicyKind::Static).window(), None);
     // static: max_in_flight = 5 by default; sequential: 1; parallel: none.
@@ -191,13 +184,7 @@ fn the_window_is_the_last_admissions_limit() {
 /// end caused at the same instant does not.
 #[test]
 fn a_periodic_tick_a_little_early_still_measures_the_period() {
-    let fleet = Fleet {
-        hosts: vec![
-            host("s0", Site::Source, None),
-            host("dst", Site::Destination, None),
-        ],
-        vms: (0..3).map(|i| vm(&format!("vm-{i}"), 0, 1)).collect(),
-    };
+    let fleet = three_vms_one_source();
     for (periodic, window) in [(true, Some(2)), (false, Some(1))] {
         let mut evacuation = controller(&fleet, PolicyKind::AimdGlobal);
         assert_eq!(starts(&evacuation.on_tick(&tick(0, vec![], 2))).len(), 1);
