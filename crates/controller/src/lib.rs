@@ -1008,7 +1008,7 @@ impl Evacuation {
 
     /// Measures each host's throughput once a control period has passed.
     /// Whether a throughput sample is due at `now`: the first, or a control
-    /// period after the last.
+    /// period after the last (half of one at a periodic tick).
     fn sample_due(&self, now: Duration, periodic: bool) -> bool {
         match &self.last_sample {
             None => true,
