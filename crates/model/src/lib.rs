@@ -239,6 +239,15 @@ pub struct MigrationParams {
     /// `setup_time`; 0 is the ideal model, the lab calibrated 12
     /// (docs/lab.md, `examples/calibrate.rs`).
     pub ramp_rtts: f64,
+    /// Round trips of the WAN a migration loses more when it starts while
+    /// the WAN is full: its connections' slow start ends at the first loss
+    /// from the standing queue, then they grow to their share over many
+    /// round trips while the connections already there keep more than
+    /// theirs. The model adds `join_rtts × wan_rtt` to such a migration's
+    /// setup (a migration that starts on a WAN with room, or with others at
+    /// the same instant, pays nothing). Model only; 0 is the ideal model.
+    #[serde(default)]
+    pub join_rtts: f64,
 }
 
 impl Default for MigrationParams {
@@ -253,6 +262,7 @@ impl Default for MigrationParams {
             allow_postcopy: false,
             setup_time: Duration::ZERO,
             ramp_rtts: 0.0,
+            join_rtts: 0.0,
         }
     }
 }

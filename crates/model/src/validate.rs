@@ -29,7 +29,7 @@
 //! | `max_rounds` | 0 for live or postcopy, more than [`MAX_ROUNDS`] |
 //! | `downtime_limit` | beyond [`MAX_DOWNTIME`] (2000 s, QEMU's limit) |
 //! | `setup_time` | beyond [`MAX_SETUP_TIME`] (1 h) |
-//! | `ramp_rtts` | not finite, below 0, beyond [`MAX_RAMP_RTTS`] |
+//! | `ramp_rtts`, `join_rtts` | not finite, below 0, beyond [`MAX_RAMP_RTTS`] |
 //! | a VM's `memory` | 0, beyond 1 PiB; more than every destination's room; VMs pinned beyond a destination's room; VMs beyond all destinations' room when every room is bounded |
 //! | a VM's `working_set` | more than its memory |
 //! | a VM's `dirty_rate` | not finite, beyond 125000 GB/s |
@@ -278,6 +278,22 @@ fn check_bit_rate(rate: BitsPerSec, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A count of round trips (`ramp_rtts`, `join_rtts`): finite, 0 or more,
+/// at most [`MAX_RAMP_RTTS`].
+fn check_rtts(rtts: f64, what: &str) -> Result<(), String> {
+    if !(rtts.is_finite() && rtts >= 0.0) {
+        return Err(format!(
+            "{rtts} is not a number of round trips; give 0 or more (e.g. 12)"
+        ));
+    }
+    if rtts > MAX_RAMP_RTTS {
+        return Err(format!(
+            "{rtts} round trips of {what} are more than {MAX_RAMP_RTTS}"
+        ));
+    }
+    Ok(())
+}
+
 fn check_duration(duration: Duration, most: Duration, what: &str) -> Result<(), String> {
     if duration > most {
         return Err(format!(
@@ -383,24 +399,8 @@ impl MigrationParams {
             .map_err(|m| Invalid::new(at("downtime_limit"), m))?;
         check_duration(self.setup_time, MAX_SETUP_TIME, "a setup time")
             .map_err(|m| Invalid::new(at("setup_time"), m))?;
-        if !(self.ramp_rtts.is_finite() && self.ramp_rtts >= 0.0) {
-            return Err(Invalid::new(
-                at("ramp_rtts"),
-                format!(
-                    "{} is not a number of round trips; give 0 or more (e.g. 13)",
-                    self.ramp_rtts
-                ),
-            ));
-        }
-        if self.ramp_rtts > MAX_RAMP_RTTS {
-            return Err(Invalid::new(
-                at("ramp_rtts"),
-                format!(
-                    "{} round trips of ramp-up are more than {MAX_RAMP_RTTS}",
-                    self.ramp_rtts
-                ),
-            ));
-        }
+        check_rtts(self.ramp_rtts, "ramp-up").map_err(|m| Invalid::new(at("ramp_rtts"), m))?;
+        check_rtts(self.join_rtts, "joining").map_err(|m| Invalid::new(at("join_rtts"), m))?;
         if let Some(cap) = self.max_bandwidth {
             if cap.0 == 0.0 {
                 return Err(Invalid::new(

@@ -38,6 +38,8 @@
 //!                                  # calibrated in the lab at 30 ms: docs/lab.md)
 //! ramp_rtts = 0                    # WAN round trips each migration loses to TCP ramp-up, added to
 //!                                  # its setup (model only; calibrated in the lab at 12: docs/lab.md)
+//! join_rtts = 0                    # round trips more for a migration that starts while the WAN is
+//!                                  # full: joining connections take their share slowly (model only)
 //!
 //! [controller]                     # optional, as is each field (see evac_controller::ControllerConfig);
 //!                                  # the values shown are the defaults

@@ -388,6 +388,12 @@ fn zero_sizes_and_rates_are_refused() {
         "-2.5 is not a number of round trips",
     );
     assert_refused(
+        &appended("\n[migration]\njoin_rtts = 20000\n"),
+        Some(24),
+        Some("field `join_rtts` of [migration]"),
+        "20000 round trips of joining are more than 10000",
+    );
+    assert_refused(
         &appended("wan_trace = [{ at = \"1 min\", bandwidth = \"0 Gbps\" }]\n"),
         Some(22),
         Some("field `wan_trace[0].bandwidth` of [network]"),

@@ -56,6 +56,7 @@ fn the_two_site_example_reads_as_written() {
             allow_postcopy: false,
             setup_time: Duration::ZERO,
             ramp_rtts: 0.0,
+            join_rtts: 0.0,
         }
     );
     assert_eq!(

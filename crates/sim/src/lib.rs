@@ -23,7 +23,10 @@
 //! - Each migration first spends its `setup_time` sending nothing (the
 //!   destination starting, handshakes), and `ramp_rtts` round trips more
 //!   (its TCP connections ramping up to their window, a cost that grows with
-//!   `wan_rtt`); round 1 (or the offline copy) starts after it.
+//!   `wan_rtt`); round 1 (or the offline copy) starts after it. One that
+//!   starts while the migrations in flight fill the WAN waits `join_rtts`
+//!   round trips more: joining connections take their share of a full link
+//!   slowly, and those already there keep more meanwhile.
 //! - Offline: the VM pauses at once and its whole memory is sent.
 //! - Local disks (`disk` bytes, copied with the migration as libvirt's
 //!   non-shared-disk migration does): after the setup, a live or postcopy
@@ -72,6 +75,10 @@
 //! fails.
 
 pub mod fair_share;
+
+/// How close to its capacity the WAN's load must be to count as full for a
+/// migration joining it (`join_rtts`).
+const FULL_WAN: f64 = 1e-3;
 mod fluid;
 mod radix;
 pub mod scale;
@@ -1153,12 +1160,30 @@ impl<'a> Simulation<'a> {
         rates_changed
     }
 
+    /// Whether the migrations still in flight fill the WAN, at the rates
+    /// of the last rebalance: those that ended at this instant no longer
+    /// count, and those starting at it not yet (so migrations started
+    /// together, or one that replaces one that ended, join a WAN with room).
+    fn wan_full(&self) -> bool {
+        let in_use = if self.fluid_on {
+            self.clock.lambda * self.bottleneck.weight(WAN)
+        } else {
+            self.flows.iter().map(|f| f.rate).sum()
+        };
+        in_use >= (1.0 - FULL_WAN) * self.capacity[WAN]
+    }
+
     fn start(&mut self, vm: VmId, destination: HostId, params: MigrationParams) {
         let spec = self.fleet.vm(vm);
         let offline = params.mode == Mode::Offline;
         // The fixed cost, then the connections' ramp-up: round trips lost
-        // while slow start and receive-buffer autotuning open the window.
-        let setup = params.setup_time.as_secs_f64() + params.ramp_rtts * self.network.wan_rtt.as_secs_f64();
+        // while slow start and receive-buffer autotuning open the window;
+        // more if the WAN is full as it starts (`join_rtts`).
+        let rtt = self.network.wan_rtt.as_secs_f64();
+        let mut setup = params.setup_time.as_secs_f64() + params.ramp_rtts * rtt;
+        if params.join_rtts > 0.0 && self.wan_full() {
+            setup += params.join_rtts * rtt;
+        }
         let disk = spec.disk.as_f64();
         let copying_disk = disk > 0.0 && !offline;
         let progress = &mut self.progress[vm.0];

@@ -98,3 +98,36 @@ fn parallel_migrations_ramp_at_the_same_time() {
     assert!(close(total, expected), "{total}");
     assert_eq!(s.migration.setup_time, Duration::ZERO);
 }
+
+#[test]
+fn a_migration_joining_a_full_wan_pays_join_rtts_more() {
+    // aimd-global, period 1 s: `a` starts at 0 and fills the WAN at once
+    // (no setup); at 1 s the window grows and `b` starts, the WAN full, so
+    // it waits 20 x 10 ms = 0.2 s more. `a` has sent 1.2 s of the WAN by
+    // then; its other 7.188608 s go at half: it ends at
+    // 1.2 + 2 x 7.188608 = 15.577216 s. `b` has sent 7.188608 s of the WAN
+    // at half by then, its last 1.2 s at the full WAN: it ends at
+    // 16.777216 s (= 2 x COPY, the WAN never idle), 15.777216 s after its
+    // start. Without `join_rtts`: `a` ends at 1 + 2 x 7.388608 =
+    // 15.777216 s, `b` the same 15.777216 s after its start.
+    let s = scenario(10, "0 s", "join_rtts = 20", "aimd-global");
+    assert_eq!(s.migration.join_rtts, 20.0);
+    let (each, total) = times(&s);
+    assert!(close(each[0], 15.577216), "{each:?}");
+    assert!(close(each[1], 15.777216), "{each:?}");
+    assert!(close(total, 2.0 * COPY), "{total}");
+    let (each, _) = times(&scenario(10, "0 s", "", "aimd-global"));
+    assert!(close(each[0], 15.777216) && close(each[1], 15.777216), "{each:?}");
+}
+
+#[test]
+fn migrations_that_start_together_or_one_after_another_join_a_wan_with_room() {
+    // Parallel: both start at 0 on an empty WAN; sequential: `b` replaces
+    // `a` as it ends. Neither pays `join_rtts`.
+    let (each, total) = times(&scenario(10, "0 s", "join_rtts = 20", "parallel"));
+    assert!(each.iter().all(|&t| close(t, 2.0 * COPY)), "{each:?}");
+    assert!(close(total, 2.0 * COPY), "{total}");
+    let (each, total) = times(&scenario(10, "0 s", "join_rtts = 20", "sequential"));
+    assert!(each.iter().all(|&t| close(t, COPY)), "{each:?}");
+    assert!(close(total, 2.0 * COPY), "{total}");
+}
