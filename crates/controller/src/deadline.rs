@@ -595,54 +595,26 @@ impl Policy for Deadline {
 mod tests {
     use std::time::Duration;
 
-    use evac_model::{BitsPerSec, Bytes, BytesPerSec, Host, Site, Vm};
+    use evac_model::Site;
 
     use super::*;
+    use crate::testing::{first_round, host, idle_vm};
     use crate::{Ended, MigrationObs, Observations};
 
     /// One source host dying at 100 s with two VMs, one destination.
     fn fleet() -> Fleet {
-        let host = |name: &str, site, power_off_at| Host {
-            name: name.into(),
-            site,
-            nic: BitsPerSec(1e9),
-            memory: None,
-            power_off_at,
-        };
-        let vm = |name: &str| Vm {
-            name: name.into(),
-            host: HostId(0),
-            memory: Bytes::gib(1),
-            dirty_rate: BytesPerSec::ZERO,
-            working_set: Bytes::ZERO,
-            disk: Bytes::ZERO,
-            priority: 1,
-            destination: None,
-        };
         Fleet {
             hosts: vec![
-                host("a", Site::Source, Some(Duration::from_secs(100))),
-                host("b", Site::Destination, None),
+                host("a", Site::Source, 1e9, Some(Duration::from_secs(100))),
+                host("b", Site::Destination, 1e9, None),
             ],
-            vms: vec![vm("x"), vm("y")],
+            vms: vec![idle_vm("x", 0), idle_vm("y", 0)],
         }
     }
 
     /// `vm` in its first precopy round from host 0 to host 1, at `rate` bits per second.
     fn migrating(vm: VmId, rate: f64) -> MigrationObs {
-        MigrationObs {
-            vm,
-            source: HostId(0),
-            destination: HostId(1),
-            phase: Phase::Precopy,
-            round: 1,
-            started_at: Duration::ZERO,
-            bytes_sent: Bytes::ZERO,
-            bytes_remaining: Bytes::gib(1),
-            rate: BitsPerSec(rate),
-            dirty_rate: BytesPerSec::ZERO,
-            params: MigrationParams::default(),
-        }
+        first_round(vm, HostId(0), HostId(1), rate, 1)
     }
 
     fn consult(policy: &mut Deadline, fleet: &Fleet, observations: &Observations) -> Admission {

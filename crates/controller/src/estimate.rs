@@ -239,59 +239,26 @@ impl Estimator {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use evac_model::{BitsPerSec, Bytes, BytesPerSec, Host, MigrationParams, Site, Vm, VmId};
+    use evac_model::{Site, VmId};
 
     use super::*;
-    use crate::Phase;
+    use crate::testing::{first_round, host, idle_vm};
 
     fn fleet() -> Fleet {
-        let host = |name: &str, nic: f64, site| Host {
-            name: name.into(),
-            site,
-            nic: BitsPerSec(nic * 8.0),
-            memory: None,
-            power_off_at: None,
-        };
-        let vm = |name: &str, host: usize| Vm {
-            name: name.into(),
-            host: HostId(host),
-            memory: Bytes::gib(1),
-            dirty_rate: BytesPerSec::ZERO,
-            working_set: Bytes::ZERO,
-            disk: Bytes::ZERO,
-            priority: 1,
-            destination: None,
-        };
         Fleet {
             // NICs of 100 and 50 bytes/s, a destination of 1000.
             hosts: vec![
-                host("a", 100.0, Site::Source),
-                host("b", 50.0, Site::Source),
-                host("d", 1000.0, Site::Destination),
+                host("a", Site::Source, 800.0, None),
+                host("b", Site::Source, 400.0, None),
+                host("d", Site::Destination, 8000.0, None),
             ],
-            vms: vec![vm("x", 0), vm("y", 1), vm("z", 0)],
+            vms: vec![idle_vm("x", 0), idle_vm("y", 1), idle_vm("z", 0)],
         }
     }
 
+    /// VM `vm` of `fleet` in its first round at `rate` bytes per second.
     fn obs(fleet: &Fleet, vm: usize, rate: f64, channels: u32) -> MigrationObs {
-        MigrationObs {
-            vm: VmId(vm),
-            source: fleet.vms[vm].host,
-            destination: HostId(2),
-            phase: Phase::Precopy,
-            round: 1,
-            started_at: Duration::ZERO,
-            bytes_sent: Bytes::ZERO,
-            bytes_remaining: Bytes::gib(1),
-            rate: BitsPerSec(rate * 8.0),
-            dirty_rate: BytesPerSec::ZERO,
-            params: MigrationParams {
-                multifd_channels: channels,
-                ..MigrationParams::default()
-            },
-        }
+        first_round(VmId(vm), fleet.vms[vm].host, HostId(2), rate * 8.0, channels)
     }
 
     #[test]
@@ -364,21 +331,12 @@ mod tests {
     /// that sample it is a floor again.
     #[test]
     fn a_peak_set_by_migrations_at_their_caps_is_a_floor() {
-        let host = |name: &str| Host {
-            name: name.into(),
-            site: Site::Source,
-            nic: BitsPerSec(80.0),
-            memory: None,
-            power_off_at: None,
+        let fleet = Fleet {
+            hosts: (0..7)
+                .map(|i| host(&format!("h{i}"), Site::Source, 80.0, None))
+                .collect(),
+            vms: (0..7).map(|i| idle_vm(&format!("v{i}"), i)).collect(),
         };
-        let mut fleet = fleet();
-        fleet.hosts = (0..7).map(|i| host(&format!("h{i}"))).collect();
-        fleet.vms = (0..7)
-            .map(|i| Vm {
-                host: HostId(i),
-                ..fleet.vms[0].clone()
-            })
-            .collect();
         let mut e = Estimator::new(&fleet, Some(100.0));
         let at_nic: Vec<MigrationObs> = (0..6).map(|i| obs(&fleet, i, 10.0, 1)).collect();
         e.observe(0.0, &at_nic);

@@ -32,6 +32,8 @@ mod estimate;
 mod explain;
 mod plan;
 pub mod policies;
+#[cfg(test)]
+mod testing;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, VecDeque};

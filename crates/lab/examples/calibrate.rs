@@ -20,6 +20,7 @@
 use anyhow::{bail, Context, Result};
 use evac_controller::PolicyKind;
 use evac_lab::evacuate::evacuate;
+use evac_lab::fit::fit_line;
 use evac_lab::instance::LabInstance;
 
 /// How far (relative) a WAN's measured rate may be from the model's for
@@ -76,21 +77,6 @@ impl Wan {
         }
         text
     }
-}
-
-/// The least-squares line `y = a + b x`: `(a, b)`.
-fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
-    let (mx, my) = (sx / n, sy / n);
-    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    (sxx > 0.0).then(|| {
-        let b = sxy / sxx;
-        (my - b * mx, b)
-    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,7 @@ pub mod capture;
 pub mod cleanup;
 pub mod delay;
 pub mod evacuate;
+pub mod fit;
 pub mod instance;
 pub mod probe;
 pub mod topology;
