@@ -5,18 +5,18 @@
 
 use std::fmt::Write as _;
 
-use evac_controller::{Controller, Evacuation};
+use evac_controller::Controller;
 use evac_report::RunResult;
 use evac_scenario::Scenario;
 
 /// Simulates `scenario` and returns its result with the explanations as
 /// text, one block per VM.
 pub fn simulate(scenario: &Scenario) -> (RunResult, String) {
-    let mut controller = Evacuation::with_network(
-        scenario.fleet.clone(),
+    let mut controller = evac_sim::evacuation(
+        &scenario.fleet,
         &scenario.network,
         scenario.migration,
-        scenario.controller.clone(),
+        &scenario.controller,
     );
     let result = evac_sim::simulate(
         &scenario.fleet,

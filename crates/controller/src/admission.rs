@@ -27,10 +27,10 @@ pub const MAX_CHANNELS: u32 = 8;
 pub const FILL_MARGIN: f64 = 0.10;
 
 /// A NIC within this fraction of its capacity is full.
-const NIC_FULL: f64 = 0.97;
+pub const NIC_FULL: f64 = 0.97;
 
 /// The most queued VMs one call looks at: the rest wait for the next call.
-const MAX_SCAN: usize = 10_000;
+pub const MAX_SCAN: usize = 10_000;
 
 /// A migration in flight, as admission sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -38,10 +38,19 @@ use crate::admission::{self, HostLoads, Running, Target, MAX_CHANNELS};
 use crate::estimate::Estimator;
 use crate::explain::{gib, mbps, Explanation, Journal, Start};
 use crate::plan::{self, Choice, Item};
-use crate::{Action, Admission, EndOutcome, PerHost, Phase, Policy, View, Wakeup};
+use crate::rollout::{self, Candidate, Forecast, Rollout, Situation, Verdict};
+use crate::{Action, Admission, EndOutcome, MigrationObs, PerHost, Phase, Policy, View, Wakeup};
 
 /// A relative change of the mean capacity that calls for a new plan.
 pub const REPLAN_CHANGE: f64 = 0.10;
+
+/// How many control periods a migration runs before its rate is taken as
+/// a measure of the WAN (the first covers its setup and TCP's ramp).
+pub const SETTLE_PERIODS: f64 = 2.0;
+
+/// The longest the rollouts' choice stands, seconds (it is made again
+/// sooner when the WAN's mean moves by [`REPLAN_CHANGE`]).
+pub const ROLLOUT_EVERY_S: f64 = 30.0;
 
 /// The longest a plan stands, seconds.
 pub const REPLAN_EVERY_S: f64 = 30.0;
@@ -51,8 +60,11 @@ pub const REPLAN_EVERY_S: f64 = 30.0;
 enum State {
     Queued,
     InFlight,
+    /// Cancelled by this policy, the cancel not landed yet: its failed end
+    /// queues it again (behind every VM that can still make it), but
+    /// nothing starts it before that end comes.
+    Cancelling,
     Done,
-    GivenUp,
 }
 
 /// The planner; see the module documentation.
@@ -76,8 +88,16 @@ pub struct Deadline {
     /// have left the queue).
     order: Vec<VmId>,
     head: usize,
-    /// VMs given up since the last admission (cancelled in flight).
-    give_up: Vec<VmId>,
+    /// Per VM: the last plan found it cannot make its power-off even at the
+    /// WAN's peak. Triage only: such a VM waits behind every VM that can,
+    /// and still starts whenever the path has room nothing else would use
+    /// (a failed attempt costs nothing, and estimates can be pessimistic).
+    hopeless: Vec<bool>,
+    /// Per VM: its migration in flight was started on room no VM able to
+    /// make it wanted, or it was cancelled once already. Such a migration
+    /// is never cancelled (so no VM is started and cancelled in turn), and
+    /// its load does not count when VMs that can make it are admitted.
+    scavenger: Vec<bool>,
     /// When the last plan was made and with what mean capacity.
     planned: Option<(f64, f64)>,
     replan: bool,
@@ -86,6 +106,14 @@ pub struct Deadline {
     started_racing: bool,
     /// Scratch for [`admission::fill`].
     loads: HostLoads,
+    /// The simulator to weigh candidate plans with, if the driver has one.
+    rollout: Option<std::sync::Arc<dyn Rollout>>,
+    /// The plan the last rollouts chose ([`Candidate::Planner`] without
+    /// rollouts), and when and at what mean capacity they ran.
+    follow: Candidate,
+    rolled_out: Option<(f64, f64)>,
+    /// The consultation's time, for decisions journaled on a start.
+    now: f64,
 }
 
 impl Deadline {
@@ -119,18 +147,129 @@ impl Deadline {
             fleet_deadline,
             base,
             period: period.as_secs_f64(),
-            estimator: Estimator::new(fleet, connection_cap.map(|c| c.to_bytes_per_sec().0)),
+            estimator: Estimator::new(fleet, connection_cap.map(|c| c.to_bytes_per_sec().0))
+                .settling(SETTLE_PERIODS * period.as_secs_f64()),
             journal: Journal::new(fleet.vms.len()),
             state: vec![State::Queued; fleet.vms.len()],
             mode: vec![base.mode; fleet.vms.len()],
             channels: vec![base.multifd_channels; fleet.vms.len()],
             order,
             head: 0,
-            give_up: Vec::new(),
+            hopeless: vec![false; fleet.vms.len()],
+            scavenger: vec![false; fleet.vms.len()],
             planned: None,
             replan: true,
             started_racing: false,
             loads: HostLoads::new(fleet.hosts.len()),
+            rollout: None,
+            follow: Candidate::Planner,
+            rolled_out: None,
+            now: 0.0,
+        }
+    }
+
+    /// Whether the rollouts' choice is due: never made, older than
+    /// [`ROLLOUT_EVERY_S`], or made at a mean capacity that has since moved
+    /// by [`REPLAN_CHANGE`].
+    fn needs_rollout(&self, now: f64) -> bool {
+        let Some(mean) = self.estimator.mean(now) else {
+            return false;
+        };
+        match self.rolled_out {
+            None => true,
+            Some((at, then)) => now - at >= ROLLOUT_EVERY_S || (mean - then).abs() > REPLAN_CHANGE * then,
+        }
+    }
+
+    /// Simulates the candidate plans from now under a pessimistic, a likely
+    /// and an optimistic WAN, as many as the compute budget allows, and
+    /// follows the one that saves the most.
+    fn roll_out(&mut self, view: &View<'_>) {
+        let Some(rollout) = self.rollout.clone() else {
+            return;
+        };
+        // Until a rollout chooses again, the planner's own plan.
+        self.follow = Candidate::Planner;
+        let now = view.now.as_secs_f64();
+        let (Some(mean), Some(peak)) = (self.estimator.mean(now), self.estimator.peak()) else {
+            return;
+        };
+        self.rolled_out = Some((now, mean));
+        // Forecasts need the WAN seen full: a capacity measured only as the
+        // sum of migrations held by their own caps is a floor, and a plan
+        // chosen for a WAN that small would start too few to ever show it
+        // larger (the planner's own admission probes above a floor).
+        if !self.estimator.wan_known() || self.estimator.peak_is_floor() {
+            return;
+        }
+        let waiting: Vec<VmId> = self.order[self.head..]
+            .iter()
+            .copied()
+            .filter(|&vm| self.startable(vm, now))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        // Likely first: it breaks ties on time.
+        let trough = self.estimator.trough().unwrap_or(mean).min(mean);
+        let mut forecasts = vec![mean];
+        for wan in [trough, peak] {
+            if forecasts.iter().all(|&f| (f - wan).abs() > 0.01 * f) {
+                forecasts.push(wan);
+            }
+        }
+        let forecasts: Vec<Forecast> = forecasts
+            .into_iter()
+            .map(|bytes_per_sec| Forecast {
+                wan: evac_model::BitsPerSec(bytes_per_sec * 8.0),
+            })
+            .collect();
+        let mut candidates = rollout::candidates(self.base.multifd_channels, self.base.mode);
+        let vms = waiting.len() + view.observations.migrations.len();
+        candidates.truncate(rollout::affordable(candidates.len(), forecasts.len(), vms));
+        if candidates.len() < 2 {
+            self.follow = Candidate::Planner;
+            return;
+        }
+        let situation = Situation {
+            now,
+            fleet: view.fleet,
+            waiting: &waiting,
+            in_flight: &view.observations.migrations,
+        };
+        let verdicts: Vec<Vec<Verdict>> = candidates
+            .iter()
+            .map(|&c| {
+                forecasts
+                    .iter()
+                    .map(|&f| rollout.evaluate(&situation, c, f))
+                    .collect()
+            })
+            .collect();
+        self.follow = candidates[rollout::best(&verdicts)];
+    }
+
+    /// The admission of a fixed plan the rollouts chose: the VMs waiting
+    /// in its order, within its limits.
+    fn follow_fixed(
+        &mut self,
+        view: &View<'_>,
+        order: crate::Order,
+        window: usize,
+        per_host: usize,
+    ) -> Admission {
+        let now = view.now.as_secs_f64();
+        let mut picks: Vec<VmId> = self.order[self.head..]
+            .iter()
+            .copied()
+            .filter(|&vm| self.startable(vm, now))
+            .collect();
+        order.sort(view.fleet, &mut picks);
+        Admission {
+            total: window,
+            per_host: PerHost::Each(per_host),
+            spread_over_hosts: false,
+            picks: Some(picks),
         }
     }
 
@@ -139,17 +278,27 @@ impl Deadline {
         let now = view.now.as_secs_f64();
         for end in &view.observations.ended {
             self.replan = true;
-            let state = &mut self.state[end.vm.0];
-            *state = match (&end.outcome, *state) {
-                (_, State::GivenUp) => State::GivenUp,
-                (EndOutcome::Failed { .. }, _) => State::Queued,
+            let vm = end.vm;
+            let cancelled = self.state[vm.0] == State::Cancelling;
+            self.state[vm.0] = match end.outcome {
+                EndOutcome::Failed { .. } => State::Queued,
                 _ => State::Done,
             };
+            if self.state[vm.0] == State::Queued {
+                // Back in the order (the head has passed it): the next plan
+                // places it; one this policy cancelled waits behind every
+                // VM that can make it.
+                self.hopeless[vm.0] |= cancelled;
+                self.scavenger[vm.0] |= cancelled;
+                if !self.order[self.head..].contains(&vm) {
+                    self.order.push(vm);
+                }
+            }
         }
         // A migration this policy did not start (a resumed run adopted it)
-        // is in flight; one it gave up stays given up while its cancel
-        // lands (a real cancel can take longer than a period), so that
-        // its failed end does not queue it again.
+        // is in flight; one it cancelled stays so while its cancel lands (a
+        // real cancel can take longer than a period), so that it is not
+        // started again before its end.
         for m in &view.observations.migrations {
             let state = &mut self.state[m.vm.0];
             if *state == State::Queued {
@@ -273,16 +422,20 @@ impl Deadline {
             .collect();
         let at_peak = plan::choose(now, &optimistic, peak, nic);
 
-        let wan_known = self.estimator.wan_known();
         let mut fits = Vec::new();
         let mut waits = Vec::new();
+        let mut hopeless = Vec::new();
         for (index, item) in items.iter().enumerate().skip(queued_from) {
             let vm = item.vm;
             let density = f64::from(item.priority) / item.alternatives[0].1.max(1.0) * f64::from(1u32 << 30);
+            let key = (item.deadline.unwrap_or(f64::INFINITY), density, vm);
+            // Only this plan's verdict counts: a VM deferred on a WAN that
+            // has since recovered is back in line.
+            self.hopeless[vm.0] = false;
             match (at_mean[index], at_peak[index]) {
                 (Choice::Saved(mode, bytes), _) => {
                     self.mode[vm.0] = mode;
-                    fits.push((item.deadline.unwrap_or(f64::INFINITY), density, vm));
+                    fits.push(key);
                     if mode != self.base.mode {
                         self.journal.record(
                             vm,
@@ -297,7 +450,7 @@ impl Deadline {
                 }
                 (Choice::Left { needs, room }, Choice::Saved(mode, _)) => {
                     self.mode[vm.0] = mode;
-                    waits.push((item.deadline.unwrap_or(f64::INFINITY), density, vm));
+                    waits.push(key);
                     self.journal.record(
                         vm,
                         now,
@@ -312,24 +465,24 @@ impl Deadline {
                     );
                 }
                 (Choice::Left { .. }, Choice::Left { needs, room }) => {
-                    if wan_known {
-                        self.state[vm.0] = State::GivenUp;
-                        self.give_up.push(vm);
-                        self.journal.record(
-                            vm,
-                            now,
-                            "give-up",
-                            format!(
-                                "needs {} before its host's power-off at {:.0} s; even at the WAN's peak {} only {} are left for it after VMs of more priority per byte",
-                                gib(needs),
-                                item.deadline.unwrap_or(f64::INFINITY),
-                                mbps(peak),
-                                gib(room)
-                            ),
-                        );
-                    } else {
-                        waits.push((item.deadline.unwrap_or(f64::INFINITY), 0.0, vm));
-                    }
+                    // Last in line, not given up: it starts when the path
+                    // has room that no VM able to make it would use, in
+                    // the fastest mode there is.
+                    self.hopeless[vm.0] = true;
+                    self.mode[vm.0] = item.alternatives.last().map_or(self.base.mode, |a| a.0);
+                    hopeless.push(key);
+                    self.journal.record(
+                        vm,
+                        now,
+                        "last",
+                        format!(
+                            "needs {} before its host's power-off at {:.0} s; even at the WAN's peak {} only {} are left for it after VMs of more priority per byte: it starts only on room no other VM would use",
+                            gib(needs),
+                            item.deadline.unwrap_or(f64::INFINITY),
+                            mbps(peak),
+                            gib(room)
+                        ),
+                    );
                 }
             }
         }
@@ -338,16 +491,51 @@ impl Deadline {
         };
         fits.sort_by(by_deadline_then_density);
         waits.sort_by(by_deadline_then_density);
-        // VMs with no deadline wait behind every one with a deadline.
+        hopeless.sort_by(by_deadline_then_density);
+        // VMs with no deadline wait behind every one with a deadline that
+        // can make it (they have all the time there is); those that cannot
+        // make it even at the peak come last: they get the room no other VM
+        // would use, and no more.
         let (fits_no_deadline, fits_deadline): (Vec<_>, Vec<_>) =
             fits.into_iter().partition(|f| f.0.is_infinite());
         self.order = fits_deadline
             .into_iter()
             .chain(waits)
             .chain(fits_no_deadline)
+            .chain(hopeless)
             .map(|(_, _, vm)| vm)
             .collect();
         self.head = 0;
+    }
+
+    /// Whether cancelling `cancelled` would leave bandwidth to a VM that
+    /// can still make it: one waiting to start (on a host whose NIC has
+    /// room), or one in flight racing a power-off and held by the WAN
+    /// rather than by its own caps. If none would, a migration that looks
+    /// lost keeps going: trying costs nothing, and the estimate that
+    /// condemns it may be pessimistic.
+    fn bandwidth_wanted(&self, migrations: &[MigrationObs], cancelled: VmId, now: f64) -> bool {
+        let host_load = |host: HostId| -> f64 {
+            migrations
+                .iter()
+                .filter(|o| o.source == host && o.vm != cancelled)
+                .map(|o| o.rate.to_bytes_per_sec().0)
+                .sum()
+        };
+        let waiting = self.order[self.head..]
+            .iter()
+            .take(admission::MAX_SCAN)
+            .any(|&vm| {
+                self.startable(vm, now)
+                    && !self.hopeless[vm.0]
+                    && host_load(self.host[vm.0]) < admission::NIC_FULL * self.estimator.nic(self.host[vm.0])
+            });
+        waiting
+            || migrations.iter().any(|o| {
+                o.vm != cancelled
+                    && self.fleet_deadline[o.vm.0].is_some()
+                    && o.rate.to_bytes_per_sec().0 < admission::NIC_FULL * self.estimator.own_cap(&o.params)
+            })
     }
 
     fn needs_replan(&self, now: f64) -> bool {
@@ -377,6 +565,19 @@ impl Policy for Deadline {
         // order stands.
         if self.any_deadline && self.needs_replan(now) {
             self.plan(view);
+        }
+        self.now = now;
+        if self.any_deadline && self.rollout.is_some() && self.needs_rollout(now) {
+            self.roll_out(view);
+        }
+        if let Candidate::Fixed {
+            order,
+            window,
+            per_host,
+            ..
+        } = self.follow
+        {
+            return self.follow_fixed(view, order, window, per_host);
         }
         let in_flight = view.observations.migrations.len();
         let target = match self.estimator.peak() {
@@ -413,17 +614,51 @@ impl Policy for Deadline {
                 per_connection: self.estimator.per_connection(),
             },
         };
+        // Two passes. The VMs that can make it first, as if the scavengers
+        // in flight (VMs started on room no one else wanted) were not
+        // there: a scavenger never keeps such a VM from starting. Then the
+        // scavengers, on what room is left once everything is counted.
         let mut loads = std::mem::take(&mut self.loads);
-        let candidates = self.order[self.head..]
+        let this = &*self;
+        let nic = |h: HostId| this.estimator.nic(h);
+        let running = |scavengers: bool| {
+            view.observations
+                .migrations
+                .iter()
+                .filter(move |m| scavengers || !this.scavenger[m.vm.0])
+                .map(|m| Running {
+                    host: m.source,
+                    cap: this.estimator.own_cap(&m.params),
+                })
+        };
+        let waiting = |hopeless: bool| {
+            this.order[this.head..]
+                .iter()
+                .filter(move |&&vm| this.startable(vm, now) && this.hopeless[vm.0] == hopeless)
+                .map(|&vm| (vm, this.host[vm.0]))
+        };
+        let mut picks = admission::fill(&mut loads, waiting(false), running(false), nic, target);
+        let picked: Vec<Running> = picks
             .iter()
-            .filter(|&&vm| self.startable(vm, now))
-            .map(|&vm| (vm, self.host[vm.0]));
-        let running = view.observations.migrations.iter().map(|m| Running {
-            host: m.source,
-            cap: self.estimator.own_cap(&m.params),
-        });
-        let nic = |h: HostId| self.estimator.nic(h);
-        let picks = admission::fill(&mut loads, candidates, running, nic, target);
+            .map(|&(vm, channels)| Running {
+                host: this.host[vm.0],
+                cap: this.estimator.migration_cap(channels),
+            })
+            .collect();
+        let scavengers = admission::fill(
+            &mut loads,
+            waiting(true),
+            running(true).chain(picked),
+            nic,
+            Target {
+                max_new: target.max_new.saturating_sub(picks.len()),
+                ..target
+            },
+        );
+        for &(vm, _) in &scavengers {
+            self.scavenger[vm.0] = true;
+        }
+        picks.extend(scavengers);
         self.loads = loads;
         let mut ids = Vec::with_capacity(picks.len());
         for (vm, channels) in picks {
@@ -436,6 +671,7 @@ impl Policy for Deadline {
                 priority: view.fleet.vm(vm).priority,
                 in_flight,
                 peak: self.estimator.peak(),
+                scavenger: self.scavenger[vm.0],
             };
             self.journal.record(vm, now, "start", start);
             ids.push(vm);
@@ -444,8 +680,6 @@ impl Policy for Deadline {
             total: usize::MAX,
             per_host: PerHost::Unlimited,
             spread_over_hosts: false,
-            expected_rate: None,
-            give_up: std::mem::take(&mut self.give_up),
             picks: Some(ids),
         }
     }
@@ -454,9 +688,29 @@ impl Policy for Deadline {
         true
     }
 
+    fn plan_with(&mut self, rollout: std::sync::Arc<dyn Rollout>) {
+        self.rollout = Some(rollout);
+    }
+
     fn start_params(&mut self, vm: VmId, base: MigrationParams) -> MigrationParams {
         self.state[vm.0] = State::InFlight;
         self.started_racing |= self.fleet_deadline[vm.0].is_some();
+        if let Candidate::Fixed {
+            connections, mode, ..
+        } = self.follow
+        {
+            self.mode[vm.0] = mode;
+            self.channels[vm.0] = connections;
+            self.journal.record(
+                vm,
+                self.now,
+                "start",
+                format!(
+                    "{mode:?} with {connections} connection(s): next under the plan that saved the most in simulations of the rest of the evacuation ({})",
+                    self.follow
+                ),
+            );
+        }
         MigrationParams {
             mode: self.mode[vm.0],
             multifd_channels: self.channels[vm.0],
@@ -499,6 +753,9 @@ impl Policy for Deadline {
         let backlog: f64 = migrations.iter().map(|m| m.bytes_remaining.as_f64()).sum();
         let mut actions = Vec::new();
         for m in migrations {
+            if self.state[m.vm.0] == State::Cancelling {
+                continue;
+            }
             let Some(deadline) = self.fleet_deadline[m.vm.0] else {
                 continue;
             };
@@ -548,7 +805,12 @@ impl Policy for Deadline {
                 if once <= deliverable(rate) {
                     let last_safe_moment = 1.5 * once / rate + 2.0 * self.period;
                     if left <= last_safe_moment {
-                        let (action, decision) = if m.params.mode == Mode::Postcopy {
+                        // Postcopy where the migration was started ready for
+                        // it: the guest runs on at the destination; offline
+                        // pauses it until the last byte.
+                        let postcopy = m.params.mode == Mode::Postcopy
+                            || (m.params.allow_postcopy && m.params.mode == Mode::Live);
+                        let (action, decision) = if postcopy {
                             (Action::SwitchToPostcopy { vm: m.vm }, "postcopy")
                         } else {
                             (Action::SwitchToOffline { vm: m.vm }, "offline")
@@ -569,6 +831,15 @@ impl Policy for Deadline {
                     continue;
                 }
             }
+            // A fixed plan the rollouts chose cancels nothing (its
+            // simulations did not), and a migration nothing else would
+            // replace keeps going.
+            if matches!(self.follow, Candidate::Fixed { .. })
+                || self.scavenger[m.vm.0]
+                || !self.bandwidth_wanted(migrations, m.vm, now)
+            {
+                continue;
+            }
             self.journal.record(
                 m.vm,
                 now,
@@ -582,8 +853,7 @@ impl Policy for Deadline {
                     gib(deliverable(rate))
                 ),
             );
-            self.state[m.vm.0] = State::GivenUp;
-            self.give_up.push(m.vm);
+            self.state[m.vm.0] = State::Cancelling;
             self.replan = true;
             actions.push(Action::Cancel { vm: m.vm });
         }
@@ -632,24 +902,26 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_given_up_in_flight_is_not_queued_again_by_its_cancel() {
+    fn a_vm_cancelled_in_flight_waits_for_its_cancel_then_queues_behind_those_that_fit() {
         let fleet = fleet();
         let mut policy = Deadline::new(&fleet, MigrationParams::default(), Duration::from_secs(1), None);
-        let x = VmId(0);
+        let (x, y) = (VmId(0), VmId(1));
         let migrating = migrating(x, 1e6);
         policy.start_params(x, MigrationParams::default());
-        // The planner gives it up and asks for a cancel (as `tune` does).
-        policy.state[x.0] = State::GivenUp;
-        // The cancel has not landed a period later: still in flight.
+        // The planner cancels it (as `tune` does).
+        policy.state[x.0] = State::Cancelling;
+        // The cancel has not landed a period later: still in flight, and
+        // not started a second time.
         let still = Observations {
             now: Duration::from_secs(1),
             migrations: vec![migrating],
             ..Observations::default()
         };
-        consult(&mut policy, &fleet, &still);
-        assert_eq!(policy.state[x.0], State::GivenUp);
-        // Then it ends, failed (cancelled): given up it stays, and the
-        // admission never picks it again; the other VM is still startable.
+        let admission = consult(&mut policy, &fleet, &still);
+        assert_eq!(policy.state[x.0], State::Cancelling);
+        assert!(!admission.picks.unwrap_or_default().contains(&x));
+        // Then it ends, failed (cancelled): queued again, not given up,
+        // marked as unable to make it, and behind y in the order.
         let ended = Observations {
             now: Duration::from_secs(2),
             ended: vec![Ended {
@@ -660,10 +932,13 @@ mod tests {
             }],
             ..Observations::default()
         };
-        let admission = consult(&mut policy, &fleet, &ended);
-        assert_eq!(policy.state[x.0], State::GivenUp);
-        assert!(!admission.picks.unwrap_or_default().contains(&x));
-        assert!(policy.startable(VmId(1), 2.0));
+        consult(&mut policy, &fleet, &ended);
+        assert_eq!(policy.state[x.0], State::Queued);
+        assert!(policy.hopeless[x.0]);
+        assert!(policy.startable(x, 2.0) && policy.startable(y, 2.0));
+        let rest = &policy.order[policy.head..];
+        let at = |vm| rest.iter().position(|&v| v == vm);
+        assert!(at(y) < at(x), "{rest:?}");
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct Estimator {
     /// What the history says, worked out when it changes (once per
     /// sample) rather than at every consultation: see [`Summary`].
     summary: Summary,
+    /// How long a migration runs before its rate says anything of the WAN,
+    /// seconds (see [`Estimator::settling`]).
+    settle_s: f64,
 }
 
 /// The figures the planner reads at every consultation, each a pass over
@@ -90,6 +93,17 @@ impl Estimator {
             current: None,
             ever_saturated: false,
             summary: Summary::default(),
+            settle_s: 0.0,
+        }
+    }
+
+    /// Takes a migration's rate as a measure of the WAN only once it has
+    /// run `seconds` (a driver's first reading of a migration covers its
+    /// setup and TCP's ramp).
+    pub fn settling(self, seconds: f64) -> Self {
+        Self {
+            settle_s: seconds,
+            ..self
         }
     }
 
@@ -141,13 +155,22 @@ impl Estimator {
         }
         // A migration held by neither its connections, its bandwidth cap
         // nor its NIC was held by the WAN.
-        let saturated = migrations.iter().any(|m| {
-            let rate = m.rate.to_bytes_per_sec().0;
-            let host = m.source.0;
-            let own = self.own_cap(&m.params);
-            let nic_full = per_host[&host] >= AT_CAP * self.nic[host];
-            rate < AT_CAP * own && !nic_full
-        });
+        // One that began within the last two periods is no evidence: it
+        // spent part of the period setting up and ramping its TCP window
+        // (a real run measures its rate over the whole period), so it runs
+        // below its caps with a WAN that has room. Taken as the WAN's
+        // measure, such rates made a real fleet of 96 small VMs look like
+        // a link of a few Mbit/s.
+        let saturated = migrations
+            .iter()
+            .filter(|m| now - m.started_at.as_secs_f64() >= self.settle_s - 1e-6)
+            .any(|m| {
+                let rate = m.rate.to_bytes_per_sec().0;
+                let host = m.source.0;
+                let own = self.own_cap(&m.params);
+                let nic_full = per_host[&host] >= AT_CAP * self.nic[host];
+                rate < AT_CAP * own && !nic_full
+            });
         let (estimate, floor) = if saturated {
             self.ever_saturated = true;
             (throughput, false)
@@ -200,6 +223,17 @@ impl Estimator {
     /// is in flight to the peak alone would never find out. One measured
     /// sample at the peak settles it for the horizon: a WAN exactly as fast
     /// as the NICs in use is probed once per horizon, not at every chance.
+    /// The lowest capacity measured over the last [`HORIZON_S`] (floors
+    /// left out: they only bound it from below), if any: the pessimistic
+    /// forecast.
+    pub fn trough(&self) -> Option<f64> {
+        self.history
+            .iter()
+            .filter(|&&(_, _, floor)| !floor)
+            .map(|&(_, c, _)| c)
+            .reduce(f64::min)
+    }
+
     pub fn peak_is_floor(&self) -> bool {
         self.summary.peak_is_floor
     }

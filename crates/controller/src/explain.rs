@@ -67,6 +67,9 @@ pub struct Start {
     pub in_flight: usize,
     /// The WAN's peak, bytes per second, if measured.
     pub peak: Option<f64>,
+    /// Started on room no VM able to make it wanted (the plan found it
+    /// cannot make its power-off; trying costs nothing).
+    pub scavenger: bool,
 }
 
 impl fmt::Display for Start {
@@ -76,7 +79,11 @@ impl fmt::Display for Start {
             Some(c) => write!(f, "{} each", Mbps(c))?,
             None => f.write_str("connection cap unknown")?,
         }
-        f.write_str("): next in the plan (")?;
+        f.write_str(if self.scavenger {
+            "): the plan finds it cannot make its power-off, but no VM that can wanted the room ("
+        } else {
+            "): next in the plan ("
+        })?;
         match self.deadline {
             Some(d) => write!(f, "power-off at {d:.0} s")?,
             None => f.write_str("no power-off")?,
@@ -210,6 +217,7 @@ mod tests {
             priority: 5,
             in_flight: 2,
             peak: Some(100e6),
+            scavenger: false,
         };
         let mut j = Journal::new(2);
         j.record(VmId(1), 4.0, "start", start);

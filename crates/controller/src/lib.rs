@@ -32,6 +32,7 @@ mod estimate;
 mod explain;
 mod plan;
 pub mod policies;
+pub mod rollout;
 #[cfg(test)]
 mod testing;
 
@@ -155,7 +156,8 @@ pub enum Action {
     SwitchToOffline { vm: VmId },
     /// Resume the guest at the destination after one short pause, its
     /// remaining pages following (QEMU's `migrate-start-postcopy`); only for
-    /// a migration started with [`evac_model::Mode::Postcopy`].
+    /// a migration started ready for it: with [`evac_model::Mode::Postcopy`],
+    /// or live with `allow_postcopy`.
     SwitchToPostcopy { vm: VmId },
     /// Abandon the migration; the VM keeps running on its source.
     Cancel { vm: VmId },
@@ -252,6 +254,27 @@ pub enum Order {
     /// Earliest power-off first, so the hosts about to die are emptied
     /// first; then as [`Order::Priority`].
     Deadline,
+}
+
+impl Order {
+    /// Sorts `vms` (of `fleet`) in this order; stable, so equal VMs keep
+    /// the order they came in.
+    pub fn sort(self, fleet: &Fleet, vms: &mut [VmId]) {
+        match self {
+            Order::AsListed => {}
+            Order::SmallestFirst => vms.sort_by_key(|&id| fleet.vm(id).memory),
+            Order::LargestFirst => vms.sort_by_key(|&id| std::cmp::Reverse(fleet.vm(id).memory)),
+            Order::Deadline => vms.sort_by_key(|&id| {
+                let vm = fleet.vm(id);
+                let deadline = fleet.host(vm.host).power_off_at.unwrap_or(Duration::MAX);
+                (deadline, std::cmp::Reverse(vm.priority), vm.memory)
+            }),
+            Order::Priority => vms.sort_by_key(|&id| {
+                let vm = fleet.vm(id);
+                (std::cmp::Reverse(vm.priority), vm.memory)
+            }),
+        }
+    }
 }
 
 impl std::str::FromStr for Order {
@@ -472,13 +495,6 @@ pub struct Admission {
     /// strictly in queue order, so that no host idles while another has a
     /// queue.
     pub spread_over_hosts: bool,
-    /// The rate a migration started now can expect, if the policy has an
-    /// estimate: a VM whose host would lose power before it could move at
-    /// that rate is given up instead of started, leaving the link to VMs
-    /// that can still be saved.
-    pub expected_rate: Option<BitsPerSec>,
-    /// Queued VMs the policy gives up now: they will not be started.
-    pub give_up: Vec<VmId>,
     /// `Some`: the VMs to start, in this order, as far as the limits above
     /// and the destinations' room allow, instead of the queue's order.
     pub picks: Option<Vec<VmId>>,
@@ -491,8 +507,6 @@ impl Admission {
             total,
             per_host,
             spread_over_hosts,
-            expected_rate: None,
-            give_up: Vec::new(),
             picks: None,
         }
     }
@@ -558,6 +572,10 @@ pub trait Policy {
     fn next_wakeup(&self, _view: &View<'_>) -> Wakeup {
         Wakeup::NextPeriod
     }
+
+    /// A simulator to plan with (see [`rollout`]); policies that do not
+    /// plan ignore it.
+    fn plan_with(&mut self, _rollout: std::sync::Arc<dyn rollout::Rollout>) {}
 }
 
 /// The controller: a queue of VMs, bookkeeping, and a [`Policy`].
@@ -692,6 +710,13 @@ impl Evacuation {
         Self::with_policy(name, fleet, params, config, policy)
     }
 
+    /// Lets the policy plan by simulating candidate plans with `rollout`
+    /// (`deadline` does; the published policies ignore it).
+    pub fn planning_with(mut self, rollout: std::sync::Arc<dyn rollout::Rollout>) -> Self {
+        self.policy.plan_with(rollout);
+        self
+    }
+
     /// A controller with a policy of the caller's own.
     pub fn with_policy(
         name: String,
@@ -701,20 +726,10 @@ impl Evacuation {
         policy: Box<dyn Policy + Send>,
     ) -> Self {
         let mut order: Vec<VmId> = fleet.vm_ids().collect();
-        match config.order.unwrap_or(config.policy.natural_order()) {
-            Order::AsListed => {}
-            Order::SmallestFirst => order.sort_by_key(|&id| fleet.vm(id).memory),
-            Order::LargestFirst => order.sort_by_key(|&id| std::cmp::Reverse(fleet.vm(id).memory)),
-            Order::Deadline => order.sort_by_key(|&id| {
-                let vm = fleet.vm(id);
-                let deadline = fleet.host(vm.host).power_off_at.unwrap_or(Duration::MAX);
-                (deadline, std::cmp::Reverse(vm.priority), vm.memory)
-            }),
-            Order::Priority => order.sort_by_key(|&id| {
-                let vm = fleet.vm(id);
-                (std::cmp::Reverse(vm.priority), vm.memory)
-            }),
-        }
+        config
+            .order
+            .unwrap_or(config.policy.natural_order())
+            .sort(&fleet, &mut order);
         let hosts = fleet.hosts.len();
         let mut queues = vec![VecDeque::new(); hosts];
         for (rank, &vm) in order.iter().enumerate() {
@@ -1115,41 +1130,15 @@ impl Evacuation {
         }
     }
 
-    /// Whether `vm` could be moved at `rate` before its host loses power.
-    /// Precopy sends the memory, then what was dirtied meanwhile, and so on:
-    /// `M / r × 1 / (1 - d / r)` in all. Past `d / r = 1/2` the rounds are
-    /// cut short (stop-and-copy or offline), so the factor is held at 2.
-    fn can_finish_in_time(&self, vm: VmId, rate: BitsPerSec, now: Duration) -> bool {
-        let vm = self.fleet.vm(vm);
-        let Some(deadline) = self.fleet.host(vm.host).power_off_at else {
-            return true;
-        };
-        let bytes_per_sec = rate.to_bytes_per_sec().0;
-        if bytes_per_sec <= 0.0 {
-            return true;
-        }
-        let dirty_share = (vm.dirty_rate.0 / bytes_per_sec).min(0.5);
-        // Local disks go first, once (their writes are mirrored, not re-sent).
-        let needed =
-            vm.disk.as_f64() / bytes_per_sec + vm.memory.as_f64() / bytes_per_sec / (1.0 - dirty_share);
-        now.as_secs_f64() + needed <= deadline.as_secs_f64()
-    }
-
     /// Starts queued VMs while the admission allows: each free slot goes to
     /// the VM first in the evacuation's order among the hosts with room or,
     /// when the policy spreads, to the host with the fewest in flight.
-    fn admit(&mut self, admission: &Admission, now: Duration) -> Vec<Action> {
+    fn admit(&mut self, admission: &Admission) -> Vec<Action> {
         let mut actions = Vec::new();
         // Hosts that ran dry since the last admission stop waiting now.
         for host in std::mem::take(&mut self.waiting.ran_dry) {
             if self.queues[host.0].is_empty() {
                 self.waiting.waiting[host.0] = false;
-            }
-        }
-        for &vm in &admission.give_up {
-            if let VmState::Queued { .. } = self.state[vm.0] {
-                self.take_queued(vm);
-                self.state[vm.0] = VmState::Done;
             }
         }
         if let Some(picks) = &admission.picks {
@@ -1208,13 +1197,6 @@ impl Evacuation {
             cursor = Bound::Excluded(key);
             let host = key.3;
             let &(_, vm) = self.queues[host.0].front().expect("a filed host has a queue");
-            if let Some(rate) = admission.expected_rate {
-                if !self.can_finish_in_time(vm, rate, now) {
-                    self.pop_queued(host);
-                    self.state[vm.0] = VmState::Done;
-                    continue;
-                }
-            }
             if let Some(destination) = self.destination_for(vm) {
                 self.pop_queued(host);
                 actions.push(self.start(vm, destination));
@@ -1257,7 +1239,18 @@ impl Controller for Evacuation {
         // `parallel` admits usize::MAX: no limit to show.
         self.window = (admission.total < usize::MAX).then_some(admission.total);
         let mut actions = self.policy.tune(&view);
-        actions.extend(self.admit(&admission, observations.now));
+        // A migration the policy cancels to give its bandwidth to others is
+        // not a failed attempt: the VM may be tried again as often as a VM
+        // never started (a policy's triage is revocable; only failures
+        // count toward `max_attempts`).
+        for action in &actions {
+            if let Action::Cancel { vm } = *action {
+                if let VmState::InFlight { attempts, .. } = &mut self.state[vm.0] {
+                    *attempts = attempts.saturating_sub(1);
+                }
+            }
+        }
+        actions.extend(self.admit(&admission));
         let view = View {
             now: observations.now,
             fleet: &self.fleet,

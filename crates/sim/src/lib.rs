@@ -81,6 +81,7 @@ pub mod fair_share;
 const FULL_WAN: f64 = 1e-3;
 mod fluid;
 mod radix;
+pub mod rollout;
 pub mod scale;
 
 use std::cmp::Reverse;
@@ -112,8 +113,22 @@ pub fn simulate_evacuation(
     params: MigrationParams,
     config: &ControllerConfig,
 ) -> RunResult {
-    let mut controller = Evacuation::with_network(fleet.clone(), network, params, config.clone());
+    let mut controller = evacuation(fleet, network, params, config);
     simulate_until(fleet, network, config.period, config.horizon, &mut controller)
+}
+
+/// The controller [`simulate_evacuation`] runs: the one configured by
+/// `config`, told the WAN's per-connection cap, and (for `deadline`)
+/// planning by simulating candidate plans from the state of the moment
+/// ([`rollout`]). `evac simulate --explain` and `evac run` build the same.
+pub fn evacuation(
+    fleet: &Fleet,
+    network: &Network,
+    params: MigrationParams,
+    config: &ControllerConfig,
+) -> Evacuation {
+    let rollout = std::sync::Arc::new(rollout::SimRollout::new(network, params, config));
+    Evacuation::with_network(fleet.clone(), network, params, config.clone()).planning_with(rollout)
 }
 
 /// Runs an evacuation of `fleet` over `network` under any `controller`,
@@ -411,6 +426,11 @@ struct Simulation<'a> {
     flows: Vec<Flow>,
     /// Where each VM's flow is in `flows`.
     slot: Vec<Option<usize>>,
+    /// Per VM: the last generation its flows reached. A VM's next attempt
+    /// goes on from it, so a round end its cancelled attempt left in a heap
+    /// can never pass for one of the new attempt's (it did, once policies
+    /// began to start cancelled VMs again).
+    generation_of: Vec<u64>,
     round_ends: BinaryHeap<Reverse<RoundEnd>>,
     fair_share: FairShare,
     demands: Vec<Demand>,
@@ -494,6 +514,7 @@ impl<'a> Simulation<'a> {
             links_as_of: 0.0,
             flows: Vec::new(),
             slot: vec![None; fleet.vms.len()],
+            generation_of: vec![0; fleet.vms.len()],
             round_ends: BinaryHeap::new(),
             fair_share: FairShare::default(),
             demands: Vec::new(),
@@ -891,6 +912,7 @@ impl<'a> Simulation<'a> {
     fn remove_flow(&mut self, vm: VmId) -> Flow {
         let slot = self.slot[vm.0].take().expect("removing a flow in flight");
         let flow = self.flows.swap_remove(slot);
+        self.generation_of[vm.0] = flow.generation;
         if let Some(moved) = self.flows.get(slot) {
             self.slot[moved.vm.0] = Some(slot);
         }
@@ -1119,8 +1141,9 @@ impl<'a> Simulation<'a> {
                     let Some(flow) = self.flow_mut(vm) else { continue };
                     // Not before round 1 of memory: the disks must be across
                     // before the guest can run at the destination.
-                    if flow.phase != Phase::Precopy || flow.params.mode != Mode::Postcopy || flow.copying_disk
-                    {
+                    let ready = flow.params.mode == Mode::Postcopy
+                        || (flow.params.mode == Mode::Live && flow.params.allow_postcopy);
+                    if flow.phase != Phase::Precopy || !ready || flow.copying_disk {
                         continue;
                     }
                     // The rest of the round and what the guest dirtied since
@@ -1224,7 +1247,7 @@ impl<'a> Simulation<'a> {
                     demand_cap(&params, self.connection_cap)
                 },
             },
-            generation: 0,
+            generation: self.generation_of[vm.0],
             paused_at: offline.then_some(self.now),
             setting_up: setup > 0.0,
             ready_at: self.now + setup,
@@ -1488,6 +1511,10 @@ impl<'a> Simulation<'a> {
                     (Outcome::Lost, Some(reason::POWER_OFF.to_owned()))
                 } else if self.horizon_reached {
                     (Outcome::NotMigrated, Some(reason::HORIZON.to_owned()))
+                } else if fleet.host(vm.host).power_off_at.is_some() {
+                    // Left on a host whose power will fail: whatever was
+                    // decided before, nothing moves it now, so it is lost.
+                    (Outcome::Lost, Some(reason::LEFT_TO_POWER_OFF.to_owned()))
                 } else {
                     // Still on its source when the controller stopped
                     // starting migrations.

@@ -87,8 +87,9 @@ fn the_host_about_to_die_goes_first_and_a_hopeless_vm_is_not_started() {
     assert_eq!(outcome("dying-1").0, Outcome::Migrated);
     assert_eq!(outcome("dying-2").0, Outcome::Migrated);
     // Two of 1 GiB leave by 2 * 8.59 = 17.18 s however they share the link;
-    // a third would need until 25.77 s: it is given up, never started, and
-    // the safe VM has the link from then on: it ends by 17.18 + 8.59 s.
+    // a third would need until 25.77 s: it goes last, behind the safe VM
+    // (which has the link from then on and ends by 17.18 + 8.59 s), so it
+    // is never started and is lost with its host.
     assert_eq!(outcome("dying-3"), (Outcome::Lost, None, None));
     let (safe, _, safe_end) = outcome("safe-1");
     assert_eq!(safe, Outcome::Migrated);

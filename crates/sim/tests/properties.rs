@@ -233,12 +233,13 @@ proptest! {
         };
         let mut woken = run(&case);
         // The same controller `simulate_evacuation` builds (it tells the
-        // policy the WAN's per-connection cap), consulted every period.
-        let mut every_period = EveryPeriod(evac_controller::Evacuation::with_network(
-            case.fleet.clone(),
+        // policy the WAN's per-connection cap, and `deadline` plans with
+        // rollouts), consulted every period.
+        let mut every_period = EveryPeriod(evac_sim::evacuation(
+            &case.fleet,
             &case.network,
             case.params,
-            config.clone(),
+            &config,
         ));
         let mut ticked = evac_sim::simulate(&case.fleet, &case.network, config.period, &mut every_period);
         woken.timeline.clear();

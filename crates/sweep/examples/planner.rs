@@ -108,10 +108,11 @@ const DEFAULT_GRIDS: [&str; 4] = [
     "examples/planner/few-large.grid.toml",
 ];
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "sequential",
     "static",
     "aimd-global",
+    "deadline, its own plan only (no rollouts)",
     "deadline",
     "deadline, postcopy allowed",
     "best in hindsight, live",
@@ -268,10 +269,29 @@ fn evaluate(base: &Scenario) -> (Vec<Row>, u64, u64) {
         s.migration.allow_postcopy = postcopy;
         simulate(&s)
     };
+    let heuristic = {
+        let mut controller = evac_controller::Evacuation::with_network(
+            base.fleet.clone(),
+            &base.network,
+            base.migration,
+            evac_controller::ControllerConfig {
+                policy: PolicyKind::Deadline,
+                ..base.controller.clone()
+            },
+        );
+        evac_sim::simulate_until(
+            &base.fleet,
+            &base.network,
+            base.controller.period,
+            base.controller.horizon,
+            &mut controller,
+        )
+    };
     let runs = [
         policy(PolicyKind::Sequential, false),
         policy(PolicyKind::Static, false),
         policy(PolicyKind::AimdGlobal, false),
+        heuristic,
         policy(PolicyKind::Deadline, false),
         policy(PolicyKind::Deadline, true),
         best(false),

@@ -51,7 +51,9 @@
 //! - `trace`: `base` keeps the base's trace; `steady` is no trace at all;
 //!   `fluctuating` alternates the WAN between 100 % and 40 % of its
 //!   bandwidth, each phase lasting 30 to 90 s (60 s on average), drawn from
-//!   the seed, for long enough to outlast the slowest evacuation.
+//!   the seed, for long enough to outlast the slowest evacuation; `dip`,
+//!   `slow-start`, `near-outage`, `sawtooth` and `stalls` are the WANs of a
+//!   disaster, each drawn from the seed (see `disturbed_trace`).
 //!
 //! The random levels (`skewed`, `fluctuating`) draw from ChaCha8 keyed by
 //! the combination's seed: the base scenario's `seed`, or each of
@@ -135,6 +137,11 @@ pub enum TracePreset {
     Base,
     Steady,
     Fluctuating,
+    Dip,
+    SlowStart,
+    NearOutage,
+    Sawtooth,
+    Stalls,
 }
 
 /// The factors a grid may vary, in the order they are applied.
@@ -636,9 +643,14 @@ fn parse_level(name: &str, value: &toml::Value) -> Result<Level, String> {
             "base" => TracePreset::Base,
             "steady" => TracePreset::Steady,
             "fluctuating" => TracePreset::Fluctuating,
+            "dip" => TracePreset::Dip,
+            "slow-start" => TracePreset::SlowStart,
+            "near-outage" => TracePreset::NearOutage,
+            "sawtooth" => TracePreset::Sawtooth,
+            "stalls" => TracePreset::Stalls,
             other => {
                 return Err(format!(
-                    "unknown trace preset `{other}`; expected base, steady or fluctuating"
+                    "unknown trace preset `{other}`; expected base, steady, fluctuating, dip, slow-start, near-outage, sawtooth or stalls"
                 ))
             }
         }),
@@ -716,6 +728,9 @@ fn apply(scenario: &mut Scenario, level: &Level) {
         Level::Trace(TracePreset::Fluctuating) => {
             scenario.network.wan_trace = fluctuating_trace(scenario, seed);
         }
+        Level::Trace(preset) => {
+            scenario.network.wan_trace = disturbed_trace(preset, scenario.network.wan_bandwidth, seed);
+        }
         Level::Order(order) => scenario.controller.order = Some(order),
         Level::MaxInFlight(n) => scenario.controller.max_in_flight = n,
         Level::MaxInFlightPerHost(n) => scenario.controller.max_in_flight_per_host = n,
@@ -748,6 +763,74 @@ fn fluctuating_trace(scenario: &Scenario, seed: u64) -> Vec<TracePoint> {
             at: Duration::from_secs_f64(t),
             bandwidth: if is_high { high } else { low },
         });
+    }
+    points
+}
+
+/// The WANs of a disaster, as shares of `base` over time, each drawn from
+/// the seed (so repeat seeds give new shapes of the same family):
+///
+/// - `dip`: after 1-5 min the WAN falls to 5-20 % for 5-15 min, then
+///   recovers to 1-5 times what it was (other traffic gone, a backup link
+///   up);
+/// - `slow-start`: 5-20 % for the first 3-8 min, then all of it;
+/// - `near-outage`: after 1-6 min, 0.5-2 % for 2-6 min, then all of it;
+/// - `sawtooth`: climbs from 20 % to 100 % in five steps over 3-6 min,
+///   falls back, and again;
+/// - `stalls`: all of it for 2-5 min, then 0.5-2 % for 0.5-2 min, and
+///   again.
+///
+/// Repeating shapes run for 10 hours (no benchmark evacuation outlasts it);
+/// after the last point the WAN stays at full bandwidth.
+fn disturbed_trace(preset: TracePreset, base: BitsPerSec, seed: u64) -> Vec<TracePoint> {
+    const MIN: f64 = 60.0;
+    const HORIZON_S: f64 = 36_000.0;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0064_6973_7475_7262);
+    let mut points = Vec::new();
+    let mut push = |at: f64, share: f64| {
+        points.push(TracePoint {
+            at: Duration::from_secs_f64(at),
+            bandwidth: BitsPerSec(base.0 * share),
+        });
+    };
+    match preset {
+        TracePreset::Dip => {
+            let from = rng.gen_range(1.0..5.0) * MIN;
+            push(from, rng.gen_range(0.05..0.20));
+            push(from + rng.gen_range(5.0..15.0) * MIN, rng.gen_range(1.0..5.0));
+        }
+        TracePreset::SlowStart => {
+            // From the start: the base bandwidth never shows.
+            push(0.001, rng.gen_range(0.05..0.20));
+            push(rng.gen_range(3.0..8.0) * MIN, 1.0);
+        }
+        TracePreset::NearOutage => {
+            let from = rng.gen_range(1.0..6.0) * MIN;
+            push(from, rng.gen_range(0.005..0.02));
+            push(from + rng.gen_range(2.0..6.0) * MIN, 1.0);
+        }
+        TracePreset::Sawtooth => {
+            let step = rng.gen_range(3.0..6.0) * MIN / 5.0;
+            let mut t = 0.001;
+            while t < HORIZON_S {
+                for k in 0..5 {
+                    push(t, 0.2 + 0.2 * f64::from(k));
+                    t += step;
+                }
+            }
+        }
+        TracePreset::Stalls => {
+            let mut t = 0.0;
+            while t < HORIZON_S {
+                t += rng.gen_range(2.0..5.0) * MIN;
+                push(t, rng.gen_range(0.005..0.02));
+                t += rng.gen_range(0.5..2.0) * MIN;
+                push(t, 1.0);
+            }
+        }
+        TracePreset::Base | TracePreset::Steady | TracePreset::Fluctuating => {
+            unreachable!("not a disturbed trace")
+        }
     }
     points
 }

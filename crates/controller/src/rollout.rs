@@ -1,0 +1,223 @@
+//! Planning by simulation: the interface through which `deadline` asks
+//! "what if?" of a simulator it does not know.
+//!
+//! The controller is sans-IO and sits below the simulator in the house (the
+//! simulator drives the controller), so it cannot call the simulator
+//! directly. Instead a driver that has one hands the policy a [`Rollout`]
+//! ([`crate::Evacuation::planning_with`]): `evac-sim` implements it by
+//! simulating the rest of the evacuation from the planner's picture of now,
+//! for one candidate plan under one forecast of the WAN. The simulator is
+//! exact and fast (the default fleet in well under a millisecond), so the
+//! planner can afford a few dozen such rollouts whenever the world changes,
+//! and pick the plan that saves the most priority across the forecasts:
+//! the best fixed configuration in hindsight, chosen online and chosen
+//! again at every change.
+//!
+//! The dependency stays one way: the controller defines the question, the
+//! simulator answers it, and a rollout's own simulation runs `deadline`
+//! without a rollout (a plan never recurses).
+
+use evac_model::{BitsPerSec, Fleet, Mode, VmId};
+
+use crate::{MigrationObs, Order};
+
+/// The evacuation from now on, as the planner sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation<'a> {
+    /// Seconds since the evacuation began.
+    pub now: f64,
+    pub fleet: &'a Fleet,
+    /// The VMs waiting to start whose hosts still have power.
+    pub waiting: &'a [VmId],
+    /// The migrations in flight: they keep their share of the WAN until
+    /// they end, whatever plan is chosen for the others.
+    pub in_flight: &'a [MigrationObs],
+}
+
+/// A plan for the VMs waiting: what a rollout simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate {
+    /// `deadline`'s own plan: cumulative triage against the power-offs,
+    /// admission that fills the path, modes switched at the last safe
+    /// moment.
+    Planner,
+    /// A fixed configuration, as `static` runs it: VMs in `order`, at most
+    /// `window` in flight and `per_host` per source host, each with
+    /// `connections` and in `mode`.
+    Fixed {
+        order: Order,
+        window: usize,
+        per_host: usize,
+        connections: u32,
+        mode: Mode,
+    },
+}
+
+impl std::fmt::Display for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Candidate::Planner => f.write_str("deadline's own plan"),
+            Candidate::Fixed {
+                order,
+                window,
+                per_host,
+                connections,
+                mode,
+            } => {
+                let order = match order {
+                    Order::AsListed => "as listed",
+                    Order::SmallestFirst => "smallest first",
+                    Order::LargestFirst => "largest first",
+                    Order::Priority => "by priority",
+                    Order::Deadline => "earliest power-off first",
+                };
+                write!(f, "{order}, at most {window} in flight")?;
+                if per_host < usize::MAX {
+                    write!(f, " and {per_host} per host")?;
+                }
+                write!(f, ", {connections} connection(s), {mode:?}")
+            }
+        }
+    }
+}
+
+/// The WAN a rollout assumes from now on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Forecast {
+    pub wan: BitsPerSec,
+}
+
+/// What a rollout saved of the VMs waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Verdict {
+    pub priority_saved: u64,
+    pub vms_saved: usize,
+    /// When the last of them arrived, seconds from now (0 if none did).
+    pub finish_s: f64,
+}
+
+/// Simulates the rest of an evacuation for one candidate under one
+/// forecast. Implementations must be deterministic and must not plan with
+/// rollouts themselves.
+pub trait Rollout: Send + Sync {
+    fn evaluate(&self, situation: &Situation<'_>, candidate: Candidate, forecast: Forecast) -> Verdict;
+}
+
+/// The candidates a planner weighs, most telling first, so that a smaller
+/// compute budget keeps the first ones: its own plan, then `static` by
+/// priority and by deadline at 1, 2, 4 and 8 in flight (no per-host
+/// limit, then one per host), then the same with more connections, then
+/// offline from the start when the scenario migrates live.
+pub fn candidates(base_connections: u32, base_mode: Mode) -> Vec<Candidate> {
+    let mut all = vec![Candidate::Planner];
+    let more = (base_connections * 4).clamp(1, crate::admission::MAX_CHANNELS);
+    let connections: &[u32] = if more > base_connections {
+        &[base_connections, more][..]
+    } else {
+        &[base_connections][..]
+    };
+    let modes: &[Mode] = if base_mode == Mode::Live {
+        &[Mode::Live, Mode::Offline][..]
+    } else {
+        &[base_mode][..]
+    };
+    for &mode in modes {
+        for &connections in connections {
+            for per_host in [usize::MAX, 1] {
+                for order in [Order::Priority, Order::Deadline] {
+                    for window in [1, 2, 4, 8] {
+                        all.push(Candidate::Fixed {
+                            order,
+                            window,
+                            per_host,
+                            connections,
+                            mode,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+/// The rollouts one re-plan may run, counted in VMs simulated (a rollout of
+/// `n` VMs counts `n`): every candidate under three forecasts at the
+/// default fleet's 41 VMs, a handful at a few hundred, none (the planner's
+/// own plan alone) past 3,000. Measured per re-plan in docs/planner.md.
+pub const BUDGET_VMS: usize = 8_000;
+
+/// Of `candidates` and `forecasts`, how many candidates fit the budget with
+/// `vms` waiting or in flight (at least the planner itself, which costs no
+/// rollout when it is the only one).
+pub fn affordable(candidates: usize, forecasts: usize, vms: usize) -> usize {
+    let per_candidate = forecasts.max(1) * vms.max(1);
+    (BUDGET_VMS / per_candidate).clamp(1, candidates.max(1))
+}
+
+/// The best of `verdicts` (one list per candidate, one verdict per
+/// forecast): the most priority saved summed over the forecasts, then the
+/// most VMs, then the earliest finish under the first (likely) forecast;
+/// ties go to the earlier candidate, so the planner's own plan stands
+/// unless another is strictly better.
+pub fn best(verdicts: &[Vec<Verdict>]) -> usize {
+    let key = |v: &Vec<Verdict>| {
+        let priority: u64 = v.iter().map(|x| x.priority_saved).sum();
+        let vms: usize = v.iter().map(|x| x.vms_saved).sum();
+        let finish = v.first().map_or(0.0, |x| x.finish_s);
+        (priority, vms, finish)
+    };
+    let mut best = 0;
+    for (i, v) in verdicts.iter().enumerate().skip(1) {
+        let (p, n, f) = key(v);
+        let (bp, bn, bf) = key(&verdicts[best]);
+        if p > bp || (p == bp && (n > bn || (n == bn && f < bf - 1e-9))) {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(priority_saved: u64, vms_saved: usize, finish_s: f64) -> Verdict {
+        Verdict {
+            priority_saved,
+            vms_saved,
+            finish_s,
+        }
+    }
+
+    #[test]
+    fn the_best_saves_most_priority_over_the_forecasts_then_vms_then_time() {
+        // By hand: candidate 1 saves 10 + 2 = 12 priority, candidate 2
+        // 6 + 6 = 12 with more VMs (5 against 4): 2 wins; candidate 3 ties
+        // with 2 but finishes later under the likely forecast.
+        let verdicts = vec![
+            vec![verdict(5, 2, 10.0), verdict(5, 2, 10.0)],
+            vec![verdict(10, 3, 50.0), verdict(2, 1, 9.0)],
+            vec![verdict(6, 3, 40.0), verdict(6, 2, 9.0)],
+            vec![verdict(6, 3, 41.0), verdict(6, 2, 1.0)],
+        ];
+        assert_eq!(best(&verdicts), 2);
+        // A tie with the planner keeps the planner.
+        assert_eq!(best(&[vec![verdict(1, 1, 5.0)], vec![verdict(1, 1, 5.0)]]), 0);
+    }
+
+    #[test]
+    fn the_budget_keeps_the_first_candidates() {
+        // 8,000 / (3 × 41) = 65: all 65 fit; 8,000 / (3 × 300) = 8;
+        // 10,000 VMs: only the planner.
+        assert_eq!(affordable(65, 3, 41), 65);
+        assert_eq!(affordable(65, 3, 300), 8);
+        assert_eq!(affordable(65, 3, 10_000), 1);
+        let all = candidates(1, Mode::Live);
+        // The planner, then 2 connection counts × 2 per-host × 2 orders ×
+        // 4 windows, live and offline.
+        assert_eq!(all.len(), 1 + 2 * 2 * 2 * 2 * 4);
+        assert_eq!(all[0], Candidate::Planner);
+        assert_eq!(candidates(8, Mode::Offline).len(), 1 + 2 * 2 * 4);
+    }
+}
