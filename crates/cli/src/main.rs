@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use evac_controller::{Order, PolicyKind};
 use evac_scenario::Scenario;
 
@@ -25,7 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use output::{is_dash, say, Exit, Outputs};
 
 #[derive(Parser)]
-#[command(name = "evac", version, about, long_about = None)]
+#[command(name = "evac", version = env!("EVAC_VERSION"), about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,6 +123,18 @@ enum Command {
     Lab {
         #[command(subcommand)]
         command: lab::LabCommand,
+    },
+    /// Print a shell completion script to stdout, e.g. `evac completions
+    /// bash > /etc/bash_completion.d/evac`.
+    Completions {
+        /// bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout, e.g. `evac man | man -l -`;
+    /// with a command, that command's page (`evac man run`).
+    Man {
+        /// A command: simulate, sweep, run, plan, init, report, lab...
+        command: Option<String>,
     },
 }
 
@@ -225,7 +237,53 @@ fn dispatch(command: Command) -> Result<Exit> {
             label,
         } => report_cmd::report(&results, &label, &output).map(|()| Exit::Done),
         Command::Lab { command } => lab::dispatch(command).map(|()| Exit::Done),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "evac", &mut script);
+            write_stdout(&script).map(|()| Exit::Done)
+        }
+        Command::Man { command } => man_page(command.as_deref())
+            .and_then(|page| write_stdout(&page))
+            .map(|()| Exit::Done),
     }
+}
+
+/// The manual page of evac, or of one of its commands (`evac-run(1)`),
+/// generated from the same definition as `--help`.
+fn man_page(command: Option<&str>) -> Result<Vec<u8>> {
+    let evac = Cli::command();
+    let page = match command {
+        None => evac,
+        Some(name) => {
+            let Some(sub) = evac.find_subcommand(name) else {
+                let names: Vec<&str> = evac.get_subcommands().map(|c| c.get_name()).collect();
+                anyhow::bail!(
+                    "evac man: no command `{name}`; expected one of {}{}",
+                    names.join(", "),
+                    evac_model::suggest::did_you_mean(name, names.iter().copied())
+                );
+            };
+            // Titled evac-run(1), as git's pages are; used as `evac run`.
+            sub.clone()
+                .display_name(format!("evac-{name}"))
+                .bin_name(format!("evac {name}"))
+        }
+    };
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(page)
+        .source(concat!("evac ", env!("EVAC_VERSION")))
+        .render(&mut roff)
+        .context("rendering the manual page")?;
+    Ok(roff)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")
 }
 
 fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs) -> Result<Exit> {

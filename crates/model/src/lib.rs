@@ -14,9 +14,11 @@
 //!
 //! - [`validate`]: `validate()` on each of these types, the one wall every
 //!   loader calls (see its page for the bounds).
+//! - [`suggest`]: "did you mean" for a mistyped unit, policy or field.
 //!
 //! This crate does no I/O and knows nothing of TOML, QEMU or the simulator.
 
+pub mod suggest;
 pub mod units;
 pub mod validate;
 
