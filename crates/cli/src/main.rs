@@ -313,7 +313,7 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.network.wan_bandwidth,
         evac_model::format_duration(scenario.network.wan_rtt),
     ))?;
-    let result = if overrides.explain {
+    let mut result = if overrides.explain {
         let (result, explanations) = explain::simulate(&scenario);
         console.line(explanations.trim_end())?;
         result
@@ -325,6 +325,7 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
             &scenario.controller,
         )
     };
+    output::stamp(&mut result, &output::origin(path), Some(scenario.seed));
     let exit = output::finish(&result, &mut outputs, console);
     // The process ends right after: its exit frees a million VMs' records
     // and the fleet at once, where dropping them frees every name and

@@ -34,6 +34,7 @@ pub fn run(
             evac_qemu::Inventory::from_str_at(&output::read_stdin_input()?, Path::new("<stdin>"))?;
         return evacuate(
             Inventory::Qemu(inventory),
+            &output::origin(Some(path)),
             policy,
             quiet,
             resume,
@@ -45,11 +46,21 @@ pub fn run(
         BackendKind::Qemu => Inventory::Qemu(evac_qemu::Inventory::from_path(path)?),
         BackendKind::Libvirt => libvirt_inventory(path)?,
     };
-    evacuate(inventory, policy, quiet, resume, metrics, outputs)
+    evacuate(
+        inventory,
+        &output::origin(Some(path)),
+        policy,
+        quiet,
+        resume,
+        metrics,
+        outputs,
+    )
 }
 
+/// `origin` names the inventory in the result.
 fn evacuate(
     inventory: Inventory,
+    origin: &str,
     policy: Option<PolicyKind>,
     quiet: bool,
     resume: bool,
@@ -57,7 +68,7 @@ fn evacuate(
     mut outputs: output::Outputs,
 ) -> Result<Exit> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = runtime.block_on(async {
+    let mut result = runtime.block_on(async {
         let display = (!quiet).then(progress::Display::stderr);
         // Messages go above the bars, not through them.
         let log: Log = match &display {
@@ -121,6 +132,8 @@ fn evacuate(
         }
         output
     })?;
+    // An inventory has no seed: a real run draws nothing at random.
+    output::stamp(&mut result, origin, None);
     let console = outputs.summary_console();
     output::finish(&result, &mut outputs, console)
 }

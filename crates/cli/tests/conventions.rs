@@ -1,6 +1,7 @@
 //! The command-line conventions: `--version` with the commit, shell
-//! completions and manual pages generated from the CLI definition, and "did
-//! you mean" for a mistyped policy, order, unit or field.
+//! completions and manual pages generated from the CLI definition, "did you
+//! mean" for a mistyped policy, order, unit or field, and results that
+//! record which evac made them, from which scenario and seed.
 
 use std::process::{Command, Output};
 
@@ -269,4 +270,49 @@ fn a_mistyped_inventory_field_gets_the_closest_one() {
          `site`, `nic`, `memory`, `power_off_at`, `uri`, `peer_uri`, `migration_address`, `tls_name`; \
          did you mean `peer_uri`?\n"
     );
+}
+
+/// `--json` to stdout, parsed.
+fn result_json(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--json", "-"]);
+    let out = evac(&all);
+    assert!(
+        out.status.code().is_some_and(|c| c == 0 || c == 3),
+        "{}",
+        stderr(&out)
+    );
+    // Stdout holds the summary too when it is not the JSON's: here --json -
+    // takes stdout, so it is the JSON alone.
+    serde_json::from_slice(&out.stdout).expect("the JSON result")
+}
+
+#[test]
+fn a_result_records_evac_the_scenario_and_its_seed() {
+    // The embedded default is scenarios/default.toml; its seed read from the
+    // file by the toml crate, not by evac.
+    let default: toml::Table = toml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scenarios/default.toml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let result = result_json(&["simulate"]);
+    assert_eq!(result["evac_version"], version());
+    assert_eq!(result["scenario"], "default");
+    assert_eq!(result["seed"].as_i64(), default["seed"].as_integer());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.toml");
+    std::fs::write(
+        &path,
+        SCENARIO.replace("name = \"s\"\n", "name = \"s\"\nseed = 99\n"),
+    )
+    .unwrap();
+    let result = result_json(&["simulate", path.to_str().unwrap()]);
+    assert_eq!(result["evac_version"], version());
+    assert_eq!(result["scenario"], path.to_str().unwrap());
+    assert_eq!(result["seed"], 99);
 }
