@@ -56,10 +56,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         csv: Option<PathBuf>,
     },
-    /// Evacuate real QEMU VMs listed in an inventory; Ctrl-C cancels the
-    /// migrations in flight and leaves every VM running exactly once.
+    /// Evacuate the real VMs of an inventory: QEMU VMs over QMP, or the
+    /// domains of libvirt hosts (`backend = "libvirt"`, in an evac built
+    /// with the `libvirt` feature); Ctrl-C cancels the migrations in flight
+    /// and leaves every VM running exactly once.
     Run {
-        /// Inventory file (TOML): hosts, VMs and their QMP sockets.
+        /// Inventory file (TOML): hosts and VMs, with their QMP sockets
+        /// (QEMU) or their daemons' URIs (libvirt); `-` reads a QEMU
+        /// inventory from stdin.
         inventory: PathBuf,
         /// sequential, parallel, static, aimd-local, aimd-global or deadline.
         #[arg(long, value_parser = parse_with::<PolicyKind>)]
@@ -86,11 +90,13 @@ enum Command {
     Plan {
         /// Inventory file (TOML), as for `evac run`.
         inventory: PathBuf,
-        /// How long to sample each VM's dirty pages (whole seconds).
-        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        /// How long to sample each VM's dirty pages: a whole number of
+        /// seconds, at least 1 (QEMU counts them per second), e.g. `3s`.
+        #[arg(long, default_value = "2s", value_parser = parse_whole_seconds)]
         sample: std::time::Duration,
-        /// How long the second sample, for the working set, lasts.
-        #[arg(long, default_value = "8s", value_parser = parse_duration_arg)]
+        /// How long the second sample, for the working set, lasts: whole
+        /// seconds (a value shorter than `--sample` is raised to it).
+        #[arg(long, default_value = "8s", value_parser = parse_whole_seconds)]
         working_set_sample: std::time::Duration,
         /// Write the equivalent scenario (for `evac simulate`).
         #[arg(long, value_name = "FILE")]
@@ -180,6 +186,18 @@ impl OutputArgs {
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     evac_model::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// A duration of whole seconds, at least one: what QEMU's dirty-rate
+/// sampling takes (`500ms` or `2.5s` would be silently rounded otherwise).
+fn parse_whole_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration_arg(text)?;
+    if duration.subsec_nanos() != 0 || duration.is_zero() {
+        return Err(format!(
+            "`{text}` is not a whole number of seconds, at least 1 (QEMU samples dirty pages per second), e.g. `2s`"
+        ));
+    }
+    Ok(duration)
 }
 
 fn parse_with<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, String> {

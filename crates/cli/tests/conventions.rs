@@ -316,3 +316,28 @@ fn a_result_records_evac_the_scenario_and_its_seed() {
     assert_eq!(result["scenario"], path.to_str().unwrap());
     assert_eq!(result["seed"], 99);
 }
+
+#[test]
+fn plan_samples_whole_seconds_and_says_so() {
+    for bad in ["500ms", "2.5 s", "0 s"] {
+        let out = evac(&["plan", "inventory.toml", "--sample", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert_eq!(
+            first_line(&out),
+            format!(
+                "error: invalid value '{bad}' for '--sample <SAMPLE>': `{bad}` is not a whole number of \
+                 seconds, at least 1 (QEMU samples dirty pages per second), e.g. `2s`"
+            )
+        );
+    }
+    let help = stdout(&evac(&["plan", "--help"]));
+    assert!(help.contains("a whole number of seconds"), "{help}");
+    assert!(!help.contains("(whole seconds)"), "{help}");
+}
+
+#[test]
+fn run_help_speaks_of_both_backends() {
+    let help = stdout(&evac(&["run", "--help"]));
+    assert!(help.contains("QEMU VMs over QMP"), "{help}");
+    assert!(help.contains("backend = \"libvirt\""), "{help}");
+}
