@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use evac_controller::{Order, PolicyKind};
 use evac_scenario::Scenario;
 
@@ -25,7 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use output::{is_dash, say, Exit, Outputs};
 
 #[derive(Parser)]
-#[command(name = "evac", version, about, long_about = None)]
+#[command(name = "evac", version = env!("EVAC_VERSION"), about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,10 +56,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         csv: Option<PathBuf>,
     },
-    /// Evacuate real QEMU VMs listed in an inventory; Ctrl-C cancels the
-    /// migrations in flight and leaves every VM running exactly once.
+    /// Evacuate the real VMs of an inventory: QEMU VMs over QMP, or the
+    /// domains of libvirt hosts (`backend = "libvirt"`, in an evac built
+    /// with the `libvirt` feature); Ctrl-C cancels the migrations in flight
+    /// and leaves every VM running exactly once.
     Run {
-        /// Inventory file (TOML): hosts, VMs and their QMP sockets.
+        /// Inventory file (TOML): hosts and VMs, with their QMP sockets
+        /// (QEMU) or their daemons' URIs (libvirt); `-` reads a QEMU
+        /// inventory from stdin.
         inventory: PathBuf,
         /// sequential, parallel, static, aimd-local, aimd-global or deadline.
         #[arg(long, value_parser = parse_with::<PolicyKind>)]
@@ -86,11 +90,13 @@ enum Command {
     Plan {
         /// Inventory file (TOML), as for `evac run`.
         inventory: PathBuf,
-        /// How long to sample each VM's dirty pages (whole seconds).
-        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        /// How long to sample each VM's dirty pages: a whole number of
+        /// seconds, at least 1 (QEMU counts them per second), e.g. `3s`.
+        #[arg(long, default_value = "2s", value_parser = parse_whole_seconds)]
         sample: std::time::Duration,
-        /// How long the second sample, for the working set, lasts.
-        #[arg(long, default_value = "8s", value_parser = parse_duration_arg)]
+        /// How long the second sample, for the working set, lasts: whole
+        /// seconds (a value shorter than `--sample` is raised to it).
+        #[arg(long, default_value = "8s", value_parser = parse_whole_seconds)]
         working_set_sample: std::time::Duration,
         /// Write the equivalent scenario (for `evac simulate`).
         #[arg(long, value_name = "FILE")]
@@ -123,6 +129,18 @@ enum Command {
     Lab {
         #[command(subcommand)]
         command: lab::LabCommand,
+    },
+    /// Print a shell completion script to stdout, e.g. `evac completions
+    /// bash > /etc/bash_completion.d/evac`.
+    Completions {
+        /// bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout, e.g. `evac man | man -l -`;
+    /// with a command, that command's page (`evac man run`).
+    Man {
+        /// A command: simulate, sweep, run, plan, init, report, lab...
+        command: Option<String>,
     },
 }
 
@@ -168,6 +186,18 @@ impl OutputArgs {
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     evac_model::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// A duration of whole seconds, at least one: what QEMU's dirty-rate
+/// sampling takes (`500ms` or `2.5s` would be silently rounded otherwise).
+fn parse_whole_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration_arg(text)?;
+    if duration.subsec_nanos() != 0 || duration.is_zero() {
+        return Err(format!(
+            "`{text}` is not a whole number of seconds, at least 1 (QEMU samples dirty pages per second), e.g. `2s`"
+        ));
+    }
+    Ok(duration)
 }
 
 fn parse_with<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, String> {
@@ -225,7 +255,53 @@ fn dispatch(command: Command) -> Result<Exit> {
             label,
         } => report_cmd::report(&results, &label, &output).map(|()| Exit::Done),
         Command::Lab { command } => lab::dispatch(command).map(|()| Exit::Done),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "evac", &mut script);
+            write_stdout(&script).map(|()| Exit::Done)
+        }
+        Command::Man { command } => man_page(command.as_deref())
+            .and_then(|page| write_stdout(&page))
+            .map(|()| Exit::Done),
     }
+}
+
+/// The manual page of evac, or of one of its commands (`evac-run(1)`),
+/// generated from the same definition as `--help`.
+fn man_page(command: Option<&str>) -> Result<Vec<u8>> {
+    let evac = Cli::command();
+    let page = match command {
+        None => evac,
+        Some(name) => {
+            let Some(sub) = evac.find_subcommand(name) else {
+                let names: Vec<&str> = evac.get_subcommands().map(|c| c.get_name()).collect();
+                anyhow::bail!(
+                    "evac man: no command `{name}`; expected one of {}{}",
+                    names.join(", "),
+                    evac_model::suggest::did_you_mean(name, names.iter().copied())
+                );
+            };
+            // Titled evac-run(1), as git's pages are; used as `evac run`.
+            sub.clone()
+                .display_name(format!("evac-{name}"))
+                .bin_name(format!("evac {name}"))
+        }
+    };
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(page)
+        .source(concat!("evac ", env!("EVAC_VERSION")))
+        .render(&mut roff)
+        .context("rendering the manual page")?;
+    Ok(roff)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")
 }
 
 fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs) -> Result<Exit> {
@@ -255,7 +331,7 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
         scenario.network.wan_bandwidth,
         evac_model::format_duration(scenario.network.wan_rtt),
     ))?;
-    let result = if overrides.explain {
+    let mut result = if overrides.explain {
         let (result, explanations) = explain::simulate(&scenario);
         console.line(explanations.trim_end())?;
         result
@@ -267,6 +343,7 @@ fn simulate(path: Option<&Path>, overrides: &ControllerArgs, output: &OutputArgs
             &scenario.controller,
         )
     };
+    output::stamp(&mut result, &output::origin(path), Some(scenario.seed));
     let exit = output::finish(&result, &mut outputs, console);
     // The process ends right after: its exit frees a million VMs' records
     // and the fleet at once, where dropping them frees every name and

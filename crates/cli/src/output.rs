@@ -269,6 +269,24 @@ pub fn say(text: &str) {
 /// Prints the summary of an evacuation, writes its result into every
 /// output, and says how to exit: the result files are written even when the
 /// summary could not be printed.
+/// Records in a result what only the binary knows: which evac made it,
+/// from which file (`origin`), with which seed.
+pub fn stamp(result: &mut RunResult, origin: &str, seed: Option<u64>) {
+    result.evac_version = Some(env!("EVAC_VERSION").to_owned());
+    result.scenario = Some(origin.to_owned());
+    result.seed = seed;
+}
+
+/// How a result names its input: the file as given, `<stdin>` for `-`, or
+/// `default` for the embedded default scenario.
+pub fn origin(path: Option<&Path>) -> String {
+    match path {
+        None => "default".to_owned(),
+        Some(path) if is_dash(path) => "<stdin>".to_owned(),
+        Some(path) => path.display().to_string(),
+    }
+}
+
 pub fn finish(result: &RunResult, outputs: &mut Outputs, mut console: Console) -> Result<Exit> {
     let printed = console.line(&evac_report::summary::render_text(result));
     outputs.write_all(

@@ -14,6 +14,7 @@ use crate::{progress, OutputArgs};
 /// An inventory of either backend.
 enum Inventory {
     Qemu(evac_qemu::Inventory),
+    #[cfg(feature = "libvirt")]
     Libvirt(evac_libvirt::Inventory),
 }
 
@@ -33,6 +34,7 @@ pub fn run(
             evac_qemu::Inventory::from_str_at(&output::read_stdin_input()?, Path::new("<stdin>"))?;
         return evacuate(
             Inventory::Qemu(inventory),
+            &output::origin(Some(path)),
             policy,
             quiet,
             resume,
@@ -42,13 +44,23 @@ pub fn run(
     }
     let inventory = match backend_of(path) {
         BackendKind::Qemu => Inventory::Qemu(evac_qemu::Inventory::from_path(path)?),
-        BackendKind::Libvirt => Inventory::Libvirt(evac_libvirt::Inventory::from_path(path)?),
+        BackendKind::Libvirt => libvirt_inventory(path)?,
     };
-    evacuate(inventory, policy, quiet, resume, metrics, outputs)
+    evacuate(
+        inventory,
+        &output::origin(Some(path)),
+        policy,
+        quiet,
+        resume,
+        metrics,
+        outputs,
+    )
 }
 
+/// `origin` names the inventory in the result.
 fn evacuate(
     inventory: Inventory,
+    origin: &str,
     policy: Option<PolicyKind>,
     quiet: bool,
     resume: bool,
@@ -56,7 +68,7 @@ fn evacuate(
     mut outputs: output::Outputs,
 ) -> Result<Exit> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = runtime.block_on(async {
+    let mut result = runtime.block_on(async {
         let display = (!quiet).then(progress::Display::stderr);
         // Messages go above the bars, not through them.
         let log: Log = match &display {
@@ -107,6 +119,7 @@ fn evacuate(
             Inventory::Qemu(inventory) => evac_qemu::run_with_options(inventory, options, ctrl_c)
                 .await
                 .map(|o| o.result),
+            #[cfg(feature = "libvirt")]
             Inventory::Libvirt(inventory) => evac_libvirt::run_with_options(inventory, options, ctrl_c)
                 .await
                 .map(|o| o.result),
@@ -119,9 +132,38 @@ fn evacuate(
         }
         output
     })?;
+    // An inventory has no seed: a real run draws nothing at random.
+    output::stamp(&mut result, origin, None);
     let console = outputs.summary_console();
     output::finish(&result, &mut outputs, console)
 }
+
+#[cfg(feature = "libvirt")]
+fn libvirt_inventory(path: &Path) -> Result<Inventory> {
+    Ok(Inventory::Libvirt(evac_libvirt::Inventory::from_path(path)?))
+}
+
+/// A build without the `libvirt` feature (the default: it needs libvirt-dev
+/// and links libvirt) still reads and checks the file, so its own errors
+/// come first, then says in one line how to get a build that runs it.
+#[cfg(not(feature = "libvirt"))]
+fn libvirt_inventory(path: &Path) -> Result<Inventory> {
+    evac_libvirt::Inventory::from_path(path)?;
+    // The line of the top-level `backend` key (before any table), which
+    // this build cannot honour.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let line = text
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| l.trim_start().starts_with("backend"))
+        .map_or(String::new(), |i| format!(":{}", i + 1));
+    anyhow::bail!("{}{line}: {NO_LIBVIRT}", path.display())
+}
+
+/// What a build without libvirt support says to a libvirt inventory.
+#[cfg(not(feature = "libvirt"))]
+const NO_LIBVIRT: &str = "backend = \"libvirt\" needs an evac built with libvirt support: \
+     cargo install --path crates/cli --features libvirt (needs libvirt-dev and pkg-config; docs/libvirt.md)";
 
 /// The inventory's top-level `backend`. A file that does not parse is
 /// taken as QEMU's: its loader reports the error with file, line and field.

@@ -46,3 +46,54 @@ fn an_unknown_backend_names_the_line_and_the_field() {
         "{stderr}"
     );
 }
+
+/// A libvirt inventory that the libvirt loader accepts; its daemons'
+/// sockets do not exist, so a build with libvirt fails fast connecting.
+const LIBVIRT_VALID: &str = r#"name = "dc1-to-dc2"
+backend = "libvirt"
+[[host]]
+name = "a1"
+site = "source"
+nic = "10 Gbps"
+uri = "qemu:///system?socket=/nonexistent/evac-test/a1.sock"
+[[host]]
+name = "b1"
+site = "destination"
+nic = "10 Gbps"
+uri = "qemu:///system?socket=/nonexistent/evac-test/b1.sock"
+migration_address = "10.77.0.2"
+"#;
+
+#[cfg(not(feature = "libvirt"))]
+#[test]
+fn a_build_without_libvirt_refuses_a_libvirt_inventory_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(&path, LIBVIRT_VALID).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+        .args(["run", "--quiet", path.to_str().unwrap()])
+        .output()
+        .expect("evac runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: {}:2: backend = \"libvirt\" needs an evac built with libvirt support: \
+             cargo install --path crates/cli --features libvirt \
+             (needs libvirt-dev and pkg-config; docs/libvirt.md)\n",
+            path.display()
+        )
+    );
+}
+
+#[cfg(feature = "libvirt")]
+#[test]
+fn a_build_with_libvirt_runs_a_libvirt_inventory() {
+    let (ok, stderr) = run_inventory(LIBVIRT_VALID);
+    assert!(!ok, "{stderr}");
+    // It got as far as connecting to the first daemon.
+    assert!(
+        !stderr.contains("built with libvirt support") && stderr.contains("a1.sock"),
+        "{stderr}"
+    );
+}

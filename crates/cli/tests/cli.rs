@@ -209,6 +209,15 @@ fn run_migrates_real_vms_and_writes_the_same_json() {
     let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(result["policy"], "aimd-global");
     assert_eq!(result["migrated"], 2, "{result}");
+    // What made it: this evac, this inventory, no seed (nothing random).
+    assert_eq!(result["scenario"], inventory.to_str().unwrap());
+    assert!(result["seed"].is_null(), "{result}");
+    assert!(
+        result["evac_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION"))),
+        "{result}"
+    );
     for (record, vm) in result["vms"].as_array().unwrap().iter().zip(&vms) {
         assert_eq!(record["outcome"], "migrated");
         assert!(record["bytes_sent"].as_u64().unwrap() >= vm.mib << 20);

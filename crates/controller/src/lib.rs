@@ -287,7 +287,11 @@ impl std::str::FromStr for Order {
             "priority" => Ok(Order::Priority),
             "deadline" => Ok(Order::Deadline),
             _ => Err(format!(
-                "unknown order `{text}`; expected as-listed, smallest-first, largest-first, priority or deadline"
+                "unknown order `{text}`; expected as-listed, smallest-first, largest-first, priority or deadline{}",
+                evac_model::suggest::did_you_mean(
+                    text,
+                    ["as-listed", "smallest-first", "largest-first", "priority", "deadline"]
+                )
             )),
         }
     }

@@ -125,7 +125,11 @@ impl std::str::FromStr for PolicyKind {
     fn from_str(text: &str) -> Result<Self, String> {
         Self::ALL.into_iter().find(|p| p.as_str() == text).ok_or_else(|| {
             let names: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
-            format!("unknown policy `{text}`; expected one of {}", names.join(", "))
+            format!(
+                "unknown policy `{text}`; expected one of {}{}",
+                names.join(", "),
+                evac_model::suggest::did_you_mean(text, names.iter().copied())
+            )
         })
     }
 }

@@ -2,8 +2,8 @@
 //! (two libvirtd daemons in namespaces, a tbf-shaped link).
 //!
 //! ```text
-//! cargo run --release -p evac-libvirt --example figures -- [RATES_MBIT] [RAM_MIB] [REPEATS]
-//! cargo run --release -p evac-libvirt --example figures -- 200,400 32,64,128 2
+//! cargo run --release -p evac-libvirt --features native --example figures -- [RATES_MBIT] [RAM_MIB] [REPEATS]
+//! cargo run --release -p evac-libvirt --features native --example figures -- 200,400 32,64,128 2
 //! ```
 //!
 //! Prints a Markdown table, per case the medians of: the wall time of one

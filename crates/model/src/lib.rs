@@ -14,9 +14,11 @@
 //!
 //! - [`validate`]: `validate()` on each of these types, the one wall every
 //!   loader calls (see its page for the bounds).
+//! - [`suggest`]: "did you mean" for a mistyped unit, policy or field.
 //!
 //! This crate does no I/O and knows nothing of TOML, QEMU or the simulator.
 
+pub mod suggest;
 pub mod units;
 pub mod validate;
 
@@ -229,7 +231,8 @@ pub struct MigrationParams {
     /// A fixed cost of every migration before its first byte moves: the
     /// destination QEMU starting, the QMP handshakes, the first dirty-bitmap
     /// sync. The model's, not the backend's (QEMU takes what it takes); 0 is
-    /// the ideal model, the lab measured about 0.3 s (docs/lab.md).
+    /// the ideal model, the lab calibrated 30 ms together with `ramp_rtts` =
+    /// 12 (docs/lab.md).
     #[serde(with = "units::human_duration")]
     pub setup_time: Duration,
     /// Round trips of the WAN every migration loses while its TCP

@@ -19,10 +19,19 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a piece of text is not a quantity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not {expected}")]
+#[error("`{text}` is not {expected}{}", did_you_mean(.suggestion))]
 pub struct ParseError {
     text: String,
     expected: &'static str,
+    /// The text with the closest known unit, when the unit was a typo
+    /// (`10 Gbsp`: `10 Gbps`).
+    suggestion: Option<String>,
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map_or_else(String::new, |s| format!("; did you mean `{s}`?"))
 }
 
 impl ParseError {
@@ -30,6 +39,7 @@ impl ParseError {
         Self {
             text: text.to_owned(),
             expected,
+            suggestion: None,
         }
     }
 }
@@ -101,16 +111,19 @@ fn parse_scaled(
         .iter()
         .find(|(name, _)| *name == unit)
         .map(|(_, scale)| *scale)
-        .ok_or_else(|| ParseError::new(text, expected))?;
+        .ok_or_else(|| ParseError {
+            suggestion: crate::suggest::closest(unit, units.iter().map(|(name, _)| *name)).map(|name| {
+                let number = text.trim();
+                format!("{} {name}", number[..number.len() - unit.len()].trim_end())
+            }),
+            ..ParseError::new(text, expected)
+        })?;
     if !value.is_finite() || value < 0.0 {
         return Err(ParseError::new(text, expected));
     }
     let scaled = value * scale;
     if scaled != 0.0 && !(scaled >= range.least * (1.0 - 1e-9) && scaled <= range.most) {
-        return Err(ParseError {
-            text: text.to_owned(),
-            expected: range.describe,
-        });
+        return Err(ParseError::new(text, range.describe));
     }
     Ok(scaled)
 }
@@ -499,7 +512,42 @@ pub mod human_duration {
 
 #[cfg(test)]
 mod tests {
-    use super::Bytes;
+    use super::{parse_duration, BitsPerSec, Bytes, BytesPerSec};
+
+    #[test]
+    fn a_mistyped_unit_gets_the_closest_one() {
+        fn err<T: std::fmt::Debug>(r: Result<T, super::ParseError>) -> String {
+            r.unwrap_err().to_string()
+        }
+        assert_eq!(
+            err("10 Gbsp".parse::<BitsPerSec>()),
+            "`10 Gbsp` is not a bit rate like \"1 Gbps\" (units: bps Kbps Mbps Gbps Tbps); \
+             did you mean `10 Gbps`?"
+        );
+        assert_eq!(
+            err("4 gib".parse::<Bytes>()),
+            "`4 gib` is not a size like \"4 GiB\" (units: B KB MB GB TB KiB MiB GiB TiB); \
+             did you mean `4 GiB`?"
+        );
+        assert_eq!(
+            err("20MiB/sec".parse::<BytesPerSec>()),
+            "`20MiB/sec` is not a byte rate like \"20 MB/s\" (units: B/s KB/s MB/s GB/s KiB/s MiB/s GiB/s); \
+             did you mean `20 MiB/s`?"
+        );
+        assert_eq!(
+            err(parse_duration(" 15 mins ")),
+            "` 15 mins ` is not a duration like \"300 ms\" (units: us ms s min h); did you mean `15 min`?"
+        );
+        // No unit close enough: no suggestion.
+        assert_eq!(
+            err(parse_duration("5 m")),
+            "`5 m` is not a duration like \"300 ms\" (units: us ms s min h)"
+        );
+        assert_eq!(
+            err("4 GB/s".parse::<Bytes>()),
+            "`4 GB/s` is not a size like \"4 GiB\" (units: B KB MB GB TB KiB MiB GiB TiB)"
+        );
+    }
 
     #[test]
     fn from_f64_rounds_as_f64_round_does() {

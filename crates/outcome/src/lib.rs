@@ -216,6 +216,19 @@ pub struct FailedAttempt {
 /// The result of one evacuation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
+    /// The evac that produced it, with its git commit (`"0.1.0 (abc1234)"`);
+    /// set by the `evac` binary, `null` from library callers and absent in
+    /// results older than the field (read as `null`).
+    #[serde(default)]
+    pub evac_version: Option<String>,
+    /// What was evacuated: the scenario or inventory file as given to
+    /// `evac`, `"<stdin>"`, or `"default"` for the embedded default.
+    #[serde(default)]
+    pub scenario: Option<String>,
+    /// The scenario's `seed` (it drives its generated VMs); `null` for a
+    /// real run, whose inventory has none.
+    #[serde(default)]
+    pub seed: Option<u64>,
     pub policy: String,
     pub total_time_s: Option<f64>,
     pub mean_migration_time_s: Option<f64>,
@@ -309,6 +322,10 @@ impl RunResult {
             .map(|i| u64::from(fleet.vms[i].priority))
             .sum();
         Self {
+            // What only the caller knows (the binary fills them in).
+            evac_version: None,
+            scenario: None,
+            seed: None,
             policy: policy.to_owned(),
             total_time_s: total_time,
             mean_migration_time_s: mean_migration,

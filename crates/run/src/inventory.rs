@@ -74,9 +74,12 @@ pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, Inventor
             line,
             column,
             message: if field == "." {
-                e.message().to_owned()
+                evac_model::suggest::serde_message(e.message())
             } else {
-                format!("field `{field}`: {}", e.message())
+                format!(
+                    "field `{field}`: {}",
+                    evac_model::suggest::serde_message(e.message())
+                )
             },
         }
     })

@@ -28,12 +28,13 @@
 //!                                  # before the first point the WAN has wan_bandwidth
 //!
 //! [migration]                      # optional, as is each field; the values shown are the defaults
-//! mode = "live"                    # live (precopy) | offline
+//! mode = "live"                    # live (precopy) | offline | postcopy
 //! downtime_limit = "300 ms"
 //! max_rounds = 30                  # then forced stop-and-copy
 //! multifd_channels = 1             # parallel TCP connections per migration
 //! max_bandwidth = "unlimited"      # per-migration cap, like QEMU's max-bandwidth
 //! auto_converge = false
+//! allow_postcopy = false           # a policy (deadline) may switch a late precopy to postcopy
 //! setup_time = "0 s"               # fixed cost of each migration before its first byte (model only;
 //!                                  # calibrated in the lab at 30 ms: docs/lab.md)
 //! ramp_rtts = 0                    # WAN round trips each migration loses to TCP ramp-up, added to

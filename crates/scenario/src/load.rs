@@ -33,7 +33,7 @@ pub(crate) fn load(text: &str, origin: &str) -> Result<Scenario, ScenarioError> 
                     line: error.span().map(|span| line_at(text, span.start)),
                 },
                 field: locator.describe(&path),
-                message: one_line(error.message()),
+                message: evac_model::suggest::serde_message(&one_line(error.message())),
             }
         })?;
     Checker {

@@ -269,7 +269,7 @@ impl Grid {
         let mut raw: RawGrid = toml::from_str(text).map_err(|e| GridError::Invalid {
             at: e.span().map_or_else(|| origin.to_owned(), |s| at(s.start)),
             key: None,
-            message: e.message().trim().to_owned(),
+            message: evac_model::suggest::serde_message(e.message().trim()),
         })?;
         raw.repeat_seeds_at = raw.repeat_seeds.as_ref().map(|s| s.span().start);
         let (base, base_text, base_origin) = match &raw.base {
@@ -325,7 +325,11 @@ impl Grid {
                 return Err(GridError::Invalid {
                     at: key_at,
                     key: Some(format!("factor `{name}`")),
-                    message: format!("unknown factor; expected one of {}", FACTORS.join(", ")),
+                    message: format!(
+                        "unknown factor; expected one of {}{}",
+                        FACTORS.join(", "),
+                        evac_model::suggest::did_you_mean(name, FACTORS.iter().copied())
+                    ),
                 });
             }
             if values.get_ref().is_empty() {

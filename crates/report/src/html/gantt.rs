@@ -322,6 +322,9 @@ mod tests {
             }],
         };
         RunResult {
+            evac_version: None,
+            scenario: None,
+            seed: None,
             policy: "p".into(),
             total_time_s: Some(20.0),
             mean_migration_time_s: Some(10.0),
