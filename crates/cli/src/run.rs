@@ -89,6 +89,10 @@ fn evacuate(
             policy,
             resume,
             log: Some(log),
+            // `deadline` plans by simulation, as in `evac simulate`.
+            plan_with: Some(Arc::new(|network, params, config| {
+                Arc::new(evac_sim::rollout::SimRollout::new(network, params, config))
+            })),
             ..Default::default()
         };
         // One progress channel for the display and the metrics alike.

@@ -128,7 +128,20 @@ pub struct RunOptions {
     /// [`journal::prepare`]) instead of starting afresh; only [`run`]
     /// resumes (it tells the controller what the journal says).
     pub replay: Option<journal::Replay>,
+    /// Lets `deadline` plan by simulating candidate plans (see
+    /// `evac_controller::rollout`): builds the simulator it asks from the
+    /// run's WAN, parameters and settings. The run loop does not know the
+    /// simulator (it sits above this crate); the CLI hands it in, so a real
+    /// run decides as `evac simulate` does.
+    pub plan_with: Option<RolloutFactory>,
 }
+
+/// See [`RunOptions::plan_with`].
+pub type RolloutFactory = std::sync::Arc<
+    dyn Fn(&evac_model::Network, MigrationParams, &ControllerConfig) -> std::sync::Arc<dyn evac_controller::rollout::Rollout>
+        + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,6 +152,7 @@ impl std::fmt::Debug for RunOptions {
             .field("journal", &self.journal)
             .field("stall_after", &self.stall_after)
             .field("replay", &self.replay.is_some())
+            .field("plan_with", &self.plan_with.is_some())
             .finish()
     }
 }
@@ -172,6 +186,9 @@ pub async fn run<B: Backend>(
     // `[network]` the cap is unknown and learnt from measurements.
     let network = backend.network();
     let mut controller = Evacuation::with_network(backend.fleet().clone(), &network, params, config.clone());
+    if let Some(factory) = &options.plan_with {
+        controller = controller.planning_with(factory(&network, params, &config));
+    }
     if let Some(replay) = &options.replay {
         seed(&mut controller, backend.fleet(), replay);
     }
