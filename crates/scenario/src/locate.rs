@@ -109,6 +109,24 @@ impl<'de> Visitor<'de> for NodeVisitor {
 pub struct Locator<'a> {
     text: &'a str,
     root: Node,
+    /// Tables of one array kept out of `root` (a scenario's `[[vm]]`s, see
+    /// `crate::split`): only where each is in `text`, each read again when
+    /// a refusal needs to find something in it.
+    apart: Option<Apart>,
+}
+
+#[derive(Debug)]
+struct Apart {
+    array: String,
+    tables: Vec<Range<usize>>,
+}
+
+/// What a path leads to: the span of the value (or of the nearest enclosing
+/// value the file writes) and, when the path ends at a string, its text.
+#[derive(Default)]
+struct Found {
+    span: Option<Range<usize>>,
+    text: Option<String>,
 }
 
 impl<'a> Locator<'a> {
@@ -118,25 +136,85 @@ impl<'a> Locator<'a> {
         Ok(Self {
             text,
             root: Node::Table(table),
+            apart: None,
         })
+    }
+
+    /// Reads `rest`, the text with the `[[array]]` tables at `tables`
+    /// blanked (same length and lines as `text`); those tables are located
+    /// in `text` when asked about. Fails only when `rest` is not TOML, and
+    /// then hands `tables` back.
+    pub(crate) fn parse_apart(
+        text: &'a str,
+        rest: &str,
+        array: &str,
+        tables: Vec<Range<usize>>,
+    ) -> Result<Self, (toml::de::Error, Vec<Range<usize>>)> {
+        let table: BTreeMap<String, Spanned<Node>> = match toml::from_str(rest) {
+            Ok(table) => table,
+            Err(error) => return Err((error, tables)),
+        };
+        Ok(Self {
+            text,
+            root: Node::Table(table),
+            apart: Some(Apart {
+                array: array.to_owned(),
+                tables,
+            }),
+        })
+    }
+
+    /// Where the `index`th table of `array` starts: for a table kept apart,
+    /// without reading it again.
+    pub(crate) fn entry_offset(&self, array: &str, index: usize) -> Option<usize> {
+        match &self.apart {
+            Some(apart) if apart.array == array => apart.tables.get(index).map(|table| table.start),
+            _ => self.offset(&FieldPath::entry(array, index)),
+        }
+    }
+
+    /// Where the tables kept apart are, in order (none when none are).
+    pub(crate) fn tables_apart(&self) -> &[Range<usize>] {
+        self.apart.as_ref().map_or(&[], |apart| &apart.tables)
+    }
+
+    /// Follows `path`, into a table kept apart when it leads there.
+    fn find(&self, path: &FieldPath) -> Found {
+        let Some(apart) = &self.apart else {
+            return walk(&self.root, &path.0);
+        };
+        let (index, tail) = match path.0.as_slice() {
+            [Step::Key(key), Step::Index(index), tail @ ..] if *key == apart.array => (*index, tail),
+            // The array itself: where its first table is.
+            [Step::Key(key)] if *key == apart.array => (0, &[][..]),
+            _ => return walk(&self.root, &path.0),
+        };
+        let Some(range) = apart.tables.get(index) else {
+            return Found::default();
+        };
+        // The table alone is a document whose `array` has one entry; its
+        // spans are counted from the table's start.
+        let Ok(table) = toml::from_str::<BTreeMap<String, Spanned<Node>>>(&self.text[range.clone()]) else {
+            return Found::default();
+        };
+        let mut steps = vec![Step::Key(apart.array.clone())];
+        if path.0.len() > 1 {
+            steps.push(Step::Index(0));
+            steps.extend(tail.iter().cloned());
+        }
+        let found = walk(&Node::Table(table), &steps);
+        Found {
+            span: found
+                .span
+                .map(|span| span.start + range.start..span.end + range.start),
+            text: found.text,
+        }
     }
 
     /// The span of the value at `path` or, when the file does not write it
     /// (a default), of the nearest enclosing value it does write.
     fn span(&self, path: &FieldPath) -> Option<Range<usize>> {
-        let mut node = &self.root;
-        let mut span = None;
-        for step in &path.0 {
-            let next = match (node, step) {
-                (Node::Table(table), Step::Key(key)) => table.get(key),
-                (Node::Array(items), Step::Index(index)) => items.get(*index),
-                _ => None,
-            };
-            let Some(next) = next else { break };
-            span = Some(next.span());
-            node = next.get_ref();
-        }
-        span
+        self.find(path).span
     }
 
     /// Where the value at `path` starts, in bytes; see [`Locator::span`].
@@ -150,19 +228,8 @@ impl<'a> Locator<'a> {
     }
 
     /// The string written exactly at `path`, if there is one.
-    fn text_at(&self, path: &FieldPath) -> Option<&str> {
-        let mut node = &self.root;
-        for step in &path.0 {
-            node = match (node, step) {
-                (Node::Table(table), Step::Key(key)) => table.get(key)?.get_ref(),
-                (Node::Array(items), Step::Index(index)) => items.get(*index)?.get_ref(),
-                _ => return None,
-            };
-        }
-        match node {
-            Node::Text(text) => Some(text),
-            _ => None,
-        }
+    fn text_at(&self, path: &FieldPath) -> Option<String> {
+        self.find(path).text
     }
 
     /// How a reader finds `path` in the file: ``field `memory` of [[vm]] "web-1"``,
@@ -226,6 +293,34 @@ pub fn place(text: &str, invalid: &evac_model::Invalid) -> (usize, String) {
         None => invalid.message.clone(),
     };
     (line, message)
+}
+
+/// Whether `text` reads as [`Locator::parse`] reads it, for a part of a
+/// text read apart: what it refuses is the text's syntax error.
+pub(crate) fn check_syntax(text: &str) -> Result<(), toml::de::Error> {
+    toml::from_str::<BTreeMap<String, Spanned<Node>>>(text).map(drop)
+}
+
+/// Follows `steps` from `node` as far as the document goes.
+fn walk(mut node: &Node, steps: &[Step]) -> Found {
+    let mut span = None;
+    for step in steps {
+        let next = match (node, step) {
+            (Node::Table(table), Step::Key(key)) => table.get(key),
+            (Node::Array(items), Step::Index(index)) => items.get(*index),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return Found { span, text: None };
+        };
+        span = Some(next.span());
+        node = next.get_ref();
+    }
+    let text = match node {
+        Node::Text(text) => Some(text.clone()),
+        _ => None,
+    };
+    Found { span, text }
 }
 
 /// The 1-based line of the byte at `offset`.
