@@ -56,7 +56,10 @@ fn read_apart<'t>(
     // The file's first syntax error, by (stage, offset): see `NotToml`.
     let mut not_toml: Option<NotToml> = None;
     let mut note = |found: NotToml| {
-        if not_toml.as_ref().map_or(true, |first| found.rank() < first.rank()) {
+        if not_toml
+            .as_ref()
+            .map_or(true, |first| found.rank() < first.rank())
+        {
             not_toml = Some(found);
         }
     };
