@@ -66,7 +66,7 @@ use evac_outcome::RunResult;
 use tokio::sync::watch;
 
 pub use backend::{Backend, Completion, Failure, Migration, Observed, Progress, StartRequest, Wake};
-pub use progress::{FlightProgress, RunProgress};
+pub use progress::{FlightProgress, HostProgress, RunProgress};
 
 /// How long one [`Migration::observe`] (or [`Backend::host_tx`]) may take
 /// before the loop goes on without its answer.
