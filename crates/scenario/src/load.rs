@@ -810,6 +810,25 @@ mod tests {
         lines.join("\n") + "\n"
     }
 
+    #[test]
+    fn a_sub_table_before_its_table_is_read() {
+        // Refused as "not valid TOML" before the locator read toml_edit's
+        // spans itself.
+        let text = "[controller.aimd]\nmax_window = 3\n[controller]\npolicy = \"aimd-global\"\n\
+                    [network]\nwan_bandwidth = \"1 Gbps\"\n\
+                    [[host]]\nname = \"s\"\nsite = \"source\"\nnic = \"1 Gbps\"\n\
+                    [[host]]\nname = \"d\"\nsite = \"destination\"\nnic = \"1 Gbps\"\n";
+        let scenario = load(text, "x.toml").expect("a valid scenario");
+        assert_eq!(scenario.controller.aimd.max_window, 3);
+        let error = load(&text.replace("max_window = 3", "max_window = 0"), "x.toml").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("x.toml:2: field `aimd.max_window` of [controller]: "),
+            "{error}"
+        );
+    }
+
     /// Mutations per scenario; `EVAC_SPLIT_MUTATIONS` for a longer run.
     fn mutations() -> usize {
         std::env::var("EVAC_SPLIT_MUTATIONS").map_or(250, |n| n.parse().expect("a count"))
