@@ -128,11 +128,11 @@ fn read_apart<'t>(
     Ok((locator, raw))
 }
 
-/// A part of the text that is not TOML as the [`Locator`] reads it. Reading
-/// the whole text, the TOML parser goes first and stops at the first error
-/// of the file; the locator's tree is built after it and refuses a few
-/// things the parser accepts (dotted keys in places); so a parser's error
-/// comes before the locator's, and either before a later one of its kind.
+/// A part of the text that is not TOML as the [`Locator`] reads it.
+/// Reading the whole text, the TOML parser stops at the file's first error;
+/// read apart, each part's first error is ranked by where it is in the
+/// file. Should the locator ever refuse what the parser accepts, the
+/// parser's refusals still come first, as they would reading it whole.
 struct NotToml {
     error: toml::de::Error,
     /// Where the part starts in the text.
