@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use evac_controller::Phase;
-use evac_metrics::{Metrics, MigrationSnapshot, Snapshot};
+use evac_metrics::{HostSnapshot, Metrics, MigrationSnapshot, Snapshot};
 use evac_run::RunProgress;
 use tokio::sync::{oneshot, watch};
 
@@ -87,6 +87,16 @@ pub fn snapshot(p: &RunProgress) -> Snapshot {
                 remaining_bytes: m.bytes_remaining.0,
                 dirty_rate_bytes_per_second: Some(m.dirty_rate.0),
                 transfer_rate_bytes_per_second: m.rate.0 / 8.0,
+            })
+            .collect(),
+        hosts: p
+            .hosts
+            .iter()
+            .map(|h| HostSnapshot {
+                host: h.name.clone(),
+                power_off_seconds: h.power_off_in.map(|left| left.as_secs_f64()),
+                vms_remaining: h.vms_left,
+                remaining_bytes: h.bytes_left.0,
             })
             .collect(),
     }

@@ -20,6 +20,17 @@
 //! | `evac_migration_round` | `vm` | precopy round (1 = the first pass) |
 //! | `evac_migration_attempt` | `vm` | 1 for the first attempt |
 //! | `evac_migration_phase` | `vm`, `phase` | 1 for the phase the migration is in |
+//! | `evac_host_power_off_seconds` | `host` | seconds left before the source host loses power (0 once past; absent for a host without a power-off) |
+//! | `evac_host_vms_remaining` | `host` | the source host's VMs still waiting or in flight |
+//! | `evac_host_remaining_bytes` | `host` | what is left to send from it: its waiting VMs' memory plus the current round's rest of each migration in flight |
+//!
+//! With the WAN's throughput, the per-host series give each host's margin:
+//! `evac_host_power_off_seconds - evac_host_remaining_bytes * 8 / on()
+//! group_left() evac_wan_throughput_bits_per_second`, the seconds to spare
+//! if the whole WAN carried that host's rest from now on (an optimistic
+//! bound: a negative margin means VMs will be lost). The run loop knows no
+//! planned finish per host, so evac serves the parts and the alert rules
+//! (`deploy/prometheus/evac-alerts.yml`) combine them.
 //!
 //! Per-migration series exist while the migration is in flight and vanish
 //! when it ends (as KubeVirt's do), so a dashboard shows what runs now.
@@ -59,6 +70,16 @@ pub struct MigrationSnapshot {
     pub transfer_rate_bytes_per_second: f64,
 }
 
+/// A source host, as the metrics see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSnapshot {
+    pub host: String,
+    /// Until its power-off (0 once past); `None` when it has none.
+    pub power_off_seconds: Option<f64>,
+    pub vms_remaining: usize,
+    pub remaining_bytes: u64,
+}
+
 /// The state of a run at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -71,6 +92,7 @@ pub struct Snapshot {
     pub window: Option<usize>,
     pub wan_throughput_bits_per_second: f64,
     pub migrations: Vec<MigrationSnapshot>,
+    pub hosts: Vec<HostSnapshot>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +104,11 @@ struct VmLabel {
 struct PhaseLabels {
     vm: String,
     phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabel {
+    host: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,6 +136,9 @@ pub struct Metrics {
     round: Family<VmLabel, Gauge>,
     attempt: Family<VmLabel, Gauge>,
     phase: Family<PhaseLabels, Gauge>,
+    power_off: Family<HostLabel, FloatGauge>,
+    host_vms: Family<HostLabel, Gauge>,
+    host_bytes: Family<HostLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -135,6 +165,9 @@ impl Metrics {
             round: Family::default(),
             attempt: Family::default(),
             phase: Family::default(),
+            power_off: Family::default(),
+            host_vms: Family::default(),
+            host_bytes: Family::default(),
         };
         registry.register(
             "migrations_in_flight",
@@ -184,6 +217,21 @@ impl Metrics {
             "1 for the phase the migration is in",
             m.phase.clone(),
         );
+        registry.register(
+            "host_power_off_seconds",
+            "Seconds left before the source host loses power",
+            m.power_off.clone(),
+        );
+        registry.register(
+            "host_vms_remaining",
+            "The source host's VMs still waiting or in flight",
+            m.host_vms.clone(),
+        );
+        registry.register(
+            "host_remaining_bytes",
+            "Bytes left to send from the source host",
+            m.host_bytes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -215,6 +263,17 @@ impl Metrics {
         self.attempt.clear();
         self.phase.clear();
         let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        self.power_off.clear();
+        self.host_vms.clear();
+        self.host_bytes.clear();
+        for h in &snapshot.hosts {
+            let host = HostLabel { host: h.host.clone() };
+            if let Some(seconds) = h.power_off_seconds {
+                self.power_off.get_or_create(&host).set(seconds);
+            }
+            self.host_vms.get_or_create(&host).set(count(h.vms_remaining));
+            self.host_bytes.get_or_create(&host).set(bytes(h.remaining_bytes));
+        }
         for m in &snapshot.migrations {
             let vm = VmLabel { vm: m.vm.clone() };
             self.processed.get_or_create(&vm).set(bytes(m.processed_bytes));
@@ -270,6 +329,20 @@ mod tests {
                 dirty_rate_bytes_per_second: Some(2e7),
                 transfer_rate_bytes_per_second: 3.125e7,
             }],
+            hosts: vec![
+                HostSnapshot {
+                    host: "rack-1".into(),
+                    power_off_seconds: Some(90.5),
+                    vms_remaining: 3,
+                    remaining_bytes: 3 << 30,
+                },
+                HostSnapshot {
+                    host: "rack-2".into(),
+                    power_off_seconds: None,
+                    vms_remaining: 0,
+                    remaining_bytes: 0,
+                },
+            ],
         }
     }
 
@@ -295,9 +368,25 @@ mod tests {
             "evac_migration_round{vm=\"db \\\"1\\\"\"} 3",
             "evac_migration_attempt{vm=\"db \\\"1\\\"\"} 2",
             "evac_migration_phase{vm=\"db \\\"1\\\"\",phase=\"precopy\"} 1",
+            "evac_host_power_off_seconds{host=\"rack-1\"} 90.5",
+            "evac_host_vms_remaining{host=\"rack-1\"} 3",
+            // 3 GiB = 3221225472 bytes.
+            "evac_host_remaining_bytes{host=\"rack-1\"} 3221225472",
+            "evac_host_vms_remaining{host=\"rack-2\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no line `{line}` in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_host_without_a_power_off_has_no_countdown() {
+        let metrics = Metrics::new();
+        metrics.update(&snapshot());
+        let text = metrics.encode();
+        assert!(
+            !text.contains("evac_host_power_off_seconds{host=\"rack-2\"}"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -311,6 +400,7 @@ mod tests {
         });
         let text = metrics.encode();
         assert!(!text.contains("db"), "{text}");
+        assert!(!text.contains("rack-"), "{text}");
         assert!(
             !text.lines().any(|l| l.starts_with("evac_controller_window ")),
             "{text}"

@@ -15,8 +15,8 @@ use tokio::time::{timeout, Instant};
 use crate::backend::{Backend, Migration, Observed, StartRequest, Wake};
 use crate::journal::{self, Entry, Journal, Replay};
 use crate::{
-    log_to_stderr, FlightProgress, Landed, Log, RunOptions, RunOutput, RunProgress, ACTION_TIMEOUT,
-    OBSERVE_TIMEOUT, STALL_PERIODS,
+    log_to_stderr, FlightProgress, HostProgress, Landed, Log, RunOptions, RunOutput, RunProgress,
+    ACTION_TIMEOUT, OBSERVE_TIMEOUT, STALL_PERIODS,
 };
 
 /// One migration attempt in flight.
@@ -416,6 +416,16 @@ impl<B: Backend> Driver<B> {
                 in_flight: 0,
                 waiting: 0,
                 migrations: Vec::new(),
+                // Nothing waits or flies any more.
+                hosts: last
+                    .hosts
+                    .iter()
+                    .map(|host| HostProgress {
+                        vms_left: 0,
+                        bytes_left: Bytes::ZERO,
+                        ..host.clone()
+                    })
+                    .collect(),
                 stopping,
                 finished: true,
                 ..last
@@ -441,7 +451,35 @@ impl<B: Backend> Driver<B> {
             stopping,
             ..RunProgress::default()
         };
+        // Source hosts by fleet index, for the per-host figures.
+        let mut host_at: Vec<Option<usize>> = vec![None; fleet.hosts.len()];
+        for (index, host) in fleet.hosts.iter().enumerate() {
+            if host.site == Site::Source {
+                host_at[index] = Some(snapshot.hosts.len());
+                snapshot.hosts.push(HostProgress {
+                    name: host.name.clone(),
+                    power_off_in: host.power_off_at.map(|at| at.saturating_sub(now)),
+                    vms_left: 0,
+                    bytes_left: Bytes::ZERO,
+                });
+            }
+        }
         for (index, run) in self.vms.iter().enumerate() {
+            let left = match &run.state {
+                State::Flying(flight) => Some(
+                    flight
+                        .last_obs
+                        .as_ref()
+                        .map_or(fleet.vms[index].memory, |o| o.bytes_remaining),
+                ),
+                State::Waiting => Some(fleet.vms[index].memory),
+                State::Done => None,
+            };
+            if let (Some(left), Some(host)) = (left, host_at[fleet.vms[index].host.0]) {
+                let host = &mut snapshot.hosts[host];
+                host.vms_left += 1;
+                host.bytes_left = Bytes(host.bytes_left.0.saturating_add(left.0));
+            }
             match &run.state {
                 State::Flying(flight) => {
                     snapshot.in_flight += 1;

@@ -66,7 +66,7 @@ use evac_outcome::RunResult;
 use tokio::sync::watch;
 
 pub use backend::{Backend, Completion, Failure, Migration, Observed, Progress, StartRequest, Wake};
-pub use progress::{FlightProgress, RunProgress};
+pub use progress::{FlightProgress, HostProgress, RunProgress};
 
 /// How long one [`Migration::observe`] (or [`Backend::host_tx`]) may take
 /// before the loop goes on without its answer.
@@ -138,7 +138,11 @@ pub struct RunOptions {
 
 /// See [`RunOptions::plan_with`].
 pub type RolloutFactory = std::sync::Arc<
-    dyn Fn(&evac_model::Network, MigrationParams, &ControllerConfig) -> std::sync::Arc<dyn evac_controller::rollout::Rollout>
+    dyn Fn(
+            &evac_model::Network,
+            MigrationParams,
+            &ControllerConfig,
+        ) -> std::sync::Arc<dyn evac_controller::rollout::Rollout>
         + Send
         + Sync,
 >;

@@ -28,6 +28,9 @@ pub struct RunProgress {
     pub window: Option<usize>,
     /// One per migration in flight, in fleet order.
     pub migrations: Vec<FlightProgress>,
+    /// One per source host, in fleet order: what is left on it and how long
+    /// before it loses power.
+    pub hosts: Vec<HostProgress>,
     /// Shutdown was asked for: the migrations in flight are being cancelled.
     pub stopping: bool,
     /// The last snapshot: the run is over and the counts are its result's
@@ -56,4 +59,17 @@ pub struct FlightProgress {
     pub rate: BitsPerSec,
     /// How fast the guest dirties memory, as the backend measures it.
     pub dirty_rate: BytesPerSec,
+}
+
+/// A source host: what is still on it and its time to power-off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostProgress {
+    pub name: String,
+    /// Until its power-off (zero once past it); `None` when it has none.
+    pub power_off_in: Option<Duration>,
+    /// Its VMs waiting or in flight.
+    pub vms_left: usize,
+    /// The memory of its waiting VMs plus what the current round of each of
+    /// its migrations in flight still has to send.
+    pub bytes_left: Bytes,
 }

@@ -148,6 +148,7 @@ mod load;
 pub mod locate;
 mod raw;
 mod spec;
+mod split;
 
 use std::path::Path;
 

@@ -2,6 +2,7 @@
 //! resolve host names, and refuse anything that could not run, all before
 //! anything runs.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -11,36 +12,184 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Location, ScenarioError};
-use crate::locate::{line_at, FieldPath, Locator};
-use crate::raw::{RawGroup, RawHost, RawNetwork, RawScenario, RawVm, ROUND_ROBIN};
+use crate::locate::{check_syntax, line_at, FieldPath, Locator};
+use crate::raw::{RawGroup, RawHost, RawNetwork, RawScenario, RawVm, RawVmTable, ROUND_ROBIN};
+use crate::split::{self, Split, SPLIT_ARRAY};
 use crate::Scenario;
 
 pub(crate) fn load(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
-    let locator = Locator::parse(text).map_err(|error| ScenarioError::Syntax {
-        at: Location {
-            origin: origin.to_owned(),
-            line: error.span().map(|span| line_at(text, span.start)),
-        },
-        message: one_line(error.message()),
-    })?;
-    let raw: RawScenario =
-        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|error| {
-            let path = crate::locate::path_from_serde(error.path());
-            let error = error.into_inner();
-            ScenarioError::Invalid {
-                at: Location {
-                    origin: origin.to_owned(),
-                    line: error.span().map(|span| line_at(text, span.start)),
-                },
-                field: locator.describe(&path),
-                message: evac_model::suggest::serde_message(&one_line(error.message())),
-            }
-        })?;
+    load_with(text, origin, split::split(text))
+}
+
+/// Loads `text`, with its `[[vm]]` tables cut out by `split` if given.
+fn load_with(text: &str, origin: &str, split: Option<Split>) -> Result<Scenario, ScenarioError> {
+    let (locator, raw) = match split {
+        Some(split) => read_apart(text, origin, split)?,
+        None => read_whole(text, origin)?,
+    };
     Checker {
         locator: &locator,
         origin,
     }
     .scenario(raw)
+}
+
+/// Reads `text` as one document.
+fn read_whole<'t>(text: &'t str, origin: &str) -> Result<(Locator<'t>, RawScenario), ScenarioError> {
+    let locator = Locator::parse(text).map_err(|error| syntax_error(text, origin, &error, 0))?;
+    let raw = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        .map_err(|error| data_error(text, origin, &locator, error, 0, None))?;
+    Ok((locator, raw))
+}
+
+/// Reads `text` with its `[[vm]]` tables cut out (`crate::split`): the rest
+/// as one document, then each table on its own, kept only as its
+/// [`RawVm`]. A refusal is the one reading the whole text would give: the
+/// file's first syntax error, else the first value serde would meet.
+fn read_apart<'t>(
+    text: &'t str,
+    origin: &str,
+    split: Split,
+) -> Result<(Locator<'t>, RawScenario), ScenarioError> {
+    let Split { rest, tables } = split;
+    let first_table = tables.first().map_or(0, |table| table.start);
+    // The file's first syntax error, by (stage, offset): see `NotToml`.
+    let mut not_toml: Option<NotToml> = None;
+    let mut note = |found: NotToml| {
+        if not_toml
+            .as_ref()
+            .map_or(true, |first| found.rank() < first.rank())
+        {
+            not_toml = Some(found);
+        }
+    };
+    let (locator, tables) = match Locator::parse_apart(text, &rest, SPLIT_ARRAY, tables) {
+        Ok(locator) => (Some(locator), Vec::new()),
+        Err((error, tables)) => {
+            note(NotToml::of(&rest, error, 0));
+            (None, tables)
+        }
+    };
+    let rest_read: Option<Result<RawScenario, _>> = locator
+        .as_ref()
+        .map(|_| serde_path_to_error::deserialize(toml::Deserializer::new(rest.as_str())));
+    drop(rest);
+    // Serde meets the document's keys in the order they first appear: the
+    // rest's refusal comes first when its key appears before `[[vm]]`.
+    let rest_refused_first = match (&rest_read, &locator) {
+        (Some(Err(error)), Some(locator)) => match error.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => locator
+                .offset(&FieldPath::top(key))
+                .is_some_and(|at| at < first_table),
+            // A refusal of the document itself (a missing table) comes
+            // once every key has been read.
+            _ => false,
+        },
+        _ => false,
+    };
+    let tables = locator
+        .as_ref()
+        .map_or(&tables[..], |locator| locator.tables_apart());
+    let mut vms = Vec::with_capacity(tables.len());
+    let mut vm_refused = None;
+    for (index, table) in tables.iter().enumerate() {
+        let table_text = &text[table.clone()];
+        match serde_path_to_error::deserialize::<_, RawVmTable>(toml::Deserializer::new(table_text)) {
+            Ok(read) => {
+                if vm_refused.is_none() {
+                    vms.extend(read.vm);
+                }
+            }
+            Err(error) => {
+                if let Err(syntax) = check_syntax(table_text) {
+                    note(NotToml::of(table_text, syntax, table.start));
+                } else if vm_refused.is_none() && !rest_refused_first {
+                    vm_refused = Some((error, table.start, index));
+                }
+            }
+        }
+    }
+    if let Some(not_toml) = not_toml {
+        return Err(syntax_error(text, origin, &not_toml.error, not_toml.base));
+    }
+    let (Some(locator), Some(rest_read)) = (locator, rest_read) else {
+        unreachable!("the rest was read unless it was not TOML");
+    };
+    let refused = |(error, base, index)| data_error(text, origin, &locator, error, base, Some(index));
+    let mut raw = match (rest_read, vm_refused) {
+        (Err(error), _) if rest_refused_first => {
+            return Err(data_error(text, origin, &locator, error, 0, None))
+        }
+        (_, Some(vm)) => return Err(refused(vm)),
+        (Err(error), None) => return Err(data_error(text, origin, &locator, error, 0, None)),
+        (Ok(raw), None) => raw,
+    };
+    raw.vm = vms;
+    Ok((locator, raw))
+}
+
+/// A part of the text that is not TOML as the [`Locator`] reads it.
+/// Reading the whole text, the TOML parser stops at the file's first error;
+/// read apart, each part's first error is ranked by where it is in the
+/// file. Should the locator ever refuse what the parser accepts, the
+/// parser's refusals still come first, as they would reading it whole.
+struct NotToml {
+    error: toml::de::Error,
+    /// Where the part starts in the text.
+    base: usize,
+    /// Whether the TOML parser refused it (rather than the locator).
+    parser: bool,
+}
+
+impl NotToml {
+    fn of(part: &str, error: toml::de::Error, base: usize) -> Self {
+        let parser = toml::from_str::<toml::Table>(part).is_err();
+        Self { error, base, parser }
+    }
+
+    fn rank(&self) -> (bool, usize) {
+        let at = self
+            .error
+            .span()
+            .map_or(usize::MAX, |span| self.base + span.start);
+        (!self.parser, at)
+    }
+}
+
+/// `text` (or a table of it starting at `base`) is not TOML.
+fn syntax_error(text: &str, origin: &str, error: &toml::de::Error, base: usize) -> ScenarioError {
+    ScenarioError::Syntax {
+        at: Location {
+            origin: origin.to_owned(),
+            line: error.span().map(|span| line_at(text, base + span.start)),
+        },
+        message: one_line(error.message()),
+    }
+}
+
+/// Serde's refusal of a value of `text` (or of the `[[vm]]` table number
+/// `vm`, read on its own from `base`).
+fn data_error(
+    text: &str,
+    origin: &str,
+    locator: &Locator,
+    error: serde_path_to_error::Error<toml::de::Error>,
+    base: usize,
+    vm: Option<usize>,
+) -> ScenarioError {
+    let mut path = crate::locate::path_from_serde(error.path());
+    if let (Some(index), Some(step @ Step::Index(0))) = (vm, path.0.get_mut(1)) {
+        *step = Step::Index(index);
+    }
+    let error = error.into_inner();
+    ScenarioError::Invalid {
+        at: Location {
+            origin: origin.to_owned(),
+            line: error.span().map(|span| line_at(text, base + span.start)),
+        },
+        field: locator.describe(&path),
+        message: evac_model::suggest::serde_message(&one_line(error.message())),
+    }
 }
 
 /// The toml crate's messages span lines ("invalid string\nexpected ..."); a
@@ -97,11 +246,20 @@ impl GroupQuantity {
     const COUNT: u64 = 3;
 }
 
-/// The entry of the file a VM of the fleet came from.
+/// The entry of the file a VM of the fleet came from: the index of a
+/// `[[vm]]` or of a `[[vm_group]]`.
+#[derive(Clone, Copy)]
 struct VmEntry {
-    path: FieldPath,
+    index: u32,
     /// A `[[vm_group]]`'s VM, named after its `prefix`.
     group: bool,
+}
+
+impl VmEntry {
+    fn path(self) -> FieldPath {
+        let array = if self.group { "vm_group" } else { "vm" };
+        FieldPath::entry(array, self.index as usize)
+    }
 }
 
 /// Which entry each VM of the fleet came from: the entries once each, and
@@ -114,15 +272,39 @@ struct VmEntries {
 }
 
 impl VmEntries {
-    fn get(&self, vm: usize) -> Option<&VmEntry> {
-        self.of_vm.get(vm).map(|&e| &self.entries[e as usize])
+    fn get(&self, vm: usize) -> Option<VmEntry> {
+        self.of_vm.get(vm).map(|&e| self.entries[e as usize])
     }
+}
+
+/// An index of an entry (a `[[vm]]`, a `[[vm_group]]`, or either): there are
+/// fewer than VMs, and a fleet's VMs are counted in `u32` (the loader holds
+/// each in memory).
+fn entry_index(index: usize) -> u32 {
+    u32::try_from(index).expect("fewer than 2^32 entries: each is at least a line of text")
 }
 
 /// A `[[vm]]` or a `[[vm_group]]`, in the order of the file.
 enum Entry<'r> {
     Single(usize, &'r RawVm),
     Group(usize, &'r RawGroup),
+}
+
+/// The hosts, and each by its name (the names are unique by then).
+struct Hosts<'h> {
+    list: &'h [Host],
+    by_name: HashMap<&'h str, HostId>,
+}
+
+impl<'h> Hosts<'h> {
+    fn new(list: &'h [Host]) -> Self {
+        let by_name = list
+            .iter()
+            .enumerate()
+            .map(|(i, host)| (host.name.as_str(), HostId(i)))
+            .collect();
+        Self { list, by_name }
+    }
 }
 
 /// Checks the raw scenario, pointing every refusal at its place in the text.
@@ -135,7 +317,7 @@ impl Checker<'_> {
     fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
         let network = self.network(&raw.network);
         let hosts = self.hosts(&raw.host)?;
-        let (vms, vm_entries) = self.vms(&hosts, &raw)?;
+        let (vms, vm_entries) = self.vms(&Hosts::new(&hosts), &raw)?;
         let scenario = Scenario {
             name: raw.name.unwrap_or_else(|| default_name(self.origin)),
             seed: raw.seed,
@@ -167,7 +349,7 @@ impl Checker<'_> {
                     (true, Some(Step::Key(key))) if key == "name" => FieldPath::top("prefix"),
                     _ => rest,
                 };
-                entry.path.clone().join(&rest)
+                entry.path().join(&rest)
             }
             None => invalid.path,
         };
@@ -264,13 +446,13 @@ impl Checker<'_> {
 
     /// The VMs of every `[[vm]]` and `[[vm_group]]` in file order, and for
     /// each the entry it came from.
-    fn vms(&self, hosts: &[Host], raw: &RawScenario) -> Result<(Vec<Vm>, VmEntries), ScenarioError> {
+    fn vms(&self, hosts: &Hosts, raw: &RawScenario) -> Result<(Vec<Vm>, VmEntries), ScenarioError> {
         let singles = raw.vm.iter().enumerate().map(|(i, vm)| {
-            let at = self.locator.offset(&FieldPath::entry("vm", i));
+            let at = self.locator.entry_offset("vm", i);
             (at, Entry::Single(i, vm))
         });
         let groups = raw.vm_group.iter().enumerate().map(|(i, group)| {
-            let at = self.locator.offset(&FieldPath::entry("vm_group", i));
+            let at = self.locator.entry_offset("vm_group", i);
             (at, Entry::Group(i, group))
         });
         let mut entries: Vec<_> = singles.chain(groups).collect();
@@ -278,43 +460,48 @@ impl Checker<'_> {
         // [[vm]] before [[vm_group]] should one ever lack it.
         entries.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
 
-        let mut vms = Vec::new();
+        let mut vms = Vec::with_capacity(raw.vm.len());
         let mut vm_entries = VmEntries::default();
-        // Where each VM name was first defined: its entry.
-        let mut defined: HashMap<String, u32> = HashMap::new();
+        // Where each VM name was first defined: its entry. A `[[vm]]`'s
+        // name is borrowed from the raw scenario, a group's made here.
+        let mut defined: HashMap<Cow<'_, str>, u32> = HashMap::with_capacity(raw.vm.len());
         for (_, entry) in entries {
-            let (entry_path, name_field, made) = match entry {
+            let (this, made) = match entry {
                 Entry::Single(index, vm) => {
-                    let path = FieldPath::entry("vm", index);
+                    let this = VmEntry {
+                        index: entry_index(index),
+                        group: false,
+                    };
                     (
-                        path.clone(),
-                        path.clone().key("name"),
-                        vec![self.single(hosts, &path, vm)?],
+                        this,
+                        vec![(self.single(hosts, &this.path(), vm)?, Some(&*vm.name))],
                     )
                 }
                 Entry::Group(index, group) => {
-                    let path = FieldPath::entry("vm_group", index);
-                    let made = self.group(hosts, &path, index, group, raw.seed)?;
-                    (path.clone(), path.key("prefix"), made)
+                    let this = VmEntry {
+                        index: entry_index(index),
+                        group: true,
+                    };
+                    let made = self.group(hosts, &this.path(), index, group, raw.seed)?;
+                    (this, made.into_iter().map(|vm| (vm, None)).collect())
                 }
             };
-            let index = u32::try_from(vm_entries.entries.len()).expect("fewer entries than VMs");
-            vm_entries.entries.push(VmEntry {
-                group: entry_path.entry_index("vm_group").is_some(),
-                path: entry_path,
-            });
-            for vm in made {
-                if let Some(&first) = defined.get(&vm.name) {
+            let index = entry_index(vm_entries.entries.len());
+            vm_entries.entries.push(this);
+            for (vm, raw_name) in made {
+                let name = raw_name.map_or_else(|| Cow::Owned(vm.name.clone()), Cow::Borrowed);
+                if let Some(&first) = defined.get(&name) {
+                    let name_field = this.path().key(if this.group { "prefix" } else { "name" });
                     return Err(self.refuse(
                         &name_field,
                         format!(
                             "duplicate VM name `{}`: {} has it already",
                             vm.name,
-                            self.point_at(&vm_entries.entries[first as usize].path)
+                            self.point_at(&vm_entries.entries[first as usize].path())
                         ),
                     ));
                 }
-                defined.insert(vm.name.clone(), index);
+                defined.insert(name, index);
                 vm_entries.of_vm.push(index);
                 vms.push(vm);
             }
@@ -322,7 +509,7 @@ impl Checker<'_> {
         Ok((vms, vm_entries))
     }
 
-    fn single(&self, hosts: &[Host], entry: &FieldPath, raw: &RawVm) -> Result<Vm, ScenarioError> {
+    fn single(&self, hosts: &Hosts, entry: &FieldPath, raw: &RawVm) -> Result<Vm, ScenarioError> {
         if raw.name.trim().is_empty() {
             return Err(self.refuse(&entry.clone().key("name"), "a VM needs a name"));
         }
@@ -358,7 +545,7 @@ impl Checker<'_> {
     /// distributions.
     fn group(
         &self,
-        hosts: &[Host],
+        hosts: &Hosts,
         entry: &FieldPath,
         index: usize,
         raw: &RawGroup,
@@ -384,6 +571,7 @@ impl Checker<'_> {
         }
         let on: Vec<HostId> = if raw.host == ROUND_ROBIN {
             hosts
+                .list
                 .iter()
                 .enumerate()
                 .filter(|(_, host)| host.site == Site::Source)
@@ -437,7 +625,7 @@ impl Checker<'_> {
     }
 
     /// The source host a VM runs on.
-    fn source_host(&self, hosts: &[Host], name: &str, field: &FieldPath) -> Result<HostId, ScenarioError> {
+    fn source_host(&self, hosts: &Hosts, name: &str, field: &FieldPath) -> Result<HostId, ScenarioError> {
         self.host_on(
             hosts,
             name,
@@ -450,7 +638,7 @@ impl Checker<'_> {
     /// The destination host a VM is pinned to, if it is.
     fn pinned_destination(
         &self,
-        hosts: &[Host],
+        hosts: &Hosts,
         name: Option<&str>,
         entry: &FieldPath,
     ) -> Result<Option<HostId>, ScenarioError> {
@@ -469,7 +657,7 @@ impl Checker<'_> {
 
     fn host_on(
         &self,
-        hosts: &[Host],
+        hosts: &Hosts,
         name: &str,
         field: &FieldPath,
         site: Site,
@@ -479,22 +667,195 @@ impl Checker<'_> {
             Site::Source => "source",
             Site::Destination => "destination",
         };
-        let candidates: Vec<String> = hosts
-            .iter()
-            .filter(|host| host.site == site)
-            .map(|host| format!("`{}`", host.name))
-            .collect();
-        let choices = format!("the {} hosts are {}", site_name(site), candidates.join(", "));
-        match hosts.iter().position(|host| host.name == name) {
-            None => Err(self.refuse(field, format!("no [[host]] is named `{name}`; {choices}"))),
-            Some(index) if hosts[index].site != site => Err(self.refuse(
+        // Only for a refusal: a fleet of a million VMs on thousands of
+        // hosts does not list them a million times.
+        let choices = || {
+            let candidates: Vec<String> = hosts
+                .list
+                .iter()
+                .filter(|host| host.site == site)
+                .map(|host| format!("`{}`", host.name))
+                .collect();
+            format!("the {} hosts are {}", site_name(site), candidates.join(", "))
+        };
+        match hosts.by_name.get(name) {
+            None => Err(self.refuse(field, format!("no [[host]] is named `{name}`; {}", choices()))),
+            Some(&id) if hosts.list[id.0].site != site => Err(self.refuse(
                 field,
                 format!(
-                    "`{name}` is a {} host, but {rule}; {choices}",
-                    site_name(hosts[index].site)
+                    "`{name}` is a {} host, but {rule}; {}",
+                    site_name(hosts.list[id.0].site),
+                    choices()
                 ),
             )),
-            Some(index) => Ok(HostId(index)),
+            Some(&id) => Ok(id),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Reading the `[[vm]]` tables apart is an optimisation: whatever the
+    //! text, it must give what reading the whole document gives, the same
+    //! scenario or the same refusal, word for word.
+
+    use std::path::Path;
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// Both ways, when the text can be split at all; `None` when it cannot.
+    fn both(text: &str) -> Option<(String, String)> {
+        let split = split::split(text)?;
+        let show = |result: Result<Scenario, ScenarioError>| match result {
+            Ok(scenario) => format!("{scenario:?}"),
+            Err(error) => format!("refused: {error}"),
+        };
+        Some((
+            show(load_with(text, "x.toml", Some(split))),
+            show(load_with(text, "x.toml", None)),
+        ))
+    }
+
+    /// Every scenario of the repo that has `[[vm]]` tables.
+    fn seeds() -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut texts = Vec::new();
+        for dir in ["scenarios", "crates/fuzz/corpus", "crates/lab/labs", "examples"] {
+            let mut paths: Vec<_> = std::fs::read_dir(root.join(dir))
+                .unwrap_or_else(|e| panic!("{dir}: {e}"))
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if text.contains("[[vm]]") {
+                    texts.push(text);
+                }
+            }
+        }
+        assert!(
+            texts.len() >= 8,
+            "only {} scenarios with [[vm]] found",
+            texts.len()
+        );
+        texts
+    }
+
+    /// Lines that make TOML (and the splitter) work: headers, strings,
+    /// brackets, keys named `vm`, bad values.
+    const PIECES: &[&str] = &[
+        "[[vm]]",
+        "[[vm]]\nname = \"z\"\nhost = \"src-1\"\nmemory = \"1 GiB\"",
+        "[[ vm ]] # a comment",
+        "[vm]",
+        "[vm.disk]",
+        "vm = 1",
+        "vm.x = 2",
+        "\"vm\" = 3",
+        "[[vm_group]]",
+        "[[host]]",
+        "[network]",
+        "[controller]",
+        "[migration]",
+        "\"\"\"",
+        "'''",
+        "x = \"\"\"",
+        "x = [",
+        "]",
+        "[1, 2],",
+        "name = \"dup\"",
+        "name = \"web-1\"",
+        "memory = \"4 GB/s\"",
+        "memory = 4",
+        "colour = \"blue\"",
+        "host = \"nowhere\"",
+        "priority = -1",
+        "seed = 1",
+        "name = = 1",
+        "# [[vm]]",
+        "wan_bandwidth = \"1 Gbps\"",
+        "s = \"\\\"[[vm]]\"",
+        "",
+    ];
+
+    fn mutate(text: &str, rng: &mut ChaCha8Rng) -> String {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        for _ in 0..rng.gen_range(1..=3) {
+            let at = rng.gen_range(0..=lines.len());
+            match rng.gen_range(0..5) {
+                0 | 1 => lines.insert(at, PIECES[rng.gen_range(0..PIECES.len())].to_owned()),
+                2 if at < lines.len() => {
+                    lines.remove(at);
+                }
+                3 if at < lines.len() => {
+                    let line = lines[at].clone();
+                    lines.insert(rng.gen_range(0..=lines.len()), line);
+                }
+                _ if at < lines.len() => {
+                    // A character put into a line.
+                    let line = &mut lines[at];
+                    let cut = rng.gen_range(0..=line.len());
+                    if line.is_char_boundary(cut) {
+                        let c = ['"', '[', ']', '=', '#', '\'', 'x', '0'][rng.gen_range(0..8)];
+                        line.insert(cut, c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        lines.join("\n") + "\n"
+    }
+
+    #[test]
+    fn a_sub_table_before_its_table_is_read() {
+        // Refused as "not valid TOML" before the locator read toml_edit's
+        // spans itself.
+        let text = "[controller.aimd]\nmax_window = 3\n[controller]\npolicy = \"aimd-global\"\n\
+                    [network]\nwan_bandwidth = \"1 Gbps\"\n\
+                    [[host]]\nname = \"s\"\nsite = \"source\"\nnic = \"1 Gbps\"\n\
+                    [[host]]\nname = \"d\"\nsite = \"destination\"\nnic = \"1 Gbps\"\n";
+        let scenario = load(text, "x.toml").expect("a valid scenario");
+        assert_eq!(scenario.controller.aimd.max_window, 3);
+        let error = load(&text.replace("max_window = 3", "max_window = 0"), "x.toml").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("x.toml:2: field `aimd.max_window` of [controller]: "),
+            "{error}"
+        );
+    }
+
+    /// Mutations per scenario; `EVAC_SPLIT_MUTATIONS` for a longer run.
+    fn mutations() -> usize {
+        std::env::var("EVAC_SPLIT_MUTATIONS").map_or(250, |n| n.parse().expect("a count"))
+    }
+
+    #[test]
+    fn reading_apart_gives_what_reading_whole_gives() {
+        let mutations = mutations();
+        let mut rng = ChaCha8Rng::seed_from_u64(18);
+        let (mut compared, mut refused) = (0, 0);
+        for seed in seeds() {
+            let (apart, whole) = both(&seed).expect("a scenario with [[vm]] tables splits");
+            assert_eq!(apart, whole);
+            for _ in 0..mutations {
+                let text = mutate(&seed, &mut rng);
+                if let Some((apart, whole)) = both(&text) {
+                    assert_eq!(apart, whole, "on:\n{text}");
+                    compared += 1;
+                    refused += usize::from(whole.starts_with("refused"));
+                }
+            }
+        }
+        // Both kinds of outcome were compared, many times.
+        eprintln!("{compared} compared, {refused} refused");
+        assert!(
+            compared > 2000 && refused > 1000 && compared - refused > 300,
+            "{compared} compared, {refused} refused"
+        );
     }
 }

@@ -8,11 +8,7 @@
 //! matters.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
-
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use toml::Spanned;
 
 /// The arrays of tables whose entries are named by one of their keys.
 const NAMED_ENTRIES: [(&str, &str); 3] = [("host", "name"), ("vm", "name"), ("vm_group", "prefix")];
@@ -37,69 +33,81 @@ pub fn path_from_serde(path: &serde_path_to_error::Path) -> FieldPath {
 /// A value of the document, reduced to what locating needs.
 #[derive(Debug)]
 enum Node {
-    Table(BTreeMap<String, Spanned<Node>>),
-    Array(Vec<Spanned<Node>>),
+    Table(BTreeMap<String, Placed>),
+    Array(Vec<Placed>),
     Text(String),
     Other,
 }
 
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NodeVisitor)
+/// A node and where the file writes it: `None` for a table the file only
+/// implies (`[controller.aimd]` makes `controller`), which is then found at
+/// the nearest enclosing place written.
+#[derive(Debug)]
+struct Placed {
+    span: Option<Range<usize>>,
+    node: Node,
+}
+
+/// Reads `text` into its tree of positions. toml_edit's document keeps the
+/// span of every item, implied tables included (without one): reading the
+/// positions through serde's `Spanned` instead refused valid files whose
+/// first mention of a table is a sub-table's header.
+fn parse_tree(text: &str) -> Result<Node, toml::de::Error> {
+    match toml_edit::ImDocument::parse(text) {
+        Ok(document) => Ok(table_node(document.as_table().iter())),
+        // The toml crate's words for the same error, as every loader's
+        // serde path gives them.
+        Err(_) => match toml::from_str::<toml::Table>(text) {
+            Err(error) => Err(error),
+            Ok(_) => Err(serde::de::Error::custom("not TOML as toml_edit reads it")),
+        },
     }
 }
 
-struct NodeVisitor;
+fn table_node<'t>(entries: impl Iterator<Item = (&'t str, &'t toml_edit::Item)>) -> Node {
+    Node::Table(
+        entries
+            .map(|(key, item)| (key.to_owned(), item_placed(item)))
+            .collect(),
+    )
+}
 
-/// The key under which the toml crate hands over a date-time, as a one-key
-/// table whose value carries no position.
-const TOML_DATETIME_KEY: &str = "$__toml_private_datetime";
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any TOML value")
+fn item_placed(item: &toml_edit::Item) -> Placed {
+    let node = match item {
+        toml_edit::Item::Value(value) => return value_placed(value),
+        toml_edit::Item::Table(table) => table_node(table.iter()),
+        toml_edit::Item::ArrayOfTables(tables) => Node::Array(
+            tables
+                .iter()
+                .map(|table| Placed {
+                    span: table.span(),
+                    node: table_node(table.iter()),
+                })
+                .collect(),
+        ),
+        toml_edit::Item::None => Node::Other,
+    };
+    Placed {
+        span: item.span(),
+        node,
     }
+}
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Node, E> {
-        Ok(Node::Text(text.to_owned()))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
-        Ok(Node::Other)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
-        Ok(Node::Other)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
-        Ok(Node::Other)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
-        Ok(Node::Other)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut table = BTreeMap::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if key == TOML_DATETIME_KEY {
-                map.next_value::<IgnoredAny>()?;
-                return Ok(Node::Other);
-            }
-            table.insert(key, map.next_value()?);
-        }
-        Ok(Node::Table(table))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Node::Array(items))
+fn value_placed(value: &toml_edit::Value) -> Placed {
+    let node = match value {
+        toml_edit::Value::String(text) => Node::Text(text.value().clone()),
+        toml_edit::Value::Array(items) => Node::Array(items.iter().map(value_placed).collect()),
+        toml_edit::Value::InlineTable(table) => Node::Table(
+            table
+                .iter()
+                .map(|(key, value)| (key.to_owned(), value_placed(value)))
+                .collect(),
+        ),
+        _ => Node::Other,
+    };
+    Placed {
+        span: value.span(),
+        node,
     }
 }
 
@@ -109,34 +117,111 @@ impl<'de> Visitor<'de> for NodeVisitor {
 pub struct Locator<'a> {
     text: &'a str,
     root: Node,
+    /// Tables of one array kept out of `root` (a scenario's `[[vm]]`s, see
+    /// `crate::split`): only where each is in `text`, each read again when
+    /// a refusal needs to find something in it.
+    apart: Option<Apart>,
+}
+
+#[derive(Debug)]
+struct Apart {
+    array: String,
+    tables: Vec<Range<usize>>,
+}
+
+/// What a path leads to: the span of the value (or of the nearest enclosing
+/// value the file writes) and, when the path ends at a string, its text.
+#[derive(Default)]
+struct Found {
+    span: Option<Range<usize>>,
+    text: Option<String>,
 }
 
 impl<'a> Locator<'a> {
     /// Reads `text`; fails only when it is not TOML.
     pub fn parse(text: &'a str) -> Result<Self, toml::de::Error> {
-        let table: BTreeMap<String, Spanned<Node>> = toml::from_str(text)?;
         Ok(Self {
             text,
-            root: Node::Table(table),
+            root: parse_tree(text)?,
+            apart: None,
         })
+    }
+
+    /// Reads `rest`, the text with the `[[array]]` tables at `tables`
+    /// blanked (same length and lines as `text`); those tables are located
+    /// in `text` when asked about. Fails only when `rest` is not TOML, and
+    /// then hands `tables` back.
+    pub(crate) fn parse_apart(
+        text: &'a str,
+        rest: &str,
+        array: &str,
+        tables: Vec<Range<usize>>,
+    ) -> Result<Self, (toml::de::Error, Vec<Range<usize>>)> {
+        let root = match parse_tree(rest) {
+            Ok(root) => root,
+            Err(error) => return Err((error, tables)),
+        };
+        Ok(Self {
+            text,
+            root,
+            apart: Some(Apart {
+                array: array.to_owned(),
+                tables,
+            }),
+        })
+    }
+
+    /// Where the `index`th table of `array` starts: for a table kept apart,
+    /// without reading it again.
+    pub(crate) fn entry_offset(&self, array: &str, index: usize) -> Option<usize> {
+        match &self.apart {
+            Some(apart) if apart.array == array => apart.tables.get(index).map(|table| table.start),
+            _ => self.offset(&FieldPath::entry(array, index)),
+        }
+    }
+
+    /// Where the tables kept apart are, in order (none when none are).
+    pub(crate) fn tables_apart(&self) -> &[Range<usize>] {
+        self.apart.as_ref().map_or(&[], |apart| &apart.tables)
+    }
+
+    /// Follows `path`, into a table kept apart when it leads there.
+    fn find(&self, path: &FieldPath) -> Found {
+        let Some(apart) = &self.apart else {
+            return walk(&self.root, &path.0);
+        };
+        let (index, tail) = match path.0.as_slice() {
+            [Step::Key(key), Step::Index(index), tail @ ..] if *key == apart.array => (*index, tail),
+            // The array itself: where its first table is.
+            [Step::Key(key)] if *key == apart.array => (0, &[][..]),
+            _ => return walk(&self.root, &path.0),
+        };
+        let Some(range) = apart.tables.get(index) else {
+            return Found::default();
+        };
+        // The table alone is a document whose `array` has one entry; its
+        // spans are counted from the table's start.
+        let Ok(table) = parse_tree(&self.text[range.clone()]) else {
+            return Found::default();
+        };
+        let mut steps = vec![Step::Key(apart.array.clone())];
+        if path.0.len() > 1 {
+            steps.push(Step::Index(0));
+            steps.extend(tail.iter().cloned());
+        }
+        let found = walk(&table, &steps);
+        Found {
+            span: found
+                .span
+                .map(|span| span.start + range.start..span.end + range.start),
+            text: found.text,
+        }
     }
 
     /// The span of the value at `path` or, when the file does not write it
     /// (a default), of the nearest enclosing value it does write.
     fn span(&self, path: &FieldPath) -> Option<Range<usize>> {
-        let mut node = &self.root;
-        let mut span = None;
-        for step in &path.0 {
-            let next = match (node, step) {
-                (Node::Table(table), Step::Key(key)) => table.get(key),
-                (Node::Array(items), Step::Index(index)) => items.get(*index),
-                _ => None,
-            };
-            let Some(next) = next else { break };
-            span = Some(next.span());
-            node = next.get_ref();
-        }
-        span
+        self.find(path).span
     }
 
     /// Where the value at `path` starts, in bytes; see [`Locator::span`].
@@ -150,19 +235,8 @@ impl<'a> Locator<'a> {
     }
 
     /// The string written exactly at `path`, if there is one.
-    fn text_at(&self, path: &FieldPath) -> Option<&str> {
-        let mut node = &self.root;
-        for step in &path.0 {
-            node = match (node, step) {
-                (Node::Table(table), Step::Key(key)) => table.get(key)?.get_ref(),
-                (Node::Array(items), Step::Index(index)) => items.get(*index)?.get_ref(),
-                _ => return None,
-            };
-        }
-        match node {
-            Node::Text(text) => Some(text),
-            _ => None,
-        }
+    fn text_at(&self, path: &FieldPath) -> Option<String> {
+        self.find(path).text
     }
 
     /// How a reader finds `path` in the file: ``field `memory` of [[vm]] "web-1"``,
@@ -228,6 +302,34 @@ pub fn place(text: &str, invalid: &evac_model::Invalid) -> (usize, String) {
     (line, message)
 }
 
+/// Whether `text` reads as [`Locator::parse`] reads it, for a part of a
+/// text read apart: what it refuses is the text's syntax error.
+pub(crate) fn check_syntax(text: &str) -> Result<(), toml::de::Error> {
+    parse_tree(text).map(drop)
+}
+
+/// Follows `steps` from `node` as far as the document goes.
+fn walk(mut node: &Node, steps: &[Step]) -> Found {
+    let mut span = None;
+    for step in steps {
+        let next = match (node, step) {
+            (Node::Table(table), Step::Key(key)) => table.get(key),
+            (Node::Array(items), Step::Index(index)) => items.get(*index),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return Found { span, text: None };
+        };
+        span = next.span.clone().or(span);
+        node = &next.node;
+    }
+    let text = match node {
+        Node::Text(text) => Some(text.clone()),
+        _ => None,
+    };
+    Found { span, text }
+}
+
 /// The 1-based line of the byte at `offset`.
 pub fn line_at(text: &str, offset: usize) -> usize {
     let before = &text.as_bytes()[..offset.min(text.len())];
@@ -276,6 +378,21 @@ mod tests {
     fn a_datetime_does_not_stop_the_locator() {
         let locator = Locator::parse("when = 1979-05-27T07:32:00Z\nseed = 2\n").unwrap();
         assert_eq!(locator.line(&FieldPath::top("seed")), Some(2));
+    }
+
+    #[test]
+    fn a_table_first_named_by_its_sub_table_is_located() {
+        // `controller` is only implied by the header: it has no place of
+        // its own, its sub-table does.
+        let locator = Locator::parse("seed = 1\n[controller.aimd]\nmax_window = 3\n").unwrap();
+        let aimd = FieldPath::top("controller").key("aimd");
+        assert_eq!(locator.line(&aimd.clone().key("max_window")), Some(3));
+        assert_eq!(locator.line(&aimd), Some(2));
+        assert_eq!(locator.line(&FieldPath::top("controller")), None);
+        assert_eq!(
+            locator.describe(&aimd.key("max_window")).unwrap(),
+            "field `aimd.max_window` of [controller]"
+        );
     }
 
     #[test]

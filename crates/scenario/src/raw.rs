@@ -93,6 +93,13 @@ pub(crate) struct RawVm {
     pub disk: Bytes,
 }
 
+/// One `[[vm]]` table read on its own (`crate::split`): a document whose
+/// `vm` array has that one entry.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawVmTable {
+    pub vm: Vec<RawVm>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGroup {

@@ -253,3 +253,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// No run ends below its own bounds: the bounds count the VMs the run
+    /// moved (those it lost are counted apart), each of which had to cross
+    /// the WAN whole at least once, so the total time is at least the time
+    /// the WAN needs for their bytes, the mean migration at least their
+    /// bytes at the best rate one migration can get, and the score at
+    /// least 1, whatever the policy (the case draws every one).
+    #[test]
+    fn no_run_ends_below_its_own_bound(case in case()) {
+        let result = run(&case);
+        if let (Some(total), Some(mean), Some(score)) =
+            (result.total_time_s, result.mean_migration_time_s, result.score)
+        {
+            let slack = 1e-6;
+            prop_assert!(total >= result.lower_bound_total_s * (1.0 - slack), "{} < {}", total, result.lower_bound_total_s);
+            prop_assert!(mean >= result.lower_bound_mean_migration_s * (1.0 - slack), "{} < {}", mean, result.lower_bound_mean_migration_s);
+            prop_assert!(score >= 1.0 - slack, "score {}", score);
+        }
+        // A VM on a host that lost power is lost, not "not migrated".
+        for vm in &result.vms {
+            let host = result.hosts.iter().find(|h| h.name == vm.host).expect("its host");
+            if vm.outcome == Outcome::NotMigrated && host.power_off_s.is_some() {
+                prop_assert!(vm.reason.as_deref() == Some(evac_outcome::reason::HORIZON), "{:?}", vm);
+            }
+        }
+    }
+}

@@ -207,7 +207,37 @@ fn table(per_scenario: &[&(Vec<Row>, u64, u64)]) {
     }
     let bound_lost: u64 = per_scenario.iter().map(|p| p.1).sum();
     println!("| no schedule can lose less priority than (knapsack bound) | - | {bound_lost} | - | - |");
+    // The targets checked scenario by scenario: `deadline` (with rollouts)
+    // against the best published policy run with the scenario's settings,
+    // and against the best live configuration in hindsight.
+    let deadline = NAMES
+        .iter()
+        .position(|n| *n == "deadline")
+        .expect("a deadline row");
+    let hindsight = NAMES
+        .iter()
+        .position(|n| *n == "best in hindsight, live")
+        .expect("a hindsight row");
+    let behind_published = per_scenario
+        .iter()
+        .filter(|p| {
+            let best = PUBLISHED.iter().map(|&i| p.0[i].priority_lost).min().unwrap_or(0);
+            p.0[deadline].priority_lost > best
+        })
+        .count();
+    let behind_hindsight = per_scenario
+        .iter()
+        .filter(|p| p.0[deadline].priority_lost > p.0[hindsight].priority_lost)
+        .count();
+    println!(
+        "\n`deadline` loses more priority than the best published policy in {behind_published} of {} scenarios, \
+         more than the best live configuration in hindsight in {behind_hindsight}.",
+        per_scenario.len()
+    );
 }
+
+/// The rows of the published policies (sequential, static, aimd-global).
+const PUBLISHED: [usize; 3] = [0, 1, 2];
 
 /// One scenario: each policy's losses and score ratio (in [`NAMES`]'
 /// order), the priority the bound says must be lost, and the total.

@@ -272,51 +272,6 @@ impl Grid {
             message: evac_model::suggest::serde_message(e.message().trim()),
         })?;
         raw.repeat_seeds_at = raw.repeat_seeds.as_ref().map(|s| s.span().start);
-        let (base, base_text, base_origin) = match &raw.base {
-            None => (
-                Scenario::embedded_default(),
-                DEFAULT_SCENARIO_TOML.to_owned(),
-                "<embedded default>".to_owned(),
-            ),
-            Some(spanned) => {
-                let here = at(spanned.span().start);
-                match spanned.get_ref() {
-                    toml::Value::String(file) => {
-                        let path = dir.join(file);
-                        let text = std::fs::read_to_string(&path).map_err(|e| GridError::Invalid {
-                            at: here.clone(),
-                            key: Some("key `base`".into()),
-                            message: format!("cannot read {}: {e}", path.display()),
-                        })?;
-                        let origin = path.display().to_string();
-                        let scenario = Scenario::from_toml_str(&text, &origin)
-                            .map_err(|source| GridError::Base { at: here, source })?;
-                        (scenario, text, origin)
-                    }
-                    toml::Value::Table(table) => {
-                        let text = toml::to_string(table).map_err(|e| GridError::Invalid {
-                            at: here.clone(),
-                            key: Some("table [base]".into()),
-                            message: e.to_string(),
-                        })?;
-                        let origin = format!("{origin} [base] (lines counted from the table)");
-                        let scenario = Scenario::from_toml_str(&text, &origin)
-                            .map_err(|source| GridError::Base { at: here, source })?;
-                        (scenario, text, origin)
-                    }
-                    other => {
-                        return Err(GridError::Invalid {
-                            at: here,
-                            key: Some("key `base`".into()),
-                            message: format!(
-                                "expected a scenario file name or a [base] table, found {}",
-                                other.type_str()
-                            ),
-                        })
-                    }
-                }
-            }
-        };
         let mut factors: Vec<(usize, Factor)> = Vec::new();
         for (key, values) in &raw.factors {
             let name = key.get_ref().as_str();
@@ -388,6 +343,53 @@ impl Grid {
                 ),
             }
         })?;
+        // The base last: a grid too large to run is refused before a
+        // base of a million VMs is read.
+        let (base, base_text, base_origin) = match &raw.base {
+            None => (
+                Scenario::embedded_default(),
+                DEFAULT_SCENARIO_TOML.to_owned(),
+                "<embedded default>".to_owned(),
+            ),
+            Some(spanned) => {
+                let here = at(spanned.span().start);
+                match spanned.get_ref() {
+                    toml::Value::String(file) => {
+                        let path = dir.join(file);
+                        let text = std::fs::read_to_string(&path).map_err(|e| GridError::Invalid {
+                            at: here.clone(),
+                            key: Some("key `base`".into()),
+                            message: format!("cannot read {}: {e}", path.display()),
+                        })?;
+                        let origin = path.display().to_string();
+                        let scenario = Scenario::from_toml_str(&text, &origin)
+                            .map_err(|source| GridError::Base { at: here, source })?;
+                        (scenario, text, origin)
+                    }
+                    toml::Value::Table(table) => {
+                        let text = toml::to_string(table).map_err(|e| GridError::Invalid {
+                            at: here.clone(),
+                            key: Some("table [base]".into()),
+                            message: e.to_string(),
+                        })?;
+                        let origin = format!("{origin} [base] (lines counted from the table)");
+                        let scenario = Scenario::from_toml_str(&text, &origin)
+                            .map_err(|source| GridError::Base { at: here, source })?;
+                        (scenario, text, origin)
+                    }
+                    other => {
+                        return Err(GridError::Invalid {
+                            at: here,
+                            key: Some("key `base`".into()),
+                            message: format!(
+                                "expected a scenario file name or a [base] table, found {}",
+                                other.type_str()
+                            ),
+                        })
+                    }
+                }
+            }
+        };
         let grid = Grid {
             name: raw.name.unwrap_or_else(|| default_name.to_owned()),
             base,

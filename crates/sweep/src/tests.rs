@@ -338,6 +338,36 @@ fn a_grid_of_too_many_combinations_is_refused_without_allocating() {
 }
 
 #[test]
+fn a_grid_too_large_is_refused_before_its_base_is_read() {
+    // 2^64 combinations over a base that is not there: reading a base (a
+    // million VMs take seconds) would come first and fail differently.
+    let values = ["\"sequential\""; 32].join(", ");
+    let text = format!(
+        "base = \"no-such-base.toml\"\n[factors]\npolicy = [{values}]\nwan_rtt = [{}]\n\
+         tcp_window = [{}]\nmultifd_channels = [{}]\nmax_in_flight = [{}]\n\
+         max_in_flight_per_host = [{}]\norder = [{}]\nmode = [{}]\nmemory = [{}]\n\
+         dirty_rate = [{}]\ntrace = [{}]\nwan_bandwidth = [{}]\npower_off_scale = [{}]\n",
+        ["\"1 ms\""; 32].join(", "),
+        ["\"1 GiB\""; 32].join(", "),
+        ["1"; 32].join(", "),
+        ["1"; 32].join(", "),
+        ["1"; 32].join(", "),
+        ["\"as-listed\""; 32].join(", "),
+        ["\"live\""; 32].join(", "),
+        ["\"base\""; 32].join(", "),
+        ["\"0 B/s\""; 32].join(", "),
+        ["\"base\""; 32].join(", "),
+        ["\"1 Gbps\""; 32].join(", "),
+        ["1.0"; 16].join(", "),
+    );
+    let message = error(&text);
+    assert!(
+        message.starts_with("grid.toml: the grid has 18446744073709551616 combinations (32 policy x "),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_repeat_seed_whose_draw_overfills_the_destinations_is_refused() {
     // Two VMs of 1 or 3 GiB each into 4 GiB of room: a draw of two 3 GiB
     // VMs (6 GiB) does not fit.
