@@ -779,6 +779,9 @@ impl<'a> Simulation<'a> {
                 if flow.params.mode == Mode::Postcopy {
                     flow.phase = Phase::Postcopy;
                     flow.paused_at = Some(now);
+                    let changed = self.postcopy_on_one_connection(vm);
+                    self.schedule(vm);
+                    return changed;
                 } else if converged || flow.round >= flow.params.max_rounds {
                     flow.phase = Phase::StopAndCopy;
                     flow.paused_at = Some(now);
@@ -983,6 +986,31 @@ impl<'a> Simulation<'a> {
         });
     }
 
+    /// QEMU before 10.1 sends postcopy's pages over one connection,
+    /// whatever multifd had: `vm`'s flow (caught up to now, just switched)
+    /// goes on with one connection's weight and cap. True if that changed
+    /// its demand.
+    fn postcopy_on_one_connection(&mut self, vm: VmId) -> bool {
+        let connection_cap = self.connection_cap;
+        let Some(flow) = self.flow_mut(vm) else {
+            return false;
+        };
+        flow.params.multifd_channels = 1;
+        let old = flow.demand;
+        flow.demand.weight = 1.0;
+        if flow.sending() {
+            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+        }
+        let (new, sending) = (flow.demand, flow.sending());
+        let changed = old.weight != new.weight || old.cap != new.cap;
+        if sending && changed {
+            self.settle_links_of(&old);
+            self.bottleneck.remove(&self.capacity, vm, &old);
+            self.bottleneck.add(&self.capacity, vm, &new);
+        }
+        changed
+    }
+
     /// Loses every VM of `host` that has not left yet; true if flows left.
     fn power_off(&mut self, host: HostId) -> bool {
         let now = self.now;
@@ -1155,6 +1183,8 @@ impl<'a> Simulation<'a> {
                     flow.round_sent = 0.0;
                     flow.phase = Phase::Postcopy;
                     flow.paused_at = Some(now);
+                    self.postcopy_on_one_connection(vm);
+                    rates_changed = true;
                     self.schedule(vm);
                 }
                 Action::Cancel { vm } => {
