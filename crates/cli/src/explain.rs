@@ -25,10 +25,21 @@ pub fn simulate(scenario: &Scenario) -> (RunResult, String) {
         &mut controller,
     );
     let mut text = String::new();
+    // A policy that explains nothing (every published one) says so once,
+    // not once per VM.
+    let explains = scenario.fleet.vm_ids().any(|id| !controller.explain(id).is_empty());
+    if !explains {
+        let _ = writeln!(text, "the {} policy records no decisions", controller.name());
+    }
     for (id, record) in scenario.fleet.vm_ids().zip(&result.vms) {
-        let _ = writeln!(text, "{} ({}): {:?}", record.name, record.host, record.outcome);
+        let outcome = match record.outcome {
+            evac_report::Outcome::Migrated => "migrated",
+            evac_report::Outcome::NotMigrated => "not migrated",
+            evac_report::Outcome::Lost => "lost",
+        };
+        let _ = writeln!(text, "{} ({}): {outcome}", record.name, record.host);
         let decisions = controller.explain(id);
-        if decisions.is_empty() {
+        if explains && decisions.is_empty() {
             let _ = writeln!(text, "  (no decision recorded)");
         }
         for e in decisions {

@@ -246,7 +246,7 @@ impl Deadline {
                     .collect()
             })
             .collect();
-        self.follow = candidates[rollout::best(&verdicts)];
+        self.follow = candidates[rollout::best(&candidates, &verdicts)];
     }
 
     /// The admission of a fixed plan the rollouts chose: the VMs waiting

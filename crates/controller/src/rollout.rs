@@ -155,23 +155,29 @@ pub fn affordable(candidates: usize, forecasts: usize, vms: usize) -> usize {
     (BUDGET_VMS / per_candidate).clamp(1, candidates.max(1))
 }
 
-/// The best of `verdicts` (one list per candidate, one verdict per
-/// forecast): the most priority saved summed over the forecasts, then the
-/// most VMs, then the earliest finish under the first (likely) forecast;
-/// ties go to the earlier candidate, so the planner's own plan stands
-/// unless another is strictly better.
-pub fn best(verdicts: &[Vec<Verdict>]) -> usize {
-    let key = |v: &Vec<Verdict>| {
+/// The best of `candidates` by their `verdicts` (one list per candidate,
+/// one verdict per forecast): the most priority saved summed over the
+/// forecasts, then the most VMs; then a plan that keeps the guests running
+/// (the planner's own, which pauses a guest only when that saves it, or a
+/// live one) over one that pauses every guest for its whole copy; then the
+/// earliest finish under the first (likely) forecast. Ties go to the
+/// earlier candidate, so the planner's own plan stands unless another is
+/// strictly better.
+pub fn best(candidates: &[Candidate], verdicts: &[Vec<Verdict>]) -> usize {
+    let key = |i: usize| {
+        let v = &verdicts[i];
         let priority: u64 = v.iter().map(|x| x.priority_saved).sum();
         let vms: usize = v.iter().map(|x| x.vms_saved).sum();
+        let keeps_running = !matches!(candidates[i], Candidate::Fixed { mode: Mode::Offline, .. });
         let finish = v.first().map_or(0.0, |x| x.finish_s);
-        (priority, vms, finish)
+        (priority, vms, keeps_running, finish)
     };
     let mut best = 0;
-    for (i, v) in verdicts.iter().enumerate().skip(1) {
-        let (p, n, f) = key(v);
-        let (bp, bn, bf) = key(&verdicts[best]);
-        if p > bp || (p == bp && (n > bn || (n == bn && f < bf - 1e-9))) {
+    for i in 1..verdicts.len().min(candidates.len()) {
+        let (p, n, r, f) = key(i);
+        let (bp, bn, br, bf) = key(best);
+        let better = (p, n, r) > (bp, bn, br) || ((p, n, r) == (bp, bn, br) && f < bf - 1e-9);
+        if better {
             best = i;
         }
     }
@@ -192,6 +198,14 @@ mod tests {
 
     #[test]
     fn the_best_saves_most_priority_over_the_forecasts_then_vms_then_time() {
+        let fixed = |mode| Candidate::Fixed {
+            order: Order::Priority,
+            window: 2,
+            per_host: usize::MAX,
+            connections: 1,
+            mode,
+        };
+        let live = [Candidate::Planner, fixed(Mode::Live), fixed(Mode::Live), fixed(Mode::Live)];
         // By hand: candidate 1 saves 10 + 2 = 12 priority, candidate 2
         // 6 + 6 = 12 with more VMs (5 against 4): 2 wins; candidate 3 ties
         // with 2 but finishes later under the likely forecast.
@@ -201,9 +215,14 @@ mod tests {
             vec![verdict(6, 3, 40.0), verdict(6, 2, 9.0)],
             vec![verdict(6, 3, 41.0), verdict(6, 2, 1.0)],
         ];
-        assert_eq!(best(&verdicts), 2);
+        assert_eq!(best(&live, &verdicts), 2);
         // A tie with the planner keeps the planner.
-        assert_eq!(best(&[vec![verdict(1, 1, 5.0)], vec![verdict(1, 1, 5.0)]]), 0);
+        let two = [Candidate::Planner, fixed(Mode::Live)];
+        assert_eq!(best(&two, &[vec![verdict(1, 1, 5.0)], vec![verdict(1, 1, 5.0)]]), 0);
+        // Offline from the start wins only by saving more, not by time.
+        let offline = [Candidate::Planner, fixed(Mode::Offline)];
+        assert_eq!(best(&offline, &[vec![verdict(3, 2, 50.0)], vec![verdict(3, 2, 10.0)]]), 0);
+        assert_eq!(best(&offline, &[vec![verdict(3, 2, 50.0)], vec![verdict(4, 2, 90.0)]]), 1);
     }
 
     #[test]
