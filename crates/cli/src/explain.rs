@@ -27,7 +27,10 @@ pub fn simulate(scenario: &Scenario) -> (RunResult, String) {
     let mut text = String::new();
     // A policy that explains nothing (every published one) says so once,
     // not once per VM.
-    let explains = scenario.fleet.vm_ids().any(|id| !controller.explain(id).is_empty());
+    let explains = scenario
+        .fleet
+        .vm_ids()
+        .any(|id| !controller.explain(id).is_empty());
     if !explains {
         let _ = writeln!(text, "the {} policy records no decisions", controller.name());
     }

@@ -168,7 +168,13 @@ pub fn best(candidates: &[Candidate], verdicts: &[Vec<Verdict>]) -> usize {
         let v = &verdicts[i];
         let priority: u64 = v.iter().map(|x| x.priority_saved).sum();
         let vms: usize = v.iter().map(|x| x.vms_saved).sum();
-        let keeps_running = !matches!(candidates[i], Candidate::Fixed { mode: Mode::Offline, .. });
+        let keeps_running = !matches!(
+            candidates[i],
+            Candidate::Fixed {
+                mode: Mode::Offline,
+                ..
+            }
+        );
         let finish = v.first().map_or(0.0, |x| x.finish_s);
         (priority, vms, keeps_running, finish)
     };
@@ -205,7 +211,12 @@ mod tests {
             connections: 1,
             mode,
         };
-        let live = [Candidate::Planner, fixed(Mode::Live), fixed(Mode::Live), fixed(Mode::Live)];
+        let live = [
+            Candidate::Planner,
+            fixed(Mode::Live),
+            fixed(Mode::Live),
+            fixed(Mode::Live),
+        ];
         // By hand: candidate 1 saves 10 + 2 = 12 priority, candidate 2
         // 6 + 6 = 12 with more VMs (5 against 4): 2 wins; candidate 3 ties
         // with 2 but finishes later under the likely forecast.
@@ -218,11 +229,20 @@ mod tests {
         assert_eq!(best(&live, &verdicts), 2);
         // A tie with the planner keeps the planner.
         let two = [Candidate::Planner, fixed(Mode::Live)];
-        assert_eq!(best(&two, &[vec![verdict(1, 1, 5.0)], vec![verdict(1, 1, 5.0)]]), 0);
+        assert_eq!(
+            best(&two, &[vec![verdict(1, 1, 5.0)], vec![verdict(1, 1, 5.0)]]),
+            0
+        );
         // Offline from the start wins only by saving more, not by time.
         let offline = [Candidate::Planner, fixed(Mode::Offline)];
-        assert_eq!(best(&offline, &[vec![verdict(3, 2, 50.0)], vec![verdict(3, 2, 10.0)]]), 0);
-        assert_eq!(best(&offline, &[vec![verdict(3, 2, 50.0)], vec![verdict(4, 2, 90.0)]]), 1);
+        assert_eq!(
+            best(&offline, &[vec![verdict(3, 2, 50.0)], vec![verdict(3, 2, 10.0)]]),
+            0
+        );
+        assert_eq!(
+            best(&offline, &[vec![verdict(3, 2, 50.0)], vec![verdict(4, 2, 90.0)]]),
+            1
+        );
     }
 
     #[test]
