@@ -32,7 +32,7 @@ fn score_cell(score: Option<f64>) -> String {
 
 /// What the score and the bounds mean, in one line each.
 pub const MEANING: [&str; 2] = [
-    "bound: a time no schedule can beat on this WAN and these NICs (all memory at full capacity; each VM alone on its best path)",
+    "bound: a time no schedule moving the same VMs can beat on this WAN and these NICs (their memory at full capacity; each alone on its best path)",
     "score: the geometric mean of total time / its bound and mean migration time / its bound; 1.0 is the physical limit",
 ];
 
@@ -457,9 +457,9 @@ mod tests {
         // web (5) and db (50) migrated, of 5 + 50 + 2 + 1 = 58.
         assert_eq!(row("priority saved"), "priority 55 of 58 (weighted)");
         assert_eq!(row("VMs"), "2 migrated, 2 lost, of 4");
-        // The last VM ended at 1231 s = 0:20:31; the bound is 4 GiB at 1 Gbps:
-        // 4 * 2^30 * 8 / 1e9 = 34.36 s.
-        assert_eq!(row("total time"), "1231.0 s (0:20:31); bound 34.4 s");
+        // The last VM ended at 1231 s = 0:20:31; the bound counts the two
+        // VMs moved, 2 GiB at 1 Gbps: 2 * 2^30 * 8 / 1e9 = 17.18 s.
+        assert_eq!(row("total time"), "1231.0 s (0:20:31); bound 17.2 s");
         assert!(describe(&result()).warnings.is_empty());
     }
 
