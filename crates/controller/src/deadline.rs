@@ -14,8 +14,9 @@
 //!    VM's bytes counting what precopy re-sends at its dirty rate; each in
 //!    the first mode that fits: live, then postcopy (when the scenario
 //!    allows it) or offline from the start. A VM that does not fit even at
-//!    the WAN's peak is given up at once; one that fits only at the peak
-//!    waits behind those that fit at the mean;
+//!    the WAN's peak goes last (never out of the order: it starts on room
+//!    no other VM wants, and the next plan judges it again); one that fits
+//!    only at the peak waits behind those that fit at the mean;
 //! 3. **admits** ([`crate::admission`]): in the plan's order (earliest
 //!    deadline first, then priority per byte), as few migrations as fill the
 //!    path, no second one on a full NIC, each with the connections the room
@@ -23,9 +24,13 @@
 //! 4. **watches** the migrations in flight: one that cannot finish before
 //!    its host dies at the share it actually gets (and the share it gets
 //!    once the migrations ahead of it are done) is switched to postcopy or
-//!    offline at the last safe moment if that saves it, and cancelled and
-//!    given up otherwise, so its bandwidth goes to VMs that can make it;
-//! 5. **explains** ([`crate::explain`]) each decision per VM.
+//!    offline at the last safe moment if that saves it, and otherwise
+//!    cancelled (once, and only if a VM that can make it would use its
+//!    bandwidth) and queued again, last;
+//! 5. **rolls out** ([`crate::rollout`]), when a driver gave it a
+//!    simulator: every 30 s or when the WAN moves, simulates candidate
+//!    plans from now under three forecasts and follows the best;
+//! 6. **explains** ([`crate::explain`]) each decision per VM.
 //!
 //! Replanning costs `O(n log n)` in the VMs left, so it runs only when
 //! something changed: a migration ended, the mean capacity moved by more
