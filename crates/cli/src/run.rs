@@ -29,22 +29,16 @@ pub fn run(
     // Checked before anything runs: a bad path is found now, not after an
     // hour of migrations.
     let outputs = output.open()?;
-    if is_dash(path) {
-        let inventory =
-            evac_qemu::Inventory::from_str_at(&output::read_stdin_input()?, Path::new("<stdin>"))?;
-        return evacuate(
-            Inventory::Qemu(inventory),
-            &output::origin(Some(path)),
-            policy,
-            quiet,
-            resume,
-            metrics,
-            outputs,
-        );
-    }
-    let inventory = match backend_of(path) {
-        BackendKind::Qemu => Inventory::Qemu(evac_qemu::Inventory::from_path(path)?),
-        BackendKind::Libvirt => libvirt_inventory(path)?,
+    let inventory = if is_dash(path) {
+        Inventory::Qemu(evac_qemu::Inventory::from_str_at(
+            &output::read_stdin_input()?,
+            Path::new("<stdin>"),
+        )?)
+    } else {
+        match backend_of(path) {
+            BackendKind::Qemu => Inventory::Qemu(evac_qemu::Inventory::from_path(path)?),
+            BackendKind::Libvirt => libvirt_inventory(path)?,
+        }
     };
     evacuate(
         inventory,

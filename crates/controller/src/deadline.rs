@@ -207,11 +207,7 @@ impl Deadline {
         if !self.estimator.wan_known() || self.estimator.peak_is_floor() {
             return;
         }
-        let waiting: Vec<VmId> = self.order[self.head..]
-            .iter()
-            .copied()
-            .filter(|&vm| self.startable(vm, now))
-            .collect();
+        let waiting: Vec<VmId> = self.waiting(now);
         if waiting.is_empty() {
             return;
         }
@@ -264,11 +260,7 @@ impl Deadline {
         per_host: usize,
     ) -> Admission {
         let now = view.now.as_secs_f64();
-        let mut picks: Vec<VmId> = self.order[self.head..]
-            .iter()
-            .copied()
-            .filter(|&vm| self.startable(vm, now))
-            .collect();
+        let mut picks: Vec<VmId> = self.waiting(now);
         order.sort(view.fleet, &mut picks);
         Admission {
             total: window,
@@ -320,6 +312,16 @@ impl Deadline {
                 break;
             }
         }
+    }
+
+    /// The VMs waiting to start whose hosts still have power, in the
+    /// plan's order.
+    fn waiting(&self, now: f64) -> Vec<VmId> {
+        self.order[self.head..]
+            .iter()
+            .copied()
+            .filter(|&vm| self.startable(vm, now))
+            .collect()
     }
 
     /// Whether `vm` waits to start and its host still has power.
@@ -394,11 +396,7 @@ impl Deadline {
             });
         }
         let queued_from = items.len();
-        let queued: Vec<VmId> = self.order[self.head..]
-            .iter()
-            .copied()
-            .filter(|&vm| self.startable(vm, now))
-            .collect();
+        let queued: Vec<VmId> = self.waiting(now);
         for vm in queued {
             let spec = fleet.vm(vm);
             items.push(Item {

@@ -163,7 +163,12 @@ impl Estimator {
         // a link of a few Mbit/s.
         let saturated = migrations
             .iter()
-            .filter(|m| now - m.started_at.as_secs_f64() >= self.settle_s - 1e-6)
+            .filter(|m| {
+                // A microsecond's slack: `now` and `started_at` come from
+                // different float paths and must not flip the test at
+                // exactly the settling time.
+                now - m.started_at.as_secs_f64() >= self.settle_s - 1e-6
+            })
             .any(|m| {
                 let rate = m.rate.to_bytes_per_sec().0;
                 let host = m.source.0;
