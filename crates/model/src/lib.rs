@@ -15,12 +15,15 @@
 //! - [`validate`]: `validate()` on each of these types, the one wall every
 //!   loader calls (see its page for the bounds).
 //! - [`suggest`]: "did you mean" for a mistyped unit, policy or field.
+//! - [`wall_clock`]: power-offs written as a time of day with its zone,
+//!   resolved against the evacuation's start.
 //!
 //! This crate does no I/O and knows nothing of TOML, QEMU or the simulator.
 
 pub mod suggest;
 pub mod units;
 pub mod validate;
+pub mod wall_clock;
 
 use std::time::Duration;
 

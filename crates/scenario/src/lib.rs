@@ -18,6 +18,8 @@
 //! ```toml
 //! name = "two-site evacuation"     # default: the file's name
 //! seed = 42                        # drives generated VMs; default 0 (at most 2^63 - 1, TOML's largest integer)
+//! start = "2026-12-06T13:50:00Z"   # optional: the evacuation's start on the wall clock, against which
+//!                                  # power-offs given as times count; default: when the file is read
 //!
 //! [network]
 //! wan_bandwidth = "1 Gbps"         # source site -> destination site bottleneck (required)
@@ -53,7 +55,10 @@
 //! name = "src-1"
 //! site = "source"                  # source | destination
 //! nic = "10 Gbps"
-//! power_off_at = "15 min"          # optional, source hosts only: VMs still there then are lost
+//! power_off_at = "15 min"          # optional, source hosts only: VMs still there then are lost;
+//!                                  # a duration from the start, or a time with its zone (RFC 3339,
+//!                                  # quoted or bare): "2026-12-06T14:30:00+01:00"; a time already
+//!                                  # past at the start means now
 //!
 //! [[host]]
 //! name = "dst-1"

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use evac_model::validate::Step;
+use evac_model::wall_clock::Timestamp;
 use evac_model::{Bytes, Fleet, Host, HostId, Invalid, Network, Site, TracePoint, Vm};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -316,7 +317,8 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
         let network = self.network(&raw.network);
-        let hosts = self.hosts(&raw.host)?;
+        let start = raw.start.unwrap_or_else(Timestamp::now);
+        let hosts = self.hosts(&raw.host, start)?;
         let (vms, vm_entries) = self.vms(&Hosts::new(&hosts), &raw)?;
         let scenario = Scenario {
             name: raw.name.unwrap_or_else(|| default_name(self.origin)),
@@ -405,7 +407,8 @@ impl Checker<'_> {
         }
     }
 
-    fn hosts(&self, raw: &[RawHost]) -> Result<Vec<Host>, ScenarioError> {
+    /// The hosts, their power-offs counted from `start`.
+    fn hosts(&self, raw: &[RawHost], start: Timestamp) -> Result<Vec<Host>, ScenarioError> {
         let mut first_named: HashMap<&str, usize> = HashMap::new();
         for (index, host) in raw.iter().enumerate() {
             let entry = FieldPath::entry("host", index);
@@ -439,7 +442,7 @@ impl Checker<'_> {
                 site: host.site,
                 nic: host.nic,
                 memory: host.memory,
-                power_off_at: host.power_off_at,
+                power_off_at: host.power_off_at.map(|at| at.resolve(start)),
             })
             .collect())
     }

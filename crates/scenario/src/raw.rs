@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use evac_controller::ControllerConfig;
 use evac_model::units::human_duration;
+use evac_model::wall_clock::{PowerOffAt, Timestamp};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, MigrationParams, Site};
 use serde::Deserialize;
 
@@ -18,6 +19,10 @@ pub(crate) struct RawScenario {
     pub name: Option<String>,
     #[serde(default)]
     pub seed: u64,
+    /// The evacuation's start on the wall clock, against which power-offs
+    /// given as times resolve; absent: when the file is read.
+    #[serde(default, with = "evac_model::wall_clock::instant")]
+    pub start: Option<Timestamp>,
     pub network: RawNetwork,
     #[serde(default)]
     pub migration: MigrationParams,
@@ -72,8 +77,8 @@ pub(crate) struct RawHost {
     pub nic: BitsPerSec,
     #[serde(default)]
     pub memory: Option<Bytes>,
-    #[serde(default, with = "human_duration::option")]
-    pub power_off_at: Option<Duration>,
+    #[serde(default)]
+    pub power_off_at: Option<PowerOffAt>,
 }
 
 #[derive(Debug, Deserialize)]
