@@ -9,6 +9,15 @@ use anyhow::{Context, Result};
 use evac_plan::triage::PlanJson;
 use evac_report::readable::{hms, seconds};
 
+/// `t` seconds into the plan as a time of day ("14:30:00 CET").
+fn time_of_day(result: &evac_report::RunResult, t: f64) -> String {
+    result
+        .started_at
+        .as_deref()
+        .and_then(|start| evac_report::readable::time_of_day(start, t))
+        .unwrap_or_else(|| hms(t))
+}
+
 pub fn plan(
     inventory: &Path,
     sample: Duration,
@@ -76,7 +85,11 @@ pub fn plan(
             r.total_time_s.map_or_else(|| "-".to_owned(), seconds)
         );
     }
-    let result = plan.recommended_result();
+    // Its times of day count from when the inventory was read, as its
+    // power-offs given as times did.
+    let mut result = plan.recommended_result().clone();
+    result.started_at = Some(inventory.start.to_string());
+    let result = &result;
     out!(
         "\nrecommended: {} (saves priority {} of {}, {} of {} VMs)",
         plan.recommended_policy(),
@@ -91,6 +104,24 @@ pub fn plan(
         }
         None => {
             out!("site ETA: none (no VM would move)");
+        }
+    }
+    let deadlines: Vec<_> = fleet
+        .hosts
+        .iter()
+        .filter_map(|h| Some((&h.name, h.power_off_at?)))
+        .collect();
+    if !deadlines.is_empty() {
+        out!(
+            "power-offs (time left counted from {}):",
+            time_of_day(&result, 0.0)
+        );
+        for (name, at) in deadlines {
+            out!(
+                "  {name}: at {}, {} left",
+                time_of_day(&result, at.as_secs_f64()),
+                hms(at.as_secs_f64())
+            );
         }
     }
     let summary = evac_report::summary::describe(result);

@@ -160,6 +160,7 @@ impl LabInstance {
                 network: None,
                 hosts: Vec::new(),
                 vms: Vec::new(),
+                start: evac_model::wall_clock::Timestamp::now(),
             },
             vms: None,
             topology: None,

@@ -693,11 +693,12 @@ pub async fn run_with_options(
     options: evac_run::RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<evac_run::RunOutput<Landed>> {
-    let mut options = options;
+    let (mut options, mut inventory) = (options, inventory);
     let log = options.log.clone().unwrap_or_else(evac_run::log_to_stderr);
     let params = inventory.migration.params;
     let config = inventory.controller.clone();
     evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
+    inventory.start = options.start.unwrap_or(inventory.start);
     // libvirt's own phases move no bytes for seconds: after the last byte
     // the destination's finish and the source's confirm (2-5 s on a loaded
     // machine, where 5 periods of 500 ms cancelled migrations that were

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_controller::ControllerConfig;
+use evac_model::wall_clock::{PowerOffAt, Timestamp};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, FieldPath, Fleet, Host, HostId, Invalid, MigrationParams, Network, Site,
     Vm,
@@ -31,6 +32,11 @@ pub struct Inventory {
     /// Optional: restrict the run to these domains, or tune them.
     #[serde(rename = "vm", default)]
     pub vms: Vec<VmSpec>,
+    /// Not in the file: the evacuation's start on the wall clock, which
+    /// power-offs given as times count from. When the file was read, until
+    /// a run sets its own (`evac_run::RunOptions::start`).
+    #[serde(skip, default = "Timestamp::now")]
+    pub start: Timestamp,
 }
 
 /// `[migration]`: the controller's starting parameters plus what only a
@@ -61,8 +67,9 @@ pub struct HostSpec {
     pub nic: BitsPerSec,
     #[serde(default)]
     pub memory: Option<Bytes>,
-    #[serde(default, with = "evac_model::units::human_duration::option")]
-    pub power_off_at: Option<Duration>,
+    /// A duration from the run's start, or a time with its zone.
+    #[serde(default)]
+    pub power_off_at: Option<PowerOffAt>,
     /// How evac reaches the host's libvirtd, e.g. `qemu+tcp://10.77.0.1/system`.
     pub uri: String,
     /// How the source hosts' daemons reach this one (peer-to-peer
@@ -165,7 +172,7 @@ impl Inventory {
             site: h.site,
             nic: h.nic,
             memory: h.memory,
-            power_off_at: h.power_off_at,
+            power_off_at: h.power_off_at.map(|at| at.resolve(self.start)),
         }
     }
 

@@ -93,7 +93,9 @@ impl FromStr for PowerOffAt {
             Err(error) => {
                 let hint = if !looks_like_time {
                     // "14:30", "15 mn": say what a duration takes.
-                    parse_duration(trimmed).err().map_or_else(String::new, |e| format!(" ({e})"))
+                    parse_duration(trimmed)
+                        .err()
+                        .map_or_else(String::new, |e| format!(" ({e})"))
                 } else if trimmed.parse::<jiff::civil::DateTime>().is_ok() {
                     "; give its zone, e.g. `Z` for UTC or `+01:00`, or the time would mean \
                      different instants on different machines"
@@ -127,9 +129,9 @@ impl Serialize for PowerOffAt {
 
 impl<'de> Deserialize<'de> for PowerOffAt {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(PowerOffVisitor { none: false })?.ok_or_else(|| {
-            de::Error::custom(format!("`none` is not {EXPECTED_POWER_OFF}"))
-        })
+        deserializer
+            .deserialize_any(PowerOffVisitor { none: false })?
+            .ok_or_else(|| de::Error::custom(format!("`none` is not {EXPECTED_POWER_OFF}")))
     }
 }
 
@@ -205,21 +207,29 @@ impl<'de> de::Visitor<'de> for PowerOffVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
-        Err(E::custom(format!("`{n}` has no unit; expected {EXPECTED_POWER_OFF}")))
+        Err(E::custom(format!(
+            "`{n}` has no unit; expected {EXPECTED_POWER_OFF}"
+        )))
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-        Err(E::custom(format!("`{n}` has no unit; expected {EXPECTED_POWER_OFF}")))
+        Err(E::custom(format!(
+            "`{n}` has no unit; expected {EXPECTED_POWER_OFF}"
+        )))
     }
 
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
-        Err(E::custom(format!("`{n}` has no unit; expected {EXPECTED_POWER_OFF}")))
+        Err(E::custom(format!(
+            "`{n}` has no unit; expected {EXPECTED_POWER_OFF}"
+        )))
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         // A bare TOML date-time: the toml crate's private one-key table.
         let Some((_, text)) = map.next_entry::<String, String>()? else {
-            return Err(de::Error::custom(format!("an empty table is not {EXPECTED_POWER_OFF}")));
+            return Err(de::Error::custom(format!(
+                "an empty table is not {EXPECTED_POWER_OFF}"
+            )));
         };
         self.visit_str(&text)
     }
@@ -252,12 +262,21 @@ mod tests {
 
     #[test]
     fn a_time_without_its_zone_or_a_clock_time_is_refused_saying_why() {
-        let e = "2026-12-06T14:30:00".parse::<PowerOffAt>().unwrap_err().to_string();
-        assert!(e.contains("give its zone") && e.contains("`2026-12-06T14:30:00`"), "{e}");
+        let e = "2026-12-06T14:30:00"
+            .parse::<PowerOffAt>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("give its zone") && e.contains("`2026-12-06T14:30:00`"),
+            "{e}"
+        );
         let e = "14:30".parse::<PowerOffAt>().unwrap_err().to_string();
         assert!(e.starts_with("`14:30` is not a duration from the start"), "{e}");
         assert!(e.contains("RFC 3339"), "{e}");
-        let e = "2026-13-06T14:30:00Z".parse::<PowerOffAt>().unwrap_err().to_string();
+        let e = "2026-13-06T14:30:00Z"
+            .parse::<PowerOffAt>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`2026-13-06T14:30:00Z`"), "{e}");
     }
 
@@ -274,7 +293,10 @@ mod tests {
         assert_eq!(deadline.resolve(at("2026-12-06T15:00:00Z")), Duration::ZERO);
         let after_start = PowerOffAt::FromStart(Duration::from_secs(60));
         assert_eq!(after_start.resolve(start), Duration::from_secs(60));
-        assert_eq!(after(start, Duration::from_secs(2400)), at("2026-12-06T14:30:00Z"));
+        assert_eq!(
+            after(start, Duration::from_secs(2400)),
+            at("2026-12-06T14:30:00Z")
+        );
     }
 
     #[test]

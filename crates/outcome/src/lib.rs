@@ -258,6 +258,10 @@ pub struct RunResult {
     /// drivers that know them append them after [`RunResult::summarize`].
     #[serde(default)]
     pub failed_attempts: Vec<FailedAttempt>,
+    /// A real run's start on the wall clock (RFC 3339, UTC), from which
+    /// every `_s` time counts; `None` for a simulation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
 }
 
 impl RunResult {
@@ -354,6 +358,7 @@ impl RunResult {
                 })
                 .collect(),
             failed_attempts: Vec::new(),
+            started_at: None,
         }
     }
 

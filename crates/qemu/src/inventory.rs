@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_controller::ControllerConfig;
+use evac_model::wall_clock::{PowerOffAt, Timestamp};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, FieldPath, Fleet, Host, HostId, Invalid, MigrationParams, Network, Site,
     Vm,
@@ -37,6 +38,10 @@ pub struct Inventory {
     pub stall_after: Option<Duration>,
     pub hosts: Vec<HostSpec>,
     pub vms: Vec<VmSpec>,
+    /// Not in the file: the evacuation's start on the wall clock, which
+    /// power-offs given as times count from in [`Inventory::fleet`]. When
+    /// the file was read, until a run sets its own (`evac_run::RunOptions::start`).
+    pub start: Timestamp,
 }
 
 /// The file's shape (fields as in [`Inventory`]); [`Inventory`] is built
@@ -86,6 +91,7 @@ impl From<RawInventory> for Inventory {
             stall_after: raw.stall_after,
             hosts: raw.hosts,
             vms: raw.vms,
+            start: Timestamp::now(),
         }
     }
 }
@@ -118,8 +124,9 @@ pub struct HostSpec {
     pub nic: BitsPerSec,
     #[serde(default)]
     pub memory: Option<Bytes>,
-    #[serde(default, with = "evac_model::units::human_duration::option")]
-    pub power_off_at: Option<Duration>,
+    /// A duration from the run's start, or a time with its zone.
+    #[serde(default)]
+    pub power_off_at: Option<PowerOffAt>,
     /// Destination hosts: the address incoming migrations listen on.
     #[serde(default)]
     pub migration_address: Option<String>,
@@ -318,7 +325,8 @@ impl Inventory {
     }
 
     /// The fleet, with VM memory from `memory` (in inventory order; missing
-    /// sizes are taken from the inventory or must be given).
+    /// sizes are taken from the inventory or must be given), its power-offs
+    /// counted from [`Inventory::start`].
     pub fn fleet(&self, memory: &[Bytes]) -> Fleet {
         let hosts = self
             .hosts
@@ -328,7 +336,7 @@ impl Inventory {
                 site: h.site,
                 nic: h.nic,
                 memory: h.memory,
-                power_off_at: h.power_off_at,
+                power_off_at: h.power_off_at.map(|at| at.resolve(self.start)),
             })
             .collect();
         let host_id = |name: &str| HostId(self.hosts.iter().position(|h| h.name == name).expect("checked"));
@@ -413,12 +421,43 @@ qemu_args = ["-machine", "q35"]
     fn parses_the_documented_example() {
         let inv = Inventory::from_str_at(GOOD, Path::new("lab.toml")).unwrap();
         assert_eq!(inv.hosts.len(), 2);
-        assert_eq!(inv.hosts[0].power_off_at, Some(Duration::from_secs(600)));
+        assert_eq!(
+            inv.hosts[0].power_off_at,
+            Some(PowerOffAt::FromStart(Duration::from_secs(600)))
+        );
+        assert_eq!(
+            inv.fleet(&[Bytes::mib(256)]).hosts[0].power_off_at,
+            Some(Duration::from_secs(600))
+        );
         assert_eq!(inv.vms[0].memory, Some(Bytes::mib(256)));
         assert_eq!(inv.controller.policy, evac_controller::PolicyKind::AimdGlobal);
         let fleet = inv.fleet(&[Bytes::mib(256)]);
         assert_eq!(fleet.vms[0].host, HostId(0));
         assert_eq!(inv.network().wan_bandwidth, BitsPerSec::gbps(10.0));
+    }
+
+    #[test]
+    fn a_power_off_time_counts_from_the_runs_start_and_needs_its_zone() {
+        let text = GOOD.replace("\"10 min\"", "\"2026-12-06T14:30:00+01:00\"");
+        let mut inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
+        // 14:30 at +01:00 is 13:30 UTC: 40 min after a start at 12:50 UTC.
+        inv.start = "2026-12-06T12:50:00Z".parse().unwrap();
+        let fleet = inv.fleet(&[Bytes::mib(256)]);
+        assert_eq!(fleet.hosts[0].power_off_at, Some(Duration::from_secs(40 * 60)));
+        // Past by the time the run starts: now.
+        inv.start = "2026-12-06T13:31:00Z".parse().unwrap();
+        assert_eq!(
+            inv.fleet(&[Bytes::mib(256)]).hosts[0].power_off_at,
+            Some(Duration::ZERO)
+        );
+        // Line 12 of GOOD (which starts with a newline) holds it.
+        let err = Inventory::from_str_at(&GOOD.replace("\"10 min\"", "\"14:30\""), Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("lab.toml:12:16: field `host[0].power_off_at`: `14:30` is not"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -49,7 +49,8 @@
 //! name = "src-1"
 //! site = "source"
 //! nic = "10 Gbps"
-//! power_off_at = "10 min"        # optional
+//! power_off_at = "10 min"        # optional: from the run's start, or a time with its zone
+//!                                # ("2026-12-06T14:30:00+01:00"), counted from the run's start
 //! netns = "evac-src"             # optional: the host is this network namespace
 //! [[host]]
 //! name = "dst-1"
@@ -224,6 +225,7 @@ pub async fn run_with_options(
     let run_dir = evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
     options.stall_after = options.stall_after.or(inventory.stall_after);
     inventory.run_dir = Some(run_dir);
+    inventory.start = options.start.unwrap_or(inventory.start);
     let backend = QemuBackend::connect(inventory, log, options.replay.as_ref()).await?;
     evac_run::run(backend, params, config, options, shutdown)
         .await

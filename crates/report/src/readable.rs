@@ -12,6 +12,26 @@ pub fn hms(seconds: f64) -> String {
     format!("{sign}{}:{:02}:{:02}", total / 3600, total / 60 % 60, total % 60)
 }
 
+/// The wall-clock time `seconds` after `start` (RFC 3339, as a real run's
+/// `started_at`), as a time of day in this machine's zone: "14:30:00 CET";
+/// with its date when that is not `start`'s. `None` when `start` is not a
+/// time.
+pub fn time_of_day(start: &str, seconds: f64) -> Option<String> {
+    let start: evac_model::wall_clock::Timestamp = start.parse().ok()?;
+    let after = std::time::Duration::try_from_secs_f64(seconds.max(0.0)).ok()?;
+    let zone = jiff::tz::TimeZone::system();
+    let (begun, at) = (
+        start.to_zoned(zone.clone()),
+        evac_model::wall_clock::after(start, after).to_zoned(zone),
+    );
+    let format = if at.date() == begun.date() {
+        "%H:%M:%S %Z"
+    } else {
+        "%Y-%m-%d %H:%M:%S %Z"
+    };
+    Some(at.strftime(format).to_string())
+}
+
 /// A short span as `m:ss` ("4:29"), or `h:mm:ss` from an hour on.
 pub fn span(seconds: f64) -> String {
     if !seconds.is_finite() {

@@ -5,7 +5,7 @@
 
 use evac_model::{Bytes, Site};
 
-use crate::readable::{hms, maybe_seconds, seconds, span};
+use crate::readable::{hms, maybe_seconds, seconds, span, time_of_day};
 use crate::{Outcome, RunResult, VmRecord};
 
 /// What one run says, in words.
@@ -114,6 +114,19 @@ fn outcome_counts(result: &RunResult) -> String {
     )
 }
 
+/// `hms(t)`, and the time of day when the result knows its start: "0:15:00
+/// (14:30:00 CET)".
+fn when(result: &RunResult, t: f64) -> String {
+    match result
+        .started_at
+        .as_deref()
+        .and_then(|start| time_of_day(start, t))
+    {
+        Some(clock) => format!("{} ({clock})", hms(t)),
+        None => hms(t),
+    }
+}
+
 fn power_off_of(result: &RunResult, host: &str) -> Option<f64> {
     result
         .hosts
@@ -172,7 +185,7 @@ fn host_lines(result: &RunResult) -> Vec<String> {
                 return match power_off {
                     Some(off) => format!(
                         "{name} lost power at {} ({off:.1} s) with {} of its {} VMs still on it: {names}",
-                        hms(off),
+                        when(result, off),
                         left.len(),
                         vms.len()
                     ),
@@ -189,7 +202,7 @@ fn host_lines(result: &RunResult) -> Vec<String> {
                     "{name} emptied at {} ({emptied:.1} s), {} before its power-off at {}",
                     hms(emptied),
                     span(off - emptied),
-                    hms(off)
+                    when(result, off)
                 ),
                 None => format!(
                     "{name} emptied at {} ({emptied:.1} s); no power-off",
@@ -426,6 +439,28 @@ mod tests {
                     .to_owned(),
             ]
         );
+    }
+
+    #[test]
+    fn a_real_runs_power_offs_also_read_as_times_of_day() {
+        let mut result = result();
+        result.started_at = Some("2026-12-06T13:50:00Z".into());
+        // rack4's power-off, 1500 s = 25 min after 13:50 UTC: 14:15 UTC, in
+        // this machine's zone.
+        let clock = "2026-12-06T14:15:00Z"
+            .parse::<evac_model::wall_clock::Timestamp>()
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::system())
+            .strftime("%H:%M:%S %Z")
+            .to_string();
+        assert_eq!(
+            describe(&result).hosts[1],
+            format!("rack4 emptied at 0:20:31 (1231.0 s), 4:29 before its power-off at 0:25:00 ({clock})")
+        );
+        // A day later, the date is said too.
+        let tomorrow = crate::readable::time_of_day("2026-12-06T13:50:00Z", 86_400.0).unwrap();
+        assert!(tomorrow.starts_with("2026-12-0"), "{tomorrow}");
+        assert_eq!(crate::readable::time_of_day("not a time", 1.0), None);
     }
 
     #[test]

@@ -8,12 +8,13 @@ use std::time::Duration;
 use evac_controller::{
     Action, Controller, ControllerConfig, EndOutcome, Ended, MigrationObs, Observations, Phase, Retune,
 };
+use evac_model::wall_clock::Timestamp;
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, Site, VmId};
 use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
 use tokio::time::{timeout, Instant};
 
 use crate::backend::{Backend, Migration, Observed, StartRequest, Wake};
-use crate::journal::{self, Entry, Journal, Replay};
+use crate::journal::{Entry, Journal, Replay};
 use crate::{
     log_to_stderr, FlightProgress, HostProgress, Landed, Log, RunOptions, RunOutput, RunProgress,
     ACTION_TIMEOUT, OBSERVE_TIMEOUT, STALL_PERIODS,
@@ -91,6 +92,9 @@ pub(crate) struct Driver<B: Backend> {
     /// so that its retry waits that long.
     delayed: Vec<(Duration, Ended)>,
     start: Instant,
+    /// The same start on the wall clock (the result says it, so that a
+    /// summary can print times of day).
+    wall_start: Timestamp,
     wake: Wake,
     progress: Option<tokio::sync::watch::Sender<RunProgress>>,
     log: Log,
@@ -105,6 +109,13 @@ impl<B: Backend> Driver<B> {
     ) -> anyhow::Result<Self> {
         let replay = options.replay.take();
         let journal_path = options.journal.take();
+        let wall_start = options.start.unwrap_or_else(Timestamp::now);
+        // The loop's clock counts from the wall-clock start the backend
+        // resolved the deadlines against, not from now: connecting to the
+        // VMs took time already.
+        let start = Instant::now()
+            .checked_sub(evac_model::wall_clock::until(wall_start, Timestamp::now()))
+            .unwrap_or_else(Instant::now);
         let fleet = backend.fleet();
         let vms = fleet
             .vms
@@ -131,7 +142,8 @@ impl<B: Backend> Driver<B> {
                 .unwrap_or(config.period.max(Duration::from_millis(10)) * crate::STALL_AFTER_PERIODS),
             max_attempts: config.max_attempts,
             backend,
-            start: Instant::now(),
+            start,
+            wall_start,
             wake: Wake::default(),
             progress: options.progress,
             log: options.log.unwrap_or_else(log_to_stderr),
@@ -147,7 +159,7 @@ impl<B: Backend> Driver<B> {
                 driver.journal = Some(Journal::create(&path)?);
                 let fleet = driver.backend.fleet();
                 let header = Entry::Run {
-                    started_unix_ms: journal::unix_ms(),
+                    started_unix_ms: u64::try_from(driver.wall_start.as_millisecond()).unwrap_or(0),
                     policy: policy.to_owned(),
                     vms: fleet.vms.iter().map(|v| v.name.clone()).collect(),
                     memory: fleet.vms.iter().map(|v| v.memory).collect(),
@@ -205,6 +217,7 @@ impl<B: Backend> Driver<B> {
         self.start = Instant::now()
             .checked_sub(replay.elapsed())
             .unwrap_or_else(Instant::now);
+        self.wall_start = replay.start();
         self.failed_attempts = replay.failed_attempts.clone();
         for vm in 0..self.vms.len() {
             let name = self.vms[vm].record.name.clone();
@@ -401,6 +414,7 @@ impl<B: Backend> Driver<B> {
             timeline,
         );
         result.failed_attempts = std::mem::take(&mut self.failed_attempts);
+        result.started_at = Some(self.wall_start.to_string());
         let t_s = self.t_s();
         self.record(Entry::Finish { t_s });
         if let Some(progress) = &self.progress {

@@ -4,11 +4,10 @@
 //! VMs that do not depend on the backend. Each backend's inventory module
 //! keeps its own fields and the checks only it needs.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
+use evac_model::wall_clock::PowerOffAt;
 use evac_model::Site;
 use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
 
 /// Why an inventory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +155,7 @@ pub struct HostView<'a> {
     pub name: &'a str,
     pub site: Site,
     pub migration_address: Option<&'a str>,
-    pub power_off_at: Option<Duration>,
+    pub power_off_at: Option<PowerOffAt>,
 }
 
 impl<'a> HostView<'a> {
@@ -164,7 +163,7 @@ impl<'a> HostView<'a> {
         name: &'a str,
         site: Site,
         migration_address: Option<&'a str>,
-        power_off_at: Option<Duration>,
+        power_off_at: Option<PowerOffAt>,
     ) -> Self {
         HostView {
             name,
@@ -297,7 +296,7 @@ mod tests {
         );
         assert!(r.message.contains("migration_address"), "{r:?}");
         let late = HostView {
-            power_off_at: Some(Duration::from_secs(60)),
+            power_off_at: Some(PowerOffAt::FromStart(std::time::Duration::from_secs(60))),
             ..b
         };
         assert!(refused(&[a, late], &[]).message.contains("power_off_at"));

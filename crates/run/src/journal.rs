@@ -202,6 +202,13 @@ impl Replay {
     pub fn elapsed(&self) -> Duration {
         Duration::from_millis(unix_ms().saturating_sub(self.started_unix_ms))
     }
+
+    /// When the run first started, on the wall clock.
+    pub fn start(&self) -> evac_model::wall_clock::Timestamp {
+        let ms = i64::try_from(self.started_unix_ms).unwrap_or(i64::MAX);
+        evac_model::wall_clock::Timestamp::from_millisecond(ms)
+            .unwrap_or(evac_model::wall_clock::Timestamp::MAX)
+    }
 }
 
 /// One VM, as the journal leaves it.

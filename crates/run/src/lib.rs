@@ -61,6 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evac_controller::{Controller, ControllerConfig, Evacuation, PolicyKind, Resumed};
+use evac_model::wall_clock::Timestamp;
 use evac_model::MigrationParams;
 use evac_outcome::RunResult;
 use tokio::sync::watch;
@@ -134,6 +135,13 @@ pub struct RunOptions {
     /// simulator (it sits above this crate); the CLI hands it in, so a real
     /// run decides as `evac simulate` does.
     pub plan_with: Option<RolloutFactory>,
+    /// The run's start on the wall clock: the origin of its clock, and
+    /// what the inventory's power-offs given as times of day count from
+    /// (the backend resolves them against it). [`open_run_dir`] sets it:
+    /// now, or a resumed run's first start (from its journal), so that a
+    /// restart keeps every deadline where it was. `None`: when the loop
+    /// starts.
+    pub start: Option<Timestamp>,
 }
 
 /// See [`RunOptions::plan_with`].
@@ -157,6 +165,7 @@ impl std::fmt::Debug for RunOptions {
             .field("stall_after", &self.stall_after)
             .field("replay", &self.replay.is_some())
             .field("plan_with", &self.plan_with.is_some())
+            .field("start", &self.start)
             .finish()
     }
 }
@@ -297,6 +306,10 @@ pub fn open_run_dir(name: &str, run_dir: Option<&Path>, options: &mut RunOptions
         .map_err(|e| anyhow::anyhow!("cannot create run_dir {}: {e}", run_dir.display()))?;
     let journal = journal_path(&run_dir);
     options.replay = journal::prepare(&journal, options.resume)?;
+    options.start = Some(match &options.replay {
+        Some(replay) => replay.start(),
+        None => Timestamp::now(),
+    });
     options.journal = Some(journal);
     Ok(run_dir)
 }

@@ -63,7 +63,10 @@ fn a_time_of_day_counts_from_the_files_start() {
         Some(Duration::from_secs(40 * 60))
     );
     assert_eq!(
-        power_off("start = 2026-12-06T14:50:00+01:00", "power_off_at = \"2026-12-06T14:30:00Z\""),
+        power_off(
+            "start = 2026-12-06T14:50:00+01:00",
+            "power_off_at = \"2026-12-06T14:30:00Z\""
+        ),
         Some(Duration::from_secs(40 * 60))
     );
     // A duration stays one.

@@ -353,6 +353,7 @@ mod tests {
                 power_off_s: Some(30.0),
             }],
             failed_attempts: vec![],
+            started_at: None,
         }
     }
 
