@@ -20,7 +20,9 @@
 //!   simulator's prediction, and the errors between them;
 //! - [`cleanup`]: `evac lab down`, which finds labs by name, leftovers of
 //!   killed processes included;
-//! - [`probe`]: round trips and TCP goodput measured inside the lab.
+//! - [`probe`]: round trips and TCP goodput measured inside the lab;
+//! - [`upsd`]: a real NUT `upsd` serving a UPS whose battery drains on a
+//!   script, for the power-off deadlines a UPS tells.
 //!
 //! Every process a [`Lab`] starts or is told about ([`Lab::adopt`]) is killed
 //! by its pid when the lab is dropped, so a failing test cleans up too.
@@ -43,6 +45,7 @@ pub mod instance;
 pub mod probe;
 pub mod topology;
 pub mod tun;
+pub mod upsd;
 
 /// qboot: the firmware that boots fastest; a guest with no disk spins in it,
 /// "running".
