@@ -145,4 +145,9 @@ pub trait Policy {
     /// A simulator to plan with (see [`rollout`]); policies that do not
     /// plan ignore it.
     fn plan_with(&mut self, _rollout: std::sync::Arc<dyn rollout::Rollout>) {}
+
+    /// Some hosts' power-offs changed: `fleet` has the new ones. A policy
+    /// that plans against them plans again; the others (the published
+    /// policies, blind to deadlines by design) ignore it.
+    fn power_changed(&mut self, _fleet: &Fleet) {}
 }

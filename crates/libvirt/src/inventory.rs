@@ -173,6 +173,7 @@ impl Inventory {
             nic: h.nic,
             memory: h.memory,
             power_off_at: h.power_off_at.map(|at| at.resolve(self.start)),
+            power_trace: Vec::new(),
         }
     }
 

@@ -443,6 +443,7 @@ impl Checker<'_> {
                 nic: host.nic,
                 memory: host.memory,
                 power_off_at: host.power_off_at.map(|at| at.resolve(start)),
+                power_trace: Vec::new(),
             })
             .collect())
     }

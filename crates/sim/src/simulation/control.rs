@@ -67,7 +67,10 @@ impl Simulation<'_> {
             changed.push(host);
         }
         obs.wan_bytes = Bytes::from_f64(self.carried[WAN]);
-        controller.on_tick(obs)
+        let actions = controller.on_tick(obs);
+        // Each change is told once.
+        self.observations.power_changes.clear();
+        actions
     }
 
     /// Carries out the controller's actions; true if rates must be recomputed.
