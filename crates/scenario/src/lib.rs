@@ -59,6 +59,11 @@
 //!                                  # a duration from the start, or a time with its zone (RFC 3339,
 //!                                  # quoted or bare): "2026-12-06T14:30:00+01:00"; a time already
 //!                                  # past at the start means now
+//! power_trace = [                  # optional, source hosts only: the power-off changes during the
+//!   { at = "5 min", power_off_at = "12 min" },   # evacuation; at `at` (from the start) the
+//!   { at = "9 min", power_off_at = "none" },     # controller learns the new power-off (a duration
+//! ]                                # or a time, as above; "none" or absent: no power-off any more);
+//!                                  # `at` strictly increasing
 //!
 //! [[host]]
 //! name = "dst-1"

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use evac_model::validate::Step;
 use evac_model::wall_clock::Timestamp;
-use evac_model::{Bytes, Fleet, Host, HostId, Invalid, Network, Site, TracePoint, Vm};
+use evac_model::{Bytes, Fleet, Host, HostId, Invalid, Network, PowerChange, Site, TracePoint, Vm};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -443,7 +443,14 @@ impl Checker<'_> {
                 nic: host.nic,
                 memory: host.memory,
                 power_off_at: host.power_off_at.map(|at| at.resolve(start)),
-                power_trace: Vec::new(),
+                power_trace: host
+                    .power_trace
+                    .iter()
+                    .map(|change| PowerChange {
+                        at: change.at,
+                        power_off_at: change.power_off_at.map(|at| at.resolve(start)),
+                    })
+                    .collect(),
             })
             .collect())
     }

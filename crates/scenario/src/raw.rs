@@ -79,6 +79,19 @@ pub(crate) struct RawHost {
     pub memory: Option<Bytes>,
     #[serde(default)]
     pub power_off_at: Option<PowerOffAt>,
+    #[serde(default)]
+    pub power_trace: Vec<RawPowerChange>,
+}
+
+/// One announced change of a host's power-off: at `at` the power-off is
+/// now `power_off_at` (`"none"` or absent: no power-off any more).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPowerChange {
+    #[serde(with = "human_duration")]
+    pub at: Duration,
+    #[serde(default, with = "evac_model::wall_clock::or_none")]
+    pub power_off_at: Option<PowerOffAt>,
 }
 
 #[derive(Debug, Deserialize)]

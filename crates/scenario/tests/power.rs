@@ -110,3 +110,68 @@ fn a_time_without_zone_or_a_start_that_is_a_duration_is_refused_at_its_line() {
     assert!(e.starts_with("p.toml:2: field `start`"), "{e}");
     assert!(e.contains("is a duration"), "{e}");
 }
+
+#[test]
+fn a_power_trace_reads_as_announced_changes() {
+    use evac_model::PowerChange;
+    let trace = "power_off_at = \"20 min\"\npower_trace = [\n  { at = \"5 min\", power_off_at = \"12 min\" },\n  \
+                 { at = \"8 min\", power_off_at = \"2026-12-06T14:30:00Z\" },\n  { at = \"9 min\", power_off_at = \"none\" },\n  \
+                 { at = \"10 min\" },\n]";
+    let scenario = Scenario::from_toml_str(&text("start = \"2026-12-06T14:00:00Z\"", trace), "p.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let host = &scenario.fleet.hosts[0];
+    assert_eq!(host.power_off_at, Some(Duration::from_secs(20 * 60)));
+    let min = |m: u64| Duration::from_secs(m * 60);
+    assert_eq!(
+        host.power_trace,
+        vec![
+            PowerChange {
+                at: min(5),
+                power_off_at: Some(min(12))
+            },
+            // 14:30 is 30 min after the start at 14:00.
+            PowerChange {
+                at: min(8),
+                power_off_at: Some(min(30))
+            },
+            PowerChange {
+                at: min(9),
+                power_off_at: None
+            },
+            PowerChange {
+                at: min(10),
+                power_off_at: None
+            },
+        ]
+    );
+    assert!(scenario.fleet.hosts[1].power_trace.is_empty());
+}
+
+#[test]
+fn a_bad_power_trace_is_refused_at_its_line_and_field() {
+    // Lines: the trace's entries are on lines 11 and 12.
+    let e = refused(
+        "",
+        "power_trace = [\n  { at = \"5 min\", power_off_at = \"12 min\" },\n  { at = \"4 min\", power_off_at = \"6 min\" },\n]",
+    );
+    assert!(
+        e.starts_with("p.toml:12: field `power_trace[1].at` of [[host]] \"src-1\": `4 min` is out of order"),
+        "{e}"
+    );
+    let e = refused(
+        "",
+        "power_trace = [\n  { at = \"5 min\", power_off_at = \"never\" },\n]",
+    );
+    assert!(e.starts_with("p.toml:11:"), "{e}");
+    assert!(
+        e.contains("power_trace") && e.contains("`never`") && e.contains("\"none\""),
+        "{e}"
+    );
+    let e = refused(
+        "",
+        "power_trace = [\n  { at = \"5 min\", power_of_at = \"6 min\" },\n]",
+    );
+    assert!(e.contains("power_of_at") && e.contains("power_off_at"), "{e}");
+    let e = refused("", "power_trace = [ { power_off_at = \"6 min\" } ]");
+    assert!(e.contains("`at`"), "{e}");
+}

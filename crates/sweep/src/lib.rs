@@ -30,6 +30,8 @@
 //! max_in_flight = [2, 8]               # the static policy's site-wide limit
 //! max_in_flight_per_host = [1, 2]      # ... and its limit per source host
 //! power_off_scale = [0.5, 2]           # every power-off twice as soon, or as late
+//! power_news = ["base", "-40% at 25%", "-40% at 0%", "+5 min at 10 min"]
+//!                                      # every power-off moved, announced then
 //! ```
 //!
 //! What the levels mean:
@@ -46,8 +48,18 @@
 //!   them to the same total, rounded to whole MiB (at least 64 MiB). Each
 //!   VM's working set is scaled with its memory.
 //! - `dirty_rate`: every VM's dirty rate.
-//! - `power_off_scale`: every host's `power_off_at` multiplied by it (a
-//!   positive number): tight (< 1) or loose (> 1) deadlines.
+//! - `power_off_scale`: every host's `power_off_at` (and the times of its
+//!   `power_trace`) multiplied by it (a positive number): tight (< 1) or
+//!   loose (> 1) deadlines.
+//! - `power_news`: power that changes during the evacuation. `base` keeps
+//!   the base's `power_trace`s, `none` removes them; `"<shift> at <when>"`
+//!   gives every host that has a power-off one announced change instead:
+//!   at `<when>` (a duration from the start, or a percentage of the host's
+//!   own power-off) its power-off moves by `<shift>` (a signed duration,
+//!   `-5 min`, or a signed percentage of it, `-40%`; one moved to before
+//!   the announcement means now). The same shift announced `at 0%` is the
+//!   final deadline known from the start: the grid then measures what
+//!   learning it late costs. Applied after `power_off_scale`.
 //! - `trace`: `base` keeps the base's trace; `steady` is no trace at all;
 //!   `fluctuating` alternates the WAN between 100 % and 40 % of its
 //!   bandwidth, each phase lasting 30 to 90 s (60 s on average), drawn from
@@ -121,6 +133,78 @@ pub enum Level {
     MaxInFlight(usize),
     MaxInFlightPerHost(usize),
     PowerOffScale(f64),
+    PowerNews(PowerNews),
+}
+
+/// The `power_news` factor's levels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PowerNews {
+    /// The base's `power_trace`s as they are.
+    Base,
+    /// No change is ever announced.
+    None,
+    /// One change per host with a power-off: at `at`, it moves by `shift`.
+    Shift { shift: Amount, at: Amount },
+}
+
+/// A time in a `power_news` level: seconds, or a fraction of each host's
+/// own power-off; signed for a shift.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Seconds(f64),
+    Fraction(f64),
+}
+
+impl Amount {
+    /// Seconds, for a host whose power-off is at `power_off` s.
+    fn of(self, power_off: f64) -> f64 {
+        match self {
+            Amount::Seconds(s) => s,
+            Amount::Fraction(f) => f * power_off,
+        }
+    }
+
+    /// `-40%`, `+5 min`, `25%`, `5 min`; signed only when `signed`.
+    fn parse(text: &str, signed: bool) -> Result<Amount, String> {
+        let text = text.trim();
+        let (sign, magnitude) = match text.as_bytes().first() {
+            Some(b'-') if signed => (-1.0, &text[1..]),
+            Some(b'+') if signed => (1.0, &text[1..]),
+            _ if signed => return Err(format!("`{text}` needs a sign: `-` (earlier) or `+` (later)")),
+            _ => (1.0, text),
+        };
+        if let Some(percent) = magnitude.trim().strip_suffix('%') {
+            let value: f64 = percent
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0 && *v <= 1e4)
+                .ok_or_else(|| format!("`{text}` is not a percentage like `40%`"))?;
+            return Ok(Amount::Fraction(sign * value / 100.0));
+        }
+        let duration = parse_duration(magnitude).map_err(|e| e.to_string())?;
+        Ok(Amount::Seconds(sign * duration.as_secs_f64()))
+    }
+}
+
+impl PowerNews {
+    fn parse(text: &str) -> Result<PowerNews, String> {
+        match text.trim() {
+            "base" => return Ok(PowerNews::Base),
+            "none" => return Ok(PowerNews::None),
+            _ => {}
+        }
+        let expected = || {
+            format!(
+                "`{text}` is not `base`, `none` or \"<shift> at <when>\" like \"-40% at 25%\" \
+                 or \"+5 min at 10 min\""
+            )
+        };
+        let (shift, at) = text.split_once(" at ").ok_or_else(expected)?;
+        let shift = Amount::parse(shift, true).map_err(|e| format!("{}: {e}", expected()))?;
+        let at = Amount::parse(at, false).map_err(|e| format!("{}: {e}", expected()))?;
+        Ok(PowerNews::Shift { shift, at })
+    }
 }
 
 /// The `memory` factor's levels.
@@ -145,7 +229,7 @@ pub enum TracePreset {
 }
 
 /// The factors a grid may vary, in the order they are applied.
-pub const FACTORS: [&str; 13] = [
+pub const FACTORS: [&str; 14] = [
     "policy",
     "wan_bandwidth",
     "wan_rtt",
@@ -159,6 +243,7 @@ pub const FACTORS: [&str; 13] = [
     "max_in_flight",
     "max_in_flight_per_host",
     "power_off_scale",
+    "power_news",
 ];
 
 /// One factor: its name and its levels, each with the text it was written as.
@@ -584,7 +669,7 @@ fn combination_count(factors: &[Factor], seeds: usize) -> Option<usize> {
 fn touches_fleet(level: &Level) -> bool {
     matches!(
         level,
-        Level::Memory(_) | Level::DirtyRate(_) | Level::PowerOffScale(_)
+        Level::Memory(_) | Level::DirtyRate(_) | Level::PowerOffScale(_) | Level::PowerNews(_)
     )
 }
 
@@ -603,6 +688,7 @@ fn level_rank(level: &Level) -> usize {
         Level::MaxInFlight(_) => 10,
         Level::MaxInFlightPerHost(_) => 11,
         Level::PowerOffScale(_) => 12,
+        Level::PowerNews(_) => 13,
     }
 }
 
@@ -670,6 +756,7 @@ fn parse_level(name: &str, value: &toml::Value) -> Result<Level, String> {
                 .filter(|x| x.is_finite() && *x > 0.0 && *x <= 1e6)
                 .ok_or_else(|| format!("expected a positive number (at most 1e6), found `{value}`"))?,
         ),
+        "power_news" => Level::PowerNews(PowerNews::parse(text()?)?),
         _ => unreachable!("checked against FACTORS"),
     })
 }
@@ -743,6 +830,31 @@ fn apply(scenario: &mut Scenario, level: &Level) {
         Level::PowerOffScale(scale) => {
             for host in &mut scenario.fleet.hosts {
                 host.power_off_at = host.power_off_at.map(|at| at.mul_f64(scale));
+                for change in &mut host.power_trace {
+                    change.at = change.at.mul_f64(scale);
+                    change.power_off_at = change.power_off_at.map(|at| at.mul_f64(scale));
+                }
+            }
+        }
+        Level::PowerNews(PowerNews::Base) => {}
+        Level::PowerNews(PowerNews::None) => {
+            for host in &mut scenario.fleet.hosts {
+                host.power_trace.clear();
+            }
+        }
+        Level::PowerNews(PowerNews::Shift { shift, at }) => {
+            for host in &mut scenario.fleet.hosts {
+                let Some(power_off) = host.power_off_at else {
+                    host.power_trace.clear();
+                    continue;
+                };
+                let off = power_off.as_secs_f64();
+                let at = at.of(off).max(0.0);
+                let moved = (off + shift.of(off)).max(0.0);
+                host.power_trace = vec![evac_model::PowerChange {
+                    at: Duration::from_secs_f64(at),
+                    power_off_at: Some(Duration::from_secs_f64(moved)),
+                }];
             }
         }
     }
