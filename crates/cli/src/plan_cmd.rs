@@ -114,12 +114,12 @@ pub fn plan(
     if !deadlines.is_empty() {
         out!(
             "power-offs (time left counted from {}):",
-            time_of_day(&result, 0.0)
+            time_of_day(result, 0.0)
         );
         for (name, at) in deadlines {
             out!(
                 "  {name}: at {}, {} left",
-                time_of_day(&result, at.as_secs_f64()),
+                time_of_day(result, at.as_secs_f64()),
                 hms(at.as_secs_f64())
             );
         }

@@ -1,5 +1,10 @@
 //! `evac run INVENTORY`: the inventory's `backend` picks the backend; the
 //! run loop (evac-run) is the same for all of them.
+//!
+//! While it runs, the power-offs may change (`evac_run::power`): the
+//! inventory file is watched (every control period, and on SIGHUP) for
+//! edited `power_off_at` values, and hosts that name a UPS have it polled
+//! every period.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,10 +17,57 @@ use crate::output::{self, is_dash, Exit};
 use crate::{progress, OutputArgs};
 
 /// An inventory of either backend.
+#[derive(Clone)]
 enum Inventory {
     Qemu(evac_qemu::Inventory),
     #[cfg(feature = "libvirt")]
     Libvirt(evac_libvirt::Inventory),
+}
+
+impl Inventory {
+    fn period(&self) -> std::time::Duration {
+        match self {
+            Inventory::Qemu(i) => i.controller.period,
+            #[cfg(feature = "libvirt")]
+            Inventory::Libvirt(i) => i.controller.period,
+        }
+    }
+
+    fn power_offs(&self) -> Vec<(String, Option<evac_model::wall_clock::PowerOffAt>)> {
+        match self {
+            Inventory::Qemu(i) => i.power_offs(),
+            #[cfg(feature = "libvirt")]
+            Inventory::Libvirt(i) => i.power_offs(),
+        }
+    }
+
+    fn ups_hosts(&self) -> Vec<evac_run::power::UpsHost> {
+        match self {
+            Inventory::Qemu(i) => i.ups_hosts(),
+            #[cfg(feature = "libvirt")]
+            Inventory::Libvirt(i) => i.ups_hosts(),
+        }
+    }
+
+    /// The file at `path` as edited during the run: its power-offs, and the
+    /// refusal of whatever else changed since `self`.
+    fn reread(&self, text: &str, path: &Path) -> Result<evac_run::power::Reread, String> {
+        let (power_offs, refused) = match self {
+            Inventory::Qemu(old) => {
+                let new = evac_qemu::Inventory::from_str_at(text, path).map_err(|e| e.to_string())?;
+                (new.power_offs(), old.changed_beyond_power(&new))
+            }
+            #[cfg(feature = "libvirt")]
+            Inventory::Libvirt(old) => {
+                let new = evac_libvirt::Inventory::from_str_at(text, path).map_err(|e| e.to_string())?;
+                (new.power_offs(), old.changed_beyond_power(&new))
+            }
+        };
+        Ok(evac_run::power::Reread {
+            power_offs,
+            refused: refused.map(|r| format!("{}: {r}", path.display())),
+        })
+    }
 }
 
 pub fn run(
@@ -40,27 +92,23 @@ pub fn run(
             BackendKind::Libvirt => libvirt_inventory(path)?,
         }
     };
-    evacuate(
-        inventory,
-        &output::origin(Some(path)),
-        policy,
-        quiet,
-        resume,
-        metrics,
-        outputs,
-    )
+    evacuate(inventory, path, policy, quiet, resume, metrics, outputs)
 }
 
-/// `origin` names the inventory in the result.
+/// `path` (`-`: stdin) names the inventory in the result, and is watched
+/// for new power-offs.
 fn evacuate(
     inventory: Inventory,
-    origin: &str,
+    path: &Path,
     policy: Option<PolicyKind>,
     quiet: bool,
     resume: bool,
     metrics: Option<&str>,
     mut outputs: output::Outputs,
 ) -> Result<Exit> {
+    let origin = &output::origin(Some(path));
+    // An inventory read from stdin cannot be read again.
+    let watched = (!is_dash(path)).then(|| path.to_owned());
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut result = runtime.block_on(async {
         let display = (!quiet).then(progress::Display::stderr);
@@ -79,9 +127,12 @@ fn evacuate(
                 log(&format!("{name}: cancelling the migrations in flight"));
             }
         };
+        let (power_tx, power_rx) = evac_run::power::feed();
+        let power_tasks = power_sources(&inventory, watched, power_tx, &log);
         let mut options = RunOptions {
             policy,
             resume,
+            power: Some(power_rx),
             log: Some(log),
             // `deadline` plans by simulation, as in `evac simulate`.
             plan_with: Some(Arc::new(|network, params, config| {
@@ -127,6 +178,9 @@ fn evacuate(
         }
         if let Some(endpoint) = endpoint {
             endpoint.stop().await;
+        }
+        for task in power_tasks {
+            task.abort();
         }
         output
     })?;
@@ -177,14 +231,70 @@ fn backend_of(path: &Path) -> BackendKind {
         .map_or(BackendKind::Qemu, |peek| peek.backend)
 }
 
-/// The signals that end a run as Ctrl-C does: SIGINT (Ctrl-C), SIGTERM
-/// (`kill`, `timeout`, service managers) and SIGHUP (the terminal went
-/// away). Each cancels what is in flight, writes the result and leaves no
-/// migration without a controller.
+/// The tasks that tell the run of changes of power: the inventory watched
+/// (when it is a file) and on SIGHUP, and the UPSes hosts name. SIGHUP no
+/// longer ends a run: as daemons do, evac reads its inventory again (a
+/// terminal that goes away does not stop an evacuation).
+fn power_sources(
+    inventory: &Inventory,
+    watched: Option<std::path::PathBuf>,
+    tx: tokio::sync::mpsc::Sender<evac_run::power::PowerUpdate>,
+    log: &Log,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let period = inventory.period();
+    let mut tasks = Vec::new();
+    let (hup_tx, hup_rx) = tokio::sync::mpsc::channel(4);
+    if let Ok(mut hangups) = signal(SignalKind::hangup()) {
+        let log = log.clone();
+        let stdin = watched.is_none();
+        tasks.push(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                if stdin {
+                    log("evac: SIGHUP: the inventory came from stdin, there is no file to read again");
+                }
+                let _ = hup_tx.try_send(());
+            }
+        }));
+    }
+    if let Some(path) = watched {
+        let baseline = inventory.clone();
+        let reread_path = path.clone();
+        tasks.push(tokio::spawn(evac_run::power::watch_inventory(
+            path,
+            period,
+            inventory.power_offs(),
+            move |text: &str| baseline.reread(text, &reread_path),
+            hup_rx,
+            tx.clone(),
+            log.clone(),
+        )));
+    }
+    let ups = inventory.ups_hosts();
+    if !ups.is_empty() {
+        // Each read within the period (at least 200 ms, at most 2 s): a
+        // dead upsd costs one poll, never the run.
+        let wait = period.clamp(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(2),
+        );
+        tasks.push(tokio::spawn(evac_run::power::poll_ups(
+            ups,
+            period,
+            wait,
+            tx,
+            log.clone(),
+        )));
+    }
+    tasks
+}
+
+/// The signals that end a run as Ctrl-C does: SIGINT (Ctrl-C) and SIGTERM
+/// (`kill`, `timeout`, service managers). Each cancels what is in flight,
+/// writes the result and leaves no migration without a controller.
 struct StopSignals {
     int: Option<tokio::signal::unix::Signal>,
     term: Option<tokio::signal::unix::Signal>,
-    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl StopSignals {
@@ -193,7 +303,6 @@ impl StopSignals {
         StopSignals {
             int: signal(SignalKind::interrupt()).ok(),
             term: signal(SignalKind::terminate()).ok(),
-            hup: signal(SignalKind::hangup()).ok(),
         }
     }
 
@@ -210,7 +319,6 @@ impl StopSignals {
         tokio::select! {
             () = one(&mut self.int) => "Ctrl-C",
             () = one(&mut self.term) => "SIGTERM",
-            () = one(&mut self.hup) => "SIGHUP",
         }
     }
 }

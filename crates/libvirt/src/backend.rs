@@ -813,6 +813,7 @@ migration_address = "10.0.0.2"
                 state(Some("z9"), None),
             ],
             failed_attempts: Vec::new(),
+            power: Vec::new(),
         };
         let found = [FoundDomain {
             host: HostId(0),

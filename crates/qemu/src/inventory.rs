@@ -127,6 +127,16 @@ pub struct HostSpec {
     /// A duration from the run's start, or a time with its zone.
     #[serde(default)]
     pub power_off_at: Option<PowerOffAt>,
+    /// Source hosts: the NUT UPS that tells the host's power-off during a
+    /// run (`ups1@10.0.0.5:3493`): on line power none, on battery now +
+    /// `battery.runtime` - `ups_margin`, on low battery now. Until it first
+    /// answers, `power_off_at` holds.
+    #[serde(default)]
+    pub ups: Option<evac_nut::UpsAddress>,
+    /// Taken off the UPS's battery runtime (default 0 s): the time the
+    /// host needs to shut down, or what the estimate is not trusted for.
+    #[serde(default, with = "evac_model::units::human_duration::option")]
+    pub ups_margin: Option<Duration>,
     /// Destination hosts: the address incoming migrations listen on.
     #[serde(default)]
     pub migration_address: Option<String>,
@@ -310,7 +320,10 @@ impl Inventory {
         let hosts: Vec<HostView<'_>> = self
             .hosts
             .iter()
-            .map(|h| HostView::new(&h.name, h.site, h.migration_address.as_deref(), h.power_off_at))
+            .map(|h| {
+                HostView::new(&h.name, h.site, h.migration_address.as_deref(), h.power_off_at)
+                    .with_ups(h.ups.is_some(), h.ups_margin.is_some())
+            })
             .collect();
         let vms: Vec<VmView<'_>> = self
             .vms
@@ -322,6 +335,60 @@ impl Inventory {
             })
             .collect();
         evac_run::inventory::check_hosts_and_vms(&hosts, &vms)
+    }
+
+    /// Each source host's power-off as written, in file order.
+    pub fn power_offs(&self) -> Vec<(String, Option<PowerOffAt>)> {
+        self.hosts
+            .iter()
+            .filter(|h| h.site == Site::Source)
+            .map(|h| (h.name.clone(), h.power_off_at))
+            .collect()
+    }
+
+    /// The source hosts that name a UPS, for `evac_run::power::poll_ups`.
+    pub fn ups_hosts(&self) -> Vec<evac_run::power::UpsHost> {
+        self.hosts
+            .iter()
+            .filter_map(|h| {
+                Some(evac_run::power::UpsHost {
+                    host: h.name.clone(),
+                    ups: h.ups.clone()?,
+                    margin: h.ups_margin.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// What `newer` (this inventory edited during a run) changes besides
+    /// its power-offs, in one line; `None` when only power-offs changed.
+    pub fn changed_beyond_power(&self, newer: &Self) -> Option<String> {
+        let strip = |inventory: &Self| {
+            let mut stripped = inventory.clone();
+            stripped.start = self.start;
+            for host in &mut stripped.hosts {
+                host.power_off_at = None;
+            }
+            stripped
+        };
+        let (old, new) = (strip(self), strip(newer));
+        if old == new {
+            return None;
+        }
+        let what = if old.hosts.len() != new.hosts.len()
+            || old.hosts.iter().zip(&new.hosts).any(|(a, b)| a.name != b.name)
+        {
+            "its list of hosts".to_owned()
+        } else if let Some((_, b)) = old.hosts.iter().zip(&new.hosts).find(|(a, b)| a != b) {
+            format!("host `{}`", b.name)
+        } else if old.vms != new.vms {
+            "its VMs".to_owned()
+        } else {
+            "its settings".to_owned()
+        };
+        Some(format!(
+            "changes to {what} are not applied during a run (only `power_off_at` values are)"
+        ))
     }
 
     /// The fleet, with VM memory from `memory` (in inventory order; missing

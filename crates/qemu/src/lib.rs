@@ -342,6 +342,8 @@ Tcp: 1 200 120000 -1 1034 1010 1 21 0 808935 803307 103 0 26 0
             nic: BitsPerSec::gbps(1.0),
             memory: None,
             power_off_at: None,
+            ups: None,
+            ups_margin: None,
             migration_address: Some("10.0.0.2".into()),
             incoming_command: "ip netns exec {netns} qemu-system-x86_64 -name {vm}@{host}".into(),
             netns: Some("evac-dst".into()),

@@ -15,6 +15,7 @@ use tokio::time::{timeout, Instant};
 
 use crate::backend::{Backend, Migration, Observed, StartRequest, Wake};
 use crate::journal::{Entry, Journal, Replay};
+use crate::power::PowerUpdate;
 use crate::{
     log_to_stderr, FlightProgress, HostProgress, Landed, Log, RunOptions, RunOutput, RunProgress,
     ACTION_TIMEOUT, OBSERVE_TIMEOUT, STALL_PERIODS,
@@ -91,6 +92,15 @@ pub(crate) struct Driver<B: Backend> {
     /// Failures told to the controller only once their backoff has passed,
     /// so that its retry waits that long.
     delayed: Vec<(Duration, Ended)>,
+    /// Each host's power-off as the run knows it now (from the start):
+    /// the inventory's, then as changed during the run.
+    deadlines: Vec<Option<Duration>>,
+    /// Changes of power-offs, from the CLI (an edited inventory, a UPS).
+    power_feed: Option<tokio::sync::mpsc::Receiver<PowerUpdate>>,
+    /// Changes applied and not yet told to the controller.
+    announce: Vec<(HostId, Option<Duration>)>,
+    /// Each applied change, for the decisions of the host's VMs.
+    power_notes: Vec<(HostId, evac_outcome::Decision)>,
     start: Instant,
     /// The same start on the wall clock (the result says it, so that a
     /// summary can print times of day).
@@ -129,6 +139,10 @@ impl<B: Backend> Driver<B> {
             })
             .collect();
         let mut driver = Driver {
+            deadlines: fleet.hosts.iter().map(|h| h.power_off_at).collect(),
+            power_feed: options.power.take(),
+            announce: Vec::new(),
+            power_notes: Vec::new(),
             host_tx: vec![0; fleet.hosts.len()],
             failed_attempts: Vec::new(),
             journal: None,
@@ -218,6 +232,12 @@ impl<B: Backend> Driver<B> {
             .checked_sub(replay.elapsed())
             .unwrap_or_else(Instant::now);
         self.wall_start = replay.start();
+        // The power-offs as last changed: the controller hears of them at
+        // the first tick, as any news.
+        for (host, power_off_at) in &replay.power {
+            let by = "the journal (changed before the restart)";
+            self.change_power(host, *power_off_at, by, Duration::ZERO, false);
+        }
         self.failed_attempts = replay.failed_attempts.clone();
         for vm in 0..self.vms.len() {
             let name = self.vms[vm].record.name.clone();
@@ -308,12 +328,19 @@ impl<B: Backend> Driver<B> {
         let mut stopping = false;
         let mut idle_periods = 0usize;
         let wake = self.wake.clone();
+        let mut power_feed = self.power_feed.take();
         tokio::pin!(shutdown);
         loop {
             let mut periodic = false;
             tokio::select! {
                 _ = interval.tick() => periodic = true,
                 _ = wake.woken() => {}
+                // News of the power is acted on at once, not at the next tick.
+                Some(update) = next_update(&mut power_feed) => {
+                    let now = self.start.elapsed();
+                    let at = update.power_off_at.map(|at| at.resolve(self.wall_start));
+                    self.change_power(&update.host, at, &update.by, now, true);
+                }
                 _ = &mut shutdown, if !stopping => {
                     self.log("shutting down: cancelling every migration in flight");
                     stopping = true;
@@ -332,8 +359,14 @@ impl<B: Backend> Driver<B> {
                 }
             }
             let now = self.start.elapsed();
+            // Whatever else came in meanwhile.
+            while let Some(update) = power_feed.as_mut().and_then(|feed| feed.try_recv().ok()) {
+                let at = update.power_off_at.map(|at| at.resolve(self.wall_start));
+                self.change_power(&update.host, at, &update.by, now, true);
+            }
             self.power_offs(now).await;
-            let observations = self.observe(now, periodic).await;
+            let mut observations = self.observe(now, periodic).await;
+            observations.power_changes = std::mem::take(&mut self.announce);
             if !stopping {
                 self.cancel_stalled(observations.now).await;
                 let actions = controller.on_tick(&observations);
@@ -392,6 +425,7 @@ impl<B: Backend> Driver<B> {
         } else {
             reason::GIVEN_UP
         };
+        let fleet = self.backend.fleet();
         for (index, run) in self.vms.iter_mut().enumerate() {
             run.record.left(Outcome::NotMigrated, why);
             run.record.decisions = controller
@@ -403,6 +437,16 @@ impl<B: Backend> Driver<B> {
                     why: e.why,
                 })
                 .collect();
+            // The news of its host's power while it was there.
+            let host = fleet.vms[index].host;
+            let until = run.record.end_s.unwrap_or(f64::INFINITY);
+            let notes = self
+                .power_notes
+                .iter()
+                .filter(|(h, note)| *h == host && note.at_s <= until)
+                .map(|(_, note)| note.clone());
+            run.record.decisions.extend(notes);
+            run.record.decisions.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         }
         let records = self.vms.iter().map(|v| v.record.clone()).collect();
         let fleet = self.backend.fleet();
@@ -415,6 +459,10 @@ impl<B: Backend> Driver<B> {
         );
         result.failed_attempts = std::mem::take(&mut self.failed_attempts);
         result.started_at = Some(self.wall_start.to_string());
+        // The power-offs as they were in the end, changes included.
+        for (record, deadline) in result.hosts.iter_mut().zip(&self.deadlines) {
+            record.power_off_s = deadline.map(|d| d.as_secs_f64());
+        }
         let t_s = self.t_s();
         self.record(Entry::Finish { t_s });
         if let Some(progress) = &self.progress {
@@ -472,7 +520,7 @@ impl<B: Backend> Driver<B> {
                 host_at[index] = Some(snapshot.hosts.len());
                 snapshot.hosts.push(HostProgress {
                     name: host.name.clone(),
-                    power_off_in: host.power_off_at.map(|at| at.saturating_sub(now)),
+                    power_off_in: self.deadlines[index].map(|at| at.saturating_sub(now)),
                     vms_left: 0,
                     bytes_left: Bytes::ZERO,
                 });
@@ -526,7 +574,7 @@ impl<B: Backend> Driver<B> {
     async fn power_offs(&mut self, now: Duration) {
         for vm in 0..self.vms.len() {
             let fleet = self.backend.fleet();
-            let Some(at) = fleet.host(fleet.vms[vm].host).power_off_at else {
+            let Some(at) = self.deadlines[fleet.vms[vm].host.0] else {
                 continue;
             };
             if now < at {
@@ -551,6 +599,79 @@ impl<B: Backend> Driver<B> {
                 }
             }
         }
+    }
+
+    /// Applies news of `host`'s power (`power_off_at` from the start, `by`
+    /// whom), at `now`: journaled when `journal` (a resumed run's replayed
+    /// news is in the journal already), logged, and told to the controller
+    /// at the next tick. Ignored when it changes nothing, when the host is
+    /// unknown or not a source, and when it has lost power already (a
+    /// change after the fact saves nothing: the controller does the same).
+    fn change_power(
+        &mut self,
+        host: &str,
+        power_off_at: Option<Duration>,
+        by: &str,
+        now: Duration,
+        journal: bool,
+    ) {
+        let fleet = self.backend.fleet();
+        let Some(id) = fleet.hosts.iter().position(|h| h.name == host) else {
+            self.log(format!(
+                "power news for `{host}` from {by}: no such host; ignored"
+            ));
+            return;
+        };
+        if fleet.hosts[id].site != Site::Source {
+            self.log(format!(
+                "power news for `{host}` from {by}: not a source host; ignored"
+            ));
+            return;
+        }
+        let was = self.deadlines[id];
+        if was == power_off_at {
+            return;
+        }
+        if was.is_some_and(|t| t <= now) && journal {
+            self.log(format!(
+                "{host}: power-off moved by {by}, but it lost power already at {}; ignored",
+                hms(was.unwrap_or_default())
+            ));
+            return;
+        }
+        let t_s = now.as_secs_f64();
+        if journal {
+            let entry = Entry::Power {
+                t_s,
+                host: host.to_owned(),
+                power_off_s: power_off_at.map(|d| d.as_secs_f64()),
+                by: by.to_owned(),
+            };
+            if !self.record(entry) {
+                return;
+            }
+        }
+        let describe = |at: Option<Duration>| match at {
+            Some(at) => format!("{} ({:.1} s)", hms(at), at.as_secs_f64()),
+            None => "none".to_owned(),
+        };
+        let why = format!(
+            "{host}'s power-off is now {} (was {}), from {by}",
+            describe(power_off_at),
+            describe(was)
+        );
+        self.log(&why);
+        self.deadlines[id] = power_off_at;
+        self.announce.retain(|(h, _)| h.0 != id);
+        self.announce.push((HostId(id), power_off_at));
+        self.power_notes.push((
+            HostId(id),
+            evac_outcome::Decision {
+                at_s: t_s,
+                decision: "power".to_owned(),
+                why,
+            },
+        ));
     }
 
     /// Migrations whose bytes have not moved for `stall_after` (a hung
@@ -996,4 +1117,25 @@ impl<B: Backend> Driver<B> {
             outcome,
         }
     }
+}
+
+/// The next change of the feed; pending for ever without one (or once it
+/// is closed), so that the loop's `select!` waits on the rest.
+async fn next_update(feed: &mut Option<tokio::sync::mpsc::Receiver<PowerUpdate>>) -> Option<PowerUpdate> {
+    match feed {
+        Some(rx) => match rx.recv().await {
+            Some(update) => Some(update),
+            None => {
+                *feed = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// `h:mm:ss`.
+fn hms(t: Duration) -> String {
+    let s = t.as_secs_f64().round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

@@ -156,6 +156,9 @@ pub struct HostView<'a> {
     pub site: Site,
     pub migration_address: Option<&'a str>,
     pub power_off_at: Option<PowerOffAt>,
+    /// Whether it names a UPS (`ups`), and a margin for it (`ups_margin`).
+    pub ups: bool,
+    pub ups_margin: bool,
 }
 
 impl<'a> HostView<'a> {
@@ -170,6 +173,17 @@ impl<'a> HostView<'a> {
             site,
             migration_address,
             power_off_at,
+            ups: false,
+            ups_margin: false,
+        }
+    }
+
+    /// With `ups` and `ups_margin` given or not.
+    pub fn with_ups(self, ups: bool, ups_margin: bool) -> Self {
+        HostView {
+            ups,
+            ups_margin,
+            ..self
         }
     }
 }
@@ -207,6 +221,15 @@ pub fn check_hosts_and_vms(hosts: &[HostView<'_>], vms: &[VmView<'_>]) -> Result
                     ),
                 ));
             }
+            if host.ups {
+                return Err(Refusal::new(
+                    entry(host.name),
+                    format!(
+                        "destination host `{}`: field `ups`: only a source host's UPS tells a power-off",
+                        host.name
+                    ),
+                ));
+            }
             if host.power_off_at.is_some() {
                 return Err(Refusal::new(
                     entry(host.name),
@@ -217,6 +240,15 @@ pub fn check_hosts_and_vms(hosts: &[HostView<'_>], vms: &[VmView<'_>]) -> Result
                 ));
             }
         }
+    }
+    if let Some(host) = hosts.iter().find(|h| h.ups_margin && !h.ups) {
+        return Err(Refusal::new(
+            entry(host.name),
+            format!(
+                "host `{}`: field `ups_margin` without `ups`: the margin is taken off a UPS's battery runtime",
+                host.name
+            ),
+        ));
     }
     let site_of = |name: &str| hosts.iter().find(|h| h.name == name).map(|h| h.site);
     for (i, vm) in vms.iter().enumerate() {
@@ -270,6 +302,8 @@ mod tests {
             site,
             migration_address: (site == Site::Destination).then_some("10.0.0.2"),
             power_off_at: None,
+            ups: false,
+            ups_margin: false,
         }
     }
 

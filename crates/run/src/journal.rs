@@ -17,6 +17,10 @@
 //! - `end`: `vm`, `attempt`, the VM's `record` after it, `done` (no attempt
 //!   will follow) and, for a failed attempt, `failed`;
 //! - `lost`: a waiting VM whose host lost power;
+//! - `power`: a source host's power-off changed during the run (`host`,
+//!   `power_off_s` from the start or null for none, and `by`: the edited
+//!   inventory or the UPS that said so); a resumed run keeps the last one
+//!   of each host;
 //! - `finish`: the run is over (the result was written or returned).
 //!
 //! A journal whose last line is not `finish` is unfinished: a plain run
@@ -96,6 +100,12 @@ pub enum Entry {
         t_s: f64,
         vm: String,
         record: VmRecord,
+    },
+    Power {
+        t_s: f64,
+        host: String,
+        power_off_s: Option<f64>,
+        by: String,
     },
     Finish {
         t_s: f64,
@@ -195,6 +205,9 @@ pub struct Replay {
     /// Per VM, in order.
     pub states: Vec<VmReplay>,
     pub failed_attempts: Vec<FailedAttempt>,
+    /// Each source host's power-off as last changed during the run (from
+    /// the start; `None`: no power-off), in the order of the changes.
+    pub power: Vec<(String, Option<Duration>)>,
 }
 
 impl Replay {
@@ -317,6 +330,7 @@ pub fn replay(entries: &[Entry]) -> Result<State, String> {
         vms.len()
     ];
     let mut failed_attempts = Vec::new();
+    let mut power: Vec<(String, Option<Duration>)> = Vec::new();
     let index = |name: &str, line: usize| {
         vms.iter()
             .position(|v| v == name)
@@ -385,6 +399,18 @@ pub fn replay(entries: &[Entry]) -> Result<State, String> {
                 state.done = *done;
                 failed_attempts.extend(failed.clone());
             }
+            Entry::Power {
+                host, power_off_s, ..
+            } => {
+                let at = power_off_s
+                    .map(|s| {
+                        Duration::try_from_secs_f64(s)
+                            .map_err(|_| format!("line {line}: `power_off_s` {s} is not a time"))
+                    })
+                    .transpose()?;
+                power.retain(|(h, _)| h != host);
+                power.push((host.clone(), at));
+            }
             Entry::Lost { vm, record, .. } => {
                 let state = &mut states[index(vm, line)?];
                 state.record = Some(record.clone());
@@ -398,6 +424,7 @@ pub fn replay(entries: &[Entry]) -> Result<State, String> {
         memory: memory.clone(),
         states,
         failed_attempts,
+        power,
     }))
 }
 
@@ -505,6 +532,34 @@ mod tests {
             }
         );
         assert_eq!(replay.failed_attempts.len(), 1);
+    }
+
+    /// Each host keeps its last change, in the order of the last changes;
+    /// null is "no power-off any more".
+    #[test]
+    fn replay_keeps_each_hosts_last_power_off() {
+        let power = |t_s: f64, host: &str, power_off_s: Option<f64>| Entry::Power {
+            t_s,
+            host: host.into(),
+            power_off_s,
+            by: "inventory".into(),
+        };
+        let mut entries = entries();
+        entries.push(power(4.0, "s1", Some(600.0)));
+        entries.push(power(5.0, "s2", Some(60.0)));
+        entries.push(power(6.0, "s1", None));
+        let State::Unfinished(replayed) = replay(&entries).unwrap() else {
+            panic!("unfinished expected")
+        };
+        assert_eq!(
+            replayed.power,
+            vec![
+                ("s2".to_owned(), Some(Duration::from_secs(60))),
+                ("s1".to_owned(), None)
+            ]
+        );
+        entries.push(power(7.0, "s1", Some(-1.0)));
+        assert!(replay(&entries).unwrap_err().contains("power_off_s"));
     }
 
     #[test]

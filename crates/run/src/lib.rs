@@ -53,6 +53,7 @@ pub mod backend;
 mod driver;
 pub mod inventory;
 pub mod journal;
+pub mod power;
 mod progress;
 
 use std::future::Future;
@@ -142,6 +143,10 @@ pub struct RunOptions {
     /// restart keeps every deadline where it was. `None`: when the loop
     /// starts.
     pub start: Option<Timestamp>,
+    /// News of the hosts' power during the run (see [`power`]): each
+    /// update is applied at once and told to the controller. `None`: the
+    /// power-offs are the inventory's for the whole run.
+    pub power: Option<tokio::sync::mpsc::Receiver<power::PowerUpdate>>,
 }
 
 /// See [`RunOptions::plan_with`].
@@ -166,6 +171,7 @@ impl std::fmt::Debug for RunOptions {
             .field("replay", &self.replay.is_some())
             .field("plan_with", &self.plan_with.is_some())
             .field("start", &self.start)
+            .field("power", &self.power.is_some())
             .finish()
     }
 }

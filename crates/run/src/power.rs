@@ -1,0 +1,266 @@
+//! Power that changes while a run runs: the news comes from outside the
+//! loop, as [`PowerUpdate`]s on a channel ([`crate::RunOptions::power`]),
+//! and the loop applies each at once (not at the next tick): journaled,
+//! logged, in the live metrics and the result's decisions, and told to the
+//! controller through `Observations::power_changes`, which re-plans.
+//!
+//! Two sources feed it, each a task of its own:
+//!
+//! - [`watch_inventory`]: the operator edits the inventory's
+//!   `power_off_at` values; the file is read again when it changes (its
+//!   length, modification time and contents are compared every poll) and
+//!   on SIGHUP, as daemons reload. The reading and checking are the
+//!   backend's (a closure): only power-offs may change during a run, any
+//!   other change is refused with one line, and a file caught half-written
+//!   is refused until it reads whole.
+//! - [`poll_ups`]: hosts that name a NUT UPS (`ups = "ups1@10.0.0.5:3493"`)
+//!   take their power-off from it, read every poll within a bounded wait
+//!   (see `evac_nut`): on line power none, on battery now + runtime -
+//!   `ups_margin`, on low battery now. A `upsd` that does not answer is a
+//!   warning (once until it answers again), and the last deadline stands.
+//!
+//! Either sends only what changed; the loop ignores what changes nothing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use evac_model::wall_clock::{self, PowerOffAt, Timestamp};
+use evac_nut::{PowerOff, UpsAddress};
+use tokio::sync::mpsc;
+
+use crate::Log;
+
+/// News of a host's power: as of now, it loses power at `power_off_at`
+/// (`None`: not at all). A duration counts from the run's start, as in the
+/// inventory; the loop resolves it against its own start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerUpdate {
+    pub host: String,
+    pub power_off_at: Option<PowerOffAt>,
+    /// Who says so, for the log, the journal and the decisions: "the
+    /// inventory run.toml", "UPS ups1@10.0.0.5:3493 (on battery, 900 s left)".
+    pub by: String,
+}
+
+/// How many updates may wait for the loop; a source that gets ahead waits.
+pub const FEED_DEPTH: usize = 256;
+
+/// The channel a run's power news goes through: the sender for the
+/// sources, the receiver for [`crate::RunOptions::power`].
+pub fn feed() -> (mpsc::Sender<PowerUpdate>, mpsc::Receiver<PowerUpdate>) {
+    mpsc::channel(FEED_DEPTH)
+}
+
+/// An inventory read again: each source host's power-off as written, and
+/// the one-line refusal of any other change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reread {
+    pub power_offs: Vec<(String, Option<PowerOffAt>)>,
+    /// Set when the file changed beyond its power-offs: those changes are
+    /// not applied (the power-offs still are).
+    pub refused: Option<String>,
+}
+
+/// Watches the inventory at `path`: every `poll`, and whenever `hup`
+/// receives (the CLI forwards SIGHUP to it), reads it with `reread` when it changed (or on SIGHUP
+/// in any case), and sends each power-off that differs from the last
+/// sent (at first, the ones `initial` gives). Ends when the run drops the
+/// feed's receiver.
+pub async fn watch_inventory<R>(
+    path: PathBuf,
+    poll: Duration,
+    initial: Vec<(String, Option<PowerOffAt>)>,
+    mut reread: R,
+    mut hup: mpsc::Receiver<()>,
+    tx: mpsc::Sender<PowerUpdate>,
+    log: Log,
+) where
+    R: FnMut(&str) -> Result<Reread, String> + Send,
+{
+    let mut known = initial;
+    let mut seen = stamp(&path);
+    // The last refusal said, so that a file left bad is not refused every poll.
+    let mut said: Option<String> = None;
+    let mut interval = tokio::time::interval(poll);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hup_open = true;
+    loop {
+        let forced = tokio::select! {
+            _ = interval.tick() => false,
+            got = hup.recv(), if hup_open => {
+                hup_open = got.is_some();
+                got.is_some()
+            }
+            () = tx.closed() => return,
+        };
+        if forced {
+            log(&format!("evac: SIGHUP: reading {} again", path.display()));
+        }
+        let now = stamp(&path);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        let name = path.display().to_string();
+        let text = match crate::inventory::read(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                say_once(&log, &mut said, format!("{e}: the power-offs stay as they were"));
+                continue;
+            }
+        };
+        let read = match reread(&text) {
+            Ok(read) => read,
+            Err(e) => {
+                say_once(&log, &mut said, format!("{e}; the power-offs stay as they were"));
+                continue;
+            }
+        };
+        said = None;
+        if let Some(refused) = read.refused {
+            log(&format!("evac: {refused}"));
+        }
+        for (host, power_off_at) in read.power_offs {
+            let before = known.iter().find(|(h, _)| *h == host).map(|(_, at)| *at);
+            if before == Some(power_off_at) {
+                continue;
+            }
+            known.retain(|(h, _)| *h != host);
+            known.push((host.clone(), power_off_at));
+            let update = PowerUpdate {
+                host,
+                power_off_at,
+                by: format!("the inventory {name}"),
+            };
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn say_once(log: &Log, said: &mut Option<String>, line: String) {
+    if said.as_deref() != Some(line.as_str()) {
+        log(&format!("evac: {line}"));
+        *said = Some(line);
+    }
+}
+
+/// What says a file changed: its length, modification time and contents
+/// (a hash: an edit within the mtime's grain, or one that keeps the
+/// length, is still seen). `None` when it cannot be read.
+fn stamp(path: &std::path::Path) -> Option<(u64, Option<std::time::SystemTime>, u64)> {
+    use std::hash::{Hash, Hasher};
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.len() > crate::inventory::MAX_INVENTORY_BYTES {
+        return Some((meta.len(), meta.modified().ok(), 0));
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some((meta.len(), meta.modified().ok(), hasher.finish()))
+}
+
+/// The least move of a UPS's deadline that is news (see [`poll_ups`]).
+pub const NEWS_GRAIN: Duration = Duration::from_secs(10);
+
+/// A source host whose power-off its UPS tells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpsHost {
+    pub host: String,
+    pub ups: UpsAddress,
+    /// Taken off the battery's runtime.
+    pub margin: Duration,
+}
+
+/// Reads every host's UPS every `poll` (each UPS once per poll, all at
+/// once, each within `wait`), and sends each power-off that changed, as a
+/// time on the wall clock. Ends when the run drops the feed's receiver.
+pub async fn poll_ups(
+    hosts: Vec<UpsHost>,
+    poll: Duration,
+    wait: Duration,
+    tx: mpsc::Sender<PowerUpdate>,
+    log: Log,
+) {
+    let mut upses: Vec<UpsAddress> = Vec::new();
+    for host in &hosts {
+        if !upses.contains(&host.ups) {
+            upses.push(host.ups.clone());
+        }
+    }
+    // Per host, the last power-off sent, from `origin` (`None` until the
+    // first reading).
+    let mut sent: Vec<Option<Option<Duration>>> = vec![None; hosts.len()];
+    let origin = Timestamp::now();
+    // Per UPS, whether its last read failed (warned once until it answers).
+    let mut failing = vec![false; upses.len()];
+    let mut interval = tokio::time::interval(poll);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = tx.closed() => return,
+        }
+        let readings =
+            futures_util::future::join_all(upses.iter().map(|ups| evac_nut::read(ups, wait))).await;
+        // Read after the answers: a deadline counts from when it was said.
+        let now = wall_clock::until(origin, Timestamp::now());
+        for ((ups, reading), failing) in upses.iter().zip(readings).zip(failing.iter_mut()) {
+            let reading = match reading {
+                Ok(reading) => {
+                    if *failing {
+                        log(&format!("evac: UPS {ups} answers again"));
+                    }
+                    *failing = false;
+                    reading
+                }
+                Err(e) => {
+                    if !*failing {
+                        log(&format!(
+                            "evac: warning: {e}; the last power-off of its hosts stands"
+                        ));
+                    }
+                    *failing = true;
+                    continue;
+                }
+            };
+            for (host, sent) in hosts.iter().zip(sent.iter_mut()).filter(|(h, _)| h.ups == *ups) {
+                let power_off_at = match reading.power_off(now, host.margin) {
+                    PowerOff::None => None,
+                    PowerOff::At(at) => Some(at),
+                    PowerOff::Unknown => continue,
+                };
+                // On battery the deadline moves with every estimate of the
+                // runtime (a constant one moves it a poll later each poll):
+                // a change under NEWS_GRAIN, or 5 % of the time left, is
+                // no news, so that the controller re-plans on news only.
+                let close = match (*sent, power_off_at) {
+                    (Some(Some(a)), Some(b)) => {
+                        a.abs_diff(b) < NEWS_GRAIN.max(a.saturating_sub(now).mul_f64(0.05))
+                    }
+                    (Some(a), b) => a == b,
+                    (None, _) => false,
+                };
+                if close {
+                    continue;
+                }
+                *sent = Some(power_off_at);
+                let state = match (&reading.power, reading.runtime) {
+                    (evac_nut::Power::Line, _) => "on line power".to_owned(),
+                    (evac_nut::Power::LowBattery, _) => "low battery".to_owned(),
+                    (_, Some(runtime)) => format!("on battery, {:.0} s left", runtime.as_secs_f64()),
+                    (_, None) => "on battery".to_owned(),
+                };
+                let update = PowerUpdate {
+                    host: host.host.clone(),
+                    power_off_at: power_off_at.map(|at| PowerOffAt::Time(wall_clock::after(origin, at))),
+                    by: format!("UPS {ups} ({state})"),
+                };
+                if tx.send(update).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
