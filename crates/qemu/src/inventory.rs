@@ -337,11 +337,12 @@ impl Inventory {
         evac_run::inventory::check_hosts_and_vms(&hosts, &vms)
     }
 
-    /// Each source host's power-off as written, in file order.
+    /// Each source host's power-off as written, in file order, but those
+    /// of hosts that name a UPS: during a run, theirs is the UPS's to tell.
     pub fn power_offs(&self) -> Vec<(String, Option<PowerOffAt>)> {
         self.hosts
             .iter()
-            .filter(|h| h.site == Site::Source)
+            .filter(|h| h.site == Site::Source && h.ups.is_none())
             .map(|h| (h.name.clone(), h.power_off_at))
             .collect()
     }

@@ -234,9 +234,10 @@ impl<B: Backend> Driver<B> {
         self.wall_start = replay.start();
         // The power-offs as last changed: the controller hears of them at
         // the first tick, as any news.
-        for (host, power_off_at) in &replay.power {
-            let by = "the journal (changed before the restart)";
-            self.change_power(host, *power_off_at, by, Duration::ZERO, false);
+        for change in &replay.power {
+            let by = format!("{} (before the restart)", change.by);
+            let at = Duration::try_from_secs_f64(change.t_s).unwrap_or_default();
+            self.change_power(&change.host, change.power_off_at, &by, at, false);
         }
         self.failed_attempts = replay.failed_attempts.clone();
         for vm in 0..self.vms.len() {

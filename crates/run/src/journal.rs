@@ -205,9 +205,19 @@ pub struct Replay {
     /// Per VM, in order.
     pub states: Vec<VmReplay>,
     pub failed_attempts: Vec<FailedAttempt>,
-    /// Each source host's power-off as last changed during the run (from
-    /// the start; `None`: no power-off), in the order of the changes.
-    pub power: Vec<(String, Option<Duration>)>,
+    /// Each source host's power-off as last changed during the run, in
+    /// the order of the changes.
+    pub power: Vec<PowerChanged>,
+}
+
+/// A `power` entry: at `t_s`, `by` said that `host` loses power at
+/// `power_off_at` from the start (`None`: not at all).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerChanged {
+    pub t_s: f64,
+    pub host: String,
+    pub power_off_at: Option<Duration>,
+    pub by: String,
 }
 
 impl Replay {
@@ -330,7 +340,7 @@ pub fn replay(entries: &[Entry]) -> Result<State, String> {
         vms.len()
     ];
     let mut failed_attempts = Vec::new();
-    let mut power: Vec<(String, Option<Duration>)> = Vec::new();
+    let mut power: Vec<PowerChanged> = Vec::new();
     let index = |name: &str, line: usize| {
         vms.iter()
             .position(|v| v == name)
@@ -400,7 +410,10 @@ pub fn replay(entries: &[Entry]) -> Result<State, String> {
                 failed_attempts.extend(failed.clone());
             }
             Entry::Power {
-                host, power_off_s, ..
+                t_s,
+                host,
+                power_off_s,
+                by,
             } => {
                 let at = power_off_s
                     .map(|s| {
@@ -408,8 +421,13 @@ pub fn replay(entries: &[Entry]) -> Result<State, String> {
                             .map_err(|_| format!("line {line}: `power_off_s` {s} is not a time"))
                     })
                     .transpose()?;
-                power.retain(|(h, _)| h != host);
-                power.push((host.clone(), at));
+                power.retain(|p| p.host != *host);
+                power.push(PowerChanged {
+                    t_s: *t_s,
+                    host: host.clone(),
+                    power_off_at: at,
+                    by: by.clone(),
+                });
             }
             Entry::Lost { vm, record, .. } => {
                 let state = &mut states[index(vm, line)?];
@@ -551,12 +569,14 @@ mod tests {
         let State::Unfinished(replayed) = replay(&entries).unwrap() else {
             panic!("unfinished expected")
         };
+        let last: Vec<_> = replayed
+            .power
+            .iter()
+            .map(|p| (p.host.as_str(), p.power_off_at, p.t_s))
+            .collect();
         assert_eq!(
-            replayed.power,
-            vec![
-                ("s2".to_owned(), Some(Duration::from_secs(60))),
-                ("s1".to_owned(), None)
-            ]
+            last,
+            vec![("s2", Some(Duration::from_secs(60)), 5.0), ("s1", None, 6.0)]
         );
         entries.push(power(7.0, "s1", Some(-1.0)));
         assert!(replay(&entries).unwrap_err().contains("power_off_s"));

@@ -16,7 +16,10 @@
 //! - [`poll_ups`]: hosts that name a NUT UPS (`ups = "ups1@10.0.0.5:3493"`)
 //!   take their power-off from it, read every poll within a bounded wait
 //!   (see `evac_nut`): on line power none, on battery now + runtime -
-//!   `ups_margin`, on low battery now. A `upsd` that does not answer is a
+//!   `ups_margin`, on low battery now; "now" is when the UPS's answer
+//!   changed (the same answer again moves nothing), and a move of less than
+//!   [`NEWS_GRAIN`] or 5 % of the time left is no news (a real UPS's
+//!   estimate wobbles with the load). A `upsd` that does not answer is a
 //!   warning (once until it answers again), and the last deadline stands.
 //!
 //! Either sends only what changed; the loop ignores what changes nothing.
@@ -62,10 +65,13 @@ pub struct Reread {
 }
 
 /// Watches the inventory at `path`: every `poll`, and whenever `hup`
-/// receives (the CLI forwards SIGHUP to it), reads it with `reread` when it changed (or on SIGHUP
-/// in any case), and sends each power-off that differs from the last
-/// sent (at first, the ones `initial` gives). Ends when the run drops the
-/// feed's receiver.
+/// receives (the CLI forwards SIGHUP to it), reads it with `reread` when
+/// it changed, and sends each power-off that differs from the last sent
+/// (at first, the ones `initial` gives). On SIGHUP it reads the file in
+/// any case and sends every power-off it holds (the loop ignores those
+/// that change nothing): so a resumed run, which keeps the changes its
+/// journal holds, takes up a file edited while evac was stopped. Ends
+/// when the run drops the feed's receiver.
 pub async fn watch_inventory<R>(
     path: PathBuf,
     poll: Duration,
@@ -122,7 +128,7 @@ pub async fn watch_inventory<R>(
         }
         for (host, power_off_at) in read.power_offs {
             let before = known.iter().find(|(h, _)| *h == host).map(|(_, at)| *at);
-            if before == Some(power_off_at) {
+            if before == Some(power_off_at) && !forced {
                 continue;
             }
             known.retain(|(h, _)| *h != host);
@@ -193,8 +199,10 @@ pub async fn poll_ups(
     // first reading).
     let mut sent: Vec<Option<Option<Duration>>> = vec![None; hosts.len()];
     let origin = Timestamp::now();
-    // Per UPS, whether its last read failed (warned once until it answers).
+    // Per UPS, whether its last read failed (warned once until it answers),
+    // and its last reading.
     let mut failing = vec![false; upses.len()];
+    let mut last: Vec<Option<evac_nut::Reading>> = vec![None; upses.len()];
     let mut interval = tokio::time::interval(poll);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -206,13 +214,25 @@ pub async fn poll_ups(
             futures_util::future::join_all(upses.iter().map(|ups| evac_nut::read(ups, wait))).await;
         // Read after the answers: a deadline counts from when it was said.
         let now = wall_clock::until(origin, Timestamp::now());
-        for ((ups, reading), failing) in upses.iter().zip(readings).zip(failing.iter_mut()) {
+        for (((ups, reading), failing), last) in upses
+            .iter()
+            .zip(readings)
+            .zip(failing.iter_mut())
+            .zip(last.iter_mut())
+        {
             let reading = match reading {
                 Ok(reading) => {
                     if *failing {
                         log(&format!("evac: UPS {ups} answers again"));
                     }
                     *failing = false;
+                    // The same status and runtime as last time say nothing
+                    // new: the deadline they gave stands (a runtime that
+                    // does not fall is not a battery that lasts for ever).
+                    if last.as_ref() == Some(&reading) {
+                        continue;
+                    }
+                    *last = Some(reading.clone());
                     reading
                 }
                 Err(e) => {
