@@ -236,7 +236,7 @@ fn a_mistyped_grid_factor_or_field_gets_the_closest_one() {
         refused(&["sweep"], "name = \"g\"\n[factors]\nwan_rt = [\"5 ms\"]\n"),
         "error: FILE:3: factor `wan_rt`: unknown factor; expected one of policy, wan_bandwidth, wan_rtt, \
          tcp_window, multifd_channels, memory, dirty_rate, mode, trace, order, max_in_flight, \
-         max_in_flight_per_host, power_off_scale; did you mean `wan_rtt`?\n"
+         max_in_flight_per_host, power_off_scale, power_news; did you mean `wan_rtt`?\n"
     );
     assert_eq!(
         refused(
@@ -267,7 +267,7 @@ fn a_mistyped_inventory_field_gets_the_closest_one() {
              nic = \"10 Gbps\"\npeer_url = \"qemu+tcp://a/system\"\n"
         ),
         "error: FILE:7:1: field `host[0].peer_url`: unknown field `peer_url`, expected one of `name`, \
-         `site`, `nic`, `memory`, `power_off_at`, `uri`, `peer_uri`, `migration_address`, `tls_name`; \
+         `site`, `nic`, `memory`, `power_off_at`, `ups`, `ups_margin`, `uri`, `peer_uri`, `migration_address`, `tls_name`; \
          did you mean `peer_uri`?\n"
     );
 }

@@ -530,6 +530,64 @@ qemu_args = ["-machine", "q35"]
     }
 
     #[test]
+    fn a_host_may_name_its_ups_and_a_margin() {
+        let text = GOOD.replace(
+            "power_off_at = \"10 min\"\n",
+            "power_off_at = \"10 min\"\nups = \"ups1@10.0.0.5\"\nups_margin = \"30 s\"\n",
+        );
+        let inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
+        let hosts = inv.ups_hosts();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].host, "src-1");
+        assert_eq!(hosts[0].ups.to_string(), "ups1@10.0.0.5:3493");
+        assert_eq!(hosts[0].margin, Duration::from_secs(30));
+        // Its power-off is the UPS's to tell during a run, not the file's.
+        assert!(inv.power_offs().is_empty());
+        let refused = |text: &str| {
+            Inventory::from_str_at(text, Path::new("lab.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused(&text.replace("ups1@10.0.0.5", "ups1"));
+        assert!(
+            e.starts_with("lab.toml:13:7: field `host[0].ups`: `ups1` is not a UPS"),
+            "{e}"
+        );
+        let e = refused(&text.replace("ups = \"ups1@10.0.0.5\"\n", ""));
+        assert!(
+            e.starts_with("lab.toml:9: host `src-1`: field `ups_margin` without `ups`"),
+            "{e}"
+        );
+        let e = refused(&GOOD.replace("memory = \"64 GiB\"\n", "memory = \"64 GiB\"\nups = \"u@h\"\n"));
+        assert!(e.contains("destination host `dst-1`: field `ups`"), "{e}");
+    }
+
+    /// Edited during a run, only power-offs may change.
+    #[test]
+    fn an_edit_beyond_power_offs_is_named() {
+        let inv = Inventory::from_str_at(GOOD, Path::new("lab.toml")).unwrap();
+        let edited = |from: &str, to: &str| {
+            Inventory::from_str_at(&GOOD.replace(from, to), Path::new("lab.toml")).unwrap()
+        };
+        let moved = edited("\"10 min\"", "\"2026-12-06T14:30:00Z\"");
+        assert_eq!(inv.changed_beyond_power(&moved), None);
+        assert_eq!(
+            moved.power_offs(),
+            vec![(
+                "src-1".to_owned(),
+                Some(PowerOffAt::Time("2026-12-06T14:30:00Z".parse().unwrap()))
+            )]
+        );
+        let said = |newer: &Inventory| inv.changed_beyond_power(newer).unwrap();
+        assert!(
+            said(&edited("nic = \"10 Gbps\"\nmemory", "nic = \"1 Gbps\"\nmemory")).contains("host `dst-1`")
+        );
+        assert!(said(&edited("memory = \"256 MiB\"", "memory = \"128 MiB\"")).contains("its VMs"));
+        assert!(said(&edited("period = \"1 s\"", "period = \"2 s\"")).contains("its settings"));
+        assert!(said(&edited("name = \"dst-1\"", "name = \"dst-2\"")).contains("its list of hosts"));
+    }
+
+    #[test]
     fn the_backend_key_is_qemu_or_absent() {
         let inv =
             Inventory::from_str_at(&format!("backend = \"qemu\"\n{GOOD}"), Path::new("lab.toml")).unwrap();

@@ -50,7 +50,10 @@
 //! site = "source"
 //! nic = "10 Gbps"
 //! power_off_at = "10 min"        # optional: from the run's start, or a time with its zone
-//!                                # ("2026-12-06T14:30:00+01:00"), counted from the run's start
+//!                                # ("2026-12-06T14:30:00+01:00"), counted from the run's start;
+//!                                # an edit during the run is applied (evac_run::power)
+//! ups = "ups1@10.0.0.5:3493"     # optional: the NUT UPS that tells the power-off during the run
+//! ups_margin = "30 s"            # optional (default 0 s): taken off its battery runtime
 //! netns = "evac-src"             # optional: the host is this network namespace
 //! [[host]]
 //! name = "dst-1"
