@@ -136,6 +136,7 @@ impl Simulation<'_> {
                     flow.round_sent = 0.0;
                     flow.phase = Phase::StopAndCopy;
                     flow.paused_at = Some(now);
+                    flow.params.mode = Mode::Offline;
                     self.schedule(vm);
                     self.progress[vm.0].mode = Some(Mode::Offline);
                 }
@@ -162,6 +163,9 @@ impl Simulation<'_> {
                     flow.round_sent = 0.0;
                     flow.phase = Phase::Postcopy;
                     flow.paused_at = Some(now);
+                    // As the run loop records a switch the backend took.
+                    flow.params.mode = Mode::Postcopy;
+                    self.progress[vm.0].mode = Some(Mode::Postcopy);
                     self.postcopy_on_one_connection(vm);
                     rates_changed = true;
                     self.schedule(vm);
