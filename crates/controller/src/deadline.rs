@@ -811,10 +811,12 @@ impl Policy for Deadline {
                     .migration_cap(m.params.multifd_channels)
                     .min(self.estimator.nic(spec.host)),
             );
-            let deliverable = |bytes_per_sec_now: f64| {
+            let deliverable_capped = |bytes_per_sec_now: f64, cap: f64| {
                 let shared = others_done.min(left).max(0.0);
-                bytes_per_sec_now * shared + alone.max(bytes_per_sec_now) * (left - shared).max(0.0)
+                let (now_rate, alone) = (bytes_per_sec_now.min(cap), alone.min(cap));
+                now_rate * shared + alone.max(now_rate) * (left - shared).max(0.0)
             };
+            let deliverable = |bytes_per_sec_now: f64| deliverable_capped(bytes_per_sec_now, f64::INFINITY);
             if to_send <= deliverable(rate) {
                 continue;
             }
@@ -822,14 +824,19 @@ impl Policy for Deadline {
                 // Pause (or hand over to the destination) and send the rest
                 // once: what is left of the round and what was dirtied.
                 let once = remaining + ws.min(m.dirty_rate.0 * left.max(0.0));
+                // Postcopy where the migration was started ready for it and
+                // it can still save it: the guest runs on at the
+                // destination, but its pages follow on one connection
+                // (QEMU before 10.1), so at one connection's rate. Offline
+                // pauses the guest until the last byte, on all of them.
+                let one_connection = self.estimator.migration_cap(1);
+                let postcopy = (m.params.mode == Mode::Postcopy
+                    || (m.params.allow_postcopy && m.params.mode == Mode::Live))
+                    && once <= deliverable_capped(rate, one_connection);
                 if once <= deliverable(rate) {
-                    let last_safe_moment = 1.5 * once / rate + 2.0 * self.period;
+                    let switch_rate = if postcopy { rate.min(one_connection) } else { rate };
+                    let last_safe_moment = 1.5 * once / switch_rate + 2.0 * self.period;
                     if left <= last_safe_moment {
-                        // Postcopy where the migration was started ready for
-                        // it: the guest runs on at the destination; offline
-                        // pauses it until the last byte.
-                        let postcopy = m.params.mode == Mode::Postcopy
-                            || (m.params.allow_postcopy && m.params.mode == Mode::Live);
                         let (action, decision) = if postcopy {
                             (Action::SwitchToPostcopy { vm: m.vm }, "postcopy")
                         } else {

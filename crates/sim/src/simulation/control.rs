@@ -8,7 +8,7 @@ use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, 
 use evac_outcome::FailedAttempt;
 
 use crate::fair_share::Demand;
-use crate::flow::Flow;
+use crate::flow::{Flow, Stage};
 use crate::{Solver, FULL_WAN, WAN};
 
 use super::Simulation;
@@ -99,7 +99,7 @@ impl Simulation<'_> {
                     match change {
                         Retune::MaxBandwidth(cap) => {
                             flow.params.max_bandwidth = cap;
-                            if !flow.setting_up {
+                            if flow.sending() {
                                 let old = flow.demand.cap;
                                 flow.demand.cap = demand_cap(&flow.params, connection_cap);
                                 let (weight, new) = (flow.demand.weight, flow.demand.cap);
@@ -124,9 +124,9 @@ impl Simulation<'_> {
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
                     flow.catch_up(now, v);
-                    let dirtied = if flow.copying_disk {
+                    let dirtied = if flow.stage == Stage::CopyingDisk {
                         // The rest of the disk, then all the memory.
-                        flow.copying_disk = false;
+                        flow.stage_done();
                         memory
                     } else {
                         (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set)
@@ -136,6 +136,7 @@ impl Simulation<'_> {
                     flow.round_sent = 0.0;
                     flow.phase = Phase::StopAndCopy;
                     flow.paused_at = Some(now);
+                    flow.params.mode = Mode::Offline;
                     self.schedule(vm);
                     self.progress[vm.0].mode = Some(Mode::Offline);
                 }
@@ -150,7 +151,7 @@ impl Simulation<'_> {
                     // before the guest can run at the destination.
                     let ready = flow.params.mode == Mode::Postcopy
                         || (flow.params.mode == Mode::Live && flow.params.allow_postcopy);
-                    if flow.phase != Phase::Precopy || !ready || flow.copying_disk {
+                    if flow.phase != Phase::Precopy || !ready || flow.stage == Stage::CopyingDisk {
                         continue;
                     }
                     // The rest of the round and what the guest dirtied since
@@ -162,6 +163,9 @@ impl Simulation<'_> {
                     flow.round_sent = 0.0;
                     flow.phase = Phase::Postcopy;
                     flow.paused_at = Some(now);
+                    // As the run loop records a switch the backend took.
+                    flow.params.mode = Mode::Postcopy;
+                    self.progress[vm.0].mode = Some(Mode::Postcopy);
                     self.postcopy_on_one_connection(vm);
                     rates_changed = true;
                     self.schedule(vm);
@@ -258,9 +262,16 @@ impl Simulation<'_> {
             },
             generation: self.generation_of[vm.0],
             paused_at: offline.then_some(self.now),
-            setting_up: setup > 0.0,
-            ready_at: self.now + setup,
-            copying_disk,
+            stage: if setup > 0.0 {
+                Stage::SettingUp {
+                    ready_at: self.now + setup,
+                    disk_first: copying_disk,
+                }
+            } else if copying_disk {
+                Stage::CopyingDisk
+            } else {
+                Stage::Memory
+            },
             memory: spec.memory.as_f64(),
             dirty_rate: spec.dirty_rate,
         });
