@@ -199,6 +199,36 @@ fn check_result(result: &Value, journal: &[Value], prefix: &str, power_off_s: f6
     );
 }
 
+/// The `--metrics` address evac printed on its stderr (in the file
+/// `stderr`), waited for at most 10 s.
+fn metrics_address(stderr: &Path) -> String {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(stderr).unwrap_or_default();
+        if let Some(url) = text.lines().find_map(|l| l.strip_prefix("metrics at http://")) {
+            return url.trim_end_matches("/metrics").to_owned();
+        }
+        assert!(Instant::now() < until, "no metrics address: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value of the sample `series` (`name{labels}`) in one scrape.
+fn scrape(addr: &str, series: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: evac\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .and_then(|(_, value)| value.parse().ok())
+}
+
 /// Stops every destination QEMU of `vms` the run left (the lab kills them
 /// when dropped).
 fn adopt_destinations(lab: &mut Lab, vms: &[LabVm]) {
@@ -350,13 +380,18 @@ fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
             inventory.to_str().unwrap(),
             "--json",
             json.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
         ],
         dir.path(),
         "ups",
     );
     // On line power the UPS says what the inventory says (no power-off):
-    // no news.
+    // no news, and no power-off in the live metrics.
     wait_for(&journal, &mut run, &stderr, |l| l["event"] == "start");
+    let metrics = metrics_address(&stderr);
+    let power_off_metric = "evac_host_power_off_seconds{host=\"src\"}";
+    assert!(scrape(&metrics, power_off_metric).is_none());
     // On battery, 25 s left less the 5 s margin: the power goes 20 s on.
     ups.set("ups.status: OB\nbattery.runtime: 25\n").unwrap();
     let served = Timestamp::now();
@@ -372,6 +407,21 @@ fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
     );
     assert!(acted <= ACT_WITHIN, "acted on {acted:?} after upsd said so");
     let power_off_s = change["power_off_s"].as_f64().unwrap();
+    // The live metric: the time left, within a period of the news.
+    let until = Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        if let Some(left) = scrape(&metrics, power_off_metric) {
+            break left;
+        }
+        assert!(Instant::now() < until, "no {power_off_metric} after the news");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let elapsed = wall_clock::until(instant_of(&lines, 0.0), Timestamp::now()).as_secs_f64();
+    assert!(
+        (left - (power_off_s - elapsed)).abs() <= 1.5,
+        "{left} s left, expected {}",
+        power_off_s - elapsed
+    );
     let expected = wall_clock::until(instant_of(&lines, 0.0), served).as_secs_f64() + 20.0;
     assert!(
         (power_off_s - expected).abs() <= ACT_WITHIN.as_secs_f64(),

@@ -23,7 +23,9 @@
 //!   `max_attempts` failures it is given up (reported lost).
 //! - **Power-off deadlines.** When a source host's `power_off_at` passes,
 //!   its VMs are lost: a migration in flight is cancelled, waiting VMs are
-//!   left alone.
+//!   left alone. A deadline may move during the run ([`power`]: an edited
+//!   inventory, a UPS, on [`RunOptions::power`]): each change is applied at
+//!   once, journaled, published and told to the controller.
 //! - **Shutdown.** When the `shutdown` future resolves (the CLI passes
 //!   Ctrl-C), every migration in flight is cancelled, the loop keeps
 //!   observing until each has ended (completed first, or back on its
