@@ -33,7 +33,33 @@ pub fn plan(
         sample.as_secs().max(1) + long.as_secs()
     ));
     let measured = runtime.block_on(evac_plan::measure(&inventory, sample, long))?;
-    let fleet = evac_plan::scenario::fleet(&inventory, &measured);
+    let mut fleet = evac_plan::scenario::fleet(&inventory, &measured);
+    // Hosts that name a UPS: its word now, as a run would hear it first.
+    for ups_host in inventory.ups_hosts() {
+        let Some(host) = fleet.hosts.iter_mut().find(|h| h.name == ups_host.host) else {
+            continue;
+        };
+        let now = evac_model::wall_clock::until(inventory.start, evac_model::wall_clock::Timestamp::now());
+        match runtime.block_on(evac_nut::read(&ups_host.ups, Duration::from_secs(2))) {
+            Ok(reading) => {
+                host.power_off_at = match reading.power_off(now, ups_host.margin) {
+                    evac_nut::PowerOff::None => None,
+                    evac_nut::PowerOff::At(at) => Some(at),
+                    evac_nut::PowerOff::Unknown => host.power_off_at,
+                };
+                crate::output::say(&format!(
+                    "{}: UPS {} says {}{}",
+                    host.name,
+                    ups_host.ups,
+                    reading.power,
+                    reading
+                        .runtime
+                        .map_or_else(String::new, |r| format!(", {:.0} s of battery", r.as_secs_f64()))
+                ));
+            }
+            Err(e) => crate::output::say(&format!("warning: {}: {e}; its power_off_at stands", host.name)),
+        }
+    }
     let network = inventory.network();
     // The measured fleet through the same wall as any scenario's.
     network

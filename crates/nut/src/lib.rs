@@ -164,6 +164,17 @@ impl Power {
     }
 }
 
+impl fmt::Display for Power {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Power::Line => f.write_str("on line power"),
+            Power::Battery => f.write_str("on battery"),
+            Power::LowBattery => f.write_str("low battery"),
+            Power::Unknown(status) => write!(f, "status `{status}`"),
+        }
+    }
+}
+
 /// One answer of a UPS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {

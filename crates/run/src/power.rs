@@ -84,7 +84,9 @@ pub async fn watch_inventory<R>(
     R: FnMut(&str) -> Result<Reread, String> + Send,
 {
     let mut known = initial;
-    let mut seen = stamp(&path);
+    // Read at the first poll whatever it holds: an edit made between the
+    // run's reading of the file and this task's start is news too.
+    let mut seen = None;
     // The last refusal said, so that a file left bad is not refused every poll.
     let mut said: Option<String> = None;
     let mut interval = tokio::time::interval(poll);
@@ -267,10 +269,10 @@ pub async fn poll_ups(
                 }
                 *sent = Some(power_off_at);
                 let state = match (&reading.power, reading.runtime) {
-                    (evac_nut::Power::Line, _) => "on line power".to_owned(),
-                    (evac_nut::Power::LowBattery, _) => "low battery".to_owned(),
-                    (_, Some(runtime)) => format!("on battery, {:.0} s left", runtime.as_secs_f64()),
-                    (_, None) => "on battery".to_owned(),
+                    (evac_nut::Power::Battery, Some(runtime)) => {
+                        format!("on battery, {:.0} s left", runtime.as_secs_f64())
+                    }
+                    (power, _) => power.to_string(),
                 };
                 let update = PowerUpdate {
                     host: host.host.clone(),
