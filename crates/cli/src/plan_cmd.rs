@@ -54,7 +54,7 @@ pub fn plan(
                     reading.power,
                     reading
                         .runtime
-                        .map_or_else(String::new, |r| format!(", {:.0} s of battery", r.as_secs_f64()))
+                        .map_or_else(String::new, |r| format!(", {:.0} s left", r.as_secs_f64()))
                 ));
             }
             Err(e) => crate::output::say(&format!("warning: {}: {e}; its power_off_at stands", host.name)),

@@ -445,3 +445,62 @@ fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
     let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     check_result(&result, &journal_lines(&journal), "pwu", power_off_s);
 }
+
+/// `evac plan` asks a host's UPS once: on battery with 600 s left and a
+/// 60 s margin, the plan's power-off is 540 s from its start (plus the few
+/// seconds of measuring before the UPS is asked), printed as a time of day
+/// and the time left.
+#[test]
+fn plan_takes_the_power_off_from_the_ups() {
+    if lab::skip_without(&[lab::qemu_available, lab::upsd::nut_available]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ups = lab::upsd::LabUps::start(
+        &dir.path().join("nut"),
+        "ups1",
+        "ups.status: OB\nbattery.runtime: 600\n",
+    )
+    .unwrap();
+    let mut lab = Lab::new(dir.path());
+    let vms = vec![lab.start_vm("pwp-1", 64).unwrap()];
+    let text = lab.inventory("deadline", &vms, "").replacen(
+        "site = \"source\"\nnic = \"1 Gbps\"\n",
+        &format!(
+            "site = \"source\"\nnic = \"1 Gbps\"\nups = \"{}\"\nups_margin = \"60 s\"\n",
+            ups.address()
+        ),
+        1,
+    );
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(&inventory, &text).unwrap();
+    let json = dir.path().join("plan.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+        .args([
+            "plan",
+            inventory.to_str().unwrap(),
+            "--sample",
+            "1s",
+            "--working-set-sample",
+            "1s",
+        ])
+        .args(["--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("src: UPS ups1@127.0.0.1:") && stderr.contains("on battery, 600 s left"),
+        "{stderr}"
+    );
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let off = plan["hosts"][0]["power_off_s"].as_f64().unwrap();
+    // Measuring takes 2 s here (two 1 s samples), connecting a moment more.
+    assert!((540.0..560.0).contains(&off), "{off}");
+    assert!(stdout.contains("power-offs (time left counted from"), "{stdout}");
+    assert!(stdout.contains(" left"), "{stdout}");
+    eprintln!("{stderr}{stdout}");
+}
