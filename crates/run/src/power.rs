@@ -286,3 +286,132 @@ pub async fn poll_ups(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A stand-in for a backend's inventory: `host = duration` lines, and
+    /// any other line is a setting that may not change during a run.
+    fn reread(baseline: String) -> impl FnMut(&str) -> Result<Reread, String> + Send {
+        let settings = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| !l.contains('='))
+                .map(str::to_owned)
+                .collect()
+        };
+        move |text: &str| {
+            if text.contains("half") {
+                return Err("inventory.toml:2: not TOML".to_owned());
+            }
+            let mut power_offs = Vec::new();
+            for line in text.lines().filter(|l| l.contains('=')) {
+                let (host, at) = line.split_once('=').unwrap();
+                power_offs.push((
+                    host.trim().to_owned(),
+                    Some(at.trim().parse().map_err(|e| format!("{e}"))?),
+                ));
+            }
+            let refused = (settings(text) != settings(&baseline)).then(|| "a setting changed".to_owned());
+            Ok(Reread { power_offs, refused })
+        }
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<PowerUpdate>) -> PowerUpdate {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an update within 5 s")
+            .expect("the watcher runs")
+    }
+
+    #[tokio::test]
+    async fn an_edit_a_bad_file_a_refused_setting_and_sighup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.toml");
+        let first = "setting\nsrc-1 = 10 min\nsrc-2 = 20 min\n";
+        std::fs::write(&path, first).unwrap();
+        let initial = vec![
+            (
+                "src-1".to_owned(),
+                Some(PowerOffAt::FromStart(Duration::from_secs(600))),
+            ),
+            (
+                "src-2".to_owned(),
+                Some(PowerOffAt::FromStart(Duration::from_secs(1200))),
+            ),
+        ];
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log: Log = {
+            let lines = lines.clone();
+            Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
+        };
+        let (tx, mut rx) = feed();
+        let (hup_tx, hup_rx) = mpsc::channel(1);
+        let poll = Duration::from_millis(50);
+        let task = tokio::spawn(watch_inventory(
+            path.clone(),
+            poll,
+            initial,
+            reread(first.to_owned()),
+            hup_rx,
+            tx,
+            log,
+        ));
+        // One host's power-off moved: that one only.
+        std::fs::write(&path, "setting\nsrc-1 = 2026-12-06T14:30:00Z\nsrc-2 = 20 min\n").unwrap();
+        let update = next(&mut rx).await;
+        assert_eq!(update.host, "src-1");
+        assert_eq!(
+            update.power_off_at,
+            Some(PowerOffAt::Time("2026-12-06T14:30:00Z".parse().unwrap()))
+        );
+        assert!(update.by.contains("inventory.toml"), "{}", update.by);
+        // Caught half-written: said once, nothing sent.
+        std::fs::write(&path, "half").unwrap();
+        tokio::time::sleep(poll * 4).await;
+        std::fs::write(&path, "half ").unwrap();
+        tokio::time::sleep(poll * 4).await;
+        assert!(rx.try_recv().is_err());
+        let said = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("not TOML"))
+            .count();
+        assert_eq!(said, 1, "{:?}", lines.lock().unwrap());
+        // A setting changed with a power-off: the power-off goes, the
+        // setting is refused in one line.
+        std::fs::write(
+            &path,
+            "other setting\nsrc-1 = 2026-12-06T14:30:00Z\nsrc-2 = 5 min\n",
+        )
+        .unwrap();
+        let update = next(&mut rx).await;
+        assert_eq!(
+            (update.host.as_str(), update.power_off_at),
+            ("src-2", Some(PowerOffAt::FromStart(Duration::from_secs(300))))
+        );
+        assert!(lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("a setting changed")));
+        // SIGHUP: the file as it is, every power-off again.
+        hup_tx.send(()).await.unwrap();
+        let hosts = [next(&mut rx).await.host, next(&mut rx).await.host];
+        assert_eq!(hosts, ["src-1", "src-2"]);
+        assert!(lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("SIGHUP: reading")));
+        // The run over (its receiver dropped), the watcher ends.
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
