@@ -37,9 +37,9 @@
 //! than [`REPLAN_CHANGE`], or [`REPLAN_EVERY_S`] passed; with no power-off
 //! deadline in the fleet there is nothing to plan, only an order.
 
-use evac_model::{BitsPerSec, Fleet, HostId, MigrationParams, Mode, VmId};
+use evac_model::{BitsPerSec, Connections, Fleet, HostId, MigrationParams, Mode, VmId};
 
-use crate::admission::{self, HostLoads, Running, Target, MAX_CHANNELS};
+use crate::admission::{self, HostLoads, Running, Target, MAX_CONNECTIONS};
 use crate::estimate::Estimator;
 use crate::explain::{gib, mbps, Explanation, Journal, Start};
 use crate::plan::{self, Choice, Item};
@@ -88,7 +88,7 @@ pub struct Deadline {
     state: Vec<State>,
     /// The mode and connections each VM starts with.
     mode: Vec<Mode>,
-    channels: Vec<u32>,
+    connections: Vec<Connections>,
     /// VMs to start, in the plan's order, from `head` on (those before it
     /// have left the queue).
     order: Vec<VmId>,
@@ -157,7 +157,7 @@ impl Deadline {
             journal: Journal::new(fleet.vms.len()),
             state: vec![State::Queued; fleet.vms.len()],
             mode: vec![base.mode; fleet.vms.len()],
-            channels: vec![base.multifd_channels; fleet.vms.len()],
+            connections: vec![base.connections; fleet.vms.len()],
             order,
             head: 0,
             hopeless: vec![false; fleet.vms.len()],
@@ -225,7 +225,7 @@ impl Deadline {
                 wan: evac_model::BitsPerSec(bytes_per_sec * 8.0),
             })
             .collect();
-        let mut candidates = rollout::candidates(self.base.multifd_channels, self.base.mode);
+        let mut candidates = rollout::candidates(self.base.connections, self.base.mode);
         let vms = waiting.len() + view.observations.migrations.len();
         candidates.truncate(rollout::affordable(candidates.len(), forecasts.len(), vms));
         if candidates.len() < 2 {
@@ -333,7 +333,7 @@ impl Deadline {
     fn alone_rate(&self, host: HostId, wan: f64) -> f64 {
         self.estimator.nic(host).min(wan).min(
             self.estimator
-                .migration_cap(MAX_CHANNELS.max(self.base.multifd_channels)),
+                .migration_cap(MAX_CONNECTIONS.max(self.base.connections)),
         )
     }
 
@@ -596,7 +596,7 @@ impl Policy for Deadline {
                     peak
                 },
                 max_new: usize::MAX,
-                base_channels: self.base.multifd_channels,
+                base_connections: self.base.connections,
                 per_connection: self.estimator.per_connection(),
             },
             // Not seen full yet, but every migration ran at its own cap:
@@ -605,7 +605,7 @@ impl Policy for Deadline {
             Some(floor) => Target {
                 rate: 2.0 * floor,
                 max_new: usize::MAX,
-                base_channels: self.base.multifd_channels,
+                base_connections: self.base.connections,
                 per_connection: self.estimator.per_connection(),
             },
             // Nothing measured yet: one migration, whose rate the next
@@ -613,7 +613,7 @@ impl Policy for Deadline {
             None => Target {
                 rate: f64::INFINITY,
                 max_new: usize::from(in_flight == 0),
-                base_channels: self.base.multifd_channels,
+                base_connections: self.base.connections,
                 per_connection: self.estimator.per_connection(),
             },
         };
@@ -643,9 +643,9 @@ impl Policy for Deadline {
         let mut picks = admission::fill(&mut loads, waiting(false), running(false), nic, target);
         let picked: Vec<Running> = picks
             .iter()
-            .map(|&(vm, channels)| Running {
+            .map(|&(vm, connections)| Running {
                 host: this.host[vm.0],
-                cap: this.estimator.migration_cap(channels),
+                cap: this.estimator.migration_cap(connections),
             })
             .collect();
         let scavengers = admission::fill(
@@ -664,11 +664,11 @@ impl Policy for Deadline {
         picks.extend(scavengers);
         self.loads = loads;
         let mut ids = Vec::with_capacity(picks.len());
-        for (vm, channels) in picks {
-            self.channels[vm.0] = channels;
+        for (vm, connections) in picks {
+            self.connections[vm.0] = connections;
             let start = Start {
                 mode: self.mode[vm.0],
-                channels,
+                connections,
                 per_connection: self.estimator.per_connection(),
                 deadline: self.fleet_deadline[vm.0],
                 priority: view.fleet.vm(vm).priority,
@@ -720,7 +720,7 @@ impl Policy for Deadline {
         } = self.follow
         {
             self.mode[vm.0] = mode;
-            self.channels[vm.0] = connections;
+            self.connections[vm.0] = connections;
             self.journal.record(
                 vm,
                 self.now,
@@ -733,7 +733,7 @@ impl Policy for Deadline {
         }
         MigrationParams {
             mode: self.mode[vm.0],
-            multifd_channels: self.channels[vm.0],
+            connections: self.connections[vm.0],
             ..base
         }
     }
@@ -808,7 +808,7 @@ impl Policy for Deadline {
             let others_done = (backlog - remaining).max(0.0) / mean.max(1.0);
             let alone = self.alone_rate(spec.host, peak).min(
                 self.estimator
-                    .migration_cap(m.params.multifd_channels)
+                    .migration_cap(m.params.connections)
                     .min(self.estimator.nic(spec.host)),
             );
             let deliverable_capped = |bytes_per_sec_now: f64, cap: f64| {
@@ -829,7 +829,7 @@ impl Policy for Deadline {
                 // destination, but its pages follow on one connection
                 // (QEMU before 10.1), so at one connection's rate. Offline
                 // pauses the guest until the last byte, on all of them.
-                let one_connection = self.estimator.migration_cap(1);
+                let one_connection = self.estimator.migration_cap(Connections::ONE);
                 let postcopy = (m.params.mode == Mode::Postcopy
                     || (m.params.allow_postcopy && m.params.mode == Mode::Live))
                     && once <= deliverable_capped(rate, one_connection);

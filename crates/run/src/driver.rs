@@ -712,7 +712,7 @@ impl<B: Backend> Driver<B> {
         let run = &mut self.vms[vm.0];
         run.attempts = attempt;
         run.record.mode = Some(params.mode);
-        run.record.connections = Some(params.multifd_channels.max(1));
+        run.record.connections = Some(params.connections.get());
         run.state = State::Flying(Box::new(Flight {
             handle,
             attempt,

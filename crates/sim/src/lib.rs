@@ -8,7 +8,7 @@
 //!
 //! ## The model
 //! - Links: the WAN (capacity `wan_bandwidth`, or the trace's value at that
-//!   instant) and every host's NIC. A migration is `multifd_channels` TCP
+//!   instant) and every host's NIC. A migration is `connections` TCP
 //!   connections from its source NIC through the WAN to its destination NIC;
 //!   each connection carries at most `tcp_window / wan_rtt`, the migration at
 //!   most its `max_bandwidth`. Rates are the max-min fair allocation of the

@@ -226,7 +226,7 @@ impl Simulation<'_> {
         progress.destination = Some(destination);
         progress.start = Some(self.now);
         progress.mode = Some(params.mode);
-        progress.connections = Some(params.multifd_channels.max(1));
+        progress.connections = Some(params.connections.get());
         self.slot[vm.0] = Some(self.flows.len());
         self.flows.push(Flow {
             vm,
@@ -253,7 +253,7 @@ impl Simulation<'_> {
             joined: 0,
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
-                weight: f64::from(params.multifd_channels.max(1)),
+                weight: f64::from(params.connections.get()),
                 cap: if setup > 0.0 {
                     0.0
                 } else {
@@ -287,7 +287,7 @@ impl Simulation<'_> {
 
 /// A migration's cap: its connections' window limit and its bandwidth cap.
 pub(super) fn demand_cap(params: &MigrationParams, connection_cap: f64) -> f64 {
-    let windows = connection_cap * f64::from(params.multifd_channels.max(1));
+    let windows = connection_cap * f64::from(params.connections.get());
     params
         .max_bandwidth
         .map_or(windows, |cap: BitsPerSec| windows.min(cap.to_bytes_per_sec().0))
