@@ -276,7 +276,7 @@ impl Inventory {
         Network {
             wan_bandwidth: BitsPerSec(wan),
             wan_rtt: Duration::ZERO,
-            tcp_window: Bytes::mib(4),
+            tcp_window: Network::DEFAULT_TCP_WINDOW,
             wan_trace: Vec::new(),
         }
     }

@@ -170,6 +170,11 @@ pub struct Network {
 }
 
 impl Network {
+    /// The TCP window when none is given: roughly what Linux advertises at
+    /// its default `net.ipv4.tcp_rmem` maximum (6 MiB of buffer, less the
+    /// kernel's overhead).
+    pub const DEFAULT_TCP_WINDOW: Bytes = Bytes(4 << 20);
+
     /// The WAN's capacity at `t` from the evacuation's start.
     pub fn capacity_at(&self, t: Duration) -> BitsPerSec {
         self.wan_trace

@@ -107,7 +107,7 @@ fn default_rtt() -> Duration {
 }
 
 fn default_tcp_window() -> Bytes {
-    Bytes::mib(4)
+    Network::DEFAULT_TCP_WINDOW
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -372,7 +372,7 @@ impl Inventory {
         Network {
             wan_bandwidth: BitsPerSec(wan),
             wan_rtt: Duration::ZERO,
-            tcp_window: Bytes::mib(4),
+            tcp_window: Network::DEFAULT_TCP_WINDOW,
             wan_trace: Vec::new(),
         }
     }

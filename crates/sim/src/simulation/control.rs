@@ -96,19 +96,16 @@ impl Simulation<'_> {
                     self.unchain(vm);
                     let connection_cap = self.connection_cap;
                     let Some(flow) = self.flow_mut(vm) else { continue };
-                    match change {
-                        Retune::MaxBandwidth(cap) => {
-                            flow.params.max_bandwidth = cap;
-                            if flow.sending() {
-                                let old = flow.demand.cap;
-                                flow.demand.cap = demand_cap(&flow.params, connection_cap);
-                                let (weight, new) = (flow.demand.weight, flow.demand.cap);
-                                self.bottleneck.recap(vm, weight, old, new);
-                            }
-                            rates_changed = true;
+                    change.apply(&mut flow.params);
+                    // Only a new cap changes a rate.
+                    if let Retune::MaxBandwidth(_) = change {
+                        if flow.sending() {
+                            let old = flow.demand.cap;
+                            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                            let (weight, new) = (flow.demand.weight, flow.demand.cap);
+                            self.bottleneck.recap(vm, weight, old, new);
                         }
-                        Retune::DowntimeLimit(limit) => flow.params.downtime_limit = limit,
-                        Retune::AutoConverge(on) => flow.params.auto_converge = on,
+                        rates_changed = true;
                     }
                 }
                 Action::SwitchToOffline { vm } => {
