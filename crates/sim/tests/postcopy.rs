@@ -106,7 +106,7 @@ fn postcopy_pages_follow_on_one_connection_whatever_multifd_had() {
     };
     let params = MigrationParams {
         mode: Mode::Postcopy,
-        multifd_channels: 4,
+        connections: evac_model::Connections::new(4).unwrap(),
         ..MigrationParams::default()
     };
     let config = ControllerConfig {
@@ -139,7 +139,7 @@ fn deadline_switch(dirty_rate: f64, power_off_s: u64) -> evac_outcome::VmRecord 
     let params = MigrationParams {
         mode: Mode::Live,
         allow_postcopy: true,
-        multifd_channels: 4,
+        connections: evac_model::Connections::new(4).unwrap(),
         ..MigrationParams::default()
     };
     let config = ControllerConfig {

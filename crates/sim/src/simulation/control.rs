@@ -96,19 +96,16 @@ impl Simulation<'_> {
                     self.unchain(vm);
                     let connection_cap = self.connection_cap;
                     let Some(flow) = self.flow_mut(vm) else { continue };
-                    match change {
-                        Retune::MaxBandwidth(cap) => {
-                            flow.params.max_bandwidth = cap;
-                            if flow.sending() {
-                                let old = flow.demand.cap;
-                                flow.demand.cap = demand_cap(&flow.params, connection_cap);
-                                let (weight, new) = (flow.demand.weight, flow.demand.cap);
-                                self.bottleneck.recap(vm, weight, old, new);
-                            }
-                            rates_changed = true;
+                    change.apply(&mut flow.params);
+                    // Only a new cap changes a rate.
+                    if let Retune::MaxBandwidth(_) = change {
+                        if flow.sending() {
+                            let old = flow.demand.cap;
+                            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                            let (weight, new) = (flow.demand.weight, flow.demand.cap);
+                            self.bottleneck.recap(vm, weight, old, new);
                         }
-                        Retune::DowntimeLimit(limit) => flow.params.downtime_limit = limit,
-                        Retune::AutoConverge(on) => flow.params.auto_converge = on,
+                        rates_changed = true;
                     }
                 }
                 Action::SwitchToOffline { vm } => {
@@ -226,7 +223,7 @@ impl Simulation<'_> {
         progress.destination = Some(destination);
         progress.start = Some(self.now);
         progress.mode = Some(params.mode);
-        progress.connections = Some(params.multifd_channels.max(1));
+        progress.connections = Some(params.connections.get());
         self.slot[vm.0] = Some(self.flows.len());
         self.flows.push(Flow {
             vm,
@@ -253,7 +250,7 @@ impl Simulation<'_> {
             joined: 0,
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
-                weight: f64::from(params.multifd_channels.max(1)),
+                weight: f64::from(params.connections.get()),
                 cap: if setup > 0.0 {
                     0.0
                 } else {
@@ -287,7 +284,7 @@ impl Simulation<'_> {
 
 /// A migration's cap: its connections' window limit and its bandwidth cap.
 pub(super) fn demand_cap(params: &MigrationParams, connection_cap: f64) -> f64 {
-    let windows = connection_cap * f64::from(params.multifd_channels.max(1));
+    let windows = connection_cap * f64::from(params.connections.get());
     params
         .max_bandwidth
         .map_or(windows, |cap: BitsPerSec| windows.min(cap.to_bytes_per_sec().0))

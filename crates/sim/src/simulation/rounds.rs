@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 
 use evac_controller::{EndOutcome, Ended, Phase};
-use evac_model::{HostId, Mode, VmId};
+use evac_model::{Connections, HostId, Mode, VmId};
 
 use crate::fair_share::{self, Demand};
 use crate::flow::{Chain, Flow, RoundEnd, Stage};
@@ -359,7 +359,7 @@ impl Simulation<'_> {
         let Some(flow) = self.flow_mut(vm) else {
             return false;
         };
-        flow.params.multifd_channels = 1;
+        flow.params.connections = Connections::ONE;
         let old = flow.demand;
         flow.demand.weight = 1.0;
         if flow.sending() {
