@@ -203,6 +203,18 @@ impl Scenario {
         load::load(text, origin)
     }
 
+    /// [`Scenario::from_toml_str`], a file without its own `start` taken
+    /// to start at `start` (power-offs given as times count from it): a
+    /// sweep reads its base once per seed, and each must mean the same
+    /// deadlines.
+    pub fn from_toml_str_at(
+        text: &str,
+        origin: &str,
+        start: evac_model::wall_clock::Timestamp,
+    ) -> Result<Scenario, ScenarioError> {
+        load::load_at(text, origin, start)
+    }
+
     /// Checks every value through the model's one wall
     /// ([`evac_model::validate`]): the network, the migration parameters,
     /// the controller and the fleet. Loading a file does this; a scenario

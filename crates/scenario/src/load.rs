@@ -19,11 +19,21 @@ use crate::split::{self, Split, SPLIT_ARRAY};
 use crate::Scenario;
 
 pub(crate) fn load(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
-    load_with(text, origin, split::split(text))
+    load_at(text, origin, Timestamp::now())
+}
+
+/// Loads `text`; a file without its own `start` starts at `start`.
+pub(crate) fn load_at(text: &str, origin: &str, start: Timestamp) -> Result<Scenario, ScenarioError> {
+    load_with(text, origin, split::split(text), start)
 }
 
 /// Loads `text`, with its `[[vm]]` tables cut out by `split` if given.
-fn load_with(text: &str, origin: &str, split: Option<Split>) -> Result<Scenario, ScenarioError> {
+fn load_with(
+    text: &str,
+    origin: &str,
+    split: Option<Split>,
+    start: Timestamp,
+) -> Result<Scenario, ScenarioError> {
     let (locator, raw) = match split {
         Some(split) => read_apart(text, origin, split)?,
         None => read_whole(text, origin)?,
@@ -31,6 +41,7 @@ fn load_with(text: &str, origin: &str, split: Option<Split>) -> Result<Scenario,
     Checker {
         locator: &locator,
         origin,
+        start,
     }
     .scenario(raw)
 }
@@ -312,12 +323,14 @@ impl<'h> Hosts<'h> {
 struct Checker<'a> {
     locator: &'a Locator<'a>,
     origin: &'a str,
+    /// The evacuation's start when the file gives none.
+    start: Timestamp,
 }
 
 impl Checker<'_> {
     fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
         let network = self.network(&raw.network);
-        let start = raw.start.unwrap_or_else(Timestamp::now);
+        let start = raw.start.unwrap_or(self.start);
         let hosts = self.hosts(&raw.host, start)?;
         let (vms, vm_entries) = self.vms(&Hosts::new(&hosts), &raw)?;
         let scenario = Scenario {
@@ -725,8 +738,8 @@ mod tests {
             Err(error) => format!("refused: {error}"),
         };
         Some((
-            show(load_with(text, "x.toml", Some(split))),
-            show(load_with(text, "x.toml", None)),
+            show(load_with(text, "x.toml", Some(split), Timestamp::now())),
+            show(load_with(text, "x.toml", None, Timestamp::now())),
         ))
     }
 

@@ -266,6 +266,10 @@ pub struct Grid {
     pub base: Scenario,
     /// The base's text, reloaded with another seed for `repeat_seeds`.
     base_text: String,
+    /// When the base was read: a base without `start` is reloaded with
+    /// this one, so that its power-offs given as times mean the same
+    /// deadlines in every combination.
+    read_at: evac_model::wall_clock::Timestamp,
     base_origin: String,
     /// Empty: the base's own seed only.
     pub repeat_seeds: Vec<u64>,
@@ -434,6 +438,7 @@ impl Grid {
         })?;
         // The base last: a grid too large to run is refused before a
         // base of a million VMs is read.
+        let read_at = evac_model::wall_clock::Timestamp::now();
         let (base, base_text, base_origin) = match &raw.base {
             None => (
                 Scenario::embedded_default(),
@@ -451,7 +456,7 @@ impl Grid {
                             message: format!("cannot read {}: {e}", path.display()),
                         })?;
                         let origin = path.display().to_string();
-                        let scenario = Scenario::from_toml_str(&text, &origin)
+                        let scenario = Scenario::from_toml_str_at(&text, &origin, read_at)
                             .map_err(|source| GridError::Base { at: here, source })?;
                         (scenario, text, origin)
                     }
@@ -462,7 +467,7 @@ impl Grid {
                             message: e.to_string(),
                         })?;
                         let origin = format!("{origin} [base] (lines counted from the table)");
-                        let scenario = Scenario::from_toml_str(&text, &origin)
+                        let scenario = Scenario::from_toml_str_at(&text, &origin, read_at)
                             .map_err(|source| GridError::Base { at: here, source })?;
                         (scenario, text, origin)
                     }
@@ -483,6 +488,7 @@ impl Grid {
             name: raw.name.unwrap_or_else(|| default_name.to_owned()),
             base,
             base_text,
+            read_at,
             base_origin,
             repeat_seeds,
             factors,
@@ -620,7 +626,7 @@ impl Grid {
             .map_err(|_| refused(format!("seed {seed} is beyond TOML's largest integer, 2^63 - 1")))?;
         table.insert("seed".into(), toml::Value::Integer(seed_value));
         let text = toml::to_string(&table).map_err(|e| refused(e.to_string()))?;
-        Scenario::from_toml_str(&text, &self.base_origin)
+        Scenario::from_toml_str_at(&text, &self.base_origin, self.read_at)
             .map_err(|e| refused(format!("with seed {seed}, the base scenario is refused: {e}")))
     }
 

@@ -503,3 +503,33 @@ fn the_old_name_of_connections_is_read_too() {
     assert_eq!(old.factors[1].name, "connections");
     assert_eq!(old.factors[1].levels.len(), 2);
 }
+
+/// A base whose power-off is a time of day and which gives no `start` is
+/// read once per repeat seed: every reading counts from the same start
+/// (when the grid was read), so every combination has the same deadline.
+#[test]
+fn a_time_of_day_means_one_deadline_in_every_combination() {
+    let in_an_hour = evac_model::wall_clock::after(
+        evac_model::wall_clock::Timestamp::now(),
+        Duration::from_secs(3600),
+    );
+    let text = GRID
+        .replace("name = \"tiny\"", "name = \"tiny\"\nrepeat_seeds = [1, 2, 3]")
+        .replace(
+            "site = \"source\"\nnic = \"10 Gbps\"",
+            &format!("site = \"source\"\nnic = \"10 Gbps\"\npower_off_at = \"{in_an_hour}\""),
+        );
+    let g = grid(&text).unwrap();
+    let deadlines: Vec<_> = g
+        .combinations()
+        .iter()
+        .map(|(seed, levels)| g.scenario(*seed, levels).unwrap().fleet.hosts[0].power_off_at)
+        .collect();
+    assert_eq!(deadlines.len(), 12);
+    assert!(deadlines.iter().all(|d| *d == deadlines[0]), "{deadlines:?}");
+    let first = deadlines[0].unwrap();
+    assert!(
+        first <= Duration::from_secs(3600) && first > Duration::from_secs(3590),
+        "{first:?}"
+    );
+}
