@@ -11,7 +11,10 @@
 //! namespace), the WAN to the destination's a veth shaped to 40 Mbps that
 //! they share (64 MiB = 536,870,912 bits: 13.4 s at 40 Mbps; the four take
 //! 54 s); `pw*-4` has priority 10, the others 1. The news moves the
-//! power-off to 20 s after it is given: time for about one VM and a half.
+//! power-off to 30 s after it is given: time for the migration under way
+//! and one more. Which VM goes first before the news is the planner's
+//! business (with an hour left, every order saves all); after it, the
+//! high-priority VM must be the next to start.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -192,10 +195,33 @@ fn check_result(result: &Value, journal: &[Value], prefix: &str, power_off_s: f6
         .iter()
         .find(|v| v["name"] == format!("{prefix}-4").as_str())
         .unwrap();
-    assert_eq!(high["outcome"], "migrated", "the high-priority VM: {high}");
+    // Moved first once the news is in: started before it, or the first
+    // VM started after it.
+    let news = journal
+        .iter()
+        .find(|l| l["event"] == "power")
+        .and_then(|l| l["t_s"].as_f64())
+        .unwrap();
+    let starts: Vec<(&str, f64)> = journal
+        .iter()
+        .filter(|l| l["event"] == "start")
+        .map(|l| (l["vm"].as_str().unwrap(), l["t_s"].as_f64().unwrap()))
+        .collect();
+    let high_name = format!("{prefix}-4");
+    let before = starts.iter().any(|&(vm, t)| vm == high_name && t <= news);
+    let next = starts.iter().find(|&&(_, t)| t > news).map(|&(vm, _)| vm);
+    assert!(
+        before || next == Some(high_name.as_str()),
+        "starts {starts:?}, news at {news} s"
+    );
+    assert_eq!(
+        high["outcome"], "migrated",
+        "the high-priority VM: {high}\n{:#}",
+        result["vms"]
+    );
     assert!(
         vms.iter().any(|v| v["outcome"] == "lost"),
-        "20 s after the news cannot carry every VM: {result}"
+        "30 s after the news cannot carry every VM: {result}"
     );
 }
 
@@ -259,9 +285,9 @@ fn an_inventory_edited_mid_run_moves_the_deadline_and_survives_a_resume() {
     );
 
     wait_for(&journal, &mut first, &stderr, |l| l["event"] == "start");
-    // The news, as a time of day: 20 s from now.
+    // The news, as a time of day: 30 s from now.
     let said = Timestamp::now();
-    let new_off = wall_clock::after(said, Duration::from_secs(20));
+    let new_off = wall_clock::after(said, Duration::from_secs(30));
     std::fs::write(
         &inventory,
         text.replace("power_off_at = \"1 h\"", &format!("power_off_at = \"{new_off}\"")),
@@ -392,8 +418,8 @@ fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
     let metrics = metrics_address(&stderr);
     let power_off_metric = "evac_host_power_off_seconds{host=\"src\"}";
     assert!(scrape(&metrics, power_off_metric).is_none());
-    // On battery, 25 s left less the 5 s margin: the power goes 20 s on.
-    ups.set("ups.status: OB\nbattery.runtime: 25\n").unwrap();
+    // On battery, 35 s left less the 5 s margin: the power goes 30 s on.
+    ups.set("ups.status: OB\nbattery.runtime: 35\n").unwrap();
     let served = Timestamp::now();
     let change = wait_for(&journal, &mut run, &stderr, |l| {
         l["event"] == "power" && l["by"].as_str().is_some_and(|b| b.contains("on battery"))
@@ -422,7 +448,7 @@ fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
         "{left} s left, expected {}",
         power_off_s - elapsed
     );
-    let expected = wall_clock::until(instant_of(&lines, 0.0), served).as_secs_f64() + 20.0;
+    let expected = wall_clock::until(instant_of(&lines, 0.0), served).as_secs_f64() + 30.0;
     assert!(
         (power_off_s - expected).abs() <= ACT_WITHIN.as_secs_f64(),
         "{power_off_s} vs {expected}"
