@@ -5,12 +5,8 @@
 
 use std::process::{Command, Output};
 
-fn evac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_evac"))
-        .args(args)
-        .output()
-        .expect("evac runs")
-}
+mod common;
+use common::evac;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use evac_lab::{self as lab};
 use serde_json::Value;
 
+mod common;
+
 fn evac() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_evac"))
+    common::evac_command()
 }
 
 /// A small lab named uniquely for this test process.
