@@ -120,9 +120,13 @@ pub fn down(name: Option<&str>) -> Result<Removed> {
             }
             removed.processes.push(pid);
         }
+        // The owner's own teardown has removed some or all of them; what is
+        // gone already is not an error, so a second `down` of a half-gone
+        // lab succeeds too.
         for ns in namespaces {
-            remove_netns(&ns)?;
-            removed.namespaces.push(ns);
+            if remove_netns(&ns)? {
+                removed.namespaces.push(ns);
+            }
         }
         remove_dir(&dir)?;
         removed.labs.push(id);

@@ -363,8 +363,14 @@ pub fn netns_pids(netns: &str) -> Vec<u32> {
 }
 
 /// Kills every process in `netns` (SIGKILL), waits up to 5 s for them to
-/// go, and deletes the namespace.
-pub fn remove_netns(netns: &str) -> io::Result<()> {
+/// go, and deletes the namespace. A namespace that is already gone (never
+/// made, or removed meanwhile by its owner's own teardown) is not an error:
+/// `Ok(false)`; `Ok(true)` when this call removed it.
+pub fn remove_netns(netns: &str) -> io::Result<bool> {
+    let file = std::path::Path::new("/run/netns").join(netns);
+    if !file.exists() {
+        return Ok(false);
+    }
     for pid in netns_pids(netns) {
         // SAFETY: kill(2); the processes of a lab namespace are the lab's.
         unsafe {
@@ -375,7 +381,15 @@ pub fn remove_netns(netns: &str) -> io::Result<()> {
     while !netns_pids(netns).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    ip(&["netns", "del", netns])
+    match ip(&["netns", "del", netns]) {
+        Ok(()) => Ok(true),
+        // `ip netns del` unmounts, then unlinks the file: when another
+        // process (the lab's owner tearing down on SIGTERM) deleted it in
+        // between, the unlink fails ("Cannot remove namespace file ...: No
+        // such file or directory") though the namespace is gone.
+        Err(_) if !file.exists() => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 impl Drop for Topology {
