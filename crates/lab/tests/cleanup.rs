@@ -6,7 +6,7 @@ use std::path::Path;
 
 use evac_lab::cleanup::down;
 use evac_lab::instance::{lab_prefix, LABS_DIR};
-use evac_lab::topology::remove_netns;
+use evac_lab::netns::remove_netns;
 use evac_lab::{self as lab};
 
 /// The namespaces of this machine whose name starts with `prefix`.

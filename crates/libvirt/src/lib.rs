@@ -59,7 +59,7 @@
 //!
 //! ## The `native` feature: libvirt only where asked for
 //!
-//! Everything that calls libvirt (`client`, `backend`, `lab`) is
+//! Everything that calls libvirt (`client`, `backend`) is
 //! behind the cargo feature `native`, off by default; the inventory format
 //! ([`inventory`]) is always built. So `evac` builds with a Rust toolchain
 //! alone (no libvirt-dev, no pkg-config, no `libvirt.so` linked) and still
@@ -85,17 +85,16 @@
 //!
 //! [`inventory`] (the file format, file:line:field errors; always built),
 //! and with `native`: `client` (the libvirt calls, each bounded),
-//! `backend` (the [`evac_run::Backend`]), `lab` (N libvirt daemons on
-//! one machine as N hosts, for tests and the figures example). The few raw
-//! `virt::sys` calls are in one private module.
+//! `backend` (the [`evac_run::Backend`]). The few raw `virt::sys` calls
+//! are in one private module. The lab its tests run on (N libvirt daemons
+//! on one machine as N hosts) is `evac-lab`'s `libvirt` module, a
+//! dev-dependency: test code stays out of the backend.
 
 #[cfg(feature = "native")]
 pub mod backend;
 #[cfg(feature = "native")]
 pub mod client;
 pub mod inventory;
-#[cfg(feature = "native")]
-pub mod lab;
 #[cfg(feature = "native")]
 mod raw;
 #[cfg(feature = "native")]

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use evac_lab::capture::{count_occurrences, tcpdump_available};
+use evac_lab::libvirt::{self as lab, Lab, LabOptions};
 use evac_libvirt::client::{MigrateRequest, Migration};
-use evac_libvirt::lab::{self, count_occurrences, Lab, LabOptions};
 
 // Generous: the machine is shared and libvirt calls slow down under load.
 const T: Duration = Duration::from_secs(60);
@@ -31,7 +32,7 @@ async fn the_marker_is_on_the_wire_without_tls_and_absent_with_it() {
     if evac_lab::skip_without(&[
         lab::libvirt_lab_available,
         lab::certtool_available,
-        lab::tcpdump_available,
+        tcpdump_available,
     ]) {
         return;
     }
@@ -94,7 +95,7 @@ async fn the_marker_is_on_the_wire_without_tls_and_absent_with_it() {
             .contains("Certificate does not match the hostname not-this-host")
     };
     assert!(
-        lab::wait_until(Duration::from_secs(10), || said(&log)),
+        evac_lab::process::wait_until(Duration::from_secs(10), || said(&log)),
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );

@@ -1,4 +1,5 @@
-//! A libvirt lab on one machine: N libvirtd daemons that look like N hosts.
+//! A libvirt lab on one machine: N libvirtd daemons that look like N hosts,
+//! for the libvirt backend's tests and figures (feature `libvirt`).
 //!
 //! Each daemon runs in its own network, UTS and mount namespace with its own
 //! hostname, `host_uuid`, state directories, sockets and IP address. In its
@@ -6,7 +7,10 @@
 //! libvirt paths (`/etc/libvirt`, `/var/lib/libvirt`, `/run/libvirt`, ...),
 //! so nothing of the machine's own libvirt is touched. The hosts' namespaces
 //! are joined by veths to a router namespace holding a bridge; every link is
-//! shaped with `tc tbf` in both directions when a rate is given.
+//! shaped with `tc tbf` in both directions when a rate is given. The
+//! network is built from [`crate::netns`]'s pieces like every lab network,
+//! packets are captured by [`crate::capture`], and what is left is removed
+//! by [`crate::cleanup`], as for `evac lab`.
 //!
 //! evac (the test process) reaches each daemon through its unix socket,
 //! which lives in the lab's directory and is visible from the machine's own
@@ -26,12 +30,19 @@
 //! them: with file-backed RAM QEMU 7.2 loses the guest and zeroes the file.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// qboot: the firmware that boots fastest.
-pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+use evac_libvirt::client;
+use evac_model::{BitsPerSec, Bytes};
+
+use crate::capture::Capture;
+use crate::cleanup::{remove_lab, sweep_dead, Removed};
+use crate::netns::{address_up, link_up, pid_in_netns, shape, veth, Namespaces, QdiscVerb, Tbf};
+use crate::process::{ip, kill, pids_where, run};
+use crate::QBOOT;
 
 /// The prefix of every name the lab gives (namespaces, directories).
 pub const PREFIX: &str = "evlv";
@@ -72,14 +83,6 @@ pub fn libvirt_lab_available() -> Result<(), String> {
 
 /// `Err(reason)` when TLS certificates cannot be made here.
 pub use evac_pki::certtool_available;
-
-/// `Err(reason)` when packets cannot be captured here.
-pub fn tcpdump_available() -> Result<(), String> {
-    match Command::new("tcpdump").arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(()),
-        _ => Err("`tcpdump` is missing: apt-get install tcpdump".into()),
-    }
-}
 
 /// How to build a lab.
 #[derive(Debug, Clone)]
@@ -147,9 +150,9 @@ pub struct Lab {
     /// The lab's directory (`$TMPDIR/evlv<pid>x<n>`).
     pub dir: PathBuf,
     pub hosts: Vec<LabHost>,
-    router: Option<String>,
-    netns: Vec<String>,
     tls: bool,
+    /// Removed last, once the daemons are stopped.
+    namespaces: Namespaces,
 }
 
 static LAB_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -159,48 +162,6 @@ const SUBNET: &str = "10.213.77";
 
 fn io_err(why: String) -> std::io::Error {
     std::io::Error::other(why)
-}
-
-/// Runs a command to completion (bounded by `timeout`), failing with its
-/// stderr.
-fn run(program: &str, args: &[&str]) -> std::io::Result<String> {
-    run_with_timeout(program, args, Duration::from_secs(30))
-}
-
-fn run_with_timeout(program: &str, args: &[&str], timeout: Duration) -> std::io::Result<String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| io_err(format!("cannot run {program}: {e}")))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io_err(format!(
-                "`{program} {}` timed out after {timeout:?}",
-                args.join(" ")
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(io_err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
 }
 
 impl Lab {
@@ -221,9 +182,8 @@ impl Lab {
             name: name.clone(),
             dir: dir.clone(),
             hosts: Vec::new(),
-            router: None,
-            netns: Vec::new(),
             tls: options.tls,
+            namespaces: Namespaces::new(),
         };
         // On error `lab` is dropped here and tears down what was built.
         lab.build_network(options)?;
@@ -239,53 +199,36 @@ impl Lab {
 
     fn build_network(&mut self, options: &LabOptions) -> std::io::Result<()> {
         let router = format!("{}r", self.name);
-        run("ip", &["netns", "add", &router])?;
-        self.netns.push(router.clone());
-        self.router = Some(router.clone());
-        run("ip", &["-n", &router, "link", "add", "br0", "type", "bridge"])?;
-        run("ip", &["-n", &router, "link", "set", "br0", "up"])?;
-        run("ip", &["-n", &router, "link", "set", "lo", "up"])?;
+        self.namespaces.add(&router)?;
+        ip(&["-n", &router, "link", "add", "br0", "type", "bridge"])?;
+        link_up(&router, "br0")?;
+        // The burst and queue every link had when this lab was written
+        // with `tc ... tbf rate R burst 256kb latency 50ms`.
+        let tbf = options.rate_mbit.map(|rate| Tbf {
+            rate: BitsPerSec(f64::from(rate) * 1e6),
+            burst: Bytes(256 << 10),
+            latency: Duration::from_millis(50),
+        });
         for i in 0..options.hosts {
             let letter = (b'a' + i as u8) as char;
             let netns = format!("{}{letter}", self.name);
-            run("ip", &["netns", "add", &netns])?;
-            self.netns.push(netns.clone());
+            self.namespaces.add(&netns)?;
             let port = format!("p{letter}");
-            // Both ends are created inside namespaces: no name ever appears
-            // in the machine's own namespace.
-            run(
-                "ip",
-                &[
-                    "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns",
-                    &router,
-                ],
-            )?;
-            let ip = format!("{SUBNET}.{}", i + 1);
-            run(
-                "ip",
-                &["-n", &netns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-            )?;
-            run("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
-            run("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
-            run("ip", &["-n", &router, "link", "set", &port, "master", "br0"])?;
-            run("ip", &["-n", &router, "link", "set", &port, "up"])?;
-            if let Some(rate) = options.rate_mbit {
-                let rate = format!("{rate}mbit");
+            veth(&netns, "eth0", &router, &port)?;
+            let ip_address = format!("{SUBNET}.{}", i + 1);
+            address_up(&netns, "eth0", &format!("{ip_address}/24"))?;
+            ip(&["-n", &router, "link", "set", &port, "master", "br0"])?;
+            link_up(&router, &port)?;
+            if let Some(tbf) = &tbf {
                 for (ns, dev) in [(&netns, "eth0"), (&router, port.as_str())] {
-                    run(
-                        "ip",
-                        &[
-                            "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate",
-                            &rate, "burst", "256kb", "latency", "50ms",
-                        ],
-                    )?;
+                    shape(ns, dev, QdiscVerb::Add, tbf)?;
                 }
             }
             let host_dir = self.dir.join(letter.to_string());
             self.hosts.push(LabHost {
                 hostname: format!("{}-host-{letter}", self.name),
                 netns,
-                ip,
+                ip: ip_address,
                 dir: host_dir,
                 daemon: None,
             });
@@ -401,7 +344,7 @@ impl Lab {
             }
             if socket.exists() {
                 let uri = self.hosts[i].uri();
-                match crate::client::probe(&uri, Duration::from_secs(5)) {
+                match client::probe(&uri, Duration::from_secs(5)) {
                     Ok(name) if name == hostname => return Ok(()),
                     Ok(name) => return Err(io_err(format!("{uri} is host `{name}`, not `{hostname}`"))),
                     Err(_) if Instant::now() < deadline => {}
@@ -431,7 +374,7 @@ impl Lab {
     /// (found by their name, which the lab gives, on their command line).
     pub fn qemu_pids(&self, i: usize) -> Vec<u32> {
         let host = &self.hosts[i];
-        pids_matching(|cmdline| {
+        pids_where(|cmdline| {
             cmdline.contains("qemu-system") && cmdline.contains(&format!("guest={}", self.name))
         })
         .into_iter()
@@ -524,8 +467,8 @@ impl Lab {
 
     fn start_domain_xml(&self, i: usize, name: &str, xml: String) -> std::io::Result<String> {
         let uri = self.hosts[i].uri();
-        crate::client::blocking(Duration::from_secs(30), move || {
-            let conn = crate::client::Conn::open_blocking(&uri)?;
+        client::blocking(Duration::from_secs(30), move || {
+            let conn = client::Conn::open_blocking(&uri)?;
             let dom = virt::domain::Domain::define_xml(&conn.0, &xml)?;
             dom.create()?;
             dom.get_name()
@@ -536,8 +479,8 @@ impl Lab {
     /// Names of the running domains of host `i`.
     pub fn running_domains(&self, i: usize) -> std::io::Result<Vec<String>> {
         let uri = self.hosts[i].uri();
-        crate::client::blocking(Duration::from_secs(10), move || {
-            let conn = crate::client::Conn::open_blocking(&uri)?;
+        client::blocking(Duration::from_secs(10), move || {
+            let conn = client::Conn::open_blocking(&uri)?;
             let doms = conn
                 .0
                 .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
@@ -552,8 +495,8 @@ impl Lab {
     pub fn is_paused(&self, i: usize, name: &str) -> std::io::Result<bool> {
         let uri = self.hosts[i].uri();
         let name = name.to_owned();
-        crate::client::blocking(Duration::from_secs(10), move || {
-            let conn = crate::client::Conn::open_blocking(&uri)?;
+        client::blocking(Duration::from_secs(10), move || {
+            let conn = client::Conn::open_blocking(&uri)?;
             let dom = virt::domain::Domain::lookup_by_name(&conn.0, &name)?;
             Ok(dom.get_state()?.0 == virt::sys::VIR_DOMAIN_PAUSED)
         })
@@ -563,41 +506,13 @@ impl Lab {
     /// Starts a packet capture on host `i`'s lab interface (first 256
     /// bytes of each packet of the migration port range) into `file`.
     pub fn capture(&self, i: usize, file: &Path) -> std::io::Result<Capture> {
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.hosts[i].netns,
-                "tcpdump",
-                "-i",
-                "eth0",
-                "-s",
-                "256",
-                "-U",
-                "-w",
-            ])
-            .arg(file)
-            .arg("tcp portrange 49152-49215")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()?;
-        let mut capture = Capture {
-            child: Some(child),
-            file: file.to_owned(),
-        };
-        // tcpdump says "listening on" once its socket is open.
-        let started = Instant::now();
-        while !file.exists() {
-            if started.elapsed() > Duration::from_secs(10) {
-                capture.stop();
-                return Err(io_err("tcpdump did not start within 10 s".into()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(capture)
+        Capture::start(
+            &self.hosts[i].netns,
+            "eth0",
+            "tcp portrange 49152-49215",
+            256,
+            file,
+        )
     }
 
     /// A libvirt inventory for this lab: `sources` and `destinations` are
@@ -643,8 +558,8 @@ impl Lab {
         for i in 0..self.hosts.len() {
             if self.hosts[i].daemon.is_some() {
                 let uri = self.hosts[i].uri();
-                let _ = crate::client::blocking(Duration::from_secs(15), move || {
-                    let conn = crate::client::Conn::open_blocking(&uri)?;
+                let _ = client::blocking(Duration::from_secs(15), move || {
+                    let conn = client::Conn::open_blocking(&uri)?;
                     for dom in conn.0.list_all_domains(0)? {
                         let _ = dom.destroy();
                         let _ = dom.undefine();
@@ -655,8 +570,7 @@ impl Lab {
         }
         for i in 0..self.hosts.len() {
             if let Some(mut child) = self.hosts[i].daemon.take() {
-                // SAFETY: kill on a pid we spawned and have not reaped.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                kill(child.id(), libc::SIGTERM);
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
@@ -665,13 +579,13 @@ impl Lab {
                 let _ = child.wait();
             }
         }
-        // QEMUs a killed daemon left (their command line names our dir).
-        kill_pids_matching(&self.dir);
-        for ns in self.netns.drain(..).rev() {
-            let _ = run("ip", &["netns", "del", &ns]);
+        // QEMUs a killed daemon left (their command line names our dir),
+        // the namespaces, the directory.
+        let namespaces = self.namespaces.names().to_vec();
+        if let Err(e) = remove_lab(&self.dir, &namespaces, &mut Removed::default()) {
+            eprintln!("lab: {e:#}");
         }
-        unmount_under(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.namespaces.remove_all();
     }
 }
 
@@ -679,44 +593,6 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.teardown();
     }
-}
-
-/// A running tcpdump; stopped on drop.
-#[derive(Debug)]
-pub struct Capture {
-    child: Option<Child>,
-    pub file: PathBuf,
-}
-
-impl Capture {
-    /// Stops the capture and returns the captured bytes (pcap).
-    pub fn stop(&mut self) -> Vec<u8> {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signalling a child we spawned and have not reaped.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        std::fs::read(&self.file).unwrap_or_default()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// How many times `needle` occurs in `haystack`.
-pub fn count_occurrences(haystack: &[u8], needle: &[u8]) -> usize {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return 0;
-    }
-    haystack.windows(needle.len()).filter(|w| *w == needle).count()
 }
 
 fn path(p: &Path) -> &str {
@@ -739,115 +615,27 @@ fn random_uuid() -> std::io::Result<String> {
     ))
 }
 
-fn pids_matching(pred: impl Fn(&str) -> bool) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| pred(&String::from_utf8_lossy(&c).replace('\0', " ")))
-                .unwrap_or(false)
-        })
-        .collect()
+/// The owner's pid in a lab name `evlv<pid>...`.
+fn owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
-/// Whether `pid` lives in the named network namespace.
-fn pid_in_netns(pid: u32, netns: &str) -> bool {
-    match (
-        std::fs::metadata(format!("/proc/{pid}/ns/net")),
-        std::fs::metadata(format!("/run/netns/{netns}")),
-    ) {
-        (Ok(a), Ok(b)) => {
-            use std::os::unix::fs::MetadataExt;
-            a.ino() == b.ino() && a.dev() == b.dev()
-        }
-        _ => false,
-    }
-}
-
-/// Kills every process whose command line names `dir` (the lab's QEMUs and
-/// daemons: only the lab puts its directory there).
-fn kill_pids_matching(dir: &Path) {
-    let needle = format!("{}/", dir.display());
-    let me = std::process::id();
-    for pid in pids_matching(|c| c.contains(&needle)) {
-        if pid != me {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
-}
-
-/// Unmounts whatever is mounted under `dir` in this namespace (nothing,
-/// normally: the daemons' mounts live in their own namespaces).
-fn unmount_under(dir: &Path) {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
-        return;
-    };
-    let prefix = dir.display().to_string();
-    for line in mounts.lines() {
-        if let Some(target) = line.split(' ').nth(1) {
-            if target.starts_with(&prefix) {
-                let _ = run("umount", &["-l", target]);
-            }
-        }
-    }
-}
-
-/// Removes what crashed labs left: namespaces, processes and directories
-/// named `evlv<pid>...` whose pid no longer runs.
+/// Removes what crashed libvirt labs left: namespaces, processes and
+/// directories named `evlv<pid>...` whose pid no longer runs
+/// ([`sweep_dead`]).
 pub fn sweep() {
-    let dead = |name: &str| -> bool {
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            return false;
-        };
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        match digits.parse::<u32>() {
-            Ok(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
-            Err(_) => false,
-        }
-    };
-    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if dead(&name) {
-                kill_pids_matching(&e.path());
-                unmount_under(&e.path());
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir("/run/netns") {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if dead(&name) {
-                // A leftover daemon in it is ours from the crashed run.
-                if let Ok(out) = run("ip", &["netns", "pids", &name]) {
-                    for pid in out.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-                        // SAFETY: kill has no memory-safety preconditions.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-                let _ = run("ip", &["netns", "del", &name]);
-            }
-        }
-    }
+    sweep_dead(&std::env::temp_dir(), owner);
 }
 
-/// Waits until `cond` holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_lab_name_carries_its_owner() {
+        assert_eq!(super::owner("evlv1234x0"), Some(1234));
+        assert_eq!(super::owner("evlv1234x0r"), Some(1234));
+        assert_eq!(super::owner("evlvx0"), None);
+        assert_eq!(super::owner("evlab-x-1234-h0"), None);
     }
 }
-
-use std::os::unix::process::CommandExt;
