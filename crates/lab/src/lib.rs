@@ -27,6 +27,7 @@
 
 use std::process::Command;
 
+pub mod capacity;
 pub mod capture;
 pub mod cleanup;
 pub mod delay;

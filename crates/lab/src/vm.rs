@@ -297,31 +297,88 @@ impl Lab {
         bios: Option<&Path>,
         ram: Ram<'_>,
     ) -> std::io::Result<LabVm> {
-        let backend = match ram {
-            Ram::Anonymous => format!("memory-backend-ram,id=mem,size={mib}M"),
-            Ram::Random | Ram::Marker(_) => {
-                let mem = self.dir.join(format!("{name}.mem"));
-                let mut file = std::fs::File::create(&mem)?;
-                let mut random = std::fs::File::open("/dev/urandom")?;
-                let mut chunk = vec![0u8; 1 << 20];
-                if let Ram::Marker(marker) = ram {
-                    for (i, byte) in chunk.iter_mut().enumerate() {
-                        *byte = marker[i % marker.len()];
-                    }
-                }
-                for _ in 0..mib {
-                    if matches!(ram, Ram::Random) {
-                        std::io::Read::read_exact(&mut random, &mut chunk)?;
-                    }
-                    file.write_all(&chunk)?;
-                }
-                drop(file);
-                format!(
-                    "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
-                    mem.display()
-                )
+        let backend = write_ram(&self.dir, name, mib, ram)?;
+        let vm = self.spawn(name, mib, netns, bios, backend)?;
+        wait_ready(std::slice::from_ref(&vm), Duration::from_secs(10))?;
+        Ok(vm)
+    }
+
+    /// Starts the VMs of `specs` (a fleet): their RAM files and firmware
+    /// images are written by `parallel` threads at once, then their QEMUs
+    /// start in waves of [`BOOT_WAVE`], each wave waited for (its QMP
+    /// sockets) before the next: a boot of hundreds of VMs neither runs
+    /// hundreds of QEMU initialisations on two cores at once nor waits for
+    /// them one by one. The VMs are returned in the order of `specs`.
+    pub fn start_fleet(&mut self, specs: &[VmSpec], parallel: usize) -> std::io::Result<Vec<LabVm>> {
+        let parallel = parallel.clamp(1, specs.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let prepared: Vec<std::io::Result<(String, Option<PathBuf>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..parallel)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(spec) = specs.get(i) else { break done };
+                            done.push((i, self.prepare(spec)));
+                        }
+                    })
+                })
+                .collect();
+            let mut all: Vec<_> = workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("a RAM file writer panicked"))
+                .collect();
+            all.sort_by_key(|(i, _)| *i);
+            all.into_iter().map(|(_, r)| r).collect()
+        });
+        let mut vms = Vec::with_capacity(specs.len());
+        for (wave_specs, wave_prepared) in specs.chunks(BOOT_WAVE).zip(prepared.chunks(BOOT_WAVE)) {
+            let mut wave = Vec::with_capacity(wave_specs.len());
+            for (spec, prepared) in wave_specs.iter().zip(wave_prepared) {
+                let (backend, bios) = match prepared {
+                    Ok(p) => p.clone(),
+                    Err(e) => return Err(std::io::Error::new(e.kind(), format!("VM {}: {e}", spec.name))),
+                };
+                wave.push(self.spawn(
+                    &spec.name,
+                    spec.mib,
+                    spec.netns.as_deref(),
+                    bios.as_deref(),
+                    backend,
+                )?);
             }
+            // Ten seconds as for one VM, plus a second per VM of the wave
+            // on a machine with few cores.
+            wait_ready(&wave, Duration::from_secs(10 + wave.len() as u64))?;
+            vms.extend(wave);
+        }
+        Ok(vms)
+    }
+
+    /// A VM's RAM file (the `-object` naming it) and firmware image.
+    fn prepare(&self, spec: &VmSpec) -> std::io::Result<(String, Option<PathBuf>)> {
+        let bios = match spec.dirty {
+            Some((rate, working_set_mib)) => {
+                let image = dirty_guest_image(spec.mib, rate, working_set_mib, false)?;
+                let bios = self.dir.join(format!("{}.bios", spec.name));
+                std::fs::write(&bios, image)?;
+                Some(bios)
+            }
+            None => None,
         };
+        Ok((write_ram(&self.dir, &spec.name, spec.mib, Ram::Random)?, bios))
+    }
+
+    /// Starts QEMU for a VM whose RAM is `backend` (no waiting).
+    fn spawn(
+        &mut self,
+        name: &str,
+        mib: u64,
+        netns: Option<&str>,
+        bios: Option<&Path>,
+        backend: String,
+    ) -> std::io::Result<LabVm> {
         let qmp = self.dir.join(format!("{name}.qmp"));
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let mut args = machine_args(backend, mib, bios);
@@ -354,13 +411,6 @@ impl Lab {
         };
         let pid = child.id();
         self.children.push(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !qmp.exists() {
-            if std::time::Instant::now() > deadline {
-                return Err(std::io::Error::other(format!("{name}: no QMP socket after 10 s")));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Ok(LabVm {
             name: name.to_owned(),
             pid,
@@ -468,6 +518,82 @@ downtime_limit = "300 ms"
     }
 }
 
+/// How many QEMUs [`Lab::start_fleet`] starts at once.
+pub const BOOT_WAVE: usize = 16;
+
+/// One VM of a fleet for [`Lab::start_fleet`]: RAM of random bytes, in
+/// network namespace `netns`; with `dirty`, the dirtying guest of
+/// [`Lab::start_dirtying_vm`] at (rate, working set in MiB).
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub name: String,
+    pub mib: u64,
+    pub netns: Option<String>,
+    pub dirty: Option<(BytesPerSec, u64)>,
+}
+
+/// Writes VM `name`'s RAM file in `dir` (none for anonymous RAM); returns
+/// the `-object` of its memory backend.
+fn write_ram(dir: &Path, name: &str, mib: u64, ram: Ram<'_>) -> std::io::Result<String> {
+    Ok(match ram {
+        Ram::Anonymous => format!("memory-backend-ram,id=mem,size={mib}M"),
+        Ram::Random | Ram::Marker(_) => {
+            let mem = dir.join(format!("{name}.mem"));
+            let mut file = std::fs::File::create(&mem)?;
+            let mut random = std::fs::File::open("/dev/urandom")?;
+            let mut chunk = vec![0u8; 1 << 20];
+            if let Ram::Marker(marker) = ram {
+                for (i, byte) in chunk.iter_mut().enumerate() {
+                    *byte = marker[i % marker.len()];
+                }
+            }
+            for _ in 0..mib {
+                if matches!(ram, Ram::Random) {
+                    std::io::Read::read_exact(&mut random, &mut chunk)?;
+                }
+                file.write_all(&chunk)?;
+            }
+            drop(file);
+            format!(
+                "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
+                mem.display()
+            )
+        }
+    })
+}
+
+/// Waits until every VM of `vms` has its QMP socket, at most `timeout` in
+/// all; an error names the VMs without one (and those whose QEMU exited).
+fn wait_ready(vms: &[LabVm], timeout: Duration) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let missing: Vec<&LabVm> = vms.iter().filter(|vm| !vm.qmp.exists()).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let exited = missing.iter().any(|vm| !pid_alive(vm.pid));
+        if exited || std::time::Instant::now() > deadline {
+            let names: Vec<String> = missing
+                .iter()
+                .map(|vm| {
+                    let gone = if pid_alive(vm.pid) {
+                        ""
+                    } else {
+                        " (QEMU exited; see its .log)"
+                    };
+                    format!("{}{gone}", vm.name)
+                })
+                .collect();
+            return Err(std::io::Error::other(format!(
+                "no QMP socket after {} s: {}",
+                timeout.as_secs(),
+                names.join(", ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for &pid in &self.adopted {
@@ -475,8 +601,12 @@ impl Drop for Lab {
                 kill(pid, libc::SIGKILL);
             }
         }
+        // All signalled first, then all reaped: a fleet's QEMUs exit
+        // together instead of one after the other.
         for child in &mut self.children {
             let _ = child.kill();
+        }
+        for child in &mut self.children {
             let _ = child.wait();
         }
         // Destination QEMUs evac started for this lab (their QMP sockets
