@@ -691,6 +691,23 @@ impl Policy for Deadline {
         true
     }
 
+    /// New deadlines: plan again and choose again at once, from the
+    /// fleet's new power-offs (a VM that can no longer make it drops in the
+    /// order, one that now can is started). With no deadline left, nothing
+    /// is last any more.
+    fn power_changed(&mut self, fleet: &Fleet) {
+        for (deadline, vm) in self.fleet_deadline.iter_mut().zip(&fleet.vms) {
+            *deadline = fleet.host(vm.host).power_off_at.map(|t| t.as_secs_f64());
+        }
+        self.any_deadline = self.fleet_deadline.iter().any(Option::is_some);
+        if !self.any_deadline {
+            self.hopeless.fill(false);
+        }
+        self.replan = true;
+        self.follow = Candidate::Planner;
+        self.rolled_out = None;
+    }
+
     fn plan_with(&mut self, rollout: std::sync::Arc<dyn Rollout>) {
         self.rollout = Some(rollout);
     }

@@ -16,6 +16,7 @@ pub fn host(name: &str, site: Site, nic_bps: f64, power_off_at: Option<Duration>
         nic: BitsPerSec(nic_bps),
         memory: None,
         power_off_at,
+        power_trace: Vec::new(),
     }
 }
 

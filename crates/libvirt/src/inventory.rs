@@ -166,6 +166,7 @@ impl Inventory {
             nic: h.nic,
             memory: h.memory,
             power_off_at: h.power_off_at,
+            power_trace: Vec::new(),
         }
     }
 

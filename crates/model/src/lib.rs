@@ -59,6 +59,19 @@ pub struct Host {
     /// When the host loses power, counted from the evacuation's start; every
     /// VM still on it (or still migrating away from it) is lost then.
     pub power_off_at: Option<Duration>,
+    /// Announced changes of `power_off_at`, in order of `at` (empty: it
+    /// never changes). Until the first change's `at`, `power_off_at` holds.
+    pub power_trace: Vec<PowerChange>,
+}
+
+/// An announced change of a host's power-off: at `at` (from the
+/// evacuation's start) the controller learns that the host now loses power
+/// at `power_off_at` (also from the start; `None`: not at all, as when a
+/// generator starts). A power-off at or before `at` means "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PowerChange {
+    pub at: Duration,
+    pub power_off_at: Option<Duration>,
 }
 
 /// A virtual machine to evacuate.

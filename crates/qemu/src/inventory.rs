@@ -329,6 +329,7 @@ impl Inventory {
                 nic: h.nic,
                 memory: h.memory,
                 power_off_at: h.power_off_at,
+                power_trace: Vec::new(),
             })
             .collect();
         let host_id = |name: &str| HostId(self.hosts.iter().position(|h| h.name == name).expect("checked"));

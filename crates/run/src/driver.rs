@@ -855,6 +855,9 @@ impl<B: Backend> Driver<B> {
             // Every source host's counter is read every tick.
             tx_changed: None,
             periodic,
+            // Announced by the run loop (an edited inventory, a UPS): none
+            // yet.
+            power_changes: Vec::new(),
         }
     }
 

@@ -440,6 +440,7 @@ impl Checker<'_> {
                 nic: host.nic,
                 memory: host.memory,
                 power_off_at: host.power_off_at,
+                power_trace: Vec::new(),
             })
             .collect())
     }

@@ -112,6 +112,9 @@ fn rest_of(situation: &Situation<'_>, waiting: &[VmId]) -> Fleet {
             power_off_at: h
                 .power_off_at
                 .map(|at| Duration::from_secs_f64((at.as_secs_f64() - now).max(0.0))),
+            // The planner knows the power-offs announced so far, not those
+            // to come.
+            power_trace: Vec::new(),
             ..h.clone()
         })
         .collect();
@@ -145,6 +148,7 @@ mod tests {
             nic: BitsPerSec(10e9),
             memory: None,
             power_off_at,
+            power_trace: Vec::new(),
         };
         let vm = |name: &str, gib: u64, priority| Vm {
             name: name.into(),

@@ -77,6 +77,7 @@ fn case() -> impl Strategy<Value = Case> {
                     nic: BitsPerSec::mbps(mbps),
                     memory: None,
                     power_off_at: power_off_s.map(Duration::from_secs),
+                    power_trace: Vec::new(),
                 })
                 .collect();
             let first_destination = hosts.len();
@@ -86,6 +87,7 @@ fn case() -> impl Strategy<Value = Case> {
                 nic: BitsPerSec::mbps(mbps),
                 memory: None,
                 power_off_at: None,
+                power_trace: Vec::new(),
             }));
             let vms = vms
                 .into_iter()
@@ -209,6 +211,7 @@ fn wan_drop_by_hand() {
             nic: BitsPerSec::gbps(1.0),
             memory: None,
             power_off_at: None,
+            power_trace: Vec::new(),
         })
         .chain(std::iter::once(Host {
             name: "dst".into(),
@@ -216,6 +219,7 @@ fn wan_drop_by_hand() {
             nic: BitsPerSec::gbps(10.0),
             memory: None,
             power_off_at: None,
+            power_trace: Vec::new(),
         }))
         .collect();
     let vms = (0..3)

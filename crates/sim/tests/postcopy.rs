@@ -21,6 +21,7 @@ fn fleet(power_off_at: Option<Duration>) -> Fleet {
         nic: BitsPerSec::gbps(10.0),
         memory: None,
         power_off_at,
+        power_trace: Vec::new(),
     };
     Fleet {
         hosts: vec![

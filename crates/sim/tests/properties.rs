@@ -41,6 +41,7 @@ fn case() -> impl Strategy<Value = Case> {
                     nic: BitsPerSec::mbps(500.0 + 500.0 * i as f64),
                     memory: None,
                     power_off_at: None,
+                    power_trace: Vec::new(),
                 })
                 .collect();
             hosts[0].power_off_at = power_off_s.map(Duration::from_secs);
@@ -50,6 +51,7 @@ fn case() -> impl Strategy<Value = Case> {
                 nic: BitsPerSec::gbps(10.0),
                 memory: None,
                 power_off_at: None,
+                power_trace: Vec::new(),
             });
             let vms = vms
                 .into_iter()

@@ -17,6 +17,7 @@ fn fleet(power_off_at: Option<Duration>, sizes_mib: &[u64]) -> Fleet {
         nic: BitsPerSec::gbps(10.0),
         memory: None,
         power_off_at,
+        power_trace: Vec::new(),
     };
     Fleet {
         hosts: vec![
