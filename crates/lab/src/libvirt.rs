@@ -370,6 +370,52 @@ impl Lab {
         }
     }
 
+    /// Sets host `i`'s libvirtd `max_workers` (and `min_workers`, which
+    /// may not exceed it) and restarts the daemon with it (SIGTERM by pid,
+    /// then as [`Lab::start_daemon`]); its domains keep running.
+    pub fn set_max_workers(&mut self, i: usize, max_workers: u32) -> std::io::Result<()> {
+        let conf = self.hosts[i].dir.join("etc/libvirtd.conf");
+        let text = std::fs::read_to_string(&conf)?;
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("max_workers") && !l.starts_with("min_workers"))
+            .map(str::to_owned)
+            .collect();
+        lines.push(format!("max_workers = {max_workers}"));
+        lines.push(format!("min_workers = {}", max_workers.min(5)));
+        std::fs::write(&conf, lines.join("\n") + "\n")?;
+        if let Some(mut child) = self.hosts[i].daemon.take() {
+            kill(child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.start_daemon(i)
+    }
+
+    /// How many domains of host `i` have a job running now (outgoing
+    /// migrations, on a source).
+    pub fn jobs_running(&self, i: usize) -> std::io::Result<usize> {
+        let uri = self.hosts[i].uri();
+        client::blocking(Duration::from_secs(10), move || {
+            let conn = client::Conn::open_blocking(&uri)?;
+            let doms = conn
+                .0
+                .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
+            Ok(doms
+                .iter()
+                .filter(|d| {
+                    d.get_job_info()
+                        .is_ok_and(|j| j.r#type != virt::sys::VIR_DOMAIN_JOB_NONE as i32)
+                })
+                .count())
+        })
+        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
+    }
+
     /// The pids of the QEMU processes running lab domains on host `i`
     /// (found by their name, which the lab gives, on their command line).
     pub fn qemu_pids(&self, i: usize) -> Vec<u32> {

@@ -96,6 +96,8 @@ pub mod backend;
 pub mod client;
 pub mod inventory;
 #[cfg(feature = "native")]
+pub mod limits;
+#[cfg(feature = "native")]
 mod raw;
 #[cfg(feature = "native")]
 mod xml;
