@@ -210,7 +210,7 @@ fn rlimit_nofile() -> std::io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok((limit.rlim_cur as u64, limit.rlim_max as u64))
+    Ok((limit.rlim_cur, limit.rlim_max))
 }
 
 /// Raises this process's soft limit of open files to its hard limit (what
@@ -220,8 +220,8 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
     let (soft, hard) = rlimit_nofile()?;
     if soft < hard {
         let limit = libc::rlimit {
-            rlim_cur: hard as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
+            rlim_cur: hard,
+            rlim_max: hard,
         };
         // SAFETY: setrlimit(2) reads the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {

@@ -522,6 +522,62 @@ impl Lab {
         .map_err(|e| io_err(format!("cannot start domain {name}: {e}")))
     }
 
+    /// Defines and starts on host `i` a domain of `mib` MiB of anonymous
+    /// RAM (no backing file: what postcopy can move) running the lab's
+    /// dirtying guest with its boot fill, as
+    /// [`crate::Lab::start_filled_dirtying_vm`]: at boot it writes
+    /// [`crate::DIRTY_FILL_PATTERN`] at the start of every page from 1 MiB
+    /// up, then dirties `working_set_mib` from 16 MiB on at `dirty_rate`.
+    /// Returns its libvirt name.
+    pub fn start_filled_dirtying_domain(
+        &self,
+        i: usize,
+        name: &str,
+        mib: u64,
+        dirty_rate: evac_model::BytesPerSec,
+        working_set_mib: u64,
+    ) -> std::io::Result<String> {
+        let image = crate::vm::dirty_guest_image(mib, dirty_rate, working_set_mib, true)?;
+        let rom = self.dir.join(format!("{name}.rom"));
+        std::fs::write(&rom, image)?;
+        let xml = format!(
+            "<domain type='kvm'><name>{name}</name><memory unit='MiB'>{mib}</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='q35'>hvm</type><loader type='rom'>{rom}</loader></os>\
+             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
+             <controller type='usb' model='none'/><memballoon model='none'/></devices></domain>",
+            name = self.domain_name(name),
+            rom = rom.display()
+        );
+        self.start_domain_xml(i, name, xml)
+    }
+
+    /// The guest-physical dword at `addr` of domain `name` (its libvirt
+    /// name) on host `i`, little-endian (`virDomainMemoryPeek`).
+    pub fn peek_u32(&self, i: usize, name: &str, addr: u64) -> std::io::Result<u32> {
+        let uri = self.hosts[i].uri();
+        let name = name.to_owned();
+        client::blocking(Duration::from_secs(10), move || {
+            let conn = client::Conn::open_blocking(&uri)?;
+            let dom = virt::domain::Domain::lookup_by_name(&conn.0, &name)?;
+            let mut word = [0u8; 4];
+            // SAFETY: a valid domain; libvirt writes 4 bytes into `word`.
+            let ret = unsafe {
+                virt::sys::virDomainMemoryPeek(
+                    dom.as_ptr(),
+                    addr as libc::c_ulonglong,
+                    word.len(),
+                    word.as_mut_ptr().cast(),
+                    virt::sys::VIR_MEMORY_PHYSICAL,
+                )
+            };
+            if ret < 0 {
+                return Err(virt::error::Error::last_error());
+            }
+            Ok(u32::from_le_bytes(word))
+        })
+        .map_err(|e| io_err(format!("{}: peek at {addr:#x}: {e}", self.hosts[i].hostname)))
+    }
+
     /// Names of the running domains of host `i`.
     pub fn running_domains(&self, i: usize) -> std::io::Result<Vec<String>> {
         let uri = self.hosts[i].uri();
@@ -533,6 +589,25 @@ impl Lab {
             let mut names = doms.iter().map(|d| d.get_name()).collect::<Result<Vec<_>, _>>()?;
             names.sort();
             Ok(names)
+        })
+        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
+    }
+
+    /// Whether domain `name` on host `i` is in postcopy now: its source
+    /// paused for postcopy (`VIR_DOMAIN_PAUSED_POSTCOPY`) or its
+    /// destination running in it (`VIR_DOMAIN_RUNNING_POSTCOPY`), as libvirt
+    /// reports the domain's state and its reason.
+    pub fn in_postcopy(&self, i: usize, name: &str) -> std::io::Result<bool> {
+        let uri = self.hosts[i].uri();
+        let name = name.to_owned();
+        client::blocking(Duration::from_secs(10), move || {
+            let conn = client::Conn::open_blocking(&uri)?;
+            let (state, reason) = virt::domain::Domain::lookup_by_name(&conn.0, &name)?.get_state()?;
+            use virt::sys::*;
+            Ok(
+                (state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_POSTCOPY as i32)
+                    || (state == VIR_DOMAIN_RUNNING && reason == VIR_DOMAIN_RUNNING_POSTCOPY as i32),
+            )
         })
         .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
     }

@@ -104,7 +104,7 @@ fn default_bios_size() -> std::io::Result<u64> {
 
 /// [`DIRTY_GUEST`] with its parameters set, padded at the front (the image
 /// sits at the top of the 4 GiB space) to the default firmware's size.
-fn dirty_guest_image(
+pub(crate) fn dirty_guest_image(
     mib: u64,
     dirty_rate: BytesPerSec,
     working_set_mib: u64,

@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
                         tls_destination: None,
                         copy_storage: false,
                         offline: false,
+                        postcopy: false,
                     };
                     let t = Instant::now();
                     let mut m =

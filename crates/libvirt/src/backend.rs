@@ -336,6 +336,7 @@ impl LibvirtBackend {
             tls_destination: dst_host.tls_name.clone(),
             copy_storage: self.inventory.migration.copy_storage,
             offline: params.mode == evac_model::Mode::Offline,
+            postcopy: params.allow_postcopy || params.mode == evac_model::Mode::Postcopy,
         };
         let destinations = self
             .inventory
@@ -357,6 +358,7 @@ impl LibvirtBackend {
             next_start: self.next_start.clone(),
             log: self.log.clone(),
             adopt_only,
+            auto_postcopy: params.mode == evac_model::Mode::Postcopy,
         };
         let (control, control_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -394,12 +396,17 @@ struct AttemptCtx {
     next_start: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
     log: Log,
     adopt_only: bool,
+    /// Mode postcopy: switch by itself once the first pass over memory is
+    /// done (the model's one live round), as the QEMU backend does.
+    auto_postcopy: bool,
 }
 
 /// A request to an attempt's task.
 enum Control {
     Retune(Retune),
     Offline,
+    /// Switch to postcopy; the answer says whether libvirt did.
+    Postcopy(oneshot::Sender<Result<(), String>>),
     Cancel,
 }
 
@@ -412,6 +419,8 @@ struct Shared {
     /// When we paused the guest: a guest we paused is down from then until
     /// it runs at its destination (libvirt counts only the final switch).
     paused_at: Option<Instant>,
+    /// Switched to postcopy: the guest runs at the destination; no cancel.
+    in_postcopy: bool,
 }
 
 enum AttemptResult {
@@ -441,10 +450,11 @@ async fn run_attempt(
             Err(result) => return result,
         }
     };
-    let result = attempt(&ctx, &mut control, &shared, &mut startup_slots).await;
+    let (source, destination) = (ctx.source_spec.clone(), ctx.destination_spec.clone());
+    let result = attempt(ctx, &mut control, &shared, &mut startup_slots).await;
     match result {
         AttemptResult::Failed { reason, bytes } => AttemptResult::Failed {
-            reason: match limits::explain(&reason, &ctx.source_spec, &ctx.destination_spec) {
+            reason: match limits::explain(&reason, &source, &destination) {
                 Some(limit) => format!("{reason} ({limit})"),
                 None => reason,
             },
@@ -491,6 +501,9 @@ async fn wait_for_slots(
                             s.paused_by_us = true;
                             s.paused_at = Some(Instant::now());
                         }
+                        Some(Control::Postcopy(reply)) => {
+                            let _ = reply.send(Err("not started yet (waiting for a host's limit)".into()));
+                        }
                         Some(Control::Cancel) | None => {
                             return Err(AttemptResult::Failed {
                                 reason: "cancelled before it started (it was waiting for a host's limit)".into(),
@@ -509,12 +522,14 @@ async fn wait_for_slots(
 
 /// The attempt proper, once its hosts have room for it.
 async fn attempt(
-    ctx: &AttemptCtx,
+    ctx: AttemptCtx,
     control: &mut mpsc::UnboundedReceiver<Control>,
     shared: &Arc<Mutex<Shared>>,
     startup_slots: &mut Vec<OwnedSemaphorePermit>,
 ) -> AttemptResult {
     let domain = ctx.request.domain.clone();
+    // Why a switch to postcopy would be refused (`None`: ready for it).
+    let mut postcopy_refused: Option<String> = None;
     {
         let mut next = ctx.next_start.lock().await;
         let at = (*next).max(tokio::time::Instant::now());
@@ -552,7 +567,35 @@ async fn attempt(
             Err(e) => Err(e),
         }
     } else {
-        client::Migration::start(&ctx.source_uri, ctx.request.clone(), CALL_TIMEOUT).await
+        let mut request = ctx.request.clone();
+        if request.postcopy {
+            match client::postcopy_obstacle(&ctx.source_uri, &domain, CALL_TIMEOUT).await {
+                Ok(None) => {}
+                Ok(Some(why)) if ctx.auto_postcopy => {
+                    return AttemptResult::Failed {
+                        reason: format!("postcopy refused: {why}; postcopy needs anonymous, private memory"),
+                        bytes: Bytes::ZERO,
+                    }
+                }
+                Ok(Some(why)) => {
+                    // Started without it: a later switch is refused.
+                    postcopy_refused = Some(format!("postcopy refused: {why}"));
+                    request.postcopy = false;
+                }
+                Err(e) => {
+                    postcopy_refused = Some(format!(
+                        "postcopy refused: cannot read the domain's definition: {e}"
+                    ));
+                    request.postcopy = false;
+                }
+            }
+        } else {
+            postcopy_refused = Some(
+                "postcopy unavailable: the migration was not started ready for it ([migration] allow_postcopy is off)"
+                    .into(),
+            );
+        }
+        client::Migration::start(&ctx.source_uri, request, CALL_TIMEOUT).await
     };
     let mut migration = match started {
         Ok(m) => m,
@@ -606,6 +649,9 @@ async fn attempt(
                     }
                     Err(e) => (ctx.log)(&format!("{domain}: pausing for offline: {e}")),
                 },
+                Some(Control::Postcopy(reply)) => {
+                    let _ = reply.send(switch_to_postcopy(&migration, postcopy_refused.as_deref(), shared).await);
+                }
                 Some(Control::Cancel) => {
                     cancelled = true;
                     if let Err(e) = migration.abort(CALL_TIMEOUT).await {
@@ -639,9 +685,19 @@ async fn attempt(
                             // Bytes flow: its ssh connections are up.
                             startup_slots.clear();
                         }
-                        let mut s = shared.lock().expect("not poisoned");
-                        s.progress = Some(p);
-                        s.rate = rate;
+                        let switch_now = {
+                            let mut s = shared.lock().expect("not poisoned");
+                            s.progress = Some(p);
+                            s.rate = rate;
+                            // The first pass over memory is done: libvirt
+                            // counts iterations from 1.
+                            ctx.auto_postcopy && !s.in_postcopy && p.iteration >= 2
+                        };
+                        if switch_now {
+                            if let Err(e) = switch_to_postcopy(&migration, postcopy_refused.as_deref(), shared).await {
+                                (ctx.log)(&format!("{domain}: switching to postcopy: {e}"));
+                            }
+                        }
                     }
                 }
             }
@@ -704,6 +760,27 @@ async fn attempt(
             }
         }
     }
+}
+
+/// Switches `migration` to postcopy unless `refused` says why it cannot;
+/// from then on the guest runs at its destination.
+async fn switch_to_postcopy(
+    migration: &client::Migration,
+    refused: Option<&str>,
+    shared: &Arc<Mutex<Shared>>,
+) -> Result<(), String> {
+    if let Some(why) = refused {
+        return Err(why.to_owned());
+    }
+    if shared.lock().expect("not poisoned").in_postcopy {
+        return Ok(());
+    }
+    migration
+        .start_postcopy(CALL_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.lock().expect("not poisoned").in_postcopy = true;
+    Ok(())
 }
 
 /// Adds what this attempt sent since it was last counted to its source
@@ -809,7 +886,9 @@ impl evac_run::Migration for LibvirtMigration {
         let Some(p) = s.progress.filter(|p| p.total.0 > 0) else {
             return Ok(Observed::Starting);
         };
-        let phase = if s.paused_by_us {
+        let phase = if s.in_postcopy {
+            Phase::Postcopy
+        } else if s.paused_by_us {
             Phase::Offline
         } else {
             Phase::Precopy
@@ -834,7 +913,20 @@ impl evac_run::Migration for LibvirtMigration {
         Ok(())
     }
 
+    async fn switch_to_postcopy(&mut self) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let _ = self.control.send(Control::Postcopy(reply));
+        match tokio::time::timeout(CALL_TIMEOUT + POLL, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the migration ended before it could switch".into()),
+            Err(_) => Err(format!("no answer within {} s", (CALL_TIMEOUT + POLL).as_secs())),
+        }
+    }
+
     async fn cancel(&mut self) -> Result<(), String> {
+        if self.shared.lock().expect("not poisoned").in_postcopy {
+            return Err("in postcopy: the guest runs at its destination and cannot go back".into());
+        }
         let _ = self.control.send(Control::Cancel);
         Ok(())
     }

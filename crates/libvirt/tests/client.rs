@@ -22,6 +22,7 @@ fn request(lab: &Lab, domain: &str) -> MigrateRequest {
         tls_destination: None,
         copy_storage: false,
         offline: false,
+        postcopy: false,
     }
 }
 

@@ -24,6 +24,7 @@ fn request(lab: &Lab, domain: &str, tls: bool, tls_destination: Option<&str>) ->
         tls_destination: tls_destination.map(str::to_owned),
         copy_storage: false,
         offline: false,
+        postcopy: false,
     }
 }
 
