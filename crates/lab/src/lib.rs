@@ -25,8 +25,6 @@
 //! Every process a [`Lab`] starts or is told about ([`Lab::adopt`]) is killed
 //! by its pid when the lab is dropped, so a failing test cleans up too.
 
-use std::process::Command;
-
 pub mod capacity;
 pub mod capture;
 pub mod cleanup;
@@ -85,12 +83,12 @@ pub fn skip_without(checks: &[fn() -> Result<(), String>]) -> bool {
 
 /// `Err(reason)` when QEMU cannot be run here.
 pub fn qemu_available() -> Result<(), String> {
-    match Command::new("qemu-system-x86_64").arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!("`qemu-system-x86_64 --version` failed: {}", out.status)),
-        Err(e) => Err(format!(
+    match process::run("qemu-system-x86_64", &["--version"]) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
             "qemu-system-x86_64 is not installed ({e}); apt-get install qemu-system-x86"
         )),
+        Err(e) => Err(e.to_string()),
     }
 }
 

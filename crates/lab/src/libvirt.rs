@@ -64,14 +64,10 @@ pub fn libvirt_lab_available() -> Result<(), String> {
         }
     }
     for (program, package) in [("ip", "iproute2"), ("tc", "iproute2"), ("unshare", "util-linux")] {
-        if Command::new(program)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            return Err(format!("`{program}` is missing: apt-get install {package}"));
+        if let Err(e) = run(program, &["-V"]) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Err(format!("`{program}` is missing: apt-get install {package}"));
+            }
         }
     }
     let qemu_driver = Path::new("/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so");

@@ -228,14 +228,14 @@ pub fn netns_available() -> Result<(), String> {
         return Err("not running as root".into());
     }
     for tool in ["ip", "tc"] {
-        match std::process::Command::new(tool).arg("-V").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => return Err(format!("`{tool} -V` failed: {}", out.status)),
-            Err(e) => {
+        match run(tool, &["-V"]) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(format!(
                     "`{tool}` is not installed ({e}); apt-get install iproute2"
                 ))
             }
+            Err(e) => return Err(e.to_string()),
         }
     }
     let probe = format!("evac-{}-probe-{}", std::process::id(), crate::next_id());

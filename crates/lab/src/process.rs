@@ -207,11 +207,11 @@ mod tests {
         assert!(!pids_under(dir.path()).contains(&child.id()));
         child.kill().unwrap();
         child.wait().unwrap();
-        // `sh -c 'sleep 30; : <dir>/marker'`: the path is an argument.
-        let mut child = Command::new("sh")
-            .args(["-c", &format!("sleep 30; : {}", marker.display())])
-            .spawn()
-            .unwrap();
+        // `tail -f <dir>/marker`: the path is an argument (one process: a
+        // shell would fork children that carry its command line for a
+        // moment).
+        std::fs::write(&marker, "").unwrap();
+        let mut child = Command::new("tail").arg("-f").arg(&marker).spawn().unwrap();
         assert!(wait_until(Duration::from_secs(5), || pids_under(dir.path()) == [child.id()]));
         assert!(pids_under(Path::new("/")).is_empty(), "never every process");
         assert_eq!(kill_under(dir.path()), [child.id()]);

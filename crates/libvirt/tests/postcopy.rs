@@ -106,7 +106,7 @@ async fn a_guest_that_cannot_converge_completes_by_postcopy_and_keeps_its_memory
     assert_eq!(vm.mode, Some(Mode::Postcopy), "{vm:?}");
     assert_eq!(out.landed[0].as_ref().unwrap().host, lab.hosts[1].hostname);
     assert!(lab.running_domains(0).unwrap().is_empty());
-    assert_eq!(lab.running_domains(1).unwrap(), [name.clone()]);
+    assert_eq!(lab.running_domains(1).unwrap(), std::slice::from_ref(&name));
 
     // Its memory at the destination: every page outside the working set
     // still holds the fill (a page postcopy lost would read 0).
