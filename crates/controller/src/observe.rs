@@ -16,7 +16,7 @@ pub struct Observations {
     /// Migrations that ended since the previous tick.
     pub ended: Vec<Ended>,
     /// Every migration in flight (may be empty for a controller whose
-    /// [`Controller::needs_progress`] is false).
+    /// [`Controller::needs_progress`](crate::Controller::needs_progress) is false).
     pub migrations: Vec<MigrationObs>,
     /// Cumulative bytes each host's NIC has sent, indexed by [`HostId`].
     pub host_tx: Vec<Bytes>,

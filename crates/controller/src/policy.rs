@@ -108,13 +108,13 @@ pub trait Policy {
         base
     }
 
-    /// See [`Controller::explain`].
+    /// See [`Controller::explain`](crate::Controller::explain).
     fn explain(&self, _vm: VmId) -> Vec<Explanation> {
         Vec::new()
     }
 
     /// Whether the policy reads the migrations' progress; see
-    /// [`Controller::needs_progress`].
+    /// [`Controller::needs_progress`](crate::Controller::needs_progress).
     fn needs_progress(&self) -> bool {
         false
     }

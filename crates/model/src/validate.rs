@@ -27,7 +27,7 @@
 //! | `tcp_window` | outside [`MIN_TCP_WINDOW`] (1 KiB) ..= [`MAX_TCP_WINDOW`] (1 GiB, Linux's largest scaled window) |
 //! | `wan_trace` | more than [`MAX_TRACE_POINTS`] points; `at` not strictly increasing or beyond 87660 h; a point's `bandwidth` of 0 is an outage, allowed |
 //! | a host's `power_trace` | on a destination host; more than [`MAX_TRACE_POINTS`] changes; `at` not strictly increasing; a time beyond 87660 h |
-//! | `multifd_channels` | 0, more than [`MAX_MULTIFD_CHANNELS`] (QEMU's limit) |
+//! | `connections` (or `multifd_channels`) | 0, more than 255 (QEMU's limit): refused as it is read, by [`crate::Connections`] |
 //! | `max_rounds` | 0 for live or postcopy, more than [`MAX_ROUNDS`] |
 //! | `downtime_limit` | beyond [`MAX_DOWNTIME`] (2000 s, QEMU's limit) |
 //! | `setup_time` | beyond [`MAX_SETUP_TIME`] (1 h) |
@@ -184,8 +184,6 @@ pub const MIN_TCP_WINDOW: Bytes = Bytes(1024);
 pub const MAX_TCP_WINDOW: Bytes = Bytes(1 << 30);
 /// The most points of a bandwidth trace.
 pub const MAX_TRACE_POINTS: usize = 1_000_000;
-/// QEMU refuses more multifd channels.
-pub const MAX_MULTIFD_CHANNELS: u32 = 255;
 /// The most precopy rounds: a guest that has not converged after this many
 /// will not.
 pub const MAX_ROUNDS: u32 = 10_000;
@@ -369,21 +367,6 @@ impl MigrationParams {
     /// Checks the migration parameters; paths are under `migration`.
     pub fn validate(&self) -> Result<(), Invalid> {
         let at = |key: &str| FieldPath::top("migration").key(key);
-        if self.multifd_channels == 0 {
-            return Err(Invalid::new(
-                at("multifd_channels"),
-                "a migration needs at least 1 connection",
-            ));
-        }
-        if self.multifd_channels > MAX_MULTIFD_CHANNELS {
-            return Err(Invalid::new(
-                at("multifd_channels"),
-                format!(
-                    "{} connections are more than QEMU's {MAX_MULTIFD_CHANNELS}",
-                    self.multifd_channels
-                ),
-            ));
-        }
         if self.mode != Mode::Offline && self.max_rounds == 0 {
             return Err(Invalid::new(
                 at("max_rounds"),

@@ -505,9 +505,9 @@ fn round_robin_is_no_host_name() {
 #[test]
 fn a_migration_needs_a_connection_and_a_round() {
     assert_refused(
-        &appended("\n[migration]\nmultifd_channels = 0\n"),
+        &appended("\n[migration]\nconnections = 0\n"),
         Some(24),
-        Some("field `multifd_channels` of [migration]"),
+        Some("field `connections` of [migration]"),
         "a migration needs at least 1 connection",
     );
     assert_refused(

@@ -69,7 +69,7 @@ impl Rollout for SimRollout {
                 config.order = Some(Order::AsListed);
                 config.max_in_flight = window;
                 config.max_in_flight_per_host = per_host;
-                params.multifd_channels = connections;
+                params.connections = connections;
                 params.mode = mode;
             }
         }
@@ -227,7 +227,7 @@ mod tests {
             order: evac_controller::Order::Priority,
             window: 1,
             per_host: usize::MAX,
-            connections: 1,
+            connections: evac_model::Connections::ONE,
             mode: evac_model::Mode::Live,
         };
         let fixed = rollout.evaluate(&situation, by_priority, forecast);

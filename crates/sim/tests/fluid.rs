@@ -125,7 +125,7 @@ fn case() -> impl Strategy<Value = Case> {
                 },
                 params: MigrationParams {
                     mode,
-                    multifd_channels: channels,
+                    connections: evac_model::Connections::new(channels).unwrap(),
                     max_bandwidth: cap_mbps.map(BitsPerSec::mbps),
                     setup_time: Duration::from_millis(setup_ms),
                     max_rounds,
@@ -246,7 +246,7 @@ fn wan_drop_by_hand() {
             }],
         },
         params: MigrationParams {
-            multifd_channels: 1,
+            connections: evac_model::Connections::new(1).unwrap(),
             ..MigrationParams::default()
         },
         policy: PolicyKind::Parallel,

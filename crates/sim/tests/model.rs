@@ -101,7 +101,7 @@ fn window_over_rtt_caps_each_connection() {
     let fleet = fleet(vec![vm("idle", 0, Bytes::gib(1), BytesPerSec::ZERO)]);
     for (channels, expected) in [(1, 12.8), (2, 6.4), (4, 3.2)] {
         let params = MigrationParams {
-            multifd_channels: channels,
+            connections: evac_model::Connections::new(channels).unwrap(),
             ..MigrationParams::default()
         };
         let result = run(&fleet, &network, params, PolicyKind::Sequential);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use evac_controller::policies::MAX_CHANNELS;
+use evac_controller::policies::MAX_CONNECTIONS;
 use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm,
@@ -87,7 +87,7 @@ fn case() -> impl Strategy<Value = Case> {
                     wan_trace,
                 },
                 params: MigrationParams {
-                    multifd_channels: channels,
+                    connections: evac_model::Connections::new(channels).unwrap(),
                     max_bandwidth: cap_mbps.map(|m| BitsPerSec::mbps(m as f64)),
                     ..MigrationParams::default()
                 },
@@ -140,12 +140,12 @@ proptest! {
         }
 
         // `deadline` may give a migration more connections than configured.
-        let channels = match case.policy {
-            PolicyKind::Deadline => case.params.multifd_channels.max(MAX_CHANNELS),
-            _ => case.params.multifd_channels,
+        let connections = match case.policy {
+            PolicyKind::Deadline => case.params.connections.max(MAX_CONNECTIONS),
+            _ => case.params.connections,
         };
         let cap_bps = case.params.max_bandwidth.map_or(f64::INFINITY, |c| c.0)
-            .min(case.network.connection_cap().0 * f64::from(channels))
+            .min(case.network.connection_cap().0 * connections.as_f64())
             .min(case.network.peak_capacity().0);
         for (record, vm) in result.vms.iter().zip(&case.fleet.vms) {
             match record.outcome {

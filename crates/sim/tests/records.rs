@@ -54,7 +54,7 @@ fn network() -> Network {
 #[test]
 fn a_published_policy_records_mode_and_connections_and_no_decisions() {
     let params = MigrationParams {
-        multifd_channels: 2,
+        connections: evac_model::Connections::new(2).unwrap(),
         ..MigrationParams::default()
     };
     let config = ControllerConfig {

@@ -8,7 +8,7 @@ use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, 
 use evac_outcome::FailedAttempt;
 
 use crate::fair_share::Demand;
-use crate::flow::Flow;
+use crate::flow::{Flow, Stage};
 use crate::{Solver, FULL_WAN, WAN};
 
 use super::Simulation;
@@ -96,19 +96,16 @@ impl Simulation<'_> {
                     self.unchain(vm);
                     let connection_cap = self.connection_cap;
                     let Some(flow) = self.flow_mut(vm) else { continue };
-                    match change {
-                        Retune::MaxBandwidth(cap) => {
-                            flow.params.max_bandwidth = cap;
-                            if !flow.setting_up {
-                                let old = flow.demand.cap;
-                                flow.demand.cap = demand_cap(&flow.params, connection_cap);
-                                let (weight, new) = (flow.demand.weight, flow.demand.cap);
-                                self.bottleneck.recap(vm, weight, old, new);
-                            }
-                            rates_changed = true;
+                    change.apply(&mut flow.params);
+                    // Only a new cap changes a rate.
+                    if let Retune::MaxBandwidth(_) = change {
+                        if flow.sending() {
+                            let old = flow.demand.cap;
+                            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                            let (weight, new) = (flow.demand.weight, flow.demand.cap);
+                            self.bottleneck.recap(vm, weight, old, new);
                         }
-                        Retune::DowntimeLimit(limit) => flow.params.downtime_limit = limit,
-                        Retune::AutoConverge(on) => flow.params.auto_converge = on,
+                        rates_changed = true;
                     }
                 }
                 Action::SwitchToOffline { vm } => {
@@ -124,9 +121,9 @@ impl Simulation<'_> {
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
                     flow.catch_up(now, v);
-                    let dirtied = if flow.copying_disk {
+                    let dirtied = if flow.stage == Stage::CopyingDisk {
                         // The rest of the disk, then all the memory.
-                        flow.copying_disk = false;
+                        flow.stage_done();
                         memory
                     } else {
                         (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set)
@@ -136,6 +133,7 @@ impl Simulation<'_> {
                     flow.round_sent = 0.0;
                     flow.phase = Phase::StopAndCopy;
                     flow.paused_at = Some(now);
+                    flow.params.mode = Mode::Offline;
                     self.schedule(vm);
                     self.progress[vm.0].mode = Some(Mode::Offline);
                 }
@@ -150,7 +148,7 @@ impl Simulation<'_> {
                     // before the guest can run at the destination.
                     let ready = flow.params.mode == Mode::Postcopy
                         || (flow.params.mode == Mode::Live && flow.params.allow_postcopy);
-                    if flow.phase != Phase::Precopy || !ready || flow.copying_disk {
+                    if flow.phase != Phase::Precopy || !ready || flow.stage == Stage::CopyingDisk {
                         continue;
                     }
                     // The rest of the round and what the guest dirtied since
@@ -162,6 +160,9 @@ impl Simulation<'_> {
                     flow.round_sent = 0.0;
                     flow.phase = Phase::Postcopy;
                     flow.paused_at = Some(now);
+                    // As the run loop records a switch the backend took.
+                    flow.params.mode = Mode::Postcopy;
+                    self.progress[vm.0].mode = Some(Mode::Postcopy);
                     self.postcopy_on_one_connection(vm);
                     rates_changed = true;
                     self.schedule(vm);
@@ -222,7 +223,7 @@ impl Simulation<'_> {
         progress.destination = Some(destination);
         progress.start = Some(self.now);
         progress.mode = Some(params.mode);
-        progress.connections = Some(params.multifd_channels.max(1));
+        progress.connections = Some(params.connections.get());
         self.slot[vm.0] = Some(self.flows.len());
         self.flows.push(Flow {
             vm,
@@ -249,7 +250,7 @@ impl Simulation<'_> {
             joined: 0,
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
-                weight: f64::from(params.multifd_channels.max(1)),
+                weight: f64::from(params.connections.get()),
                 cap: if setup > 0.0 {
                     0.0
                 } else {
@@ -258,9 +259,16 @@ impl Simulation<'_> {
             },
             generation: self.generation_of[vm.0],
             paused_at: offline.then_some(self.now),
-            setting_up: setup > 0.0,
-            ready_at: self.now + setup,
-            copying_disk,
+            stage: if setup > 0.0 {
+                Stage::SettingUp {
+                    ready_at: self.now + setup,
+                    disk_first: copying_disk,
+                }
+            } else if copying_disk {
+                Stage::CopyingDisk
+            } else {
+                Stage::Memory
+            },
             memory: spec.memory.as_f64(),
             dirty_rate: spec.dirty_rate,
         });
@@ -276,7 +284,7 @@ impl Simulation<'_> {
 
 /// A migration's cap: its connections' window limit and its bandwidth cap.
 pub(super) fn demand_cap(params: &MigrationParams, connection_cap: f64) -> f64 {
-    let windows = connection_cap * f64::from(params.multifd_channels.max(1));
+    let windows = connection_cap * f64::from(params.connections.get());
     params
         .max_bandwidth
         .map_or(windows, |cap: BitsPerSec| windows.min(cap.to_bytes_per_sec().0))
