@@ -24,12 +24,15 @@
 //! processes the lab started (its daemons and the QEMUs they spawned, found
 //! by the lab's directory on their command line) are ever killed.
 //!
+//! Its parts: this module builds and tears down the hosts (network,
+//! daemons, certificates) and writes inventories; [`domains`] starts and
+//! inspects domains; `ssh` runs each host's sshd for `qemu+ssh://`.
+//!
 //! Lab domains have no disk: q35 with qboot and RAM mapped privately
 //! (`share=off`) from a file of random bytes (every page is sent) or of a
 //! repeated marker (the TLS capture test). Postcopy must never be used with
 //! them: with file-backed RAM QEMU 7.2 loses the guest and zeroes the file.
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,9 +43,14 @@ use evac_model::{BitsPerSec, Bytes};
 
 use crate::capture::Capture;
 use crate::cleanup::{remove_lab, sweep_dead, Removed};
-use crate::netns::{address_up, link_up, pid_in_netns, shape, veth, Namespaces, QdiscVerb, Tbf};
-use crate::process::{ip, kill, pids_where, run};
+use crate::netns::{address_up, link_up, shape, veth, Namespaces, QdiscVerb, Tbf};
+use crate::process::{ip, kill, run};
 use crate::QBOOT;
+
+pub mod domains;
+mod ssh;
+
+pub use ssh::sshd_available;
 
 /// The prefix of every name the lab gives (namespaces, directories).
 pub const PREFIX: &str = "evlv";
@@ -73,20 +81,6 @@ pub fn libvirt_lab_available() -> Result<(), String> {
     let qemu_driver = Path::new("/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so");
     if !qemu_driver.exists() {
         return Err("libvirt's QEMU driver is missing: apt-get install libvirt-daemon-driver-qemu".into());
-    }
-    Ok(())
-}
-
-/// `Err(reason)` when the lab cannot run sshd ([`Lab::start_sshd`]).
-pub fn sshd_available() -> Result<(), String> {
-    for (program, package) in [
-        ("/usr/sbin/sshd", "openssh-server"),
-        ("/usr/bin/ssh-keygen", "openssh-client"),
-        ("/usr/bin/virt-ssh-helper", "libvirt-clients"),
-    ] {
-        if !Path::new(program).exists() {
-            return Err(format!("{program} is missing: apt-get install {package}"));
-        }
     }
     Ok(())
 }
@@ -172,7 +166,7 @@ static LAB_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32:
 /// The lab network: 10.213.<n>.0/24 inside the lab's namespaces only.
 const SUBNET: &str = "10.213.77";
 
-fn io_err(why: String) -> std::io::Error {
+pub(super) fn io_err(why: String) -> std::io::Error {
     std::io::Error::other(why)
 }
 
@@ -375,108 +369,6 @@ impl Lab {
         }
     }
 
-    /// Starts an sshd for host `i` in its daemon's network, UTS and mount
-    /// namespaces (so `virt-ssh-helper` reaches that daemon's socket),
-    /// listening on the host's address only, with a host key and the lab's
-    /// client key made by the lab ([`Lab::ssh_key`]), and `MaxStartups
-    /// max_startups`; waits until it accepts connections. The daemons' own
-    /// ssh clients keep their state (`known_hosts`) in their host's
-    /// directory: each daemon has its own `/root`.
-    pub fn start_sshd(&mut self, i: usize, max_startups: u32) -> std::io::Result<()> {
-        let key = self.ssh_key()?;
-        let host = &self.hosts[i];
-        let pid = host
-            .daemon_pid()
-            .ok_or_else(|| io_err(format!("{}: no daemon to start sshd beside", host.hostname)))?;
-        let dir = host.dir.join("ssh");
-        std::fs::create_dir_all(&dir)?;
-        let host_key = dir.join("host_key");
-        if !host_key.exists() {
-            run(
-                "ssh-keygen",
-                &["-q", "-t", "ed25519", "-N", "", "-f", path(&host_key)],
-            )?;
-        }
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress {ip}\nPort 22\nHostKey {host_key}\nAuthorizedKeysFile {authorized}\n\
-                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 UsePAM no\nStrictModes no\nPidFile {dir}/sshd.pid\nMaxStartups {max_startups}\n",
-                ip = host.ip,
-                host_key = host_key.display(),
-                authorized = key.with_extension("pub").display(),
-                dir = dir.display(),
-            ),
-        )?;
-        let log = dir.join("sshd.log");
-        // nsenter execs sshd (no new pid namespace): the child's pid is sshd's.
-        let child = Command::new("nsenter")
-            .args([
-                "-t",
-                &pid.to_string(),
-                "-m",
-                "-u",
-                "-n",
-                "/usr/sbin/sshd",
-                "-D",
-                "-f",
-            ])
-            .arg(&config)
-            .arg("-E")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()?;
-        let (netns, ip) = (host.netns.clone(), host.ip.clone());
-        self.hosts[i].sshd = Some(child);
-        let listening = crate::process::wait_until(Duration::from_secs(10), || {
-            let (netns, ip) = (netns.clone(), ip.clone());
-            crate::netns::in_netns(&netns, move || {
-                std::net::TcpStream::connect((ip.as_str(), 22)).is_ok()
-            })
-            .unwrap_or(false)
-        });
-        if !listening {
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(io_err(format!(
-                "{}: sshd does not listen: {said}",
-                self.hosts[i].hostname
-            )));
-        }
-        Ok(())
-    }
-
-    /// The lab's ssh client key (made on first use): authorized by every
-    /// lab sshd, used by the daemons' peer-to-peer connections.
-    pub fn ssh_key(&self) -> std::io::Result<PathBuf> {
-        let key = self.dir.join("ssh_client_key");
-        if !key.exists() {
-            run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", path(&key)])?;
-        }
-        Ok(key)
-    }
-
-    /// The URI other daemons use to reach host `i` over ssh (its sshd
-    /// started with [`Lab::start_sshd`]).
-    pub fn ssh_peer_uri(&self, i: usize) -> std::io::Result<String> {
-        Ok(format!(
-            "qemu+ssh://root@{}/system?keyfile={}&no_verify=1",
-            self.hosts[i].ip,
-            self.ssh_key()?.display()
-        ))
-    }
-
-    /// How many ssh sessions host `i`'s sshd accepted (its log).
-    pub fn ssh_sessions_accepted(&self, i: usize) -> usize {
-        std::fs::read_to_string(self.hosts[i].dir.join("ssh/sshd.log"))
-            .map(|log| log.matches("Accepted publickey for root").count())
-            .unwrap_or(0)
-    }
-
     /// Kills host `i`'s daemon (SIGKILL, by its pid); its domains keep
     /// running.
     pub fn kill_daemon(&mut self, i: usize) {
@@ -510,234 +402,6 @@ impl Lab {
             let _ = child.wait();
         }
         self.start_daemon(i)
-    }
-
-    /// How many domains of host `i` have a job running now (outgoing
-    /// migrations, on a source).
-    pub fn jobs_running(&self, i: usize) -> std::io::Result<usize> {
-        let uri = self.hosts[i].uri();
-        client::blocking(Duration::from_secs(10), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
-            let doms = conn
-                .0
-                .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
-            Ok(doms
-                .iter()
-                .filter(|d| {
-                    d.get_job_info()
-                        .is_ok_and(|j| j.r#type != virt::sys::VIR_DOMAIN_JOB_NONE as i32)
-                })
-                .count())
-        })
-        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
-    }
-
-    /// The pids of the QEMU processes running lab domains on host `i`
-    /// (found by their name, which the lab gives, on their command line).
-    pub fn qemu_pids(&self, i: usize) -> Vec<u32> {
-        let host = &self.hosts[i];
-        pids_where(|cmdline| {
-            cmdline.contains("qemu-system") && cmdline.contains(&format!("guest={}", self.name))
-        })
-        .into_iter()
-        .filter(|pid| pid_in_netns(*pid, &host.netns))
-        .collect()
-    }
-
-    /// A RAM file of `mib` MiB in the lab's directory: random bytes, or
-    /// `marker` repeated.
-    pub fn ram_file(&self, name: &str, mib: u64, marker: Option<&[u8]>) -> std::io::Result<PathBuf> {
-        let file = self.dir.join(format!("{name}.ram"));
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
-        let mut block = vec![0u8; 1 << 20];
-        let mut random = std::fs::File::open("/dev/urandom")?;
-        for _ in 0..mib {
-            match marker {
-                Some(m) if !m.is_empty() => {
-                    for (i, b) in block.iter_mut().enumerate() {
-                        *b = m[i % m.len()];
-                    }
-                }
-                _ => std::io::Read::read_exact(&mut random, &mut block)?,
-            }
-            out.write_all(&block)?;
-        }
-        out.flush()?;
-        Ok(file)
-    }
-
-    /// The name a lab domain gets: `<lab>-<name>` (how leftovers are found).
-    pub fn domain_name(&self, name: &str) -> String {
-        format!("{}-{name}", self.name)
-    }
-
-    /// The XML of a diskless lab domain of `mib` MiB whose RAM is mapped
-    /// privately from `ram`.
-    pub fn domain_xml(&self, name: &str, mib: u64, ram: &Path) -> String {
-        format!(
-            "<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\
-             <name>{name}</name><memory unit='MiB'>{mib}</memory><vcpu>1</vcpu>\
-             <os><type arch='x86_64' machine='q35'>hvm</type><loader type='rom'>{QBOOT}</loader></os>\
-             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
-             <controller type='usb' model='none'/><memballoon model='none'/></devices>\
-             <qemu:commandline><qemu:arg value='-object'/>\
-             <qemu:arg value='memory-backend-file,id=evacram,size={mib}M,mem-path={ram},share=off'/>\
-             <qemu:arg value='-machine'/><qemu:arg value='memory-backend=evacram'/></qemu:commandline>\
-             </domain>",
-            name = self.domain_name(name),
-            ram = ram.display()
-        )
-    }
-
-    /// Defines and starts a persistent lab domain on host `i`; returns its
-    /// libvirt name.
-    pub fn start_domain(&self, i: usize, name: &str, mib: u64, ram: &Path) -> std::io::Result<String> {
-        self.start_domain_xml(i, name, self.domain_xml(name, mib, ram))
-    }
-
-    /// Where host `i` keeps a local disk image `file`: its own
-    /// `/var/lib/libvirt/images` (each daemon's mount namespace binds its
-    /// own directory there), as (path on this machine, path the host sees).
-    /// The same host path on two hosts is two files, as on real hosts.
-    pub fn image_path(&self, i: usize, file: &str) -> std::io::Result<(PathBuf, PathBuf)> {
-        let dir = self.hosts[i].dir.join("lib/images");
-        std::fs::create_dir_all(&dir)?;
-        Ok((dir.join(file), Path::new("/var/lib/libvirt/images").join(file)))
-    }
-
-    /// Like [`Lab::start_domain`], with a local raw disk (`vda`) at
-    /// `disk`, a path as the host sees it (see [`Lab::image_path`]).
-    pub fn start_domain_with_disk(
-        &self,
-        i: usize,
-        name: &str,
-        mib: u64,
-        ram: &Path,
-        disk: &Path,
-    ) -> std::io::Result<String> {
-        let xml = self.domain_xml(name, mib, ram).replace(
-            "<controller type='usb' model='none'/>",
-            &format!(
-                "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
-                 <source file='{}'/><target dev='vda' bus='virtio'/></disk>\
-                 <controller type='usb' model='none'/>",
-                disk.display()
-            ),
-        );
-        self.start_domain_xml(i, name, xml)
-    }
-
-    fn start_domain_xml(&self, i: usize, name: &str, xml: String) -> std::io::Result<String> {
-        let uri = self.hosts[i].uri();
-        client::blocking(Duration::from_secs(30), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
-            let dom = virt::domain::Domain::define_xml(&conn.0, &xml)?;
-            dom.create()?;
-            dom.get_name()
-        })
-        .map_err(|e| io_err(format!("cannot start domain {name}: {e}")))
-    }
-
-    /// Defines and starts on host `i` a domain of `mib` MiB of anonymous
-    /// RAM (no backing file: what postcopy can move) running the lab's
-    /// dirtying guest with its boot fill, as
-    /// [`crate::Lab::start_filled_dirtying_vm`]: at boot it writes
-    /// [`crate::DIRTY_FILL_PATTERN`] at the start of every page from 1 MiB
-    /// up, then dirties `working_set_mib` from 16 MiB on at `dirty_rate`.
-    /// Returns its libvirt name.
-    pub fn start_filled_dirtying_domain(
-        &self,
-        i: usize,
-        name: &str,
-        mib: u64,
-        dirty_rate: evac_model::BytesPerSec,
-        working_set_mib: u64,
-    ) -> std::io::Result<String> {
-        let image = crate::vm::dirty_guest_image(mib, dirty_rate, working_set_mib, true)?;
-        let rom = self.dir.join(format!("{name}.rom"));
-        std::fs::write(&rom, image)?;
-        let xml = format!(
-            "<domain type='kvm'><name>{name}</name><memory unit='MiB'>{mib}</memory><vcpu>1</vcpu>\
-             <os><type arch='x86_64' machine='q35'>hvm</type><loader type='rom'>{rom}</loader></os>\
-             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
-             <controller type='usb' model='none'/><memballoon model='none'/></devices></domain>",
-            name = self.domain_name(name),
-            rom = rom.display()
-        );
-        self.start_domain_xml(i, name, xml)
-    }
-
-    /// The guest-physical dword at `addr` of domain `name` (its libvirt
-    /// name) on host `i`, little-endian (`virDomainMemoryPeek`).
-    pub fn peek_u32(&self, i: usize, name: &str, addr: u64) -> std::io::Result<u32> {
-        let uri = self.hosts[i].uri();
-        let name = name.to_owned();
-        client::blocking(Duration::from_secs(10), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
-            let dom = virt::domain::Domain::lookup_by_name(&conn.0, &name)?;
-            let mut word = [0u8; 4];
-            // SAFETY: a valid domain; libvirt writes 4 bytes into `word`.
-            let ret = unsafe {
-                virt::sys::virDomainMemoryPeek(
-                    dom.as_ptr(),
-                    addr as libc::c_ulonglong,
-                    word.len(),
-                    word.as_mut_ptr().cast(),
-                    virt::sys::VIR_MEMORY_PHYSICAL,
-                )
-            };
-            if ret < 0 {
-                return Err(virt::error::Error::last_error());
-            }
-            Ok(u32::from_le_bytes(word))
-        })
-        .map_err(|e| io_err(format!("{}: peek at {addr:#x}: {e}", self.hosts[i].hostname)))
-    }
-
-    /// Names of the running domains of host `i`.
-    pub fn running_domains(&self, i: usize) -> std::io::Result<Vec<String>> {
-        let uri = self.hosts[i].uri();
-        client::blocking(Duration::from_secs(10), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
-            let doms = conn
-                .0
-                .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
-            let mut names = doms.iter().map(|d| d.get_name()).collect::<Result<Vec<_>, _>>()?;
-            names.sort();
-            Ok(names)
-        })
-        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
-    }
-
-    /// Whether domain `name` on host `i` is in postcopy now: its source
-    /// paused for postcopy (`VIR_DOMAIN_PAUSED_POSTCOPY`) or its
-    /// destination running in it (`VIR_DOMAIN_RUNNING_POSTCOPY`), as libvirt
-    /// reports the domain's state and its reason.
-    pub fn in_postcopy(&self, i: usize, name: &str) -> std::io::Result<bool> {
-        let uri = self.hosts[i].uri();
-        let name = name.to_owned();
-        client::blocking(Duration::from_secs(10), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
-            let (state, reason) = virt::domain::Domain::lookup_by_name(&conn.0, &name)?.get_state()?;
-            use virt::sys::*;
-            Ok(
-                (state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_POSTCOPY as i32)
-                    || (state == VIR_DOMAIN_RUNNING && reason == VIR_DOMAIN_RUNNING_POSTCOPY as i32),
-            )
-        })
-        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
-    }
-
-    /// Whether domain `name` is paused on host `i`.
-    pub fn is_paused(&self, i: usize, name: &str) -> std::io::Result<bool> {
-        let uri = self.hosts[i].uri();
-        let name = name.to_owned();
-        client::blocking(Duration::from_secs(10), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
-            let dom = virt::domain::Domain::lookup_by_name(&conn.0, &name)?;
-            Ok(dom.get_state()?.0 == virt::sys::VIR_DOMAIN_PAUSED)
-        })
-        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
     }
 
     /// Starts a packet capture on host `i`'s lab interface (first 256
@@ -838,7 +502,7 @@ impl Drop for Lab {
     }
 }
 
-fn path(p: &Path) -> &str {
+pub(crate) fn path(p: &Path) -> &str {
     p.to_str().expect("lab paths are UTF-8")
 }
 
