@@ -121,9 +121,9 @@ impl Simulation<'_> {
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
                     flow.catch_up(now, v);
-                    let dirtied = if flow.stage == Stage::CopyingDisk {
+                    let dirtied = if flow.disk_pending() {
                         // The rest of the disk, then all the memory.
-                        flow.stage_done();
+                        flow.skip_disk();
                         memory
                     } else {
                         (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set)
@@ -148,7 +148,7 @@ impl Simulation<'_> {
                     // before the guest can run at the destination.
                     let ready = flow.params.mode == Mode::Postcopy
                         || (flow.params.mode == Mode::Live && flow.params.allow_postcopy);
-                    if flow.phase != Phase::Precopy || !ready || flow.stage == Stage::CopyingDisk {
+                    if flow.phase != Phase::Precopy || !ready || flow.disk_pending() {
                         continue;
                     }
                     // The rest of the round and what the guest dirtied since
