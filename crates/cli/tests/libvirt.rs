@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use evac_libvirt::lab::{self, Lab, LabOptions};
+use evac_lab::libvirt::{self as lab, Lab, LabOptions};
 
 #[test]
 fn evac_run_evacuates_every_domain_of_a_to_b_over_tls() {

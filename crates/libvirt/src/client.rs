@@ -132,6 +132,23 @@ pub struct DomainFacts {
     pub job_running: bool,
 }
 
+/// Why domain `domain` of the daemon at `uri` cannot be moved by postcopy,
+/// if it cannot ([`crate::xml::postcopy_obstacle`] of its definition).
+pub async fn postcopy_obstacle(
+    uri: &str,
+    domain: &str,
+    timeout: Duration,
+) -> Result<Option<String>, ClientError> {
+    let (uri, domain) = (uri.to_owned(), domain.to_owned());
+    let xml = call(timeout, move || {
+        let conn = Conn::open_blocking(&uri)?;
+        let dom = Domain::lookup_by_name(&conn.0, &domain)?;
+        Ok(dom.get_xml_desc(0)?)
+    })
+    .await?;
+    crate::xml::postcopy_obstacle(&xml).map_err(ClientError::Libvirt)
+}
+
 /// The running domains of the host at `conn`.
 pub async fn running_domains(
     conn: &Arc<Conn>,
@@ -256,6 +273,9 @@ pub struct MigrateRequest {
     pub copy_storage: bool,
     /// Pause the guest first (offline migration).
     pub offline: bool,
+    /// Ready for postcopy (`VIR_MIGRATE_POSTCOPY`): a switch may be asked
+    /// for later ([`Migration::start_postcopy`]).
+    pub postcopy: bool,
 }
 
 /// A failed TLS migration's error with what to check. libvirt returns
@@ -321,6 +341,9 @@ impl MigrateRequest {
         }
         if self.copy_storage {
             flags |= VIR_MIGRATE_NON_SHARED_DISK;
+        }
+        if self.postcopy {
+            flags |= VIR_MIGRATE_POSTCOPY;
         }
         flags
     }
@@ -671,6 +694,15 @@ impl Migration {
         call(timeout, move || Ok(on_domain(&dom, |d| d.suspend()).map(|_| ())?)).await
     }
 
+    /// Switches the running migration to postcopy
+    /// (`virDomainMigrateStartPostCopy`): the guest resumes at the
+    /// destination, its remaining pages following. Only for a migration
+    /// started with [`MigrateRequest::postcopy`].
+    pub async fn start_postcopy(&self, timeout: Duration) -> Result<(), ClientError> {
+        let dom = self.dom.clone();
+        call(timeout, move || Ok(crate::raw::start_postcopy(&dom)?)).await
+    }
+
     /// Aborts the job: the domain keeps running on its source, the migrate
     /// call fails ("canceled by client").
     pub async fn abort(&self, timeout: Duration) -> Result<(), ClientError> {
@@ -732,6 +764,7 @@ mod tests {
     fn flags_follow_the_request() {
         use virt::sys::*;
         let mut r = MigrateRequest {
+            postcopy: false,
             domain: "d".into(),
             destination_uri: "qemu+tcp://b/system".into(),
             migration_uri: Some("tcp://10.0.0.2".into()),

@@ -77,6 +77,40 @@ pub struct HostSpec {
     /// `migration_address`.
     #[serde(default)]
     pub tls_name: Option<String>,
+    /// The daemon's `max_workers` (libvirtd.conf). evac reads it through
+    /// libvirt's admin API where it can (a daemon on this machine); for a
+    /// remote host it takes this, else libvirt's default (20). Each
+    /// migration out of the host holds one of its workers throughout.
+    #[serde(default)]
+    pub max_workers: Option<u32>,
+    /// Destination hosts: the daemon's migration ports, `"MIN-MAX"`
+    /// (qemu.conf's `migration_port_min` and `migration_port_max`; default
+    /// libvirt's `"49152-49215"`). Each incoming migration holds one, two
+    /// with `copy_storage` (the disks' NBD server).
+    #[serde(default)]
+    pub migration_ports: Option<String>,
+    /// Hosts reached by `qemu+ssh://`: sshd's `MaxStartups` (its first
+    /// number; default sshd's 10): how many connections it lets wait for
+    /// authentication at once.
+    #[serde(default)]
+    pub ssh_max_startups: Option<u32>,
+}
+
+/// libvirt's default migration ports (qemu.conf).
+pub const DEFAULT_MIGRATION_PORTS: (u16, u16) = (49152, 49215);
+
+/// Parses `"MIN-MAX"`, a range of TCP ports.
+pub fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("`{text}` is not a port range like \"49152-49215\"");
+    let (min, max) = text.split_once('-').ok_or_else(bad)?;
+    let min: u16 = min.trim().parse().map_err(|_| bad())?;
+    let max: u16 = max.trim().parse().map_err(|_| bad())?;
+    if min == 0 || min > max {
+        return Err(format!(
+            "`{text}`: the first port must be at least 1 and at most the last"
+        ));
+    }
+    Ok((min, max))
 }
 
 impl HostSpec {
@@ -188,6 +222,24 @@ impl Inventory {
                         host.name, host.uri
                     ),
                 ));
+            }
+            let refuse = |field: &str, why: String| {
+                Refusal::new(
+                    At::Entry(host.name.clone()),
+                    format!("host `{}`: field `{field}`: {why}", host.name),
+                )
+            };
+            if host.max_workers == Some(0) {
+                return Err(refuse(
+                    "max_workers",
+                    "expected at least 1 (libvirtd's own minimum)".into(),
+                ));
+            }
+            if host.ssh_max_startups == Some(0) {
+                return Err(refuse("ssh_max_startups", "expected at least 1".into()));
+            }
+            if let Some(ports) = &host.migration_ports {
+                parse_port_range(ports).map_err(|why| refuse("migration_ports", why))?;
             }
         }
         let hosts: Vec<HostView<'_>> = self
@@ -397,6 +449,50 @@ migration_address = "10.77.0.2"
             err.contains("fleet.toml:17:") && err.contains("no destination host `a1`"),
             "{err}"
         );
+    }
+
+    /// The hosts' limits: read, and refused at the host's line (b1 is
+    /// named on line 11) with the field and what was expected.
+    #[test]
+    fn hosts_limits_are_read_and_checked() {
+        let text = ISSUE.replace(
+            "migration_address = \"10.77.0.2\"\n",
+            "migration_address = \"10.77.0.2\"\nmax_workers = 8\nmigration_ports = \"50000-50009\"\nssh_max_startups = 4\n",
+        );
+        let inv = Inventory::from_str_at(&text, Path::new("fleet.toml")).unwrap();
+        assert_eq!(inv.hosts[1].max_workers, Some(8));
+        assert_eq!(inv.hosts[1].migration_ports.as_deref(), Some("50000-50009"));
+        assert_eq!(inv.hosts[1].ssh_max_startups, Some(4));
+        assert_eq!(inv.hosts[0].max_workers, None);
+        for (from, to, expected) in [
+            (
+                "max_workers = 8",
+                "max_workers = 0",
+                "host `b1`: field `max_workers`: expected at least 1",
+            ),
+            (
+                "ssh_max_startups = 4",
+                "ssh_max_startups = 0",
+                "field `ssh_max_startups`: expected at least 1",
+            ),
+            (
+                "\"50000-50009\"",
+                "\"50000\"",
+                "field `migration_ports`: `50000` is not a port range like \"49152-49215\"",
+            ),
+            (
+                "\"50000-50009\"",
+                "\"50009-50000\"",
+                "`50009-50000`: the first port must be at least 1 and at most the last",
+            ),
+        ] {
+            let err = parse(&text.replace(from, to)).unwrap_err();
+            assert!(
+                err.starts_with("fleet.toml:11:") && err.contains(expected),
+                "{err}"
+            );
+        }
+        assert_eq!(parse_port_range("49152-49215"), Ok((49152, 49215)));
     }
 
     /// The model's refusals, at the inventory's line and field, in the

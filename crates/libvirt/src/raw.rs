@@ -101,3 +101,13 @@ pub fn max_downtime_ms(dom: &Domain) -> Result<u64, Error> {
     }
     Ok(ms)
 }
+
+/// `virDomainMigrateStartPostCopy` on the source's domain of a migration
+/// started with `VIR_MIGRATE_POSTCOPY`.
+pub fn start_postcopy(dom: &Domain) -> Result<(), Error> {
+    // SAFETY: `dom` is a valid domain for the call.
+    if unsafe { sys::virDomainMigrateStartPostCopy(dom.as_ptr(), 0) } < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}
