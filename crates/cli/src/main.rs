@@ -84,9 +84,10 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Read a live QEMU fleet without migrating anything (memory, dirty
-    /// rates measured by QEMU), simulate its evacuation with every policy
-    /// and print the triage of the recommended one.
+    /// Read a live fleet (QEMU, or libvirt domains in a build with the
+    /// `libvirt` feature) without migrating anything (memory, dirty rates
+    /// measured by QEMU), simulate its evacuation with every policy and
+    /// print the triage of the recommended one.
     Plan {
         /// Inventory file (TOML), as for `evac run`.
         inventory: PathBuf,

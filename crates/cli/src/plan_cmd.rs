@@ -1,5 +1,6 @@
-//! `evac plan INVENTORY`: measure the live fleet, simulate every policy,
-//! print the triage for the recommended one.
+//! `evac plan INVENTORY`: measure the live fleet (QEMU or libvirt, as the
+//! inventory's `backend` says), simulate every policy, print the triage
+//! for the recommended one.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use evac_plan::triage::PlanJson;
+use evac_plan::Live;
 use evac_report::readable::{hms, seconds};
 
 pub fn plan(
@@ -16,22 +18,33 @@ pub fn plan(
     scenario_out: Option<&Path>,
     json: Option<&Path>,
 ) -> Result<()> {
-    let inventory = evac_qemu::Inventory::from_path(inventory)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    crate::output::say(&format!(
-        "measuring {} VMs for {} s (QEMU calc-dirty-rate, dirty-bitmap mode); nothing is migrated",
-        inventory.vms.len(),
-        sample.as_secs().max(1) + long.as_secs()
-    ));
-    let measured = runtime.block_on(evac_plan::measure(&inventory, sample, long))?;
-    let fleet = evac_plan::scenario::fleet(&inventory, &measured);
-    let network = inventory.network();
+    let say = |line: &str| crate::output::say(line);
+    let live = runtime.block_on(async {
+        match crate::run::load(inventory)? {
+            crate::run::Inventory::Qemu(inventory) => {
+                evac_plan::live::qemu(&inventory, sample, long, &say).await
+            }
+            #[cfg(feature = "libvirt")]
+            crate::run::Inventory::Libvirt(inventory) => {
+                evac_plan::live::libvirt(&inventory, sample, long, &say).await
+            }
+        }
+    })?;
+    let Live {
+        name,
+        fleet,
+        network,
+        network_stated,
+        migration,
+        controller,
+    } = live;
     // The measured fleet through the same wall as any scenario's.
     network
         .validate()
         .and_then(|()| fleet.validate())
         .map_err(|invalid| anyhow::anyhow!("the measured fleet: {}", invalid.named(&fleet)))?;
-    let plan = evac_plan::triage(&fleet, &network, inventory.migration, &inventory.controller);
+    let plan = evac_plan::triage(&fleet, &network, migration, &controller);
 
     // Printed in one go, a closed stdout (`| head`) ending it quietly.
     let mut text = String::new();
@@ -42,13 +55,13 @@ pub fn plan(
     }
     out!(
         "{}: {} VMs ({}) on {} hosts, WAN {} / {} RTT{}",
-        inventory.name,
+        name,
         fleet.vms.len(),
         fleet.total_memory(),
         fleet.hosts.len(),
         network.wan_bandwidth,
         evac_model::format_duration(network.wan_rtt),
-        if inventory.network.is_none() {
+        if !network_stated {
             " (no [network] in the inventory: the fastest source NIC)"
         } else {
             ""
@@ -126,13 +139,7 @@ pub fn plan(
     crate::output::Console::stdout().line(text.trim_end())?;
 
     if let Some(path) = scenario_out {
-        let text = evac_plan::scenario::to_toml(
-            &inventory.name,
-            &fleet,
-            &network,
-            &plan.migration,
-            &plan.controller,
-        )?;
+        let text = evac_plan::scenario::to_toml(&name, &fleet, &network, &plan.migration, &plan.controller)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         crate::output::say(&format!(
             "wrote {} (evac simulate {} predicts the same)",

@@ -182,3 +182,141 @@ fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
         assert_eq!(migrated, 1, "{name}: {journal}");
     }
 }
+
+/// `evac plan` on a libvirt inventory (the lab's, with a `[network]`): the
+/// domains are found on the source host as `evac run` finds them and
+/// measured through libvirt's dirty-rate calculation; the output is the
+/// QEMU plan's (same lines, same JSON), and a real run right after moves
+/// what the plan said it would.
+#[test]
+fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
+    if evac_lab::skip_without(&[lab::libvirt_lab_available]) {
+        return;
+    }
+    let lab = Lab::start(&LabOptions {
+        hosts: 2,
+        rate_mbit: Some(400),
+        tls: false,
+    })
+    .unwrap();
+    // Sizes a wrong unit (KiB for bytes, MB for MiB) would show.
+    let sizes = [("plan0", 48u64), ("plan1", 80)];
+    let mut names = Vec::new();
+    for (name, mib) in sizes {
+        let ram = lab.ram_file(name, mib, None).unwrap();
+        names.push(lab.start_domain(0, name, mib, &ram).unwrap());
+    }
+    let inventory = lab.dir.join("fleet.toml");
+    let text = lab.inventory(
+        &[0],
+        &[1],
+        "400 Mbps",
+        "",
+        "policy = \"sequential\"\nperiod = \"500 ms\"",
+    ) + "[network]\nwan_bandwidth = \"300 Mbps\"\nwan_rtt = \"2 ms\"\n";
+    std::fs::write(&inventory, &text).unwrap();
+    let (json, scenario) = (lab.dir.join("plan.json"), lab.dir.join("plan.toml"));
+    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+        .arg("plan")
+        .arg(&inventory)
+        .args(["--sample", "1s", "--working-set-sample", "1s", "--json"])
+        .arg(&json)
+        .arg("--scenario-out")
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    assert!(
+        stderr.contains("measuring 2 domains for 1 s (libvirt dirty-rate calculation"),
+        "{stderr}"
+    );
+    // The QEMU plan's lines: the fleet over the stated WAN, what was
+    // measured, the table, the pick and its ETA.
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.contains(": 2 VMs (128 MiB) on 2 hosts, WAN 300 Mbps / 2 ms RTT"),
+        "{first}"
+    );
+    for line in [
+        "measured:",
+        "| policy | migrated | priority | total |",
+        "recommended: ",
+        "site ETA: ",
+        "every VM would move",
+    ] {
+        assert!(stdout.contains(line), "`{line}` missing:\n{stdout}");
+    }
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let keys: Vec<&str> = plan.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "hosts",
+            "measured",
+            "policies",
+            "recommended_policy",
+            "settings",
+            "total_time_s",
+            "vms"
+        ]
+    );
+    let measured = plan["measured"].as_array().unwrap();
+    assert_eq!(measured.len(), 2);
+    for (vm, ((_, mib), name)) in measured.iter().zip(sizes.iter().zip(&names)) {
+        assert_eq!(vm["name"], name.as_str());
+        assert_eq!(vm["memory_bytes"], mib << 20, "{vm}");
+        // An idle guest (qboot finds nothing to boot): QEMU counts at most
+        // a few pages of its own, well under 1 MiB/s.
+        assert!(
+            vm["dirty_rate_bytes_per_second"].as_f64().unwrap() < 1_048_576.0,
+            "{vm}"
+        );
+    }
+    assert_eq!(plan["policies"].as_array().unwrap().len(), 6);
+    assert_eq!(plan["hosts"][0]["vms_not_moved"], 0);
+    let predicted = plan["total_time_s"].as_f64().unwrap();
+    // By hand: 128 MiB at 300 Mbps is 3.58 s; idle guests re-send nothing.
+    let wire = (128u64 << 20) as f64 * 8.0 / 300e6;
+    assert!(
+        predicted >= wire * 0.99 && predicted < wire * 1.5,
+        "{predicted} vs {wire}"
+    );
+    // The scenario written reads back (`evac simulate` predicts the same).
+    let resim = Command::new(env!("CARGO_BIN_EXE_evac"))
+        .arg("simulate")
+        .arg(&scenario)
+        .args(["--policy", plan["recommended_policy"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        resim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resim.stderr)
+    );
+
+    // A real run right after.
+    let real = lab.dir.join("real.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+        .args([
+            "run",
+            "--quiet",
+            "--policy",
+            plan["recommended_policy"].as_str().unwrap(),
+        ])
+        .arg("--json")
+        .arg(&real)
+        .arg(&inventory)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let real: serde_json::Value = serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    assert_eq!(real["migrated"], 2, "{real}");
+    eprintln!(
+        "plan {predicted:.2} s, real {:.2} s (libvirt, {} MiB idle, 300 Mbps)",
+        real["total_time_s"].as_f64().unwrap(),
+        128
+    );
+}

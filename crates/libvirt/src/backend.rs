@@ -178,6 +178,14 @@ impl LibvirtBackend {
     }
 }
 
+impl LibvirtBackend {
+    /// The connection to host `host` that discovery used (`evac plan`
+    /// measures the domains through it).
+    pub fn connection(&self, host: HostId) -> &Arc<Conn> {
+        &self.conns[host.0]
+    }
+}
+
 impl evac_run::Backend for LibvirtBackend {
     type Migration = LibvirtMigration;
 

@@ -26,6 +26,10 @@ pub struct Inventory {
     pub controller: ControllerConfig,
     #[serde(default)]
     pub migration: LibvirtMigration,
+    /// The WAN as the operator knows it (`evac plan` simulates over it; a
+    /// run's lower bounds use it); absent, the fastest source NIC.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
     #[serde(rename = "host", default)]
     pub hosts: Vec<HostSpec>,
     /// Optional: restrict the run to these domains, or tune them.
@@ -114,7 +118,7 @@ fn one() -> u32 {
 }
 
 use evac_run::inventory::{At, HostView, Refusal, VmView};
-pub use evac_run::inventory::{InventoryError, MAX_INVENTORY_BYTES};
+pub use evac_run::inventory::{InventoryError, NetworkSpec, MAX_INVENTORY_BYTES};
 
 impl Inventory {
     /// Reads and checks an inventory file.
@@ -147,6 +151,9 @@ impl Inventory {
             .map_err(|m| Invalid::new(FieldPath::top("name"), m))?;
         self.migration.params.validate()?;
         self.controller.validate()?;
+        if self.network.is_some() {
+            self.network().validate()?;
+        }
         for (i, host) in self.hosts.iter().enumerate() {
             self.host_model(host)
                 .validate()
@@ -263,21 +270,17 @@ impl Inventory {
         Ok(fleet)
     }
 
-    /// The WAN as far as a real run knows it: the fastest source NIC (it only
-    /// feeds the report's lower bounds).
+    /// The WAN as far as a real run knows it: the inventory's `[network]`,
+    /// else the fastest source NIC (it feeds the report's lower bounds and
+    /// `evac plan`).
     pub fn network(&self) -> Network {
-        let wan = self
-            .hosts
-            .iter()
-            .filter(|h| h.site == Site::Source)
-            .map(|h| h.nic.0)
-            .fold(0.0, f64::max);
-        Network {
-            wan_bandwidth: BitsPerSec(wan),
-            wan_rtt: Duration::ZERO,
-            tcp_window: Bytes::mib(4),
-            wan_trace: Vec::new(),
-        }
+        evac_run::inventory::network(
+            self.network.as_ref(),
+            self.hosts
+                .iter()
+                .filter(|h| h.site == Site::Source)
+                .map(|h| h.nic),
+        )
     }
 }
 
@@ -328,6 +331,25 @@ migration_address = "10.77.0.2"
         assert_eq!(fleet.vms.len(), 2);
         assert_eq!(fleet.vms[1].memory, Bytes::gib(2));
         assert_eq!(inv.network().wan_bandwidth, BitsPerSec::gbps(10.0));
+    }
+
+    /// `[network]` as in a QEMU inventory: the plan simulates over it.
+    #[test]
+    fn the_network_table_is_the_wan() {
+        let inv = parse(&format!(
+            "{ISSUE}[network]\nwan_bandwidth = \"1 Gbps\"\nwan_rtt = \"30 ms\"\n"
+        ))
+        .unwrap();
+        let net = inv.network();
+        assert_eq!(net.wan_bandwidth, BitsPerSec::gbps(1.0));
+        assert_eq!(net.wan_rtt, Duration::from_millis(30));
+        assert_eq!(net.tcp_window, Bytes::mib(4));
+        // The model's wall, at the table's line (17: ISSUE has 16).
+        let err = parse(&format!("{ISSUE}[network]\nwan_bandwidth = \"0 bps\"\n")).unwrap_err();
+        assert_eq!(
+            err,
+            "fleet.toml:17: field `wan_bandwidth` of [network]: a WAN of 0 bps carries nothing; give a rate above zero"
+        );
     }
 
     #[test]

@@ -6,15 +6,14 @@ use std::fmt::Write;
 use anyhow::{Context, Result};
 use evac_controller::ControllerConfig;
 use evac_model::{Bytes, Fleet, MigrationParams, Network, Site};
-use evac_qemu::Inventory;
 
 use crate::Measured;
 
-/// The fleet with measured memory, dirty rates and working sets.
-pub fn fleet(inventory: &Inventory, measured: &[Measured]) -> Fleet {
-    let memory: Vec<_> = measured.iter().map(|m| m.memory).collect();
-    let mut fleet = inventory.fleet(&memory);
+/// `fleet` with each VM's measured memory, dirty rate and working set
+/// (`measured` in the fleet's VM order).
+pub fn with_measured(mut fleet: Fleet, measured: &[Measured]) -> Fleet {
     for (vm, m) in fleet.vms.iter_mut().zip(measured) {
+        vm.memory = m.memory;
         vm.dirty_rate = m.dirty_rate;
         vm.working_set = m.working_set;
     }

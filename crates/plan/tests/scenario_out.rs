@@ -61,7 +61,7 @@ fn the_written_scenario_reads_back_as_the_fleet() {
             working_set: Bytes::mib(1536),
         },
     ];
-    let mut fleet = scenario::fleet(&inventory, &measured);
+    let mut fleet = scenario::with_measured(inventory.fleet(&[Bytes(1), Bytes(1)]), &measured);
     // A local disk copied with the migration (a libvirt fleet's) is written
     // too, to the byte.
     fleet.vms[1].disk = Bytes(21_474_836_481);
@@ -102,7 +102,7 @@ fn the_pick_saves_the_most_priority_then_finishes_first() {
             working_set: Bytes::mib(1536),
         },
     ];
-    let fleet = scenario::fleet(&inventory, &measured);
+    let fleet = scenario::with_measured(inventory.fleet(&[Bytes(1), Bytes(1)]), &measured);
     let plan = triage(
         &fleet,
         &inventory.network(),

@@ -90,25 +90,7 @@ impl From<RawInventory> for Inventory {
     }
 }
 
-/// An inventory's `[network]`: the scenario format's fields, no trace.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSpec {
-    pub wan_bandwidth: BitsPerSec,
-    #[serde(default = "default_rtt", with = "evac_model::units::human_duration")]
-    pub wan_rtt: Duration,
-    #[serde(default = "default_tcp_window")]
-    pub tcp_window: Bytes,
-}
-
-/// As in a scenario: a LAN-like round trip that limits nothing.
-fn default_rtt() -> Duration {
-    Duration::from_millis(1)
-}
-
-fn default_tcp_window() -> Bytes {
-    Bytes::mib(4)
-}
+pub use evac_run::inventory::NetworkSpec;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,26 +336,13 @@ impl Inventory {
     /// else the fastest source NIC (it feeds the report's lower bounds and
     /// `evac plan`).
     pub fn network(&self) -> Network {
-        if let Some(net) = &self.network {
-            return Network {
-                wan_bandwidth: net.wan_bandwidth,
-                wan_rtt: net.wan_rtt,
-                tcp_window: net.tcp_window,
-                wan_trace: Vec::new(),
-            };
-        }
-        let wan = self
-            .hosts
-            .iter()
-            .filter(|h| h.site == Site::Source)
-            .map(|h| h.nic.0)
-            .fold(0.0, f64::max);
-        Network {
-            wan_bandwidth: BitsPerSec(wan),
-            wan_rtt: Duration::ZERO,
-            tcp_window: Bytes::mib(4),
-            wan_trace: Vec::new(),
-        }
+        evac_run::inventory::network(
+            self.network.as_ref(),
+            self.hosts
+                .iter()
+                .filter(|h| h.site == Site::Source)
+                .map(|h| h.nic),
+        )
     }
 }
 
