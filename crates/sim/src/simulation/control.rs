@@ -1,0 +1,280 @@
+//! The controller's side: consulting it with what a real driver could
+//! measure, and carrying out its actions (start, retune, switch, cancel).
+
+use std::time::Duration;
+
+use evac_controller::{Action, Controller, EndOutcome, Ended, MigrationObs, Phase, Retune};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, VmId};
+use evac_outcome::FailedAttempt;
+
+use crate::fair_share::Demand;
+use crate::flow::Flow;
+use crate::{Solver, FULL_WAN, WAN};
+
+use super::Simulation;
+
+impl Simulation<'_> {
+    pub(super) fn consult(&mut self, controller: &mut dyn Controller) -> Vec<Action> {
+        let now = self.now;
+        if controller.reads_host_tx(Duration::from_secs_f64(now)) {
+            self.advance_links();
+        } else {
+            // In the fluid model every loaded NIC's counter moves all the
+            // time: bringing them all up to date at every consultation would
+            // cost O(hosts). They wait for a tick that reads them; those
+            // settled meanwhile (a flow came or went) are listed all the same.
+            self.advance_wan();
+        }
+        let obs = &mut self.observations;
+        obs.now = Duration::from_secs_f64(now);
+        obs.ended.clear();
+        obs.ended.append(&mut self.ended);
+        obs.migrations.clear();
+        let needs_progress = controller.needs_progress();
+        self.may_chain = !needs_progress && self.solver == Solver::Fluid;
+        if needs_progress {
+            self.unchain_all();
+        }
+        let obs = &mut self.observations;
+        let flows = if needs_progress { &self.flows[..] } else { &[] };
+        let v = self.clock.at(now);
+        for flow in flows {
+            let round_sent = flow.round_sent_at(now, v);
+            obs.migrations.push(MigrationObs {
+                vm: flow.vm,
+                source: flow.source,
+                destination: flow.destination,
+                phase: flow.phase,
+                round: flow.round,
+                started_at: Duration::from_secs_f64(flow.started_at),
+                bytes_sent: Bytes::from_f64(flow.earlier_rounds + round_sent),
+                bytes_remaining: Bytes::from_f64(flow.round_bytes - round_sent + flow.queued_after_round()),
+                rate: BytesPerSec(flow.rate_at(&self.clock, self.epoch)).to_bits_per_sec(),
+                dirty_rate: if flow.paused_at.is_some() {
+                    BytesPerSec::ZERO
+                } else {
+                    flow.dirty_rate
+                },
+                params: flow.params,
+            });
+        }
+        // Say which hosts' counters moved, and where they are now.
+        let changed = obs.tx_changed.get_or_insert_with(Vec::new);
+        changed.clear();
+        for host in self.tx_changed.drain(..) {
+            self.tx_marked[host.0] = false;
+            obs.host_tx[host.0] = Bytes::from_f64(self.carried[host.0 + 1]);
+            changed.push(host);
+        }
+        obs.wan_bytes = Bytes::from_f64(self.carried[WAN]);
+        controller.on_tick(obs)
+    }
+
+    /// Carries out the controller's actions; true if rates must be recomputed.
+    pub(super) fn apply(&mut self, actions: Vec<Action>) -> bool {
+        let now = self.now;
+        // Actions change no rate before the next rebalance: the clock holds.
+        let v = self.clock.at(now);
+        let mut rates_changed = false;
+        for action in actions {
+            match action {
+                Action::Start {
+                    vm,
+                    destination,
+                    params,
+                } => {
+                    if self.slot[vm.0].is_some() || self.progress[vm.0].migrated || self.progress[vm.0].lost {
+                        continue;
+                    }
+                    self.start(vm, destination, params);
+                    rates_changed = true;
+                }
+                Action::Retune { vm, change } => {
+                    self.unchain(vm);
+                    let connection_cap = self.connection_cap;
+                    let Some(flow) = self.flow_mut(vm) else { continue };
+                    match change {
+                        Retune::MaxBandwidth(cap) => {
+                            flow.params.max_bandwidth = cap;
+                            if !flow.setting_up {
+                                let old = flow.demand.cap;
+                                flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                                let (weight, new) = (flow.demand.weight, flow.demand.cap);
+                                self.bottleneck.recap(vm, weight, old, new);
+                            }
+                            rates_changed = true;
+                        }
+                        Retune::DowntimeLimit(limit) => flow.params.downtime_limit = limit,
+                        Retune::AutoConverge(on) => flow.params.auto_converge = on,
+                    }
+                }
+                Action::SwitchToOffline { vm } => {
+                    let (dirty_rate, working_set, memory) = {
+                        let spec = self.fleet.vm(vm);
+                        (spec.dirty_rate.0, spec.working_set.as_f64(), spec.memory.as_f64())
+                    };
+                    self.unchain(vm);
+                    let Some(flow) = self.flow_mut(vm) else { continue };
+                    if flow.phase != Phase::Precopy {
+                        continue;
+                    }
+                    // What is left of the round plus what the guest dirtied
+                    // since the round began goes in one paused copy.
+                    flow.catch_up(now, v);
+                    let dirtied = if flow.copying_disk {
+                        // The rest of the disk, then all the memory.
+                        flow.copying_disk = false;
+                        memory
+                    } else {
+                        (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set)
+                    };
+                    flow.earlier_rounds += flow.round_sent;
+                    flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
+                    flow.round_sent = 0.0;
+                    flow.phase = Phase::StopAndCopy;
+                    flow.paused_at = Some(now);
+                    self.schedule(vm);
+                    self.progress[vm.0].mode = Some(Mode::Offline);
+                }
+                Action::SwitchToPostcopy { vm } => {
+                    let (dirty_rate, working_set) = {
+                        let spec = self.fleet.vm(vm);
+                        (spec.dirty_rate.0, spec.working_set.as_f64())
+                    };
+                    self.unchain(vm);
+                    let Some(flow) = self.flow_mut(vm) else { continue };
+                    // Not before round 1 of memory: the disks must be across
+                    // before the guest can run at the destination.
+                    let ready = flow.params.mode == Mode::Postcopy
+                        || (flow.params.mode == Mode::Live && flow.params.allow_postcopy);
+                    if flow.phase != Phase::Precopy || !ready || flow.copying_disk {
+                        continue;
+                    }
+                    // The rest of the round and what the guest dirtied since
+                    // it began follow the guest, which dirties no more here.
+                    flow.catch_up(now, v);
+                    let dirtied = (dirty_rate * (now - flow.round_started_at)).min(working_set);
+                    flow.earlier_rounds += flow.round_sent;
+                    flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
+                    flow.round_sent = 0.0;
+                    flow.phase = Phase::Postcopy;
+                    flow.paused_at = Some(now);
+                    self.postcopy_on_one_connection(vm);
+                    rates_changed = true;
+                    self.schedule(vm);
+                }
+                Action::Cancel { vm } => {
+                    self.unchain(vm);
+                    let Some(flow) = self.flow_mut(vm) else { continue };
+                    flow.catch_up(now, v);
+                    let flow = self.remove_flow(vm);
+                    self.progress[vm.0].sent += flow.sent();
+                    self.failed.push(FailedAttempt {
+                        vm: self.fleet.vm(vm).name.clone(),
+                        destination: Some(self.fleet.host(flow.destination).name.clone()),
+                        start_s: flow.started_at,
+                        end_s: now,
+                        reason: "cancelled".to_owned(),
+                    });
+                    self.ended.push(Ended {
+                        vm,
+                        outcome: EndOutcome::Failed {
+                            reason: "cancelled".to_owned(),
+                        },
+                    });
+                    rates_changed = true;
+                }
+            }
+        }
+        rates_changed
+    }
+
+    /// Whether the migrations still in flight fill the WAN, at the rates
+    /// of the last rebalance: those that ended at this instant no longer
+    /// count, and those starting at it not yet (so migrations started
+    /// together, or one that replaces one that ended, join a WAN with room).
+    pub(super) fn wan_full(&self) -> bool {
+        let in_use = if self.fluid_on {
+            self.clock.lambda * self.bottleneck.weight(WAN)
+        } else {
+            self.flows.iter().map(|f| f.rate).sum()
+        };
+        in_use >= (1.0 - FULL_WAN) * self.capacity[WAN]
+    }
+
+    pub(super) fn start(&mut self, vm: VmId, destination: HostId, params: MigrationParams) {
+        let spec = self.fleet.vm(vm);
+        let offline = params.mode == Mode::Offline;
+        // The fixed cost, then the connections' ramp-up: round trips lost
+        // while slow start and receive-buffer autotuning open the window;
+        // more if the WAN is full as it starts (`join_rtts`).
+        let rtt = self.network.wan_rtt.as_secs_f64();
+        let mut setup = params.setup_time.as_secs_f64() + params.ramp_rtts * rtt;
+        if params.join_rtts > 0.0 && self.wan_full() {
+            setup += params.join_rtts * rtt;
+        }
+        let disk = spec.disk.as_f64();
+        let copying_disk = disk > 0.0 && !offline;
+        let progress = &mut self.progress[vm.0];
+        progress.destination = Some(destination);
+        progress.start = Some(self.now);
+        progress.mode = Some(params.mode);
+        progress.connections = Some(params.multifd_channels.max(1));
+        self.slot[vm.0] = Some(self.flows.len());
+        self.flows.push(Flow {
+            vm,
+            source: spec.host,
+            destination,
+            params,
+            phase: if offline { Phase::Offline } else { Phase::Precopy },
+            round: u32::from(!offline),
+            started_at: self.now,
+            round_started_at: self.now,
+            // The disks first (live), or with the memory in one copy (offline).
+            round_bytes: if copying_disk {
+                disk
+            } else {
+                disk + spec.memory.as_f64()
+            },
+            round_sent: 0.0,
+            earlier_rounds: 0.0,
+            as_of: self.now,
+            rate: 0.0,
+            fluid: self.fluid_on && setup <= 0.0,
+            v_as_of: self.clock.at(self.now),
+            chain: None,
+            joined: 0,
+            demand: Demand {
+                links: [WAN, spec.host.0 + 1, destination.0 + 1],
+                weight: f64::from(params.multifd_channels.max(1)),
+                cap: if setup > 0.0 {
+                    0.0
+                } else {
+                    demand_cap(&params, self.connection_cap)
+                },
+            },
+            generation: self.generation_of[vm.0],
+            paused_at: offline.then_some(self.now),
+            setting_up: setup > 0.0,
+            ready_at: self.now + setup,
+            copying_disk,
+            memory: spec.memory.as_f64(),
+            dirty_rate: spec.dirty_rate,
+        });
+        let slot = self.flows.len() - 1;
+        if self.flows[slot].sending() {
+            self.join(slot);
+        }
+        // Its first event: the end of its setup, or (in virtual time) of its
+        // first round; a full solve reschedules every flow anyway.
+        self.schedule(vm);
+    }
+}
+
+/// A migration's cap: its connections' window limit and its bandwidth cap.
+pub(super) fn demand_cap(params: &MigrationParams, connection_cap: f64) -> f64 {
+    let windows = connection_cap * f64::from(params.multifd_channels.max(1));
+    params
+        .max_bandwidth
+        .map_or(windows, |cap: BitsPerSec| windows.min(cap.to_bytes_per_sec().0))
+}
