@@ -67,6 +67,10 @@ pub struct HostSpec {
     pub memory: Option<Bytes>,
     #[serde(default, with = "evac_model::units::human_duration::option")]
     pub power_off_at: Option<Duration>,
+    /// Source hosts: the cores it can give migrations for compression
+    /// (absent: as many as they want).
+    #[serde(default)]
+    pub migration_cpus: Option<f64>,
     /// How evac reaches the host's libvirtd, e.g. `qemu+tcp://10.77.0.1/system`.
     pub uri: String,
     /// How the source hosts' daemons reach this one (peer-to-peer
@@ -100,6 +104,17 @@ pub struct VmSpec {
     /// A destination host pinned by the operator.
     #[serde(default)]
     pub destination: Option<String>,
+    /// The share of its pages that are zero (absent: what `evac plan`
+    /// measures, else 0).
+    #[serde(default)]
+    pub zero_fraction: Option<f64>,
+    /// The zstd ratio of its non-zero pages (absent: measured, else 1).
+    #[serde(default)]
+    pub compression_ratio: Option<f64>,
+    /// Memory dirtied at least once within each duration (absent:
+    /// measured).
+    #[serde(default)]
+    pub dirty_curve: Option<Vec<evac_model::DirtyPoint>>,
 }
 
 /// A running domain found on a source host.
@@ -159,15 +174,35 @@ impl Inventory {
                 .validate()
                 .map_err(|e| e.under(FieldPath::entry("host", i)))?;
         }
-        for (i, vm) in self.vms.iter().enumerate() {
-            evac_model::validate::check_name(&vm.name)
-                .map_err(|m| Invalid::new(FieldPath::entry("vm", i).key("name"), m))?;
+        for (i, spec) in self.vms.iter().enumerate() {
+            // The domain's own memory is known once found: the most a VM
+            // may have stands in for it, so that what the entry states is
+            // refused here, at its line.
+            let mut vm = Vm {
+                name: spec.name.clone(),
+                host: HostId(0),
+                memory: Bytes(1 << 50),
+                dirty_rate: BytesPerSec::ZERO,
+                working_set: Bytes::ZERO,
+                priority: spec.priority,
+                destination: None,
+                disk: Bytes::ZERO,
+                profile: evac_model::MemoryProfile::default(),
+            };
+            evac_run::inventory::stated_profile(
+                &mut vm,
+                spec.zero_fraction,
+                spec.compression_ratio,
+                spec.dirty_curve.as_deref(),
+            );
+            vm.validate().map_err(|e| e.under(FieldPath::entry("vm", i)))?;
         }
         Ok(())
     }
 
     fn host_model(&self, h: &HostSpec) -> Host {
         Host {
+            migration_cpus: h.migration_cpus,
             name: h.name.clone(),
             site: h.site,
             nic: h.nic,
@@ -242,7 +277,8 @@ impl Inventory {
                     self.hosts[host.0].name
                 ));
             }
-            vms.push(Vm {
+            let mut vm = Vm {
+                profile: evac_model::MemoryProfile::default(),
                 name: name.clone(),
                 host: *host,
                 memory: *memory,
@@ -253,7 +289,16 @@ impl Inventory {
                 destination: spec
                     .and_then(|s| s.destination.as_deref())
                     .and_then(|d| self.host_id(d)),
-            });
+            };
+            if let Some(spec) = spec {
+                evac_run::inventory::stated_profile(
+                    &mut vm,
+                    spec.zero_fraction,
+                    spec.compression_ratio,
+                    spec.dirty_curve.as_deref(),
+                );
+            }
+            vms.push(vm);
         }
         for spec in &self.vms {
             if !vms.iter().any(|v| v.name == spec.name) {

@@ -518,6 +518,7 @@ mod tests {
 
     fn fleet(memories: &[Bytes]) -> Fleet {
         let host = |name: &str, site, nic| Host {
+            migration_cpus: None,
             name: name.to_owned(),
             site,
             nic: BitsPerSec::gbps(nic),
@@ -533,6 +534,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, &memory)| Vm {
+                    profile: evac_model::MemoryProfile::default(),
                     name: format!("vm-{i}"),
                     host: evac_model::HostId(0),
                     memory,

@@ -10,12 +10,15 @@ use evac_model::{Bytes, Fleet, MigrationParams, Network, Site};
 use crate::Measured;
 
 /// `fleet` with each VM's measured memory, dirty rate and working set
-/// (`measured` in the fleet's VM order).
+/// (`measured` in the fleet's VM order); a dirty curve the inventory
+/// states is kept (the operator's word over a sample of seconds).
 pub fn with_measured(mut fleet: Fleet, measured: &[Measured]) -> Fleet {
     for (vm, m) in fleet.vms.iter_mut().zip(measured) {
         vm.memory = m.memory;
-        vm.dirty_rate = m.dirty_rate;
-        vm.working_set = m.working_set;
+        if vm.profile.dirty_curve.is_empty() {
+            vm.dirty_rate = m.dirty_rate;
+            vm.working_set = m.working_set;
+        }
     }
     fleet
 }
@@ -68,14 +71,37 @@ pub fn to_toml(
         if let Some(off) = host.power_off_at {
             let _ = writeln!(out, "power_off_at = \"{} ms\"", millis(off));
         }
+        if let Some(cpus) = host.migration_cpus {
+            let _ = writeln!(out, "migration_cpus = {cpus:?}");
+        }
     }
     for vm in &fleet.vms {
         let _ = writeln!(out, "\n[[vm]]");
         let _ = writeln!(out, "name = {}", toml_string(&vm.name));
         let _ = writeln!(out, "host = {}", toml_string(&fleet.host(vm.host).name));
         let _ = writeln!(out, "memory = \"{} B\"", vm.memory.0);
-        let _ = writeln!(out, "dirty_rate = \"{:.0} B/s\"", vm.dirty_rate.0);
-        let _ = writeln!(out, "working_set = \"{} B\"", vm.working_set.0);
+        if vm.profile.dirty_curve.is_empty() {
+            let _ = writeln!(out, "dirty_rate = \"{:.0} B/s\"", vm.dirty_rate.0);
+            let _ = writeln!(out, "working_set = \"{} B\"", vm.working_set.0);
+        } else {
+            let points: Vec<String> = vm
+                .profile
+                .dirty_curve
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{{ after = \"{} ms\", dirtied = \"{} B\" }}",
+                        millis(p.after),
+                        p.dirtied.0
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "dirty_curve = [{}]", points.join(", "));
+        }
+        // Exactly: `{:?}` writes the shortest text that reads back as the
+        // same f64.
+        let _ = writeln!(out, "zero_fraction = {:?}", vm.profile.zero_fraction);
+        let _ = writeln!(out, "compression_ratio = {:?}", vm.profile.compression_ratio);
         let _ = writeln!(out, "priority = {}", vm.priority);
         if vm.disk > Bytes::ZERO {
             let _ = writeln!(out, "disk = \"{} B\"", vm.disk.0);

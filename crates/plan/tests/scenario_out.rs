@@ -65,6 +65,21 @@ fn the_written_scenario_reads_back_as_the_fleet() {
     // A local disk copied with the migration (a libvirt fleet's) is written
     // too, to the byte.
     fleet.vms[1].disk = Bytes(21_474_836_481);
+    // And a memory profile: zero pages, a ratio, a dirty curve, a host's
+    // cores for compression, none of them round numbers.
+    fleet.vms[0].profile.zero_fraction = 0.6123456789;
+    fleet.vms[0].profile.compression_ratio = 2.0000001;
+    fleet.vms[1].set_dirty_curve(vec![
+        evac_model::DirtyPoint {
+            after: std::time::Duration::from_micros(125_500),
+            dirtied: Bytes(64_424_509),
+        },
+        evac_model::DirtyPoint {
+            after: std::time::Duration::from_secs(60),
+            dirtied: Bytes(1_000_000_001),
+        },
+    ]);
+    fleet.hosts[0].migration_cpus = Some(1.5);
     let network = inventory.network();
     let text = scenario::to_toml(
         &inventory.name,

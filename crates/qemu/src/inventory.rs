@@ -102,6 +102,10 @@ pub struct HostSpec {
     pub memory: Option<Bytes>,
     #[serde(default, with = "evac_model::units::human_duration::option")]
     pub power_off_at: Option<Duration>,
+    /// Source hosts: the cores it can give migrations for compression
+    /// (absent: as many as they want).
+    #[serde(default)]
+    pub migration_cpus: Option<f64>,
     /// Destination hosts: the address incoming migrations listen on.
     #[serde(default)]
     pub migration_address: Option<String>,
@@ -158,6 +162,17 @@ pub struct VmSpec {
     /// A destination host pinned by the operator.
     #[serde(default)]
     pub destination: Option<String>,
+    /// The share of its pages that are zero (absent: what `evac plan`
+    /// measures, else 0).
+    #[serde(default)]
+    pub zero_fraction: Option<f64>,
+    /// The zstd ratio of its non-zero pages (absent: measured, else 1).
+    #[serde(default)]
+    pub compression_ratio: Option<f64>,
+    /// Memory dirtied at least once within each duration (absent:
+    /// measured).
+    #[serde(default)]
+    pub dirty_curve: Option<Vec<evac_model::DirtyPoint>>,
 }
 
 fn one() -> u32 {
@@ -224,7 +239,15 @@ impl Inventory {
         if self.network.is_some() {
             self.network().validate()?;
         }
-        let stated: Vec<Bytes> = self.vms.iter().map(|vm| vm.memory.unwrap_or(Bytes(1))).collect();
+        // A stated dirty curve needs at least its last point's memory.
+        let stated: Vec<Bytes> = self
+            .vms
+            .iter()
+            .map(|vm| {
+                let curve = vm.dirty_curve.as_ref().and_then(|c| c.last()).map(|p| p.dirtied);
+                vm.memory.unwrap_or(curve.unwrap_or(Bytes(1)).max(Bytes(1)))
+            })
+            .collect();
         self.fleet(&stated).validate()
     }
 
@@ -306,6 +329,7 @@ impl Inventory {
             .hosts
             .iter()
             .map(|h| Host {
+                migration_cpus: h.migration_cpus,
                 name: h.name.clone(),
                 site: h.site,
                 nic: h.nic,
@@ -318,15 +342,25 @@ impl Inventory {
             .vms
             .iter()
             .zip(memory)
-            .map(|(vm, &memory)| Vm {
-                name: vm.name.clone(),
-                host: host_id(&vm.host),
-                memory,
-                dirty_rate: BytesPerSec::ZERO,
-                working_set: memory,
-                disk: Bytes::ZERO,
-                priority: vm.priority,
-                destination: vm.destination.as_deref().map(host_id),
+            .map(|(spec, &memory)| {
+                let mut vm = Vm {
+                    profile: evac_model::MemoryProfile::default(),
+                    name: spec.name.clone(),
+                    host: host_id(&spec.host),
+                    memory,
+                    dirty_rate: BytesPerSec::ZERO,
+                    working_set: memory,
+                    disk: Bytes::ZERO,
+                    priority: spec.priority,
+                    destination: spec.destination.as_deref().map(host_id),
+                };
+                evac_run::inventory::stated_profile(
+                    &mut vm,
+                    spec.zero_fraction,
+                    spec.compression_ratio,
+                    spec.dirty_curve.as_deref(),
+                );
+                vm
             })
             .collect();
         Fleet { hosts, vms }

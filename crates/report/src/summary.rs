@@ -338,6 +338,7 @@ mod tests {
 
     fn fleet() -> Fleet {
         let host = |name: &str, site, power_off: Option<u64>| Host {
+            migration_cpus: None,
             name: name.to_owned(),
             site,
             nic: BitsPerSec::gbps(10.0),
@@ -345,6 +346,7 @@ mod tests {
             power_off_at: power_off.map(Duration::from_secs),
         };
         let vm = |name: &str, host: usize, priority: u32| Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: name.to_owned(),
             host: HostId(host),
             memory: Bytes::gib(1),

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use evac_model::{BitsPerSec, Bytes, Network, Site};
+use evac_model::{BitsPerSec, Bytes, DirtyPoint, Network, Site, Vm};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -190,6 +190,27 @@ pub fn network(spec: Option<&NetworkSpec>, source_nics: impl IntoIterator<Item =
             tcp_window: Bytes::mib(4),
             wan_trace: Vec::new(),
         },
+    }
+}
+
+/// Sets what an inventory's `[[vm]]` states of its memory on `vm`: the
+/// share of zero pages, the compression ratio of the others and the dirty
+/// curve (each absent: the model's default, or what `evac plan` measures).
+/// The model's wall checks them with the rest of the VM.
+pub fn stated_profile(
+    vm: &mut Vm,
+    zero_fraction: Option<f64>,
+    compression_ratio: Option<f64>,
+    dirty_curve: Option<&[DirtyPoint]>,
+) {
+    if let Some(zero) = zero_fraction {
+        vm.profile.zero_fraction = zero;
+    }
+    if let Some(ratio) = compression_ratio {
+        vm.profile.compression_ratio = ratio;
+    }
+    if let Some(curve) = dirty_curve {
+        vm.set_dirty_curve(curve.to_vec());
     }
 }
 

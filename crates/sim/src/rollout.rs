@@ -140,6 +140,7 @@ mod tests {
 
     fn fleet() -> Fleet {
         let host = |name: &str, site, power_off_at| evac_model::Host {
+            migration_cpus: None,
             name: name.into(),
             site,
             nic: BitsPerSec(10e9),
@@ -147,6 +148,7 @@ mod tests {
             power_off_at,
         };
         let vm = |name: &str, gib: u64, priority| Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: name.into(),
             host: HostId(0),
             memory: Bytes::gib(gib),

@@ -13,6 +13,7 @@ const ONE: f64 = GIB * 8.0 / 1e9;
 
 fn host(name: &str, site: Site, power_off_at: Option<u64>) -> Host {
     Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -23,6 +24,7 @@ fn host(name: &str, site: Site, power_off_at: Option<u64>) -> Host {
 
 fn vm(name: &str, host: usize, dirty_rate: BytesPerSec) -> Vm {
     Vm {
+        profile: evac_model::MemoryProfile::default(),
         name: name.into(),
         host: HostId(host),
         memory: Bytes::gib(1),

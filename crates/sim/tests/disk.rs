@@ -13,6 +13,7 @@ const MIB: f64 = 1_048_576.0;
 
 fn host(name: &str, site: Site) -> Host {
     Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -23,6 +24,7 @@ fn host(name: &str, site: Site) -> Host {
 
 fn vm(name: &str, memory: Bytes, disk: Bytes, dirty_rate: BytesPerSec) -> Vm {
     Vm {
+        profile: evac_model::MemoryProfile::default(),
         name: name.into(),
         host: HostId(0),
         memory,

@@ -44,6 +44,7 @@ impl Controller for CancelOnce {
 #[test]
 fn a_cancelled_attempt_is_recorded_with_its_times() {
     let host = |name: &str, site| Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -53,6 +54,7 @@ fn a_cancelled_attempt_is_recorded_with_its_times() {
     let fleet = Fleet {
         hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],
         vms: vec![Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: "vm".into(),
             host: HostId(0),
             memory: Bytes::gib(1),

@@ -72,6 +72,7 @@ fn case() -> impl Strategy<Value = Case> {
                 .iter()
                 .enumerate()
                 .map(|(i, &(mbps, power_off_s))| Host {
+                    migration_cpus: None,
                     name: format!("src-{i}"),
                     site: Site::Source,
                     nic: BitsPerSec::mbps(mbps),
@@ -81,6 +82,7 @@ fn case() -> impl Strategy<Value = Case> {
                 .collect();
             let first_destination = hosts.len();
             hosts.extend(destinations.iter().enumerate().map(|(i, &mbps)| Host {
+                migration_cpus: None,
                 name: format!("dst-{i}"),
                 site: Site::Destination,
                 nic: BitsPerSec::mbps(mbps),
@@ -91,6 +93,7 @@ fn case() -> impl Strategy<Value = Case> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (host, pin, mib, dirty_mb, ws_mib, disk_mib))| Vm {
+                    profile: evac_model::MemoryProfile::default(),
                     name: format!("vm-{i}"),
                     host: HostId(host % sources.len()),
                     memory: Bytes::mib(mib),
@@ -204,6 +207,7 @@ fn both_regimes_occur() {
 fn wan_drop_by_hand() {
     let hosts = (0..3)
         .map(|i| Host {
+            migration_cpus: None,
             name: format!("src-{i}"),
             site: Site::Source,
             nic: BitsPerSec::gbps(1.0),
@@ -211,6 +215,7 @@ fn wan_drop_by_hand() {
             power_off_at: None,
         })
         .chain(std::iter::once(Host {
+            migration_cpus: None,
             name: "dst".into(),
             site: Site::Destination,
             nic: BitsPerSec::gbps(10.0),
@@ -220,6 +225,7 @@ fn wan_drop_by_hand() {
         .collect();
     let vms = (0..3)
         .map(|i| Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: format!("vm-{i}"),
             host: HostId(i),
             memory: Bytes(1_000_000_000),

@@ -12,6 +12,7 @@ use evac_outcome::{reason, Outcome, MAX_TIMELINE_POINTS};
 
 fn fleet(memory: Bytes) -> Fleet {
     let host = |name: &str, site| Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -21,6 +22,7 @@ fn fleet(memory: Bytes) -> Fleet {
     Fleet {
         hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],
         vms: vec![Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: "vm".into(),
             host: HostId(0),
             memory,

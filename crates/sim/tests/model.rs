@@ -12,6 +12,7 @@ const GIB: f64 = 1073741824.0;
 
 fn host(name: &str, site: Site, nic: BitsPerSec) -> Host {
     Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic,
@@ -22,6 +23,7 @@ fn host(name: &str, site: Site, nic: BitsPerSec) -> Host {
 
 fn vm(name: &str, host: usize, memory: Bytes, dirty_rate: BytesPerSec) -> Vm {
     Vm {
+        profile: evac_model::MemoryProfile::default(),
         name: name.into(),
         host: HostId(host),
         memory,

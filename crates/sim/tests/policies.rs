@@ -11,6 +11,7 @@ use evac_outcome::{Outcome, RunResult, VmRecord};
 
 fn host(name: &str, site: Site, nic: BitsPerSec) -> Host {
     Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic,
@@ -37,6 +38,7 @@ fn fleet_of(counts: &[usize], sizes_gib: &[u64], dirty_rate: BytesPerSec) -> Fle
         for i in 0..count {
             let memory = Bytes::gib(sizes_gib[vms.len() % sizes_gib.len()]);
             vms.push(Vm {
+                profile: evac_model::MemoryProfile::default(),
                 name: format!("vm-{h}-{i}"),
                 host: HostId(h),
                 memory,

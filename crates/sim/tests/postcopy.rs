@@ -16,6 +16,7 @@ const RATE: f64 = 125e6;
 
 fn fleet(power_off_at: Option<Duration>) -> Fleet {
     let host = |name: &str, site, power_off_at| Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -29,6 +30,7 @@ fn fleet(power_off_at: Option<Duration>) -> Fleet {
         ],
         // 1 GiB dirtying 100 MB/s of a 256 MiB working set.
         vms: vec![Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: "busy".into(),
             host: HostId(0),
             memory: Bytes::gib(1),

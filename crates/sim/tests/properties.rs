@@ -36,6 +36,7 @@ fn case() -> impl Strategy<Value = Case> {
         .prop_map(|(vms, trace, channels, rtt_ms, policy, power_off_s, cap_mbps)| {
             let mut hosts: Vec<Host> = (0..3)
                 .map(|i| Host {
+                    migration_cpus: None,
                     name: format!("src-{i}"),
                     site: Site::Source,
                     nic: BitsPerSec::mbps(500.0 + 500.0 * i as f64),
@@ -45,6 +46,7 @@ fn case() -> impl Strategy<Value = Case> {
                 .collect();
             hosts[0].power_off_at = power_off_s.map(Duration::from_secs);
             hosts.push(Host {
+                migration_cpus: None,
                 name: "dst".into(),
                 site: Site::Destination,
                 nic: BitsPerSec::gbps(10.0),
@@ -55,6 +57,7 @@ fn case() -> impl Strategy<Value = Case> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (host, mib, dirty_mb, ws_mib))| Vm {
+                    profile: evac_model::MemoryProfile::default(),
                     name: format!("vm-{i}"),
                     host: HostId(host),
                     memory: Bytes::mib(mib),

@@ -12,6 +12,7 @@ use evac_outcome::Outcome;
 
 fn fleet(power_off_at: Option<Duration>, sizes_mib: &[u64]) -> Fleet {
     let host = |name: &str, site, power_off_at| Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -27,6 +28,7 @@ fn fleet(power_off_at: Option<Duration>, sizes_mib: &[u64]) -> Fleet {
             .iter()
             .enumerate()
             .map(|(i, &mib)| Vm {
+                profile: evac_model::MemoryProfile::default(),
                 name: format!("vm-{i}"),
                 host: HostId(0),
                 memory: Bytes::mib(mib),

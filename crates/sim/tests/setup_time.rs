@@ -8,6 +8,7 @@ use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationP
 
 fn host(name: &str, site: Site) -> Host {
     Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -18,6 +19,7 @@ fn host(name: &str, site: Site) -> Host {
 
 fn vm(name: &str, memory: Bytes, dirty_rate: BytesPerSec) -> Vm {
     Vm {
+        profile: evac_model::MemoryProfile::default(),
         name: name.into(),
         host: HostId(0),
         memory,
