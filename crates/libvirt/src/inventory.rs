@@ -498,6 +498,35 @@ migration_address = "10.77.0.2"
         );
     }
 
+    /// A `[[vm]]`'s memory profile: taken into the fleet, refused at its
+    /// line in the scenario's words.
+    #[test]
+    fn a_stated_memory_profile_is_the_vms() {
+        let vm = "[[vm]]\nname = \"db\"\nzero_fraction = 0.5\ncompression_ratio = 3\n\
+                  dirty_curve = [{ after = \"1 s\", dirtied = \"64 MiB\" }]\n";
+        let inv = parse(&format!("{ISSUE}{vm}")).unwrap();
+        let fleet = inv.fleet(&[found("db", Bytes::gib(2))]).unwrap();
+        let db = &fleet.vms[0];
+        assert_eq!(
+            (db.profile.zero_fraction, db.profile.compression_ratio),
+            (0.5, 3.0)
+        );
+        assert_eq!(db.working_set, Bytes::mib(64));
+        assert_eq!(db.dirty_rate, BytesPerSec(67_108_864.0));
+        // Line 19 is the ratio (ISSUE has 16 lines).
+        assert_eq!(
+            parse(&format!("{ISSUE}{}", vm.replace("ratio = 3", "ratio = 0.9"))).unwrap_err(),
+            "fleet.toml:19: field `compression_ratio` of [[vm]] \"db\": 0.9 is not a compression ratio \
+             (bytes over compressed bytes); give one within 1 ..= 1000, 1 for memory that does not compress"
+        );
+        // A curve beyond the domain's memory is refused once it is found.
+        let err = inv.fleet(&[found("db", Bytes::mib(32))]).unwrap_err();
+        assert!(
+            err.contains("dirty_curve[0].dirtied") && err.contains("32 MiB"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn domains_found_go_through_the_same_wall() {
         let inv = parse(ISSUE).unwrap();

@@ -48,8 +48,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::units::MAX_DURATION;
 use crate::memory::{MAX_COMPRESSION_RATIO, MAX_DIRTY_CURVE_POINTS};
+use crate::units::MAX_DURATION;
 use crate::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, Vm};
 
 /// One step into a document: a key of a table or an index into an array.
@@ -422,7 +422,9 @@ impl MigrationParams {
         if !(rate.is_finite() && rate > 0.0 && rate <= MAX_BYTE_RATE) {
             return Err(Invalid::new(
                 at("zstd_rate_per_core"),
-                format!("{rate} B/s per core is not within 1 B/s ..= 125000 GB/s; give a rate like \"250 MB/s\""),
+                format!(
+                    "{rate} B/s per core is not within 1 B/s ..= 125000 GB/s; give a rate like \"250 MB/s\""
+                ),
             ));
         }
         Ok(())
@@ -588,10 +590,7 @@ impl Vm {
             if pt.dirtied > self.memory {
                 return Err(Invalid::new(
                     point(i, "dirtied"),
-                    format!(
-                        "{} is more than the VM's {} of memory",
-                        pt.dirtied, self.memory
-                    ),
+                    format!("{} is more than the VM's {} of memory", pt.dirtied, self.memory),
                 ));
             }
         }

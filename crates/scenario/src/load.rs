@@ -8,7 +8,8 @@ use std::path::Path;
 
 use evac_model::validate::Step;
 use evac_model::{
-    Bytes, BytesPerSec, DirtyPoint, Fleet, Host, HostId, Invalid, MemoryProfile, Network, Site, TracePoint, Vm,
+    Bytes, BytesPerSec, DirtyPoint, Fleet, Host, HostId, Invalid, MemoryProfile, Network, Site, TracePoint,
+    Vm,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -680,7 +681,9 @@ impl Checker<'_> {
                 profile: MemoryProfile::default(),
             };
             let shares = (
-                raw.zero_fraction.as_ref().map(|spec| spec.sample(&mut zero_rng).0),
+                raw.zero_fraction
+                    .as_ref()
+                    .map(|spec| spec.sample(&mut zero_rng).0),
                 raw.compression_ratio
                     .as_ref()
                     .map(|spec| spec.sample(&mut ratio_rng).0),

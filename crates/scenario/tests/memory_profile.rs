@@ -108,7 +108,9 @@ dirty_curve = [{ after = "1 s", dirtied = "1 GiB" }]
     let zero: Vec<f64> = s.fleet.vms.iter().map(|v| v.profile.zero_fraction).collect();
     assert!(zero.iter().all(|z| (0.2..=0.8).contains(z)), "{zero:?}");
     // Rounded to thousandths.
-    assert!(zero.iter().all(|z| ((z * 1000.0).round() - z * 1000.0).abs() < 1e-9));
+    assert!(zero
+        .iter()
+        .all(|z| ((z * 1000.0).round() - z * 1000.0).abs() < 1e-9));
     assert!(zero.iter().any(|&z| z != zero[0]), "all drew {}", zero[0]);
     let ratios: Vec<f64> = s.fleet.vms.iter().map(|v| v.profile.compression_ratio).collect();
     assert!(ratios.contains(&1.0) && ratios.contains(&3.0), "{ratios:?}");
