@@ -207,6 +207,18 @@ impl Vm {
         dirtied.min(self.memory.as_f64())
     }
 
+    /// The fewest bytes any migration of the VM puts on the wire: its
+    /// local disks and one pass of its memory, compressed or not,
+    /// whichever is less (what lower bounds count; the CPU's cap, which
+    /// only slows compression, is left out).
+    pub fn least_wire_bytes(&self) -> f64 {
+        let per_byte = self
+            .profile
+            .first_pass_wire_per_byte(false)
+            .min(self.profile.first_pass_wire_per_byte(true));
+        self.disk.as_f64() + self.memory.as_f64() * per_byte
+    }
+
     /// After how many seconds [`Vm::dirtied_within`] reaches its most (the
     /// working set): a round at least this long dirties all of it.
     pub fn saturated_after(&self) -> f64 {
