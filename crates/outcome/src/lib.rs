@@ -580,12 +580,18 @@ mod tests {
         f.vms[0].profile.zero_fraction = 0.5;
         f.vms[0].profile.compression_ratio = 4.0;
         let bounds = lower_bounds(&f, &network(vec![]));
-        assert!((bounds.total.as_secs_f64() - 1.091567616).abs() < 1e-9, "{bounds:?}");
+        assert!(
+            (bounds.total.as_secs_f64() - 1.091567616).abs() < 1e-9,
+            "{bounds:?}"
+        );
         assert!((bounds.mean_migration.as_secs_f64() - 2.183135232).abs() < 1e-9);
         // Nothing compresses: the zero pages alone, 538,050,560 B.
         f.vms[0].profile.compression_ratio = 1.0;
         let bounds = lower_bounds(&f, &network(vec![]));
-        assert!((bounds.total.as_secs_f64() - 4.30440448).abs() < 1e-9, "{bounds:?}");
+        assert!(
+            (bounds.total.as_secs_f64() - 4.30440448).abs() < 1e-9,
+            "{bounds:?}"
+        );
     }
 
     #[test]

@@ -122,6 +122,13 @@ fn rest_of(situation: &Situation<'_>, waiting: &[VmId]) -> Fleet {
             memory: left,
             working_set: vm.working_set.min(left),
             disk: Bytes(0),
+            // Its remaining bytes are the wire's already (zero pages and
+            // compression counted): sent as they are; the guest dirties as
+            // it does.
+            profile: evac_model::MemoryProfile {
+                dirty_curve: vm.profile.dirty_curve.clone(),
+                ..evac_model::MemoryProfile::default()
+            },
             ..vm.clone()
         }
     });

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
 use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm,
+    BitsPerSec, Bytes, BytesPerSec, Compression, Fleet, Host, HostId, MigrationParams, Mode, Network, Site,
+    TracePoint, Vm,
 };
 use evac_outcome::RunResult;
 use evac_sim::{simulate_with_solver, Solver, SolverStats};
@@ -35,6 +36,8 @@ fn case() -> impl Strategy<Value = Case> {
     let source = (
         prop::sample::select(vec![100.0, 300.0, 1000.0, 10_000.0]),
         prop::option::of(5u64..300),
+        // Quarters of a core for compressing migrations.
+        prop::option::of(1u32..8),
     );
     let vm = (
         0usize..4,
@@ -43,6 +46,8 @@ fn case() -> impl Strategy<Value = Case> {
         0u32..40,
         8u64..512,
         prop::sample::select(vec![0u64, 0, 0, 300]),
+        // Percent of zero pages, compression ratio in tenths.
+        (0u32..90, 10u32..40),
     );
     let params = (
         1u32..5,
@@ -50,6 +55,7 @@ fn case() -> impl Strategy<Value = Case> {
         prop::sample::select(vec![Mode::Live, Mode::Live, Mode::Offline, Mode::Postcopy]),
         prop::sample::select(vec![0u64, 0, 500, 2000]),
         1u32..12,
+        prop::sample::select(vec![Compression::None, Compression::Zstd, Compression::Auto]),
     );
     (
         prop::collection::vec(source, 1..5),
@@ -67,12 +73,12 @@ fn case() -> impl Strategy<Value = Case> {
         prop::sample::select(PolicyKind::ALL.to_vec()),
     )
         .prop_map(|(sources, destinations, vms, wan_mbps, trace, params, policy)| {
-            let (channels, cap_mbps, mode, setup_ms, max_rounds) = params;
+            let (channels, cap_mbps, mode, setup_ms, max_rounds, compression) = params;
             let mut hosts: Vec<Host> = sources
                 .iter()
                 .enumerate()
-                .map(|(i, &(mbps, power_off_s))| Host {
-                    migration_cpus: None,
+                .map(|(i, &(mbps, power_off_s, quarter_cpus))| Host {
+                    migration_cpus: quarter_cpus.map(|q| f64::from(q) / 4.0),
                     name: format!("src-{i}"),
                     site: Site::Source,
                     nic: BitsPerSec::mbps(mbps),
@@ -92,18 +98,24 @@ fn case() -> impl Strategy<Value = Case> {
             let vms = vms
                 .into_iter()
                 .enumerate()
-                .map(|(i, (host, pin, mib, dirty_mb, ws_mib, disk_mib))| Vm {
-                    profile: evac_model::MemoryProfile::default(),
-                    name: format!("vm-{i}"),
-                    host: HostId(host % sources.len()),
-                    memory: Bytes::mib(mib),
-                    dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
-                    working_set: Bytes::mib(ws_mib.min(mib)),
-                    disk: Bytes::mib(disk_mib),
-                    priority: 1 + (i % 3) as u32,
-                    // Some pinned to a destination (so that one NIC can bind).
-                    destination: (pin == 0).then_some(HostId(first_destination)),
-                })
+                .map(
+                    |(i, (host, pin, mib, dirty_mb, ws_mib, disk_mib, (zero_pct, ratio_tenths)))| Vm {
+                        profile: evac_model::MemoryProfile {
+                            zero_fraction: f64::from(zero_pct) / 100.0,
+                            compression_ratio: f64::from(ratio_tenths) / 10.0,
+                            dirty_curve: Vec::new(),
+                        },
+                        name: format!("vm-{i}"),
+                        host: HostId(host % sources.len()),
+                        memory: Bytes::mib(mib),
+                        dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
+                        working_set: Bytes::mib(ws_mib.min(mib)),
+                        disk: Bytes::mib(disk_mib),
+                        priority: 1 + (i % 3) as u32,
+                        // Some pinned to a destination (so that one NIC can bind).
+                        destination: (pin == 0).then_some(HostId(first_destination)),
+                    },
+                )
                 .collect();
             let mut at = 0;
             let wan_trace = trace
@@ -130,6 +142,7 @@ fn case() -> impl Strategy<Value = Case> {
                     max_bandwidth: cap_mbps.map(BitsPerSec::mbps),
                     setup_time: Duration::from_millis(setup_ms),
                     max_rounds,
+                    compression,
                     ..MigrationParams::default()
                 },
                 policy,

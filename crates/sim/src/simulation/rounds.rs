@@ -170,10 +170,11 @@ impl Simulation<'_> {
                     flow.paused_at = Some(now);
                 } else {
                     flow.round += 1;
-                    if may_chain && flow.fluid && dirtied == working_set && working_set > 0.0 && !compressed {
-                        let ws_wire = working_set * flow.resend_wire;
+                    let ws_wire = working_set * flow.resend_wire;
+                    if may_chain && flow.fluid && dirtied == working_set && working_set > 0.0 {
+                        let recapped = compressed && was_first && self.recap_compressors(source);
                         self.try_chain(vm, spec.saturated_after(), ws_wire);
-                        return false;
+                        return recapped;
                     }
                 }
                 // From the first pass to re-sent pages: the CPU a wire byte
