@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use evac_plan::triage::PlanJson;
@@ -13,8 +12,7 @@ use evac_report::readable::{hms, seconds};
 
 pub fn plan(
     inventory: &Path,
-    sample: Duration,
-    long: Duration,
+    how: &evac_plan::live::Reading,
     scenario_out: Option<&Path>,
     json: Option<&Path>,
 ) -> Result<()> {
@@ -22,12 +20,10 @@ pub fn plan(
     let say = |line: &str| crate::output::say(line);
     let live = runtime.block_on(async {
         match crate::run::load(inventory)? {
-            crate::run::Inventory::Qemu(inventory) => {
-                evac_plan::live::qemu(&inventory, sample, long, &say).await
-            }
+            crate::run::Inventory::Qemu(inventory) => evac_plan::live::qemu(&inventory, how, &say).await,
             #[cfg(feature = "libvirt")]
             crate::run::Inventory::Libvirt(inventory) => {
-                evac_plan::live::libvirt(&inventory, sample, long, &say).await
+                evac_plan::live::libvirt(&inventory, how, &say).await
             }
         }
     })?;
@@ -38,6 +34,7 @@ pub fn plan(
         network_stated,
         migration,
         controller,
+        measured,
     } = live;
     // The measured fleet through the same wall as any scenario's.
     network
@@ -68,14 +65,30 @@ pub fn plan(
         }
     );
     out!("measured:");
-    for vm in &fleet.vms {
-        out!(
-            "  {}: {} memory, dirtying {} of a {} working set",
-            vm.name,
-            vm.memory,
-            vm.dirty_rate,
-            vm.working_set
-        );
+    for (i, vm) in fleet.vms.iter().enumerate() {
+        let content = match measured.get(i).and_then(|m| m.content) {
+            Some(c) => format!(
+                "; {:.1} % zero pages (± {:.1}), the rest compressing {:.2}:1 (± {:.2}), from {} pages",
+                100.0 * c.zero_fraction,
+                100.0 * c.zero_fraction_stderr,
+                c.compression_ratio,
+                c.compression_ratio_stderr,
+                c.pages_sampled
+            ),
+            None => String::new(),
+        };
+        let dirtying = if vm.profile.dirty_curve.is_empty() {
+            format!("dirtying {} of a {} working set", vm.dirty_rate, vm.working_set)
+        } else {
+            let points: Vec<String> = vm
+                .profile
+                .dirty_curve
+                .iter()
+                .map(|p| format!("{} within {}", p.dirtied, evac_model::format_duration(p.after)))
+                .collect();
+            format!("dirtying {}", points.join(", "))
+        };
+        out!("  {}: {} memory, {dirtying}{content}", vm.name, vm.memory);
     }
     out!("\n| policy | migrated | priority | total |");
     out!("|---|---:|---:|---:|");
@@ -148,8 +161,8 @@ pub fn plan(
         ));
     }
     if let Some(path) = json {
-        let doc =
-            serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet)).context("serializing the plan")?;
+        let doc = serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet, &measured))
+            .context("serializing the plan")?;
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         crate::output::say(&format!("wrote {}", path.display()));
     }

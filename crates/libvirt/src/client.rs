@@ -244,6 +244,36 @@ pub async fn dirty_rate(
     }
 }
 
+/// `size` bytes (at most 64 KiB) of the guest-physical memory of `domain`
+/// on the host at `conn`, from `start` (`virDomainMemoryPeek`): `evac plan`
+/// samples what the guest's memory holds. Read while the guest runs.
+pub async fn peek(
+    conn: &Arc<Conn>,
+    domain: &str,
+    start: u64,
+    size: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
+    let (conn, domain) = (conn.clone(), domain.to_owned());
+    call(timeout, move || {
+        let dom = Domain::lookup_by_name(&conn.0, &domain)?;
+        Ok(crate::raw::memory_peek(&dom, start, size)?)
+    })
+    .await
+}
+
+/// Whether `domain` on the host at `conn` is a `q35` machine (else `pc`):
+/// where QEMU maps its RAM above 4 GiB depends on it.
+pub async fn is_q35(conn: &Arc<Conn>, domain: &str, timeout: Duration) -> Result<bool, ClientError> {
+    let (conn, domain) = (conn.clone(), domain.to_owned());
+    call(timeout, move || {
+        let dom = Domain::lookup_by_name(&conn.0, &domain)?;
+        let xml = dom.get_xml_desc(0)?;
+        Ok(crate::xml::machine(&xml).is_some_and(|m| m.contains("q35")))
+    })
+    .await
+}
+
 /// libvirt's record of a domain's last completed migration, read on the
 /// host it arrived at.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -179,3 +179,24 @@ pub fn dirty_rate(dom: &Domain) -> Result<DirtyRate, Error> {
     }
     Ok(rate)
 }
+
+/// `virDomainMemoryPeek` of guest-physical memory: `size` bytes (at most
+/// 64 KiB, libvirt's limit) from `start`.
+pub fn memory_peek(dom: &Domain, start: u64, size: usize) -> Result<Vec<u8>, Error> {
+    let mut buffer = vec![0u8; size];
+    // SAFETY: `dom` is valid; `buffer` holds `size` bytes for libvirt to
+    // fill.
+    let ret = unsafe {
+        sys::virDomainMemoryPeek(
+            dom.as_ptr(),
+            start,
+            size,
+            buffer.as_mut_ptr().cast(),
+            sys::VIR_MEMORY_PHYSICAL,
+        )
+    };
+    if ret < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(buffer)
+}

@@ -34,6 +34,7 @@
 
 pub mod live;
 pub mod measure;
+pub mod sample;
 pub mod scenario;
 pub mod triage;
 

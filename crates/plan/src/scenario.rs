@@ -9,15 +9,39 @@ use evac_model::{Bytes, Fleet, MigrationParams, Network, Site};
 
 use crate::Measured;
 
-/// `fleet` with each VM's measured memory, dirty rate and working set
-/// (`measured` in the fleet's VM order); a dirty curve the inventory
-/// states is kept (the operator's word over a sample of seconds).
-pub fn with_measured(mut fleet: Fleet, measured: &[Measured]) -> Fleet {
-    for (vm, m) in fleet.vms.iter_mut().zip(measured) {
+/// What an inventory states of a VM's memory itself (it wins over what
+/// `evac plan` measures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stated {
+    pub zero_fraction: bool,
+    pub compression_ratio: bool,
+}
+
+/// `fleet` with each VM's measured memory, dirtying (a dirty curve when the
+/// samples found a working set, else the short form) and content
+/// (`measured` in the fleet's VM order); what the inventory states
+/// (`stated`, and a stated dirty curve) is kept: the operator's word over a
+/// sample of seconds.
+pub fn with_measured(mut fleet: Fleet, measured: &[Measured], stated: &[Stated]) -> Fleet {
+    for (i, (vm, m)) in fleet.vms.iter_mut().zip(measured).enumerate() {
+        let stated = stated.get(i).copied().unwrap_or_default();
         vm.memory = m.memory;
         if vm.profile.dirty_curve.is_empty() {
-            vm.dirty_rate = m.dirty_rate;
-            vm.working_set = m.working_set;
+            match m.dirty_curve() {
+                Some(curve) => vm.set_dirty_curve(curve),
+                None => {
+                    vm.dirty_rate = m.dirty_rate;
+                    vm.working_set = m.working_set;
+                }
+            }
+        }
+        if let Some(content) = &m.content {
+            if !stated.zero_fraction {
+                vm.profile.zero_fraction = content.zero_fraction;
+            }
+            if !stated.compression_ratio {
+                vm.profile.compression_ratio = content.compression_ratio;
+            }
         }
     }
     fleet
