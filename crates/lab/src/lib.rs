@@ -231,6 +231,121 @@ enum Ram<'a> {
     Marker(&'a [u8]),
     /// Anonymous memory (`memory-backend-ram`), zero until the guest writes.
     Anonymous,
+    /// A shared file whose pages are zero, text-like or random ([`Mix`]).
+    Mixed(Mix),
+}
+
+/// What a lab guest's RAM holds, page by page: a share of zero pages, a
+/// share of text-like pages (words and spaces, which zstd shrinks about
+/// fourfold), the rest random bytes (which it cannot shrink). Which page is
+/// which is drawn from a hash of its index ([`Mix::kind`]), so a test knows
+/// the truth page by page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mix {
+    pub zero: f64,
+    pub text: f64,
+}
+
+/// A page of a [`Mix`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageKind {
+    Zero,
+    Text,
+    Random,
+}
+
+impl Mix {
+    /// The kind of page `index` (the 4 KiB page at byte `index × 4096` of
+    /// the RAM file).
+    pub fn kind(&self, index: u64) -> PageKind {
+        let u = (splitmix(index) >> 11) as f64 / (1u64 << 53) as f64;
+        if u < self.zero {
+            PageKind::Zero
+        } else if u < self.zero + self.text {
+            PageKind::Text
+        } else {
+            PageKind::Random
+        }
+    }
+
+    /// Page `index`'s 4096 bytes.
+    pub fn page(&self, index: u64, out: &mut [u8; 4096]) {
+        const WORDS: [&str; 32] = [
+            "the",
+            "evacuation",
+            "of",
+            "a",
+            "data",
+            "center",
+            "moves",
+            "every",
+            "virtual",
+            "machine",
+            "over",
+            "wide",
+            "area",
+            "network",
+            "before",
+            "power",
+            "runs",
+            "out",
+            "and",
+            "memory",
+            "pages",
+            "are",
+            "sent",
+            "in",
+            "rounds",
+            "while",
+            "guest",
+            "keeps",
+            "writing",
+            "to",
+            "them",
+            "again",
+        ];
+        let mut x = splitmix(index ^ 0x9e37_79b9_7f4a_7c15);
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        match self.kind(index) {
+            PageKind::Zero => out.fill(0),
+            PageKind::Random => {
+                for chunk in out.chunks_mut(8) {
+                    chunk.copy_from_slice(&next().to_le_bytes());
+                }
+            }
+            PageKind::Text => {
+                let mut at = 0;
+                while at < out.len() {
+                    let r = next();
+                    let word = WORDS[(r % 32) as usize].as_bytes();
+                    for &b in word.iter().chain(if r & 0x700 == 0 { b"\n" } else { b" " }) {
+                        if at < out.len() {
+                            out[at] = b;
+                            at += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many of the first `pages` pages are zero pages.
+    pub fn zero_pages(&self, pages: u64) -> u64 {
+        (0..pages).filter(|&i| self.kind(i) == PageKind::Zero).count() as u64
+    }
+}
+
+/// SplitMix64's output for `x`: a well-mixed 64-bit hash.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A source VM started by the lab.
@@ -291,6 +406,19 @@ impl Lab {
             ));
         }
         self.start(name, mib, netns, None, Ram::Marker(marker))
+    }
+
+    /// [`Lab::start_vm_in`] with RAM of `mix`'s zero, text-like and random
+    /// pages, written before QEMU starts (the guest, idle, leaves them be
+    /// but for the few pages its firmware writes below 1 MiB).
+    pub fn start_mixed_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        mix: Mix,
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        self.start(name, mib, netns, None, Ram::Mixed(mix))
     }
 
     /// Starts a VM like [`Lab::start_vm`] whose guest dirties memory: it
@@ -370,6 +498,21 @@ impl Lab {
     ) -> std::io::Result<LabVm> {
         let backend = match ram {
             Ram::Anonymous => format!("memory-backend-ram,id=mem,size={mib}M"),
+            Ram::Mixed(mix) => {
+                let mem = self.dir.join(format!("{name}.mem"));
+                let mut file = std::io::BufWriter::new(std::fs::File::create(&mem)?);
+                let mut page = [0u8; 4096];
+                for index in 0..mib * 256 {
+                    mix.page(index, &mut page);
+                    file.write_all(&page)?;
+                }
+                file.flush()?;
+                drop(file);
+                format!(
+                    "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
+                    mem.display()
+                )
+            }
             Ram::Random | Ram::Marker(_) => {
                 let mem = self.dir.join(format!("{name}.mem"));
                 let mut file = std::fs::File::create(&mem)?;
