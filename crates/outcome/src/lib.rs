@@ -87,6 +87,11 @@ pub struct VmRecord {
     /// The TCP connections of its last migration; absent if never started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u32>,
+    /// Whether its last migration compressed its pages (`zstd`) or not
+    /// (`none`), as chosen for it (`auto` resolved); absent if never
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<evac_model::Compression>,
     /// The controller's account of it, oldest first: when and why it was
     /// started and with what, deferred, switched, cancelled or given up
     /// (the `deadline` planner's; absent for a policy that does not
@@ -112,6 +117,7 @@ impl VmRecord {
     /// by the driver, unless a migration of it completes.
     pub fn unmoved(name: String, host: String) -> Self {
         Self {
+            compression: None,
             name,
             host,
             destination: None,
@@ -598,6 +604,7 @@ mod tests {
     fn metrics_by_hand() {
         let fleet = fleet(&[Bytes(1_000_000_000), Bytes(1_000_000_000), Bytes(500_000_000)]);
         let record = |name: &str, start: f64, end: f64| VmRecord {
+            compression: None,
             name: name.to_owned(),
             host: "src".into(),
             destination: Some("dst".into()),

@@ -383,6 +383,7 @@ mod tests {
 
     fn migrated(name: &str, host: &str, start: f64, end: f64) -> VmRecord {
         VmRecord {
+            compression: None,
             name: name.into(),
             host: host.into(),
             destination: Some("dst".into()),

@@ -713,6 +713,7 @@ impl<B: Backend> Driver<B> {
         run.attempts = attempt;
         run.record.mode = Some(params.mode);
         run.record.connections = Some(params.multifd_channels.max(1));
+        run.record.compression = Some(params.compression);
         run.state = State::Flying(Box::new(Flight {
             handle,
             attempt,

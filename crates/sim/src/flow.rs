@@ -190,6 +190,8 @@ pub(crate) struct VmProgress {
     /// Its last attempt's mode (as switched) and connections.
     pub(crate) mode: Option<Mode>,
     pub(crate) connections: Option<u32>,
+    /// Whether its last attempt compressed.
+    pub(crate) compressed: Option<bool>,
     /// Bytes sent over all attempts.
     pub(crate) sent: f64,
     pub(crate) migrated: bool,

@@ -148,10 +148,13 @@ fn auto_compresses_only_when_that_is_faster() {
     let f = fleet(None, vec![vm("half-zero", profile(0.5, 2.0))]);
     let r = run(&f, 1.0, Compression::Auto, PolicyKind::Sequential);
     close(r.vms[0].migration_time_s.unwrap(), 2.16530944);
+    // The result says what was chosen.
+    assert_eq!(r.vms[0].compression, Some(Compression::Zstd));
     // Half a core: compressed would take 10.74 s, plain 4.30 s.
     let f = fleet(Some(0.5), vec![vm("half-zero", profile(0.5, 2.0))]);
     let r = run(&f, 1.0, Compression::Auto, PolicyKind::Sequential);
     close(r.vms[0].migration_time_s.unwrap(), 4.30440448);
+    assert_eq!(r.vms[0].compression, Some(Compression::None));
     // Nothing compresses (ratio 1): zstd only adds headers, 2^18 pages of
     // 4104 B, 1,075,838,976 B at 125 MB/s (8.606711808 s); auto sends
     // 2^30 B (8.589934592 s).

@@ -236,6 +236,7 @@ impl Simulation<'_> {
         progress.start = Some(self.now);
         progress.mode = Some(params.mode);
         progress.connections = Some(params.multifd_channels.max(1));
+        progress.compressed = Some(compressed);
         self.slot[vm.0] = Some(self.flows.len());
         self.flows.push(Flow {
             vm,
