@@ -235,7 +235,7 @@ fn a_mistyped_grid_factor_or_field_gets_the_closest_one() {
     assert_eq!(
         refused(&["sweep"], "name = \"g\"\n[factors]\nwan_rt = [\"5 ms\"]\n"),
         "error: FILE:3: factor `wan_rt`: unknown factor; expected one of policy, wan_bandwidth, wan_rtt, \
-         tcp_window, multifd_channels, memory, dirty_rate, mode, trace, order, max_in_flight, \
+         tcp_window, connections, memory, dirty_rate, mode, trace, order, max_in_flight, \
          max_in_flight_per_host, power_off_scale; did you mean `wan_rtt`?\n"
     );
     assert_eq!(

@@ -34,6 +34,19 @@ pub enum Retune {
     AutoConverge(bool),
 }
 
+impl Retune {
+    /// The migration's parameters with this change: the one place a retune
+    /// is applied (the simulator's flows and the run loop's attempts both
+    /// keep their parameters by it).
+    pub fn apply(self, params: &mut MigrationParams) {
+        match self {
+            Retune::MaxBandwidth(cap) => params.max_bandwidth = cap,
+            Retune::DowntimeLimit(limit) => params.downtime_limit = limit,
+            Retune::AutoConverge(on) => params.auto_converge = on,
+        }
+    }
+}
+
 /// When a controller next needs to be consulted if nothing happens in the
 /// meantime (no migration ends, no host loses power): its own clock, as
 /// quinn-proto's `poll_timeout` is a connection's.

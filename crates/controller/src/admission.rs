@@ -1,12 +1,12 @@
 //! How many migrations to run, where, and with how many connections: as
 //! few as fill the path.
 //!
-//! Each migration can carry at most its connections' cap (`channels ×
+//! Each migration can carry at most its connections' cap (`connections ×
 //! window / RTT`) and, with the others on its host, its NIC. [`fill`] walks
 //! the VMs in the plan's order and starts the next one only while what is
 //! in flight cannot fill the target (the WAN's peak, with a margin): a
 //! migration's connections are sized to the room left (`ceil(room / per
-//! connection)`, at least the scenario's count, at most [`MAX_CHANNELS`]),
+//! connection)`, at least the scenario's count, at most [`MAX_CONNECTIONS`]),
 //! so one migration fills a WAN its NIC can fill, and a NIC that is already
 //! full gets no second migration: it would only split the NIC, lengthening
 //! both migrations for no more throughput.
@@ -16,11 +16,14 @@
 //! start does: each step starts only because the migrations in flight were
 //! all held by their own caps, never blindly.
 
-use evac_model::{HostId, VmId};
+use evac_model::{Connections, HostId, VmId};
 
 /// The most parallel connections one migration gets: each costs the source
 /// a share of a core for multifd.
-pub const MAX_CHANNELS: u32 = 8;
+pub const MAX_CONNECTIONS: Connections = match Connections::new(8) {
+    Some(c) => c,
+    None => panic!("8 is a number of connections"),
+};
 
 /// How far above the WAN's peak the migrations in flight are sized: enough
 /// that a capacity back at its peak shows at once as a rise.
@@ -51,7 +54,7 @@ pub struct Target {
     /// The most migrations to start in this call.
     pub max_new: usize,
     /// The scenario's connections per migration: the fewest given.
-    pub base_channels: u32,
+    pub base_connections: Connections,
     /// The most one connection carries, bytes per second, if known.
     pub per_connection: Option<f64>,
 }
@@ -106,7 +109,7 @@ pub fn fill(
     running: impl IntoIterator<Item = Running>,
     nic: impl Fn(HostId) -> f64,
     target: Target,
-) -> Vec<(VmId, u32)> {
+) -> Vec<(VmId, Connections)> {
     loads.clear();
     for r in running {
         loads.add(r.host, r.cap);
@@ -126,22 +129,22 @@ pub fn fill(
             continue;
         }
         let room = (nic - load).min(target.rate * (1.0 + FILL_MARGIN) - demand);
-        let channels = match target.per_connection {
+        let connections = match target.per_connection {
             Some(per) if per > 0.0 && room.is_finite() => {
-                let needed = (room / per).ceil().clamp(1.0, f64::from(MAX_CHANNELS)) as u32;
-                needed.max(target.base_channels)
+                let needed = (room / per).ceil().clamp(1.0, MAX_CONNECTIONS.as_f64()) as u32;
+                Connections::clamped(needed).max(target.base_connections)
             }
             // Unknown: the scenario's count, whose rate then shows what one
             // connection carries.
-            Some(_) | None => target.base_channels,
+            Some(_) | None => target.base_connections,
         };
         let cap = target
             .per_connection
-            .map_or(f64::INFINITY, |per| per * f64::from(channels));
+            .map_or(f64::INFINITY, |per| per * connections.as_f64());
         let adds = cap.min(nic - load);
         demand += adds;
         loads.add(host, cap);
-        picks.push((vm, channels));
+        picks.push((vm, connections));
     }
     loads.clear();
     picks
@@ -166,7 +169,7 @@ mod tests {
         let target = Target {
             rate: 100.0,
             max_new: usize::MAX,
-            base_channels: 1,
+            base_connections: Connections::new(1).unwrap(),
             per_connection: Some(30.0),
         };
         let picks = fill(
@@ -176,7 +179,7 @@ mod tests {
             |_| 1000.0,
             target,
         );
-        assert_eq!(picks, vec![(VmId(0), 4)]);
+        assert_eq!(picks, vec![(VmId(0), Connections::new(4).unwrap())]);
     }
 
     #[test]
@@ -187,7 +190,7 @@ mod tests {
         let target = Target {
             rate: 100.0,
             max_new: usize::MAX,
-            base_channels: 1,
+            base_connections: Connections::new(1).unwrap(),
             per_connection: Some(100.0),
         };
         let picks = fill(
@@ -197,7 +200,14 @@ mod tests {
             |_| 40.0,
             target,
         );
-        assert_eq!(picks, vec![(VmId(0), 1), (VmId(2), 1), (VmId(3), 1)]);
+        assert_eq!(
+            picks,
+            vec![
+                (VmId(0), Connections::new(1).unwrap()),
+                (VmId(2), Connections::new(1).unwrap()),
+                (VmId(3), Connections::new(1).unwrap())
+            ]
+        );
         // With host 1's NIC already full from a migration in flight, host 3
         // takes its place.
         let running = [Running {
@@ -211,7 +221,13 @@ mod tests {
             |_| 40.0,
             target,
         );
-        assert_eq!(picks, vec![(VmId(0), 1), (VmId(2), 1)]);
+        assert_eq!(
+            picks,
+            vec![
+                (VmId(0), Connections::new(1).unwrap()),
+                (VmId(2), Connections::new(1).unwrap())
+            ]
+        );
     }
 
     #[test]
@@ -219,7 +235,7 @@ mod tests {
         let target = Target {
             rate: f64::INFINITY,
             max_new: 1,
-            base_channels: 2,
+            base_connections: Connections::new(2).unwrap(),
             per_connection: Some(10.0),
         };
         // Room is the NIC's 50: ceil(50 / 10) = 5 connections.
@@ -230,7 +246,7 @@ mod tests {
             |_| 50.0,
             target,
         );
-        assert_eq!(picks, vec![(VmId(0), 5)]);
+        assert_eq!(picks, vec![(VmId(0), Connections::new(5).unwrap())]);
         // Unknown connections: the scenario's count.
         let picks = fill(
             &mut HostLoads::default(),
@@ -242,7 +258,7 @@ mod tests {
                 ..target
             },
         );
-        assert_eq!(picks, vec![(VmId(0), 2)]);
+        assert_eq!(picks, vec![(VmId(0), Connections::new(2).unwrap())]);
         // Nothing when the target is met already.
         let running = [Running {
             host: HostId(0),

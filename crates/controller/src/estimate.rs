@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 
-use evac_model::{Fleet, HostId, MigrationParams};
+use evac_model::{Connections, Fleet, HostId, MigrationParams};
 
 use crate::MigrationObs;
 
@@ -116,17 +116,17 @@ impl Estimator {
         self.per_connection
     }
 
-    /// The most a migration with `channels` connections carries on its
+    /// The most a migration with `connections` connections carries on its
     /// own, bytes per second (unbounded if the connections' cap is unknown).
-    pub fn migration_cap(&self, channels: u32) -> f64 {
+    pub fn migration_cap(&self, connections: Connections) -> f64 {
         self.per_connection
-            .map_or(f64::INFINITY, |c| c * f64::from(channels.max(1)))
+            .map_or(f64::INFINITY, |c| c * connections.as_f64())
     }
 
     /// The most a migration with these parameters carries on its own:
     /// its connections' cap and its bandwidth cap, bytes per second.
     pub fn own_cap(&self, params: &MigrationParams) -> f64 {
-        let connections = self.migration_cap(params.multifd_channels);
+        let connections = self.migration_cap(params.connections);
         // A branch, not `map_or`: the compiler would otherwise convert the
         // payload of a `None` too, whatever bits lie there, and a denormal
         // among them costs a microcode assist per migration per call.
@@ -145,9 +145,9 @@ impl Estimator {
         let mut throughput = 0.0;
         for m in migrations {
             let rate = m.rate.to_bytes_per_sec().0;
-            let channels = f64::from(m.params.multifd_channels.max(1));
+            let connections = m.params.connections.as_f64();
             if rate > 0.0 && m.params.max_bandwidth.is_none() {
-                let per = rate / channels;
+                let per = rate / connections;
                 self.per_connection = Some(self.per_connection.map_or(per, |c| c.max(per)));
             }
             throughput += rate;
@@ -296,8 +296,8 @@ mod tests {
     }
 
     /// VM `vm` of `fleet` in its first round at `rate` bytes per second.
-    fn obs(fleet: &Fleet, vm: usize, rate: f64, channels: u32) -> MigrationObs {
-        first_round(VmId(vm), fleet.vms[vm].host, HostId(2), rate * 8.0, channels)
+    fn obs(fleet: &Fleet, vm: usize, rate: f64, connections: u32) -> MigrationObs {
+        first_round(VmId(vm), fleet.vms[vm].host, HostId(2), rate * 8.0, connections)
     }
 
     #[test]
@@ -339,10 +339,10 @@ mod tests {
     fn an_unknown_connection_cap_is_learnt_from_the_fastest_connection() {
         let fleet = fleet();
         let mut e = Estimator::new(&fleet, None);
-        assert_eq!(e.migration_cap(2), f64::INFINITY);
+        assert_eq!(e.migration_cap(Connections::new(2).unwrap()), f64::INFINITY);
         e.observe(1.0, &[obs(&fleet, 0, 60.0, 3)]);
         assert_eq!(e.per_connection(), Some(20.0));
-        assert_eq!(e.migration_cap(4), 80.0);
+        assert_eq!(e.migration_cap(Connections::new(4).unwrap()), 80.0);
     }
 
     #[test]

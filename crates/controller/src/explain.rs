@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use evac_model::{Mode, VmId};
+use evac_model::{Connections, Mode, VmId};
 
 /// One decision about one VM.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,7 +57,7 @@ impl fmt::Display for Why {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Start {
     pub mode: Mode,
-    pub channels: u32,
+    pub connections: Connections,
     /// The most one connection carries, bytes per second, if known.
     pub per_connection: Option<f64>,
     /// Its host's power-off, seconds from the start.
@@ -74,7 +74,7 @@ pub struct Start {
 
 impl fmt::Display for Start {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} with {} connection(s) (", self.mode, self.channels)?;
+        write!(f, "{:?} with {} connection(s) (", self.mode, self.connections)?;
         match self.per_connection {
             Some(c) => write!(f, "{} each", Mbps(c))?,
             None => f.write_str("connection cap unknown")?,
@@ -211,7 +211,7 @@ mod tests {
     fn a_start_is_put_in_words_when_asked() {
         let start = Start {
             mode: Mode::Live,
-            channels: 3,
+            connections: Connections::new(3).unwrap(),
             per_connection: Some(10e6),
             deadline: Some(899.6),
             priority: 5,

@@ -16,7 +16,7 @@ pub struct Observations {
     /// Migrations that ended since the previous tick.
     pub ended: Vec<Ended>,
     /// Every migration in flight (may be empty for a controller whose
-    /// [`Controller::needs_progress`] is false).
+    /// [`Controller::needs_progress`](crate::Controller::needs_progress) is false).
     pub migrations: Vec<MigrationObs>,
     /// Cumulative bytes each host's NIC has sent, indexed by [`HostId`].
     pub host_tx: Vec<Bytes>,
@@ -38,6 +38,12 @@ pub struct Observations {
     /// where the simulation moved it on time. The simulator's ticks are
     /// exact and leave it `false` (the period's length decides).
     pub periodic: bool,
+    /// Power-offs announced since the last tick: as of now, this host loses
+    /// power at this time from the start (`None`: not at all). The only way
+    /// the controller learns of a change (the simulator announces a
+    /// scenario's `power_trace`; a real run, an edited inventory or a UPS).
+    /// A driver lists each change once.
+    pub power_changes: Vec<(HostId, Option<Duration>)>,
 }
 
 /// A migration that ended, and how.

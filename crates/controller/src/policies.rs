@@ -41,7 +41,7 @@ use std::fmt;
 use evac_model::{BitsPerSec, Fleet, HostId, MigrationParams};
 use serde::{Deserialize, Serialize};
 
-pub use crate::admission::MAX_CHANNELS;
+pub use crate::admission::MAX_CONNECTIONS;
 pub use crate::deadline::Deadline;
 use crate::{Admission, ControllerConfig, Order, PerHost, Policy, View, Wakeup};
 

@@ -108,13 +108,13 @@ pub trait Policy {
         base
     }
 
-    /// See [`Controller::explain`].
+    /// See [`Controller::explain`](crate::Controller::explain).
     fn explain(&self, _vm: VmId) -> Vec<Explanation> {
         Vec::new()
     }
 
     /// Whether the policy reads the migrations' progress; see
-    /// [`Controller::needs_progress`].
+    /// [`Controller::needs_progress`](crate::Controller::needs_progress).
     fn needs_progress(&self) -> bool {
         false
     }
@@ -145,4 +145,9 @@ pub trait Policy {
     /// A simulator to plan with (see [`rollout`]); policies that do not
     /// plan ignore it.
     fn plan_with(&mut self, _rollout: std::sync::Arc<dyn rollout::Rollout>) {}
+
+    /// Some hosts' power-offs changed: `fleet` has the new ones. A policy
+    /// that plans against them plans again; the others (the published
+    /// policies, blind to deadlines by design) ignore it.
+    fn power_changed(&mut self, _fleet: &Fleet) {}
 }

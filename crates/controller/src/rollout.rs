@@ -17,7 +17,7 @@
 //! simulator answers it, and a rollout's own simulation runs `deadline`
 //! without a rollout (a plan never recurses).
 
-use evac_model::{BitsPerSec, Fleet, Mode, VmId};
+use evac_model::{BitsPerSec, Connections, Fleet, Mode, VmId};
 
 use crate::{MigrationObs, Order};
 
@@ -48,7 +48,7 @@ pub enum Candidate {
         order: Order,
         window: usize,
         per_host: usize,
-        connections: u32,
+        connections: Connections,
         mode: Mode,
     },
 }
@@ -108,10 +108,10 @@ pub trait Rollout: Send + Sync {
 /// priority and by deadline at 1, 2, 4 and 8 in flight (no per-host
 /// limit, then one per host), then the same with more connections, then
 /// offline from the start when the scenario migrates live.
-pub fn candidates(base_connections: u32, base_mode: Mode) -> Vec<Candidate> {
+pub fn candidates(base_connections: Connections, base_mode: Mode) -> Vec<Candidate> {
     let mut all = vec![Candidate::Planner];
-    let more = (base_connections * 4).clamp(1, crate::admission::MAX_CHANNELS);
-    let connections: &[u32] = if more > base_connections {
+    let more = Connections::clamped(base_connections.get() * 4).min(crate::admission::MAX_CONNECTIONS);
+    let connections: &[Connections] = if more > base_connections {
         &[base_connections, more][..]
     } else {
         &[base_connections][..]
@@ -208,7 +208,7 @@ mod tests {
             order: Order::Priority,
             window: 2,
             per_host: usize::MAX,
-            connections: 1,
+            connections: Connections::ONE,
             mode,
         };
         let live = [
@@ -252,11 +252,14 @@ mod tests {
         assert_eq!(affordable(65, 3, 41), 65);
         assert_eq!(affordable(65, 3, 300), 8);
         assert_eq!(affordable(65, 3, 10_000), 1);
-        let all = candidates(1, Mode::Live);
+        let all = candidates(Connections::new(1).unwrap(), Mode::Live);
         // The planner, then 2 connection counts × 2 per-host × 2 orders ×
         // 4 windows, live and offline.
         assert_eq!(all.len(), 1 + 2 * 2 * 2 * 2 * 4);
         assert_eq!(all[0], Candidate::Planner);
-        assert_eq!(candidates(8, Mode::Offline).len(), 1 + 2 * 2 * 4);
+        assert_eq!(
+            candidates(Connections::new(8).unwrap(), Mode::Offline).len(),
+            1 + 2 * 2 * 4
+        );
     }
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Host, HostId, MigrationParams, Site, Vm, VmId};
+use evac_model::{
+    BitsPerSec, Bytes, BytesPerSec, Connections, Host, HostId, MigrationParams, Site, Vm, VmId,
+};
 
 use crate::{MigrationObs, Phase};
 
@@ -17,6 +19,7 @@ pub fn host(name: &str, site: Site, nic_bps: f64, power_off_at: Option<Duration>
         nic: BitsPerSec(nic_bps),
         memory: None,
         power_off_at,
+        power_trace: Vec::new(),
     }
 }
 
@@ -36,13 +39,13 @@ pub fn idle_vm(name: &str, host: usize) -> Vm {
 }
 
 /// `vm` in its first precopy round from `source` to `destination`, at
-/// `rate_bps` bits per second over `channels` connections, 1 GiB to go.
+/// `rate_bps` bits per second over `connections` connections, 1 GiB to go.
 pub fn first_round(
     vm: VmId,
     source: HostId,
     destination: HostId,
     rate_bps: f64,
-    channels: u32,
+    connections: u32,
 ) -> MigrationObs {
     MigrationObs {
         vm,
@@ -56,7 +59,7 @@ pub fn first_round(
         rate: BitsPerSec(rate_bps),
         dirty_rate: BytesPerSec::ZERO,
         params: MigrationParams {
-            multifd_channels: channels,
+            connections: Connections::new(connections).expect("1 ..= 255"),
             ..MigrationParams::default()
         },
     }

@@ -15,6 +15,7 @@ fn host(name: &str, site: Site, memory: Option<Bytes>) -> Host {
         nic: BitsPerSec::gbps(10.0),
         memory,
         power_off_at: None,
+        power_trace: Vec::new(),
     }
 }
 

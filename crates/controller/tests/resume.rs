@@ -17,6 +17,7 @@ fn fleet(dst_room_gib: u64) -> Fleet {
         nic: BitsPerSec::gbps(10.0),
         memory,
         power_off_at: None,
+        power_trace: Vec::new(),
     };
     let vm = |name: &str| Vm {
         profile: evac_model::MemoryProfile::default(),

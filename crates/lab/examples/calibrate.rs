@@ -60,7 +60,7 @@ impl Wan {
              wan_rtt = \"{} ms\"\n\
              tcp_window = \"{window}\"\n\
              [migration]\n\
-             multifd_channels = {}\n\
+             connections = {}\n\
              [controller]\n\
              policy = \"sequential\"\n\
              period = \"500 ms\"\n\

@@ -275,7 +275,7 @@ impl LibvirtBackend {
             destination_uri: dst_host.peer_uri().to_owned(),
             migration_uri: dst_host.migration_address.as_ref().map(|a| format!("tcp://{a}")),
             max_bandwidth: params.max_bandwidth.map(BitsPerSec::to_bytes_per_sec),
-            parallel_connections: params.multifd_channels.max(1),
+            parallel_connections: params.connections.get(),
             auto_converge: params.auto_converge,
             downtime_limit: params.downtime_limit,
             tls: self.inventory.migration.tls,

@@ -208,6 +208,7 @@ impl Inventory {
             nic: h.nic,
             memory: h.memory,
             power_off_at: h.power_off_at,
+            power_trace: Vec::new(),
         }
     }
 
@@ -401,11 +402,11 @@ migration_address = "10.77.0.2"
     fn migration_params_sit_beside_the_libvirt_keys() {
         let text = ISSUE.replace(
             "tls = true",
-            "tls = true\ndowntime_limit = \"1 s\"\nmultifd_channels = 4",
+            "tls = true\ndowntime_limit = \"1 s\"\nconnections = 4",
         );
         let inv = parse(&text).unwrap();
         assert_eq!(inv.migration.params.downtime_limit, Duration::from_secs(1));
-        assert_eq!(inv.migration.params.multifd_channels, 4);
+        assert_eq!(inv.migration.params.connections.get(), 4);
         let err = parse(&ISSUE.replace("tls = true", "tls = true\ndowntime = \"1 s\"")).unwrap_err();
         assert!(
             err.starts_with("fleet.toml:") && err.contains("downtime"),
@@ -488,8 +489,10 @@ migration_address = "10.77.0.2"
              give at least 1"
         );
         assert_eq!(
-            parse(&ISSUE.replace("tls = true", "tls = true\nmultifd_channels = 0")).unwrap_err(),
-            "fleet.toml:5: field `multifd_channels` of [migration]: a migration needs at least 1 connection"
+            parse(&ISSUE.replace("tls = true", "tls = true\nconnections = 0")).unwrap_err(),
+            // Read inside a table flattened with the libvirt keys, a refusal as
+            // it is read points at the table (serde keeps no finer place).
+            "fleet.toml:3:1: field `migration`: a migration needs at least 1 connection"
         );
         assert_eq!(
             parse(&ISSUE.replace("name = \"dc1-to-dc2\"", "name = \"x/../../escaped\"")).unwrap_err(),

@@ -21,6 +21,7 @@
 //!
 //! This crate does no I/O and knows nothing of TOML, QEMU or the simulator.
 
+mod connections;
 pub mod memory;
 pub mod suggest;
 pub mod units;
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use connections::Connections;
 pub use memory::{Compression, DirtyPoint, MemoryProfile};
 pub use units::{format_duration, parse_duration, BitsPerSec, Bytes, BytesPerSec, ParseError};
 pub use validate::{FieldPath, Invalid};
@@ -67,6 +69,19 @@ pub struct Host {
     /// Source hosts: the CPU cores it can give migrations for compression
     /// (see [`memory`]); `None`: as many as they want.
     pub migration_cpus: Option<f64>,
+    /// Announced changes of `power_off_at`, in order of `at` (empty: it
+    /// never changes). Until the first change's `at`, `power_off_at` holds.
+    pub power_trace: Vec<PowerChange>,
+}
+
+/// An announced change of a host's power-off: at `at` (from the
+/// evacuation's start) the controller learns that the host now loses power
+/// at `power_off_at` (also from the start; `None`: not at all, as when a
+/// generator starts). A power-off at or before `at` means "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PowerChange {
+    pub at: Duration,
+    pub power_off_at: Option<Duration>,
 }
 
 /// A virtual machine to evacuate.
@@ -167,6 +182,11 @@ pub struct Network {
 }
 
 impl Network {
+    /// The TCP window when none is given: roughly what Linux advertises at
+    /// its default `net.ipv4.tcp_rmem` maximum (6 MiB of buffer, less the
+    /// kernel's overhead).
+    pub const DEFAULT_TCP_WINDOW: Bytes = Bytes(4 << 20);
+
     /// The WAN's capacity at `t` from the evacuation's start.
     pub fn capacity_at(&self, t: Duration) -> BitsPerSec {
         self.wan_trace
@@ -228,8 +248,11 @@ pub struct MigrationParams {
     pub downtime_limit: Duration,
     /// After this many precopy rounds, stop-and-copy is forced.
     pub max_rounds: u32,
-    /// Parallel TCP connections of the migration.
-    pub multifd_channels: u32,
+    /// Parallel TCP connections of the migration (QEMU's multifd channels,
+    /// libvirt's parallel connections). `multifd_channels`, its name in
+    /// scenarios before, is read too.
+    #[serde(alias = "multifd_channels")]
+    pub connections: Connections,
     /// Cap on the migration's rate; `None` is unlimited.
     #[serde(with = "max_bandwidth")]
     pub max_bandwidth: Option<BitsPerSec>,
@@ -278,7 +301,7 @@ impl Default for MigrationParams {
             mode: Mode::Live,
             downtime_limit: Duration::from_millis(300),
             max_rounds: 30,
-            multifd_channels: 1,
+            connections: Connections::ONE,
             max_bandwidth: None,
             auto_converge: false,
             allow_postcopy: false,

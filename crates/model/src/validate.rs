@@ -21,11 +21,13 @@
 //! | field | refused |
 //! |---|---|
 //! | names of hosts and VMs | empty, longer than [`MAX_NAME_LEN`], or any character outside `A-Z a-z 0-9 . _ -` ([`NAME_CHARSET`]), or starting with `.` or `-` (a name becomes part of paths, QEMU option strings and libvirt calls: no `/`, `,`, spaces or control characters) |
-//! | `wan_bandwidth`, a trace point's `bandwidth`, a host's `nic`, `max_bandwidth` | 0, not finite, outside 1 bps ..= 1000 Tbps |
+//! | `wan_bandwidth`, a host's `nic`, `max_bandwidth` | 0, not finite, outside 1 bps ..= 1000 Tbps |
+//! | a trace point's `bandwidth` | not finite, outside 1 bps ..= 1000 Tbps (0, an outage, is allowed) |
 //! | `wan_rtt` | beyond [`MAX_RTT`] (1 min) |
 //! | `tcp_window` | outside [`MIN_TCP_WINDOW`] (1 KiB) ..= [`MAX_TCP_WINDOW`] (1 GiB, Linux's largest scaled window) |
-//! | `wan_trace` | more than [`MAX_TRACE_POINTS`] points; `at` not strictly increasing or beyond 87660 h |
-//! | `multifd_channels` | 0, more than [`MAX_MULTIFD_CHANNELS`] (QEMU's limit) |
+//! | `wan_trace` | more than [`MAX_TRACE_POINTS`] points; `at` not strictly increasing or beyond 87660 h; a point's `bandwidth` of 0 is an outage, allowed |
+//! | a host's `power_trace` | on a destination host; more than [`MAX_TRACE_POINTS`] changes; `at` not strictly increasing; a time beyond 87660 h |
+//! | `connections` (or `multifd_channels`) | 0, more than 255 (QEMU's limit): refused as it is read, by [`crate::Connections`] |
 //! | `max_rounds` | 0 for live or postcopy, more than [`MAX_ROUNDS`] |
 //! | `downtime_limit` | beyond [`MAX_DOWNTIME`] (2000 s, QEMU's limit) |
 //! | `setup_time` | beyond [`MAX_SETUP_TIME`] (1 h) |
@@ -188,8 +190,6 @@ pub const MIN_TCP_WINDOW: Bytes = Bytes(1024);
 pub const MAX_TCP_WINDOW: Bytes = Bytes(1 << 30);
 /// The most points of a bandwidth trace.
 pub const MAX_TRACE_POINTS: usize = 1_000_000;
-/// QEMU refuses more multifd channels.
-pub const MAX_MULTIFD_CHANNELS: u32 = 255;
 /// The most precopy rounds: a guest that has not converged after this many
 /// will not.
 pub const MAX_ROUNDS: u32 = 10_000;
@@ -345,8 +345,12 @@ impl Network {
         }
         for (index, point) in self.wan_trace.iter().enumerate() {
             let path = at("wan_trace").index(index);
-            check_bit_rate(point.bandwidth, "a WAN")
-                .map_err(|m| Invalid::new(path.clone().key("bandwidth"), m))?;
+            // A trace point of 0 is an outage: the WAN carries nothing
+            // until the next point (a WAN's constant capacity stays above 0).
+            if point.bandwidth.0 != 0.0 {
+                check_bit_rate(point.bandwidth, "a WAN")
+                    .map_err(|m| Invalid::new(path.clone().key("bandwidth"), m))?;
+            }
             check_duration(point.at, MAX_DURATION, "a time")
                 .map_err(|m| Invalid::new(path.clone().key("at"), m))?;
             if let Some(previous) = index.checked_sub(1).map(|i| &self.wan_trace[i]) {
@@ -371,21 +375,6 @@ impl MigrationParams {
     /// Checks the migration parameters; paths are under `migration`.
     pub fn validate(&self) -> Result<(), Invalid> {
         let at = |key: &str| FieldPath::top("migration").key(key);
-        if self.multifd_channels == 0 {
-            return Err(Invalid::new(
-                at("multifd_channels"),
-                "a migration needs at least 1 connection",
-            ));
-        }
-        if self.multifd_channels > MAX_MULTIFD_CHANNELS {
-            return Err(Invalid::new(
-                at("multifd_channels"),
-                format!(
-                    "{} connections are more than QEMU's {MAX_MULTIFD_CHANNELS}",
-                    self.multifd_channels
-                ),
-            ));
-        }
         if self.mode != Mode::Offline && self.max_rounds == 0 {
             return Err(Invalid::new(
                 at("max_rounds"),
@@ -478,6 +467,43 @@ impl Host {
                          host can spare for compressing migrations, like 2 or 0.5"
                     ),
                 ));
+            }
+        }
+        if self.site == Site::Destination && !self.power_trace.is_empty() {
+            return Err(Invalid::new(
+                at("power_trace"),
+                "only source hosts lose power in this model; a destination host stays up",
+            ));
+        }
+        if self.power_trace.len() > MAX_TRACE_POINTS {
+            return Err(Invalid::new(
+                at("power_trace"),
+                format!(
+                    "{} changes are more than the {MAX_TRACE_POINTS} a trace may have",
+                    self.power_trace.len()
+                ),
+            ));
+        }
+        for (index, change) in self.power_trace.iter().enumerate() {
+            let path = at("power_trace").index(index);
+            check_duration(change.at, MAX_DURATION, "a time")
+                .map_err(|m| Invalid::new(path.clone().key("at"), m))?;
+            if let Some(t) = change.power_off_at {
+                check_duration(t, MAX_DURATION, "a power-off time")
+                    .map_err(|m| Invalid::new(path.clone().key("power_off_at"), m))?;
+            }
+            if let Some(previous) = index.checked_sub(1).map(|i| &self.power_trace[i]) {
+                if change.at <= previous.at {
+                    return Err(Invalid::new(
+                        path.key("at"),
+                        format!(
+                            "`{}` is out of order: it does not come after the previous change's `{}`, \
+                             and the changes of `power_trace` must be in strictly increasing order of `at`",
+                            crate::format_duration(change.at),
+                            crate::format_duration(previous.at)
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -780,6 +806,7 @@ mod tests {
             nic: BitsPerSec::gbps(10.0),
             memory: None,
             power_off_at: None,
+            power_trace: Vec::new(),
         }
     }
 
@@ -844,6 +871,27 @@ mod tests {
         let mut f = fleet();
         f.vms[0].name = "a,b".into();
         assert_eq!(f.validate().unwrap_err().path.to_string(), "vm[0].name");
+    }
+
+    #[test]
+    fn power_traces_are_in_order_and_on_sources_only() {
+        let change = |at: u64, off: Option<u64>| crate::PowerChange {
+            at: Duration::from_secs(at),
+            power_off_at: off.map(Duration::from_secs),
+        };
+        let mut f = fleet();
+        let source = f.hosts.iter().position(|h| h.site == Site::Source).unwrap();
+        let destination = f.hosts.iter().position(|h| h.site == Site::Destination).unwrap();
+        f.hosts[source].power_trace = vec![change(60, Some(600)), change(120, None)];
+        f.validate().unwrap();
+        f.hosts[source].power_trace = vec![change(120, Some(600)), change(60, None)];
+        let e = f.validate().unwrap_err();
+        assert_eq!(e.path.to_string(), format!("host[{source}].power_trace[1].at"));
+        assert!(e.message.contains("out of order"), "{e}");
+        let mut f = fleet();
+        f.hosts[destination].power_trace = vec![change(60, Some(600))];
+        let e = f.validate().unwrap_err();
+        assert_eq!(e.path.to_string(), format!("host[{destination}].power_trace"));
     }
 
     #[test]

@@ -533,6 +533,7 @@ mod tests {
             nic: BitsPerSec::gbps(nic),
             memory: None,
             power_off_at: None,
+            power_trace: Vec::new(),
         };
         Fleet {
             hosts: vec![

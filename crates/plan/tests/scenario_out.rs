@@ -21,7 +21,7 @@ max_in_flight = 3
 max_window = 7
 [migration]
 downtime_limit = "250 ms"
-multifd_channels = 2
+connections = 2
 [[host]]
 name = "rack1"
 site = "source"

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use evac_controller::Retune;
-use evac_model::{MigrationParams, Mode};
+use evac_model::{Connections, MigrationParams, Mode};
 use evac_qmp::{
     MigrationCapability, MigrationInfo, MigrationParameters, MigrationStatus, Qmp, RunState, TlsEndpoint,
 };
@@ -426,17 +426,17 @@ async fn drive(
             // QEMU 7.2 refuses `postcopy-ram` with `multifd`: a postcopy
             // migration goes over one connection; one that only may switch
             // keeps its connections and cannot.
-            None if params.multifd_channels > 1 && params.mode != Mode::Postcopy => PostcopyReady::Refused(format!(
+            None if params.connections > Connections::ONE && params.mode != Mode::Postcopy => PostcopyReady::Refused(format!(
                 "vm {}: postcopy unavailable: this migration uses {} multifd connections, and QEMU does not combine postcopy with multifd",
-                ctx.vm, params.multifd_channels
+                ctx.vm, params.connections
             )),
             None => {
-                if params.multifd_channels > 1 {
+                if params.connections > Connections::ONE {
                     ctx.log(format!(
                         "postcopy over one connection, not {}: QEMU does not combine postcopy with multifd",
-                        params.multifd_channels
+                        params.connections
                     ));
-                    params.multifd_channels = 1;
+                    params.connections = Connections::ONE;
                 }
                 PostcopyReady::Ready
             }
@@ -452,7 +452,7 @@ async fn drive(
     // multifd one, of one channel if that is all it was given. The
     // controller has made `auto` `zstd` or `none` by now.
     let compress = params.compression == evac_model::Compression::Zstd && !postcopy_ram;
-    let multifd = params.multifd_channels > 1 || compress;
+    let multifd = params.connections > Connections::ONE || compress;
     let compression = multifd.then(|| if compress { "zstd" } else { "none" }.to_owned());
     // 1. A fresh destination process.
     let mut command = expand_template(&ctx.dst_host, &ctx.vm);
@@ -524,7 +524,7 @@ async fn drive(
     if multifd || ctx.tls.is_some() {
         dst_qmp
             .migrate_set_parameters(&MigrationParameters {
-                multifd_channels: multifd.then_some(params.multifd_channels.max(1)),
+                multifd_channels: multifd.then_some(params.connections.get()),
                 tls_creds: ctx.tls.as_ref().map(|_| TLS_CREDS_ID.to_owned()),
                 multifd_compression: compression.clone(),
                 multifd_zstd_level: compress.then_some(ZSTD_LEVEL),
@@ -593,7 +593,7 @@ async fn drive(
     src.migrate_set_parameters(&MigrationParameters {
         max_bandwidth: Some(bandwidth(params.max_bandwidth)),
         downtime_limit: Some(params.downtime_limit.as_millis() as u64),
-        multifd_channels: Some(params.multifd_channels.max(1)),
+        multifd_channels: Some(params.connections.get()),
         tls_creds: ctx.tls.as_ref().map(|_| TLS_CREDS_ID.to_owned()),
         tls_hostname: ctx
             .tls

@@ -335,6 +335,7 @@ impl Inventory {
                 nic: h.nic,
                 memory: h.memory,
                 power_off_at: h.power_off_at,
+                power_trace: Vec::new(),
             })
             .collect();
         let host_id = |name: &str| HostId(self.hosts.iter().position(|h| h.name == name).expect("checked"));
@@ -477,14 +478,14 @@ qemu_args = ["-machine", "q35"]
         assert!(!inv.tls);
         assert_eq!(inv.hosts[0].tls_dir(), Path::new("/etc/pki/qemu"));
         let text = GOOD
-            .replace("[migration]\n", "[migration]\ntls = true\nmultifd_channels = 2\n")
+            .replace("[migration]\n", "[migration]\ntls = true\nconnections = 2\n")
             .replace(
                 "netns = \"evac-dst\"\n",
                 "netns = \"evac-dst\"\ntls_dir = \"/srv/pki/dst\"\ntls_name = \"dst-1.example\"\n",
             );
         let inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
         assert!(inv.tls);
-        assert_eq!(inv.migration.multifd_channels, 2);
+        assert_eq!(inv.migration.connections.get(), 2);
         assert_eq!(inv.migration.downtime_limit, Duration::from_millis(300));
         assert_eq!(inv.hosts[1].tls_dir(), Path::new("/srv/pki/dst"));
         assert_eq!(inv.hosts[1].tls_name.as_deref(), Some("dst-1.example"));

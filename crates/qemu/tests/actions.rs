@@ -423,13 +423,13 @@ async fn multifd_channels_carry_a_migration() {
         .await
         .unwrap();
     let inv = inventory(&lab, &vms, "multifd_channels = 4\nmax_bandwidth = \"800 Mbps\"");
-    assert_eq!(inv.migration.multifd_channels, 4);
+    assert_eq!(inv.migration.connections.get(), 4);
     let run = tokio::spawn(run_with_controller(
         inv,
         |_| {
             Script::new(
                 MigrationParams {
-                    multifd_channels: 4,
+                    connections: evac_model::Connections::new(4).unwrap(),
                     max_bandwidth: Some(BitsPerSec::mbps(800.0)),
                     ..Default::default()
                 },

@@ -212,7 +212,7 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
             &net,
             std::slice::from_ref(&multifd),
             "multifd",
-            "tls = true\nmultifd_channels = 2",
+            "tls = true\nconnections = 2",
             &pki,
             "",
         ),

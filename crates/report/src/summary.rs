@@ -344,6 +344,7 @@ mod tests {
             nic: BitsPerSec::gbps(10.0),
             memory: None,
             power_off_at: power_off.map(Duration::from_secs),
+            power_trace: Vec::new(),
         };
         let vm = |name: &str, host: usize, priority: u32| Vm {
             profile: evac_model::MemoryProfile::default(),

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use evac_controller::{
-    Action, Controller, ControllerConfig, EndOutcome, Ended, MigrationObs, Observations, Phase, Retune,
+    Action, Controller, ControllerConfig, EndOutcome, Ended, MigrationObs, Observations, Phase,
 };
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, Site, VmId};
 use evac_outcome::{reason, FailedAttempt, Outcome, RunResult, TimelinePoint, VmRecord};
@@ -614,11 +614,7 @@ impl<B: Backend> Driver<B> {
                 let Some(flight) = self.vms[vm.0].flight_mut() else {
                     return;
                 };
-                match change {
-                    Retune::MaxBandwidth(cap) => flight.params.max_bandwidth = cap,
-                    Retune::DowntimeLimit(limit) => flight.params.downtime_limit = limit,
-                    Retune::AutoConverge(on) => flight.params.auto_converge = on,
-                }
+                change.apply(&mut flight.params);
                 let entry = Entry::Retune {
                     t_s,
                     vm: name,
@@ -712,7 +708,7 @@ impl<B: Backend> Driver<B> {
         let run = &mut self.vms[vm.0];
         run.attempts = attempt;
         run.record.mode = Some(params.mode);
-        run.record.connections = Some(params.multifd_channels.max(1));
+        run.record.connections = Some(params.connections.get());
         run.record.compression = Some(params.compression);
         run.state = State::Flying(Box::new(Flight {
             handle,
@@ -856,6 +852,9 @@ impl<B: Backend> Driver<B> {
             // Every source host's counter is read every tick.
             tx_changed: None,
             periodic,
+            // Announced by the run loop (an edited inventory, a UPS): none
+            // yet.
+            power_changes: Vec::new(),
         }
     }
 

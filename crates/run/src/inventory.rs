@@ -170,7 +170,7 @@ fn default_rtt() -> Duration {
 }
 
 fn default_tcp_window() -> Bytes {
-    Bytes::mib(4)
+    Network::DEFAULT_TCP_WINDOW
 }
 
 /// The WAN as far as a real run knows it: the inventory's `[network]`,
@@ -187,7 +187,7 @@ pub fn network(spec: Option<&NetworkSpec>, source_nics: impl IntoIterator<Item =
         None => Network {
             wan_bandwidth: BitsPerSec(source_nics.into_iter().map(|n| n.0).fold(0.0, f64::max)),
             wan_rtt: Duration::ZERO,
-            tcp_window: Bytes::mib(4),
+            tcp_window: Network::DEFAULT_TCP_WINDOW,
             wan_trace: Vec::new(),
         },
     }

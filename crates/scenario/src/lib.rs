@@ -31,7 +31,7 @@
 //! mode = "live"                    # live (precopy) | offline | postcopy
 //! downtime_limit = "300 ms"
 //! max_rounds = 30                  # then forced stop-and-copy
-//! multifd_channels = 1             # parallel TCP connections per migration
+//! connections = 1                  # parallel TCP connections per migration
 //! max_bandwidth = "unlimited"      # per-migration cap, like QEMU's max-bandwidth
 //! auto_converge = false
 //! allow_postcopy = false           # a policy (deadline) may switch a late precopy to postcopy
@@ -144,7 +144,7 @@
 //! this model) or `memory` on a source host; a zero NIC, WAN bandwidth, TCP
 //! window, trace bandwidth, bandwidth cap, VM memory or destination memory;
 //! a trace whose `at` values are out of order; a `[[vm]]` whose working set
-//! exceeds its memory; a group of `count = 0` (or over a million); `multifd_channels = 0`;
+//! exceeds its memory; a group of `count = 0` (or over a million); `connections = 0`;
 //! `max_rounds = 0` in live mode; a controller period or in-flight limit of
 //! 0; a VM larger than every destination's room (or than its pinned
 //! destination's), VMs pinned to a destination beyond its room, and VMs

@@ -448,6 +448,7 @@ impl Checker<'_> {
                 memory: host.memory,
                 power_off_at: host.power_off_at,
                 migration_cpus: host.migration_cpus,
+                power_trace: Vec::new(),
             })
             .collect())
     }

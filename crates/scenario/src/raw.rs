@@ -49,10 +49,8 @@ fn default_rtt() -> Duration {
     Duration::from_millis(1)
 }
 
-/// Roughly what Linux advertises at its default `net.ipv4.tcp_rmem`
-/// maximum (6 MiB of buffer, less the kernel's overhead).
 fn default_tcp_window() -> Bytes {
-    Bytes::mib(4)
+    evac_model::Network::DEFAULT_TCP_WINDOW
 }
 
 /// [`evac_model::TracePoint`] does not refuse unknown keys; this does.

@@ -50,7 +50,7 @@ fn the_two_site_example_reads_as_written() {
             mode: Mode::Live,
             downtime_limit: Duration::from_millis(300),
             max_rounds: 30,
-            multifd_channels: 1,
+            connections: evac_model::Connections::new(1).unwrap(),
             max_bandwidth: None,
             auto_converge: false,
             allow_postcopy: false,
@@ -384,7 +384,7 @@ fn the_embedded_default_is_an_evacuation_worth_looking_at() {
         BitsPerSec(3e8)
     );
     assert_eq!(scenario.controller.policy, PolicyKind::Deadline);
-    assert_eq!(scenario.migration.multifd_channels, 2);
+    assert_eq!(scenario.migration.connections.get(), 2);
 }
 
 proptest! {

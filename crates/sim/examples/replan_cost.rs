@@ -48,8 +48,7 @@ fn main() {
         let forecasts = [0.4, 1.0, 1.5].map(|share| Forecast {
             wan: BitsPerSec(wan * share),
         });
-        let mut candidates =
-            rollout::candidates(scenario.migration.multifd_channels, scenario.migration.mode);
+        let mut candidates = rollout::candidates(scenario.migration.connections, scenario.migration.mode);
         candidates.truncate(rollout::affordable(
             candidates.len(),
             forecasts.len(),

@@ -41,12 +41,8 @@ pub(crate) struct Flow {
     /// Bumped whenever the round's end time changes, to spot stale events.
     pub(crate) generation: u64,
     pub(crate) paused_at: Option<f64>,
-    /// In its `setup_time`, until `ready_at`: no rate, no round yet.
-    pub(crate) setting_up: bool,
-    pub(crate) ready_at: f64,
-    /// Sending the local disks (`round_bytes` is the disk), before round 1
-    /// of memory.
-    pub(crate) copying_disk: bool,
+    /// What it sends now: see [`Stage`].
+    pub(crate) stage: Stage,
     /// The wire bytes of the VM's memory in one pass and its dirty rate,
     /// copied from the fleet: every consultation reports them for every
     /// flow, and the fleet's records of a million VMs are a cache miss
@@ -90,7 +86,7 @@ impl Flow {
 
     /// In its setup time a flow sends nothing, and is no weight on a link.
     pub(crate) fn sending(&self) -> bool {
-        !self.setting_up
+        !matches!(self.stage, Stage::SettingUp { .. })
     }
 
     /// Where the virtual clock will read when the round ends.
@@ -99,8 +95,8 @@ impl Flow {
     }
 
     pub(crate) fn round_ends_at(&self) -> f64 {
-        if self.setting_up {
-            return self.ready_at;
+        if let Stage::SettingUp { ready_at, .. } = self.stage {
+            return ready_at;
         }
         let left = self.round_bytes - self.round_sent;
         if left <= 0.0 {
@@ -115,7 +111,7 @@ impl Flow {
     /// Whether its host's CPU limits it now: compressing memory (not the
     /// disk, which goes as it is), sending.
     pub(crate) fn compressing(&self) -> bool {
-        self.compressed && self.sending() && !self.copying_disk
+        self.compressed && self.stage == Stage::Memory
     }
 
     /// Whether the bytes in flight are the first pass of the memory (its
@@ -131,11 +127,38 @@ impl Flow {
     /// The bytes after this round that are certain to go: the memory's
     /// first pass while the disk is being copied.
     pub(crate) fn queued_after_round(&self) -> f64 {
-        if self.copying_disk {
+        if self.stage == Stage::CopyingDisk {
             self.memory
         } else {
             0.0
         }
+    }
+}
+
+/// What a migration sends, in the order it goes through these: the
+/// stage changes only in [`Flow::stage_done`] (and a switch to offline
+/// while the disks go, which sends them with the memory in one copy).
+/// Within [`Stage::Memory`], `Flow::phase` says how (rounds, the paused
+/// copy, offline, postcopy).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Stage {
+    /// Its `setup_time` (and TCP ramp), until `ready_at`: no rate, no round
+    /// yet; then the disks if `disk_first`, else the memory.
+    SettingUp { ready_at: f64, disk_first: bool },
+    /// The local disks (`round_bytes` is the disk), before round 1 of
+    /// memory; their writes are mirrored from then on.
+    CopyingDisk,
+    /// The memory.
+    Memory,
+}
+
+impl Flow {
+    /// The stage under way is over: the next one begins.
+    pub(crate) fn stage_done(&mut self) {
+        self.stage = match self.stage {
+            Stage::SettingUp { disk_first: true, .. } => Stage::CopyingDisk,
+            Stage::SettingUp { .. } | Stage::CopyingDisk | Stage::Memory => Stage::Memory,
+        };
     }
 }
 

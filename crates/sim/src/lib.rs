@@ -4,11 +4,11 @@
 //! shared wide-area network, exact to a written model so that its results
 //! can be checked by hand. It is one driver of the sans-IO controller in
 //! `evac-controller` (the QEMU backend is another): it feeds the controller
-//! [`Observations`] and carries out its [`Action`]s.
+//! [`Observations`](evac_controller::Observations) and carries out its [`Action`](evac_controller::Action)s.
 //!
 //! ## The model
 //! - Links: the WAN (capacity `wan_bandwidth`, or the trace's value at that
-//!   instant) and every host's NIC. A migration is `multifd_channels` TCP
+//!   instant) and every host's NIC. A migration is `connections` TCP
 //!   connections from its source NIC through the WAN to its destination NIC;
 //!   each connection carries at most `tcp_window / wan_rtt`, the migration at
 //!   most its `max_bandwidth`. Rates are the max-min fair allocation of the
@@ -47,7 +47,7 @@
 //!   the disk's rest plus the whole memory remaining (as libvirt's job
 //!   statistics count both).
 //! - Postcopy: round 1 as live; at its end (or when the controller says
-//!   [`Action::SwitchToPostcopy`]) the guest pauses for one round trip and
+//!   [`Action::SwitchToPostcopy`](evac_controller::Action::SwitchToPostcopy)) the guest pauses for one round trip and
 //!   resumes at the destination, and the `D` bytes it dirtied follow with no
 //!   more dirtying at the source. The downtime is that round trip. Until the
 //!   last byte arrives the VM is at risk: its host powering off loses it,

@@ -69,7 +69,7 @@ impl Rollout for SimRollout {
                 config.order = Some(Order::AsListed);
                 config.max_in_flight = window;
                 config.max_in_flight_per_host = per_host;
-                params.multifd_channels = connections;
+                params.connections = connections;
                 params.mode = mode;
             }
         }
@@ -112,6 +112,9 @@ fn rest_of(situation: &Situation<'_>, waiting: &[VmId]) -> Fleet {
             power_off_at: h
                 .power_off_at
                 .map(|at| Duration::from_secs_f64((at.as_secs_f64() - now).max(0.0))),
+            // The planner knows the power-offs announced so far, not those
+            // to come.
+            power_trace: Vec::new(),
             ..h.clone()
         })
         .collect();
@@ -153,6 +156,7 @@ mod tests {
             nic: BitsPerSec(10e9),
             memory: None,
             power_off_at,
+            power_trace: Vec::new(),
         };
         let vm = |name: &str, gib: u64, priority| Vm {
             profile: evac_model::MemoryProfile::default(),
@@ -232,7 +236,7 @@ mod tests {
             order: evac_controller::Order::Priority,
             window: 1,
             per_host: usize::MAX,
-            connections: 1,
+            connections: evac_model::Connections::ONE,
             mode: evac_model::Mode::Live,
         };
         let fixed = rollout.evaluate(&situation, by_priority, forecast);

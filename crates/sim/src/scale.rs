@@ -63,7 +63,7 @@ pub fn bench_scenario_toml(vms: u64) -> String {
     }
     write!(
         text,
-        "]\n\n[migration]\nmultifd_channels = 2\n\n[controller]\npolicy = \"aimd-global\"\nperiod = \"1 s\"\n\
+        "]\n\n[migration]\nconnections = 2\n\n[controller]\npolicy = \"aimd-global\"\nperiod = \"1 s\"\n\
          horizon = \"{} s\"\n",
         (steps + 1) * 30
     )

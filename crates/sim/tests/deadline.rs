@@ -19,6 +19,7 @@ fn host(name: &str, site: Site, power_off_at: Option<u64>) -> Host {
         nic: BitsPerSec::gbps(10.0),
         memory: None,
         power_off_at: power_off_at.map(Duration::from_secs),
+        power_trace: Vec::new(),
     }
 }
 

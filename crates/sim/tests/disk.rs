@@ -19,6 +19,7 @@ fn host(name: &str, site: Site) -> Host {
         nic: BitsPerSec::gbps(10.0),
         memory: None,
         power_off_at: None,
+        power_trace: Vec::new(),
     }
 }
 

@@ -50,6 +50,7 @@ fn a_cancelled_attempt_is_recorded_with_its_times() {
         nic: BitsPerSec::gbps(10.0),
         memory: None,
         power_off_at: None,
+        power_trace: Vec::new(),
     };
     let fleet = Fleet {
         hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],

@@ -84,6 +84,7 @@ fn case() -> impl Strategy<Value = Case> {
                     nic: BitsPerSec::mbps(mbps),
                     memory: None,
                     power_off_at: power_off_s.map(Duration::from_secs),
+                    power_trace: Vec::new(),
                 })
                 .collect();
             let first_destination = hosts.len();
@@ -94,6 +95,7 @@ fn case() -> impl Strategy<Value = Case> {
                 nic: BitsPerSec::mbps(mbps),
                 memory: None,
                 power_off_at: None,
+                power_trace: Vec::new(),
             }));
             let vms = vms
                 .into_iter()
@@ -138,7 +140,7 @@ fn case() -> impl Strategy<Value = Case> {
                 },
                 params: MigrationParams {
                     mode,
-                    multifd_channels: channels,
+                    connections: evac_model::Connections::new(channels).unwrap(),
                     max_bandwidth: cap_mbps.map(BitsPerSec::mbps),
                     setup_time: Duration::from_millis(setup_ms),
                     max_rounds,
@@ -226,6 +228,7 @@ fn wan_drop_by_hand() {
             nic: BitsPerSec::gbps(1.0),
             memory: None,
             power_off_at: None,
+            power_trace: Vec::new(),
         })
         .chain(std::iter::once(Host {
             migration_cpus: None,
@@ -234,6 +237,7 @@ fn wan_drop_by_hand() {
             nic: BitsPerSec::gbps(10.0),
             memory: None,
             power_off_at: None,
+            power_trace: Vec::new(),
         }))
         .collect();
     let vms = (0..3)
@@ -261,7 +265,7 @@ fn wan_drop_by_hand() {
             }],
         },
         params: MigrationParams {
-            multifd_channels: 1,
+            connections: evac_model::Connections::new(1).unwrap(),
             ..MigrationParams::default()
         },
         policy: PolicyKind::Parallel,

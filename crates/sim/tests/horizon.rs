@@ -18,6 +18,7 @@ fn fleet(memory: Bytes) -> Fleet {
         nic: BitsPerSec::gbps(10.0),
         memory: None,
         power_off_at: None,
+        power_trace: Vec::new(),
     };
     Fleet {
         hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],

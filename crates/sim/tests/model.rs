@@ -18,6 +18,7 @@ fn host(name: &str, site: Site, nic: BitsPerSec) -> Host {
         nic,
         memory: None,
         power_off_at: None,
+        power_trace: Vec::new(),
     }
 }
 
@@ -102,7 +103,7 @@ fn window_over_rtt_caps_each_connection() {
     let fleet = fleet(vec![vm("idle", 0, Bytes::gib(1), BytesPerSec::ZERO)]);
     for (channels, expected) in [(1, 12.8), (2, 6.4), (4, 3.2)] {
         let params = MigrationParams {
-            multifd_channels: channels,
+            connections: evac_model::Connections::new(channels).unwrap(),
             ..MigrationParams::default()
         };
         let result = run(&fleet, &network, params, PolicyKind::Sequential);

@@ -17,6 +17,7 @@ fn host(name: &str, site: Site, nic: BitsPerSec) -> Host {
         nic,
         memory: None,
         power_off_at: None,
+        power_trace: Vec::new(),
     }
 }
 

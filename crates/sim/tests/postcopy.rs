@@ -22,6 +22,7 @@ fn fleet(power_off_at: Option<Duration>) -> Fleet {
         nic: BitsPerSec::gbps(10.0),
         memory: None,
         power_off_at,
+        power_trace: Vec::new(),
     };
     Fleet {
         hosts: vec![
@@ -107,7 +108,7 @@ fn postcopy_pages_follow_on_one_connection_whatever_multifd_had() {
     };
     let params = MigrationParams {
         mode: Mode::Postcopy,
-        multifd_channels: 4,
+        connections: evac_model::Connections::new(4).unwrap(),
         ..MigrationParams::default()
     };
     let config = ControllerConfig {
@@ -121,4 +122,59 @@ fn postcopy_pages_follow_on_one_connection_whatever_multifd_had() {
     let expected = GIB / RATE + 268_435_456.0 / one_connection;
     let end = vm.end_s.unwrap();
     assert!((end - expected).abs() < 1e-6, "{end} against {expected}");
+}
+
+/// `deadline` switches a live migration that cannot finish by its power-off
+/// to postcopy only if postcopy, its pages on one connection, can save it;
+/// else offline, on all its connections.
+///
+/// The network of the test above: the WAN carries 125 MB/s, one connection
+/// 41.94 MB/s, four connections all of the WAN. A 1 GiB VM started live,
+/// postcopy allowed, four connections.
+fn deadline_switch(dirty_rate: f64, power_off_s: u64) -> evac_outcome::VmRecord {
+    let network = Network {
+        wan_bandwidth: BitsPerSec::gbps(1.0),
+        wan_rtt: Duration::from_millis(100),
+        tcp_window: Bytes::mib(4),
+        wan_trace: vec![],
+    };
+    let params = MigrationParams {
+        mode: Mode::Live,
+        allow_postcopy: true,
+        connections: evac_model::Connections::new(4).unwrap(),
+        ..MigrationParams::default()
+    };
+    let config = ControllerConfig {
+        policy: PolicyKind::Deadline,
+        ..ControllerConfig::default()
+    };
+    let mut fleet = fleet(Some(Duration::from_secs(power_off_s)));
+    fleet.vms[0].dirty_rate = BytesPerSec(dirty_rate);
+    let result = evac_sim::simulate_evacuation(&fleet, &network, params, &config);
+    result.vms[0].clone()
+}
+
+#[test]
+fn deadline_goes_offline_when_one_connection_cannot_save_the_vm() {
+    // Dirtying 100 MB/s, precopy converges in about 18 s (rounds of 256
+    // MiB shrinking by 100/125 each), beyond the power-off at 13 s. Paused
+    // or handed over early, about 1.2 GB is left to send (the 1 GiB, less
+    // what went in the first second, and the 256 MiB dirtied): 9.8 s at
+    // 125 MB/s offline, in time; 29 s on one connection in postcopy, not.
+    let vm = deadline_switch(100e6, 13);
+    assert_eq!(vm.outcome, Outcome::Migrated, "{vm:?}");
+    assert_eq!(vm.mode, Some(Mode::Offline), "{vm:?}");
+    assert!(vm.end_s.unwrap() < 13.0);
+}
+
+#[test]
+fn deadline_goes_postcopy_when_one_connection_can_save_the_vm() {
+    // Dirtying 150 MB/s, faster than the WAN: precopy never converges and
+    // ends by stop-and-copy after its last round, long after the power-off
+    // at 40 s. The same 1.2 GB or less on one connection takes at most
+    // 29 s: postcopy saves it, with the guest running throughout.
+    let vm = deadline_switch(150e6, 40);
+    assert_eq!(vm.outcome, Outcome::Migrated, "{vm:?}");
+    assert_eq!(vm.mode, Some(Mode::Postcopy), "{vm:?}");
+    assert!(vm.end_s.unwrap() < 40.0);
 }

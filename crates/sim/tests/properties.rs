@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use evac_controller::policies::MAX_CHANNELS;
+use evac_controller::policies::MAX_CONNECTIONS;
 use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Compression, Fleet, Host, HostId, MigrationParams, Network, Site,
@@ -42,23 +42,25 @@ fn case() -> impl Strategy<Value = Case> {
             |(vms, trace, channels, rtt_ms, policy, power_off_s, cap_mbps, compression, quarter_cpus)| {
                 let mut hosts: Vec<Host> = (0..3)
                     .map(|i| Host {
-                        migration_cpus: None,
                         name: format!("src-{i}"),
                         site: Site::Source,
                         nic: BitsPerSec::mbps(500.0 + 500.0 * i as f64),
                         memory: None,
                         power_off_at: None,
+                        power_trace: Vec::new(),
+                        migration_cpus: None,
                     })
                     .collect();
                 hosts[0].power_off_at = power_off_s.map(Duration::from_secs);
                 hosts[1].migration_cpus = quarter_cpus.map(|q| f64::from(q) / 4.0);
                 hosts.push(Host {
-                    migration_cpus: None,
                     name: "dst".into(),
                     site: Site::Destination,
                     nic: BitsPerSec::gbps(10.0),
                     memory: None,
                     power_off_at: None,
+                    power_trace: Vec::new(),
+                    migration_cpus: None,
                 });
                 let vms = vms
                     .into_iter()
@@ -99,7 +101,7 @@ fn case() -> impl Strategy<Value = Case> {
                         wan_trace,
                     },
                     params: MigrationParams {
-                        multifd_channels: channels,
+                        connections: evac_model::Connections::new(channels).unwrap(),
                         max_bandwidth: cap_mbps.map(|m| BitsPerSec::mbps(m as f64)),
                         compression,
                         ..MigrationParams::default()
@@ -154,12 +156,12 @@ proptest! {
         }
 
         // `deadline` may give a migration more connections than configured.
-        let channels = match case.policy {
-            PolicyKind::Deadline => case.params.multifd_channels.max(MAX_CHANNELS),
-            _ => case.params.multifd_channels,
+        let connections = match case.policy {
+            PolicyKind::Deadline => case.params.connections.max(MAX_CONNECTIONS),
+            _ => case.params.connections,
         };
         let cap_bps = case.params.max_bandwidth.map_or(f64::INFINITY, |c| c.0)
-            .min(case.network.connection_cap().0 * f64::from(channels))
+            .min(case.network.connection_cap().0 * connections.as_f64())
             .min(case.network.peak_capacity().0);
         for (record, vm) in result.vms.iter().zip(&case.fleet.vms) {
             match record.outcome {

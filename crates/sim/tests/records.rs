@@ -18,6 +18,7 @@ fn fleet(power_off_at: Option<Duration>, sizes_mib: &[u64]) -> Fleet {
         nic: BitsPerSec::gbps(10.0),
         memory: None,
         power_off_at,
+        power_trace: Vec::new(),
     };
     Fleet {
         hosts: vec![
@@ -55,7 +56,7 @@ fn network() -> Network {
 #[test]
 fn a_published_policy_records_mode_and_connections_and_no_decisions() {
     let params = MigrationParams {
-        multifd_channels: 2,
+        connections: evac_model::Connections::new(2).unwrap(),
         ..MigrationParams::default()
     };
     let config = ControllerConfig {

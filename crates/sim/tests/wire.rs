@@ -22,6 +22,7 @@ fn host(name: &str, site: Site, cpus: Option<f64>) -> Host {
         nic: BitsPerSec::gbps(10.0),
         memory: None,
         power_off_at: None,
+        power_trace: Vec::new(),
         migration_cpus: cpus,
     }
 }

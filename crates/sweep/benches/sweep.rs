@@ -14,7 +14,7 @@ name = "bench: 120 combinations of 100 VMs"
 [factors]
 policy = ["sequential", "parallel", "static", "aimd-local", "aimd-global"]
 wan_rtt = ["5 ms", "100 ms"]
-multifd_channels = [1, 4]
+connections = [1, 4]
 memory = ["equal", "skewed"]
 trace = ["steady", "fluctuating", "base"]
 

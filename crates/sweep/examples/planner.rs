@@ -22,7 +22,7 @@
 use std::path::PathBuf;
 
 use evac_controller::{knapsack_bound, BoundHost, BoundVm, Order, PolicyKind};
-use evac_model::{Mode, Network};
+use evac_model::{Connections, Mode, Network};
 use evac_outcome::RunResult;
 use evac_scenario::Scenario;
 use evac_sweep::Grid;
@@ -31,7 +31,7 @@ use rayon::prelude::*;
 const ORDERS: [Order; 3] = [Order::AsListed, Order::Deadline, Order::Priority];
 const WINDOWS: [usize; 4] = [1, 2, 4, 8];
 const PER_HOST: [usize; 2] = [1, 1000];
-const CHANNELS: [u32; 4] = [1, 2, 4, 8];
+const CONNECTIONS: [u32; 4] = [1, 2, 4, 8];
 
 fn simulate(scenario: &Scenario) -> RunResult {
     evac_sim::simulate_evacuation(
@@ -248,13 +248,13 @@ fn evaluate(base: &Scenario) -> (Vec<Row>, u64, u64) {
         for order in ORDERS {
             for window in WINDOWS {
                 for per_host in PER_HOST {
-                    for channels in CHANNELS {
+                    for connections in CONNECTIONS {
                         let mut s = base.clone();
                         s.controller.policy = PolicyKind::Static;
                         s.controller.order = Some(order);
                         s.controller.max_in_flight = window;
                         s.controller.max_in_flight_per_host = per_host;
-                        s.migration.multifd_channels = channels;
+                        s.migration.connections = Connections::new(connections).expect("1 ..= 255");
                         s.migration.mode = mode;
                         hindsight.push((simulate(&s), mode));
                     }

@@ -21,7 +21,7 @@
 //! wan_bandwidth = ["1 Gbps", "10 Gbps"]
 //! wan_rtt = ["5 ms", "100 ms"]
 //! tcp_window = ["4 MiB", "64 MiB"]
-//! multifd_channels = [1, 4]
+//! connections = [1, 4]
 //! memory = ["base", "equal", "skewed"]
 //! dirty_rate = ["0 MB/s", "20 MB/s"]
 //! mode = ["live", "offline"]
@@ -39,7 +39,7 @@
 //! - `wan_bandwidth`: the WAN's capacity. A trace the base has is scaled by
 //!   the same ratio, so it keeps its shape.
 //! - `wan_rtt`, `tcp_window`: the `[network]` fields (one connection carries
-//!   at most `tcp_window / wan_rtt`); `multifd_channels`, `mode`: the
+//!   at most `tcp_window / wan_rtt`); `connections`, `mode`: the
 //!   `[migration]` fields.
 //! - `memory`: `base` keeps the base's VM sizes; `equal` gives every VM the
 //!   mean size; `skewed` draws sizes from a lognormal (σ = 1) and rescales
@@ -72,7 +72,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_controller::{Order, PolicyKind};
-use evac_model::{parse_duration, BitsPerSec, Bytes, BytesPerSec, Mode, TracePoint};
+use evac_model::{parse_duration, BitsPerSec, Bytes, BytesPerSec, Connections, Mode, TracePoint};
 use evac_scenario::{Scenario, ScenarioError, DEFAULT_SCENARIO_TOML};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -112,7 +112,7 @@ pub enum Level {
     WanBandwidth(BitsPerSec),
     WanRtt(Duration),
     TcpWindow(Bytes),
-    MultifdChannels(u32),
+    Connections(Connections),
     Memory(MemoryPreset),
     DirtyRate(BytesPerSec),
     Mode(Mode),
@@ -150,7 +150,7 @@ pub const FACTORS: [&str; 13] = [
     "wan_bandwidth",
     "wan_rtt",
     "tcp_window",
-    "multifd_channels",
+    "connections",
     "memory",
     "dirty_rate",
     "mode",
@@ -274,7 +274,11 @@ impl Grid {
         raw.repeat_seeds_at = raw.repeat_seeds.as_ref().map(|s| s.span().start);
         let mut factors: Vec<(usize, Factor)> = Vec::new();
         for (key, values) in &raw.factors {
-            let name = key.get_ref().as_str();
+            // The scenario's old name for `connections` is read too.
+            let name = match key.get_ref().as_str() {
+                "multifd_channels" => "connections",
+                name => name,
+            };
             let key_at = at(key.span().start);
             if !FACTORS.contains(&name) {
                 return Err(GridError::Invalid {
@@ -594,7 +598,7 @@ fn level_rank(level: &Level) -> usize {
         Level::WanBandwidth(_) => 1,
         Level::WanRtt(_) => 2,
         Level::TcpWindow(_) => 3,
-        Level::MultifdChannels(_) => 4,
+        Level::Connections(_) => 4,
         Level::Memory(_) => 5,
         Level::DirtyRate(_) => 6,
         Level::Mode(_) => 7,
@@ -623,7 +627,7 @@ fn parse_level(name: &str, value: &toml::Value) -> Result<Level, String> {
         "wan_bandwidth" => Level::WanBandwidth(text()?.parse().map_err(|e| format!("{e}"))?),
         "wan_rtt" => Level::WanRtt(parse_duration(text()?).map_err(|e| format!("{e}"))?),
         "tcp_window" => Level::TcpWindow(text()?.parse().map_err(|e| format!("{e}"))?),
-        "multifd_channels" => Level::MultifdChannels(u32::try_from(integer()?).map_err(|e| e.to_string())?),
+        "connections" => Level::Connections(Connections::try_from(integer()?)?),
         "memory" => Level::Memory(match text()? {
             "base" => MemoryPreset::Base,
             "equal" => MemoryPreset::Equal,
@@ -694,7 +698,7 @@ fn apply(scenario: &mut Scenario, level: &Level) {
         }
         Level::WanRtt(rtt) => scenario.network.wan_rtt = rtt,
         Level::TcpWindow(window) => scenario.network.tcp_window = window,
-        Level::MultifdChannels(channels) => scenario.migration.multifd_channels = channels,
+        Level::Connections(connections) => scenario.migration.connections = connections,
         Level::Memory(MemoryPreset::Base) => {}
         Level::Memory(preset) => {
             let vms = &mut scenario.fleet.vms;

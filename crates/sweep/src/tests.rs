@@ -7,7 +7,7 @@ name = "tiny"
 
 [factors]
 policy = ["sequential", "parallel"]
-multifd_channels = [1, 4]
+connections = [1, 4]
 
 [base]
 name = "two idle VMs"
@@ -62,10 +62,13 @@ fn parses_factors_in_file_order_with_an_inline_base() {
     assert_eq!(grid.base.fleet.vms.len(), 2);
     assert_eq!(grid.base.seed, 7);
     let names: Vec<&str> = grid.factors.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["policy", "multifd_channels"]);
+    assert_eq!(names, ["policy", "connections"]);
     assert_eq!(
         grid.factors[1].levels[1],
-        ("4".to_owned(), Level::MultifdChannels(4))
+        (
+            "4".to_owned(),
+            Level::Connections(evac_model::Connections::new(4).unwrap())
+        )
     );
     assert_eq!(grid.len(), 4);
     let combinations: Vec<Vec<usize>> = grid.combinations().into_iter().map(|(_, c)| c).collect();
@@ -103,14 +106,14 @@ fn rows_match_the_model_by_hand() {
         rows[1].factors,
         [
             ("policy".to_owned(), "sequential".to_owned()),
-            ("multifd_channels".to_owned(), "4".to_owned())
+            ("connections".to_owned(), "4".to_owned())
         ]
     );
 }
 
 #[test]
 fn errors_name_the_file_line_and_key() {
-    let bad_level = GRID.replace("multifd_channels = [1, 4]", "wan_rtt = [\"5 ms\",\n  \"5 xs\"]");
+    let bad_level = GRID.replace("connections = [1, 4]", "wan_rtt = [\"5 ms\",\n  \"5 xs\"]");
     // The bad level is on the line after the key.
     let message = error(&bad_level);
     assert!(
@@ -119,7 +122,7 @@ fn errors_name_the_file_line_and_key() {
     );
     assert!(message.contains("5 xs"), "{message}");
 
-    let unknown = GRID.replace("multifd_channels", "colour");
+    let unknown = GRID.replace("connections", "colour");
     let message = error(&unknown);
     assert!(
         message.starts_with("grid.toml:6: factor `colour`: unknown factor"),
@@ -136,7 +139,7 @@ fn errors_name_the_file_line_and_key() {
     let wrong_type = GRID.replace("[1, 4]", "[1, \"four\"]");
     let message = error(&wrong_type);
     assert!(
-        message.starts_with("grid.toml:6: factor `multifd_channels`: expected a positive integer"),
+        message.starts_with("grid.toml:6: factor `connections`: expected a positive integer"),
         "{message}"
     );
 
@@ -157,7 +160,7 @@ fn errors_name_the_file_line_and_key() {
 #[test]
 fn memory_presets_keep_the_total() {
     let text = GRID
-        .replace("multifd_channels = [1, 4]", "memory = [\"equal\", \"skewed\"]")
+        .replace("connections = [1, 4]", "memory = [\"equal\", \"skewed\"]")
         .replace(
             "memory = \"1 GiB\"\n\n[[base.vm]]",
             "memory = \"3 GiB\"\nworking_set = \"1 GiB\"\n\n[[base.vm]]",
@@ -187,7 +190,7 @@ fn memory_presets_keep_the_total() {
 #[test]
 fn fluctuating_alternates_full_and_forty_percent() {
     let text = GRID.replace(
-        "multifd_channels = [1, 4]",
+        "connections = [1, 4]",
         "trace = [\"steady\", \"fluctuating\"]\nwan_bandwidth = [\"10 Gbps\"]",
     );
     let grid = grid(&text).unwrap();
@@ -225,7 +228,7 @@ fn table_csv_and_json() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines[0], "All rows: seed = 7, 2 VMs.");
     assert!(
-        lines[2].starts_with("| policy | multifd_channels | total (s) |"),
+        lines[2].starts_with("| policy | connections | total (s) |"),
         "{table}"
     );
     assert_eq!(lines.len(), 2 + 2 + 4);
@@ -238,7 +241,7 @@ fn table_csv_and_json() {
     write_csv(&rows, &mut csv).unwrap();
     let csv = String::from_utf8(csv).unwrap();
     assert!(
-        csv.starts_with("policy,multifd_channels,seed,vms,total_time_s,"),
+        csv.starts_with("policy,connections,seed,vms,total_time_s,"),
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 5);
@@ -261,10 +264,10 @@ fn the_shipped_example_parses() {
 #[test]
 fn a_level_the_scenario_format_refuses_is_refused_at_its_line() {
     // Line 7 (the text starts with a newline): the factor added after
-    // multifd_channels.
+    // connections.
     let text = GRID.replace(
-        "multifd_channels = [1, 4]\n",
-        "multifd_channels = [1, 4]\ntcp_window = [\"4 MiB\", \"0 B\"]\n",
+        "connections = [1, 4]\n",
+        "connections = [1, 4]\ntcp_window = [\"4 MiB\", \"0 B\"]\n",
     );
     assert_eq!(
         error(&text),
@@ -279,8 +282,8 @@ fn a_level_the_scenario_format_refuses_is_refused_at_its_line() {
             "tcp_window = \"1 GiB\"\nwan_trace = [{ at = \"1 s\", bandwidth = \"600 Tbps\" }]\n",
         )
         .replace(
-            "multifd_channels = [1, 4]\n",
-            "multifd_channels = [1, 4]\nwan_bandwidth = [\"1 Gbps\", \"2 Gbps\"]\n",
+            "connections = [1, 4]\n",
+            "connections = [1, 4]\nwan_bandwidth = [\"1 Gbps\", \"2 Gbps\"]\n",
         );
     assert_eq!(
         error(&text),
@@ -298,7 +301,7 @@ fn a_grid_of_too_many_combinations_is_refused_without_allocating() {
         ("wan_bandwidth", "\"1 Gbps\""),
         ("wan_rtt", "\"1 ms\""),
         ("tcp_window", "\"1 GiB\""),
-        ("multifd_channels", "1"),
+        ("connections", "1"),
         ("memory", "\"base\""),
         ("dirty_rate", "\"0 B/s\""),
         ("mode", "\"live\""),
@@ -312,7 +315,7 @@ fn a_grid_of_too_many_combinations_is_refused_without_allocating() {
         .map(|(name, value)| format!("{name} = [{}]\n", vec![*value; 50].join(", ")))
         .collect();
     let text = GRID.replace(
-        "policy = [\"sequential\", \"parallel\"]\nmultifd_channels = [1, 4]\n",
+        "policy = [\"sequential\", \"parallel\"]\nconnections = [1, 4]\n",
         &factors,
     );
     let message = error(&text);
@@ -326,7 +329,7 @@ fn a_grid_of_too_many_combinations_is_refused_without_allocating() {
     // Just beyond the cap: 317^2 = 100489.
     let list = |n: usize| vec!["1"; n].join(", ");
     let text = GRID.replace(
-        "policy = [\"sequential\", \"parallel\"]\nmultifd_channels = [1, 4]\n",
+        "policy = [\"sequential\", \"parallel\"]\nconnections = [1, 4]\n",
         &format!(
             "max_in_flight = [{}]\nmax_in_flight_per_host = [{}]\n",
             list(317),
@@ -344,7 +347,7 @@ fn a_grid_too_large_is_refused_before_its_base_is_read() {
     let values = ["\"sequential\""; 32].join(", ");
     let text = format!(
         "base = \"no-such-base.toml\"\n[factors]\npolicy = [{values}]\nwan_rtt = [{}]\n\
-         tcp_window = [{}]\nmultifd_channels = [{}]\nmax_in_flight = [{}]\n\
+         tcp_window = [{}]\nconnections = [{}]\nmax_in_flight = [{}]\n\
          max_in_flight_per_host = [{}]\norder = [{}]\nmode = [{}]\nmemory = [{}]\n\
          dirty_rate = [{}]\ntrace = [{}]\nwan_bandwidth = [{}]\npower_off_scale = [{}]\n",
         ["\"1 ms\""; 32].join(", "),
@@ -436,7 +439,7 @@ fn a_dirty_curve_scales_with_memory_and_yields_to_a_dirty_rate() {
                  { after = \"10 s\", dirtied = \"1500 MiB\" }]\n\n[[base.vm]]";
     let text = GRID
         .replace(
-            "multifd_channels = [1, 4]",
+            "connections = [1, 4]",
             "memory = [\"equal\"]\ndirty_rate = [\"5 MB/s\"]",
         )
         .replace("policy = [\"sequential\", \"parallel\"]\n", "")
@@ -461,4 +464,11 @@ fn a_dirty_curve_scales_with_memory_and_yields_to_a_dirty_rate() {
         .map(|p| p.dirtied)
         .collect();
     assert_eq!(points, [Bytes::mib(200), Bytes::mib(1000)]);
+}
+
+#[test]
+fn the_old_name_of_connections_is_read_too() {
+    let old = grid(&GRID.replace("connections = [1, 4]", "multifd_channels = [1, 4]")).unwrap();
+    assert_eq!(old.factors[1].name, "connections");
+    assert_eq!(old.factors[1].levels.len(), 2);
 }

@@ -88,7 +88,7 @@ impl Evacuation {
         if let Some((wan, connection)) = self.wan {
             link = link
                 .min(wan / self.in_flight_total.max(1) as f64)
-                .min(connection * f64::from(params.multifd_channels.max(1)));
+                .min(connection * f64::from(params.connections.get()));
         }
         if let Some(cap) = params.max_bandwidth {
             link = link.min(cap.to_bytes_per_sec().0);

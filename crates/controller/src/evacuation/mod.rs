@@ -343,6 +343,34 @@ impl Evacuation {
         }
     }
 
+    /// Takes announced power-offs: the fleet's deadlines become these, the
+    /// hosts' order of power-off is made again, and the policy is told. A
+    /// host that has lost power already stays dark (a change after the
+    /// fact saves nothing), and only source hosts lose power.
+    fn learn_power_changes(&mut self, now: Duration, changes: &[(HostId, Option<Duration>)]) {
+        let mut changed = false;
+        for &(host, power_off_at) in changes {
+            let Some(known) = self.fleet.hosts.get_mut(host.0) else {
+                continue;
+            };
+            let dark = known.power_off_at.is_some_and(|t| t <= now)
+                && !self.power_offs.iter().any(|&(_, h)| h == host);
+            if dark || known.site != evac_model::Site::Source || known.power_off_at == power_off_at {
+                continue;
+            }
+            known.power_off_at = power_off_at;
+            self.power_offs.retain(|&(_, h)| h != host);
+            if let Some(at) = power_off_at {
+                self.power_offs.push((at, host));
+            }
+            changed = true;
+        }
+        if changed {
+            self.power_offs.sort_by(|a, b| b.cmp(a));
+            self.policy.power_changed(&self.fleet);
+        }
+    }
+
     /// Forgets queued VMs whose host has lost power: nothing can save them.
     fn drop_powered_off(&mut self, now: Duration) {
         while let Some(&(at, host)) = self.power_offs.last() {
@@ -363,6 +391,7 @@ impl Evacuation {
 impl Controller for Evacuation {
     fn on_tick(&mut self, observations: &Observations) -> Vec<Action> {
         self.settle(&observations.ended);
+        self.learn_power_changes(observations.now, &observations.power_changes);
         self.drop_powered_off(observations.now);
         // A policy that reads no throughput needs no sample (nor the hosts'
         // counters: see `reads_host_tx`).

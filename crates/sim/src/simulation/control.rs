@@ -9,7 +9,7 @@ use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, 
 use evac_outcome::FailedAttempt;
 
 use crate::fair_share::Demand;
-use crate::flow::Flow;
+use crate::flow::{Flow, Stage};
 use crate::{Solver, FULL_WAN, WAN};
 
 use super::Simulation;
@@ -68,7 +68,10 @@ impl Simulation<'_> {
             changed.push(host);
         }
         obs.wan_bytes = Bytes::from_f64(self.carried[WAN]);
-        controller.on_tick(obs)
+        let actions = controller.on_tick(obs);
+        // Each change is told once.
+        self.observations.power_changes.clear();
+        actions
     }
 
     /// Carries out the controller's actions; true if rates must be recomputed.
@@ -94,24 +97,21 @@ impl Simulation<'_> {
                     self.unchain(vm);
                     let connection_cap = self.connection_cap;
                     let Some(flow) = self.flow_mut(vm) else { continue };
-                    match change {
-                        Retune::MaxBandwidth(cap) => {
-                            flow.params.max_bandwidth = cap;
-                            if !flow.setting_up {
-                                let old = flow.demand.cap;
-                                flow.demand.cap = demand_cap(&flow.params, connection_cap);
-                                let (weight, new) = (flow.demand.weight, flow.demand.cap);
-                                // Its host's CPU may cap it below that.
-                                let (source, compressed) = (flow.source, flow.compressed);
-                                self.bottleneck.recap(vm, weight, old, new);
-                                if compressed {
-                                    self.recap_compressors(source);
-                                }
+                    change.apply(&mut flow.params);
+                    // Only a new cap changes a rate.
+                    if let Retune::MaxBandwidth(_) = change {
+                        if flow.sending() {
+                            let old = flow.demand.cap;
+                            flow.demand.cap = demand_cap(&flow.params, connection_cap);
+                            let (weight, new) = (flow.demand.weight, flow.demand.cap);
+                            // Its host's CPU may cap it below that.
+                            let (source, compressed) = (flow.source, flow.compressed);
+                            self.bottleneck.recap(vm, weight, old, new);
+                            if compressed {
+                                self.recap_compressors(source);
                             }
-                            rates_changed = true;
                         }
-                        Retune::DowntimeLimit(limit) => flow.params.downtime_limit = limit,
-                        Retune::AutoConverge(on) => flow.params.auto_converge = on,
+                        rates_changed = true;
                     }
                 }
                 Action::SwitchToOffline { vm } => {
@@ -125,9 +125,9 @@ impl Simulation<'_> {
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
                     flow.catch_up(now, v);
-                    let dirtied = if flow.copying_disk {
+                    let dirtied = if flow.stage == Stage::CopyingDisk {
                         // The rest of the disk, then all the memory.
-                        flow.copying_disk = false;
+                        flow.stage_done();
                         flow.memory
                     } else {
                         spec.dirtied_within(now - flow.round_started_at) * flow.resend_wire
@@ -137,6 +137,7 @@ impl Simulation<'_> {
                     flow.round_sent = 0.0;
                     flow.phase = Phase::StopAndCopy;
                     flow.paused_at = Some(now);
+                    flow.params.mode = Mode::Offline;
                     let (source, compressed) = (flow.source, flow.compressed);
                     if compressed {
                         // Round 1's rest is now counted as re-sent pages:
@@ -155,7 +156,7 @@ impl Simulation<'_> {
                     // before the guest can run at the destination.
                     let ready = flow.params.mode == Mode::Postcopy
                         || (flow.params.mode == Mode::Live && flow.params.allow_postcopy);
-                    if flow.phase != Phase::Precopy || !ready || flow.copying_disk {
+                    if flow.phase != Phase::Precopy || !ready || flow.stage == Stage::CopyingDisk {
                         continue;
                     }
                     // The rest of the round and what the guest dirtied since
@@ -170,6 +171,9 @@ impl Simulation<'_> {
                     flow.phase = Phase::Postcopy;
                     flow.paused_at = Some(now);
                     let source = flow.source;
+                    // As the run loop records a switch the backend took.
+                    flow.params.mode = Mode::Postcopy;
+                    self.progress[vm.0].mode = Some(Mode::Postcopy);
                     self.postcopy_on_one_connection(vm);
                     // One compressor fewer on its host.
                     self.recap_compressors(source);
@@ -235,7 +239,7 @@ impl Simulation<'_> {
         progress.destination = Some(destination);
         progress.start = Some(self.now);
         progress.mode = Some(params.mode);
-        progress.connections = Some(params.multifd_channels.max(1));
+        progress.connections = Some(params.connections.get());
         progress.compressed = Some(compressed);
         self.slot[vm.0] = Some(self.flows.len());
         self.flows.push(Flow {
@@ -259,7 +263,7 @@ impl Simulation<'_> {
             joined: 0,
             demand: Demand {
                 links: [WAN, spec.host.0 + 1, destination.0 + 1],
-                weight: f64::from(params.multifd_channels.max(1)),
+                weight: f64::from(params.connections.get()),
                 cap: if setup > 0.0 {
                     0.0
                 } else {
@@ -268,9 +272,16 @@ impl Simulation<'_> {
             },
             generation: self.generation_of[vm.0],
             paused_at: offline.then_some(self.now),
-            setting_up: setup > 0.0,
-            ready_at: self.now + setup,
-            copying_disk,
+            stage: if setup > 0.0 {
+                Stage::SettingUp {
+                    ready_at: self.now + setup,
+                    disk_first: copying_disk,
+                }
+            } else if copying_disk {
+                Stage::CopyingDisk
+            } else {
+                Stage::Memory
+            },
             memory,
             dirty_rate: spec.dirty_rate,
             compressed,
@@ -301,7 +312,7 @@ impl Simulation<'_> {
         if mode != evac_model::Compression::Auto {
             return memory::compresses(mode, &spec.profile, 0.0, BytesPerSec::ZERO);
         }
-        let weight = f64::from(params.multifd_channels.max(1));
+        let weight = f64::from(params.connections.get());
         let sending: f64 = self
             .flows
             .iter()
@@ -380,7 +391,7 @@ pub(super) fn uncompressed_share(flow: &mut Flow, spec: &evac_model::Vm) -> f64 
     if !flow.compressed {
         return 1.0;
     }
-    let (plain, packed) = if flow.copying_disk {
+    let (plain, packed) = if flow.stage == Stage::CopyingDisk {
         // The disk goes as it is either way.
         (1.0, 1.0)
     } else if flow.first_pass() {
@@ -399,7 +410,7 @@ pub(super) fn uncompressed_share(flow: &mut Flow, spec: &evac_model::Vm) -> f64 
 
 /// A migration's cap: its connections' window limit and its bandwidth cap.
 pub(super) fn demand_cap(params: &MigrationParams, connection_cap: f64) -> f64 {
-    let windows = connection_cap * f64::from(params.multifd_channels.max(1));
+    let windows = connection_cap * f64::from(params.connections.get());
     params
         .max_bandwidth
         .map_or(windows, |cap: BitsPerSec| windows.min(cap.to_bytes_per_sec().0))

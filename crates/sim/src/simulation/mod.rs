@@ -45,6 +45,12 @@ pub(crate) struct Simulation<'a> {
     demands: Vec<Demand>,
     rates: Vec<f64>,
     next_trace: usize,
+    /// Announced changes of power-offs still to come, latest first: (when,
+    /// host, the new power-off). See [`evac_model::PowerChange`].
+    power_changes: Vec<(f64, HostId, Option<f64>)>,
+    /// Hosts that have lost power: a change announced after that saves
+    /// nothing.
+    dark: Vec<bool>,
     /// Hosts that will lose power, latest first.
     power_offs: Vec<(f64, HostId)>,
     progress: Vec<VmProgress>,
@@ -108,6 +114,20 @@ impl<'a> Simulation<'a> {
             .filter_map(|h| fleet.host(h).power_off_at.map(|t| (t.as_secs_f64(), h)))
             .collect();
         power_offs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut power_changes: Vec<(f64, HostId, Option<f64>)> = fleet
+            .host_ids()
+            .flat_map(|h| {
+                fleet.host(h).power_trace.iter().map(move |change| {
+                    (
+                        change.at.as_secs_f64(),
+                        h,
+                        change.power_off_at.map(|t| t.as_secs_f64()),
+                    )
+                })
+            })
+            .collect();
+        // Latest first; at one instant, the host listed first goes first.
+        power_changes.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
         let mut vms_by_host = vec![Vec::new(); fleet.hosts.len()];
         for id in fleet.vm_ids() {
             vms_by_host[fleet.vm(id).host.0].push(id);
@@ -130,6 +150,8 @@ impl<'a> Simulation<'a> {
             rates: Vec::new(),
             next_trace: network.wan_trace.iter().take_while(|p| p.at.is_zero()).count(),
             power_offs,
+            power_changes,
+            dark: vec![false; fleet.hosts.len()],
             progress: vec![VmProgress::default(); fleet.vms.len()],
             unresolved: fleet.vms.len(),
             ended: Vec::new(),
@@ -175,16 +197,22 @@ impl<'a> Simulation<'a> {
                 .get(self.next_trace)
                 .map_or(f64::INFINITY, |p| p.at.as_secs_f64());
             let next_power_off = self.power_offs.last().map_or(f64::INFINITY, |p| p.0);
+            let next_change = self.power_changes.last().map_or(f64::INFINITY, |p| p.0);
             if next_round_end.is_infinite()
                 && next_trace.is_infinite()
                 && next_power_off.is_infinite()
+                && next_change.is_infinite()
                 && !self.flows.is_empty()
             {
                 // Nothing in flight can ever move again (the WAN is down for
                 // good): what is in flight is stuck, and so lost.
                 break;
             }
-            let next = wakeup.min(next_round_end).min(next_trace).min(next_power_off);
+            let next = wakeup
+                .min(next_round_end)
+                .min(next_trace)
+                .min(next_power_off)
+                .min(next_change);
             if next.is_infinite() {
                 // Nothing will ever happen again, and the controller waits
                 // for something to happen.
@@ -209,7 +237,8 @@ impl<'a> Simulation<'a> {
             self.now = next.max(self.now);
             let mut rates_changed = false;
             // At one instant: rounds end first (a migration that ends as its
-            // host dies is saved), then the network changes, then hosts die.
+            // host dies is saved), then the network changes, then power-offs
+            // announced, then hosts die.
             while let Some(vm) = self.pop_round_end(next + SAME_INSTANT) {
                 self.stats.round_ends += 1;
                 rates_changed |= self.end_round(vm);
@@ -227,12 +256,16 @@ impl<'a> Simulation<'a> {
                 self.next_trace += 1;
                 rates_changed = true;
             }
+            let announced = self.announce_power_changes(next);
             while self.power_offs.last().is_some_and(|p| p.0 <= next) {
                 let (_, host) = self.power_offs.pop().expect("checked");
+                self.dark[host.0] = true;
                 rates_changed |= self.power_off(host);
             }
             let woken = next >= wakeup - SAME_INSTANT;
-            if woken || !self.ended.is_empty() {
+            // An announcement is news the controller acts on at once, as a
+            // migration's end is.
+            if woken || announced || !self.ended.is_empty() {
                 let actions = self.consult(controller);
                 let idle = actions.is_empty() && self.flows.is_empty();
                 rates_changed |= self.apply(actions);
@@ -258,5 +291,29 @@ impl<'a> Simulation<'a> {
             self.note_timeline(false);
         }
         self.note_timeline(true);
+    }
+
+    /// Applies the power-off changes announced by `now`: the host now loses
+    /// power at the new time (at once if that is past), and the change goes
+    /// to the controller at the consultation that follows. True if any was
+    /// announced.
+    fn announce_power_changes(&mut self, now: f64) -> bool {
+        let mut announced = false;
+        while self.power_changes.last().is_some_and(|c| c.0 <= now) {
+            let (_, host, power_off_at) = self.power_changes.pop().expect("checked");
+            if self.dark[host.0] {
+                continue;
+            }
+            self.power_offs.retain(|&(_, h)| h != host);
+            if let Some(at) = power_off_at {
+                let i = self.power_offs.partition_point(|&(t, _)| t > at);
+                self.power_offs.insert(i, (at, host));
+            }
+            self.observations
+                .power_changes
+                .push((host, power_off_at.map(Duration::from_secs_f64)));
+            announced = true;
+        }
+        announced
     }
 }

@@ -4,10 +4,10 @@
 use std::cmp::Reverse;
 
 use evac_controller::{EndOutcome, Ended, Phase};
-use evac_model::{HostId, Mode, VmId};
+use evac_model::{Connections, HostId, Mode, VmId};
 
 use crate::fair_share::{self, Demand};
-use crate::flow::{Chain, Flow, RoundEnd};
+use crate::flow::{Chain, Flow, RoundEnd, Stage};
 use crate::radix::{key_of, time_of_key};
 use crate::WAN;
 
@@ -82,9 +82,9 @@ impl Simulation<'_> {
         let fluid = self.fluid_on;
         let may_chain = self.may_chain;
         let flow = self.flow_mut(vm).expect("a live event has a flow");
-        if flow.setting_up {
+        if let Stage::SettingUp { .. } = flow.stage {
             // Set up: the first round starts now, at the flow's full demand.
-            flow.setting_up = false;
+            flow.stage_done();
             flow.demand.cap = demand_cap(&flow.params, connection_cap);
             flow.round_started_at = now;
             flow.as_of = now;
@@ -120,10 +120,10 @@ impl Simulation<'_> {
         flow.round_sent = flow.round_bytes;
         flow.as_of = now;
         flow.v_as_of = v;
-        if flow.copying_disk {
+        if flow.stage == Stage::CopyingDisk {
             // The disks are across (their writes mirrored from now on): round
             // 1 of memory starts, the guest's dirtying counted from here.
-            flow.copying_disk = false;
+            flow.stage_done();
             flow.earlier_rounds += flow.round_bytes;
             flow.round_sent = 0.0;
             flow.round_bytes = flow.memory;
@@ -390,7 +390,7 @@ impl Simulation<'_> {
         let Some(flow) = self.flow_mut(vm) else {
             return false;
         };
-        flow.params.multifd_channels = 1;
+        flow.params.connections = Connections::ONE;
         let old = flow.demand;
         flow.demand.weight = 1.0;
         if flow.sending() {

@@ -36,15 +36,21 @@
 //! something changed: a migration ended, the mean capacity moved by more
 //! than [`REPLAN_CHANGE`], or [`REPLAN_EVERY_S`] passed; with no power-off
 //! deadline in the fleet there is nothing to plan, only an order.
+//!
+//! Step 2 is in `order`, step 4 in `watch`, step 5 in `rollouts`; this file
+//! keeps the state and the [`Policy`] answers.
 
-use evac_model::{BitsPerSec, Fleet, HostId, MigrationParams, Mode, VmId};
+mod order;
+mod rollouts;
+mod watch;
 
-use crate::admission::{self, HostLoads, Running, Target, MAX_CHANNELS};
+use evac_model::{BitsPerSec, Connections, Fleet, HostId, MigrationParams, Mode, VmId};
+
+use crate::admission::{self, HostLoads, Running, Target};
 use crate::estimate::Estimator;
-use crate::explain::{gib, mbps, Explanation, Journal, Start};
-use crate::plan::{self, Choice, Item};
-use crate::rollout::{self, Candidate, Forecast, Rollout, Situation, Verdict};
-use crate::{Action, Admission, EndOutcome, MigrationObs, PerHost, Phase, Policy, View, Wakeup};
+use crate::explain::{Explanation, Journal, Start};
+use crate::rollout::{Candidate, Rollout};
+use crate::{Action, Admission, EndOutcome, PerHost, Policy, View, Wakeup};
 
 /// A relative change of the mean capacity that calls for a new plan.
 pub const REPLAN_CHANGE: f64 = 0.10;
@@ -88,7 +94,7 @@ pub struct Deadline {
     state: Vec<State>,
     /// The mode and connections each VM starts with.
     mode: Vec<Mode>,
-    channels: Vec<u32>,
+    connections: Vec<Connections>,
     /// VMs to start, in the plan's order, from `head` on (those before it
     /// have left the queue).
     order: Vec<VmId>,
@@ -157,7 +163,7 @@ impl Deadline {
             journal: Journal::new(fleet.vms.len()),
             state: vec![State::Queued; fleet.vms.len()],
             mode: vec![base.mode; fleet.vms.len()],
-            channels: vec![base.multifd_channels; fleet.vms.len()],
+            connections: vec![base.connections; fleet.vms.len()],
             order,
             head: 0,
             hopeless: vec![false; fleet.vms.len()],
@@ -170,103 +176,6 @@ impl Deadline {
             follow: Candidate::Planner,
             rolled_out: None,
             now: 0.0,
-        }
-    }
-
-    /// Whether the rollouts' choice is due: never made, older than
-    /// [`ROLLOUT_EVERY_S`], or made at a mean capacity that has since moved
-    /// by [`REPLAN_CHANGE`].
-    fn needs_rollout(&self, now: f64) -> bool {
-        let Some(mean) = self.estimator.mean(now) else {
-            return false;
-        };
-        match self.rolled_out {
-            None => true,
-            Some((at, then)) => now - at >= ROLLOUT_EVERY_S || (mean - then).abs() > REPLAN_CHANGE * then,
-        }
-    }
-
-    /// Simulates the candidate plans from now under a pessimistic, a likely
-    /// and an optimistic WAN, as many as the compute budget allows, and
-    /// follows the one that saves the most.
-    fn roll_out(&mut self, view: &View<'_>) {
-        let Some(rollout) = self.rollout.clone() else {
-            return;
-        };
-        // Until a rollout chooses again, the planner's own plan.
-        self.follow = Candidate::Planner;
-        let now = view.now.as_secs_f64();
-        let (Some(mean), Some(peak)) = (self.estimator.mean(now), self.estimator.peak()) else {
-            return;
-        };
-        self.rolled_out = Some((now, mean));
-        // Forecasts need the WAN seen full: a capacity measured only as the
-        // sum of migrations held by their own caps is a floor, and a plan
-        // chosen for a WAN that small would start too few to ever show it
-        // larger (the planner's own admission probes above a floor).
-        if !self.estimator.wan_known() || self.estimator.peak_is_floor() {
-            return;
-        }
-        let waiting: Vec<VmId> = self.waiting(now);
-        if waiting.is_empty() {
-            return;
-        }
-        // Likely first: it breaks ties on time.
-        let trough = self.estimator.trough().unwrap_or(mean).min(mean);
-        let mut forecasts = vec![mean];
-        for wan in [trough, peak] {
-            if forecasts.iter().all(|&f| (f - wan).abs() > 0.01 * f) {
-                forecasts.push(wan);
-            }
-        }
-        let forecasts: Vec<Forecast> = forecasts
-            .into_iter()
-            .map(|bytes_per_sec| Forecast {
-                wan: evac_model::BitsPerSec(bytes_per_sec * 8.0),
-            })
-            .collect();
-        let mut candidates = rollout::candidates(self.base.multifd_channels, self.base.mode);
-        let vms = waiting.len() + view.observations.migrations.len();
-        candidates.truncate(rollout::affordable(candidates.len(), forecasts.len(), vms));
-        if candidates.len() < 2 {
-            self.follow = Candidate::Planner;
-            return;
-        }
-        let situation = Situation {
-            now,
-            fleet: view.fleet,
-            waiting: &waiting,
-            in_flight: &view.observations.migrations,
-        };
-        let verdicts: Vec<Vec<Verdict>> = candidates
-            .iter()
-            .map(|&c| {
-                forecasts
-                    .iter()
-                    .map(|&f| rollout.evaluate(&situation, c, f))
-                    .collect()
-            })
-            .collect();
-        self.follow = candidates[rollout::best(&candidates, &verdicts)];
-    }
-
-    /// The admission of a fixed plan the rollouts chose: the VMs waiting
-    /// in its order, within its limits.
-    fn follow_fixed(
-        &mut self,
-        view: &View<'_>,
-        order: crate::Order,
-        window: usize,
-        per_host: usize,
-    ) -> Admission {
-        let now = view.now.as_secs_f64();
-        let mut picks: Vec<VmId> = self.waiting(now);
-        order.sort(view.fleet, &mut picks);
-        Admission {
-            total: window,
-            per_host: PerHost::Each(per_host),
-            spread_over_hosts: false,
-            picks: Some(picks),
         }
     }
 
@@ -329,231 +238,6 @@ impl Deadline {
         self.state[vm.0] == State::Queued && !matches!(self.fleet_deadline[vm.0], Some(d) if d <= now)
     }
 
-    /// The rate a VM of `host` gets running alone at the WAN's `wan`.
-    fn alone_rate(&self, host: HostId, wan: f64) -> f64 {
-        self.estimator.nic(host).min(wan).min(
-            self.estimator
-                .migration_cap(MAX_CHANNELS.max(self.base.multifd_channels)),
-        )
-    }
-
-    /// A queued VM's modes, preferred first, with their bytes at `rate` on
-    /// the wire (the simulator's byte model, `evac_model::memory`).
-    fn alternatives(&self, fleet: &Fleet, vm: VmId, rate: f64) -> Vec<(Mode, f64)> {
-        let spec = fleet.vm(vm);
-        let compressed = self.compresses(fleet, spec, rate);
-        let memory = spec.memory.as_f64() * spec.profile.first_pass_wire_per_byte(compressed);
-        let resend = spec.profile.resend_wire_per_byte(compressed);
-        let dirtied = |t: f64| spec.dirtied_within(t) * resend;
-        // Postcopy's pages after the switch go as they are.
-        let postcopy = |rate| plan::postcopy_bytes(memory, |t| spec.dirtied_within(t), rate);
-        // Local disks are sent once, ahead of the memory, whatever the mode.
-        let disk = spec.disk.as_f64();
-        let alternatives = match self.base.mode {
-            Mode::Offline => vec![(Mode::Offline, memory)],
-            Mode::Postcopy => vec![(Mode::Postcopy, postcopy(rate))],
-            Mode::Live => {
-                let (live, _) = plan::live_bytes(
-                    memory,
-                    dirtied,
-                    rate,
-                    self.base.downtime_limit.as_secs_f64(),
-                    self.base.max_rounds,
-                );
-                let mut alternatives = vec![(Mode::Live, live)];
-                if self.base.allow_postcopy {
-                    alternatives.push((Mode::Postcopy, postcopy(rate)));
-                }
-                alternatives.push((Mode::Offline, memory));
-                alternatives
-            }
-        };
-        alternatives
-            .into_iter()
-            .map(|(mode, bytes)| (mode, disk + bytes))
-            .collect()
-    }
-
-    /// Whether a migration of `spec` compresses at `rate` under the
-    /// migration's `compression` (its host's CPU to itself):
-    /// [`evac_model::memory::compresses`], as the simulator decides.
-    fn compresses(&self, fleet: &Fleet, spec: &evac_model::Vm, rate: f64) -> bool {
-        let cpu = evac_model::memory::cpu_share(fleet.host(spec.host), &self.base, 1);
-        evac_model::memory::compresses(self.base.compression, &spec.profile, rate, cpu)
-    }
-
-    /// Replans the VMs still queued: their order, their modes, and those
-    /// given up.
-    fn plan(&mut self, view: &View<'_>) {
-        let now = view.now.as_secs_f64();
-        let fleet = view.fleet;
-        let (Some(mean), Some(peak)) = (self.estimator.mean(now), self.estimator.peak()) else {
-            return;
-        };
-        self.planned = Some((now, mean));
-        self.replan = false;
-        if !self.any_deadline {
-            return;
-        }
-        // The migrations in flight hold their bytes first.
-        let mut items: Vec<Item<Mode>> = Vec::new();
-        for m in &view.observations.migrations {
-            let spec = fleet.vm(m.vm);
-            items.push(Item {
-                vm: m.vm,
-                host: spec.host,
-                deadline: self.fleet_deadline[m.vm.0],
-                priority: spec.priority,
-                alternatives: vec![(m.params.mode, m.bytes_remaining.as_f64())],
-                committed: true,
-            });
-        }
-        let queued_from = items.len();
-        let queued: Vec<VmId> = self.waiting(now);
-        for vm in queued {
-            let spec = fleet.vm(vm);
-            items.push(Item {
-                vm,
-                host: spec.host,
-                deadline: self.fleet_deadline[vm.0],
-                priority: spec.priority,
-                alternatives: self.alternatives(fleet, vm, self.alone_rate(spec.host, mean)),
-                committed: false,
-            });
-        }
-        let nic = |h: HostId| self.estimator.nic(h);
-        let at_mean = plan::choose(now, &items, mean, nic);
-        // Whether it fits at the peak: only what does not is given up.
-        let optimistic: Vec<Item<Mode>> = items
-            .iter()
-            .map(|item| {
-                if item.committed {
-                    return item.clone();
-                }
-                Item {
-                    alternatives: self.alternatives(fleet, item.vm, self.alone_rate(item.host, peak)),
-                    ..item.clone()
-                }
-            })
-            .collect();
-        let at_peak = plan::choose(now, &optimistic, peak, nic);
-
-        let mut fits = Vec::new();
-        let mut waits = Vec::new();
-        let mut hopeless = Vec::new();
-        for (index, item) in items.iter().enumerate().skip(queued_from) {
-            let vm = item.vm;
-            let density = f64::from(item.priority) / item.alternatives[0].1.max(1.0) * f64::from(1u32 << 30);
-            let key = (item.deadline.unwrap_or(f64::INFINITY), density, vm);
-            // Only this plan's verdict counts: a VM deferred on a WAN that
-            // has since recovered is back in line.
-            self.hopeless[vm.0] = false;
-            match (at_mean[index], at_peak[index]) {
-                (Choice::Saved(mode, bytes), _) => {
-                    self.mode[vm.0] = mode;
-                    fits.push(key);
-                    if mode != self.base.mode {
-                        self.journal.record(
-                            vm,
-                            now,
-                            "plan",
-                            format!(
-                                "{mode:?} planned: live precopy would not fit before the power-off; {} by {mode:?}",
-                                gib(bytes)
-                            ),
-                        );
-                    }
-                }
-                (Choice::Left { needs, room }, Choice::Saved(mode, _)) => {
-                    self.mode[vm.0] = mode;
-                    waits.push(key);
-                    self.journal.record(
-                        vm,
-                        now,
-                        "defer",
-                        format!(
-                            "needs {} before its host's power-off; at the WAN's mean {} only {} are left after VMs of more priority per byte; fits at the peak {}: behind those that fit",
-                            gib(needs),
-                            mbps(mean),
-                            gib(room),
-                            mbps(peak)
-                        ),
-                    );
-                }
-                (Choice::Left { .. }, Choice::Left { needs, room }) => {
-                    // Last in line, not given up: it starts when the path
-                    // has room that no VM able to make it would use, in
-                    // the fastest mode there is.
-                    self.hopeless[vm.0] = true;
-                    self.mode[vm.0] = item.alternatives.last().map_or(self.base.mode, |a| a.0);
-                    hopeless.push(key);
-                    self.journal.record(
-                        vm,
-                        now,
-                        "last",
-                        format!(
-                            "needs {} before its host's power-off at {:.0} s; even at the WAN's peak {} only {} are left for it after VMs of more priority per byte: it starts only on room no other VM would use",
-                            gib(needs),
-                            item.deadline.unwrap_or(f64::INFINITY),
-                            mbps(peak),
-                            gib(room)
-                        ),
-                    );
-                }
-            }
-        }
-        let by_deadline_then_density = |a: &(f64, f64, VmId), b: &(f64, f64, VmId)| {
-            a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2))
-        };
-        fits.sort_by(by_deadline_then_density);
-        waits.sort_by(by_deadline_then_density);
-        hopeless.sort_by(by_deadline_then_density);
-        // VMs with no deadline wait behind every one with a deadline that
-        // can make it (they have all the time there is); those that cannot
-        // make it even at the peak come last: they get the room no other VM
-        // would use, and no more.
-        let (fits_no_deadline, fits_deadline): (Vec<_>, Vec<_>) =
-            fits.into_iter().partition(|f| f.0.is_infinite());
-        self.order = fits_deadline
-            .into_iter()
-            .chain(waits)
-            .chain(fits_no_deadline)
-            .chain(hopeless)
-            .map(|(_, _, vm)| vm)
-            .collect();
-        self.head = 0;
-    }
-
-    /// Whether cancelling `cancelled` would leave bandwidth to a VM that
-    /// can still make it: one waiting to start (on a host whose NIC has
-    /// room), or one in flight racing a power-off and held by the WAN
-    /// rather than by its own caps. If none would, a migration that looks
-    /// lost keeps going: trying costs nothing, and the estimate that
-    /// condemns it may be pessimistic.
-    fn bandwidth_wanted(&self, migrations: &[MigrationObs], cancelled: VmId, now: f64) -> bool {
-        let host_load = |host: HostId| -> f64 {
-            migrations
-                .iter()
-                .filter(|o| o.source == host && o.vm != cancelled)
-                .map(|o| o.rate.to_bytes_per_sec().0)
-                .sum()
-        };
-        let waiting = self.order[self.head..]
-            .iter()
-            .take(admission::MAX_SCAN)
-            .any(|&vm| {
-                self.startable(vm, now)
-                    && !self.hopeless[vm.0]
-                    && host_load(self.host[vm.0]) < admission::NIC_FULL * self.estimator.nic(self.host[vm.0])
-            });
-        waiting
-            || migrations.iter().any(|o| {
-                o.vm != cancelled
-                    && self.fleet_deadline[o.vm.0].is_some()
-                    && o.rate.to_bytes_per_sec().0 < admission::NIC_FULL * self.estimator.own_cap(&o.params)
-            })
-    }
-
     fn needs_replan(&self, now: f64) -> bool {
         let Some((at, mean)) = self.planned else {
             return true;
@@ -609,7 +293,7 @@ impl Policy for Deadline {
                     peak
                 },
                 max_new: usize::MAX,
-                base_channels: self.base.multifd_channels,
+                base_connections: self.base.connections,
                 per_connection: self.estimator.per_connection(),
             },
             // Not seen full yet, but every migration ran at its own cap:
@@ -618,7 +302,7 @@ impl Policy for Deadline {
             Some(floor) => Target {
                 rate: 2.0 * floor,
                 max_new: usize::MAX,
-                base_channels: self.base.multifd_channels,
+                base_connections: self.base.connections,
                 per_connection: self.estimator.per_connection(),
             },
             // Nothing measured yet: one migration, whose rate the next
@@ -626,7 +310,7 @@ impl Policy for Deadline {
             None => Target {
                 rate: f64::INFINITY,
                 max_new: usize::from(in_flight == 0),
-                base_channels: self.base.multifd_channels,
+                base_connections: self.base.connections,
                 per_connection: self.estimator.per_connection(),
             },
         };
@@ -656,9 +340,9 @@ impl Policy for Deadline {
         let mut picks = admission::fill(&mut loads, waiting(false), running(false), nic, target);
         let picked: Vec<Running> = picks
             .iter()
-            .map(|&(vm, channels)| Running {
+            .map(|&(vm, connections)| Running {
                 host: this.host[vm.0],
-                cap: this.estimator.migration_cap(channels),
+                cap: this.estimator.migration_cap(connections),
             })
             .collect();
         let scavengers = admission::fill(
@@ -677,11 +361,11 @@ impl Policy for Deadline {
         picks.extend(scavengers);
         self.loads = loads;
         let mut ids = Vec::with_capacity(picks.len());
-        for (vm, channels) in picks {
-            self.channels[vm.0] = channels;
+        for (vm, connections) in picks {
+            self.connections[vm.0] = connections;
             let start = Start {
                 mode: self.mode[vm.0],
-                channels,
+                connections,
                 per_connection: self.estimator.per_connection(),
                 deadline: self.fleet_deadline[vm.0],
                 priority: view.fleet.vm(vm).priority,
@@ -704,6 +388,23 @@ impl Policy for Deadline {
         true
     }
 
+    /// New deadlines: plan again and choose again at once, from the
+    /// fleet's new power-offs (a VM that can no longer make it drops in the
+    /// order, one that now can is started). With no deadline left, nothing
+    /// is last any more.
+    fn power_changed(&mut self, fleet: &Fleet) {
+        for (deadline, vm) in self.fleet_deadline.iter_mut().zip(&fleet.vms) {
+            *deadline = fleet.host(vm.host).power_off_at.map(|t| t.as_secs_f64());
+        }
+        self.any_deadline = self.fleet_deadline.iter().any(Option::is_some);
+        if !self.any_deadline {
+            self.hopeless.fill(false);
+        }
+        self.replan = true;
+        self.follow = Candidate::Planner;
+        self.rolled_out = None;
+    }
+
     fn plan_with(&mut self, rollout: std::sync::Arc<dyn Rollout>) {
         self.rollout = Some(rollout);
     }
@@ -716,7 +417,7 @@ impl Policy for Deadline {
         } = self.follow
         {
             self.mode[vm.0] = mode;
-            self.channels[vm.0] = connections;
+            self.connections[vm.0] = connections;
             self.journal.record(
                 vm,
                 self.now,
@@ -729,7 +430,7 @@ impl Policy for Deadline {
         }
         MigrationParams {
             mode: self.mode[vm.0],
-            multifd_channels: self.channels[vm.0],
+            connections: self.connections[vm.0],
             ..base
         }
     }
@@ -755,137 +456,8 @@ impl Policy for Deadline {
             Wakeup::OnEvent
         }
     }
-
     fn tune(&mut self, view: &View<'_>) -> Vec<Action> {
-        // Only a migration racing a power-off is ever switched or cancelled.
-        if !self.any_deadline || !self.estimator.wan_known() {
-            return Vec::new();
-        }
-        let now = view.now.as_secs_f64();
-        let (Some(mean), Some(peak)) = (self.estimator.mean(now), self.estimator.peak()) else {
-            return Vec::new();
-        };
-        let migrations = &view.observations.migrations;
-        let backlog: f64 = migrations.iter().map(|m| m.bytes_remaining.as_f64()).sum();
-        let mut actions = Vec::new();
-        for m in migrations {
-            if self.state[m.vm.0] == State::Cancelling {
-                continue;
-            }
-            let Some(deadline) = self.fleet_deadline[m.vm.0] else {
-                continue;
-            };
-            let rate = m.rate.to_bytes_per_sec().0;
-            if rate <= 0.0 {
-                continue;
-            }
-            let spec = view.fleet.vm(m.vm);
-            let left = deadline - now;
-            let remaining = m.bytes_remaining.as_f64();
-            // What the guest dirties within a time, in the bytes that
-            // re-sends (the byte model; the guest's curve, or its short
-            // form at the rate measured now).
-            let resend = spec
-                .profile
-                .resend_wire_per_byte(self.compresses(view.fleet, spec, rate));
-            let measured = |t: f64| {
-                if spec.profile.dirty_curve.is_empty() {
-                    (m.dirty_rate.0 * t).clamp(0.0, spec.working_set.as_f64())
-                } else {
-                    spec.dirtied_within(t)
-                }
-            };
-            let dirtied = |t: f64| measured(t) * resend;
-            // What it still sends: in precopy, the rounds to come too.
-            let to_send = if m.phase == Phase::Precopy && m.params.mode == Mode::Live {
-                plan::live_bytes(
-                    remaining,
-                    dirtied,
-                    rate,
-                    m.params.downtime_limit.as_secs_f64(),
-                    m.params.max_rounds.saturating_sub(m.round) + 1,
-                )
-                .0
-            } else if m.phase == Phase::Precopy && m.params.mode == Mode::Postcopy {
-                plan::postcopy_bytes(remaining, measured, rate)
-            } else {
-                remaining
-            };
-            // Its share now, until the others are done; then what it can
-            // take alone.
-            let others_done = (backlog - remaining).max(0.0) / mean.max(1.0);
-            let alone = self.alone_rate(spec.host, peak).min(
-                self.estimator
-                    .migration_cap(m.params.multifd_channels)
-                    .min(self.estimator.nic(spec.host)),
-            );
-            let deliverable = |bytes_per_sec_now: f64| {
-                let shared = others_done.min(left).max(0.0);
-                bytes_per_sec_now * shared + alone.max(bytes_per_sec_now) * (left - shared).max(0.0)
-            };
-            if to_send <= deliverable(rate) {
-                continue;
-            }
-            if m.phase == Phase::Precopy {
-                // Pause (or hand over to the destination) and send the rest
-                // once: what is left of the round and what was dirtied.
-                let once = remaining + dirtied(left.max(0.0));
-                if once <= deliverable(rate) {
-                    let last_safe_moment = 1.5 * once / rate + 2.0 * self.period;
-                    if left <= last_safe_moment {
-                        // Postcopy where the migration was started ready for
-                        // it: the guest runs on at the destination; offline
-                        // pauses it until the last byte.
-                        let postcopy = m.params.mode == Mode::Postcopy
-                            || (m.params.allow_postcopy && m.params.mode == Mode::Live);
-                        let (action, decision) = if postcopy {
-                            (Action::SwitchToPostcopy { vm: m.vm }, "postcopy")
-                        } else {
-                            (Action::SwitchToOffline { vm: m.vm }, "offline")
-                        };
-                        self.journal.record(
-                            m.vm,
-                            now,
-                            decision,
-                            format!(
-                                "precopy would send {} more by the power-off in {left:.0} s at its share of {}; the rest at once is {}",
-                                gib(to_send),
-                                mbps(rate),
-                                gib(once)
-                            ),
-                        );
-                        actions.push(action);
-                    }
-                    continue;
-                }
-            }
-            // A fixed plan the rollouts chose cancels nothing (its
-            // simulations did not), and a migration nothing else would
-            // replace keeps going.
-            if matches!(self.follow, Candidate::Fixed { .. })
-                || self.scavenger[m.vm.0]
-                || !self.bandwidth_wanted(migrations, m.vm, now)
-            {
-                continue;
-            }
-            self.journal.record(
-                m.vm,
-                now,
-                "cancel",
-                format!(
-                    "needs {} more, but at its share of {} (then {} alone once the {} ahead are done) only {} arrive before the power-off in {left:.0} s: its bandwidth goes to VMs that can make it",
-                    gib(to_send),
-                    mbps(rate),
-                    mbps(alone),
-                    gib((backlog - remaining).max(0.0)),
-                    gib(deliverable(rate))
-                ),
-            );
-            self.state[m.vm.0] = State::Cancelling;
-            self.replan = true;
-            actions.push(Action::Cancel { vm: m.vm });
-        }
-        actions
+        self.watch(view)
     }
 }
 
