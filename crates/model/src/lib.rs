@@ -66,8 +66,9 @@ pub struct Host {
     /// When the host loses power, counted from the evacuation's start; every
     /// VM still on it (or still migrating away from it) is lost then.
     pub power_off_at: Option<Duration>,
-    /// Source hosts: the CPU cores it can give migrations for compression
-    /// (see [`memory`]); `None`: as many as they want.
+    /// Source hosts: the CPU cores it can give migrations for compression,
+    /// shared by its compressing migrations (see [`memory`]); `None`: each
+    /// gets one core per connection.
     pub migration_cpus: Option<f64>,
     /// Announced changes of `power_off_at`, in order of `at` (empty: it
     /// never changes). Until the first change's `at`, `power_off_at` holds.

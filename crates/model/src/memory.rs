@@ -24,11 +24,13 @@
 //!   without a curve, the short form `min(working_set, dirty_rate × t)`,
 //!   which is the curve of one point `{ after = working_set / dirty_rate,
 //!   dirtied = working_set }`.
-//! - **CPU.** Compressing costs the source host's CPU: a host gives
-//!   migrations [`Host::migration_cpus`] cores, each compressing
-//!   [`MigrationParams::zstd_rate_per_core`] of non-zero memory per second
-//!   (zero pages are found before compression and cost none). See
-//!   [`cpu_capped_wire_rate`].
+//! - **CPU.** Compressing costs the source host's CPU: a migration
+//!   compresses in one thread per connection (QEMU's multifd channels),
+//!   each a core compressing [`MigrationParams::zstd_rate_per_core`] of
+//!   non-zero memory per second (zero pages are found before compression
+//!   and cost none), and a host that states [`Host::migration_cpus`] shares
+//!   those cores evenly among its compressing migrations. See
+//!   [`cpu_share`] and [`cpu_capped_wire_rate`].
 //!
 //! An uncompressed non-zero page is counted as its 4096 bytes, without its
 //! 8-byte header (0.2 %): so a profile left at its defaults (no zero pages,
@@ -149,14 +151,18 @@ pub fn cpu_capped_wire_rate(cpu: BytesPerSec, wire_per_byte: f64, compressed_sha
     }
 }
 
-/// The compressing rate of `host` for one of `sharing` compressing
-/// migrations from it: its `migration_cpus` cores at `params`' rate per
-/// core, shared evenly; unbounded when the host states no CPU.
+/// The compressing rate of one of `sharing` compressing migrations from
+/// `host`: QEMU compresses in one thread per multifd channel, so at most
+/// `params`' connections in cores, and at most an even share of the host's
+/// `migration_cpus` when it states them; each core at `params`' rate per
+/// core.
 pub fn cpu_share(host: &Host, params: &MigrationParams, sharing: usize) -> BytesPerSec {
-    match host.migration_cpus {
-        Some(cpus) => BytesPerSec(cpus * params.zstd_rate_per_core.0 / sharing.max(1) as f64),
-        None => BytesPerSec(f64::INFINITY),
-    }
+    let threads = f64::from(params.connections.get());
+    let cores = match host.migration_cpus {
+        Some(cpus) => (cpus / sharing.max(1) as f64).min(threads),
+        None => threads,
+    };
+    BytesPerSec(cores * params.zstd_rate_per_core.0)
 }
 
 /// Whether a migration of `profile` compresses under `mode`, when it would

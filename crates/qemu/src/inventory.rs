@@ -103,7 +103,7 @@ pub struct HostSpec {
     #[serde(default, with = "evac_model::units::human_duration::option")]
     pub power_off_at: Option<Duration>,
     /// Source hosts: the cores it can give migrations for compression
-    /// (absent: as many as they want).
+    /// (absent: one per connection of each migration).
     #[serde(default)]
     pub migration_cpus: Option<f64>,
     /// Destination hosts: the address incoming migrations listen on.

@@ -56,7 +56,7 @@
 //! site = "source"                  # source | destination
 //! nic = "10 Gbps"
 //! power_off_at = "15 min"          # optional, source hosts only: VMs still there then are lost
-//! migration_cpus = 2               # optional: cores for compressing migrations (default unbounded)
+//! migration_cpus = 2               # optional: cores for compressing migrations (default: one per connection)
 //!
 //! [[host]]
 //! name = "dst-1"

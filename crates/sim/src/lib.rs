@@ -20,8 +20,9 @@
 //!   "zstd"`, or `"auto"` when that is faster for the VM as it starts) as
 //!   `4096 / compression_ratio` bytes plus an 8-byte header; pages dirtied
 //!   since are re-sent as non-zero pages. A compressing migration sends at
-//!   most what its source host's `migration_cpus × zstd_rate_per_core`
-//!   compresses, shared evenly by the host's compressing migrations.
+//!   most what it compresses: one core per connection, or its even share
+//!   of its source host's `migration_cpus` if less, at
+//!   `zstd_rate_per_core` each.
 //! - Live (precopy): round 1 sends the whole memory. During a round of
 //!   length `t` the guest dirties its dirty curve at `t` (interpolated; the
 //!   short form is `min(working_set, dirty_rate × t)`). At the round's
