@@ -127,7 +127,7 @@ impl Flow {
     /// The bytes after this round that are certain to go: the memory's
     /// first pass while the disk is being copied.
     pub(crate) fn queued_after_round(&self) -> f64 {
-        if self.stage == Stage::CopyingDisk {
+        if self.disk_pending() {
             self.memory
         } else {
             0.0
@@ -158,6 +158,27 @@ impl Flow {
         self.stage = match self.stage {
             Stage::SettingUp { disk_first: true, .. } => Stage::CopyingDisk,
             Stage::SettingUp { .. } | Stage::CopyingDisk | Stage::Memory => Stage::Memory,
+        };
+    }
+
+    /// Whether the disks are still to go before the memory (being copied,
+    /// or to be once the setup is over).
+    pub(crate) fn disk_pending(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::CopyingDisk | Stage::SettingUp { disk_first: true, .. }
+        )
+    }
+
+    /// The disks go with the memory, in one copy (a switch to offline):
+    /// no disk stage any more, a setup under way goes on.
+    pub(crate) fn skip_disk(&mut self) {
+        self.stage = match self.stage {
+            Stage::SettingUp { ready_at, .. } => Stage::SettingUp {
+                ready_at,
+                disk_first: false,
+            },
+            Stage::CopyingDisk | Stage::Memory => Stage::Memory,
         };
     }
 }

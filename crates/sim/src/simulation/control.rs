@@ -125,9 +125,9 @@ impl Simulation<'_> {
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
                     flow.catch_up(now, v);
-                    let dirtied = if flow.stage == Stage::CopyingDisk {
+                    let dirtied = if flow.disk_pending() {
                         // The rest of the disk, then all the memory.
-                        flow.stage_done();
+                        flow.skip_disk();
                         flow.memory
                     } else {
                         spec.dirtied_within(now - flow.round_started_at) * flow.resend_wire
@@ -156,7 +156,7 @@ impl Simulation<'_> {
                     // before the guest can run at the destination.
                     let ready = flow.params.mode == Mode::Postcopy
                         || (flow.params.mode == Mode::Live && flow.params.allow_postcopy);
-                    if flow.phase != Phase::Precopy || !ready || flow.stage == Stage::CopyingDisk {
+                    if flow.phase != Phase::Precopy || !ready || flow.disk_pending() {
                         continue;
                     }
                     // The rest of the round and what the guest dirtied since
@@ -391,7 +391,7 @@ pub(super) fn uncompressed_share(flow: &mut Flow, spec: &evac_model::Vm) -> f64 
     if !flow.compressed {
         return 1.0;
     }
-    let (plain, packed) = if flow.stage == Stage::CopyingDisk {
+    let (plain, packed) = if flow.disk_pending() {
         // The disk goes as it is either way.
         (1.0, 1.0)
     } else if flow.first_pass() {

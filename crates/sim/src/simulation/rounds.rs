@@ -387,6 +387,22 @@ impl Simulation<'_> {
     /// its demand.
     pub(super) fn postcopy_on_one_connection(&mut self, vm: VmId) -> bool {
         let connection_cap = self.connection_cap;
+        if self.flow_mut(vm).is_none_or(|f| f.demand.weight == 1.0) {
+            return false;
+        }
+        // A flow's weight is the one thing the fluid model's virtual clock
+        // takes as fixed while it holds (a flow's progress is its weight
+        // times the clock's advance). Out of it first, with every rate and
+        // round end solved as they stand (the instant's other round ends
+        // stay in this instant), so that until the rebalance that follows,
+        // this flow and every other report the rates a full solve gives
+        // them (the fluid model reported the new weight's at once, and a
+        // controller consulted in between decided otherwise:
+        // crates/sim/tests/fluid.rs found it).
+        if self.fluid_on {
+            self.leave_fluid();
+            self.reallocate();
+        }
         let Some(flow) = self.flow_mut(vm) else {
             return false;
         };
