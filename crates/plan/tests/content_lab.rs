@@ -129,7 +129,8 @@ async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
 }
 
 /// `compression = "auto"` against `"none"` on a compressible guest behind
-/// a WAN-bound link (100 Mbit/s), each a real run of a fresh VM whose
+/// a WAN-bound link (100 Mbit/s, no `max_bandwidth`), each a real run of a
+/// fresh VM whose
 /// inventory entry states what the plan measured of it; the plan's bytes
 /// and time against each run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,12 +160,14 @@ async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
                 .unwrap()
         };
         tokio::time::sleep(Duration::from_secs(2)).await;
-        // Capped below the shaped link, as the simulator counts payload.
+        // The shaped link alone limits the migration: QEMU 7.2's
+        // `max-bandwidth` does not meter compressed multifd pages as they go
+        // on the wire (docs/plan.md), which the model does not follow.
         let text = lab.inventory_in(
             &net,
             "sequential",
             std::slice::from_ref(&vm),
-            &format!("max_bandwidth = \"90 Mbps\"\ncompression = \"{compression}\""),
+            &format!("compression = \"{compression}\""),
         ) + &format!("[network]\nwan_bandwidth = \"{WAN_BPS} bps\"\nwan_rtt = \"10 ms\"\n");
         let inventory = Inventory::from_str_at(&text, Path::new("inventory.toml")).unwrap();
         let how = Reading {
@@ -225,6 +228,9 @@ async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
         if expected == evac_model::Compression::None && !random {
             assert!(within(p, r, 0.10), "{compression}: plan {p} B, QEMU {r} B");
         }
+        // The target is 10 % (median) and 20 % (worst): the test
+        // fails beyond a third.
+        assert!(within(pt, rt, 0.33), "{compression}: plan {pt} s, real {rt} s");
         // Compressed, QEMU 7.2's `ram.transferred` counts the pages before
         // compression (94 MB where the link carried about 36): no check of
         // the bytes there.
@@ -237,8 +243,6 @@ async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
         times[0],
         gain * 100.0
     );
-    // The target is 30 % (docs/plan.md quotes this output: on this
-    // loaded machine QEMU compressed slower than the link, 27 % here); the
-    // test fails when compressing gains nothing.
-    assert!(gain >= 0.1, "auto {} s, none {} s", times[1], times[0]);
+    // The target is 30 % (docs/plan.md quotes this output).
+    assert!(gain >= 0.3, "auto {} s, none {} s", times[1], times[0]);
 }
