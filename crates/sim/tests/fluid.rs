@@ -47,7 +47,9 @@ fn case() -> impl Strategy<Value = Case> {
         8u64..512,
         prop::sample::select(vec![0u64, 0, 0, 300]),
         // Percent of zero pages, compression ratio in tenths.
-        (0u32..90, 10u32..40),
+        // ... and, for some, a dirty curve of two points: the rate's first
+        // second, then the working set after this many seconds.
+        (0u32..90, 10u32..40, prop::option::of(2u64..30)),
     );
     let params = (
         1u32..5,
@@ -101,21 +103,37 @@ fn case() -> impl Strategy<Value = Case> {
                 .into_iter()
                 .enumerate()
                 .map(
-                    |(i, (host, pin, mib, dirty_mb, ws_mib, disk_mib, (zero_pct, ratio_tenths)))| Vm {
-                        profile: evac_model::MemoryProfile {
-                            zero_fraction: f64::from(zero_pct) / 100.0,
-                            compression_ratio: f64::from(ratio_tenths) / 10.0,
-                            dirty_curve: Vec::new(),
-                        },
-                        name: format!("vm-{i}"),
-                        host: HostId(host % sources.len()),
-                        memory: Bytes::mib(mib),
-                        dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
-                        working_set: Bytes::mib(ws_mib.min(mib)),
-                        disk: Bytes::mib(disk_mib),
-                        priority: 1 + (i % 3) as u32,
-                        // Some pinned to a destination (so that one NIC can bind).
-                        destination: (pin == 0).then_some(HostId(first_destination)),
+                    |(i, (host, pin, mib, dirty_mb, ws_mib, disk_mib, (zero_pct, ratio_tenths, curve_s)))| {
+                        let mut vm = Vm {
+                            profile: evac_model::MemoryProfile {
+                                zero_fraction: f64::from(zero_pct) / 100.0,
+                                compression_ratio: f64::from(ratio_tenths) / 10.0,
+                                dirty_curve: Vec::new(),
+                            },
+                            name: format!("vm-{i}"),
+                            host: HostId(host % sources.len()),
+                            memory: Bytes::mib(mib),
+                            dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
+                            working_set: Bytes::mib(ws_mib.min(mib)),
+                            disk: Bytes::mib(disk_mib),
+                            priority: 1 + (i % 3) as u32,
+                            // Some pinned to a destination (so that one NIC can bind).
+                            destination: (pin == 0).then_some(HostId(first_destination)),
+                        };
+                        if let Some(seconds) = curve_s {
+                            let first = Bytes::from_f64(vm.dirty_rate.0).min(vm.working_set);
+                            vm.set_dirty_curve(vec![
+                                evac_model::DirtyPoint {
+                                    after: Duration::from_secs(1),
+                                    dirtied: first,
+                                },
+                                evac_model::DirtyPoint {
+                                    after: Duration::from_secs(seconds),
+                                    dirtied: vm.working_set,
+                                },
+                            ]);
+                        }
+                        vm
                     },
                 )
                 .collect();
