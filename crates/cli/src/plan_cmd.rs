@@ -1,37 +1,47 @@
-//! `evac plan INVENTORY`: measure the live fleet, simulate every policy,
-//! print the triage for the recommended one.
+//! `evac plan INVENTORY`: measure the live fleet (QEMU or libvirt, as the
+//! inventory's `backend` says), simulate every policy, print the triage
+//! for the recommended one.
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use evac_plan::triage::PlanJson;
+use evac_plan::Live;
 use evac_report::readable::{hms, seconds};
 
 pub fn plan(
     inventory: &Path,
-    sample: Duration,
-    long: Duration,
+    how: &evac_plan::live::Reading,
     scenario_out: Option<&Path>,
     json: Option<&Path>,
 ) -> Result<()> {
-    let inventory = evac_qemu::Inventory::from_path(inventory)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    crate::output::say(&format!(
-        "measuring {} VMs for {} s (QEMU calc-dirty-rate, dirty-bitmap mode); nothing is migrated",
-        inventory.vms.len(),
-        sample.as_secs().max(1) + long.as_secs()
-    ));
-    let measured = runtime.block_on(evac_plan::measure(&inventory, sample, long))?;
-    let fleet = evac_plan::scenario::fleet(&inventory, &measured);
-    let network = inventory.network();
+    let say = |line: &str| crate::output::say(line);
+    let live = runtime.block_on(async {
+        match crate::run::load(inventory)? {
+            crate::run::Inventory::Qemu(inventory) => evac_plan::live::qemu(&inventory, how, &say).await,
+            #[cfg(feature = "libvirt")]
+            crate::run::Inventory::Libvirt(inventory) => {
+                evac_plan::live::libvirt(&inventory, how, &say).await
+            }
+        }
+    })?;
+    let Live {
+        name,
+        fleet,
+        network,
+        network_stated,
+        migration,
+        controller,
+        measured,
+    } = live;
     // The measured fleet through the same wall as any scenario's.
     network
         .validate()
         .and_then(|()| fleet.validate())
         .map_err(|invalid| anyhow::anyhow!("the measured fleet: {}", invalid.named(&fleet)))?;
-    let plan = evac_plan::triage(&fleet, &network, inventory.migration, &inventory.controller);
+    let plan = evac_plan::triage(&fleet, &network, migration, &controller);
 
     // Printed in one go, a closed stdout (`| head`) ending it quietly.
     let mut text = String::new();
@@ -42,27 +52,43 @@ pub fn plan(
     }
     out!(
         "{}: {} VMs ({}) on {} hosts, WAN {} / {} RTT{}",
-        inventory.name,
+        name,
         fleet.vms.len(),
         fleet.total_memory(),
         fleet.hosts.len(),
         network.wan_bandwidth,
         evac_model::format_duration(network.wan_rtt),
-        if inventory.network.is_none() {
+        if !network_stated {
             " (no [network] in the inventory: the fastest source NIC)"
         } else {
             ""
         }
     );
     out!("measured:");
-    for vm in &fleet.vms {
-        out!(
-            "  {}: {} memory, dirtying {} of a {} working set",
-            vm.name,
-            vm.memory,
-            vm.dirty_rate,
-            vm.working_set
-        );
+    for (i, vm) in fleet.vms.iter().enumerate() {
+        let content = match measured.get(i).and_then(|m| m.content) {
+            Some(c) => format!(
+                "; {:.1} % zero pages (± {:.1}), the rest compressing {:.2}:1 (± {:.2}), from {} pages",
+                100.0 * c.zero_fraction,
+                100.0 * c.zero_fraction_stderr,
+                c.compression_ratio,
+                c.compression_ratio_stderr,
+                c.pages_sampled
+            ),
+            None => String::new(),
+        };
+        let dirtying = if vm.profile.dirty_curve.is_empty() {
+            format!("dirtying {} of a {} working set", vm.dirty_rate, vm.working_set)
+        } else {
+            let points: Vec<String> = vm
+                .profile
+                .dirty_curve
+                .iter()
+                .map(|p| format!("{} within {}", p.dirtied, evac_model::format_duration(p.after)))
+                .collect();
+            format!("dirtying {}", points.join(", "))
+        };
+        out!("  {}: {} memory, {dirtying}{content}", vm.name, vm.memory);
     }
     out!("\n| policy | migrated | priority | total |");
     out!("|---|---:|---:|---:|");
@@ -126,13 +152,7 @@ pub fn plan(
     crate::output::Console::stdout().line(text.trim_end())?;
 
     if let Some(path) = scenario_out {
-        let text = evac_plan::scenario::to_toml(
-            &inventory.name,
-            &fleet,
-            &network,
-            &plan.migration,
-            &plan.controller,
-        )?;
+        let text = evac_plan::scenario::to_toml(&name, &fleet, &network, &plan.migration, &plan.controller)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         crate::output::say(&format!(
             "wrote {} (evac simulate {} predicts the same)",
@@ -141,8 +161,8 @@ pub fn plan(
         ));
     }
     if let Some(path) = json {
-        let doc =
-            serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet)).context("serializing the plan")?;
+        let doc = serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet, &measured))
+            .context("serializing the plan")?;
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         crate::output::say(&format!("wrote {}", path.display()));
     }

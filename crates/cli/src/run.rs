@@ -12,7 +12,7 @@ use crate::output::{self, is_dash, Exit};
 use crate::{progress, OutputArgs};
 
 /// An inventory of either backend.
-enum Inventory {
+pub(crate) enum Inventory {
     Qemu(evac_qemu::Inventory),
     #[cfg(feature = "libvirt")]
     Libvirt(evac_libvirt::Inventory),
@@ -29,17 +29,7 @@ pub fn run(
     // Checked before anything runs: a bad path is found now, not after an
     // hour of migrations.
     let outputs = output.open()?;
-    let inventory = if is_dash(path) {
-        Inventory::Qemu(evac_qemu::Inventory::from_str_at(
-            &output::read_stdin_input()?,
-            Path::new("<stdin>"),
-        )?)
-    } else {
-        match backend_of(path) {
-            BackendKind::Qemu => Inventory::Qemu(evac_qemu::Inventory::from_path(path)?),
-            BackendKind::Libvirt => libvirt_inventory(path)?,
-        }
-    };
+    let inventory = load(path)?;
     evacuate(
         inventory,
         &output::origin(Some(path)),
@@ -49,6 +39,22 @@ pub fn run(
         metrics,
         outputs,
     )
+}
+
+/// The inventory at `path` (`-`: standard input, a QEMU one), read and
+/// checked by its backend's loader, as its `backend` key says.
+pub(crate) fn load(path: &Path) -> Result<Inventory> {
+    Ok(if is_dash(path) {
+        Inventory::Qemu(evac_qemu::Inventory::from_str_at(
+            &output::read_stdin_input()?,
+            Path::new("<stdin>"),
+        )?)
+    } else {
+        match backend_of(path) {
+            BackendKind::Qemu => Inventory::Qemu(evac_qemu::Inventory::from_path(path)?),
+            BackendKind::Libvirt => libvirt_inventory(path)?,
+        }
+    })
 }
 
 /// `origin` names the inventory in the result.

@@ -263,8 +263,8 @@ fn a_mistyped_inventory_field_gets_the_closest_one() {
              nic = \"10 Gbps\"\npeer_url = \"qemu+tcp://a/system\"\n"
         ),
         "error: FILE:7:1: field `host[0].peer_url`: unknown field `peer_url`, expected one of `name`, \
-         `site`, `nic`, `memory`, `power_off_at`, `uri`, `peer_uri`, `migration_address`, `tls_name`, \
-         `max_workers`, `migration_ports`, `ssh_max_startups`; \
+         `site`, `nic`, `memory`, `power_off_at`, `migration_cpus`, `uri`, `peer_uri`, `migration_address`, \
+         `tls_name`, `max_workers`, `migration_ports`, `ssh_max_startups`; \
          did you mean `peer_uri`?\n"
     );
 }

@@ -34,6 +34,7 @@ pub mod fit;
 pub mod instance;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
+pub mod mix;
 pub mod netns;
 pub mod pair;
 pub mod probe;
@@ -42,6 +43,7 @@ pub mod topology;
 pub mod tun;
 pub mod vm;
 
+pub use mix::{Mix, PageKind};
 pub use netns::{netns_available, netns_list};
 pub use pair::{LabNetwork, Shaping};
 pub use process::{find_pid, pid_alive};

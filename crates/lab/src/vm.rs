@@ -12,6 +12,7 @@ use std::time::Duration;
 use evac_model::BytesPerSec;
 use evac_qemu::Inventory;
 
+use crate::mix::Mix;
 use crate::pair::LabNetwork;
 use crate::process::{kill, kill_under, pid_alive};
 
@@ -160,6 +161,8 @@ enum Ram<'a> {
     Marker(&'a [u8]),
     /// Anonymous memory (`memory-backend-ram`), zero until the guest writes.
     Anonymous,
+    /// A shared file whose pages are zero, text-like or random ([`Mix`]).
+    Mixed(Mix),
 }
 
 /// A source VM started by the lab.
@@ -287,6 +290,19 @@ impl Lab {
         let bios = self.dir.join(format!("{name}.bios"));
         std::fs::write(&bios, image)?;
         self.start(name, mib, None, Some(&bios), Ram::Anonymous)
+    }
+
+    /// [`Lab::start_vm_in`] with RAM of `mix`'s zero, text-like and random
+    /// pages, written before QEMU starts (the guest, idle, leaves them be
+    /// but for the few pages its firmware writes below 1 MiB).
+    pub fn start_mixed_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        mix: Mix,
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        self.start(name, mib, netns, None, Ram::Mixed(mix))
     }
 
     fn start(
@@ -537,6 +553,21 @@ pub struct VmSpec {
 fn write_ram(dir: &Path, name: &str, mib: u64, ram: Ram<'_>) -> std::io::Result<String> {
     Ok(match ram {
         Ram::Anonymous => format!("memory-backend-ram,id=mem,size={mib}M"),
+        Ram::Mixed(mix) => {
+            let mem = dir.join(format!("{name}.mem"));
+            let mut file = std::io::BufWriter::new(std::fs::File::create(&mem)?);
+            let mut page = [0u8; 4096];
+            for index in 0..mib * 256 {
+                mix.page(index, &mut page);
+                file.write_all(&page)?;
+            }
+            file.flush()?;
+            drop(file);
+            format!(
+                "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
+                mem.display()
+            )
+        }
         Ram::Random | Ram::Marker(_) => {
             let mem = dir.join(format!("{name}.mem"));
             let mut file = std::fs::File::create(&mem)?;

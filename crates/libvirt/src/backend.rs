@@ -240,6 +240,14 @@ impl LibvirtBackend {
     }
 }
 
+impl LibvirtBackend {
+    /// The connection to host `host` that discovery used (`evac plan`
+    /// measures the domains through it).
+    pub fn connection(&self, host: HostId) -> &Arc<Conn> {
+        &self.conns[host.0]
+    }
+}
+
 impl evac_run::Backend for LibvirtBackend {
     type Migration = LibvirtMigration;
 
@@ -946,6 +954,18 @@ pub async fn run_with_options(
     let mut options = options;
     let log = options.log.clone().unwrap_or_else(evac_run::log_to_stderr);
     let params = inventory.migration.params;
+    if params.compression != evac_model::Compression::None {
+        // Refused before anything moves, rather than migrating uncompressed
+        // what the plan counted compressed.
+        anyhow::bail!(
+            "[migration] compression = \"{}\": the libvirt backend does not compress migrations yet \
+             (the QEMU backend does, with multifd zstd); set compression = \"none\"",
+            match params.compression {
+                evac_model::Compression::Zstd => "zstd",
+                _ => "auto",
+            }
+        );
+    }
     let config = inventory.controller.clone();
     evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
     // libvirt's own phases move no bytes for seconds: after the last byte

@@ -1,5 +1,6 @@
 //! What the backend reads from a domain's XML: its local disks, its
-//! network interfaces, and whether its memory can be moved by postcopy.
+//! network interfaces, its machine type, and whether its memory can be
+//! moved by postcopy.
 
 /// A disk that lives on the host itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +74,15 @@ pub fn devices(xml: &str, shared_storage: &[String]) -> Result<(Vec<LocalDisk>, 
 
 /// Whether `path` is `prefix` or inside it (a path-component match, so
 /// `/mnt/nfs2` is not under `/mnt/nfs`).
+/// The machine type of `<os><type machine='...'>` (`pc-q35-7.2`), if the
+/// XML parses and names one.
+pub fn machine(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let os = doc.root_element().children().find(|n| n.has_tag_name("os"))?;
+    let kind = os.children().find(|n| n.has_tag_name("type"))?;
+    kind.attribute("machine").map(str::to_owned)
+}
+
 fn under(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
     path == prefix
@@ -122,6 +132,14 @@ pub fn postcopy_obstacle(xml: &str) -> Result<Option<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_type_is_read() {
+        let xml = "<domain><os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os></domain>";
+        assert_eq!(machine(xml).as_deref(), Some("pc-q35-7.2"));
+        assert_eq!(machine("<domain><os/></domain>"), None);
+        assert_eq!(machine("not xml"), None);
+    }
 
     const XML: &str = "<domain type='kvm'><name>web</name><devices>\
         <disk type='file' device='disk'><source file='/var/lib/libvirt/images/web.qcow2'/><target dev='vda'/></disk>\

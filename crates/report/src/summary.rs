@@ -338,6 +338,7 @@ mod tests {
 
     fn fleet() -> Fleet {
         let host = |name: &str, site, power_off: Option<u64>| Host {
+            migration_cpus: None,
             name: name.to_owned(),
             site,
             nic: BitsPerSec::gbps(10.0),
@@ -346,6 +347,7 @@ mod tests {
             power_trace: Vec::new(),
         };
         let vm = |name: &str, host: usize, priority: u32| Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: name.to_owned(),
             host: HostId(host),
             memory: Bytes::gib(1),
@@ -382,6 +384,7 @@ mod tests {
 
     fn migrated(name: &str, host: &str, start: f64, end: f64) -> VmRecord {
         VmRecord {
+            compression: None,
             name: name.into(),
             host: host.into(),
             destination: Some("dst".into()),

@@ -20,6 +20,7 @@ use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, Network, S
 /// A host on `site` with a 10 Gbps NIC, unbounded room, no power-off.
 pub fn host(name: &str, site: Site) -> Host {
     Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -51,6 +52,7 @@ pub fn source_dying(name: &str, after: Duration) -> Host {
 /// memory its working set, no disk, priority 1, no pinned destination.
 pub fn vm(name: &str, host: usize, memory: Bytes) -> Vm {
     Vm {
+        profile: evac_model::MemoryProfile::default(),
         name: name.into(),
         host: HostId(host),
         memory,
