@@ -248,7 +248,25 @@ impl LibvirtBackend {
     }
 }
 
+/// What the libvirt backend carries out: postcopy (`VIR_MIGRATE_POSTCOPY`,
+/// `virDomainMigrateStartPostCopy`); auto-converge only as a migration
+/// starts (libvirt has no call to turn it on mid-flight); no compression
+/// yet (libvirt's `VIR_MIGRATE_COMPRESSED` is not wired).
+pub const CAPABILITIES: evac_run::Capabilities = evac_run::Capabilities {
+    postcopy: true,
+    auto_converge_in_flight: false,
+    compression: false,
+};
+
 impl evac_run::Backend for LibvirtBackend {
+    fn capabilities(&self) -> evac_run::Capabilities {
+        CAPABILITIES
+    }
+
+    fn name(&self) -> &'static str {
+        "libvirt"
+    }
+
     type Migration = LibvirtMigration;
 
     fn fleet(&self) -> &Fleet {
@@ -954,18 +972,9 @@ pub async fn run_with_options(
     let mut options = options;
     let log = options.log.clone().unwrap_or_else(evac_run::log_to_stderr);
     let params = inventory.migration.params;
-    if params.compression != evac_model::Compression::None {
-        // Refused before anything moves, rather than migrating uncompressed
-        // what the plan counted compressed.
-        anyhow::bail!(
-            "[migration] compression = \"{}\": the libvirt backend does not compress migrations yet \
-             (the QEMU backend does, with multifd zstd); set compression = \"none\"",
-            match params.compression {
-                evac_model::Compression::Zstd => "zstd",
-                _ => "auto",
-            }
-        );
-    }
+    // Refused before anything moves, rather than migrating uncompressed
+    // what the plan counted compressed (the run would refuse it too, later).
+    CAPABILITIES.fit("libvirt", params).map_err(|why| anyhow::anyhow!(why))?;
     let config = inventory.controller.clone();
     evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
     // libvirt's own phases move no bytes for seconds: after the last byte
