@@ -84,9 +84,10 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Read a live QEMU fleet without migrating anything (memory, dirty
-    /// rates measured by QEMU), simulate its evacuation with every policy
-    /// and print the triage of the recommended one.
+    /// Read a live fleet (QEMU, or libvirt domains in a build with the
+    /// `libvirt` feature) without migrating anything (memory, dirty rates
+    /// measured by QEMU), simulate its evacuation with every policy and
+    /// print the triage of the recommended one.
     Plan {
         /// Inventory file (TOML), as for `evac run`.
         inventory: PathBuf,
@@ -98,6 +99,12 @@ enum Command {
         /// seconds (a value shorter than `--sample` is raised to it).
         #[arg(long, default_value = "8s", value_parser = parse_whole_seconds)]
         working_set_sample: std::time::Duration,
+        /// How many runs of 64 KiB of each guest's memory to read (at random
+        /// places) for its share of zero pages and its zstd ratio; 0 reads
+        /// none; at most 16384 (1 GiB).
+        #[arg(long, default_value_t = 256, value_name = "RUNS",
+              value_parser = clap::value_parser!(u16).range(0..=16384))]
+        memory_sample: u16,
         /// Write the equivalent scenario (for `evac simulate`).
         #[arg(long, value_name = "FILE")]
         scenario_out: Option<PathBuf>,
@@ -238,12 +245,16 @@ fn dispatch(command: Command) -> Result<Exit> {
             inventory,
             sample,
             working_set_sample,
+            memory_sample,
             scenario_out,
             json,
         } => plan_cmd::plan(
             &inventory,
-            sample,
-            working_set_sample,
+            &evac_plan::live::Reading {
+                sample,
+                long: working_set_sample,
+                runs: usize::from(memory_sample),
+            },
             scenario_out.as_deref(),
             json.as_deref(),
         )

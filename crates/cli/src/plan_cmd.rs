@@ -1,12 +1,13 @@
-//! `evac plan INVENTORY`: measure the live fleet, simulate every policy,
-//! print the triage for the recommended one.
+//! `evac plan INVENTORY`: measure the live fleet (QEMU or libvirt, as the
+//! inventory's `backend` says), simulate every policy, print the triage
+//! for the recommended one.
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use evac_plan::triage::PlanJson;
+use evac_plan::Live;
 use evac_report::readable::{hms, seconds};
 
 /// `t` seconds into the plan as a time of day ("14:30:00 CET").
@@ -20,27 +21,40 @@ fn time_of_day(result: &evac_report::RunResult, t: f64) -> String {
 
 pub fn plan(
     inventory: &Path,
-    sample: Duration,
-    long: Duration,
+    how: &evac_plan::live::Reading,
     scenario_out: Option<&Path>,
     json: Option<&Path>,
 ) -> Result<()> {
-    let inventory = evac_qemu::Inventory::from_path(inventory)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    crate::output::say(&format!(
-        "measuring {} VMs for {} s (QEMU calc-dirty-rate, dirty-bitmap mode); nothing is migrated",
-        inventory.vms.len(),
-        sample.as_secs().max(1) + long.as_secs()
-    ));
-    let measured = runtime.block_on(evac_plan::measure(&inventory, sample, long))?;
-    let mut fleet = evac_plan::scenario::fleet(&inventory, &measured);
+    let say = |line: &str| crate::output::say(line);
+    let inventory = crate::run::load(inventory)?;
+    // Power-offs given as times count from when the inventory was read.
+    let (ups_hosts, start) = (inventory.ups_hosts(), inventory.start());
+    let live = runtime.block_on(async {
+        match inventory {
+            crate::run::Inventory::Qemu(inventory) => evac_plan::live::qemu(&inventory, how, &say).await,
+            #[cfg(feature = "libvirt")]
+            crate::run::Inventory::Libvirt(inventory) => {
+                evac_plan::live::libvirt(&inventory, how, &say).await
+            }
+        }
+    })?;
+    let Live {
+        name,
+        mut fleet,
+        network,
+        network_stated,
+        migration,
+        controller,
+        measured,
+    } = live;
     // Hosts that name a UPS: its word now, as a run would hear it first.
-    for ups_host in inventory.ups_hosts() {
+    for ups_host in ups_hosts {
         let Some(host) = fleet.hosts.iter_mut().find(|h| h.name == ups_host.host) else {
             continue;
         };
-        let now = evac_model::wall_clock::until(inventory.start, evac_model::wall_clock::Timestamp::now());
-        match runtime.block_on(evac_nut::read(&ups_host.ups, Duration::from_secs(2))) {
+        let now = evac_model::wall_clock::until(start, evac_model::wall_clock::Timestamp::now());
+        match runtime.block_on(evac_nut::read(&ups_host.ups, std::time::Duration::from_secs(2))) {
             Ok(reading) => {
                 host.power_off_at = match reading.power_off(now, ups_host.margin) {
                     evac_nut::PowerOff::None => None,
@@ -60,13 +74,12 @@ pub fn plan(
             Err(e) => crate::output::say(&format!("warning: {}: {e}; its power_off_at stands", host.name)),
         }
     }
-    let network = inventory.network();
     // The measured fleet through the same wall as any scenario's.
     network
         .validate()
         .and_then(|()| fleet.validate())
         .map_err(|invalid| anyhow::anyhow!("the measured fleet: {}", invalid.named(&fleet)))?;
-    let plan = evac_plan::triage(&fleet, &network, inventory.migration, &inventory.controller);
+    let plan = evac_plan::triage(&fleet, &network, migration, &controller);
 
     // Printed in one go, a closed stdout (`| head`) ending it quietly.
     let mut text = String::new();
@@ -77,27 +90,43 @@ pub fn plan(
     }
     out!(
         "{}: {} VMs ({}) on {} hosts, WAN {} / {} RTT{}",
-        inventory.name,
+        name,
         fleet.vms.len(),
         fleet.total_memory(),
         fleet.hosts.len(),
         network.wan_bandwidth,
         evac_model::format_duration(network.wan_rtt),
-        if inventory.network.is_none() {
+        if !network_stated {
             " (no [network] in the inventory: the fastest source NIC)"
         } else {
             ""
         }
     );
     out!("measured:");
-    for vm in &fleet.vms {
-        out!(
-            "  {}: {} memory, dirtying {} of a {} working set",
-            vm.name,
-            vm.memory,
-            vm.dirty_rate,
-            vm.working_set
-        );
+    for (i, vm) in fleet.vms.iter().enumerate() {
+        let content = match measured.get(i).and_then(|m| m.content) {
+            Some(c) => format!(
+                "; {:.1} % zero pages (± {:.1}), the rest compressing {:.2}:1 (± {:.2}), from {} pages",
+                100.0 * c.zero_fraction,
+                100.0 * c.zero_fraction_stderr,
+                c.compression_ratio,
+                c.compression_ratio_stderr,
+                c.pages_sampled
+            ),
+            None => String::new(),
+        };
+        let dirtying = if vm.profile.dirty_curve.is_empty() {
+            format!("dirtying {} of a {} working set", vm.dirty_rate, vm.working_set)
+        } else {
+            let points: Vec<String> = vm
+                .profile
+                .dirty_curve
+                .iter()
+                .map(|p| format!("{} within {}", p.dirtied, evac_model::format_duration(p.after)))
+                .collect();
+            format!("dirtying {}", points.join(", "))
+        };
+        out!("  {}: {} memory, {dirtying}{content}", vm.name, vm.memory);
     }
     out!("\n| policy | migrated | priority | total |");
     out!("|---|---:|---:|---:|");
@@ -114,7 +143,7 @@ pub fn plan(
     // Its times of day count from when the inventory was read, as its
     // power-offs given as times did.
     let mut result = plan.recommended_result().clone();
-    result.started_at = Some(inventory.start.to_string());
+    result.started_at = Some(start.to_string());
     let result = &result;
     out!(
         "\nrecommended: {} (saves priority {} of {}, {} of {} VMs)",
@@ -183,13 +212,7 @@ pub fn plan(
     crate::output::Console::stdout().line(text.trim_end())?;
 
     if let Some(path) = scenario_out {
-        let text = evac_plan::scenario::to_toml(
-            &inventory.name,
-            &fleet,
-            &network,
-            &plan.migration,
-            &plan.controller,
-        )?;
+        let text = evac_plan::scenario::to_toml(&name, &fleet, &network, &plan.migration, &plan.controller)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         crate::output::say(&format!(
             "wrote {} (evac simulate {} predicts the same)",
@@ -198,8 +221,8 @@ pub fn plan(
         ));
     }
     if let Some(path) = json {
-        let doc =
-            serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet)).context("serializing the plan")?;
+        let doc = serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet, &measured))
+            .context("serializing the plan")?;
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         crate::output::say(&format!("wrote {}", path.display()));
     }

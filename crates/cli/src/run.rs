@@ -18,7 +18,7 @@ use crate::{progress, OutputArgs};
 
 /// An inventory of either backend.
 #[derive(Clone)]
-enum Inventory {
+pub(crate) enum Inventory {
     Qemu(evac_qemu::Inventory),
     #[cfg(feature = "libvirt")]
     Libvirt(evac_libvirt::Inventory),
@@ -33,6 +33,16 @@ impl Inventory {
         }
     }
 
+    /// When it was read: power-offs given as times count from it until a
+    /// run sets its own start.
+    pub(crate) fn start(&self) -> evac_model::wall_clock::Timestamp {
+        match self {
+            Inventory::Qemu(i) => i.start,
+            #[cfg(feature = "libvirt")]
+            Inventory::Libvirt(i) => i.start,
+        }
+    }
+
     fn power_offs(&self) -> Vec<(String, Option<evac_model::wall_clock::PowerOffAt>)> {
         match self {
             Inventory::Qemu(i) => i.power_offs(),
@@ -41,7 +51,7 @@ impl Inventory {
         }
     }
 
-    fn ups_hosts(&self) -> Vec<evac_run::power::UpsHost> {
+    pub(crate) fn ups_hosts(&self) -> Vec<evac_run::power::UpsHost> {
         match self {
             Inventory::Qemu(i) => i.ups_hosts(),
             #[cfg(feature = "libvirt")]
@@ -81,7 +91,14 @@ pub fn run(
     // Checked before anything runs: a bad path is found now, not after an
     // hour of migrations.
     let outputs = output.open()?;
-    let inventory = if is_dash(path) {
+    let inventory = load(path)?;
+    evacuate(inventory, path, policy, quiet, resume, metrics, outputs)
+}
+
+/// The inventory at `path` (`-`: standard input, a QEMU one), read and
+/// checked by its backend's loader, as its `backend` key says.
+pub(crate) fn load(path: &Path) -> Result<Inventory> {
+    Ok(if is_dash(path) {
         Inventory::Qemu(evac_qemu::Inventory::from_str_at(
             &output::read_stdin_input()?,
             Path::new("<stdin>"),
@@ -91,8 +108,7 @@ pub fn run(
             BackendKind::Qemu => Inventory::Qemu(evac_qemu::Inventory::from_path(path)?),
             BackendKind::Libvirt => libvirt_inventory(path)?,
         }
-    };
-    evacuate(inventory, path, policy, quiet, resume, metrics, outputs)
+    })
 }
 
 /// `path` (`-`: stdin) names the inventory in the result, and is watched

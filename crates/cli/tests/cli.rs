@@ -1,20 +1,12 @@
 //! The `evac` binary as a user runs it.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-fn evac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_evac"))
-        .args(args)
-        .output()
-        .expect("evac runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{evac, text};
 
 #[test]
 fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {

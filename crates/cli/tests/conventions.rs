@@ -5,12 +5,8 @@
 
 use std::process::{Command, Output};
 
-fn evac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_evac"))
-        .args(args)
-        .output()
-        .expect("evac runs")
-}
+mod common;
+use common::evac;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -267,7 +263,8 @@ fn a_mistyped_inventory_field_gets_the_closest_one() {
              nic = \"10 Gbps\"\npeer_url = \"qemu+tcp://a/system\"\n"
         ),
         "error: FILE:7:1: field `host[0].peer_url`: unknown field `peer_url`, expected one of `name`, \
-         `site`, `nic`, `memory`, `power_off_at`, `ups`, `ups_margin`, `uri`, `peer_uri`, `migration_address`, `tls_name`; \
+         `site`, `nic`, `memory`, `power_off_at`, `ups`, `ups_margin`, `migration_cpus`, `uri`, `peer_uri`, \
+         `migration_address`, `tls_name`, `max_workers`, `migration_ports`, `ssh_max_startups`; \
          did you mean `peer_uri`?\n"
     );
 }

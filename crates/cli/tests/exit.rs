@@ -9,10 +9,10 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+mod common;
+
 fn evac() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_evac"));
-    command.env("RUST_BACKTRACE", "1");
-    command
+    common::evac_command()
 }
 
 fn run(args: &[&str]) -> Output {

@@ -1,18 +1,8 @@
 //! `evac init` and `evac report` as a newcomer meets them: a scenario to
 //! start from, and a clear error for a file that is not a result.
 
-use std::process::{Command, Output};
-
-fn evac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_evac"))
-        .args(args)
-        .output()
-        .expect("evac runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{evac, text};
 
 #[test]
 fn init_writes_a_scenario_that_simulates_and_never_overwrites() {

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use evac_lab::{self as lab};
 use serde_json::Value;
 
+mod common;
+
 fn evac() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_evac"))
+    common::evac_command()
 }
 
 /// A small lab named uniquely for this test process.
@@ -187,6 +189,45 @@ fn lab_down_removes_what_a_killed_lab_left() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.lines().next().is_some_and(|l| l.contains(&name)), "{said}");
     assert_eq!(leftovers(&name), Vec::<String>::new());
+}
+
+/// `lab down` of a lab whose owner runs: the owner tears its namespaces
+/// down on SIGTERM while `down` waits, so by the time `down` gets to them
+/// they are gone (once "Cannot remove namespace file", exit 1). That is no
+/// error, and a second `down` of the same lab succeeds, finding nothing.
+#[test]
+fn lab_down_of_a_running_lab_succeeds_and_so_does_a_second_one() {
+    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (name, file) = lab_file(dir.path(), "twice");
+    let out = evac()
+        .args(["lab", "up"])
+        .arg(&file)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!leftovers(&name).is_empty());
+
+    let out = evac().args(["lab", "down", &name]).output().unwrap();
+    let (said, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{said}{stderr}");
+    assert!(said.lines().next().is_some_and(|l| l.contains(&name)), "{said}");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+
+    let out = evac().args(["lab", "down", &name]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said.trim(), format!("no lab named {name} found"));
 }
 
 #[test]

@@ -10,23 +10,6 @@ use evac_lab::{self as lab, Lab};
 use evac_qmp::{Qmp, RunState};
 use serde_json::Value;
 
-/// Pids of the processes whose command line contains `needle`.
-fn pids_with(needle: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmdline).contains(needle) && lab::pid_alive(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 fn journal_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -141,7 +124,7 @@ fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
         .unwrap();
     // Whatever happened, the lab stops every destination QEMU.
     for vm in &vms {
-        for pid in pids_with(&format!("dst-{}-", vm.name)) {
+        for pid in lab::process::pids_mentioning(&format!("dst-{}-", vm.name)) {
             lab.adopt(pid);
         }
     }
@@ -178,7 +161,7 @@ fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
             assert!(Instant::now() < deadline, "the source of {} still runs", vm.name);
             std::thread::sleep(Duration::from_millis(50));
         }
-        let destinations = pids_with(&format!("dst-{}-", vm.name));
+        let destinations = lab::process::pids_mentioning(&format!("dst-{}-", vm.name));
         assert_eq!(
             destinations.len(),
             1,

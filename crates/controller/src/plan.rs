@@ -2,9 +2,12 @@
 //! every power-off deadline, and the exact upper bound any schedule meets.
 //!
 //! ## What a VM costs
-//! Precopy sends the memory `M`, then what the guest dirtied meanwhile,
-//! round after round: at a rate `r`, round `k` lasts `x_k / r` and the next
-//! sends `x_{k+1} = min(working set, dirty rate × x_k / r)`, until a round's
+//! Precopy sends the memory `M` (its first pass on the wire: zero pages as
+//! their header, the others compressed or not, `evac_model::memory`), then
+//! what the guest dirtied meanwhile, round after round: at a rate `r`,
+//! round `k` lasts `x_k / r` and the next sends `x_{k+1} = D(x_k / r)`, `D`
+//! the VM's dirty curve (`min(working set, dirty rate × t)` in its short
+//! form) in re-sent bytes, until a round's
 //! dirty bytes fit in the downtime limit or `max_rounds` is reached, and the
 //! last dirty bytes go in the stop-and-copy ([`live_bytes`], the simulator's
 //! model exactly, at a constant rate). Offline sends `M` once. Postcopy
@@ -28,12 +31,15 @@
 use evac_model::{HostId, VmId};
 
 /// The bytes a live precopy migration sends in all, and whether it ends by
-/// converging (rather than by hitting `max_rounds`), at a constant `rate`.
-/// Every quantity in bytes, bytes per second and seconds.
+/// converging (rather than by hitting `max_rounds`), at a constant `rate`:
+/// `first` bytes in its first round, then at each round's end what
+/// `dirtied(seconds)` says the guest dirtied during it, in the bytes that
+/// re-sends ([`evac_model::Vm::dirtied_within`] times the wire's bytes per
+/// byte: the simulator's byte model). Every quantity in bytes, bytes per
+/// second and seconds.
 pub fn live_bytes(
-    memory: f64,
-    dirty_rate: f64,
-    working_set: f64,
+    first: f64,
+    dirtied: impl Fn(f64) -> f64,
     rate: f64,
     downtime_limit: f64,
     max_rounds: u32,
@@ -41,12 +47,12 @@ pub fn live_bytes(
     if rate <= 0.0 {
         return (f64::INFINITY, false);
     }
-    let mut round_bytes = memory;
+    let mut round_bytes = first;
     let mut total = 0.0;
     let mut round = 1;
     loop {
         total += round_bytes;
-        let dirtied = (dirty_rate * round_bytes / rate).min(working_set);
+        let dirtied = dirtied(round_bytes / rate);
         let converged = dirtied / rate <= downtime_limit;
         if converged || round >= max_rounds {
             return (total + dirtied, converged);
@@ -56,13 +62,14 @@ pub fn live_bytes(
     }
 }
 
-/// The bytes a postcopy migration sends: one live round, then what the guest
-/// dirtied during it.
-pub fn postcopy_bytes(memory: f64, dirty_rate: f64, working_set: f64, rate: f64) -> f64 {
+/// The bytes a postcopy migration sends: one live round of `first` bytes,
+/// then what the guest dirtied during it (`dirtied`, as for
+/// [`live_bytes`]).
+pub fn postcopy_bytes(first: f64, dirtied: impl Fn(f64) -> f64, rate: f64) -> f64 {
     if rate <= 0.0 {
         return f64::INFINITY;
     }
-    memory + (dirty_rate * memory / rate).min(working_set)
+    first + dirtied(first / rate)
 }
 
 /// A VM the plan may save.
@@ -275,17 +282,17 @@ mod tests {
         // over 1 s, go on); round 2: 50, leaves 25 (2.5 s); round 3: 25,
         // leaves 12.5 (1.25 s); round 4: 12.5, leaves 6.25 (0.625 s <= 1 s:
         // converged), sent in the stop-and-copy. 193.75 in all.
-        let (bytes, converged) = live_bytes(100.0, 5.0, 1000.0, 10.0, 1.0, 30);
+        let (bytes, converged) = live_bytes(100.0, |t| (5.0 * t).min(1000.0), 10.0, 1.0, 30);
         assert!((bytes - 193.75).abs() < 1e-9, "{bytes}");
         assert!(converged);
         // Dirtying 50 B/s, the 20 B working set caps every round: 100, then
         // 20 (2 s each, dirtying min(20, 100) = 20 again); with 3 rounds:
         // 100 + 20 + 20 then 20 in the stop-and-copy = 160.
-        let (bytes, converged) = live_bytes(100.0, 50.0, 20.0, 10.0, 1.0, 3);
+        let (bytes, converged) = live_bytes(100.0, |t| (50.0 * t).min(20.0), 10.0, 1.0, 3);
         assert_eq!(bytes, 160.0);
         assert!(!converged, "20 B at 10 B/s is 2 s, over the 1 s limit");
         // Postcopy: 100, then min(20, 50 × 10 s) = 20.
-        assert_eq!(postcopy_bytes(100.0, 50.0, 20.0, 10.0), 120.0);
+        assert_eq!(postcopy_bytes(100.0, |t| (50.0 * t).min(20.0), 10.0), 120.0);
     }
 
     fn item(

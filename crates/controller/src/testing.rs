@@ -13,6 +13,7 @@ use crate::{MigrationObs, Phase};
 /// A host with a NIC of `nic_bps` bits per second and no memory limit.
 pub fn host(name: &str, site: Site, nic_bps: f64, power_off_at: Option<Duration>) -> Host {
     Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec(nic_bps),
@@ -25,6 +26,7 @@ pub fn host(name: &str, site: Site, nic_bps: f64, power_off_at: Option<Duration>
 /// An idle VM of 1 GiB on `host`, priority 1.
 pub fn idle_vm(name: &str, host: usize) -> Vm {
     Vm {
+        profile: evac_model::MemoryProfile::default(),
         name: name.into(),
         host: HostId(host),
         memory: Bytes::gib(1),

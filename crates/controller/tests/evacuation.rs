@@ -9,6 +9,7 @@ use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationP
 
 fn host(name: &str, site: Site, memory: Option<Bytes>) -> Host {
     Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -20,6 +21,7 @@ fn host(name: &str, site: Site, memory: Option<Bytes>) -> Host {
 
 fn vm(name: &str, host: usize, gib: u64) -> Vm {
     Vm {
+        profile: evac_model::MemoryProfile::default(),
         name: name.into(),
         host: HostId(host),
         memory: Bytes::gib(gib),

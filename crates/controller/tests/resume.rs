@@ -11,6 +11,7 @@ use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationP
 
 fn fleet(dst_room_gib: u64) -> Fleet {
     let host = |name: &str, site, memory| Host {
+        migration_cpus: None,
         name: name.into(),
         site,
         nic: BitsPerSec::gbps(10.0),
@@ -19,6 +20,7 @@ fn fleet(dst_room_gib: u64) -> Fleet {
         power_trace: Vec::new(),
     };
     let vm = |name: &str| Vm {
+        profile: evac_model::MemoryProfile::default(),
         name: name.into(),
         host: HostId(0),
         memory: Bytes::gib(4),

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 /// `Err(reason)` when packets cannot be captured here.
 pub fn tcpdump_available() -> Result<(), String> {
-    match Command::new("tcpdump").arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(()),
-        _ => Err("`tcpdump` is missing: apt-get install tcpdump".into()),
-    }
+    crate::process::run("tcpdump", &["--version"])
+        .map(|_| ())
+        .map_err(|e| format!("`tcpdump` is missing ({e}): apt-get install tcpdump"))
 }
 
 /// A running `tcpdump`; stopped on drop.

@@ -10,16 +10,20 @@
 //! process inside its namespaces, the namespaces (with their veths and
 //! qdiscs), the directory. TUN devices need nothing: they vanish with the
 //! process holding them.
+//!
+//! The same removal ([`remove_lab`]) serves every lab of the crate: the
+//! libvirt lab tears down with it, and [`sweep_dead`] removes what any lab
+//! whose owning process died left (its names carry the owner's pid).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use crate::instance::{sanitize_name, LABS_DIR};
-use crate::topology::remove_netns;
-use crate::{netns_list, pid_alive};
+use crate::netns::{netns_list, remove_netns};
+use crate::process::{cmdline, kill, kill_under, pid_alive, run};
 
 /// What [`down`] removed.
 #[derive(Debug, Default)]
@@ -38,34 +42,10 @@ fn parse_id(id: &str) -> Option<(&str, u32)> {
     Some((name, pid))
 }
 
-fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            c.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Whether `pid` is an `evac lab ...` process (and so owns its lab).
 fn is_lab_owner(pid: u32) -> bool {
     let args = cmdline(pid);
     args.iter().position(|a| a == "lab").is_some_and(|i| i >= 1) && pid_alive(pid)
-}
-
-/// Processes whose command line mentions `needle`, other than this one.
-fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me && cmdline(pid).iter().any(|a| a.contains(needle)))
-        .collect()
 }
 
 /// Removes the lab named `name` (every instance of it, one per owning
@@ -95,46 +75,101 @@ pub fn down(name: Option<&str>) -> Result<Removed> {
     for (id, namespaces) in labs {
         let (_, owner) = parse_id(&id).expect("parsed");
         if owner != std::process::id() && is_lab_owner(owner) {
-            // SAFETY: kill(2) on an `evac lab` process that owns this lab.
-            unsafe {
-                libc::kill(owner as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(20);
+            // It tears its lab down in order on SIGTERM.
+            kill(owner, libc::SIGTERM);
+            let deadline = Instant::now() + OWNER_TEARDOWN;
             while pid_alive(owner) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if pid_alive(owner) {
-                // SAFETY: as above; it did not stop in time.
-                unsafe {
-                    libc::kill(owner as i32, libc::SIGKILL);
-                }
+                kill(owner, libc::SIGKILL);
             }
             removed.processes.push(owner);
         }
-        let dir = Path::new(LABS_DIR).join(&id);
-        let marker = format!("{}/", dir.display());
-        for pid in pids_mentioning(&marker) {
-            // SAFETY: kill(2) on a process started with the lab's files.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-            removed.processes.push(pid);
-        }
-        for ns in namespaces {
-            remove_netns(&ns)?;
-            removed.namespaces.push(ns);
-        }
-        remove_dir(&dir)?;
+        // The owner's own teardown has removed some or all of it; what is
+        // gone already is not an error, so a second `down` of a half-gone
+        // lab succeeds too.
+        remove_lab(&Path::new(LABS_DIR).join(&id), &namespaces, &mut removed)?;
         removed.labs.push(id);
     }
     Ok(removed)
 }
 
-fn remove_dir(dir: &PathBuf) -> Result<()> {
+/// How long [`down`] gives a lab's owner to tear its lab down in order
+/// before the rest goes by force.
+const OWNER_TEARDOWN: Duration = Duration::from_secs(60);
+
+/// Removes what is left of one lab, by force, skipping what is gone: every
+/// process whose command line names a file under `dir` (its QEMUs and
+/// daemons), its `namespaces` (with what runs inside), whatever is mounted
+/// under `dir` in this mount namespace, and `dir`. Adds what it removed to
+/// `removed`.
+pub fn remove_lab(dir: &Path, namespaces: &[String], removed: &mut Removed) -> Result<()> {
+    removed.processes.extend(kill_under(dir));
+    for ns in namespaces {
+        if remove_netns(ns)? {
+            removed.namespaces.push(ns.clone());
+        }
+    }
+    unmount_under(dir);
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(anyhow::Error::new(e).context(format!("removing {}", dir.display())))
         }
         _ => Ok(()),
     }
+}
+
+/// Unmounts (lazily) whatever is mounted under `dir` in this mount
+/// namespace: normally nothing, as the libvirt lab's daemons mount in
+/// their own namespaces.
+fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let prefix = format!("{}/", dir.display());
+    for line in mounts.lines() {
+        if let Some(target) = line.split(' ').nth(1) {
+            if target.starts_with(&prefix) || target == prefix.trim_end_matches('/') {
+                if let Err(e) = run("umount", &["-l", target]) {
+                    eprintln!("lab: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Removes what labs whose owner died left: each directory under `parent`
+/// and each network namespace whose name `owner` maps to the pid of a
+/// process that no longer runs ([`remove_lab`]). A lab that crashed (its
+/// test killed, its process panicking past its teardown) is so removed by
+/// the next one of its kind. Says on stderr what it could not remove.
+pub fn sweep_dead(parent: &Path, owner: impl Fn(&str) -> Option<u32>) -> Removed {
+    let me = std::process::id();
+    let dead = |name: &str| owner(name).is_some_and(|pid| pid != me && !pid_alive(pid));
+    let mut removed = Removed::default();
+    if let Ok(entries) = std::fs::read_dir(parent) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if dead(&name) && entry.path().is_dir() {
+                match remove_lab(&entry.path(), &[], &mut removed) {
+                    Ok(()) => removed.labs.push(name),
+                    Err(e) => eprintln!("lab: {e:#}"),
+                }
+            }
+        }
+    }
+    let namespaces: Vec<String> = netns_list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ns| dead(ns))
+        .collect();
+    for ns in namespaces {
+        match remove_netns(&ns) {
+            Ok(true) => removed.namespaces.push(ns),
+            Ok(false) => {}
+            Err(e) => eprintln!("lab: {e}"),
+        }
+    }
+    removed
 }

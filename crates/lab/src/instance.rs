@@ -18,18 +18,13 @@ use evac_model::{Bytes, Site};
 use evac_qemu::Inventory;
 use evac_scenario::Scenario;
 
+use crate::capacity::{self, raise_fd_limit, Machine, Needs};
 use crate::topology::{Topology, TraceFollower};
+use crate::vm::VmSpec;
 use crate::{destination_args, Lab, DIRTY_WORKING_SET_START};
 
 /// Where labs keep their files.
 pub const LABS_DIR: &str = "/run/evac-lab";
-
-/// The most VM memory a lab may hold in all: each VM's RAM is a file of
-/// random bytes plus, once migrated, a destination's copy.
-pub const MAX_LAB_MEMORY: Bytes = Bytes(8 << 30);
-
-/// The most VMs a lab may run (two cores run them all).
-pub const MAX_LAB_VMS: usize = 16;
 
 /// The lab's name as it appears in namespace and directory names: ASCII
 /// letters, digits and `_` kept, anything else `_`, at most 24 characters.
@@ -72,20 +67,6 @@ pub struct LabInstance {
 /// What can be checked of a lab file before anything is built.
 fn check(scenario: &Scenario, origin: &str) -> Result<()> {
     let fleet = &scenario.fleet;
-    if fleet.vms.len() > MAX_LAB_VMS {
-        bail!(
-            "{origin}: the lab runs at most {MAX_LAB_VMS} VMs, the file has {}",
-            fleet.vms.len()
-        );
-    }
-    let total: u64 = fleet.vms.iter().map(|v| v.memory.0).sum();
-    if total > MAX_LAB_MEMORY.0 {
-        bail!(
-            "{origin}: the lab's VMs hold {} in all, more than the lab's limit of {}",
-            Bytes(total),
-            MAX_LAB_MEMORY
-        );
-    }
     for vm in &fleet.vms {
         let mib = vm.memory.0 >> 20;
         if vm.memory.0 % (1 << 20) != 0 || mib < 32 {
@@ -112,6 +93,19 @@ fn check(scenario: &Scenario, origin: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether this machine holds the lab ([`crate::capacity`]), with the
+/// soft limit of open files raised to the hard one first.
+fn fits_here(scenario: &Scenario, origin: &str) -> Result<()> {
+    raise_fd_limit().context("raising the limit of open files")?;
+    let needs = Needs {
+        vms: scenario.fleet.vms.len(),
+        hosts: scenario.fleet.hosts.len(),
+        vm_memory: Bytes(scenario.fleet.vms.iter().map(|v| v.memory.0).sum()),
+    };
+    let machine = Machine::here(Path::new(LABS_DIR)).context("reading this machine's limits")?;
+    capacity::check(&needs, &machine).map_err(|e| anyhow::anyhow!("{origin}: {e}"))
+}
+
 /// The prerequisites of a lab: root, `ip`/`tc`, QEMU, and the dirtying
 /// guest when `dirtying`.
 pub fn prerequisites(dirtying: bool) -> Result<()> {
@@ -134,6 +128,7 @@ impl LabInstance {
         let scenario = Scenario::from_toml_str(text, origin)?;
         check(&scenario, origin)?;
         prerequisites(scenario.fleet.vms.iter().any(|v| v.dirty_rate.0 > 0.0))?;
+        fits_here(&scenario, origin)?;
         let raw: toml::Table = text.parse().with_context(|| format!("{origin}: not TOML"))?;
         let pid = std::process::id();
         let prefix = lab_prefix(&scenario.name, pid);
@@ -183,19 +178,27 @@ impl LabInstance {
         self.topology.as_ref().expect("built")
     }
 
+    /// Starts the fleet's VMs in their hosts' namespaces, in parallel
+    /// ([`Lab::start_fleet`]): as many RAM files written at once as there
+    /// are cores, QEMUs started in waves.
     fn start_vms(&mut self) -> Result<()> {
         let topology = self.topology.as_ref().expect("built");
+        let specs: Vec<VmSpec> = self
+            .scenario
+            .fleet
+            .vms
+            .iter()
+            .map(|vm| VmSpec {
+                name: vm.name.clone(),
+                mib: vm.memory.0 >> 20,
+                netns: Some(topology.host_netns[vm.host.0].clone()),
+                dirty: (vm.dirty_rate.0 > 0.0).then_some((vm.dirty_rate, vm.working_set.0 >> 20)),
+            })
+            .collect();
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let vms = self.vms.as_mut().expect("built");
-        for vm in &self.scenario.fleet.vms {
-            let netns = &topology.host_netns[vm.host.0];
-            let mib = vm.memory.0 >> 20;
-            if vm.dirty_rate.0 > 0.0 {
-                vms.start_dirtying_vm_in(&vm.name, mib, vm.dirty_rate, vm.working_set.0 >> 20, Some(netns))
-            } else {
-                vms.start_vm_in(&vm.name, mib, Some(netns))
-            }
-            .with_context(|| format!("starting VM {}", vm.name))?;
-        }
+        vms.start_fleet(&specs, parallel)
+            .context("starting the lab's VMs")?;
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::topology::in_netns;
+use crate::netns::in_netns;
 
 /// Sends `count` datagrams from namespace `from` to a UDP echo in
 /// namespace `to` at `to_address`, one every `interval`, and returns each

@@ -21,7 +21,6 @@
 //! is held to about `tcp_window / wan_rtt`, as the model says.
 
 use std::io;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,7 +29,8 @@ use std::time::{Duration, Instant};
 use evac_model::{BitsPerSec, Bytes, Fleet, Network, Site, TracePoint};
 
 use crate::delay::DelayLine;
-use crate::{ip, run};
+use crate::netns::{address_up, shape as tbf_shape, sysctl, veth, Namespaces, QdiscVerb, Tbf};
+use crate::process::ip;
 
 /// NICs at or above this are not shaped (nothing here is that fast).
 const UNSHAPED_NIC_BPS: f64 = 10e9;
@@ -49,8 +49,9 @@ pub struct Topology {
     src_router: String,
     /// The WAN bottleneck's queue ([`wan_queue`]).
     pub wan_queue: Duration,
-    created: Vec<String>,
     delay: Option<DelayLine>,
+    /// Last: removed after the delay line has closed its TUN devices.
+    namespaces: Namespaces,
 }
 
 /// The model's rates are payload: what TCP carries. `tbf` counts whole
@@ -86,41 +87,25 @@ pub fn wan_queue(rtt: Duration) -> Duration {
     (rtt / 2).clamp(Duration::from_millis(5), Duration::from_millis(50))
 }
 
-/// The `tbf` parameters for `rate`: a burst of 5 ms of traffic (at least
-/// 64 KiB, so that TSO bursts pass) and a queue of at most `queue`.
-fn tbf_args(rate: BitsPerSec, queue: Duration) -> Vec<String> {
-    let burst = ((rate.0 / 8.0 * 0.005) as u64).max(64 << 10);
-    vec![
-        "tbf".into(),
-        "rate".into(),
-        format!("{}bit", rate.0.round() as u64),
-        "burst".into(),
-        format!("{burst}b"),
-        "latency".into(),
-        format!("{}us", queue.as_micros()),
-    ]
-}
-
-fn tc(args: &[String]) -> io::Result<()> {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run("tc", &args)
+/// The `tbf` for `rate`: a burst of 5 ms of traffic (at least 64 KiB, so
+/// that TSO bursts pass) and a queue of at most `queue`.
+fn tbf(rate: BitsPerSec, queue: Duration) -> Tbf {
+    Tbf {
+        rate,
+        burst: Bytes(((rate.0 / 8.0 * 0.005) as u64).max(64 << 10)),
+        latency: queue,
+    }
 }
 
 /// Shapes `dev` to carry `payload` of TCP payload per second (see
 /// [`TUN_PACKET_PER_PAYLOAD`]) with a queue of `queue`.
-fn shape(netns: &str, dev: &str, verb: &str, payload: BitsPerSec, queue: Duration) -> io::Result<()> {
+fn shape(netns: &str, dev: &str, verb: QdiscVerb, payload: BitsPerSec, queue: Duration) -> io::Result<()> {
     let overhead = if dev == WAN_DEV {
         TUN_PACKET_PER_PAYLOAD
     } else {
         VETH_FRAME_PER_PAYLOAD
     };
-    let rate = BitsPerSec(payload.0 * overhead);
-    let mut args: Vec<String> = ["-n", netns, "qdisc", verb, "dev", dev, "root"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(tbf_args(rate, queue));
-    tc(&args)
+    tbf_shape(netns, dev, verb, &tbf(BitsPerSec(payload.0 * overhead), queue))
 }
 
 /// The socket-buffer sysctls that let a TCP connection's receive window
@@ -140,18 +125,6 @@ pub fn tcp_buffer_sysctls(window: Bytes) -> Vec<(String, String)> {
     ]
 }
 
-/// Sets `key` (dotted, as `sysctl` names it) to `value` in `netns`: written
-/// to `/proc/sys` from a thread inside the namespace, where the `net.*`
-/// entries are the namespace's own (no `sysctl` binary needed).
-fn sysctl(netns: &str, key: &str, value: &str) -> io::Result<()> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    let value = value.to_owned();
-    in_netns(netns, move || {
-        std::fs::write(&path, value).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
-    })?
-    .map_err(|e| io::Error::new(e.kind(), format!("network namespace {netns}: {e}")))
-}
-
 impl Topology {
     /// Builds the namespaces, links, routes, shaping and the delay line for
     /// `fleet`'s hosts and `network` (the WAN at its capacity at time 0).
@@ -165,66 +138,27 @@ impl Topology {
             host_address: Vec::new(),
             src_router: format!("{prefix}-s"),
             wan_queue: wan_queue(network.wan_rtt),
-            created: Vec::new(),
             delay: None,
+            namespaces: Namespaces::new(),
         };
         let dst_router = format!("{prefix}-d");
-        // From each `netns add` on, Drop removes what was made.
+        // From each `add` on, Drop removes what was made.
         for ns in [topo.src_router.clone(), dst_router.clone()] {
-            ip(&["netns", "add", &ns])?;
-            topo.created.push(ns.clone());
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            topo.namespaces.add(&ns)?;
             sysctl(&ns, "net.ipv4.ip_forward", "1")?;
         }
         for (i, host) in fleet.hosts.iter().enumerate() {
             let ns = format!("{prefix}-h{i}");
-            ip(&["netns", "add", &ns])?;
-            topo.created.push(ns.clone());
+            topo.namespaces.add(&ns)?;
             let router = match host.site {
                 Site::Source => &topo.src_router,
                 Site::Destination => &dst_router,
             };
             let router_dev = format!("h{i}");
-            ip(&[
-                "-n",
-                &ns,
-                "link",
-                "add",
-                "uplink",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &router_dev,
-                "netns",
-                router,
-            ])?;
+            veth(&ns, "uplink", router, &router_dev)?;
             let address = format!("10.214.{i}.2");
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{address}/24"),
-                "dev",
-                "uplink",
-            ])?;
-            ip(&[
-                "-n",
-                router,
-                "addr",
-                "add",
-                &format!("10.214.{i}.1/24"),
-                "dev",
-                &router_dev,
-            ])?;
-            for (n, dev) in [
-                (ns.as_str(), "uplink"),
-                (ns.as_str(), "lo"),
-                (router.as_str(), router_dev.as_str()),
-            ] {
-                ip(&["-n", n, "link", "set", dev, "up"])?;
-            }
+            address_up(&ns, "uplink", &format!("{address}/24"))?;
+            address_up(router, &router_dev, &format!("10.214.{i}.1/24"))?;
             ip(&[
                 "-n",
                 &ns,
@@ -239,8 +173,8 @@ impl Topology {
             }
             if host.nic.0 < UNSHAPED_NIC_BPS {
                 match host.site {
-                    Site::Source => shape(&ns, "uplink", "add", host.nic, NIC_QUEUE)?,
-                    Site::Destination => shape(router, &router_dev, "add", host.nic, NIC_QUEUE)?,
+                    Site::Source => shape(&ns, "uplink", QdiscVerb::Add, host.nic, NIC_QUEUE)?,
+                    Site::Destination => shape(router, &router_dev, QdiscVerb::Add, host.nic, NIC_QUEUE)?,
                 }
             }
             topo.host_netns.push(ns);
@@ -260,7 +194,7 @@ impl Topology {
         shape(
             &topo.src_router,
             WAN_DEV,
-            "add",
+            QdiscVerb::Add,
             network.capacity_at(Duration::ZERO),
             topo.wan_queue,
         )?;
@@ -269,7 +203,7 @@ impl Topology {
 
     /// Changes the WAN's `tbf` rate.
     pub fn set_wan_rate(&self, rate: BitsPerSec) -> io::Result<()> {
-        shape(&self.src_router, WAN_DEV, "change", rate, self.wan_queue)
+        shape(&self.src_router, WAN_DEV, QdiscVerb::Change, rate, self.wan_queue)
     }
 
     /// Applies `trace` from now on (its `at` counted from this call), in a
@@ -290,7 +224,7 @@ impl Topology {
                         }
                         std::thread::sleep((point.at - start.elapsed()).min(Duration::from_millis(50)));
                     }
-                    if let Err(e) = shape(&ns, WAN_DEV, "change", point.bandwidth, queue) {
+                    if let Err(e) = shape(&ns, WAN_DEV, QdiscVerb::Change, point.bandwidth, queue) {
                         eprintln!("lab: WAN trace at {:?}: {e}", point.at);
                     }
                 }
@@ -329,64 +263,11 @@ impl Drop for TraceFollower {
     }
 }
 
-/// Runs `f` in a thread that has entered network namespace `netns` (a name
-/// under `/run/netns`): sockets and TUN devices it opens belong to that
-/// namespace and stay there when handed back to other threads.
-pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    let ns = std::fs::File::open(format!("/run/netns/{netns}"))
-        .map_err(|e| io::Error::new(e.kind(), format!("network namespace {netns}: {e}")))?;
-    std::thread::spawn(move || -> io::Result<T> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns(2) on a descriptor we own; it changes the namespace
-        // of this thread only, which ends with `f`.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| io::Error::other("a thread in a network namespace panicked"))?
-}
-
-/// The pids of the processes inside network namespace `netns`.
-pub fn netns_pids(netns: &str) -> Vec<u32> {
-    Command::new("ip")
-        .args(["netns", "pids", netns])
-        .output()
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Kills every process in `netns` (SIGKILL), waits up to 5 s for them to
-/// go, and deletes the namespace.
-pub fn remove_netns(netns: &str) -> io::Result<()> {
-    for pid in netns_pids(netns) {
-        // SAFETY: kill(2); the processes of a lab namespace are the lab's.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !netns_pids(netns).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    ip(&["netns", "del", netns])
-}
-
 impl Drop for Topology {
     fn drop(&mut self) {
         // The TUN devices go with their descriptors.
         self.delay = None;
-        for ns in self.created.drain(..).rev() {
-            if let Err(e) = remove_netns(&ns) {
-                eprintln!("lab: {e}");
-            }
-        }
+        self.namespaces.remove_all();
     }
 }
 
@@ -407,7 +288,7 @@ mod tests {
 
     #[test]
     fn tbf_is_given_its_queue_in_microseconds() {
-        let args = tbf_args(BitsPerSec(200e6), Duration::from_micros(12_500));
+        let args = tbf(BitsPerSec(200e6), Duration::from_micros(12_500)).args();
         // 5 ms at 200 Mbit/s is 125 000 bytes, above the 64 KiB floor.
         assert_eq!(
             args,

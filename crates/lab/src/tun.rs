@@ -33,7 +33,7 @@ pub fn open_in(netns: &str, name: &str) -> io::Result<OwnedFd> {
         ));
     }
     let name = name.to_owned();
-    crate::topology::in_netns(netns, move || -> io::Result<OwnedFd> {
+    crate::netns::in_netns(netns, move || -> io::Result<OwnedFd> {
         let path = c"/dev/net/tun";
         // SAFETY: open(2) with a valid C string.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };

@@ -15,8 +15,8 @@
 
 use std::time::{Duration, Instant};
 
+use evac_lab::libvirt::{Lab, LabOptions};
 use evac_libvirt::client::{completed_migration, MigrateRequest, Migration};
-use evac_libvirt::lab::{Lab, LabOptions};
 
 fn list(arg: Option<String>, default: &[u64]) -> Vec<u64> {
     arg.map(|a| {
@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
                         tls_destination: None,
                         copy_storage: false,
                         offline: false,
+                        postcopy: false,
                     };
                     let t = Instant::now();
                     let mut m =

@@ -11,10 +11,11 @@ use anyhow::Context as _;
 use evac_controller::{Phase, Retune};
 use evac_model::{BitsPerSec, Bytes, Fleet, HostId, Network, Site};
 use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::client::{self, ClientError, Conn, JobProgress, MigrateRequest};
-use crate::inventory::{FoundDomain, Inventory};
+use crate::inventory::{FoundDomain, HostSpec, Inventory};
+use crate::limits;
 
 /// How long one libvirt call of an attempt may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -56,7 +57,66 @@ pub struct LibvirtBackend {
     /// gone from its source keeps counting what it sent there.
     guest_tx: HashMap<String, u64>,
     next_start: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
+    /// Per host, its caps as semaphores ([`crate::limits`]).
+    gates: Vec<Gate>,
     log: Log,
+}
+
+/// A host's caps: slots for migrations (out of a source: its daemon's
+/// workers; into a destination: its ports) and for ssh connections being
+/// set up.
+#[derive(Clone, Default)]
+struct Gate {
+    migrations: Option<Arc<Semaphore>>,
+    startups: Option<Arc<Semaphore>>,
+}
+
+/// Reads, says once per host and turns into semaphores the hosts' limits.
+async fn gates(inventory: &Inventory, log: &Log) -> Vec<Gate> {
+    let mut gates = Vec::new();
+    for host in &inventory.hosts {
+        let read = match (host.site, limits::admin_uri(&host.uri)) {
+            (Site::Source, Some(admin)) => {
+                match client::call(CALL_TIMEOUT, move || {
+                    limits::read_max_workers(&admin, CALL_TIMEOUT).map_err(ClientError::Libvirt)
+                })
+                .await
+                {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        log(&format!(
+                            "host `{}`: cannot read its max_workers through libvirt's admin API ({e})",
+                            host.name
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let (migrations, startups) = limits::host_caps(host, read, inventory.migration.copy_storage);
+        let direction = match host.site {
+            Site::Source => "out of it",
+            Site::Destination => "into it",
+        };
+        if let Some(cap) = &migrations {
+            log(&format!(
+                "host `{}`: at most {} migrations {direction} at once: {}",
+                host.name, cap.at_most, cap.why
+            ));
+        }
+        if let Some(cap) = &startups {
+            log(&format!(
+                "host `{}`: at most {} migrations setting up ssh connections to it at once: {}",
+                host.name, cap.at_most, cap.why
+            ));
+        }
+        gates.push(Gate {
+            migrations: migrations.map(|c| Arc::new(Semaphore::new(c.at_most))),
+            startups: startups.map(|c| Arc::new(Semaphore::new(c.at_most))),
+        });
+    }
+    gates
 }
 
 impl LibvirtBackend {
@@ -153,6 +213,7 @@ impl LibvirtBackend {
             }
         }
         let fleet = inventory.fleet(&found).map_err(anyhow::Error::msg)?;
+        let gates = gates(&inventory, &log).await;
         // The fleet keeps the order of `found` (filtered the same way).
         let sources = fleet
             .vms
@@ -173,12 +234,39 @@ impl LibvirtBackend {
             conns,
             guest_tx: HashMap::new(),
             next_start: Arc::new(tokio::sync::Mutex::new(tokio::time::Instant::now())),
+            gates,
             log,
         })
     }
 }
 
+impl LibvirtBackend {
+    /// The connection to host `host` that discovery used (`evac plan`
+    /// measures the domains through it).
+    pub fn connection(&self, host: HostId) -> &Arc<Conn> {
+        &self.conns[host.0]
+    }
+}
+
+/// What the libvirt backend carries out: postcopy (`VIR_MIGRATE_POSTCOPY`,
+/// `virDomainMigrateStartPostCopy`); auto-converge only as a migration
+/// starts (libvirt has no call to turn it on mid-flight); no compression
+/// yet (libvirt's `VIR_MIGRATE_COMPRESSED` is not wired).
+pub const CAPABILITIES: evac_run::Capabilities = evac_run::Capabilities {
+    postcopy: true,
+    auto_converge_in_flight: false,
+    compression: false,
+};
+
 impl evac_run::Backend for LibvirtBackend {
+    fn capabilities(&self) -> evac_run::Capabilities {
+        CAPABILITIES
+    }
+
+    fn name(&self) -> &'static str {
+        "libvirt"
+    }
+
     type Migration = LibvirtMigration;
 
     fn fleet(&self) -> &Fleet {
@@ -274,6 +362,7 @@ impl LibvirtBackend {
             tls_destination: dst_host.tls_name.clone(),
             copy_storage: self.inventory.migration.copy_storage,
             offline: params.mode == evac_model::Mode::Offline,
+            postcopy: params.allow_postcopy || params.mode == evac_model::Mode::Postcopy,
         };
         let destinations = self
             .inventory
@@ -283,6 +372,10 @@ impl LibvirtBackend {
             .map(|h| (h.name.clone(), h.uri.clone()))
             .collect();
         let ctx = AttemptCtx {
+            source_gate: self.gates[source.host.0].clone(),
+            destination_gate: self.gates[request.destination.0].clone(),
+            source_spec: src_host.clone(),
+            destination_spec: dst_host.clone(),
             source_uri: src_host.uri.clone(),
             source_host: source.host.0,
             destinations,
@@ -291,6 +384,7 @@ impl LibvirtBackend {
             next_start: self.next_start.clone(),
             log: self.log.clone(),
             adopt_only,
+            auto_postcopy: params.mode == evac_model::Mode::Postcopy,
         };
         let (control, control_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -312,6 +406,12 @@ impl LibvirtBackend {
 
 /// What an attempt's task needs.
 struct AttemptCtx {
+    source_gate: Gate,
+    destination_gate: Gate,
+    /// The two hosts as the inventory has them: what a failure is
+    /// explained with ([`limits::explain`]).
+    source_spec: HostSpec,
+    destination_spec: HostSpec,
     source_uri: String,
     source_host: usize,
     /// Every destination host (name, uri): where a completed domain is
@@ -322,12 +422,17 @@ struct AttemptCtx {
     next_start: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
     log: Log,
     adopt_only: bool,
+    /// Mode postcopy: switch by itself once the first pass over memory is
+    /// done (the model's one live round), as the QEMU backend does.
+    auto_postcopy: bool,
 }
 
 /// A request to an attempt's task.
 enum Control {
     Retune(Retune),
     Offline,
+    /// Switch to postcopy; the answer says whether libvirt did.
+    Postcopy(oneshot::Sender<Result<(), String>>),
     Cancel,
 }
 
@@ -340,6 +445,8 @@ struct Shared {
     /// When we paused the guest: a guest we paused is down from then until
     /// it runs at its destination (libvirt counts only the final switch).
     paused_at: Option<Instant>,
+    /// Switched to postcopy: the guest runs at the destination; no cancel.
+    in_postcopy: bool,
 }
 
 enum AttemptResult {
@@ -356,11 +463,99 @@ enum AttemptResult {
 }
 
 async fn run_attempt(
-    ctx: AttemptCtx,
+    mut ctx: AttemptCtx,
     mut control: mpsc::UnboundedReceiver<Control>,
     shared: Arc<Mutex<Shared>>,
 ) -> AttemptResult {
+    // An adopted migration runs already: it waits for nothing.
+    let (_slots, mut startup_slots) = if ctx.adopt_only {
+        (Vec::new(), Vec::new())
+    } else {
+        match wait_for_slots(&mut ctx, &mut control, &shared).await {
+            Ok(slots) => slots,
+            Err(result) => return result,
+        }
+    };
+    let (source, destination) = (ctx.source_spec.clone(), ctx.destination_spec.clone());
+    let result = attempt(ctx, &mut control, &shared, &mut startup_slots).await;
+    match result {
+        AttemptResult::Failed { reason, bytes } => AttemptResult::Failed {
+            reason: match limits::explain(&reason, &source, &destination) {
+                Some(limit) => format!("{reason} ({limit})"),
+                None => reason,
+            },
+            bytes,
+        },
+        done => done,
+    }
+}
+
+/// Waits (reported as starting) until the attempt's hosts have a slot for
+/// it: a migration out of its source, one into its destination, and where
+/// ssh is in the way, a connection set up to each. Retunes and a switch to
+/// offline that come meanwhile change what will be started; a cancel (or
+/// the run loop dropping the handle) ends the attempt before it began.
+async fn wait_for_slots(
+    ctx: &mut AttemptCtx,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    shared: &Arc<Mutex<Shared>>,
+) -> Result<(Vec<OwnedSemaphorePermit>, Vec<OwnedSemaphorePermit>), AttemptResult> {
+    // Always the source's before the destination's: no two attempts can
+    // each hold what the other waits for.
+    let semaphores = |pick: fn(&Gate) -> &Option<Arc<Semaphore>>| -> Vec<Arc<Semaphore>> {
+        [&ctx.source_gate, &ctx.destination_gate]
+            .into_iter()
+            .filter_map(|g| pick(g).clone())
+            .collect()
+    };
+    let wanted = [semaphores(|g| &g.migrations), semaphores(|g| &g.startups)];
+    let mut held: [Vec<OwnedSemaphorePermit>; 2] = [Vec::new(), Vec::new()];
+    for (kind, list) in wanted.into_iter().enumerate() {
+        for semaphore in list {
+            let permit = loop {
+                tokio::select! {
+                    permit = semaphore.clone().acquire_owned() => break permit.expect("never closed"),
+                    request = control.recv() => match request {
+                        Some(Control::Retune(Retune::MaxBandwidth(b))) => {
+                            ctx.request.max_bandwidth = b.map(BitsPerSec::to_bytes_per_sec);
+                        }
+                        Some(Control::Retune(Retune::DowntimeLimit(d))) => ctx.request.downtime_limit = d,
+                        Some(Control::Retune(Retune::AutoConverge(on))) => ctx.request.auto_converge = on,
+                        Some(Control::Offline) => {
+                            ctx.request.offline = true;
+                            let mut s = shared.lock().expect("not poisoned");
+                            s.paused_by_us = true;
+                            s.paused_at = Some(Instant::now());
+                        }
+                        Some(Control::Postcopy(reply)) => {
+                            let _ = reply.send(Err("not started yet (waiting for a host's limit)".into()));
+                        }
+                        Some(Control::Cancel) | None => {
+                            return Err(AttemptResult::Failed {
+                                reason: "cancelled before it started (it was waiting for a host's limit)".into(),
+                                bytes: Bytes::ZERO,
+                            })
+                        }
+                    },
+                }
+            };
+            held[kind].push(permit);
+        }
+    }
+    let [slots, startups] = held;
+    Ok((slots, startups))
+}
+
+/// The attempt proper, once its hosts have room for it.
+async fn attempt(
+    ctx: AttemptCtx,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    shared: &Arc<Mutex<Shared>>,
+    startup_slots: &mut Vec<OwnedSemaphorePermit>,
+) -> AttemptResult {
     let domain = ctx.request.domain.clone();
+    // Why a switch to postcopy would be refused (`None`: ready for it).
+    let mut postcopy_refused: Option<String> = None;
     {
         let mut next = ctx.next_start.lock().await;
         let at = (*next).max(tokio::time::Instant::now());
@@ -398,7 +593,35 @@ async fn run_attempt(
             Err(e) => Err(e),
         }
     } else {
-        client::Migration::start(&ctx.source_uri, ctx.request.clone(), CALL_TIMEOUT).await
+        let mut request = ctx.request.clone();
+        if request.postcopy {
+            match client::postcopy_obstacle(&ctx.source_uri, &domain, CALL_TIMEOUT).await {
+                Ok(None) => {}
+                Ok(Some(why)) if ctx.auto_postcopy => {
+                    return AttemptResult::Failed {
+                        reason: format!("postcopy refused: {why}; postcopy needs anonymous, private memory"),
+                        bytes: Bytes::ZERO,
+                    }
+                }
+                Ok(Some(why)) => {
+                    // Started without it: a later switch is refused.
+                    postcopy_refused = Some(format!("postcopy refused: {why}"));
+                    request.postcopy = false;
+                }
+                Err(e) => {
+                    postcopy_refused = Some(format!(
+                        "postcopy refused: cannot read the domain's definition: {e}"
+                    ));
+                    request.postcopy = false;
+                }
+            }
+        } else {
+            postcopy_refused = Some(
+                "postcopy unavailable: the migration was not started ready for it ([migration] allow_postcopy is off)"
+                    .into(),
+            );
+        }
+        client::Migration::start(&ctx.source_uri, request, CALL_TIMEOUT).await
     };
     let mut migration = match started {
         Ok(m) => m,
@@ -452,6 +675,9 @@ async fn run_attempt(
                     }
                     Err(e) => (ctx.log)(&format!("{domain}: pausing for offline: {e}")),
                 },
+                Some(Control::Postcopy(reply)) => {
+                    let _ = reply.send(switch_to_postcopy(&migration, postcopy_refused.as_deref(), shared).await);
+                }
                 Some(Control::Cancel) => {
                     cancelled = true;
                     if let Err(e) = migration.abort(CALL_TIMEOUT).await {
@@ -481,9 +707,23 @@ async fn run_attempt(
                         };
                         last = Some((now, p.processed.0));
                         count(&ctx, &mut counted, p.processed.0);
-                        let mut s = shared.lock().expect("not poisoned");
-                        s.progress = Some(p);
-                        s.rate = rate;
+                        if p.total.0 > 0 {
+                            // Bytes flow: its ssh connections are up.
+                            startup_slots.clear();
+                        }
+                        let switch_now = {
+                            let mut s = shared.lock().expect("not poisoned");
+                            s.progress = Some(p);
+                            s.rate = rate;
+                            // The first pass over memory is done: libvirt
+                            // counts iterations from 1.
+                            ctx.auto_postcopy && !s.in_postcopy && p.iteration >= 2
+                        };
+                        if switch_now {
+                            if let Err(e) = switch_to_postcopy(&migration, postcopy_refused.as_deref(), shared).await {
+                                (ctx.log)(&format!("{domain}: switching to postcopy: {e}"));
+                            }
+                        }
                     }
                 }
             }
@@ -546,6 +786,27 @@ async fn run_attempt(
             }
         }
     }
+}
+
+/// Switches `migration` to postcopy unless `refused` says why it cannot;
+/// from then on the guest runs at its destination.
+async fn switch_to_postcopy(
+    migration: &client::Migration,
+    refused: Option<&str>,
+    shared: &Arc<Mutex<Shared>>,
+) -> Result<(), String> {
+    if let Some(why) = refused {
+        return Err(why.to_owned());
+    }
+    if shared.lock().expect("not poisoned").in_postcopy {
+        return Ok(());
+    }
+    migration
+        .start_postcopy(CALL_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.lock().expect("not poisoned").in_postcopy = true;
+    Ok(())
 }
 
 /// Adds what this attempt sent since it was last counted to its source
@@ -651,7 +912,9 @@ impl evac_run::Migration for LibvirtMigration {
         let Some(p) = s.progress.filter(|p| p.total.0 > 0) else {
             return Ok(Observed::Starting);
         };
-        let phase = if s.paused_by_us {
+        let phase = if s.in_postcopy {
+            Phase::Postcopy
+        } else if s.paused_by_us {
             Phase::Offline
         } else {
             Phase::Precopy
@@ -676,7 +939,20 @@ impl evac_run::Migration for LibvirtMigration {
         Ok(())
     }
 
+    async fn switch_to_postcopy(&mut self) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let _ = self.control.send(Control::Postcopy(reply));
+        match tokio::time::timeout(CALL_TIMEOUT + POLL, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the migration ended before it could switch".into()),
+            Err(_) => Err(format!("no answer within {} s", (CALL_TIMEOUT + POLL).as_secs())),
+        }
+    }
+
     async fn cancel(&mut self) -> Result<(), String> {
+        if self.shared.lock().expect("not poisoned").in_postcopy {
+            return Err("in postcopy: the guest runs at its destination and cannot go back".into());
+        }
         let _ = self.control.send(Control::Cancel);
         Ok(())
     }
@@ -696,6 +972,11 @@ pub async fn run_with_options(
     let (mut options, mut inventory) = (options, inventory);
     let log = options.log.clone().unwrap_or_else(evac_run::log_to_stderr);
     let params = inventory.migration.params;
+    // Refused before anything moves, rather than migrating uncompressed
+    // what the plan counted compressed (the run would refuse it too, later).
+    CAPABILITIES
+        .fit("libvirt", params)
+        .map_err(|why| anyhow::anyhow!(why))?;
     let config = inventory.controller.clone();
     evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
     inventory.start = options.start.unwrap_or(inventory.start);

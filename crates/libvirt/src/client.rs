@@ -132,6 +132,23 @@ pub struct DomainFacts {
     pub job_running: bool,
 }
 
+/// Why domain `domain` of the daemon at `uri` cannot be moved by postcopy,
+/// if it cannot ([`crate::xml::postcopy_obstacle`] of its definition).
+pub async fn postcopy_obstacle(
+    uri: &str,
+    domain: &str,
+    timeout: Duration,
+) -> Result<Option<String>, ClientError> {
+    let (uri, domain) = (uri.to_owned(), domain.to_owned());
+    let xml = call(timeout, move || {
+        let conn = Conn::open_blocking(&uri)?;
+        let dom = Domain::lookup_by_name(&conn.0, &domain)?;
+        Ok(dom.get_xml_desc(0)?)
+    })
+    .await?;
+    crate::xml::postcopy_obstacle(&xml).map_err(ClientError::Libvirt)
+}
+
 /// The running domains of the host at `conn`.
 pub async fn running_domains(
     conn: &Arc<Conn>,
@@ -207,6 +224,73 @@ pub async fn guests_tx(
     .await
 }
 
+/// The pages `domain` on the host at `conn` dirties over `seconds`, in
+/// whole MiB/s, as QEMU counts them (dirty-bitmap mode, every page written,
+/// through `virDomainStartDirtyRateCalc` and the domain's `dirtyrate.*`
+/// statistics). Each libvirt call is bounded by `timeout`; the result must
+/// come within `timeout` of the sample's end.
+pub async fn dirty_rate(
+    conn: &Arc<Conn>,
+    domain: &str,
+    seconds: u32,
+    timeout: Duration,
+) -> Result<u64, ClientError> {
+    let lookup = {
+        let (conn, domain) = (conn.clone(), domain.to_owned());
+        move || Domain::lookup_by_name(&conn.0, &domain)
+    };
+    let start = lookup.clone();
+    // QEMU marks the calculation as measuring before the call returns: a
+    // status of measured read after the sample is this sample's.
+    call(timeout, move || {
+        Ok(crate::raw::start_dirty_rate_calc(&start()?, seconds)?)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(seconds.into())).await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let read = lookup.clone();
+        let rate = call(timeout, move || Ok(crate::raw::dirty_rate(&read()?)?)).await?;
+        if rate.status == virt::sys::VIR_DOMAIN_DIRTYRATE_MEASURED as i32 {
+            return Ok(rate.mib_per_second);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ClientError::Timeout(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `size` bytes (at most 64 KiB) of the guest-physical memory of `domain`
+/// on the host at `conn`, from `start` (`virDomainMemoryPeek`): `evac plan`
+/// samples what the guest's memory holds. Read while the guest runs.
+pub async fn peek(
+    conn: &Arc<Conn>,
+    domain: &str,
+    start: u64,
+    size: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
+    let (conn, domain) = (conn.clone(), domain.to_owned());
+    call(timeout, move || {
+        let dom = Domain::lookup_by_name(&conn.0, &domain)?;
+        Ok(crate::raw::memory_peek(&dom, start, size)?)
+    })
+    .await
+}
+
+/// Whether `domain` on the host at `conn` is a `q35` machine (else `pc`):
+/// where QEMU maps its RAM above 4 GiB depends on it.
+pub async fn is_q35(conn: &Arc<Conn>, domain: &str, timeout: Duration) -> Result<bool, ClientError> {
+    let (conn, domain) = (conn.clone(), domain.to_owned());
+    call(timeout, move || {
+        let dom = Domain::lookup_by_name(&conn.0, &domain)?;
+        let xml = dom.get_xml_desc(0)?;
+        Ok(crate::xml::machine(&xml).is_some_and(|m| m.contains("q35")))
+    })
+    .await
+}
+
 /// libvirt's record of a domain's last completed migration, read on the
 /// host it arrived at.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -256,6 +340,9 @@ pub struct MigrateRequest {
     pub copy_storage: bool,
     /// Pause the guest first (offline migration).
     pub offline: bool,
+    /// Ready for postcopy (`VIR_MIGRATE_POSTCOPY`): a switch may be asked
+    /// for later ([`Migration::start_postcopy`]).
+    pub postcopy: bool,
 }
 
 /// A failed TLS migration's error with what to check. libvirt returns
@@ -321,6 +408,9 @@ impl MigrateRequest {
         }
         if self.copy_storage {
             flags |= VIR_MIGRATE_NON_SHARED_DISK;
+        }
+        if self.postcopy {
+            flags |= VIR_MIGRATE_POSTCOPY;
         }
         flags
     }
@@ -671,6 +761,15 @@ impl Migration {
         call(timeout, move || Ok(on_domain(&dom, |d| d.suspend()).map(|_| ())?)).await
     }
 
+    /// Switches the running migration to postcopy
+    /// (`virDomainMigrateStartPostCopy`): the guest resumes at the
+    /// destination, its remaining pages following. Only for a migration
+    /// started with [`MigrateRequest::postcopy`].
+    pub async fn start_postcopy(&self, timeout: Duration) -> Result<(), ClientError> {
+        let dom = self.dom.clone();
+        call(timeout, move || Ok(crate::raw::start_postcopy(&dom)?)).await
+    }
+
     /// Aborts the job: the domain keeps running on its source, the migrate
     /// call fails ("canceled by client").
     pub async fn abort(&self, timeout: Duration) -> Result<(), ClientError> {
@@ -732,6 +831,7 @@ mod tests {
     fn flags_follow_the_request() {
         use virt::sys::*;
         let mut r = MigrateRequest {
+            postcopy: false,
             domain: "d".into(),
             destination_uri: "qemu+tcp://b/system".into(),
             migration_uri: Some("tcp://10.0.0.2".into()),

@@ -27,6 +27,10 @@ pub struct Inventory {
     pub controller: ControllerConfig,
     #[serde(default)]
     pub migration: LibvirtMigration,
+    /// The WAN as the operator knows it (`evac plan` simulates over it; a
+    /// run's lower bounds use it); absent, the fastest source NIC.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
     #[serde(rename = "host", default)]
     pub hosts: Vec<HostSpec>,
     /// Optional: restrict the run to these domains, or tune them.
@@ -80,6 +84,10 @@ pub struct HostSpec {
     /// host needs to shut down, or what the estimate is not trusted for.
     #[serde(default, with = "evac_model::units::human_duration::option")]
     pub ups_margin: Option<Duration>,
+    /// Source hosts: the cores it can give migrations for compression
+    /// (absent: one per connection of each migration).
+    #[serde(default)]
+    pub migration_cpus: Option<f64>,
     /// How evac reaches the host's libvirtd, e.g. `qemu+tcp://10.77.0.1/system`.
     pub uri: String,
     /// How the source hosts' daemons reach this one (peer-to-peer
@@ -94,6 +102,40 @@ pub struct HostSpec {
     /// `migration_address`.
     #[serde(default)]
     pub tls_name: Option<String>,
+    /// The daemon's `max_workers` (libvirtd.conf). evac reads it through
+    /// libvirt's admin API where it can (a daemon on this machine); for a
+    /// remote host it takes this, else libvirt's default (20). Each
+    /// migration out of the host holds one of its workers throughout.
+    #[serde(default)]
+    pub max_workers: Option<u32>,
+    /// Destination hosts: the daemon's migration ports, `"MIN-MAX"`
+    /// (qemu.conf's `migration_port_min` and `migration_port_max`; default
+    /// libvirt's `"49152-49215"`). Each incoming migration holds one, two
+    /// with `copy_storage` (the disks' NBD server).
+    #[serde(default)]
+    pub migration_ports: Option<String>,
+    /// Hosts reached by `qemu+ssh://`: sshd's `MaxStartups` (its first
+    /// number; default sshd's 10): how many connections it lets wait for
+    /// authentication at once.
+    #[serde(default)]
+    pub ssh_max_startups: Option<u32>,
+}
+
+/// libvirt's default migration ports (qemu.conf).
+pub const DEFAULT_MIGRATION_PORTS: (u16, u16) = (49152, 49215);
+
+/// Parses `"MIN-MAX"`, a range of TCP ports.
+pub fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("`{text}` is not a port range like \"49152-49215\"");
+    let (min, max) = text.split_once('-').ok_or_else(bad)?;
+    let min: u16 = min.trim().parse().map_err(|_| bad())?;
+    let max: u16 = max.trim().parse().map_err(|_| bad())?;
+    if min == 0 || min > max {
+        return Err(format!(
+            "`{text}`: the first port must be at least 1 and at most the last"
+        ));
+    }
+    Ok((min, max))
 }
 
 impl HostSpec {
@@ -113,6 +155,17 @@ pub struct VmSpec {
     /// A destination host pinned by the operator.
     #[serde(default)]
     pub destination: Option<String>,
+    /// The share of its pages that are zero (absent: what `evac plan`
+    /// measures, else 0).
+    #[serde(default)]
+    pub zero_fraction: Option<f64>,
+    /// The zstd ratio of its non-zero pages (absent: measured, else 1).
+    #[serde(default)]
+    pub compression_ratio: Option<f64>,
+    /// Memory dirtied at least once within each duration (absent:
+    /// measured).
+    #[serde(default)]
+    pub dirty_curve: Option<Vec<evac_model::DirtyPoint>>,
 }
 
 /// A running domain found on a source host.
@@ -131,7 +184,7 @@ fn one() -> u32 {
 }
 
 use evac_run::inventory::{At, HostView, Refusal, VmView};
-pub use evac_run::inventory::{InventoryError, MAX_INVENTORY_BYTES};
+pub use evac_run::inventory::{InventoryError, NetworkSpec, MAX_INVENTORY_BYTES};
 
 impl Inventory {
     /// Reads and checks an inventory file.
@@ -164,14 +217,36 @@ impl Inventory {
             .map_err(|m| Invalid::new(FieldPath::top("name"), m))?;
         self.migration.params.validate()?;
         self.controller.validate()?;
+        if self.network.is_some() {
+            self.network().validate()?;
+        }
         for (i, host) in self.hosts.iter().enumerate() {
             self.host_model(host)
                 .validate()
                 .map_err(|e| e.under(FieldPath::entry("host", i)))?;
         }
-        for (i, vm) in self.vms.iter().enumerate() {
-            evac_model::validate::check_name(&vm.name)
-                .map_err(|m| Invalid::new(FieldPath::entry("vm", i).key("name"), m))?;
+        for (i, spec) in self.vms.iter().enumerate() {
+            // The domain's own memory is known once found: the most a VM
+            // may have stands in for it, so that what the entry states is
+            // refused here, at its line.
+            let mut vm = Vm {
+                name: spec.name.clone(),
+                host: HostId(0),
+                memory: Bytes(1 << 50),
+                dirty_rate: BytesPerSec::ZERO,
+                working_set: Bytes::ZERO,
+                priority: spec.priority,
+                destination: None,
+                disk: Bytes::ZERO,
+                profile: evac_model::MemoryProfile::default(),
+            };
+            evac_run::inventory::stated_profile(
+                &mut vm,
+                spec.zero_fraction,
+                spec.compression_ratio,
+                spec.dirty_curve.as_deref(),
+            );
+            vm.validate().map_err(|e| e.under(FieldPath::entry("vm", i)))?;
         }
         Ok(())
     }
@@ -233,6 +308,7 @@ impl Inventory {
 
     fn host_model(&self, h: &HostSpec) -> Host {
         Host {
+            migration_cpus: h.migration_cpus,
             name: h.name.clone(),
             site: h.site,
             nic: h.nic,
@@ -260,6 +336,24 @@ impl Inventory {
                         host.name, host.uri
                     ),
                 ));
+            }
+            let refuse = |field: &str, why: String| {
+                Refusal::new(
+                    At::Entry(host.name.clone()),
+                    format!("host `{}`: field `{field}`: {why}", host.name),
+                )
+            };
+            if host.max_workers == Some(0) {
+                return Err(refuse(
+                    "max_workers",
+                    "expected at least 1 (libvirtd's own minimum)".into(),
+                ));
+            }
+            if host.ssh_max_startups == Some(0) {
+                return Err(refuse("ssh_max_startups", "expected at least 1".into()));
+            }
+            if let Some(ports) = &host.migration_ports {
+                parse_port_range(ports).map_err(|why| refuse("migration_ports", why))?;
             }
         }
         let hosts: Vec<HostView<'_>> = self
@@ -311,7 +405,8 @@ impl Inventory {
                     self.hosts[host.0].name
                 ));
             }
-            vms.push(Vm {
+            let mut vm = Vm {
+                profile: evac_model::MemoryProfile::default(),
                 name: name.clone(),
                 host: *host,
                 memory: *memory,
@@ -322,7 +417,16 @@ impl Inventory {
                 destination: spec
                     .and_then(|s| s.destination.as_deref())
                     .and_then(|d| self.host_id(d)),
-            });
+            };
+            if let Some(spec) = spec {
+                evac_run::inventory::stated_profile(
+                    &mut vm,
+                    spec.zero_fraction,
+                    spec.compression_ratio,
+                    spec.dirty_curve.as_deref(),
+                );
+            }
+            vms.push(vm);
         }
         for spec in &self.vms {
             if !vms.iter().any(|v| v.name == spec.name) {
@@ -339,21 +443,17 @@ impl Inventory {
         Ok(fleet)
     }
 
-    /// The WAN as far as a real run knows it: the fastest source NIC (it only
-    /// feeds the report's lower bounds).
+    /// The WAN as far as a real run knows it: the inventory's `[network]`,
+    /// else the fastest source NIC (it feeds the report's lower bounds and
+    /// `evac plan`).
     pub fn network(&self) -> Network {
-        let wan = self
-            .hosts
-            .iter()
-            .filter(|h| h.site == Site::Source)
-            .map(|h| h.nic.0)
-            .fold(0.0, f64::max);
-        Network {
-            wan_bandwidth: BitsPerSec(wan),
-            wan_rtt: Duration::ZERO,
-            tcp_window: Network::DEFAULT_TCP_WINDOW,
-            wan_trace: Vec::new(),
-        }
+        evac_run::inventory::network(
+            self.network.as_ref(),
+            self.hosts
+                .iter()
+                .filter(|h| h.site == Site::Source)
+                .map(|h| h.nic),
+        )
     }
 }
 
@@ -404,6 +504,25 @@ migration_address = "10.77.0.2"
         assert_eq!(fleet.vms.len(), 2);
         assert_eq!(fleet.vms[1].memory, Bytes::gib(2));
         assert_eq!(inv.network().wan_bandwidth, BitsPerSec::gbps(10.0));
+    }
+
+    /// `[network]` as in a QEMU inventory: the plan simulates over it.
+    #[test]
+    fn the_network_table_is_the_wan() {
+        let inv = parse(&format!(
+            "{ISSUE}[network]\nwan_bandwidth = \"1 Gbps\"\nwan_rtt = \"30 ms\"\n"
+        ))
+        .unwrap();
+        let net = inv.network();
+        assert_eq!(net.wan_bandwidth, BitsPerSec::gbps(1.0));
+        assert_eq!(net.wan_rtt, Duration::from_millis(30));
+        assert_eq!(net.tcp_window, Bytes::mib(4));
+        // The model's wall, at the table's line (17: ISSUE has 16).
+        let err = parse(&format!("{ISSUE}[network]\nwan_bandwidth = \"0 bps\"\n")).unwrap_err();
+        assert_eq!(
+            err,
+            "fleet.toml:17: field `wan_bandwidth` of [network]: a WAN of 0 bps carries nothing; give a rate above zero"
+        );
     }
 
     #[test]
@@ -474,6 +593,50 @@ migration_address = "10.77.0.2"
         );
     }
 
+    /// The hosts' limits: read, and refused at the host's line (b1 is
+    /// named on line 11) with the field and what was expected.
+    #[test]
+    fn hosts_limits_are_read_and_checked() {
+        let text = ISSUE.replace(
+            "migration_address = \"10.77.0.2\"\n",
+            "migration_address = \"10.77.0.2\"\nmax_workers = 8\nmigration_ports = \"50000-50009\"\nssh_max_startups = 4\n",
+        );
+        let inv = Inventory::from_str_at(&text, Path::new("fleet.toml")).unwrap();
+        assert_eq!(inv.hosts[1].max_workers, Some(8));
+        assert_eq!(inv.hosts[1].migration_ports.as_deref(), Some("50000-50009"));
+        assert_eq!(inv.hosts[1].ssh_max_startups, Some(4));
+        assert_eq!(inv.hosts[0].max_workers, None);
+        for (from, to, expected) in [
+            (
+                "max_workers = 8",
+                "max_workers = 0",
+                "host `b1`: field `max_workers`: expected at least 1",
+            ),
+            (
+                "ssh_max_startups = 4",
+                "ssh_max_startups = 0",
+                "field `ssh_max_startups`: expected at least 1",
+            ),
+            (
+                "\"50000-50009\"",
+                "\"50000\"",
+                "field `migration_ports`: `50000` is not a port range like \"49152-49215\"",
+            ),
+            (
+                "\"50000-50009\"",
+                "\"50009-50000\"",
+                "`50009-50000`: the first port must be at least 1 and at most the last",
+            ),
+        ] {
+            let err = parse(&text.replace(from, to)).unwrap_err();
+            assert!(
+                err.starts_with("fleet.toml:11:") && err.contains(expected),
+                "{err}"
+            );
+        }
+        assert_eq!(parse_port_range("49152-49215"), Ok((49152, 49215)));
+    }
+
     /// The model's refusals, at the inventory's line and field, in the
     /// same words as a scenario's (lines counted by hand in ISSUE).
     #[test]
@@ -506,6 +669,35 @@ migration_address = "10.77.0.2"
             parse(&ISSUE.replace("name = \"dc1-to-dc2\"", "name = \"x/../../escaped\"")).unwrap_err(),
             "fleet.toml:1: field `name`: \"x/../../escaped\" has the character '/'; this name becomes a \
              directory, so it has no `/`, `\\`, `,` or control characters"
+        );
+    }
+
+    /// A `[[vm]]`'s memory profile: taken into the fleet, refused at its
+    /// line in the scenario's words.
+    #[test]
+    fn a_stated_memory_profile_is_the_vms() {
+        let vm = "[[vm]]\nname = \"db\"\nzero_fraction = 0.5\ncompression_ratio = 3\n\
+                  dirty_curve = [{ after = \"1 s\", dirtied = \"64 MiB\" }]\n";
+        let inv = parse(&format!("{ISSUE}{vm}")).unwrap();
+        let fleet = inv.fleet(&[found("db", Bytes::gib(2))]).unwrap();
+        let db = &fleet.vms[0];
+        assert_eq!(
+            (db.profile.zero_fraction, db.profile.compression_ratio),
+            (0.5, 3.0)
+        );
+        assert_eq!(db.working_set, Bytes::mib(64));
+        assert_eq!(db.dirty_rate, BytesPerSec(67_108_864.0));
+        // Line 19 is the ratio (ISSUE has 16 lines).
+        assert_eq!(
+            parse(&format!("{ISSUE}{}", vm.replace("ratio = 3", "ratio = 0.9"))).unwrap_err(),
+            "fleet.toml:19: field `compression_ratio` of [[vm]] \"db\": 0.9 is not a compression ratio \
+             (bytes over compressed bytes); give one within 1 ..= 1000, 1 for memory that does not compress"
+        );
+        // A curve beyond the domain's memory is refused once it is found.
+        let err = inv.fleet(&[found("db", Bytes::mib(32))]).unwrap_err();
+        assert!(
+            err.contains("dirty_curve[0].dirtied") && err.contains("32 MiB"),
+            "{err}"
         );
     }
 

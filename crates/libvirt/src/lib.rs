@@ -32,10 +32,23 @@
 //!   whole length) and its own task, which reads the job's progress
 //!   (processed, remaining, dirty rate, iteration) every 500 ms and carries
 //!   out retunes (max speed, max downtime), offline (suspend: precopy ends
-//!   as stop-and-copy; the guest is resumed at the destination) and cancel
-//!   (`virDomainAbortJob`: the domain keeps running on its source). Starts
-//!   are staggered 200 ms apart. Every libvirt call runs on a blocking
-//!   thread bounded by a timeout.
+//!   as stop-and-copy; the guest is resumed at the destination), postcopy
+//!   and cancel (`virDomainAbortJob`: the domain keeps running on its
+//!   source). Starts are staggered 200 ms apart. Every libvirt call runs
+//!   on a blocking thread bounded by a timeout.
+//! - **Postcopy.** With `allow_postcopy` or mode `postcopy` the domain's
+//!   definition is checked first: memory backed by a file or shared is
+//!   refused (mode postcopy: the attempt fails, the domain stays on its
+//!   source; `allow_postcopy`: started without it, a later switch is
+//!   refused), as QEMU 7.2 cannot postcopy it and its discard would punch
+//!   holes in the file. Otherwise the migration starts with
+//!   `VIR_MIGRATE_POSTCOPY`; `SwitchToPostcopy` is
+//!   `virDomainMigrateStartPostCopy`; mode postcopy switches by itself once
+//!   the first pass over memory is done. From the switch on it is observed
+//!   as phase postcopy and a cancel is refused.
+//! - **Hosts' limits.** Each host's `max_workers`, migration ports and ssh
+//!   `MaxStartups` cap how many migrations run out of and into it
+//!   ([`limits`]); one beyond a cap waits, reported as starting.
 //! - **End.** Success is checked where it matters: the domain must run on
 //!   a destination; bytes, rounds and downtime come from the destination's
 //!   record of the completed job. A failure leaves the domain running on
@@ -59,7 +72,7 @@
 //!
 //! ## The `native` feature: libvirt only where asked for
 //!
-//! Everything that calls libvirt (`client`, `backend`, `lab`) is
+//! Everything that calls libvirt (`client`, `backend`) is
 //! behind the cargo feature `native`, off by default; the inventory format
 //! ([`inventory`]) is always built. So `evac` builds with a Rust toolchain
 //! alone (no libvirt-dev, no pkg-config, no `libvirt.so` linked) and still
@@ -85,9 +98,11 @@
 //!
 //! [`inventory`] (the file format, file:line:field errors; always built),
 //! and with `native`: `client` (the libvirt calls, each bounded),
-//! `backend` (the [`evac_run::Backend`]), `lab` (N libvirt daemons on
-//! one machine as N hosts, for tests and the figures example). The few raw
-//! `virt::sys` calls are in one private module.
+//! `backend` (the [`evac_run::Backend`]), `limits` (the hosts' own
+//! limits). The few raw `virt::sys` calls
+//! are in one private module. The lab its tests run on (N libvirt daemons
+//! on one machine as N hosts) is `evac-lab`'s `libvirt` module, a
+//! dev-dependency: test code stays out of the backend.
 
 #[cfg(feature = "native")]
 pub mod backend;
@@ -95,7 +110,7 @@ pub mod backend;
 pub mod client;
 pub mod inventory;
 #[cfg(feature = "native")]
-pub mod lab;
+pub mod limits;
 #[cfg(feature = "native")]
 mod raw;
 #[cfg(feature = "native")]

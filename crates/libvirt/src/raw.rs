@@ -101,3 +101,112 @@ pub fn max_downtime_ms(dom: &Domain) -> Result<u64, Error> {
     }
     Ok(ms)
 }
+
+/// `virDomainMigrateStartPostCopy` on the source's domain of a migration
+/// started with `VIR_MIGRATE_POSTCOPY`.
+pub fn start_postcopy(dom: &Domain) -> Result<(), Error> {
+    // SAFETY: `dom` is a valid domain for the call.
+    if unsafe { sys::virDomainMigrateStartPostCopy(dom.as_ptr(), 0) } < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}
+
+/// `virDomainStartDirtyRateCalc` in dirty-bitmap mode: libvirt asks QEMU
+/// to count every page the guest writes over the next `seconds` (QEMU's
+/// `calc-dirty-rate`, the same measurement `evac plan` makes over QMP).
+pub fn start_dirty_rate_calc(dom: &Domain, seconds: u32) -> Result<(), Error> {
+    let seconds = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `dom` is a valid domain for the call.
+    let ret = unsafe {
+        sys::virDomainStartDirtyRateCalc(dom.as_ptr(), seconds, sys::VIR_DOMAIN_DIRTYRATE_MODE_DIRTY_BITMAP)
+    };
+    if ret < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}
+
+/// The last dirty-rate calculation of a domain, from its `dirtyrate.*`
+/// statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirtyRate {
+    /// `VIR_DOMAIN_DIRTYRATE_UNSTARTED` (0), `_MEASURING` (1) or
+    /// `_MEASURED` (2).
+    pub status: i32,
+    /// What QEMU measured, in whole MiB/s (libvirt's "megabytes").
+    pub mib_per_second: u64,
+}
+
+/// The domain's `dirtyrate.*` statistics (`virDomainListGetStats` of that
+/// one domain), freed by libvirt's own allocator.
+pub fn dirty_rate(dom: &Domain) -> Result<DirtyRate, Error> {
+    let mut doms = [dom.as_ptr(), std::ptr::null_mut()];
+    let mut records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
+    // SAFETY: `doms` is a null-terminated list of one valid domain;
+    // libvirt allocates `records`.
+    let n = unsafe {
+        sys::virDomainListGetStats(
+            doms.as_mut_ptr(),
+            sys::VIR_DOMAIN_STATS_DIRTYRATE,
+            &mut records,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(Error::last_error());
+    }
+    let mut rate = DirtyRate::default();
+    if n > 0 && !records.is_null() {
+        // SAFETY: `records` holds `n` >= 1 records from libvirt.
+        let record = unsafe { &**records };
+        let mut status: libc::c_int = 0;
+        let mut mib: libc::c_longlong = 0;
+        // SAFETY: the record's `nparams` parameters; a missing name leaves
+        // the value untouched.
+        unsafe {
+            sys::virTypedParamsGetInt(
+                record.params,
+                record.nparams,
+                sys::VIR_DOMAIN_STATS_DIRTYRATE_CALC_STATUS.as_ptr(),
+                &mut status,
+            );
+            sys::virTypedParamsGetLLong(
+                record.params,
+                record.nparams,
+                sys::VIR_DOMAIN_STATS_DIRTYRATE_MEGABYTES_PER_SECOND.as_ptr(),
+                &mut mib,
+            );
+        }
+        rate = DirtyRate {
+            status,
+            mib_per_second: mib.max(0) as u64,
+        };
+    }
+    if !records.is_null() {
+        // SAFETY: frees what virDomainListGetStats allocated, once.
+        unsafe { sys::virDomainStatsRecordListFree(records) };
+    }
+    Ok(rate)
+}
+
+/// `virDomainMemoryPeek` of guest-physical memory: `size` bytes (at most
+/// 64 KiB, libvirt's limit) from `start`.
+pub fn memory_peek(dom: &Domain, start: u64, size: usize) -> Result<Vec<u8>, Error> {
+    let mut buffer = vec![0u8; size];
+    // SAFETY: `dom` is valid; `buffer` holds `size` bytes for libvirt to
+    // fill.
+    let ret = unsafe {
+        sys::virDomainMemoryPeek(
+            dom.as_ptr(),
+            start,
+            size,
+            buffer.as_mut_ptr().cast(),
+            sys::VIR_MEMORY_PHYSICAL,
+        )
+    };
+    if ret < 0 {
+        return Err(Error::last_error());
+    }
+    Ok(buffer)
+}

@@ -1,5 +1,6 @@
-//! What the backend reads from a domain's XML: its local disks and its
-//! network interfaces.
+//! What the backend reads from a domain's XML: its local disks, its
+//! network interfaces, its machine type, and whether its memory can be
+//! moved by postcopy.
 
 /// A disk that lives on the host itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +74,15 @@ pub fn devices(xml: &str, shared_storage: &[String]) -> Result<(Vec<LocalDisk>, 
 
 /// Whether `path` is `prefix` or inside it (a path-component match, so
 /// `/mnt/nfs2` is not under `/mnt/nfs`).
+/// The machine type of `<os><type machine='...'>` (`pc-q35-7.2`), if the
+/// XML parses and names one.
+pub fn machine(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let os = doc.root_element().children().find(|n| n.has_tag_name("os"))?;
+    let kind = os.children().find(|n| n.has_tag_name("type"))?;
+    kind.attribute("machine").map(str::to_owned)
+}
+
 fn under(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
     path == prefix
@@ -81,9 +91,55 @@ fn under(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// Why a domain's memory cannot be moved by postcopy, or `None`: memory
+/// backed by a file (`<memoryBacking><source type='file'/>`, or a QEMU
+/// `memory-backend-file` passed through `<qemu:commandline>`) or shared
+/// (`<access mode='shared'/>`). QEMU 7.2 cannot register such memory for
+/// postcopy's page faults ("userfault register: Invalid argument"): the
+/// switch fails with the source paused and, measured in the lab
+/// (libvirt-lab notes), its discard punches holes in the backing file.
+pub fn postcopy_obstacle(xml: &str) -> Result<Option<String>, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("cannot parse its XML: {e}"))?;
+    for node in doc.descendants().filter(|n| n.is_element()) {
+        let parent_is = |tag: &str| node.parent_element().is_some_and(|p| p.has_tag_name(tag));
+        if node.has_tag_name("source") && parent_is("memoryBacking") && node.attribute("type") == Some("file")
+        {
+            return Ok(Some(
+                "its memory is backed by a file (<memoryBacking><source type='file'/>)".into(),
+            ));
+        }
+        if node.has_tag_name("access")
+            && parent_is("memoryBacking")
+            && node.attribute("mode") == Some("shared")
+        {
+            return Ok(Some(
+                "its memory is shared (<memoryBacking><access mode='shared'/>)".into(),
+            ));
+        }
+        if node.tag_name().name() == "arg"
+            && node
+                .attribute("value")
+                .is_some_and(|v| v.starts_with("memory-backend-file"))
+        {
+            return Ok(Some(
+                "its memory is a QEMU memory-backend-file (<qemu:commandline>)".into(),
+            ));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_type_is_read() {
+        let xml = "<domain><os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os></domain>";
+        assert_eq!(machine(xml).as_deref(), Some("pc-q35-7.2"));
+        assert_eq!(machine("<domain><os/></domain>"), None);
+        assert_eq!(machine("not xml"), None);
+    }
 
     const XML: &str = "<domain type='kvm'><name>web</name><devices>\
         <disk type='file' device='disk'><source file='/var/lib/libvirt/images/web.qcow2'/><target dev='vda'/></disk>\
@@ -112,5 +168,27 @@ mod tests {
     fn bad_xml_is_an_error() {
         assert!(devices("<domain>", &[]).unwrap_err().contains("cannot parse"));
         assert_eq!(devices("<domain/>", &[]).unwrap(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn postcopy_is_refused_for_file_backed_or_shared_memory() {
+        let anonymous = "<domain><memory unit='MiB'>128</memory><devices/></domain>";
+        assert_eq!(postcopy_obstacle(anonymous), Ok(None));
+        let file = "<domain><memoryBacking><source type='file'/></memoryBacking></domain>";
+        assert!(postcopy_obstacle(file)
+            .unwrap()
+            .unwrap()
+            .contains("backed by a file"));
+        let shared = "<domain><memoryBacking><access mode='shared'/></memoryBacking></domain>";
+        assert!(postcopy_obstacle(shared).unwrap().unwrap().contains("shared"));
+        // The lab's domains: RAM mapped from a file through QEMU's arguments.
+        let lab = "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><qemu:commandline>\
+                   <qemu:arg value='-object'/><qemu:arg value='memory-backend-file,id=evacram,size=32M,mem-path=/x,share=off'/>\
+                   </qemu:commandline></domain>";
+        assert!(postcopy_obstacle(lab)
+            .unwrap()
+            .unwrap()
+            .contains("memory-backend-file"));
+        assert!(postcopy_obstacle("<domain").is_err());
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use evac_lab::libvirt::{self as lab, Lab, LabOptions};
 use evac_libvirt::client::{self, MigrateRequest, Migration};
-use evac_libvirt::lab::{self, Lab, LabOptions};
 use evac_model::BytesPerSec;
 
 // Generous: the machine is shared and libvirt calls slow down under load.
@@ -22,6 +22,7 @@ fn request(lab: &Lab, domain: &str) -> MigrateRequest {
         tls_destination: None,
         copy_storage: false,
         offline: false,
+        postcopy: false,
     }
 }
 

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use std::time::Duration;
 
+use evac_lab::libvirt::{self as lab, Lab, LabOptions};
 use evac_libvirt::backend::run_with_options;
 use evac_libvirt::inventory::Inventory;
-use evac_libvirt::lab::{self, Lab, LabOptions};
 use evac_outcome::Outcome;
 use evac_run::RunOptions;
 
@@ -151,7 +151,7 @@ async fn a_destination_qemu_killed_mid_migration_is_retried() {
         tokio::task::spawn_blocking(move || {
             let mut pids = Vec::new();
             assert!(
-                lab::wait_until(Duration::from_secs(60), || {
+                evac_lab::process::wait_until(Duration::from_secs(60), || {
                     pids = lab.qemu_pids(1);
                     !pids.is_empty()
                 }),
@@ -207,7 +207,7 @@ async fn a_destination_daemon_killed_mid_migration_is_retried_after_its_restart(
             let (incoming, killed) = {
                 let lab = lab.lock().unwrap();
                 assert!(
-                    lab::wait_until(Duration::from_secs(60), || !lab.qemu_pids(1).is_empty()),
+                    evac_lab::process::wait_until(Duration::from_secs(60), || !lab.qemu_pids(1).is_empty()),
                     "no QEMU ever ran on B"
                 );
                 (lab.qemu_pids(1), lab.hosts[1].daemon_pid())
@@ -217,7 +217,7 @@ async fn a_destination_daemon_killed_mid_migration_is_retried_after_its_restart(
             lab.kill_daemon(1);
             // The source notices the lost peer and ends the migration: the
             // guest is still on A, running (not left paused).
-            let on_a = lab::wait_until(Duration::from_secs(30), || {
+            let on_a = evac_lab::process::wait_until(Duration::from_secs(30), || {
                 lab.running_domains(0).is_ok_and(|d| d.len() == 1)
             });
             let paused = lab.is_paused(0, &domain).unwrap_or(true);

@@ -6,9 +6,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use evac_lab::libvirt::{self as lab, Lab, LabOptions};
 use evac_libvirt::backend::run_with_options;
 use evac_libvirt::inventory::Inventory;
-use evac_libvirt::lab::{self, Lab, LabOptions};
 use evac_model::Bytes;
 use evac_run::{Backend as _, RunOptions};
 

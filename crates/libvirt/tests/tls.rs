@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use evac_lab::capture::{count_occurrences, tcpdump_available};
+use evac_lab::libvirt::{self as lab, Lab, LabOptions};
 use evac_libvirt::client::{MigrateRequest, Migration};
-use evac_libvirt::lab::{self, count_occurrences, Lab, LabOptions};
 
 // Generous: the machine is shared and libvirt calls slow down under load.
 const T: Duration = Duration::from_secs(60);
@@ -23,6 +24,7 @@ fn request(lab: &Lab, domain: &str, tls: bool, tls_destination: Option<&str>) ->
         tls_destination: tls_destination.map(str::to_owned),
         copy_storage: false,
         offline: false,
+        postcopy: false,
     }
 }
 
@@ -31,7 +33,7 @@ async fn the_marker_is_on_the_wire_without_tls_and_absent_with_it() {
     if evac_lab::skip_without(&[
         lab::libvirt_lab_available,
         lab::certtool_available,
-        lab::tcpdump_available,
+        tcpdump_available,
     ]) {
         return;
     }
@@ -94,7 +96,7 @@ async fn the_marker_is_on_the_wire_without_tls_and_absent_with_it() {
             .contains("Certificate does not match the hostname not-this-host")
     };
     assert!(
-        lab::wait_until(Duration::from_secs(10), || said(&log)),
+        evac_lab::process::wait_until(Duration::from_secs(10), || said(&log)),
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );

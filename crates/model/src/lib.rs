@@ -12,6 +12,9 @@
 //! - [`MigrationParams`]: the knobs of one precopy migration, as QEMU has them
 //!   (downtime limit, bandwidth cap, parallel connections, live or offline).
 //!
+//! - [`memory`]: what a VM's memory holds and how its guest rewrites it
+//!   ([`MemoryProfile`]), and the bytes that costs on the wire: the one
+//!   byte model of the simulator, the planner and the bounds.
 //! - [`validate`]: `validate()` on each of these types, the one wall every
 //!   loader calls (see its page for the bounds).
 //! - [`suggest`]: "did you mean" for a mistyped unit, policy or field.
@@ -21,6 +24,7 @@
 //! This crate does no I/O and knows nothing of TOML, QEMU or the simulator.
 
 mod connections;
+pub mod memory;
 pub mod suggest;
 pub mod units;
 pub mod validate;
@@ -31,6 +35,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use connections::Connections;
+pub use memory::{Compression, DirtyPoint, MemoryProfile};
 pub use units::{format_duration, parse_duration, BitsPerSec, Bytes, BytesPerSec, ParseError};
 pub use validate::{FieldPath, Invalid};
 
@@ -64,6 +69,10 @@ pub struct Host {
     /// When the host loses power, counted from the evacuation's start; every
     /// VM still on it (or still migrating away from it) is lost then.
     pub power_off_at: Option<Duration>,
+    /// Source hosts: the CPU cores it can give migrations for compression,
+    /// shared by its compressing migrations (see [`memory`]); `None`: each
+    /// gets one core per connection.
+    pub migration_cpus: Option<f64>,
     /// Announced changes of `power_off_at`, in order of `at` (empty: it
     /// never changes). Until the first change's `at`, `power_off_at` holds.
     pub power_trace: Vec<PowerChange>,
@@ -97,6 +106,10 @@ pub struct Vm {
     /// Local disk bytes copied with the migration, ahead of the memory
     /// (libvirt's non-shared-disk migration); 0 when storage is shared.
     pub disk: Bytes,
+    /// Its zero pages, how its other pages compress, and its dirty curve
+    /// (see [`memory`]); the default is the model of `memory`,
+    /// `dirty_rate` and `working_set` alone.
+    pub profile: MemoryProfile,
 }
 
 impl Vm {
@@ -277,6 +290,13 @@ pub struct MigrationParams {
     /// the same instant, pays nothing). Model only; 0 is the ideal model.
     #[serde(default)]
     pub join_rtts: f64,
+    /// How pages are sent: as they are, compressed with zstd, or per VM
+    /// whichever is faster ([`Compression`]).
+    pub compression: Compression,
+    /// How much non-zero memory one core compresses per second with zstd
+    /// (QEMU's multifd zstd at its default level 1); with a host's
+    /// `migration_cpus`, what caps a compressing migration.
+    pub zstd_rate_per_core: BytesPerSec,
 }
 
 impl Default for MigrationParams {
@@ -292,9 +312,15 @@ impl Default for MigrationParams {
             setup_time: Duration::ZERO,
             ramp_rtts: 0.0,
             join_rtts: 0.0,
+            compression: Compression::None,
+            zstd_rate_per_core: DEFAULT_ZSTD_RATE_PER_CORE,
         }
     }
 }
+
+/// The compression rate per core when none is given: 250 MB/s of memory,
+/// the "one core per about 1 Gbit/s of output" at a ratio of 2.
+pub const DEFAULT_ZSTD_RATE_PER_CORE: BytesPerSec = BytesPerSec(250e6);
 
 /// `max_bandwidth = "unlimited"` or a bit rate.
 mod max_bandwidth {

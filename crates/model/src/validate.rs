@@ -35,6 +35,11 @@
 //! | a VM's `memory` | 0, beyond 1 PiB; more than every destination's room; VMs pinned beyond a destination's room; VMs beyond all destinations' room when every room is bounded |
 //! | a VM's `working_set` | more than its memory |
 //! | a VM's `dirty_rate` | not finite, beyond 125000 GB/s |
+//! | a VM's `zero_fraction` | not within 0 ..= 1 |
+//! | a VM's `compression_ratio` | not within 1 ..= [`MAX_COMPRESSION_RATIO`](crate::memory::MAX_COMPRESSION_RATIO) |
+//! | a VM's `dirty_curve` | more than [`MAX_DIRTY_CURVE_POINTS`](crate::memory::MAX_DIRTY_CURVE_POINTS) points; `after` 0, not strictly increasing or beyond 87660 h; `dirtied` decreasing or more than its memory |
+//! | a host's `migration_cpus` | not finite, 0 or less, more than [`MAX_MIGRATION_CPUS`] |
+//! | `zstd_rate_per_core` | 0, not finite, beyond 125000 GB/s |
 //! | a host's `memory` | on a source host; 0 on a destination |
 //! | a host's `power_off_at` | on a destination host; beyond 87660 h |
 //! | the fleet | no source or no destination host; more than [`MAX_VMS`] VMs or [`MAX_HOSTS`] hosts; duplicate names; a VM on a destination host or pinned to a source host |
@@ -45,6 +50,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::memory::{MAX_COMPRESSION_RATIO, MAX_DIRTY_CURVE_POINTS};
 use crate::units::MAX_DURATION;
 use crate::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, Vm};
 
@@ -194,6 +200,8 @@ pub const MAX_DOWNTIME: Duration = Duration::from_secs(2000);
 pub const MAX_RAMP_RTTS: f64 = 10_000.0;
 /// The longest fixed cost of starting a migration.
 pub const MAX_SETUP_TIME: Duration = Duration::from_secs(3600);
+/// The most cores a host gives migrations.
+pub const MAX_MIGRATION_CPUS: f64 = 100_000.0;
 /// The most VMs of a fleet (ten times the largest scale benchmark).
 pub const MAX_VMS: usize = 10_000_000;
 /// The most hosts of a fleet.
@@ -399,6 +407,15 @@ impl MigrationParams {
             }
             check_bit_rate(cap, "a cap").map_err(|m| Invalid::new(at("max_bandwidth"), m))?;
         }
+        let BytesPerSec(rate) = self.zstd_rate_per_core;
+        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_BYTE_RATE) {
+            return Err(Invalid::new(
+                at("zstd_rate_per_core"),
+                format!(
+                    "{rate} B/s per core is not within 1 B/s ..= 125000 GB/s; give a rate like \"250 MB/s\""
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -440,6 +457,17 @@ impl Host {
         if let Some(t) = self.power_off_at {
             check_duration(t, MAX_DURATION, "a power-off time")
                 .map_err(|m| Invalid::new(at("power_off_at"), m))?;
+        }
+        if let Some(cpus) = self.migration_cpus {
+            if !(cpus.is_finite() && cpus > 0.0 && cpus <= MAX_MIGRATION_CPUS) {
+                return Err(Invalid::new(
+                    at("migration_cpus"),
+                    format!(
+                        "{cpus} cores is not within 0 < cores ..= {MAX_MIGRATION_CPUS}; give the cores the \
+                         host can spare for compressing migrations, like 2 or 0.5"
+                    ),
+                ));
+            }
         }
         if self.site == Site::Destination && !self.power_trace.is_empty() {
             return Err(Invalid::new(
@@ -496,6 +524,9 @@ impl Vm {
                 format!("{} is beyond 1 PiB", self.memory),
             ));
         }
+        // First: a curve's last point is the working set, refused in the
+        // curve's own words.
+        self.validate_profile()?;
         if self.working_set > self.memory {
             return Err(Invalid::new(
                 at("working_set"),
@@ -515,6 +546,79 @@ impl Vm {
                 at("dirty_rate"),
                 format!("a dirty rate of {rate} B/s is not within 0 ..= 125000 GB/s"),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_profile(&self) -> Result<(), Invalid> {
+        let at = |key: &str| FieldPath::top(key);
+        let p = &self.profile;
+        if !(0.0..=1.0).contains(&p.zero_fraction) {
+            return Err(Invalid::new(
+                at("zero_fraction"),
+                format!(
+                    "{} is not a share of pages; give one within 0 ..= 1, like 0.6",
+                    p.zero_fraction
+                ),
+            ));
+        }
+        if !(1.0..=MAX_COMPRESSION_RATIO).contains(&p.compression_ratio) {
+            return Err(Invalid::new(
+                at("compression_ratio"),
+                format!(
+                    "{} is not a compression ratio (bytes over compressed bytes); give one within \
+                     1 ..= {MAX_COMPRESSION_RATIO}, 1 for memory that does not compress",
+                    p.compression_ratio
+                ),
+            ));
+        }
+        let curve = &p.dirty_curve;
+        if curve.len() > MAX_DIRTY_CURVE_POINTS {
+            return Err(Invalid::new(
+                at("dirty_curve"),
+                format!(
+                    "{} points are more than the {MAX_DIRTY_CURVE_POINTS} a dirty curve may have",
+                    curve.len()
+                ),
+            ));
+        }
+        let point = |i: usize, key: &str| at("dirty_curve").index(i).key(key);
+        for (i, pt) in curve.iter().enumerate() {
+            if pt.after.is_zero() {
+                return Err(Invalid::new(
+                    point(i, "after"),
+                    "a point after 0 s says nothing (nothing is dirtied in no time); start after it, like \"1 s\"",
+                ));
+            }
+            check_duration(pt.after, MAX_DURATION, "a time")
+                .map_err(|m| Invalid::new(point(i, "after"), m))?;
+            if i > 0 && pt.after <= curve[i - 1].after {
+                return Err(Invalid::new(
+                    point(i, "after"),
+                    format!(
+                        "{} is not after the point before ({}); points go in increasing `after`",
+                        crate::format_duration(pt.after),
+                        crate::format_duration(curve[i - 1].after)
+                    ),
+                ));
+            }
+            if i > 0 && pt.dirtied < curve[i - 1].dirtied {
+                return Err(Invalid::new(
+                    point(i, "dirtied"),
+                    format!(
+                        "{} is less than the point before ({}); memory dirtied at least once within a \
+                         longer time is never less",
+                        pt.dirtied,
+                        curve[i - 1].dirtied
+                    ),
+                ));
+            }
+            if pt.dirtied > self.memory {
+                return Err(Invalid::new(
+                    point(i, "dirtied"),
+                    format!("{} is more than the VM's {} of memory", pt.dirtied, self.memory),
+                ));
+            }
         }
         Ok(())
     }
@@ -696,6 +800,7 @@ mod tests {
 
     fn host(name: &str, site: Site) -> Host {
         Host {
+            migration_cpus: None,
             name: name.into(),
             site,
             nic: BitsPerSec::gbps(10.0),
@@ -707,6 +812,7 @@ mod tests {
 
     fn vm(name: &str, memory: Bytes) -> Vm {
         Vm {
+            profile: crate::MemoryProfile::default(),
             name: name.into(),
             host: HostId(0),
             memory,

@@ -5,10 +5,14 @@
 //! turns it into the scenario the simulator takes, simulates the
 //! evacuation with every policy, and recommends one.
 //!
-//! 1. [`measure`]: each VM's memory (`query-memory-size-summary`, unless
-//!    the inventory states it) and its dirty rate measured by QEMU itself
-//!    (`calc-dirty-rate` in `dirty-bitmap` mode, then `query-dirty-rate`),
-//!    all VMs at once, each exchange bounded by a timeout. The bitmap mode
+//! 1. [`live`], [`measure`]: the fleet as its backend finds it (a QEMU
+//!    inventory lists its VMs; a libvirt inventory's domains are discovered
+//!    on its source hosts as `evac run` discovers them), each VM's memory
+//!    (QEMU: `query-memory-size-summary`, unless the inventory states it;
+//!    libvirt: the domain's) and its dirty rate measured by QEMU itself
+//!    (`calc-dirty-rate` in `dirty-bitmap` mode over QMP, or libvirt's
+//!    `virDomainStartDirtyRateCalc`, which asks QEMU the same), all VMs at
+//!    once, each exchange bounded by a timeout. The bitmap mode
 //!    counts every page written during the sample, where page sampling
 //!    would estimate it from a few hundred hashed pages (±30 % on a small
 //!    guest). QEMU reports whole MiB/s: rates below a few MiB/s are coarse.
@@ -28,9 +32,12 @@
 //! The dirty rate of a guest is a sample of a few seconds: a guest whose
 //! load changes will dirty at another rate during the evacuation.
 
+pub mod live;
 pub mod measure;
+pub mod sample;
 pub mod scenario;
 pub mod triage;
 
-pub use measure::{measure, Measured};
+pub use live::Live;
+pub use measure::Measured;
 pub use triage::{triage, Plan};

@@ -1,15 +1,22 @@
-//! Reading the live fleet over QMP: memory and dirty rate per VM.
+//! Reading the live fleet without migrating: memory, what it holds and how
+//! fast the guest dirties it, per VM, over QMP (QEMU inventories) or
+//! through libvirt (libvirt inventories, with the `libvirt` feature). Both
+//! read a sample of the guest's pages (QMP `pmemsave`, or HMP `xp` when
+//! QEMU is not on this machine; libvirt `virDomainMemoryPeek`) and ask
+//! QEMU for the same dirty-rate measurement (`calc-dirty-rate` in
+//! dirty-bitmap mode), and turn them into a [`Measured`] by the same rules
+//! ([`measure_vm`], [`crate::sample`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use evac_model::{Bytes, BytesPerSec};
-use evac_qemu::Inventory;
 use evac_qmp::Qmp;
 use serde_json::json;
 
 /// What QEMU told us about one VM.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
     pub memory: Bytes,
     pub dirty_rate: BytesPerSec,
@@ -17,24 +24,155 @@ pub struct Measured {
     /// dirtied when that was clearly less than the rate allows (the guest
     /// went over the same pages again), else its whole memory.
     pub working_set: Bytes,
+    /// The memory dirtied within each sample's length, as measured (the
+    /// dirty curve's points), shortest first.
+    pub dirtied: Vec<DirtySample>,
+    /// What a sample of its pages holds; `None` when none was read.
+    pub content: Option<crate::sample::Content>,
 }
 
-/// Every QMP exchange but the sample's own wait ends within this.
-const EXCHANGE: Duration = Duration::from_secs(10);
+/// One `calc-dirty-rate`: the memory dirtied at least once within
+/// `seconds`, and how far above that the truth may be (QEMU truncates the
+/// dirtied memory to whole MiB, then the rate to whole MiB/s).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct DirtySample {
+    pub seconds: u64,
+    pub dirtied_bytes: u64,
+    pub uncertainty_bytes: u64,
+}
 
-/// Measures every VM of `inventory` at once: its dirty rate over `sample`,
-/// then the pages it dirties over `long` (whole seconds, at least 1: QEMU
-/// 7.2's unit) for its working set.
-pub async fn measure(inventory: &Inventory, sample: Duration, long: Duration) -> Result<Vec<Measured>> {
+impl Measured {
+    /// A VM measured as idle, its content unread: for tests.
+    pub fn idle(memory: Bytes) -> Measured {
+        Measured {
+            memory,
+            dirty_rate: BytesPerSec::ZERO,
+            working_set: memory,
+            dirtied: Vec::new(),
+            content: None,
+        }
+    }
+
+    /// The dirty curve the samples describe, when the guest went over the
+    /// same pages again (its working set found); `None` when it kept
+    /// writing new pages (the short form then says `dirty_rate` up to its
+    /// whole memory).
+    pub fn dirty_curve(&self) -> Option<Vec<evac_model::DirtyPoint>> {
+        (self.working_set < self.memory && self.dirtied.len() >= 2).then(|| {
+            // Never less within a longer time: a later sample that found
+            // fewer pages (the guest slowed) is taken at the earlier's.
+            let mut most = Bytes::ZERO;
+            self.dirtied
+                .iter()
+                .map(|d| {
+                    most = most.max(Bytes(d.dirtied_bytes).min(self.memory));
+                    evac_model::DirtyPoint {
+                        after: Duration::from_secs(d.seconds),
+                        dirtied: most,
+                    }
+                })
+                .collect()
+        })
+    }
+}
+
+/// Every exchange with QEMU or libvirt but the sample's own wait ends
+/// within this.
+pub const EXCHANGE: Duration = Duration::from_secs(10);
+
+/// The sample lengths in whole seconds (QEMU 7.2's unit): the rate's (at
+/// least 1) and the working set's (at least the rate's).
+pub fn sample_seconds(sample: Duration, long: Duration) -> (u64, u64) {
     let seconds = sample.as_secs().max(1);
-    let long = long.as_secs().max(seconds);
+    (seconds, long.as_secs().max(seconds))
+}
+
+/// One VM of `memory`: its dirty rate over a sample of `seconds`, then the
+/// pages it dirties over `long` seconds for its working set. `sample(s)`
+/// is the backend's measurement over `s` seconds, in whole MiB/s as QEMU
+/// reports it.
+pub async fn measure_vm<F, Fut>(memory: Bytes, seconds: u64, long: u64, mut sample: F) -> Result<Measured>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Result<u64>>,
+{
+    let rate = sample(seconds).await?;
+    let point = |rate: u64, seconds: u64| DirtySample {
+        seconds,
+        dirtied_bytes: (rate * seconds) << 20,
+        uncertainty_bytes: (seconds + 1) << 20,
+    };
+    let mut dirtied = vec![point(rate, seconds)];
+    let mut working_set = memory;
+    if long > seconds && rate > 0 {
+        // Pages dirtied at least once over the long sample; a guest that
+        // writes new pages all along would reach rate x long.
+        let long_rate = sample(long).await?;
+        dirtied.push(point(long_rate, long));
+        let found = long_rate * long;
+        if (found as f64) < 0.8 * (rate * long) as f64 {
+            working_set = Bytes((found << 20).max(1 << 20)).min(memory);
+        }
+    }
+    Ok(Measured {
+        memory,
+        // QEMU's "MB/s" is 2^20 bytes per second.
+        dirty_rate: BytesPerSec(rate as f64 * 1_048_576.0),
+        working_set,
+        dirtied,
+        content: None,
+    })
+}
+
+/// Reads `runs` runs of the guest's RAM (`ram`, guest-physical) at random
+/// places with `read(address)` (one run of [`crate::sample::RUN_BYTES`]
+/// each), and what they hold; `None` when `runs` is 0.
+pub async fn read_content<F, Fut>(
+    ram: &[(u64, u64)],
+    runs: usize,
+    mut read: F,
+) -> Result<Option<crate::sample::Content>>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Result<Vec<u8>>>,
+{
+    if runs == 0 {
+        return Ok(None);
+    }
+    let mut tally = crate::sample::Tally::default();
+    for address in crate::sample::places(ram, runs, SAMPLE_SEED) {
+        let run = read(address)
+            .await
+            .with_context(|| format!("reading guest memory at {address:#x}"))?;
+        // One run of 64 KiB compressed at zstd's fastest level: a fraction
+        // of a millisecond, no cause to leave the async thread.
+        tally.add(&run);
+    }
+    Ok(Some(tally.content()))
+}
+
+/// The places sampled are drawn with this seed: a plan read twice reads
+/// the same places (the guest's content does not depend on it).
+const SAMPLE_SEED: u64 = 0x5eed_e7ac;
+
+/// Measures every VM of a QEMU `inventory` at once over QMP (see
+/// [`measure_vm`]); memory from `query-memory-size-summary` unless the
+/// inventory states it; `runs` runs of its RAM read for its content (see
+/// [`read_content`]).
+pub async fn qemu(
+    inventory: &evac_qemu::Inventory,
+    sample: Duration,
+    long: Duration,
+    runs: usize,
+) -> Result<Vec<Measured>> {
+    let (seconds, long) = sample_seconds(sample, long);
     let tasks: Vec<_> = inventory
         .vms
         .iter()
         .map(|vm| {
             let (name, qmp, stated) = (vm.name.clone(), vm.qmp.clone(), vm.memory);
             tokio::spawn(async move {
-                one(&qmp, stated, seconds, long)
+                qemu_vm(&qmp, stated, seconds, long, runs)
                     .await
                     .with_context(|| format!("vm `{name}` (QMP {qmp})"))
             })
@@ -47,7 +185,13 @@ pub async fn measure(inventory: &Inventory, sample: Duration, long: Duration) ->
     Ok(out)
 }
 
-async fn one(address: &str, stated: Option<Bytes>, seconds: u64, long: u64) -> Result<Measured> {
+async fn qemu_vm(
+    address: &str,
+    stated: Option<Bytes>,
+    seconds: u64,
+    long: u64,
+    runs: usize,
+) -> Result<Measured> {
     let qmp = tokio::time::timeout(EXCHANGE, Qmp::connect(address))
         .await
         .context("connecting timed out")??;
@@ -56,26 +200,94 @@ async fn one(address: &str, stated: Option<Bytes>, seconds: u64, long: u64) -> R
         Some(memory) => memory,
         None => Bytes(qmp.query_memory_size_summary().await?.base_memory),
     };
-    let rate = sample(&qmp, seconds).await?;
-    let mut working_set = memory;
-    if long > seconds && rate > 0 {
-        // Pages dirtied at least once over the long sample; a guest that
-        // writes new pages all along would reach rate x long.
-        let dirtied = sample(&qmp, long).await? * long;
-        if (dirtied as f64) < 0.8 * (rate * long) as f64 {
-            working_set = Bytes((dirtied << 20).max(1 << 20)).min(memory);
+    let qmp = &qmp;
+    let content = if runs > 0 {
+        let mtree = hmp(qmp, "info mtree").await?;
+        let ram = crate::sample::mtree_ram_ranges(&mtree)
+            .unwrap_or_else(|| crate::sample::x86_ram_ranges(memory.0, true));
+        let local = matches!(evac_qmp::QmpAddr::parse(address), evac_qmp::QmpAddr::Unix(_));
+        if local {
+            // QEMU writes each run to a file of ours: it runs here.
+            let dir = tempfile::tempdir().context("a directory for the sample")?;
+            let file = dir.path().join("run.bin");
+            read_content(&ram, runs, |a| pmemsave(qmp, a, &file)).await?
+        } else {
+            // QEMU elsewhere: its monitor prints the bytes.
+            read_content(&ram, runs.min(REMOTE_RUNS), |a| xp(qmp, a)).await?
         }
+    } else {
+        None
+    };
+    let mut measured = measure_vm(memory, seconds, long, |s| qmp_sample(qmp, s)).await?;
+    measured.content = content;
+    Ok(measured)
+}
+
+/// At most this many runs are read from a QEMU that is not on this machine
+/// (through HMP `xp`, 240 KB of text a run).
+const REMOTE_RUNS: usize = 64;
+
+/// An HMP command's output.
+async fn hmp(qmp: &Qmp, command: &str) -> Result<String> {
+    let reply = qmp
+        .execute("human-monitor-command", Some(json!({ "command-line": command })))
+        .await
+        .with_context(|| format!("HMP `{command}`"))?;
+    reply
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("HMP `{command}`: not text: {reply}"))
+}
+
+/// One run of guest-physical memory at `address`, through QEMU's
+/// `pmemsave` into `file` (overwritten).
+async fn pmemsave(qmp: &Qmp, address: u64, file: &std::path::Path) -> Result<Vec<u8>> {
+    let size = crate::sample::RUN_BYTES;
+    qmp.execute(
+        "pmemsave",
+        Some(json!({ "val": address, "size": size, "filename": file })),
+    )
+    .await
+    .context("pmemsave")?;
+    let data = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?;
+    if data.len() != size {
+        bail!("pmemsave wrote {} bytes, not {size}", data.len());
     }
-    Ok(Measured {
-        memory,
-        // QEMU's "MB/s" is 2^20 bytes per second.
-        dirty_rate: BytesPerSec(rate as f64 * 1_048_576.0),
-        working_set,
-    })
+    Ok(data)
+}
+
+/// One run of guest-physical memory at `address`, printed by HMP `xp` as
+/// 64-bit words and parsed back (little-endian, x86's order).
+async fn xp(qmp: &Qmp, address: u64) -> Result<Vec<u8>> {
+    let words = crate::sample::RUN_BYTES / 8;
+    let text = hmp(qmp, &format!("xp /{words}xg {address:#x}")).await?;
+    let data = parse_xp(&text);
+    if data.len() != crate::sample::RUN_BYTES {
+        bail!(
+            "HMP xp printed {} bytes, not {}: {}",
+            data.len(),
+            crate::sample::RUN_BYTES,
+            text.lines().next().unwrap_or_default()
+        );
+    }
+    Ok(data)
+}
+
+/// The bytes of `xp /Nxg`'s lines (`0000000000100000: 0x0123456789abcdef
+/// 0x...`).
+fn parse_xp(text: &str) -> Vec<u8> {
+    text.lines()
+        .filter_map(|line| line.split_once(':').map(|(_, words)| words))
+        .flat_map(|words| words.split_whitespace())
+        .filter_map(|word| u64::from_str_radix(word.trim_start_matches("0x"), 16).ok())
+        .flat_map(u64::to_le_bytes)
+        .collect()
 }
 
 /// One `calc-dirty-rate` of `seconds`: the rate in MiB/s.
-async fn sample(qmp: &Qmp, seconds: u64) -> Result<u64> {
+async fn qmp_sample(qmp: &Qmp, seconds: u64) -> Result<u64> {
     qmp.execute(
         "calc-dirty-rate",
         Some(json!({"calc-time": seconds, "mode": "dirty-bitmap"})),
@@ -106,5 +318,83 @@ async fn sample(qmp: &Qmp, seconds: u64) -> Result<u64> {
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Measures every domain of a libvirt fleet at once (see [`measure_vm`]):
+/// `backend` has found them ([`evac_libvirt::LibvirtBackend::connect`], the
+/// discovery `evac run` makes), memory is the domain's; `runs` runs of its
+/// RAM read through `virDomainMemoryPeek` (the machine's RAM layout from
+/// its type: [`crate::sample::x86_ram_ranges`]).
+#[cfg(feature = "libvirt")]
+pub async fn libvirt(
+    backend: &evac_libvirt::LibvirtBackend,
+    sample: Duration,
+    long: Duration,
+    runs: usize,
+) -> Result<Vec<Measured>> {
+    use evac_run::Backend as _;
+    let (seconds, long) = sample_seconds(sample, long);
+    let fleet = backend.fleet();
+    let tasks: Vec<_> = fleet
+        .vms
+        .iter()
+        .map(|vm| {
+            let conn = backend.connection(vm.host).clone();
+            let (name, memory) = (vm.name.clone(), vm.memory);
+            let host = fleet.host(vm.host).name.clone();
+            tokio::spawn(async move {
+                let content = async {
+                    if runs == 0 {
+                        return Ok(None);
+                    }
+                    let q35 = evac_libvirt::client::is_q35(&conn, &name, EXCHANGE).await?;
+                    let ram = crate::sample::x86_ram_ranges(memory.0, q35);
+                    read_content(&ram, runs, |address| {
+                        let (conn, name) = (conn.clone(), name.clone());
+                        async move {
+                            let size = crate::sample::RUN_BYTES;
+                            Ok(evac_libvirt::client::peek(&conn, &name, address, size, EXCHANGE).await?)
+                        }
+                    })
+                    .await
+                }
+                .await;
+                let measured = async {
+                    let mut measured = measure_vm(memory, seconds, long, |s| {
+                        let (conn, name) = (conn.clone(), name.clone());
+                        async move {
+                            let s = u32::try_from(s).context("a sample of more than 2^32 s")?;
+                            Ok(evac_libvirt::client::dirty_rate(&conn, &name, s, EXCHANGE).await?)
+                        }
+                    })
+                    .await?;
+                    measured.content = content?;
+                    anyhow::Ok(measured)
+                };
+                measured
+                    .await
+                    .with_context(|| format!("domain `{name}` on host `{host}`"))
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.context("a measuring task panicked")??);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xp_lines_are_read_back_little_endian() {
+        let text = "0000000000100000: 0x0807060504030201 0x0000000000000000\r\n\
+                    0000000000100010: 0xffffffffffffffff 0x00000000000000aa\r\n";
+        let bytes = super::parse_xp(text);
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(&bytes[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&bytes[16..24], &[0xff; 8]);
+        assert_eq!(bytes[24], 0xaa);
     }
 }

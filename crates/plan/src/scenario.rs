@@ -6,17 +6,43 @@ use std::fmt::Write;
 use anyhow::{Context, Result};
 use evac_controller::ControllerConfig;
 use evac_model::{Bytes, Fleet, MigrationParams, Network, Site};
-use evac_qemu::Inventory;
 
 use crate::Measured;
 
-/// The fleet with measured memory, dirty rates and working sets.
-pub fn fleet(inventory: &Inventory, measured: &[Measured]) -> Fleet {
-    let memory: Vec<_> = measured.iter().map(|m| m.memory).collect();
-    let mut fleet = inventory.fleet(&memory);
-    for (vm, m) in fleet.vms.iter_mut().zip(measured) {
-        vm.dirty_rate = m.dirty_rate;
-        vm.working_set = m.working_set;
+/// What an inventory states of a VM's memory itself (it wins over what
+/// `evac plan` measures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stated {
+    pub zero_fraction: bool,
+    pub compression_ratio: bool,
+}
+
+/// `fleet` with each VM's measured memory, dirtying (a dirty curve when the
+/// samples found a working set, else the short form) and content
+/// (`measured` in the fleet's VM order); what the inventory states
+/// (`stated`, and a stated dirty curve) is kept: the operator's word over a
+/// sample of seconds.
+pub fn with_measured(mut fleet: Fleet, measured: &[Measured], stated: &[Stated]) -> Fleet {
+    for (i, (vm, m)) in fleet.vms.iter_mut().zip(measured).enumerate() {
+        let stated = stated.get(i).copied().unwrap_or_default();
+        vm.memory = m.memory;
+        if vm.profile.dirty_curve.is_empty() {
+            match m.dirty_curve() {
+                Some(curve) => vm.set_dirty_curve(curve),
+                None => {
+                    vm.dirty_rate = m.dirty_rate;
+                    vm.working_set = m.working_set;
+                }
+            }
+        }
+        if let Some(content) = &m.content {
+            if !stated.zero_fraction {
+                vm.profile.zero_fraction = content.zero_fraction;
+            }
+            if !stated.compression_ratio {
+                vm.profile.compression_ratio = content.compression_ratio;
+            }
+        }
     }
     fleet
 }
@@ -69,14 +95,37 @@ pub fn to_toml(
         if let Some(off) = host.power_off_at {
             let _ = writeln!(out, "power_off_at = \"{} ms\"", millis(off));
         }
+        if let Some(cpus) = host.migration_cpus {
+            let _ = writeln!(out, "migration_cpus = {cpus:?}");
+        }
     }
     for vm in &fleet.vms {
         let _ = writeln!(out, "\n[[vm]]");
         let _ = writeln!(out, "name = {}", toml_string(&vm.name));
         let _ = writeln!(out, "host = {}", toml_string(&fleet.host(vm.host).name));
         let _ = writeln!(out, "memory = \"{} B\"", vm.memory.0);
-        let _ = writeln!(out, "dirty_rate = \"{:.0} B/s\"", vm.dirty_rate.0);
-        let _ = writeln!(out, "working_set = \"{} B\"", vm.working_set.0);
+        if vm.profile.dirty_curve.is_empty() {
+            let _ = writeln!(out, "dirty_rate = \"{:.0} B/s\"", vm.dirty_rate.0);
+            let _ = writeln!(out, "working_set = \"{} B\"", vm.working_set.0);
+        } else {
+            let points: Vec<String> = vm
+                .profile
+                .dirty_curve
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{{ after = \"{} ms\", dirtied = \"{} B\" }}",
+                        millis(p.after),
+                        p.dirtied.0
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "dirty_curve = [{}]", points.join(", "));
+        }
+        // Exactly: `{:?}` writes the shortest text that reads back as the
+        // same f64.
+        let _ = writeln!(out, "zero_fraction = {:?}", vm.profile.zero_fraction);
+        let _ = writeln!(out, "compression_ratio = {:?}", vm.profile.compression_ratio);
         let _ = writeln!(out, "priority = {}", vm.priority);
         if vm.disk > Bytes::ZERO {
             let _ = writeln!(out, "disk = \"{} B\"", vm.disk.0);

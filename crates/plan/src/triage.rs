@@ -130,8 +130,26 @@ pub struct VmPrediction {
 pub struct MeasuredVm {
     pub name: String,
     pub memory_bytes: u64,
+    /// What the plan used (measured, or the inventory's word): the short
+    /// form's rate and working set (with a curve, its first slope and its
+    /// last point), the curve, the zero share and compression ratio.
     pub dirty_rate_bytes_per_second: f64,
     pub working_set_bytes: u64,
+    pub dirty_curve: Vec<CurvePoint>,
+    pub zero_fraction: f64,
+    pub compression_ratio: f64,
+    /// Each dirty-rate sample: its length, the memory dirtied within it
+    /// and how far above that the truth may be.
+    pub dirty_samples: Vec<crate::measure::DirtySample>,
+    /// The sample of its pages: its size, the zero share and compression
+    /// ratio it found and their standard errors; null when none was read.
+    pub content_sample: Option<crate::sample::Content>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CurvePoint {
+    pub after_s: f64,
+    pub dirtied_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,7 +159,9 @@ pub struct Settings {
 }
 
 impl PlanJson {
-    pub fn new(plan: &Plan, fleet: &Fleet) -> Self {
+    /// `measured`: what was measured of each VM of `fleet`, in its order
+    /// (may be empty).
+    pub fn new(plan: &Plan, fleet: &Fleet, measured: &[crate::Measured]) -> Self {
         let result = plan.recommended_result();
         let hosts = fleet
             .hosts
@@ -194,11 +214,25 @@ impl PlanJson {
             measured: fleet
                 .vms
                 .iter()
-                .map(|v| MeasuredVm {
+                .enumerate()
+                .map(|(i, v)| MeasuredVm {
                     name: v.name.clone(),
                     memory_bytes: v.memory.0,
                     dirty_rate_bytes_per_second: v.dirty_rate.0,
                     working_set_bytes: v.working_set.0,
+                    dirty_curve: v
+                        .profile
+                        .dirty_curve
+                        .iter()
+                        .map(|p| CurvePoint {
+                            after_s: p.after.as_secs_f64(),
+                            dirtied_bytes: p.dirtied.0,
+                        })
+                        .collect(),
+                    zero_fraction: v.profile.zero_fraction,
+                    compression_ratio: v.profile.compression_ratio,
+                    dirty_samples: measured.get(i).map(|m| m.dirtied.clone()).unwrap_or_default(),
+                    content_sample: measured.get(i).and_then(|m| m.content),
                 })
                 .collect(),
             settings: Settings {

@@ -58,6 +58,10 @@ pub(crate) struct Progress {
 /// The id of the `tls-creds-x509` object evac adds on both ends.
 pub(crate) const TLS_CREDS_ID: &str = "evac-migration-tls";
 
+/// The zstd level a compressing migration uses: QEMU's default, the level
+/// `evac plan` measures the compression ratio at.
+const ZSTD_LEVEL: u32 = 1;
+
 /// An encrypted attempt: each end's certificate directory (as its QEMU
 /// sees it) and the name the source checks the destination's certificate
 /// against (`None`: the migration address).
@@ -444,7 +448,12 @@ async fn drive(
         ))
     };
     let postcopy_ram = postcopy == PostcopyReady::Ready;
-    let multifd = params.connections > Connections::ONE;
+    // QEMU compresses only multifd channels: a compressing migration is a
+    // multifd one, of one channel if that is all it was given. The
+    // controller has made `auto` `zstd` or `none` by now.
+    let compress = params.compression == evac_model::Compression::Zstd && !postcopy_ram;
+    let multifd = params.connections > Connections::ONE || compress;
+    let compression = multifd.then(|| if compress { "zstd" } else { "none" }.to_owned());
     // 1. A fresh destination process.
     let mut command = expand_template(&ctx.dst_host, &ctx.vm);
     if command.is_empty() {
@@ -517,6 +526,8 @@ async fn drive(
             .migrate_set_parameters(&MigrationParameters {
                 multifd_channels: multifd.then_some(params.connections.get()),
                 tls_creds: ctx.tls.as_ref().map(|_| TLS_CREDS_ID.to_owned()),
+                multifd_compression: compression.clone(),
+                multifd_zstd_level: compress.then_some(ZSTD_LEVEL),
                 ..Default::default()
             })
             .await
@@ -588,6 +599,9 @@ async fn drive(
             .tls
             .as_ref()
             .map(|tls| tls.hostname.clone().unwrap_or_default()),
+        // Set on every multifd attempt: an earlier attempt's setting stays.
+        multifd_compression: compression,
+        multifd_zstd_level: compress.then_some(ZSTD_LEVEL),
         ..Default::default()
     })
     .await

@@ -124,6 +124,21 @@ impl QemuBackend {
 }
 
 impl evac_run::Backend for QemuBackend {
+    /// Everything the controller asks: postcopy (`migrate-start-postcopy`),
+    /// auto-converge at any time (a migration parameter QEMU takes
+    /// mid-flight), multifd zstd compression.
+    fn capabilities(&self) -> evac_run::Capabilities {
+        evac_run::Capabilities {
+            postcopy: true,
+            auto_converge_in_flight: true,
+            compression: true,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "QEMU"
+    }
+
     type Migration = QemuMigration;
 
     fn fleet(&self) -> &Fleet {

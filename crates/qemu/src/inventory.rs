@@ -96,25 +96,7 @@ impl From<RawInventory> for Inventory {
     }
 }
 
-/// An inventory's `[network]`: the scenario format's fields, no trace.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSpec {
-    pub wan_bandwidth: BitsPerSec,
-    #[serde(default = "default_rtt", with = "evac_model::units::human_duration")]
-    pub wan_rtt: Duration,
-    #[serde(default = "default_tcp_window")]
-    pub tcp_window: Bytes,
-}
-
-/// As in a scenario: a LAN-like round trip that limits nothing.
-fn default_rtt() -> Duration {
-    Duration::from_millis(1)
-}
-
-fn default_tcp_window() -> Bytes {
-    Network::DEFAULT_TCP_WINDOW
-}
+pub use evac_run::inventory::NetworkSpec;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +119,10 @@ pub struct HostSpec {
     /// host needs to shut down, or what the estimate is not trusted for.
     #[serde(default, with = "evac_model::units::human_duration::option")]
     pub ups_margin: Option<Duration>,
+    /// Source hosts: the cores it can give migrations for compression
+    /// (absent: one per connection of each migration).
+    #[serde(default)]
+    pub migration_cpus: Option<f64>,
     /// Destination hosts: the address incoming migrations listen on.
     #[serde(default)]
     pub migration_address: Option<String>,
@@ -193,6 +179,17 @@ pub struct VmSpec {
     /// A destination host pinned by the operator.
     #[serde(default)]
     pub destination: Option<String>,
+    /// The share of its pages that are zero (absent: what `evac plan`
+    /// measures, else 0).
+    #[serde(default)]
+    pub zero_fraction: Option<f64>,
+    /// The zstd ratio of its non-zero pages (absent: measured, else 1).
+    #[serde(default)]
+    pub compression_ratio: Option<f64>,
+    /// Memory dirtied at least once within each duration (absent:
+    /// measured).
+    #[serde(default)]
+    pub dirty_curve: Option<Vec<evac_model::DirtyPoint>>,
 }
 
 fn one() -> u32 {
@@ -259,7 +256,15 @@ impl Inventory {
         if self.network.is_some() {
             self.network().validate()?;
         }
-        let stated: Vec<Bytes> = self.vms.iter().map(|vm| vm.memory.unwrap_or(Bytes(1))).collect();
+        // A stated dirty curve needs at least its last point's memory.
+        let stated: Vec<Bytes> = self
+            .vms
+            .iter()
+            .map(|vm| {
+                let curve = vm.dirty_curve.as_ref().and_then(|c| c.last()).map(|p| p.dirtied);
+                vm.memory.unwrap_or(curve.unwrap_or(Bytes(1)).max(Bytes(1)))
+            })
+            .collect();
         self.fleet(&stated).validate()
     }
 
@@ -400,6 +405,7 @@ impl Inventory {
             .hosts
             .iter()
             .map(|h| Host {
+                migration_cpus: h.migration_cpus,
                 name: h.name.clone(),
                 site: h.site,
                 nic: h.nic,
@@ -413,15 +419,25 @@ impl Inventory {
             .vms
             .iter()
             .zip(memory)
-            .map(|(vm, &memory)| Vm {
-                name: vm.name.clone(),
-                host: host_id(&vm.host),
-                memory,
-                dirty_rate: BytesPerSec::ZERO,
-                working_set: memory,
-                disk: Bytes::ZERO,
-                priority: vm.priority,
-                destination: vm.destination.as_deref().map(host_id),
+            .map(|(spec, &memory)| {
+                let mut vm = Vm {
+                    profile: evac_model::MemoryProfile::default(),
+                    name: spec.name.clone(),
+                    host: host_id(&spec.host),
+                    memory,
+                    dirty_rate: BytesPerSec::ZERO,
+                    working_set: memory,
+                    disk: Bytes::ZERO,
+                    priority: spec.priority,
+                    destination: spec.destination.as_deref().map(host_id),
+                };
+                evac_run::inventory::stated_profile(
+                    &mut vm,
+                    spec.zero_fraction,
+                    spec.compression_ratio,
+                    spec.dirty_curve.as_deref(),
+                );
+                vm
             })
             .collect();
         Fleet { hosts, vms }
@@ -431,26 +447,13 @@ impl Inventory {
     /// else the fastest source NIC (it feeds the report's lower bounds and
     /// `evac plan`).
     pub fn network(&self) -> Network {
-        if let Some(net) = &self.network {
-            return Network {
-                wan_bandwidth: net.wan_bandwidth,
-                wan_rtt: net.wan_rtt,
-                tcp_window: net.tcp_window,
-                wan_trace: Vec::new(),
-            };
-        }
-        let wan = self
-            .hosts
-            .iter()
-            .filter(|h| h.site == Site::Source)
-            .map(|h| h.nic.0)
-            .fold(0.0, f64::max);
-        Network {
-            wan_bandwidth: BitsPerSec(wan),
-            wan_rtt: Duration::ZERO,
-            tcp_window: Network::DEFAULT_TCP_WINDOW,
-            wan_trace: Vec::new(),
-        }
+        evac_run::inventory::network(
+            self.network.as_ref(),
+            self.hosts
+                .iter()
+                .filter(|h| h.site == Site::Source)
+                .map(|h| h.nic),
+        )
     }
 }
 

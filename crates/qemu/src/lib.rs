@@ -340,6 +340,7 @@ Tcp: 1 200 120000 -1 1034 1010 1 21 0 808935 803307 103 0 26 0
     #[test]
     fn expands_the_incoming_command() {
         let host = HostSpec {
+            migration_cpus: None,
             name: "dst-1".into(),
             site: Site::Destination,
             nic: BitsPerSec::gbps(1.0),

@@ -3,7 +3,6 @@
 //! shaped by a `tbf` qdisc. Skipped, with the reason printed, unless root
 //! with `ip`, `tc`, working `ip netns add` and qemu-system-x86_64.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,17 +20,6 @@ const MARGIN: f64 = 0.10;
 
 fn skip() -> bool {
     lab::skip_without(&[lab::qemu_available, lab::netns_available])
-}
-
-/// Whether `pid` runs in the named network namespace.
-fn in_netns(pid: u32, ns: &str) -> bool {
-    let (Ok(of_pid), Ok(named)) = (
-        std::fs::metadata(format!("/proc/{pid}/ns/net")),
-        std::fs::metadata(format!("/run/netns/{ns}")),
-    ) else {
-        return false;
-    };
-    (of_pid.dev(), of_pid.ino()) == (named.dev(), named.ino())
 }
 
 #[test]
@@ -55,7 +43,12 @@ fn two_vms_through_a_shaped_wan() {
         .map(|(name, mib)| lab.start_vm_in(name, mib, Some(&net.src)).unwrap())
         .collect();
     for vm in &vms {
-        assert!(in_netns(vm.pid, &net.src), "{} not in {}", vm.name, net.src);
+        assert!(
+            lab::netns::pid_in_netns(vm.pid, &net.src),
+            "{} not in {}",
+            vm.name,
+            net.src
+        );
     }
     let text = lab.inventory_in(&net, "sequential", &vms, "");
     let inv = Inventory::from_str_at(&text, Path::new("netns.toml")).unwrap();
@@ -92,7 +85,12 @@ fn two_vms_through_a_shaped_wan() {
             };
             lab.adopt(*pid);
             assert_eq!(host, "dst");
-            assert!(in_netns(*pid, &net.dst), "{} not in {}", vm.name, net.dst);
+            assert!(
+                lab::netns::pid_in_netns(*pid, &net.dst),
+                "{} not in {}",
+                vm.name,
+                net.dst
+            );
             let dst = Qmp::connect(qmp.to_str().unwrap()).await.unwrap();
             let status = dst.query_status().await.unwrap();
             assert_eq!(status.status, RunState::Running, "{}", vm.name);

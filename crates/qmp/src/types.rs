@@ -282,6 +282,13 @@ pub struct MigrationParameters {
     /// (`""`: the host of the migration URI).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_hostname: Option<String>,
+    /// How multifd channels compress pages: `none`, `zlib` or `zstd` (both
+    /// ends must agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multifd_compression: Option<String>,
+    /// The zstd level of `multifd-compression = zstd` (QEMU's default: 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multifd_zstd_level: Option<u32>,
 }
 
 /// Which end of a TLS session a `tls-creds-x509` object serves.

@@ -351,6 +351,7 @@ mod tests {
 
     fn fleet() -> Fleet {
         let host = |name: &str, site, power_off: Option<u64>| Host {
+            migration_cpus: None,
             name: name.to_owned(),
             site,
             nic: BitsPerSec::gbps(10.0),
@@ -359,6 +360,7 @@ mod tests {
             power_trace: Vec::new(),
         };
         let vm = |name: &str, host: usize, priority: u32| Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: name.to_owned(),
             host: HostId(host),
             memory: Bytes::gib(1),
@@ -395,6 +397,7 @@ mod tests {
 
     fn migrated(name: &str, host: &str, start: f64, end: f64) -> VmRecord {
         VmRecord {
+            compression: None,
             name: name.into(),
             host: host.into(),
             destination: Some("dst".into()),

@@ -63,6 +63,57 @@
 //! or `None`, and the loop then counts the host's migrations' bytes alone.
 //! Counters may restart (a different process is read): the loop never lets
 //! a host's count go down.
+//!
+//! ## Capabilities
+//!
+//! [`Backend::capabilities`] declares what of the controller's actions and
+//! the migration parameters the platform can carry out (postcopy,
+//! auto-converge mid-flight, compression). The run fits the parameters to
+//! it before the controller is built ([`Capabilities::fit`]): what cannot be
+//! done at all is refused with the setting named, what a policy might only
+//! count on (postcopy allowed) is dropped with a line to the operator, so
+//! no plan relies on an action the backend would drop.
+//!
+//! ## A third backend
+//!
+//! A new platform (Proxmox's API, KubeVirt) is one crate beside
+//! `evac-qemu` and `evac-libvirt`: its inventory (the common part is
+//! [`crate::inventory`]: hosts, network, migration and controller tables,
+//! the conversion to the model), a [`Backend`] and a [`Migration`], and one
+//! line of dispatch in the CLI's `run.rs`. A sketch:
+//!
+//! ```ignore
+//! pub struct ProxmoxBackend { fleet: Fleet, api: proxmox::Client }
+//!
+//! impl evac_run::Backend for ProxmoxBackend {
+//!     type Migration = ProxmoxMigration;
+//!     fn capabilities(&self) -> Capabilities {
+//!         Capabilities { postcopy: false, auto_converge_in_flight: false, compression: false }
+//!     }
+//!     fn name(&self) -> &'static str { "Proxmox" }
+//!     fn fleet(&self) -> &Fleet { &self.fleet }
+//!     fn network(&self) -> Network { /* the inventory's [network] */ }
+//!     fn start(&mut self, request: StartRequest) -> ProxmoxMigration {
+//!         // POST /nodes/{node}/qemu/{vmid}/migrate on a task of its own;
+//!         // the handle polls the task's status.
+//!     }
+//!     async fn host_tx(&mut self) -> Vec<Option<Bytes>> { /* node rrddata, or None */ }
+//! }
+//!
+//! impl evac_run::Migration for ProxmoxMigration {
+//!     type Landed = String;
+//!     async fn observe(&mut self) -> Result<Observed<String>, String> { /* task status */ }
+//!     async fn retune(&mut self, change: Retune) -> Result<(), String> { /* migrate_set_speed */ }
+//!     async fn switch_to_offline(&mut self) -> Result<(), String> { /* suspend the guest */ }
+//!     async fn cancel(&mut self) -> Result<(), String> { /* DELETE the task */ }
+//! }
+//! ```
+//!
+//! and in `crates/cli/src/run.rs`:
+//!
+//! ```ignore
+//! Inventory::Proxmox(inv) => evac_proxmox::run(inv, options, shutdown).await,
+//! ```
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -70,7 +121,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evac_controller::{Phase, Retune};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, HostId, MigrationParams, Network, VmId};
+use evac_model::{
+    BitsPerSec, Bytes, BytesPerSec, Compression, Fleet, HostId, MigrationParams, Mode, Network, VmId,
+};
 
 /// What a backend is asked to start.
 #[derive(Debug, Clone)]
@@ -146,9 +199,84 @@ pub enum Observed<L> {
     Failed(Failure),
 }
 
+/// What a backend can carry out of the controller's actions and the
+/// migration parameters, declared before anything starts: the run fits the
+/// parameters to it ([`Capabilities::fit`]) before the controller plans, so
+/// that no policy counts on an action the backend would drop (as
+/// cloud-hypervisor's backends declare their features).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// [`Migration::switch_to_postcopy`] (and mode postcopy) works, on
+    /// guests whose RAM allows it.
+    pub postcopy: bool,
+    /// [`Retune::AutoConverge`] takes effect on a migration in flight (else
+    /// only as a migration starts).
+    pub auto_converge_in_flight: bool,
+    /// `[migration] compression` other than `none`.
+    pub compression: bool,
+}
+
+impl Capabilities {
+    /// A backend that declares nothing: plain precopy, offline switches,
+    /// retunes of bandwidth and downtime.
+    pub const NONE: Capabilities = Capabilities {
+        postcopy: false,
+        auto_converge_in_flight: false,
+        compression: false,
+    };
+
+    /// `params` as this backend can carry them out, and a line for the
+    /// operator per change: postcopy allowed is dropped where the backend
+    /// cannot switch; what cannot be carried out at all (mode postcopy,
+    /// compression) is refused, naming the setting.
+    pub fn fit(
+        self,
+        backend: &str,
+        mut params: MigrationParams,
+    ) -> Result<(MigrationParams, Vec<String>), String> {
+        let mut notes = Vec::new();
+        if !self.postcopy {
+            if params.mode == Mode::Postcopy {
+                return Err(format!(
+                    "[migration] mode = \"postcopy\": the {backend} backend cannot migrate by postcopy; \
+                     use mode = \"live\" or \"offline\""
+                ));
+            }
+            if params.allow_postcopy {
+                params.allow_postcopy = false;
+                notes.push(format!(
+                    "[migration] allow_postcopy: the {backend} backend cannot switch to postcopy; \
+                     a migration that cannot finish in time is switched offline instead"
+                ));
+            }
+        }
+        if !self.compression && params.compression != Compression::None {
+            return Err(format!(
+                "[migration] compression = \"{}\": the {backend} backend does not compress migrations; \
+                 set compression = \"none\"",
+                match params.compression {
+                    Compression::Zstd => "zstd",
+                    _ => "auto",
+                }
+            ));
+        }
+        Ok((params, notes))
+    }
+}
+
 /// A virtualization platform the run loop can evacuate.
 pub trait Backend {
     type Migration: Migration;
+
+    /// What it can carry out; the default, [`Capabilities::NONE`].
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+
+    /// Its name in messages (`QEMU`, `libvirt`).
+    fn name(&self) -> &'static str {
+        "this"
+    }
 
     /// The hosts and VMs; constant for the run.
     fn fleet(&self) -> &Fleet;
@@ -221,4 +349,50 @@ pub trait Migration: Send {
 
     /// Abandons the migration; the VM keeps running on its source.
     fn cancel(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+#[cfg(test)]
+mod capability_tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_fitted_to_what_the_backend_can_do() {
+        let all = Capabilities {
+            postcopy: true,
+            auto_converge_in_flight: true,
+            compression: true,
+        };
+        let asked = MigrationParams {
+            allow_postcopy: true,
+            compression: Compression::Auto,
+            ..MigrationParams::default()
+        };
+        // A backend that can do it all changes nothing.
+        assert_eq!(all.fit("x", asked).unwrap(), (asked, Vec::new()));
+        // One that cannot switch to postcopy: the planner may not count on
+        // it (offline instead), and the operator is told once.
+        let plain = MigrationParams {
+            compression: Compression::None,
+            ..asked
+        };
+        let (fitted, notes) = Capabilities::NONE.fit("x", plain).unwrap();
+        assert!(!fitted.allow_postcopy);
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].contains("allow_postcopy") && notes[0].contains("offline"),
+            "{notes:?}"
+        );
+        // What cannot be carried out at all is refused, naming the setting.
+        let postcopy = MigrationParams {
+            mode: Mode::Postcopy,
+            ..plain
+        };
+        let why = Capabilities::NONE.fit("x", postcopy).unwrap_err();
+        assert!(
+            why.contains("mode = \"postcopy\"") && why.contains("the x backend"),
+            "{why}"
+        );
+        let why = Capabilities::NONE.fit("x", asked).unwrap_err();
+        assert!(why.contains("compression = \"auto\""), "{why}");
+    }
 }

@@ -845,6 +845,7 @@ impl<B: Backend> Driver<B> {
         run.attempts = attempt;
         run.record.mode = Some(params.mode);
         run.record.connections = Some(params.connections.get());
+        run.record.compression = Some(params.compression);
         run.state = State::Flying(Box::new(Flight {
             handle,
             attempt,

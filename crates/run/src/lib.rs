@@ -69,7 +69,9 @@ use evac_model::MigrationParams;
 use evac_outcome::RunResult;
 use tokio::sync::watch;
 
-pub use backend::{Backend, Completion, Failure, Migration, Observed, Progress, StartRequest, Wake};
+pub use backend::{
+    Backend, Capabilities, Completion, Failure, Migration, Observed, Progress, StartRequest, Wake,
+};
 pub use progress::{FlightProgress, HostProgress, RunProgress};
 
 /// How long one [`Migration::observe`] (or [`Backend::host_tx`]) may take
@@ -200,6 +202,15 @@ pub async fn run<B: Backend>(
 ) -> anyhow::Result<RunOutput<Landed<B>>> {
     if let Some(policy) = options.policy {
         config.policy = policy;
+    }
+    // The controller plans only with what the backend can carry out.
+    let (params, notes) = backend
+        .capabilities()
+        .fit(backend.name(), params)
+        .map_err(|why| anyhow::anyhow!(why))?;
+    let log = options.log.clone().unwrap_or_else(log_to_stderr);
+    for note in notes {
+        log(&note);
     }
     // The policy knows what the operator wrote of the WAN (its RTT and TCP
     // window: the most one connection carries), as in the simulator: the

@@ -43,6 +43,8 @@
 //!                                  # its setup (model only; calibrated in the lab at 12: docs/lab.md)
 //! join_rtts = 0                    # round trips more for a migration that starts while the WAN is
 //!                                  # full: joining connections take their share slowly (model only)
+//! compression = "none"             # none | zstd | auto (per VM, whichever sends it faster)
+//! zstd_rate_per_core = "250 MB/s"  # memory one core compresses per second
 //!
 //! [controller]                     # optional, as is each field (see evac_controller::ControllerConfig);
 //!                                  # the values shown are the defaults
@@ -64,6 +66,7 @@
 //!   { at = "9 min", power_off_at = "none" },     # controller learns the new power-off (a duration
 //! ]                                # or a time, as above; "none" or absent: no power-off any more);
 //!                                  # `at` strictly increasing
+//! migration_cpus = 2               # optional: cores for compressing migrations (default: one per connection)
 //!
 //! [[host]]
 //! name = "dst-1"
@@ -80,6 +83,10 @@
 //! priority = 1                     # default 1; larger matters more
 //! destination = "dst-1"            # optional pin to a destination host
 //! disk = "20 GiB"                  # default 0: local disks copied ahead of the memory (at most 1 PiB)
+//! zero_fraction = 0.6              # default 0: share of zero pages (a 9-byte header each on the wire)
+//! compression_ratio = 2            # default 1 (>= 1): zstd ratio of the other pages
+//! # dirty_curve = [{ after = "1 s", dirtied = "0.46 GiB" }, { after = "10 s", dirtied = "1.75 GiB" }]
+//! #                                # instead of dirty_rate + working_set (evac_model::memory)
 //!
 //! [[vm_group]]                     # many VMs at once, named <prefix>-1 ... <prefix>-<count>
 //! prefix = "batch"
@@ -116,7 +123,8 @@
 //!
 //! ### Distributions
 //!
-//! The `memory`, `dirty_rate` and `working_set` of a `[[vm_group]]` are a
+//! The `memory`, `dirty_rate`, `working_set`, `disk`, `zero_fraction` and
+//! `compression_ratio` of a `[[vm_group]]` are a
 //! fixed quantity or a distribution each VM draws from:
 //!
 //! ```toml

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use evac_model::validate::Step;
 use evac_model::wall_clock::Timestamp;
-use evac_model::{Bytes, Fleet, Host, HostId, Invalid, Network, PowerChange, Site, TracePoint, Vm};
+use evac_model::{
+    Bytes, BytesPerSec, DirtyPoint, Fleet, Host, HostId, Invalid, MemoryProfile, Network, PowerChange, Site,
+    TracePoint, Vm,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -233,6 +236,8 @@ fn group_rng(seed: u64, group: usize, quantity: GroupQuantity) -> ChaCha8Rng {
         // Added later: streams of their own above the first three's, so
         // the draws of files written before `disk` existed are unchanged.
         GroupQuantity::Disk => LATER_STREAMS + group as u64,
+        GroupQuantity::ZeroFraction => 2 * LATER_STREAMS + group as u64,
+        GroupQuantity::CompressionRatio => 3 * LATER_STREAMS + group as u64,
         _ => group as u64 * GroupQuantity::COUNT + quantity as u64,
     };
     rng.set_stream(stream);
@@ -252,6 +257,8 @@ enum GroupQuantity {
     DirtyRate,
     WorkingSet,
     Disk,
+    ZeroFraction,
+    CompressionRatio,
 }
 
 impl GroupQuantity {
@@ -456,6 +463,7 @@ impl Checker<'_> {
                 nic: host.nic,
                 memory: host.memory,
                 power_off_at: host.power_off_at.map(|at| at.resolve(start)),
+                migration_cpus: host.migration_cpus,
                 power_trace: host
                     .power_trace
                     .iter()
@@ -542,16 +550,61 @@ impl Checker<'_> {
         let working_set = raw.working_set.unwrap_or(raw.memory);
         let destination = self.pinned_destination(hosts, raw.destination.as_deref(), entry)?;
         self.check_disk(raw.disk, &raw.name, entry)?;
-        Ok(Vm {
+        let mut vm = Vm {
             name: raw.name.clone(),
             host,
             memory: raw.memory,
-            dirty_rate: raw.dirty_rate,
+            dirty_rate: raw.dirty_rate.unwrap_or(BytesPerSec::ZERO),
             working_set,
             priority: raw.priority,
             destination,
             disk: raw.disk,
-        })
+            profile: MemoryProfile::default(),
+        };
+        let short_form = raw.dirty_rate.is_some() || raw.working_set.is_some();
+        self.profile(
+            entry,
+            &mut vm,
+            (raw.zero_fraction, raw.compression_ratio),
+            raw.dirty_curve.as_ref(),
+            short_form,
+        )?;
+        Ok(vm)
+    }
+
+    /// Sets `vm`'s memory profile from its entry's `zero_fraction` and
+    /// `compression_ratio` (`shares`, absent: the defaults) and
+    /// `dirty_curve`; a curve and the short form (`short_form`: the entry
+    /// gives `dirty_rate` or `working_set`) are one or the other.
+    fn profile(
+        &self,
+        entry: &FieldPath,
+        vm: &mut Vm,
+        shares: (Option<f64>, Option<f64>),
+        curve: Option<&Vec<DirtyPoint>>,
+        short_form: bool,
+    ) -> Result<(), ScenarioError> {
+        let default = MemoryProfile::default();
+        vm.profile.zero_fraction = shares.0.unwrap_or(default.zero_fraction);
+        vm.profile.compression_ratio = shares.1.unwrap_or(default.compression_ratio);
+        if let Some(curve) = curve {
+            if short_form {
+                return Err(self.refuse(
+                    &entry.clone().key("dirty_curve"),
+                    "a dirty curve says what `dirty_rate` and `working_set` would: give the curve, or \
+                     those two, not both",
+                ));
+            }
+            if curve.is_empty() {
+                return Err(self.refuse(
+                    &entry.clone().key("dirty_curve"),
+                    "an empty dirty curve says nothing; give points like { after = \"1 s\", dirtied = \"512 MiB\" }, \
+                     or leave it out for an idle guest",
+                ));
+            }
+            vm.set_dirty_curve(curve.clone());
+        }
+        Ok(())
     }
 
     /// A disk within [`MAX_DISK`].
@@ -616,6 +669,9 @@ impl Checker<'_> {
         let mut dirty_rng = group_rng(seed, index, GroupQuantity::DirtyRate);
         let mut working_set_rng = group_rng(seed, index, GroupQuantity::WorkingSet);
         let mut disk_rng = group_rng(seed, index, GroupQuantity::Disk);
+        let mut zero_rng = group_rng(seed, index, GroupQuantity::ZeroFraction);
+        let mut ratio_rng = group_rng(seed, index, GroupQuantity::CompressionRatio);
+        let short_form = raw.dirty_rate.is_some() || raw.working_set.is_some();
         let mut vms = Vec::with_capacity(raw.count as usize);
         for n in 1..=raw.count as usize {
             let name = format!("{}-{n}", raw.prefix);
@@ -626,7 +682,10 @@ impl Checker<'_> {
                     format!("VM `{name}` drew 0 B of memory, but every VM needs some; raise the lower bound"),
                 ));
             }
-            let dirty_rate = raw.dirty_rate.sample(&mut dirty_rng);
+            let dirty_rate = raw
+                .dirty_rate
+                .as_ref()
+                .map_or(BytesPerSec::ZERO, |spec| spec.sample(&mut dirty_rng));
             // A guest cannot keep writing to more memory than it has.
             let working_set = raw
                 .working_set
@@ -634,7 +693,7 @@ impl Checker<'_> {
                 .map_or(memory, |spec| spec.sample(&mut working_set_rng).min(memory));
             let disk = raw.disk.sample(&mut disk_rng);
             self.check_disk(disk, &name, entry)?;
-            vms.push(Vm {
+            let mut vm = Vm {
                 name,
                 host: on[(n - 1) % on.len()],
                 memory,
@@ -643,7 +702,18 @@ impl Checker<'_> {
                 priority: raw.priority,
                 destination,
                 disk,
-            });
+                profile: MemoryProfile::default(),
+            };
+            let shares = (
+                raw.zero_fraction
+                    .as_ref()
+                    .map(|spec| spec.sample(&mut zero_rng).0),
+                raw.compression_ratio
+                    .as_ref()
+                    .map(|spec| spec.sample(&mut ratio_rng).0),
+            );
+            self.profile(entry, &mut vm, shares, raw.dirty_curve.as_ref(), short_form)?;
+            vms.push(vm);
         }
         Ok(vms)
     }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use evac_controller::ControllerConfig;
 use evac_model::units::human_duration;
 use evac_model::wall_clock::{PowerOffAt, Timestamp};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, MigrationParams, Site};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, DirtyPoint, MigrationParams, Site};
 use serde::Deserialize;
 
-use crate::spec::Spec;
+use crate::spec::{Ratio, Share, Spec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +77,7 @@ pub(crate) struct RawHost {
     pub memory: Option<Bytes>,
     #[serde(default)]
     pub power_off_at: Option<PowerOffAt>,
+    pub migration_cpus: Option<f64>,
     #[serde(default)]
     pub power_trace: Vec<RawPowerChange>,
 }
@@ -98,8 +99,7 @@ pub(crate) struct RawVm {
     pub name: String,
     pub host: String,
     pub memory: Bytes,
-    #[serde(default)]
-    pub dirty_rate: BytesPerSec,
+    pub dirty_rate: Option<BytesPerSec>,
     pub working_set: Option<Bytes>,
     #[serde(default = "default_priority")]
     pub priority: u32,
@@ -107,6 +107,9 @@ pub(crate) struct RawVm {
     /// Local disk bytes copied ahead of the memory.
     #[serde(default)]
     pub disk: Bytes,
+    pub dirty_curve: Option<Vec<DirtyPoint>>,
+    pub zero_fraction: Option<f64>,
+    pub compression_ratio: Option<f64>,
 }
 
 /// One `[[vm]]` table read on its own (`crate::split`): a document whose
@@ -124,8 +127,7 @@ pub(crate) struct RawGroup {
     /// A source host's name, or [`ROUND_ROBIN`].
     pub host: String,
     pub memory: Spec<Bytes>,
-    #[serde(default = "idle")]
-    pub dirty_rate: Spec<BytesPerSec>,
+    pub dirty_rate: Option<Spec<BytesPerSec>>,
     pub working_set: Option<Spec<Bytes>>,
     #[serde(default = "default_priority")]
     pub priority: u32,
@@ -133,6 +135,10 @@ pub(crate) struct RawGroup {
     /// Local disk bytes of each VM, copied ahead of its memory.
     #[serde(default = "no_disk")]
     pub disk: Spec<Bytes>,
+    /// The same curve for every VM of the group.
+    pub dirty_curve: Option<Vec<DirtyPoint>>,
+    pub zero_fraction: Option<Spec<Share>>,
+    pub compression_ratio: Option<Spec<Ratio>>,
 }
 
 /// `host = "round-robin"` in a `[[vm_group]]`: spread the VMs over the
@@ -145,8 +151,4 @@ fn default_priority() -> u32 {
 
 fn no_disk() -> Spec<Bytes> {
     Spec::Fixed(Bytes::ZERO)
-}
-
-fn idle() -> Spec<BytesPerSec> {
-    Spec::Fixed(BytesPerSec::ZERO)
 }

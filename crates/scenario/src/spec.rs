@@ -49,6 +49,50 @@ impl Quantity for BytesPerSec {
     }
 }
 
+/// A share of a VM's pages (`zero_fraction`), a plain number.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Share(pub f64);
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Quantity for Share {
+    /// Thousandths: a tenth of a percent.
+    const GRAIN: f64 = 1e-3;
+    fn to_f64(self) -> f64 {
+        self.0
+    }
+    fn from_f64(value: f64) -> Self {
+        Share(value)
+    }
+}
+
+/// A compression ratio (`compression_ratio`), a plain number.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Ratio(pub f64);
+
+impl fmt::Display for Ratio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Quantity for Ratio {
+    /// Hundredths.
+    const GRAIN: f64 = 1e-2;
+    fn to_f64(self) -> f64 {
+        self.0
+    }
+    fn from_f64(value: f64) -> Self {
+        Ratio(value)
+    }
+}
+
 /// A fixed quantity or a distribution of it.
 #[derive(Debug, Clone)]
 pub(crate) enum Spec<T> {

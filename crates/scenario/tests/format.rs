@@ -57,6 +57,8 @@ fn the_two_site_example_reads_as_written() {
             setup_time: Duration::ZERO,
             ramp_rtts: 0.0,
             join_rtts: 0.0,
+            compression: evac_model::Compression::None,
+            zstd_rate_per_core: evac_model::BytesPerSec(250e6),
         }
     );
     assert_eq!(
@@ -86,6 +88,7 @@ fn the_two_site_example_reads_as_written() {
     assert_eq!(
         vms[0],
         Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: "web-1".into(),
             host: HostId(0),
             memory: Bytes(4_294_967_296),

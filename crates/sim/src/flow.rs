@@ -43,11 +43,19 @@ pub(crate) struct Flow {
     pub(crate) paused_at: Option<f64>,
     /// What it sends now: see [`Stage`].
     pub(crate) stage: Stage,
-    /// The VM's memory and dirty rate, copied from the fleet: every
-    /// consultation reports them for every flow, and the fleet's records
-    /// of a million VMs are a cache miss each.
+    /// The wire bytes of the VM's memory in one pass and its dirty rate,
+    /// copied from the fleet: every consultation reports them for every
+    /// flow, and the fleet's records of a million VMs are a cache miss
+    /// each.
     pub(crate) memory: f64,
     pub(crate) dirty_rate: BytesPerSec,
+    /// Its non-zero pages go compressed (zstd), decided at its start
+    /// ([`evac_model::memory::compresses`]); postcopy's pages never are.
+    pub(crate) compressed: bool,
+    /// Wire bytes per byte of memory in the first pass, and per byte of
+    /// dirtied memory re-sent ([`evac_model::MemoryProfile`]).
+    pub(crate) first_wire: f64,
+    pub(crate) resend_wire: f64,
 }
 
 impl Flow {
@@ -100,14 +108,26 @@ impl Flow {
         }
     }
 
+    /// Whether its host's CPU limits it now: compressing memory (not the
+    /// disk, which goes as it is), sending.
+    pub(crate) fn compressing(&self) -> bool {
+        self.compressed && self.stage == Stage::Memory
+    }
+
+    /// Whether the bytes in flight are the first pass of the memory (its
+    /// zero pages among them), or dirtied pages re-sent.
+    pub(crate) fn first_pass(&self) -> bool {
+        self.round <= 1 && matches!(self.phase, Phase::Precopy | Phase::Offline)
+    }
+
     pub(crate) fn sent(&self) -> f64 {
         self.earlier_rounds + self.round_sent
     }
 
-    /// The bytes after this round that are certain to go: the memory while
-    /// the disk is being copied.
+    /// The bytes after this round that are certain to go: the memory's
+    /// first pass while the disk is being copied.
     pub(crate) fn queued_after_round(&self) -> f64 {
-        if self.stage == Stage::CopyingDisk {
+        if self.disk_pending() {
             self.memory
         } else {
             0.0
@@ -138,6 +158,27 @@ impl Flow {
         self.stage = match self.stage {
             Stage::SettingUp { disk_first: true, .. } => Stage::CopyingDisk,
             Stage::SettingUp { .. } | Stage::CopyingDisk | Stage::Memory => Stage::Memory,
+        };
+    }
+
+    /// Whether the disks are still to go before the memory (being copied,
+    /// or to be once the setup is over).
+    pub(crate) fn disk_pending(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::CopyingDisk | Stage::SettingUp { disk_first: true, .. }
+        )
+    }
+
+    /// The disks go with the memory, in one copy (a switch to offline):
+    /// no disk stage any more, a setup under way goes on.
+    pub(crate) fn skip_disk(&mut self) {
+        self.stage = match self.stage {
+            Stage::SettingUp { ready_at, .. } => Stage::SettingUp {
+                ready_at,
+                disk_first: false,
+            },
+            Stage::CopyingDisk | Stage::Memory => Stage::Memory,
         };
     }
 }
@@ -193,6 +234,8 @@ pub(crate) struct VmProgress {
     /// Its last attempt's mode (as switched) and connections.
     pub(crate) mode: Option<Mode>,
     pub(crate) connections: Option<u32>,
+    /// Whether its last attempt compressed.
+    pub(crate) compressed: Option<bool>,
     /// Bytes sent over all attempts.
     pub(crate) sent: f64,
     pub(crate) migrated: bool,

@@ -14,12 +14,22 @@
 //!   most its `max_bandwidth`. Rates are the max-min fair allocation of the
 //!   connections over the links ([`fair_share`]), recomputed whenever the set
 //!   of migrations, a cap or a capacity changes.
-//! - Live (precopy): round 1 sends the whole memory. During a round the guest
-//!   dirties `min(working_set, dirty_rate × elapsed)` bytes. At the round's
-//!   end, with `D` the dirtied bytes and `r` the round's average rate: if
-//!   `D / r <= downtime_limit` or the round count reached `max_rounds`, the
-//!   VM pauses and `D` is sent (stop-and-copy, whose duration is the
-//!   downtime); otherwise the next round sends `D`.
+//! - Bytes on the wire (`evac_model::memory`, the byte model the planner
+//!   and the bounds share): round 1 sends each zero page as its 9-byte
+//!   header and every other page whole, or compressed (`compression =
+//!   "zstd"`, or `"auto"` when that is faster for the VM as it starts) as
+//!   `4096 / compression_ratio` bytes plus an 8-byte header; pages dirtied
+//!   since are re-sent as non-zero pages. A compressing migration sends at
+//!   most what it compresses: one core per connection, or its even share
+//!   of its source host's `migration_cpus` if less, at
+//!   `zstd_rate_per_core` each.
+//! - Live (precopy): round 1 sends the whole memory. During a round of
+//!   length `t` the guest dirties its dirty curve at `t` (interpolated; the
+//!   short form is `min(working_set, dirty_rate × t)`). At the round's
+//!   end, with `D` the dirtied bytes on the wire and `r` the round's average
+//!   rate: if `D / r <= downtime_limit` or the round count reached
+//!   `max_rounds`, the VM pauses and `D` is sent (stop-and-copy, whose
+//!   duration is the downtime); otherwise the next round sends `D`.
 //! - Each migration first spends its `setup_time` sending nothing (the
 //!   destination starting, handshakes), and `ramp_rtts` round trips more
 //!   (its TCP connections ramping up to their window, a cost that grows with

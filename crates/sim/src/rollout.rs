@@ -125,6 +125,13 @@ fn rest_of(situation: &Situation<'_>, waiting: &[VmId]) -> Fleet {
             memory: left,
             working_set: vm.working_set.min(left),
             disk: Bytes(0),
+            // Its remaining bytes are the wire's already (zero pages and
+            // compression counted): sent as they are; the guest dirties as
+            // it does.
+            profile: evac_model::MemoryProfile {
+                dirty_curve: vm.profile.dirty_curve.clone(),
+                ..evac_model::MemoryProfile::default()
+            },
             ..vm.clone()
         }
     });
@@ -143,6 +150,7 @@ mod tests {
 
     fn fleet() -> Fleet {
         let host = |name: &str, site, power_off_at| evac_model::Host {
+            migration_cpus: None,
             name: name.into(),
             site,
             nic: BitsPerSec(10e9),
@@ -151,6 +159,7 @@ mod tests {
             power_trace: Vec::new(),
         };
         let vm = |name: &str, gib: u64, priority| Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: name.into(),
             host: HostId(0),
             memory: Bytes::gib(gib),

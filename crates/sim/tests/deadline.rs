@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, MigrationParams, Network, Site, Vm};
 use evac_outcome::{Outcome, RunResult};
 
 const GIB: f64 = 1073741824.0;
@@ -13,36 +13,17 @@ const ONE: f64 = GIB * 8.0 / 1e9;
 
 fn host(name: &str, site: Site, power_off_at: Option<u64>) -> Host {
     Host {
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
         power_off_at: power_off_at.map(Duration::from_secs),
-        power_trace: Vec::new(),
+        ..evac_testkit::host(name, site)
     }
 }
 
 fn vm(name: &str, host: usize, dirty_rate: BytesPerSec) -> Vm {
-    Vm {
-        name: name.into(),
-        host: HostId(host),
-        memory: Bytes::gib(1),
-        dirty_rate,
-        working_set: Bytes::gib(1),
-        disk: Bytes::ZERO,
-        priority: 1,
-        destination: None,
-    }
+    evac_testkit::busy_vm(name, host, Bytes::gib(1), dirty_rate)
 }
 
-/// A 1 Gbps WAN that one connection fills.
 fn wan() -> Network {
-    Network {
-        wan_bandwidth: BitsPerSec::gbps(1.0),
-        wan_rtt: Duration::from_millis(1),
-        tcp_window: Bytes::gib(1),
-        wan_trace: vec![],
-    }
+    evac_testkit::wan(BitsPerSec::gbps(1.0))
 }
 
 fn run(fleet: &Fleet, policy: PolicyKind) -> RunResult {

@@ -5,49 +5,23 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, Vm,
-};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, MigrationParams, Mode, Vm};
+use evac_testkit::{busy_vm, two_sites, wan};
 
 const MIB: f64 = 1_048_576.0;
 
-fn host(name: &str, site: Site) -> Host {
-    Host {
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
-        power_off_at: None,
-        power_trace: Vec::new(),
-    }
-}
-
 fn vm(name: &str, memory: Bytes, disk: Bytes, dirty_rate: BytesPerSec) -> Vm {
     Vm {
-        name: name.into(),
-        host: HostId(0),
-        memory,
-        dirty_rate,
-        working_set: memory,
         disk,
-        priority: 1,
-        destination: None,
+        ..busy_vm(name, 0, memory, dirty_rate)
     }
 }
 
 /// A WAN of exactly 100 MiB/s; the NICs (10 Gbps) and the TCP window
 /// (1 GiB per 1 ms) limit nothing.
 fn simulate(vms: Vec<Vm>, policy: PolicyKind, params: MigrationParams) -> evac_outcome::RunResult {
-    let fleet = Fleet {
-        hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],
-        vms,
-    };
-    let network = Network {
-        wan_bandwidth: BitsPerSec(100.0 * MIB * 8.0),
-        wan_rtt: Duration::from_millis(1),
-        tcp_window: Bytes::gib(1),
-        wan_trace: vec![],
-    };
+    let fleet = two_sites(vms);
+    let network = wan(BitsPerSec(100.0 * MIB * 8.0));
     let config = ControllerConfig {
         policy,
         ..ControllerConfig::default()

@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use evac_controller::{Action, Controller, Observations};
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm, VmId,
-};
+use evac_model::{BitsPerSec, Bytes, HostId, MigrationParams, VmId};
+use evac_testkit::{two_sites, vm, wan};
 
 /// Starts VM 0 at once, cancels it at 5 s, starts it again at 6 s.
 struct CancelOnce {
@@ -43,33 +42,8 @@ impl Controller for CancelOnce {
 
 #[test]
 fn a_cancelled_attempt_is_recorded_with_its_times() {
-    let host = |name: &str, site| Host {
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
-        power_off_at: None,
-        power_trace: Vec::new(),
-    };
-    let fleet = Fleet {
-        hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],
-        vms: vec![Vm {
-            name: "vm".into(),
-            host: HostId(0),
-            memory: Bytes::gib(1),
-            dirty_rate: BytesPerSec::ZERO,
-            working_set: Bytes::gib(1),
-            disk: Bytes::ZERO,
-            priority: 1,
-            destination: None,
-        }],
-    };
-    let network = Network {
-        wan_bandwidth: BitsPerSec::gbps(1.0),
-        wan_rtt: Duration::from_millis(1),
-        tcp_window: Bytes::gib(1),
-        wan_trace: vec![],
-    };
+    let fleet = two_sites(vec![vm("vm", 0, Bytes::gib(1))]);
+    let network = wan(BitsPerSec::gbps(1.0));
     let result = evac_sim::simulate(
         &fleet,
         &network,

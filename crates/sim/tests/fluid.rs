@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use evac_controller::{ControllerConfig, Evacuation, PolicyKind};
 use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm,
+    BitsPerSec, Bytes, BytesPerSec, Compression, Fleet, Host, HostId, MigrationParams, Mode, Network, Site,
+    TracePoint, Vm,
 };
 use evac_outcome::RunResult;
 use evac_sim::{simulate_with_solver, Solver, SolverStats};
@@ -35,6 +36,8 @@ fn case() -> impl Strategy<Value = Case> {
     let source = (
         prop::sample::select(vec![100.0, 300.0, 1000.0, 10_000.0]),
         prop::option::of(5u64..300),
+        // Quarters of a core for compressing migrations.
+        prop::option::of(1u32..8),
     );
     let vm = (
         0usize..4,
@@ -43,6 +46,10 @@ fn case() -> impl Strategy<Value = Case> {
         0u32..40,
         8u64..512,
         prop::sample::select(vec![0u64, 0, 0, 300]),
+        // Percent of zero pages, compression ratio in tenths.
+        // ... and, for some, a dirty curve of two points: the rate's first
+        // second, then the working set after this many seconds.
+        (0u32..90, 10u32..40, prop::option::of(2u64..30)),
     );
     let params = (
         1u32..5,
@@ -50,6 +57,7 @@ fn case() -> impl Strategy<Value = Case> {
         prop::sample::select(vec![Mode::Live, Mode::Live, Mode::Offline, Mode::Postcopy]),
         prop::sample::select(vec![0u64, 0, 500, 2000]),
         1u32..12,
+        prop::sample::select(vec![Compression::None, Compression::Zstd, Compression::Auto]),
     );
     (
         prop::collection::vec(source, 1..5),
@@ -67,11 +75,12 @@ fn case() -> impl Strategy<Value = Case> {
         prop::sample::select(PolicyKind::ALL.to_vec()),
     )
         .prop_map(|(sources, destinations, vms, wan_mbps, trace, params, policy)| {
-            let (channels, cap_mbps, mode, setup_ms, max_rounds) = params;
+            let (channels, cap_mbps, mode, setup_ms, max_rounds, compression) = params;
             let mut hosts: Vec<Host> = sources
                 .iter()
                 .enumerate()
-                .map(|(i, &(mbps, power_off_s))| Host {
+                .map(|(i, &(mbps, power_off_s, quarter_cpus))| Host {
+                    migration_cpus: quarter_cpus.map(|q| f64::from(q) / 4.0),
                     name: format!("src-{i}"),
                     site: Site::Source,
                     nic: BitsPerSec::mbps(mbps),
@@ -82,6 +91,7 @@ fn case() -> impl Strategy<Value = Case> {
                 .collect();
             let first_destination = hosts.len();
             hosts.extend(destinations.iter().enumerate().map(|(i, &mbps)| Host {
+                migration_cpus: None,
                 name: format!("dst-{i}"),
                 site: Site::Destination,
                 nic: BitsPerSec::mbps(mbps),
@@ -92,17 +102,40 @@ fn case() -> impl Strategy<Value = Case> {
             let vms = vms
                 .into_iter()
                 .enumerate()
-                .map(|(i, (host, pin, mib, dirty_mb, ws_mib, disk_mib))| Vm {
-                    name: format!("vm-{i}"),
-                    host: HostId(host % sources.len()),
-                    memory: Bytes::mib(mib),
-                    dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
-                    working_set: Bytes::mib(ws_mib.min(mib)),
-                    disk: Bytes::mib(disk_mib),
-                    priority: 1 + (i % 3) as u32,
-                    // Some pinned to a destination (so that one NIC can bind).
-                    destination: (pin == 0).then_some(HostId(first_destination)),
-                })
+                .map(
+                    |(i, (host, pin, mib, dirty_mb, ws_mib, disk_mib, (zero_pct, ratio_tenths, curve_s)))| {
+                        let mut vm = Vm {
+                            profile: evac_model::MemoryProfile {
+                                zero_fraction: f64::from(zero_pct) / 100.0,
+                                compression_ratio: f64::from(ratio_tenths) / 10.0,
+                                dirty_curve: Vec::new(),
+                            },
+                            name: format!("vm-{i}"),
+                            host: HostId(host % sources.len()),
+                            memory: Bytes::mib(mib),
+                            dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
+                            working_set: Bytes::mib(ws_mib.min(mib)),
+                            disk: Bytes::mib(disk_mib),
+                            priority: 1 + (i % 3) as u32,
+                            // Some pinned to a destination (so that one NIC can bind).
+                            destination: (pin == 0).then_some(HostId(first_destination)),
+                        };
+                        if let Some(seconds) = curve_s {
+                            let first = Bytes::from_f64(vm.dirty_rate.0).min(vm.working_set);
+                            vm.set_dirty_curve(vec![
+                                evac_model::DirtyPoint {
+                                    after: Duration::from_secs(1),
+                                    dirtied: first,
+                                },
+                                evac_model::DirtyPoint {
+                                    after: Duration::from_secs(seconds),
+                                    dirtied: vm.working_set,
+                                },
+                            ]);
+                        }
+                        vm
+                    },
+                )
                 .collect();
             let mut at = 0;
             let wan_trace = trace
@@ -129,6 +162,7 @@ fn case() -> impl Strategy<Value = Case> {
                     max_bandwidth: cap_mbps.map(BitsPerSec::mbps),
                     setup_time: Duration::from_millis(setup_ms),
                     max_rounds,
+                    compression,
                     ..MigrationParams::default()
                 },
                 policy,
@@ -206,6 +240,7 @@ fn both_regimes_occur() {
 fn wan_drop_by_hand() {
     let hosts = (0..3)
         .map(|i| Host {
+            migration_cpus: None,
             name: format!("src-{i}"),
             site: Site::Source,
             nic: BitsPerSec::gbps(1.0),
@@ -214,6 +249,7 @@ fn wan_drop_by_hand() {
             power_trace: Vec::new(),
         })
         .chain(std::iter::once(Host {
+            migration_cpus: None,
             name: "dst".into(),
             site: Site::Destination,
             nic: BitsPerSec::gbps(10.0),
@@ -224,6 +260,7 @@ fn wan_drop_by_hand() {
         .collect();
     let vms = (0..3)
         .map(|i| Vm {
+            profile: evac_model::MemoryProfile::default(),
             name: format!("vm-{i}"),
             host: HostId(i),
             memory: Bytes(1_000_000_000),

@@ -5,41 +5,18 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm,
-};
+use evac_model::{BitsPerSec, Bytes, Fleet, MigrationParams, Network, TracePoint};
 use evac_outcome::{reason, Outcome, MAX_TIMELINE_POINTS};
+use evac_testkit::{two_sites, vm};
 
 fn fleet(memory: Bytes) -> Fleet {
-    let host = |name: &str, site| Host {
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
-        power_off_at: None,
-        power_trace: Vec::new(),
-    };
-    Fleet {
-        hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],
-        vms: vec![Vm {
-            name: "vm".into(),
-            host: HostId(0),
-            memory,
-            dirty_rate: BytesPerSec::ZERO,
-            working_set: memory,
-            priority: 1,
-            destination: None,
-            disk: Bytes::ZERO,
-        }],
-    }
+    two_sites(vec![vm("vm", 0, memory)])
 }
 
 fn wan(bandwidth: BitsPerSec, trace: Vec<TracePoint>) -> Network {
     Network {
-        wan_bandwidth: bandwidth,
-        wan_rtt: Duration::from_millis(1),
-        tcp_window: Bytes::gib(1),
         wan_trace: trace,
+        ..evac_testkit::wan(bandwidth)
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, TracePoint, Vm,
+    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, MigrationParams, Mode, Network, Site, TracePoint, Vm,
 };
 use evac_outcome::{Outcome, RunResult};
 
@@ -12,47 +12,21 @@ const GIB: f64 = 1073741824.0;
 
 fn host(name: &str, site: Site, nic: BitsPerSec) -> Host {
     Host {
-        name: name.into(),
-        site,
         nic,
-        memory: None,
-        power_off_at: None,
-        power_trace: Vec::new(),
+        ..evac_testkit::host(name, site)
     }
 }
 
 fn vm(name: &str, host: usize, memory: Bytes, dirty_rate: BytesPerSec) -> Vm {
-    Vm {
-        name: name.into(),
-        host: HostId(host),
-        memory,
-        dirty_rate,
-        working_set: memory,
-        disk: Bytes::ZERO,
-        priority: 1,
-        destination: None,
-    }
+    evac_testkit::busy_vm(name, host, memory, dirty_rate)
 }
 
-/// One source host (0) and one destination (1), 10 Gbps NICs.
 fn fleet(vms: Vec<Vm>) -> Fleet {
-    Fleet {
-        hosts: vec![
-            host("src", Site::Source, BitsPerSec::gbps(10.0)),
-            host("dst", Site::Destination, BitsPerSec::gbps(10.0)),
-        ],
-        vms,
-    }
+    evac_testkit::two_sites(vms)
 }
 
-/// A WAN whose window never limits a connection.
 fn wan(bandwidth: BitsPerSec) -> Network {
-    Network {
-        wan_bandwidth: bandwidth,
-        wan_rtt: Duration::from_millis(1),
-        tcp_window: Bytes::gib(1),
-        wan_trace: vec![],
-    }
+    evac_testkit::wan(bandwidth)
 }
 
 fn run(fleet: &Fleet, network: &Network, params: MigrationParams, policy: PolicyKind) -> RunResult {

@@ -11,12 +11,8 @@ use evac_outcome::{Outcome, RunResult, VmRecord};
 
 fn host(name: &str, site: Site, nic: BitsPerSec) -> Host {
     Host {
-        name: name.into(),
-        site,
         nic,
-        memory: None,
-        power_off_at: None,
-        power_trace: Vec::new(),
+        ..evac_testkit::host(name, site)
     }
 }
 
@@ -38,14 +34,8 @@ fn fleet_of(counts: &[usize], sizes_gib: &[u64], dirty_rate: BytesPerSec) -> Fle
         for i in 0..count {
             let memory = Bytes::gib(sizes_gib[vms.len() % sizes_gib.len()]);
             vms.push(Vm {
-                name: format!("vm-{h}-{i}"),
-                host: HostId(h),
-                memory,
-                dirty_rate,
                 working_set: Bytes::gib(1),
-                disk: Bytes::ZERO,
-                priority: 1,
-                destination: None,
+                ..evac_testkit::busy_vm(&format!("vm-{h}-{i}"), h, memory, dirty_rate)
             });
         }
     }

@@ -5,51 +5,34 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, Vm,
-};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, MigrationParams, Mode, Vm};
 use evac_outcome::{Outcome, RunResult};
+use evac_testkit::{busy_vm, destination, source, wan_with};
 
 const GIB: f64 = 1073741824.0;
 /// 1 Gbps in bytes per second.
 const RATE: f64 = 125e6;
 
 fn fleet(power_off_at: Option<Duration>) -> Fleet {
-    let host = |name: &str, site, power_off_at| Host {
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
-        power_off_at,
-        power_trace: Vec::new(),
-    };
     Fleet {
         hosts: vec![
-            host("src", Site::Source, power_off_at),
-            host("dst", Site::Destination, None),
+            Host {
+                power_off_at,
+                ..source("src")
+            },
+            destination("dst"),
         ],
         // 1 GiB dirtying 100 MB/s of a 256 MiB working set.
         vms: vec![Vm {
-            name: "busy".into(),
-            host: HostId(0),
-            memory: Bytes::gib(1),
-            dirty_rate: BytesPerSec(100e6),
             working_set: Bytes::mib(256),
-            disk: Bytes::ZERO,
-            priority: 1,
-            destination: None,
+            ..busy_vm("busy", 0, Bytes::gib(1), BytesPerSec(100e6))
         }],
     }
 }
 
 fn run(fleet: &Fleet) -> RunResult {
     // 1 Gbps, 20 ms, a window that never limits.
-    let network = Network {
-        wan_bandwidth: BitsPerSec::gbps(1.0),
-        wan_rtt: Duration::from_millis(20),
-        tcp_window: Bytes::gib(1),
-        wan_trace: vec![],
-    };
+    let network = wan_with(BitsPerSec::gbps(1.0), Duration::from_millis(20), Bytes::gib(1));
     let params = MigrationParams {
         mode: Mode::Postcopy,
         ..MigrationParams::default()
@@ -98,12 +81,7 @@ fn postcopy_pages_follow_on_one_connection_whatever_multifd_had() {
     // more than the 1 Gbps WAN, so round 1 runs at the WAN's 125 MB/s).
     // QEMU before 10.1 sends postcopy's pages on one connection: the
     // dirtied 256 MiB then follow at 41.94 MB/s, not at 125 MB/s.
-    let network = Network {
-        wan_bandwidth: BitsPerSec::gbps(1.0),
-        wan_rtt: Duration::from_millis(100),
-        tcp_window: Bytes::mib(4),
-        wan_trace: vec![],
-    };
+    let network = wan_with(BitsPerSec::gbps(1.0), Duration::from_millis(100), Bytes::mib(4));
     let params = MigrationParams {
         mode: Mode::Postcopy,
         connections: evac_model::Connections::new(4).unwrap(),
@@ -130,12 +108,7 @@ fn postcopy_pages_follow_on_one_connection_whatever_multifd_had() {
 /// 41.94 MB/s, four connections all of the WAN. A 1 GiB VM started live,
 /// postcopy allowed, four connections.
 fn deadline_switch(dirty_rate: f64, power_off_s: u64) -> evac_outcome::VmRecord {
-    let network = Network {
-        wan_bandwidth: BitsPerSec::gbps(1.0),
-        wan_rtt: Duration::from_millis(100),
-        tcp_window: Bytes::mib(4),
-        wan_trace: vec![],
-    };
+    let network = wan_with(BitsPerSec::gbps(1.0), Duration::from_millis(100), Bytes::mib(4));
     let params = MigrationParams {
         mode: Mode::Live,
         allow_postcopy: true,

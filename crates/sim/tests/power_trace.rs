@@ -10,9 +10,7 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, PowerChange, Site, Vm,
-};
+use evac_model::{BitsPerSec, Bytes, Fleet, Host, MigrationParams, Network, PowerChange, Site, Vm};
 use evac_outcome::{Outcome, RunResult};
 
 const ONE: f64 = 536_870_912.0 / 125e6;
@@ -23,10 +21,6 @@ fn secs(s: f64) -> Duration {
 
 fn host(name: &str, site: Site, power_off_at: Option<f64>, trace: &[(f64, Option<f64>)]) -> Host {
     Host {
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
         power_off_at: power_off_at.map(secs),
         power_trace: trace
             .iter()
@@ -35,6 +29,7 @@ fn host(name: &str, site: Site, power_off_at: Option<f64>, trace: &[(f64, Option
                 power_off_at: power_off_at.map(secs),
             })
             .collect(),
+        ..evac_testkit::host(name, site)
     }
 }
 
@@ -46,26 +41,15 @@ fn fleet(hosts: Vec<Host>, vms: &[(usize, u32)]) -> Fleet {
             .iter()
             .enumerate()
             .map(|(i, &(host, priority))| Vm {
-                name: format!("vm-{i}"),
-                host: HostId(host),
-                memory: Bytes::mib(512),
-                disk: Bytes::ZERO,
-                dirty_rate: BytesPerSec::ZERO,
-                working_set: Bytes::ZERO,
                 priority,
-                destination: None,
+                ..evac_testkit::vm(&format!("vm-{i}"), host, Bytes::mib(512))
             })
             .collect(),
     }
 }
 
 fn network() -> Network {
-    Network {
-        wan_bandwidth: BitsPerSec::gbps(1.0),
-        wan_rtt: Duration::from_millis(20),
-        tcp_window: Bytes::gib(1),
-        wan_trace: vec![],
-    }
+    evac_testkit::wan_with(BitsPerSec::gbps(1.0), Duration::from_millis(20), Bytes::gib(1))
 }
 
 fn run(fleet: &Fleet, policy: PolicyKind) -> RunResult {

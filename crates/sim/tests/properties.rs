@@ -5,7 +5,8 @@ use std::time::Duration;
 use evac_controller::policies::MAX_CONNECTIONS;
 use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, TracePoint, Vm,
+    BitsPerSec, Bytes, BytesPerSec, Compression, Fleet, Host, HostId, MigrationParams, Network, Site,
+    TracePoint, Vm,
 };
 use evac_outcome::{Outcome, RunResult};
 use proptest::prelude::*;
@@ -22,7 +23,9 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let vm = (0usize..3, 64u64..2048, 0u32..80, 16u64..1024);
+    // Host, MiB, MB/s dirtied, working set MiB, percent of zero pages,
+    // compression ratio in tenths.
+    let vm = (0usize..3, 64u64..2048, 0u32..80, 16u64..1024, 0u32..90, 10u32..40);
     let trace = prop::collection::vec((1u64..120, 100u32..2000), 0..4);
     (
         prop::collection::vec(vm, 1..12),
@@ -32,68 +35,81 @@ fn case() -> impl Strategy<Value = Case> {
         prop::sample::select(PolicyKind::ALL.to_vec()),
         prop::option::of(20u64..200),
         prop::option::of(5u64..60),
+        prop::sample::select(vec![Compression::None, Compression::Zstd, Compression::Auto]),
+        prop::option::of(1u32..8),
     )
-        .prop_map(|(vms, trace, channels, rtt_ms, policy, power_off_s, cap_mbps)| {
-            let mut hosts: Vec<Host> = (0..3)
-                .map(|i| Host {
-                    name: format!("src-{i}"),
-                    site: Site::Source,
-                    nic: BitsPerSec::mbps(500.0 + 500.0 * i as f64),
+        .prop_map(
+            |(vms, trace, channels, rtt_ms, policy, power_off_s, cap_mbps, compression, quarter_cpus)| {
+                let mut hosts: Vec<Host> = (0..3)
+                    .map(|i| Host {
+                        name: format!("src-{i}"),
+                        site: Site::Source,
+                        nic: BitsPerSec::mbps(500.0 + 500.0 * i as f64),
+                        memory: None,
+                        power_off_at: None,
+                        power_trace: Vec::new(),
+                        migration_cpus: None,
+                    })
+                    .collect();
+                hosts[0].power_off_at = power_off_s.map(Duration::from_secs);
+                hosts[1].migration_cpus = quarter_cpus.map(|q| f64::from(q) / 4.0);
+                hosts.push(Host {
+                    name: "dst".into(),
+                    site: Site::Destination,
+                    nic: BitsPerSec::gbps(10.0),
                     memory: None,
                     power_off_at: None,
                     power_trace: Vec::new(),
-                })
-                .collect();
-            hosts[0].power_off_at = power_off_s.map(Duration::from_secs);
-            hosts.push(Host {
-                name: "dst".into(),
-                site: Site::Destination,
-                nic: BitsPerSec::gbps(10.0),
-                memory: None,
-                power_off_at: None,
-                power_trace: Vec::new(),
-            });
-            let vms = vms
-                .into_iter()
-                .enumerate()
-                .map(|(i, (host, mib, dirty_mb, ws_mib))| Vm {
-                    name: format!("vm-{i}"),
-                    host: HostId(host),
-                    memory: Bytes::mib(mib),
-                    dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
-                    working_set: Bytes::mib(ws_mib.min(mib)),
-                    disk: Bytes::ZERO,
-                    priority: 1,
-                    destination: None,
-                })
-                .collect();
-            let mut at = 0;
-            let wan_trace = trace
-                .into_iter()
-                .map(|(step, mbps)| {
-                    at += step;
-                    TracePoint {
-                        at: Duration::from_secs(at),
-                        bandwidth: BitsPerSec::mbps(f64::from(mbps)),
-                    }
-                })
-                .collect();
-            Case {
-                fleet: Fleet { hosts, vms },
-                network: Network {
-                    wan_bandwidth: BitsPerSec::gbps(1.0),
-                    wan_rtt: Duration::from_millis(rtt_ms),
-                    tcp_window: Bytes::mib(4),
-                    wan_trace,
-                },
-                params: MigrationParams {
-                    connections: evac_model::Connections::new(channels).unwrap(),
-                    max_bandwidth: cap_mbps.map(|m| BitsPerSec::mbps(m as f64)),
-                    ..MigrationParams::default()
-                },
-                policy,
-            }
-        })
+                    migration_cpus: None,
+                });
+                let vms = vms
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (host, mib, dirty_mb, ws_mib, zero_pct, ratio_tenths))| Vm {
+                        profile: evac_model::MemoryProfile {
+                            zero_fraction: f64::from(zero_pct) / 100.0,
+                            compression_ratio: f64::from(ratio_tenths) / 10.0,
+                            dirty_curve: Vec::new(),
+                        },
+                        name: format!("vm-{i}"),
+                        host: HostId(host),
+                        memory: Bytes::mib(mib),
+                        dirty_rate: BytesPerSec(f64::from(dirty_mb) * 1e6),
+                        working_set: Bytes::mib(ws_mib.min(mib)),
+                        disk: Bytes::ZERO,
+                        priority: 1,
+                        destination: None,
+                    })
+                    .collect();
+                let mut at = 0;
+                let wan_trace = trace
+                    .into_iter()
+                    .map(|(step, mbps)| {
+                        at += step;
+                        TracePoint {
+                            at: Duration::from_secs(at),
+                            bandwidth: BitsPerSec::mbps(f64::from(mbps)),
+                        }
+                    })
+                    .collect();
+                Case {
+                    fleet: Fleet { hosts, vms },
+                    network: Network {
+                        wan_bandwidth: BitsPerSec::gbps(1.0),
+                        wan_rtt: Duration::from_millis(rtt_ms),
+                        tcp_window: Bytes::mib(4),
+                        wan_trace,
+                    },
+                    params: MigrationParams {
+                        connections: evac_model::Connections::new(channels).unwrap(),
+                        max_bandwidth: cap_mbps.map(|m| BitsPerSec::mbps(m as f64)),
+                        compression,
+                        ..MigrationParams::default()
+                    },
+                    policy,
+                }
+            },
+        )
 }
 
 fn run(case: &Case) -> RunResult {
@@ -155,14 +171,20 @@ proptest! {
                     // Times run forward, and no faster than the best rate allows.
                     prop_assert!(start >= 0.0 && end >= start);
                     prop_assert!(record.downtime_s.unwrap() <= end - start + 1e-9);
-                    let fastest = vm.memory.as_f64() * 8.0 / cap_bps.min(case.fleet.host(vm.host).nic.0);
+                    // (The fewest bytes a migration of it can send: zero
+                    // pages as their header, compressed when that is less.)
+                    let least = vm.least_wire_bytes();
+                    let fastest = least * 8.0 / cap_bps.min(case.fleet.host(vm.host).nic.0);
                     prop_assert!(end - start >= fastest / tolerance - 1e-9, "{} faster than {}", end - start, fastest);
-                    // Bytes are conserved: the whole memory at least once,
-                    // exactly once when the guest writes nothing.
-                    let sent = record.bytes_sent.unwrap();
-                    prop_assert!(sent + 1 >= vm.memory.0);
+                    // Bytes are conserved: the whole memory's first pass at
+                    // least once, exactly once (compressed or not) when the
+                    // guest writes nothing.
+                    let sent = record.bytes_sent.unwrap() as f64;
+                    prop_assert!(sent + 1.0 >= least);
                     if vm.dirty_rate.0 == 0.0 {
-                        prop_assert!(sent.abs_diff(vm.memory.0) <= 1);
+                        let pass = |compressed| vm.memory.as_f64() * vm.profile.first_pass_wire_per_byte(compressed);
+                        prop_assert!((sent - pass(false)).abs() <= 1.0 || (sent - pass(true)).abs() <= 1.0,
+                            "{} B, neither {} nor {}", sent, pass(false), pass(true));
                     }
                     // Never sent after the host died.
                     if let Some(off) = case.fleet.host(vm.host).power_off_at {

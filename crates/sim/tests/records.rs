@@ -5,50 +5,30 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, Vm,
-};
+use evac_model::{BitsPerSec, Bytes, Fleet, Host, MigrationParams, Mode, Network};
 use evac_outcome::Outcome;
+use evac_testkit::{destination, source, vm, wan_with};
 
 fn fleet(power_off_at: Option<Duration>, sizes_mib: &[u64]) -> Fleet {
-    let host = |name: &str, site, power_off_at| Host {
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
-        power_off_at,
-        power_trace: Vec::new(),
-    };
     Fleet {
         hosts: vec![
-            host("src", Site::Source, power_off_at),
-            host("dst", Site::Destination, None),
+            Host {
+                power_off_at,
+                ..source("src")
+            },
+            destination("dst"),
         ],
         vms: sizes_mib
             .iter()
             .enumerate()
-            .map(|(i, &mib)| Vm {
-                name: format!("vm-{i}"),
-                host: HostId(0),
-                memory: Bytes::mib(mib),
-                disk: Bytes::ZERO,
-                dirty_rate: BytesPerSec::ZERO,
-                working_set: Bytes::ZERO,
-                priority: 1,
-                destination: None,
-            })
+            .map(|(i, &mib)| vm(&format!("vm-{i}"), 0, Bytes::mib(mib)))
             .collect(),
     }
 }
 
 /// 1 Gbps (125 MB/s), 20 ms, a window that never limits.
 fn network() -> Network {
-    Network {
-        wan_bandwidth: BitsPerSec::gbps(1.0),
-        wan_rtt: Duration::from_millis(20),
-        tcp_window: Bytes::gib(1),
-        wan_trace: vec![],
-    }
+    wan_with(BitsPerSec::gbps(1.0), Duration::from_millis(20), Bytes::gib(1))
 }
 
 #[test]

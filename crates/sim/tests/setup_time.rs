@@ -4,43 +4,16 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Network, Site, Vm};
-
-fn host(name: &str, site: Site) -> Host {
-    Host {
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
-        power_off_at: None,
-        power_trace: Vec::new(),
-    }
-}
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, MigrationParams, Vm};
+use evac_testkit::{busy_vm, two_sites, wan};
 
 fn vm(name: &str, memory: Bytes, dirty_rate: BytesPerSec) -> Vm {
-    Vm {
-        name: name.into(),
-        host: HostId(0),
-        memory,
-        dirty_rate,
-        working_set: memory,
-        disk: Bytes::ZERO,
-        priority: 1,
-        destination: None,
-    }
+    busy_vm(name, 0, memory, dirty_rate)
 }
 
 fn simulate(vms: Vec<Vm>, policy: PolicyKind, setup: Duration) -> evac_outcome::RunResult {
-    let fleet = Fleet {
-        hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],
-        vms,
-    };
-    let network = Network {
-        wan_bandwidth: BitsPerSec(100e6),
-        wan_rtt: Duration::from_millis(1),
-        tcp_window: Bytes::gib(1),
-        wan_trace: vec![],
-    };
+    let fleet = two_sites(vms);
+    let network = wan(BitsPerSec(100e6));
     let params = MigrationParams {
         setup_time: setup,
         ..MigrationParams::default()

@@ -817,12 +817,20 @@ fn apply(scenario: &mut Scenario, level: &Level) {
                 };
                 let ratio = vm.working_set.as_f64() / vm.memory.as_f64();
                 vm.working_set = Bytes::from_f64(memory.as_f64() * ratio).min(memory);
+                // A dirty curve scales with the memory, as the working set.
+                let scale = memory.as_f64() / vm.memory.as_f64();
+                for point in &mut vm.profile.dirty_curve {
+                    point.dirtied = Bytes::from_f64(point.dirtied.as_f64() * scale).min(memory);
+                }
                 vm.memory = memory;
             }
         }
         Level::DirtyRate(rate) => {
             for vm in &mut scenario.fleet.vms {
                 vm.dirty_rate = rate;
+                // The factor is one rate: a dirty curve gives way to the
+                // short form (that rate up to the curve's last point).
+                vm.profile.dirty_curve.clear();
             }
         }
         Level::Mode(mode) => scenario.migration.mode = mode,

@@ -497,6 +497,41 @@ fn deadline_copes_with_power_news() {
     assert!(late >= saved("aimd-global", "-40% at 25%"));
 }
 
+/// A dirty curve follows the memory factor (scaled as the working set) and
+/// gives way to the dirty_rate factor's one rate.
+#[test]
+fn a_dirty_curve_scales_with_memory_and_yields_to_a_dirty_rate() {
+    let curve = "memory = \"3 GiB\"\ndirty_curve = [{ after = \"1 s\", dirtied = \"300 MiB\" }, \
+                 { after = \"10 s\", dirtied = \"1500 MiB\" }]\n\n[[base.vm]]";
+    let text = GRID
+        .replace(
+            "connections = [1, 4]",
+            "memory = [\"equal\"]\ndirty_rate = [\"5 MB/s\"]",
+        )
+        .replace("policy = [\"sequential\", \"parallel\"]\n", "")
+        .replace("memory = \"1 GiB\"\n\n[[base.vm]]", curve);
+    let g = grid(&text).unwrap();
+    let names: Vec<&str> = g.factors.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["memory", "dirty_rate"]);
+    // The grid's one combination applies both; the memory alone first.
+    let scenario = g.scenario(7, &[0, 0]).unwrap();
+    let a = &scenario.fleet.vms[0];
+    // 3 GiB and 1 GiB: 2 GiB each; the curve scaled by 2/3, then the rate
+    // factor's short form: 5 MB/s up to the last point's 1000 MiB.
+    assert!(a.profile.dirty_curve.is_empty());
+    assert_eq!(a.dirty_rate, BytesPerSec(5e6));
+    assert_eq!(a.working_set, Bytes::mib(1000));
+    let memory_only = grid(&text.replace("\ndirty_rate = [\"5 MB/s\"]", "")).unwrap();
+    let scaled = memory_only.scenario(7, &[0]).unwrap();
+    let points: Vec<Bytes> = scaled.fleet.vms[0]
+        .profile
+        .dirty_curve
+        .iter()
+        .map(|p| p.dirtied)
+        .collect();
+    assert_eq!(points, [Bytes::mib(200), Bytes::mib(1000)]);
+}
+
 #[test]
 fn the_old_name_of_connections_is_read_too() {
     let old = grid(&GRID.replace("connections = [1, 4]", "multifd_channels = [1, 4]")).unwrap();

@@ -18,27 +18,32 @@ impl Deadline {
         )
     }
 
-    /// A queued VM's modes, preferred first, with their bytes at `rate`.
+    /// A queued VM's modes, preferred first, with their bytes at `rate` on
+    /// the wire (the simulator's byte model, `evac_model::memory`).
     pub(super) fn alternatives(&self, fleet: &Fleet, vm: VmId, rate: f64) -> Vec<(Mode, f64)> {
         let spec = fleet.vm(vm);
-        let (memory, dirty, ws) = (spec.memory.as_f64(), spec.dirty_rate.0, spec.working_set.as_f64());
+        let compressed = self.compresses(fleet, spec, rate);
+        let memory = spec.memory.as_f64() * spec.profile.first_pass_wire_per_byte(compressed);
+        let resend = spec.profile.resend_wire_per_byte(compressed);
+        let dirtied = |t: f64| spec.dirtied_within(t) * resend;
+        // Postcopy's pages after the switch go as they are.
+        let postcopy = |rate| plan::postcopy_bytes(memory, |t| spec.dirtied_within(t), rate);
         // Local disks are sent once, ahead of the memory, whatever the mode.
         let disk = spec.disk.as_f64();
         let alternatives = match self.base.mode {
             Mode::Offline => vec![(Mode::Offline, memory)],
-            Mode::Postcopy => vec![(Mode::Postcopy, plan::postcopy_bytes(memory, dirty, ws, rate))],
+            Mode::Postcopy => vec![(Mode::Postcopy, postcopy(rate))],
             Mode::Live => {
                 let (live, _) = plan::live_bytes(
                     memory,
-                    dirty,
-                    ws,
+                    dirtied,
                     rate,
                     self.base.downtime_limit.as_secs_f64(),
                     self.base.max_rounds,
                 );
                 let mut alternatives = vec![(Mode::Live, live)];
                 if self.base.allow_postcopy {
-                    alternatives.push((Mode::Postcopy, plan::postcopy_bytes(memory, dirty, ws, rate)));
+                    alternatives.push((Mode::Postcopy, postcopy(rate)));
                 }
                 alternatives.push((Mode::Offline, memory));
                 alternatives
@@ -48,6 +53,14 @@ impl Deadline {
             .into_iter()
             .map(|(mode, bytes)| (mode, disk + bytes))
             .collect()
+    }
+
+    /// Whether a migration of `spec` compresses at `rate` under the
+    /// migration's `compression` (its host's CPU to itself):
+    /// [`evac_model::memory::compresses`], as the simulator decides.
+    pub(super) fn compresses(&self, fleet: &Fleet, spec: &evac_model::Vm, rate: f64) -> bool {
+        let cpu = evac_model::memory::cpu_share(fleet.host(spec.host), &self.base, 1);
+        evac_model::memory::compresses(self.base.compression, &spec.profile, rate, cpu)
     }
 
     /// Replans the VMs still queued: their order, their modes, and those

@@ -71,20 +71,32 @@ impl Deadline {
             let spec = view.fleet.vm(m.vm);
             let left = deadline - now;
             let remaining = m.bytes_remaining.as_f64();
-            let ws = spec.working_set.as_f64();
+            // What the guest dirties within a time, in the bytes that
+            // re-sends (the byte model; the guest's curve, or its short
+            // form at the rate measured now).
+            let resend = spec
+                .profile
+                .resend_wire_per_byte(m.params.compression == evac_model::Compression::Zstd);
+            let measured = |t: f64| {
+                if spec.profile.dirty_curve.is_empty() {
+                    (m.dirty_rate.0 * t).clamp(0.0, spec.working_set.as_f64())
+                } else {
+                    spec.dirtied_within(t)
+                }
+            };
+            let dirtied = |t: f64| measured(t) * resend;
             // What it still sends: in precopy, the rounds to come too.
             let to_send = if m.phase == Phase::Precopy && m.params.mode == Mode::Live {
                 plan::live_bytes(
                     remaining,
-                    m.dirty_rate.0,
-                    ws,
+                    dirtied,
                     rate,
                     m.params.downtime_limit.as_secs_f64(),
                     m.params.max_rounds.saturating_sub(m.round) + 1,
                 )
                 .0
             } else if m.phase == Phase::Precopy && m.params.mode == Mode::Postcopy {
-                plan::postcopy_bytes(remaining, m.dirty_rate.0, ws, rate)
+                plan::postcopy_bytes(remaining, measured, rate)
             } else {
                 remaining
             };
@@ -108,7 +120,7 @@ impl Deadline {
             if m.phase == Phase::Precopy {
                 // Pause (or hand over to the destination) and send the rest
                 // once: what is left of the round and what was dirtied.
-                let once = remaining + ws.min(m.dirty_rate.0 * left.max(0.0));
+                let once = remaining + dirtied(left.max(0.0));
                 // Postcopy where the migration was started ready for it and
                 // it can still save it: the guest runs on at the
                 // destination, but its pages follow on one connection

@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 
-use evac_model::{Bytes, HostId, VmId};
+use evac_model::{Bytes, Compression, HostId, MigrationParams, VmId};
 
 use super::{Evacuation, VmState};
 use crate::Action;
@@ -61,10 +61,43 @@ impl Evacuation {
         };
         self.add_in_flight(host, true);
         self.commit(destination, self.fleet.vm(vm).memory, true);
+        let mut params = self.policy.start_params(vm, self.params);
+        params.compression = self.compression_for(vm, &params);
         Action::Start {
             vm,
             destination,
-            params: self.policy.start_params(vm, self.params),
+            params,
+        }
+    }
+
+    /// `compression = "auto"` made `zstd` or `none` for `vm` as it starts
+    /// (counted in flight already), by the byte model's rule
+    /// ([`evac_model::memory::compresses`], the simulator's): its share of
+    /// the link is the least of its NIC shared by its host's migrations,
+    /// the WAN's capacity shared by all (when known) and its own caps; its
+    /// host's CPU is shared as if every migration from it compressed. Any
+    /// other setting is kept.
+    pub(super) fn compression_for(&self, vm: VmId, params: &MigrationParams) -> Compression {
+        if params.compression != Compression::Auto {
+            return params.compression;
+        }
+        let spec = self.fleet.vm(vm);
+        let host = self.fleet.host(spec.host);
+        let on_host = self.in_flight[spec.host.0].max(1);
+        let mut link = host.nic.to_bytes_per_sec().0 / on_host as f64;
+        if let Some((wan, connection)) = self.wan {
+            link = link
+                .min(wan / self.in_flight_total.max(1) as f64)
+                .min(connection * f64::from(params.connections.get()));
+        }
+        if let Some(cap) = params.max_bandwidth {
+            link = link.min(cap.to_bytes_per_sec().0);
+        }
+        let cpu = evac_model::memory::cpu_share(host, params, on_host);
+        if evac_model::memory::compresses(Compression::Auto, &spec.profile, link, cpu) {
+            Compression::Zstd
+        } else {
+            Compression::None
         }
     }
 }

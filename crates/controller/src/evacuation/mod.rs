@@ -54,6 +54,10 @@ pub struct Evacuation {
     touched: Touched,
     sending: Vec<HostId>,
     wakeup: Wakeup,
+    /// What an operator knows of the WAN ([`Evacuation::with_network`]):
+    /// its capacity at the start and the most one connection carries, in
+    /// bytes per second; for `compression = "auto"`.
+    wan: Option<(f64, f64)>,
 }
 
 /// Hosts marked at most once each.
@@ -147,7 +151,12 @@ impl Evacuation {
             .policy
             .build(&fleet, &config, params, Some(network.connection_cap()));
         let name = config.policy.to_string();
-        Self::with_policy(name, fleet, params, config, policy)
+        let mut evacuation = Self::with_policy(name, fleet, params, config, policy);
+        evacuation.wan = Some((
+            network.capacity_at(Duration::ZERO).to_bytes_per_sec().0,
+            network.connection_cap().to_bytes_per_sec().0,
+        ));
+        evacuation
     }
 
     /// Lets the policy plan by simulating candidate plans with `rollout`
@@ -221,6 +230,7 @@ impl Evacuation {
             },
             sending: Vec::new(),
             wakeup: Wakeup::NextPeriod,
+            wan: None,
             fleet,
             params,
             config,

@@ -302,6 +302,7 @@ mod tests {
 
     fn result() -> RunResult {
         let vm = VmRecord {
+            compression: None,
             name: "vm".into(),
             host: "h".into(),
             destination: Some("d".into()),

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use evac_controller::{Action, Controller, EndOutcome, Ended, MigrationObs, Phase, Retune};
+use evac_model::memory::{self, cpu_capped_wire_rate, cpu_share};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, VmId};
 use evac_outcome::FailedAttempt;
 
@@ -103,16 +104,19 @@ impl Simulation<'_> {
                             let old = flow.demand.cap;
                             flow.demand.cap = demand_cap(&flow.params, connection_cap);
                             let (weight, new) = (flow.demand.weight, flow.demand.cap);
+                            // Its host's CPU may cap it below that.
+                            let (source, compressed) = (flow.source, flow.compressed);
                             self.bottleneck.recap(vm, weight, old, new);
+                            if compressed {
+                                self.recap_compressors(source);
+                            }
                         }
                         rates_changed = true;
                     }
                 }
                 Action::SwitchToOffline { vm } => {
-                    let (dirty_rate, working_set, memory) = {
-                        let spec = self.fleet.vm(vm);
-                        (spec.dirty_rate.0, spec.working_set.as_f64(), spec.memory.as_f64())
-                    };
+                    let fleet = self.fleet;
+                    let spec = fleet.vm(vm);
                     self.unchain(vm);
                     let Some(flow) = self.flow_mut(vm) else { continue };
                     if flow.phase != Phase::Precopy {
@@ -121,12 +125,12 @@ impl Simulation<'_> {
                     // What is left of the round plus what the guest dirtied
                     // since the round began goes in one paused copy.
                     flow.catch_up(now, v);
-                    let dirtied = if flow.stage == Stage::CopyingDisk {
+                    let dirtied = if flow.disk_pending() {
                         // The rest of the disk, then all the memory.
-                        flow.stage_done();
-                        memory
+                        flow.skip_disk();
+                        flow.memory
                     } else {
-                        (dirty_rate * (now - flow.round_started_at)).clamp(0.0, working_set)
+                        spec.dirtied_within(now - flow.round_started_at) * flow.resend_wire
                     };
                     flow.earlier_rounds += flow.round_sent;
                     flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
@@ -134,36 +138,45 @@ impl Simulation<'_> {
                     flow.phase = Phase::StopAndCopy;
                     flow.paused_at = Some(now);
                     flow.params.mode = Mode::Offline;
+                    let (source, compressed) = (flow.source, flow.compressed);
+                    if compressed {
+                        // Round 1's rest is now counted as re-sent pages:
+                        // the CPU it takes per wire byte changed.
+                        rates_changed |= self.recap_compressors(source);
+                    }
                     self.schedule(vm);
                     self.progress[vm.0].mode = Some(Mode::Offline);
                 }
                 Action::SwitchToPostcopy { vm } => {
-                    let (dirty_rate, working_set) = {
-                        let spec = self.fleet.vm(vm);
-                        (spec.dirty_rate.0, spec.working_set.as_f64())
-                    };
+                    let fleet = self.fleet;
+                    let spec = fleet.vm(vm);
                     self.unchain(vm);
                     let Some(flow) = self.flow_mut(vm) else { continue };
                     // Not before round 1 of memory: the disks must be across
                     // before the guest can run at the destination.
                     let ready = flow.params.mode == Mode::Postcopy
                         || (flow.params.mode == Mode::Live && flow.params.allow_postcopy);
-                    if flow.phase != Phase::Precopy || !ready || flow.stage == Stage::CopyingDisk {
+                    if flow.phase != Phase::Precopy || !ready || flow.disk_pending() {
                         continue;
                     }
                     // The rest of the round and what the guest dirtied since
-                    // it began follow the guest, which dirties no more here.
+                    // it began follow the guest, which dirties no more here;
+                    // uncompressed (postcopy's pages go as they are).
                     flow.catch_up(now, v);
-                    let dirtied = (dirty_rate * (now - flow.round_started_at)).min(working_set);
+                    let dirtied = spec.dirtied_within(now - flow.round_started_at);
+                    let rest = (flow.round_bytes - flow.round_sent) * uncompressed_share(flow, spec);
                     flow.earlier_rounds += flow.round_sent;
-                    flow.round_bytes = flow.round_bytes - flow.round_sent + dirtied;
+                    flow.round_bytes = rest + dirtied;
                     flow.round_sent = 0.0;
                     flow.phase = Phase::Postcopy;
                     flow.paused_at = Some(now);
+                    let source = flow.source;
                     // As the run loop records a switch the backend took.
                     flow.params.mode = Mode::Postcopy;
                     self.progress[vm.0].mode = Some(Mode::Postcopy);
                     self.postcopy_on_one_connection(vm);
+                    // One compressor fewer on its host.
+                    self.recap_compressors(source);
                     rates_changed = true;
                     self.schedule(vm);
                 }
@@ -219,11 +232,15 @@ impl Simulation<'_> {
         }
         let disk = spec.disk.as_f64();
         let copying_disk = disk > 0.0 && !offline;
+        let compressed = self.compresses(vm, &params);
+        let first_wire = spec.profile.first_pass_wire_per_byte(compressed);
+        let memory = spec.memory.as_f64() * first_wire;
         let progress = &mut self.progress[vm.0];
         progress.destination = Some(destination);
         progress.start = Some(self.now);
         progress.mode = Some(params.mode);
         progress.connections = Some(params.connections.get());
+        progress.compressed = Some(compressed);
         self.slot[vm.0] = Some(self.flows.len());
         self.flows.push(Flow {
             vm,
@@ -235,11 +252,7 @@ impl Simulation<'_> {
             started_at: self.now,
             round_started_at: self.now,
             // The disks first (live), or with the memory in one copy (offline).
-            round_bytes: if copying_disk {
-                disk
-            } else {
-                disk + spec.memory.as_f64()
-            },
+            round_bytes: if copying_disk { disk } else { disk + memory },
             round_sent: 0.0,
             earlier_rounds: 0.0,
             as_of: self.now,
@@ -269,17 +282,130 @@ impl Simulation<'_> {
             } else {
                 Stage::Memory
             },
-            memory: spec.memory.as_f64(),
+            memory,
             dirty_rate: spec.dirty_rate,
+            compressed,
+            first_wire,
+            resend_wire: spec.profile.resend_wire_per_byte(compressed),
         });
         let slot = self.flows.len() - 1;
         if self.flows[slot].sending() {
             self.join(slot);
+            if compressed {
+                self.recap_compressors(spec.host);
+            }
         }
         // Its first event: the end of its setup, or (in virtual time) of its
         // first round; a full solve reschedules every flow anyway.
         self.schedule(vm);
     }
+}
+
+impl Simulation<'_> {
+    /// Whether `vm`'s migration, starting now with `params`, compresses
+    /// ([`memory::compresses`]): under `auto`, judged with the WAN's share
+    /// it would get beside the migrations sending (by weight) and its host's
+    /// CPU shared with the host's compressing migrations.
+    fn compresses(&self, vm: VmId, params: &MigrationParams) -> bool {
+        let spec = self.fleet.vm(vm);
+        let mode = params.compression;
+        if mode != evac_model::Compression::Auto {
+            return memory::compresses(mode, &spec.profile, 0.0, BytesPerSec::ZERO);
+        }
+        let weight = f64::from(params.connections.get());
+        let sending: f64 = self
+            .flows
+            .iter()
+            .filter(|f| f.sending())
+            .map(|f| f.demand.weight)
+            .sum();
+        let nic = self.capacity[spec.host.0 + 1];
+        let link = demand_cap(params, self.connection_cap)
+            .min(self.capacity[WAN] * weight / (sending + weight))
+            .min(nic);
+        let sharing = self.compressors_on(spec.host) + 1;
+        let cpu = cpu_share(self.fleet.host(spec.host), params, sharing);
+        memory::compresses(mode, &spec.profile, link, cpu)
+    }
+
+    /// How many migrations from `host` compress now.
+    fn compressors_on(&self, host: HostId) -> usize {
+        self.vms_by_host[host.0]
+            .iter()
+            .filter_map(|vm| self.slot[vm.0])
+            .filter(|&s| self.flows[s].compressing())
+            .count()
+    }
+
+    /// The most wire bytes per second the flow in `slot` sends when its
+    /// host's CPU is shared by `sharing` compressing migrations.
+    fn cpu_cap(&self, slot: usize, sharing: usize) -> f64 {
+        let flow = &self.flows[slot];
+        if !flow.compressing() {
+            return f64::INFINITY;
+        }
+        let cpu = cpu_share(self.fleet.host(flow.source), &flow.params, sharing);
+        if flow.first_pass() {
+            let share = self.fleet.vm(flow.vm).profile.first_pass_compressed_share();
+            cpu_capped_wire_rate(cpu, flow.first_wire, share)
+        } else {
+            cpu_capped_wire_rate(cpu, flow.resend_wire, 1.0)
+        }
+    }
+
+    /// Sets the cap of every compressing migration from `host` to the least
+    /// of its connections', its bandwidth cap and its share of the host's
+    /// CPU (shared evenly); true if one changed. Called whenever one starts
+    /// or stops compressing there, or its pages change kind (first pass to
+    /// re-sent).
+    pub(super) fn recap_compressors(&mut self, host: HostId) -> bool {
+        let sharing = self.compressors_on(host);
+        let mut changed = false;
+        for i in 0..self.vms_by_host[host.0].len() {
+            let vm = self.vms_by_host[host.0][i];
+            let Some(slot) = self.slot[vm.0] else { continue };
+            if !self.flows[slot].compressed || !self.flows[slot].sending() {
+                continue;
+            }
+            let new =
+                demand_cap(&self.flows[slot].params, self.connection_cap).min(self.cpu_cap(slot, sharing));
+            let old = self.flows[slot].demand.cap;
+            if new != old {
+                self.unchain(vm);
+                let slot = self.slot[vm.0].expect("in flight");
+                let flow = &mut self.flows[slot];
+                flow.demand.cap = new;
+                let weight = flow.demand.weight;
+                self.bottleneck.recap(vm, weight, old, new);
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// The share of a compressed flow's bytes left in its round that stays
+/// when they go uncompressed (postcopy): the first pass's pages as they
+/// are over as compressed (1 when it did not compress).
+pub(super) fn uncompressed_share(flow: &mut Flow, spec: &evac_model::Vm) -> f64 {
+    if !flow.compressed {
+        return 1.0;
+    }
+    let (plain, packed) = if flow.disk_pending() {
+        // The disk goes as it is either way.
+        (1.0, 1.0)
+    } else if flow.first_pass() {
+        (
+            spec.profile.first_pass_wire_per_byte(false),
+            spec.profile.first_pass_wire_per_byte(true),
+        )
+    } else {
+        (1.0, flow.resend_wire)
+    };
+    flow.compressed = false;
+    flow.first_wire = spec.profile.first_pass_wire_per_byte(false);
+    flow.resend_wire = 1.0;
+    plain / packed
 }
 
 /// A migration's cap: its connections' window limit and its bandwidth cap.

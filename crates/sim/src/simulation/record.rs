@@ -103,6 +103,13 @@ impl Simulation<'_> {
                     reason,
                     mode: p.mode,
                     connections: p.connections,
+                    compression: p.compressed.map(|c| {
+                        if c {
+                            evac_model::Compression::Zstd
+                        } else {
+                            evac_model::Compression::None
+                        }
+                    }),
                     decisions: Vec::new(),
                 }
             })

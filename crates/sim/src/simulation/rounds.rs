@@ -74,9 +74,9 @@ impl Simulation<'_> {
     /// Handles the end of a flow's round; true if the flow left.
     pub(super) fn end_round(&mut self, vm: VmId) -> bool {
         let now = self.now;
-        let spec = self.fleet.vm(vm);
-        let (dirty_rate, working_set, memory) =
-            (spec.dirty_rate.0, spec.working_set.as_f64(), spec.memory.as_f64());
+        let fleet = self.fleet;
+        let spec = fleet.vm(vm);
+        let working_set = spec.working_set.as_f64();
         let connection_cap = self.connection_cap;
         let v = self.clock.at(now);
         let fluid = self.fluid_on;
@@ -90,8 +90,12 @@ impl Simulation<'_> {
             flow.as_of = now;
             flow.v_as_of = v;
             flow.fluid = fluid;
+            let (source, compressed) = (flow.source, flow.compressed);
             let slot = self.slot[vm.0].expect("in flight");
             self.join(slot);
+            if compressed {
+                self.recap_compressors(source);
+            }
             self.schedule(vm);
             return true;
         }
@@ -99,9 +103,10 @@ impl Simulation<'_> {
             // The chain's last round ended: what the normal path would do
             // after each of them, at once (each sent `ws`, and the guest
             // dirtied `ws` again during the last).
-            flow.earlier_rounds += f64::from(chain.rounds) * working_set;
+            let ws_wire = working_set * flow.resend_wire;
+            flow.earlier_rounds += f64::from(chain.rounds) * ws_wire;
             flow.round = flow.params.max_rounds;
-            flow.round_bytes = working_set;
+            flow.round_bytes = ws_wire;
             flow.round_sent = 0.0;
             flow.round_started_at = now;
             flow.as_of = now;
@@ -121,29 +126,43 @@ impl Simulation<'_> {
             flow.stage_done();
             flow.earlier_rounds += flow.round_bytes;
             flow.round_sent = 0.0;
-            flow.round_bytes = memory;
+            flow.round_bytes = flow.memory;
             flow.round_started_at = now;
+            // Compressing from now on: its host's CPU counts.
+            let (source, compressed) = (flow.source, flow.compressed);
+            let recapped = compressed && self.recap_compressors(source);
             self.schedule(vm);
-            return false;
+            return recapped;
         }
         match flow.phase {
             Phase::Precopy => {
                 let elapsed = now - flow.round_started_at;
-                let dirtied = (dirty_rate * elapsed).min(working_set);
+                // Memory the guest dirtied, re-sent as non-zero pages.
+                let dirtied = spec.dirtied_within(elapsed);
+                let dirtied_wire = dirtied * flow.resend_wire;
                 let rate = if elapsed > 0.0 {
                     flow.round_bytes / elapsed
                 } else {
                     f64::INFINITY
                 };
-                let converged = dirtied / rate <= flow.params.downtime_limit.as_secs_f64();
+                let converged = dirtied_wire / rate <= flow.params.downtime_limit.as_secs_f64();
+                let was_first = flow.first_pass();
                 flow.earlier_rounds += flow.round_bytes;
                 flow.round_sent = 0.0;
-                flow.round_bytes = dirtied;
+                flow.round_bytes = dirtied_wire;
                 flow.round_started_at = now;
+                let (source, compressed) = (flow.source, flow.compressed);
                 if flow.params.mode == Mode::Postcopy {
                     flow.phase = Phase::Postcopy;
                     flow.paused_at = Some(now);
-                    let changed = self.postcopy_on_one_connection(vm);
+                    // Postcopy's pages go as they are.
+                    flow.round_bytes = dirtied;
+                    flow.compressed = false;
+                    flow.resend_wire = 1.0;
+                    let mut changed = self.postcopy_on_one_connection(vm);
+                    if compressed {
+                        changed |= self.recap_compressors(source);
+                    }
                     self.schedule(vm);
                     return changed;
                 } else if converged || flow.round >= flow.params.max_rounds {
@@ -151,13 +170,18 @@ impl Simulation<'_> {
                     flow.paused_at = Some(now);
                 } else {
                     flow.round += 1;
+                    let ws_wire = working_set * flow.resend_wire;
                     if may_chain && flow.fluid && dirtied == working_set && working_set > 0.0 {
-                        self.try_chain(vm, dirty_rate, working_set);
-                        return false;
+                        let recapped = compressed && was_first && self.recap_compressors(source);
+                        self.try_chain(vm, spec.saturated_after(), ws_wire);
+                        return recapped;
                     }
                 }
+                // From the first pass to re-sent pages: the CPU a wire byte
+                // takes changed.
+                let recapped = compressed && was_first && self.recap_compressors(source);
                 self.schedule(vm);
-                false
+                recapped
             }
             Phase::StopAndCopy | Phase::Offline | Phase::Postcopy => {
                 self.finish(vm);
@@ -169,16 +193,18 @@ impl Simulation<'_> {
     /// Chains the rounds from the one starting now (saturated: it sends
     /// `ws`) to `max_rounds` if `λ` is low enough for them all to go the
     /// same way (see [`Chain`]); schedules the flow in any case.
-    pub(super) fn try_chain(&mut self, vm: VmId, dirty_rate: f64, working_set: f64) {
+    ///
+    /// `saturated_after`: how long a round must last for the guest to dirty
+    /// its whole working set; `ws_wire`: the working set's wire bytes.
+    pub(super) fn try_chain(&mut self, vm: VmId, saturated_after: f64, ws_wire: f64) {
         let lambda = self.clock.lambda;
         let v = self.clock.at(self.now);
         let flow = self.flow_mut(vm).expect("in flight");
         let rounds = flow.params.max_rounds.saturating_sub(flow.round) + 1;
         // Each round must last at least this long: long enough to dirty
         // `ws` and too long to converge (with a margin for rounding).
-        let shortest =
-            (working_set / dirty_rate).max(flow.params.downtime_limit.as_secs_f64()) * (1.0 + 1e-9);
-        let length = working_set / flow.demand.weight;
+        let shortest = saturated_after.max(flow.params.downtime_limit.as_secs_f64()) * (1.0 + 1e-9);
+        let length = ws_wire / flow.demand.weight;
         let limit = length / shortest;
         if rounds < 2 || lambda >= limit || !limit.is_finite() {
             self.schedule(vm);
@@ -213,7 +239,7 @@ impl Simulation<'_> {
         self.stats.chains_cut += 1;
         let now = self.now;
         let v = self.clock.at(now);
-        let working_set = self.fleet.vm(vm).working_set.as_f64();
+        let working_set = self.fleet.vm(vm).working_set.as_f64() * self.flows[slot].resend_wire;
         let length = working_set / self.flows[slot].demand.weight;
         let done = (((v - chain.start_v) / length).floor().max(0.0) as u32).min(chain.rounds - 1);
         let began_v = chain.start_v + f64::from(done) * length;
@@ -287,6 +313,11 @@ impl Simulation<'_> {
             self.settle_links_of(&flow.demand);
             self.bottleneck.remove(&self.capacity, vm, &flow.demand);
         }
+        if flow.compressing() {
+            // Its host's CPU goes to the others (each caller recomputes
+            // the rates).
+            self.recap_compressors(flow.source);
+        }
         flow
     }
 
@@ -356,6 +387,22 @@ impl Simulation<'_> {
     /// its demand.
     pub(super) fn postcopy_on_one_connection(&mut self, vm: VmId) -> bool {
         let connection_cap = self.connection_cap;
+        if self.flow_mut(vm).is_none_or(|f| f.demand.weight == 1.0) {
+            return false;
+        }
+        // A flow's weight is the one thing the fluid model's virtual clock
+        // takes as fixed while it holds (a flow's progress is its weight
+        // times the clock's advance). Out of it first, with every rate and
+        // round end solved as they stand (the instant's other round ends
+        // stay in this instant), so that until the rebalance that follows,
+        // this flow and every other report the rates a full solve gives
+        // them (the fluid model reported the new weight's at once, and a
+        // controller consulted in between decided otherwise:
+        // crates/sim/tests/fluid.rs found it).
+        if self.fluid_on {
+            self.leave_fluid();
+            self.reallocate();
+        }
         let Some(flow) = self.flow_mut(vm) else {
             return false;
         };

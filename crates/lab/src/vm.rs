@@ -1,0 +1,648 @@
+//! The lab's QEMU VMs: small real VMs (no disk, qboot or the dirtying
+//! guest as firmware, RAM of random bytes, of a marker, or anonymous),
+//! started as source VMs for evac to migrate, each with a QMP socket for
+//! evac and one for the test, owned by a [`Lab`] that kills them (by pid)
+//! when dropped; and the inventories that point evac at them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use evac_model::BytesPerSec;
+use evac_qemu::Inventory;
+
+use crate::mix::Mix;
+use crate::pair::LabNetwork;
+use crate::process::{kill, kill_under, pid_alive};
+
+/// qboot: the firmware that boots fastest; a guest with no disk spins in it,
+/// "running".
+pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+
+/// The common machine arguments; `backend` is the `-object` for the RAM,
+/// `bios` a firmware image replacing the default one (of the same size).
+fn machine_args(backend: String, mib: u64, bios: Option<&Path>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-machine",
+        "q35,memory-backend=mem,accel=kvm:tcg",
+        "-object",
+        &backend,
+        "-m",
+        &format!("{mib}M"),
+        "-nodefaults",
+        "-display",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(bios) = bios {
+        args.extend(["-bios".to_owned(), bios.display().to_string()]);
+    } else if Path::new(QBOOT).exists() {
+        args.extend(["-bios".to_owned(), QBOOT.to_owned()]);
+    }
+    args
+}
+
+/// The `qemu_args` a destination needs to receive a lab VM of `mib` MiB.
+pub fn destination_args(mib: u64) -> Vec<String> {
+    machine_args(format!("memory-backend-ram,id=mem,size={mib}M"), mib, None)
+}
+
+/// The dirtying guest, a 64 KiB x86 firmware image assembled from
+/// `guest/dirty.S` by `build.rs`; empty when it could not be built (see
+/// [`dirty_guest_available`]).
+///
+/// The CPU starts in it at the reset vector; it enters 32-bit protected mode
+/// (flat segments, no paging), measures the TSC's rate against PIT channel 2
+/// for 50 ms, then writes into the working set's pages one after another,
+/// each when the TSC says it is due, sleeping (`hlt`) in between until the
+/// local APIC's timer (about 1 kHz) wakes it. Its parameters are a
+/// 32-byte block at offset 0: the magic [`DIRTY_GUEST_MAGIC`], then u32s
+/// (little-endian) pages per second, working-set start address, working-set
+/// pages, TSC kHz (0: calibrate).
+pub const DIRTY_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dirty-guest.bin"));
+
+/// Why [`DIRTY_GUEST`] is empty, or "".
+const DIRTY_GUEST_ERROR: &str = include_str!(concat!(env!("OUT_DIR"), "/dirty-guest.err"));
+
+/// The first 16 bytes of [`DIRTY_GUEST`].
+pub const DIRTY_GUEST_MAGIC: &[u8; 16] = b"EVACDIRTYGUEST01";
+
+/// Where the dirtying guest's working set starts (guest-physical).
+pub const DIRTY_WORKING_SET_START: u64 = 16 << 20;
+
+/// The dword [`Lab::start_filled_dirtying_vm`]'s guest writes at the start
+/// of each page of its RAM from 1 MiB up at boot (`FILL` in
+/// `guest/dirty.S`).
+pub const DIRTY_FILL_PATTERN: u32 = 0x5a17_e5ac;
+
+/// Where [`Lab::start_filled_dirtying_vm`]'s fill starts (guest-physical).
+pub const DIRTY_FILL_START: u64 = 1 << 20;
+
+/// `Err(reason)` when the dirtying guest was not built.
+pub fn dirty_guest_available() -> Result<(), String> {
+    if DIRTY_GUEST.len() == 65536 && DIRTY_GUEST.starts_with(DIRTY_GUEST_MAGIC) {
+        Ok(())
+    } else if DIRTY_GUEST_ERROR.is_empty() {
+        Err("the dirtying guest image is malformed".into())
+    } else {
+        Err(format!("the dirtying guest was not built: {DIRTY_GUEST_ERROR}"))
+    }
+}
+
+/// The size of the firmware a destination gets from [`destination_args`]:
+/// the dirtying guest's image must match it (same RAM block layout).
+fn default_bios_size() -> std::io::Result<u64> {
+    if Path::new(QBOOT).exists() {
+        Ok(std::fs::metadata(QBOOT)?.len())
+    } else {
+        // QEMU's default for q35: SeaBIOS's bios-256k.bin.
+        Ok(256 << 10)
+    }
+}
+
+/// [`DIRTY_GUEST`] with its parameters set, padded at the front (the image
+/// sits at the top of the 4 GiB space) to the default firmware's size.
+pub(crate) fn dirty_guest_image(
+    mib: u64,
+    dirty_rate: BytesPerSec,
+    working_set_mib: u64,
+    fill: bool,
+) -> std::io::Result<Vec<u8>> {
+    dirty_guest_available().map_err(std::io::Error::other)?;
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    let start_mib = DIRTY_WORKING_SET_START >> 20;
+    // The guest addresses 32 bits, without paging; q35 maps at least the
+    // first 2 GiB of RAM below 4 GiB.
+    if working_set_mib == 0 || start_mib + working_set_mib > mib.min(2048) {
+        return Err(invalid(format!(
+            "a working set of {working_set_mib} MiB from {start_mib} MiB does not fit in {} MiB",
+            mib.min(2048)
+        )));
+    }
+    let pages_per_sec = match dirty_rate.0 {
+        rate if rate <= 0.0 => 0,
+        rate => ((rate / 4096.0).round() as u64).max(1),
+    };
+    let pages_per_sec =
+        u32::try_from(pages_per_sec).map_err(|_| invalid(format!("dirty rate {dirty_rate} is too high")))?;
+    let size = default_bios_size()? as usize;
+    if size < DIRTY_GUEST.len() || (size & 0xffff) != 0 {
+        return Err(std::io::Error::other(format!(
+            "the default firmware is {size} bytes: no room for the dirtying guest"
+        )));
+    }
+    let mut image = vec![0u8; size - DIRTY_GUEST.len()];
+    image.extend_from_slice(DIRTY_GUEST);
+    let params = size - DIRTY_GUEST.len() + 16;
+    // The fill ends at the top of the RAM the guest addresses (below 2 GiB).
+    let fill_end = if fill { (mib.min(2048) << 20) as u32 } else { 0 };
+    let words = [
+        pages_per_sec,
+        DIRTY_WORKING_SET_START as u32,
+        (working_set_mib * 256) as u32,
+        0,
+        fill_end,
+    ];
+    for (i, word) in words.iter().enumerate() {
+        image[params + 4 * i..params + 4 * i + 4].copy_from_slice(&word.to_le_bytes());
+    }
+    Ok(image)
+}
+
+/// What a lab VM's RAM is.
+#[derive(Clone, Copy)]
+enum Ram<'a> {
+    /// A shared file of random bytes.
+    Random,
+    /// A shared file of `marker` repeated.
+    Marker(&'a [u8]),
+    /// Anonymous memory (`memory-backend-ram`), zero until the guest writes.
+    Anonymous,
+    /// A shared file whose pages are zero, text-like or random ([`Mix`]).
+    Mixed(Mix),
+}
+
+/// A source VM started by the lab.
+#[derive(Debug, Clone)]
+pub struct LabVm {
+    pub name: String,
+    pub pid: u32,
+    /// The QMP socket evac uses.
+    pub qmp: PathBuf,
+    /// A second QMP socket for the test to watch the VM with.
+    pub monitor: PathBuf,
+    pub mib: u64,
+}
+
+/// Owns the processes of a test.
+pub struct Lab {
+    pub dir: PathBuf,
+    children: Vec<Child>,
+    adopted: Vec<u32>,
+}
+
+impl Lab {
+    pub fn new(dir: &Path) -> Lab {
+        Lab {
+            dir: dir.to_owned(),
+            children: Vec::new(),
+            adopted: Vec::new(),
+        }
+    }
+
+    /// Starts a running VM of `mib` MiB whose RAM is a file of random bytes
+    /// (so every page is sent), listening for QMP at `<dir>/<name>.qmp`.
+    pub fn start_vm(&mut self, name: &str, mib: u64) -> std::io::Result<LabVm> {
+        self.start_vm_in(name, mib, None)
+    }
+
+    /// [`Lab::start_vm`] inside the network namespace `netns` (through
+    /// `ip netns exec`, which execs QEMU: the pid is QEMU's). QMP is a unix
+    /// socket in `dir`, reachable from every namespace.
+    pub fn start_vm_in(&mut self, name: &str, mib: u64, netns: Option<&str>) -> std::io::Result<LabVm> {
+        self.start(name, mib, netns, None, Ram::Random)
+    }
+
+    /// [`Lab::start_vm_in`] with RAM that is `marker` repeated instead of
+    /// random bytes: a packet capture of its migration finds the marker
+    /// when the stream is plain text (the TLS tests).
+    pub fn start_marker_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        marker: &[u8],
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        if marker.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "empty marker",
+            ));
+        }
+        self.start(name, mib, netns, None, Ram::Marker(marker))
+    }
+
+    /// Starts a VM like [`Lab::start_vm`] whose guest dirties memory: it
+    /// writes into one 4 KiB page after another of a working set of
+    /// `working_set_mib` MiB starting at 16 MiB ([`DIRTY_WORKING_SET_START`]),
+    /// wrapping around, at `dirty_rate` bytes per second (a page written
+    /// counts 4096 bytes; the rate is rounded to whole pages per second; 0
+    /// makes an idle guest). The guest is [`DIRTY_GUEST`], a firmware image
+    /// standing in for qboot: the VM's RAM layout is the same as
+    /// [`Lab::start_vm`]'s, so [`destination_args`] still fit (the image
+    /// travels with the migration, as the firmware's RAM block) and the guest
+    /// keeps dirtying at the destination (a reset there would bring back
+    /// qboot). Needs 16 MiB + `working_set_mib` <= `mib` and <= 2 GiB.
+    ///
+    /// The guest sleeps between its bursts of writes (one per ~1 ms timer
+    /// tick), so it costs the host little CPU: 2-18 % of a core from 2 to
+    /// 64 MB/s outside a migration (a version that polled the TSC held
+    /// 50-90 % of a core whatever the rate; `docs/lab.md`). Under this lab's
+    /// paravirtual KVM it reached about 200 MiB/s while dirty logging was on
+    /// (each first write to a page traps).
+    pub fn start_dirtying_vm(
+        &mut self,
+        name: &str,
+        mib: u64,
+        dirty_rate: BytesPerSec,
+        working_set_mib: u64,
+    ) -> std::io::Result<LabVm> {
+        self.start_dirtying_vm_in(name, mib, dirty_rate, working_set_mib, None)
+    }
+
+    /// [`Lab::start_dirtying_vm`] inside the network namespace `netns`, as
+    /// [`Lab::start_vm_in`].
+    pub fn start_dirtying_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        dirty_rate: BytesPerSec,
+        working_set_mib: u64,
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        let image = dirty_guest_image(mib, dirty_rate, working_set_mib, false)?;
+        let bios = self.dir.join(format!("{name}.bios"));
+        std::fs::write(&bios, image)?;
+        self.start(name, mib, netns, Some(&bios), Ram::Random)
+    }
+
+    /// The dirtying guest of [`Lab::start_dirtying_vm`] on **anonymous**
+    /// RAM (`memory-backend-ram`, not a shared file): what postcopy needs
+    /// (QEMU cannot postcopy file-backed shared RAM, and evac refuses to).
+    /// At boot the guest first writes [`DIRTY_FILL_PATTERN`] into the first
+    /// dword of every page from 1 MiB ([`DIRTY_FILL_START`]) to the top of
+    /// its RAM (at most 2 GiB), so no page is zero and QEMU sends each in
+    /// full, like the file-backed VMs' random bytes (one dword a page: this
+    /// lab's KVM emulates each guest instruction; 128 MiB take well under a
+    /// second); then it dirties its working set as usual (the working set's
+    /// first dwords count up from the pattern).
+    pub fn start_filled_dirtying_vm(
+        &mut self,
+        name: &str,
+        mib: u64,
+        dirty_rate: BytesPerSec,
+        working_set_mib: u64,
+    ) -> std::io::Result<LabVm> {
+        let image = dirty_guest_image(mib, dirty_rate, working_set_mib, true)?;
+        let bios = self.dir.join(format!("{name}.bios"));
+        std::fs::write(&bios, image)?;
+        self.start(name, mib, None, Some(&bios), Ram::Anonymous)
+    }
+
+    /// [`Lab::start_vm_in`] with RAM of `mix`'s zero, text-like and random
+    /// pages, written before QEMU starts (the guest, idle, leaves them be
+    /// but for the few pages its firmware writes below 1 MiB).
+    pub fn start_mixed_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        mix: Mix,
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        self.start(name, mib, netns, None, Ram::Mixed(mix))
+    }
+
+    fn start(
+        &mut self,
+        name: &str,
+        mib: u64,
+        netns: Option<&str>,
+        bios: Option<&Path>,
+        ram: Ram<'_>,
+    ) -> std::io::Result<LabVm> {
+        let backend = write_ram(&self.dir, name, mib, ram)?;
+        let vm = self.spawn(name, mib, netns, bios, backend)?;
+        wait_ready(std::slice::from_ref(&vm), Duration::from_secs(10))?;
+        Ok(vm)
+    }
+
+    /// Starts the VMs of `specs` (a fleet): their RAM files and firmware
+    /// images are written by `parallel` threads at once, then their QEMUs
+    /// start in waves of [`BOOT_WAVE`], each wave waited for (its QMP
+    /// sockets) before the next: a boot of hundreds of VMs neither runs
+    /// hundreds of QEMU initialisations on two cores at once nor waits for
+    /// them one by one. The VMs are returned in the order of `specs`.
+    pub fn start_fleet(&mut self, specs: &[VmSpec], parallel: usize) -> std::io::Result<Vec<LabVm>> {
+        let parallel = parallel.clamp(1, specs.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let prepared: Vec<std::io::Result<(String, Option<PathBuf>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..parallel)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(spec) = specs.get(i) else { break done };
+                            done.push((i, self.prepare(spec)));
+                        }
+                    })
+                })
+                .collect();
+            let mut all: Vec<_> = workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("a RAM file writer panicked"))
+                .collect();
+            all.sort_by_key(|(i, _)| *i);
+            all.into_iter().map(|(_, r)| r).collect()
+        });
+        let mut vms = Vec::with_capacity(specs.len());
+        for (wave_specs, wave_prepared) in specs.chunks(BOOT_WAVE).zip(prepared.chunks(BOOT_WAVE)) {
+            let mut wave = Vec::with_capacity(wave_specs.len());
+            for (spec, prepared) in wave_specs.iter().zip(wave_prepared) {
+                let (backend, bios) = match prepared {
+                    Ok(p) => p.clone(),
+                    Err(e) => return Err(std::io::Error::new(e.kind(), format!("VM {}: {e}", spec.name))),
+                };
+                wave.push(self.spawn(
+                    &spec.name,
+                    spec.mib,
+                    spec.netns.as_deref(),
+                    bios.as_deref(),
+                    backend,
+                )?);
+            }
+            // Ten seconds as for one VM, plus a second per VM of the wave
+            // on a machine with few cores.
+            wait_ready(&wave, Duration::from_secs(10 + wave.len() as u64))?;
+            vms.extend(wave);
+        }
+        Ok(vms)
+    }
+
+    /// A VM's RAM file (the `-object` naming it) and firmware image.
+    fn prepare(&self, spec: &VmSpec) -> std::io::Result<(String, Option<PathBuf>)> {
+        let bios = match spec.dirty {
+            Some((rate, working_set_mib)) => {
+                let image = dirty_guest_image(spec.mib, rate, working_set_mib, false)?;
+                let bios = self.dir.join(format!("{}.bios", spec.name));
+                std::fs::write(&bios, image)?;
+                Some(bios)
+            }
+            None => None,
+        };
+        Ok((write_ram(&self.dir, &spec.name, spec.mib, Ram::Random)?, bios))
+    }
+
+    /// Starts QEMU for a VM whose RAM is `backend` (no waiting).
+    fn spawn(
+        &mut self,
+        name: &str,
+        mib: u64,
+        netns: Option<&str>,
+        bios: Option<&Path>,
+        backend: String,
+    ) -> std::io::Result<LabVm> {
+        let qmp = self.dir.join(format!("{name}.qmp"));
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let mut args = machine_args(backend, mib, bios);
+        let monitor = self.dir.join(format!("{name}.mon.qmp"));
+        args.extend([
+            "-qmp".to_owned(),
+            format!("unix:{},server=on,wait=off", qmp.display()),
+        ]);
+        args.extend([
+            "-qmp".to_owned(),
+            format!("unix:{},server=on,wait=off", monitor.display()),
+        ]);
+        let child = {
+            use std::os::unix::process::CommandExt;
+            let mut command = match netns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                    c
+                }
+                None => Command::new("qemu-system-x86_64"),
+            };
+            command
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .spawn()?
+        };
+        let pid = child.id();
+        self.children.push(child);
+        Ok(LabVm {
+            name: name.to_owned(),
+            pid,
+            qmp,
+            monitor,
+            mib,
+        })
+    }
+
+    /// Kills `pid` too when the lab is dropped (e.g. a destination QEMU).
+    pub fn adopt(&mut self, pid: u32) {
+        self.adopted.push(pid);
+    }
+
+    /// Whether a process the lab started has exited (reaping it).
+    pub fn exited(&mut self, pid: u32) -> bool {
+        match self.children.iter_mut().find(|c| c.id() == pid) {
+            Some(child) => child.try_wait().map(|s| s.is_some()).unwrap_or(true),
+            None => !pid_alive(pid),
+        }
+    }
+
+    /// An inventory for `vms` on one source host `src` and one destination
+    /// `dst` on loopback.
+    /// [`Lab::inventory`], parsed.
+    pub fn parsed_inventory(&self, policy: &str, vms: &[LabVm], extra_migration: &str) -> Inventory {
+        let text = self.inventory(policy, vms, extra_migration);
+        Inventory::from_str_at(&text, Path::new("lab.toml")).expect("the lab writes valid inventories")
+    }
+
+    pub fn inventory(&self, policy: &str, vms: &[LabVm], extra_migration: &str) -> String {
+        self.inventory_with_hosts(
+            policy,
+            vms,
+            extra_migration,
+            "[[host]]\nname = \"src\"\nsite = \"source\"\nnic = \"1 Gbps\"\n\
+             [[host]]\nname = \"dst\"\nsite = \"destination\"\nnic = \"1 Gbps\"\n\
+             migration_address = \"127.0.0.1\"\n",
+        )
+    }
+
+    /// An inventory for `vms` on host `src` = the namespace `net.src` and a
+    /// destination `dst` = `net.dst`, whose QEMUs are started there by
+    /// `ip netns exec` and listen on its veth address.
+    pub fn inventory_in(
+        &self,
+        net: &LabNetwork,
+        policy: &str,
+        vms: &[LabVm],
+        extra_migration: &str,
+    ) -> String {
+        let hosts = format!(
+            r#"[[host]]
+name = "src"
+site = "source"
+nic = "1 Gbps"
+netns = "{src}"
+[[host]]
+name = "dst"
+site = "destination"
+nic = "1 Gbps"
+netns = "{dst}"
+migration_address = "{address}"
+incoming_command = "ip netns exec {{netns}} qemu-system-x86_64"
+"#,
+            src = net.src,
+            dst = net.dst,
+            address = LabNetwork::DST_ADDRESS,
+        );
+        self.inventory_with_hosts(policy, vms, extra_migration, &hosts)
+    }
+
+    fn inventory_with_hosts(
+        &self,
+        policy: &str,
+        vms: &[LabVm],
+        extra_migration: &str,
+        hosts: &str,
+    ) -> String {
+        let mut text = format!(
+            r#"name = "lab"
+run_dir = "{dir}"
+[controller]
+policy = "{policy}"
+period = "500 ms"
+[migration]
+downtime_limit = "300 ms"
+{extra_migration}
+{hosts}"#,
+            dir = self.dir.display()
+        );
+        for vm in vms {
+            let args: Vec<String> = destination_args(vm.mib)
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect();
+            text += &format!(
+                "[[vm]]\nname = \"{}\"\nhost = \"src\"\nqmp = \"{}\"\nqemu_args = [{}]\n",
+                vm.name,
+                vm.qmp.display(),
+                args.join(", ")
+            );
+        }
+        text
+    }
+}
+
+/// How many QEMUs [`Lab::start_fleet`] starts at once.
+pub const BOOT_WAVE: usize = 16;
+
+/// One VM of a fleet for [`Lab::start_fleet`]: RAM of random bytes, in
+/// network namespace `netns`; with `dirty`, the dirtying guest of
+/// [`Lab::start_dirtying_vm`] at (rate, working set in MiB).
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub name: String,
+    pub mib: u64,
+    pub netns: Option<String>,
+    pub dirty: Option<(BytesPerSec, u64)>,
+}
+
+/// Writes VM `name`'s RAM file in `dir` (none for anonymous RAM); returns
+/// the `-object` of its memory backend.
+fn write_ram(dir: &Path, name: &str, mib: u64, ram: Ram<'_>) -> std::io::Result<String> {
+    Ok(match ram {
+        Ram::Anonymous => format!("memory-backend-ram,id=mem,size={mib}M"),
+        Ram::Mixed(mix) => {
+            let mem = dir.join(format!("{name}.mem"));
+            let mut file = std::io::BufWriter::new(std::fs::File::create(&mem)?);
+            let mut page = [0u8; 4096];
+            for index in 0..mib * 256 {
+                mix.page(index, &mut page);
+                file.write_all(&page)?;
+            }
+            file.flush()?;
+            drop(file);
+            format!(
+                "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
+                mem.display()
+            )
+        }
+        Ram::Random | Ram::Marker(_) => {
+            let mem = dir.join(format!("{name}.mem"));
+            let mut file = std::fs::File::create(&mem)?;
+            let mut random = std::fs::File::open("/dev/urandom")?;
+            let mut chunk = vec![0u8; 1 << 20];
+            if let Ram::Marker(marker) = ram {
+                for (i, byte) in chunk.iter_mut().enumerate() {
+                    *byte = marker[i % marker.len()];
+                }
+            }
+            for _ in 0..mib {
+                if matches!(ram, Ram::Random) {
+                    std::io::Read::read_exact(&mut random, &mut chunk)?;
+                }
+                file.write_all(&chunk)?;
+            }
+            drop(file);
+            format!(
+                "memory-backend-file,id=mem,size={mib}M,mem-path={},share=on",
+                mem.display()
+            )
+        }
+    })
+}
+
+/// Waits until every VM of `vms` has its QMP socket, at most `timeout` in
+/// all; an error names the VMs without one (and those whose QEMU exited).
+fn wait_ready(vms: &[LabVm], timeout: Duration) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let missing: Vec<&LabVm> = vms.iter().filter(|vm| !vm.qmp.exists()).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let exited = missing.iter().any(|vm| !pid_alive(vm.pid));
+        if exited || std::time::Instant::now() > deadline {
+            let names: Vec<String> = missing
+                .iter()
+                .map(|vm| {
+                    let gone = if pid_alive(vm.pid) {
+                        ""
+                    } else {
+                        " (QEMU exited; see its .log)"
+                    };
+                    format!("{}{gone}", vm.name)
+                })
+                .collect();
+            return Err(std::io::Error::other(format!(
+                "no QMP socket after {} s: {}",
+                timeout.as_secs(),
+                names.join(", ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for &pid in &self.adopted {
+            if pid_alive(pid) {
+                kill(pid, libc::SIGKILL);
+            }
+        }
+        // All signalled first, then all reaped: a fleet's QEMUs exit
+        // together instead of one after the other.
+        for child in &mut self.children {
+            let _ = child.kill();
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+        // Destination QEMUs evac started for this lab (their QMP sockets
+        // and logs are in `dir`, the inventory's run_dir) outlive evac on
+        // purpose; a test that panics before adopting them must not leak them.
+        kill_under(&self.dir);
+    }
+}

@@ -1,0 +1,128 @@
+//! What `evac plan` reads from a live fleet, the same whatever the
+//! backend: the inventory is read by its backend's own loader and the
+//! domains found by its backend's own discovery (the code `evac run` uses),
+//! so nothing of either is repeated here.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use evac_controller::ControllerConfig;
+use evac_model::{Bytes, Fleet, MigrationParams, Network};
+
+use crate::{measure, scenario};
+
+/// A live fleet, measured, and the inventory's settings.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The inventory's `name`.
+    pub name: String,
+    /// Hosts, and VMs with their measured memory, dirty rate and working set.
+    pub fleet: Fleet,
+    pub network: Network,
+    /// Whether the inventory has a `[network]` (else the WAN is taken as the
+    /// fastest source NIC).
+    pub network_stated: bool,
+    pub migration: MigrationParams,
+    pub controller: ControllerConfig,
+    /// What was measured of each VM (in the fleet's order).
+    pub measured: Vec<measure::Measured>,
+}
+
+/// How long and how much `evac plan` reads of each VM.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// The dirty-rate sample, and the longer one for the working set.
+    pub sample: Duration,
+    pub long: Duration,
+    /// Runs of 64 KiB of its RAM read for its content (0: none).
+    pub runs: usize,
+}
+
+/// The seconds the measurement takes: the rate's sample and, after it, the
+/// working set's.
+pub fn measuring_seconds(sample: Duration, long: Duration) -> u64 {
+    let (seconds, long) = measure::sample_seconds(sample, long);
+    seconds + if long > seconds { long } else { 0 }
+}
+
+/// A QEMU fleet: every VM of the inventory, measured over QMP.
+pub async fn qemu(
+    inventory: &evac_qemu::Inventory,
+    how: &Reading,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Live> {
+    say(&format!(
+        "measuring {} VMs for {} s (QEMU calc-dirty-rate, dirty-bitmap mode) and reading {} of each one's \
+         memory (pmemsave); nothing is migrated",
+        inventory.vms.len(),
+        measuring_seconds(how.sample, how.long),
+        Bytes((how.runs * crate::sample::RUN_BYTES) as u64)
+    ));
+    let measured = measure::qemu(inventory, how.sample, how.long, how.runs).await?;
+    let sizes: Vec<Bytes> = measured.iter().map(|m| m.memory).collect();
+    let stated: Vec<scenario::Stated> = inventory
+        .vms
+        .iter()
+        .map(|v| scenario::Stated {
+            zero_fraction: v.zero_fraction.is_some(),
+            compression_ratio: v.compression_ratio.is_some(),
+        })
+        .collect();
+    Ok(Live {
+        name: inventory.name.clone(),
+        fleet: scenario::with_measured(inventory.fleet(&sizes), &measured, &stated),
+        network: inventory.network(),
+        network_stated: inventory.network.is_some(),
+        migration: inventory.migration,
+        controller: inventory.controller.clone(),
+        measured,
+    })
+}
+
+/// A libvirt fleet: the running domains of its source hosts (all, or those
+/// the inventory lists), found as `evac run` finds them, measured through
+/// libvirt's dirty-rate calculation.
+#[cfg(feature = "libvirt")]
+pub async fn libvirt(
+    inventory: &evac_libvirt::Inventory,
+    how: &Reading,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Live> {
+    use evac_run::Backend as _;
+    // Discovery's notes (a domain with a migration running) go where the
+    // plan's own do.
+    let log: evac_run::Log = std::sync::Arc::new(|line: &str| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    });
+    let backend = evac_libvirt::LibvirtBackend::connect(inventory.clone(), log, None).await?;
+    say(&format!(
+        "measuring {} domains for {} s (libvirt dirty-rate calculation, dirty-bitmap mode) and reading {} of \
+         each one's memory (virDomainMemoryPeek); nothing is migrated",
+        backend.fleet().vms.len(),
+        measuring_seconds(how.sample, how.long),
+        Bytes((how.runs * crate::sample::RUN_BYTES) as u64)
+    ));
+    let measured = measure::libvirt(&backend, how.sample, how.long, how.runs).await?;
+    let stated: Vec<scenario::Stated> = backend
+        .fleet()
+        .vms
+        .iter()
+        .map(|vm| {
+            let spec = inventory.vms.iter().find(|v| v.name == vm.name);
+            scenario::Stated {
+                zero_fraction: spec.is_some_and(|v| v.zero_fraction.is_some()),
+                compression_ratio: spec.is_some_and(|v| v.compression_ratio.is_some()),
+            }
+        })
+        .collect();
+    Ok(Live {
+        name: inventory.name.clone(),
+        fleet: scenario::with_measured(backend.fleet().clone(), &measured, &stated),
+        network: inventory.network(),
+        network_stated: inventory.network.is_some(),
+        migration: inventory.migration.params,
+        controller: inventory.controller.clone(),
+        measured,
+    })
+}

@@ -1,0 +1,113 @@
+//! # evac-testkit
+//!
+//! The fixtures evac's tests share, so that a test says only what it is
+//! about: a fleet of idle VMs between two sites, a WAN that is the only
+//! bottleneck, and one field changed by struct update where the test needs
+//! it (`Vm { dirty_rate, ..vm("a", 0, Bytes::gib(1)) }`).
+//!
+//! The defaults are the ideal model the hand-checked tests reason with:
+//! hosts with 10 Gbps NICs (never the bottleneck behind a WAN of a few
+//! Gbps), unbounded destinations, no power-off; idle VMs (no dirtying, no
+//! disk, priority 1, no pinned destination); a WAN with a 1 ms round trip
+//! and a window of 1 GiB, so one connection is never window-limited.
+//!
+//! A dev-dependency only: nothing here is part of evac.
+
+use std::time::Duration;
+
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, Network, Site, Vm};
+
+/// A host on `site` with a 10 Gbps NIC, unbounded room, no power-off.
+pub fn host(name: &str, site: Site) -> Host {
+    Host {
+        migration_cpus: None,
+        name: name.into(),
+        site,
+        nic: BitsPerSec::gbps(10.0),
+        memory: None,
+        power_off_at: None,
+        power_trace: Vec::new(),
+    }
+}
+
+/// [`host`] on the site being evacuated.
+pub fn source(name: &str) -> Host {
+    host(name, Site::Source)
+}
+
+/// [`host`] on the safe site.
+pub fn destination(name: &str) -> Host {
+    host(name, Site::Destination)
+}
+
+/// [`source`] losing power `after` the evacuation's start.
+pub fn source_dying(name: &str, after: Duration) -> Host {
+    Host {
+        power_off_at: Some(after),
+        ..source(name)
+    }
+}
+
+/// An idle VM of `memory` on host number `host`: nothing dirtied, its whole
+/// memory its working set, no disk, priority 1, no pinned destination.
+pub fn vm(name: &str, host: usize, memory: Bytes) -> Vm {
+    Vm {
+        profile: evac_model::MemoryProfile::default(),
+        name: name.into(),
+        host: HostId(host),
+        memory,
+        dirty_rate: BytesPerSec::ZERO,
+        working_set: memory,
+        disk: Bytes::ZERO,
+        priority: 1,
+        destination: None,
+    }
+}
+
+/// [`vm`] dirtying `dirty_rate` of its whole memory.
+pub fn busy_vm(name: &str, host: usize, memory: Bytes, dirty_rate: BytesPerSec) -> Vm {
+    Vm {
+        dirty_rate,
+        ..vm(name, host, memory)
+    }
+}
+
+/// `vms` (on host 0) moving from `src` (host 0) to `dst` (host 1).
+pub fn two_sites(vms: Vec<Vm>) -> Fleet {
+    Fleet {
+        hosts: vec![source("src"), destination("dst")],
+        vms,
+    }
+}
+
+/// A WAN of `bandwidth` that is the only bottleneck: 1 ms round trip, a
+/// 1 GiB window, constant.
+pub fn wan(bandwidth: BitsPerSec) -> Network {
+    wan_with(bandwidth, Duration::from_millis(1), Bytes::gib(1))
+}
+
+/// A constant WAN of `bandwidth` with this round trip and TCP window.
+pub fn wan_with(bandwidth: BitsPerSec, rtt: Duration, window: Bytes) -> Network {
+    Network {
+        wan_bandwidth: bandwidth,
+        wan_rtt: rtt,
+        tcp_window: window,
+        wan_trace: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixtures_are_valid_and_what_the_doc_says() {
+        let fleet = two_sites(vec![vm("a", 0, Bytes::gib(1))]);
+        fleet.validate().unwrap();
+        wan(BitsPerSec::gbps(1.0)).validate().unwrap();
+        // One connection carries 1 GiB per 1 ms: never the bottleneck.
+        assert!(wan(BitsPerSec::gbps(1.0)).connection_cap().0 > 8e12);
+        assert_eq!(fleet.vms[0].working_set, Bytes::gib(1));
+        assert_eq!(fleet.hosts[1].site, Site::Destination);
+    }
+}
