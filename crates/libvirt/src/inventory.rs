@@ -252,58 +252,20 @@ impl Inventory {
     }
 
     /// Each source host's power-off as written, in file order, but those
-    /// of hosts that name a UPS: during a run, theirs is the UPS's to tell.
+    /// of hosts that name a UPS ([`evac_run::inventory::power_offs`]).
     pub fn power_offs(&self) -> Vec<(String, Option<PowerOffAt>)> {
-        self.hosts
-            .iter()
-            .filter(|h| h.site == Site::Source && h.ups.is_none())
-            .map(|h| (h.name.clone(), h.power_off_at))
-            .collect()
+        evac_run::inventory::power_offs(self.hosts.iter().map(HostSpec::power))
     }
 
     /// The source hosts that name a UPS, for `evac_run::power::poll_ups`.
     pub fn ups_hosts(&self) -> Vec<evac_run::power::UpsHost> {
-        self.hosts
-            .iter()
-            .filter_map(|h| {
-                Some(evac_run::power::UpsHost {
-                    host: h.name.clone(),
-                    ups: h.ups.clone()?,
-                    margin: h.ups_margin.unwrap_or_default(),
-                })
-            })
-            .collect()
+        evac_run::inventory::ups_hosts(self.hosts.iter().map(HostSpec::power))
     }
 
     /// What `newer` (this inventory edited during a run) changes besides
     /// its power-offs, in one line; `None` when only power-offs changed.
     pub fn changed_beyond_power(&self, newer: &Self) -> Option<String> {
-        let strip = |inventory: &Self| {
-            let mut stripped = inventory.clone();
-            stripped.start = self.start;
-            for host in &mut stripped.hosts {
-                host.power_off_at = None;
-            }
-            stripped
-        };
-        let (old, new) = (strip(self), strip(newer));
-        if old == new {
-            return None;
-        }
-        let what = if old.hosts.len() != new.hosts.len()
-            || old.hosts.iter().zip(&new.hosts).any(|(a, b)| a.name != b.name)
-        {
-            "its list of hosts".to_owned()
-        } else if let Some((_, b)) = old.hosts.iter().zip(&new.hosts).find(|(a, b)| a != b) {
-            format!("host `{}`", b.name)
-        } else if old.vms != new.vms {
-            "its VMs".to_owned()
-        } else {
-            "its settings".to_owned()
-        };
-        Some(format!(
-            "changes to {what} are not applied during a run (only `power_off_at` values are)"
-        ))
+        evac_run::inventory::changed_beyond_power(self, newer)
     }
 
     fn host_model(&self, h: &HostSpec) -> Host {
@@ -454,6 +416,43 @@ impl Inventory {
                 .filter(|h| h.site == Site::Source)
                 .map(|h| h.nic),
         )
+    }
+}
+
+impl HostSpec {
+    fn power(&self) -> evac_run::inventory::PowerView<'_> {
+        evac_run::inventory::PowerView {
+            name: &self.name,
+            site: self.site,
+            power_off_at: self.power_off_at,
+            ups: self.ups.as_ref(),
+            ups_margin: self.ups_margin,
+        }
+    }
+}
+
+impl evac_run::inventory::Editable for Inventory {
+    type Host = HostSpec;
+
+    fn hosts(&self) -> &[HostSpec] {
+        &self.hosts
+    }
+
+    fn host_name(host: &HostSpec) -> &str {
+        &host.name
+    }
+
+    fn same_vms(&self, other: &Self) -> bool {
+        self.vms == other.vms
+    }
+
+    fn without_power(&self, like: &Self) -> Self {
+        let mut stripped = self.clone();
+        stripped.start = like.start;
+        for host in &mut stripped.hosts {
+            host.power_off_at = None;
+        }
+        stripped
     }
 }
 

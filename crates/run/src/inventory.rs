@@ -451,3 +451,73 @@ mod tests {
         assert!(e.starts_with("f.toml:4:7: field `host[1].nic`"), "{e}");
     }
 }
+
+/// A host's power as an inventory states it: what a run makes of it,
+/// whatever the backend ([`power_offs`], [`ups_hosts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PowerView<'a> {
+    pub name: &'a str,
+    pub site: Site,
+    pub power_off_at: Option<PowerOffAt>,
+    pub ups: Option<&'a evac_nut::UpsAddress>,
+    pub ups_margin: Option<Duration>,
+}
+
+/// Each source host's power-off as written, in file order, but those of
+/// hosts that name a UPS: during a run, theirs is the UPS's to tell.
+pub fn power_offs<'a>(hosts: impl IntoIterator<Item = PowerView<'a>>) -> Vec<(String, Option<PowerOffAt>)> {
+    hosts
+        .into_iter()
+        .filter(|h| h.site == Site::Source && h.ups.is_none())
+        .map(|h| (h.name.to_owned(), h.power_off_at))
+        .collect()
+}
+
+/// The hosts that name a UPS, for [`crate::power::poll_ups`].
+pub fn ups_hosts<'a>(hosts: impl IntoIterator<Item = PowerView<'a>>) -> Vec<crate::power::UpsHost> {
+    hosts
+        .into_iter()
+        .filter_map(|h| {
+            Some(crate::power::UpsHost {
+                host: h.name.to_owned(),
+                ups: h.ups?.clone(),
+                margin: h.ups_margin.unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// An inventory that may be edited during a run: only its power-offs are
+/// taken ([`changed_beyond_power`] says what else changed).
+pub trait Editable: Clone + PartialEq {
+    type Host: PartialEq;
+    fn hosts(&self) -> &[Self::Host];
+    fn host_name(host: &Self::Host) -> &str;
+    /// Whether the VM entries are the same.
+    fn same_vms(&self, other: &Self) -> bool;
+    /// This inventory without what a run takes from an edit: every host's
+    /// power-off gone, and `like`'s time of reading.
+    fn without_power(&self, like: &Self) -> Self;
+}
+
+/// What `newer` (`old` edited during a run) changes besides its
+/// power-offs, in one line; `None` when only power-offs changed.
+pub fn changed_beyond_power<I: Editable>(old: &I, newer: &I) -> Option<String> {
+    let (old, new) = (old.without_power(old), newer.without_power(old));
+    if old == new {
+        return None;
+    }
+    let (a, b) = (old.hosts(), new.hosts());
+    let what = if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| I::host_name(x) != I::host_name(y)) {
+        "its list of hosts".to_owned()
+    } else if let Some((_, y)) = a.iter().zip(b).find(|(x, y)| x != y) {
+        format!("host `{}`", I::host_name(y))
+    } else if !old.same_vms(&new) {
+        "its VMs".to_owned()
+    } else {
+        "its settings".to_owned()
+    };
+    Some(format!(
+        "changes to {what} are not applied during a run (only `power_off_at` values are)"
+    ))
+}
