@@ -1,3 +1,8 @@
+use std::path::Path;
+use std::time::Duration;
+
+use evac_model::{Bytes, BytesPerSec};
+
 use super::*;
 
 /// One 10 Gbps source host with two idle 1 GiB VMs and one unbounded
