@@ -419,42 +419,7 @@ impl Inventory {
     }
 }
 
-impl HostSpec {
-    fn power(&self) -> evac_run::inventory::PowerView<'_> {
-        evac_run::inventory::PowerView {
-            name: &self.name,
-            site: self.site,
-            power_off_at: self.power_off_at,
-            ups: self.ups.as_ref(),
-            ups_margin: self.ups_margin,
-        }
-    }
-}
-
-impl evac_run::inventory::Editable for Inventory {
-    type Host = HostSpec;
-
-    fn hosts(&self) -> &[HostSpec] {
-        &self.hosts
-    }
-
-    fn host_name(host: &HostSpec) -> &str {
-        &host.name
-    }
-
-    fn same_vms(&self, other: &Self) -> bool {
-        self.vms == other.vms
-    }
-
-    fn without_power(&self, like: &Self) -> Self {
-        let mut stripped = self.clone();
-        stripped.start = like.start;
-        for host in &mut stripped.hosts {
-            host.power_off_at = None;
-        }
-        stripped
-    }
-}
+evac_run::editable_inventory!(Inventory, HostSpec);
 
 #[cfg(test)]
 mod tests {

@@ -521,3 +521,49 @@ pub fn changed_beyond_power<I: Editable>(old: &I, newer: &I) -> Option<String> {
         "changes to {what} are not applied during a run (only `power_off_at` values are)"
     ))
 }
+
+/// The [`PowerView`] of an inventory's host type and the [`Editable`] of
+/// its inventory type, for inventories whose fields have the common names
+/// (`hosts`, `vms`, `start`; a host's `name`, `site`, `power_off_at`,
+/// `ups`, `ups_margin`): one line in each backend's inventory module.
+#[macro_export]
+macro_rules! editable_inventory {
+    ($inventory:ty, $host:ty) => {
+        impl $host {
+            fn power(&self) -> $crate::inventory::PowerView<'_> {
+                $crate::inventory::PowerView {
+                    name: &self.name,
+                    site: self.site,
+                    power_off_at: self.power_off_at,
+                    ups: self.ups.as_ref(),
+                    ups_margin: self.ups_margin,
+                }
+            }
+        }
+
+        impl $crate::inventory::Editable for $inventory {
+            type Host = $host;
+
+            fn hosts(&self) -> &[$host] {
+                &self.hosts
+            }
+
+            fn host_name(host: &$host) -> &str {
+                &host.name
+            }
+
+            fn same_vms(&self, other: &Self) -> bool {
+                self.vms == other.vms
+            }
+
+            fn without_power(&self, like: &Self) -> Self {
+                let mut stripped = self.clone();
+                stripped.start = like.start;
+                for host in &mut stripped.hosts {
+                    host.power_off_at = None;
+                }
+                stripped
+            }
+        }
+    };
+}
