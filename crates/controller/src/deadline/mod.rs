@@ -345,7 +345,7 @@ impl Policy for Deadline {
                 cap: this.estimator.migration_cap(connections),
             })
             .collect();
-        let scavengers = admission::fill(
+        let mut scavengers = admission::fill(
             &mut loads,
             waiting(true),
             running(true).chain(picked),
@@ -355,6 +355,22 @@ impl Policy for Deadline {
                 ..target
             },
         );
+        // Never an empty pipe while a VM waits on a powered host: with
+        // nothing in flight the WAN has room whatever the estimate says (a
+        // backend that reports progress in bursts, as libvirt does, can
+        // leave a measured floor near 0 that would admit nothing, and the
+        // run loop then gives the waiting VMs up).
+        if picks.is_empty() && scavengers.is_empty() && in_flight == 0 {
+            let one = Target {
+                rate: f64::INFINITY,
+                max_new: 1,
+                ..target
+            };
+            picks = admission::fill(&mut loads, waiting(false), std::iter::empty(), nic, one);
+            if picks.is_empty() {
+                scavengers = admission::fill(&mut loads, waiting(true), std::iter::empty(), nic, one);
+            }
+        }
         for &(vm, _) in &scavengers {
             self.scavenger[vm.0] = true;
         }
