@@ -251,23 +251,6 @@ impl Inventory {
         Ok(())
     }
 
-    /// Each source host's power-off as written, in file order, but those
-    /// of hosts that name a UPS ([`evac_run::inventory::power_offs`]).
-    pub fn power_offs(&self) -> Vec<(String, Option<PowerOffAt>)> {
-        evac_run::inventory::power_offs(self.hosts.iter().map(HostSpec::power))
-    }
-
-    /// The source hosts that name a UPS, for `evac_run::power::poll_ups`.
-    pub fn ups_hosts(&self) -> Vec<evac_run::power::UpsHost> {
-        evac_run::inventory::ups_hosts(self.hosts.iter().map(HostSpec::power))
-    }
-
-    /// What `newer` (this inventory edited during a run) changes besides
-    /// its power-offs, in one line; `None` when only power-offs changed.
-    pub fn changed_beyond_power(&self, newer: &Self) -> Option<String> {
-        evac_run::inventory::changed_beyond_power(self, newer)
-    }
-
     fn host_model(&self, h: &HostSpec) -> Host {
         Host {
             migration_cpus: h.migration_cpus,

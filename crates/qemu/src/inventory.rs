@@ -342,23 +342,6 @@ impl Inventory {
         evac_run::inventory::check_hosts_and_vms(&hosts, &vms)
     }
 
-    /// Each source host's power-off as written, in file order, but those
-    /// of hosts that name a UPS ([`evac_run::inventory::power_offs`]).
-    pub fn power_offs(&self) -> Vec<(String, Option<PowerOffAt>)> {
-        evac_run::inventory::power_offs(self.hosts.iter().map(HostSpec::power))
-    }
-
-    /// The source hosts that name a UPS, for `evac_run::power::poll_ups`.
-    pub fn ups_hosts(&self) -> Vec<evac_run::power::UpsHost> {
-        evac_run::inventory::ups_hosts(self.hosts.iter().map(HostSpec::power))
-    }
-
-    /// What `newer` (this inventory edited during a run) changes besides
-    /// its power-offs, in one line; `None` when only power-offs changed.
-    pub fn changed_beyond_power(&self, newer: &Self) -> Option<String> {
-        evac_run::inventory::changed_beyond_power(self, newer)
-    }
-
     /// The fleet, with VM memory from `memory` (in inventory order; missing
     /// sizes are taken from the inventory or must be given), its power-offs
     /// counted from [`Inventory::start`].

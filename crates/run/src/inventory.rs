@@ -525,7 +525,8 @@ pub fn changed_beyond_power<I: Editable>(old: &I, newer: &I) -> Option<String> {
 /// The [`PowerView`] of an inventory's host type and the [`Editable`] of
 /// its inventory type, for inventories whose fields have the common names
 /// (`hosts`, `vms`, `start`; a host's `name`, `site`, `power_off_at`,
-/// `ups`, `ups_margin`): one line in each backend's inventory module.
+/// `ups`, `ups_margin`), with its `power_offs`, `ups_hosts` and
+/// `changed_beyond_power`: one line in each backend's inventory module.
 #[macro_export]
 macro_rules! editable_inventory {
     ($inventory:ty, $host:ty) => {
@@ -538,6 +539,26 @@ macro_rules! editable_inventory {
                     ups: self.ups.as_ref(),
                     ups_margin: self.ups_margin,
                 }
+            }
+        }
+
+        impl $inventory {
+            /// Each source host's power-off as written, in file order, but
+            /// those of hosts that name a UPS ([`$crate::inventory::power_offs`]).
+            pub fn power_offs(&self) -> Vec<(String, Option<evac_model::wall_clock::PowerOffAt>)> {
+                $crate::inventory::power_offs(self.hosts.iter().map(<$host>::power))
+            }
+
+            /// The source hosts that name a UPS, for `evac_run::power::poll_ups`.
+            pub fn ups_hosts(&self) -> Vec<$crate::power::UpsHost> {
+                $crate::inventory::ups_hosts(self.hosts.iter().map(<$host>::power))
+            }
+
+            /// What `newer` (this inventory edited during a run) changes
+            /// besides its power-offs, in one line; `None` when only
+            /// power-offs changed.
+            pub fn changed_beyond_power(&self, newer: &Self) -> Option<String> {
+                $crate::inventory::changed_beyond_power(self, newer)
             }
         }
 
