@@ -170,19 +170,15 @@ fn run_offers_quiet_to_turn_the_progress_display_off() {
 /// where QEMU is missing.
 #[test]
 fn run_migrates_real_vms_and_writes_the_same_json() {
-    use evac_lab::{self as lab, Lab};
-    if lab::skip_without(&[lab::qemu_available]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    use evac_lab::{self as lab};
+    let mut lab = lab::lab_or_skip!(&[lab::qemu_available]);
     let vms = vec![
         lab.start_vm("cli-1", 64).unwrap(),
         lab.start_vm("cli-2", 64).unwrap(),
     ];
-    let inventory = dir.path().join("inventory.toml");
+    let inventory = lab.dir.join("inventory.toml");
     std::fs::write(&inventory, lab.inventory("aimd-global", &vms, "")).unwrap();
-    let json = dir.path().join("run.json");
+    let json = lab.dir.join("run.json");
     let out = evac(&[
         "run",
         inventory.to_str().unwrap(),
@@ -192,7 +188,7 @@ fn run_migrates_real_vms_and_writes_the_same_json() {
     // The migrated VMs now run in destination QEMUs that evac started and
     // left running: the lab stops them when the test ends.
     for vm in &vms {
-        let socket = dir.path().join(format!("dst-{}-1.qmp", vm.name));
+        let socket = lab.dir.join(format!("dst-{}-1.qmp", vm.name));
         if let Some(pid) = lab::find_pid(socket.to_str().unwrap()) {
             lab.adopt(pid);
         }
@@ -249,27 +245,23 @@ fn a_signal_stops_a_real_run(signal: libc::c_int, logged: &str) {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
-    use evac_lab::{self as lab, Lab};
+    use evac_lab::{self as lab};
     use evac_qmp::{MigrationStatus, Qmp, RunState};
 
-    if lab::skip_without(&[lab::qemu_available]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(&[lab::qemu_available]);
     let vms = vec![
         lab.start_vm("int-1", 96).unwrap(),
         lab.start_vm("int-2", 64).unwrap(),
     ];
     // 40 Mbps: 96 MiB take about 20 s, time enough to interrupt.
-    let inventory = dir.path().join("inventory.toml");
+    let inventory = lab.dir.join("inventory.toml");
     std::fs::write(
         &inventory,
         lab.inventory("sequential", &vms, "max_bandwidth = \"40 Mbps\""),
     )
     .unwrap();
-    let json = dir.path().join("run.json");
-    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let json = lab.dir.join("run.json");
+    let (stdout, stderr) = (lab.dir.join("stdout"), lab.dir.join("stderr"));
     let child = Command::new(env!("CARGO_BIN_EXE_evac"))
         .args([
             "run",
@@ -347,7 +339,7 @@ fn a_signal_stops_a_real_run(signal: libc::c_int, logged: &str) {
     let dst_pids: Vec<Option<u32>> = vms
         .iter()
         .map(|vm| {
-            let socket = dir.path().join(format!("dst-{}-1.qmp", vm.name));
+            let socket = lab.dir.join(format!("dst-{}-1.qmp", vm.name));
             lab::find_pid(socket.to_str().unwrap())
         })
         .collect();
@@ -391,7 +383,7 @@ fn a_signal_stops_a_real_run(signal: libc::c_int, logged: &str) {
                 let pid =
                     dst_pids[i].unwrap_or_else(|| panic!("{}: neither source nor destination runs", vm.name));
                 assert!(lab::pid_alive(pid));
-                let socket = dir.path().join(format!("dst-{}-1.qmp", vm.name));
+                let socket = lab.dir.join(format!("dst-{}-1.qmp", vm.name));
                 let dst = Qmp::connect(socket.to_str().unwrap()).await.unwrap();
                 let state = dst.query_status().await.unwrap().status;
                 assert_eq!(state, RunState::Running, "{} at its destination", vm.name);

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use evac_lab::{self as lab, Lab};
+use evac_lab::{self as lab};
 use evac_model::BytesPerSec;
 
 /// Kills (by pid) the evac we started if the test fails midway.
@@ -43,24 +43,20 @@ fn scrape(addr: &str) -> HashMap<String, f64> {
 
 #[test]
 fn a_real_run_is_scraped_while_it_runs() {
-    if lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(&[lab::qemu_available, lab::dirty_guest_available]);
     let vms = vec![
         lab.start_dirtying_vm("vm-1", 128, BytesPerSec(5e6), 32).unwrap(),
         lab.start_vm("vm-2", 96).unwrap(),
     ];
     // 80 Mbit/s a migration (10 MB/s): each takes several seconds, so the
     // scrapes see them in flight.
-    let inventory = dir.path().join("inventory.toml");
+    let inventory = lab.dir.join("inventory.toml");
     std::fs::write(
         &inventory,
         lab.inventory("sequential", &vms, "max_bandwidth = \"80 Mbps\""),
     )
     .unwrap();
-    let json = dir.path().join("result.json");
+    let json = lab.dir.join("result.json");
     let mut evac = Evac(
         Command::new(env!("CARGO_BIN_EXE_evac"))
             .args([

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use evac_lab::{self as lab, Lab};
+use evac_lab::{self as lab};
 use evac_qmp::{Qmp, RunState};
 use serde_json::Value;
 
@@ -35,20 +35,16 @@ fn a_migration_that_completed_while_evac_was_down_is_finished_not_repeated() {
 /// destination QEMUs by name among all processes.
 fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
     let name = |i: u32| format!("{prefix}-{i}");
-    if lab::skip_without(&[lab::qemu_available]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(&[lab::qemu_available]);
     let vms: Vec<_> = (1..=3).map(|i| lab.start_vm(&name(i), 64).unwrap()).collect();
     // One at a time at 100 Mbps: about 5.5 s each.
-    let inventory = dir.path().join("inventory.toml");
+    let inventory = lab.dir.join("inventory.toml");
     std::fs::write(
         &inventory,
         lab.inventory("sequential", &vms, "max_bandwidth = \"100 Mbps\""),
     )
     .unwrap();
-    let journal = dir.path().join("journal.jsonl");
+    let journal = lab.dir.join("journal.jsonl");
     let evac = env!("CARGO_BIN_EXE_evac");
     let mut first = Command::new(evac)
         .args(["run", "--quiet", inventory.to_str().unwrap()])
@@ -110,7 +106,7 @@ fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
     let stderr = String::from_utf8_lossy(&plain.stderr);
     assert!(!plain.status.success() && stderr.contains("--resume"), "{stderr}");
 
-    let json = dir.path().join("resumed.json");
+    let json = lab.dir.join("resumed.json");
     let resumed = Command::new(evac)
         .args([
             "run",
@@ -168,7 +164,7 @@ fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
             "{}: destinations {destinations:?}",
             vm.name
         );
-        let socket = dir.path().join(format!("dst-{}-1.qmp", vm.name));
+        let socket = lab.dir.join(format!("dst-{}-1.qmp", vm.name));
         let status = rt.block_on(async {
             let qmp = Qmp::connect(socket.to_str().unwrap()).await.unwrap();
             qmp.query_status().await.unwrap()

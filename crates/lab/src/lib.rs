@@ -25,7 +25,8 @@
 //!   script, for the power-off deadlines a UPS tells.
 //!
 //! Every process a [`Lab`] starts or is told about ([`Lab::adopt`]) is killed
-//! by its pid when the lab is dropped, so a failing test cleans up too.
+//! by its pid when the lab is dropped, so a failing test cleans up too; a
+//! test starts its lab as a [`TempLab`], which also removes its directory.
 
 pub mod capacity;
 pub mod capture;
@@ -41,6 +42,7 @@ pub mod netns;
 pub mod pair;
 pub mod probe;
 pub mod process;
+pub mod temp;
 pub mod topology;
 pub mod tun;
 pub mod upsd;
@@ -50,6 +52,7 @@ pub use mix::{Mix, PageKind};
 pub use netns::{netns_available, netns_list};
 pub use pair::{LabNetwork, Shaping};
 pub use process::{find_pid, pid_alive};
+pub use temp::TempLab;
 pub use vm::{
     destination_args, dirty_guest_available, Lab, LabVm, DIRTY_FILL_PATTERN, DIRTY_FILL_START, DIRTY_GUEST,
     DIRTY_GUEST_MAGIC, DIRTY_WORKING_SET_START, QBOOT,
@@ -65,6 +68,10 @@ pub fn lab_required() -> bool {
     std::env::var_os(REQUIRE_LAB).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// A check for something a test needs: `Err(why)` when it is missing here
+/// (e.g. [`qemu_available`]).
+pub type Prerequisite = fn() -> Result<(), String>;
+
 /// Whether a test must skip for want of what one of `checks` looks for
 /// (e.g. [`qemu_available`]); when it must, says why on stderr, so a skip is
 /// never silent.
@@ -73,7 +80,7 @@ pub fn lab_required() -> bool {
 ///
 /// With the reason, instead of skipping, when [`REQUIRE_LAB`] is set: a
 /// machine meant to run the lab tests must not pass them by skipping.
-pub fn skip_without(checks: &[fn() -> Result<(), String>]) -> bool {
+pub fn skip_without(checks: &[Prerequisite]) -> bool {
     match checks.iter().try_for_each(|check| check()) {
         Ok(()) => false,
         Err(why) if lab_required() => {

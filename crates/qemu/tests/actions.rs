@@ -7,12 +7,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use evac_controller::{Action, Controller, Observations};
+use evac_controller::Action;
 use evac_lab::{self as lab, Lab, LabVm};
-use evac_model::{BitsPerSec, BytesPerSec, HostId, MigrationParams, VmId};
-use evac_qemu::{run_with_controller, Inventory, Placement, RunOutput};
-use evac_qmp::{MigrationStatus, Qmp, RunState};
+use evac_model::{BitsPerSec, BytesPerSec, MigrationParams};
+use evac_qemu::{run_with_controller, Inventory, Placement};
+use evac_qmp::{MigrationStatus, RunState};
 use evac_report::Outcome;
+
+mod common;
+use common::{at_destination, capability, monitor, quick_inventory, watch, Sample, Script, Turn};
+
+fn inventory(lab: &Lab, vms: &[LabVm], extra: &str) -> Inventory {
+    quick_inventory(lab, "sequential", vms, extra)
+}
 
 /// The tests here each migrate a dirtying guest (or move a VM as fast as
 /// they can): one at a time, so they do not take each other's CPU.
@@ -24,19 +31,10 @@ const MIB: u64 = 128;
 const DIRTY_RATE: BytesPerSec = BytesPerSec(60e6);
 const WORKING_SET_MIB: u64 = 16;
 
-fn skip(dirtying: bool) -> bool {
-    if dirtying {
-        lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available])
-    } else {
-        lab::skip_without(&[lab::qemu_available])
-    }
-}
-
-fn inventory(lab: &Lab, vms: &[LabVm], extra: &str) -> Inventory {
-    let mut inv = lab.parsed_inventory("sequential", vms, extra);
-    inv.controller.period = Duration::from_millis(250);
-    inv
-}
+/// What the tests of a dirtying guest need.
+const DIRTYING: &[lab::Prerequisite] = &[lab::qemu_available, lab::dirty_guest_available];
+/// What the others need.
+const IDLE: &[lab::Prerequisite] = &[lab::qemu_available];
 
 const AC_DIRTY_RATE: BytesPerSec = BytesPerSec(400e6);
 const AC_WORKING_SET_MIB: u64 = 64;
@@ -55,114 +53,28 @@ fn capped() -> MigrationParams {
     }
 }
 
-/// Starts VM 0 to host 1 with `params`; after `offline_after` of
-/// migration (if any) switches it to offline, noting when.
-struct Script {
+/// Starts VM 0 to host 1 with `params`; after `after` of migration
+/// switches it to offline, noting when in `switched_at`.
+fn offline_after(
     params: MigrationParams,
-    offline_after: Option<Duration>,
-    started: bool,
+    after: Duration,
     switched_at: Arc<Mutex<Option<Instant>>>,
-}
-
-impl Script {
-    fn new(params: MigrationParams, offline_after: Option<Duration>) -> Script {
-        Script {
-            params,
-            offline_after,
-            started: false,
-            switched_at: Arc::default(),
+) -> Script {
+    Script::then(params, move |obs, m| {
+        let mut switched = switched_at.lock().unwrap();
+        if switched.is_none() && obs.now.saturating_sub(m.started_at) >= after {
+            *switched = Some(Instant::now());
+            return vec![Action::SwitchToOffline { vm: m.vm }];
         }
-    }
+        Vec::new()
+    })
 }
 
-impl Controller for Script {
-    fn on_tick(&mut self, obs: &Observations) -> Vec<Action> {
-        let mut actions = Vec::new();
-        if !self.started {
-            self.started = true;
-            actions.push(Action::Start {
-                vm: VmId(0),
-                destination: HostId(1),
-                params: self.params,
-            });
-        }
-        if let (Some(after), Some(m)) = (self.offline_after, obs.migrations.first()) {
-            let mut switched = self.switched_at.lock().unwrap();
-            if switched.is_none() && obs.now.saturating_sub(m.started_at) >= after {
-                *switched = Some(Instant::now());
-                actions.push(Action::SwitchToOffline { vm: m.vm });
-            }
-        }
-        actions
-    }
-
-    fn name(&self) -> &str {
-        "scripted"
-    }
-}
-
-/// One look at the source through its monitor socket.
-#[derive(Debug, Clone)]
-struct Sample {
-    at: Instant,
-    status: RunState,
-    migration: Option<MigrationStatus>,
-    transferred: u64,
-    syncs: u64,
-    throttle: u64,
-    dirty_rate: u64,
-}
-
-/// Polls the source's `query-status` and `query-migrate` every 20 ms until
-/// it goes away (it quits after completing). Holds the monitor socket
-/// meanwhile (QEMU serves one client per socket).
-async fn watch(vm: &LabVm) -> Arc<Mutex<Vec<Sample>>> {
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let qmp = Qmp::connect_retry(vm.monitor.to_str().unwrap(), Duration::from_secs(5))
-        .await
-        .unwrap();
+/// A QMP client of `vm`'s source, which must be running, and its samples.
+async fn watch_source(vm: &LabVm) -> Arc<Mutex<Vec<Sample>>> {
+    let qmp = monitor(vm).await;
     assert!(qmp.query_status().await.unwrap().running);
-    let out = samples.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok(status) = qmp.query_status().await else {
-                break;
-            };
-            let Ok(info) = qmp.query_migrate().await else {
-                break;
-            };
-            let ram = info.ram.unwrap_or_default();
-            out.lock().unwrap().push(Sample {
-                at: Instant::now(),
-                status: status.status,
-                migration: info.status,
-                transferred: ram.transferred,
-                syncs: ram.dirty_sync_count,
-                throttle: info.cpu_throttle_percentage.unwrap_or(0),
-                dirty_rate: ram.dirty_pages_rate,
-            });
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    samples
-}
-
-/// The destination's QMP of VM `i`, which must run there; the source must
-/// have quit.
-async fn at_destination(lab: &mut Lab, vm: &LabVm, out: &RunOutput) -> Qmp {
-    let Placement::Destination { qmp, pid, .. } = &out.placements[0] else {
-        panic!("{} is not at a destination: {:?}", vm.name, out.placements[0])
-    };
-    lab.adopt(*pid);
-    let qmp = Qmp::connect(qmp.to_str().unwrap()).await.unwrap();
-    let status = qmp.query_status().await.unwrap();
-    assert_eq!(status.status, RunState::Running, "{} at its destination", vm.name);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !lab.exited(vm.pid) {
-        assert!(Instant::now() < deadline, "source of {} still runs", vm.name);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    qmp
+    watch(qmp)
 }
 
 /// A guest that would not converge (60 MB/s over 16 MiB, sent at 200 Mbps
@@ -174,20 +86,15 @@ async fn at_destination(lab: &mut Lab, vm: &LabVm, out: &RunOutput) -> Qmp {
 /// covers the whole pause, from the switch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_to_offline_mid_flight() {
-    if skip(true) {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    let t0 = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let turn = Turn::take(&SERIAL).await;
+    let mut lab = lab::lab_or_skip!(DIRTYING);
     let vm = lab
         .start_dirtying_vm("busy", MIB, DIRTY_RATE, WORKING_SET_MIB)
         .unwrap();
     let vms = vec![vm.clone()];
-    let samples = watch(&vm).await;
-    let script = Script::new(capped(), Some(Duration::from_secs(7)));
-    let switched_at = script.switched_at.clone();
+    let samples = watch_source(&vm).await;
+    let switched_at = Arc::default();
+    let script = offline_after(capped(), Duration::from_secs(7), Arc::clone(&switched_at));
     let out = run_with_controller(inventory(&lab, &vms, ""), |_| script, std::future::pending())
         .await
         .unwrap();
@@ -238,7 +145,7 @@ async fn switch_to_offline_mid_flight() {
         "switch after {:.2} s of run ({} rounds, {} MiB sent); paused {:.3} s after the switch \
          ({:?}); completed {:.2} s after it; run returned {:.2} s after it; downtime {:?} s; \
          {} MiB sent in all",
-        switched.duration_since(t0).as_secs_f64(),
+        switched.duration_since(turn.t0).as_secs_f64(),
         last_before.syncs,
         last_before.transferred >> 20,
         since(paused),
@@ -263,7 +170,7 @@ async fn switch_to_offline_mid_flight() {
     );
 
     // The guest runs at its destination.
-    let _dst = at_destination(&mut lab, &vm, &out).await;
+    let _dst = at_destination(&mut lab, &vm, &out.placements[0]).await;
 
     // The downtime recorded covers the pause: from the switch (less the
     // time the stop took to arrive) to completion at least.
@@ -274,7 +181,6 @@ async fn switch_to_offline_mid_flight() {
         "downtime {downtime:.3} s, but the source was paused {pause:.3} s before completing"
     );
     assert!(downtime < returned.duration_since(switched).as_secs_f64() + 0.1);
-    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }
 
 /// A guest dirtying as fast as it can (400 MB/s asked for: more than it
@@ -287,26 +193,18 @@ async fn switch_to_offline_mid_flight() {
 /// the 90 % and more that takes within 25 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_converge_throttles_a_guest_into_converging() {
-    if skip(true) {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    let t0 = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let _turn = Turn::take(&SERIAL).await;
+    let mut lab = lab::lab_or_skip!(DIRTYING);
     // Set through the Start action's parameters.
     let vm = lab
         .start_dirtying_vm("throttled", MIB, AC_DIRTY_RATE, AC_WORKING_SET_MIB)
         .unwrap();
     let vms = vec![vm.clone()];
-    let samples = watch(&vm).await;
-    let script = Script::new(
-        MigrationParams {
-            auto_converge: true,
-            ..ac_params()
-        },
-        None,
-    );
+    let samples = watch_source(&vm).await;
+    let script = Script::start(MigrationParams {
+        auto_converge: true,
+        ..ac_params()
+    });
     let started = Instant::now();
     let out = run_with_controller(
         inventory(&lab, &vms, ""),
@@ -329,8 +227,7 @@ async fn auto_converge_throttles_a_guest_into_converging() {
     assert!(took < WITHOUT_DEADLINE, "took {took:?}");
     assert!(throttle >= 20, "QEMU never throttled: {throttle}%");
     assert!(record.rounds.unwrap() >= 3, "{record:?}");
-    let _dst = at_destination(&mut lab, &vm, &out).await;
-    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+    let _dst = at_destination(&mut lab, &vm, &out.placements[0]).await;
 }
 
 /// When the run stops the same guest without auto-converge: later than
@@ -351,25 +248,20 @@ const WITHOUT_DEADLINE: Duration = Duration::from_secs(30);
 /// (QEMU measured 104 MB/s there and the migration converged in 4 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_auto_converge_the_same_guest_does_not_converge() {
-    if skip(true) {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    let t0 = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let _turn = Turn::take(&SERIAL).await;
+    let mut lab = lab::lab_or_skip!(DIRTYING);
     let vm = lab
         .start_dirtying_vm("unthrottled", MIB, AC_DIRTY_RATE, AC_WORKING_SET_MIB)
         .unwrap();
     let vms = vec![vm.clone()];
-    let samples = watch(&vm).await;
+    let samples = watch_source(&vm).await;
     let params = MigrationParams {
         max_bandwidth: Some(BitsPerSec::mbps(400.0)),
         ..ac_params()
     };
     let out = run_with_controller(
         inventory(&lab, &vms, ""),
-        |_| Script::new(params, None),
+        |_| Script::start(params),
         tokio::time::sleep(WITHOUT_DEADLINE),
     )
     .await
@@ -403,38 +295,27 @@ async fn without_auto_converge_the_same_guest_does_not_converge() {
         "{last:?}"
     );
     assert!(!lab.exited(vm.pid));
-    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }
 
 /// An idle VM moved over four multifd channels: `multifd` is on at both
 /// ends, the source used 4 channels, the VM runs at its destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multifd_channels_carry_a_migration() {
-    if skip(false) {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    let t0 = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let _turn = Turn::take(&SERIAL).await;
+    let mut lab = lab::lab_or_skip!(IDLE);
     let vm = lab.start_vm("vm-1", MIB).unwrap();
     let vms = vec![vm.clone()];
-    let monitor = Qmp::connect_retry(vm.monitor.to_str().unwrap(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let monitor = monitor(&vm).await;
     let inv = inventory(&lab, &vms, "multifd_channels = 4\nmax_bandwidth = \"800 Mbps\"");
     assert_eq!(inv.migration.connections.get(), 4);
     let run = tokio::spawn(run_with_controller(
         inv,
         |_| {
-            Script::new(
-                MigrationParams {
-                    connections: evac_model::Connections::new(4).unwrap(),
-                    max_bandwidth: Some(BitsPerSec::mbps(800.0)),
-                    ..Default::default()
-                },
-                None,
-            )
+            Script::start(MigrationParams {
+                connections: evac_model::Connections::new(4).unwrap(),
+                max_bandwidth: Some(BitsPerSec::mbps(800.0)),
+                ..Default::default()
+            })
         },
         std::future::pending(),
     ));
@@ -451,13 +332,11 @@ async fn multifd_channels_carry_a_migration() {
             let Ok(params) = monitor.execute("query-migrate-parameters", None).await else {
                 break;
             };
-            let multifd = caps
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["capability"] == "multifd")
-                .map(|c| c["state"] == true);
-            assert_eq!(multifd, Some(true), "source capabilities {caps}");
+            assert_eq!(
+                capability(&caps, "multifd"),
+                Some(true),
+                "source capabilities {caps}"
+            );
             assert_eq!(params["multifd-channels"], 4, "source parameters {params}");
             seen_active = true;
         }
@@ -469,16 +348,13 @@ async fn multifd_channels_carry_a_migration() {
     assert!(seen_active, "never saw the migration active");
     assert_eq!(record.outcome, Outcome::Migrated, "{}", out.result.to_json());
     assert!(record.bytes_sent.unwrap() >= MIB << 20, "{record:?}");
-    let dst = at_destination(&mut lab, &vm, &out).await;
+    let dst = at_destination(&mut lab, &vm, &out.placements[0]).await;
     let caps = dst.execute("query-migrate-capabilities", None).await.unwrap();
-    let multifd = caps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["capability"] == "multifd")
-        .map(|c| c["state"] == true);
-    assert_eq!(multifd, Some(true), "destination capabilities {caps}");
+    assert_eq!(
+        capability(&caps, "multifd"),
+        Some(true),
+        "destination capabilities {caps}"
+    );
     let params = dst.execute("query-migrate-parameters", None).await.unwrap();
     assert_eq!(params["multifd-channels"], 4, "destination parameters {params}");
-    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }

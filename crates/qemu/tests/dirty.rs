@@ -14,13 +14,15 @@ use evac_qmp::{MigrationStatus, Qmp, RunState};
 use evac_report::Outcome;
 use serde_json::json;
 
+mod common;
+use common::Turn;
+
 /// The tests here each migrate a dirtying guest as fast as the cap allows:
 /// one at a time, so they do not take each other's CPU.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn skip() -> bool {
-    lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available])
-}
+/// What these tests need.
+const NEEDS: &[lab::Prerequisite] = &[lab::qemu_available, lab::dirty_guest_available];
 
 fn inventory(lab: &Lab, vms: &[LabVm], extra: &str) -> Inventory {
     lab.parsed_inventory("sequential", vms, extra)
@@ -115,13 +117,8 @@ async fn sampled_dirty_rate(qmp: &Qmp) -> u64 {
 /// dirtying guest keeps dirtying at its destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dirtying_guest_takes_several_rounds() {
-    if skip() {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    let t0 = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let _turn = Turn::take(&SERIAL).await;
+    let mut lab = lab::lab_or_skip!(NEEDS);
     const RATE: BytesPerSec = BytesPerSec(20e6);
     const MIB: u64 = 128;
     let vms = vec![
@@ -201,7 +198,6 @@ async fn a_dirtying_guest_takes_several_rounds() {
             assert!(rate <= 1, "the idle guest dirties {rate} MiB/s");
         }
     }
-    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }
 
 /// With the default 300 ms downtime limit and a 200 Mbps (25 MB/s) cap, a
@@ -211,13 +207,8 @@ async fn a_dirtying_guest_takes_several_rounds() {
 /// set dirty again; it keeps running on its source once the run is stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_dirtying_faster_than_the_link_does_not_converge() {
-    if skip() {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    let t0 = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let _turn = Turn::take(&SERIAL).await;
+    let mut lab = lab::lab_or_skip!(NEEDS);
     const MIB: u64 = 128;
     let memory = MIB << 20;
     let extra = "max_bandwidth = \"200 Mbps\"";
@@ -293,5 +284,4 @@ async fn a_guest_dirtying_faster_than_the_link_does_not_converge() {
         ),
         "{fast_watch:?}"
     );
-    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -5,17 +5,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use evac_lab::{self as lab, Lab};
+use evac_lab::{self as lab};
 use evac_model::Bytes;
 use evac_qemu::{Log, QemuBackend};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn qemus_memory_wins_over_the_inventorys_with_a_warning() {
-    if lab::skip_without(&[lab::qemu_available]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(&[lab::qemu_available]);
     let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
     let mut inventory = lab.parsed_inventory("sequential", &vms, "");
     // The operator's typo: 64 GiB for the 64 MiB guest.

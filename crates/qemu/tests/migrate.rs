@@ -4,16 +4,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use evac_controller::{Action, Controller, Observations, PolicyKind, Retune};
+use evac_controller::{Action, PolicyKind, Retune};
 use evac_lab::{self as lab, Lab, LabVm};
-use evac_model::{BitsPerSec, HostId, MigrationParams, VmId};
+use evac_model::{BitsPerSec, MigrationParams};
 use evac_qemu::{run_detailed, run_with_controller, Inventory, Placement, RunOutput};
-use evac_qmp::{Qmp, RunState};
 use evac_report::Outcome;
 
-fn skip() -> bool {
-    lab::skip_without(&[lab::qemu_available])
-}
+mod common;
+use common::{at_destination, monitor, quick_inventory, Script};
+
+/// What these tests need.
+const NEEDS: &[lab::Prerequisite] = &[lab::qemu_available];
 
 fn inventory(lab: &Lab, policy: &str, vms: &[LabVm], extra: &str) -> Inventory {
     lab.parsed_inventory(policy, vms, extra)
@@ -33,28 +34,13 @@ async fn check_migrated(lab: &mut Lab, vms: &[LabVm], out: &RunOutput) {
             record.downtime_s.is_some() && record.rounds.unwrap() >= 1,
             "{record:?}"
         );
-        let Placement::Destination { qmp, pid, .. } = placement else {
-            panic!("{} not at a destination: {placement:?}", vm.name)
-        };
-        lab.adopt(*pid);
-        let dst = Qmp::connect(qmp.to_str().unwrap()).await.unwrap();
-        let status = dst.query_status().await.unwrap();
-        assert_eq!(status.status, RunState::Running, "{}", vm.name);
-        // The source QEMU quit after completion.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !lab.exited(vm.pid) {
-            assert!(Instant::now() < deadline, "source of {} still runs", vm.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Running there, and the source QEMU quit after completion.
+        at_destination(lab, vm, placement).await;
     }
 }
 
 async fn two_vms(policy: PolicyKind) {
-    if skip() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(NEEDS);
     let vms = vec![
         lab.start_vm("vm-1", 64).unwrap(),
         lab.start_vm("vm-2", 96).unwrap(),
@@ -79,11 +65,7 @@ async fn two_vms_aimd_global() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_keeps_the_guest_paused_during_the_transfer() {
-    if skip() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(NEEDS);
     let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
     let inv = inventory(
         &lab,
@@ -91,9 +73,7 @@ async fn offline_keeps_the_guest_paused_during_the_transfer() {
         &vms,
         "mode = \"offline\"\nmax_bandwidth = \"200 Mbps\"",
     );
-    let monitor = Qmp::connect_retry(vms[0].monitor.to_str().unwrap(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let monitor = monitor(&vms[0]).await;
     assert!(monitor.query_status().await.unwrap().running);
     let run = tokio::spawn(run_detailed(inv, None, std::future::pending()));
     let mut seen_migrating = 0;
@@ -123,16 +103,10 @@ async fn offline_keeps_the_guest_paused_during_the_transfer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_destination_is_retried_on_a_fresh_one() {
-    if skip() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(NEEDS);
     let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
     let inv = inventory(&lab, "sequential", &vms, "max_bandwidth = \"150 Mbps\"");
-    let monitor = Qmp::connect_retry(vms[0].monitor.to_str().unwrap(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let monitor = monitor(&vms[0]).await;
     let run = tokio::spawn(run_detailed(inv, None, std::future::pending()));
     // Wait until the first attempt is sending, then kill its destination.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -143,7 +117,7 @@ async fn a_killed_destination_is_retried_on_a_fresh_one() {
         // 20 MiB at 150 Mbps is over a second: the run has polled this
         // attempt's progress at least once (every 500 ms) before the kill.
         if info.status == Some(evac_qmp::MigrationStatus::Active) && sent > 20 << 20 {
-            break lab::find_pid(dir.path().join("dst-vm-1-1.qmp").to_str().unwrap())
+            break lab::find_pid(lab.dir.join("dst-vm-1-1.qmp").to_str().unwrap())
                 .expect("the first destination's pid");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -188,64 +162,35 @@ async fn a_killed_destination_is_retried_on_a_fresh_one() {
 type Sample = (Duration, u64, f64, bool);
 
 /// Starts VM 0 capped at 50 Mbps, lifts the cap after 2 s, and records
-/// what it observes.
-struct Scripted {
-    started: bool,
-    retuned_at: Option<Duration>,
-    log: std::sync::Arc<std::sync::Mutex<Vec<Sample>>>,
-}
-
-impl Controller for Scripted {
-    fn on_tick(&mut self, obs: &Observations) -> Vec<Action> {
-        let mut actions = Vec::new();
-        if !self.started {
-            self.started = true;
-            actions.push(Action::Start {
-                vm: VmId(0),
-                destination: HostId(1),
-                params: MigrationParams {
-                    max_bandwidth: Some(BitsPerSec::mbps(50.0)),
-                    ..Default::default()
-                },
-            });
+/// what it observes in `log`.
+fn lift_cap_after_2s(log: Arc<Mutex<Vec<Sample>>>) -> Script {
+    let capped = MigrationParams {
+        max_bandwidth: Some(BitsPerSec::mbps(50.0)),
+        ..Default::default()
+    };
+    let mut retuned_at = None;
+    Script::then(capped, move |obs, m| {
+        log.lock()
+            .unwrap()
+            .push((obs.now, m.bytes_sent.0, m.rate.0, retuned_at.is_some()));
+        if retuned_at.is_none() && obs.now.saturating_sub(m.started_at) >= Duration::from_secs(2) {
+            retuned_at = Some(obs.now);
+            return vec![Action::Retune {
+                vm: m.vm,
+                change: Retune::MaxBandwidth(Some(BitsPerSec::gbps(10.0))),
+            }];
         }
-        if let Some(m) = obs.migrations.first() {
-            self.log
-                .lock()
-                .unwrap()
-                .push((obs.now, m.bytes_sent.0, m.rate.0, self.retuned_at.is_some()));
-            if self.retuned_at.is_none() && obs.now.saturating_sub(m.started_at) >= Duration::from_secs(2) {
-                self.retuned_at = Some(obs.now);
-                actions.push(Action::Retune {
-                    vm: m.vm,
-                    change: Retune::MaxBandwidth(Some(BitsPerSec::gbps(10.0))),
-                });
-            }
-        }
-        actions
-    }
-
-    fn name(&self) -> &str {
-        "scripted"
-    }
+        Vec::new()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retune_mid_flight_changes_the_rate() {
-    if skip() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(NEEDS);
     let vms = vec![lab.start_vm("vm-1", 128).unwrap()];
-    let mut inv = inventory(&lab, "sequential", &vms, "");
-    inv.controller.period = Duration::from_millis(250);
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let scripted = Scripted {
-        started: false,
-        retuned_at: None,
-        log: log.clone(),
-    };
+    let inv = quick_inventory(&lab, "sequential", &vms, "");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let scripted = lift_cap_after_2s(Arc::clone(&log));
     let out = run_with_controller(inv, |_| scripted, std::future::pending())
         .await
         .unwrap();
@@ -276,16 +221,10 @@ async fn a_retune_mid_flight_changes_the_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_cancels_and_leaves_the_vm_on_its_source() {
-    if skip() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(NEEDS);
     let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
     let inv = inventory(&lab, "sequential", &vms, "max_bandwidth = \"50 Mbps\"");
-    let monitor = Qmp::connect_retry(vms[0].monitor.to_str().unwrap(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let monitor = monitor(&vms[0]).await;
     // Shut down once the migration is under way.
     let watch = monitor.clone();
     let under_way = async move {
@@ -308,7 +247,7 @@ async fn shutdown_cancels_and_leaves_the_vm_on_its_source() {
     );
     assert!(monitor.query_status().await.unwrap().running);
     assert!(
-        lab::find_pid(dir.path().join("dst-vm-1-1.qmp").to_str().unwrap()).is_none(),
+        lab::find_pid(lab.dir.join("dst-vm-1-1.qmp").to_str().unwrap()).is_none(),
         "the destination still runs"
     );
     assert!(!lab.exited(vms[0].pid));
@@ -319,11 +258,7 @@ async fn shutdown_cancels_and_leaves_the_vm_on_its_source() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_published_every_period() {
     use evac_qemu::{run_with_options, RunOptions, RunProgress};
-    if skip() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(NEEDS);
     let vms = vec![
         lab.start_vm("vm-1", 64).unwrap(),
         lab.start_vm("vm-2", 64).unwrap(),

@@ -18,13 +18,12 @@ const RATE_BPS: u64 = 200_000_000;
 /// (sampling jitter of the 500 ms periods, the tbf burst).
 const MARGIN: f64 = 0.10;
 
-fn skip() -> bool {
-    lab::skip_without(&[lab::qemu_available, lab::netns_available])
-}
+/// What these tests need.
+const NEEDS: &[lab::Prerequisite] = &[lab::qemu_available, lab::netns_available];
 
 #[test]
 fn two_vms_through_a_shaped_wan() {
-    if skip() {
+    if lab::skip_without(NEEDS) {
         return;
     }
     let wall = Instant::now();

@@ -7,12 +7,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use evac_controller::{Action, Controller, Observations};
+use evac_controller::Action;
 use evac_lab::{self as lab, Lab, LabVm};
-use evac_model::{BitsPerSec, BytesPerSec, HostId, MigrationParams, Mode, VmId};
+use evac_model::{BitsPerSec, BytesPerSec, MigrationParams, Mode};
 use evac_qemu::{run_with_controller, Inventory, Placement, RunOutput};
 use evac_qmp::{MigrationStatus, Qmp, RunState};
 use evac_report::Outcome;
+
+mod common;
+use common::{at_destination, monitor, quick_inventory, watch, Script, Turn};
 
 /// Each test keeps a core busy with a spinning guest: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -29,9 +32,7 @@ const WORKING_SET_MIB: u64 = 16;
 const ROUNDS_BEFORE_SWITCH: u32 = 5;
 
 fn inventory(lab: &Lab, vms: &[LabVm]) -> Inventory {
-    let mut inv = lab.parsed_inventory("sequential", vms, "");
-    inv.controller.period = Duration::from_millis(250);
-    inv
+    quick_inventory(lab, "sequential", vms, "")
 }
 
 /// Reads the guest-physical dword at `addr` through HMP's `xp`.
@@ -49,76 +50,21 @@ async fn peek(qmp: &Qmp, addr: u64) -> u32 {
     u32::from_str_radix(word, 16).unwrap_or_else(|_| panic!("cannot read `xp` reply {text:?}"))
 }
 
-/// Starts VM 0 to host 1 with `params`; once QEMU has done `switch_after`
-/// rounds, asks for postcopy (if any), noting when and at which round.
-struct Script {
+/// Starts VM 0 to host 1 with `params`; once QEMU has done `after`
+/// rounds, asks for postcopy, noting in `switched` when and at which round.
+fn postcopy_after(
     params: MigrationParams,
-    switch_after: Option<u32>,
-    started: bool,
+    after: u32,
     switched: Arc<Mutex<Option<(Instant, u32)>>>,
-}
-
-impl Controller for Script {
-    fn on_tick(&mut self, obs: &Observations) -> Vec<Action> {
-        let mut actions = Vec::new();
-        if !self.started {
-            self.started = true;
-            actions.push(Action::Start {
-                vm: VmId(0),
-                destination: HostId(1),
-                params: self.params,
-            });
+) -> Script {
+    Script::then(params, move |_, m| {
+        let mut switched = switched.lock().unwrap();
+        if switched.is_none() && m.round >= after {
+            *switched = Some((Instant::now(), m.round));
+            return vec![Action::SwitchToPostcopy { vm: m.vm }];
         }
-        if let (Some(after), Some(m)) = (self.switch_after, obs.migrations.first()) {
-            let mut switched = self.switched.lock().unwrap();
-            if switched.is_none() && m.round >= after {
-                *switched = Some((Instant::now(), m.round));
-                actions.push(Action::SwitchToPostcopy { vm: m.vm });
-            }
-        }
-        actions
-    }
-
-    fn name(&self) -> &str {
-        "scripted"
-    }
-}
-
-/// One look at the source through its monitor socket.
-#[derive(Debug, Clone)]
-struct Sample {
-    at: Instant,
-    status: RunState,
-    migration: Option<MigrationStatus>,
-    transferred: u64,
-    syncs: u64,
-}
-
-/// Polls the source every 20 ms until it goes away (it quits after
-/// completing), on its monitor socket `qmp`.
-fn watch(qmp: Qmp) -> Arc<Mutex<Vec<Sample>>> {
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let out = samples.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok(status) = qmp.query_status().await else {
-                break;
-            };
-            let Ok(info) = qmp.query_migrate().await else {
-                break;
-            };
-            let ram = info.ram.unwrap_or_default();
-            out.lock().unwrap().push(Sample {
-                at: Instant::now(),
-                status: status.status,
-                migration: info.status,
-                transferred: ram.transferred,
-                syncs: ram.dirty_sync_count,
-            });
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    samples
+        Vec::new()
+    })
 }
 
 /// A guest precopy cannot move with a 1 ms downtime limit (rounds go on,
@@ -129,19 +75,12 @@ fn watch(qmp: Qmp) -> Arc<Mutex<Vec<Sample>>> {
 /// recorded are QEMU's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postcopy_moves_a_guest_precopy_cannot() {
-    if lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available]) {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    let t0 = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let turn = Turn::take(&SERIAL).await;
+    let mut lab = lab::lab_or_skip!(&[lab::qemu_available, lab::dirty_guest_available]);
     let vm = lab
         .start_filled_dirtying_vm("filled", MIB, DIRTY_RATE, WORKING_SET_MIB)
         .unwrap();
-    let monitor = Qmp::connect_retry(vm.monitor.to_str().unwrap(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let monitor = monitor(&vm).await;
     // The fill runs upward: its last page marked means it is done.
     let top = (MIB << 20) - 4096;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -152,7 +91,7 @@ async fn postcopy_moves_a_guest_precopy_cannot() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let filled_in = t0.elapsed();
+    let filled_in = turn.t0.elapsed();
     assert_eq!(
         peek(&monitor, lab::DIRTY_FILL_START).await,
         lab::DIRTY_FILL_PATTERN
@@ -177,19 +116,18 @@ async fn postcopy_moves_a_guest_precopy_cannot() {
         }
     });
     let samples = watch(monitor);
-    let script = Script {
-        params: MigrationParams {
+    let switched = Arc::default();
+    let script = postcopy_after(
+        MigrationParams {
             mode: Mode::Live,
             downtime_limit: Duration::from_millis(1),
             max_bandwidth: Some(BitsPerSec::mbps(400.0)),
             allow_postcopy: true,
             ..Default::default()
         },
-        switch_after: Some(ROUNDS_BEFORE_SWITCH),
-        started: false,
-        switched: Arc::default(),
-    };
-    let switched = script.switched.clone();
+        ROUNDS_BEFORE_SWITCH,
+        Arc::clone(&switched),
+    );
     let vms = vec![vm.clone()];
     let out: RunOutput = run_with_controller(
         inventory(&lab, &vms),
@@ -233,7 +171,7 @@ async fn postcopy_moves_a_guest_precopy_cannot() {
         "filled in {:.2} s; switch at round {round} after {:.2} s ({} MiB sent, {} syncs); \
          postcopy-active announced: {}; downtime {:?} s; {} MiB in {:?} rounds as QEMU counts",
         filled_in.as_secs_f64(),
-        switched.duration_since(t0).as_secs_f64(),
+        switched.duration_since(turn.t0).as_secs_f64(),
         last_before.transferred >> 20,
         last_before.syncs,
         postcopy.is_some(),
@@ -262,17 +200,7 @@ async fn postcopy_moves_a_guest_precopy_cannot() {
 
     // The guest runs at its destination, with the memory it filled at its
     // source, and goes on dirtying there.
-    let Placement::Destination { qmp, pid, .. } = &out.placements[0] else {
-        panic!("not at a destination: {:?}", out.placements[0])
-    };
-    lab.adopt(*pid);
-    let dst = Qmp::connect(qmp.to_str().unwrap()).await.unwrap();
-    assert_eq!(dst.query_status().await.unwrap().status, RunState::Running);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !lab.exited(vm.pid) {
-        assert!(Instant::now() < deadline, "the source still runs");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dst = at_destination(&mut lab, &vm, &out.placements[0]).await;
     assert_eq!(peek(&dst, top).await, lab::DIRTY_FILL_PATTERN);
     assert_eq!(peek(&dst, lab::DIRTY_FILL_START).await, lab::DIRTY_FILL_PATTERN);
     // The first page of the working set counts up once per pass (every
@@ -281,7 +209,6 @@ async fn postcopy_moves_a_guest_precopy_cannot() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let second = peek(&dst, lab::DIRTY_WORKING_SET_START).await;
     assert_ne!(first, second, "the guest does not dirty at its destination");
-    eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }
 
 /// A lab VM of the usual kind (RAM a shared file) started in mode postcopy:
@@ -289,23 +216,14 @@ async fn postcopy_moves_a_guest_precopy_cannot() {
 /// file-backed RAM, nothing is sent, and the VM runs on at its source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postcopy_is_refused_for_file_backed_ram() {
-    if lab::skip_without(&[lab::qemu_available]) {
-        return;
-    }
-    let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let _turn = Turn::take(&SERIAL).await;
+    let mut lab = lab::lab_or_skip!(&[lab::qemu_available]);
     let vm = lab.start_vm("filevm", 32).unwrap();
-    let script = Script {
-        params: MigrationParams {
-            mode: Mode::Postcopy,
-            allow_postcopy: true,
-            ..Default::default()
-        },
-        switch_after: None,
-        started: false,
-        switched: Arc::default(),
-    };
+    let script = Script::start(MigrationParams {
+        mode: Mode::Postcopy,
+        allow_postcopy: true,
+        ..Default::default()
+    });
     let vms = vec![vm.clone()];
     let out = run_with_controller(
         inventory(&lab, &vms),
@@ -323,9 +241,7 @@ async fn postcopy_is_refused_for_file_backed_ram() {
         failed[0].reason.contains("vm filevm") && failed[0].reason.contains("file-backed"),
         "{failed:?}"
     );
-    let monitor = Qmp::connect_retry(vm.monitor.to_str().unwrap(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let monitor = monitor(&vm).await;
     assert_eq!(monitor.query_status().await.unwrap().status, RunState::Running);
     let info = monitor.query_migrate().await.unwrap();
     assert!(

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use evac_lab::{self as lab, Lab};
+use evac_lab::{self as lab};
 use evac_qemu::{run_with_options, Inventory, Placement, RunOptions, RunProgress};
 use evac_report::Outcome;
 
@@ -21,11 +21,7 @@ fn signal(pid: u32, signal: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_sources_do_not_stall_the_others() {
-    if lab::skip_without(&[lab::qemu_available]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(&[lab::qemu_available]);
     let vms: Vec<_> = (1..=4)
         .map(|i| lab.start_vm(&format!("vm-{i}"), 64).unwrap())
         .collect();

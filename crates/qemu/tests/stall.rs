@@ -6,18 +6,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use evac_lab::{self as lab, Lab};
+use evac_lab::{self as lab};
 use evac_qemu::{run_with_options, Inventory, Placement, RunOptions};
 use evac_qmp::Qmp;
 use evac_report::Outcome;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_destination_is_cancelled_and_retried() {
-    if lab::skip_without(&[lab::qemu_available]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
+    let mut lab = lab::lab_or_skip!(&[lab::qemu_available]);
     let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
     let text = lab
         .inventory("sequential", &vms, "max_bandwidth = \"100 Mbps\"")
@@ -43,7 +39,7 @@ async fn a_hung_destination_is_cancelled_and_retried() {
         let info = monitor.query_migrate().await.unwrap();
         let sent = info.ram.map_or(0, |r| r.transferred);
         if info.status == Some(evac_qmp::MigrationStatus::Active) && sent > 8 << 20 {
-            break lab::find_pid(dir.path().join("dst-vm-1-1.qmp").to_str().unwrap())
+            break lab::find_pid(lab.dir.join("dst-vm-1-1.qmp").to_str().unwrap())
                 .expect("the first destination's pid");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

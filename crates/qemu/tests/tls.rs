@@ -21,14 +21,13 @@ use evac_report::Outcome;
 const MARKER: &[u8] = b"EVAC-QEMU-TLS-MARKER-0123456789!";
 const MIB: u64 = 32;
 
-fn skip() -> bool {
-    lab::skip_without(&[
-        lab::qemu_available,
-        lab::netns_available,
-        evac_pki::certtool_available,
-        tcpdump_available,
-    ])
-}
+/// What these tests need.
+const NEEDS: &[lab::Prerequisite] = &[
+    lab::qemu_available,
+    lab::netns_available,
+    evac_pki::certtool_available,
+    tcpdump_available,
+];
 
 /// A CA, and a certificate directory per lab host naming it by a DNS name
 /// and its veth address. Returns (source dir, destination dir).
@@ -50,18 +49,17 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf) {
 /// added to `[migration]`, each host's `tls_dir`, and `dst_extra` added to the
 /// destination host. One attempt per VM: a certificate that is refused
 /// once is refused again.
-#[allow(clippy::too_many_arguments)]
 fn inventory(
     lab: &Lab,
     net: &LabNetwork,
-    vms: &[LabVm],
+    vm: &LabVm,
     run: &str,
     migration: &str,
     pki: &(PathBuf, PathBuf),
     dst_extra: &str,
 ) -> Inventory {
     let text = lab
-        .inventory_in(net, "sequential", vms, migration)
+        .inventory_in(net, "sequential", std::slice::from_ref(vm), migration)
         .replace(
             &format!("run_dir = \"{}\"", lab.dir.display()),
             &format!("run_dir = \"{}\"", lab.dir.join(run).display()),
@@ -78,11 +76,55 @@ fn inventory(
     Inventory::from_str_at(&text, Path::new("tls.toml")).unwrap()
 }
 
-fn run(runtime: &tokio::runtime::Runtime, inv: Inventory) -> RunOutput {
-    runtime
-        .block_on(async { tokio::spawn(run_detailed(inv, None, std::future::pending())).await })
-        .unwrap()
-        .unwrap()
+/// What every run here shares: the runtime they run on and the lab network
+/// they cross.
+struct Runs<'a> {
+    runtime: tokio::runtime::Runtime,
+    net: &'a LabNetwork,
+}
+
+impl Runs<'_> {
+    /// Moves `vm` with the [`inventory`] of these arguments.
+    fn run(&self, lab: &Lab, vm: &LabVm, run: &str, migration: &str, pki: &(PathBuf, PathBuf)) -> RunOutput {
+        self.run_to(lab, vm, run, migration, pki, "")
+    }
+
+    /// [`Runs::run`] with `dst_extra` added to the destination host.
+    fn run_to(
+        &self,
+        lab: &Lab,
+        vm: &LabVm,
+        run: &str,
+        migration: &str,
+        pki: &(PathBuf, PathBuf),
+        dst_extra: &str,
+    ) -> RunOutput {
+        let inv = inventory(lab, self.net, vm, run, migration, pki, dst_extra);
+        self.runtime
+            .block_on(async { tokio::spawn(run_detailed(inv, None, std::future::pending())).await })
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The source QMP of `vm`, which must still run there.
+    fn still_at_source(&self, lab: &mut Lab, vm: &LabVm) -> Qmp {
+        assert!(!lab.exited(vm.pid), "the source QEMU of {} exited", vm.name);
+        self.runtime.block_on(async {
+            let src = Qmp::connect(vm.monitor.to_str().unwrap()).await.unwrap();
+            let status = src.query_status().await.unwrap();
+            assert_eq!(status.status, RunState::Running, "{} on its source", vm.name);
+            src
+        })
+    }
+}
+
+/// A capture `wire` of a TLS migration of `ram` bytes: not one marker, and
+/// the capture did hold the stream (most of the RAM's bytes).
+fn assert_encrypted(wire: &[u8], ram: f64, what: &str) {
+    assert_eq!(count_occurrences(wire, MARKER), 0);
+    let totals = pcap_totals(wire).expect("a pcap file");
+    eprintln!("{what}: {totals:?}");
+    assert!(totals.captured_bytes as f64 > 0.5 * ram, "{totals:?}");
 }
 
 /// The VM migrated and runs at its destination; returns the destination's
@@ -112,7 +154,7 @@ async fn tls_creds_of(qmp: &Path) -> String {
 
 #[test]
 fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_refused() {
-    if skip() {
+    if lab::skip_without(NEEDS) {
         return;
     }
     // Declared before the lab: dropped after it, once its QEMUs are killed.
@@ -137,11 +179,14 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     let multifd = lab
         .start_marker_vm_in("multifd", MIB, MARKER, Some(&net.src))
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runs = Runs {
+        runtime: tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+        net: &net,
+    };
     // Whole packets: the veth hands tcpdump GRO segments of up to 64 KiB,
     // so a short snap length would see only their heads.
     let capture =
@@ -150,18 +195,7 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
 
     // 1. Plain: the marker crosses the link in clear.
     let mut cap = capture("plain.pcap");
-    let out = run(
-        &runtime,
-        inventory(
-            &lab,
-            &net,
-            std::slice::from_ref(&plain),
-            "plain",
-            "tls = false",
-            &pki,
-            "",
-        ),
-    );
+    let out = runs.run(&lab, &plain, "plain", "tls = false", &pki);
     let wire = cap.stop();
     let qmp = migrated(&mut lab, &out, &plain);
     // 32 MiB of 32-byte markers is 1 Mi markers; those cut by a segment
@@ -174,71 +208,32 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
         "{hits} markers in {:?}",
         pcap_totals(&wire)
     );
-    assert_eq!(runtime.block_on(tls_creds_of(&qmp)), "");
+    assert_eq!(runs.runtime.block_on(tls_creds_of(&qmp)), "");
 
     // 2. TLS: not one marker, though the stream went through the capture.
     let mut cap = capture("tls.pcap");
-    let out = run(
-        &runtime,
-        inventory(
-            &lab,
-            &net,
-            std::slice::from_ref(&secret),
-            "tls",
-            "tls = true",
-            &pki,
-            "",
-        ),
-    );
+    let out = runs.run(&lab, &secret, "tls", "tls = true", &pki);
     let wire = cap.stop();
     let qmp = migrated(&mut lab, &out, &secret);
-    assert_eq!(count_occurrences(&wire, MARKER), 0);
-    // And the capture did hold the stream: most of the RAM's bytes.
-    let totals = pcap_totals(&wire).expect("a pcap file");
-    eprintln!("tls: {totals:?}");
-    assert!(totals.captured_bytes as f64 > 0.5 * ram, "{totals:?}");
+    assert_encrypted(&wire, ram, "tls");
     // TLS records of application data (type 23, version 3.3) carried it.
     let records = count_occurrences(&wire, &[0x17, 0x03, 0x03]);
     assert!(records > 100, "{records} TLS application-data records");
     // The destination QEMU received it through evac's credentials.
-    assert_eq!(runtime.block_on(tls_creds_of(&qmp)), "evac-migration-tls");
+    assert_eq!(runs.runtime.block_on(tls_creds_of(&qmp)), "evac-migration-tls");
 
     // 3. TLS over two multifd channels: every connection is encrypted.
     let mut cap = capture("multifd.pcap");
-    let out = run(
-        &runtime,
-        inventory(
-            &lab,
-            &net,
-            std::slice::from_ref(&multifd),
-            "multifd",
-            "tls = true\nconnections = 2",
-            &pki,
-            "",
-        ),
-    );
+    let out = runs.run(&lab, &multifd, "multifd", "tls = true\nconnections = 2", &pki);
     let wire = cap.stop();
     let qmp = migrated(&mut lab, &out, &multifd);
-    assert_eq!(count_occurrences(&wire, MARKER), 0);
-    let totals = pcap_totals(&wire).expect("a pcap file");
-    eprintln!("tls, multifd: {totals:?}");
-    assert!(totals.captured_bytes as f64 > 0.5 * ram, "{totals:?}");
-    assert_eq!(runtime.block_on(tls_creds_of(&qmp)), "evac-migration-tls");
+    assert_encrypted(&wire, ram, "tls, multifd");
+    assert_eq!(runs.runtime.block_on(tls_creds_of(&qmp)), "evac-migration-tls");
 
     // 4. The destination's certificate does not carry the name the source
     // checks: refused, said so, and the VM still runs on its source.
-    let out = run(
-        &runtime,
-        inventory(
-            &lab,
-            &net,
-            std::slice::from_ref(&bogus),
-            "bogus",
-            "tls = true",
-            &pki,
-            "tls_name = \"not-this-host.lab\"\n",
-        ),
-    );
+    let wrong_name = "tls_name = \"not-this-host.lab\"\n";
+    let out = runs.run_to(&lab, &bogus, "bogus", "tls = true", &pki, wrong_name);
     let record = &out.result.vms[0];
     assert_ne!(record.outcome, Outcome::Migrated, "{}", out.result.to_json());
     assert_eq!(out.placements[0], Placement::Source);
@@ -248,34 +243,19 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
         reason.contains("Certificate does not match the hostname not-this-host.lab"),
         "{reason}"
     );
-    assert!(!lab.exited(bogus.pid), "the source QEMU of bogus exited");
-    runtime.block_on(async {
-        let src = Qmp::connect(bogus.monitor.to_str().unwrap()).await.unwrap();
-        let status = src.query_status().await.unwrap();
-        assert_eq!(status.status, RunState::Running, "bogus on its source");
-        let migration = src.query_migrate().await.unwrap();
-        assert_eq!(
-            migration.status,
-            Some(evac_qmp::MigrationStatus::Failed),
-            "{migration:?}"
-        );
-    });
+    let src = runs.still_at_source(&mut lab, &bogus);
+    let migration = runs.runtime.block_on(src.query_migrate()).unwrap();
+    assert_eq!(
+        migration.status,
+        Some(evac_qmp::MigrationStatus::Failed),
+        "{migration:?}"
+    );
+    drop(src);
 
     // 5. A destination whose certificate directory is missing: refused
     // before anything is sent, naming the host and the directory.
     let missing = (pki.0.clone(), dir.path().join("no-such-pki"));
-    let out = run(
-        &runtime,
-        inventory(
-            &lab,
-            &net,
-            std::slice::from_ref(&bogus),
-            "missing",
-            "tls = true",
-            &missing,
-            "",
-        ),
-    );
+    let out = runs.run(&lab, &bogus, "missing", "tls = true", &missing);
     let reason = out.result.vms[0].reason.clone().unwrap_or_default();
     eprintln!("missing dir: {reason}");
     assert_ne!(out.result.vms[0].outcome, Outcome::Migrated);
@@ -284,12 +264,8 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
         "{reason}"
     );
     assert!(!reason.contains("certificate check failed"), "{reason}");
-    assert!(!lab.exited(bogus.pid), "the source QEMU of bogus exited");
-    runtime.block_on(async {
-        let src = Qmp::connect(bogus.monitor.to_str().unwrap()).await.unwrap();
-        assert_eq!(src.query_status().await.unwrap().status, RunState::Running);
-    });
-    drop(runtime);
+    runs.still_at_source(&mut lab, &bogus);
+    drop(runs);
     drop(lab);
     drop(net);
 }
