@@ -2,14 +2,10 @@
 //! them.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use evac_controller::ControllerConfig;
-use evac_model::wall_clock::{PowerOffAt, Timestamp};
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, FieldPath, Fleet, Host, HostId, Invalid, MigrationParams, Network, Site,
-    Vm,
-};
+use evac_model::wall_clock::Timestamp;
+use evac_model::{Bytes, BytesPerSec, FieldPath, Fleet, HostId, Invalid, MigrationParams, Vm};
 use serde::Deserialize;
 
 /// An inventory: see the crate documentation for the format.
@@ -63,62 +59,34 @@ pub struct LibvirtMigration {
     pub shared_storage: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostSpec {
-    pub name: String,
-    pub site: Site,
-    pub nic: BitsPerSec,
-    #[serde(default)]
-    pub memory: Option<Bytes>,
-    /// A duration from the run's start, or a time with its zone.
-    #[serde(default)]
-    pub power_off_at: Option<PowerOffAt>,
-    /// Source hosts: the NUT UPS that tells the host's power-off during a
-    /// run (`ups1@10.0.0.5:3493`): on line power none, on battery now +
-    /// `battery.runtime` - `ups_margin`, on low battery now. Until it first
-    /// answers, `power_off_at` holds.
-    #[serde(default)]
-    pub ups: Option<evac_nut::UpsAddress>,
-    /// Taken off the UPS's battery runtime (default 0 s): the time the
-    /// host needs to shut down, or what the estimate is not trusted for.
-    #[serde(default, with = "evac_model::units::human_duration::option")]
-    pub ups_margin: Option<Duration>,
-    /// Source hosts: the cores it can give migrations for compression
-    /// (absent: one per connection of each migration).
-    #[serde(default)]
-    pub migration_cpus: Option<f64>,
-    /// How evac reaches the host's libvirtd, e.g. `qemu+tcp://10.77.0.1/system`.
-    pub uri: String,
-    /// How the source hosts' daemons reach this one (peer-to-peer
-    /// migration); default `uri`. Differs when evac uses a management
-    /// network or a local socket.
-    #[serde(default)]
-    pub peer_uri: Option<String>,
-    /// Destination hosts: the address the migration stream goes to.
-    #[serde(default)]
-    pub migration_address: Option<String>,
-    /// Destination hosts: the name their TLS certificate carries, when not
-    /// `migration_address`.
-    #[serde(default)]
-    pub tls_name: Option<String>,
-    /// The daemon's `max_workers` (libvirtd.conf). evac reads it through
-    /// libvirt's admin API where it can (a daemon on this machine); for a
-    /// remote host it takes this, else libvirt's default (20). Each
-    /// migration out of the host holds one of its workers throughout.
-    #[serde(default)]
-    pub max_workers: Option<u32>,
-    /// Destination hosts: the daemon's migration ports, `"MIN-MAX"`
-    /// (qemu.conf's `migration_port_min` and `migration_port_max`; default
-    /// libvirt's `"49152-49215"`). Each incoming migration holds one, two
-    /// with `copy_storage` (the disks' NBD server).
-    #[serde(default)]
-    pub migration_ports: Option<String>,
-    /// Hosts reached by `qemu+ssh://`: sshd's `MaxStartups` (its first
-    /// number; default sshd's 10): how many connections it lets wait for
-    /// authentication at once.
-    #[serde(default)]
-    pub ssh_max_startups: Option<u32>,
+evac_run::host_spec! {
+    /// A `[[host]]`: the common fields, then libvirt's own.
+    pub struct HostSpec {
+        /// How evac reaches the host's libvirtd, e.g. `qemu+tcp://10.77.0.1/system`.
+        pub uri: String,
+        /// How the source hosts' daemons reach this one (peer-to-peer
+        /// migration); default `uri`. Differs when evac uses a management
+        /// network or a local socket.
+        #[serde(default)]
+        pub peer_uri: Option<String>,
+        /// The daemon's `max_workers` (libvirtd.conf). evac reads it through
+        /// libvirt's admin API where it can (a daemon on this machine); for a
+        /// remote host it takes this, else libvirt's default (20). Each
+        /// migration out of the host holds one of its workers throughout.
+        #[serde(default)]
+        pub max_workers: Option<u32>,
+        /// Destination hosts: the daemon's migration ports, `"MIN-MAX"`
+        /// (qemu.conf's `migration_port_min` and `migration_port_max`; default
+        /// libvirt's `"49152-49215"`). Each incoming migration holds one, two
+        /// with `copy_storage` (the disks' NBD server).
+        #[serde(default)]
+        pub migration_ports: Option<String>,
+        /// Hosts reached by `qemu+ssh://`: sshd's `MaxStartups` (its first
+        /// number; default sshd's 10): how many connections it lets wait for
+        /// authentication at once.
+        #[serde(default)]
+        pub ssh_max_startups: Option<u32>,
+    }
 }
 
 /// libvirt's default migration ports (qemu.conf).
@@ -145,27 +113,9 @@ impl HostSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VmSpec {
-    /// The domain's name.
-    pub name: String,
-    #[serde(default = "one")]
-    pub priority: u32,
-    /// A destination host pinned by the operator.
-    #[serde(default)]
-    pub destination: Option<String>,
-    /// The share of its pages that are zero (absent: what `evac plan`
-    /// measures, else 0).
-    #[serde(default)]
-    pub zero_fraction: Option<f64>,
-    /// The zstd ratio of its non-zero pages (absent: measured, else 1).
-    #[serde(default)]
-    pub compression_ratio: Option<f64>,
-    /// Memory dirtied at least once within each duration (absent:
-    /// measured).
-    #[serde(default)]
-    pub dirty_curve: Option<Vec<evac_model::DirtyPoint>>,
+evac_run::vm_spec! {
+    /// A `[[vm]]` (a domain, by its name): the common fields only.
+    pub struct VmSpec {}
 }
 
 /// A running domain found on a source host.
@@ -177,10 +127,6 @@ pub struct FoundDomain {
     /// The allocation of its local disks when they are copied with the
     /// migration (`copy_storage`), else 0.
     pub disk: Bytes,
-}
-
-fn one() -> u32 {
-    1
 }
 
 use evac_run::inventory::{At, HostView, Refusal, VmView};
@@ -195,17 +141,7 @@ impl Inventory {
 
     /// Parses inventory text; `path` names it in errors.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
-        let inventory: Inventory = evac_run::inventory::parse(text, path)?;
-        inventory.check().map_err(|r| r.into_error(text, path))?;
-        inventory.validate().map_err(|invalid| {
-            let (line, message) = evac_scenario::locate::place(text, &invalid);
-            InventoryError::Invalid {
-                path: path.to_owned(),
-                line,
-                message,
-            }
-        })?;
-        Ok(inventory)
+        Inventory::checked(evac_run::inventory::parse(text, path)?, text, path)
     }
 
     /// The model's one wall over what the inventory states, as a scenario's
@@ -221,7 +157,7 @@ impl Inventory {
             self.network().validate()?;
         }
         for (i, host) in self.hosts.iter().enumerate() {
-            self.host_model(host)
+            host.model(self.start)
                 .validate()
                 .map_err(|e| e.under(FieldPath::entry("host", i)))?;
         }
@@ -240,27 +176,10 @@ impl Inventory {
                 disk: Bytes::ZERO,
                 profile: evac_model::MemoryProfile::default(),
             };
-            evac_run::inventory::stated_profile(
-                &mut vm,
-                spec.zero_fraction,
-                spec.compression_ratio,
-                spec.dirty_curve.as_deref(),
-            );
+            spec.stated_profile(&mut vm);
             vm.validate().map_err(|e| e.under(FieldPath::entry("vm", i)))?;
         }
         Ok(())
-    }
-
-    fn host_model(&self, h: &HostSpec) -> Host {
-        Host {
-            migration_cpus: h.migration_cpus,
-            name: h.name.clone(),
-            site: h.site,
-            nic: h.nic,
-            memory: h.memory,
-            power_off_at: h.power_off_at.map(|at| at.resolve(self.start)),
-            power_trace: Vec::new(),
-        }
     }
 
     /// Checks what serde cannot: what only a libvirt inventory has here,
@@ -301,23 +220,8 @@ impl Inventory {
                 parse_port_range(ports).map_err(|why| refuse("migration_ports", why))?;
             }
         }
-        let hosts: Vec<HostView<'_>> = self
-            .hosts
-            .iter()
-            .map(|h| {
-                HostView::new(&h.name, h.site, h.migration_address.as_deref(), h.power_off_at)
-                    .with_ups(h.ups.is_some(), h.ups_margin.is_some())
-            })
-            .collect();
-        let vms: Vec<VmView<'_>> = self
-            .vms
-            .iter()
-            .map(|v| VmView {
-                name: &v.name,
-                host: None,
-                destination: v.destination.as_deref(),
-            })
-            .collect();
+        let hosts: Vec<HostView<'_>> = self.hosts.iter().map(HostSpec::view).collect();
+        let vms: Vec<VmView<'_>> = self.vms.iter().map(|v| v.view(None)).collect();
         evac_run::inventory::check_hosts_and_vms(&hosts, &vms)
     }
 
@@ -330,7 +234,7 @@ impl Inventory {
     /// lists no `[[vm]]`, else only those it lists, with their priority and
     /// pinned destination.
     pub fn fleet(&self, domains: &[FoundDomain]) -> Result<Fleet, String> {
-        let hosts = self.hosts.iter().map(|h| self.host_model(h)).collect();
+        let hosts = self.hosts.iter().map(|h| h.model(self.start)).collect();
         let mut vms = Vec::new();
         for FoundDomain {
             host,
@@ -364,12 +268,7 @@ impl Inventory {
                     .and_then(|d| self.host_id(d)),
             };
             if let Some(spec) = spec {
-                evac_run::inventory::stated_profile(
-                    &mut vm,
-                    spec.zero_fraction,
-                    spec.compression_ratio,
-                    spec.dirty_curve.as_deref(),
-                );
+                spec.stated_profile(&mut vm);
             }
             vms.push(vm);
         }
@@ -387,19 +286,6 @@ impl Inventory {
         fleet.validate().map_err(|invalid| invalid.named(&fleet))?;
         Ok(fleet)
     }
-
-    /// The WAN as far as a real run knows it: the inventory's `[network]`,
-    /// else the fastest source NIC (it feeds the report's lower bounds and
-    /// `evac plan`).
-    pub fn network(&self) -> Network {
-        evac_run::inventory::network(
-            self.network.as_ref(),
-            self.hosts
-                .iter()
-                .filter(|h| h.site == Site::Source)
-                .map(|h| h.nic),
-        )
-    }
 }
 
 evac_run::editable_inventory!(Inventory, HostSpec);
@@ -407,6 +293,8 @@ evac_run::editable_inventory!(Inventory, HostSpec);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evac_model::BitsPerSec;
+    use std::time::Duration;
 
     /// The issue's example, verbatim.
     const ISSUE: &str = r#"name = "dc1-to-dc2"

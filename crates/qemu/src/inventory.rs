@@ -4,11 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_controller::ControllerConfig;
-use evac_model::wall_clock::{PowerOffAt, Timestamp};
-use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, FieldPath, Fleet, Host, HostId, Invalid, MigrationParams, Network, Site,
-    Vm,
-};
+use evac_model::wall_clock::Timestamp;
+use evac_model::{Bytes, BytesPerSec, FieldPath, Fleet, HostId, Invalid, MigrationParams, Site, Vm};
 use serde::Deserialize;
 
 /// An inventory: see the crate documentation for the format.
@@ -98,51 +95,24 @@ impl From<RawInventory> for Inventory {
 
 pub use evac_run::inventory::NetworkSpec;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostSpec {
-    pub name: String,
-    pub site: Site,
-    pub nic: BitsPerSec,
-    #[serde(default)]
-    pub memory: Option<Bytes>,
-    /// A duration from the run's start, or a time with its zone.
-    #[serde(default)]
-    pub power_off_at: Option<PowerOffAt>,
-    /// Source hosts: the NUT UPS that tells the host's power-off during a
-    /// run (`ups1@10.0.0.5:3493`): on line power none, on battery now +
-    /// `battery.runtime` - `ups_margin`, on low battery now. Until it first
-    /// answers, `power_off_at` holds.
-    #[serde(default)]
-    pub ups: Option<evac_nut::UpsAddress>,
-    /// Taken off the UPS's battery runtime (default 0 s): the time the
-    /// host needs to shut down, or what the estimate is not trusted for.
-    #[serde(default, with = "evac_model::units::human_duration::option")]
-    pub ups_margin: Option<Duration>,
-    /// Source hosts: the cores it can give migrations for compression
-    /// (absent: one per connection of each migration).
-    #[serde(default)]
-    pub migration_cpus: Option<f64>,
-    /// Destination hosts: the address incoming migrations listen on.
-    #[serde(default)]
-    pub migration_address: Option<String>,
-    /// Destination hosts: the command that starts QEMU there, split on
-    /// whitespace, with `{host}`, `{netns}`, `{address}` and `{vm}` replaced.
-    #[serde(default = "default_incoming_command")]
-    pub incoming_command: String,
-    /// The host's network namespace, if it is one on this machine.
-    #[serde(default)]
-    pub netns: Option<String>,
-    /// With `[migration] tls = true`: the directory, as this host's QEMU
-    /// sees it, of its certificates (`ca-cert.pem`, `server-cert.pem` and
-    /// `server-key.pem` to receive, `client-cert.pem` and `client-key.pem`
-    /// to send). Default [`DEFAULT_TLS_DIR`], where libvirt keeps them.
-    #[serde(default)]
-    pub tls_dir: Option<PathBuf>,
-    /// Destination hosts: the name the sender checks the host's certificate
-    /// against (QEMU's `tls-hostname`), when it is not `migration_address`.
-    #[serde(default)]
-    pub tls_name: Option<String>,
+evac_run::host_spec! {
+    /// A `[[host]]`: the common fields, then QEMU's own.
+    pub struct HostSpec {
+        /// Destination hosts: the command that starts QEMU there, split on
+        /// whitespace, with `{host}`, `{netns}`, `{address}` and `{vm}` replaced.
+        #[serde(default = "default_incoming_command")]
+        pub incoming_command: String,
+        /// The host's network namespace, if it is one on this machine.
+        #[serde(default)]
+        pub netns: Option<String>,
+        /// With `[migration] tls = true`: the directory, as this host's QEMU
+        /// sees it, of its certificates (`ca-cert.pem`, `server-cert.pem` and
+        /// `server-key.pem` to receive, `client-cert.pem` and `client-key.pem`
+        /// to send). Default [`DEFAULT_TLS_DIR`], where libvirt keeps them;
+        /// `tls_name` is QEMU's `tls-hostname`.
+        #[serde(default)]
+        pub tls_dir: Option<PathBuf>,
+    }
 }
 
 /// Where a host's migration certificates are when `tls_dir` is not given:
@@ -160,40 +130,20 @@ fn default_incoming_command() -> String {
     "qemu-system-x86_64".to_owned()
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VmSpec {
-    pub name: String,
-    /// The source host it runs on.
-    pub host: String,
-    /// Its QMP socket: a unix path or `host:port`.
-    pub qmp: String,
-    /// Queried from QEMU when absent.
-    #[serde(default)]
-    pub memory: Option<Bytes>,
-    /// The arguments a destination QEMU needs to receive it (same machine
-    /// type, devices and RAM block layout as the source).
-    pub qemu_args: Vec<String>,
-    #[serde(default = "one")]
-    pub priority: u32,
-    /// A destination host pinned by the operator.
-    #[serde(default)]
-    pub destination: Option<String>,
-    /// The share of its pages that are zero (absent: what `evac plan`
-    /// measures, else 0).
-    #[serde(default)]
-    pub zero_fraction: Option<f64>,
-    /// The zstd ratio of its non-zero pages (absent: measured, else 1).
-    #[serde(default)]
-    pub compression_ratio: Option<f64>,
-    /// Memory dirtied at least once within each duration (absent:
-    /// measured).
-    #[serde(default)]
-    pub dirty_curve: Option<Vec<evac_model::DirtyPoint>>,
-}
-
-fn one() -> u32 {
-    1
+evac_run::vm_spec! {
+    /// A `[[vm]]`: the common fields, then QEMU's own.
+    pub struct VmSpec {
+        /// The source host it runs on.
+        pub host: String,
+        /// Its QMP socket: a unix path or `host:port`.
+        pub qmp: String,
+        /// Queried from QEMU when absent.
+        #[serde(default)]
+        pub memory: Option<Bytes>,
+        /// The arguments a destination QEMU needs to receive it (same machine
+        /// type, devices and RAM block layout as the source).
+        pub qemu_args: Vec<String>,
+    }
 }
 
 use evac_run::inventory::{At, HostView, Refusal, VmView};
@@ -208,17 +158,11 @@ impl Inventory {
 
     /// Parses inventory text; `path` names it in errors.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
-        let inventory: Inventory = evac_run::inventory::parse::<RawInventory>(text, path)?.into();
-        inventory.check().map_err(|r| r.into_error(text, path))?;
-        inventory.validate().map_err(|invalid| {
-            let (line, message) = evac_scenario::locate::place(text, &invalid);
-            InventoryError::Invalid {
-                path: path.to_owned(),
-                line,
-                message,
-            }
-        })?;
-        Ok(inventory)
+        Inventory::checked(
+            evac_run::inventory::parse::<RawInventory>(text, path)?.into(),
+            text,
+            path,
+        )
     }
 
     /// The model's one wall over what the inventory states, as a scenario's
@@ -322,23 +266,8 @@ impl Inventory {
                 ));
             }
         }
-        let hosts: Vec<HostView<'_>> = self
-            .hosts
-            .iter()
-            .map(|h| {
-                HostView::new(&h.name, h.site, h.migration_address.as_deref(), h.power_off_at)
-                    .with_ups(h.ups.is_some(), h.ups_margin.is_some())
-            })
-            .collect();
-        let vms: Vec<VmView<'_>> = self
-            .vms
-            .iter()
-            .map(|v| VmView {
-                name: &v.name,
-                host: Some(&v.host),
-                destination: v.destination.as_deref(),
-            })
-            .collect();
+        let hosts: Vec<HostView<'_>> = self.hosts.iter().map(HostSpec::view).collect();
+        let vms: Vec<VmView<'_>> = self.vms.iter().map(|v| v.view(Some(&v.host))).collect();
         evac_run::inventory::check_hosts_and_vms(&hosts, &vms)
     }
 
@@ -346,19 +275,7 @@ impl Inventory {
     /// sizes are taken from the inventory or must be given), its power-offs
     /// counted from [`Inventory::start`].
     pub fn fleet(&self, memory: &[Bytes]) -> Fleet {
-        let hosts = self
-            .hosts
-            .iter()
-            .map(|h| Host {
-                migration_cpus: h.migration_cpus,
-                name: h.name.clone(),
-                site: h.site,
-                nic: h.nic,
-                memory: h.memory,
-                power_off_at: h.power_off_at.map(|at| at.resolve(self.start)),
-                power_trace: Vec::new(),
-            })
-            .collect();
+        let hosts = self.hosts.iter().map(|h| h.model(self.start)).collect();
         let host_id = |name: &str| HostId(self.hosts.iter().position(|h| h.name == name).expect("checked"));
         let vms = self
             .vms
@@ -376,29 +293,11 @@ impl Inventory {
                     priority: spec.priority,
                     destination: spec.destination.as_deref().map(host_id),
                 };
-                evac_run::inventory::stated_profile(
-                    &mut vm,
-                    spec.zero_fraction,
-                    spec.compression_ratio,
-                    spec.dirty_curve.as_deref(),
-                );
+                spec.stated_profile(&mut vm);
                 vm
             })
             .collect();
         Fleet { hosts, vms }
-    }
-
-    /// The WAN as far as a real run knows it: the inventory's `[network]`,
-    /// else the fastest source NIC (it feeds the report's lower bounds and
-    /// `evac plan`).
-    pub fn network(&self) -> Network {
-        evac_run::inventory::network(
-            self.network.as_ref(),
-            self.hosts
-                .iter()
-                .filter(|h| h.site == Site::Source)
-                .map(|h| h.nic),
-        )
     }
 }
 
@@ -407,6 +306,8 @@ evac_run::editable_inventory!(Inventory, HostSpec);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evac_model::wall_clock::PowerOffAt;
+    use evac_model::BitsPerSec;
 
     const GOOD: &str = r#"
 name = "lab"

@@ -1,8 +1,11 @@
 //! What every backend's inventory file shares: reading it (bounded),
 //! parsing its TOML with the place of every error (file, line, column and
 //! the field's path, e.g. `host[1].nic`), and the checks of its hosts and
-//! VMs that do not depend on the backend. Each backend's inventory module
-//! keeps its own fields and the checks only it needs.
+//! VMs that do not depend on the backend; the `[[host]]` and `[[vm]]`
+//! fields they share ([`entries`]). Each backend's inventory module keeps
+//! its own fields and the checks only it needs.
+
+pub mod entries;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -522,27 +525,52 @@ pub fn changed_beyond_power<I: Editable>(old: &I, newer: &I) -> Option<String> {
     ))
 }
 
-/// The [`PowerView`] of an inventory's host type and the [`Editable`] of
-/// its inventory type, for inventories whose fields have the common names
-/// (`hosts`, `vms`, `start`; a host's `name`, `site`, `power_off_at`,
-/// `ups`, `ups_margin`), with its `power_offs`, `ups_hosts` and
-/// `changed_beyond_power`: one line in each backend's inventory module.
+/// What an inventory type shares whatever its backend, for inventories
+/// whose fields have the common names (`hosts`, `vms`, `start`, `network`)
+/// and whose host type is declared by [`crate::host_spec!`]: the
+/// [`Editable`] an inventory edited during a run needs, its `power_offs`,
+/// `ups_hosts`, `changed_beyond_power`, `network` (the WAN a real run
+/// knows) and `checked` (the checks of a parsed inventory, their errors
+/// placed in its text: the backend crate depends on `evac-scenario`, whose
+/// locator places the model's refusals): one line in each backend's
+/// inventory module, which writes `check` (its own refusals) and
+/// `validate` (the model's wall over what it states).
 #[macro_export]
 macro_rules! editable_inventory {
     ($inventory:ty, $host:ty) => {
-        impl $host {
-            fn power(&self) -> $crate::inventory::PowerView<'_> {
-                $crate::inventory::PowerView {
-                    name: &self.name,
-                    site: self.site,
-                    power_off_at: self.power_off_at,
-                    ups: self.ups.as_ref(),
-                    ups_margin: self.ups_margin,
-                }
-            }
-        }
-
         impl $inventory {
+            /// This inventory, parsed from `text` (the file at `path`), once
+            /// `check` and `validate` pass; their errors name the line.
+            fn checked(
+                self,
+                text: &str,
+                path: &std::path::Path,
+            ) -> Result<Self, $crate::inventory::InventoryError> {
+                self.check().map_err(|r| r.into_error(text, path))?;
+                self.validate().map_err(|invalid| {
+                    let (line, message) = evac_scenario::locate::place(text, &invalid);
+                    $crate::inventory::InventoryError::Invalid {
+                        path: path.to_owned(),
+                        line,
+                        message,
+                    }
+                })?;
+                Ok(self)
+            }
+
+            /// The WAN as far as a real run knows it: the inventory's
+            /// `[network]`, else the fastest source NIC (it feeds the
+            /// report's lower bounds and `evac plan`).
+            pub fn network(&self) -> evac_model::Network {
+                $crate::inventory::network(
+                    self.network.as_ref(),
+                    self.hosts
+                        .iter()
+                        .filter(|h| h.site == evac_model::Site::Source)
+                        .map(|h| h.nic),
+                )
+            }
+
             /// Each source host's power-off as written, in file order, but
             /// those of hosts that name a UPS ([`$crate::inventory::power_offs`]).
             pub fn power_offs(&self) -> Vec<(String, Option<evac_model::wall_clock::PowerOffAt>)> {
