@@ -8,15 +8,12 @@ use evac_lab::libvirt::{self as lab, Lab, LabOptions};
 
 #[test]
 fn evac_run_evacuates_every_domain_of_a_to_b_over_tls() {
-    if evac_lab::skip_without(&[lab::libvirt_lab_available, lab::certtool_available]) {
+    let Some(lab) = Lab::unless_missing(
+        &[lab::libvirt_lab_available, lab::certtool_available],
+        &LabOptions::pair(true),
+    ) else {
         return;
-    }
-    let lab = Lab::start(&LabOptions {
-        hosts: 2,
-        rate_mbit: Some(400),
-        tls: true,
-    })
-    .unwrap();
+    };
     let ram = lab.ram_file("cli", 32, None).unwrap();
     let mut names: Vec<String> = (0..3)
         .map(|i| lab.start_domain(0, &format!("cli{i}"), 32, &ram).unwrap())
@@ -25,13 +22,7 @@ fn evac_run_evacuates_every_domain_of_a_to_b_over_tls() {
     let inventory = lab.dir.join("fleet.toml");
     std::fs::write(
         &inventory,
-        lab.inventory(
-            &[0],
-            &[1],
-            "400 Mbps",
-            "tls = true",
-            "policy = \"aimd-global\"\nperiod = \"500 ms\"",
-        ),
+        lab.pair_inventory("tls = true", "policy = \"aimd-global\"\nperiod = \"500 ms\""),
     )
     .unwrap();
     let json = lab.dir.join("result.json");
@@ -64,15 +55,9 @@ fn evac_run_evacuates_every_domain_of_a_to_b_over_tls() {
 /// lost, one JSON covering every VM.
 #[test]
 fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
-    if evac_lab::skip_without(&[lab::libvirt_lab_available]) {
+    let Some(lab) = Lab::unless_missing(&[lab::libvirt_lab_available], &LabOptions::pair(false)) else {
         return;
-    }
-    let lab = Lab::start(&LabOptions {
-        hosts: 2,
-        rate_mbit: Some(400),
-        tls: false,
-    })
-    .unwrap();
+    };
     let ram = lab.ram_file("res", 64, None).unwrap();
     let mut names: Vec<String> = (0..4)
         .map(|i| lab.start_domain(0, &format!("res{i}"), 64, &ram).unwrap())
@@ -82,10 +67,7 @@ fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
     let inventory = lab.dir.join("fleet.toml");
     std::fs::write(
         &inventory,
-        lab.inventory(
-            &[0],
-            &[1],
-            "400 Mbps",
+        lab.pair_inventory(
             "max_bandwidth = \"64 Mbps\"",
             "policy = \"sequential\"\nperiod = \"500 ms\"",
         ),
@@ -190,15 +172,9 @@ fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
 /// what the plan said it would.
 #[test]
 fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
-    if evac_lab::skip_without(&[lab::libvirt_lab_available]) {
+    let Some(lab) = Lab::unless_missing(&[lab::libvirt_lab_available], &LabOptions::pair(false)) else {
         return;
-    }
-    let lab = Lab::start(&LabOptions {
-        hosts: 2,
-        rate_mbit: Some(400),
-        tls: false,
-    })
-    .unwrap();
+    };
     // Sizes a wrong unit (KiB for bytes, MB for MiB) would show. The
     // second's RAM: 60 % zero pages, half the rest text-like (its pages
     // written here, so the truth is known page by page).
@@ -219,13 +195,8 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
         names.push(lab.start_domain(0, name, mib, &ram).unwrap());
     }
     let inventory = lab.dir.join("fleet.toml");
-    let text = lab.inventory(
-        &[0],
-        &[1],
-        "400 Mbps",
-        "",
-        "policy = \"sequential\"\nperiod = \"500 ms\"",
-    ) + "[network]\nwan_bandwidth = \"300 Mbps\"\nwan_rtt = \"2 ms\"\n";
+    let text = lab.pair_inventory("", "policy = \"sequential\"\nperiod = \"500 ms\"")
+        + "[network]\nwan_bandwidth = \"300 Mbps\"\nwan_rtt = \"2 ms\"\n";
     std::fs::write(&inventory, &text).unwrap();
     let (json, scenario) = (lab.dir.join("plan.json"), lab.dir.join("plan.toml"));
     let out = Command::new(env!("CARGO_BIN_EXE_evac"))

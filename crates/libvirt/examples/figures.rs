@@ -55,18 +55,8 @@ async fn main() -> anyhow::Result<()> {
                 for i in 0..repeats {
                     let name = lab.start_domain(0, &format!("m{mib}-{tls}-{i}"), mib, &ram)?;
                     let request = MigrateRequest {
-                        domain: name.clone(),
-                        destination_uri: lab.hosts[1].peer_uri(),
-                        migration_uri: Some(format!("tcp://{}", lab.hosts[1].ip)),
-                        max_bandwidth: None,
-                        parallel_connections: 1,
-                        auto_converge: false,
-                        downtime_limit: Duration::from_millis(300),
                         tls,
-                        tls_destination: None,
-                        copy_storage: false,
-                        offline: false,
-                        postcopy: false,
+                        ..lab.migrate_request(&name)
                     };
                     let t = Instant::now();
                     let mut m =

@@ -11,18 +11,8 @@ const T: Duration = Duration::from_secs(60);
 
 fn request(lab: &Lab, domain: &str) -> MigrateRequest {
     MigrateRequest {
-        domain: domain.to_owned(),
-        destination_uri: lab.hosts[1].peer_uri(),
-        migration_uri: Some(format!("tcp://{}", lab.hosts[1].ip)),
-        max_bandwidth: None,
-        parallel_connections: 1,
-        auto_converge: false,
         downtime_limit: Duration::from_millis(700),
-        tls: false,
-        tls_destination: None,
-        copy_storage: false,
-        offline: false,
-        postcopy: false,
+        ..lab.migrate_request(domain)
     }
 }
 

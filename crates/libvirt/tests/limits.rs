@@ -19,27 +19,15 @@ use evac_run::RunOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_with_fewer_workers_than_asked_for_is_respected_without_a_failure() {
-    if evac_lab::skip_without(&[lab::libvirt_lab_available]) {
+    let Some(mut lab) = Lab::unless_missing(&[lab::libvirt_lab_available], &LabOptions::pair(false)) else {
         return;
-    }
-    let mut lab = Lab::start(&LabOptions {
-        hosts: 2,
-        rate_mbit: Some(400),
-        tls: false,
-    })
-    .unwrap();
+    };
     lab.set_max_workers(0, 4).unwrap();
     let ram = lab.ram_file("w", 32, None).unwrap();
     let names: Vec<String> = (0..6)
         .map(|i| lab.start_domain(0, &format!("w{i}"), 32, &ram).unwrap())
         .collect();
-    let text = lab.inventory(
-        &[0],
-        &[1],
-        "400 Mbps",
-        "",
-        "policy = \"parallel\"\nperiod = \"500 ms\"\nmax_attempts = 3",
-    );
+    let text = lab.pair_inventory("", "policy = \"parallel\"\nperiod = \"500 ms\"\nmax_attempts = 3");
     let inventory = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
 
     // A's outgoing migrations, counted from its jobs while the run goes.

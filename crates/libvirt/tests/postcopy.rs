@@ -28,19 +28,11 @@ const WORKING_SET_MIB: u64 = 16;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn lab() -> Lab {
-    Lab::start(&LabOptions {
-        hosts: 2,
-        rate_mbit: Some(400),
-        tls: false,
-    })
-    .unwrap()
+    Lab::start(&LabOptions::pair(false)).unwrap()
 }
 
 fn inventory(lab: &Lab) -> Inventory {
-    let text = lab.inventory(
-        &[0],
-        &[1],
-        "400 Mbps",
+    let text = lab.pair_inventory(
         "mode = \"postcopy\"\ndowntime_limit = \"1 ms\"",
         "policy = \"sequential\"\nperiod = \"500 ms\"\nmax_attempts = 1",
     );

@@ -16,16 +16,11 @@ fn skip() -> bool {
 }
 
 fn lab() -> Lab {
-    Lab::start(&LabOptions {
-        hosts: 2,
-        rate_mbit: Some(400),
-        tls: false,
-    })
-    .unwrap()
+    Lab::start(&LabOptions::pair(false)).unwrap()
 }
 
 fn inventory(lab: &Lab, migration: &str, controller: &str) -> Inventory {
-    let text = lab.inventory(&[0], &[1], "400 Mbps", migration, controller);
+    let text = lab.pair_inventory(migration, controller);
     Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap()
 }
 
@@ -267,10 +262,7 @@ async fn evac_killed_and_restarted_moves_each_domain_once() {
     let names = start_domains(&lab, "rst", 4, 64);
     // 8 MiB/s, one at a time: about 8 s per domain, so that at the kill
     // one has landed on B and the next one's migration runs.
-    let text = lab.inventory(
-        &[0],
-        &[1],
-        "400 Mbps",
+    let text = lab.pair_inventory(
         "max_bandwidth = \"64 Mbps\"",
         "policy = \"sequential\"\nperiod = \"500 ms\"",
     );

@@ -17,15 +17,12 @@ use evac_run::RunOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domains_move_over_qemu_ssh_within_sshds_max_startups() {
-    if evac_lab::skip_without(&[lab::libvirt_lab_available, lab::sshd_available]) {
+    let Some(mut lab) = Lab::unless_missing(
+        &[lab::libvirt_lab_available, lab::sshd_available],
+        &LabOptions::pair(false),
+    ) else {
         return;
-    }
-    let mut lab = Lab::start(&LabOptions {
-        hosts: 2,
-        rate_mbit: Some(400),
-        tls: false,
-    })
-    .unwrap();
+    };
     lab.start_sshd(1, 3).unwrap();
     let ram = lab.ram_file("s", 32, None).unwrap();
     let mut names: Vec<String> = (0..4)

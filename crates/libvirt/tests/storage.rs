@@ -21,15 +21,9 @@ fn pattern() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_disk_is_refused_without_copy_storage_and_copied_with_it() {
-    if evac_lab::skip_without(&[lab::libvirt_lab_available]) {
+    let Some(lab) = Lab::unless_missing(&[lab::libvirt_lab_available], &LabOptions::pair(false)) else {
         return;
-    }
-    let lab = Lab::start(&LabOptions {
-        hosts: 2,
-        rate_mbit: Some(400),
-        tls: false,
-    })
-    .unwrap();
+    };
     // A 64 MiB sparse raw disk on A holding the pattern at 1 MiB; the same
     // path on B (another file: B's own /var/lib/libvirt) pre-created empty
     // and as large, as libvirt needs outside storage pools.
@@ -47,13 +41,7 @@ async fn a_local_disk_is_refused_without_copy_storage_and_copied_with_it() {
         .start_domain_with_disk(0, "disk0", 32, &ram, &seen_path)
         .unwrap();
     let inventory = |migration: &str| {
-        let text = lab.inventory(
-            &[0],
-            &[1],
-            "400 Mbps",
-            migration,
-            "policy = \"sequential\"\nperiod = \"500 ms\"",
-        );
+        let text = lab.pair_inventory(migration, "policy = \"sequential\"\nperiod = \"500 ms\"");
         Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap()
     };
 

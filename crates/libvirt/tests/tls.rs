@@ -13,36 +13,24 @@ const MARKER: &[u8] = b"EVAC-TLS-MARKER-4d61726b65722121";
 
 fn request(lab: &Lab, domain: &str, tls: bool, tls_destination: Option<&str>) -> MigrateRequest {
     MigrateRequest {
-        domain: domain.to_owned(),
-        destination_uri: lab.hosts[1].peer_uri(),
-        migration_uri: Some(format!("tcp://{}", lab.hosts[1].ip)),
-        max_bandwidth: None,
-        parallel_connections: 1,
-        auto_converge: false,
-        downtime_limit: Duration::from_millis(300),
         tls,
         tls_destination: tls_destination.map(str::to_owned),
-        copy_storage: false,
-        offline: false,
-        postcopy: false,
+        ..lab.migrate_request(domain)
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_marker_is_on_the_wire_without_tls_and_absent_with_it() {
-    if evac_lab::skip_without(&[
-        lab::libvirt_lab_available,
-        lab::certtool_available,
-        tcpdump_available,
-    ]) {
+    let Some(lab) = Lab::unless_missing(
+        &[
+            lab::libvirt_lab_available,
+            lab::certtool_available,
+            tcpdump_available,
+        ],
+        &LabOptions::pair(true),
+    ) else {
         return;
-    }
-    let lab = Lab::start(&LabOptions {
-        hosts: 2,
-        rate_mbit: Some(400),
-        tls: true,
-    })
-    .unwrap();
+    };
     let ram = lab.ram_file("marker", 32, Some(MARKER)).unwrap();
     let plain = lab.start_domain(0, "plain", 32, &ram).unwrap();
     let secret = lab.start_domain(0, "secret", 32, &ram).unwrap();

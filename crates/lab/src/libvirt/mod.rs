@@ -110,6 +110,17 @@ impl Default for LabOptions {
     }
 }
 
+impl LabOptions {
+    /// Two hosts, each link shaped to 400 Mbit/s: what most tests use.
+    pub fn pair(tls: bool) -> LabOptions {
+        LabOptions {
+            hosts: 2,
+            rate_mbit: Some(400),
+            tls,
+        }
+    }
+}
+
 /// One lab host: a libvirtd in its own namespaces.
 #[derive(Debug)]
 pub struct LabHost {
@@ -414,6 +425,46 @@ impl Lab {
             256,
             file,
         )
+    }
+
+    /// A lab of `options` for a test, or `None` (with the reason on stderr)
+    /// when one of `needs` is missing ([`crate::skip_without`]: under
+    /// `EVAC_REQUIRE_LAB` that fails the test instead).
+    ///
+    /// # Panics
+    ///
+    /// When the lab does not start.
+    pub fn unless_missing(needs: &[crate::Prerequisite], options: &LabOptions) -> Option<Lab> {
+        if crate::skip_without(needs) {
+            return None;
+        }
+        Some(Lab::start(options).expect("the libvirt lab starts"))
+    }
+
+    /// A request to migrate `domain` from the first host to the second over
+    /// the lab network: one connection, no cap, a 300 ms downtime limit,
+    /// nothing else asked for; a test changes what it varies.
+    pub fn migrate_request(&self, domain: &str) -> client::MigrateRequest {
+        client::MigrateRequest {
+            domain: domain.to_owned(),
+            destination_uri: self.hosts[1].peer_uri(),
+            migration_uri: Some(format!("tcp://{}", self.hosts[1].ip)),
+            max_bandwidth: None,
+            parallel_connections: 1,
+            auto_converge: false,
+            downtime_limit: Duration::from_millis(300),
+            tls: false,
+            tls_destination: None,
+            copy_storage: false,
+            offline: false,
+            postcopy: false,
+        }
+    }
+
+    /// [`Lab::inventory`] of the first host to the second at 400 Mbps, the
+    /// [`LabOptions::pair`] lab's.
+    pub fn pair_inventory(&self, migration: &str, controller: &str) -> String {
+        self.inventory(&[0], &[1], "400 Mbps", migration, controller)
     }
 
     /// A libvirt inventory for this lab: `sources` and `destinations` are

@@ -32,16 +32,9 @@ pub fn default_priority() -> u32 {
 /// ```
 #[macro_export]
 macro_rules! host_spec {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident {
-            $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)*
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
+    ($(#[$meta:meta])* pub struct $name:ident $own:tt) => {
+        $crate::entry_struct! {
+            $(#[$meta])* pub struct $name $own
             pub name: String,
             pub site: evac_model::Site,
             pub nic: evac_model::BitsPerSec,
@@ -73,7 +66,6 @@ macro_rules! host_spec {
             /// certificate against, when it is not `migration_address`.
             #[serde(default)]
             pub tls_name: Option<String>,
-            $($(#[$fmeta])* pub $field: $ty,)*
         }
 
         impl $name {
@@ -122,16 +114,9 @@ macro_rules! host_spec {
 /// (what the common checks see).
 #[macro_export]
 macro_rules! vm_spec {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident {
-            $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)*
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
+    ($(#[$meta:meta])* pub struct $name:ident $own:tt) => {
+        $crate::entry_struct! {
+            $(#[$meta])* pub struct $name $own
             /// The VM's (or domain's) name.
             pub name: String,
             #[serde(default = "evac_run::inventory::entries::default_priority")]
@@ -150,7 +135,6 @@ macro_rules! vm_spec {
             /// measured).
             #[serde(default)]
             pub dirty_curve: Option<Vec<evac_model::DirtyPoint>>,
-            $($(#[$fmeta])* pub $field: $ty,)*
         }
 
         impl $name {
@@ -174,6 +158,27 @@ macro_rules! vm_spec {
                     destination: self.destination.as_deref(),
                 }
             }
+        }
+    };
+}
+
+/// The struct of [`host_spec!`] and [`vm_spec!`]: the backend's fields
+/// (`$own`) after the common ones, every key refused unless declared.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! entry_struct {
+    (
+        $(#[$meta:meta])* pub struct $name:ident {
+            $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)*
+        }
+        $($common:tt)*
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($common)*
+            $($(#[$fmeta])* pub $field: $ty,)*
         }
     };
 }
