@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{evac, text};
+use common::{evac, text, KillOnDrop};
 
 #[test]
 fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
@@ -176,8 +176,7 @@ fn run_migrates_real_vms_and_writes_the_same_json() {
         lab.start_vm("cli-1", 64).unwrap(),
         lab.start_vm("cli-2", 64).unwrap(),
     ];
-    let inventory = lab.dir.join("inventory.toml");
-    std::fs::write(&inventory, lab.inventory("aimd-global", &vms, "")).unwrap();
+    let inventory = lab.inventory_file("aimd-global", &vms, "");
     let json = lab.dir.join("run.json");
     let out = evac(&[
         "run",
@@ -213,16 +212,6 @@ fn run_migrates_real_vms_and_writes_the_same_json() {
     assert!(Path::new(&json).exists());
 }
 
-/// Kills and reaps the child on drop, so a failing test leaves no `evac`.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Ctrl-C (SIGINT) to a running `evac run`: it cancels the migration in
 /// flight, writes its JSON, exits promptly, and leaves each VM running
 /// exactly once. Skipped, saying why, where QEMU is missing.
@@ -254,12 +243,7 @@ fn a_signal_stops_a_real_run(signal: libc::c_int, logged: &str) {
         lab.start_vm("int-2", 64).unwrap(),
     ];
     // 40 Mbps: 96 MiB take about 20 s, time enough to interrupt.
-    let inventory = lab.dir.join("inventory.toml");
-    std::fs::write(
-        &inventory,
-        lab.inventory("sequential", &vms, "max_bandwidth = \"40 Mbps\""),
-    )
-    .unwrap();
+    let inventory = lab.inventory_file("sequential", &vms, "max_bandwidth = \"40 Mbps\"");
     let json = lab.dir.join("run.json");
     let (stdout, stderr) = (lab.dir.join("stdout"), lab.dir.join("stderr"));
     let child = Command::new(env!("CARGO_BIN_EXE_evac"))

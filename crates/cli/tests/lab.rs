@@ -16,6 +16,9 @@ fn evac() -> Command {
     common::evac_command()
 }
 
+/// What `evac lab` needs: root's namespaces and QEMU.
+const NEEDS: &[lab::Prerequisite] = &[lab::netns_available, lab::qemu_available];
+
 /// A small lab named uniquely for this test process.
 fn lab_file(dir: &Path, tag: &str) -> (String, std::path::PathBuf) {
     let name = format!("t{tag}{}", std::process::id());
@@ -53,6 +56,34 @@ memory = "64 MiB"
     (name, path)
 }
 
+/// `evac lab up` of a new small lab tagged `tag` (it must come up, and
+/// leave its namespaces): its name and `lab up`'s stdout, whose last line
+/// is the inventory's path.
+fn lab_up(dir: &Path, tag: &str) -> (String, String) {
+    let (name, file) = lab_file(dir, tag);
+    let out = evac()
+        .args(["lab", "up"])
+        .arg(&file)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!leftovers(&name).is_empty());
+    (name, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `evac lab down name` succeeds, names the lab first, and leaves nothing.
+fn down_removes(name: &str) {
+    let out = evac().args(["lab", "down", name]).output().unwrap();
+    let (said, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{said}{stderr}");
+    assert!(said.lines().next().is_some_and(|l| l.contains(name)), "{said}");
+    assert_eq!(leftovers(name), Vec::<String>::new());
+}
+
 /// What of lab `name` is left: namespaces, directories, processes naming it.
 fn leftovers(name: &str) -> Vec<String> {
     let mut left: Vec<String> = lab::netns_list()
@@ -76,7 +107,7 @@ fn leftovers(name: &str) -> Vec<String> {
 
 #[test]
 fn lab_run_moves_a_small_lab_close_to_the_prediction_and_leaves_nothing() {
-    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
+    if lab::skip_without(NEEDS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -139,24 +170,15 @@ fn lab_run_moves_a_small_lab_close_to_the_prediction_and_leaves_nothing() {
 
 #[test]
 fn lab_down_removes_what_a_killed_lab_left() {
-    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
+    if lab::skip_without(NEEDS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (name, file) = lab_file(dir.path(), "down");
     // `lab up` returns with the inventory's path on its last line.
-    let out = evac()
-        .args(["lab", "up"])
-        .arg(&file)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (name, stdout) = lab_up(dir.path(), "down");
     let inventory = stdout.lines().last().unwrap().to_owned();
     assert!(Path::new(&inventory).exists(), "{stdout}");
     evac_qemu::Inventory::from_path(Path::new(&inventory)).unwrap();
-    assert!(!leftovers(&name).is_empty());
 
     // Kill the owner as SIGKILL would on a crash: its VMs and namespaces stay.
     let owner: i32 = Path::new(&inventory)
@@ -184,11 +206,7 @@ fn lab_down_removes_what_a_killed_lab_left() {
         "its VMs outlive it"
     );
 
-    let out = evac().args(["lab", "down", &name]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.lines().next().is_some_and(|l| l.contains(&name)), "{said}");
-    assert_eq!(leftovers(&name), Vec::<String>::new());
+    down_removes(&name);
 }
 
 /// `lab down` of a lab whose owner runs: the owner tears its namespaces
@@ -197,28 +215,12 @@ fn lab_down_removes_what_a_killed_lab_left() {
 /// error, and a second `down` of the same lab succeeds, finding nothing.
 #[test]
 fn lab_down_of_a_running_lab_succeeds_and_so_does_a_second_one() {
-    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
+    if lab::skip_without(NEEDS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (name, file) = lab_file(dir.path(), "twice");
-    let out = evac()
-        .args(["lab", "up"])
-        .arg(&file)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(!leftovers(&name).is_empty());
-
-    let out = evac().args(["lab", "down", &name]).output().unwrap();
-    let (said, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{said}{stderr}");
-    assert!(said.lines().next().is_some_and(|l| l.contains(&name)), "{said}");
-    assert_eq!(leftovers(&name), Vec::<String>::new());
+    let (name, _) = lab_up(dir.path(), "twice");
+    down_removes(&name);
 
     let out = evac().args(["lab", "down", &name]).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
@@ -232,7 +234,7 @@ fn lab_down_of_a_running_lab_succeeds_and_so_does_a_second_one() {
 
 #[test]
 fn ctrl_c_during_a_lab_run_cancels_and_leaves_nothing() {
-    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
+    if lab::skip_without(NEEDS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

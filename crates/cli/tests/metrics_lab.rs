@@ -2,24 +2,15 @@
 //! loopback while it runs.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use evac_lab::{self as lab};
 use evac_model::BytesPerSec;
 
-/// Kills (by pid) the evac we started if the test fails midway.
-struct Evac(Child);
-
-impl Drop for Evac {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::run_with_metrics;
 
 /// One scrape: every sample line, `name{labels}` to value.
 fn scrape(addr: &str) -> HashMap<String, f64> {
@@ -50,41 +41,9 @@ fn a_real_run_is_scraped_while_it_runs() {
     ];
     // 80 Mbit/s a migration (10 MB/s): each takes several seconds, so the
     // scrapes see them in flight.
-    let inventory = lab.dir.join("inventory.toml");
-    std::fs::write(
-        &inventory,
-        lab.inventory("sequential", &vms, "max_bandwidth = \"80 Mbps\""),
-    )
-    .unwrap();
+    let inventory = lab.inventory_file("sequential", &vms, "max_bandwidth = \"80 Mbps\"");
     let json = lab.dir.join("result.json");
-    let mut evac = Evac(
-        Command::new(env!("CARGO_BIN_EXE_evac"))
-            .args([
-                "run",
-                inventory.to_str().unwrap(),
-                "--quiet",
-                "--metrics",
-                "127.0.0.1:0",
-            ])
-            .args(["--json", json.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = evac.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("evac: {line}");
-            if let Some(url) = line.strip_prefix("metrics at http://") {
-                let _ = tx.send(url.trim_end_matches("/metrics").to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("evac prints the metrics address");
+    let (mut evac, addr) = run_with_metrics(&inventory, &["--json", json.to_str().unwrap()]);
 
     // Scrape until vm-1 has been seen in its second round and vm-2 in
     // flight, or the run ends.

@@ -17,12 +17,15 @@
 //! high-priority VM must be the next to start.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use evac_lab::{self as lab, Lab, LabNetwork, LabVm, Shaping};
 use evac_model::wall_clock::{self, Timestamp};
 use serde_json::Value;
+
+mod common;
+use common::KillOnDrop;
 
 /// The loop's period in the lab inventories, and the poll of the file and
 /// the UPS (both every period).
@@ -32,15 +35,6 @@ const PERIOD: Duration = Duration::from_millis(500);
 /// plus one poll; the slack is a loaded machine's (four developers build
 /// on two cores).
 const ACT_WITHIN: Duration = Duration::from_secs(2);
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn journal_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)

@@ -5,11 +5,10 @@
 //! `deploy/grafana/` draws.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use evac_lab::{self as lab, Lab};
@@ -40,14 +39,8 @@ fn prometheus_available() -> Result<(), String> {
 
 /// A process we started, killed by its pid when the test ends, even by a
 /// panic.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{run_with_metrics, KillOnDrop};
 
 #[test]
 fn the_alert_rules_pass_promtool_and_their_unit_tests() {
@@ -170,28 +163,7 @@ fn a_real_prometheus_scrapes_a_lab_evacuation_and_has_every_dashboard_series() {
             1,
         );
     std::fs::write(&inventory, text).unwrap();
-    let mut evac = Killed(
-        Command::new(env!("CARGO_BIN_EXE_evac"))
-            .args(["run", inventory.to_str().unwrap(), "--quiet"])
-            .args(["--metrics", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = evac.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("evac: {line}");
-            if let Some(url) = line.strip_prefix("metrics at http://") {
-                let _ = tx.send(url.trim_end_matches("/metrics").to_owned());
-            }
-        }
-    });
-    let target = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("evac prints the metrics address");
+    let (mut evac, target) = run_with_metrics(&inventory, &[]);
 
     // Prometheus: scrapes evac every second, evaluates the rules, keeps its
     // data in the temporary directory, listens on loopback only.
@@ -212,7 +184,7 @@ fn a_real_prometheus_scrapes_a_lab_evacuation_and_has_every_dashboard_series() {
     .unwrap();
     let prometheus_addr = format!("127.0.0.1:{}", free_port());
     let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let _prometheus = Killed(
+    let _prometheus = KillOnDrop(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(

@@ -38,12 +38,7 @@ fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
     let mut lab = lab::lab_or_skip!(&[lab::qemu_available]);
     let vms: Vec<_> = (1..=3).map(|i| lab.start_vm(&name(i), 64).unwrap()).collect();
     // One at a time at 100 Mbps: about 5.5 s each.
-    let inventory = lab.dir.join("inventory.toml");
-    std::fs::write(
-        &inventory,
-        lab.inventory("sequential", &vms, "max_bandwidth = \"100 Mbps\""),
-    )
-    .unwrap();
+    let inventory = lab.inventory_file("sequential", &vms, "max_bandwidth = \"100 Mbps\"");
     let journal = lab.dir.join("journal.jsonl");
     let evac = env!("CARGO_BIN_EXE_evac");
     let mut first = Command::new(evac)

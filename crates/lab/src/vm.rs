@@ -457,6 +457,15 @@ impl Lab {
         Inventory::from_str_at(&text, Path::new("lab.toml")).expect("the lab writes valid inventories")
     }
 
+    /// [`Lab::inventory`], written to `inventory.toml` in the lab's
+    /// directory: its path, for a command line.
+    pub fn inventory_file(&self, policy: &str, vms: &[LabVm], extra_migration: &str) -> PathBuf {
+        let path = self.dir.join("inventory.toml");
+        std::fs::write(&path, self.inventory(policy, vms, extra_migration))
+            .expect("the lab's directory is writable");
+        path
+    }
+
     pub fn inventory(&self, policy: &str, vms: &[LabVm], extra_migration: &str) -> String {
         self.inventory_with_hosts(
             policy,

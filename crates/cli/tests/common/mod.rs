@@ -2,7 +2,11 @@
 
 #![allow(dead_code)] // each test file uses some of these
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// The `evac` binary under test, with backtraces on should it panic.
 pub fn evac_command() -> Command {
@@ -19,4 +23,46 @@ pub fn evac(args: &[&str]) -> Output {
 /// A stream's bytes as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A child process killed and reaped when dropped, so a failing test
+/// leaves no `evac` behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `evac run INVENTORY --quiet --metrics 127.0.0.1:0 EXTRA...`, its stderr
+/// echoed to the test's: the running `evac` and the `host:port` its metrics
+/// are served at (waiting up to 30 s for the line that says it).
+pub fn run_with_metrics(inventory: &Path, extra: &[&str]) -> (KillOnDrop, String) {
+    let mut evac = KillOnDrop(
+        evac_command()
+            .arg("run")
+            .arg(inventory)
+            .args(["--quiet", "--metrics", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("evac runs"),
+    );
+    let stderr = evac.0.stderr.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("evac: {line}");
+            if let Some(url) = line.strip_prefix("metrics at http://") {
+                let _ = tx.send(url.trim_end_matches("/metrics").to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("evac prints the metrics address");
+    (evac, addr)
 }
