@@ -21,19 +21,8 @@ fn lab(rate: &str, rtt_ms: u64, window: &str) -> Result<Topology> {
 wan_bandwidth = "{rate}"
 wan_rtt = "{rtt_ms} ms"
 tcp_window = "{window}"
-[[host]]
-name = "s"
-site = "source"
-nic = "10 Gbps"
-[[host]]
-name = "d"
-site = "destination"
-nic = "10 Gbps"
-[[vm]]
-name = "v"
-host = "s"
-memory = "64 MiB"
-"#
+{fleet}"#,
+        fleet = evac_testkit::two_sites_toml(&[("v", "64 MiB")])
     );
     let scenario = Scenario::from_toml_str(&text, "<wan_accuracy>")?;
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -15,19 +15,8 @@ fn topology(tag: &str, rate: &str, rtt: &str, window: &str) -> Topology {
 wan_bandwidth = "{rate}"
 wan_rtt = "{rtt}"
 tcp_window = "{window}"
-[[host]]
-name = "s"
-site = "source"
-nic = "10 Gbps"
-[[host]]
-name = "d"
-site = "destination"
-nic = "10 Gbps"
-[[vm]]
-name = "v"
-host = "s"
-memory = "64 MiB"
-"#
+{fleet}"#,
+        fleet = evac_testkit::two_sites_toml(&[("v", "64 MiB")])
     );
     let scenario = Scenario::from_toml_str(&text, "test").unwrap();
     let prefix = format!("evlab-test{tag}-{}", std::process::id());

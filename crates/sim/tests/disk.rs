@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use evac_controller::{ControllerConfig, PolicyKind};
+use evac_controller::PolicyKind;
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, MigrationParams, Mode, Vm};
 use evac_testkit::{busy_vm, two_sites, wan};
+
+mod common;
 
 const MIB: f64 = 1_048_576.0;
 
@@ -20,13 +22,12 @@ fn vm(name: &str, memory: Bytes, disk: Bytes, dirty_rate: BytesPerSec) -> Vm {
 /// A WAN of exactly 100 MiB/s; the NICs (10 Gbps) and the TCP window
 /// (1 GiB per 1 ms) limit nothing.
 fn simulate(vms: Vec<Vm>, policy: PolicyKind, params: MigrationParams) -> evac_outcome::RunResult {
-    let fleet = two_sites(vms);
-    let network = wan(BitsPerSec(100.0 * MIB * 8.0));
-    let config = ControllerConfig {
+    common::simulate(
+        &two_sites(vms),
+        &wan(BitsPerSec(100.0 * MIB * 8.0)),
+        params,
         policy,
-        ..ControllerConfig::default()
-    };
-    evac_sim::simulate_evacuation(&fleet, &network, params, &config)
+    )
 }
 
 fn close(a: f64, b: f64) -> bool {

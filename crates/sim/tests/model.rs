@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use evac_controller::{ControllerConfig, PolicyKind};
+use evac_controller::PolicyKind;
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Fleet, Host, MigrationParams, Mode, Network, Site, TracePoint, Vm,
 };
-use evac_outcome::{Outcome, RunResult};
+use evac_outcome::Outcome;
 
 const GIB: f64 = 1073741824.0;
 
@@ -29,13 +29,8 @@ fn wan(bandwidth: BitsPerSec) -> Network {
     evac_testkit::wan(bandwidth)
 }
 
-fn run(fleet: &Fleet, network: &Network, params: MigrationParams, policy: PolicyKind) -> RunResult {
-    let config = ControllerConfig {
-        policy,
-        ..ControllerConfig::default()
-    };
-    evac_sim::simulate_evacuation(fleet, network, params, &config)
-}
+mod common;
+use common::simulate as run;
 
 fn assert_close(actual: f64, expected: f64, what: &str) {
     assert!(

@@ -5,29 +5,25 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, MigrationParams, Mode, Vm};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, MigrationParams, Mode, Vm};
 use evac_outcome::{Outcome, RunResult};
-use evac_testkit::{busy_vm, destination, source, wan_with};
+use evac_testkit::{busy_vm, two_sites_until, wan_with};
+
+mod common;
 
 const GIB: f64 = 1073741824.0;
 /// 1 Gbps in bytes per second.
 const RATE: f64 = 125e6;
 
 fn fleet(power_off_at: Option<Duration>) -> Fleet {
-    Fleet {
-        hosts: vec![
-            Host {
-                power_off_at,
-                ..source("src")
-            },
-            destination("dst"),
-        ],
-        // 1 GiB dirtying 100 MB/s of a 256 MiB working set.
-        vms: vec![Vm {
+    // 1 GiB dirtying 100 MB/s of a 256 MiB working set.
+    two_sites_until(
+        power_off_at,
+        vec![Vm {
             working_set: Bytes::mib(256),
             ..busy_vm("busy", 0, Bytes::gib(1), BytesPerSec(100e6))
         }],
-    }
+    )
 }
 
 fn run(fleet: &Fleet) -> RunResult {
@@ -37,11 +33,7 @@ fn run(fleet: &Fleet) -> RunResult {
         mode: Mode::Postcopy,
         ..MigrationParams::default()
     };
-    let config = ControllerConfig {
-        policy: PolicyKind::Sequential,
-        ..ControllerConfig::default()
-    };
-    evac_sim::simulate_evacuation(fleet, &network, params, &config)
+    common::simulate(fleet, &network, params, PolicyKind::Sequential)
 }
 
 #[test]

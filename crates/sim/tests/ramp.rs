@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use evac_scenario::Scenario;
+use evac_testkit::two_sites_toml;
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-6
@@ -24,23 +25,8 @@ setup_time = "{setup}"
 {ramp}
 [controller]
 policy = "{policy}"
-[[host]]
-name = "s"
-site = "source"
-nic = "10 Gbps"
-[[host]]
-name = "d"
-site = "destination"
-nic = "10 Gbps"
-[[vm]]
-name = "a"
-host = "s"
-memory = "100 MiB"
-[[vm]]
-name = "b"
-host = "s"
-memory = "100 MiB"
-"#
+{fleet}"#,
+        fleet = two_sites_toml(&[("a", "100 MiB"), ("b", "100 MiB")])
     );
     Scenario::from_toml_str(&text, "test").unwrap()
 }

@@ -5,25 +5,19 @@
 use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
-use evac_model::{BitsPerSec, Bytes, Fleet, Host, MigrationParams, Mode, Network};
+use evac_model::{BitsPerSec, Bytes, Fleet, MigrationParams, Mode, Network};
 use evac_outcome::Outcome;
-use evac_testkit::{destination, source, vm, wan_with};
+use evac_testkit::{two_sites_until, vm, wan_with};
 
 fn fleet(power_off_at: Option<Duration>, sizes_mib: &[u64]) -> Fleet {
-    Fleet {
-        hosts: vec![
-            Host {
-                power_off_at,
-                ..source("src")
-            },
-            destination("dst"),
-        ],
-        vms: sizes_mib
+    two_sites_until(
+        power_off_at,
+        sizes_mib
             .iter()
             .enumerate()
             .map(|(i, &mib)| vm(&format!("vm-{i}"), 0, Bytes::mib(mib)))
             .collect(),
-    }
+    )
 }
 
 /// 1 Gbps (125 MB/s), 20 ms, a window that never limits.

@@ -3,26 +3,22 @@
 
 use std::time::Duration;
 
-use evac_controller::{ControllerConfig, PolicyKind};
+use evac_controller::PolicyKind;
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, MigrationParams, Vm};
-use evac_testkit::{busy_vm, two_sites, wan};
+use evac_testkit::{busy_vm, two_sites, two_sites_toml, wan};
+
+mod common;
 
 fn vm(name: &str, memory: Bytes, dirty_rate: BytesPerSec) -> Vm {
     busy_vm(name, 0, memory, dirty_rate)
 }
 
 fn simulate(vms: Vec<Vm>, policy: PolicyKind, setup: Duration) -> evac_outcome::RunResult {
-    let fleet = two_sites(vms);
-    let network = wan(BitsPerSec(100e6));
     let params = MigrationParams {
         setup_time: setup,
         ..MigrationParams::default()
     };
-    let config = ControllerConfig {
-        policy,
-        ..ControllerConfig::default()
-    };
-    evac_sim::simulate_evacuation(&fleet, &network, params, &config)
+    common::simulate(&two_sites(vms), &wan(BitsPerSec(100e6)), params, policy)
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -82,25 +78,11 @@ fn dirtying_starts_counting_with_the_first_round() {
 
 #[test]
 fn a_scenario_file_sets_the_setup_time() {
-    let text = r#"
-[network]
-wan_bandwidth = "100 Mbps"
-[migration]
-setup_time = "250 ms"
-[[host]]
-name = "s"
-site = "source"
-nic = "10 Gbps"
-[[host]]
-name = "d"
-site = "destination"
-nic = "10 Gbps"
-[[vm]]
-name = "v"
-host = "s"
-memory = "100 MiB"
-"#;
-    let scenario = evac_scenario::Scenario::from_toml_str(text, "test").unwrap();
+    let text = format!(
+        "[network]\nwan_bandwidth = \"100 Mbps\"\n[migration]\nsetup_time = \"250 ms\"\n{}",
+        two_sites_toml(&[("v", "100 MiB")])
+    );
+    let scenario = evac_scenario::Scenario::from_toml_str(&text, "test").unwrap();
     assert_eq!(scenario.migration.setup_time, Duration::from_millis(250));
     let result = evac_sim::simulate_evacuation(
         &scenario.fleet,

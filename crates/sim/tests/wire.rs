@@ -8,37 +8,27 @@ use std::time::Duration;
 
 use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Compression, DirtyPoint, Fleet, Host, HostId, MemoryProfile,
-    MigrationParams, Network, Site, Vm,
+    BitsPerSec, Bytes, BytesPerSec, Compression, DirtyPoint, Fleet, Host, MemoryProfile, MigrationParams,
+    Network, Site, Vm,
 };
 use evac_outcome::RunResult;
+
+mod common;
 
 const GIB: u64 = 1 << 30;
 
 fn host(name: &str, site: Site, cpus: Option<f64>) -> Host {
     Host {
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
-        power_off_at: None,
-        power_trace: Vec::new(),
         migration_cpus: cpus,
+        ..evac_testkit::host(name, site)
     }
 }
 
 /// An idle 1 GiB VM on host 0 with `profile`.
 fn vm(name: &str, profile: MemoryProfile) -> Vm {
     Vm {
-        name: name.into(),
-        host: HostId(0),
-        memory: Bytes(GIB),
-        dirty_rate: BytesPerSec::ZERO,
-        working_set: Bytes(GIB),
-        priority: 1,
-        destination: None,
-        disk: Bytes::ZERO,
         profile,
+        ..evac_testkit::vm(name, 0, Bytes(GIB))
     }
 }
 
@@ -62,12 +52,7 @@ fn fleet(cpus: Option<f64>, vms: Vec<Vm>) -> Fleet {
 
 /// A WAN of `gbps` whose window never limits a connection.
 fn wan(gbps: f64) -> Network {
-    Network {
-        wan_bandwidth: BitsPerSec::gbps(gbps),
-        wan_rtt: Duration::from_millis(1),
-        tcp_window: Bytes::gib(1),
-        wan_trace: vec![],
-    }
+    evac_testkit::wan(BitsPerSec::gbps(gbps))
 }
 
 fn run(fleet: &Fleet, gbps: f64, compression: Compression, policy: PolicyKind) -> RunResult {
@@ -84,11 +69,7 @@ fn run(fleet: &Fleet, gbps: f64, compression: Compression, policy: PolicyKind) -
         zstd_rate_per_core: BytesPerSec(per_core),
         ..MigrationParams::default()
     };
-    let config = ControllerConfig {
-        policy,
-        ..ControllerConfig::default()
-    };
-    evac_sim::simulate_evacuation(fleet, &wan(gbps), params, &config)
+    common::simulate(fleet, &wan(gbps), params, policy)
 }
 
 #[track_caller]

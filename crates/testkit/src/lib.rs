@@ -80,6 +80,20 @@ pub fn two_sites(vms: Vec<Vm>) -> Fleet {
     }
 }
 
+/// [`two_sites`] whose source loses power at `power_off_at` (`None`: never).
+pub fn two_sites_until(power_off_at: Option<Duration>, vms: Vec<Vm>) -> Fleet {
+    Fleet {
+        hosts: vec![
+            Host {
+                power_off_at,
+                ..source("src")
+            },
+            destination("dst"),
+        ],
+        vms,
+    }
+}
+
 /// A WAN of `bandwidth` that is the only bottleneck: 1 ms round trip, a
 /// 1 GiB window, constant.
 pub fn wan(bandwidth: BitsPerSec) -> Network {
@@ -96,6 +110,23 @@ pub fn wan_with(bandwidth: BitsPerSec, rtt: Duration, window: Bytes) -> Network 
     }
 }
 
+/// The scenario-file text of [`two_sites`]'s fleet: `[[host]]` `s` (the
+/// source) and `d` (the destination), 10 Gbps NICs, and a `[[vm]]` on `s`
+/// for each `(name, memory)`, e.g. `("v", "64 MiB")`. For tests that go
+/// through the file format (a `[migration]` or `[network]` of their own).
+pub fn two_sites_toml(vms: &[(&str, &str)]) -> String {
+    let mut text = String::from(
+        "[[host]]\nname = \"s\"\nsite = \"source\"\nnic = \"10 Gbps\"\n\
+         [[host]]\nname = \"d\"\nsite = \"destination\"\nnic = \"10 Gbps\"\n",
+    );
+    for (name, memory) in vms {
+        text.push_str(&format!(
+            "[[vm]]\nname = \"{name}\"\nhost = \"s\"\nmemory = \"{memory}\"\n"
+        ));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +140,15 @@ mod tests {
         assert!(wan(BitsPerSec::gbps(1.0)).connection_cap().0 > 8e12);
         assert_eq!(fleet.vms[0].working_set, Bytes::gib(1));
         assert_eq!(fleet.hosts[1].site, Site::Destination);
+    }
+
+    #[test]
+    fn the_toml_fleet_is_written_out_in_full() {
+        let text = two_sites_toml(&[("v", "64 MiB")]);
+        assert_eq!(
+            text,
+            "[[host]]\nname = \"s\"\nsite = \"source\"\nnic = \"10 Gbps\"\n[[host]]\nname = \"d\"\n\
+             site = \"destination\"\nnic = \"10 Gbps\"\n[[vm]]\nname = \"v\"\nhost = \"s\"\nmemory = \"64 MiB\"\n"
+        );
     }
 }

@@ -1,6 +1,22 @@
-//! What the property tests share.
+//! What the simulator's tests share: one simulation of a fleet under a
+//! policy, and the comparison of two results but for float rounding.
 
+#![allow(dead_code)] // each test file uses some of these
+
+use evac_controller::{ControllerConfig, PolicyKind};
+use evac_model::{Fleet, MigrationParams, Network};
+use evac_outcome::RunResult;
 use serde_json::Value;
+
+/// `fleet` evacuated over `network` with `params` under `policy`, the
+/// controller's other settings their defaults.
+pub fn simulate(fleet: &Fleet, network: &Network, params: MigrationParams, policy: PolicyKind) -> RunResult {
+    let config = ControllerConfig {
+        policy,
+        ..ControllerConfig::default()
+    };
+    evac_sim::simulate_evacuation(fleet, network, params, &config)
+}
 
 /// Equal but for float rounding: numbers within 1e-9 relative (byte counts,
 /// rounded to whole bytes, within one byte more; the run's total, a sum of
