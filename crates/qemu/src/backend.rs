@@ -347,7 +347,7 @@ impl evac_run::Migration for QemuMigration {
         }
         let (migrating, paused) = {
             let p = self.progress.lock().unwrap();
-            (p.migrating, p.paused_by_us)
+            (p.migrating(), p.paused_by_us())
         };
         if !migrating {
             return Ok(Observed::Starting);
@@ -416,7 +416,7 @@ impl evac_run::Migration for QemuMigration {
     /// Refused at once when the attempt is not ready for postcopy (see
     /// [`crate::postcopy`]); else `migrate-start-postcopy` by its task.
     async fn switch_to_postcopy(&mut self) -> Result<(), String> {
-        let ready = self.progress.lock().unwrap().postcopy.clone();
+        let ready = self.progress.lock().unwrap().postcopy();
         match ready {
             attempt::PostcopyReady::Refused(why) => Err(why),
             attempt::PostcopyReady::Pending => Err("the migration has not begun; it stays in precopy".into()),
