@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
-use evac_run::{BackendKind, Log, RunOptions, RunProgress};
+use evac_run::{Log, RunOptions, RunProgress};
 
 use crate::output::{self, is_dash, Exit};
 use crate::{progress, OutputArgs};
@@ -104,7 +104,7 @@ pub(crate) fn load(path: &Path) -> Result<Inventory> {
             Path::new("<stdin>"),
         )?)
     } else {
-        match backend_of(path) {
+        match BackendKind::of(path)? {
             BackendKind::Qemu => Inventory::Qemu(evac_qemu::Inventory::from_path(path)?),
             BackendKind::Libvirt => libvirt_inventory(path)?,
         }
@@ -233,18 +233,47 @@ fn libvirt_inventory(path: &Path) -> Result<Inventory> {
 const NO_LIBVIRT: &str = "backend = \"libvirt\" needs an evac built with libvirt support: \
      cargo install --path crates/cli --features libvirt (needs libvirt-dev and pkg-config; docs/libvirt.md)";
 
-/// The inventory's top-level `backend`. A file that does not parse is
-/// taken as QEMU's: its loader reports the error with file, line and field.
-fn backend_of(path: &Path) -> BackendKind {
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        #[serde(default)]
-        backend: BackendKind,
+/// The backends this `evac` dispatches to, by an inventory's top-level
+/// `backend` key. The run loop (`evac-run`) knows none of them: a new
+/// backend is its crate, a variant here and its arm in [`load`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendKind {
+    /// QEMU processes reachable over QMP from this machine (`evac-qemu`).
+    Qemu,
+    /// Hosts run by libvirt daemons (`evac-libvirt`).
+    Libvirt,
+}
+
+impl BackendKind {
+    const ALL: [(&'static str, BackendKind); 2] =
+        [("qemu", BackendKind::Qemu), ("libvirt", BackendKind::Libvirt)];
+
+    /// The inventory's top-level `backend` (`qemu` when absent). A file
+    /// that does not parse is taken as QEMU's: its loader reports the error
+    /// with file, line and field.
+    fn of(path: &Path) -> Result<BackendKind> {
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            backend: Option<String>,
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let Some(name) = toml::from_str::<Peek>(&text).ok().and_then(|peek| peek.backend) else {
+            return Ok(BackendKind::Qemu);
+        };
+        match BackendKind::ALL.iter().find(|(n, _)| *n == name) {
+            Some(&(_, kind)) => Ok(kind),
+            None => {
+                let at = evac_run::inventory::At::Key("backend");
+                let line = evac_run::inventory::line_of(&text, &at);
+                let known: Vec<String> = BackendKind::ALL.iter().map(|(n, _)| format!("`{n}`")).collect();
+                anyhow::bail!(
+                    "{}:{line}: field `backend`: unknown backend `{name}`, expected one of {}",
+                    path.display(),
+                    known.join(", ")
+                )
+            }
+        }
     }
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| toml::from_str::<Peek>(&text).ok())
-        .map_or(BackendKind::Qemu, |peek| peek.backend)
 }
 
 /// The tasks that tell the run of changes of power: the inventory watched

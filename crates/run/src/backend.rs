@@ -78,9 +78,14 @@
 //!
 //! A new platform (Proxmox's API, KubeVirt) is one crate beside
 //! `evac-qemu` and `evac-libvirt`: its inventory (the common part is
-//! [`crate::inventory`]: hosts, network, migration and controller tables,
-//! the conversion to the model), a [`Backend`] and a [`Migration`], and one
-//! line of dispatch in the CLI's `run.rs`. A sketch:
+//! [`crate::inventory`]: `[[host]]` and `[[vm]]` entries declared with
+//! [`crate::host_spec!`] and [`crate::vm_spec!`] listing only the
+//! platform's own fields, the checks and the conversion to the model, the
+//! power-offs and the network through [`crate::editable_inventory!`]), a
+//! [`Backend`] and a [`Migration`]. This crate knows no backend by name:
+//! the CLI picks one by the inventory's `backend` key (its `BackendKind`,
+//! one variant per backend) and holds the inventory in its `Inventory`
+//! (one variant per backend, an arm in each of its few methods). A sketch:
 //!
 //! ```ignore
 //! pub struct ProxmoxBackend { fleet: Fleet, api: proxmox::Client }
@@ -109,10 +114,11 @@
 //! }
 //! ```
 //!
-//! and in `crates/cli/src/run.rs`:
+//! and in `crates/cli/src/run.rs`, a `BackendKind::Proxmox` named
+//! `"proxmox"`, an `Inventory::Proxmox` and the run's arm:
 //!
 //! ```ignore
-//! Inventory::Proxmox(inv) => evac_proxmox::run(inv, options, shutdown).await,
+//! Inventory::Proxmox(inv) => evac_proxmox::run_with_options(inv, options, shutdown).await,
 //! ```
 
 use std::fmt::Debug;

@@ -332,24 +332,3 @@ pub fn open_run_dir(name: &str, run_dir: Option<&Path>, options: &mut RunOptions
     options.journal = Some(journal);
     Ok(run_dir)
 }
-
-/// Which backend an inventory is for: its top-level `backend` key
-/// (`"qemu"` when absent).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendKind {
-    /// QEMU processes reachable over QMP from this machine (`evac-qemu`).
-    #[default]
-    Qemu,
-    /// Hosts run by libvirt daemons (`evac-libvirt`).
-    Libvirt,
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BackendKind::Qemu => "qemu",
-            BackendKind::Libvirt => "libvirt",
-        })
-    }
-}
