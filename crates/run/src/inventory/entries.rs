@@ -1,6 +1,6 @@
 //! The `[[host]]` and `[[vm]]` entries every backend's inventory shares, as
-//! two macros: each backend declares its entry types with [`host_spec!`]
-//! and [`vm_spec!`], listing only its own fields; the common fields, their
+//! two macros: each backend declares its entry types with [`host_spec!`](crate::host_spec!)
+//! and [`vm_spec!`](crate::vm_spec!), listing only its own fields; the common fields, their
 //! documentation and defaults, and what is made of them (the model's
 //! [`evac_model::Host`], a VM's stated memory profile, the views the common
 //! checks take) are written once, here.
@@ -162,7 +162,7 @@ macro_rules! vm_spec {
     };
 }
 
-/// The struct of [`host_spec!`] and [`vm_spec!`]: the backend's fields
+/// The struct of [`host_spec!`](crate::host_spec!) and [`vm_spec!`](crate::vm_spec!): the backend's fields
 /// (`$own`) after the common ones, every key refused unless declared.
 #[doc(hidden)]
 #[macro_export]
