@@ -165,6 +165,15 @@ enum Ram<'a> {
     Mixed(Mix),
 }
 
+/// What the dirtying guest is built to do: dirty `dirty_rate` over
+/// `working_set_mib`, after marking every page when `filled`.
+#[derive(Debug, Clone, Copy)]
+struct Dirtying {
+    dirty_rate: BytesPerSec,
+    working_set_mib: u64,
+    filled: bool,
+}
+
 /// A source VM started by the lab.
 #[derive(Debug, Clone)]
 pub struct LabVm {
@@ -263,10 +272,12 @@ impl Lab {
         working_set_mib: u64,
         netns: Option<&str>,
     ) -> std::io::Result<LabVm> {
-        let image = dirty_guest_image(mib, dirty_rate, working_set_mib, false)?;
-        let bios = self.dir.join(format!("{name}.bios"));
-        std::fs::write(&bios, image)?;
-        self.start(name, mib, netns, Some(&bios), Ram::Random)
+        let guest = Dirtying {
+            dirty_rate,
+            working_set_mib,
+            filled: false,
+        };
+        self.start_dirtying(name, mib, guest, netns, Ram::Random)
     }
 
     /// The dirtying guest of [`Lab::start_dirtying_vm`] on **anonymous**
@@ -286,10 +297,28 @@ impl Lab {
         dirty_rate: BytesPerSec,
         working_set_mib: u64,
     ) -> std::io::Result<LabVm> {
-        let image = dirty_guest_image(mib, dirty_rate, working_set_mib, true)?;
+        let guest = Dirtying {
+            dirty_rate,
+            working_set_mib,
+            filled: true,
+        };
+        self.start_dirtying(name, mib, guest, None, Ram::Anonymous)
+    }
+
+    /// A VM booting the dirtying guest `guest` (its image in the lab's
+    /// directory) on `ram`.
+    fn start_dirtying(
+        &mut self,
+        name: &str,
+        mib: u64,
+        guest: Dirtying,
+        netns: Option<&str>,
+        ram: Ram,
+    ) -> std::io::Result<LabVm> {
+        let image = dirty_guest_image(mib, guest.dirty_rate, guest.working_set_mib, guest.filled)?;
         let bios = self.dir.join(format!("{name}.bios"));
         std::fs::write(&bios, image)?;
-        self.start(name, mib, None, Some(&bios), Ram::Anonymous)
+        self.start(name, mib, netns, Some(&bios), ram)
     }
 
     /// [`Lab::start_vm_in`] with RAM of `mix`'s zero, text-like and random

@@ -180,15 +180,7 @@ pub(crate) async fn adopt_attempt(
         child: None,
         pid: None,
     };
-    let dst_qmp = match tokio::time::timeout(
-        Duration::from_secs(5),
-        Qmp::connect(sock.to_str().unwrap_or_default()),
-    )
-    .await
-    {
-        Ok(Ok(qmp)) => Some(qmp),
-        _ => None,
-    };
+    let dst_qmp = connect_destination(&sock).await;
     dst.pid = dst_qmp.as_ref().and_then(|q| q.peer_pid());
     // We paused the guest if it was sent offline.
     let paused_by_us = ctx.params.mode == Mode::Offline;
@@ -231,14 +223,8 @@ pub(crate) async fn adopt_without_source(sock: PathBuf) -> AttemptResult {
         reason,
         transferred: 0,
     };
-    let dst_qmp = match tokio::time::timeout(
-        Duration::from_secs(5),
-        Qmp::connect(sock.to_str().unwrap_or_default()),
-    )
-    .await
-    {
-        Ok(Ok(qmp)) => qmp,
-        _ => return failed("neither its source nor its destination QEMU answers".into()),
+    let Some(dst_qmp) = connect_destination(&sock).await else {
+        return failed("neither its source nor its destination QEMU answers".into());
     };
     if let Err(e) = resume_destination(&dst_qmp).await {
         return failed(e);
@@ -257,6 +243,20 @@ pub(crate) async fn adopt_without_source(sock: PathBuf) -> AttemptResult {
         }),
         dst_pid: dst_qmp.peer_pid().unwrap_or(0),
         dst_qmp: sock,
+    }
+}
+
+/// The QMP of a destination found again after a restart of evac, if it
+/// answers within 5 s.
+async fn connect_destination(sock: &std::path::Path) -> Option<Qmp> {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        Qmp::connect(sock.to_str().unwrap_or_default()),
+    )
+    .await
+    {
+        Ok(Ok(qmp)) => Some(qmp),
+        _ => None,
     }
 }
 
