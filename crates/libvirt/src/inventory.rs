@@ -40,23 +40,44 @@ pub struct Inventory {
 }
 
 /// `[migration]`: the controller's starting parameters plus what only a
-/// libvirt migration has.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// libvirt migration has (read by [`evac_run::inventory::extended`]: a bad
+/// value is placed at its own line).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LibvirtMigration {
-    #[serde(flatten)]
     pub params: MigrationParams,
     /// Encrypt the migration stream (libvirt's `VIR_MIGRATE_TLS`).
-    #[serde(default)]
     pub tls: bool,
     /// Copy local disks with the migration (non-shared-disk migration);
     /// without it a domain with a local disk is refused.
-    #[serde(default)]
     pub copy_storage: bool,
     /// Path prefixes every host mounts from shared storage (e.g. an NFS
     /// export): disks under them are not local.
-    #[serde(default)]
     pub shared_storage: Vec<String>,
+}
+
+/// The keys of [`LibvirtMigration`] the model's parameters do not have.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LibvirtOwn {
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    copy_storage: bool,
+    #[serde(default)]
+    shared_storage: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for LibvirtMigration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (params, own): (MigrationParams, LibvirtOwn) =
+            evac_run::inventory::extended(deserializer, &["tls", "copy_storage", "shared_storage"])?;
+        Ok(LibvirtMigration {
+            params,
+            tls: own.tls,
+            copy_storage: own.copy_storage,
+            shared_storage: own.shared_storage,
+        })
+    }
 }
 
 evac_run::host_spec! {
@@ -424,6 +445,21 @@ migration_address = "10.77.0.2"
         let err = parse(&format!("{ISSUE}[[vm]]\nname = \"x\"\ndestination = \"a1\"\n")).unwrap_err();
         assert!(
             err.contains("fleet.toml:17:") && err.contains("no destination host `a1`"),
+            "{err}"
+        );
+        // A bad value of the model's [migration] parameters, beside the
+        // libvirt keys: at its own line (5; the table is on line 3), its
+        // column (18) and path, not the table's.
+        let err = parse(&ISSUE.replace("tls = true\n", "tls = true\ndowntime_limit = \"3 parsecs\"\n"))
+            .unwrap_err();
+        assert!(
+            err.starts_with("fleet.toml:5:18: field `migration.downtime_limit`"),
+            "{err}"
+        );
+        // A mistyped key of the table is still refused, named.
+        let err = parse(&ISSUE.replace("tls = true\n", "tls = true\ncopy_storag = true\n")).unwrap_err();
+        assert!(
+            err.contains("fleet.toml:") && err.contains("copy_storag"),
             "{err}"
         );
     }

@@ -65,14 +65,29 @@ struct RawInventory {
     vms: Vec<VmSpec>,
 }
 
-/// `[migration]`: the model's parameters plus what only a real backend has.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[migration]`: the model's parameters plus what only a real backend has
+/// (read by [`evac_run::inventory::extended`]: a bad value is placed at its
+/// own line).
+#[derive(Debug, Default)]
 struct MigrationTable {
-    #[serde(flatten)]
     params: MigrationParams,
+    tls: bool,
+}
+
+/// The key of [`MigrationTable`] the model's parameters do not have.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QemuOwn {
     #[serde(default)]
     tls: bool,
+}
+
+impl<'de> Deserialize<'de> for MigrationTable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (params, own): (MigrationParams, QemuOwn) =
+            evac_run::inventory::extended(deserializer, &["tls"])?;
+        Ok(MigrationTable { params, tls: own.tls })
+    }
 }
 
 impl From<RawInventory> for Inventory {
@@ -515,6 +530,18 @@ qemu_args = ["-machine", "q35"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("lab.toml") && err.contains("tls_verify"), "{err}");
+        // A bad value of the model's parameters beside `tls`: at its own
+        // line and column, with its path (the table's header is line 6).
+        let bad = text.replace("tls = true", "tls = true\nmax_bandwidth = \"fast\"");
+        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string();
+        let line = bad.lines().position(|l| l.starts_with("max_bandwidth")).unwrap() + 1;
+        assert_eq!(line, 8);
+        assert!(
+            err.starts_with("lab.toml:8:17: field `migration.max_bandwidth`"),
+            "{err}"
+        );
         let err = Inventory::from_str_at(
             &text.replace("tls = true", "tls = \"yes\""),
             Path::new("lab.toml"),

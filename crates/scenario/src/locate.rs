@@ -330,10 +330,19 @@ fn walk(mut node: &Node, steps: &[Step]) -> Found {
     Found { span, text }
 }
 
-/// The 1-based line of the byte at `offset`.
+/// The 1-based line of the byte at `offset`: how every TOML format of
+/// evac (scenarios, grids, inventories) turns an error's span into the
+/// line it names.
 pub fn line_at(text: &str, offset: usize) -> usize {
+    line_column(text, offset).0
+}
+
+/// The 1-based line and column (in bytes) of the byte at `offset`.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
-    before.iter().filter(|&&b| b == b'\n').count() + 1
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
 }
 
 #[cfg(test)]
@@ -400,5 +409,8 @@ mod tests {
         assert_eq!(line_at("a\nb\nc", 0), 1);
         assert_eq!(line_at("a\nb\nc", 2), 2);
         assert_eq!(line_at("a\nb\nc", 4), 3);
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("ab\ncd", 99), (2, 3));
     }
 }

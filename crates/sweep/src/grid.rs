@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use evac_scenario::locate::line_at;
 use evac_scenario::{Scenario, DEFAULT_SCENARIO_TOML};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -23,10 +24,6 @@ pub(crate) struct RawGrid {
     repeat_seeds_at: Option<usize>,
     #[serde(default)]
     factors: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<toml::Value>>>>,
-}
-
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 impl Grid {
@@ -51,7 +48,7 @@ impl Grid {
     }
 
     fn parse(text: &str, origin: &str, dir: &Path, default_name: &str) -> Result<Grid, GridError> {
-        let at = |offset: usize| format!("{origin}:{}", line_of(text, offset));
+        let at = |offset: usize| format!("{origin}:{}", line_at(text, offset));
         let mut raw: RawGrid = toml::from_str(text).map_err(|e| GridError::Invalid {
             at: e.span().map_or_else(|| origin.to_owned(), |s| at(s.start)),
             key: None,

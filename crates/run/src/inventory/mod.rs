@@ -6,12 +6,17 @@
 //! its own fields and the checks only it needs.
 
 pub mod entries;
+mod extend;
+
+pub use evac_scenario::locate::place;
+pub use extend::extended;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_model::wall_clock::PowerOffAt;
 use evac_model::{BitsPerSec, Bytes, DirtyPoint, Network, Site, Vm};
+use evac_scenario::locate::line_column;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -88,13 +93,6 @@ pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, Inventor
             },
         }
     })
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
 }
 
 /// Where a refusal points: an entry (by its `name`) or a top-level key.
@@ -531,8 +529,7 @@ pub fn changed_beyond_power<I: Editable>(old: &I, newer: &I) -> Option<String> {
 /// [`Editable`] an inventory edited during a run needs, its `power_offs`,
 /// `ups_hosts`, `changed_beyond_power`, `network` (the WAN a real run
 /// knows) and `checked` (the checks of a parsed inventory, their errors
-/// placed in its text: the backend crate depends on `evac-scenario`, whose
-/// locator places the model's refusals): one line in each backend's
+/// placed in its text by the scenario format's locator): one line in each backend's
 /// inventory module, which writes `check` (its own refusals) and
 /// `validate` (the model's wall over what it states).
 #[macro_export]
@@ -548,7 +545,7 @@ macro_rules! editable_inventory {
             ) -> Result<Self, $crate::inventory::InventoryError> {
                 self.check().map_err(|r| r.into_error(text, path))?;
                 self.validate().map_err(|invalid| {
-                    let (line, message) = evac_scenario::locate::place(text, &invalid);
+                    let (line, message) = $crate::inventory::place(text, &invalid);
                     $crate::inventory::InventoryError::Invalid {
                         path: path.to_owned(),
                         line,
