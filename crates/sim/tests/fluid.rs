@@ -22,15 +22,8 @@ use evac_sim::{simulate_with_solver, Solver, SolverStats};
 use proptest::prelude::*;
 
 mod common;
-use common::same;
+use common::{same, Case};
 
-#[derive(Debug, Clone)]
-struct Case {
-    fleet: Fleet,
-    network: Network,
-    params: MigrationParams,
-    policy: PolicyKind,
-}
 
 fn case() -> impl Strategy<Value = Case> {
     let source = (

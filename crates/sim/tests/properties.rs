@@ -12,15 +12,8 @@ use evac_outcome::{Outcome, RunResult};
 use proptest::prelude::*;
 
 mod common;
-use common::same;
+use common::{same, Case};
 
-#[derive(Debug, Clone)]
-struct Case {
-    fleet: Fleet,
-    network: Network,
-    params: MigrationParams,
-    policy: PolicyKind,
-}
 
 fn case() -> impl Strategy<Value = Case> {
     // Host, MiB, MB/s dirtied, working set MiB, percent of zero pages,

@@ -8,6 +8,15 @@ use evac_model::{Fleet, MigrationParams, Network};
 use evac_outcome::RunResult;
 use serde_json::Value;
 
+/// One random evacuation of the property tests.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub fleet: Fleet,
+    pub network: Network,
+    pub params: MigrationParams,
+    pub policy: PolicyKind,
+}
+
 /// `fleet` evacuated over `network` with `params` under `policy`, the
 /// controller's other settings their defaults.
 pub fn simulate(fleet: &Fleet, network: &Network, params: MigrationParams, policy: PolicyKind) -> RunResult {
