@@ -22,8 +22,7 @@ use evac_sim::{simulate_with_solver, Solver, SolverStats};
 use proptest::prelude::*;
 
 mod common;
-use common::{same, Case};
-
+use common::{same, trace_of, Case};
 
 fn case() -> impl Strategy<Value = Case> {
     let source = (
@@ -130,17 +129,7 @@ fn case() -> impl Strategy<Value = Case> {
                     },
                 )
                 .collect();
-            let mut at = 0;
-            let wan_trace = trace
-                .into_iter()
-                .map(|(step, mbps)| {
-                    at += step;
-                    TracePoint {
-                        at: Duration::from_secs(at),
-                        bandwidth: BitsPerSec::mbps(mbps),
-                    }
-                })
-                .collect();
+            let wan_trace = trace_of(trace);
             Case {
                 fleet: Fleet { hosts, vms },
                 network: Network {

@@ -5,15 +5,13 @@ use std::time::Duration;
 use evac_controller::policies::MAX_CONNECTIONS;
 use evac_controller::{ControllerConfig, PolicyKind};
 use evac_model::{
-    BitsPerSec, Bytes, BytesPerSec, Compression, Fleet, Host, HostId, MigrationParams, Network, Site,
-    TracePoint, Vm,
+    BitsPerSec, Bytes, BytesPerSec, Compression, Fleet, Host, HostId, MigrationParams, Network, Site, Vm,
 };
 use evac_outcome::{Outcome, RunResult};
 use proptest::prelude::*;
 
 mod common;
-use common::{same, Case};
-
+use common::{same, trace_of, Case};
 
 fn case() -> impl Strategy<Value = Case> {
     // Host, MiB, MB/s dirtied, working set MiB, percent of zero pages,
@@ -74,17 +72,7 @@ fn case() -> impl Strategy<Value = Case> {
                         destination: None,
                     })
                     .collect();
-                let mut at = 0;
-                let wan_trace = trace
-                    .into_iter()
-                    .map(|(step, mbps)| {
-                        at += step;
-                        TracePoint {
-                            at: Duration::from_secs(at),
-                            bandwidth: BitsPerSec::mbps(f64::from(mbps)),
-                        }
-                    })
-                    .collect();
+                let wan_trace = trace_of(trace.into_iter().map(|(step, mbps)| (step, f64::from(mbps))));
                 Case {
                     fleet: Fleet { hosts, vms },
                     network: Network {

@@ -17,6 +17,21 @@ pub struct Case {
     pub policy: PolicyKind,
 }
 
+/// A WAN trace from `(seconds since the previous point, Mbps)` steps.
+pub fn trace_of(steps: impl IntoIterator<Item = (u64, f64)>) -> Vec<evac_model::TracePoint> {
+    let mut at = 0;
+    steps
+        .into_iter()
+        .map(|(step, mbps)| {
+            at += step;
+            evac_model::TracePoint {
+                at: std::time::Duration::from_secs(at),
+                bandwidth: evac_model::BitsPerSec::mbps(mbps),
+            }
+        })
+        .collect()
+}
+
 /// `fleet` evacuated over `network` with `params` under `policy`, the
 /// controller's other settings their defaults.
 pub fn simulate(fleet: &Fleet, network: &Network, params: MigrationParams, policy: PolicyKind) -> RunResult {
