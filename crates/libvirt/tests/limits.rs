@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use evac_lab::libvirt::{self as lab, Lab, LabOptions};
@@ -45,11 +45,7 @@ async fn a_daemon_with_fewer_workers_than_asked_for_is_respected_without_a_failu
             }
         })
     };
-    let said = Arc::new(Mutex::new(Vec::<String>::new()));
-    let log: evac_run::Log = {
-        let said = said.clone();
-        Arc::new(move |line: &str| said.lock().unwrap().push(line.to_owned()))
-    };
+    let (log, said) = evac_run::log_kept();
     let options = RunOptions {
         log: Some(log),
         ..Default::default()

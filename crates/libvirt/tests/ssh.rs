@@ -7,7 +7,6 @@
 //! without a failed attempt, each over its own ssh session (B's sshd log).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use evac_lab::libvirt::{self as lab, Lab, LabOptions};
 use evac_libvirt::backend::run_with_options;
@@ -44,11 +43,7 @@ async fn domains_move_over_qemu_ssh_within_sshds_max_startups() {
         );
     assert!(text.contains("qemu+ssh://"), "{text}");
     let inventory = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
-    let said = Arc::new(Mutex::new(Vec::<String>::new()));
-    let log: evac_run::Log = {
-        let said = said.clone();
-        Arc::new(move |line: &str| said.lock().unwrap().push(line.to_owned()))
-    };
+    let (log, said) = evac_run::log_kept();
     let options = RunOptions {
         log: Some(log),
         ..Default::default()

@@ -3,11 +3,10 @@
 //! plan and bound). Real QEMU; skipped, with the reason, where it is
 //! missing (a failure under EVAC_REQUIRE_LAB=1).
 
-use std::sync::{Arc, Mutex};
 
 use evac_lab::{self as lab};
 use evac_model::Bytes;
-use evac_qemu::{Log, QemuBackend};
+use evac_qemu::QemuBackend;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn qemus_memory_wins_over_the_inventorys_with_a_warning() {
@@ -16,11 +15,7 @@ async fn qemus_memory_wins_over_the_inventorys_with_a_warning() {
     let mut inventory = lab.parsed_inventory("sequential", &vms, "");
     // The operator's typo: 64 GiB for the 64 MiB guest.
     inventory.vms[0].memory = Some(Bytes::gib(64));
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let log: Log = {
-        let lines = lines.clone();
-        Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
-    };
+    let (log, lines) = evac_run::log_kept();
     let backend = QemuBackend::connect(inventory, log, None).await.unwrap();
     // `-m 64` is what the lab gave the guest: 64 MiB.
     assert_eq!(evac_run::Backend::fleet(&backend).vms[0].memory, Bytes::mib(64));

@@ -273,11 +273,7 @@ async fn progress_is_published_every_period() {
         }
         seen
     });
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let log = {
-        let lines = lines.clone();
-        Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
-    };
+    let (log, lines) = evac_run::log_kept();
     let options = RunOptions {
         progress: Some(tx),
         log: Some(log),

@@ -3,7 +3,6 @@
 //! on a fresh destination completes. Real QEMU; skipped, with the reason
 //! printed, where it is missing.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evac_lab::{self as lab};
@@ -22,11 +21,7 @@ async fn a_hung_destination_is_cancelled_and_retried() {
     let monitor = Qmp::connect_retry(vms[0].monitor.to_str().unwrap(), Duration::from_secs(5))
         .await
         .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let log = {
-        let lines = lines.clone();
-        Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
-    };
+    let (log, lines) = evac_run::log_kept();
     let options = RunOptions {
         log: Some(log),
         ..RunOptions::default()

@@ -100,6 +100,20 @@ pub const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Where the loop's messages (one line each, no newline) go.
 pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// The lines a [`log_kept`] log was given, in order.
+pub type KeptLines = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A [`Log`] that keeps its lines (for a test, or a program that shows
+/// them its own way), and the lines it keeps.
+pub fn log_kept() -> (Log, KeptLines) {
+    let lines = KeptLines::default();
+    let kept = lines.clone();
+    let log: Log = Arc::new(move |line: &str| {
+        kept.lock().unwrap_or_else(|e| e.into_inner()).push(line.to_owned())
+    });
+    (log, lines)
+}
+
 /// The default [`Log`]: standard error.
 pub fn log_to_stderr() -> Log {
     // A closed stderr is no reason to stop an evacuation (eprintln! would

@@ -289,7 +289,6 @@ pub async fn poll_ups(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
 
     use super::*;
 
@@ -342,11 +341,7 @@ mod tests {
                 Some(PowerOffAt::FromStart(Duration::from_secs(1200))),
             ),
         ];
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let log: Log = {
-            let lines = lines.clone();
-            Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
-        };
+        let (log, lines) = crate::log_kept();
         let (tx, mut rx) = feed();
         let (hup_tx, hup_rx) = mpsc::channel(1);
         let poll = Duration::from_millis(50);
