@@ -1,8 +1,6 @@
 //! `evac run --metrics`: a real evacuation of real QEMU VMs, scraped over
 //! loopback while it runs.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -10,27 +8,7 @@ use evac_lab::{self as lab};
 use evac_model::BytesPerSec;
 
 mod common;
-use common::run_with_metrics;
-
-/// One scrape: every sample line, `name{labels}` to value.
-fn scrape(addr: &str) -> HashMap<String, f64> {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: evac\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
+use common::{run_with_metrics, scrape};
 
 #[test]
 fn a_real_run_is_scraped_while_it_runs() {

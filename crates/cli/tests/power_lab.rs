@@ -36,13 +36,7 @@ const PERIOD: Duration = Duration::from_millis(500);
 /// on two cores).
 const ACT_WITHIN: Duration = Duration::from_secs(2);
 
-fn journal_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+use common::journal_lines;
 
 /// Pids of the processes whose command line contains `needle`.
 fn pids_with(needle: &str) -> Vec<u32> {
@@ -235,18 +229,7 @@ fn metrics_address(stderr: &Path) -> String {
 
 /// The value of the sample `series` (`name{labels}`) in one scrape.
 fn scrape(addr: &str, series: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: evac\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(name, _)| *name == series)
-        .and_then(|(_, value)| value.parse().ok())
+    common::scrape(addr).get(series).copied()
 }
 
 /// Stops every destination QEMU of `vms` the run left (the lab kills them
@@ -346,17 +329,7 @@ fn an_inventory_edited_mid_run_moves_the_deadline_and_survives_a_resume() {
     first.0.wait().unwrap();
     std::fs::write(&inventory, &text).unwrap();
     let json = dir.path().join("resumed.json");
-    let resumed = Command::new(env!("CARGO_BIN_EXE_evac"))
-        .args([
-            "run",
-            "--quiet",
-            "--resume",
-            inventory.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let resumed = common::run_resumed(&inventory, &json);
     adopt_destinations(&mut lab, &vms);
     let log = String::from_utf8_lossy(&resumed.stderr);
     let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

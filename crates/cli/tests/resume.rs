@@ -2,7 +2,6 @@
 //! `--resume`: real `evac` binaries over real QEMU VMs. Skipped, saying why,
 //! where QEMU is missing.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,13 +9,9 @@ use evac_lab::{self as lab};
 use evac_qmp::{Qmp, RunState};
 use serde_json::Value;
 
-fn journal_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+mod common;
+
+use common::journal_lines;
 
 #[test]
 fn a_killed_run_is_resumed_and_moves_every_vm_exactly_once() {
@@ -102,17 +97,7 @@ fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
     assert!(!plain.status.success() && stderr.contains("--resume"), "{stderr}");
 
     let json = lab.dir.join("resumed.json");
-    let resumed = Command::new(evac)
-        .args([
-            "run",
-            "--quiet",
-            "--resume",
-            inventory.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let resumed = common::run_resumed(&inventory, &json);
     // Whatever happened, the lab stops every destination QEMU.
     for vm in &vms {
         for pid in lab::process::pids_mentioning(&format!("dst-{}-", vm.name)) {

@@ -3,7 +3,6 @@
 //! plan and bound). Real QEMU; skipped, with the reason, where it is
 //! missing (a failure under EVAC_REQUIRE_LAB=1).
 
-
 use evac_lab::{self as lab};
 use evac_model::Bytes;
 use evac_qemu::QemuBackend;

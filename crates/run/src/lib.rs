@@ -109,7 +109,9 @@ pub fn log_kept() -> (Log, KeptLines) {
     let lines = KeptLines::default();
     let kept = lines.clone();
     let log: Log = Arc::new(move |line: &str| {
-        kept.lock().unwrap_or_else(|e| e.into_inner()).push(line.to_owned())
+        kept.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line.to_owned())
     });
     (log, lines)
 }

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test file uses some of these
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -65,4 +65,45 @@ pub fn run_with_metrics(inventory: &Path, extra: &[&str]) -> (KillOnDrop, String
         .recv_timeout(Duration::from_secs(30))
         .expect("evac prints the metrics address");
     (evac, addr)
+}
+
+/// `evac run --quiet --resume INVENTORY --json JSON`, run to its end.
+pub fn run_resumed(inventory: &Path, json: &Path) -> Output {
+    evac_command()
+        .args(["run", "--quiet", "--resume"])
+        .arg(inventory)
+        .arg("--json")
+        .arg(json)
+        .output()
+        .expect("evac runs")
+}
+
+/// One scrape: every sample line, `name{labels}` to value.
+pub fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: evac\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The entries of a journal (JSON lines), those that parse; none when the
+/// file is not there yet.
+pub fn journal_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
