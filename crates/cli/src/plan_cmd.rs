@@ -29,7 +29,7 @@ pub fn plan(
     let say = |line: &str| crate::output::say(line);
     let inventory = crate::run::load(inventory)?;
     // Power-offs given as times count from when the inventory was read.
-    let (ups_hosts, start) = (inventory.ups_hosts(), inventory.start());
+    let (ups_hosts, start) = (inventory.common().ups_hosts(), inventory.common().start());
     let live = runtime.block_on(async {
         match inventory {
             crate::run::Inventory::Qemu(inventory) => evac_plan::live::qemu(&inventory, how, &say).await,

@@ -25,58 +25,13 @@ pub(crate) enum Inventory {
 }
 
 impl Inventory {
-    fn period(&self) -> std::time::Duration {
+    /// What the run takes of it whatever its backend.
+    pub(crate) fn common(&self) -> &dyn evac_run::inventory::RunInventory {
         match self {
-            Inventory::Qemu(i) => i.controller.period,
+            Inventory::Qemu(i) => i,
             #[cfg(feature = "libvirt")]
-            Inventory::Libvirt(i) => i.controller.period,
+            Inventory::Libvirt(i) => i,
         }
-    }
-
-    /// When it was read: power-offs given as times count from it until a
-    /// run sets its own start.
-    pub(crate) fn start(&self) -> evac_model::wall_clock::Timestamp {
-        match self {
-            Inventory::Qemu(i) => i.start,
-            #[cfg(feature = "libvirt")]
-            Inventory::Libvirt(i) => i.start,
-        }
-    }
-
-    fn power_offs(&self) -> Vec<(String, Option<evac_model::wall_clock::PowerOffAt>)> {
-        match self {
-            Inventory::Qemu(i) => i.power_offs(),
-            #[cfg(feature = "libvirt")]
-            Inventory::Libvirt(i) => i.power_offs(),
-        }
-    }
-
-    pub(crate) fn ups_hosts(&self) -> Vec<evac_run::power::UpsHost> {
-        match self {
-            Inventory::Qemu(i) => i.ups_hosts(),
-            #[cfg(feature = "libvirt")]
-            Inventory::Libvirt(i) => i.ups_hosts(),
-        }
-    }
-
-    /// The file at `path` as edited during the run: its power-offs, and the
-    /// refusal of whatever else changed since `self`.
-    fn reread(&self, text: &str, path: &Path) -> Result<evac_run::power::Reread, String> {
-        let (power_offs, refused) = match self {
-            Inventory::Qemu(old) => {
-                let new = evac_qemu::Inventory::from_str_at(text, path).map_err(|e| e.to_string())?;
-                (new.power_offs(), old.changed_beyond_power(&new))
-            }
-            #[cfg(feature = "libvirt")]
-            Inventory::Libvirt(old) => {
-                let new = evac_libvirt::Inventory::from_str_at(text, path).map_err(|e| e.to_string())?;
-                (new.power_offs(), old.changed_beyond_power(&new))
-            }
-        };
-        Ok(evac_run::power::Reread {
-            power_offs,
-            refused: refused.map(|r| format!("{}: {r}", path.display())),
-        })
     }
 }
 
@@ -287,7 +242,7 @@ fn power_sources(
     log: &Log,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let period = inventory.period();
+    let period = inventory.common().period();
     let mut tasks = Vec::new();
     let (hup_tx, hup_rx) = tokio::sync::mpsc::channel(4);
     if let Ok(mut hangups) = signal(SignalKind::hangup()) {
@@ -308,14 +263,14 @@ fn power_sources(
         tasks.push(tokio::spawn(evac_run::power::watch_inventory(
             path,
             period,
-            inventory.power_offs(),
-            move |text: &str| baseline.reread(text, &reread_path),
+            inventory.common().power_offs(),
+            move |text: &str| baseline.common().reread(text, &reread_path),
             hup_rx,
             tx.clone(),
             log.clone(),
         )));
     }
-    let ups = inventory.ups_hosts();
+    let ups = inventory.common().ups_hosts();
     if !ups.is_empty() {
         // Each read within the period (at least 200 ms, at most 2 s): a
         // dead upsd costs one poll, never the run.

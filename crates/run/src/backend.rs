@@ -84,8 +84,10 @@
 //! power-offs and the network through [`crate::editable_inventory!`]), a
 //! [`Backend`] and a [`Migration`]. This crate knows no backend by name:
 //! the CLI picks one by the inventory's `backend` key (its `BackendKind`,
-//! one variant per backend) and holds the inventory in its `Inventory`
-//! (one variant per backend, an arm in each of its few methods). A sketch:
+//! one variant per backend) and holds the inventory in its `Inventory`,
+//! whose one match (`common`) hands out the inventory as a
+//! [`crate::inventory::RunInventory`] (what the run takes of it: period,
+//! power-offs, UPSes, an edited file read again). A sketch:
 //!
 //! ```ignore
 //! pub struct ProxmoxBackend { fleet: Fleet, api: proxmox::Client }
@@ -115,7 +117,8 @@
 //! ```
 //!
 //! and in `crates/cli/src/run.rs`, a `BackendKind::Proxmox` named
-//! `"proxmox"`, an `Inventory::Proxmox` and the run's arm:
+//! `"proxmox"`, an `Inventory::Proxmox` with its arm in `common`, its
+//! loader's arm in `load` and the run's:
 //!
 //! ```ignore
 //! Inventory::Proxmox(inv) => evac_proxmox::run_with_options(inv, options, shutdown).await,

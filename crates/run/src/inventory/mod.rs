@@ -523,11 +523,30 @@ pub fn changed_beyond_power<I: Editable>(old: &I, newer: &I) -> Option<String> {
     ))
 }
 
+/// What a run takes from an inventory whatever its backend, for the program
+/// that holds one of several backends' (the CLI): implemented by
+/// [`crate::editable_inventory!`], so a new backend's inventory has it by
+/// that one line.
+pub trait RunInventory {
+    /// The controller's period: how often an edited file is read again.
+    fn period(&self) -> Duration;
+    /// When it was read: power-offs given as times count from it until a
+    /// run sets its own start.
+    fn start(&self) -> evac_model::wall_clock::Timestamp;
+    /// Each source host's power-off as written, but those a UPS tells.
+    fn power_offs(&self) -> Vec<(String, Option<PowerOffAt>)>;
+    /// The source hosts that name a UPS.
+    fn ups_hosts(&self) -> Vec<crate::power::UpsHost>;
+    /// The file at `path` as edited during a run (`text`): its power-offs,
+    /// and the refusal of whatever else changed since `self`.
+    fn reread(&self, text: &str, path: &Path) -> Result<crate::power::Reread, String>;
+}
+
 /// What an inventory type shares whatever its backend, for inventories
 /// whose fields have the common names (`hosts`, `vms`, `start`, `network`)
 /// and whose host type is declared by [`crate::host_spec!`]: the
 /// [`Editable`] an inventory edited during a run needs, its `power_offs`,
-/// `ups_hosts`, `changed_beyond_power`, `network` (the WAN a real run
+/// `ups_hosts`, `changed_beyond_power`, its [`RunInventory`], `network` (the WAN a real run
 /// knows) and `checked` (the checks of a parsed inventory, their errors
 /// placed in its text by the scenario format's locator): one line in each backend's
 /// inventory module, which writes `check` (its own refusals) and
@@ -584,6 +603,34 @@ macro_rules! editable_inventory {
             /// power-offs changed.
             pub fn changed_beyond_power(&self, newer: &Self) -> Option<String> {
                 $crate::inventory::changed_beyond_power(self, newer)
+            }
+        }
+
+        impl $crate::inventory::RunInventory for $inventory {
+            fn period(&self) -> std::time::Duration {
+                self.controller.period
+            }
+
+            fn start(&self) -> evac_model::wall_clock::Timestamp {
+                self.start
+            }
+
+            fn power_offs(&self) -> Vec<(String, Option<evac_model::wall_clock::PowerOffAt>)> {
+                <$inventory>::power_offs(self)
+            }
+
+            fn ups_hosts(&self) -> Vec<$crate::power::UpsHost> {
+                <$inventory>::ups_hosts(self)
+            }
+
+            fn reread(&self, text: &str, path: &std::path::Path) -> Result<$crate::power::Reread, String> {
+                let new = <$inventory>::from_str_at(text, path).map_err(|e| e.to_string())?;
+                Ok($crate::power::Reread {
+                    power_offs: new.power_offs(),
+                    refused: self
+                        .changed_beyond_power(&new)
+                        .map(|r| format!("{}: {r}", path.display())),
+                })
             }
         }
 
