@@ -90,6 +90,7 @@ pub(crate) enum AttemptResult {
 
 /// The destination QEMU: killed on drop unless released. Started by this
 /// attempt (`child`), or found again after a restart of evac (`pid`).
+#[derive(Default)]
 struct DstProcess {
     child: Option<tokio::process::Child>,
     pid: Option<u32>,
@@ -157,10 +158,7 @@ pub(crate) async fn run_attempt(
     mut control: mpsc::UnboundedReceiver<Control>,
     progress: Arc<Mutex<Progress>>,
 ) -> AttemptResult {
-    let mut dst = DstProcess {
-        child: None,
-        pid: None,
-    };
+    let mut dst = DstProcess::default();
     let sock = dst_socket(&ctx.run_dir, &ctx.vm, ctx.attempt);
     let outcome = drive(&ctx, &sock, &mut control, &progress, &mut dst).await;
     conclude(ctx, sock, outcome, dst, &progress).await
@@ -176,12 +174,11 @@ pub(crate) async fn adopt_attempt(
     mut control: mpsc::UnboundedReceiver<Control>,
     progress: Arc<Mutex<Progress>>,
 ) -> AttemptResult {
+    let dst_qmp = connect_destination(&sock).await;
     let mut dst = DstProcess {
         child: None,
-        pid: None,
+        pid: dst_qmp.as_ref().and_then(|q| q.peer_pid()),
     };
-    let dst_qmp = connect_destination(&sock).await;
-    dst.pid = dst_qmp.as_ref().and_then(|q| q.peer_pid());
     // We paused the guest if it was sent offline.
     let paused_by_us = ctx.params.mode == Mode::Offline;
     if paused_by_us {
