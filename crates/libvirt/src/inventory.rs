@@ -532,9 +532,9 @@ migration_address = "10.77.0.2"
         );
         assert_eq!(
             parse(&ISSUE.replace("tls = true", "tls = true\nconnections = 0")).unwrap_err(),
-            // Read inside a table flattened with the libvirt keys, a refusal as
-            // it is read points at the table (serde keeps no finer place).
-            "fleet.toml:3:1: field `migration`: a migration needs at least 1 connection"
+            // Read beside the libvirt keys (not flattened with them): at
+            // the value's own line (5) and column (15), with its path.
+            "fleet.toml:5:15: field `migration.connections`: a migration needs at least 1 connection"
         );
         assert_eq!(
             parse(&ISSUE.replace("name = \"dc1-to-dc2\"", "name = \"x/../../escaped\"")).unwrap_err(),
