@@ -255,7 +255,8 @@ fn a_mistyped_inventory_field_gets_the_closest_one() {
              did you mean `name`?\n"
         );
     }
-    // libvirt's, read in any build.
+    // libvirt's, read in any build: the fields every inventory's hosts
+    // have, then libvirt's own.
     assert_eq!(
         refused(
             &["run"],
@@ -263,9 +264,9 @@ fn a_mistyped_inventory_field_gets_the_closest_one() {
              nic = \"10 Gbps\"\npeer_url = \"qemu+tcp://a/system\"\n"
         ),
         "error: FILE:7:1: field `host[0].peer_url`: unknown field `peer_url`, expected one of `name`, \
-         `site`, `nic`, `memory`, `power_off_at`, `ups`, `ups_margin`, `migration_cpus`, `uri`, `peer_uri`, \
-         `migration_address`, `tls_name`, `max_workers`, `migration_ports`, `ssh_max_startups`; \
-         did you mean `peer_uri`?\n"
+         `site`, `nic`, `memory`, `power_off_at`, `ups`, `ups_margin`, `migration_cpus`, \
+         `migration_address`, `tls_name`, `uri`, `peer_uri`, `max_workers`, `migration_ports`, \
+         `ssh_max_startups`; did you mean `peer_uri`?\n"
     );
 }
 
