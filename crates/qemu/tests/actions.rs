@@ -15,7 +15,9 @@ use evac_qmp::{MigrationStatus, RunState};
 use evac_report::Outcome;
 
 mod common;
-use common::{at_destination, capability, monitor, quick_inventory, watch, Sample, Script, Turn};
+use common::{
+    at_destination, capability, last_running_before, monitor, quick_inventory, watch, Sample, Script, Turn,
+};
 
 fn inventory(lab: &Lab, vms: &[LabVm], extra: &str) -> Inventory {
     quick_inventory(lab, "sequential", vms, extra)
@@ -109,14 +111,7 @@ async fn switch_to_offline_mid_flight() {
 
     // Before the switch: precopy went through several rounds with the
     // guest running, and had not converged.
-    let before: Vec<_> = samples.iter().filter(|s| s.at < switched).collect();
-    let last_before = before.last().expect("no sample before the switch");
-    assert_eq!(
-        last_before.migration,
-        Some(MigrationStatus::Active),
-        "{last_before:?}"
-    );
-    assert!(last_before.status == RunState::Running, "{last_before:?}");
+    let last_before = last_running_before(&samples, switched);
     assert!(
         last_before.syncs >= 3,
         "only {} rounds before the switch",

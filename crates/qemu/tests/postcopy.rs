@@ -15,7 +15,7 @@ use evac_qmp::{MigrationStatus, Qmp, RunState};
 use evac_report::Outcome;
 
 mod common;
-use common::{at_destination, monitor, quick_inventory, watch, Script, Turn};
+use common::{at_destination, last_running_before, monitor, quick_inventory, watch, Script, Turn};
 
 /// Each test keeps a core busy with a spinning guest: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -145,13 +145,7 @@ async fn postcopy_moves_a_guest_precopy_cannot() {
     // Before the switch: round after round with the guest running, never
     // converging.
     let before: Vec<_> = samples.iter().filter(|s| s.at < switched).collect();
-    let last_before = before.last().expect("no sample before the switch");
-    assert_eq!(
-        last_before.migration,
-        Some(MigrationStatus::Active),
-        "{last_before:?}"
-    );
-    assert_eq!(last_before.status, RunState::Running, "{last_before:?}");
+    let last_before = last_running_before(&samples, switched);
     assert!(
         last_before.syncs >= u64::from(ROUNDS_BEFORE_SWITCH) - 1,
         "{last_before:?}"

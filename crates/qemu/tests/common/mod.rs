@@ -101,6 +101,18 @@ pub struct Sample {
     pub dirty_rate: u64,
 }
 
+/// The last of `samples` before `at`, which must show precopy under way
+/// with the guest running at its source.
+pub fn last_running_before(samples: &[Sample], at: Instant) -> &Sample {
+    let last = samples
+        .iter()
+        .rfind(|s| s.at < at)
+        .expect("no sample before the switch");
+    assert_eq!(last.migration, Some(MigrationStatus::Active), "{last:?}");
+    assert_eq!(last.status, RunState::Running, "{last:?}");
+    last
+}
+
 /// Polls `query-status` and `query-migrate` on a source's monitor `qmp`
 /// every 20 ms until the source goes away (it quits after completing).
 /// Holds the monitor socket meanwhile (QEMU serves one client per socket).
