@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evac_lab::libvirt::{self as lab, Lab, LabOptions};
-use evac_libvirt::backend::run_with_options;
 use evac_libvirt::inventory::Inventory;
 use evac_outcome::Outcome;
-use evac_run::RunOptions;
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_with_fewer_workers_than_asked_for_is_respected_without_a_failure() {
@@ -45,17 +45,9 @@ async fn a_daemon_with_fewer_workers_than_asked_for_is_respected_without_a_failu
             }
         })
     };
-    let (log, said) = evac_run::log_kept();
-    let options = RunOptions {
-        log: Some(log),
-        ..Default::default()
-    };
-    let out = run_with_options(inventory, options, std::future::pending())
-        .await
-        .unwrap();
+    let (out, said) = common::run_logged(inventory).await;
     done.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
-    let said = said.lock().unwrap().clone();
 
     let cap_lines: Vec<&String> = said
         .iter()

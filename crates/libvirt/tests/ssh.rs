@@ -9,10 +9,10 @@
 use std::path::Path;
 
 use evac_lab::libvirt::{self as lab, Lab, LabOptions};
-use evac_libvirt::backend::run_with_options;
 use evac_libvirt::inventory::Inventory;
 use evac_outcome::Outcome;
-use evac_run::RunOptions;
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domains_move_over_qemu_ssh_within_sshds_max_startups() {
@@ -43,15 +43,7 @@ async fn domains_move_over_qemu_ssh_within_sshds_max_startups() {
         );
     assert!(text.contains("qemu+ssh://"), "{text}");
     let inventory = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
-    let (log, said) = evac_run::log_kept();
-    let options = RunOptions {
-        log: Some(log),
-        ..Default::default()
-    };
-    let out = run_with_options(inventory, options, std::future::pending())
-        .await
-        .unwrap();
-    let said = said.lock().unwrap().clone();
+    let (out, said) = common::run_logged(inventory).await;
 
     let capped: Vec<&String> = said
         .iter()
