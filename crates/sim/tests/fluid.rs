@@ -230,15 +230,7 @@ fn wan_drop_by_hand() {
             power_off_at: None,
             power_trace: Vec::new(),
         })
-        .chain(std::iter::once(Host {
-            migration_cpus: None,
-            name: "dst".into(),
-            site: Site::Destination,
-            nic: BitsPerSec::gbps(10.0),
-            memory: None,
-            power_off_at: None,
-            power_trace: Vec::new(),
-        }))
+        .chain(std::iter::once(evac_testkit::destination("dst")))
         .collect();
     let vms = (0..3)
         .map(|i| Vm {

@@ -44,15 +44,7 @@ fn case() -> impl Strategy<Value = Case> {
                     .collect();
                 hosts[0].power_off_at = power_off_s.map(Duration::from_secs);
                 hosts[1].migration_cpus = quarter_cpus.map(|q| f64::from(q) / 4.0);
-                hosts.push(Host {
-                    name: "dst".into(),
-                    site: Site::Destination,
-                    nic: BitsPerSec::gbps(10.0),
-                    memory: None,
-                    power_off_at: None,
-                    power_trace: Vec::new(),
-                    migration_cpus: None,
-                });
+                hosts.push(evac_testkit::destination("dst"));
                 let vms = vms
                     .into_iter()
                     .enumerate()
