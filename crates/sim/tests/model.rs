@@ -6,7 +6,7 @@ use evac_controller::PolicyKind;
 use evac_model::{
     BitsPerSec, Bytes, BytesPerSec, Fleet, Host, MigrationParams, Mode, Network, Site, TracePoint, Vm,
 };
-use evac_outcome::Outcome;
+use evac_outcome::{Outcome, RunResult};
 
 const GIB: f64 = 1073741824.0;
 
@@ -32,6 +32,12 @@ fn wan(bandwidth: BitsPerSec) -> Network {
 mod common;
 use common::simulate as run;
 
+/// `fleet` moved one VM at a time over a 1 Gbps WAN that is the only
+/// bottleneck.
+fn sequential_over_1_gbps(fleet: &Fleet, params: MigrationParams) -> RunResult {
+    run(fleet, &wan(BitsPerSec::gbps(1.0)), params, PolicyKind::Sequential)
+}
+
 fn assert_close(actual: f64, expected: f64, what: &str) {
     assert!(
         (actual - expected).abs() <= 1e-6 * expected.abs().max(1.0),
@@ -42,12 +48,7 @@ fn assert_close(actual: f64, expected: f64, what: &str) {
 #[test]
 fn an_idle_vm_takes_memory_over_rate() {
     let fleet = fleet(vec![vm("idle", 0, Bytes::gib(1), BytesPerSec::ZERO)]);
-    let result = run(
-        &fleet,
-        &wan(BitsPerSec::gbps(1.0)),
-        MigrationParams::default(),
-        PolicyKind::Sequential,
-    );
+    let result = sequential_over_1_gbps(&fleet, MigrationParams::default());
     let record = &result.vms[0];
     // 2^30 bytes * 8 / 1e9 bit/s.
     assert_close(record.migration_time_s.unwrap(), 8.589934592, "migration time");
@@ -88,12 +89,7 @@ fn precopy_rounds_shrink_geometrically() {
     // 50 MB/s * T, so T(k+1) = 0.4 T(k): 3.4359738368, 1.37438953472,
     // 0.549755813888 s. After round 4, D / r = 0.2199023255552 s <= 300 ms.
     let fleet = fleet(vec![vm("busy", 0, Bytes::gib(1), BytesPerSec(50e6))]);
-    let result = run(
-        &fleet,
-        &wan(BitsPerSec::gbps(1.0)),
-        MigrationParams::default(),
-        PolicyKind::Sequential,
-    );
+    let result = sequential_over_1_gbps(&fleet, MigrationParams::default());
     let record = &result.vms[0];
     let t1 = GIB * 8.0 / 1e9;
     let rounds: Vec<f64> = (0..5).map(|k| t1 * 0.4f64.powi(k)).collect();
@@ -124,12 +120,7 @@ fn max_rounds_forces_stop_and_copy() {
         max_rounds: 3,
         ..MigrationParams::default()
     };
-    let result = run(
-        &fleet,
-        &wan(BitsPerSec::gbps(1.0)),
-        params,
-        PolicyKind::Sequential,
-    );
+    let result = sequential_over_1_gbps(&fleet, params);
     let record = &result.vms[0];
     let working_set_time = 268435456.0 * 8.0 / 1e9;
     assert_eq!(record.rounds, Some(3));
@@ -148,12 +139,7 @@ fn offline_pauses_for_the_whole_copy() {
         mode: Mode::Offline,
         ..MigrationParams::default()
     };
-    let result = run(
-        &fleet,
-        &wan(BitsPerSec::gbps(1.0)),
-        params,
-        PolicyKind::Sequential,
-    );
+    let result = sequential_over_1_gbps(&fleet, params);
     let record = &result.vms[0];
     assert_close(record.migration_time_s.unwrap(), 8.589934592, "migration time");
     assert_eq!(record.downtime_s, record.migration_time_s);
@@ -241,12 +227,7 @@ fn a_power_off_loses_exactly_the_vms_that_cannot_finish() {
         .collect();
     let mut fleet = fleet(vms);
     fleet.hosts[0].power_off_at = Some(Duration::from_secs(20));
-    let result = run(
-        &fleet,
-        &wan(BitsPerSec::gbps(1.0)),
-        MigrationParams::default(),
-        PolicyKind::Sequential,
-    );
+    let result = sequential_over_1_gbps(&fleet, MigrationParams::default());
     let outcomes: Vec<Outcome> = result.vms.iter().map(|v| v.outcome).collect();
     assert_eq!(
         outcomes,
