@@ -118,27 +118,57 @@ struct OutcomeLabel {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// Each series a run exports: `(field, name, help)`, registered under its
+/// name by [`Metrics::new`].
+macro_rules! series {
+    ($($field:ident: $ty:ty => $name:literal, $help:literal;)*) => {
+        /// The series' handles.
+        #[derive(Default)]
+        struct Series {
+            $($field: $ty,)*
+        }
+
+        impl Series {
+            fn register(&self, registry: &mut Registry) {
+                $(registry.register($name, $help, self.$field.clone());)*
+            }
+        }
+    };
+}
+
+series! {
+    in_flight: Gauge => "migrations_in_flight", "Migrations running now";
+    vms: Family<OutcomeLabel, Gauge> => "vms", "VMs by where they stand";
+    window: Family<Vec<(String, String)>, Gauge> =>
+        "controller_window", "Migrations the controller allows at once";
+    wan: FloatGauge =>
+        "wan_throughput_bits_per_second", "Bytes carried over the WAN in the last period, as a rate";
+    elapsed: FloatGauge => "run_elapsed_seconds", "Since the run began";
+    processed: Family<VmLabel, Gauge> =>
+        "migration_data_processed_bytes", "Bytes sent by the migration's current attempt";
+    remaining: Family<VmLabel, Gauge> =>
+        "migration_data_remaining_bytes", "Bytes still to send in the current precopy round";
+    dirty_rate: Family<VmLabel, FloatGauge> =>
+        "migration_dirty_rate_bytes_per_second", "How fast the guest dirties its memory";
+    transfer_rate: Family<VmLabel, FloatGauge> =>
+        "migration_transfer_rate_bytes_per_second", "The migration's transfer rate";
+    round: Family<VmLabel, Gauge> => "migration_round", "Precopy round, 1 for the first pass";
+    attempt: Family<VmLabel, Gauge> => "migration_attempt", "Attempt, 1 for the first";
+    phase: Family<PhaseLabels, Gauge> => "migration_phase", "1 for the phase the migration is in";
+    power_off: Family<HostLabel, FloatGauge> =>
+        "host_power_off_seconds", "Seconds left before the source host loses power";
+    host_vms: Family<HostLabel, Gauge> =>
+        "host_vms_remaining", "The source host's VMs still waiting or in flight";
+    host_bytes: Family<HostLabel, Gauge> => "host_remaining_bytes", "Bytes left to send from the source host";
+}
+
 /// The registry and its metrics.
 pub struct Metrics {
     registry: Registry,
     /// Serializes updates, so a scrape never sees a half-applied snapshot's
     /// per-VM series cleared and not yet refilled.
     lock: Mutex<()>,
-    in_flight: Gauge,
-    vms: Family<OutcomeLabel, Gauge>,
-    window: Family<Vec<(String, String)>, Gauge>,
-    wan: FloatGauge,
-    elapsed: FloatGauge,
-    processed: Family<VmLabel, Gauge>,
-    remaining: Family<VmLabel, Gauge>,
-    dirty_rate: Family<VmLabel, FloatGauge>,
-    transfer_rate: Family<VmLabel, FloatGauge>,
-    round: Family<VmLabel, Gauge>,
-    attempt: Family<VmLabel, Gauge>,
-    phase: Family<PhaseLabels, Gauge>,
-    power_off: Family<HostLabel, FloatGauge>,
-    host_vms: Family<HostLabel, Gauge>,
-    host_bytes: Family<HostLabel, Gauge>,
+    series: Series,
 }
 
 impl Default for Metrics {
@@ -150,96 +180,20 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("evac");
-        let m = Metrics {
-            registry: Registry::default(),
+        let series = Series::default();
+        series.register(&mut registry);
+        Metrics {
+            registry,
             lock: Mutex::new(()),
-            in_flight: Gauge::default(),
-            vms: Family::default(),
-            window: Family::default(),
-            wan: FloatGauge::default(),
-            elapsed: FloatGauge::default(),
-            processed: Family::default(),
-            remaining: Family::default(),
-            dirty_rate: Family::default(),
-            transfer_rate: Family::default(),
-            round: Family::default(),
-            attempt: Family::default(),
-            phase: Family::default(),
-            power_off: Family::default(),
-            host_vms: Family::default(),
-            host_bytes: Family::default(),
-        };
-        registry.register(
-            "migrations_in_flight",
-            "Migrations running now",
-            m.in_flight.clone(),
-        );
-        registry.register("vms", "VMs by where they stand", m.vms.clone());
-        registry.register(
-            "controller_window",
-            "Migrations the controller allows at once",
-            m.window.clone(),
-        );
-        registry.register(
-            "wan_throughput_bits_per_second",
-            "Bytes carried over the WAN in the last period, as a rate",
-            m.wan.clone(),
-        );
-        registry.register("run_elapsed_seconds", "Since the run began", m.elapsed.clone());
-        registry.register(
-            "migration_data_processed_bytes",
-            "Bytes sent by the migration's current attempt",
-            m.processed.clone(),
-        );
-        registry.register(
-            "migration_data_remaining_bytes",
-            "Bytes still to send in the current precopy round",
-            m.remaining.clone(),
-        );
-        registry.register(
-            "migration_dirty_rate_bytes_per_second",
-            "How fast the guest dirties its memory",
-            m.dirty_rate.clone(),
-        );
-        registry.register(
-            "migration_transfer_rate_bytes_per_second",
-            "The migration's transfer rate",
-            m.transfer_rate.clone(),
-        );
-        registry.register(
-            "migration_round",
-            "Precopy round, 1 for the first pass",
-            m.round.clone(),
-        );
-        registry.register("migration_attempt", "Attempt, 1 for the first", m.attempt.clone());
-        registry.register(
-            "migration_phase",
-            "1 for the phase the migration is in",
-            m.phase.clone(),
-        );
-        registry.register(
-            "host_power_off_seconds",
-            "Seconds left before the source host loses power",
-            m.power_off.clone(),
-        );
-        registry.register(
-            "host_vms_remaining",
-            "The source host's VMs still waiting or in flight",
-            m.host_vms.clone(),
-        );
-        registry.register(
-            "host_remaining_bytes",
-            "Bytes left to send from the source host",
-            m.host_bytes.clone(),
-        );
-        Metrics { registry, ..m }
+            series,
+        }
     }
 
     /// Copies `snapshot` into the metrics.
     pub fn update(&self, snapshot: &Snapshot) {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.in_flight.set(count(snapshot.in_flight));
+        self.series.in_flight.set(count(snapshot.in_flight));
         for (outcome, n) in [
             ("migrated", snapshot.migrated),
             ("not-migrated", snapshot.not_migrated),
@@ -247,46 +201,63 @@ impl Metrics {
             ("pending", snapshot.pending),
             ("in-flight", snapshot.in_flight),
         ] {
-            self.vms.get_or_create(&OutcomeLabel { outcome }).set(count(n));
+            self.series
+                .vms
+                .get_or_create(&OutcomeLabel { outcome })
+                .set(count(n));
         }
-        self.window.clear();
+        self.series.window.clear();
         if let Some(w) = snapshot.window {
-            self.window.get_or_create(&Vec::new()).set(count(w));
+            self.series.window.get_or_create(&Vec::new()).set(count(w));
         }
-        self.wan.set(snapshot.wan_throughput_bits_per_second);
-        self.elapsed.set(snapshot.elapsed_seconds);
-        self.processed.clear();
-        self.remaining.clear();
-        self.dirty_rate.clear();
-        self.transfer_rate.clear();
-        self.round.clear();
-        self.attempt.clear();
-        self.phase.clear();
+        self.series.wan.set(snapshot.wan_throughput_bits_per_second);
+        self.series.elapsed.set(snapshot.elapsed_seconds);
+        self.series.processed.clear();
+        self.series.remaining.clear();
+        self.series.dirty_rate.clear();
+        self.series.transfer_rate.clear();
+        self.series.round.clear();
+        self.series.attempt.clear();
+        self.series.phase.clear();
         let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
-        self.power_off.clear();
-        self.host_vms.clear();
-        self.host_bytes.clear();
+        self.series.power_off.clear();
+        self.series.host_vms.clear();
+        self.series.host_bytes.clear();
         for h in &snapshot.hosts {
             let host = HostLabel { host: h.host.clone() };
             if let Some(seconds) = h.power_off_seconds {
-                self.power_off.get_or_create(&host).set(seconds);
+                self.series.power_off.get_or_create(&host).set(seconds);
             }
-            self.host_vms.get_or_create(&host).set(count(h.vms_remaining));
-            self.host_bytes.get_or_create(&host).set(bytes(h.remaining_bytes));
+            self.series
+                .host_vms
+                .get_or_create(&host)
+                .set(count(h.vms_remaining));
+            self.series
+                .host_bytes
+                .get_or_create(&host)
+                .set(bytes(h.remaining_bytes));
         }
         for m in &snapshot.migrations {
             let vm = VmLabel { vm: m.vm.clone() };
-            self.processed.get_or_create(&vm).set(bytes(m.processed_bytes));
-            self.remaining.get_or_create(&vm).set(bytes(m.remaining_bytes));
+            self.series
+                .processed
+                .get_or_create(&vm)
+                .set(bytes(m.processed_bytes));
+            self.series
+                .remaining
+                .get_or_create(&vm)
+                .set(bytes(m.remaining_bytes));
             if let Some(rate) = m.dirty_rate_bytes_per_second {
-                self.dirty_rate.get_or_create(&vm).set(rate);
+                self.series.dirty_rate.get_or_create(&vm).set(rate);
             }
-            self.transfer_rate
+            self.series
+                .transfer_rate
                 .get_or_create(&vm)
                 .set(m.transfer_rate_bytes_per_second);
-            self.round.get_or_create(&vm).set(i64::from(m.round));
-            self.attempt.get_or_create(&vm).set(i64::from(m.attempt));
-            self.phase
+            self.series.round.get_or_create(&vm).set(i64::from(m.round));
+            self.series.attempt.get_or_create(&vm).set(i64::from(m.attempt));
+            self.series
+                .phase
                 .get_or_create(&PhaseLabels {
                     vm: m.vm.clone(),
                     phase: m.phase.clone(),
