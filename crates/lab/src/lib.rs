@@ -30,6 +30,7 @@
 pub mod capacity;
 pub mod capture;
 pub mod cleanup;
+pub mod decisions;
 pub mod delay;
 pub mod evacuate;
 pub mod fit;

@@ -44,6 +44,9 @@ pub(crate) enum PostcopyReady {
 pub(crate) struct Progress {
     /// `migrate` was accepted: `query-migrate` on the source is this attempt's.
     pub migrating: bool,
+    /// When this attempt's `migrate` was accepted (`None` for an adopted
+    /// one): its first rate is measured from there (see `RateMeter`).
+    pub migrating_since: Option<tokio::time::Instant>,
     /// We paused the source (offline mode or a switch to offline).
     pub paused_by_us: bool,
     /// A cancel was asked for: however it ends short of completion, it was cancelled.
@@ -618,6 +621,7 @@ async fn drive(
     {
         let mut p = progress.lock().unwrap();
         p.migrating = true;
+        p.migrating_since = Some(tokio::time::Instant::now());
         p.postcopy = postcopy;
     }
     watch(

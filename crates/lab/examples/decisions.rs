@@ -1,0 +1,87 @@
+//! A real lab fleet's decisions beside the simulation's, VM by VM: each lab
+//! file (default `labs/fleet24.toml`) under each policy (default `deadline`
+//! and `aimd-global`) built, evacuated by the real run loop and torn down;
+//! prints per run the decisions table (`evac_lab::decisions`), what differs,
+//! and the prediction's errors. Needs root, QEMU, `ip` and `tc`:
+//!
+//! ```text
+//! cargo run --release -p evac-lab --example decisions [LAB.toml ...]
+//! ```
+//!
+//! `DECISIONS_POLICIES=deadline` runs only those policies;
+//! `DECISIONS_JSON=DIR` writes each run's JSON (with its `prediction`) to
+//! `DIR/<lab>-<policy>.json`; `DECISIONS_VERBOSE=1` adds the per-VM table
+//! of migration times.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use evac_controller::PolicyKind;
+use evac_lab::decisions::Comparison;
+use evac_lab::evacuate::evacuate;
+use evac_lab::instance::LabInstance;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let mut labs: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    if labs.is_empty() {
+        labs.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/labs/fleet24.toml")));
+    }
+    let mut policies = vec![PolicyKind::Deadline, PolicyKind::AimdGlobal];
+    if let Ok(only) = std::env::var("DECISIONS_POLICIES") {
+        policies = only
+            .split(',')
+            .map(|p| p.trim().parse::<PolicyKind>().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()
+            .context("DECISIONS_POLICIES")?;
+    }
+    let json_dir = std::env::var_os("DECISIONS_JSON").map(PathBuf::from);
+    for path in &labs {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        for &policy in &policies {
+            let mut lab = LabInstance::build(&text, &path.display().to_string())?;
+            let period = lab.scenario.controller.period.as_secs_f64();
+            let run = evacuate(
+                &mut lab,
+                Some(policy),
+                Some(std::sync::Arc::new(|_: &str| {})),
+                std::future::pending(),
+            )
+            .await?;
+            drop(lab);
+            let comparison = Comparison::new(&run.measured.vms, &run.prediction.vms, period);
+            let mismatches = comparison.mismatches();
+            let f = run.fidelity();
+            println!(
+                "## {stem} under {policy}: {} VMs' decisions differ ({} differences), worst start gap {:.2} s; \
+                 total {:.2} s lab / {:.2} s sim ({:.1} %), per-VM time error median {:.1} % worst {:.1} %\n",
+                {
+                    let mut vms: Vec<&str> = mismatches.iter().map(|m| m.vm.as_str()).collect();
+                    vms.dedup();
+                    vms.len()
+                },
+                mismatches.len(),
+                comparison.worst_start_gap_s(),
+                run.measured.total_time_s.unwrap_or(f64::NAN),
+                run.prediction.total_time_s.unwrap_or(f64::NAN),
+                f.total,
+                f.time_median,
+                f.time_worst,
+            );
+            println!("{}", comparison.table());
+            for m in &mismatches {
+                println!("- {m}");
+            }
+            if std::env::var_os("DECISIONS_VERBOSE").is_some() {
+                println!("\n{}", run.table());
+            }
+            if let Some(dir) = &json_dir {
+                let out = dir.join(format!("{stem}-{policy}.json"));
+                std::fs::write(&out, run.to_json()).with_context(|| format!("writing {}", out.display()))?;
+            }
+            println!();
+        }
+    }
+    Ok(())
+}
