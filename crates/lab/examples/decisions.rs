@@ -8,6 +8,10 @@
 //! cargo run --release -p evac-lab --example decisions [LAB.toml ...]
 //! ```
 //!
+//! With `.json` files instead (`evac lab run --json`'s, which carry the
+//! `prediction`), compares those runs without building anything
+//! (`DECISIONS_PERIOD_S`: their control period, default 0.5).
+//!
 //! `DECISIONS_POLICIES=deadline` runs only those policies;
 //! `DECISIONS_JSON=DIR` writes each run's JSON (with its `prediction`) to
 //! `DIR/<lab>-<policy>.json`; `DECISIONS_VERBOSE=1` adds the per-VM table
@@ -35,6 +39,22 @@ async fn main() -> Result<()> {
             .collect::<Result<_>>()
             .context("DECISIONS_POLICIES")?;
     }
+    if labs.iter().all(|p| p.extension().is_some_and(|e| e == "json")) {
+        let period: f64 = std::env::var("DECISIONS_PERIOD_S")
+            .map_or(Ok(0.5), |p| p.parse())
+            .context("DECISIONS_PERIOD_S")?;
+        for path in &labs {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+            let lab: evac_report::RunResult = serde_json::from_value(value.clone())
+                .with_context(|| format!("{}: not a run's result", path.display()))?;
+            let sim: evac_report::RunResult = serde_json::from_value(value["prediction"].clone())
+                .with_context(|| format!("{}: field `prediction`: not a run's result", path.display()))?;
+            report(&path.display().to_string(), &Comparison::new(&lab.vms, &sim.vms, period));
+        }
+        return Ok(());
+    }
     let json_dir = std::env::var_os("DECISIONS_JSON").map(PathBuf::from);
     for path in &labs {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -51,28 +71,16 @@ async fn main() -> Result<()> {
             .await?;
             drop(lab);
             let comparison = Comparison::new(&run.measured.vms, &run.prediction.vms, period);
-            let mismatches = comparison.mismatches();
             let f = run.fidelity();
+            report(&format!("{stem} under {policy}"), &comparison);
             println!(
-                "## {stem} under {policy}: {} VMs' decisions differ ({} differences), worst start gap {:.2} s; \
-                 total {:.2} s lab / {:.2} s sim ({:.1} %), per-VM time error median {:.1} % worst {:.1} %\n",
-                {
-                    let mut vms: Vec<&str> = mismatches.iter().map(|m| m.vm.as_str()).collect();
-                    vms.dedup();
-                    vms.len()
-                },
-                mismatches.len(),
-                comparison.worst_start_gap_s(),
+                "total {:.2} s lab / {:.2} s sim ({:.1} %), per-VM migration time error median {:.1} % worst {:.1} %",
                 run.measured.total_time_s.unwrap_or(f64::NAN),
                 run.prediction.total_time_s.unwrap_or(f64::NAN),
                 f.total,
                 f.time_median,
                 f.time_worst,
             );
-            println!("{}", comparison.table());
-            for m in &mismatches {
-                println!("- {m}");
-            }
             if std::env::var_os("DECISIONS_VERBOSE").is_some() {
                 println!("\n{}", run.table());
             }
@@ -84,4 +92,24 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints a comparison: a heading with its counts, the table, each difference.
+fn report(what: &str, comparison: &Comparison) {
+    let mismatches = comparison.mismatches();
+    let mut vms: Vec<&str> = mismatches.iter().map(|m| m.vm.as_str()).collect();
+    vms.sort_unstable();
+    vms.dedup();
+    println!(
+        "## {what}: {} of {} VMs' decisions differ ({} differences); lab clock moved by {:.2} s; largest start gap {:.2} s\n",
+        vms.len(),
+        comparison.rows.len(),
+        mismatches.len(),
+        comparison.lab_origin_s - comparison.sim_origin_s,
+        comparison.worst_start_gap_s(),
+    );
+    println!("{}", comparison.table());
+    for m in &mismatches {
+        println!("- {m}");
+    }
 }
