@@ -44,9 +44,10 @@ pub(crate) enum PostcopyReady {
 pub(crate) struct Progress {
     /// `migrate` was accepted: `query-migrate` on the source is this attempt's.
     pub migrating: bool,
-    /// When this attempt's `migrate` was accepted (`None` for an adopted
+    /// When this attempt's `migrate` was accepted, and its source's
+    /// network namespace's transmitted bytes then (`None` for an adopted
     /// one): its first rate is measured from there (see `RateMeter`).
-    pub migrating_since: Option<tokio::time::Instant>,
+    pub migrating_since: Option<(tokio::time::Instant, Option<u64>)>,
     /// We paused the source (offline mode or a switch to offline).
     pub paused_by_us: bool,
     /// A cancel was asked for: however it ends short of completion, it was cancelled.
@@ -621,7 +622,10 @@ async fn drive(
     {
         let mut p = progress.lock().unwrap();
         p.migrating = true;
-        p.migrating_since = Some(tokio::time::Instant::now());
+        p.migrating_since = Some((
+            tokio::time::Instant::now(),
+            src.peer_pid().and_then(crate::netns_tx_bytes),
+        ));
         p.postcopy = postcopy;
     }
     watch(

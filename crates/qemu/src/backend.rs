@@ -300,44 +300,54 @@ pub fn rate_over(elapsed: Duration, sent: u64) -> Option<BitsPerSec> {
 
 /// A migration's rate, reading after reading: over the time since the
 /// last reading that measured one ([`rate_over`]), the first from when
-/// `migrate` was accepted (0 bytes then).
+/// `migrate` was accepted (0 bytes then); and never more than its source's
+/// network namespace transmitted over the same time.
 ///
-/// Why the first from the start: QEMU's `mbps` at a migration's first
-/// reading is its first 100 ms, a burst into empty socket buffers and an
-/// idle NIC queue; the lab's 32 MiB VMs read 666 Mbit/s there on a
-/// 400 Mbit/s WAN, which `deadline` took for the WAN's peak and started a
-/// second migration on a full WAN where the simulator's (exact) rates
-/// start none (`crates/lab/tests/decisions.rs`). The average since the
-/// start counts the setup and TCP's ramp, as the simulator's rate does.
+/// Why: QEMU's `mbps` at a migration's first reading is its first 100 ms,
+/// and QEMU's `transferred` counts what it wrote into its sockets, not what
+/// left the host: early in a migration several MB sit in the sockets' send
+/// buffers and the NIC's queue. The lab's 32 MiB VMs read 666 Mbit/s by
+/// `mbps`, and 501 Mbit/s by `transferred` since the start, on a 400 Mbit/s
+/// WAN; `deadline` took that for the WAN's peak and started a second
+/// migration on a full WAN where the simulator (whose rates are what
+/// crosses the WAN) starts none (`crates/lab/tests/decisions.rs`). What the
+/// source host transmitted bounds what the migration sent; with several
+/// migrations on a host it bounds each one loosely.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RateMeter {
-    /// When the rate was last measured (or the migration started), and
-    /// `transferred` then.
-    reference: Option<(tokio::time::Instant, u64)>,
+    /// When the rate was last measured (or the migration started), with
+    /// `transferred` and the host's transmitted bytes (if known) then.
+    reference: Option<(tokio::time::Instant, u64, Option<u64>)>,
     last: Option<BitsPerSec>,
 }
 
 impl RateMeter {
-    /// The rate at a reading of `transferred` at `now`; `started`: when
-    /// `migrate` was accepted, if known (not for an adopted migration);
-    /// `qemu`: QEMU's own `mbps`, used only when nothing else tells.
+    /// The rate at a reading of `transferred` and of the source host's
+    /// transmitted bytes `host_tx` at `now`; `started`: when `migrate` was
+    /// accepted and the host's bytes then, if known (not for an adopted
+    /// migration); `qemu`: QEMU's own `mbps`, used only when nothing else
+    /// tells.
     pub fn read(
         &mut self,
         now: tokio::time::Instant,
         transferred: u64,
-        started: Option<tokio::time::Instant>,
+        host_tx: Option<u64>,
+        started: Option<(tokio::time::Instant, Option<u64>)>,
         qemu: BitsPerSec,
     ) -> BitsPerSec {
-        let Some((at, bytes)) = self.reference.or(started.map(|at| (at, 0))) else {
+        let Some((at, bytes, host_then)) = self.reference.or(started.map(|(at, host)| (at, 0, host))) else {
             // Adopted: nothing to measure from yet.
-            self.reference = Some((now, transferred));
+            self.reference = Some((now, transferred, host_tx));
             return qemu;
         };
         let elapsed = now.saturating_duration_since(at);
-        let sent = transferred.saturating_sub(bytes);
+        let mut sent = transferred.saturating_sub(bytes);
+        if let (Some(then), Some(host_now)) = (host_then, host_tx) {
+            sent = sent.min(host_now.saturating_sub(then));
+        }
         match rate_over(elapsed, sent) {
             Some(rate) => {
-                self.reference = Some((now, transferred));
+                self.reference = Some((now, transferred, host_tx));
                 self.last = Some(rate);
                 rate
             }
@@ -413,9 +423,11 @@ impl evac_run::Migration for QemuMigration {
             .await
             .map_err(|e| format!("query-migrate: {e}"))?;
         let ram = info.ram.unwrap_or_default();
+        let host_tx = src.peer_pid().and_then(crate::netns_tx_bytes);
         let rate = self.rate.read(
             tokio::time::Instant::now(),
             ram.transferred,
+            host_tx,
             since,
             BitsPerSec(ram.mbps * 1e6),
         );
@@ -495,18 +507,25 @@ mod tests {
         let qemu = BitsPerSec(666e6);
         let mut meter = RateMeter::default();
         // 5 000 000 bytes in the first 400 ms: 100 Mbit/s, whatever QEMU says.
-        assert_eq!(meter.read(at(400), 5_000_000, Some(start), qemu), BitsPerSec(100e6));
+        let started = Some((start, None));
+        assert_eq!(meter.read(at(400), 5_000_000, None, started, qemu), BitsPerSec(100e6));
         // 50 ms later: too short to tell; the last rate stands.
-        assert_eq!(meter.read(at(450), 9_000_000, Some(start), qemu), BitsPerSec(100e6));
+        assert_eq!(meter.read(at(450), 9_000_000, None, started, qemu), BitsPerSec(100e6));
         // From the last measured reading (400 ms): 5 000 000 more in 500 ms.
-        assert_eq!(meter.read(at(900), 10_000_000, Some(start), qemu), BitsPerSec(80e6));
+        assert_eq!(meter.read(at(900), 10_000_000, None, started, qemu), BitsPerSec(80e6));
     }
 
     #[test]
     fn a_first_reading_soon_after_the_start_is_the_average_so_far() {
         let start = tokio::time::Instant::now();
         let mut meter = RateMeter::default();
-        let rate = meter.read(start + Duration::from_millis(100), 500_000, Some(start), BitsPerSec(1e9));
+        let rate = meter.read(
+            start + Duration::from_millis(100),
+            500_000,
+            None,
+            Some((start, None)),
+            BitsPerSec(1e9),
+        );
         assert_eq!(rate, BitsPerSec(40e6));
     }
 
@@ -514,9 +533,25 @@ mod tests {
     fn an_adopted_migration_reads_qemu_until_it_can_measure() {
         let start = tokio::time::Instant::now();
         let mut meter = RateMeter::default();
-        assert_eq!(meter.read(start, 7_000_000, None, BitsPerSec(3e6)), BitsPerSec(3e6));
+        assert_eq!(meter.read(start, 7_000_000, None, None, BitsPerSec(3e6)), BitsPerSec(3e6));
         // 1 000 000 bytes in the 250 ms since: 32 Mbit/s.
         let later = start + Duration::from_millis(250);
-        assert_eq!(meter.read(later, 8_000_000, None, BitsPerSec(3e6)), BitsPerSec(32e6));
+        assert_eq!(meter.read(later, 8_000_000, None, None, BitsPerSec(3e6)), BitsPerSec(32e6));
+    }
+
+    #[test]
+    fn a_rate_is_no_more_than_its_host_transmitted() {
+        let start = tokio::time::Instant::now();
+        let mut meter = RateMeter::default();
+        // QEMU wrote 6 000 000 bytes in 500 ms (96 Mbit/s) but the host
+        // sent 2 500 000 (40 Mbit/s): the rest waits in its buffers.
+        let half = start + Duration::from_millis(500);
+        let rate = meter.read(half, 6_000_000, Some(12_500_000), Some((start, Some(10_000_000))), BitsPerSec(1e9));
+        assert_eq!(rate, BitsPerSec(40e6));
+        // The next 500 ms: 2 000 000 written, the host 3 000 000 (it sent
+        // the buffers out, or another migration sent too): 32 Mbit/s.
+        let one = start + Duration::from_millis(1000);
+        let rate = meter.read(one, 8_000_000, Some(15_500_000), Some((start, Some(10_000_000))), BitsPerSec(1e9));
+        assert_eq!(rate, BitsPerSec(32e6));
     }
 }
