@@ -12,6 +12,9 @@
 //! `prediction`), compares those runs without building anything
 //! (`DECISIONS_PERIOD_S`: their control period, default 0.5).
 //!
+//! `DECISIONS_CALIBRATE=N` first migrates N probe VMs on the lab and
+//! predicts with the setup time they measured (`evac_lab::calibration`),
+//! printing the prediction with the lab file's too;
 //! `DECISIONS_POLICIES=deadline` runs only those policies;
 //! `DECISIONS_JSON=DIR` writes each run's JSON (with its `prediction`) to
 //! `DIR/<lab>-<policy>.json`; `DECISIONS_VERBOSE=1` adds the per-VM table
@@ -56,12 +59,20 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let json_dir = std::env::var_os("DECISIONS_JSON").map(PathBuf::from);
+    let probes: usize = std::env::var("DECISIONS_CALIBRATE")
+        .map_or(Ok(0), |n| n.parse())
+        .context("DECISIONS_CALIBRATE")?;
     for path in &labs {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
         for &policy in &policies {
             let mut lab = LabInstance::build(&text, &path.display().to_string())?;
             let period = lab.scenario.controller.period.as_secs_f64();
+            let file_migration = lab.scenario.migration;
+            if probes > 0 {
+                let calibration = evac_lab::calibration::calibrate(&mut lab, probes).await?;
+                println!("{}\n", calibration.summary());
+            }
             let run = evacuate(
                 &mut lab,
                 Some(policy),
@@ -69,6 +80,11 @@ async fn main() -> Result<()> {
                 std::future::pending(),
             )
             .await?;
+            let (fleet, network, lab_controller) = (
+                lab.scenario.fleet.clone(),
+                lab.scenario.network.clone(),
+                lab.scenario.controller.clone(),
+            );
             drop(lab);
             let comparison = Comparison::new(&run.measured.vms, &run.prediction.vms, period);
             let f = run.fidelity();
@@ -81,6 +97,33 @@ async fn main() -> Result<()> {
                 f.time_median,
                 f.time_worst,
             );
+            if probes > 0 {
+                let mut controller = lab_controller.clone();
+                controller.policy = policy;
+                let with_file = evac_sim::simulate_evacuation(&fleet, &network, file_migration, &controller);
+                let errors: Vec<f64> = run
+                    .measured
+                    .vms
+                    .iter()
+                    .zip(&with_file.vms)
+                    .filter_map(|(m, p)| {
+                        evac_lab::evacuate::relative_error(m.migration_time_s?, p.migration_time_s?).map(f64::abs)
+                    })
+                    .collect();
+                let mut sorted = errors.clone();
+                sorted.sort_by(f64::total_cmp);
+                println!(
+                    "with the lab file's setup time ({} ms) instead: total {:.2} s predicted ({:.1} %), per-VM median error {:.1} %",
+                    file_migration.setup_time.as_millis(),
+                    with_file.total_time_s.unwrap_or(f64::NAN),
+                    evac_lab::evacuate::relative_error(
+                        run.measured.total_time_s.unwrap_or(f64::NAN),
+                        with_file.total_time_s.unwrap_or(f64::NAN)
+                    )
+                    .unwrap_or(f64::NAN),
+                    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+                );
+            }
             if std::env::var_os("DECISIONS_VERBOSE").is_some() {
                 println!("\n{}", run.table());
             }

@@ -27,6 +27,7 @@
 //! Every process a [`Lab`] starts or is told about ([`Lab::adopt`]) is killed
 //! by its pid when the lab is dropped, so a failing test cleans up too.
 
+pub mod calibration;
 pub mod capacity;
 pub mod capture;
 pub mod cleanup;
