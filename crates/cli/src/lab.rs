@@ -67,6 +67,12 @@ pub struct RunArgs {
     /// Draw the measured timeline and migrations as an SVG picture.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+    /// Before the evacuation, migrate N probe VMs (the fleet's smallest
+    /// size) one at a time on the lab's hosts and use the setup time they
+    /// measure, instead of the lab file's, in the prediction and the run's
+    /// controller (docs/lab.md).
+    #[arg(long, value_name = "N")]
+    calibrate: Option<usize>,
 }
 
 pub fn dispatch(command: LabCommand) -> Result<()> {
@@ -142,6 +148,16 @@ fn run(text: &str, origin: &str, options: &RunArgs) -> Result<()> {
             lab.dir.display(),
             lab.scenario.fleet.vms.len()
         ));
+        if let Some(probes) = options.calibrate.filter(|&n| n > 0) {
+            say(&format!("calibrating: {probes} probe migration(s)"));
+            match evac_lab::calibration::calibrate(&mut lab, probes).await {
+                Ok(calibration) => say(&calibration.summary()),
+                Err(e) => {
+                    drop(lab);
+                    return Err(e.context("calibrating the lab"));
+                }
+            }
+        }
         let shutdown = async move {
             stop.wait().await;
             say("interrupted: cancelling the migrations in flight");

@@ -4,8 +4,10 @@
 //! under `deadline`, and compared with the simulator's prediction by
 //! `evac_lab::decisions`: every VM started in the same order, with the
 //! same connections and mode, each within a control period of its
-//! simulated start (plus the drift of the end before it). Needs root and
-//! QEMU; about a minute.
+//! simulated start (plus the drift of the end before it). The setup time
+//! both use is measured first on the lab by 3 probe migrations
+//! (`evac_lab::calibration`), as `evac lab run --calibrate 3` does. Needs
+//! root and QEMU; about half a minute.
 //!
 //! That the comparison can fail is checked on the same run: against the
 //! simulation of `aimd-global` (another policy, so other decisions) it
@@ -38,6 +40,14 @@ fn deadline_decides_in_the_lab_as_in_the_simulation() {
         .enable_all()
         .build()
         .unwrap();
+    let calibration = runtime
+        .block_on(evac_lab::calibration::calibrate(&mut built, 3))
+        .unwrap();
+    eprintln!("{}", calibration.summary());
+    // Each probe moved, measured against its own simulation.
+    assert_eq!(calibration.probes.len(), 3);
+    assert_eq!(built.scenario.migration.setup_time, calibration.setup_time);
+    assert_eq!(built.inventory.migration.setup_time, calibration.setup_time);
     let run = runtime
         .block_on(evacuate(
             &mut built,
