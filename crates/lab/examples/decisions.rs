@@ -32,7 +32,10 @@ use evac_lab::instance::LabInstance;
 async fn main() -> Result<()> {
     let mut labs: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
     if labs.is_empty() {
-        labs.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/labs/fleet24.toml")));
+        labs.push(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/labs/fleet24.toml"
+        )));
     }
     let mut policies = vec![PolicyKind::Deadline, PolicyKind::AimdGlobal];
     if let Ok(only) = std::env::var("DECISIONS_POLICIES") {
@@ -47,14 +50,18 @@ async fn main() -> Result<()> {
             .map_or(Ok(0.5), |p| p.parse())
             .context("DECISIONS_PERIOD_S")?;
         for path in &labs {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let value: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
             let lab: evac_report::RunResult = serde_json::from_value(value.clone())
                 .with_context(|| format!("{}: not a run's result", path.display()))?;
             let sim: evac_report::RunResult = serde_json::from_value(value["prediction"].clone())
                 .with_context(|| format!("{}: field `prediction`: not a run's result", path.display()))?;
-            report(&path.display().to_string(), &Comparison::new(&lab.vms, &sim.vms, period));
+            report(
+                &path.display().to_string(),
+                &Comparison::new(&lab.vms, &sim.vms, period),
+            );
         }
         return Ok(());
     }
@@ -64,7 +71,11 @@ async fn main() -> Result<()> {
         .context("DECISIONS_CALIBRATE")?;
     for path in &labs {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let stem = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         for &policy in &policies {
             let mut lab = LabInstance::build(&text, &path.display().to_string())?;
             let period = lab.scenario.controller.period.as_secs_f64();
@@ -107,7 +118,8 @@ async fn main() -> Result<()> {
                     .iter()
                     .zip(&with_file.vms)
                     .filter_map(|(m, p)| {
-                        evac_lab::evacuate::relative_error(m.migration_time_s?, p.migration_time_s?).map(f64::abs)
+                        evac_lab::evacuate::relative_error(m.migration_time_s?, p.migration_time_s?)
+                            .map(f64::abs)
                     })
                     .collect();
                 let mut sorted = errors.clone();

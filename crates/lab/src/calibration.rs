@@ -151,7 +151,10 @@ pub async fn calibrate(lab: &mut LabInstance, count: usize) -> Result<Calibratio
             .await
             .with_context(|| format!("probe {name}"))?;
         let Some(measured_s) = output.result.vms.first().and_then(|v| v.migration_time_s) else {
-            bail!("probe {name} did not migrate: {:?}", output.result.vms.first().map(|v| &v.reason));
+            bail!(
+                "probe {name} did not migrate: {:?}",
+                output.result.vms.first().map(|v| &v.reason)
+            );
         };
         // The same migration, simulated with no setup time.
         let mut alone = fleet.clone();
@@ -161,7 +164,8 @@ pub async fn calibrate(lab: &mut LabInstance, count: usize) -> Result<Calibratio
             destination: Some(*destination),
             ..template.clone()
         }];
-        let predicted = evac_sim::simulate_evacuation(&alone, &lab.scenario.network, without_setup, &controller);
+        let predicted =
+            evac_sim::simulate_evacuation(&alone, &lab.scenario.network, without_setup, &controller);
         let Some(without_setup_s) = predicted.vms.first().and_then(|v| v.migration_time_s) else {
             bail!("the simulator did not migrate probe {name}");
         };

@@ -169,7 +169,11 @@ impl Comparison {
                         Some(s) => format!("started at {:.2} s", s.at_s),
                         None => "never started".to_owned(),
                     };
-                    push(&row.vm, "started", format!("lab {}, sim {}", said(lab), said(sim)));
+                    push(
+                        &row.vm,
+                        "started",
+                        format!("lab {}, sim {}", said(lab), said(sim)),
+                    );
                     continue;
                 }
             };
@@ -251,7 +255,11 @@ impl Comparison {
                 (Some(l), Some(s)) => format!(" ({:+.2})", l.at_s - s.at_s),
                 _ => String::new(),
             };
-            let differs: Vec<&str> = mismatches.iter().filter(|m| m.vm == row.vm).map(|m| m.what).collect();
+            let differs: Vec<&str> = mismatches
+                .iter()
+                .filter(|m| m.vm == row.vm)
+                .map(|m| m.what)
+                .collect();
             let _ = writeln!(
                 out,
                 "| {} | {}{gap} | {:.2} | {} | {} | {} | {} |",
@@ -360,18 +368,34 @@ mod tests {
     #[test]
     fn ties_in_one_run_are_no_inversion() {
         // Started together in the lab, one after the other in the sim.
-        let lab = run(vec![vm("a", Some(1.0), 1, Mode::Live), vm("b", Some(1.0), 1, Mode::Live)]);
-        let sim = run(vec![vm("a", Some(1.5), 1, Mode::Live), vm("b", Some(1.0), 1, Mode::Live)]);
+        let lab = run(vec![
+            vm("a", Some(1.0), 1, Mode::Live),
+            vm("b", Some(1.0), 1, Mode::Live),
+        ]);
+        let sim = run(vec![
+            vm("a", Some(1.5), 1, Mode::Live),
+            vm("b", Some(1.0), 1, Mode::Live),
+        ]);
         assert_eq!(whats(&Comparison::new(&lab, &sim, 0.5)), vec![]);
     }
 
     #[test]
     fn a_vm_started_in_one_run_only_differs() {
-        let lab = run(vec![vm("a", Some(0.0), 1, Mode::Live), vm("b", None, 1, Mode::Live)]);
-        let sim = run(vec![vm("a", Some(0.0), 1, Mode::Live), vm("b", Some(4.0), 1, Mode::Live)]);
+        let lab = run(vec![
+            vm("a", Some(0.0), 1, Mode::Live),
+            vm("b", None, 1, Mode::Live),
+        ]);
+        let sim = run(vec![
+            vm("a", Some(0.0), 1, Mode::Live),
+            vm("b", Some(4.0), 1, Mode::Live),
+        ]);
         let c = Comparison::new(&lab, &sim, 0.5);
         assert_eq!(whats(&c), vec![("b".to_owned(), "started")]);
-        assert!(c.table().contains("| b | - / 4.00 | 0.50 | - / 1 |"), "{}", c.table());
+        assert!(
+            c.table().contains("| b | - / 4.00 | 0.50 | - / 1 |"),
+            "{}",
+            c.table()
+        );
     }
 
     /// One migration after another, each 0.1 s longer in the lab than

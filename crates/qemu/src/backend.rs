@@ -508,11 +508,20 @@ mod tests {
         let mut meter = RateMeter::default();
         // 5 000 000 bytes in the first 400 ms: 100 Mbit/s, whatever QEMU says.
         let started = Some((start, None));
-        assert_eq!(meter.read(at(400), 5_000_000, None, started, qemu), BitsPerSec(100e6));
+        assert_eq!(
+            meter.read(at(400), 5_000_000, None, started, qemu),
+            BitsPerSec(100e6)
+        );
         // 50 ms later: too short to tell; the last rate stands.
-        assert_eq!(meter.read(at(450), 9_000_000, None, started, qemu), BitsPerSec(100e6));
+        assert_eq!(
+            meter.read(at(450), 9_000_000, None, started, qemu),
+            BitsPerSec(100e6)
+        );
         // From the last measured reading (400 ms): 5 000 000 more in 500 ms.
-        assert_eq!(meter.read(at(900), 10_000_000, None, started, qemu), BitsPerSec(80e6));
+        assert_eq!(
+            meter.read(at(900), 10_000_000, None, started, qemu),
+            BitsPerSec(80e6)
+        );
     }
 
     #[test]
@@ -533,10 +542,16 @@ mod tests {
     fn an_adopted_migration_reads_qemu_until_it_can_measure() {
         let start = tokio::time::Instant::now();
         let mut meter = RateMeter::default();
-        assert_eq!(meter.read(start, 7_000_000, None, None, BitsPerSec(3e6)), BitsPerSec(3e6));
+        assert_eq!(
+            meter.read(start, 7_000_000, None, None, BitsPerSec(3e6)),
+            BitsPerSec(3e6)
+        );
         // 1 000 000 bytes in the 250 ms since: 32 Mbit/s.
         let later = start + Duration::from_millis(250);
-        assert_eq!(meter.read(later, 8_000_000, None, None, BitsPerSec(3e6)), BitsPerSec(32e6));
+        assert_eq!(
+            meter.read(later, 8_000_000, None, None, BitsPerSec(3e6)),
+            BitsPerSec(32e6)
+        );
     }
 
     #[test]
@@ -546,12 +561,24 @@ mod tests {
         // QEMU wrote 6 000 000 bytes in 500 ms (96 Mbit/s) but the host
         // sent 2 500 000 (40 Mbit/s): the rest waits in its buffers.
         let half = start + Duration::from_millis(500);
-        let rate = meter.read(half, 6_000_000, Some(12_500_000), Some((start, Some(10_000_000))), BitsPerSec(1e9));
+        let rate = meter.read(
+            half,
+            6_000_000,
+            Some(12_500_000),
+            Some((start, Some(10_000_000))),
+            BitsPerSec(1e9),
+        );
         assert_eq!(rate, BitsPerSec(40e6));
         // The next 500 ms: 2 000 000 written, the host 3 000 000 (it sent
         // the buffers out, or another migration sent too): 32 Mbit/s.
         let one = start + Duration::from_millis(1000);
-        let rate = meter.read(one, 8_000_000, Some(15_500_000), Some((start, Some(10_000_000))), BitsPerSec(1e9));
+        let rate = meter.read(
+            one,
+            8_000_000,
+            Some(15_500_000),
+            Some((start, Some(10_000_000))),
+            BitsPerSec(1e9),
+        );
         assert_eq!(rate, BitsPerSec(32e6));
     }
 }
