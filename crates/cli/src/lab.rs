@@ -162,17 +162,28 @@ fn run(text: &str, origin: &str, options: &RunArgs) -> Result<()> {
             stop.wait().await;
             say("interrupted: cancelling the migrations in flight");
         };
+        let period = lab.scenario.controller.period.as_secs_f64();
         let run = evacuate(&mut lab, options.policy, None, shutdown).await;
         say("tearing the lab down");
         drop(lab);
-        run
+        run.map(|run| (run, period))
     });
-    let run: LabRun = outcome?;
+    let (run, period): (LabRun, f64) = outcome?;
     Console::stdout().line(&format!(
         "policy {}: measured (lab) / predicted (simulator), error relative to measured\n",
         run.measured.policy
     ))?;
     Console::stdout().line(&run.table())?;
+    // Whether the run decided what the prediction did (docs/lab.md).
+    let decisions = evac_lab::decisions::Comparison::new(&run.measured.vms, &run.prediction.vms, period);
+    let differences = decisions.mismatches();
+    Console::stdout().line(&format!(
+        "decisions: {} difference(s) from the prediction's, VM by VM (start order, start within a period plus drift, connections, mode)",
+        differences.len()
+    ))?;
+    for difference in &differences {
+        Console::stdout().line(&format!("  {difference}"))?;
+    }
     if let Some(path) = &options.json {
         std::fs::write(path, run.to_json()).with_context(|| format!("writing {}", path.display()))?;
         say(&format!("wrote {}", path.display()));
