@@ -202,6 +202,11 @@ impl QemuBackend {
         let progress = Arc::new(Mutex::new(attempt::Progress::default()));
         let (result_tx, result) = oneshot::channel();
         let host = self.inventory.hosts[request.destination.0].name.clone();
+        // As `host_tx`: a source's counters tell its migrations' bytes only
+        // in a namespace of its own (in the root one a migration over `lo`,
+        // as in tests, is not counted).
+        let source_netns = self.fleet.vms[vm].host.0;
+        let source_netns = self.inventory.hosts[source_netns].netns.is_some();
         let wake = request.wake.clone();
         let Some(src) = self.sources[vm].clone() else {
             // No source: resumed after it completed, or it is gone.
@@ -223,6 +228,7 @@ impl QemuBackend {
                 progress,
                 result,
                 rate: RateMeter::default(),
+                source_netns,
             };
         };
         let ctx = AttemptCtx {
@@ -266,6 +272,7 @@ impl QemuBackend {
             progress,
             result,
             rate: RateMeter::default(),
+            source_netns,
         }
     }
 }
@@ -278,6 +285,9 @@ pub struct QemuMigration {
     progress: Arc<Mutex<attempt::Progress>>,
     result: oneshot::Receiver<AttemptResult>,
     rate: RateMeter,
+    /// Its source host is a network namespace of its own, whose
+    /// transmitted bytes bound the migration's (see [`RateMeter`]).
+    source_netns: bool,
 }
 
 /// Shorter than this since the last reading, a rate between two readings
@@ -412,6 +422,8 @@ impl evac_run::Migration for QemuMigration {
             let p = self.progress.lock().unwrap();
             (p.migrating, p.paused_by_us, p.migrating_since)
         };
+        // Without a namespace's counter at both ends, no bound.
+        let since = since.map(|(at, host)| (at, host.filter(|_| self.source_netns)));
         if !migrating {
             return Ok(Observed::Starting);
         }
@@ -423,7 +435,11 @@ impl evac_run::Migration for QemuMigration {
             .await
             .map_err(|e| format!("query-migrate: {e}"))?;
         let ram = info.ram.unwrap_or_default();
-        let host_tx = src.peer_pid().and_then(crate::netns_tx_bytes);
+        let host_tx = if self.source_netns {
+            src.peer_pid().and_then(crate::netns_tx_bytes)
+        } else {
+            None
+        };
         let rate = self.rate.read(
             tokio::time::Instant::now(),
             ram.transferred,
