@@ -5,7 +5,9 @@
 //! Migration times can differ by the model's error and still be a good
 //! prediction; decisions that differ make the prediction of a different
 //! evacuation, so they are checked apart: no two VMs started in the
-//! opposite order, the same connections and mode, and each start within a
+//! opposite order, the same connections and mode, each VM started beside
+//! as many migrations in flight (what a planner decides: one at a time, or
+//! a second on a WAN it thinks has room), and each start within a
 //! tolerance of the simulated one:
 //!
 //! - the clocks are aligned at each run's first start: a real run's clock
@@ -43,16 +45,28 @@ pub struct Start {
     pub at_s: f64,
     /// And of its end, if it migrated.
     pub end_s: Option<f64>,
+    /// Migrations of its run in flight when it started (started before
+    /// it, not at the same instant, and not ended).
+    pub beside: usize,
     pub connections: Option<u32>,
     pub mode: Option<Mode>,
     pub destination: Option<String>,
 }
 
 impl Start {
-    fn of(vm: &VmRecord, origin: f64) -> Option<Start> {
+    fn of(vm: &VmRecord, run: &[VmRecord], origin: f64) -> Option<Start> {
+        let at = vm.start_s?;
+        let beside = run
+            .iter()
+            .filter(|other| {
+                other.start_s.is_some_and(|s| s < at - SAME_DECISION_S)
+                    && other.end_s.unwrap_or(f64::INFINITY) > at
+            })
+            .count();
         Some(Start {
-            at_s: vm.start_s? - origin,
+            at_s: at - origin,
             end_s: vm.end_s.map(|end| end - origin),
+            beside,
             connections: vm.connections,
             mode: vm.mode,
             destination: vm.destination.clone(),
@@ -74,7 +88,7 @@ pub struct Row {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mismatch {
     pub vm: String,
-    /// `start`, `order`, `connections`, `mode` or `started`.
+    /// `start`, `order`, `connections`, `mode`, `beside` or `started`.
     pub what: &'static str,
     pub detail: String,
 }
@@ -116,11 +130,11 @@ impl Comparison {
             .iter()
             .map(|vm| Row {
                 vm: vm.name.clone(),
-                lab: Start::of(vm, lab_origin_s),
+                lab: Start::of(vm, lab, lab_origin_s),
                 sim: sim
                     .iter()
                     .find(|p| p.name == vm.name)
-                    .and_then(|p| Start::of(p, sim_origin_s)),
+                    .and_then(|p| Start::of(p, sim, sim_origin_s)),
                 tolerance_s: period_s,
             })
             .collect();
@@ -198,6 +212,16 @@ impl Comparison {
             if lab.mode != sim.mode {
                 push(&row.vm, "mode", format!("lab {:?}, sim {:?}", lab.mode, sim.mode));
             }
+            if lab.beside != sim.beside {
+                push(
+                    &row.vm,
+                    "beside",
+                    format!(
+                        "started beside {} migration(s) in flight in the lab, {} in the simulation",
+                        lab.beside, sim.beside
+                    ),
+                );
+            }
         }
         // The order: a pair started at distinct decisions in both runs, in
         // the opposite order. Each VM is named once, with the first VM it
@@ -243,8 +267,8 @@ impl Comparison {
         });
         let mismatches = self.mismatches();
         let mut out = String::from(
-            "| VM | start (s) lab / sim (gap) | tolerance (s) | connections lab / sim | mode lab / sim | destination lab / sim | differs |\n\
-             |---|---:|---:|---:|---|---|---|\n",
+            "| VM | start (s) lab / sim (gap) | tolerance (s) | in flight at start lab / sim | connections lab / sim | mode lab / sim | destination lab / sim | differs |\n\
+             |---|---:|---:|---:|---:|---|---|---|\n",
         );
         for row in rows {
             let pair = |f: &dyn Fn(&Start) -> String| {
@@ -262,10 +286,11 @@ impl Comparison {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {} | {}{gap} | {:.2} | {} | {} | {} | {} |",
+                "| {} | {}{gap} | {:.2} | {} | {} | {} | {} | {} |",
                 row.vm,
                 pair(&|s| format!("{:.2}", s.at_s)),
                 row.tolerance_s,
+                pair(&|s| s.beside.to_string()),
                 pair(&|s| s.connections.map_or("-".to_owned(), |c| c.to_string())),
                 pair(&|s| s.mode.map_or("-".to_owned(), |m| format!("{m:?}").to_lowercase())),
                 pair(&|s| s.destination.clone().unwrap_or_else(|| "-".to_owned())),
@@ -343,7 +368,9 @@ mod tests {
             vec![
                 ("b".to_owned(), "start"),
                 ("c".to_owned(), "connections"),
-                ("c".to_owned(), "mode")
+                ("c".to_owned(), "mode"),
+                // b, started late, was still in flight at c's start.
+                ("c".to_owned(), "beside"),
             ]
         );
     }
@@ -362,12 +389,21 @@ mod tests {
             vm("c", Some(2.0), 1, Mode::Live),
         ]);
         let c = Comparison::new(&lab, &sim, 0.5);
-        assert_eq!(whats(&c), vec![("b".to_owned(), "order")]);
+        // And each started beside the other in one run only.
+        assert_eq!(
+            whats(&c),
+            vec![
+                ("b".to_owned(), "beside"),
+                ("c".to_owned(), "beside"),
+                ("b".to_owned(), "order")
+            ]
+        );
     }
 
     #[test]
     fn ties_in_one_run_are_no_inversion() {
-        // Started together in the lab, one after the other in the sim.
+        // Started together in the lab, one after the other in the sim: no
+        // inversion, but `a` started beside `b` in the simulation only.
         let lab = run(vec![
             vm("a", Some(1.0), 1, Mode::Live),
             vm("b", Some(1.0), 1, Mode::Live),
@@ -376,7 +412,10 @@ mod tests {
             vm("a", Some(1.5), 1, Mode::Live),
             vm("b", Some(1.0), 1, Mode::Live),
         ]);
-        assert_eq!(whats(&Comparison::new(&lab, &sim, 0.5)), vec![]);
+        assert_eq!(
+            whats(&Comparison::new(&lab, &sim, 0.5)),
+            vec![("a".to_owned(), "beside")]
+        );
     }
 
     #[test]
@@ -392,7 +431,7 @@ mod tests {
         let c = Comparison::new(&lab, &sim, 0.5);
         assert_eq!(whats(&c), vec![("b".to_owned(), "started")]);
         assert!(
-            c.table().contains("| b | - / 4.00 | 0.50 | - / 1 |"),
+            c.table().contains("| b | - / 4.00 | 0.50 | - / 0 | - / 1 |"),
             "{}",
             c.table()
         );
@@ -439,5 +478,25 @@ mod tests {
         let c = Comparison::new(&lab, &sim, 0.5);
         // v5: gap 0.5 + 0.6 = 1.1 s; allowed 0.5 + v4's drift 0.5 = 1.0 s.
         assert_eq!(whats(&c), vec![("v5".to_owned(), "start")]);
+    }
+
+    #[test]
+    fn a_second_migration_beside_one_in_flight_differs_within_the_tolerance() {
+        // The lab starts b 0.3 s after a, while a runs; the simulation as
+        // a ends, 0.5 s after it: within the tolerance, not the same
+        // decision.
+        let lab = run(vec![
+            vm("a", Some(0.0), 1, Mode::Live),
+            vm("b", Some(0.3), 1, Mode::Live),
+        ]);
+        let mut sim = run(vec![
+            vm("a", Some(0.0), 1, Mode::Live),
+            vm("b", Some(0.5), 1, Mode::Live),
+        ]);
+        sim[0].end_s = Some(0.5);
+        assert_eq!(
+            whats(&Comparison::new(&lab, &sim, 0.5)),
+            vec![("b".to_owned(), "beside")]
+        );
     }
 }
