@@ -5,8 +5,10 @@
 //! window / RTT`) and, with the others on its host, its NIC. [`fill`] walks
 //! the VMs in the plan's order and starts the next one only while what is
 //! in flight cannot fill the target (the WAN's peak, with a margin): a
-//! migration's connections are sized to the room left (`ceil(room / per
-//! connection)`, at least the scenario's count, at most [`MAX_CONNECTIONS`]),
+//! migration's connections are sized to fill the target alone (`ceil(target
+//! / per connection)`, within its NIC, at least the scenario's count, at
+//! most [`MAX_CONNECTIONS`]), not only the room the others leave, since
+//! they end first and it then runs alone;
 //! so one migration fills a WAN its NIC can fill, and a NIC that is already
 //! full gets no second migration: it would only split the NIC, lengthening
 //! both migrations for no more throughput.
@@ -128,10 +130,16 @@ pub fn fill(
         if load >= NIC_FULL * nic {
             continue;
         }
-        let room = (nic - load).min(target.rate * (1.0 + FILL_MARGIN) - demand);
+        // Sized to fill the path alone, not just the room the migrations in
+        // flight leave: those end first, and a migration sized to their
+        // leftovers would then run alone below the path for the rest of
+        // its copy (connections cannot be added to a migration in flight),
+        // so the next one would start beside it and every VM would share
+        // the link, each taking longer, for no more throughput.
+        let alone = nic.min(target.rate * (1.0 + FILL_MARGIN));
         let connections = match target.per_connection {
-            Some(per) if per > 0.0 && room.is_finite() => {
-                let needed = (room / per).ceil().clamp(1.0, MAX_CONNECTIONS.as_f64()) as u32;
+            Some(per) if per > 0.0 && alone.is_finite() => {
+                let needed = (alone / per).ceil().clamp(1.0, MAX_CONNECTIONS.as_f64()) as u32;
                 Connections::clamped(needed).max(target.base_connections)
             }
             // Unknown: the scenario's count, whose rate then shows what one
@@ -180,6 +188,36 @@ mod tests {
             target,
         );
         assert_eq!(picks, vec![(VmId(0), Connections::new(4).unwrap())]);
+    }
+
+    #[test]
+    fn a_migration_started_beside_others_is_sized_to_fill_the_path_alone() {
+        // WAN peak 100 B/s (sized to 110), connections of 30 B/s. One
+        // migration in flight on host 0 carries 60: the room it leaves is
+        // 50 (2 connections), but it ends first and the next then runs
+        // alone: ceil(110 / 30) = 4 connections. Demand 60 + 120 >= 100:
+        // no third. Within its NIC: a NIC of 45 B/s takes ceil(45 / 30) = 2.
+        let beside_one = |nic: f64| {
+            let target = Target {
+                rate: 100.0,
+                max_new: usize::MAX,
+                base_connections: Connections::new(1).unwrap(),
+                per_connection: Some(30.0),
+            };
+            let running = Running {
+                host: HostId(0),
+                cap: 60.0,
+            };
+            fill(
+                &mut HostLoads::default(),
+                candidates(&[1, 2]),
+                [running],
+                |_| nic,
+                target,
+            )
+        };
+        assert_eq!(beside_one(1000.0), vec![(VmId(0), Connections::new(4).unwrap())]);
+        assert_eq!(beside_one(45.0)[0], (VmId(0), Connections::new(2).unwrap()));
     }
 
     #[test]

@@ -94,6 +94,24 @@ pub struct Verdict {
     pub vms_saved: usize,
     /// When the last of them arrived, seconds from now (0 if none did).
     pub finish_s: f64,
+    /// The migration times of the VMs saved, summed, seconds: with
+    /// `finish_s`, what the run's score weighs (its total time and each
+    /// VM's own time).
+    pub migration_s: f64,
+}
+
+impl Verdict {
+    /// The score's shape over the rest of the evacuation: the finish times
+    /// the mean migration time (the score is the square root of their
+    /// product over the bounds, which every candidate shares), so a plan
+    /// that saves the same but makes each VM wait on a shared link for
+    /// longer ranks after one that runs them one by one at full speed.
+    pub fn time_cost(&self) -> f64 {
+        if self.vms_saved == 0 {
+            return 0.0;
+        }
+        self.finish_s * (self.migration_s / self.vms_saved as f64)
+    }
 }
 
 /// Simulates the rest of an evacuation for one candidate under one
@@ -106,13 +124,18 @@ pub trait Rollout: Send + Sync {
 /// The candidates a planner weighs, most telling first, so that a smaller
 /// compute budget keeps the first ones: its own plan, then `static` by
 /// priority and by deadline at 1, 2, 4 and 8 in flight (no per-host
-/// limit, then one per host), then the same with more connections, then
-/// offline from the start when the scenario migrates live.
+/// limit, then one per host), with four times the scenario's connections
+/// (at most [`crate::admission::MAX_CONNECTIONS`]) then with the
+/// scenario's, then offline from the start when the scenario migrates live.
 pub fn candidates(base_connections: Connections, base_mode: Mode) -> Vec<Candidate> {
     let mut all = vec![Candidate::Planner];
     let more = Connections::clamped(base_connections.get() * 4).min(crate::admission::MAX_CONNECTIONS);
+    // More connections first: a tie keeps the earlier candidate, and a
+    // migration cannot gain connections in flight, so of two plans that
+    // save as much under the forecasts, the one whose migrations can carry
+    // a WAN that recovers beyond them is the safer.
     let connections: &[Connections] = if more > base_connections {
-        &[base_connections, more][..]
+        &[more, base_connections][..]
     } else {
         &[base_connections][..]
     };
@@ -160,7 +183,7 @@ pub fn affordable(candidates: usize, forecasts: usize, vms: usize) -> usize {
 /// forecasts, then the most VMs; then a plan that keeps the guests running
 /// (the planner's own, which pauses a guest only when that saves it, or a
 /// live one) over one that pauses every guest for its whole copy; then the
-/// earliest finish under the first (likely) forecast. Ties go to the
+/// least [`Verdict::time_cost`] under the first (likely) forecast. Ties go to the
 /// earlier candidate, so the planner's own plan stands unless another is
 /// strictly better.
 pub fn best(candidates: &[Candidate], verdicts: &[Vec<Verdict>]) -> usize {
@@ -175,14 +198,14 @@ pub fn best(candidates: &[Candidate], verdicts: &[Vec<Verdict>]) -> usize {
                 ..
             }
         );
-        let finish = v.first().map_or(0.0, |x| x.finish_s);
-        (priority, vms, keeps_running, finish)
+        let cost = v.first().map_or(0.0, Verdict::time_cost);
+        (priority, vms, keeps_running, cost)
     };
     let mut best = 0;
     for i in 1..verdicts.len().min(candidates.len()) {
         let (p, n, r, f) = key(i);
         let (bp, bn, br, bf) = key(best);
-        let better = (p, n, r) > (bp, bn, br) || ((p, n, r) == (bp, bn, br) && f < bf - 1e-9);
+        let better = (p, n, r) > (bp, bn, br) || ((p, n, r) == (bp, bn, br) && f < bf * (1.0 - 1e-9) - 1e-12);
         if better {
             best = i;
         }
@@ -194,11 +217,14 @@ pub fn best(candidates: &[Candidate], verdicts: &[Vec<Verdict>]) -> usize {
 mod tests {
     use super::*;
 
+    /// Every VM saved took the whole time: the cost is `finish_s²`, so
+    /// time ranks as the finish does.
     fn verdict(priority_saved: u64, vms_saved: usize, finish_s: f64) -> Verdict {
         Verdict {
             priority_saved,
             vms_saved,
             finish_s,
+            migration_s: finish_s * vms_saved as f64,
         }
     }
 
@@ -243,6 +269,20 @@ mod tests {
             best(&offline, &[vec![verdict(3, 2, 50.0)], vec![verdict(4, 2, 90.0)]]),
             1
         );
+        // Saving the same, by the score's shape: 4 VMs by 100 s, one after
+        // another 25 s each (cost 100 × 25 = 2,500), beat 4 VMs by 90 s
+        // sharing the link, 80 s each (cost 90 × 80 = 7,200), although
+        // those finish first.
+        let shared = Verdict {
+            migration_s: 4.0 * 80.0,
+            ..verdict(4, 4, 90.0)
+        };
+        let one_by_one = Verdict {
+            migration_s: 4.0 * 25.0,
+            ..verdict(4, 4, 100.0)
+        };
+        assert_eq!(best(&two, &[vec![shared], vec![one_by_one]]), 1);
+        assert_eq!(best(&two, &[vec![one_by_one], vec![shared]]), 0);
     }
 
     #[test]
@@ -257,6 +297,9 @@ mod tests {
         // 4 windows, live and offline.
         assert_eq!(all.len(), 1 + 2 * 2 * 2 * 2 * 4);
         assert_eq!(all[0], Candidate::Planner);
+        // Four times the scenario's 1 connection first.
+        assert!(matches!(all[1], Candidate::Fixed { connections, .. } if connections.get() == 4));
+        assert!(matches!(all[17], Candidate::Fixed { connections, .. } if connections.get() == 1));
         assert_eq!(
             candidates(Connections::new(8).unwrap(), Mode::Offline).len(),
             1 + 2 * 2 * 4

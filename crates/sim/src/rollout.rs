@@ -92,6 +92,7 @@ impl Rollout for SimRollout {
                 verdict.priority_saved += u64::from(vm.priority);
                 verdict.vms_saved += 1;
                 verdict.finish_s = verdict.finish_s.max(record.end_s.unwrap_or(0.0));
+                verdict.migration_s += record.migration_time_s.unwrap_or(0.0);
             }
         }
         verdict

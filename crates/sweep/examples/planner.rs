@@ -127,6 +127,8 @@ fn main() {
     let started = std::time::Instant::now();
     // Each scenario with the index of its grid.
     let mut scenarios: Vec<(usize, Scenario)> = Vec::new();
+    // Each scenario's seed and levels, as written, for the detail lines.
+    let mut labels: Vec<String> = Vec::new();
     let mut grid_names = Vec::new();
     for (g, path) in paths.iter().enumerate() {
         let grid = match Grid::from_path(path) {
@@ -138,7 +140,16 @@ fn main() {
         };
         for (seed, levels) in grid.combinations() {
             match grid.scenario(seed, &levels) {
-                Ok(scenario) => scenarios.push((g, scenario)),
+                Ok(scenario) => {
+                    let levels: Vec<String> = grid
+                        .factors
+                        .iter()
+                        .zip(&levels)
+                        .map(|(f, &i)| format!("{}={}", f.name, f.levels[i].0))
+                        .collect();
+                    labels.push(format!("seed {seed}, {}", levels.join(", ")));
+                    scenarios.push((g, scenario));
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     std::process::exit(1);
@@ -148,19 +159,38 @@ fn main() {
         grid_names.push(grid.name.clone());
     }
     eprintln!("{} scenarios", scenarios.len());
+    // `PLANNER_ONLY=N` (1-based, as the detail lines count): that scenario
+    // alone, with each run's VMs on stderr, to see why a policy did what.
+    if let Some(only) = std::env::var("PLANNER_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let Some((_, scenario)) = scenarios.get(only.wrapping_sub(1)) else {
+            eprintln!(
+                "error: PLANNER_ONLY={only}: there are {} scenarios",
+                scenarios.len()
+            );
+            std::process::exit(1);
+        };
+        eprintln!("scenario {only}: {}", labels[only - 1]);
+        explain(scenario);
+        return;
+    }
     let detail = std::env::var_os("PLANNER_DETAIL").is_some_and(|v| v != "0");
     let per_scenario: Vec<(Vec<Row>, u64, u64)> =
         scenarios.par_iter().map(|(_, base)| evaluate(base)).collect();
     if detail {
-        for ((g, s), (rows, bound_lost, _)) in scenarios.iter().zip(&per_scenario) {
+        for (i, ((g, s), (rows, bound_lost, _))) in scenarios.iter().zip(&per_scenario).enumerate() {
             let cells: Vec<String> = rows
                 .iter()
                 .map(|r| format!("{}/{}/{:.2}", r.vms_lost, r.priority_lost, r.ratio))
                 .collect();
             eprintln!(
-                "{} | {} | bound {bound_lost} | {}",
+                "{} {} | {} ({}) | bound {bound_lost} | {}",
+                i + 1,
                 grid_names[*g],
                 s.name,
+                labels[i],
                 cells.join(" | ")
             );
         }
@@ -242,8 +272,52 @@ const PUBLISHED: [usize; 3] = [0, 1, 2];
 /// One scenario: each policy's losses and score ratio (in [`NAMES`]'
 /// order), the priority the bound says must be lost, and the total.
 fn evaluate(base: &Scenario) -> (Vec<Row>, u64, u64) {
+    let (rows, bound_lost, total, _) = evaluate_runs(base);
+    (rows, bound_lost, total)
+}
+
+/// One scenario's runs, each VM's start, end, connections and mode, and
+/// the hindsight winners' settings (`PLANNER_ONLY`).
+fn explain(base: &Scenario) {
+    let (rows, bound_lost, total, runs) = evaluate_runs(base);
+    eprintln!("priority {total}, the bound says at least {bound_lost} lost");
+    for ((name, row), run) in NAMES.iter().zip(&rows).zip(&runs) {
+        eprintln!(
+            "\n{name}: {} lost, priority {} lost, ratio {:.3}, total {:.1} s, mean migration {:.1} s, score {:.3} {}",
+            row.vms_lost,
+            row.priority_lost,
+            row.ratio,
+            run.total_time_s.unwrap_or(f64::NAN),
+            run.mean_migration_time_s.unwrap_or(f64::NAN),
+            run.score.unwrap_or(f64::NAN),
+            run.policy,
+        );
+        for vm in &run.vms {
+            eprintln!(
+                "  {:<16} {:>8.1} {:>8.1} c{} {:?} {:?}",
+                vm.name,
+                vm.start_s.unwrap_or(f64::NAN),
+                vm.end_s.unwrap_or(f64::NAN),
+                vm.connections.unwrap_or(0),
+                vm.mode,
+                vm.outcome,
+            );
+            if std::env::var_os("PLANNER_DECISIONS").is_some() {
+                for d in &vm.decisions {
+                    eprintln!("      {:>8.1} {} {}", d.at_s, d.decision, d.why);
+                }
+            }
+        }
+    }
+}
+
+fn evaluate_runs(base: &Scenario) -> (Vec<Row>, u64, u64, Vec<RunResult>) {
     let total: u64 = base.fleet.vms.iter().map(|v| u64::from(v.priority)).sum();
     let mut hindsight: Vec<(RunResult, Mode)> = Vec::new();
+    // The settings of each hindsight run, named in its `policy` field.
+    let label = |order: Order, window: usize, per_host: usize, connections: u32, mode: Mode| {
+        format!("static {order:?} window {window} per host {per_host} connections {connections} {mode:?}")
+    };
     for mode in [Mode::Live, Mode::Offline] {
         for order in ORDERS {
             for window in WINDOWS {
@@ -256,7 +330,9 @@ fn evaluate(base: &Scenario) -> (Vec<Row>, u64, u64) {
                         s.controller.max_in_flight_per_host = per_host;
                         s.migration.connections = Connections::new(connections).expect("1 ..= 255");
                         s.migration.mode = mode;
-                        hindsight.push((simulate(&s), mode));
+                        let mut run = simulate(&s);
+                        run.policy = label(order, window, per_host, connections, mode);
+                        hindsight.push((run, mode));
                     }
                 }
             }
@@ -335,5 +411,5 @@ fn evaluate(base: &Scenario) -> (Vec<Row>, u64, u64) {
             ratio: ratio(r),
         })
         .collect();
-    (rows, total - bound(base), total)
+    (rows, total - bound(base), total, runs.to_vec())
 }
