@@ -67,6 +67,12 @@ pub struct RunArgs {
     /// Draw the measured timeline and migrations as an SVG picture.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+    /// Before the evacuation, migrate N probe VMs (the fleet's smallest
+    /// size) one at a time on the lab's hosts and use the setup time they
+    /// measure, instead of the lab file's, in the prediction and the run's
+    /// controller (docs/lab.md).
+    #[arg(long, value_name = "N")]
+    calibrate: Option<usize>,
 }
 
 pub fn dispatch(command: LabCommand) -> Result<()> {
@@ -142,21 +148,42 @@ fn run(text: &str, origin: &str, options: &RunArgs) -> Result<()> {
             lab.dir.display(),
             lab.scenario.fleet.vms.len()
         ));
+        if let Some(probes) = options.calibrate.filter(|&n| n > 0) {
+            say(&format!("calibrating: {probes} probe migration(s)"));
+            match evac_lab::calibration::calibrate(&mut lab, probes).await {
+                Ok(calibration) => say(&calibration.summary()),
+                Err(e) => {
+                    drop(lab);
+                    return Err(e.context("calibrating the lab"));
+                }
+            }
+        }
         let shutdown = async move {
             stop.wait().await;
             say("interrupted: cancelling the migrations in flight");
         };
+        let period = lab.scenario.controller.period.as_secs_f64();
         let run = evacuate(&mut lab, options.policy, None, shutdown).await;
         say("tearing the lab down");
         drop(lab);
-        run
+        run.map(|run| (run, period))
     });
-    let run: LabRun = outcome?;
+    let (run, period): (LabRun, f64) = outcome?;
     Console::stdout().line(&format!(
         "policy {}: measured (lab) / predicted (simulator), error relative to measured\n",
         run.measured.policy
     ))?;
     Console::stdout().line(&run.table())?;
+    // Whether the run decided what the prediction did (docs/lab.md).
+    let decisions = evac_lab::decisions::Comparison::new(&run.measured.vms, &run.prediction.vms, period);
+    let differences = decisions.mismatches();
+    Console::stdout().line(&format!(
+        "decisions: {} difference(s) from the prediction's, VM by VM (start order, start within a period plus drift, connections, mode)",
+        differences.len()
+    ))?;
+    for difference in &differences {
+        Console::stdout().line(&format!("  {difference}"))?;
+    }
     if let Some(path) = &options.json {
         std::fs::write(path, run.to_json()).with_context(|| format!("writing {}", path.display()))?;
         say(&format!("wrote {}", path.display()));

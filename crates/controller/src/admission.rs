@@ -196,36 +196,28 @@ mod tests {
         // migration in flight on host 0 carries 60: the room it leaves is
         // 50 (2 connections), but it ends first and the next then runs
         // alone: ceil(110 / 30) = 4 connections. Demand 60 + 120 >= 100:
-        // no third.
-        let target = Target {
-            rate: 100.0,
-            max_new: usize::MAX,
-            base_connections: Connections::new(1).unwrap(),
-            per_connection: Some(30.0),
+        // no third. Within its NIC: a NIC of 45 B/s takes ceil(45 / 30) = 2.
+        let beside_one = |nic: f64| {
+            let target = Target {
+                rate: 100.0,
+                max_new: usize::MAX,
+                base_connections: Connections::new(1).unwrap(),
+                per_connection: Some(30.0),
+            };
+            let running = Running {
+                host: HostId(0),
+                cap: 60.0,
+            };
+            fill(
+                &mut HostLoads::default(),
+                candidates(&[1, 2]),
+                [running],
+                |_| nic,
+                target,
+            )
         };
-        let picks = fill(
-            &mut HostLoads::default(),
-            candidates(&[1, 2]),
-            [Running {
-                host: HostId(0),
-                cap: 60.0,
-            }],
-            |_| 1000.0,
-            target,
-        );
-        assert_eq!(picks, vec![(VmId(0), Connections::new(4).unwrap())]);
-        // Within its NIC: a NIC of 45 B/s takes ceil(45 / 30) = 2.
-        let picks = fill(
-            &mut HostLoads::default(),
-            candidates(&[1]),
-            [Running {
-                host: HostId(0),
-                cap: 60.0,
-            }],
-            |_| 45.0,
-            target,
-        );
-        assert_eq!(picks, vec![(VmId(0), Connections::new(2).unwrap())]);
+        assert_eq!(beside_one(1000.0), vec![(VmId(0), Connections::new(4).unwrap())]);
+        assert_eq!(beside_one(45.0)[0], (VmId(0), Connections::new(2).unwrap()));
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub async fn evacuate(
     let options = evac_qemu::RunOptions {
         policy: Some(controller.policy),
         log,
+        // `deadline` plans by simulation, as `evac run` and the prediction
+        // do: without it the lab's deadline was another planner than the
+        // one it was compared with (`decisions`).
+        plan_with: Some(std::sync::Arc::new(|network, params, config| {
+            std::sync::Arc::new(evac_sim::rollout::SimRollout::new(network, params, config))
+        })),
         ..Default::default()
     };
     lab.start_trace();

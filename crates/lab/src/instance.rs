@@ -202,6 +202,29 @@ impl LabInstance {
         Ok(())
     }
 
+    /// Starts VMs beside the fleet's (`calibrate`'s probes): not in the
+    /// scenario nor the inventory, torn down with the lab. Their QMP
+    /// sockets are `<dir>/<name>.qmp`.
+    pub(crate) fn start_extra_vms(&mut self, vms: &[(String, evac_model::HostId, u64)]) -> Result<()> {
+        let topology = self.topology.as_ref().expect("built");
+        let specs: Vec<VmSpec> = vms
+            .iter()
+            .map(|(name, host, mib)| VmSpec {
+                name: name.clone(),
+                mib: *mib,
+                netns: Some(topology.host_netns[host.0].clone()),
+                dirty: None,
+            })
+            .collect();
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        self.vms
+            .as_mut()
+            .expect("built")
+            .start_fleet(&specs, parallel)
+            .context("starting the probe VMs")?;
+        Ok(())
+    }
+
     /// The inventory: the lab file's `[controller]` and `[migration]` as
     /// written, its hosts with their namespaces, and its VMs' QMP sockets.
     fn inventory_text(&self, raw: &toml::Table) -> Result<String> {

@@ -28,9 +28,11 @@
 //! by its pid when the lab is dropped, so a failing test cleans up too; a
 //! test starts its lab as a [`TempLab`], which also removes its directory.
 
+pub mod calibration;
 pub mod capacity;
 pub mod capture;
 pub mod cleanup;
+pub mod decisions;
 pub mod delay;
 pub mod evacuate;
 pub mod fit;

@@ -42,8 +42,12 @@ pub(crate) enum Stage {
 pub(crate) enum Happened {
     /// We paused the source (offline mode or a switch to offline).
     Paused,
-    /// `migrate` was accepted, ready for postcopy or not.
-    Migrating(PostcopyReady),
+    /// `migrate` was accepted, ready for postcopy or not; `since`: when,
+    /// and the source's network namespace's transmitted bytes then.
+    Migrating {
+        postcopy: PostcopyReady,
+        since: (tokio::time::Instant, Option<u64>),
+    },
     /// A migration under way was taken up after a restart of evac.
     Adopted,
     /// The source went to postcopy.
@@ -63,6 +67,10 @@ pub(crate) struct Progress {
     paused_by_us: bool,
     /// Whether a switch to postcopy is possible.
     postcopy: PostcopyReady,
+    /// When this attempt's `migrate` was accepted, and its source's
+    /// network namespace's transmitted bytes then (`None` for an adopted
+    /// one): its first rate is measured from there (see `RateMeter`).
+    migrating_since: Option<(tokio::time::Instant, Option<u64>)>,
 }
 
 impl Progress {
@@ -75,8 +83,9 @@ impl Progress {
                 self.paused_by_us = true;
                 self.stage
             }
-            (Preparing, Happened::Migrating(postcopy)) => {
+            (Preparing, Happened::Migrating { postcopy, since }) => {
                 self.postcopy = postcopy;
+                self.migrating_since = Some(since);
                 Precopy
             }
             (Preparing, Happened::Adopted) => Precopy,
@@ -103,6 +112,10 @@ impl Progress {
     pub fn postcopy(&self) -> PostcopyReady {
         self.postcopy.clone()
     }
+
+    pub fn migrating_since(&self) -> Option<(tokio::time::Instant, Option<u64>)> {
+        self.migrating_since
+    }
 }
 
 #[cfg(test)]
@@ -119,11 +132,16 @@ mod tests {
 
     #[test]
     fn an_attempt_goes_through_its_stages_in_order_only() {
-        let started = [Happened::Migrating(PostcopyReady::Ready)];
+        let since = (tokio::time::Instant::now(), Some(7));
+        let started = [Happened::Migrating {
+            postcopy: PostcopyReady::Ready,
+            since,
+        }];
         assert_eq!(after(&[]).stage(), Stage::Preparing);
         assert!(!after(&[]).migrating());
         let p = after(&started);
         assert_eq!((p.stage(), p.postcopy()), (Stage::Precopy, PostcopyReady::Ready));
+        assert_eq!(p.migrating_since(), Some(since));
         assert!(p.migrating());
         // A cancel before `migrate` or in postcopy changes nothing.
         assert_eq!(after(&[Happened::CancelAsked]).stage(), Stage::Preparing);

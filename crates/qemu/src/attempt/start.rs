@@ -128,7 +128,14 @@ pub(super) async fn drive(
         progress.lock().unwrap().on(Happened::Paused);
     }
     ctx.src.migrate(&uri).await.map_err(qmp_err("migrate"))?;
-    progress.lock().unwrap().on(Happened::Migrating(setup.postcopy));
+    let since = (
+        tokio::time::Instant::now(),
+        ctx.src.peer_pid().and_then(crate::netns_tx_bytes),
+    );
+    progress.lock().unwrap().on(Happened::Migrating {
+        postcopy: setup.postcopy,
+        since,
+    });
     // 4. Watch it.
     Watch {
         ctx,
