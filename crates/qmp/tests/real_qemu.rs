@@ -40,12 +40,12 @@ fn qemu(args: &[&str]) -> Option<Kill> {
     }
 }
 
-#[tokio::test]
-async fn talks_to_a_real_qemu() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("vm.qmp");
+/// A paused QEMU of 64 MiB with no devices and `extra` arguments, and a
+/// client of its QMP socket (in `dir`); `None` where QEMU cannot run.
+async fn paused_qemu(dir: &std::path::Path, extra: &[&str]) -> Option<(Kill, Qmp)> {
+    let sock = dir.join("vm.qmp");
     let qmp_arg = format!("unix:{},server=on,wait=off", sock.display());
-    let Some(mut child) = qemu(&[
+    let mut args = vec![
         "-S",
         "-nodefaults",
         "-display",
@@ -54,12 +54,21 @@ async fn talks_to_a_real_qemu() {
         "64M",
         "-qmp",
         &qmp_arg,
-    ]) else {
-        return;
-    };
+    ];
+    args.extend(extra);
+    let child = qemu(&args)?;
     let qmp = Qmp::connect_retry(sock.to_str().unwrap(), Duration::from_secs(10))
         .await
         .unwrap();
+    Some((child, qmp))
+}
+
+#[tokio::test]
+async fn talks_to_a_real_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut child, qmp)) = paused_qemu(dir.path(), &[]).await else {
+        return;
+    };
     assert_eq!(qmp.peer_pid(), Some(child.0.id()));
     assert_eq!(qmp.query_status().await.unwrap().status, RunState::Prelaunch);
     assert_eq!(
@@ -111,27 +120,10 @@ async fn talks_to_a_real_qemu() {
 #[tokio::test]
 async fn an_incoming_migration_on_port_zero_reports_the_bound_port() {
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("dst.qmp");
-    let qmp_arg = format!("unix:{},server=on,wait=off", sock.display());
-    let Some(_child) = qemu(&[
-        "-S",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-machine",
-        "q35",
-        "-m",
-        "64M",
-        "-incoming",
-        "defer",
-        "-qmp",
-        &qmp_arg,
-    ]) else {
+    let Some((_child, qmp)) = paused_qemu(dir.path(), &["-machine", "q35", "-incoming", "defer"]).await
+    else {
         return;
     };
-    let qmp = Qmp::connect_retry(sock.to_str().unwrap(), Duration::from_secs(10))
-        .await
-        .unwrap();
     assert_eq!(qmp.query_migrate().await.unwrap().listening_port(), None);
     qmp.migrate_incoming("tcp:127.0.0.1:0").await.unwrap();
     let info = qmp.query_migrate().await.unwrap();
