@@ -5,32 +5,17 @@ use std::time::Duration;
 use evac_controller::{
     Action, Controller, ControllerConfig, EndOutcome, Ended, Evacuation, Observations, PolicyKind,
 };
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Site, Vm, VmId};
+use evac_model::{Bytes, Fleet, Host, MigrationParams, Site, Vm, VmId};
 
 fn host(name: &str, site: Site, memory: Option<Bytes>) -> Host {
     Host {
-        migration_cpus: None,
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
         memory,
-        power_off_at: None,
-        power_trace: Vec::new(),
+        ..evac_testkit::host(name, site)
     }
 }
 
 fn vm(name: &str, host: usize, gib: u64) -> Vm {
-    Vm {
-        profile: evac_model::MemoryProfile::default(),
-        name: name.into(),
-        host: HostId(host),
-        memory: Bytes::gib(gib),
-        dirty_rate: BytesPerSec::ZERO,
-        working_set: Bytes::gib(gib),
-        disk: Bytes::ZERO,
-        priority: 1,
-        destination: None,
-    }
+    evac_testkit::vm(name, host, Bytes::gib(gib))
 }
 
 /// One source host with three VMs of 1 GiB, one destination.

@@ -7,29 +7,14 @@ use std::time::Duration;
 use evac_controller::{
     Action, Controller, ControllerConfig, EndOutcome, Ended, Evacuation, Observations, PolicyKind, Resumed,
 };
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Site, Vm, VmId};
+use evac_model::{Bytes, Fleet, Host, HostId, MigrationParams, Site, VmId};
 
 fn fleet(dst_room_gib: u64) -> Fleet {
     let host = |name: &str, site, memory| Host {
-        migration_cpus: None,
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
         memory,
-        power_off_at: None,
-        power_trace: Vec::new(),
+        ..evac_testkit::host(name, site)
     };
-    let vm = |name: &str| Vm {
-        profile: evac_model::MemoryProfile::default(),
-        name: name.into(),
-        host: HostId(0),
-        memory: Bytes::gib(4),
-        dirty_rate: BytesPerSec::ZERO,
-        working_set: Bytes::gib(4),
-        disk: Bytes::ZERO,
-        priority: 1,
-        destination: None,
-    };
+    let vm = |name: &str| evac_testkit::vm(name, 0, Bytes::gib(4));
     Fleet {
         hosts: vec![
             host("src", Site::Source, None),
