@@ -229,6 +229,7 @@ impl QemuBackend {
                 result,
                 rate: RateMeter::default(),
                 source_netns,
+                max_bandwidth: request.params.max_bandwidth,
             };
         };
         let ctx = AttemptCtx {
@@ -273,6 +274,7 @@ impl QemuBackend {
             result,
             rate: RateMeter::default(),
             source_netns,
+            max_bandwidth: request.params.max_bandwidth,
         }
     }
 }
@@ -288,6 +290,10 @@ pub struct QemuMigration {
     /// Its source host is a network namespace of its own, whose
     /// transmitted bytes bound the migration's (see [`RateMeter`]).
     source_netns: bool,
+    /// Its `max-bandwidth`, as last set: QEMU holds the migration to it, so
+    /// a rate read above it is bytes still in the sockets' buffers (a
+    /// migration's first seconds), not what crossed the wire.
+    max_bandwidth: Option<BitsPerSec>,
 }
 
 /// Shorter than this since the last reading, a rate between two readings
@@ -447,6 +453,9 @@ impl evac_run::Migration for QemuMigration {
             since,
             BitsPerSec(ram.mbps * 1e6),
         );
+        let rate = self
+            .max_bandwidth
+            .map_or(rate, |cap| BitsPerSec(rate.0.min(cap.0)));
         let phase = if matches!(
             info.status,
             Some(
@@ -477,6 +486,9 @@ impl evac_run::Migration for QemuMigration {
     }
 
     async fn retune(&mut self, change: Retune) -> Result<(), String> {
+        if let Retune::MaxBandwidth(cap) = change {
+            self.max_bandwidth = cap;
+        }
         self.send(Control::Retune(change))
     }
 
