@@ -518,6 +518,39 @@ mod tests {
     }
 
     #[test]
+    fn postcopy_is_costed_by_the_time_its_pages_take_on_one_connection() {
+        // 1 GiB of random RAM dirtying 100 MB/s, alone at 1 GB/s: postcopy
+        // sends the 1 GiB in 1.0737 s, then what it dirtied meanwhile,
+        // 107,374,182.4 bytes, on one connection. At 100 MB/s a connection
+        // those take 1.0737 s, in which the VM's rate would carry ten times
+        // as much: 1 GiB + 1 GiB = 2 GiB exactly. With connections of
+        // 1 GB/s (no slower than the VM's rate) its bytes stand:
+        // 1,181,116,006.4.
+        let mut fleet = fleet();
+        fleet.vms[0].memory = evac_model::Bytes::gib(1);
+        fleet.vms[0].dirty_rate = evac_model::BytesPerSec(1e8);
+        fleet.vms[0].working_set = evac_model::Bytes::gib(1);
+        let params = MigrationParams {
+            allow_postcopy: true,
+            ..MigrationParams::default()
+        };
+        let postcopy = |connection: f64| {
+            let policy = Deadline::new(
+                &fleet,
+                params,
+                Duration::from_secs(1),
+                Some(BitsPerSec(connection * 8.0)),
+            );
+            let alternatives = policy.alternatives(&fleet, VmId(0), 1e9);
+            let modes: Vec<Mode> = alternatives.iter().map(|a| a.0).collect();
+            assert_eq!(modes, [Mode::Live, Mode::Postcopy, Mode::Offline]);
+            alternatives[1].1
+        };
+        assert!((postcopy(1e8) - 2_147_483_648.0).abs() < 1.0, "{}", postcopy(1e8));
+        assert!((postcopy(1e9) - 1_181_116_006.4).abs() < 1.0, "{}", postcopy(1e9));
+    }
+
+    #[test]
     fn a_vm_cancelled_in_flight_waits_for_its_cancel_then_queues_behind_those_that_fit() {
         let fleet = fleet();
         let mut policy = Deadline::new(&fleet, MigrationParams::default(), Duration::from_secs(1), None);

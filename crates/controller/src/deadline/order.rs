@@ -1,7 +1,7 @@
 //! The plan: which VMs can still make their power-off, in which mode, and
 //! in what order (see the module doc of `deadline`, step 2).
 
-use evac_model::{Fleet, HostId, Mode, VmId};
+use evac_model::{Connections, Fleet, HostId, Mode, VmId};
 
 use super::Deadline;
 use crate::admission::MAX_CONNECTIONS;
@@ -26,8 +26,21 @@ impl Deadline {
         let memory = spec.memory.as_f64() * spec.profile.first_pass_wire_per_byte(compressed);
         let resend = spec.profile.resend_wire_per_byte(compressed);
         let dirtied = |t: f64| spec.dirtied_within(t) * resend;
-        // Postcopy's pages after the switch go as they are.
-        let postcopy = |rate| plan::postcopy_bytes(memory, |t| spec.dirtied_within(t), rate);
+        // Postcopy's pages after the switch go as they are, on one
+        // connection (QEMU before 10.1; the simulator sends them so): where
+        // one carries less than the VM's rate, they are counted as the
+        // bytes that rate would carry in the time they take, so a postcopy
+        // that fits the plan by its bytes but not by its time does not win
+        // over offline (as the switch in flight judges it, `watch.rs`).
+        let one = self.estimator.migration_cap(Connections::ONE);
+        let postcopy = |rate: f64| {
+            let bytes = plan::postcopy_bytes(memory, |t| spec.dirtied_within(t), rate);
+            if one > 0.0 && one < rate {
+                memory + (bytes - memory).max(0.0) * rate / one
+            } else {
+                bytes
+            }
+        };
         // Local disks are sent once, ahead of the memory, whatever the mode.
         let disk = spec.disk.as_f64();
         let alternatives = match self.base.mode {
