@@ -22,7 +22,7 @@ pub struct Inventory {
     #[serde(default)]
     pub controller: ControllerConfig,
     #[serde(default)]
-    pub migration: LibvirtMigration,
+    pub migration: MigrationSettings,
     /// The WAN as the operator knows it (`evac plan` simulates over it; a
     /// run's lower bounds use it); absent, the fastest source NIC.
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct Inventory {
 /// libvirt migration has (read by [`evac_run::inventory::extended`]: a bad
 /// value is placed at its own line).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct LibvirtMigration {
+pub struct MigrationSettings {
     pub params: MigrationParams,
     /// Encrypt the migration stream (libvirt's `VIR_MIGRATE_TLS`).
     pub tls: bool,
@@ -55,7 +55,7 @@ pub struct LibvirtMigration {
     pub shared_storage: Vec<String>,
 }
 
-/// The keys of [`LibvirtMigration`] the model's parameters do not have.
+/// The keys of [`MigrationSettings`] the model's parameters do not have.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LibvirtOwn {
@@ -67,11 +67,11 @@ struct LibvirtOwn {
     shared_storage: Vec<String>,
 }
 
-impl<'de> Deserialize<'de> for LibvirtMigration {
+impl<'de> Deserialize<'de> for MigrationSettings {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (params, own): (MigrationParams, LibvirtOwn) =
             evac_run::inventory::extended(deserializer, &["tls", "copy_storage", "shared_storage"])?;
-        Ok(LibvirtMigration {
+        Ok(MigrationSettings {
             params,
             tls: own.tls,
             copy_storage: own.copy_storage,
