@@ -497,7 +497,7 @@ impl evac_run::Migration for QemuMigration {
     }
 
     /// Refused at once when the attempt is not ready for postcopy (see
-    /// [`crate::postcopy`]); else `migrate-start-postcopy` by its task.
+    /// `crate::postcopy`); else `migrate-start-postcopy` by its task.
     async fn switch_to_postcopy(&mut self) -> Result<(), String> {
         let ready = self.progress.lock().unwrap().postcopy();
         match ready {
