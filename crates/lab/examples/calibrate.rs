@@ -19,7 +19,7 @@
 
 use anyhow::{bail, Context, Result};
 use evac_controller::PolicyKind;
-use evac_lab::evacuate::evacuate;
+use evac_lab::evacuate::evacuate_quietly;
 use evac_lab::fit::fit_line;
 use evac_lab::instance::LabInstance;
 
@@ -126,13 +126,7 @@ async fn main() -> Result<()> {
     for wan in &wans {
         let text = wan.scenario(&sizes, repeat);
         let mut lab = LabInstance::build(&text, "<calibrate>")?;
-        let run = evacuate(
-            &mut lab,
-            Some(PolicyKind::Sequential),
-            Some(std::sync::Arc::new(|_: &str| {})),
-            std::future::pending(),
-        )
-        .await?;
+        let run = evacuate_quietly(&mut lab, PolicyKind::Sequential).await?;
         drop(lab);
         let points: Vec<(f64, f64)> = run
             .measured

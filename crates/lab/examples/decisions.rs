@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
 use evac_lab::decisions::Comparison;
-use evac_lab::evacuate::evacuate;
+use evac_lab::evacuate::evacuate_quietly;
 use evac_lab::instance::LabInstance;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -84,13 +84,7 @@ async fn main() -> Result<()> {
                 let calibration = evac_lab::calibration::calibrate(&mut lab, probes).await?;
                 println!("{}\n", calibration.summary());
             }
-            let run = evacuate(
-                &mut lab,
-                Some(policy),
-                Some(std::sync::Arc::new(|_: &str| {})),
-                std::future::pending(),
-            )
-            .await?;
+            let run = evacuate_quietly(&mut lab, policy).await?;
             let (fleet, network, lab_controller) = (
                 lab.scenario.fleet.clone(),
                 lab.scenario.network.clone(),

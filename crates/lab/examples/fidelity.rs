@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
-use evac_lab::evacuate::evacuate;
+use evac_lab::evacuate::evacuate_quietly;
 use evac_lab::instance::LabInstance;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -47,13 +47,7 @@ async fn main() -> Result<()> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         for &policy in &policies {
             let mut lab = LabInstance::build(&text, &path.display().to_string())?;
-            let run = evacuate(
-                &mut lab,
-                Some(policy),
-                Some(std::sync::Arc::new(|_: &str| {})),
-                std::future::pending(),
-            )
-            .await?;
+            let run = evacuate_quietly(&mut lab, policy).await?;
             drop(lab);
             let f = run.fidelity();
             println!(

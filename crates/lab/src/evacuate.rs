@@ -17,6 +17,18 @@ pub struct LabRun {
     pub prediction: RunResult,
 }
 
+/// [`evacuate`] under `policy` to its end, its log discarded: what the
+/// experiments and tests that set a run beside its prediction want.
+pub async fn evacuate_quietly(lab: &mut LabInstance, policy: PolicyKind) -> Result<LabRun> {
+    evacuate(
+        lab,
+        Some(policy),
+        Some(std::sync::Arc::new(|_: &str| {})),
+        std::future::pending(),
+    )
+    .await
+}
+
 /// Runs the lab's evacuation (its `[controller]` policy, or `policy`)
 /// through `evac-qemu`'s run loop, following the WAN trace from its start;
 /// `shutdown` cancels it as Ctrl-C cancels `evac run`. The simulator's

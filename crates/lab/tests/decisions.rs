@@ -18,7 +18,7 @@
 
 use evac_controller::PolicyKind;
 use evac_lab::decisions::Comparison;
-use evac_lab::evacuate::evacuate;
+use evac_lab::evacuate::evacuate_quietly;
 use evac_lab::instance::LabInstance;
 use evac_lab::{self as lab};
 use evac_report::Outcome;
@@ -49,12 +49,7 @@ fn deadline_decides_in_the_lab_as_in_the_simulation() {
     assert_eq!(built.scenario.migration.setup_time, calibration.setup_time);
     assert_eq!(built.inventory.migration.setup_time, calibration.setup_time);
     let run = runtime
-        .block_on(evacuate(
-            &mut built,
-            Some(PolicyKind::Deadline),
-            Some(std::sync::Arc::new(|_: &str| {})),
-            std::future::pending(),
-        ))
+        .block_on(evacuate_quietly(&mut built, PolicyKind::Deadline))
         .unwrap();
     let (scenario, dir) = (built.scenario.clone(), built.dir.clone());
     drop(built);
