@@ -162,6 +162,9 @@ series! {
     host_bytes: Family<HostLabel, Gauge> => "host_remaining_bytes", "Bytes left to send from the source host";
 }
 
+/// The `outcome` label's values, in the order [`Metrics::update`] counts them.
+const OUTCOMES: [&str; 5] = ["migrated", "not-migrated", "lost", "pending", "in-flight"];
+
 /// The registry and its metrics.
 pub struct Metrics {
     registry: Registry,
@@ -182,6 +185,13 @@ impl Metrics {
         let mut registry = Registry::with_prefix("evac");
         let series = Series::default();
         series.register(&mut registry);
+        // Every outcome from the start, at 0: a scrape before the run's
+        // first snapshot sees the same series as every later one (as
+        // `evac_migrations_in_flight`, which is 0 until set), never a
+        // series that appears only later.
+        for outcome in OUTCOMES {
+            series.vms.get_or_create(&OutcomeLabel { outcome }).set(0);
+        }
         Metrics {
             registry,
             lock: Mutex::new(()),
@@ -194,13 +204,14 @@ impl Metrics {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.series.in_flight.set(count(snapshot.in_flight));
-        for (outcome, n) in [
-            ("migrated", snapshot.migrated),
-            ("not-migrated", snapshot.not_migrated),
-            ("lost", snapshot.lost),
-            ("pending", snapshot.pending),
-            ("in-flight", snapshot.in_flight),
-        ] {
+        let counts = [
+            snapshot.migrated,
+            snapshot.not_migrated,
+            snapshot.lost,
+            snapshot.pending,
+            snapshot.in_flight,
+        ];
+        for (outcome, n) in OUTCOMES.into_iter().zip(counts) {
             self.series
                 .vms
                 .get_or_create(&OutcomeLabel { outcome })
@@ -346,6 +357,15 @@ mod tests {
             "evac_host_vms_remaining{host=\"rack-2\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no line `{line}` in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_outcome_is_served_before_the_first_snapshot() {
+        let text = Metrics::new().encode();
+        for outcome in ["migrated", "not-migrated", "lost", "pending", "in-flight"] {
+            let line = format!("evac_vms{{outcome=\"{outcome}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
     }
 
