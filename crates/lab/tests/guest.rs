@@ -97,3 +97,62 @@ fn the_guest_dirties_at_its_rate_without_holding_a_core() {
         core * 100.0
     );
 }
+
+/// The guest dirtying along a curve: three regions at three rates (a hot
+/// 4 MiB at 8 MiB/s, a warm 16 MiB at 4 MiB/s, a cold 64 MiB at 2 MiB/s).
+/// Over a window of 2 s, counted from the RAM file, each region must get
+/// its own rate (within 15 %) and have touched `min(pages, rate × 2 s)`
+/// distinct pages (the truth of `evac_lab::curve`): the hot one all of its
+/// 1024 pages (four times over), the warm one 2048, the cold one 1024.
+#[test]
+fn the_curve_guest_dirties_each_region_at_its_rate() {
+    if lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available]) {
+        return;
+    }
+    let mib = 1_048_576.0;
+    let regions = [
+        lab::DirtyRegion {
+            rate: BytesPerSec(8.0 * mib),
+            mib: 4,
+        },
+        lab::DirtyRegion {
+            rate: BytesPerSec(4.0 * mib),
+            mib: 16,
+        },
+        lab::DirtyRegion {
+            rate: BytesPerSec(2.0 * mib),
+            mib: 64,
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path());
+    lab.start_curve_vm_in("c", 128, &regions, None).unwrap();
+    let ram = dir.path().join("c.mem");
+    std::thread::sleep(Duration::from_secs(2));
+    let (before, t0) = (lab::WriteCounters::read(&ram, &regions).unwrap(), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (after, t1) = (lab::WriteCounters::read(&ram, &regions).unwrap(), Instant::now());
+    let seconds = (t1 - t0).as_secs_f64();
+    let written = after.written_since(&before);
+    let touched = after.touched_since(&before);
+    // By hand: pages per second 2048, 1024, 512; pages 1024, 4096, 16384.
+    let asked = [2048.0, 1024.0, 512.0];
+    let distinct = [1024.0, 1024.0 * seconds, 512.0 * seconds];
+    for i in 0..3 {
+        let rate = written[i] as f64 / seconds;
+        eprintln!(
+            "region {i}: asked {} pages/s, written {rate:.0} pages/s; touched {} pages, truth {:.0}",
+            asked[i], touched[i], distinct[i]
+        );
+        assert!((rate - asked[i]).abs() <= 0.15 * asked[i], "region {i}: {rate:.0} pages/s");
+        assert!(
+            (touched[i] as f64 - distinct[i]).abs() <= 0.15 * distinct[i],
+            "region {i}: {} pages touched",
+            touched[i]
+        );
+    }
+    // The truth the plan's measurement is judged by, over the same window.
+    let truth = lab::curve::dirtied_within(&regions, seconds) / 4096.0;
+    let total: u64 = touched.iter().sum();
+    assert!((total as f64 - truth).abs() <= 0.15 * truth, "{total} pages, truth {truth:.0}");
+}
