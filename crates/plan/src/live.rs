@@ -38,11 +38,16 @@ pub struct Reading {
     pub runs: usize,
 }
 
-/// The seconds the measurement takes: the rate's sample and, after it, the
-/// working set's.
+/// The seconds the measurement takes at most: the rate's sample, after it
+/// the working set's and, for a guest whose dirtying is a curve, the
+/// curve's periods ([`measure::curve_periods`]).
 pub fn measuring_seconds(sample: Duration, long: Duration) -> u64 {
     let (seconds, long) = measure::sample_seconds(sample, long);
-    seconds + if long > seconds { long } else { 0 }
+    if long > seconds {
+        seconds + long + measure::curve_periods(seconds, long).iter().sum::<u64>()
+    } else {
+        seconds
+    }
 }
 
 /// A QEMU fleet: every VM of the inventory, measured over QMP.

@@ -87,10 +87,32 @@ pub fn sample_seconds(sample: Duration, long: Duration) -> (u64, u64) {
     (seconds, long.as_secs().max(seconds))
 }
 
+/// The periods sampled between the rate's (`seconds`) and the working
+/// set's (`long`) when those two found a curve rather than a line: every
+/// power of two seconds from 1 s below `long` that is not `seconds` itself.
+///
+/// Why: two points say only that the guest went over pages again, not how
+/// its dirtying bends between them, and the plan interpolates linearly
+/// between points (from 0 B at 0 s). A guest that dirties a small hot set
+/// fast and a large cold one slowly has a curve whose slope at 1 s is
+/// several times its slope at 8 s: a chord from 0 s to a 2 s sample
+/// underestimates what a short round re-sends (the last rounds, which
+/// decide convergence), and a chord from 2 s to a long sample what a round
+/// of a few seconds does. Doubling periods bound the chords' error by the
+/// curve's own bend within a factor of two of time; 1 s is QEMU 7.2's
+/// shortest period (`calc-time` is whole seconds).
+pub fn curve_periods(seconds: u64, long: u64) -> Vec<u64> {
+    std::iter::successors(Some(1u64), |p| p.checked_mul(2))
+        .take_while(|&p| p < long)
+        .filter(|&p| p != seconds)
+        .collect()
+}
+
 /// One VM of `memory`: its dirty rate over a sample of `seconds`, then the
-/// pages it dirties over `long` seconds for its working set. `sample(s)`
-/// is the backend's measurement over `s` seconds, in whole MiB/s as QEMU
-/// reports it.
+/// pages it dirties over `long` seconds for its working set and, when that
+/// is a working set (the guest went over the same pages again), over each
+/// of [`curve_periods`] for the curve's shape. `sample(s)` is the backend's
+/// measurement over `s` seconds, in whole MiB/s as QEMU reports it.
 pub async fn measure_vm<F, Fut>(memory: Bytes, seconds: u64, long: u64, mut sample: F) -> Result<Measured>
 where
     F: FnMut(u64) -> Fut,
@@ -112,6 +134,11 @@ where
         let found = long_rate * long;
         if (found as f64) < 0.8 * (rate * long) as f64 {
             working_set = Bytes((found << 20).max(1 << 20)).min(memory);
+            // A curve, not a line: its shape between the two.
+            for period in curve_periods(seconds, long) {
+                dirtied.push(point(sample(period).await?, period));
+            }
+            dirtied.sort_by_key(|d| d.seconds);
         }
     }
     Ok(Measured {
@@ -387,6 +414,52 @@ pub async fn libvirt(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn curve_periods_double_from_one_second() {
+        assert_eq!(curve_periods(2, 8), vec![1, 4]);
+        assert_eq!(curve_periods(2, 16), vec![1, 4, 8]);
+        assert_eq!(curve_periods(3, 16), vec![1, 2, 4, 8]);
+        assert_eq!(curve_periods(1, 2), Vec::<u64>::new());
+        assert_eq!(curve_periods(1, 1), Vec::<u64>::new());
+    }
+
+    /// A backend stub answering whole MiB/s from a curve given by hand: the
+    /// periods asked, in order, and the points kept.
+    async fn measured_with(curve: fn(u64) -> u64, seconds: u64, long: u64) -> (Vec<u64>, Measured) {
+        let asked = std::sync::Mutex::new(Vec::new());
+        let m = measure_vm(Bytes(1 << 30), seconds, long, |s| {
+            asked.lock().unwrap().push(s);
+            // QEMU: MiB dirtied over s seconds, as whole MiB/s.
+            std::future::ready(Ok(curve(s) / s))
+        })
+        .await
+        .unwrap();
+        (asked.into_inner().unwrap(), m)
+    }
+
+    #[tokio::test]
+    async fn a_curve_gets_doubling_periods_a_line_two() {
+        // A hot 16 MiB at 16 MiB/s and a cold 192 MiB at 2 MiB/s: 18, 20,
+        // 24, 32, 48 MiB after 1, 2, 4, 8, 16 s.
+        let curve = |s: u64| 16.min(16 * s) + 192.min(2 * s);
+        let (asked, m) = measured_with(curve, 2, 16).await;
+        assert_eq!(asked, vec![2, 16, 1, 4, 8]);
+        let points: Vec<(u64, u64)> = m.dirtied.iter().map(|d| (d.seconds, d.dirtied_bytes >> 20)).collect();
+        assert_eq!(points, vec![(1, 18), (2, 20), (4, 24), (8, 32), (16, 48)]);
+        assert_eq!(m.working_set, Bytes(48 << 20));
+        let curve = m.dirty_curve().unwrap();
+        assert_eq!(curve.len(), 5);
+        assert_eq!(curve[0].after, Duration::from_secs(1));
+        assert_eq!(curve[0].dirtied, Bytes(18 << 20));
+        // A guest writing new pages all along: the two samples only.
+        let (asked, m) = measured_with(|s| 10 * s, 2, 16).await;
+        assert_eq!(asked, vec![2, 16]);
+        assert_eq!(m.working_set, Bytes(1 << 30));
+        assert_eq!(m.dirty_curve(), None);
+    }
+
     #[test]
     fn xp_lines_are_read_back_little_endian() {
         let text = "0000000000100000: 0x0807060504030201 0x0000000000000000\r\n\
