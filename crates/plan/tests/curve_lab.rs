@@ -201,3 +201,96 @@ async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
     // The issue's target: 10 % median, 20 % worst.
     assert!(within(plan, real, 0.20), "plan {plan:.2} s, real {real:.2} s");
 }
+
+/// The same guest planned from its true curve (the samples QEMU would give
+/// with no truncation), no lab needed: the plan's migration times against
+/// the rounds worked out by hand at 240 Mbit/s (28.61 MiB/s) with a 300 ms
+/// downtime limit.
+///
+/// - The curve (1 s 22 MiB, 2 s 28, 4 s 40, 8 s 64, 16 s 80): the first
+///   round 13.42 s dirties 48 + 2 × 13.42 = 74.84 MiB (between the 8 s and
+///   16 s points), then rounds of 2.616 s (31.70 MiB), 1.108 s (22.65),
+///   0.792 s (17.42), 0.609 s (13.39), 0.468 s (10.30), 0.360 s (7.92 MiB,
+///   0.277 s at the link: within the limit), stopped 0.277 s: 19.65 s.
+/// - The 2 s and 16 s points alone: 13.42 s (70.4 MiB), 2.46 s (29.7),
+///   1.04 s (14.5), 0.51 s (7.1), 0.25 s stopped: 17.68 s.
+/// - The 2 s sample's rate, 14 MiB/s, up to the whole memory: 13.42,
+///   6.57, 3.21, 1.573, 0.770, 0.377 s, 0.184 s stopped: 26.10 s.
+#[test]
+fn the_true_curve_plans_the_rounds_worked_by_hand() {
+    let text = r#"name = "by hand"
+[network]
+wan_bandwidth = "300 Mbps"
+wan_rtt = "1 ms"
+[controller]
+policy = "sequential"
+[migration]
+max_bandwidth = "240 Mbps"
+[[host]]
+name = "src"
+site = "source"
+nic = "1 Gbps"
+[[host]]
+name = "dst"
+site = "destination"
+nic = "1 Gbps"
+migration_address = "127.0.0.1"
+[[vm]]
+name = "curve"
+host = "src"
+qmp = "/nonexistent/curve.qmp"
+qemu_args = []
+"#;
+    let inventory = Inventory::from_str_at(text, Path::new("inventory.toml")).unwrap();
+    let sample = |seconds: u64, mib: u64| evac_plan::measure::DirtySample {
+        seconds,
+        dirtied_bytes: mib << 20,
+        uncertainty_bytes: 0,
+    };
+    let measured = evac_plan::Measured {
+        memory: Bytes(MEMORY_MIB << 20),
+        dirty_rate: BytesPerSec(14.0 * MIB),
+        working_set: Bytes(80 << 20),
+        dirtied: vec![sample(1, 22), sample(2, 28), sample(4, 40), sample(8, 64), sample(16, 80)],
+        content: None,
+    };
+    // The samples are the truth of the lab's guest at those periods.
+    for d in &measured.dirtied {
+        assert_eq!(
+            lab::curve::dirtied_within(&regions(), d.seconds as f64),
+            d.dirtied_bytes as f64
+        );
+    }
+    let fleet = evac_plan::scenario::with_measured(inventory.fleet(&[Bytes(1)]), &[measured], &[]);
+    let live = evac_plan::Live {
+        name: "by hand".into(),
+        network: inventory.network(),
+        network_stated: true,
+        migration: inventory.migration,
+        controller: inventory.controller.clone(),
+        measured: Vec::new(),
+        fleet,
+    };
+    let (curve, rounds) = planned(&live, &live.fleet);
+    let mut fleet = live.fleet.clone();
+    let points: Vec<DirtyPoint> = [(2, 28), (16, 80)]
+        .iter()
+        .map(|&(s, mib)| DirtyPoint {
+            after: Duration::from_secs(s),
+            dirtied: Bytes(mib << 20),
+        })
+        .collect();
+    fleet.vms[0].set_dirty_curve(points);
+    let (two_points, _) = planned(&live, &fleet);
+    let vm = &mut fleet.vms[0];
+    vm.profile.dirty_curve.clear();
+    vm.dirty_rate = BytesPerSec(14.0 * MIB);
+    vm.working_set = vm.memory;
+    let (one_rate, _) = planned(&live, &fleet);
+    eprintln!("curve {curve:.3} s in {rounds} rounds, two points {two_points:.3} s, one rate {one_rate:.3} s");
+    // The hand's figures are rounded to the millisecond per round.
+    assert!(within(curve, 19.65, 0.005), "{curve}");
+    assert_eq!(rounds, 7, "seven live rounds (the stopped copy is not one)");
+    assert!(within(two_points, 17.68, 0.005), "{two_points}");
+    assert!(within(one_rate, 26.10, 0.005), "{one_rate}");
+}
