@@ -130,9 +130,85 @@ impl WriteCounters {
     }
 }
 
+/// The regions whose guest dirties along `curve` (a VM's `dirty_curve`:
+/// memory dirtied at least once within each time, linear in between from
+/// 0 B at 0 s, flat after the last point). A concave curve of `n` points
+/// with slopes `s_1 >= ... >= s_n` (and `s_(n+1) = 0`) is the sum of `n`
+/// rings, ring `k` written at `s_k - s_(k+1)` and full after `t_k`, of size
+/// `(s_k - s_(k+1)) × t_k`: each ring adds its rate until it is full, which
+/// is where the curve bends. Sizes are rounded to whole MiB, rates to whole
+/// pages per second; a ring that would round to nothing is left out.
+/// `Err` says why the guest cannot follow the curve: more than
+/// [`MAX_DIRTY_REGIONS`] points, or a slope that grows (not concave).
+pub fn regions_for_curve(curve: &[evac_model::DirtyPoint]) -> Result<Vec<DirtyRegion>, String> {
+    if curve.len() > MAX_DIRTY_REGIONS {
+        return Err(format!(
+            "{} points: the lab's dirtying guest follows at most {MAX_DIRTY_REGIONS}",
+            curve.len()
+        ));
+    }
+    let mut slopes = Vec::with_capacity(curve.len() + 1);
+    let (mut t0, mut d0) = (0.0, 0.0);
+    for p in curve {
+        let (t1, d1) = (p.after.as_secs_f64(), p.dirtied.as_f64());
+        slopes.push((d1 - d0) / (t1 - t0));
+        (t0, d0) = (t1, d1);
+    }
+    if let Some(i) = slopes.windows(2).position(|w| w[1] > w[0] * (1.0 + 1e-9)) {
+        return Err(format!(
+            "its slope grows after point {} ({:.0} B/s, then {:.0} B/s): the lab's dirtying guest follows only \
+             curves that grow fast, then slowly",
+            i + 1,
+            slopes[i],
+            slopes[i + 1]
+        ));
+    }
+    slopes.push(0.0);
+    Ok(curve
+        .iter()
+        .enumerate()
+        .filter_map(|(k, p)| {
+            let rate = slopes[k] - slopes[k + 1];
+            let mib = (rate * p.after.as_secs_f64() / 1_048_576.0).round() as u64;
+            (rate > 0.0 && mib > 0).then_some(DirtyRegion {
+                rate: evac_model::BytesPerSec(rate),
+                mib,
+            })
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The curve of the three regions below, given as points at their
+    /// bends, gives them back: slopes 22, 6, 2 MiB/s up to 1, 8, 96 s, so
+    /// rings at 16, 4, 2 MiB/s of 16, 32, 192 MiB.
+    #[test]
+    fn a_concave_curve_is_rings_by_hand() {
+        let point = |s: u64, mib: u64| evac_model::DirtyPoint {
+            after: std::time::Duration::from_secs(s),
+            dirtied: evac_model::Bytes(mib << 20),
+        };
+        let curve = [point(1, 22), point(8, 64), point(96, 240)];
+        let regions = regions_for_curve(&curve).unwrap();
+        let got: Vec<(f64, u64)> = regions.iter().map(|r| (r.rate.0 / 1_048_576.0, r.mib)).collect();
+        assert_eq!(got, vec![(16.0, 16), (4.0, 32), (2.0, 192)]);
+        // A plateau after the last point adds no ring of its own.
+        let flat = [point(4, 40), point(8, 40)];
+        let got: Vec<(f64, u64)> = regions_for_curve(&flat)
+            .unwrap()
+            .iter()
+            .map(|r| (r.rate.0 / 1_048_576.0, r.mib))
+            .collect();
+        assert_eq!(got, vec![(10.0, 40)]);
+        let convex = [point(1, 2), point(2, 10)];
+        let err = regions_for_curve(&convex).unwrap_err();
+        assert!(err.contains("slope grows after point 1"), "{err}");
+        let many = [point(1, 1), point(2, 2), point(3, 3), point(4, 4), point(5, 5)];
+        assert!(regions_for_curve(&many).unwrap_err().contains("5 points"));
+    }
 
     /// The curve of a hot, a warm and a cold region, by hand: 16 MiB at
     /// 16 MiB/s (full after 1 s), 32 MiB at 4 MiB/s (8 s), 192 MiB at

@@ -107,6 +107,8 @@ fn default_bios_size() -> std::io::Result<u64> {
 /// [`DIRTY_GUEST`] with its parameters set, padded at the front (the image
 /// sits at the top of the 4 GiB space) to the default firmware's size: one
 /// region of `working_set_mib` at `dirty_rate` (the one-rate guest).
+// The libvirt lab's domains boot it; without that feature nothing does.
+#[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
 pub(crate) fn dirty_guest_image(
     mib: u64,
     dirty_rate: BytesPerSec,
@@ -462,14 +464,13 @@ impl Lab {
 
     /// A VM's RAM file (the `-object` naming it) and firmware image.
     fn prepare(&self, spec: &VmSpec) -> std::io::Result<(String, Option<PathBuf>)> {
-        let bios = match spec.dirty {
-            Some((rate, working_set_mib)) => {
-                let image = dirty_guest_image(spec.mib, rate, working_set_mib, false)?;
-                let bios = self.dir.join(format!("{}.bios", spec.name));
-                std::fs::write(&bios, image)?;
-                Some(bios)
-            }
-            None => None,
+        let bios = if spec.dirty.is_empty() {
+            None
+        } else {
+            let image = dirty_regions_image(spec.mib, &spec.dirty, false)?;
+            let bios = self.dir.join(format!("{}.bios", spec.name));
+            std::fs::write(&bios, image)?;
+            Some(bios)
         };
         Ok((write_ram(&self.dir, &spec.name, spec.mib, Ram::Random)?, bios))
     }
@@ -635,14 +636,14 @@ downtime_limit = "300 ms"
 pub const BOOT_WAVE: usize = 16;
 
 /// One VM of a fleet for [`Lab::start_fleet`]: RAM of random bytes, in
-/// network namespace `netns`; with `dirty`, the dirtying guest of
-/// [`Lab::start_dirtying_vm`] at (rate, working set in MiB).
+/// network namespace `netns`; with `dirty` regions, the dirtying guest of
+/// [`Lab::start_curve_vm_in`] (one region: [`Lab::start_dirtying_vm`]'s).
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     pub name: String,
     pub mib: u64,
     pub netns: Option<String>,
-    pub dirty: Option<(BytesPerSec, u64)>,
+    pub dirty: Vec<DirtyRegion>,
 }
 
 /// Writes VM `name`'s RAM file in `dir` (none for anonymous RAM); returns
