@@ -232,14 +232,17 @@ mod tests {
         ];
         // 0.5 s: 8 + 2 + 1 MiB; 1 s: 16 + 4 + 2; 4 s: 16 + 16 + 8;
         // 10 s: 16 + 32 + 20; 100 s: everything.
-        for (t, expected) in [(0.5, 11.0), (1.0, 22.0), (4.0, 40.0), (10.0, 68.0), (100.0, 240.0)] {
+        for (t, expected) in [
+            (0.5, 11.0),
+            (1.0, 22.0),
+            (4.0, 40.0),
+            (10.0, 68.0),
+            (100.0, 240.0),
+        ] {
             assert_eq!(dirtied_within(&regions, t), expected * mib, "at {t} s");
         }
         assert_eq!(dirtied_within(&regions, -1.0), 0.0);
-        assert_eq!(
-            region_starts(&regions),
-            vec![16 << 20, 32 << 20, 64 << 20]
-        );
+        assert_eq!(region_starts(&regions), vec![16 << 20, 32 << 20, 64 << 20]);
     }
 
     #[test]

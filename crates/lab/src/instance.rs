@@ -80,8 +80,9 @@ fn check(scenario: &Scenario, origin: &str) -> Result<()> {
         }
         if !vm.profile.dirty_curve.is_empty() {
             let start = DIRTY_WORKING_SET_START >> 20;
-            let regions = regions_for_curve(&vm.profile.dirty_curve)
-                .map_err(|why| anyhow::anyhow!("{origin}: field `dirty_curve` of VM \"{}\": {why}", vm.name))?;
+            let regions = regions_for_curve(&vm.profile.dirty_curve).map_err(|why| {
+                anyhow::anyhow!("{origin}: field `dirty_curve` of VM \"{}\": {why}", vm.name)
+            })?;
             let total: u64 = regions.iter().map(|r| r.mib).sum();
             if start + total > mib.min(2048) {
                 bail!(
@@ -381,9 +382,11 @@ dirty_curve = {curve}
 
     #[test]
     fn a_dirty_curve_runs_the_curve_guest_or_says_why_not() {
-        let fits = lab_file(r#"[{ after = "1 s", dirtied = "22 MiB" }, { after = "8 s", dirtied = "64 MiB" }]"#);
+        let fits =
+            lab_file(r#"[{ after = "1 s", dirtied = "22 MiB" }, { after = "8 s", dirtied = "64 MiB" }]"#);
         check(&fits, "lab.toml").unwrap();
-        let convex = lab_file(r#"[{ after = "1 s", dirtied = "2 MiB" }, { after = "2 s", dirtied = "10 MiB" }]"#);
+        let convex =
+            lab_file(r#"[{ after = "1 s", dirtied = "2 MiB" }, { after = "2 s", dirtied = "10 MiB" }]"#);
         let err = check(&convex, "lab.toml").unwrap_err().to_string();
         assert!(
             err.starts_with("lab.toml: field `dirty_curve` of VM \"db\": its slope grows"),
@@ -392,6 +395,9 @@ dirty_curve = {curve}
         // 16 MiB + 120 MiB of rings in 128 MiB.
         let big = lab_file(r#"[{ after = "1 s", dirtied = "120 MiB" }]"#);
         let err = check(&big, "lab.toml").unwrap_err().to_string();
-        assert!(err.contains("at most memory - 16 MiB (112 MiB here; got 120 MiB)"), "{err}");
+        assert!(
+            err.contains("at most memory - 16 MiB (112 MiB here; got 120 MiB)"),
+            "{err}"
+        );
     }
 }

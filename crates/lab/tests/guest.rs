@@ -144,7 +144,10 @@ fn the_curve_guest_dirties_each_region_at_its_rate() {
             "region {i}: asked {} pages/s, written {rate:.0} pages/s; touched {} pages, truth {:.0}",
             asked[i], touched[i], distinct[i]
         );
-        assert!((rate - asked[i]).abs() <= 0.15 * asked[i], "region {i}: {rate:.0} pages/s");
+        assert!(
+            (rate - asked[i]).abs() <= 0.15 * asked[i],
+            "region {i}: {rate:.0} pages/s"
+        );
         assert!(
             (touched[i] as f64 - distinct[i]).abs() <= 0.15 * distinct[i],
             "region {i}: {} pages touched",
@@ -154,5 +157,8 @@ fn the_curve_guest_dirties_each_region_at_its_rate() {
     // The truth the plan's measurement is judged by, over the same window.
     let truth = lab::curve::dirtied_within(&regions, seconds) / 4096.0;
     let total: u64 = touched.iter().sum();
-    assert!((total as f64 - truth).abs() <= 0.15 * truth, "{total} pages, truth {truth:.0}");
+    assert!(
+        (total as f64 - truth).abs() <= 0.15 * truth,
+        "{total} pages, truth {truth:.0}"
+    );
 }

@@ -446,7 +446,11 @@ mod tests {
         let curve = |s: u64| 16.min(16 * s) + 192.min(2 * s);
         let (asked, m) = measured_with(curve, 2, 16).await;
         assert_eq!(asked, vec![2, 16, 1, 4, 8]);
-        let points: Vec<(u64, u64)> = m.dirtied.iter().map(|d| (d.seconds, d.dirtied_bytes >> 20)).collect();
+        let points: Vec<(u64, u64)> = m
+            .dirtied
+            .iter()
+            .map(|d| (d.seconds, d.dirtied_bytes >> 20))
+            .collect();
         assert_eq!(points, vec![(1, 18), (2, 20), (4, 24), (8, 32), (16, 48)]);
         assert_eq!(m.working_set, Bytes(48 << 20));
         let curve = m.dirty_curve().unwrap();

@@ -251,7 +251,13 @@ qemu_args = []
         memory: Bytes(MEMORY_MIB << 20),
         dirty_rate: BytesPerSec(14.0 * MIB),
         working_set: Bytes(80 << 20),
-        dirtied: vec![sample(1, 22), sample(2, 28), sample(4, 40), sample(8, 64), sample(16, 80)],
+        dirtied: vec![
+            sample(1, 22),
+            sample(2, 28),
+            sample(4, 40),
+            sample(8, 64),
+            sample(16, 80),
+        ],
         content: None,
     };
     // The samples are the truth of the lab's guest at those periods.
@@ -287,7 +293,9 @@ qemu_args = []
     vm.dirty_rate = BytesPerSec(14.0 * MIB);
     vm.working_set = vm.memory;
     let (one_rate, _) = planned(&live, &fleet);
-    eprintln!("curve {curve:.3} s in {rounds} rounds, two points {two_points:.3} s, one rate {one_rate:.3} s");
+    eprintln!(
+        "curve {curve:.3} s in {rounds} rounds, two points {two_points:.3} s, one rate {one_rate:.3} s"
+    );
     // The hand's figures are rounded to the millisecond per round.
     assert!(within(curve, 19.65, 0.005), "{curve}");
     assert_eq!(rounds, 7, "seven live rounds (the stopped copy is not one)");
