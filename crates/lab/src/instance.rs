@@ -210,7 +210,7 @@ impl LabInstance {
                 netns: Some(topology.host_netns[vm.host.0].clone()),
                 dirty: if vm.profile.dirty_curve.is_empty() {
                     (vm.dirty_rate.0 > 0.0)
-                        .then(|| DirtyRegion {
+                        .then_some(DirtyRegion {
                             rate: vm.dirty_rate,
                             mib: vm.working_set.0 >> 20,
                         })
