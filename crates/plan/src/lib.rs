@@ -36,6 +36,7 @@
 //! The dirty rate of a guest is a sample of a few seconds: a guest whose
 //! load changes will dirty at another rate during the evacuation.
 
+pub mod curve;
 pub mod live;
 pub mod measure;
 pub mod sample;
