@@ -60,9 +60,12 @@ pub fn destination_args(mib: u64) -> Vec<String> {
 /// for 50 ms, then writes into the working set's pages one after another,
 /// each when the TSC says it is due, sleeping (`hlt`) in between until the
 /// local APIC's timer (about 1 kHz) wakes it. Its parameters are a
-/// 32-byte block at offset 0: the magic [`DIRTY_GUEST_MAGIC`], then u32s
+/// block at offset 0: the magic [`DIRTY_GUEST_MAGIC`], then u32s
 /// (little-endian) pages per second, working-set start address, working-set
-/// pages, TSC kHz (0: calibrate).
+/// pages, TSC kHz (0: calibrate), fill end (0: no fill); at offset 64, up
+/// to three more regions (pages per second, start, pages) written from the
+/// same wake-ups, for a guest whose dirtying follows a curve
+/// ([`crate::curve`]).
 pub const DIRTY_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dirty-guest.bin"));
 
 /// Why [`DIRTY_GUEST`] is empty, or "".
