@@ -148,6 +148,14 @@ async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
         );
     }
 
+    let used: Vec<String> = live.fleet.vms[0]
+        .profile
+        .dirty_curve
+        .iter()
+        .map(|p| format!("{:.1}", p.dirtied.as_f64() / MIB))
+        .collect();
+    eprintln!("the plan's curve (MiB at the same periods): {}", used.join(", "));
+
     // The plan, from the measured curve; and, for comparison, from what the
     // measurement gave before the curve's periods (the 2 s and 16 s
     // samples) and from the 2 s sample's rate alone (one rate, no working
