@@ -30,8 +30,9 @@
 //!    pages are its working set; otherwise it is taken as the whole memory.
 //!    A working set means a curve rather than a line: the guest is then
 //!    also sampled at every power of two seconds below the long sample
-//!    ([`measure::curve_periods`]), and the samples are the VM's dirty
-//!    curve.
+//!    ([`measure::curve_periods`]), and the samples, raised to the least
+//!    concave curve above them ([`Measured::dirty_curve`] says why), are
+//!    the VM's dirty curve.
 //!
 //! The dirty rate of a guest is a sample of a few seconds: a guest whose
 //! load changes will dirty at another rate during the evacuation.
