@@ -259,8 +259,12 @@ pub(super) async fn attempt(
     let mut counted = 0u64;
     let mut last: Option<(Instant, u64)> = None;
     let mut ticker = tokio::time::interval(POLL);
+    let ended = migration.ended();
     loop {
         tokio::select! {
+            // The migrate call returned: its end is seen now, not at the
+            // next poll.
+            () = ended.wait() => break,
             request = control.recv() => match request {
                 Some(Control::Retune(change)) => {
                     let r = match change {
