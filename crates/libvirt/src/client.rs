@@ -732,9 +732,11 @@ impl Migration {
         let dom = self.dom.clone();
         let ended = self.ended.clone();
         let progress = call(timeout, move || {
-            Ok(job_progress(&on_domain_while(&dom, crate::raw::job_stats, || {
-                !ended.is_set()
-            })?))
+            Ok(job_progress(&on_domain_while(
+                &dom,
+                crate::raw::job_stats,
+                || !ended.is_set(),
+            )?))
         })
         .await?;
         if progress.active && progress.total.0 > 0 {

@@ -36,6 +36,7 @@ pub mod live;
 pub mod measure;
 pub mod sample;
 pub mod scenario;
+pub mod setup;
 pub mod triage;
 
 pub use live::Live;
