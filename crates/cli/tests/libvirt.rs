@@ -208,7 +208,8 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
     }
     let inventory = lab.dir.join("fleet.toml");
     let text = lab.pair_inventory("", "policy = \"sequential\"\nperiod = \"500 ms\"")
-        + "[network]\nwan_bandwidth = \"300 Mbps\"\nwan_rtt = \"2 ms\"\n";
+        // The lab's link: tbf at 400 Mbit/s (`LabOptions::pair`).
+        + "[network]\nwan_bandwidth = \"400 Mbps\"\nwan_rtt = \"2 ms\"\n";
     std::fs::write(&inventory, &text).unwrap();
     let (json, scenario) = (lab.dir.join("plan.json"), lab.dir.join("plan.toml"));
     let out = Command::new(env!("CARGO_BIN_EXE_evac"))
@@ -229,7 +230,7 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("probing the setup time: 3 migrations"),
+        stderr.contains("probing the setup time: a warm-up then 3 migrations"),
         "{stderr}"
     );
     // The probes left nothing on either host: only the fleet's domains.
@@ -245,7 +246,7 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
     // measured, the table, the pick and its ETA.
     let first = stdout.lines().next().unwrap();
     assert!(
-        first.contains(": 2 VMs (128 MiB) on 2 hosts, WAN 300 Mbps / 2 ms RTT"),
+        first.contains(": 2 VMs (128 MiB) on 2 hosts, WAN 400 Mbps / 2 ms RTT"),
         "{first}"
     );
     for line in [
@@ -300,15 +301,17 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
     assert!(measured[0]["content_sample"]["zero_fraction"].as_f64().unwrap() < 0.02);
     assert_eq!(plan["policies"].as_array().unwrap().len(), 6);
     assert_eq!(plan["hosts"][0]["vms_not_moved"], 0);
-    // The setup time: measured by the three probes (none failed), each
-    // its time less its bytes' at 300 Mbps, their median the plan's.
+    // The setup time: measured by a warm-up and three probes (none
+    // failed), each its time less its bytes' at 400 Mbps, the median of
+    // the three the plan's.
     let setup = &plan["setup"];
     assert_eq!(setup["source"], "measured", "{setup}");
     let probes = setup["probes"].as_array().unwrap();
-    assert_eq!(probes.len(), 3, "{setup}");
-    let mut by_hand: Vec<f64> = probes
+    assert_eq!(probes.len(), 4, "{setup}");
+    assert_eq!(probes[0]["warm_up"], true, "{setup}");
+    let mut by_hand: Vec<f64> = probes[1..]
         .iter()
-        .map(|p| p["elapsed_s"].as_f64().unwrap() - p["bytes"].as_f64().unwrap() * 8.0 / 300e6)
+        .map(|p| p["elapsed_s"].as_f64().unwrap() - p["bytes"].as_f64().unwrap() * 8.0 / 400e6)
         .collect();
     by_hand.sort_by(f64::total_cmp);
     let setup_s = setup["setup_time_s"].as_f64().unwrap();
@@ -321,9 +324,9 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
     let predicted = plan["total_time_s"].as_f64().unwrap();
     // By hand, `sequential`: 48 MiB of random bytes and 80 MiB of which
     // about 60 % are zero pages (9 B each): about 80 MiB on the wire at
-    // 300 Mbps, 2.2 s; idle guests re-send nothing; one after the other,
-    // each after its setup. Counting every byte and no setup: 3.58 s.
-    let wire = ((48u64 << 20) as f64 + (80u64 << 20) as f64 * (1.0 - truth)) * 8.0 / 300e6;
+    // 400 Mbps, 1.7 s; idle guests re-send nothing; one after the other,
+    // each after its setup. Counting every byte and no setup: 2.68 s.
+    let wire = ((48u64 << 20) as f64 + (80u64 << 20) as f64 * (1.0 - truth)) * 8.0 / 400e6;
     let expected = wire + 2.0 * setup_s;
     let sequential = plan["policies"]
         .as_array()
@@ -404,7 +407,7 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
     let resim: serde_json::Value = serde_json::from_slice(&std::fs::read(&resim_json).unwrap()).unwrap();
     let plan_bytes = resim["bytes_sent"].clone();
     eprintln!(
-        "plan {predicted:.2} s, real {:.2} s (libvirt, 128 MiB idle, 300 Mbps); bytes plan {}, libvirt {}",
+        "plan {predicted:.2} s, real {:.2} s (libvirt, 128 MiB idle, 400 Mbps); bytes plan {}, libvirt {}",
         real["total_time_s"].as_f64().unwrap(),
         plan_bytes,
         real["bytes_sent"],

@@ -175,7 +175,7 @@ async fn probe_libvirt(
         ));
     }
     say(&format!(
-        "probing the setup time: {count} migrations of a paused {} MiB domain ({}...) with the fleet's flags, \
+        "probing the setup time: a warm-up then {count} migrations of a paused {} MiB domain ({}...) with the fleet's flags, \
          destroyed after; no fleet domain moves",
         evac_libvirt::backend::PROBE_MEMORY_MIB,
         evac_libvirt::backend::PROBE_PREFIX
@@ -185,6 +185,7 @@ async fn probe_libvirt(
     for run in backend.probe_setup(count, PROBE_TIMEOUT).await {
         match run {
             Ok(run) => probes.push(setup::Probe {
+                warm_up: run.warm_up,
                 source: run.source,
                 destination: run.destination,
                 elapsed: run.elapsed,
@@ -199,7 +200,13 @@ async fn probe_libvirt(
                 .filter_map(|(name, at)| Some((name, at?.as_secs_f64())))
                 .collect(),
             }),
-            Err(f) => failures.push(format!("probe {} -> {}: {}", f.source, f.destination, f.reason)),
+            Err(f) => failures.push(format!(
+                "{} {} -> {}: {}",
+                if f.warm_up { "warm-up probe" } else { "probe" },
+                f.source,
+                f.destination,
+                f.reason
+            )),
         }
     }
     setup::Setup::from_probes(

@@ -29,6 +29,8 @@ pub struct Probe {
     pub bytes: Bytes,
     /// The backend's stages, seconds from the start (name, seconds).
     pub stages: Vec<(&'static str, f64)>,
+    /// A warm-up (the first into its destination): shown, not counted.
+    pub warm_up: bool,
 }
 
 /// A probe in the plan's JSON: what was measured and what it gave.
@@ -44,6 +46,8 @@ pub struct ProbeJson {
     pub setup_s: f64,
     /// The backend's stages (seconds from the start), e.g. `returned_s`.
     pub stages: std::collections::BTreeMap<String, f64>,
+    /// A warm-up: not counted in the median.
+    pub warm_up: bool,
 }
 
 /// Where the plan's `setup_time` comes from.
@@ -64,7 +68,7 @@ pub struct Setup {
     pub source: SetupSource,
     /// The setup time the plan counts per migration.
     pub setup_time_s: f64,
-    /// The probes that completed.
+    /// The probes that completed (warm-ups too, marked).
     pub probes: Vec<ProbeJson>,
     /// The smallest and largest probe setup (seconds), when any completed.
     pub spread_s: Option<[f64; 2]>,
@@ -98,7 +102,7 @@ impl Setup {
     /// The setup the probes say: each probe's measured time less the
     /// simulator's time for its bytes between its hosts with no setup
     /// (`fleet`'s hosts, `network`, `params`); the median (at least 0)
-    /// over the probes that completed. `failures` say which did not; with
+    /// over the probes that completed, warm-ups left out. `failures` say which did not; with
     /// none completed, nothing is measured.
     pub fn from_probes(
         probes: &[Probe],
@@ -120,6 +124,7 @@ impl Setup {
                         bytes: probe.bytes.0,
                         without_setup_s: without,
                         setup_s: elapsed - without,
+                        warm_up: probe.warm_up,
                         stages: probe
                             .stages
                             .iter()
@@ -133,7 +138,7 @@ impl Setup {
                 )),
             }
         }
-        let setups: Vec<f64> = json.iter().map(|p| p.setup_s).collect();
+        let setups: Vec<f64> = json.iter().filter(|p| !p.warm_up).map(|p| p.setup_s).collect();
         let Some(median) = median(&setups) else {
             notes.push("no probe completed: the setup time is not measured".into());
             return Setup {
@@ -176,16 +181,20 @@ impl Setup {
                     .iter()
                     .map(|p| {
                         format!(
-                            "{} -> {} {:.2} s of {:.2} s",
-                            p.source, p.destination, p.setup_s, p.elapsed_s
+                            "{}{} -> {} {:.2} s of {:.2} s",
+                            if p.warm_up { "warm-up, not counted: " } else { "" },
+                            p.source,
+                            p.destination,
+                            p.setup_s,
+                            p.elapsed_s
                         )
                     })
                     .collect();
                 format!(
                     "setup per migration: {:.2} s measured, the median of {} probe migrations ({})",
                     self.setup_time_s,
-                    self.probes.len(),
-                    each.join(", ")
+                    self.probes.iter().filter(|p| !p.warm_up).count(),
+                    each.join("; ")
                 )
             }
             SetupSource::NotMeasured => format!(
@@ -269,6 +278,7 @@ mod tests {
 
     fn probe(elapsed: f64, bytes: u64) -> Probe {
         Probe {
+            warm_up: false,
             source: "a".into(),
             destination: "b".into(),
             elapsed: Duration::from_secs_f64(elapsed),
@@ -291,7 +301,13 @@ mod tests {
         // 100 Mbit/s WAN, no RTT: 1.25 MB take 0.1 s by hand.
         let network = network(100.0);
         let params = MigrationParams::default();
+        // A slow warm-up, shown and not counted.
+        let warm_up = Probe {
+            warm_up: true,
+            ..probe(6.1, 1_250_000)
+        };
         let probes = [
+            warm_up,
             probe(2.1, 1_250_000),
             probe(3.1, 1_250_000),
             probe(2.6, 1_250_000),
@@ -307,11 +323,11 @@ mod tests {
         assert!((setup.setup_time_s - 2.5).abs() < 1e-6, "{setup:?}");
         let [lo, hi] = setup.spread_s.unwrap();
         assert!((lo - 2.0).abs() < 1e-6 && (hi - 3.0).abs() < 1e-6, "{setup:?}");
-        assert!((setup.probes[0].without_setup_s - 0.1).abs() < 1e-6);
-        assert!((setup.probes[0].stages["returned_s"] - 2.09).abs() < 1e-9);
+        assert!((setup.probes[1].without_setup_s - 0.1).abs() < 1e-6);
+        assert!((setup.probes[1].stages["returned_s"] - 2.09).abs() < 1e-9);
         assert_eq!(setup.notes, ["probe a -> b: refused"]);
         let text = setup.lines().join("\n");
-        assert!(text.starts_with("setup per migration: 2.50 s measured, the median of 3 probe migrations (a -> b 2.00 s of 2.10 s"), "{text}");
+        assert!(text.starts_with("setup per migration: 2.50 s measured, the median of 3 probe migrations (warm-up, not counted: a -> b 6.00 s of 6.10 s; a -> b 2.00 s of 2.10 s"), "{text}");
         assert!(text.ends_with("\n  probe a -> b: refused"), "{text}");
     }
 
