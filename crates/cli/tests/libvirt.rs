@@ -318,8 +318,15 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
     assert!((setup_s - by_hand[1]).abs() < 0.05, "{setup_s} vs {by_hand:?}");
     assert!(setup_s > 0.0, "{setup}");
     eprintln!(
-        "setup measured: {setup_s:.2} s (probes {:.2}, {:.2}, {:.2} s)",
-        by_hand[0], by_hand[1], by_hand[2]
+        "setup measured: {setup_s:.2} s (probes {:.2}, {:.2}, {:.2} s; warm-up {:.2} s; bytes {:?})",
+        by_hand[0],
+        by_hand[1],
+        by_hand[2],
+        probes[0]["elapsed_s"].as_f64().unwrap(),
+        probes
+            .iter()
+            .map(|p| p["bytes"].as_u64().unwrap())
+            .collect::<Vec<_>>()
     );
     let predicted = plan["total_time_s"].as_f64().unwrap();
     // By hand, `sequential`: 48 MiB of random bytes and 80 MiB of which

@@ -238,7 +238,13 @@ impl LibvirtBackend {
             .iter()
             .enumerate()
             .map(|(i, &d)| (sources[i % sources.len()], d, true));
-        let counted = (0..count).map(|n| (sources[n % sources.len()], destinations[n % destinations.len()], false));
+        let counted = (0..count).map(|n| {
+            (
+                sources[n % sources.len()],
+                destinations[n % destinations.len()],
+                false,
+            )
+        });
         for (n, (source, destination, warm_up)) in warm_ups.chain(counted).enumerate() {
             let run = self.probe_one(n, source, destination, timeout).await;
             runs.push(
