@@ -424,3 +424,124 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
     let (p, r) = (plan_bytes.as_f64().unwrap(), real["bytes_sent"].as_f64().unwrap());
     assert!((p - r).abs() <= 0.1 * r, "plan {p} B, libvirt {r} B");
 }
+
+/// A setup probe that fails (the destination daemon cannot be reached
+/// from the source: its `peer_uri` names a socket that does not exist)
+/// leaves no probe domain behind, and the plan still comes out, saying the
+/// setup time is not measured and why.
+#[test]
+fn a_failed_setup_probe_leaves_nothing_and_the_plan_says_so() {
+    let Some(lab) = Lab::unless_missing(&[lab::libvirt_lab_available], &LabOptions::pair(false)) else {
+        return;
+    };
+    let ram = lab.ram_file("fail", 32, None).unwrap();
+    let names = vec![lab.start_domain(0, "fail0", 32, &ram).unwrap()];
+    let good = format!("peer_uri = \"{}\"", lab.hosts[1].peer_uri());
+    let text = lab.pair_inventory("", "policy = \"sequential\"");
+    assert!(text.contains(&good), "{text}");
+    let text = text.replace(
+        &good,
+        "peer_uri = \"qemu+unix:///system?socket=/nonexistent/evac-probe-test.sock\"",
+    );
+    let inventory = lab.dir.join("fleet.toml");
+    std::fs::write(&inventory, &text).unwrap();
+    // Two probe domains as an earlier plan of this machine would have left
+    // them: one of a process that is gone (removed), one of this live
+    // process (left alone). Names as evac makes them: the machine's name
+    // (not alphanumerics as `_`), the pid, a number.
+    let machine: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = format!("evac-probe-{machine}-{gone_pid}-0");
+    let alive = format!("evac-probe-{machine}-{}-9", std::process::id());
+    for name in [&stale, &alive] {
+        let xml = lab.dir.join(format!("{name}.xml"));
+        std::fs::write(
+            &xml,
+            format!(
+                "<domain type='kvm'><name>{name}</name><memory unit='MiB'>16</memory><vcpu>1</vcpu>\
+                 <os><type arch='x86_64' machine='q35'>hvm</type></os><devices>\
+                 <controller type='usb' model='none'/><memballoon model='none'/></devices></domain>"
+            ),
+        )
+        .unwrap();
+        let made = Command::new("virsh")
+            .args(["-c", &lab.hosts[0].uri(), "create", "--paused"])
+            .arg(&xml)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+    let json = lab.dir.join("plan.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+        .arg("plan")
+        .arg(&inventory)
+        .args([
+            "--sample",
+            "1s",
+            "--working-set-sample",
+            "1s",
+            "--memory-sample",
+            "16",
+            "--setup-probes",
+            "1",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    assert!(
+        stdout.contains("setup per migration: not measured; 0.00 s counted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  warm-up probe "), "{stdout}");
+    // The probe domains were removed without a complaint.
+    assert!(!stdout.contains("could not be removed"), "{stdout}");
+    assert!(stdout.contains("no probe completed"), "{stdout}");
+    assert!(stdout.contains("site ETA: "), "{stdout}");
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(plan["setup"]["source"], "not_measured", "{}", plan["setup"]);
+    assert_eq!(plan["setup"]["probes"].as_array().unwrap().len(), 0);
+    // The warm-up and the probe failed: two notes and the conclusion.
+    assert_eq!(
+        plan["setup"]["notes"].as_array().unwrap().len(),
+        3,
+        "{}",
+        plan["setup"]
+    );
+    // The dead process's probe removed (and said so), the live one's
+    // kept; nothing of this plan's own probes left.
+    assert!(
+        stderr.contains(&format!("removed probe domain `{stale}`")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&alive), "{stderr}");
+    for host in 0..2 {
+        let left: Vec<String> = all_domains(&lab, host)
+            .into_iter()
+            .filter(|d| d.starts_with("evac-probe-"))
+            .collect();
+        let expected = if host == 0 {
+            vec![alive.clone()]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(left, expected, "host {host}");
+    }
+    let _ = Command::new("virsh")
+        .args(["-c", &lab.hosts[0].uri(), "destroy", &alive])
+        .output();
+    // The fleet's domain never moved.
+    assert_eq!(lab.running_domains(0).unwrap(), names);
+    assert!(lab.running_domains(1).unwrap().is_empty());
+}

@@ -107,11 +107,17 @@ fn remove_everywhere(name: &str, uris: &[(String, String)], timeout: Duration) -
                 Err(e) if e.code() == virt::error::ErrorNumber::NoDomain => return Ok(()),
                 Err(e) => return Err(e),
             };
+            // Asked before the destroy: a transient domain is gone after it.
+            let persistent = dom.is_persistent()?;
+            let gone = |r: Result<(), virt::error::Error>| match r {
+                Err(e) if e.code() != virt::error::ErrorNumber::NoDomain => Err(e),
+                _ => Ok(()),
+            };
             if dom.is_active()? {
-                dom.destroy()?;
+                gone(dom.destroy())?;
             }
-            if dom.is_persistent()? {
-                dom.undefine()?;
+            if persistent {
+                gone(dom.undefine())?;
             }
             Ok(())
         });
