@@ -96,7 +96,9 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = parse_whole_seconds)]
         sample: std::time::Duration,
         /// How long the second sample, for the working set, lasts: whole
-        /// seconds (a value shorter than `--sample` is raised to it).
+        /// seconds (a value shorter than `--sample` is raised to it). When
+        /// it finds a working set, the guest is also sampled at every power
+        /// of two seconds below it, for its dirty curve's shape.
         #[arg(long, default_value = "8s", value_parser = parse_whole_seconds)]
         working_set_sample: std::time::Duration,
         /// How many runs of 64 KiB of each guest's memory to read (at random

@@ -210,6 +210,9 @@ pub fn plan(
     for line in &summary.warnings {
         out!("WARNING: {line}");
     }
+    for line in evac_plan::curve::too_short(&fleet, &measured, result) {
+        out!("note: {line}");
+    }
     out!("recommended settings (the inventory's, with this policy):");
     #[derive(serde::Serialize)]
     struct Settings<'a> {

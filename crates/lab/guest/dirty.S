@@ -20,7 +20,16 @@
  * handler does not touch. The timer state migrates with the VM, so the
  * guest keeps dirtying at its destination.
  *
- * Parameters: the lab patches the block at offset 0 (see lib.rs).
+ * A curve: up to three more regions, each with its own rate, are paced
+ * the same way from the same wake-ups (their state in low RAM, as the
+ * loop's registers are region 0's). Each region is a ring written one page
+ * after another, so within any window of t seconds it dirties
+ * min(pages, rate * t) pages; the regions are disjoint, so the memory
+ * dirtied at least once within t is the sum over the regions: a concave
+ * curve known from the parameters alone (a fast small region, a slow large
+ * one: fast, then slowly).
+ *
+ * Parameters: the lab patches the block at offset 0 (see vm.rs).
  *
  * Built by crates/lab/build.rs with `as --32`, `ld -m elf_i386 -Ttext=0`
  * and `objcopy -O binary`: label values are offsets in the image.
@@ -33,6 +42,15 @@
         .set V_HZ_LO, VARS + 12          /* measured TSC Hz, low and high */
         .set V_HZ_HI, VARS + 16
         .set V_INTERVAL, VARS + 20       /* TSC ticks between two pages */
+        .set V_REGIONS, VARS + 0x40      /* the extra regions' state, R_SIZE each */
+        .set R_NEXT, 0                   /* next page to dirty */
+        .set R_START, 4                  /* first byte */
+        .set R_END, 8                    /* one past the last byte */
+        .set R_INTERVAL, 12              /* TSC ticks between two pages; 0 = unused */
+        .set R_DUE_LO, 16                /* when its next page is due */
+        .set R_DUE_HI, 20
+        .set R_SIZE, 32
+        .set EXTRA, 3                    /* extra regions at most */
         .set FILL, 0x5a17e5ac            /* the fill pattern (lab.rs: DIRTY_FILL_PATTERN) */
         .set LATCH, 59659                /* PIT ticks in 50 ms (1193182 Hz) */
         .set IDT, 0x2000                 /* 256 gates of 8 bytes, in low RAM */
@@ -65,6 +83,12 @@ p_fill_end:
         .long 0                          /* 32: mark each page of [1 MiB, this) non-zero at boot; 0 = no fill */
 
         .org 0x40
+p_extra:
+        /* 64: EXTRA regions of 12 bytes: pages per second (0 = unused),
+         * first byte (page aligned), pages; each disjoint from the others */
+        .fill EXTRA * 3, 4, 0
+
+        .org 0x80
 gdt:
         .quad 0                          /* null */
         .quad 0x00cf9b000000ffff         /* 0x08: code, base 0, 4 GiB, 32-bit */
@@ -189,6 +213,39 @@ have_hz:
         jae 7f
         movl %ebp, V_LIMIT
 7:
+        /* The extra regions: interval = hz / pages_per_sec (clamped to 32
+         * bits), next = start; their due times are set below with region
+         * 0's. An unused region keeps interval 0. */
+        xorl %ebx, %ebx                  /* ebx: region index */
+        movl $(BASE + p_extra), %esi     /* esi: its parameters */
+        movl $V_REGIONS, %edi            /* edi: its state */
+20:     movl $0, R_INTERVAL(%edi)
+        movl (%esi), %ecx                /* pages per second */
+        testl %ecx, %ecx
+        jz 22f
+        movl 8(%esi), %eax               /* pages */
+        testl %eax, %eax
+        jz 22f
+        shll $12, %eax
+        movl 4(%esi), %edx
+        movl %edx, R_START(%edi)
+        movl %edx, R_NEXT(%edi)
+        addl %edx, %eax
+        movl %eax, R_END(%edi)
+        movl V_HZ_LO, %eax
+        movl V_HZ_HI, %edx
+        cmpl %ecx, %edx
+        jae 21f
+        divl %ecx
+        jmp 23f
+21:     movl $0xffffffff, %eax
+23:     movl %eax, R_INTERVAL(%edi)
+22:     addl $12, %esi
+        addl $R_SIZE, %edi
+        incl %ebx
+        cmpl $EXTRA, %ebx
+        jb 20b
+
         /* ---- the wake-up timer: local APIC timer, periodic, ~1 ms ---- */
         /* Every gate of the IDT leads to `tick` (spurious and stray
          * interrupts too: it only acknowledges and resumes the loop). */
@@ -232,9 +289,15 @@ have_hz:
 13:     movl $(0x20000 + VECTOR), APIC_LVT_TIMER   /* periodic, unmasked */
         movl %eax, APIC_TIMER_INIT
 
+        rdtsc
+        movl $V_REGIONS, %ebx            /* every extra region due from now */
+24:     movl %eax, R_DUE_LO(%ebx)
+        movl %edx, R_DUE_HI(%ebx)
+        addl $R_SIZE, %ebx
+        cmpl $(V_REGIONS + EXTRA * R_SIZE), %ebx
+        jb 24b
         movl V_START, %ebx               /* ebx: next page to dirty */
         movl V_END, %ecx                 /* ecx: end of the working set */
-        rdtsc
         movl %eax, %esi                  /* edi:esi: when the next page is due */
         movl %edx, %edi
 
@@ -264,6 +327,49 @@ resync:
         adcl %edx, %edi
         jmp dirty
 sleep:
+        /* Region 0 is up to date: the extra regions' due pages, then sleep.
+         * Interrupts are off until `hlt`, so the stack is ours meanwhile. */
+        pushl %ebx
+        pushl %ecx
+        pushl %esi
+        pushl %edi
+        movl $V_REGIONS, %ebx
+extra_region:
+        movl R_INTERVAL(%ebx), %ecx
+        testl %ecx, %ecx
+        jz extra_next
+extra_due:
+        rdtsc
+        subl R_DUE_LO(%ebx), %eax
+        sbbl R_DUE_HI(%ebx), %edx        /* edx:eax = now - due */
+        js extra_next                    /* not due yet */
+        testl %edx, %edx
+        jnz extra_resync
+        cmpl V_LIMIT, %eax
+        jbe extra_dirty
+extra_resync:
+        /* over 100 ms behind: pace from now, as region 0 does */
+        addl %eax, R_DUE_LO(%ebx)
+        adcl %edx, R_DUE_HI(%ebx)
+extra_dirty:
+        movl R_NEXT(%ebx), %edi
+        incl (%edi)
+        addl $4096, %edi
+        cmpl R_END(%ebx), %edi
+        jb 25f
+        movl R_START(%ebx), %edi
+25:     movl %edi, R_NEXT(%ebx)
+        addl %ecx, R_DUE_LO(%ebx)
+        adcl $0, R_DUE_HI(%ebx)
+        jmp extra_due
+extra_next:
+        addl $R_SIZE, %ebx
+        cmpl $(V_REGIONS + EXTRA * R_SIZE), %ebx
+        jb extra_region
+        popl %edi
+        popl %esi
+        popl %ecx
+        popl %ebx
         sti                              /* takes effect after `hlt` starts */
         hlt
         cli

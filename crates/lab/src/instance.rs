@@ -1,6 +1,7 @@
 //! A lab built from a scenario file: its hosts become namespaces, its WAN
 //! the [`Topology`], its VMs real QEMU VMs (RAM of random bytes; a VM with
-//! a `dirty_rate` runs the dirtying guest over its `working_set`), and an
+//! a `dirty_rate` runs the dirtying guest over its `working_set`, one with
+//! a `dirty_curve` the guest that follows it, [`crate::curve`]), and an
 //! inventory for `evac run` is written beside them.
 //!
 //! Everything of a lab lives under the names [`lab_prefix`] gives: the
@@ -19,6 +20,7 @@ use evac_qemu::Inventory;
 use evac_scenario::Scenario;
 
 use crate::capacity::{self, raise_fd_limit, Machine, Needs};
+use crate::curve::{regions_for_curve, DirtyRegion};
 use crate::topology::{Topology, TraceFollower};
 use crate::vm::VmSpec;
 use crate::{destination_args, Lab, DIRTY_WORKING_SET_START};
@@ -76,7 +78,21 @@ fn check(scenario: &Scenario, origin: &str) -> Result<()> {
                 vm.memory
             );
         }
-        if vm.dirty_rate.0 > 0.0 {
+        if !vm.profile.dirty_curve.is_empty() {
+            let start = DIRTY_WORKING_SET_START >> 20;
+            let regions = regions_for_curve(&vm.profile.dirty_curve).map_err(|why| {
+                anyhow::anyhow!("{origin}: field `dirty_curve` of VM \"{}\": {why}", vm.name)
+            })?;
+            let total: u64 = regions.iter().map(|r| r.mib).sum();
+            if start + total > mib.min(2048) {
+                bail!(
+                    "{origin}: field `dirty_curve` of VM \"{}\": the lab's dirtying guest writes from {start} MiB on, \
+                     so the curve's last point must be at most memory - {start} MiB ({} MiB here; got {total} MiB)",
+                    vm.name,
+                    mib.min(2048).saturating_sub(start),
+                );
+            }
+        } else if vm.dirty_rate.0 > 0.0 {
             let start = DIRTY_WORKING_SET_START >> 20;
             let ws = vm.working_set.0 >> 20;
             if vm.working_set.0 % (1 << 20) != 0 || ws == 0 || start + ws > mib.min(2048) {
@@ -192,7 +208,18 @@ impl LabInstance {
                 name: vm.name.clone(),
                 mib: vm.memory.0 >> 20,
                 netns: Some(topology.host_netns[vm.host.0].clone()),
-                dirty: (vm.dirty_rate.0 > 0.0).then_some((vm.dirty_rate, vm.working_set.0 >> 20)),
+                dirty: if vm.profile.dirty_curve.is_empty() {
+                    (vm.dirty_rate.0 > 0.0)
+                        .then_some(DirtyRegion {
+                            rate: vm.dirty_rate,
+                            mib: vm.working_set.0 >> 20,
+                        })
+                        .into_iter()
+                        .collect()
+                } else {
+                    // Checked when the lab file was read.
+                    regions_for_curve(&vm.profile.dirty_curve).unwrap_or_default()
+                },
             })
             .collect();
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -213,7 +240,7 @@ impl LabInstance {
                 name: name.clone(),
                 mib: *mib,
                 netns: Some(topology.host_netns[host.0].clone()),
-                dirty: None,
+                dirty: Vec::new(),
             })
             .collect();
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -324,5 +351,53 @@ impl Drop for LabInstance {
                 eprintln!("lab: removing {}: {e}", self.dir.display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab_file(curve: &str) -> Scenario {
+        let text = format!(
+            r#"[network]
+wan_bandwidth = "300 Mbps"
+[[host]]
+name = "src"
+site = "source"
+nic = "1 Gbps"
+[[host]]
+name = "dst"
+site = "destination"
+nic = "1 Gbps"
+[[vm]]
+name = "db"
+host = "src"
+memory = "128 MiB"
+dirty_curve = {curve}
+"#
+        );
+        Scenario::from_toml_str(&text, "lab.toml").unwrap()
+    }
+
+    #[test]
+    fn a_dirty_curve_runs_the_curve_guest_or_says_why_not() {
+        let fits =
+            lab_file(r#"[{ after = "1 s", dirtied = "22 MiB" }, { after = "8 s", dirtied = "64 MiB" }]"#);
+        check(&fits, "lab.toml").unwrap();
+        let convex =
+            lab_file(r#"[{ after = "1 s", dirtied = "2 MiB" }, { after = "2 s", dirtied = "10 MiB" }]"#);
+        let err = check(&convex, "lab.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("lab.toml: field `dirty_curve` of VM \"db\": its slope grows"),
+            "{err}"
+        );
+        // 16 MiB + 120 MiB of rings in 128 MiB.
+        let big = lab_file(r#"[{ after = "1 s", dirtied = "120 MiB" }]"#);
+        let err = check(&big, "lab.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("at most memory - 16 MiB (112 MiB here; got 120 MiB)"),
+            "{err}"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! and `evac lab`. Network namespaces stand in for hosts, a veth pair shaped
 //! by `tc tbf` for the WAN ([`LabNetwork`]), small real QEMU VMs for the
 //! fleet ([`Lab`]), and a freestanding guest that dirties memory at a chosen
-//! rate ([`DIRTY_GUEST`], assembled from `guest/dirty.S` by `build.rs`).
+//! rate, or along a curve of several regions at several rates ([`curve`])
+//! ([`DIRTY_GUEST`], assembled from `guest/dirty.S` by `build.rs`).
 //!
 //! It lives apart from `evac-qemu` so that the real backend stays what
 //! operators run, and the lab is what exercises it.
@@ -32,6 +33,7 @@ pub mod calibration;
 pub mod capacity;
 pub mod capture;
 pub mod cleanup;
+pub mod curve;
 pub mod decisions;
 pub mod delay;
 pub mod evacuate;
@@ -50,6 +52,7 @@ pub mod tun;
 pub mod upsd;
 pub mod vm;
 
+pub use curve::{DirtyRegion, WriteCounters};
 pub use mix::{Mix, PageKind};
 pub use netns::{netns_available, netns_list};
 pub use pair::{LabNetwork, Shaping};

@@ -12,6 +12,7 @@ use std::time::Duration;
 use evac_model::BytesPerSec;
 use evac_qemu::Inventory;
 
+use crate::curve::{DirtyRegion, MAX_DIRTY_REGIONS};
 use crate::mix::Mix;
 use crate::pair::LabNetwork;
 use crate::process::{kill, kill_under, pid_alive};
@@ -59,9 +60,12 @@ pub fn destination_args(mib: u64) -> Vec<String> {
 /// for 50 ms, then writes into the working set's pages one after another,
 /// each when the TSC says it is due, sleeping (`hlt`) in between until the
 /// local APIC's timer (about 1 kHz) wakes it. Its parameters are a
-/// 32-byte block at offset 0: the magic [`DIRTY_GUEST_MAGIC`], then u32s
+/// block at offset 0: the magic [`DIRTY_GUEST_MAGIC`], then u32s
 /// (little-endian) pages per second, working-set start address, working-set
-/// pages, TSC kHz (0: calibrate).
+/// pages, TSC kHz (0: calibrate), fill end (0: no fill); at offset 64, up
+/// to three more regions (pages per second, start, pages) written from the
+/// same wake-ups, for a guest whose dirtying follows a curve
+/// ([`crate::curve`]).
 pub const DIRTY_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dirty-guest.bin"));
 
 /// Why [`DIRTY_GUEST`] is empty, or "".
@@ -104,30 +108,64 @@ fn default_bios_size() -> std::io::Result<u64> {
 }
 
 /// [`DIRTY_GUEST`] with its parameters set, padded at the front (the image
-/// sits at the top of the 4 GiB space) to the default firmware's size.
+/// sits at the top of the 4 GiB space) to the default firmware's size: one
+/// region of `working_set_mib` at `dirty_rate` (the one-rate guest).
+// The libvirt lab's domains boot it; without that feature nothing does.
+#[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
 pub(crate) fn dirty_guest_image(
     mib: u64,
     dirty_rate: BytesPerSec,
     working_set_mib: u64,
     fill: bool,
 ) -> std::io::Result<Vec<u8>> {
+    let region = DirtyRegion {
+        rate: dirty_rate,
+        mib: working_set_mib,
+    };
+    dirty_regions_image(mib, &[region], fill)
+}
+
+/// [`dirty_guest_image`] for a guest dirtying `regions` (at most
+/// [`MAX_DIRTY_REGIONS`]), laid one after another from
+/// [`DIRTY_WORKING_SET_START`]; the first must dirty (a rate above 0) for
+/// any to.
+pub(crate) fn dirty_regions_image(mib: u64, regions: &[DirtyRegion], fill: bool) -> std::io::Result<Vec<u8>> {
     dirty_guest_available().map_err(std::io::Error::other)?;
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    if regions.is_empty() || regions.len() > MAX_DIRTY_REGIONS {
+        return Err(invalid(format!(
+            "{} dirtying regions: 1 to {MAX_DIRTY_REGIONS} expected",
+            regions.len()
+        )));
+    }
     let start_mib = DIRTY_WORKING_SET_START >> 20;
+    let total_mib: u64 = regions.iter().map(|r| r.mib).sum();
     // The guest addresses 32 bits, without paging; q35 maps at least the
     // first 2 GiB of RAM below 4 GiB.
-    if working_set_mib == 0 || start_mib + working_set_mib > mib.min(2048) {
+    if regions.iter().any(|r| r.mib == 0) || start_mib + total_mib > mib.min(2048) {
+        let sizes: Vec<String> = regions.iter().map(|r| format!("{} MiB", r.mib)).collect();
         return Err(invalid(format!(
-            "a working set of {working_set_mib} MiB from {start_mib} MiB does not fit in {} MiB",
+            "a working set of {} from {start_mib} MiB does not fit in {} MiB (each region at least 1 MiB)",
+            sizes.join(" + "),
             mib.min(2048)
         )));
     }
-    let pages_per_sec = match dirty_rate.0 {
-        rate if rate <= 0.0 => 0,
-        rate => ((rate / 4096.0).round() as u64).max(1),
-    };
-    let pages_per_sec =
-        u32::try_from(pages_per_sec).map_err(|_| invalid(format!("dirty rate {dirty_rate} is too high")))?;
+    let mut words = Vec::with_capacity(4 + 3 * MAX_DIRTY_REGIONS);
+    let mut start = DIRTY_WORKING_SET_START;
+    for (i, region) in regions.iter().enumerate() {
+        let pages_per_sec = region.pages_per_sec().map_err(|e| invalid(e.to_string()))?;
+        if i > 0 && pages_per_sec > 0 && words[0] == 0 {
+            return Err(invalid(
+                "the first dirtying region is idle: the others would be too".into(),
+            ));
+        }
+        words.extend([pages_per_sec, start as u32, (region.mib * 256) as u32]);
+        start += region.mib << 20;
+        if i == 0 {
+            // TSC kHz (0: calibrate), then the fill's end (set below).
+            words.extend([0, 0]);
+        }
+    }
     let size = default_bios_size()? as usize;
     if size < DIRTY_GUEST.len() || (size & 0xffff) != 0 {
         return Err(std::io::Error::other(format!(
@@ -136,18 +174,17 @@ pub(crate) fn dirty_guest_image(
     }
     let mut image = vec![0u8; size - DIRTY_GUEST.len()];
     image.extend_from_slice(DIRTY_GUEST);
-    let params = size - DIRTY_GUEST.len() + 16;
+    let base = size - DIRTY_GUEST.len();
     // The fill ends at the top of the RAM the guest addresses (below 2 GiB).
-    let fill_end = if fill { (mib.min(2048) << 20) as u32 } else { 0 };
-    let words = [
-        pages_per_sec,
-        DIRTY_WORKING_SET_START as u32,
-        (working_set_mib * 256) as u32,
-        0,
-        fill_end,
-    ];
-    for (i, word) in words.iter().enumerate() {
-        image[params + 4 * i..params + 4 * i + 4].copy_from_slice(&word.to_le_bytes());
+    words[4] = if fill { (mib.min(2048) << 20) as u32 } else { 0 };
+    // Region 0 and the firmware's words at 16, the extra regions at 64
+    // (`p_extra` in guest/dirty.S).
+    let (first, extra) = words.split_at(5);
+    for (offset, block) in [(16, first), (64, extra)] {
+        for (i, word) in block.iter().enumerate() {
+            let at = base + offset + 4 * i;
+            image[at..at + 4].copy_from_slice(&word.to_le_bytes());
+        }
     }
     Ok(image)
 }
@@ -165,12 +202,11 @@ enum Ram<'a> {
     Mixed(Mix),
 }
 
-/// What the dirtying guest is built to do: dirty `dirty_rate` over
-/// `working_set_mib`, after marking every page when `filled`.
-#[derive(Debug, Clone, Copy)]
+/// What the dirtying guest is built to do: dirty its regions, after
+/// marking every page when `filled`.
+#[derive(Debug, Clone)]
 struct Dirtying {
-    dirty_rate: BytesPerSec,
-    working_set_mib: u64,
+    regions: Vec<DirtyRegion>,
     filled: bool,
 }
 
@@ -273,8 +309,34 @@ impl Lab {
         netns: Option<&str>,
     ) -> std::io::Result<LabVm> {
         let guest = Dirtying {
-            dirty_rate,
-            working_set_mib,
+            regions: vec![DirtyRegion {
+                rate: dirty_rate,
+                mib: working_set_mib,
+            }],
+            filled: false,
+        };
+        self.start_dirtying(name, mib, guest, netns, Ram::Random)
+    }
+
+    /// A VM like [`Lab::start_dirtying_vm_in`] whose guest dirties along a
+    /// curve: each of `regions` (1 to [`MAX_DIRTY_REGIONS`], laid one after
+    /// another from [`DIRTY_WORKING_SET_START`]) is written page after page
+    /// at its own rate, wrapping around, all paced from the same wake-ups.
+    /// The memory dirtied at least once within a time is then known from
+    /// the parameters alone ([`crate::curve::dirtied_within`]): a small fast region and a
+    /// large slow one make a curve that grows fast, then slowly. Its RAM is
+    /// a file of random bytes, as [`Lab::start_vm`]'s; its write counters
+    /// ([`crate::curve::WriteCounters`]) reads from it how many pages each
+    /// region really got.
+    pub fn start_curve_vm_in(
+        &mut self,
+        name: &str,
+        mib: u64,
+        regions: &[DirtyRegion],
+        netns: Option<&str>,
+    ) -> std::io::Result<LabVm> {
+        let guest = Dirtying {
+            regions: regions.to_vec(),
             filled: false,
         };
         self.start_dirtying(name, mib, guest, netns, Ram::Random)
@@ -298,8 +360,10 @@ impl Lab {
         working_set_mib: u64,
     ) -> std::io::Result<LabVm> {
         let guest = Dirtying {
-            dirty_rate,
-            working_set_mib,
+            regions: vec![DirtyRegion {
+                rate: dirty_rate,
+                mib: working_set_mib,
+            }],
             filled: true,
         };
         self.start_dirtying(name, mib, guest, None, Ram::Anonymous)
@@ -315,7 +379,7 @@ impl Lab {
         netns: Option<&str>,
         ram: Ram,
     ) -> std::io::Result<LabVm> {
-        let image = dirty_guest_image(mib, guest.dirty_rate, guest.working_set_mib, guest.filled)?;
+        let image = dirty_regions_image(mib, &guest.regions, guest.filled)?;
         let bios = self.dir.join(format!("{name}.bios"));
         std::fs::write(&bios, image)?;
         self.start(name, mib, netns, Some(&bios), ram)
@@ -403,14 +467,13 @@ impl Lab {
 
     /// A VM's RAM file (the `-object` naming it) and firmware image.
     fn prepare(&self, spec: &VmSpec) -> std::io::Result<(String, Option<PathBuf>)> {
-        let bios = match spec.dirty {
-            Some((rate, working_set_mib)) => {
-                let image = dirty_guest_image(spec.mib, rate, working_set_mib, false)?;
-                let bios = self.dir.join(format!("{}.bios", spec.name));
-                std::fs::write(&bios, image)?;
-                Some(bios)
-            }
-            None => None,
+        let bios = if spec.dirty.is_empty() {
+            None
+        } else {
+            let image = dirty_regions_image(spec.mib, &spec.dirty, false)?;
+            let bios = self.dir.join(format!("{}.bios", spec.name));
+            std::fs::write(&bios, image)?;
+            Some(bios)
         };
         Ok((write_ram(&self.dir, &spec.name, spec.mib, Ram::Random)?, bios))
     }
@@ -576,14 +639,14 @@ downtime_limit = "300 ms"
 pub const BOOT_WAVE: usize = 16;
 
 /// One VM of a fleet for [`Lab::start_fleet`]: RAM of random bytes, in
-/// network namespace `netns`; with `dirty`, the dirtying guest of
-/// [`Lab::start_dirtying_vm`] at (rate, working set in MiB).
+/// network namespace `netns`; with `dirty` regions, the dirtying guest of
+/// [`Lab::start_curve_vm_in`] (one region: [`Lab::start_dirtying_vm`]'s).
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     pub name: String,
     pub mib: u64,
     pub netns: Option<String>,
-    pub dirty: Option<(BytesPerSec, u64)>,
+    pub dirty: Vec<DirtyRegion>,
 }
 
 /// Writes VM `name`'s RAM file in `dir` (none for anonymous RAM); returns

@@ -31,10 +31,16 @@
 //!    dirtied at least once over it are clearly fewer than the rate allows
 //!    (below 80 %), the guest went over the same pages again and those
 //!    pages are its working set; otherwise it is taken as the whole memory.
+//!    A working set means a curve rather than a line: the guest is then
+//!    also sampled at every power of two seconds below the long sample
+//!    ([`measure::curve_periods`]), and the samples, raised to the least
+//!    concave curve above them ([`Measured::dirty_curve`] says why), are
+//!    the VM's dirty curve.
 //!
 //! The dirty rate of a guest is a sample of a few seconds: a guest whose
 //! load changes will dirty at another rate during the evacuation.
 
+pub mod curve;
 pub mod live;
 pub mod measure;
 pub mod sample;

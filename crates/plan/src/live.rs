@@ -49,11 +49,22 @@ pub struct Reading {
 /// How long one probe migration may take, from its start to its end.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The seconds the measurement takes: the rate's sample and, after it, the
-/// working set's.
-pub fn measuring_seconds(sample: Duration, long: Duration) -> u64 {
+/// How long the measurement takes: the rate's sample and, after it, the
+/// working set's; for a guest whose dirtying is a curve, also the curve's
+/// periods ([`measure::curve_periods`]), in parentheses when they make it
+/// longer ("18 s (31 s for a guest whose dirtying is a curve)").
+pub fn measuring_time(sample: Duration, long: Duration) -> String {
     let (seconds, long) = measure::sample_seconds(sample, long);
-    seconds + if long > seconds { long } else { 0 }
+    if long > seconds {
+        let line = seconds + long;
+        let curve = line + measure::curve_periods(seconds, long).iter().sum::<u64>();
+        if curve > line {
+            return format!("{line} s ({curve} s for a guest whose dirtying is a curve)");
+        }
+        format!("{line} s")
+    } else {
+        format!("{seconds} s")
+    }
 }
 
 /// A QEMU fleet: every VM of the inventory, measured over QMP.
@@ -63,10 +74,10 @@ pub async fn qemu(
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Live> {
     say(&format!(
-        "measuring {} VMs for {} s (QEMU calc-dirty-rate, dirty-bitmap mode) and reading {} of each one's \
+        "measuring {} VMs for {} (QEMU calc-dirty-rate, dirty-bitmap mode) and reading {} of each one's \
          memory (pmemsave); nothing is migrated",
         inventory.vms.len(),
-        measuring_seconds(how.sample, how.long),
+        measuring_time(how.sample, how.long),
         Bytes((how.runs * crate::sample::RUN_BYTES) as u64)
     ));
     let measured = measure::qemu(inventory, how.sample, how.long, how.runs).await?;
@@ -117,10 +128,10 @@ pub async fn libvirt(
     });
     let mut backend = evac_libvirt::LibvirtBackend::connect(inventory.clone(), log, None).await?;
     say(&format!(
-        "measuring {} domains for {} s (libvirt dirty-rate calculation, dirty-bitmap mode) and reading {} of \
+        "measuring {} domains for {} (libvirt dirty-rate calculation, dirty-bitmap mode) and reading {} of \
          each one's memory (virDomainMemoryPeek); nothing is migrated",
         backend.fleet().vms.len(),
-        measuring_seconds(how.sample, how.long),
+        measuring_time(how.sample, how.long),
         Bytes((how.runs * crate::sample::RUN_BYTES) as u64)
     ));
     let measured = measure::libvirt(&backend, how.sample, how.long, how.runs).await?;
@@ -216,4 +227,26 @@ async fn probe_libvirt(
         &inventory.network(),
         &inventory.migration.params,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_measuring_time_says_what_a_curve_adds() {
+        let s = Duration::from_secs;
+        // 2 + 16 s, and 1 + 4 + 8 s more for a curve.
+        assert_eq!(
+            measuring_time(s(2), s(16)),
+            "18 s (31 s for a guest whose dirtying is a curve)"
+        );
+        assert_eq!(measuring_time(s(1), s(1)), "1 s");
+        // 1 + 2 s: no power of two below 2 s but the rate's own 1 s.
+        assert_eq!(measuring_time(s(1), s(2)), "3 s");
+        assert_eq!(
+            measuring_time(s(2), s(8)),
+            "10 s (15 s for a guest whose dirtying is a curve)"
+        );
+    }
 }

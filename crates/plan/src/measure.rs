@@ -57,23 +57,70 @@ impl Measured {
     /// same pages again (its working set found); `None` when it kept
     /// writing new pages (the short form then says `dirty_rate` up to its
     /// whole memory).
+    ///
+    /// Each point is the least concave curve through 0 B at 0 s that is
+    /// nowhere below a sample ([`upper_concave_hull`]) at the sample's
+    /// time. Why: the memory a steady guest dirties at least once within
+    /// `t` grows ever more slowly (the longer the window, the likelier a
+    /// page written at its end was written already in it), so its curve
+    /// is concave; and a sample errs only low (QEMU truncates to whole MiB
+    /// and whole MiB/s, a guest short of CPU while sampled writes less).
+    /// A sample below the chord of its neighbours is such an error: the
+    /// curve is raised to the chord, never lowered.
     pub fn dirty_curve(&self) -> Option<Vec<evac_model::DirtyPoint>> {
-        (self.working_set < self.memory && self.dirtied.len() >= 2).then(|| {
-            // Never less within a longer time: a later sample that found
-            // fewer pages (the guest slowed) is taken at the earlier's.
-            let mut most = Bytes::ZERO;
+        if self.working_set >= self.memory || self.dirtied.len() < 2 {
+            return None;
+        }
+        // Never less within a longer time: a later sample that found
+        // fewer pages (the guest slowed) is taken at the earlier's.
+        let mut most = 0.0f64;
+        let points: Vec<(f64, f64)> = self
+            .dirtied
+            .iter()
+            .map(|d| {
+                most = most.max(d.dirtied_bytes.min(self.memory.0) as f64);
+                (d.seconds as f64, most)
+            })
+            .collect();
+        let hull = upper_concave_hull(&points);
+        Some(
             self.dirtied
                 .iter()
-                .map(|d| {
-                    most = most.max(Bytes(d.dirtied_bytes).min(self.memory));
-                    evac_model::DirtyPoint {
-                        after: Duration::from_secs(d.seconds),
-                        dirtied: most,
-                    }
+                .map(|d| evac_model::DirtyPoint {
+                    after: Duration::from_secs(d.seconds),
+                    dirtied: Bytes(interpolate(&hull, d.seconds as f64).round() as u64).min(self.memory),
                 })
-                .collect()
-        })
+                .collect(),
+        )
     }
+}
+
+/// The least concave curve from (0, 0) that is nowhere below `points`
+/// (time, bytes; times increasing): its corners, (0, 0) first.
+pub fn upper_concave_hull(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut hull: Vec<(f64, f64)> = vec![(0.0, 0.0)];
+    for &p in points {
+        // Drop the last corner while it lies on or below the chord from
+        // the one before it to `p`.
+        while let [.., a, b] = hull[..] {
+            if (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0) >= 0.0 {
+                hull.pop();
+            } else {
+                break;
+            }
+        }
+        hull.push(p);
+    }
+    hull
+}
+
+/// The piecewise linear curve through `corners` (times increasing) at `t`
+/// (within their span).
+fn interpolate(corners: &[(f64, f64)], t: f64) -> f64 {
+    corners.windows(2).find(|w| t <= w[1].0).map_or_else(
+        || corners.last().map_or(0.0, |c| c.1),
+        |w| w[0].1 + (w[1].1 - w[0].1) * (t - w[0].0) / (w[1].0 - w[0].0),
+    )
 }
 
 /// Every exchange with QEMU or libvirt but the sample's own wait ends
@@ -87,10 +134,32 @@ pub fn sample_seconds(sample: Duration, long: Duration) -> (u64, u64) {
     (seconds, long.as_secs().max(seconds))
 }
 
+/// The periods sampled between the rate's (`seconds`) and the working
+/// set's (`long`) when those two found a curve rather than a line: every
+/// power of two seconds from 1 s below `long` that is not `seconds` itself.
+///
+/// Why: two points say only that the guest went over pages again, not how
+/// its dirtying bends between them, and the plan interpolates linearly
+/// between points (from 0 B at 0 s). A guest that dirties a small hot set
+/// fast and a large cold one slowly has a curve whose slope at 1 s is
+/// several times its slope at 8 s: a chord from 0 s to a 2 s sample
+/// underestimates what a short round re-sends (the last rounds, which
+/// decide convergence), and a chord from 2 s to a long sample what a round
+/// of a few seconds does. Doubling periods bound the chords' error by the
+/// curve's own bend within a factor of two of time; 1 s is QEMU 7.2's
+/// shortest period (`calc-time` is whole seconds).
+pub fn curve_periods(seconds: u64, long: u64) -> Vec<u64> {
+    std::iter::successors(Some(1u64), |p| p.checked_mul(2))
+        .take_while(|&p| p < long)
+        .filter(|&p| p != seconds)
+        .collect()
+}
+
 /// One VM of `memory`: its dirty rate over a sample of `seconds`, then the
-/// pages it dirties over `long` seconds for its working set. `sample(s)`
-/// is the backend's measurement over `s` seconds, in whole MiB/s as QEMU
-/// reports it.
+/// pages it dirties over `long` seconds for its working set and, when that
+/// is a working set (the guest went over the same pages again), over each
+/// of [`curve_periods`] for the curve's shape. `sample(s)` is the backend's
+/// measurement over `s` seconds, in whole MiB/s as QEMU reports it.
 pub async fn measure_vm<F, Fut>(memory: Bytes, seconds: u64, long: u64, mut sample: F) -> Result<Measured>
 where
     F: FnMut(u64) -> Fut,
@@ -112,6 +181,11 @@ where
         let found = long_rate * long;
         if (found as f64) < 0.8 * (rate * long) as f64 {
             working_set = Bytes((found << 20).max(1 << 20)).min(memory);
+            // A curve, not a line: its shape between the two.
+            for period in curve_periods(seconds, long) {
+                dirtied.push(point(sample(period).await?, period));
+            }
+            dirtied.sort_by_key(|d| d.seconds);
         }
     }
     Ok(Measured {
@@ -387,6 +461,105 @@ pub async fn libvirt(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn curve_periods_double_from_one_second() {
+        assert_eq!(curve_periods(2, 8), vec![1, 4]);
+        assert_eq!(curve_periods(2, 16), vec![1, 4, 8]);
+        assert_eq!(curve_periods(3, 16), vec![1, 2, 4, 8]);
+        assert_eq!(curve_periods(1, 2), Vec::<u64>::new());
+        assert_eq!(curve_periods(1, 1), Vec::<u64>::new());
+    }
+
+    /// A backend stub answering whole MiB/s from a curve given by hand: the
+    /// periods asked, in order, and the points kept.
+    async fn measured_with(curve: fn(u64) -> u64, seconds: u64, long: u64) -> (Vec<u64>, Measured) {
+        let asked = std::sync::Mutex::new(Vec::new());
+        let m = measure_vm(Bytes(1 << 30), seconds, long, |s| {
+            asked.lock().unwrap().push(s);
+            // QEMU: MiB dirtied over s seconds, as whole MiB/s.
+            std::future::ready(Ok(curve(s) / s))
+        })
+        .await
+        .unwrap();
+        (asked.into_inner().unwrap(), m)
+    }
+
+    #[tokio::test]
+    async fn a_curve_gets_doubling_periods_a_line_two() {
+        // A hot 16 MiB at 16 MiB/s and a cold 192 MiB at 2 MiB/s: 18, 20,
+        // 24, 32, 48 MiB after 1, 2, 4, 8, 16 s.
+        let curve = |s: u64| 16.min(16 * s) + 192.min(2 * s);
+        let (asked, m) = measured_with(curve, 2, 16).await;
+        assert_eq!(asked, vec![2, 16, 1, 4, 8]);
+        let points: Vec<(u64, u64)> = m
+            .dirtied
+            .iter()
+            .map(|d| (d.seconds, d.dirtied_bytes >> 20))
+            .collect();
+        assert_eq!(points, vec![(1, 18), (2, 20), (4, 24), (8, 32), (16, 48)]);
+        assert_eq!(m.working_set, Bytes(48 << 20));
+        let curve = m.dirty_curve().unwrap();
+        assert_eq!(curve.len(), 5);
+        assert_eq!(curve[0].after, Duration::from_secs(1));
+        assert_eq!(curve[0].dirtied, Bytes(18 << 20));
+        // A guest writing new pages all along: the two samples only.
+        let (asked, m) = measured_with(|s| 10 * s, 2, 16).await;
+        assert_eq!(asked, vec![2, 16]);
+        assert_eq!(m.working_set, Bytes(1 << 30));
+        assert_eq!(m.dirty_curve(), None);
+    }
+
+    /// Samples as `evac plan` got them, their curve by hand.
+    #[test]
+    fn a_sample_below_its_neighbours_chord_is_raised_to_it() {
+        let curve_of = |mib: &[(u64, u64)]| {
+            let m = Measured {
+                memory: Bytes(1 << 30),
+                dirty_rate: BytesPerSec::ZERO,
+                working_set: Bytes(100 << 20),
+                dirtied: mib
+                    .iter()
+                    .map(|&(seconds, mib)| DirtySample {
+                        seconds,
+                        dirtied_bytes: mib << 20,
+                        uncertainty_bytes: (seconds + 1) << 20,
+                    })
+                    .collect(),
+                content: None,
+            };
+            let curve = m.dirty_curve().unwrap();
+            curve
+                .iter()
+                .map(|p| (p.after.as_secs(), p.dirtied.0 as f64 / 1_048_576.0))
+                .collect::<Vec<_>>()
+        };
+        // curve_lab's third run: the 2 s sample truncated from 28 to 26 MiB
+        // lies below the chord from (1 s, 22) to (4 s, 40), which passes
+        // 28 at 2 s; the 16 s one (64, truncated from 80) stays: the curve
+        // may be flat.
+        assert_eq!(
+            curve_of(&[(1, 22), (2, 26), (4, 40), (8, 64), (16, 64)]),
+            vec![(1, 22.0), (2, 28.0), (4, 40.0), (8, 64.0), (16, 64.0)]
+        );
+        // plan_lab's one-rate guest with a starved 2 s sample: slopes 19,
+        // 7, 21 MiB/s; the chord from (1, 19) to (4, 68) passes 35.33 at 2 s.
+        let got = curve_of(&[(1, 19), (2, 26), (4, 68), (8, 96), (16, 96)]);
+        assert_eq!(got[1].0, 2);
+        assert!((got[1].1 - (19.0 + 49.0 / 3.0)).abs() < 1e-6, "{got:?}");
+        assert_eq!(got[2], (4, 68.0));
+        // A starved first sample: the chord from (0, 0) to (2 s, 28)
+        // passes 14 at 1 s.
+        assert_eq!(curve_of(&[(1, 10), (2, 28)])[0], (1, 14.0));
+        // A concave curve is kept as measured; a later sample lower than
+        // an earlier one is taken at the earlier's.
+        assert_eq!(
+            curve_of(&[(1, 22), (2, 28), (4, 40), (8, 56), (16, 50)]),
+            vec![(1, 22.0), (2, 28.0), (4, 40.0), (8, 56.0), (16, 56.0)]
+        );
+    }
+
     #[test]
     fn xp_lines_are_read_back_little_endian() {
         let text = "0000000000100000: 0x0807060504030201 0x0000000000000000\r\n\

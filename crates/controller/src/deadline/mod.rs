@@ -50,7 +50,7 @@ use crate::admission::{self, HostLoads, Running, Target};
 use crate::estimate::Estimator;
 use crate::explain::{Explanation, Journal, Start};
 use crate::rollout::{Candidate, Rollout};
-use crate::{Action, Admission, EndOutcome, PerHost, Policy, View, Wakeup};
+use crate::{Action, Admission, EndOutcome, MigrationObs, PerHost, Policy, View, Wakeup};
 
 /// A relative change of the mean capacity that calls for a new plan.
 pub const REPLAN_CHANGE: f64 = 0.10;
@@ -238,6 +238,34 @@ impl Deadline {
         self.state[vm.0] == State::Queued && !matches!(self.fleet_deadline[vm.0], Some(d) if d <= now)
     }
 
+    /// Whether the migration in flight `m` must keep the path to itself:
+    /// it races a power-off, needs more than the share it would keep if
+    /// one more migration joined it (by TCP's fairness, its connections
+    /// over all of theirs, the joiner with the scenario's fewest), and
+    /// carries at least half the `target` alone, so the path is not left
+    /// mostly idle for it. Its cap below the target says the path has
+    /// room, but a joiner takes its room from the migration, not from the
+    /// path: a postcopy migration on its one connection lost a priority-10
+    /// VM that way (docs/planner.md).
+    fn needs_the_path(&self, m: &MigrationObs, now: f64, target: f64) -> bool {
+        let Some(deadline) = self.fleet_deadline[m.vm.0] else {
+            return false;
+        };
+        let (Some(mean), left) = (self.estimator.mean(now), deadline - now) else {
+            return false;
+        };
+        let cap = self.estimator.own_cap(&m.params);
+        if left <= 0.0 || cap < 0.5 * target {
+            return false;
+        }
+        let (alone, own) = (mean.min(cap), m.params.connections.as_f64());
+        let shared = alone * own / (own + self.base.connections.as_f64());
+        // One that cannot make it even alone is not kept alone: the watch
+        // switches or cancels it.
+        let needed = m.bytes_remaining.as_f64() / left;
+        needed > shared && needed <= alone
+    }
+
     fn needs_replan(&self, now: f64) -> bool {
         let Some((at, mean)) = self.planned else {
             return true;
@@ -328,7 +356,11 @@ impl Policy for Deadline {
                 .filter(move |m| scavengers || !this.scavenger[m.vm.0])
                 .map(|m| Running {
                     host: m.source,
-                    cap: this.estimator.own_cap(&m.params),
+                    cap: if this.needs_the_path(m, now, target.rate) {
+                        f64::INFINITY
+                    } else {
+                        this.estimator.own_cap(&m.params)
+                    },
                 })
         };
         let waiting = |hopeless: bool| {
@@ -485,7 +517,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{first_round, host, idle_vm};
-    use crate::{Ended, MigrationObs, Observations};
+    use crate::{Ended, MigrationObs, Observations, Phase};
 
     /// One source host dying at 100 s with two VMs, one destination.
     fn fleet() -> Fleet {
@@ -588,6 +620,78 @@ mod tests {
         let rest = &policy.order[policy.head..];
         let at = |vm| rest.iter().position(|&v| v == vm);
         assert!(at(y) < at(x), "{rest:?}");
+    }
+
+    /// [`fleet`]'s policy with connections of 40 MB/s (320 Mbit/s), having
+    /// measured the WAN at 30 MB/s: `x` alone on one connection, below its
+    /// cap, from 0 s to 10 s.
+    fn measured_at_30_mb_s(params: MigrationParams) -> (Fleet, Deadline) {
+        let fleet = fleet();
+        let mut policy = Deadline::new(&fleet, params, Duration::from_secs(1), Some(BitsPerSec(320e6)));
+        for t in [5.0, 10.0] {
+            policy.estimator.observe(t, &[migrating(VmId(0), 240e6)]);
+        }
+        assert_eq!(policy.estimator.mean(10.0), Some(30e6));
+        (fleet, policy)
+    }
+
+    #[test]
+    fn a_migration_racing_its_power_off_keeps_the_path_when_a_joiner_would_sink_it() {
+        // At 10 s, 90 s before the power-off: alone it gets min(WAN 30,
+        // cap 40) = 30 MB/s; beside a joiner of one connection, half: 15.
+        // 1 GiB needs 11.93 MB/s (fits shared), 2 GiB 23.86 (only alone),
+        // 3 GiB 35.79 (not even alone: the watch's, not admission's).
+        let (_, policy) = measured_at_30_mb_s(MigrationParams::default());
+        let x = |gib: u64| MigrationObs {
+            bytes_remaining: evac_model::Bytes::gib(gib),
+            ..migrating(VmId(0), 240e6)
+        };
+        assert!(!policy.needs_the_path(&x(1), 10.0, 30e6));
+        assert!(policy.needs_the_path(&x(2), 10.0, 30e6));
+        assert!(!policy.needs_the_path(&x(3), 10.0, 30e6));
+        // Nor when it carries under half the target alone (the path would
+        // sit mostly idle for it).
+        assert!(!policy.needs_the_path(&x(2), 10.0, 81e6));
+    }
+
+    #[test]
+    fn a_migration_in_postcopy_is_never_cancelled() {
+        // x has 10 GiB left 90 s before the power-off at 30 MB/s (2.7 GB
+        // arrive): it cannot make it, and y waits on a powered host, so an
+        // offline migration is cancelled for y's sake; one in postcopy is
+        // not (its guest runs at the destination: a cancel loses it).
+        for (phase, mode, cancelled) in [
+            (Phase::Offline, Mode::Offline, true),
+            (Phase::Postcopy, Mode::Postcopy, false),
+        ] {
+            let (fleet, mut policy) = measured_at_30_mb_s(MigrationParams::default());
+            policy.start_params(VmId(0), MigrationParams::default());
+            let mut x = migrating(VmId(0), 240e6);
+            x.phase = phase;
+            x.params.mode = mode;
+            x.bytes_remaining = evac_model::Bytes::gib(10);
+            let observations = Observations {
+                now: Duration::from_secs(10),
+                migrations: vec![x],
+                ..Observations::default()
+            };
+            let view = View {
+                now: observations.now,
+                fleet: &fleet,
+                observations: &observations,
+                in_flight: &[1, 0],
+                in_flight_total: 1,
+                queued: 1,
+                period_throughput: None,
+                sending_hosts: None,
+            };
+            let actions = policy.watch(&view);
+            assert_eq!(
+                actions.contains(&Action::Cancel { vm: VmId(0) }),
+                cancelled,
+                "{phase:?}: {actions:?}"
+            );
+        }
     }
 
     #[test]

@@ -126,10 +126,20 @@ impl Deadline {
                 // destination, but its pages follow on one connection
                 // (QEMU before 10.1), so at one connection's rate. Offline
                 // pauses the guest until the last byte, on all of them.
+                // Postcopy is judged on the WAN's trough once alone (the
+                // pessimistic forecast), not its peak: it cannot be undone,
+                // and its one connection cannot make up for a dip as
+                // offline's many can. Where it might not make it, offline
+                // is the safer way to save the VM.
                 let one_connection = self.estimator.migration_cap(Connections::ONE);
+                let pessimistic = self.estimator.trough().unwrap_or(mean).min(mean);
+                let likely_alone = self.alone_rate(spec.host, pessimistic).min(one_connection);
+                let shared = others_done.min(left).max(0.0);
+                let by_postcopy = rate.min(one_connection) * shared
+                    + likely_alone.max(rate.min(one_connection)) * (left - shared).max(0.0);
                 let postcopy = (m.params.mode == Mode::Postcopy
                     || (m.params.allow_postcopy && m.params.mode == Mode::Live))
-                    && once <= deliverable_capped(rate, one_connection);
+                    && once <= by_postcopy;
                 if once <= deliverable(rate) {
                     let switch_rate = if postcopy { rate.min(one_connection) } else { rate };
                     let last_safe_moment = 1.5 * once / switch_rate + 2.0 * self.period;
@@ -156,9 +166,12 @@ impl Deadline {
                 }
             }
             // A fixed plan the rollouts chose cancels nothing (its
-            // simulations did not), and a migration nothing else would
-            // replace keeps going.
-            if matches!(self.follow, Candidate::Fixed { .. })
+            // simulations did not), a migration nothing else would replace
+            // keeps going, and so does one in postcopy: its guest already
+            // runs at the destination, so a cancel loses it at once where
+            // going on may still save it.
+            if m.phase == Phase::Postcopy
+                || matches!(self.follow, Candidate::Fixed { .. })
                 || self.scavenger[m.vm.0]
                 || !self.bandwidth_wanted(migrations, m.vm, now)
             {
