@@ -170,16 +170,22 @@ mod tests {
             .collect()
     }
 
+    /// A WAN peak of 100 B/s to fill, as many new migrations as fill it,
+    /// each of at least one connection carrying `per_connection` B/s.
+    fn wan_peak_100(per_connection: Option<f64>) -> Target {
+        Target {
+            rate: 100.0,
+            max_new: usize::MAX,
+            base_connections: Connections::new(1).unwrap(),
+            per_connection,
+        }
+    }
+
     #[test]
     fn one_migration_with_enough_connections_fills_a_wan_its_nic_can_fill() {
         // WAN peak 100 B/s, sized to 110; connections of 30 B/s: ceil(110 /
         // 30) = 4 connections (120 B/s) on a NIC of 1000. One migration only.
-        let target = Target {
-            rate: 100.0,
-            max_new: usize::MAX,
-            base_connections: Connections::new(1).unwrap(),
-            per_connection: Some(30.0),
-        };
+        let target = wan_peak_100(Some(30.0));
         let picks = fill(
             &mut HostLoads::default(),
             candidates(&[0, 0, 1]),
@@ -198,12 +204,7 @@ mod tests {
         // alone: ceil(110 / 30) = 4 connections. Demand 60 + 120 >= 100:
         // no third. Within its NIC: a NIC of 45 B/s takes ceil(45 / 30) = 2.
         let beside_one = |nic: f64| {
-            let target = Target {
-                rate: 100.0,
-                max_new: usize::MAX,
-                base_connections: Connections::new(1).unwrap(),
-                per_connection: Some(30.0),
-            };
+            let target = wan_peak_100(Some(30.0));
             let running = Running {
                 host: HostId(0),
                 cap: 60.0,
@@ -225,12 +226,7 @@ mod tests {
         // NICs of 40 B/s, a WAN peak of 100: three hosts' NICs are needed
         // (40 + 40 + 20). Connections of 100 B/s: one each (at least the
         // base of 1). VM 1 is on host 0, whose NIC VM 0 already fills.
-        let target = Target {
-            rate: 100.0,
-            max_new: usize::MAX,
-            base_connections: Connections::new(1).unwrap(),
-            per_connection: Some(100.0),
-        };
+        let target = wan_peak_100(Some(100.0));
         let picks = fill(
             &mut HostLoads::default(),
             candidates(&[0, 0, 1, 2, 3]),

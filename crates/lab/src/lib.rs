@@ -57,7 +57,7 @@ pub use mix::{Mix, PageKind};
 pub use netns::{netns_available, netns_list};
 pub use pair::{LabNetwork, Shaping};
 pub use process::{find_pid, pid_alive};
-pub use temp::TempLab;
+pub use temp::{ShapedLab, TempLab};
 pub use vm::{
     destination_args, dirty_guest_available, Lab, LabVm, DIRTY_FILL_PATTERN, DIRTY_FILL_START, DIRTY_GUEST,
     DIRTY_GUEST_MAGIC, DIRTY_WORKING_SET_START, QBOOT,

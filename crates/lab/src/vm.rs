@@ -210,6 +210,19 @@ struct Dirtying {
     filled: bool,
 }
 
+impl Dirtying {
+    /// One working set of `working_set_mib` dirtied at `rate`.
+    fn working_set(rate: BytesPerSec, working_set_mib: u64, filled: bool) -> Dirtying {
+        Dirtying {
+            regions: vec![DirtyRegion {
+                rate,
+                mib: working_set_mib,
+            }],
+            filled,
+        }
+    }
+}
+
 /// A source VM started by the lab.
 #[derive(Debug, Clone)]
 pub struct LabVm {
@@ -308,13 +321,7 @@ impl Lab {
         working_set_mib: u64,
         netns: Option<&str>,
     ) -> std::io::Result<LabVm> {
-        let guest = Dirtying {
-            regions: vec![DirtyRegion {
-                rate: dirty_rate,
-                mib: working_set_mib,
-            }],
-            filled: false,
-        };
+        let guest = Dirtying::working_set(dirty_rate, working_set_mib, false);
         self.start_dirtying(name, mib, guest, netns, Ram::Random)
     }
 
@@ -359,13 +366,7 @@ impl Lab {
         dirty_rate: BytesPerSec,
         working_set_mib: u64,
     ) -> std::io::Result<LabVm> {
-        let guest = Dirtying {
-            regions: vec![DirtyRegion {
-                rate: dirty_rate,
-                mib: working_set_mib,
-            }],
-            filled: true,
-        };
+        let guest = Dirtying::working_set(dirty_rate, working_set_mib, true);
         self.start_dirtying(name, mib, guest, None, Ram::Anonymous)
     }
 
