@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{evac, text, KillOnDrop};
+use common::{evac, text, web_scenario, KillOnDrop};
 
 #[test]
 fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
@@ -119,25 +119,7 @@ fn policy_flag_overrides_the_scenario() {
 fn a_bad_scenario_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "name = \"bad\"\n\
-         [network]\n\
-         wan_bandwidth = \"1 Gbps\"\n\
-         [[host]]\n\
-         name = \"src\"\n\
-         site = \"source\"\n\
-         nic = \"10 Gbps\"\n\
-         [[host]]\n\
-         name = \"dst\"\n\
-         site = \"destination\"\n\
-         nic = \"10 Gbps\"\n\
-         [[vm]]\n\
-         name = \"web\"\n\
-         host = \"src\"\n\
-         memory = \"4 GB/s\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, web_scenario("").replace("\"4 GiB\"", "\"4 GB/s\"")).unwrap();
     let out = evac(&["simulate", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);

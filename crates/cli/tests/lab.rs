@@ -33,14 +33,7 @@ ramp_rtts = 12
 [controller]
 policy = "sequential"
 period = "500 ms"
-[[host]]
-name = "src"
-site = "source"
-nic = "1 Gbps"
-[[host]]
-name = "dst"
-site = "destination"
-nic = "1 Gbps"
+{hosts}
 [[vm]]
 name = "a"
 host = "src"
@@ -49,7 +42,8 @@ memory = "64 MiB"
 name = "b"
 host = "src"
 memory = "64 MiB"
-"#
+"#,
+        hosts = evac_testkit::src_dst_toml("1 Gbps")
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();

@@ -235,7 +235,8 @@ async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
 ///   6.57, 3.21, 1.573, 0.770, 0.377 s, 0.184 s stopped: 26.10 s.
 #[test]
 fn the_true_curve_plans_the_rounds_worked_by_hand() {
-    let text = r#"name = "by hand"
+    let text = format!(
+        r#"name = "by hand"
 [network]
 wan_bandwidth = "300 Mbps"
 wan_rtt = "1 ms"
@@ -243,22 +244,17 @@ wan_rtt = "1 ms"
 policy = "sequential"
 [migration]
 max_bandwidth = "240 Mbps"
-[[host]]
-name = "src"
-site = "source"
-nic = "1 Gbps"
-[[host]]
-name = "dst"
-site = "destination"
-nic = "1 Gbps"
+{hosts}
 migration_address = "127.0.0.1"
 [[vm]]
 name = "curve"
 host = "src"
 qmp = "/nonexistent/curve.qmp"
 qemu_args = []
-"#;
-    let inventory = Inventory::from_str_at(text, Path::new("inventory.toml")).unwrap();
+"#,
+        hosts = evac_testkit::src_dst_toml("1 Gbps")
+    );
+    let inventory = Inventory::from_str_at(&text, Path::new("inventory.toml")).unwrap();
     let sample = |seconds: u64, mib: u64| evac_plan::measure::DirtySample {
         seconds,
         dirtied_bytes: mib << 20,
