@@ -382,44 +382,57 @@ fn every_grid_field_and_factor_is_documented() {
     assert_none(problems);
 }
 
+/// What docs/format.md's section `path` misses of a backend's inventory:
+/// the keys evac accepts in each of `tables` (`""`: the top level) of a
+/// file that starts with `head`, and the backend's own `[migration]` keys
+/// (the fields of the struct `own.1` in `own.0`).
+fn undocumented_inventory(
+    label: &str,
+    path: &[&str],
+    head: &str,
+    tables: &[&str],
+    own: (&str, &str),
+) -> Vec<String> {
+    let doc = format_doc();
+    let documented = section(&doc, path).names();
+    let mut problems = Vec::new();
+    for table in tables {
+        let probe = match *table {
+            "" => format!("{head}zz_unknown = 1\n"),
+            table => format!("{head}{table}\nzz_unknown = 1\n"),
+        };
+        let what = format!("{label} inventory {table}");
+        problems.extend(missing(&what, &accepted(&["run"], &probe), &documented));
+    }
+    let extra = struct_fields(&repo().join(own.0), own.1);
+    problems.extend(missing(
+        &format!("{label} inventory [migration]"),
+        &extra,
+        &documented,
+    ));
+    problems
+}
+
 #[test]
 fn every_qemu_inventory_field_is_documented() {
-    let doc = format_doc();
-    let inventory = section(&doc, &["inventory", "qemu"]);
-    let documented = inventory.names();
-    let mut problems = Vec::new();
-    for (table, probe) in [
-        ("", "name = \"x\"\nzz_unknown = 1\n"),
-        ("[network]", "name = \"x\"\n[network]\nzz_unknown = 1\n"),
-        ("[[host]]", "name = \"x\"\n[[host]]\nzz_unknown = 1\n"),
-        ("[[vm]]", "name = \"x\"\n[[vm]]\nzz_unknown = 1\n"),
-    ] {
-        let what = format!("QEMU inventory {table}");
-        problems.extend(missing(&what, &accepted(&["run"], probe), &documented));
-    }
-    let extra = struct_fields(&repo().join("crates/qemu/src/inventory.rs"), "QemuOwn");
-    problems.extend(missing("QEMU inventory [migration]", &extra, &documented));
-    assert_none(problems);
+    assert_none(undocumented_inventory(
+        "QEMU",
+        &["inventory", "qemu"],
+        "name = \"x\"\n",
+        &["", "[network]", "[[host]]", "[[vm]]"],
+        ("crates/qemu/src/inventory.rs", "QemuOwn"),
+    ));
 }
 
 #[test]
 fn every_libvirt_inventory_field_is_documented() {
-    let doc = format_doc();
-    let inventory = section(&doc, &["inventory", "libvirt"]);
-    let documented = inventory.names();
-    let mut problems = Vec::new();
-    for (table, probe) in [
-        ("", "zz_unknown = 1\n"),
-        ("[[host]]", "[[host]]\nzz_unknown = 1\n"),
-        ("[[vm]]", "[[vm]]\nzz_unknown = 1\n"),
-    ] {
-        let what = format!("libvirt inventory {table}");
-        let probe = format!("name = \"x\"\nbackend = \"libvirt\"\n{probe}");
-        problems.extend(missing(&what, &accepted(&["run"], &probe), &documented));
-    }
-    let extra = struct_fields(&repo().join("crates/libvirt/src/inventory.rs"), "LibvirtOwn");
-    problems.extend(missing("libvirt inventory [migration]", &extra, &documented));
-    assert_none(problems);
+    assert_none(undocumented_inventory(
+        "libvirt",
+        &["inventory", "libvirt"],
+        "name = \"x\"\nbackend = \"libvirt\"\n",
+        &["", "[[host]]", "[[vm]]"],
+        ("crates/libvirt/src/inventory.rs", "LibvirtOwn"),
+    ));
 }
 
 /// Every key of a JSON value, objects in arrays included, by where it is:

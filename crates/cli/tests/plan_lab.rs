@@ -10,10 +10,16 @@ use std::time::Duration;
 
 use evac_lab::{self as lab, Shaping};
 use evac_model::BytesPerSec;
-use evac_qemu::{run_detailed, Inventory, Placement};
+use evac_qemu::{run_detailed, Inventory};
 use serde_json::Value;
 
 const RATE_BPS: u64 = 300_000_000;
+/// The WAN: the lab's shaped link, with 20 ms of queue.
+const WAN: Shaping = Shaping {
+    rate_bps: RATE_BPS,
+    burst_bytes: 128 * 1024,
+    latency: Duration::from_millis(20),
+};
 /// Memory (MiB), dirty rate (bytes/s), working set (MiB). The working set
 /// is larger than the rate times the 2 s rate sample, so that sample sees
 /// the rate, and well below the rate times the 16 s working-set sample, so
@@ -53,11 +59,7 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
             lab::netns_available,
             lab::dirty_guest_available
         ],
-        Shaping {
-            rate_bps: RATE_BPS,
-            burst_bytes: 128 * 1024,
-            latency: Duration::from_millis(20),
-        }
+        WAN
     );
     let src = Some(shaped.net.src.as_str());
     let mut vms = Vec::new();
@@ -169,11 +171,7 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
     let out = run_detailed(inventory, None, std::future::pending())
         .await
         .unwrap();
-    for placement in &out.placements {
-        if let Placement::Destination { pid, .. } = placement {
-            shaped.lab.adopt(*pid);
-        }
-    }
+    shaped.lab.adopt_destinations(&out.placements);
     let real = out.result.total_time_s.unwrap();
     for (planned, done) in plan["vms"].as_array().unwrap().iter().zip(&out.result.vms) {
         eprintln!(

@@ -26,14 +26,7 @@ async fn main() -> Result<()> {
             labs.push(PathBuf::from(dir).join(name));
         }
     }
-    let mut policies = vec![
-        PolicyKind::Sequential,
-        PolicyKind::Parallel,
-        PolicyKind::Static,
-        PolicyKind::AimdLocal,
-        PolicyKind::AimdGlobal,
-        PolicyKind::Deadline,
-    ];
+    let mut policies = PolicyKind::ALL.to_vec();
     if let Ok(only) = std::env::var("FIDELITY_POLICIES") {
         policies = only
             .split(',')

@@ -534,6 +534,16 @@ impl Lab {
         self.adopted.push(pid);
     }
 
+    /// Kills every destination QEMU a real run left (its `placements`)
+    /// when the lab is dropped, as [`Lab::adopt`].
+    pub fn adopt_destinations(&mut self, placements: &[evac_qemu::Placement]) {
+        for placement in placements {
+            if let evac_qemu::Placement::Destination { pid, .. } = placement {
+                self.adopt(*pid);
+            }
+        }
+    }
+
     /// Whether a process the lab started has exited (reaping it).
     pub fn exited(&mut self, pid: u32) -> bool {
         match self.children.iter_mut().find(|c| c.id() == pid) {

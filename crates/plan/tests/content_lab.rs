@@ -10,9 +10,15 @@ use std::time::Duration;
 
 use evac_lab::{self as lab, Mix, Shaping};
 use evac_plan::live::Reading;
-use evac_qemu::{run_detailed, Inventory, Placement};
+use evac_qemu::{run_detailed, Inventory};
 
 const RATE_BPS: u64 = 300_000_000;
+/// The WAN: the lab's shaped link.
+const WAN: Shaping = Shaping {
+    rate_bps: RATE_BPS,
+    burst_bytes: 128 * 1024,
+    latency: Duration::from_millis(5),
+};
 /// The guest: 60 % zero pages, half the rest compressible.
 const MIX: Mix = Mix { zero: 0.6, text: 0.2 };
 /// (name, MiB, mix or random).
@@ -24,14 +30,7 @@ fn within(measured: f64, expected: f64, tolerance: f64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
-    let mut shaped = lab::shaped_lab_or_skip!(
-        &[lab::qemu_available, lab::netns_available],
-        Shaping {
-            rate_bps: RATE_BPS,
-            burst_bytes: 128 * 1024,
-            latency: Duration::from_millis(5),
-        }
-    );
+    let mut shaped = lab::shaped_lab_or_skip!(&[lab::qemu_available, lab::netns_available], WAN);
     let src = Some(shaped.net.src.as_str());
     let mut vms = Vec::new();
     for (name, mib, mix) in VMS {
@@ -99,11 +98,7 @@ async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
     let out = run_detailed(inventory, None, std::future::pending())
         .await
         .unwrap();
-    for placement in &out.placements {
-        if let Placement::Destination { pid, .. } = placement {
-            shaped.lab.adopt(*pid);
-        }
-    }
+    shaped.lab.adopt_destinations(&out.placements);
     assert_eq!(out.result.migrated, VMS.len());
     for (planned, real) in predicted.vms.iter().zip(&out.result.vms) {
         let (p, r) = (
@@ -139,7 +134,7 @@ async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
         Shaping {
             rate_bps: WAN_BPS,
             burst_bytes: 64 * 1024,
-            latency: Duration::from_millis(5),
+            ..WAN
         }
     );
     let src = Some(shaped.net.src.as_str());
@@ -190,11 +185,7 @@ async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
         let out = run_detailed(inventory, None, std::future::pending())
             .await
             .unwrap();
-        for placement in &out.placements {
-            if let Placement::Destination { pid, .. } = placement {
-                shaped.lab.adopt(*pid);
-            }
-        }
+        shaped.lab.adopt_destinations(&out.placements);
         let real = &out.result.vms[0];
         assert_eq!(out.result.migrated, 1, "{compression}: {:?}", out.result.vms);
         let (p, r) = (

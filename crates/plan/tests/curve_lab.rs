@@ -22,9 +22,15 @@ use std::time::{Duration, Instant};
 use evac_lab::{self as lab, DirtyRegion, Shaping, WriteCounters};
 use evac_model::{Bytes, BytesPerSec, DirtyPoint, Fleet};
 use evac_plan::live::Reading;
-use evac_qemu::{run_detailed, Inventory, Placement};
+use evac_qemu::{run_detailed, Inventory};
 
 const RATE_BPS: u64 = 300_000_000;
+/// The WAN: the lab's shaped link.
+const WAN: Shaping = Shaping {
+    rate_bps: RATE_BPS,
+    burst_bytes: 128 * 1024,
+    latency: Duration::from_millis(5),
+};
 const MIB: f64 = 1_048_576.0;
 const MEMORY_MIB: u64 = 384;
 
@@ -65,11 +71,7 @@ async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
             lab::netns_available,
             lab::dirty_guest_available
         ],
-        Shaping {
-            rate_bps: RATE_BPS,
-            burst_bytes: 128 * 1024,
-            latency: Duration::from_millis(5),
-        }
+        WAN
     );
     let vm = shaped
         .lab
@@ -197,11 +199,7 @@ async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
     let out = run_detailed(inventory, None, std::future::pending())
         .await
         .unwrap();
-    for placement in &out.placements {
-        if let Placement::Destination { pid, .. } = placement {
-            shaped.lab.adopt(*pid);
-        }
-    }
+    shaped.lab.adopt_destinations(&out.placements);
     assert_eq!(out.result.migrated, 1);
     let done = &out.result.vms[0];
     let real = done.migration_time_s.unwrap();
