@@ -1,15 +1,23 @@
 //! `evac run` picks its backend from the inventory's `backend` key.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
-fn run_inventory(text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fleet.toml");
+/// `evac run --quiet FILE`, `text` written to FILE, `fleet.toml` in `dir`.
+fn run_inventory_in(dir: &Path, text: &str) -> Output {
+    let path = dir.join("fleet.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    Command::new(env!("CARGO_BIN_EXE_evac"))
         .args(["run", "--quiet", path.to_str().unwrap()])
         .output()
-        .expect("evac runs");
+        .expect("evac runs")
+}
+
+/// [`run_inventory_in`] a fresh directory: whether it succeeded, and its
+/// stderr.
+fn run_inventory(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_inventory_in(dir.path(), text);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -68,12 +76,8 @@ migration_address = "10.77.0.2"
 #[test]
 fn a_build_without_libvirt_refuses_a_libvirt_inventory_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
+    let out = run_inventory_in(dir.path(), LIBVIRT_VALID);
     let path = dir.path().join("fleet.toml");
-    std::fs::write(&path, LIBVIRT_VALID).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
-        .args(["run", "--quiet", path.to_str().unwrap()])
-        .output()
-        .expect("evac runs");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),

@@ -565,30 +565,29 @@ fn anchor(heading: &str) -> String {
 
 /// The anchors of a markdown file's headings (outside code blocks).
 fn anchors(text: &str) -> BTreeSet<String> {
+    outside_code_blocks(text)
+        .filter(|line| line.starts_with('#'))
+        .map(|line| anchor(line.trim_start_matches('#')))
+        .collect()
+}
+
+/// A markdown text's lines outside its fenced code blocks (the fences
+/// left out too).
+fn outside_code_blocks(text: &str) -> impl Iterator<Item = &str> {
     let mut fenced = false;
-    let mut anchors = BTreeSet::new();
-    for line in text.lines() {
+    text.lines().filter(move |line| {
         if line.starts_with("```") {
             fenced = !fenced;
-        } else if !fenced && line.starts_with('#') {
-            anchors.insert(anchor(line.trim_start_matches('#')));
+            return false;
         }
-    }
-    anchors
+        !fenced
+    })
 }
 
 /// The targets of a markdown text's links, `[text](target)`, outside code.
 fn links(text: &str) -> Vec<String> {
     let mut links = Vec::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for line in outside_code_blocks(text) {
         // Inline code is not a link.
         let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
         let mut rest = prose.as_str();
@@ -658,16 +657,8 @@ fn every_relative_link_in_the_docs_resolves_inside_the_repo() {
 /// with a directory and a file's extension; no placeholders).
 fn named_paths(text: &str) -> Vec<String> {
     const EXTENSIONS: [&str; 9] = ["md", "rs", "toml", "json", "sh", "py", "yml", "png", "svg"];
-    let mut fenced = false;
     let mut paths = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for line in outside_code_blocks(text) {
         for code in backticked(line) {
             let plain = code
                 .chars()
