@@ -24,13 +24,15 @@ fn run_inventory(text: &str) -> (bool, String) {
     )
 }
 
+/// A libvirt inventory of one source host, `a1`, and no destination; its
+/// daemon's socket does not exist.
 const LIBVIRT: &str = r#"name = "dc1-to-dc2"
 backend = "libvirt"
 [[host]]
 name = "a1"
 site = "source"
 nic = "10 Gbps"
-uri = "qemu+tcp://10.77.0.1/system"
+uri = "qemu:///system?socket=/nonexistent/evac-test/a1.sock"
 "#;
 
 #[test]
@@ -55,28 +57,26 @@ fn an_unknown_backend_names_the_line_and_the_field() {
     );
 }
 
-/// A libvirt inventory that the libvirt loader accepts; its daemons'
-/// sockets do not exist, so a build with libvirt fails fast connecting.
-const LIBVIRT_VALID: &str = r#"name = "dc1-to-dc2"
-backend = "libvirt"
-[[host]]
-name = "a1"
-site = "source"
-nic = "10 Gbps"
-uri = "qemu:///system?socket=/nonexistent/evac-test/a1.sock"
-[[host]]
+/// [`LIBVIRT`] with a destination: an inventory that the libvirt loader
+/// accepts; its daemons' sockets do not exist, so a build with libvirt
+/// fails fast connecting.
+fn libvirt_valid() -> String {
+    format!(
+        r#"{LIBVIRT}[[host]]
 name = "b1"
 site = "destination"
 nic = "10 Gbps"
 uri = "qemu:///system?socket=/nonexistent/evac-test/b1.sock"
 migration_address = "10.77.0.2"
-"#;
+"#
+    )
+}
 
 #[cfg(not(feature = "libvirt"))]
 #[test]
 fn a_build_without_libvirt_refuses_a_libvirt_inventory_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_inventory_in(dir.path(), LIBVIRT_VALID);
+    let out = run_inventory_in(dir.path(), &libvirt_valid());
     let path = dir.path().join("fleet.toml");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -93,7 +93,7 @@ fn a_build_without_libvirt_refuses_a_libvirt_inventory_in_one_line() {
 #[cfg(feature = "libvirt")]
 #[test]
 fn a_build_with_libvirt_runs_a_libvirt_inventory() {
-    let (ok, stderr) = run_inventory(LIBVIRT_VALID);
+    let (ok, stderr) = run_inventory(&libvirt_valid());
     assert!(!ok, "{stderr}");
     // It got as far as connecting to the first daemon.
     assert!(

@@ -292,21 +292,15 @@ fn every_scenario_field_is_documented_in_its_table() {
 }
 
 /// A scenario with every table, small enough to load in a blink.
-const MINIMAL: &str = "name = \"defaults\"
+fn minimal() -> String {
+    format!(
+        "name = \"defaults\"
 [network]
 wan_bandwidth = \"1 Gbps\"
 [migration]
 [controller]
 [controller.aimd]
-[[host]]
-name = \"src\"
-site = \"source\"
-nic = \"10 Gbps\"
-[[host]]
-name = \"dst\"
-site = \"destination\"
-nic = \"10 Gbps\"
-[[vm]]
+{hosts}[[vm]]
 name = \"v\"
 host = \"src\"
 memory = \"1 GiB\"
@@ -315,26 +309,29 @@ prefix = \"g\"
 count = 2
 host = \"src\"
 memory = \"1 GiB\"
-";
+",
+        hosts = evac_testkit::src_dst_toml("10 Gbps")
+    )
+}
 
-/// `MINIMAL` with `field = value` in `table` (its first entry).
+/// [`minimal`] with `field = value` in `table` (its first entry).
 fn with_field(table: &str, field: &str, value: &str) -> String {
     let line = format!("{field} = {value}\n");
     if table.is_empty() {
-        return format!("{line}{MINIMAL}");
+        return format!("{line}{}", minimal());
     }
     let header = match table {
         "host" | "vm" | "vm_group" => format!("[[{table}]]\n"),
         _ => format!("[{table}]\n"),
     };
-    MINIMAL.replacen(&header, &format!("{header}{line}"), 1)
+    minimal().replacen(&header, &format!("{header}{line}"), 1)
 }
 
 #[test]
 fn every_documented_scenario_default_is_the_codes() {
     let doc = format_doc();
     let scenario = section(&doc, &["scenario"]);
-    let without = Scenario::from_toml_str(MINIMAL, "d.toml").expect("the minimal scenario loads");
+    let without = Scenario::from_toml_str(&minimal(), "d.toml").expect("the minimal scenario loads");
     let mut problems = Vec::new();
     let mut checked = 0;
     for (table, probe) in SCENARIO_TABLES.iter().filter(|(_, p)| !p.contains("wan_trace")) {

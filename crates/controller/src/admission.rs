@@ -293,38 +293,28 @@ mod tests {
             },
         );
         assert_eq!(picks, vec![(VmId(0), Connections::new(2).unwrap())]);
+        // What a VM on host 1 (NIC 50) gets beside one migration on host
+        // 0 carrying `cap`.
+        let beside = |cap: f64, target: Target| {
+            let running = [Running { host: HostId(0), cap }];
+            fill(
+                &mut HostLoads::default(),
+                candidates(&[1]),
+                running,
+                |_| 50.0,
+                target,
+            )
+        };
         // Nothing when the target is met already.
-        let running = [Running {
-            host: HostId(0),
-            cap: 60.0,
-        }];
         let met = Target { rate: 50.0, ..target };
-        assert!(fill(
-            &mut HostLoads::default(),
-            candidates(&[1]),
-            running,
-            |_| 50.0,
-            met
-        )
-        .is_empty());
+        assert!(beside(60.0, met).is_empty());
         // A NIC as fast as the WAN's peak fills it alone, though its
         // connections are sized to 10 % more: no second migration.
-        let running = [Running {
-            host: HostId(0),
-            cap: 80.0,
-        }];
         let nic_fills = Target {
             rate: 50.0,
             max_new: usize::MAX,
             ..target
         };
-        assert!(fill(
-            &mut HostLoads::default(),
-            candidates(&[1]),
-            running,
-            |_| 50.0,
-            nic_fills
-        )
-        .is_empty());
+        assert!(beside(80.0, nic_fills).is_empty());
     }
 }
