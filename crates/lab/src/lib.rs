@@ -27,7 +27,8 @@
 //!
 //! Every process a [`Lab`] starts or is told about ([`Lab::adopt`]) is killed
 //! by its pid when the lab is dropped, so a failing test cleans up too; a
-//! test starts its lab as a [`TempLab`], which also removes its directory.
+//! test starts its lab as a [`TempLab`], which also removes its directory,
+//! or as a [`ShapedLab`] when its VMs migrate over a shaped WAN.
 
 pub mod calibration;
 pub mod capacity;
