@@ -46,7 +46,7 @@ fn two_vms_through_a_shaped_wan() {
             net.src
         );
     }
-    let text = lab.inventory_in(&net, "sequential", &vms, "");
+    let text = lab.inventory_in(net, "sequential", &vms, "");
     let inv = Inventory::from_str_at(&text, Path::new("netns.toml")).unwrap();
 
     // evac itself stays in the initial namespace, where neither veth
