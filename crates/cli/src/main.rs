@@ -107,6 +107,13 @@ enum Command {
         #[arg(long, default_value_t = 256, value_name = "RUNS",
               value_parser = clap::value_parser!(u16).range(0..=16384))]
         memory_sample: u16,
+        /// How many probe migrations measure the setup time per migration
+        /// (libvirt: a paused 16 MiB domain moved with the fleet's flags,
+        /// then destroyed; no fleet VM moves); 0 measures none. Unused when
+        /// the inventory states `[migration] setup_time`.
+        #[arg(long, default_value_t = 3, value_name = "N",
+              value_parser = clap::value_parser!(u8).range(0..=20))]
+        setup_probes: u8,
         /// Write the equivalent scenario (for `evac simulate`).
         #[arg(long, value_name = "FILE")]
         scenario_out: Option<PathBuf>,
@@ -248,6 +255,7 @@ fn dispatch(command: Command) -> Result<Exit> {
             sample,
             working_set_sample,
             memory_sample,
+            setup_probes,
             scenario_out,
             json,
         } => plan_cmd::plan(
@@ -256,6 +264,9 @@ fn dispatch(command: Command) -> Result<Exit> {
                 sample,
                 long: working_set_sample,
                 runs: usize::from(memory_sample),
+                setup_probes: usize::from(setup_probes),
+                // Set by `plan` from the file itself.
+                setup_stated: false,
             },
             scenario_out.as_deref(),
             json.as_deref(),

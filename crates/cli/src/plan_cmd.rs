@@ -27,7 +27,18 @@ pub fn plan(
 ) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let say = |line: &str| crate::output::say(line);
-    let inventory = crate::run::load(inventory)?;
+    let path = inventory;
+    let inventory = crate::run::load(path)?;
+    // Whether `[migration] setup_time` is written in the file (a default
+    // of 0 is not a statement): then it is the plan's, and nothing is
+    // probed. The file parsed above, so it reads again.
+    let how = &evac_plan::live::Reading {
+        setup_stated: std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .is_some_and(|t| t.get("migration").and_then(|m| m.get("setup_time")).is_some()),
+        ..*how
+    };
     // Power-offs given as times count from when the inventory was read.
     let (ups_hosts, start) = (inventory.common().ups_hosts(), inventory.common().start());
     let live = runtime.block_on(async {
@@ -47,6 +58,7 @@ pub fn plan(
         migration,
         controller,
         measured,
+        setup,
     } = live;
     // Hosts that name a UPS: its word now, as a run would hear it first.
     for ups_host in ups_hosts {
@@ -127,6 +139,9 @@ pub fn plan(
             format!("dirtying {}", points.join(", "))
         };
         out!("  {}: {} memory, {dirtying}{content}", vm.name, vm.memory);
+    }
+    for line in setup.lines() {
+        out!("{line}");
     }
     out!("\n| policy | migrated | priority | total |");
     out!("|---|---:|---:|---:|");
@@ -224,7 +239,7 @@ pub fn plan(
         ));
     }
     if let Some(path) = json {
-        let doc = serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet, &measured))
+        let doc = serde_json::to_string_pretty(&PlanJson::new(&plan, &fleet, &measured, &setup))
             .context("serializing the plan")?;
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         crate::output::say(&format!("wrote {}", path.display()));

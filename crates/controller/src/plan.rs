@@ -199,8 +199,10 @@ pub struct BoundVm {
 }
 
 /// The most priority any schedule can save: an exact knapsack with nested
-/// capacities, `wan_bytes_by(d)` (the bytes the WAN can carry from the start
-/// to `d`) for the VMs of hosts dying by `d`, and `nic × d` for one host's.
+/// capacities, `wan_bytes_by(d)` (the bytes the path can carry from the
+/// start to `d`: the WAN's, or fewer if the destinations' NICs together
+/// carry fewer) for the VMs of hosts dying by `d`, and `nic × d` for one
+/// host's.
 /// Bytes are counted in units of `1/resolution` of the largest capacity,
 /// VM costs rounded down and capacities up, so the answer never falls below
 /// the true optimum of this relaxation (which ignores the destinations'

@@ -53,6 +53,10 @@
 //!   a destination; bytes, rounds and downtime come from the destination's
 //!   record of the completed job. A failure leaves the domain running on
 //!   its source (resumed if evac had paused it).
+//! - **Setup probe.** `evac plan` measures what a migration costs beyond
+//!   its bytes by migrating paused 16 MiB probe domains through the same
+//!   attempt code, then destroying them (`backend::probe`): no fleet
+//!   domain moves.
 //! - **Network usage.** Per source host: its migrations' bytes plus its
 //!   guests' own transmitted bytes (their interfaces' counters), so the
 //!   controller sees what busy guests leave for migrations.

@@ -83,6 +83,75 @@ pub fn machine(xml: &str) -> Option<String> {
     kind.attribute("machine").map(str::to_owned)
 }
 
+/// What a probe domain copies from a fleet domain of its host so that
+/// its destination starts the same QEMU: the domain type (`kvm`), the
+/// architecture and machine type of `<os><type>`, and the emulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Platform {
+    pub kind: Option<String>,
+    pub arch: Option<String>,
+    pub machine: Option<String>,
+    pub emulator: Option<String>,
+}
+
+/// The [`Platform`] of a domain's XML (`None` if it does not parse).
+pub fn platform(xml: &str) -> Option<Platform> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let root = doc.root_element();
+    let os_type = root
+        .children()
+        .find(|n| n.has_tag_name("os"))
+        .and_then(|os| os.children().find(|n| n.has_tag_name("type")));
+    let emulator = root
+        .children()
+        .find(|n| n.has_tag_name("devices"))
+        .and_then(|d| d.children().find(|n| n.has_tag_name("emulator")))
+        .and_then(|e| e.text())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    Some(Platform {
+        kind: root.attribute("type").map(str::to_owned),
+        arch: os_type.and_then(|t| t.attribute("arch")).map(str::to_owned),
+        machine: os_type.and_then(|t| t.attribute("machine")).map(str::to_owned),
+        emulator,
+    })
+}
+
+/// `text` with XML's five special characters escaped.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+/// The smallest domain that still starts a QEMU like the fleet's: `mib`
+/// MiB of anonymous memory, one vCPU, no disk, no network, no USB, no
+/// balloon; what `platform` does not say, libvirt chooses (its default
+/// machine and emulator for the host's architecture).
+pub fn probe_domain(name: &str, mib: u64, platform: &Platform) -> String {
+    let attr = |key: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map_or_else(String::new, |v| format!(" {key}='{}'", escape(v)))
+    };
+    let emulator = platform
+        .emulator
+        .as_deref()
+        .map_or_else(String::new, |e| format!("<emulator>{}</emulator>", escape(e)));
+    format!(
+        "<domain type='{kind}'><name>{name}</name><memory unit='MiB'>{mib}</memory><vcpu>1</vcpu>\
+         <os><type{arch}{machine}>hvm</type></os>\
+         <devices>{emulator}<controller type='usb' model='none'/><memballoon model='none'/></devices>\
+         </domain>",
+        kind = escape(platform.kind.as_deref().unwrap_or("kvm")),
+        name = escape(name),
+        arch = attr("arch", &platform.arch),
+        machine = attr("machine", &platform.machine),
+    )
+}
+
 fn under(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
     path == prefix
@@ -132,6 +201,40 @@ pub fn postcopy_obstacle(xml: &str) -> Result<Option<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_domain_copies_the_platform_and_nothing_else() {
+        let fleet = "<domain type='kvm' id='3'><name>web</name><memory unit='KiB'>65536</memory>\
+            <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type><loader type='rom'>/x.rom</loader></os>\
+            <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
+            <disk type='file' device='disk'><source file='/var/lib/x.img'/><target dev='vda'/></disk>\
+            </devices></domain>";
+        let platform = platform(fleet).unwrap();
+        assert_eq!(
+            platform,
+            Platform {
+                kind: Some("kvm".into()),
+                arch: Some("x86_64".into()),
+                machine: Some("pc-q35-7.2".into()),
+                emulator: Some("/usr/bin/qemu-system-x86_64".into()),
+            }
+        );
+        let probe = probe_domain("evac-probe-m-1-0", 16, &platform);
+        // It parses, and has the platform, 16 MiB and no disk or loader.
+        let again = super::platform(&probe).unwrap();
+        assert_eq!(again, platform);
+        assert!(probe.contains("<memory unit='MiB'>16</memory>"), "{probe}");
+        assert_eq!(devices(&probe, &[]).unwrap(), (Vec::new(), Vec::new()));
+        assert!(!probe.contains("loader"), "{probe}");
+        // Nothing known: libvirt's defaults, and a name that cannot break out.
+        let bare = probe_domain("a'b<c", 16, &Platform::default());
+        assert!(
+            bare.starts_with("<domain type='kvm'><name>a&apos;b&lt;c</name>"),
+            "{bare}"
+        );
+        assert!(bare.contains("<os><type>hvm</type></os>"), "{bare}");
+        assert!(roxmltree::Document::parse(&bare).is_ok());
+    }
 
     #[test]
     fn the_machine_type_is_read() {

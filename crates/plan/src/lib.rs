@@ -16,6 +16,9 @@
 //!    counts every page written during the sample, where page sampling
 //!    would estimate it from a few hundred hashed pages (±30 % on a small
 //!    guest). QEMU reports whole MiB/s: rates below a few MiB/s are coarse.
+//!    The setup time of a migration (what it costs beyond its bytes):
+//!    the inventory's `[migration] setup_time` when stated, else, on
+//!    libvirt, measured by probe migrations of a paused domain ([`setup`]).
 //! 2. [`scenario`]: the fleet, the WAN (the inventory's `[network]`, else
 //!    its fastest source NIC), its `[migration]` and `[controller]`
 //!    settings, as a scenario file `evac simulate` reads back.
@@ -42,6 +45,7 @@ pub mod live;
 pub mod measure;
 pub mod sample;
 pub mod scenario;
+pub mod setup;
 pub mod triage;
 
 pub use live::Live;

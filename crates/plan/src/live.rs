@@ -9,7 +9,7 @@ use anyhow::Result;
 use evac_controller::ControllerConfig;
 use evac_model::{Bytes, Fleet, MigrationParams, Network};
 
-use crate::{measure, scenario};
+use crate::{measure, scenario, setup};
 
 /// A live fleet, measured, and the inventory's settings.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct Live {
     pub controller: ControllerConfig,
     /// What was measured of each VM (in the fleet's order).
     pub measured: Vec<measure::Measured>,
+    /// The setup time per migration counted in `migration`, and whence.
+    pub setup: setup::Setup,
 }
 
 /// How long and how much `evac plan` reads of each VM.
@@ -36,7 +38,16 @@ pub struct Reading {
     pub long: Duration,
     /// Runs of 64 KiB of its RAM read for its content (0: none).
     pub runs: usize,
+    /// Probe migrations for the setup time, where the backend has them
+    /// (0: none).
+    pub setup_probes: usize,
+    /// The inventory states `[migration] setup_time`: taken as it is,
+    /// nothing probed.
+    pub setup_stated: bool,
 }
+
+/// How long one probe migration may take, from its start to its end.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the measurement takes: the rate's sample and, after it, the
 /// working set's; for a guest whose dirtying is a curve, also the curve's
@@ -79,6 +90,14 @@ pub async fn qemu(
             compression_ratio: v.compression_ratio.is_some(),
         })
         .collect();
+    let setup = if how.setup_stated {
+        setup::Setup::stated(&inventory.migration)
+    } else {
+        setup::Setup::not_measured(
+            &inventory.migration,
+            "the QEMU backend has no setup probe yet: state [migration] setup_time in the inventory",
+        )
+    };
     Ok(Live {
         name: inventory.name.clone(),
         fleet: scenario::with_measured(inventory.fleet(&sizes), &measured, &stated),
@@ -87,6 +106,7 @@ pub async fn qemu(
         migration: inventory.migration,
         controller: inventory.controller.clone(),
         measured,
+        setup,
     })
 }
 
@@ -106,7 +126,7 @@ pub async fn libvirt(
         use std::io::Write;
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     });
-    let backend = evac_libvirt::LibvirtBackend::connect(inventory.clone(), log, None).await?;
+    let mut backend = evac_libvirt::LibvirtBackend::connect(inventory.clone(), log, None).await?;
     say(&format!(
         "measuring {} domains for {} (libvirt dirty-rate calculation, dirty-bitmap mode) and reading {} of \
          each one's memory (virDomainMemoryPeek); nothing is migrated",
@@ -127,15 +147,86 @@ pub async fn libvirt(
             }
         })
         .collect();
+    let params = inventory.migration.params;
+    let setup = if how.setup_stated {
+        setup::Setup::stated(&params)
+    } else if how.setup_probes == 0 {
+        setup::Setup::not_measured(&params, "no probe migration asked for (--setup-probes 0)")
+    } else {
+        probe_libvirt(&mut backend, inventory, how.setup_probes, say).await
+    };
+    let mut migration = params;
+    migration.setup_time = setup.setup_time();
     Ok(Live {
         name: inventory.name.clone(),
         fleet: scenario::with_measured(backend.fleet().clone(), &measured, &stated),
         network: inventory.network(),
         network_stated: inventory.network.is_some(),
-        migration: inventory.migration.params,
+        migration,
         controller: inventory.controller.clone(),
         measured,
+        setup,
     })
+}
+
+/// The setup time of a libvirt fleet, measured by `count` probe
+/// migrations (`evac_libvirt::backend::probe`); a probe that fails is a
+/// note, and with none completed the plan goes on unmeasured.
+#[cfg(feature = "libvirt")]
+async fn probe_libvirt(
+    backend: &mut evac_libvirt::LibvirtBackend,
+    inventory: &evac_libvirt::Inventory,
+    count: usize,
+    say: &(dyn Fn(&str) + Sync),
+) -> setup::Setup {
+    use evac_run::Backend as _;
+    for name in backend.remove_stale_probes().await {
+        say(&format!(
+            "removed probe domain `{name}`, left by an evac that no longer runs"
+        ));
+    }
+    say(&format!(
+        "probing the setup time: a warm-up then {count} migrations of a paused {} MiB domain ({}...) with the fleet's flags, \
+         destroyed after; no fleet domain moves",
+        evac_libvirt::backend::PROBE_MEMORY_MIB,
+        evac_libvirt::backend::PROBE_PREFIX
+    ));
+    let mut probes = Vec::new();
+    let mut failures = Vec::new();
+    for run in backend.probe_setup(count, PROBE_TIMEOUT).await {
+        match run {
+            Ok(run) => probes.push(setup::Probe {
+                warm_up: run.warm_up,
+                source: run.source,
+                destination: run.destination,
+                elapsed: run.elapsed,
+                bytes: run.bytes,
+                stages: [
+                    ("called", run.stages.called),
+                    ("bytes_seen", run.stages.bytes_seen),
+                    ("returned", run.stages.returned),
+                    ("found", run.stages.found),
+                ]
+                .into_iter()
+                .filter_map(|(name, at)| Some((name, at?.as_secs_f64())))
+                .collect(),
+            }),
+            Err(f) => failures.push(format!(
+                "{} {} -> {}: {}",
+                if f.warm_up { "warm-up probe" } else { "probe" },
+                f.source,
+                f.destination,
+                f.reason
+            )),
+        }
+    }
+    setup::Setup::from_probes(
+        &probes,
+        failures,
+        backend.fleet(),
+        &inventory.network(),
+        &inventory.migration.params,
+    )
 }
 
 #[cfg(test)]

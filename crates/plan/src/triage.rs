@@ -88,6 +88,10 @@ pub struct PlanJson {
     pub hosts: Vec<HostEta>,
     pub vms: Vec<VmPrediction>,
     pub measured: Vec<MeasuredVm>,
+    /// The setup time per migration the plan counts: whence (`source`:
+    /// `inventory`, `measured`, `not_measured`), the probes and their
+    /// spread ([`crate::setup::Setup`]).
+    pub setup: crate::setup::Setup,
     /// The settings recommended: the inventory's, with the policy set.
     pub settings: Settings,
 }
@@ -161,7 +165,12 @@ pub struct Settings {
 impl PlanJson {
     /// `measured`: what was measured of each VM of `fleet`, in its order
     /// (may be empty).
-    pub fn new(plan: &Plan, fleet: &Fleet, measured: &[crate::Measured]) -> Self {
+    pub fn new(
+        plan: &Plan,
+        fleet: &Fleet,
+        measured: &[crate::Measured],
+        setup: &crate::setup::Setup,
+    ) -> Self {
         let result = plan.recommended_result();
         let hosts = fleet
             .hosts
@@ -235,6 +244,7 @@ impl PlanJson {
                     content_sample: measured.get(i).and_then(|m| m.content),
                 })
                 .collect(),
+            setup: setup.clone(),
             settings: Settings {
                 controller: plan.controller.clone(),
                 migration: plan.migration,

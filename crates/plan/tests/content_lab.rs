@@ -46,6 +46,8 @@ async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
         sample: Duration::from_secs(1),
         long: Duration::from_secs(1),
         runs: 256,
+        setup_probes: 0,
+        setup_stated: false,
     };
     let live = evac_plan::live::qemu(&inventory, &how, &|line| eprintln!("{line}"))
         .await
@@ -165,6 +167,8 @@ async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
             sample: Duration::from_secs(1),
             long: Duration::from_secs(1),
             runs: 256,
+            setup_probes: 0,
+            setup_stated: false,
         };
         let live = evac_plan::live::qemu(&inventory, &how, &|_| {}).await.unwrap();
         let plan = evac_plan::triage(&live.fleet, &live.network, live.migration, &live.controller);

@@ -92,6 +92,8 @@ async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
         sample: Duration::from_secs(2),
         long: Duration::from_secs(16),
         runs: 0,
+        setup_probes: 0,
+        setup_stated: false,
     };
     let live = evac_plan::live::qemu(&inventory, &how, &|line| eprintln!("{line}"))
         .await
@@ -287,6 +289,7 @@ qemu_args = []
         controller: inventory.controller.clone(),
         measured: Vec::new(),
         fleet,
+        setup: evac_plan::setup::Setup::stated(&inventory.migration),
     };
     let (curve, rounds) = planned(&live, &live.fleet);
     let mut fleet = live.fleet.clone();

@@ -69,16 +69,39 @@ fn bound(scenario: &Scenario) -> u64 {
             nic: h.nic.0 / 8.0,
         })
         .collect();
+    // The fewest bytes a VM can cost: its disk, and its memory by the byte
+    // model (zero pages as their header, compressed where compression may
+    // be chosen).
+    let may_compress = scenario.migration.compression != evac_model::Compression::None;
     let vms: Vec<BoundVm> = fleet
         .vms
         .iter()
-        .map(|v| BoundVm {
-            host: v.host.0,
-            bytes: v.memory.as_f64(),
-            priority: v.priority,
+        .map(|v| {
+            let mut per_byte = v.profile.first_pass_wire_per_byte(false);
+            if may_compress {
+                per_byte = per_byte.min(v.profile.first_pass_wire_per_byte(true));
+            }
+            BoundVm {
+                host: v.host.0,
+                bytes: v.disk.as_f64() + v.memory.as_f64() * per_byte,
+                priority: v.priority,
+            }
         })
         .collect();
-    knapsack_bound(&hosts, &vms, |t| wan_bytes_by(&scenario.network, t), 4000)
+    // Whatever crosses the WAN also enters the destinations: by `t` no more
+    // than their NICs together carry in `t`.
+    let into_destinations: f64 = fleet
+        .hosts
+        .iter()
+        .filter(|h| h.site == evac_model::Site::Destination)
+        .map(|h| h.nic.0 / 8.0)
+        .sum();
+    knapsack_bound(
+        &hosts,
+        &vms,
+        |t| wan_bytes_by(&scenario.network, t).min(into_destinations * t),
+        4000,
+    )
 }
 
 struct Row {

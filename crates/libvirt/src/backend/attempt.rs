@@ -7,12 +7,13 @@ use crate::inventory::HostSpec;
 use crate::limits;
 use evac_controller::{Phase, Retune};
 use evac_model::{BitsPerSec, Bytes, Site};
-use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest};
+use evac_model::{HostId, MigrationParams};
+use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest, Wake};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::{Gate, Landed, LibvirtBackend, CALL_TIMEOUT, POLL, STAGGER};
+use super::{Gate, Landed, LibvirtBackend, Source, CALL_TIMEOUT, POLL, STAGGER};
 
 /// What an attempt's task needs.
 pub(super) struct AttemptCtx {
@@ -46,6 +47,40 @@ pub(super) enum Control {
     Cancel,
 }
 
+/// When an attempt passed each of its stages, from its task's start: what
+/// a migration's time is made of beyond its bytes (docs/libvirt.md, "Where
+/// a migration's time goes"). Logged per attempt with
+/// `EVAC_LIBVIRT_STAGES=1`; the setup probe reports them.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Stages {
+    /// The migrate call made (connected to the source, the domain looked
+    /// up, its speed and downtime limit set).
+    pub called: Option<Duration>,
+    /// The first poll (every 500 ms) that saw bytes to send: the
+    /// destination's QEMU runs and the stream is up.
+    pub bytes_seen: Option<Duration>,
+    /// The migrate call returned (the destination's finish and the
+    /// source's confirm done).
+    pub returned: Option<Duration>,
+    /// The domain found running at its destination: the attempt's end.
+    pub found: Option<Duration>,
+}
+
+impl Stages {
+    /// One line: each stage's time from the attempt's start.
+    pub fn describe(&self) -> String {
+        let at =
+            |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+        format!(
+            "migrate call made at {}, bytes seen at {}, call returned at {}, found at its destination at {}",
+            at(self.called),
+            at(self.bytes_seen),
+            at(self.returned),
+            at(self.found)
+        )
+    }
+}
+
 /// What the task last measured.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Shared {
@@ -57,6 +92,20 @@ pub(super) struct Shared {
     paused_at: Option<Instant>,
     /// Switched to postcopy: the guest runs at the destination; no cancel.
     in_postcopy: bool,
+    /// When the attempt's task started, and its stages since.
+    begun: Option<Instant>,
+    pub(super) stages: Stages,
+}
+
+impl Shared {
+    fn mark(&mut self, stage: fn(&mut Stages) -> &mut Option<Duration>) {
+        if let Some(begun) = self.begun {
+            let slot = stage(&mut self.stages);
+            if slot.is_none() {
+                *slot = Some(begun.elapsed());
+            }
+        }
+    }
 }
 
 pub(super) enum AttemptResult {
@@ -77,6 +126,7 @@ pub(super) async fn run_attempt(
     mut control: mpsc::UnboundedReceiver<Control>,
     shared: Arc<Mutex<Shared>>,
 ) -> AttemptResult {
+    shared.lock().expect("not poisoned").begun = Some(Instant::now());
     // An adopted migration runs already: it waits for nothing.
     let (_slots, mut startup_slots) = if ctx.adopt_only {
         (Vec::new(), Vec::new())
@@ -255,12 +305,17 @@ pub(super) async fn attempt(
     if migration.adopted() {
         (ctx.log)(&format!("{domain}: adopted the migration already running"));
     }
+    shared.lock().expect("not poisoned").mark(|s| &mut s.called);
     let mut cancelled = false;
     let mut counted = 0u64;
     let mut last: Option<(Instant, u64)> = None;
     let mut ticker = tokio::time::interval(POLL);
+    let ended = migration.ended();
     loop {
         tokio::select! {
+            // The migrate call returned: its end is seen now, not at the
+            // next poll.
+            () = ended.wait() => break,
             request = control.recv() => match request {
                 Some(Control::Retune(change)) => {
                     let r = match change {
@@ -323,6 +378,9 @@ pub(super) async fn attempt(
                         }
                         let switch_now = {
                             let mut s = shared.lock().expect("not poisoned");
+                            if p.total.0 > 0 {
+                                s.mark(|s| &mut s.bytes_seen);
+                            }
                             s.progress = Some(p);
                             s.rate = rate;
                             // The first pass over memory is done: libvirt
@@ -340,6 +398,7 @@ pub(super) async fn attempt(
         }
     }
     let outcome = migration.wait(Duration::from_secs(5)).await;
+    shared.lock().expect("not poisoned").mark(|s| &mut s.returned);
     let progress = shared.lock().expect("not poisoned").progress.unwrap_or_default();
     let (paused_by_us, paused_at) = {
         let s = shared.lock().expect("not poisoned");
@@ -348,6 +407,14 @@ pub(super) async fn attempt(
     match outcome {
         Ok(()) => match find_running(&ctx, &domain).await {
             Some((landed, completed)) => {
+                let stages = {
+                    let mut s = shared.lock().expect("not poisoned");
+                    s.mark(|s| &mut s.found);
+                    s.stages
+                };
+                if std::env::var_os("EVAC_LIBVIRT_STAGES").is_some() {
+                    (ctx.log)(&format!("{domain}: {}", stages.describe()));
+                }
                 // The destination's record of the migration; without it,
                 // what was left at the last reading went at the end.
                 let (bytes, rounds, downtime) = match completed {
@@ -489,6 +556,17 @@ pub struct LibvirtMigration {
     result: oneshot::Receiver<AttemptResult>,
 }
 
+impl LibvirtMigration {
+    /// Waits at most `timeout` for the attempt's end, with its stages;
+    /// `None` past it (the handle is dropped: its task aborts the
+    /// migration, as when the run loop drops one).
+    pub(super) async fn finish_within(mut self, timeout: Duration) -> Option<(AttemptResult, Stages)> {
+        let result = tokio::time::timeout(timeout, &mut self.result).await.ok()?.ok()?;
+        let stages = self.shared.lock().expect("not poisoned").stages;
+        Some((result, stages))
+    }
+}
+
 impl evac_run::Migration for LibvirtMigration {
     type Landed = Landed;
 
@@ -576,9 +654,27 @@ impl LibvirtBackend {
     /// started, never start one.
     pub(super) fn spawn(&mut self, request: StartRequest, adopt_only: bool) -> LibvirtMigration {
         let source = self.sources[request.vm.0].clone();
+        self.spawn_for(
+            source,
+            request.destination,
+            request.params,
+            request.wake,
+            adopt_only,
+        )
+    }
+
+    /// Starts an attempt's task for `source`'s domain, a fleet VM's or a
+    /// probe's ([`super::probe`]): the same request, flags and limits.
+    pub(super) fn spawn_for(
+        &mut self,
+        source: Source,
+        destination: HostId,
+        params: MigrationParams,
+        wake: Wake,
+        adopt_only: bool,
+    ) -> LibvirtMigration {
         let src_host = &self.inventory.hosts[source.host.0];
-        let dst_host = &self.inventory.hosts[request.destination.0];
-        let params = request.params;
+        let dst_host = &self.inventory.hosts[destination.0];
         let migrate = MigrateRequest {
             domain: source.domain.clone(),
             destination_uri: dst_host.peer_uri().to_owned(),
@@ -602,7 +698,7 @@ impl LibvirtBackend {
             .collect();
         let ctx = AttemptCtx {
             source_gate: self.gates[source.host.0].clone(),
-            destination_gate: self.gates[request.destination.0].clone(),
+            destination_gate: self.gates[destination.0].clone(),
             source_spec: src_host.clone(),
             destination_spec: dst_host.clone(),
             source_uri: src_host.uri.clone(),
@@ -619,7 +715,6 @@ impl LibvirtBackend {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (result_tx, result) = oneshot::channel();
         let task_shared = shared.clone();
-        let wake = request.wake;
         tokio::spawn(async move {
             let result = run_attempt(ctx, control_rx, task_shared).await;
             let _ = result_tx.send(result);

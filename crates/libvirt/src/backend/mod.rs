@@ -17,8 +17,10 @@ use crate::inventory::{FoundDomain, Inventory};
 use crate::limits;
 
 mod attempt;
+mod probe;
 
-pub use attempt::LibvirtMigration;
+pub use attempt::{LibvirtMigration, Stages};
+pub use probe::{ProbeFailure, ProbeRun, PROBE_MEMORY_MIB, PROBE_PREFIX};
 
 /// How long one libvirt call of an attempt may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
