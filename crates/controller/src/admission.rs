@@ -170,6 +170,11 @@ mod tests {
             .collect()
     }
 
+    /// The picks of `vms`, each with one connection.
+    fn one_connection_each(vms: &[usize]) -> Vec<(VmId, Connections)> {
+        vms.iter().map(|&vm| (VmId(vm), Connections::ONE)).collect()
+    }
+
     /// A WAN peak of 100 B/s to fill, as many new migrations as fill it,
     /// each of at least one connection carrying `per_connection` B/s.
     fn wan_peak_100(per_connection: Option<f64>) -> Target {
@@ -234,14 +239,7 @@ mod tests {
             |_| 40.0,
             target,
         );
-        assert_eq!(
-            picks,
-            vec![
-                (VmId(0), Connections::new(1).unwrap()),
-                (VmId(2), Connections::new(1).unwrap()),
-                (VmId(3), Connections::new(1).unwrap())
-            ]
-        );
+        assert_eq!(picks, one_connection_each(&[0, 2, 3]));
         // With host 1's NIC already full from a migration in flight, host 3
         // takes its place.
         let running = [Running {
@@ -255,13 +253,7 @@ mod tests {
             |_| 40.0,
             target,
         );
-        assert_eq!(
-            picks,
-            vec![
-                (VmId(0), Connections::new(1).unwrap()),
-                (VmId(2), Connections::new(1).unwrap())
-            ]
-        );
+        assert_eq!(picks, one_connection_each(&[0, 2]));
     }
 
     #[test]

@@ -24,6 +24,18 @@ const MIX: Mix = Mix { zero: 0.6, text: 0.2 };
 /// (name, MiB, mix or random).
 const VMS: [(&str, u64, Option<Mix>); 2] = [("mixed", 256, Some(MIX)), ("random", 96, None)];
 
+/// How these tests measure a guest: short dirty-rate samples (1 s each)
+/// and 256 runs of its pages for its content, no setup probe.
+fn content_reading() -> Reading {
+    Reading {
+        sample: Duration::from_secs(1),
+        long: Duration::from_secs(1),
+        runs: 256,
+        setup_probes: 0,
+        setup_stated: false,
+    }
+}
+
 fn within(measured: f64, expected: f64, tolerance: f64) -> bool {
     (measured - expected).abs() <= tolerance * expected
 }
@@ -42,13 +54,7 @@ async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let text = shaped.inventory("sequential", &vms, "max_bandwidth = \"240 Mbps\"", "1 ms");
     let inventory = Inventory::from_str_at(&text, Path::new("inventory.toml")).unwrap();
-    let how = Reading {
-        sample: Duration::from_secs(1),
-        long: Duration::from_secs(1),
-        runs: 256,
-        setup_probes: 0,
-        setup_stated: false,
-    };
+    let how = content_reading();
     let live = evac_plan::live::qemu(&inventory, &how, &|line| eprintln!("{line}"))
         .await
         .unwrap();
@@ -163,13 +169,7 @@ async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
             "10 ms",
         );
         let inventory = Inventory::from_str_at(&text, Path::new("inventory.toml")).unwrap();
-        let how = Reading {
-            sample: Duration::from_secs(1),
-            long: Duration::from_secs(1),
-            runs: 256,
-            setup_probes: 0,
-            setup_stated: false,
-        };
+        let how = content_reading();
         let live = evac_plan::live::qemu(&inventory, &how, &|_| {}).await.unwrap();
         let plan = evac_plan::triage(&live.fleet, &live.network, live.migration, &live.controller);
         let predicted = plan.results[0].1.vms[0].clone();
