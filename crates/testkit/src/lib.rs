@@ -127,6 +127,13 @@ pub fn two_sites_toml(vms: &[(&str, &str)]) -> String {
     text
 }
 
+/// The `[network]` table of a constant WAN of `bandwidth` (e.g.
+/// `"1 Gbps"`), with this round trip (`"30 ms"`) and TCP window
+/// (`"4 MiB"`).
+pub fn wan_toml(bandwidth: &str, rtt: &str, window: &str) -> String {
+    format!("[network]\nwan_bandwidth = \"{bandwidth}\"\nwan_rtt = \"{rtt}\"\ntcp_window = \"{window}\"\n")
+}
+
 /// The `[[host]]` tables of a scenario (or inventory) whose fleet moves
 /// from `src` (the source) to `dst` (the destination), both with a NIC of
 /// `nic` (e.g. `"10 Gbps"`): eight lines, `src`'s `nic` the fourth. It ends
@@ -179,6 +186,14 @@ mod tests {
                 "site = \"destination\"",
                 "nic = \"1 Gbps\"",
             ]
+        );
+    }
+
+    #[test]
+    fn the_wan_table_says_what_it_is_given() {
+        assert_eq!(
+            wan_toml("400 Mbps", "30 ms", "4 MiB"),
+            "[network]\nwan_bandwidth = \"400 Mbps\"\nwan_rtt = \"30 ms\"\ntcp_window = \"4 MiB\"\n"
         );
     }
 }
