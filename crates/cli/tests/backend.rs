@@ -1,13 +1,15 @@
 //! `evac run` picks its backend from the inventory's `backend` key.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 /// `evac run --quiet FILE`, `text` written to FILE, `fleet.toml` in `dir`.
 fn run_inventory_in(dir: &Path, text: &str) -> Output {
     let path = dir.join("fleet.toml");
     std::fs::write(&path, text).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_evac"))
+    common::evac_command()
         .args(["run", "--quiet", path.to_str().unwrap()])
         .output()
         .expect("evac runs")

@@ -12,9 +12,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use evac_scenario::Scenario;
+
+mod common;
+use common::evac_command;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,7 +34,7 @@ fn evac_on(args: &[&str], text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("probe.toml");
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args(args)
         .arg(&file)
         .env("EVAC_STATE_DIR", dir.path())
@@ -462,7 +464,7 @@ fn every_result_field_is_documented() {
     // decisions, hosts with and without a power-off.
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("result.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args(["simulate", "--policy", "deadline", "--json"])
         .arg(&json)
         .arg(repo().join("scenarios/two-site.toml"))
@@ -506,11 +508,7 @@ fn every_result_field_is_documented() {
 fn the_file_evac_init_writes_shows_every_scenario_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("init.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
-        .arg("init")
-        .arg(&path)
-        .output()
-        .expect("evac runs");
+    let out = evac_command().arg("init").arg(&path).output().expect("evac runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The keys of each table, written or commented out (`# setup_time = ...`).
     let mut shown: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -3,15 +3,17 @@
 //! and the plan's total time against the real run's.
 
 mod browser;
+mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use evac_lab::{self as lab, Shaping};
 use evac_model::BytesPerSec;
 use evac_qemu::{run_detailed, Inventory};
 use serde_json::Value;
+
+use common::evac_command;
 
 const RATE_BPS: u64 = 300_000_000;
 /// The WAN: the lab's shaped link, with 20 ms of queue.
@@ -89,7 +91,7 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
 
     let ram = dir.join("vm-1.mem");
     let before = (pages_written(&ram, VMS[0].2), std::time::Instant::now());
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args([
             "plan",
             inventory_path.to_str().unwrap(),
@@ -152,7 +154,7 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
     // The scenario written is the one simulated: `evac simulate` of it
     // predicts the same total.
     let resim_path = dir.join("resim.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args(["simulate", scenario.to_str().unwrap(), "--policy", &policy])
         .args(["--json", resim_path.to_str().unwrap()])
         .output()
@@ -200,7 +202,7 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
     let real_json = dir.join("real.json");
     std::fs::write(&real_json, out.result.to_json()).unwrap();
     let html = dir.join("plan-vs-real.html");
-    let status = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let status = evac_command()
         .args([
             "report",
             resim_path.to_str().unwrap(),
