@@ -1,12 +1,11 @@
 //! The `evac` binary as a user runs it.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 mod common;
-use common::{evac, text, KillOnDrop};
+use common::{evac, evac_command, text, web_scenario, KillOnDrop};
 
 #[test]
 fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
@@ -119,25 +118,7 @@ fn policy_flag_overrides_the_scenario() {
 fn a_bad_scenario_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "name = \"bad\"\n\
-         [network]\n\
-         wan_bandwidth = \"1 Gbps\"\n\
-         [[host]]\n\
-         name = \"src\"\n\
-         site = \"source\"\n\
-         nic = \"10 Gbps\"\n\
-         [[host]]\n\
-         name = \"dst\"\n\
-         site = \"destination\"\n\
-         nic = \"10 Gbps\"\n\
-         [[vm]]\n\
-         name = \"web\"\n\
-         host = \"src\"\n\
-         memory = \"4 GB/s\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, web_scenario("").replace("\"4 GiB\"", "\"4 GB/s\"")).unwrap();
     let out = evac(&["simulate", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
@@ -147,7 +128,7 @@ fn a_bad_scenario_names_file_line_and_field() {
 
     // One line naming the file and the cause, once, and no backtrace even
     // where the environment asks Rust for them.
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args(["simulate", "/nonexistent/scenario.toml"])
         .env("RUST_BACKTRACE", "1")
         .output()
@@ -246,7 +227,7 @@ fn a_signal_stops_a_real_run(signal: libc::c_int, logged: &str) {
     let inventory = lab.inventory_file("sequential", &vms, "max_bandwidth = \"40 Mbps\"");
     let json = lab.dir.join("run.json");
     let (stdout, stderr) = (lab.dir.join("stdout"), lab.dir.join("stderr"));
-    let child = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let child = evac_command()
         .args([
             "run",
             inventory.to_str().unwrap(),

@@ -165,29 +165,16 @@ fn refused(args: &[&str], text: &str) -> String {
     stderr(&out).replace(path.to_str().unwrap(), "FILE")
 }
 
-const SCENARIO: &str = "name = \"s\"\n\
-    [network]\n\
-    wan_bandwidth = \"1 Gbps\"\n\
-    [controller]\n\
-    policy = \"deadline\"\n\
-    [[host]]\n\
-    name = \"src\"\n\
-    site = \"source\"\n\
-    nic = \"10 Gbps\"\n\
-    [[host]]\n\
-    name = \"dst\"\n\
-    site = \"destination\"\n\
-    nic = \"10 Gbps\"\n\
-    [[vm]]\n\
-    name = \"web\"\n\
-    host = \"src\"\n\
-    memory = \"4 GiB\"\n";
+/// The scenario these tests mistype: one VM, `web`, under `deadline`.
+fn scenario() -> String {
+    common::web_scenario("[controller]\npolicy = \"deadline\"\n")
+}
 
 #[test]
 fn the_scenario_itself_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.toml");
-    std::fs::write(&path, SCENARIO).unwrap();
+    std::fs::write(&path, scenario()).unwrap();
     assert!(evac(&["simulate", path.to_str().unwrap()]).status.success());
 }
 
@@ -196,13 +183,13 @@ fn a_mistyped_unit_gets_the_closest_one() {
     assert_eq!(
         refused(
             &["simulate"],
-            &SCENARIO.replace("nic = \"10 Gbps\"", "nic = \"10 Gbsp\"")
+            &scenario().replace("nic = \"10 Gbps\"", "nic = \"10 Gbsp\"")
         ),
         "error: FILE:9: field `nic` of [[host]] \"src\": `10 Gbsp` is not a bit rate like \"1 Gbps\" \
          (units: bps Kbps Mbps Gbps Tbps); did you mean `10 Gbps`?\n"
     );
     assert_eq!(
-        refused(&["simulate"], &SCENARIO.replace("\"4 GiB\"", "\"4 GIB\"")),
+        refused(&["simulate"], &scenario().replace("\"4 GiB\"", "\"4 GIB\"")),
         "error: FILE:17: field `memory` of [[vm]] \"web\": `4 GIB` is not a size like \"4 GiB\" \
          (units: B KB MB GB TB KiB MiB GiB TiB); did you mean `4 GiB`?\n"
     );
@@ -211,14 +198,17 @@ fn a_mistyped_unit_gets_the_closest_one() {
 #[test]
 fn a_mistyped_scenario_field_or_policy_gets_the_closest_one() {
     assert_eq!(
-        refused(&["simulate"], &SCENARIO.replace("wan_bandwidth", "wan_bandwith")),
+        refused(
+            &["simulate"],
+            &scenario().replace("wan_bandwidth", "wan_bandwith")
+        ),
         "error: FILE:3: field `wan_bandwith` of [network]: unknown field `wan_bandwith`, expected one of \
          `wan_bandwidth`, `wan_rtt`, `tcp_window`, `wan_trace`; did you mean `wan_bandwidth`?\n"
     );
     assert_eq!(
         refused(
             &["simulate"],
-            &SCENARIO.replace("policy = \"deadline\"", "policy = \"aimd_global\"")
+            &scenario().replace("policy = \"deadline\"", "policy = \"aimd_global\"")
         ),
         "error: FILE:5: field `policy` of [controller]: unknown variant `aimd_global`, expected one of \
          `sequential`, `parallel`, `static`, `aimd-local`, `aimd-global`, `deadline`; \
@@ -306,7 +296,7 @@ fn a_result_records_evac_the_scenario_and_its_seed() {
     let path = dir.path().join("in.toml");
     std::fs::write(
         &path,
-        SCENARIO.replace("name = \"s\"\n", "name = \"s\"\nseed = 99\n"),
+        scenario().replace("name = \"s\"\n", "name = \"s\"\nseed = 99\n"),
     )
     .unwrap();
     let result = result_json(&["simulate", path.to_str().unwrap()]);

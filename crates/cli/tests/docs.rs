@@ -12,9 +12,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use evac_scenario::Scenario;
+
+mod common;
+use common::evac_command;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,7 +34,7 @@ fn evac_on(args: &[&str], text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("probe.toml");
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args(args)
         .arg(&file)
         .env("EVAC_STATE_DIR", dir.path())
@@ -292,21 +294,15 @@ fn every_scenario_field_is_documented_in_its_table() {
 }
 
 /// A scenario with every table, small enough to load in a blink.
-const MINIMAL: &str = "name = \"defaults\"
+fn minimal() -> String {
+    format!(
+        "name = \"defaults\"
 [network]
 wan_bandwidth = \"1 Gbps\"
 [migration]
 [controller]
 [controller.aimd]
-[[host]]
-name = \"src\"
-site = \"source\"
-nic = \"10 Gbps\"
-[[host]]
-name = \"dst\"
-site = \"destination\"
-nic = \"10 Gbps\"
-[[vm]]
+{hosts}[[vm]]
 name = \"v\"
 host = \"src\"
 memory = \"1 GiB\"
@@ -315,26 +311,29 @@ prefix = \"g\"
 count = 2
 host = \"src\"
 memory = \"1 GiB\"
-";
+",
+        hosts = evac_testkit::src_dst_toml("10 Gbps")
+    )
+}
 
-/// `MINIMAL` with `field = value` in `table` (its first entry).
+/// [`minimal`] with `field = value` in `table` (its first entry).
 fn with_field(table: &str, field: &str, value: &str) -> String {
     let line = format!("{field} = {value}\n");
     if table.is_empty() {
-        return format!("{line}{MINIMAL}");
+        return format!("{line}{}", minimal());
     }
     let header = match table {
         "host" | "vm" | "vm_group" => format!("[[{table}]]\n"),
         _ => format!("[{table}]\n"),
     };
-    MINIMAL.replacen(&header, &format!("{header}{line}"), 1)
+    minimal().replacen(&header, &format!("{header}{line}"), 1)
 }
 
 #[test]
 fn every_documented_scenario_default_is_the_codes() {
     let doc = format_doc();
     let scenario = section(&doc, &["scenario"]);
-    let without = Scenario::from_toml_str(MINIMAL, "d.toml").expect("the minimal scenario loads");
+    let without = Scenario::from_toml_str(&minimal(), "d.toml").expect("the minimal scenario loads");
     let mut problems = Vec::new();
     let mut checked = 0;
     for (table, probe) in SCENARIO_TABLES.iter().filter(|(_, p)| !p.contains("wan_trace")) {
@@ -382,44 +381,57 @@ fn every_grid_field_and_factor_is_documented() {
     assert_none(problems);
 }
 
+/// What docs/format.md's section `path` misses of a backend's inventory:
+/// the keys evac accepts in each of `tables` (`""`: the top level) of a
+/// file that starts with `head`, and the backend's own `[migration]` keys
+/// (the fields of the struct `own.1` in `own.0`).
+fn undocumented_inventory(
+    label: &str,
+    path: &[&str],
+    head: &str,
+    tables: &[&str],
+    own: (&str, &str),
+) -> Vec<String> {
+    let doc = format_doc();
+    let documented = section(&doc, path).names();
+    let mut problems = Vec::new();
+    for table in tables {
+        let probe = match *table {
+            "" => format!("{head}zz_unknown = 1\n"),
+            table => format!("{head}{table}\nzz_unknown = 1\n"),
+        };
+        let what = format!("{label} inventory {table}");
+        problems.extend(missing(&what, &accepted(&["run"], &probe), &documented));
+    }
+    let extra = struct_fields(&repo().join(own.0), own.1);
+    problems.extend(missing(
+        &format!("{label} inventory [migration]"),
+        &extra,
+        &documented,
+    ));
+    problems
+}
+
 #[test]
 fn every_qemu_inventory_field_is_documented() {
-    let doc = format_doc();
-    let inventory = section(&doc, &["inventory", "qemu"]);
-    let documented = inventory.names();
-    let mut problems = Vec::new();
-    for (table, probe) in [
-        ("", "name = \"x\"\nzz_unknown = 1\n"),
-        ("[network]", "name = \"x\"\n[network]\nzz_unknown = 1\n"),
-        ("[[host]]", "name = \"x\"\n[[host]]\nzz_unknown = 1\n"),
-        ("[[vm]]", "name = \"x\"\n[[vm]]\nzz_unknown = 1\n"),
-    ] {
-        let what = format!("QEMU inventory {table}");
-        problems.extend(missing(&what, &accepted(&["run"], probe), &documented));
-    }
-    let extra = struct_fields(&repo().join("crates/qemu/src/inventory.rs"), "QemuOwn");
-    problems.extend(missing("QEMU inventory [migration]", &extra, &documented));
-    assert_none(problems);
+    assert_none(undocumented_inventory(
+        "QEMU",
+        &["inventory", "qemu"],
+        "name = \"x\"\n",
+        &["", "[network]", "[[host]]", "[[vm]]"],
+        ("crates/qemu/src/inventory.rs", "QemuOwn"),
+    ));
 }
 
 #[test]
 fn every_libvirt_inventory_field_is_documented() {
-    let doc = format_doc();
-    let inventory = section(&doc, &["inventory", "libvirt"]);
-    let documented = inventory.names();
-    let mut problems = Vec::new();
-    for (table, probe) in [
-        ("", "zz_unknown = 1\n"),
-        ("[[host]]", "[[host]]\nzz_unknown = 1\n"),
-        ("[[vm]]", "[[vm]]\nzz_unknown = 1\n"),
-    ] {
-        let what = format!("libvirt inventory {table}");
-        let probe = format!("name = \"x\"\nbackend = \"libvirt\"\n{probe}");
-        problems.extend(missing(&what, &accepted(&["run"], &probe), &documented));
-    }
-    let extra = struct_fields(&repo().join("crates/libvirt/src/inventory.rs"), "LibvirtOwn");
-    problems.extend(missing("libvirt inventory [migration]", &extra, &documented));
-    assert_none(problems);
+    assert_none(undocumented_inventory(
+        "libvirt",
+        &["inventory", "libvirt"],
+        "name = \"x\"\nbackend = \"libvirt\"\n",
+        &["", "[[host]]", "[[vm]]"],
+        ("crates/libvirt/src/inventory.rs", "LibvirtOwn"),
+    ));
 }
 
 /// Every key of a JSON value, objects in arrays included, by where it is:
@@ -452,7 +464,7 @@ fn every_result_field_is_documented() {
     // decisions, hosts with and without a power-off.
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("result.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args(["simulate", "--policy", "deadline", "--json"])
         .arg(&json)
         .arg(repo().join("scenarios/two-site.toml"))
@@ -496,11 +508,7 @@ fn every_result_field_is_documented() {
 fn the_file_evac_init_writes_shows_every_scenario_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("init.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
-        .arg("init")
-        .arg(&path)
-        .output()
-        .expect("evac runs");
+    let out = evac_command().arg("init").arg(&path).output().expect("evac runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The keys of each table, written or commented out (`# setup_time = ...`).
     let mut shown: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -552,30 +560,29 @@ fn anchor(heading: &str) -> String {
 
 /// The anchors of a markdown file's headings (outside code blocks).
 fn anchors(text: &str) -> BTreeSet<String> {
+    outside_code_blocks(text)
+        .filter(|line| line.starts_with('#'))
+        .map(|line| anchor(line.trim_start_matches('#')))
+        .collect()
+}
+
+/// A markdown text's lines outside its fenced code blocks (the fences
+/// left out too).
+fn outside_code_blocks(text: &str) -> impl Iterator<Item = &str> {
     let mut fenced = false;
-    let mut anchors = BTreeSet::new();
-    for line in text.lines() {
+    text.lines().filter(move |line| {
         if line.starts_with("```") {
             fenced = !fenced;
-        } else if !fenced && line.starts_with('#') {
-            anchors.insert(anchor(line.trim_start_matches('#')));
+            return false;
         }
-    }
-    anchors
+        !fenced
+    })
 }
 
 /// The targets of a markdown text's links, `[text](target)`, outside code.
 fn links(text: &str) -> Vec<String> {
     let mut links = Vec::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for line in outside_code_blocks(text) {
         // Inline code is not a link.
         let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
         let mut rest = prose.as_str();
@@ -645,16 +652,8 @@ fn every_relative_link_in_the_docs_resolves_inside_the_repo() {
 /// with a directory and a file's extension; no placeholders).
 fn named_paths(text: &str) -> Vec<String> {
     const EXTENSIONS: [&str; 9] = ["md", "rs", "toml", "json", "sh", "py", "yml", "png", "svg"];
-    let mut fenced = false;
     let mut paths = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for line in outside_code_blocks(text) {
         for code in backticked(line) {
             let plain = code
                 .chars()

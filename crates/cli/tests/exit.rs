@@ -5,23 +5,12 @@
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
 
 mod common;
-
-fn evac() -> Command {
-    common::evac_command()
-}
-
-fn run(args: &[&str]) -> Output {
-    evac().args(args).output().expect("evac runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{evac, evac_command, text};
 
 /// One source host that loses power after 1 s, with a 4 GiB VM on it: at
 /// 1 Gbps the copy alone takes 4 * 2^30 * 8 / 1e9 = 34.4 s, so it cannot
@@ -63,13 +52,13 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 #[test]
 fn every_vm_migrated_exits_0_and_some_not_migrated_exits_3() {
-    let out = run(&["simulate"]);
+    let out = evac(&["simulate"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     let dir = tempfile::tempdir().unwrap();
     let scenario = write(dir.path(), "lost.toml", ONE_LOST);
     let json = dir.path().join("r.json");
-    let out = run(&["simulate", &scenario, "--json", json.to_str().unwrap()]);
+    let out = evac(&["simulate", &scenario, "--json", json.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     // The result is written all the same.
     let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -88,11 +77,11 @@ fn every_vm_migrated_exits_0_and_some_not_migrated_exits_3() {
 
 #[test]
 fn errors_exit_1_and_usage_errors_exit_2() {
-    let out = run(&["simulate", "/nonexistent/scenario.toml"]);
+    let out = evac(&["simulate", "/nonexistent/scenario.toml"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let out = run(&["simulate", "--no-such-flag"]);
+    let out = evac(&["simulate", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let out = run(&["frobnicate"]);
+    let out = evac(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
@@ -110,7 +99,7 @@ fn an_unwritable_output_is_refused_before_anything_runs() {
         ],
     ];
     for args in cases {
-        let out = run(args);
+        let out = evac(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = text(&out.stderr);
         // Refused for the output, not for the inventory that is read after.
@@ -135,7 +124,7 @@ fn a_failed_run_leaves_no_empty_result_and_keeps_an_old_one() {
         "bad.toml",
         "name = \"x\"\n[network]\nwan_bandwidth = \"fast\"\n",
     );
-    let out = run(&["simulate", &bad, "--json", fresh.to_str().unwrap(), "--csv", &old]);
+    let out = evac(&["simulate", &bad, "--json", fresh.to_str().unwrap(), "--csv", &old]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(!fresh.exists(), "an empty result file was left behind");
     assert_eq!(std::fs::read_to_string(&old).unwrap(), "the previous result\n");
@@ -143,7 +132,7 @@ fn a_failed_run_leaves_no_empty_result_and_keeps_an_old_one() {
 
 #[test]
 fn dash_is_stdout_for_an_output_and_stdin_for_a_scenario() {
-    let mut child = evac()
+    let mut child = evac_command()
         .args(["simulate", "-", "--json", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -163,7 +152,7 @@ fn dash_is_stdout_for_an_output_and_stdin_for_a_scenario() {
     assert_eq!(result["vms"].as_array().unwrap().len(), 2);
     assert!(text(&out.stderr).contains("score"), "{}", text(&out.stderr));
 
-    let out = run(&["simulate", "--json", "-", "--csv", "-"]);
+    let out = evac(&["simulate", "--json", "-", "--csv", "-"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim_end(),
@@ -187,7 +176,7 @@ fn closed_pipe() -> OwnedFd {
 fn a_closed_stdout_ends_quietly_and_still_writes_the_files() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let out = evac()
+    let out = evac_command()
         .args(["simulate", "--json", json.to_str().unwrap()])
         .stdout(Stdio::from(closed_pipe()))
         .output()
@@ -199,7 +188,7 @@ fn a_closed_stdout_ends_quietly_and_still_writes_the_files() {
     assert!(result["migrated"].as_u64().unwrap() > 0);
 
     // The same for a JSON written to the closed stdout.
-    let out = evac()
+    let out = evac_command()
         .args(["simulate", "--json", "-"])
         .stdout(Stdio::from(closed_pipe()))
         .output()
@@ -236,7 +225,7 @@ fn every_subcommand_ends_quietly_on_a_closed_stdout() {
         if args[0] == "lab" && unsafe { libc::geteuid() } != 0 {
             continue;
         }
-        let out = evac()
+        let out = evac_command()
             .args(&args)
             .stdout(Stdio::from(closed_pipe()))
             .output()
@@ -253,7 +242,7 @@ fn a_full_disk_is_one_line_naming_the_path() {
     if !Path::new("/dev/full").exists() {
         panic!("/dev/full is missing: this test needs Linux");
     }
-    let out = run(&["simulate", "--json", "/dev/full"]);
+    let out = evac(&["simulate", "--json", "/dev/full"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim_end(),
@@ -261,7 +250,7 @@ fn a_full_disk_is_one_line_naming_the_path() {
     );
 
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let out = evac().arg("simulate").stdout(full).output().unwrap();
+    let out = evac_command().arg("simulate").stdout(full).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim_end(),

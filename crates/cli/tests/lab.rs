@@ -4,17 +4,14 @@
 //! process, no directory (TUN devices and qdiscs live in the namespaces).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use evac_lab::{self as lab};
 use serde_json::Value;
 
 mod common;
-
-fn evac() -> Command {
-    common::evac_command()
-}
+use common::evac_command;
 
 /// What `evac lab` needs: root's namespaces and QEMU.
 const NEEDS: &[lab::Prerequisite] = &[lab::netns_available, lab::qemu_available];
@@ -33,14 +30,7 @@ ramp_rtts = 12
 [controller]
 policy = "sequential"
 period = "500 ms"
-[[host]]
-name = "src"
-site = "source"
-nic = "1 Gbps"
-[[host]]
-name = "dst"
-site = "destination"
-nic = "1 Gbps"
+{hosts}
 [[vm]]
 name = "a"
 host = "src"
@@ -49,7 +39,8 @@ memory = "64 MiB"
 name = "b"
 host = "src"
 memory = "64 MiB"
-"#
+"#,
+        hosts = evac_testkit::src_dst_toml("1 Gbps")
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
@@ -61,7 +52,7 @@ memory = "64 MiB"
 /// is the inventory's path.
 fn lab_up(dir: &Path, tag: &str) -> (String, String) {
     let (name, file) = lab_file(dir, tag);
-    let out = evac()
+    let out = evac_command()
         .args(["lab", "up"])
         .arg(&file)
         .stderr(Stdio::inherit())
@@ -74,7 +65,7 @@ fn lab_up(dir: &Path, tag: &str) -> (String, String) {
 
 /// `evac lab down name` succeeds, names the lab first, and leaves nothing.
 fn down_removes(name: &str) {
-    let out = evac().args(["lab", "down", name]).output().unwrap();
+    let out = evac_command().args(["lab", "down", name]).output().unwrap();
     let (said, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -113,7 +104,7 @@ fn lab_run_moves_a_small_lab_close_to_the_prediction_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (name, file) = lab_file(dir.path(), "run");
     let json = dir.path().join("run.json");
-    let out = evac()
+    let out = evac_command()
         .args(["lab", "run"])
         .arg(&file)
         .arg("--json")
@@ -222,7 +213,7 @@ fn lab_down_of_a_running_lab_succeeds_and_so_does_a_second_one() {
     let (name, _) = lab_up(dir.path(), "twice");
     down_removes(&name);
 
-    let out = evac().args(["lab", "down", &name]).output().unwrap();
+    let out = evac_command().args(["lab", "down", &name]).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -239,7 +230,7 @@ fn ctrl_c_during_a_lab_run_cancels_and_leaves_nothing() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (name, file) = lab_file(dir.path(), "int");
-    let child = evac()
+    let child = evac_command()
         .args(["lab", "run"])
         .arg(&file)
         .stdout(Stdio::null())

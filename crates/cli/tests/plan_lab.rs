@@ -3,17 +3,25 @@
 //! and the plan's total time against the real run's.
 
 mod browser;
+mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use evac_lab::{self as lab, Lab, LabNetwork, Shaping};
+use evac_lab::{self as lab, Shaping};
 use evac_model::BytesPerSec;
-use evac_qemu::{run_detailed, Inventory, Placement};
+use evac_qemu::{run_detailed, Inventory};
 use serde_json::Value;
 
+use common::evac_command;
+
 const RATE_BPS: u64 = 300_000_000;
+/// The WAN: the lab's shaped link, with 20 ms of queue.
+const WAN: Shaping = Shaping {
+    rate_bps: RATE_BPS,
+    burst_bytes: 128 * 1024,
+    latency: Duration::from_millis(20),
+};
 /// Memory (MiB), dirty rate (bytes/s), working set (MiB). The working set
 /// is larger than the rate times the 2 s rate sample, so that sample sees
 /// the rate, and well below the rate times the 16 s working-set sample, so
@@ -47,30 +55,25 @@ fn within(measured: f64, expected: f64, tolerance: f64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_measures_the_fleet_and_predicts_the_real_run() {
-    if lab::skip_without(&[
-        lab::qemu_available,
-        lab::netns_available,
-        lab::dirty_guest_available,
-    ]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    // Dropped last: the lab's processes go before the namespaces.
-    let net = LabNetwork::new(Shaping {
-        rate_bps: RATE_BPS,
-        burst_bytes: 128 * 1024,
-        latency: Duration::from_millis(20),
-    })
-    .expect("the lab network");
-    let mut lab = Lab::new(dir.path());
+    let mut shaped = lab::shaped_lab_or_skip!(
+        &[
+            lab::qemu_available,
+            lab::netns_available,
+            lab::dirty_guest_available
+        ],
+        WAN
+    );
+    let src = Some(shaped.net.src.as_str());
     let mut vms = Vec::new();
     for (i, (mib, rate, working_set)) in VMS.into_iter().enumerate() {
         let name = format!("vm-{}", i + 1);
         vms.push(if rate > 0.0 {
-            lab.start_dirtying_vm_in(&name, mib, BytesPerSec(rate), working_set, Some(&net.src))
+            shaped
+                .lab
+                .start_dirtying_vm_in(&name, mib, BytesPerSec(rate), working_set, src)
                 .unwrap()
         } else {
-            lab.start_vm_in(&name, mib, Some(&net.src)).unwrap()
+            shaped.lab.start_vm_in(&name, mib, src).unwrap()
         });
     }
     // A fleet that has been running a while: past the guests' boot, whose
@@ -79,16 +82,16 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
     // Each migration capped below the shaped link by QEMU's max-bandwidth,
     // which counts the payload the simulator counts (the link's own limit
     // also carries TCP/IP headers).
-    let text = lab.inventory_in(&net, "deadline", &vms, "max_bandwidth = \"240 Mbps\"")
-        + &format!("[network]\nwan_bandwidth = \"{RATE_BPS} bps\"\nwan_rtt = \"1 ms\"\n");
-    let inventory_path = dir.path().join("inventory.toml");
+    let text = shaped.inventory("deadline", &vms, "max_bandwidth = \"240 Mbps\"", "1 ms");
+    let dir = shaped.lab.dir.clone();
+    let inventory_path = dir.join("inventory.toml");
     std::fs::write(&inventory_path, &text).unwrap();
-    let json = dir.path().join("plan.json");
-    let scenario = dir.path().join("plan.toml");
+    let json = dir.join("plan.json");
+    let scenario = dir.join("plan.toml");
 
-    let ram = dir.path().join("vm-1.mem");
+    let ram = dir.join("vm-1.mem");
     let before = (pages_written(&ram, VMS[0].2), std::time::Instant::now());
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args([
             "plan",
             inventory_path.to_str().unwrap(),
@@ -150,8 +153,8 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
 
     // The scenario written is the one simulated: `evac simulate` of it
     // predicts the same total.
-    let resim_path = dir.path().join("resim.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let resim_path = dir.join("resim.json");
+    let out = evac_command()
         .args(["simulate", scenario.to_str().unwrap(), "--policy", &policy])
         .args(["--json", resim_path.to_str().unwrap()])
         .output()
@@ -170,11 +173,7 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
     let out = run_detailed(inventory, None, std::future::pending())
         .await
         .unwrap();
-    for placement in &out.placements {
-        if let Placement::Destination { pid, .. } = placement {
-            lab.adopt(*pid);
-        }
-    }
+    shaped.lab.adopt_destinations(&out.placements);
     let real = out.result.total_time_s.unwrap();
     for (planned, done) in plan["vms"].as_array().unwrap().iter().zip(&out.result.vms) {
         eprintln!(
@@ -200,10 +199,10 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
 
     // The plan (simulated) and the real run of the same evacuation in one
     // report, opened in a real browser.
-    let real_json = dir.path().join("real.json");
+    let real_json = dir.join("real.json");
     std::fs::write(&real_json, out.result.to_json()).unwrap();
-    let html = dir.path().join("plan-vs-real.html");
-    let status = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let html = dir.join("plan-vs-real.html");
+    let status = evac_command()
         .args([
             "report",
             resim_path.to_str().unwrap(),

@@ -3,18 +3,15 @@
 //! no failed request and no exception, and its charts have content.
 
 mod browser;
+mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use browser::{chromium_available, Browser};
 use serde_json::{json, Value};
 
 fn evac(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
-        .args(args)
-        .output()
-        .expect("evac runs");
+    let out = common::evac(args);
     // 3: it ran, and some VM did not migrate (aimd-global loses some).
     assert!(
         matches!(out.status.code(), Some(0 | 3)),

@@ -170,16 +170,27 @@ mod tests {
             .collect()
     }
 
+    /// The picks of `vms`, each with one connection.
+    fn one_connection_each(vms: &[usize]) -> Vec<(VmId, Connections)> {
+        vms.iter().map(|&vm| (VmId(vm), Connections::ONE)).collect()
+    }
+
+    /// A WAN peak of 100 B/s to fill, as many new migrations as fill it,
+    /// each of at least one connection carrying `per_connection` B/s.
+    fn wan_peak_100(per_connection: Option<f64>) -> Target {
+        Target {
+            rate: 100.0,
+            max_new: usize::MAX,
+            base_connections: Connections::new(1).unwrap(),
+            per_connection,
+        }
+    }
+
     #[test]
     fn one_migration_with_enough_connections_fills_a_wan_its_nic_can_fill() {
         // WAN peak 100 B/s, sized to 110; connections of 30 B/s: ceil(110 /
         // 30) = 4 connections (120 B/s) on a NIC of 1000. One migration only.
-        let target = Target {
-            rate: 100.0,
-            max_new: usize::MAX,
-            base_connections: Connections::new(1).unwrap(),
-            per_connection: Some(30.0),
-        };
+        let target = wan_peak_100(Some(30.0));
         let picks = fill(
             &mut HostLoads::default(),
             candidates(&[0, 0, 1]),
@@ -198,12 +209,7 @@ mod tests {
         // alone: ceil(110 / 30) = 4 connections. Demand 60 + 120 >= 100:
         // no third. Within its NIC: a NIC of 45 B/s takes ceil(45 / 30) = 2.
         let beside_one = |nic: f64| {
-            let target = Target {
-                rate: 100.0,
-                max_new: usize::MAX,
-                base_connections: Connections::new(1).unwrap(),
-                per_connection: Some(30.0),
-            };
+            let target = wan_peak_100(Some(30.0));
             let running = Running {
                 host: HostId(0),
                 cap: 60.0,
@@ -225,12 +231,7 @@ mod tests {
         // NICs of 40 B/s, a WAN peak of 100: three hosts' NICs are needed
         // (40 + 40 + 20). Connections of 100 B/s: one each (at least the
         // base of 1). VM 1 is on host 0, whose NIC VM 0 already fills.
-        let target = Target {
-            rate: 100.0,
-            max_new: usize::MAX,
-            base_connections: Connections::new(1).unwrap(),
-            per_connection: Some(100.0),
-        };
+        let target = wan_peak_100(Some(100.0));
         let picks = fill(
             &mut HostLoads::default(),
             candidates(&[0, 0, 1, 2, 3]),
@@ -238,14 +239,7 @@ mod tests {
             |_| 40.0,
             target,
         );
-        assert_eq!(
-            picks,
-            vec![
-                (VmId(0), Connections::new(1).unwrap()),
-                (VmId(2), Connections::new(1).unwrap()),
-                (VmId(3), Connections::new(1).unwrap())
-            ]
-        );
+        assert_eq!(picks, one_connection_each(&[0, 2, 3]));
         // With host 1's NIC already full from a migration in flight, host 3
         // takes its place.
         let running = [Running {
@@ -259,13 +253,7 @@ mod tests {
             |_| 40.0,
             target,
         );
-        assert_eq!(
-            picks,
-            vec![
-                (VmId(0), Connections::new(1).unwrap()),
-                (VmId(2), Connections::new(1).unwrap())
-            ]
-        );
+        assert_eq!(picks, one_connection_each(&[0, 2]));
     }
 
     #[test]
@@ -297,38 +285,28 @@ mod tests {
             },
         );
         assert_eq!(picks, vec![(VmId(0), Connections::new(2).unwrap())]);
+        // What a VM on host 1 (NIC 50) gets beside one migration on host
+        // 0 carrying `cap`.
+        let beside = |cap: f64, target: Target| {
+            let running = [Running { host: HostId(0), cap }];
+            fill(
+                &mut HostLoads::default(),
+                candidates(&[1]),
+                running,
+                |_| 50.0,
+                target,
+            )
+        };
         // Nothing when the target is met already.
-        let running = [Running {
-            host: HostId(0),
-            cap: 60.0,
-        }];
         let met = Target { rate: 50.0, ..target };
-        assert!(fill(
-            &mut HostLoads::default(),
-            candidates(&[1]),
-            running,
-            |_| 50.0,
-            met
-        )
-        .is_empty());
+        assert!(beside(60.0, met).is_empty());
         // A NIC as fast as the WAN's peak fills it alone, though its
         // connections are sized to 10 % more: no second migration.
-        let running = [Running {
-            host: HostId(0),
-            cap: 80.0,
-        }];
         let nic_fills = Target {
             rate: 50.0,
             max_new: usize::MAX,
             ..target
         };
-        assert!(fill(
-            &mut HostLoads::default(),
-            candidates(&[1]),
-            running,
-            |_| 50.0,
-            nic_fills
-        )
-        .is_empty());
+        assert!(beside(80.0, nic_fills).is_empty());
     }
 }

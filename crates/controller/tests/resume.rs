@@ -51,10 +51,9 @@ fn started(actions: &[Action]) -> Vec<usize> {
         .collect()
 }
 
-#[test]
-fn sequential_waits_for_the_adopted_migration_and_skips_the_done() {
-    let fleet = fleet(64);
-    let mut c = controller(&fleet, PolicyKind::Sequential);
+/// What a journal says of a run cut short: a migrated to `dst`, b on its
+/// way there (its first attempt), c and d not started.
+fn a_done_b_in_flight(c: &mut Evacuation) {
     c.resume_vm(
         VmId(0),
         Resumed::Done {
@@ -68,6 +67,13 @@ fn sequential_waits_for_the_adopted_migration_and_skips_the_done() {
             attempts: 1,
         },
     );
+}
+
+#[test]
+fn sequential_waits_for_the_adopted_migration_and_skips_the_done() {
+    let fleet = fleet(64);
+    let mut c = controller(&fleet, PolicyKind::Sequential);
+    a_done_b_in_flight(&mut c);
     assert_eq!(c.queued(), 2);
     // One in flight already (b): sequential starts nothing.
     assert_eq!(started(&c.on_tick(&tick(1, vec![]))), Vec::<usize>::new());
@@ -90,19 +96,7 @@ fn the_adopted_and_migrated_vms_take_room_at_the_destination() {
     // Room for three 4 GiB VMs: a is there, b on its way, so only c fits.
     let fleet = fleet(12);
     let mut c = controller(&fleet, PolicyKind::Parallel);
-    c.resume_vm(
-        VmId(0),
-        Resumed::Done {
-            destination: Some(HostId(1)),
-        },
-    );
-    c.resume_vm(
-        VmId(1),
-        Resumed::InFlight {
-            destination: HostId(1),
-            attempts: 1,
-        },
-    );
+    a_done_b_in_flight(&mut c);
     assert_eq!(started(&c.on_tick(&tick(1, vec![]))), vec![2]);
 }
 

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
 use evac_lab::decisions::Comparison;
-use evac_lab::evacuate::evacuate_quietly;
+use evac_lab::evacuate::{evacuate_quietly, policies_from_env};
 use evac_lab::instance::LabInstance;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -37,14 +37,10 @@ async fn main() -> Result<()> {
             "/labs/fleet24.toml"
         )));
     }
-    let mut policies = vec![PolicyKind::Deadline, PolicyKind::AimdGlobal];
-    if let Ok(only) = std::env::var("DECISIONS_POLICIES") {
-        policies = only
-            .split(',')
-            .map(|p| p.trim().parse::<PolicyKind>().map_err(anyhow::Error::msg))
-            .collect::<Result<_>>()
-            .context("DECISIONS_POLICIES")?;
-    }
+    let policies = policies_from_env(
+        "DECISIONS_POLICIES",
+        &[PolicyKind::Deadline, PolicyKind::AimdGlobal],
+    )?;
     if labs.iter().all(|p| p.extension().is_some_and(|e| e == "json")) {
         let period: f64 = std::env::var("DECISIONS_PERIOD_S")
             .map_or(Ok(0.5), |p| p.parse())

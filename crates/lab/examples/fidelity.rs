@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
-use evac_lab::evacuate::evacuate_quietly;
+use evac_lab::evacuate::{evacuate_quietly, policies_from_env};
 use evac_lab::instance::LabInstance;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -26,21 +26,7 @@ async fn main() -> Result<()> {
             labs.push(PathBuf::from(dir).join(name));
         }
     }
-    let mut policies = vec![
-        PolicyKind::Sequential,
-        PolicyKind::Parallel,
-        PolicyKind::Static,
-        PolicyKind::AimdLocal,
-        PolicyKind::AimdGlobal,
-        PolicyKind::Deadline,
-    ];
-    if let Ok(only) = std::env::var("FIDELITY_POLICIES") {
-        policies = only
-            .split(',')
-            .map(|p| p.trim().parse::<PolicyKind>().map_err(anyhow::Error::msg))
-            .collect::<Result<_>>()
-            .context("FIDELITY_POLICIES")?;
-    }
+    let policies = policies_from_env("FIDELITY_POLICIES", &PolicyKind::ALL)?;
     println!("| lab | policy | time: median / worst error | bytes: median / worst error | total: lab / sim (error) |");
     println!("|---|---|---:|---:|---:|");
     for path in &labs {

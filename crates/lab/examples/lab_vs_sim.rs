@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
 use evac_lab::{self as lab, Lab, LabNetwork, Shaping};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec};
-use evac_qemu::{run_detailed, Inventory, Placement};
+use evac_qemu::{run_detailed, Inventory};
 use evac_report::RunResult;
 
 const RATE_BPS: u64 = 200_000_000;
@@ -96,10 +96,6 @@ async fn evacuate(policy: PolicyKind) -> Result<(RunResult, RunResult)> {
         evac_sim::simulate_evacuation(&fleet, &network, inventory.migration, &inventory.controller);
 
     let out = run_detailed(inventory, None, std::future::pending()).await?;
-    for placement in &out.placements {
-        if let Placement::Destination { pid, .. } = placement {
-            lab.adopt(*pid);
-        }
-    }
+    lab.adopt_destinations(&out.placements);
     Ok((out.result, predicted))
 }

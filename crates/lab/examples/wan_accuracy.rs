@@ -16,13 +16,9 @@ use evac_scenario::Scenario;
 
 fn lab(rate: &str, rtt_ms: u64, window: &str) -> Result<Topology> {
     let text = format!(
-        r#"name = "wan"
-[network]
-wan_bandwidth = "{rate}"
-wan_rtt = "{rtt_ms} ms"
-tcp_window = "{window}"
-{fleet}"#,
-        fleet = evac_testkit::two_sites_toml(&[("v", "64 MiB")])
+        "name = \"wan\"\n{}{}",
+        evac_testkit::wan_toml(rate, &format!("{rtt_ms} ms"), window),
+        evac_testkit::two_sites_toml(&[("v", "64 MiB")])
     );
     let scenario = Scenario::from_toml_str(&text, "<wan_accuracy>")?;
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -4,11 +4,24 @@
 use std::fmt::Write as _;
 use std::future::Future;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use evac_controller::PolicyKind;
 use evac_report::RunResult;
 
 use crate::instance::LabInstance;
+
+/// The policies an experiment runs: those named, comma-separated, in the
+/// environment variable `var` (e.g. `FIDELITY_POLICIES=sequential,parallel`),
+/// else `default`. A name that is no policy is an error naming `var`.
+pub fn policies_from_env(var: &str, default: &[PolicyKind]) -> Result<Vec<PolicyKind>> {
+    let Ok(only) = std::env::var(var) else {
+        return Ok(default.to_vec());
+    };
+    only.split(',')
+        .map(|p| p.trim().parse::<PolicyKind>().map_err(anyhow::Error::msg))
+        .collect::<Result<_>>()
+        .with_context(|| var.to_owned())
+}
 
 /// A lab evacuation: what happened and what the simulator predicted.
 #[derive(Debug, Clone)]

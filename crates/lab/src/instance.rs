@@ -362,20 +362,14 @@ mod tests {
         let text = format!(
             r#"[network]
 wan_bandwidth = "300 Mbps"
-[[host]]
-name = "src"
-site = "source"
-nic = "1 Gbps"
-[[host]]
-name = "dst"
-site = "destination"
-nic = "1 Gbps"
+{hosts}
 [[vm]]
 name = "db"
 host = "src"
 memory = "128 MiB"
 dirty_curve = {curve}
-"#
+"#,
+            hosts = evac_testkit::src_dst_toml("1 Gbps")
         );
         Scenario::from_toml_str(&text, "lab.toml").unwrap()
     }

@@ -27,7 +27,8 @@
 //!
 //! Every process a [`Lab`] starts or is told about ([`Lab::adopt`]) is killed
 //! by its pid when the lab is dropped, so a failing test cleans up too; a
-//! test starts its lab as a [`TempLab`], which also removes its directory.
+//! test starts its lab as a [`TempLab`], which also removes its directory,
+//! or as a [`ShapedLab`] when its VMs migrate over a shaped WAN.
 
 pub mod calibration;
 pub mod capacity;
@@ -57,7 +58,7 @@ pub use mix::{Mix, PageKind};
 pub use netns::{netns_available, netns_list};
 pub use pair::{LabNetwork, Shaping};
 pub use process::{find_pid, pid_alive};
-pub use temp::TempLab;
+pub use temp::{ShapedLab, TempLab};
 pub use vm::{
     destination_args, dirty_guest_available, Lab, LabVm, DIRTY_FILL_PATTERN, DIRTY_FILL_START, DIRTY_GUEST,
     DIRTY_GUEST_MAGIC, DIRTY_WORKING_SET_START, QBOOT,

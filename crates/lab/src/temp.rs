@@ -1,11 +1,13 @@
 //! A [`Lab`] in a fresh temporary directory: how a test starts one. It
 //! checks the test's prerequisites first ([`crate::skip_without`]: a skip
 //! says why, and under `EVAC_REQUIRE_LAB` is a failure), and removes the
-//! directory only after the lab has killed its processes.
+//! directory only after the lab has killed its processes. A
+//! [`ShapedLab`] puts such a lab behind a shaped [`LabNetwork`], for the
+//! tests that migrate over a WAN bottleneck.
 
 use std::ops::{Deref, DerefMut};
 
-use crate::{skip_without, Lab, Prerequisite};
+use crate::{skip_without, Lab, LabNetwork, LabVm, Prerequisite, Shaping};
 
 /// A [`Lab`] whose directory is removed when it is dropped, after its
 /// processes are killed. Derefs to the [`Lab`].
@@ -59,6 +61,54 @@ impl DerefMut for TempLab {
 macro_rules! lab_or_skip {
     ($needs:expr) => {
         match $crate::TempLab::unless_missing($needs) {
+            Some(lab) => lab,
+            None => return,
+        }
+    };
+}
+
+/// A [`TempLab`] whose VMs run in the source namespace of a shaped
+/// [`LabNetwork`] (`lab.start_vm_in(name, mib, Some(&net.src))`): the
+/// fields are public so that both can be borrowed at once.
+pub struct ShapedLab {
+    // Declared first: the lab's processes are killed before the
+    // namespaces they run in are deleted.
+    pub lab: TempLab,
+    pub net: LabNetwork,
+}
+
+impl ShapedLab {
+    /// A lab behind a new network shaped by `shaping`, or `None` (with the
+    /// reason on stderr) when one of `checks` fails, as
+    /// [`TempLab::unless_missing`].
+    ///
+    /// # Panics
+    ///
+    /// As [`TempLab::unless_missing`], and when the network cannot be made.
+    pub fn unless_missing(checks: &[Prerequisite], shaping: Shaping) -> Option<ShapedLab> {
+        let lab = TempLab::unless_missing(checks)?;
+        let net = LabNetwork::new(shaping).expect("the lab network");
+        Some(ShapedLab { lab, net })
+    }
+
+    /// The inventory of `vms` ([`Lab::inventory_in`]) with a `[network]`
+    /// whose WAN is the shaped link's rate, at a round trip of `wan_rtt`
+    /// (e.g. `"1 ms"`).
+    pub fn inventory(&self, policy: &str, vms: &[LabVm], extra_migration: &str, wan_rtt: &str) -> String {
+        self.lab.inventory_in(&self.net, policy, vms, extra_migration)
+            + &format!(
+                "[network]\nwan_bandwidth = \"{} bps\"\nwan_rtt = \"{wan_rtt}\"\n",
+                self.net.shaping.rate_bps
+            )
+    }
+}
+
+/// A [`ShapedLab`] for a test, or a return from the test, as
+/// [`lab_or_skip!`]: `evac_lab::shaped_lab_or_skip!(&[...], shaping)`.
+#[macro_export]
+macro_rules! shaped_lab_or_skip {
+    ($needs:expr, $shaping:expr) => {
+        match $crate::temp::ShapedLab::unless_missing($needs, $shaping) {
             Some(lab) => lab,
             None => return,
         }

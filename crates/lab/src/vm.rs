@@ -210,6 +210,19 @@ struct Dirtying {
     filled: bool,
 }
 
+impl Dirtying {
+    /// One working set of `working_set_mib` dirtied at `rate`.
+    fn working_set(rate: BytesPerSec, working_set_mib: u64, filled: bool) -> Dirtying {
+        Dirtying {
+            regions: vec![DirtyRegion {
+                rate,
+                mib: working_set_mib,
+            }],
+            filled,
+        }
+    }
+}
+
 /// A source VM started by the lab.
 #[derive(Debug, Clone)]
 pub struct LabVm {
@@ -308,13 +321,7 @@ impl Lab {
         working_set_mib: u64,
         netns: Option<&str>,
     ) -> std::io::Result<LabVm> {
-        let guest = Dirtying {
-            regions: vec![DirtyRegion {
-                rate: dirty_rate,
-                mib: working_set_mib,
-            }],
-            filled: false,
-        };
+        let guest = Dirtying::working_set(dirty_rate, working_set_mib, false);
         self.start_dirtying(name, mib, guest, netns, Ram::Random)
     }
 
@@ -359,13 +366,7 @@ impl Lab {
         dirty_rate: BytesPerSec,
         working_set_mib: u64,
     ) -> std::io::Result<LabVm> {
-        let guest = Dirtying {
-            regions: vec![DirtyRegion {
-                rate: dirty_rate,
-                mib: working_set_mib,
-            }],
-            filled: true,
-        };
+        let guest = Dirtying::working_set(dirty_rate, working_set_mib, true);
         self.start_dirtying(name, mib, guest, None, Ram::Anonymous)
     }
 
@@ -531,6 +532,16 @@ impl Lab {
     /// Kills `pid` too when the lab is dropped (e.g. a destination QEMU).
     pub fn adopt(&mut self, pid: u32) {
         self.adopted.push(pid);
+    }
+
+    /// Kills every destination QEMU a real run left (its `placements`)
+    /// when the lab is dropped, as [`Lab::adopt`].
+    pub fn adopt_destinations(&mut self, placements: &[evac_qemu::Placement]) {
+        for placement in placements {
+            if let evac_qemu::Placement::Destination { pid, .. } = placement {
+                self.adopt(*pid);
+            }
+        }
     }
 
     /// Whether a process the lab started has exited (reaping it).

@@ -10,13 +10,9 @@ use evac_scenario::Scenario;
 
 fn topology(tag: &str, rate: &str, rtt: &str, window: &str) -> Topology {
     let text = format!(
-        r#"name = "t"
-[network]
-wan_bandwidth = "{rate}"
-wan_rtt = "{rtt}"
-tcp_window = "{window}"
-{fleet}"#,
-        fleet = evac_testkit::two_sites_toml(&[("v", "64 MiB")])
+        "name = \"t\"\n{}{}",
+        evac_testkit::wan_toml(rate, rtt, window),
+        evac_testkit::two_sites_toml(&[("v", "64 MiB")])
     );
     let scenario = Scenario::from_toml_str(&text, "test").unwrap();
     let prefix = format!("evlab-test{tag}-{}", std::process::id());

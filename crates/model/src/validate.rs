@@ -353,21 +353,34 @@ impl Network {
             }
             check_duration(point.at, MAX_DURATION, "a time")
                 .map_err(|m| Invalid::new(path.clone().key("at"), m))?;
-            if let Some(previous) = index.checked_sub(1).map(|i| &self.wan_trace[i]) {
-                if point.at <= previous.at {
-                    return Err(Invalid::new(
-                        path.key("at"),
-                        format!(
-                            "`{}` is out of order: it does not come after the previous point's `{}`, \
-                             and the points of `wan_trace` must be in strictly increasing order of `at`",
-                            crate::format_duration(point.at),
-                            crate::format_duration(previous.at)
-                        ),
-                    ));
-                }
-            }
+            let previous = index.checked_sub(1).map(|i| self.wan_trace[i].at);
+            check_in_order(path, point.at, previous, "point", "wan_trace")?;
         }
         Ok(())
+    }
+}
+
+/// Refuses the entry at `path` of the trace `trace` (its `at` key) unless
+/// its time `at` comes strictly after the `previous` entry's: a trace's
+/// entries (each a `what`: "point", "change") are in increasing time.
+fn check_in_order(
+    path: FieldPath,
+    at: Duration,
+    previous: Option<Duration>,
+    what: &str,
+    trace: &str,
+) -> Result<(), Invalid> {
+    match previous {
+        Some(previous) if at <= previous => Err(Invalid::new(
+            path.key("at"),
+            format!(
+                "`{}` is out of order: it does not come after the previous {what}'s `{}`, \
+                 and the {what}s of `{trace}` must be in strictly increasing order of `at`",
+                crate::format_duration(at),
+                crate::format_duration(previous)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -492,19 +505,8 @@ impl Host {
                 check_duration(t, MAX_DURATION, "a power-off time")
                     .map_err(|m| Invalid::new(path.clone().key("power_off_at"), m))?;
             }
-            if let Some(previous) = index.checked_sub(1).map(|i| &self.power_trace[i]) {
-                if change.at <= previous.at {
-                    return Err(Invalid::new(
-                        path.key("at"),
-                        format!(
-                            "`{}` is out of order: it does not come after the previous change's `{}`, \
-                             and the changes of `power_trace` must be in strictly increasing order of `at`",
-                            crate::format_duration(change.at),
-                            crate::format_duration(previous.at)
-                        ),
-                    ));
-                }
-            }
+            let previous = index.checked_sub(1).map(|i| self.power_trace[i].at);
+            check_in_order(path, change.at, previous, "change", "power_trace")?;
         }
         Ok(())
     }

@@ -8,15 +8,33 @@
 use std::path::Path;
 use std::time::Duration;
 
-use evac_lab::{self as lab, Lab, LabNetwork, Mix, Shaping};
+use evac_lab::{self as lab, Mix, Shaping};
 use evac_plan::live::Reading;
-use evac_qemu::{run_detailed, Inventory, Placement};
+use evac_qemu::{run_detailed, Inventory};
 
 const RATE_BPS: u64 = 300_000_000;
+/// The WAN: the lab's shaped link.
+const WAN: Shaping = Shaping {
+    rate_bps: RATE_BPS,
+    burst_bytes: 128 * 1024,
+    latency: Duration::from_millis(5),
+};
 /// The guest: 60 % zero pages, half the rest compressible.
 const MIX: Mix = Mix { zero: 0.6, text: 0.2 };
 /// (name, MiB, mix or random).
 const VMS: [(&str, u64, Option<Mix>); 2] = [("mixed", 256, Some(MIX)), ("random", 96, None)];
+
+/// How these tests measure a guest: short dirty-rate samples (1 s each)
+/// and 256 runs of its pages for its content, no setup probe.
+fn content_reading() -> Reading {
+    Reading {
+        sample: Duration::from_secs(1),
+        long: Duration::from_secs(1),
+        runs: 256,
+        setup_probes: 0,
+        setup_stated: false,
+    }
+}
 
 fn within(measured: f64, expected: f64, tolerance: f64) -> bool {
     (measured - expected).abs() <= tolerance * expected
@@ -24,36 +42,19 @@ fn within(measured: f64, expected: f64, tolerance: f64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
-    if lab::skip_without(&[lab::qemu_available, lab::netns_available]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    // Dropped last: the lab's processes go before the namespaces.
-    let net = LabNetwork::new(Shaping {
-        rate_bps: RATE_BPS,
-        burst_bytes: 128 * 1024,
-        latency: Duration::from_millis(5),
-    })
-    .expect("the lab network");
-    let mut lab = Lab::new(dir.path());
+    let mut shaped = lab::shaped_lab_or_skip!(&[lab::qemu_available, lab::netns_available], WAN);
+    let src = Some(shaped.net.src.as_str());
     let mut vms = Vec::new();
     for (name, mib, mix) in VMS {
         vms.push(match mix {
-            Some(mix) => lab.start_mixed_vm_in(name, mib, mix, Some(&net.src)).unwrap(),
-            None => lab.start_vm_in(name, mib, Some(&net.src)).unwrap(),
+            Some(mix) => shaped.lab.start_mixed_vm_in(name, mib, mix, src).unwrap(),
+            None => shaped.lab.start_vm_in(name, mib, src).unwrap(),
         });
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let text = lab.inventory_in(&net, "sequential", &vms, "max_bandwidth = \"240 Mbps\"")
-        + &format!("[network]\nwan_bandwidth = \"{RATE_BPS} bps\"\nwan_rtt = \"1 ms\"\n");
+    let text = shaped.inventory("sequential", &vms, "max_bandwidth = \"240 Mbps\"", "1 ms");
     let inventory = Inventory::from_str_at(&text, Path::new("inventory.toml")).unwrap();
-    let how = Reading {
-        sample: Duration::from_secs(1),
-        long: Duration::from_secs(1),
-        runs: 256,
-        setup_probes: 0,
-        setup_stated: false,
-    };
+    let how = content_reading();
     let live = evac_plan::live::qemu(&inventory, &how, &|line| eprintln!("{line}"))
         .await
         .unwrap();
@@ -62,7 +63,7 @@ async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
     // compressed in runs as the sample compresses its runs.
     let pages = VMS[0].1 * 256;
     let truth_zero = MIX.zero_pages(pages) as f64 / pages as f64;
-    let ram = std::fs::read(dir.path().join("mixed.mem")).unwrap();
+    let ram = std::fs::read(shaped.lab.dir.join("mixed.mem")).unwrap();
     let runs: Vec<Vec<u8>> = ram
         .chunks(evac_plan::sample::RUN_BYTES)
         .map(<[u8]>::to_vec)
@@ -105,11 +106,7 @@ async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
     let out = run_detailed(inventory, None, std::future::pending())
         .await
         .unwrap();
-    for placement in &out.placements {
-        if let Placement::Destination { pid, .. } = placement {
-            lab.adopt(*pid);
-        }
-    }
+    shaped.lab.adopt_destinations(&out.placements);
     assert_eq!(out.result.migrated, VMS.len());
     for (planned, real) in predicted.vms.iter().zip(&out.result.vms) {
         let (p, r) = (
@@ -137,48 +134,42 @@ async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
 /// and time against each run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
-    if lab::skip_without(&[lab::qemu_available, lab::netns_available]) {
-        return;
-    }
     const WAN_BPS: u64 = 100_000_000;
     // 30 % zero pages, 60 % text-like, 10 % random.
     let mix = Mix { zero: 0.3, text: 0.6 };
-    let dir = tempfile::tempdir().unwrap();
-    let net = LabNetwork::new(Shaping {
-        rate_bps: WAN_BPS,
-        burst_bytes: 64 * 1024,
-        latency: Duration::from_millis(5),
-    })
-    .expect("the lab network");
-    let mut lab = Lab::new(dir.path());
+    let mut shaped = lab::shaped_lab_or_skip!(
+        &[lab::qemu_available, lab::netns_available],
+        Shaping {
+            rate_bps: WAN_BPS,
+            burst_bytes: 64 * 1024,
+            ..WAN
+        }
+    );
+    let src = Some(shaped.net.src.as_str());
     let mut times = Vec::new();
     // The compressible guest without and with `auto`, then a guest of random
     // bytes with `auto` (which must not compress it).
     for (compression, random) in [("none", false), ("auto", false), ("auto", true)] {
         let vm = if random {
-            lab.start_vm_in("random-auto", 128, Some(&net.src)).unwrap()
+            shaped.lab.start_vm_in("random-auto", 128, src).unwrap()
         } else {
-            lab.start_mixed_vm_in(&format!("text-{compression}"), 128, mix, Some(&net.src))
+            shaped
+                .lab
+                .start_mixed_vm_in(&format!("text-{compression}"), 128, mix, src)
                 .unwrap()
         };
         tokio::time::sleep(Duration::from_secs(2)).await;
         // The shaped link alone limits the migration: QEMU 7.2's
         // `max-bandwidth` does not meter compressed multifd pages as they go
         // on the wire (docs/plan.md), which the model does not follow.
-        let text = lab.inventory_in(
-            &net,
+        let text = shaped.inventory(
             "sequential",
             std::slice::from_ref(&vm),
             &format!("compression = \"{compression}\""),
-        ) + &format!("[network]\nwan_bandwidth = \"{WAN_BPS} bps\"\nwan_rtt = \"10 ms\"\n");
+            "10 ms",
+        );
         let inventory = Inventory::from_str_at(&text, Path::new("inventory.toml")).unwrap();
-        let how = Reading {
-            sample: Duration::from_secs(1),
-            long: Duration::from_secs(1),
-            runs: 256,
-            setup_probes: 0,
-            setup_stated: false,
-        };
+        let how = content_reading();
         let live = evac_plan::live::qemu(&inventory, &how, &|_| {}).await.unwrap();
         let plan = evac_plan::triage(&live.fleet, &live.network, live.migration, &live.controller);
         let predicted = plan.results[0].1.vms[0].clone();
@@ -198,11 +189,7 @@ async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
         let out = run_detailed(inventory, None, std::future::pending())
             .await
             .unwrap();
-        for placement in &out.placements {
-            if let Placement::Destination { pid, .. } = placement {
-                lab.adopt(*pid);
-            }
-        }
+        shaped.lab.adopt_destinations(&out.placements);
         let real = &out.result.vms[0];
         assert_eq!(out.result.migrated, 1, "{compression}: {:?}", out.result.vms);
         let (p, r) = (

@@ -19,12 +19,18 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use evac_lab::{self as lab, DirtyRegion, Lab, LabNetwork, Shaping, WriteCounters};
+use evac_lab::{self as lab, DirtyRegion, Shaping, WriteCounters};
 use evac_model::{Bytes, BytesPerSec, DirtyPoint, Fleet};
 use evac_plan::live::Reading;
-use evac_qemu::{run_detailed, Inventory, Placement};
+use evac_qemu::{run_detailed, Inventory};
 
 const RATE_BPS: u64 = 300_000_000;
+/// The WAN: the lab's shaped link.
+const WAN: Shaping = Shaping {
+    rate_bps: RATE_BPS,
+    burst_bytes: 128 * 1024,
+    latency: Duration::from_millis(5),
+};
 const MIB: f64 = 1_048_576.0;
 const MEMORY_MIB: u64 = 384;
 
@@ -58,37 +64,29 @@ fn planned(live: &evac_plan::Live, fleet: &Fleet) -> (f64, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
-    if lab::skip_without(&[
-        lab::qemu_available,
-        lab::netns_available,
-        lab::dirty_guest_available,
-    ]) {
-        return;
-    }
     let regions = regions();
-    let dir = tempfile::tempdir().unwrap();
-    // Dropped last: the lab's processes go before the namespaces.
-    let net = LabNetwork::new(Shaping {
-        rate_bps: RATE_BPS,
-        burst_bytes: 128 * 1024,
-        latency: Duration::from_millis(5),
-    })
-    .expect("the lab network");
-    let mut lab = Lab::new(dir.path());
-    let vm = lab
-        .start_curve_vm_in("curve", MEMORY_MIB, &regions, Some(&net.src))
+    let mut shaped = lab::shaped_lab_or_skip!(
+        &[
+            lab::qemu_available,
+            lab::netns_available,
+            lab::dirty_guest_available
+        ],
+        WAN
+    );
+    let vm = shaped
+        .lab
+        .start_curve_vm_in("curve", MEMORY_MIB, &regions, Some(&shaped.net.src))
         .unwrap();
     // Past the boot and the guest's calibration.
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Migrations capped below the shaped link, as plan_lab does: QEMU's
     // max-bandwidth counts the payload the simulator counts.
-    let text = lab.inventory_in(&net, "sequential", &[vm], "max_bandwidth = \"240 Mbps\"")
-        + &format!("[network]\nwan_bandwidth = \"{RATE_BPS} bps\"\nwan_rtt = \"1 ms\"\n");
+    let text = shaped.inventory("sequential", &[vm], "max_bandwidth = \"240 Mbps\"", "1 ms");
     let inventory = Inventory::from_str_at(&text, Path::new("inventory.toml")).unwrap();
 
     // The measurement: a 2 s sample for the rate, 16 s (longer than the
     // first round) for the working set, then the curve's periods.
-    let ram = dir.path().join("curve.mem");
+    let ram = shaped.lab.dir.join("curve.mem");
     let (before, started) = (WriteCounters::read(&ram, &regions).unwrap(), Instant::now());
     let how = Reading {
         sample: Duration::from_secs(2),
@@ -203,11 +201,7 @@ async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
     let out = run_detailed(inventory, None, std::future::pending())
         .await
         .unwrap();
-    for placement in &out.placements {
-        if let Placement::Destination { pid, .. } = placement {
-            lab.adopt(*pid);
-        }
-    }
+    shaped.lab.adopt_destinations(&out.placements);
     assert_eq!(out.result.migrated, 1);
     let done = &out.result.vms[0];
     let real = done.migration_time_s.unwrap();
@@ -241,7 +235,8 @@ async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
 ///   6.57, 3.21, 1.573, 0.770, 0.377 s, 0.184 s stopped: 26.10 s.
 #[test]
 fn the_true_curve_plans_the_rounds_worked_by_hand() {
-    let text = r#"name = "by hand"
+    let text = format!(
+        r#"name = "by hand"
 [network]
 wan_bandwidth = "300 Mbps"
 wan_rtt = "1 ms"
@@ -249,22 +244,17 @@ wan_rtt = "1 ms"
 policy = "sequential"
 [migration]
 max_bandwidth = "240 Mbps"
-[[host]]
-name = "src"
-site = "source"
-nic = "1 Gbps"
-[[host]]
-name = "dst"
-site = "destination"
-nic = "1 Gbps"
+{hosts}
 migration_address = "127.0.0.1"
 [[vm]]
 name = "curve"
 host = "src"
 qmp = "/nonexistent/curve.qmp"
 qemu_args = []
-"#;
-    let inventory = Inventory::from_str_at(text, Path::new("inventory.toml")).unwrap();
+"#,
+        hosts = evac_testkit::src_dst_toml("1 Gbps")
+    );
+    let inventory = Inventory::from_str_at(&text, Path::new("inventory.toml")).unwrap();
     let sample = |seconds: u64, mib: u64| evac_plan::measure::DirtySample {
         seconds,
         dirtied_bytes: mib << 20,

@@ -46,25 +46,25 @@ qmp = "/nonexistent/web.qmp"
 qemu_args = []
 "#;
 
-#[test]
-fn the_written_scenario_reads_back_as_the_fleet() {
-    let inventory = Inventory::from_str_at(INVENTORY, Path::new("inv.toml")).unwrap();
-    let measured = [
+/// What `evac plan` measured of the inventory's two VMs: `db`, 8 GiB
+/// dirtying `dirty_rate` over a 1 GiB working set, and `web`, 1.5 GiB idle.
+fn db_and_web(dirty_rate: BytesPerSec) -> [Measured; 2] {
+    [
         Measured {
             memory: Bytes::gib(8),
-            dirty_rate: BytesPerSec(19.0 * 1_048_576.0),
+            dirty_rate,
             working_set: Bytes::gib(1),
             dirtied: vec![],
             content: None,
         },
-        Measured {
-            memory: Bytes::mib(1536),
-            dirty_rate: BytesPerSec(0.0),
-            working_set: Bytes::mib(1536),
-            dirtied: vec![],
-            content: None,
-        },
-    ];
+        Measured::idle(Bytes::mib(1536)),
+    ]
+}
+
+#[test]
+fn the_written_scenario_reads_back_as_the_fleet() {
+    let inventory = Inventory::from_str_at(INVENTORY, Path::new("inv.toml")).unwrap();
+    let measured = db_and_web(BytesPerSec(19.0 * 1_048_576.0));
     let mut fleet = scenario::with_measured(inventory.fleet(&[Bytes(1), Bytes(1)]), &measured, &[]);
     // A local disk copied with the migration (a libvirt fleet's) is written
     // too, to the byte.
@@ -109,22 +109,7 @@ fn the_pick_saves_the_most_priority_then_finishes_first() {
     let inventory = Inventory::from_str_at(INVENTORY, Path::new("inv.toml")).unwrap();
     // 8 GiB dirtying and 1.5 GiB idle behind a 300 Mbps WAN, 90 s before
     // the rack dies: 9.5 GiB need 272 s at best, so some policy loses one.
-    let measured = [
-        Measured {
-            memory: Bytes::gib(8),
-            dirty_rate: BytesPerSec(5e6),
-            working_set: Bytes::gib(1),
-            dirtied: vec![],
-            content: None,
-        },
-        Measured {
-            memory: Bytes::mib(1536),
-            dirty_rate: BytesPerSec(0.0),
-            working_set: Bytes::mib(1536),
-            dirtied: vec![],
-            content: None,
-        },
-    ];
+    let measured = db_and_web(BytesPerSec(5e6));
     let fleet = scenario::with_measured(inventory.fleet(&[Bytes(1), Bytes(1)]), &measured, &[]);
     let plan = triage(
         &fleet,

@@ -12,7 +12,7 @@ use evac_controller::{Phase, Retune};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Network, Site};
 use evac_qmp::{MigrationStatus, Qmp};
 use evac_run::journal::Replay;
-use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest};
+use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest, Wake};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::attempt::{self, AttemptCtx, AttemptResult, Control};
@@ -193,46 +193,26 @@ impl evac_run::Backend for QemuBackend {
     }
 }
 
+/// Runs an attempt's task: its result goes to the backend's receiver,
+/// then the run loop is woken to read it.
+fn report_to(
+    result_tx: oneshot::Sender<AttemptResult>,
+    wake: Wake,
+    task: impl std::future::Future<Output = AttemptResult> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let _ = result_tx.send(task.await);
+        wake.wake();
+    });
+}
+
 impl QemuBackend {
-    /// Starts an attempt's task: a fresh one, or (`adopt`: its destination's
-    /// QMP socket) one a previous evac started.
-    fn launch(&mut self, request: StartRequest, adopt: Option<PathBuf>) -> QemuMigration {
+    /// What an attempt of `request` from the source `src` needs: its VM,
+    /// the destination host, and where the TLS credentials of both ends
+    /// are when the stream is TLS.
+    fn attempt_ctx(&self, request: &StartRequest, src: &Qmp) -> AttemptCtx {
         let vm = request.vm.0;
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let progress = Arc::new(Mutex::new(attempt::Progress::default()));
-        let (result_tx, result) = oneshot::channel();
-        let host = self.inventory.hosts[request.destination.0].name.clone();
-        // As `host_tx`: a source's counters tell its migrations' bytes only
-        // in a namespace of its own (in the root one a migration over `lo`,
-        // as in tests, is not counted).
-        let source_netns = self.fleet.vms[vm].host.0;
-        let source_netns = self.inventory.hosts[source_netns].netns.is_some();
-        let wake = request.wake.clone();
-        let Some(src) = self.sources[vm].clone() else {
-            // No source: resumed after it completed, or it is gone.
-            tokio::spawn(async move {
-                let result = match adopt {
-                    Some(sock) => attempt::adopt_without_source(sock).await,
-                    None => attempt::AttemptResult::Failed {
-                        reason: "its source QEMU is gone".into(),
-                        transferred: 0,
-                    },
-                };
-                let _ = result_tx.send(result);
-                wake.wake();
-            });
-            return QemuMigration {
-                src: None,
-                host,
-                control,
-                progress,
-                result,
-                rate: RateMeter::default(),
-                source_netns,
-                max_bandwidth: request.params.max_bandwidth,
-            };
-        };
-        let ctx = AttemptCtx {
+        AttemptCtx {
             vm: self.inventory.vms[vm].name.clone(),
             attempt: request.attempt,
             src: src.clone(),
@@ -256,18 +236,48 @@ impl QemuBackend {
                 }
             }),
             log: self.log.clone(),
-        };
-        let task_progress = progress.clone();
-        tokio::spawn(async move {
-            let result = match adopt {
-                Some(sock) => attempt::adopt_attempt(ctx, sock, control_rx, task_progress).await,
-                None => attempt::run_attempt(ctx, control_rx, task_progress).await,
-            };
-            let _ = result_tx.send(result);
-            wake.wake();
-        });
+        }
+    }
+
+    /// Starts an attempt's task: a fresh one, or (`adopt`: its destination's
+    /// QMP socket) one a previous evac started.
+    fn launch(&mut self, request: StartRequest, adopt: Option<PathBuf>) -> QemuMigration {
+        let vm = request.vm.0;
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let progress = Arc::new(Mutex::new(attempt::Progress::default()));
+        let (result_tx, result) = oneshot::channel();
+        let host = self.inventory.hosts[request.destination.0].name.clone();
+        // As `host_tx`: a source's counters tell its migrations' bytes only
+        // in a namespace of its own (in the root one a migration over `lo`,
+        // as in tests, is not counted).
+        let source_netns = self.fleet.vms[vm].host.0;
+        let source_netns = self.inventory.hosts[source_netns].netns.is_some();
+        let wake = request.wake.clone();
+        let src = self.sources[vm].clone();
+        match &src {
+            // No source: resumed after it completed, or it is gone.
+            None => report_to(result_tx, wake, async move {
+                match adopt {
+                    Some(sock) => attempt::adopt_without_source(sock).await,
+                    None => attempt::AttemptResult::Failed {
+                        reason: "its source QEMU is gone".into(),
+                        transferred: 0,
+                    },
+                }
+            }),
+            Some(src) => {
+                let ctx = self.attempt_ctx(&request, src);
+                let task_progress = progress.clone();
+                report_to(result_tx, wake, async move {
+                    match adopt {
+                        Some(sock) => attempt::adopt_attempt(ctx, sock, control_rx, task_progress).await,
+                        None => attempt::run_attempt(ctx, control_rx, task_progress).await,
+                    }
+                })
+            }
+        }
         QemuMigration {
-            src: Some(src),
+            src,
             host,
             control,
             progress,
@@ -585,28 +595,17 @@ mod tests {
     #[test]
     fn a_rate_is_no_more_than_its_host_transmitted() {
         let start = tokio::time::Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // The host had sent 10 000 000 bytes when the migration started.
+        let started = Some((start, Some(10_000_000)));
         let mut meter = RateMeter::default();
         // QEMU wrote 6 000 000 bytes in 500 ms (96 Mbit/s) but the host
         // sent 2 500 000 (40 Mbit/s): the rest waits in its buffers.
-        let half = start + Duration::from_millis(500);
-        let rate = meter.read(
-            half,
-            6_000_000,
-            Some(12_500_000),
-            Some((start, Some(10_000_000))),
-            BitsPerSec(1e9),
-        );
+        let rate = meter.read(at(500), 6_000_000, Some(12_500_000), started, BitsPerSec(1e9));
         assert_eq!(rate, BitsPerSec(40e6));
         // The next 500 ms: 2 000 000 written, the host 3 000 000 (it sent
         // the buffers out, or another migration sent too): 32 Mbit/s.
-        let one = start + Duration::from_millis(1000);
-        let rate = meter.read(
-            one,
-            8_000_000,
-            Some(15_500_000),
-            Some((start, Some(10_000_000))),
-            BitsPerSec(1e9),
-        );
+        let rate = meter.read(at(1000), 8_000_000, Some(15_500_000), started, BitsPerSec(1e9));
         assert_eq!(rate, BitsPerSec(32e6));
     }
 }

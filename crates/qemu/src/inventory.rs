@@ -329,6 +329,13 @@ mod tests {
     use evac_model::wall_clock::PowerOffAt;
     use evac_model::BitsPerSec;
 
+    /// The error of reading `text` as `lab.toml`, as it is printed.
+    fn refused(text: &str) -> String {
+        Inventory::from_str_at(text, Path::new("lab.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
     const GOOD: &str = r#"
 name = "lab"
 [controller]
@@ -391,9 +398,7 @@ qemu_args = ["-machine", "q35"]
             Some(Duration::ZERO)
         );
         // Line 12 of GOOD (which starts with a newline) holds it.
-        let err = Inventory::from_str_at(&GOOD.replace("\"10 min\"", "\"14:30\""), Path::new("lab.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refused(&GOOD.replace("\"10 min\"", "\"14:30\""));
         assert!(
             err.starts_with("lab.toml:12:16: field `host[0].power_off_at`: `14:30` is not"),
             "{err}"
@@ -414,11 +419,6 @@ qemu_args = ["-machine", "q35"]
         assert_eq!(hosts[0].margin, Duration::from_secs(30));
         // Its power-off is the UPS's to tell during a run, not the file's.
         assert!(inv.power_offs().is_empty());
-        let refused = |text: &str| {
-            Inventory::from_str_at(text, Path::new("lab.toml"))
-                .unwrap_err()
-                .to_string()
-        };
         let e = refused(&text.replace("ups1@10.0.0.5", "ups1"));
         assert!(
             e.starts_with("lab.toml:13:7: field `host[0].ups`: `ups1` is not a UPS"),
@@ -469,9 +469,7 @@ qemu_args = ["-machine", "q35"]
                 .backend,
             "qemu"
         );
-        let err = Inventory::from_str_at(&format!("backend = \"libvirt\"\n{GOOD}"), Path::new("lab.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refused(&format!("backend = \"libvirt\"\n{GOOD}"));
         assert!(
             err.contains("lab.toml") && err.contains("`backend`") && err.contains("libvirt"),
             "{err}"
@@ -486,9 +484,7 @@ qemu_args = ["-machine", "q35"]
                 "[[host]]\nname = \"dst-1\"",
                 "[[host]]\nname = \"src-2\"\nsite = \"source\"\nnic = \"1 Gbps\"\nnetns = \"evac-src\"\n[[host]]\nname = \"dst-1\"",
             );
-        let err = Inventory::from_str_at(&two, Path::new("lab.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refused(&two);
         assert!(
             err.contains("lab.toml")
                 && err.contains("`src-1`")
@@ -523,35 +519,21 @@ qemu_args = ["-machine", "q35"]
         assert_eq!(inv.hosts[1].tls_dir(), Path::new("/srv/pki/dst"));
         assert_eq!(inv.hosts[1].tls_name.as_deref(), Some("dst-1.example"));
         // Still strict about what [migration] holds.
-        let err = Inventory::from_str_at(
-            &text.replace("tls = true", "tls = true\ntls_verify = 1"),
-            Path::new("lab.toml"),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refused(&text.replace("tls = true", "tls = true\ntls_verify = 1"));
         assert!(err.contains("lab.toml") && err.contains("tls_verify"), "{err}");
         // A bad value of the model's parameters beside `tls`: at its own
         // line and column, with its path (the table's header is line 6).
         let bad = text.replace("tls = true", "tls = true\nmax_bandwidth = \"fast\"");
-        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refused(&bad);
         let line = bad.lines().position(|l| l.starts_with("max_bandwidth")).unwrap() + 1;
         assert_eq!(line, 8);
         assert!(
             err.starts_with("lab.toml:8:17: field `migration.max_bandwidth`"),
             "{err}"
         );
-        let err = Inventory::from_str_at(
-            &text.replace("tls = true", "tls = \"yes\""),
-            Path::new("lab.toml"),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refused(&text.replace("tls = true", "tls = \"yes\""));
         assert!(err.contains("lab.toml") && err.contains("tls"), "{err}");
-        let err = Inventory::from_str_at(&text.replace("/srv/pki/dst", "pki/dst"), Path::new("lab.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refused(&text.replace("/srv/pki/dst", "pki/dst"));
         assert!(
             err.contains("lab.toml")
                 && err.contains("`dst-1`")
@@ -573,32 +555,24 @@ qemu_args = ["-machine", "q35"]
         assert_eq!(net.wan_rtt, Duration::from_millis(40));
         assert_eq!(net.tcp_window, Bytes::mib(4));
         let bad = text.replace("wan_rtt", "wan_latency");
-        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refused(&bad);
         assert!(err.contains("wan_latency"), "{err}");
     }
 
     #[test]
     fn errors_name_the_file_line_and_field() {
         let bad = GOOD.replace("nic = \"10 Gbps\"\nmemory", "nic = \"10 GiB\"\nmemory");
-        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refused(&bad);
         assert!(err.starts_with("lab.toml:16:"), "{err}");
         assert!(
             err.contains("field `host[1].nic`") && err.contains("10 GiB"),
             "{err}"
         );
         let bad = GOOD.replace("qmp = ", "qmpp = ");
-        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refused(&bad);
         assert!(err.contains("lab.toml:") && err.contains("qmpp"), "{err}");
         let bad = GOOD.replace("host = \"src-1\"", "host = \"src-9\"");
-        let err = Inventory::from_str_at(&bad, Path::new("lab.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refused(&bad);
         assert!(err.contains("field `host`") && err.contains("src-9"), "{err}");
     }
 
@@ -607,11 +581,6 @@ qemu_args = ["-machine", "q35"]
     /// starts with a newline).
     #[test]
     fn the_models_wall_refuses_at_file_line_field() {
-        let refused = |text: &str| {
-            Inventory::from_str_at(text, Path::new("lab.toml"))
-                .unwrap_err()
-                .to_string()
-        };
         let charset = "a name has only letters A-Z a-z, digits 0-9, `.`, `_` and `-`";
         assert_eq!(
             refused(&GOOD.replace("nic = \"10 Gbps\"\nmemory", "nic = \"0 bps\"\nmemory")),
@@ -662,12 +631,7 @@ qemu_args = ["-machine", "q35"]
         let from_scenario = evac_scenario::Scenario::from_toml_str(scenario, "s.toml")
             .unwrap_err()
             .to_string();
-        let from_inventory = Inventory::from_str_at(
-            &GOOD.replace("period = \"1 s\"", "period = \"0 s\""),
-            Path::new("lab.toml"),
-        )
-        .unwrap_err()
-        .to_string();
+        let from_inventory = refused(&GOOD.replace("period = \"1 s\"", "period = \"0 s\""));
         let tail = |s: &str| s.split_once(": ").map(|(_, t)| t.to_owned()).unwrap();
         assert_eq!(tail(&from_scenario), tail(&from_inventory));
     }

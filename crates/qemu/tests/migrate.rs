@@ -11,7 +11,7 @@ use evac_qemu::{run_detailed, run_with_controller, Inventory, Placement, RunOutp
 use evac_report::Outcome;
 
 mod common;
-use common::{at_destination, monitor, quick_inventory, Script};
+use common::{at_destination, first_destination_once_sent, monitor, quick_inventory, Script};
 
 /// What these tests need.
 const NEEDS: &[lab::Prerequisite] = &[lab::qemu_available];
@@ -109,20 +109,9 @@ async fn a_killed_destination_is_retried_on_a_fresh_one() {
     let monitor = monitor(&vms[0]).await;
     let run = tokio::spawn(run_detailed(inv, None, std::future::pending()));
     // Wait until the first attempt is sending, then kill its destination.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pid = loop {
-        assert!(Instant::now() < deadline, "the first attempt never started");
-        let info = monitor.query_migrate().await.unwrap();
-        let sent = info.ram.map_or(0, |r| r.transferred);
-        // 20 MiB at 150 Mbps is over a second: the run has polled this
-        // attempt's progress at least once (every 500 ms) before the kill.
-        if info.status == Some(evac_qmp::MigrationStatus::Active) && sent > 20 << 20 {
-            break lab::find_pid(lab.dir.join("dst-vm-1-1.qmp").to_str().unwrap())
-                .expect("the first destination's pid");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    lab.adopt(pid);
+    // 20 MiB at 150 Mbps is over a second: the run has polled this
+    // attempt's progress at least once (every 500 ms) before the kill.
+    let pid = first_destination_once_sent(&mut lab, &monitor, 20 << 20, Duration::from_secs(20)).await;
     // SAFETY: kill(2) of the destination QEMU the run started.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use evac_controller::PolicyKind;
-use evac_lab::{self as lab, Lab, LabNetwork, LabVm, Shaping};
+use evac_lab::{self as lab, LabVm, ShapedLab, Shaping};
 use evac_qemu::{run_detailed, Inventory, Placement};
 use evac_qmp::{Qmp, RunState};
 use evac_report::Outcome;
@@ -23,20 +23,17 @@ const NEEDS: &[lab::Prerequisite] = &[lab::qemu_available, lab::netns_available]
 
 #[test]
 fn two_vms_through_a_shaped_wan() {
-    if lab::skip_without(NEEDS) {
-        return;
-    }
     let wall = Instant::now();
-    // Declared before the lab: dropped after it, once its QEMUs are killed.
-    let net = LabNetwork::new(Shaping {
-        rate_bps: RATE_BPS,
-        burst_bytes: 128 << 10,
-        latency: Duration::from_millis(20),
-    })
-    .unwrap();
+    let mut shaped = lab::shaped_lab_or_skip!(
+        NEEDS,
+        Shaping {
+            rate_bps: RATE_BPS,
+            burst_bytes: 128 << 10,
+            latency: Duration::from_millis(20),
+        }
+    );
+    let ShapedLab { lab, net } = &mut shaped;
     let names = [net.src.clone(), net.dst.clone()];
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
     let vms: Vec<LabVm> = [("vm-1", 64), ("vm-2", 96)]
         .into_iter()
         .map(|(name, mib)| lab.start_vm_in(name, mib, Some(&net.src)).unwrap())
@@ -49,7 +46,7 @@ fn two_vms_through_a_shaped_wan() {
             net.src
         );
     }
-    let text = lab.inventory_in(&net, "sequential", &vms, "");
+    let text = lab.inventory_in(net, "sequential", &vms, "");
     let inv = Inventory::from_str_at(&text, Path::new("netns.toml")).unwrap();
 
     // evac itself stays in the initial namespace, where neither veth
@@ -208,8 +205,8 @@ fn two_vms_through_a_shaped_wan() {
     );
 
     drop(runtime);
-    drop(lab);
-    drop(net);
+    // The lab's QEMUs, then its namespaces.
+    drop(shaped);
     let left = lab::netns_list().unwrap();
     for name in &names {
         assert!(!left.contains(name), "{name} still exists: {left:?}");

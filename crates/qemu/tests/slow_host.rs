@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use evac_lab::{self as lab};
-use evac_qemu::{run_with_options, Inventory, Placement, RunOptions, RunProgress};
+use evac_qemu::{run_with_options, Inventory, RunOptions, RunProgress};
 use evac_report::Outcome;
 
 /// How long the sources stay stopped.
@@ -77,11 +77,7 @@ async fn stopped_sources_do_not_stall_the_others() {
     .unwrap();
     let (seen, stopped_at) = watcher.await.unwrap();
     let stopped_at = stopped_at.expect("all four were seen moving");
-    for placement in &out.placements {
-        if let Placement::Destination { pid, .. } = placement {
-            lab.adopt(*pid);
-        }
-    }
+    lab.adopt_destinations(&out.placements);
     assert_eq!(out.result.migrated, 4, "{}", out.result.to_json());
     assert!(out.result.vms.iter().all(|v| v.outcome == Outcome::Migrated));
 

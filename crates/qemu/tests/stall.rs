@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use evac_lab::{self as lab};
 use evac_qemu::{run_with_options, Inventory, Placement, RunOptions};
-use evac_qmp::Qmp;
 use evac_report::Outcome;
+
+mod common;
+use common::{first_destination_once_sent, monitor};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_destination_is_cancelled_and_retried() {
@@ -18,9 +20,7 @@ async fn a_hung_destination_is_cancelled_and_retried() {
         .inventory("sequential", &vms, "max_bandwidth = \"100 Mbps\"")
         .replacen("name = \"lab\"\n", "name = \"lab\"\nstall_after = \"2 s\"\n", 1);
     let inv = Inventory::from_str_at(&text, std::path::Path::new("lab.toml")).unwrap();
-    let monitor = Qmp::connect_retry(vms[0].monitor.to_str().unwrap(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let monitor = monitor(&vms[0]).await;
     let (log, lines) = evac_run::log_kept();
     let options = RunOptions {
         log: Some(log),
@@ -28,18 +28,7 @@ async fn a_hung_destination_is_cancelled_and_retried() {
     };
     let run = tokio::spawn(run_with_options(inv, options, std::future::pending()));
     // Once the first attempt is sending, hang its destination.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pid = loop {
-        assert!(Instant::now() < deadline, "the first attempt never started");
-        let info = monitor.query_migrate().await.unwrap();
-        let sent = info.ram.map_or(0, |r| r.transferred);
-        if info.status == Some(evac_qmp::MigrationStatus::Active) && sent > 8 << 20 {
-            break lab::find_pid(lab.dir.join("dst-vm-1-1.qmp").to_str().unwrap())
-                .expect("the first destination's pid");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    lab.adopt(pid);
+    let pid = first_destination_once_sent(&mut lab, &monitor, 8 << 20, Duration::from_secs(30)).await;
     // SAFETY: kill(2) of the destination QEMU the run started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
     let stopped_at = Instant::now();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_lab::capture::{count_occurrences, pcap_totals, tcpdump_available, Capture};
-use evac_lab::{self as lab, Lab, LabNetwork, LabVm, Shaping};
+use evac_lab::{self as lab, Lab, LabNetwork, LabVm, ShapedLab, Shaping};
 use evac_qemu::{run_detailed, Inventory, Placement, RunOutput};
 use evac_qmp::{Qmp, RunState};
 use evac_report::Outcome;
@@ -154,19 +154,17 @@ async fn tls_creds_of(qmp: &Path) -> String {
 
 #[test]
 fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_refused() {
-    if lab::skip_without(NEEDS) {
-        return;
-    }
-    // Declared before the lab: dropped after it, once its QEMUs are killed.
-    let net = LabNetwork::new(Shaping {
-        rate_bps: 400_000_000,
-        burst_bytes: 256 << 10,
-        latency: Duration::from_millis(20),
-    })
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new(dir.path());
-    let pki = certificates(dir.path());
+    let mut shaped = lab::shaped_lab_or_skip!(
+        NEEDS,
+        Shaping {
+            rate_bps: 400_000_000,
+            burst_bytes: 256 << 10,
+            latency: Duration::from_millis(20),
+        }
+    );
+    let ShapedLab { lab, net } = &mut shaped;
+    let dir = lab.dir.clone();
+    let pki = certificates(&dir);
     let plain = lab
         .start_marker_vm_in("plain", MIB, MARKER, Some(&net.src))
         .unwrap();
@@ -185,19 +183,19 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
             .enable_all()
             .build()
             .unwrap(),
-        net: &net,
+        net,
     };
     // Whole packets: the veth hands tcpdump GRO segments of up to 64 KiB,
     // so a short snap length would see only their heads.
     let capture =
-        |name: &str| Capture::start(&net.dst, LabNetwork::DST_DEV, "tcp", 0, &dir.path().join(name)).unwrap();
+        |name: &str| Capture::start(&net.dst, LabNetwork::DST_DEV, "tcp", 0, &dir.join(name)).unwrap();
     let ram = (MIB << 20) as f64;
 
     // 1. Plain: the marker crosses the link in clear.
     let mut cap = capture("plain.pcap");
-    let out = runs.run(&lab, &plain, "plain", "tls = false", &pki);
+    let out = runs.run(lab, &plain, "plain", "tls = false", &pki);
     let wire = cap.stop();
-    let qmp = migrated(&mut lab, &out, &plain);
+    let qmp = migrated(lab, &out, &plain);
     // 32 MiB of 32-byte markers is 1 Mi markers; those cut by a segment
     // boundary, on zeroed pages or (on a loaded machine) dropped by the
     // kernel are missing: at least half.
@@ -212,9 +210,9 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
 
     // 2. TLS: not one marker, though the stream went through the capture.
     let mut cap = capture("tls.pcap");
-    let out = runs.run(&lab, &secret, "tls", "tls = true", &pki);
+    let out = runs.run(lab, &secret, "tls", "tls = true", &pki);
     let wire = cap.stop();
-    let qmp = migrated(&mut lab, &out, &secret);
+    let qmp = migrated(lab, &out, &secret);
     assert_encrypted(&wire, ram, "tls");
     // TLS records of application data (type 23, version 3.3) carried it.
     let records = count_occurrences(&wire, &[0x17, 0x03, 0x03]);
@@ -224,16 +222,16 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
 
     // 3. TLS over two multifd channels: every connection is encrypted.
     let mut cap = capture("multifd.pcap");
-    let out = runs.run(&lab, &multifd, "multifd", "tls = true\nconnections = 2", &pki);
+    let out = runs.run(lab, &multifd, "multifd", "tls = true\nconnections = 2", &pki);
     let wire = cap.stop();
-    let qmp = migrated(&mut lab, &out, &multifd);
+    let qmp = migrated(lab, &out, &multifd);
     assert_encrypted(&wire, ram, "tls, multifd");
     assert_eq!(runs.runtime.block_on(tls_creds_of(&qmp)), "evac-migration-tls");
 
     // 4. The destination's certificate does not carry the name the source
     // checks: refused, said so, and the VM still runs on its source.
     let wrong_name = "tls_name = \"not-this-host.lab\"\n";
-    let out = runs.run_to(&lab, &bogus, "bogus", "tls = true", &pki, wrong_name);
+    let out = runs.run_to(lab, &bogus, "bogus", "tls = true", &pki, wrong_name);
     let record = &out.result.vms[0];
     assert_ne!(record.outcome, Outcome::Migrated, "{}", out.result.to_json());
     assert_eq!(out.placements[0], Placement::Source);
@@ -243,7 +241,7 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
         reason.contains("Certificate does not match the hostname not-this-host.lab"),
         "{reason}"
     );
-    let src = runs.still_at_source(&mut lab, &bogus);
+    let src = runs.still_at_source(lab, &bogus);
     let migration = runs.runtime.block_on(src.query_migrate()).unwrap();
     assert_eq!(
         migration.status,
@@ -254,8 +252,8 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
 
     // 5. A destination whose certificate directory is missing: refused
     // before anything is sent, naming the host and the directory.
-    let missing = (pki.0.clone(), dir.path().join("no-such-pki"));
-    let out = runs.run(&lab, &bogus, "missing", "tls = true", &missing);
+    let missing = (pki.0.clone(), dir.join("no-such-pki"));
+    let out = runs.run(lab, &bogus, "missing", "tls = true", &missing);
     let reason = out.result.vms[0].reason.clone().unwrap_or_default();
     eprintln!("missing dir: {reason}");
     assert_ne!(out.result.vms[0].outcome, Outcome::Migrated);
@@ -264,8 +262,8 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
         "{reason}"
     );
     assert!(!reason.contains("certificate check failed"), "{reason}");
-    runs.still_at_source(&mut lab, &bogus);
+    runs.still_at_source(lab, &bogus);
     drop(runs);
-    drop(lab);
-    drop(net);
+    // The lab's QEMUs, then its namespaces.
+    drop(shaped);
 }

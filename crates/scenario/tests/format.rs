@@ -151,20 +151,14 @@ fn round_robin_goes_over_the_source_hosts_in_file_order() {
     assert_eq!(hosts, [HostId(0), HostId(2), HostId(3), HostId(0), HostId(2)]);
 }
 
-const MINIMAL: &str = r#"
+/// A scenario of only the fields it must have.
+fn minimal() -> String {
+    format!(
+        r#"
 [network]
 wan_bandwidth = "100 Mbps"
 
-[[host]]
-name = "src"
-site = "source"
-nic = "1 Gbps"
-
-[[host]]
-name = "dst"
-site = "destination"
-nic = "1 Gbps"
-
+{}
 [[vm]]
 name = "only"
 host = "src"
@@ -175,11 +169,14 @@ prefix = "g"
 count = 1
 host = "src"
 memory = "2 GiB"
-"#;
+"#,
+        evac_testkit::src_dst_toml("1 Gbps")
+    )
+}
 
 #[test]
 fn optional_fields_take_their_defaults() {
-    let scenario = Scenario::from_toml_str(MINIMAL, "scenarios/minimal.toml").unwrap();
+    let scenario = Scenario::from_toml_str(&minimal(), "scenarios/minimal.toml").unwrap();
     assert_eq!(
         scenario.name, "minimal",
         "a scenario without a name goes by its file's"
@@ -205,21 +202,8 @@ fn optional_fields_take_their_defaults() {
 
 #[test]
 fn vms_and_groups_keep_their_file_order() {
-    let scenario = parse(
-        r#"
-        [network]
-        wan_bandwidth = "1 Gbps"
-
-        [[host]]
-        name = "src"
-        site = "source"
-        nic = "10 Gbps"
-
-        [[host]]
-        name = "dst"
-        site = "destination"
-        nic = "10 Gbps"
-
+    let scenario = parse(&format!(
+        r#"{}
         [[vm_group]]
         prefix = "first"
         count = 2
@@ -237,31 +221,23 @@ fn vms_and_groups_keep_their_file_order() {
         host = "src"
         memory = "1 GiB"
         "#,
-    );
+        src_and_dst()
+    ));
     let names: Vec<&str> = scenario.fleet.vms.iter().map(|vm| vm.name.as_str()).collect();
     assert_eq!(names, ["first-1", "first-2", "middle", "last-1"]);
 }
 
-/// The start of a scenario: `seed`, a 1 Gbps WAN, hosts `src` and `dst`.
-fn one_source_one_destination(seed: u64) -> String {
+/// The start of a scenario: a 1 Gbps WAN, hosts `src` and `dst`.
+fn src_and_dst() -> String {
     format!(
-        r#"
-seed = {seed}
-
-[network]
-wan_bandwidth = "1 Gbps"
-
-[[host]]
-name = "src"
-site = "source"
-nic = "10 Gbps"
-
-[[host]]
-name = "dst"
-site = "destination"
-nic = "10 Gbps"
-"#
+        "[network]\nwan_bandwidth = \"1 Gbps\"\n{}",
+        evac_testkit::src_dst_toml("10 Gbps")
     )
+}
+
+/// [`src_and_dst`] drawn with `seed`.
+fn one_source_one_destination(seed: u64) -> String {
+    format!("seed = {seed}\n{}", src_and_dst())
 }
 
 /// A scenario with one uniform group, and whatever `extra` appends.

@@ -99,38 +99,27 @@ fn rates_of_almost_nothing_or_infinity_are_refused() {
 
 #[test]
 fn distributions_that_would_panic_are_refused() {
-    let group = |memory: &str| {
-        format!(
-            "[[vm_group]]\nprefix = \"g\"\ncount = 3\nhost = \"src\"\nmemory = \"1 GiB\"\ndirty_rate = {memory}\n"
-        )
-    };
-    refused(
-        &scenario(
-            WAN,
-            "",
-            "",
-            &group(r#"{ dist = "choice", values = ["1 MB/s", "2 MB/s"], weights = [inf, 1] }"#),
+    // A group of 3 VMs whose dirty rate is drawn from `dirty_rate`, and the
+    // field its refusal names.
+    for (dirty_rate, field) in [
+        (
+            r#"{ dist = "choice", values = ["1 MB/s", "2 MB/s"], weights = [inf, 1] }"#,
+            "weights",
         ),
-        "weights",
-    );
-    refused(
-        &scenario(
-            WAN,
-            "",
-            "",
-            &group(r#"{ dist = "choice", values = ["1 MB/s", "2 MB/s"], weights = [1e308, 1e308] }"#),
+        (
+            r#"{ dist = "choice", values = ["1 MB/s", "2 MB/s"], weights = [1e308, 1e308] }"#,
+            "weights",
         ),
-        "weights",
-    );
-    refused(
-        &scenario(
-            WAN,
-            "",
-            "",
-            &group(r#"{ dist = "uniform", min = "1 MB/s", max = "1e308 MB/s" }"#),
+        (
+            r#"{ dist = "uniform", min = "1 MB/s", max = "1e308 MB/s" }"#,
+            "max",
         ),
-        "max",
-    );
+    ] {
+        let group = format!(
+            "[[vm_group]]\nprefix = \"g\"\ncount = 3\nhost = \"src\"\nmemory = \"1 GiB\"\ndirty_rate = {dirty_rate}\n"
+        );
+        refused(&scenario(WAN, "", "", &group), field);
+    }
 }
 
 #[test]

@@ -33,6 +33,15 @@ fn host(name: &str, site: Site, power_off_at: Option<f64>, trace: &[(f64, Option
     }
 }
 
+/// `src`, losing power at `power_off_at` seconds and then as `trace`
+/// says, and `dst`.
+fn src_dst(power_off_at: f64, trace: &[(f64, Option<f64>)]) -> Vec<Host> {
+    vec![
+        host("src", Site::Source, Some(power_off_at), trace),
+        host("dst", Site::Destination, None, &[]),
+    ]
+}
+
 /// `vms` idle VMs of 512 MiB, given as (source host, priority).
 fn fleet(hosts: Vec<Host>, vms: &[(usize, u32)]) -> Fleet {
     Fleet {
@@ -70,19 +79,16 @@ fn outcomes(result: &RunResult) -> Vec<Outcome> {
 /// leaves. Without the change all four are saved.
 #[test]
 fn a_cut_off_moved_earlier_loses_what_it_no_longer_leaves_time_for() {
-    let hosts = |trace: &[(f64, Option<f64>)]| {
-        vec![
-            host("src", Site::Source, Some(100.0), trace),
-            host("dst", Site::Destination, None, &[]),
-        ]
-    };
     let vms = [(0, 1); 4];
-    let changed = run(&fleet(hosts(&[(3.0, Some(10.0))]), &vms), PolicyKind::Sequential);
+    let changed = run(
+        &fleet(src_dst(100.0, &[(3.0, Some(10.0))]), &vms),
+        PolicyKind::Sequential,
+    );
     use Outcome::{Lost, Migrated};
     assert_eq!(outcomes(&changed), [Migrated, Migrated, Lost, Lost]);
     let end = changed.vms[1].end_s.unwrap();
     assert!((end - 2.0 * ONE).abs() < 1e-6, "second VM ends at {end}");
-    let steady = run(&fleet(hosts(&[]), &vms), PolicyKind::Sequential);
+    let steady = run(&fleet(src_dst(100.0, &[]), &vms), PolicyKind::Sequential);
     assert_eq!(outcomes(&steady), [Migrated; 4]);
 }
 
@@ -91,18 +97,12 @@ fn a_cut_off_moved_earlier_loses_what_it_no_longer_leaves_time_for() {
 /// at 4 × 4.295 = 17.2 s. Without the generator only the first is.
 #[test]
 fn a_generator_that_starts_cancels_the_power_off() {
-    let hosts = |trace: &[(f64, Option<f64>)]| {
-        vec![
-            host("src", Site::Source, Some(6.0), trace),
-            host("dst", Site::Destination, None, &[]),
-        ]
-    };
     let vms = [(0, 1); 4];
-    let saved = run(&fleet(hosts(&[(3.0, None)]), &vms), PolicyKind::Sequential);
+    let saved = run(&fleet(src_dst(6.0, &[(3.0, None)]), &vms), PolicyKind::Sequential);
     assert_eq!(outcomes(&saved), [Outcome::Migrated; 4]);
     let end = saved.vms[3].end_s.unwrap();
     assert!((end - 4.0 * ONE).abs() < 1e-6, "last VM ends at {end}");
-    let dark = run(&fleet(hosts(&[]), &vms), PolicyKind::Sequential);
+    let dark = run(&fleet(src_dst(6.0, &[]), &vms), PolicyKind::Sequential);
     assert_eq!(outcomes(&dark)[0], Outcome::Migrated);
     assert!(outcomes(&dark)[1..].iter().all(|&o| o == Outcome::Lost));
 }
@@ -112,10 +112,7 @@ fn a_generator_that_starts_cancels_the_power_off() {
 /// at the 100 s first announced (nor at 1 s, before anyone knew).
 #[test]
 fn a_power_off_announced_in_the_past_is_now() {
-    let hosts = vec![
-        host("src", Site::Source, Some(100.0), &[(3.0, Some(1.0))]),
-        host("dst", Site::Destination, None, &[]),
-    ];
+    let hosts = src_dst(100.0, &[(3.0, Some(1.0))]);
     let result = run(&fleet(hosts, &[(0, 1), (0, 1)]), PolicyKind::Sequential);
     assert_eq!(outcomes(&result), [Outcome::Lost, Outcome::Lost]);
     let sent = result.vms[0].bytes_sent.unwrap() as f64;

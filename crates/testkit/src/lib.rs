@@ -127,6 +127,26 @@ pub fn two_sites_toml(vms: &[(&str, &str)]) -> String {
     text
 }
 
+/// The `[network]` table of a constant WAN of `bandwidth` (e.g.
+/// `"1 Gbps"`), with this round trip (`"30 ms"`) and TCP window
+/// (`"4 MiB"`).
+pub fn wan_toml(bandwidth: &str, rtt: &str, window: &str) -> String {
+    format!("[network]\nwan_bandwidth = \"{bandwidth}\"\nwan_rtt = \"{rtt}\"\ntcp_window = \"{window}\"\n")
+}
+
+/// The `[[host]]` tables of a scenario (or inventory) whose fleet moves
+/// from `src` (the source) to `dst` (the destination), both with a NIC of
+/// `nic` (e.g. `"10 Gbps"`): eight lines, `src`'s `nic` the fourth. It ends
+/// inside `dst`'s table, so that a caller may add to it (an inventory's
+/// `migration_address`). For tests that go through the file format with
+/// hosts of their own names.
+pub fn src_dst_toml(nic: &str) -> String {
+    format!(
+        "[[host]]\nname = \"src\"\nsite = \"source\"\nnic = \"{nic}\"\n\
+         [[host]]\nname = \"dst\"\nsite = \"destination\"\nnic = \"{nic}\"\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +169,31 @@ mod tests {
             text,
             "[[host]]\nname = \"s\"\nsite = \"source\"\nnic = \"10 Gbps\"\n[[host]]\nname = \"d\"\n\
              site = \"destination\"\nnic = \"10 Gbps\"\n[[vm]]\nname = \"v\"\nhost = \"s\"\nmemory = \"64 MiB\"\n"
+        );
+    }
+
+    #[test]
+    fn the_src_dst_hosts_are_eight_lines() {
+        assert_eq!(
+            src_dst_toml("1 Gbps").lines().collect::<Vec<_>>(),
+            [
+                "[[host]]",
+                "name = \"src\"",
+                "site = \"source\"",
+                "nic = \"1 Gbps\"",
+                "[[host]]",
+                "name = \"dst\"",
+                "site = \"destination\"",
+                "nic = \"1 Gbps\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_wan_table_says_what_it_is_given() {
+        assert_eq!(
+            wan_toml("400 Mbps", "30 ms", "4 MiB"),
+            "[network]\nwan_bandwidth = \"400 Mbps\"\nwan_rtt = \"30 ms\"\ntcp_window = \"4 MiB\"\n"
         );
     }
 }

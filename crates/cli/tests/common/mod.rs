@@ -20,6 +20,18 @@ pub fn evac(args: &[&str]) -> Output {
     evac_command().args(args).output().expect("evac runs")
 }
 
+/// A scenario moving one 4 GiB VM, `web`, from `src` to `dst` (10 Gbps
+/// NICs) over a 1 Gbps WAN. `controller`, a `[controller]` table or
+/// nothing, stands after `[network]`: without one, `src`'s `nic` is on line
+/// 7 and `web`'s `memory` on line 15.
+pub fn web_scenario(controller: &str) -> String {
+    format!(
+        "name = \"s\"\n[network]\nwan_bandwidth = \"1 Gbps\"\n{controller}{hosts}\
+         [[vm]]\nname = \"web\"\nhost = \"src\"\nmemory = \"4 GiB\"\n",
+        hosts = evac_testkit::src_dst_toml("10 Gbps")
+    )
+}
+
 /// A stream's bytes as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

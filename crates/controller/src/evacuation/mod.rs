@@ -371,6 +371,27 @@ impl Evacuation {
         }
     }
 
+    /// The policy, and its view of the evacuation as it stands (`fresh`:
+    /// this tick closed a control period, whose throughput it then sees):
+    /// borrowed together, as the policy decides on the view.
+    fn policy_and_view<'a>(
+        &'a mut self,
+        observations: &'a Observations,
+        fresh: bool,
+    ) -> (&'a mut (dyn Policy + Send), View<'a>) {
+        let view = View {
+            now: observations.now,
+            fleet: &self.fleet,
+            observations,
+            in_flight: &self.in_flight,
+            in_flight_total: self.in_flight_total,
+            queued: self.queued,
+            period_throughput: fresh.then_some(self.throughput.as_slice()),
+            sending_hosts: Some(&self.sending),
+        };
+        (self.policy.as_mut(), view)
+    }
+
     /// Forgets queued VMs whose host has lost power: nothing can save them.
     fn drop_powered_off(&mut self, now: Duration) {
         while let Some(&(at, host)) = self.power_offs.last() {
@@ -408,20 +429,11 @@ impl Controller for Evacuation {
             None => self.touched.all = true,
         }
         let fresh = reads_throughput && self.sample(observations);
-        let view = View {
-            now: observations.now,
-            fleet: &self.fleet,
-            observations,
-            in_flight: &self.in_flight,
-            in_flight_total: self.in_flight_total,
-            queued: self.queued,
-            period_throughput: fresh.then_some(self.throughput.as_slice()),
-            sending_hosts: Some(&self.sending),
-        };
-        let admission = self.policy.admit(&view);
+        let (policy, view) = self.policy_and_view(observations, fresh);
+        let admission = policy.admit(&view);
+        let mut actions = policy.tune(&view);
         // `parallel` admits usize::MAX: no limit to show.
         self.window = (admission.total < usize::MAX).then_some(admission.total);
-        let mut actions = self.policy.tune(&view);
         // A migration the policy cancels to give its bandwidth to others is
         // not a failed attempt: the VM may be tried again as often as a VM
         // never started (a policy's triage is revocable; only failures
@@ -434,17 +446,9 @@ impl Controller for Evacuation {
             }
         }
         actions.extend(self.admit(&admission));
-        let view = View {
-            now: observations.now,
-            fleet: &self.fleet,
-            observations,
-            in_flight: &self.in_flight,
-            in_flight_total: self.in_flight_total,
-            queued: self.queued,
-            period_throughput: fresh.then_some(self.throughput.as_slice()),
-            sending_hosts: Some(&self.sending),
-        };
-        self.wakeup = self.policy.next_wakeup(&view);
+        // What the policy waits for, seen after these starts.
+        let (policy, view) = self.policy_and_view(observations, fresh);
+        self.wakeup = policy.next_wakeup(&view);
         actions
     }
 

@@ -85,6 +85,26 @@ pub async fn monitor(vm: &LabVm) -> Qmp {
         .unwrap()
 }
 
+/// The pid of `vm-1`'s first destination QEMU (`dst-vm-1-1.qmp` in the
+/// lab's directory), adopted by `lab`, once the source (watched on
+/// `monitor`) is sending and has sent more than `sent` bytes: what a test
+/// kills or stops mid-flight. Fails when that takes longer than `within`.
+pub async fn first_destination_once_sent(lab: &mut Lab, monitor: &Qmp, sent: u64, within: Duration) -> u32 {
+    let deadline = Instant::now() + within;
+    let pid = loop {
+        assert!(Instant::now() < deadline, "the first attempt never started");
+        let info = monitor.query_migrate().await.unwrap();
+        let transferred = info.ram.map_or(0, |r| r.transferred);
+        if info.status == Some(MigrationStatus::Active) && transferred > sent {
+            break evac_lab::find_pid(lab.dir.join("dst-vm-1-1.qmp").to_str().unwrap())
+                .expect("the first destination's pid");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    lab.adopt(pid);
+    pid
+}
+
 /// One look at the source through its monitor socket.
 #[derive(Debug, Clone)]
 pub struct Sample {

@@ -21,14 +21,7 @@ pub(super) fn points(times: &[f64]) -> Vec<(f64, f64)> {
 }
 
 pub(super) fn draw(out: &mut String, runs: &[Run]) {
-    let frame = Frame {
-        width: 900.0,
-        height: 300.0,
-        left: 64.0,
-        right: 16.0,
-        top: 28.0,
-        bottom: 40.0,
-    };
+    let frame = Frame::CHART;
     let curves: Vec<Vec<(f64, f64)>> = runs
         .iter()
         .map(|run| {

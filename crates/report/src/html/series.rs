@@ -6,17 +6,6 @@ use std::fmt::Write;
 use super::svg::{self, Frame, Swatch};
 use super::{colour, Run};
 
-fn frame() -> Frame {
-    Frame {
-        width: 900.0,
-        height: 300.0,
-        left: 64.0,
-        right: 16.0,
-        top: 28.0,
-        bottom: 40.0,
-    }
-}
-
 /// Dash patterns telling overlaid runs apart beyond their colour.
 const DASHES: [&str; 3] = ["", "6 3", "2 2"];
 
@@ -36,7 +25,7 @@ fn throughput_points(run: &Run) -> Vec<(f64, f64)> {
 }
 
 pub(super) fn wan(out: &mut String, runs: &[Run], end: f64) {
-    let frame = frame();
+    let frame = Frame::CHART;
     let peak = runs
         .iter()
         .flat_map(|r| &r.result.timeline)
@@ -91,7 +80,7 @@ pub(super) fn wan(out: &mut String, runs: &[Run], end: f64) {
 }
 
 pub(super) fn in_flight(out: &mut String, runs: &[Run], end: f64) {
-    let frame = frame();
+    let frame = Frame::CHART;
     let most = runs
         .iter()
         .flat_map(|r| &r.result.timeline)

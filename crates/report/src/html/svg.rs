@@ -132,6 +132,17 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The frame of the report's line charts (the time series and the
+    /// CDF), one above the other: the same width and axes' margins.
+    pub const CHART: Frame = Frame {
+        width: 900.0,
+        height: 300.0,
+        left: 64.0,
+        right: 16.0,
+        top: 28.0,
+        bottom: 40.0,
+    };
+
     pub fn plot_left(&self) -> f64 {
         self.left
     }
