@@ -199,6 +199,19 @@ fn main() {
         explain(scenario);
         return;
     }
+    // `PLANNER_BOUNDS=1`: only the knapsack bound per set, no runs (seconds
+    // where the runs take an hour).
+    if std::env::var_os("PLANNER_BOUNDS").is_some_and(|v| v != "0") {
+        for (g, name) in grid_names.iter().enumerate() {
+            let lost: u64 = scenarios
+                .iter()
+                .filter(|(sg, _)| *sg == g)
+                .map(|(_, s)| s.fleet.vms.iter().map(|v| u64::from(v.priority)).sum::<u64>() - bound(s))
+                .sum();
+            println!("{name}: no schedule can lose less priority than {lost}");
+        }
+        return;
+    }
     let detail = std::env::var_os("PLANNER_DETAIL").is_some_and(|v| v != "0");
     let per_scenario: Vec<(Vec<Row>, u64, u64)> =
         scenarios.par_iter().map(|(_, base)| evaluate(base)).collect();
