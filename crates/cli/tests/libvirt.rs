@@ -212,19 +212,15 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
         + "[network]\nwan_bandwidth = \"400 Mbps\"\nwan_rtt = \"2 ms\"\n";
     std::fs::write(&inventory, &text).unwrap();
     let (json, scenario) = (lab.dir.join("plan.json"), lab.dir.join("plan.toml"));
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
-        .arg("plan")
-        .arg(&inventory)
-        .args(["--sample", "1s", "--working-set-sample", "1s", "--json"])
-        .arg(&json)
-        .arg("--scenario-out")
-        .arg(&scenario)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    eprintln!("{stdout}");
+    let (stdout, stderr) = plan(
+        Command::new(env!("CARGO_BIN_EXE_evac"))
+            .arg("plan")
+            .arg(&inventory)
+            .args(["--sample", "1s", "--working-set-sample", "1s", "--json"])
+            .arg(&json)
+            .arg("--scenario-out")
+            .arg(&scenario),
+    );
     assert!(
         stderr.contains("measuring 2 domains for 1 s (libvirt dirty-rate calculation"),
         "{stderr}"
@@ -479,27 +475,23 @@ fn a_failed_setup_probe_leaves_nothing_and_the_plan_says_so() {
         assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     }
     let json = lab.dir.join("plan.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
-        .arg("plan")
-        .arg(&inventory)
-        .args([
-            "--sample",
-            "1s",
-            "--working-set-sample",
-            "1s",
-            "--memory-sample",
-            "16",
-            "--setup-probes",
-            "1",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    eprintln!("{stdout}");
+    let (stdout, stderr) = plan(
+        Command::new(env!("CARGO_BIN_EXE_evac"))
+            .arg("plan")
+            .arg(&inventory)
+            .args([
+                "--sample",
+                "1s",
+                "--working-set-sample",
+                "1s",
+                "--memory-sample",
+                "16",
+                "--setup-probes",
+                "1",
+                "--json",
+            ])
+            .arg(&json),
+    );
     assert!(
         stdout.contains("setup per migration: not measured; 0.00 s counted"),
         "{stdout}"
@@ -544,4 +536,15 @@ fn a_failed_setup_probe_leaves_nothing_and_the_plan_says_so() {
     // The fleet's domain never moved.
     assert_eq!(lab.running_domains(0).unwrap(), names);
     assert!(lab.running_domains(1).unwrap().is_empty());
+}
+
+/// `evac plan` as `command` has it, which must succeed: its stdout (echoed
+/// for the test's log) and stderr.
+fn plan(command: &mut Command) -> (String, String) {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    (stdout, stderr)
 }
