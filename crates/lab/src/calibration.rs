@@ -62,25 +62,11 @@ impl Calibration {
     }
 }
 
-/// The median of `values` (the mean of the middle two for an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    Some(if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    })
-}
-
 /// The setup time the probes say: the median of their measured minus
 /// simulated-without-setup times, never below 0.
 pub fn setup_time_of(probes: &[Probe]) -> Option<Duration> {
-    median(probes.iter().map(|p| p.measured_s - p.without_setup_s).collect())
-        .map(|s| Duration::from_secs_f64(s.max(0.0)))
+    let setups: Vec<f64> = probes.iter().map(|p| p.measured_s - p.without_setup_s).collect();
+    evac_outcome::median(&setups).map(|s| Duration::from_secs_f64(s.max(0.0)))
 }
 
 /// Migrates `count` probe VMs (the fleet's smallest size, idle, on the

@@ -384,6 +384,23 @@ fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// The median of `values` (the mean of the middle two for an even count),
+/// if any: how evac sums up repeated measurements (probe migrations,
+/// benchmark ratios), where one outlier must not move the figure.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    Some(if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    })
+}
+
 /// The nearest-rank percentile: the smallest value with at least `q` of the
 /// values at or below it.
 fn percentile(values: &[f64], q: f64) -> Option<f64> {
@@ -660,6 +677,13 @@ mod tests {
             json["vms"][0].get("reason").is_none(),
             "a migrated VM has no reason"
         );
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl Setup {
             }
         }
         let setups: Vec<f64> = json.iter().filter(|p| !p.warm_up).map(|p| p.setup_s).collect();
-        let Some(median) = median(&setups) else {
+        let Some(median) = evac_outcome::median(&setups) else {
             notes.push("no probe completed: the setup time is not measured".into());
             return Setup {
                 source: SetupSource::NotMeasured,
@@ -205,21 +205,6 @@ impl Setup {
         lines.extend(self.notes.iter().map(|n| format!("  {n}")));
         lines
     }
-}
-
-/// The median (the mean of the middle two for an even count).
-fn median(values: &[f64]) -> Option<f64> {
-    let mut v = values.to_vec();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 /// The simulator's time for `probe`'s bytes between its two hosts, with

@@ -69,23 +69,15 @@ fn bound(scenario: &Scenario) -> u64 {
             nic: h.nic.0 / 8.0,
         })
         .collect();
-    // The fewest bytes a VM can cost: its disk, and its memory by the byte
-    // model (zero pages as their header, compressed where compression may
-    // be chosen).
-    let may_compress = scenario.migration.compression != evac_model::Compression::None;
+    // The fewest bytes a VM can cost: its disk and one pass of its memory
+    // by the byte model.
     let vms: Vec<BoundVm> = fleet
         .vms
         .iter()
-        .map(|v| {
-            let mut per_byte = v.profile.first_pass_wire_per_byte(false);
-            if may_compress {
-                per_byte = per_byte.min(v.profile.first_pass_wire_per_byte(true));
-            }
-            BoundVm {
-                host: v.host.0,
-                bytes: v.disk.as_f64() + v.memory.as_f64() * per_byte,
-                priority: v.priority,
-            }
+        .map(|v| BoundVm {
+            host: v.host.0,
+            bytes: v.least_wire_bytes(),
+            priority: v.priority,
         })
         .collect();
     // Whatever crosses the WAN also enters the destinations: by `t` no more
@@ -108,19 +100,6 @@ struct Row {
     vms_lost: usize,
     priority_lost: u64,
     ratio: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// The grids run when none is named.
@@ -268,7 +247,7 @@ fn table(per_scenario: &[&(Vec<Row>, u64, u64)]) {
         let worst = ratios.iter().copied().fold(0.0, f64::max);
         println!(
             "| {name} | {lost} | {prio} | {:.3} | {worst:.3} |",
-            median(ratios)
+            evac_outcome::median(&ratios).unwrap_or(f64::NAN)
         );
     }
     let bound_lost: u64 = per_scenario.iter().map(|p| p.1).sum();

@@ -108,12 +108,13 @@ impl Deadline {
                     .migration_cap(m.params.connections)
                     .min(self.estimator.nic(spec.host)),
             );
-            let deliverable_capped = |bytes_per_sec_now: f64, cap: f64| {
-                let shared = others_done.min(left).max(0.0);
-                let (now_rate, alone) = (bytes_per_sec_now.min(cap), alone.min(cap));
+            // What arrives by the power-off at `now_rate` until the others
+            // are done, then at `alone` (never less than now).
+            let shared = others_done.min(left).max(0.0);
+            let deliverable_at = |now_rate: f64, alone: f64| {
                 now_rate * shared + alone.max(now_rate) * (left - shared).max(0.0)
             };
-            let deliverable = |bytes_per_sec_now: f64| deliverable_capped(bytes_per_sec_now, f64::INFINITY);
+            let deliverable = |bytes_per_sec_now: f64| deliverable_at(bytes_per_sec_now, alone);
             if to_send <= deliverable(rate) {
                 continue;
             }
@@ -132,14 +133,11 @@ impl Deadline {
                 // offline's many can. Where it might not make it, offline
                 // is the safer way to save the VM.
                 let one_connection = self.estimator.migration_cap(Connections::ONE);
-                let pessimistic = self.estimator.trough().unwrap_or(mean).min(mean);
-                let likely_alone = self.alone_rate(spec.host, pessimistic).min(one_connection);
-                let shared = others_done.min(left).max(0.0);
-                let by_postcopy = rate.min(one_connection) * shared
-                    + likely_alone.max(rate.min(one_connection)) * (left - shared).max(0.0);
+                let trough = self.estimator.trough().unwrap_or(mean).min(mean);
+                let trough_alone = self.alone_rate(spec.host, trough).min(one_connection);
                 let postcopy = (m.params.mode == Mode::Postcopy
                     || (m.params.allow_postcopy && m.params.mode == Mode::Live))
-                    && once <= by_postcopy;
+                    && once <= deliverable_at(rate.min(one_connection), trough_alone);
                 if once <= deliverable(rate) {
                     let switch_rate = if postcopy { rate.min(one_connection) } else { rate };
                     let last_safe_moment = 1.5 * once / switch_rate + 2.0 * self.period;
