@@ -271,17 +271,24 @@ async fn auto_does_not_compress_where_the_cpu_binds() {
             name(*setting)
         );
     }
-    // The measurement agrees that `none` is the faster here, and `auto`
-    // is on its side.
-    assert!(none < zstd, "none {none} s, zstd {zstd} s");
-    assert!(auto < zstd, "auto {auto} s, zstd {zstd} s");
-    // The target (`auto` at most 5 % slower than the better) is
-    // not asserted on these four rounds: two identical migrations differ
-    // here from one round to the next by -50 % to +135 % (the machine's
-    // load, the destination's start), and a 5 % bound on the medians of
-    // four failed by chance in half the runs on the developers' shared
-    // machine. What it rests on is asserted above (the same choice, the
-    // same bytes); docs/plan.md quotes the times over many rounds.
+    // The measurement agrees that the core, not the link, binds a
+    // compressing migration here: one core compresses the memory (per
+    // CPU second of the busiest thread, which the machine's load does not
+    // stretch) far slower than the link carries it uncompressed, so `none`
+    // is the faster and `auto` chose it. Wall-clock times are not
+    // compared: two identical migrations differ here from one round to
+    // the next by -50 % to +135 % (the machine's load, the destination's
+    // start); `none` < `zstd` on the medians of four failed once in CI
+    // (0.91 s against 0.78 s, while `auto`, the same migration as `none`,
+    // took 0.63 s). So the target (`auto` at most 5 % slower than
+    // the better) is judged from the times over many rounds that
+    // docs/plan.md quotes, not asserted here.
+    let uncompressed = LINK_BPS as f64 / 8.0 / ((1.0 - zero_fraction) + zero_fraction * 9.0 / 4096.0);
+    let compressing = rate(&|r| r.thread_cpu_s);
+    assert!(
+        compressing < uncompressed / 2.0,
+        "one core compressed {compressing} B/s of memory; uncompressed the link carries {uncompressed} B/s"
+    );
 }
 
 /// A fresh guest of [`MIX`] in `dir`, migrated over `net` with `setting`,
