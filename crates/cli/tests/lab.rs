@@ -98,9 +98,7 @@ fn leftovers(name: &str) -> Vec<String> {
 
 #[test]
 fn lab_run_moves_a_small_lab_close_to_the_prediction_and_leaves_nothing() {
-    if lab::skip_without(NEEDS) {
-        return;
-    }
+    lab::skip_without!(NEEDS);
     let dir = tempfile::tempdir().unwrap();
     let (name, file) = lab_file(dir.path(), "run");
     let json = dir.path().join("run.json");
@@ -161,9 +159,7 @@ fn lab_run_moves_a_small_lab_close_to_the_prediction_and_leaves_nothing() {
 
 #[test]
 fn lab_down_removes_what_a_killed_lab_left() {
-    if lab::skip_without(NEEDS) {
-        return;
-    }
+    lab::skip_without!(NEEDS);
     let dir = tempfile::tempdir().unwrap();
     // `lab up` returns with the inventory's path on its last line.
     let (name, stdout) = lab_up(dir.path(), "down");
@@ -206,9 +202,7 @@ fn lab_down_removes_what_a_killed_lab_left() {
 /// error, and a second `down` of the same lab succeeds, finding nothing.
 #[test]
 fn lab_down_of_a_running_lab_succeeds_and_so_does_a_second_one() {
-    if lab::skip_without(NEEDS) {
-        return;
-    }
+    lab::skip_without!(NEEDS);
     let dir = tempfile::tempdir().unwrap();
     let (name, _) = lab_up(dir.path(), "twice");
     down_removes(&name);
@@ -225,9 +219,7 @@ fn lab_down_of_a_running_lab_succeeds_and_so_does_a_second_one() {
 
 #[test]
 fn ctrl_c_during_a_lab_run_cancels_and_leaves_nothing() {
-    if lab::skip_without(NEEDS) {
-        return;
-    }
+    lab::skip_without!(NEEDS);
     let dir = tempfile::tempdir().unwrap();
     let (name, file) = lab_file(dir.path(), "int");
     let child = evac_command()

@@ -244,9 +244,7 @@ fn adopt_destinations(lab: &mut Lab, vms: &[LabVm]) {
 
 #[test]
 fn an_inventory_edited_mid_run_moves_the_deadline_and_survives_a_resume() {
-    if lab::skip_without(&[lab::qemu_available, lab::netns_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::qemu_available, lab::netns_available]);
     // Declared before the lab: dropped after it, once its QEMUs are killed.
     let net = wan();
     let dir = tempfile::tempdir().unwrap();
@@ -345,13 +343,11 @@ fn an_inventory_edited_mid_run_moves_the_deadline_and_survives_a_resume() {
 
 #[test]
 fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
-    if lab::skip_without(&[
+    lab::skip_without!(&[
         lab::qemu_available,
         lab::netns_available,
         lab::upsd::nut_available,
-    ]) {
-        return;
-    }
+    ]);
     let net = wan();
     let dir = tempfile::tempdir().unwrap();
     let mut ups = lab::upsd::LabUps::start(&dir.path().join("nut"), "ups1", "ups.status: OL\n").unwrap();
@@ -445,9 +441,7 @@ fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
 /// and the time left.
 #[test]
 fn plan_takes_the_power_off_from_the_ups() {
-    if lab::skip_without(&[lab::qemu_available, lab::upsd::nut_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::qemu_available, lab::upsd::nut_available]);
     let dir = tempfile::tempdir().unwrap();
     let ups = lab::upsd::LabUps::start(
         &dir.path().join("nut"),

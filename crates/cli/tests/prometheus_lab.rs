@@ -44,9 +44,7 @@ use common::{run_with_metrics, KillOnDrop};
 
 #[test]
 fn the_alert_rules_pass_promtool_and_their_unit_tests() {
-    if lab::skip_without(&[promtool_available]) {
-        return;
-    }
+    lab::skip_without!(&[promtool_available]);
     let dir = deploy().join("prometheus");
     for args in [
         ["check", "rules", "evac-alerts.yml"],
@@ -137,13 +135,11 @@ fn query_one(addr: &str, query: &str) -> Option<f64> {
 
 #[test]
 fn a_real_prometheus_scrapes_a_lab_evacuation_and_has_every_dashboard_series() {
-    if lab::skip_without(&[
+    lab::skip_without!(&[
         lab::qemu_available,
         lab::dirty_guest_available,
         prometheus_available,
-    ]) {
-        return;
-    }
+    ]);
     let wanted = dashboard_series();
     assert!(wanted.len() >= 15, "the dashboard reads only {wanted:?}");
     let dir = tempfile::tempdir().unwrap();

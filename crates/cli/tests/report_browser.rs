@@ -26,9 +26,7 @@ fn read_json(path: &Path) -> Value {
 
 #[test]
 fn the_report_of_two_runs_renders_in_chromium_without_errors() {
-    if evac_lab::skip_without(&[chromium_available]) {
-        return;
-    }
+    evac_lab::skip_without!(&[chromium_available]);
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("deadline.json");
     let b = dir.path().join("aimd-global.json");
@@ -160,9 +158,7 @@ fn the_report_of_two_runs_renders_in_chromium_without_errors() {
 /// caught, so the test above cannot pass by not listening.
 #[test]
 fn the_browser_harness_sees_console_errors_and_failed_loads() {
-    if evac_lab::skip_without(&[chromium_available]) {
-        return;
-    }
+    evac_lab::skip_without!(&[chromium_available]);
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("broken.html");
     std::fs::write(

@@ -75,16 +75,10 @@ impl Capture {
     /// Stops the capture (SIGINT, then SIGKILL after 5 s) and returns the
     /// captured bytes (pcap).
     pub fn stop(&mut self) -> Vec<u8> {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) of the child we spawned and have not reaped
-            // (`ip netns exec` execs tcpdump: the pid is tcpdump's).
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            // `ip netns exec` execs tcpdump: the pid is tcpdump's, and
+            // SIGINT makes it write out what it holds.
+            crate::process::stop(child, libc::SIGINT, Duration::from_secs(5));
         }
         std::fs::read(&self.file).unwrap_or_default()
     }

@@ -99,6 +99,20 @@ pub fn skip_without(checks: &[Prerequisite]) -> bool {
     }
 }
 
+/// [`skip_without`] as a test's first line: returns from the test (with the
+/// reason on stderr) when one of the prerequisites given is missing, and
+/// fails it instead under [`REQUIRE_LAB`]:
+/// `evac_lab::skip_without!(&[evac_lab::qemu_available]);`. For a test that
+/// needs no [`TempLab`] (which [`lab_or_skip!`] gives).
+#[macro_export]
+macro_rules! skip_without {
+    ($needs:expr) => {
+        if $crate::skip_without($needs) {
+            return;
+        }
+    };
+}
+
 /// `Err(reason)` when QEMU cannot be run here.
 pub fn qemu_available() -> Result<(), String> {
     match process::run("qemu-system-x86_64", &["--version"]) {

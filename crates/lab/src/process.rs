@@ -147,6 +147,20 @@ pub fn kill(pid: u32, signal: i32) {
     }
 }
 
+/// Stops a child the lab started: `signal` (SIGTERM, or SIGINT for a
+/// tool that then flushes what it holds), SIGKILL if it is still there
+/// after `grace`, and reaps it, so that neither a hung process nor a
+/// zombie outlives the lab.
+pub fn stop(mut child: std::process::Child, signal: i32, grace: Duration) {
+    kill(child.id(), signal);
+    let deadline = Instant::now() + grace;
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// SIGKILLs every process [`pids_under`] `dir` finds; returns their pids.
 pub fn kill_under(dir: &Path) -> Vec<u32> {
     let pids = pids_under(dir);

@@ -28,9 +28,7 @@ fn add_netns(name: &str) {
 
 #[test]
 fn removing_a_namespace_that_is_gone_is_not_an_error() {
-    if lab::skip_without(&[lab::netns_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::netns_available]);
     let ns = format!("{}-gone", lab_prefix("tgone", std::process::id()));
     assert!(!remove_netns(&ns).unwrap(), "never made: nothing removed");
     add_netns(&ns);
@@ -41,9 +39,7 @@ fn removing_a_namespace_that_is_gone_is_not_an_error() {
 
 #[test]
 fn a_second_teardown_of_a_half_gone_lab_succeeds() {
-    if lab::skip_without(&[lab::netns_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::netns_available]);
     // A lab as `evac lab` names one, owned by this test process (so `down`
     // signals no owner): three namespaces and its directory.
     let name = format!("thalf{}", std::process::id());

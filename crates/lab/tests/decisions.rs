@@ -27,9 +27,7 @@ const FLEET24: &str = include_str!("../labs/fleet24.toml");
 
 #[test]
 fn deadline_decides_in_the_lab_as_in_the_simulation() {
-    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::netns_available, lab::qemu_available]);
     // Named per process: parallel test runs never share a lab.
     let name = format!("f24dec{}", std::process::id());
     let text = FLEET24.replace("name = \"fleet24\"", &format!("name = \"{name}\""));

@@ -114,16 +114,12 @@ fn evacuate_fleet48(policy: PolicyKind) {
 
 #[test]
 fn forty_eight_vms_move_exactly_once_under_deadline() {
-    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::netns_available, lab::qemu_available]);
     evacuate_fleet48(PolicyKind::Deadline);
 }
 
 #[test]
 fn forty_eight_vms_move_exactly_once_under_aimd_global() {
-    if lab::skip_without(&[lab::netns_available, lab::qemu_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::netns_available, lab::qemu_available]);
     evacuate_fleet48(PolicyKind::AimdGlobal);
 }

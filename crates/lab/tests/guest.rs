@@ -67,9 +67,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 fn the_guest_dirties_at_its_rate_without_holding_a_core() {
     let _serial = one_at_a_time();
-    if lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::qemu_available, lab::dirty_guest_available]);
     const RATE: f64 = 16e6;
     const WORKING_SET_MIB: u64 = 96;
     let dir = tempfile::tempdir().unwrap();
@@ -119,9 +117,7 @@ fn the_guest_dirties_at_its_rate_without_holding_a_core() {
 #[test]
 fn the_curve_guest_dirties_each_region_at_its_rate() {
     let _serial = one_at_a_time();
-    if lab::skip_without(&[lab::qemu_available, lab::dirty_guest_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::qemu_available, lab::dirty_guest_available]);
     let mib = 1_048_576.0;
     let regions = [
         lab::DirtyRegion {
@@ -183,13 +179,11 @@ fn the_curve_guest_dirties_each_region_at_its_rate() {
 #[test]
 fn a_lab_files_dirty_curve_runs_the_curve_guest() {
     let _serial = one_at_a_time();
-    if lab::skip_without(&[
+    lab::skip_without!(&[
         lab::qemu_available,
         lab::netns_available,
         lab::dirty_guest_available,
-    ]) {
-        return;
-    }
+    ]);
     let name = format!("curve{}", std::process::id());
     let text =
         include_str!("../labs/curve.toml").replacen("name = \"curve\"", &format!("name = \"{name}\""), 1);

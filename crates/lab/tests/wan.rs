@@ -26,9 +26,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[test]
 fn an_idle_round_trip_takes_the_configured_rtt() {
-    if lab::skip_without(&[lab::netns_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::netns_available]);
     let topo = topology("rtt", "400 Mbps", "30 ms", "4 MiB");
     let rtts = udp_rtts(
         &topo.host_netns[0],
@@ -51,9 +49,7 @@ fn an_idle_round_trip_takes_the_configured_rtt() {
 
 #[test]
 fn one_connection_is_held_to_its_window_over_the_rtt_and_four_are_not() {
-    if lab::skip_without(&[lab::netns_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::netns_available]);
     // 1 MiB / 100 ms = 83.9 Mbit/s for one connection; the WAN has 400.
     let topo = topology("win", "400 Mbps", "100 ms", "1 MiB");
     let (s, d, a) = (&topo.host_netns[0], &topo.host_netns[1], &topo.host_address[1]);
@@ -67,9 +63,7 @@ fn one_connection_is_held_to_its_window_over_the_rtt_and_four_are_not() {
 
 #[test]
 fn dropping_the_topology_removes_its_namespaces() {
-    if lab::skip_without(&[lab::netns_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::netns_available]);
     let topo = topology("drop", "100 Mbps", "10 ms", "4 MiB");
     let names = topo.host_netns.clone();
     let prefix = topo.prefix.clone();

@@ -108,13 +108,11 @@ async fn evacuate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_domains_crosses_four_hosts_over_tcp_ssh_and_tls_each_once() {
-    if evac_lab::skip_without(&[
+    evac_lab::skip_without!(&[
         lab::libvirt_lab_available,
         lab::sshd_available,
         lab::certtool_available,
-    ]) {
-        return;
-    }
+    ]);
     let mut lab = Lab::start(&LabOptions {
         hosts: 4,
         rate_mbit: Some(400),

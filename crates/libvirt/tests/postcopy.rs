@@ -51,9 +51,7 @@ fn filled_pages() -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_that_cannot_converge_completes_by_postcopy_and_keeps_its_memory() {
-    if evac_lab::skip_without(&[lab::libvirt_lab_available, evac_lab::dirty_guest_available]) {
-        return;
-    }
+    evac_lab::skip_without!(&[lab::libvirt_lab_available, evac_lab::dirty_guest_available]);
     let _serial = SERIAL.lock().await;
     let lab = lab();
     let name = lab
@@ -124,9 +122,7 @@ async fn a_guest_that_cannot_converge_completes_by_postcopy_and_keeps_its_memory
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_backed_ram_is_refused_postcopy_and_stays_intact_on_its_source() {
-    if evac_lab::skip_without(&[lab::libvirt_lab_available]) {
-        return;
-    }
+    evac_lab::skip_without!(&[lab::libvirt_lab_available]);
     let _serial = SERIAL.lock().await;
     let lab = lab();
     let ram = lab.ram_file("fb", 32, None).unwrap();

@@ -11,12 +11,10 @@ use evac_libvirt::inventory::Inventory;
 use evac_outcome::Outcome;
 use evac_run::RunOptions;
 
-fn skip() -> bool {
-    evac_lab::skip_without(&[lab::libvirt_lab_available])
-}
-
-fn lab() -> Lab {
-    Lab::start(&LabOptions::pair(false)).unwrap()
+/// A pair of hosts, or `None` (the test returns) where libvirt's lab cannot
+/// run ([`evac_lab::skip_without`]).
+fn lab() -> Option<Lab> {
+    Lab::unless_missing(&[lab::libvirt_lab_available], &LabOptions::pair(false))
 }
 
 fn inventory(lab: &Lab, migration: &str, controller: &str) -> Inventory {
@@ -39,10 +37,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_domains_move_with_aimd_global_and_with_deadline() {
-    if skip() {
-        return;
-    }
-    let lab = lab();
+    let Some(lab) = lab() else { return };
     for policy in ["aimd-global", "deadline"] {
         let names = start_domains(&lab, &policy[..4], 3, 32);
         let inv = inventory(
@@ -78,10 +73,7 @@ async fn three_domains_move_with_aimd_global_and_with_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_migration_pauses_the_guest_and_resumes_it_at_the_destination() {
-    if skip() {
-        return;
-    }
-    let lab = lab();
+    let Some(lab) = lab() else { return };
     let names = start_domains(&lab, "off", 1, 32);
     let inv = inventory(
         &lab,
@@ -101,10 +93,7 @@ async fn an_offline_migration_pauses_the_guest_and_resumes_it_at_the_destination
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_flight_leaves_the_domains_on_their_source() {
-    if skip() {
-        return;
-    }
-    let lab = lab();
+    let Some(lab) = lab() else { return };
     let names = start_domains(&lab, "stay", 2, 64);
     // 2 MiB/s: 64 MiB cannot finish within the 6 s before the shutdown.
     let inv = inventory(
@@ -129,10 +118,8 @@ async fn shutdown_mid_flight_leaves_the_domains_on_their_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_qemu_killed_mid_migration_is_retried() {
-    if skip() {
-        return;
-    }
-    let lab = std::sync::Arc::new(lab());
+    let Some(lab) = lab() else { return };
+    let lab = std::sync::Arc::new(lab);
     let names = start_domains(&lab, "kill", 1, 64);
     // 4 MiB/s: 16 s of sending, time to kill the destination's QEMU.
     let inv = inventory(
@@ -178,10 +165,7 @@ async fn a_destination_qemu_killed_mid_migration_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_daemon_killed_mid_migration_is_retried_after_its_restart() {
-    if skip() {
-        return;
-    }
-    let lab = lab();
+    let Some(lab) = lab() else { return };
     let names = start_domains(&lab, "dkill", 1, 64);
     // 4 MiB/s: 16 s of sending, time to kill B's daemon mid-transfer. Five
     // attempts: the retries wait 1, 2, 4 and 8 s, far more than the
@@ -255,10 +239,7 @@ async fn restart_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evac_killed_and_restarted_moves_each_domain_once() {
-    if skip() {
-        return;
-    }
-    let lab = lab();
+    let Some(lab) = lab() else { return };
     let names = start_domains(&lab, "rst", 4, 64);
     // 8 MiB/s, one at a time: about 8 s per domain, so that at the kill
     // one has landed on B and the next one's migration runs.

@@ -23,9 +23,7 @@ async fn reading(ups: &UpsAddress) -> evac_nut::Reading {
 
 #[tokio::test]
 async fn a_draining_ups_reads_as_line_battery_then_low_battery() {
-    if evac_lab::skip_without(&[nut_available]) {
-        return;
-    }
+    evac_lab::skip_without!(&[nut_available]);
     let dir = dir();
     let mut server = LabUps::start(dir.path(), "ups1", "ups.status: OL\nbattery.runtime: 3600\n").unwrap();
     let ups: UpsAddress = server.address().parse().unwrap();
@@ -55,9 +53,7 @@ async fn a_draining_ups_reads_as_line_battery_then_low_battery() {
 
 #[tokio::test]
 async fn an_unknown_ups_a_dead_driver_and_a_dead_upsd_are_errors_within_the_wait() {
-    if evac_lab::skip_without(&[nut_available]) {
-        return;
-    }
+    evac_lab::skip_without!(&[nut_available]);
     let dir = dir();
     let mut server = LabUps::start(dir.path(), "ups2", "ups.status: OL\n").unwrap();
     let port = server.port();

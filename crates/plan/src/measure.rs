@@ -240,18 +240,25 @@ pub async fn qemu(
     runs: usize,
 ) -> Result<Vec<Measured>> {
     let (seconds, long) = sample_seconds(sample, long);
-    let tasks: Vec<_> = inventory
-        .vms
-        .iter()
-        .map(|vm| {
-            let (name, qmp, stated) = (vm.name.clone(), vm.qmp.clone(), vm.memory);
-            tokio::spawn(async move {
-                qemu_vm(&qmp, stated, seconds, long, runs)
-                    .await
-                    .with_context(|| format!("vm `{name}` (QMP {qmp})"))
-            })
-        })
-        .collect();
+    all_at_once(inventory.vms.iter().map(|vm| {
+        let (name, qmp, stated) = (vm.name.clone(), vm.qmp.clone(), vm.memory);
+        async move {
+            qemu_vm(&qmp, stated, seconds, long, runs)
+                .await
+                .with_context(|| format!("vm `{name}` (QMP {qmp})"))
+        }
+    }))
+    .await
+}
+
+/// Runs one measurement per VM, each on its own task so that their samples
+/// overlap in time (a fleet takes as long as its slowest VM, not the sum),
+/// and gathers them in the VMs' order.
+async fn all_at_once<F>(measurements: impl Iterator<Item = F>) -> Result<Vec<Measured>>
+where
+    F: Future<Output = Result<Measured>> + Send + 'static,
+{
+    let tasks: Vec<_> = measurements.map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(tasks.len());
     for task in tasks {
         out.push(task.await.context("a measuring task panicked")??);
@@ -410,53 +417,45 @@ pub async fn libvirt(
     use evac_run::Backend as _;
     let (seconds, long) = sample_seconds(sample, long);
     let fleet = backend.fleet();
-    let tasks: Vec<_> = fleet
-        .vms
-        .iter()
-        .map(|vm| {
-            let conn = backend.connection(vm.host).clone();
-            let (name, memory) = (vm.name.clone(), vm.memory);
-            let host = fleet.host(vm.host).name.clone();
-            tokio::spawn(async move {
-                let content = async {
-                    if runs == 0 {
-                        return Ok(None);
-                    }
-                    let q35 = evac_libvirt::client::is_q35(&conn, &name, EXCHANGE).await?;
-                    let ram = crate::sample::x86_ram_ranges(memory.0, q35);
-                    read_content(&ram, runs, |address| {
-                        let (conn, name) = (conn.clone(), name.clone());
-                        async move {
-                            let size = crate::sample::RUN_BYTES;
-                            Ok(evac_libvirt::client::peek(&conn, &name, address, size, EXCHANGE).await?)
-                        }
-                    })
-                    .await
+    all_at_once(fleet.vms.iter().map(|vm| {
+        let conn = backend.connection(vm.host).clone();
+        let (name, memory) = (vm.name.clone(), vm.memory);
+        let host = fleet.host(vm.host).name.clone();
+        async move {
+            let content = async {
+                if runs == 0 {
+                    return Ok(None);
                 }
-                .await;
-                let measured = async {
-                    let mut measured = measure_vm(memory, seconds, long, |s| {
-                        let (conn, name) = (conn.clone(), name.clone());
-                        async move {
-                            let s = u32::try_from(s).context("a sample of more than 2^32 s")?;
-                            Ok(evac_libvirt::client::dirty_rate(&conn, &name, s, EXCHANGE).await?)
-                        }
-                    })
-                    .await?;
-                    measured.content = content?;
-                    anyhow::Ok(measured)
-                };
-                measured
-                    .await
-                    .with_context(|| format!("domain `{name}` on host `{host}`"))
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        out.push(task.await.context("a measuring task panicked")??);
-    }
-    Ok(out)
+                let q35 = evac_libvirt::client::is_q35(&conn, &name, EXCHANGE).await?;
+                let ram = crate::sample::x86_ram_ranges(memory.0, q35);
+                read_content(&ram, runs, |address| {
+                    let (conn, name) = (conn.clone(), name.clone());
+                    async move {
+                        let size = crate::sample::RUN_BYTES;
+                        Ok(evac_libvirt::client::peek(&conn, &name, address, size, EXCHANGE).await?)
+                    }
+                })
+                .await
+            }
+            .await;
+            let measured = async {
+                let mut measured = measure_vm(memory, seconds, long, |s| {
+                    let (conn, name) = (conn.clone(), name.clone());
+                    async move {
+                        let s = u32::try_from(s).context("a sample of more than 2^32 s")?;
+                        Ok(evac_libvirt::client::dirty_rate(&conn, &name, s, EXCHANGE).await?)
+                    }
+                })
+                .await?;
+                measured.content = content?;
+                anyhow::Ok(measured)
+            };
+            measured
+                .await
+                .with_context(|| format!("domain `{name}` on host `{host}`"))
+        }
+    }))
+    .await
 }
 
 #[cfg(test)]

@@ -141,9 +141,7 @@ fn watch_new_threads(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_does_not_compress_where_the_cpu_binds() {
-    if lab::skip_without(&[lab::qemu_available, lab::netns_available]) {
-        return;
-    }
+    lab::skip_without!(&[lab::qemu_available, lab::netns_available]);
     let dir = tempfile::tempdir().unwrap();
     // Dropped last: each run's lab (its QEMUs) goes before the namespaces.
     let net = LabNetwork::new(Shaping {

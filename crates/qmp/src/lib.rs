@@ -431,6 +431,12 @@ impl Qmp {
         }
     }
 
+    /// [`Qmp::execute`] for a command whose reply carries nothing (QEMU
+    /// answers `{}`): only whether it was done.
+    async fn execute_unit(&self, command: &str, arguments: Option<Value>) -> Result<()> {
+        self.execute(command, arguments).await.map(drop)
+    }
+
     /// [`Qmp::execute`] decoding the reply into `T`.
     pub async fn execute_as<T: serde::de::DeserializeOwned>(
         &self,
@@ -462,33 +468,27 @@ impl Qmp {
             .iter()
             .map(|(c, on)| json!({"capability": c.as_str(), "state": on}))
             .collect();
-        self.execute("migrate-set-capabilities", Some(json!({ "capabilities": list })))
+        self.execute_unit("migrate-set-capabilities", Some(json!({ "capabilities": list })))
             .await
-            .map(drop)
     }
 
     /// `migrate-set-parameters` with the fields that are `Some`.
     pub async fn migrate_set_parameters(&self, parameters: &MigrationParameters) -> Result<()> {
         let arguments = serde_json::to_value(parameters).expect("parameters serialize");
-        self.execute("migrate-set-parameters", Some(arguments))
-            .await
-            .map(drop)
+        self.execute_unit("migrate-set-parameters", Some(arguments)).await
     }
 
     /// Starts an outgoing migration to `uri` (e.g. `tcp:10.0.0.2:4444`).
     pub async fn migrate(&self, uri: &str) -> Result<()> {
-        self.execute("migrate", Some(json!({ "uri": uri })))
-            .await
-            .map(drop)
+        self.execute_unit("migrate", Some(json!({ "uri": uri }))).await
     }
 
     /// Starts listening for an incoming migration (QEMU started with `-incoming defer`).
     /// With port 0 (`tcp:<addr>:0`) QEMU picks a free one: read it back from
     /// [`Qmp::query_migrate`] ([`MigrationInfo::listening_port`]).
     pub async fn migrate_incoming(&self, uri: &str) -> Result<()> {
-        self.execute("migrate-incoming", Some(json!({ "uri": uri })))
+        self.execute_unit("migrate-incoming", Some(json!({ "uri": uri })))
             .await
-            .map(drop)
     }
 
     /// `object-add` of a `tls-creds-x509` object `id` reading its
@@ -499,7 +499,7 @@ impl Qmp {
             TlsEndpoint::Client => "client",
             TlsEndpoint::Server => "server",
         };
-        self.execute(
+        self.execute_unit(
             "object-add",
             Some(json!({
                 "qom-type": "tls-creds-x509",
@@ -510,28 +510,25 @@ impl Qmp {
             })),
         )
         .await
-        .map(drop)
     }
 
     /// `object-del`.
     pub async fn object_del(&self, id: &str) -> Result<()> {
-        self.execute("object-del", Some(json!({ "id": id })))
-            .await
-            .map(drop)
+        self.execute_unit("object-del", Some(json!({ "id": id }))).await
     }
 
     pub async fn migrate_cancel(&self) -> Result<()> {
-        self.execute("migrate_cancel", None).await.map(drop)
+        self.execute_unit("migrate_cancel", None).await
     }
 
     /// Pauses the guest.
     pub async fn stop(&self) -> Result<()> {
-        self.execute("stop", None).await.map(drop)
+        self.execute_unit("stop", None).await
     }
 
     /// Resumes the guest.
     pub async fn cont(&self) -> Result<()> {
-        self.execute("cont", None).await.map(drop)
+        self.execute_unit("cont", None).await
     }
 
     /// Asks QEMU to exit. A connection that closes before the reply counts as success.

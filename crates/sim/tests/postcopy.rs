@@ -98,8 +98,10 @@ fn postcopy_pages_follow_on_one_connection_whatever_multifd_had() {
 ///
 /// The network of the test above: the WAN carries 125 MB/s, one connection
 /// 41.94 MB/s, four connections all of the WAN. A 1 GiB VM started live,
-/// postcopy allowed, four connections.
-fn deadline_switch(dirty_rate: f64, power_off_s: u64) -> evac_outcome::VmRecord {
+/// postcopy allowed, four connections: it must be migrated in `mode`
+/// before its power-off.
+#[track_caller]
+fn assert_deadline_switches(dirty_rate: f64, power_off_s: u64, mode: Mode) {
     let network = wan_with(BitsPerSec::gbps(1.0), Duration::from_millis(100), Bytes::mib(4));
     let params = MigrationParams {
         mode: Mode::Live,
@@ -114,7 +116,10 @@ fn deadline_switch(dirty_rate: f64, power_off_s: u64) -> evac_outcome::VmRecord 
     let mut fleet = fleet(Some(Duration::from_secs(power_off_s)));
     fleet.vms[0].dirty_rate = BytesPerSec(dirty_rate);
     let result = evac_sim::simulate_evacuation(&fleet, &network, params, &config);
-    result.vms[0].clone()
+    let vm = &result.vms[0];
+    assert_eq!(vm.outcome, Outcome::Migrated, "{vm:?}");
+    assert_eq!(vm.mode, Some(mode), "{vm:?}");
+    assert!(vm.end_s.unwrap() < power_off_s as f64, "{vm:?}");
 }
 
 #[test]
@@ -124,10 +129,7 @@ fn deadline_goes_offline_when_one_connection_cannot_save_the_vm() {
     // or handed over early, about 1.2 GB is left to send (the 1 GiB, less
     // what went in the first second, and the 256 MiB dirtied): 9.8 s at
     // 125 MB/s offline, in time; 29 s on one connection in postcopy, not.
-    let vm = deadline_switch(100e6, 13);
-    assert_eq!(vm.outcome, Outcome::Migrated, "{vm:?}");
-    assert_eq!(vm.mode, Some(Mode::Offline), "{vm:?}");
-    assert!(vm.end_s.unwrap() < 13.0);
+    assert_deadline_switches(100e6, 13, Mode::Offline);
 }
 
 #[test]
@@ -136,8 +138,5 @@ fn deadline_goes_postcopy_when_one_connection_can_save_the_vm() {
     // ends by stop-and-copy after its last round, long after the power-off
     // at 40 s. The same 1.2 GB or less on one connection takes at most
     // 29 s: postcopy saves it, with the guest running throughout.
-    let vm = deadline_switch(150e6, 40);
-    assert_eq!(vm.outcome, Outcome::Migrated, "{vm:?}");
-    assert_eq!(vm.mode, Some(Mode::Postcopy), "{vm:?}");
-    assert!(vm.end_s.unwrap() < 40.0);
+    assert_deadline_switches(150e6, 40, Mode::Postcopy);
 }

@@ -72,6 +72,19 @@ fn run(fleet: &Fleet, gbps: f64, compression: Compression, policy: PolicyKind) -
     common::simulate(fleet, &wan(gbps), params, policy)
 }
 
+/// The one VM of [`half_zero`] moved alone (sequential, 1 Gbit/s) from a
+/// host of `cpus` cores: its result.
+fn half_zero_alone(cpus: Option<f64>, compression: Compression) -> evac_outcome::VmRecord {
+    let f = fleet(cpus, vec![half_zero()]);
+    let mut r = run(&f, 1.0, compression, PolicyKind::Sequential);
+    r.vms.remove(0)
+}
+
+/// An idle 1 GiB VM, half of it zero pages, the rest compressing at 2.
+fn half_zero() -> Vm {
+    vm("half-zero", profile(0.5, 2.0))
+}
+
 #[track_caller]
 fn close(actual: f64, expected: f64) {
     assert!(
@@ -84,10 +97,9 @@ fn close(actual: f64, expected: f64) {
 fn a_zero_page_costs_its_header() {
     // Half of 1 GiB is zero pages: 2^17 pages of 9 B (1,179,648 B) and 2^29
     // B of the others, 538,050,560 B at 1 Gbit/s (125 MB/s): 4.30440448 s.
-    let f = fleet(None, vec![vm("half-zero", profile(0.5, 2.0))]);
-    let r = run(&f, 1.0, Compression::None, PolicyKind::Sequential);
-    assert_eq!(r.vms[0].bytes_sent, Some(538_050_560));
-    close(r.vms[0].migration_time_s.unwrap(), 4.30440448);
+    let alone = half_zero_alone(None, Compression::None);
+    assert_eq!(alone.bytes_sent, Some(538_050_560));
+    close(alone.migration_time_s.unwrap(), 4.30440448);
 }
 
 #[test]
@@ -95,10 +107,9 @@ fn a_compressed_page_costs_its_bytes_over_the_ratio_and_its_header() {
     // The other 2^17 pages compressed at 2: 2048 + 8 B each, 269,484,032
     // B, plus the zero pages' 1,179,648: 270,663,680 B at 125 MB/s is
     // 2.16530944 s (the host's CPU never binds).
-    let f = fleet(None, vec![vm("half-zero", profile(0.5, 2.0))]);
-    let r = run(&f, 1.0, Compression::Zstd, PolicyKind::Sequential);
-    assert_eq!(r.vms[0].bytes_sent, Some(270_663_680));
-    close(r.vms[0].migration_time_s.unwrap(), 2.16530944);
+    let alone = half_zero_alone(None, Compression::Zstd);
+    assert_eq!(alone.bytes_sent, Some(270_663_680));
+    close(alone.migration_time_s.unwrap(), 2.16530944);
 }
 
 #[test]
@@ -106,10 +117,9 @@ fn a_compressing_migration_goes_no_faster_than_its_host_compresses() {
     // Half a core at 100 MB/s compresses the 2^29 B of non-zero pages in
     // 2^29 / 50e6 = 10.73741824 s, far longer than the link's 2.165 s; the
     // bytes are the same 270,663,680.
-    let f = fleet(Some(0.5), vec![vm("half-zero", profile(0.5, 2.0))]);
-    let r = run(&f, 1.0, Compression::Zstd, PolicyKind::Sequential);
-    assert_eq!(r.vms[0].bytes_sent, Some(270_663_680));
-    close(r.vms[0].migration_time_s.unwrap(), 10.73741824);
+    let alone = half_zero_alone(Some(0.5), Compression::Zstd);
+    assert_eq!(alone.bytes_sent, Some(270_663_680));
+    close(alone.migration_time_s.unwrap(), 10.73741824);
 }
 
 #[test]
@@ -134,16 +144,14 @@ fn a_hosts_cpu_is_shared_by_its_compressing_migrations() {
 #[test]
 fn auto_compresses_only_when_that_is_faster() {
     // CPU to spare: compressed (2.16530944 s) beats plain (4.30440448 s).
-    let f = fleet(None, vec![vm("half-zero", profile(0.5, 2.0))]);
-    let r = run(&f, 1.0, Compression::Auto, PolicyKind::Sequential);
-    close(r.vms[0].migration_time_s.unwrap(), 2.16530944);
+    let alone = half_zero_alone(None, Compression::Auto);
+    close(alone.migration_time_s.unwrap(), 2.16530944);
     // The result says what was chosen.
-    assert_eq!(r.vms[0].compression, Some(Compression::Zstd));
+    assert_eq!(alone.compression, Some(Compression::Zstd));
     // Half a core: compressed would take 10.74 s, plain 4.30 s.
-    let f = fleet(Some(0.5), vec![vm("half-zero", profile(0.5, 2.0))]);
-    let r = run(&f, 1.0, Compression::Auto, PolicyKind::Sequential);
-    close(r.vms[0].migration_time_s.unwrap(), 4.30440448);
-    assert_eq!(r.vms[0].compression, Some(Compression::None));
+    let alone = half_zero_alone(Some(0.5), Compression::Auto);
+    close(alone.migration_time_s.unwrap(), 4.30440448);
+    assert_eq!(alone.compression, Some(Compression::None));
     // Nothing compresses (ratio 1): zstd only adds headers, 2^18 pages of
     // 4104 B, 1,075,838,976 B at 125 MB/s (8.606711808 s); auto sends
     // 2^30 B (8.589934592 s).
@@ -161,7 +169,7 @@ fn a_migration_compresses_on_one_core_per_connection() {
     // No cores stated: one per connection. At 100 MB/s a core, the 2^29 B
     // of non-zero pages take 5.36870912 s on one connection (the link
     // would take 2.165 s); with the host's 0.5 core stated, 10.73741824 s.
-    let f = fleet(None, vec![vm("half-zero", profile(0.5, 2.0))]);
+    let f = fleet(None, vec![half_zero()]);
     let params = MigrationParams {
         compression: Compression::Zstd,
         zstd_rate_per_core: BytesPerSec(100e6),

@@ -18,9 +18,7 @@ impl Lab {
     /// How many domains of host `i` have a job running now (outgoing
     /// migrations, on a source).
     pub fn jobs_running(&self, i: usize) -> std::io::Result<usize> {
-        let uri = self.hosts[i].uri();
-        client::blocking(Duration::from_secs(10), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
+        self.ask(i, |conn| {
             let doms = conn
                 .0
                 .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
@@ -32,7 +30,6 @@ impl Lab {
                 })
                 .count())
         })
-        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
     }
 
     /// The pids of the QEMU processes running lab domains on host `i`
@@ -199,9 +196,7 @@ impl Lab {
 
     /// Names of the running domains of host `i`.
     pub fn running_domains(&self, i: usize) -> std::io::Result<Vec<String>> {
-        let uri = self.hosts[i].uri();
-        client::blocking(Duration::from_secs(10), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
+        self.ask(i, |conn| {
             let doms = conn
                 .0
                 .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
@@ -209,7 +204,6 @@ impl Lab {
             names.sort();
             Ok(names)
         })
-        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
     }
 
     /// Whether domain `name` on host `i` is in postcopy now: its source
@@ -217,29 +211,48 @@ impl Lab {
     /// destination running in it (`VIR_DOMAIN_RUNNING_POSTCOPY`), as libvirt
     /// reports the domain's state and its reason.
     pub fn in_postcopy(&self, i: usize, name: &str) -> std::io::Result<bool> {
-        let uri = self.hosts[i].uri();
-        let name = name.to_owned();
-        client::blocking(Duration::from_secs(10), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
-            let (state, reason) = virt::domain::Domain::lookup_by_name(&conn.0, &name)?.get_state()?;
+        self.ask_domain(i, name, |dom| {
+            let (state, reason) = dom.get_state()?;
             use virt::sys::*;
             Ok(
                 (state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_POSTCOPY as i32)
                     || (state == VIR_DOMAIN_RUNNING && reason == VIR_DOMAIN_RUNNING_POSTCOPY as i32),
             )
         })
-        .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
     }
 
     /// Whether domain `name` is paused on host `i`.
     pub fn is_paused(&self, i: usize, name: &str) -> std::io::Result<bool> {
-        let uri = self.hosts[i].uri();
-        let name = name.to_owned();
-        client::blocking(Duration::from_secs(10), move || {
-            let conn = client::Conn::open_blocking(&uri)?;
-            let dom = virt::domain::Domain::lookup_by_name(&conn.0, &name)?;
+        self.ask_domain(i, name, |dom| {
             Ok(dom.get_state()?.0 == virt::sys::VIR_DOMAIN_PAUSED)
         })
+    }
+
+    /// Asks host `i`'s daemon (a connection of its own, on a thread, at
+    /// most 10 s): what the read-only checks above share; an error names the
+    /// host.
+    fn ask<T: Send + 'static>(
+        &self,
+        i: usize,
+        question: impl FnOnce(&client::Conn) -> Result<T, virt::error::Error> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let uri = self.hosts[i].uri();
+        client::blocking(Duration::from_secs(10), move || {
+            question(&client::Conn::open_blocking(&uri)?)
+        })
         .map_err(|e| io_err(format!("{}: {e}", self.hosts[i].hostname)))
+    }
+
+    /// [`Lab::ask`] about domain `name` on host `i`.
+    fn ask_domain<T: Send + 'static>(
+        &self,
+        i: usize,
+        name: &str,
+        question: impl FnOnce(&virt::domain::Domain) -> Result<T, virt::error::Error> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let name = name.to_owned();
+        self.ask(i, move |conn| {
+            question(&virt::domain::Domain::lookup_by_name(&conn.0, &name)?)
+        })
     }
 }

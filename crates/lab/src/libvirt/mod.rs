@@ -44,7 +44,7 @@ use evac_model::{BitsPerSec, Bytes};
 use crate::capture::Capture;
 use crate::cleanup::{remove_lab, sweep_dead, Removed};
 use crate::netns::{address_up, link_up, shape, veth, Namespaces, QdiscVerb, Tbf};
-use crate::process::{ip, kill, run};
+use crate::process::{self, ip, run};
 use crate::QBOOT;
 
 pub mod domains;
@@ -403,14 +403,8 @@ impl Lab {
         lines.push(format!("max_workers = {max_workers}"));
         lines.push(format!("min_workers = {}", max_workers.min(5)));
         std::fs::write(&conf, lines.join("\n") + "\n")?;
-        if let Some(mut child) = self.hosts[i].daemon.take() {
-            kill(child.id(), libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.hosts[i].daemon.take() {
+            process::stop(child, libc::SIGTERM, Duration::from_secs(10));
         }
         self.start_daemon(i)
     }
@@ -527,14 +521,8 @@ impl Lab {
             }
         }
         for i in 0..self.hosts.len() {
-            if let Some(mut child) = self.hosts[i].daemon.take() {
-                kill(child.id(), libc::SIGTERM);
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Some(child) = self.hosts[i].daemon.take() {
+                process::stop(child, libc::SIGTERM, Duration::from_secs(5));
             }
         }
         // QEMUs a killed daemon left (their command line names our dir),
