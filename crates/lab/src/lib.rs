@@ -124,6 +124,21 @@ pub fn qemu_available() -> Result<(), String> {
     }
 }
 
+/// The runtime a synchronous lab test (or example) drives evac on, for the
+/// tests that block on the lab between its async steps: two workers, the
+/// cores of the machines the lab runs on.
+///
+/// # Panics
+///
+/// When the runtime cannot be built (no threads left).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the lab")
+}
+
 /// A number unique in this process.
 pub(crate) fn next_id() -> u32 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

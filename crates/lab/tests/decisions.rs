@@ -33,11 +33,7 @@ fn deadline_decides_in_the_lab_as_in_the_simulation() {
     let text = FLEET24.replace("name = \"fleet24\"", &format!("name = \"{name}\""));
     let mut built = LabInstance::build(&text, "labs/fleet24.toml").unwrap();
     let period = built.scenario.controller.period.as_secs_f64();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = evac_lab::runtime();
     let calibration = runtime
         .block_on(evac_lab::calibration::calibrate(&mut built, 3))
         .unwrap();

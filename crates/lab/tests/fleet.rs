@@ -33,11 +33,7 @@ fn evacuate_fleet48(policy: PolicyKind) {
     let mut lab = LabInstance::build(&text, "labs/fleet48.toml").unwrap();
     let booted = built.elapsed();
     assert_eq!(lab.scenario.fleet.vms.len(), 48);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = evac_lab::runtime();
     let run = runtime
         .block_on(evacuate(&mut lab, Some(policy), None, std::future::pending()))
         .unwrap();

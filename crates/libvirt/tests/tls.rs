@@ -19,6 +19,17 @@ fn request(lab: &Lab, domain: &str, tls: bool, tls_destination: Option<&str>) ->
     }
 }
 
+/// Migrates `domain` from host A to host B (with TLS or not) while host B's
+/// link is captured into `pcap`; what the capture holds.
+async fn migrate_captured(lab: &Lab, domain: &str, tls: bool, pcap: &str) -> Vec<u8> {
+    let mut capture = lab.capture(1, &lab.dir.join(pcap)).unwrap();
+    let mut m = Migration::start(&lab.hosts[0].uri(), request(lab, domain, tls, None), T)
+        .await
+        .unwrap();
+    m.wait(Duration::from_secs(60)).await.unwrap();
+    capture.stop()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_marker_is_on_the_wire_without_tls_and_absent_with_it() {
     let Some(lab) = Lab::unless_missing(
@@ -36,23 +47,13 @@ async fn the_marker_is_on_the_wire_without_tls_and_absent_with_it() {
     let secret = lab.start_domain(0, "secret", 32, &ram).unwrap();
     let bogus = lab.start_domain(0, "bogus", 32, &ram).unwrap();
 
-    let mut capture = lab.capture(1, &lab.dir.join("plain.pcap")).unwrap();
-    let mut m = Migration::start(&lab.hosts[0].uri(), request(&lab, &plain, false, None), T)
-        .await
-        .unwrap();
-    m.wait(Duration::from_secs(60)).await.unwrap();
-    let wire = capture.stop();
+    let wire = migrate_captured(&lab, &plain, false, "plain.pcap").await;
     // 32 MiB of marker sent in clear: with 256-byte snapshots of ~1448-byte
     // segments, thousands of whole markers must be seen.
     let plain_hits = count_occurrences(&wire, MARKER);
     assert!(plain_hits > 1000, "{plain_hits} markers in {} bytes", wire.len());
 
-    let mut capture = lab.capture(1, &lab.dir.join("tls.pcap")).unwrap();
-    let mut m = Migration::start(&lab.hosts[0].uri(), request(&lab, &secret, true, None), T)
-        .await
-        .unwrap();
-    m.wait(Duration::from_secs(60)).await.unwrap();
-    let wire = capture.stop();
+    let wire = migrate_captured(&lab, &secret, true, "tls.pcap").await;
     assert_eq!(count_occurrences(&wire, MARKER), 0);
     // The stream did pass through the capture: at least 32 MiB worth of
     // packets, each snapped at 256 bytes, is far more than 100 KiB.

@@ -114,10 +114,7 @@ fn main() -> anyhow::Result<()> {
         burst_bytes: 256 << 10,
         latency: Duration::from_millis(20),
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = evac_lab::runtime();
     let load_before = load();
     let shaped = if rate_mbit == 0 {
         "unshaped".to_owned()

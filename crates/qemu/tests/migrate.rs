@@ -20,6 +20,16 @@ fn inventory(lab: &Lab, policy: &str, vms: &[LabVm], extra: &str) -> Inventory {
     lab.parsed_inventory(policy, vms, extra)
 }
 
+/// One 64 MiB VM `vm-1` in `lab`, the inventory moving it sequentially with
+/// these `[migration]` lines, and a monitor of its source QEMU: what the
+/// tests that watch one migration from its source start with.
+async fn one_watched_vm(lab: &mut Lab, migration: &str) -> (Vec<LabVm>, Inventory, evac_qmp::Qmp) {
+    let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
+    let inv = inventory(lab, "sequential", &vms, migration);
+    let monitor = monitor(&vms[0]).await;
+    (vms, inv, monitor)
+}
+
 /// Every VM runs at its destination, its source is gone, the record is sane.
 async fn check_migrated(lab: &mut Lab, vms: &[LabVm], out: &RunOutput) {
     let result = &out.result;
@@ -66,14 +76,8 @@ async fn two_vms_aimd_global() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_keeps_the_guest_paused_during_the_transfer() {
     let mut lab = lab::lab_or_skip!(NEEDS);
-    let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
-    let inv = inventory(
-        &lab,
-        "sequential",
-        &vms,
-        "mode = \"offline\"\nmax_bandwidth = \"200 Mbps\"",
-    );
-    let monitor = monitor(&vms[0]).await;
+    let (vms, inv, monitor) =
+        one_watched_vm(&mut lab, "mode = \"offline\"\nmax_bandwidth = \"200 Mbps\"").await;
     assert!(monitor.query_status().await.unwrap().running);
     let run = tokio::spawn(run_detailed(inv, None, std::future::pending()));
     let mut seen_migrating = 0;
@@ -104,9 +108,7 @@ async fn offline_keeps_the_guest_paused_during_the_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_destination_is_retried_on_a_fresh_one() {
     let mut lab = lab::lab_or_skip!(NEEDS);
-    let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
-    let inv = inventory(&lab, "sequential", &vms, "max_bandwidth = \"150 Mbps\"");
-    let monitor = monitor(&vms[0]).await;
+    let (vms, inv, monitor) = one_watched_vm(&mut lab, "max_bandwidth = \"150 Mbps\"").await;
     let run = tokio::spawn(run_detailed(inv, None, std::future::pending()));
     // Wait until the first attempt is sending, then kill its destination.
     // 20 MiB at 150 Mbps is over a second: the run has polled this
@@ -211,9 +213,7 @@ async fn a_retune_mid_flight_changes_the_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_cancels_and_leaves_the_vm_on_its_source() {
     let mut lab = lab::lab_or_skip!(NEEDS);
-    let vms = vec![lab.start_vm("vm-1", 64).unwrap()];
-    let inv = inventory(&lab, "sequential", &vms, "max_bandwidth = \"50 Mbps\"");
-    let monitor = monitor(&vms[0]).await;
+    let (vms, inv, monitor) = one_watched_vm(&mut lab, "max_bandwidth = \"50 Mbps\"").await;
     // Shut down once the migration is under way.
     let watch = monitor.clone();
     let under_way = async move {

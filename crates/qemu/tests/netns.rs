@@ -51,11 +51,7 @@ fn two_vms_through_a_shaped_wan() {
 
     // evac itself stays in the initial namespace, where neither veth
     // address exists: the destination QEMU (in `net.dst`) picks its port.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = evac_lab::runtime();
     let tx_before = net.src_tx_bytes().unwrap();
     let out = runtime
         .block_on(async {

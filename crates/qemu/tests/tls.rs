@@ -89,6 +89,26 @@ impl Runs<'_> {
         self.run_to(lab, vm, run, migration, pki, "")
     }
 
+    /// [`Runs::run`] while the destination's link is captured into
+    /// `<run>.pcap`, and checked [`migrated`]: what the capture holds and
+    /// the destination's monitor. Whole packets: the veth hands tcpdump
+    /// GRO segments of up to 64 KiB, so a short snap length would see only
+    /// their heads.
+    fn run_captured(
+        &self,
+        lab: &mut Lab,
+        vm: &LabVm,
+        run: &str,
+        migration: &str,
+        pki: &(PathBuf, PathBuf),
+    ) -> (Vec<u8>, PathBuf) {
+        let pcap = lab.dir.join(format!("{run}.pcap"));
+        let mut capture = Capture::start(&self.net.dst, LabNetwork::DST_DEV, "tcp", 0, &pcap).unwrap();
+        let out = self.run(lab, vm, run, migration, pki);
+        let wire = capture.stop();
+        (wire, migrated(lab, &out, vm))
+    }
+
     /// [`Runs::run`] with `dst_extra` added to the destination host.
     fn run_to(
         &self,
@@ -178,24 +198,13 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
         .start_marker_vm_in("multifd", MIB, MARKER, Some(&net.src))
         .unwrap();
     let runs = Runs {
-        runtime: tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
+        runtime: evac_lab::runtime(),
         net,
     };
-    // Whole packets: the veth hands tcpdump GRO segments of up to 64 KiB,
-    // so a short snap length would see only their heads.
-    let capture =
-        |name: &str| Capture::start(&net.dst, LabNetwork::DST_DEV, "tcp", 0, &dir.join(name)).unwrap();
     let ram = (MIB << 20) as f64;
 
     // 1. Plain: the marker crosses the link in clear.
-    let mut cap = capture("plain.pcap");
-    let out = runs.run(lab, &plain, "plain", "tls = false", &pki);
-    let wire = cap.stop();
-    let qmp = migrated(lab, &out, &plain);
+    let (wire, qmp) = runs.run_captured(lab, &plain, "plain", "tls = false", &pki);
     // 32 MiB of 32-byte markers is 1 Mi markers; those cut by a segment
     // boundary, on zeroed pages or (on a loaded machine) dropped by the
     // kernel are missing: at least half.
@@ -209,10 +218,7 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     assert_eq!(runs.runtime.block_on(tls_creds_of(&qmp)), "");
 
     // 2. TLS: not one marker, though the stream went through the capture.
-    let mut cap = capture("tls.pcap");
-    let out = runs.run(lab, &secret, "tls", "tls = true", &pki);
-    let wire = cap.stop();
-    let qmp = migrated(lab, &out, &secret);
+    let (wire, qmp) = runs.run_captured(lab, &secret, "tls", "tls = true", &pki);
     assert_encrypted(&wire, ram, "tls");
     // TLS records of application data (type 23, version 3.3) carried it.
     let records = count_occurrences(&wire, &[0x17, 0x03, 0x03]);
@@ -221,10 +227,7 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     assert_eq!(runs.runtime.block_on(tls_creds_of(&qmp)), "evac-migration-tls");
 
     // 3. TLS over two multifd channels: every connection is encrypted.
-    let mut cap = capture("multifd.pcap");
-    let out = runs.run(lab, &multifd, "multifd", "tls = true\nconnections = 2", &pki);
-    let wire = cap.stop();
-    let qmp = migrated(lab, &out, &multifd);
+    let (wire, qmp) = runs.run_captured(lab, &multifd, "multifd", "tls = true\nconnections = 2", &pki);
     assert_encrypted(&wire, ram, "tls, multifd");
     assert_eq!(runs.runtime.block_on(tls_creds_of(&qmp)), "evac-migration-tls");
 
