@@ -185,18 +185,8 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     let ShapedLab { lab, net } = &mut shaped;
     let dir = lab.dir.clone();
     let pki = certificates(&dir);
-    let plain = lab
-        .start_marker_vm_in("plain", MIB, MARKER, Some(&net.src))
-        .unwrap();
-    let secret = lab
-        .start_marker_vm_in("secret", MIB, MARKER, Some(&net.src))
-        .unwrap();
-    let bogus = lab
-        .start_marker_vm_in("bogus", MIB, MARKER, Some(&net.src))
-        .unwrap();
-    let multifd = lab
-        .start_marker_vm_in("multifd", MIB, MARKER, Some(&net.src))
-        .unwrap();
+    let [plain, secret, bogus, multifd] = ["plain", "secret", "bogus", "multifd"]
+        .map(|name| lab.start_marker_vm_in(name, MIB, MARKER, Some(&net.src)).unwrap());
     let runs = Runs {
         runtime: evac_lab::runtime(),
         net,

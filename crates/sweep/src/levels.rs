@@ -163,6 +163,22 @@ pub(crate) fn level_rank(level: &Level) -> usize {
     }
 }
 
+/// The value named `text` among `choices`, or an error that names `what`
+/// and lists the names in order ("unknown mode `fast`; expected live,
+/// offline or postcopy").
+fn one_of<T: Copy>(what: &str, text: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    if let Some(&(_, value)) = choices.iter().find(|(name, _)| *name == text) {
+        return Ok(value);
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(format!("unknown {what} `{text}`; expected {expected}"))
+}
+
 pub(crate) fn parse_level(name: &str, value: &toml::Value) -> Result<Level, String> {
     let text = || {
         value
@@ -181,42 +197,39 @@ pub(crate) fn parse_level(name: &str, value: &toml::Value) -> Result<Level, Stri
         "wan_rtt" => Level::WanRtt(parse_duration(text()?).map_err(|e| format!("{e}"))?),
         "tcp_window" => Level::TcpWindow(text()?.parse().map_err(|e| format!("{e}"))?),
         "connections" => Level::Connections(Connections::try_from(integer()?)?),
-        "memory" => Level::Memory(match text()? {
-            "base" => MemoryPreset::Base,
-            "equal" => MemoryPreset::Equal,
-            "skewed" => MemoryPreset::Skewed,
-            other => {
-                return Err(format!(
-                    "unknown memory preset `{other}`; expected base, equal or skewed"
-                ))
-            }
-        }),
+        "memory" => Level::Memory(one_of(
+            "memory preset",
+            text()?,
+            &[
+                ("base", MemoryPreset::Base),
+                ("equal", MemoryPreset::Equal),
+                ("skewed", MemoryPreset::Skewed),
+            ],
+        )?),
         "dirty_rate" => Level::DirtyRate(text()?.parse().map_err(|e| format!("{e}"))?),
-        "mode" => Level::Mode(match text()? {
-            "live" => Mode::Live,
-            "offline" => Mode::Offline,
-            "postcopy" => Mode::Postcopy,
-            other => {
-                return Err(format!(
-                    "unknown mode `{other}`; expected live, offline or postcopy"
-                ))
-            }
-        }),
-        "trace" => Level::Trace(match text()? {
-            "base" => TracePreset::Base,
-            "steady" => TracePreset::Steady,
-            "fluctuating" => TracePreset::Fluctuating,
-            "dip" => TracePreset::Dip,
-            "slow-start" => TracePreset::SlowStart,
-            "near-outage" => TracePreset::NearOutage,
-            "sawtooth" => TracePreset::Sawtooth,
-            "stalls" => TracePreset::Stalls,
-            other => {
-                return Err(format!(
-                    "unknown trace preset `{other}`; expected base, steady, fluctuating, dip, slow-start, near-outage, sawtooth or stalls"
-                ))
-            }
-        }),
+        "mode" => Level::Mode(one_of(
+            "mode",
+            text()?,
+            &[
+                ("live", Mode::Live),
+                ("offline", Mode::Offline),
+                ("postcopy", Mode::Postcopy),
+            ],
+        )?),
+        "trace" => Level::Trace(one_of(
+            "trace preset",
+            text()?,
+            &[
+                ("base", TracePreset::Base),
+                ("steady", TracePreset::Steady),
+                ("fluctuating", TracePreset::Fluctuating),
+                ("dip", TracePreset::Dip),
+                ("slow-start", TracePreset::SlowStart),
+                ("near-outage", TracePreset::NearOutage),
+                ("sawtooth", TracePreset::Sawtooth),
+                ("stalls", TracePreset::Stalls),
+            ],
+        )?),
         "order" => Level::Order(text()?.parse()?),
         "max_in_flight" => Level::MaxInFlight(integer()? as usize),
         "max_in_flight_per_host" => Level::MaxInFlightPerHost(integer()? as usize),

@@ -573,3 +573,22 @@ fn a_time_of_day_means_one_deadline_in_every_combination() {
         "{first:?}"
     );
 }
+
+#[test]
+fn an_unknown_preset_or_mode_lists_the_known_ones() {
+    let refuse =
+        |name: &str, value: &str| levels::parse_level(name, &toml::Value::String(value.into())).unwrap_err();
+    assert_eq!(
+        refuse("mode", "fast"),
+        "unknown mode `fast`; expected live, offline or postcopy"
+    );
+    assert_eq!(
+        refuse("memory", "huge"),
+        "unknown memory preset `huge`; expected base, equal or skewed"
+    );
+    assert_eq!(
+        refuse("trace", "flat"),
+        "unknown trace preset `flat`; expected base, steady, fluctuating, dip, slow-start, \
+         near-outage, sawtooth or stalls"
+    );
+}
