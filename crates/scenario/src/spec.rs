@@ -49,49 +49,46 @@ impl Quantity for BytesPerSec {
     }
 }
 
-/// A share of a VM's pages (`zero_fraction`), a plain number.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
-#[serde(transparent)]
-pub(crate) struct Share(pub f64);
+/// A plain number a group's VMs can draw, a type of its own so that it
+/// cannot be given where another is meant: the newtype, its display, and
+/// its [`Quantity`] with the grain drawn values are rounded to.
+macro_rules! plain_number {
+    ($(#[$doc:meta])* $name:ident, grain: $grain:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
+        #[serde(transparent)]
+        pub(crate) struct $name(pub f64);
 
-impl fmt::Display for Share {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+
+        impl Quantity for $name {
+            const GRAIN: f64 = $grain;
+            fn to_f64(self) -> f64 {
+                self.0
+            }
+            fn from_f64(value: f64) -> Self {
+                $name(value)
+            }
+        }
+    };
 }
 
-impl Quantity for Share {
-    /// Thousandths: a tenth of a percent.
-    const GRAIN: f64 = 1e-3;
-    fn to_f64(self) -> f64 {
-        self.0
-    }
-    fn from_f64(value: f64) -> Self {
-        Share(value)
-    }
-}
+plain_number!(
+    /// A share of a VM's pages (`zero_fraction`), drawn in thousandths (a
+    /// tenth of a percent).
+    Share,
+    grain: 1e-3
+);
 
-/// A compression ratio (`compression_ratio`), a plain number.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
-#[serde(transparent)]
-pub(crate) struct Ratio(pub f64);
-
-impl fmt::Display for Ratio {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl Quantity for Ratio {
-    /// Hundredths.
-    const GRAIN: f64 = 1e-2;
-    fn to_f64(self) -> f64 {
-        self.0
-    }
-    fn from_f64(value: f64) -> Self {
-        Ratio(value)
-    }
-}
+plain_number!(
+    /// A compression ratio (`compression_ratio`), drawn in hundredths.
+    Ratio,
+    grain: 1e-2
+);
 
 /// A fixed quantity or a distribution of it.
 #[derive(Debug, Clone)]
