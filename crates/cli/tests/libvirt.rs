@@ -14,10 +14,7 @@ fn evac_run_evacuates_every_domain_of_a_to_b_over_tls() {
     ) else {
         return;
     };
-    let ram = lab.ram_file("cli", 32, None).unwrap();
-    let mut names: Vec<String> = (0..3)
-        .map(|i| lab.start_domain(0, &format!("cli{i}"), 32, &ram).unwrap())
-        .collect();
+    let mut names = lab.start_domains("cli", 3, 32);
     names.sort();
     let inventory = lab.dir.join("fleet.toml");
     std::fs::write(
@@ -58,10 +55,7 @@ fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
     let Some(lab) = Lab::unless_missing(&[lab::libvirt_lab_available], &LabOptions::pair(false)) else {
         return;
     };
-    let ram = lab.ram_file("res", 64, None).unwrap();
-    let mut names: Vec<String> = (0..4)
-        .map(|i| lab.start_domain(0, &format!("res{i}"), 64, &ram).unwrap())
-        .collect();
+    let mut names = lab.start_domains("res", 4, 64);
     names.sort();
     // One at a time at 8 MiB/s: about 8 s per domain.
     let inventory = lab.dir.join("fleet.toml");

@@ -81,8 +81,7 @@ fn a_real_run_is_scraped_while_it_runs() {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    let status = evac.0.wait().unwrap();
-    assert!(status.success(), "{status}");
+    evac.assert_exits_successfully();
     assert!(
         processed.len() >= 3,
         "vm-1 was scraped in flight only {} times",

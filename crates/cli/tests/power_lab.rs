@@ -135,6 +135,20 @@ fn instant_of(lines: &[Value], t_s: f64) -> Timestamp {
     wall_clock::after(at, Duration::from_secs_f64(t_s))
 }
 
+/// Checks that the run acted on news (`what`, e.g. "inventory edit") that
+/// came at `news` (`since`: "the write") within [`ACT_WITHIN`]: by the
+/// journal's `change`, at its time into the run. Prints how long it took.
+#[track_caller]
+fn assert_acted_within(lines: &[Value], change: &Value, news: Timestamp, what: &str, since: &str) {
+    let acted = wall_clock::until(news, instant_of(lines, change["t_s"].as_f64().unwrap()));
+    eprintln!(
+        "{what} acted on {:.0} ms after {since} (period {} ms)",
+        acted.as_secs_f64() * 1e3,
+        PERIOD.as_millis()
+    );
+    assert!(acted <= ACT_WITHIN, "{what} acted on {acted:?} after {since}");
+}
+
 /// Checks the end of a run: every VM migrated or lost, none started twice
 /// but for retries of failed attempts, the high-priority one migrated, and
 /// none lost before the new power-off or started after it.
@@ -270,13 +284,7 @@ fn an_inventory_edited_mid_run_moves_the_deadline_and_survives_a_resume() {
     .unwrap();
     let change = wait_for(&journal, &mut first, &stderr, |l| l["event"] == "power");
     let lines = journal_lines(&journal);
-    let acted = wall_clock::until(said, instant_of(&lines, change["t_s"].as_f64().unwrap()));
-    eprintln!(
-        "inventory edit acted on {:.0} ms after the write (period {} ms)",
-        acted.as_secs_f64() * 1e3,
-        PERIOD.as_millis()
-    );
-    assert!(acted <= ACT_WITHIN, "acted on {acted:?} after the edit");
+    assert_acted_within(&lines, &change, said, "inventory edit", "the write");
     assert!(change["by"].as_str().unwrap().contains("inventory"), "{change}");
     let power_off_s = change["power_off_s"].as_f64().unwrap();
     // The time written, counted from the run's journaled start.
@@ -388,13 +396,8 @@ fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
         l["event"] == "power" && l["by"].as_str().is_some_and(|b| b.contains("on battery"))
     });
     let lines = journal_lines(&journal);
-    let acted = wall_clock::until(served, instant_of(&lines, change["t_s"].as_f64().unwrap()));
-    eprintln!(
-        "UPS on battery acted on {:.0} ms after upsd served it (period and poll {} ms)",
-        acted.as_secs_f64() * 1e3,
-        PERIOD.as_millis()
-    );
-    assert!(acted <= ACT_WITHIN, "acted on {acted:?} after upsd said so");
+    // The period is also how often the UPS is polled.
+    assert_acted_within(&lines, &change, served, "UPS on battery", "upsd served it");
     let power_off_s = change["power_off_s"].as_f64().unwrap();
     // The live metric: the time left, within a period of the news.
     let until = Instant::now() + Duration::from_secs(5);

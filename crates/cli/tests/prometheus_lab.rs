@@ -231,8 +231,7 @@ fn a_real_prometheus_scrapes_a_lab_evacuation_and_has_every_dashboard_series() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let status = evac.0.wait().unwrap();
-    assert!(status.success(), "{status}");
+    evac.assert_exits_successfully();
 
     // The source host's countdown: under 600 s, going down as the run goes.
     assert!(

@@ -23,10 +23,7 @@ async fn a_daemon_with_fewer_workers_than_asked_for_is_respected_without_a_failu
         return;
     };
     lab.set_max_workers(0, 4).unwrap();
-    let ram = lab.ram_file("w", 32, None).unwrap();
-    let names: Vec<String> = (0..6)
-        .map(|i| lab.start_domain(0, &format!("w{i}"), 32, &ram).unwrap())
-        .collect();
+    let names = lab.start_domains("w", 6, 32);
     let text = lab.pair_inventory("", "policy = \"parallel\"\nperiod = \"500 ms\"\nmax_attempts = 3");
     let inventory = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
 

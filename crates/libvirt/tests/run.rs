@@ -22,14 +22,6 @@ fn inventory(lab: &Lab, migration: &str, controller: &str) -> Inventory {
     Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap()
 }
 
-/// Starts `n` domains of `mib` MiB named `<prefix><i>` on host A.
-fn start_domains(lab: &Lab, prefix: &str, n: usize, mib: u64) -> Vec<String> {
-    let ram = lab.ram_file(prefix, mib, None).unwrap();
-    (0..n)
-        .map(|i| lab.start_domain(0, &format!("{prefix}{i}"), mib, &ram).unwrap())
-        .collect()
-}
-
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -39,7 +31,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 async fn three_domains_move_with_aimd_global_and_with_deadline() {
     let Some(lab) = lab() else { return };
     for policy in ["aimd-global", "deadline"] {
-        let names = start_domains(&lab, &policy[..4], 3, 32);
+        let names = lab.start_domains(&policy[..4], 3, 32);
         let inv = inventory(
             &lab,
             "",
@@ -74,7 +66,7 @@ async fn three_domains_move_with_aimd_global_and_with_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_migration_pauses_the_guest_and_resumes_it_at_the_destination() {
     let Some(lab) = lab() else { return };
-    let names = start_domains(&lab, "off", 1, 32);
+    let names = lab.start_domains("off", 1, 32);
     let inv = inventory(
         &lab,
         "mode = \"offline\"",
@@ -94,7 +86,7 @@ async fn an_offline_migration_pauses_the_guest_and_resumes_it_at_the_destination
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_flight_leaves_the_domains_on_their_source() {
     let Some(lab) = lab() else { return };
-    let names = start_domains(&lab, "stay", 2, 64);
+    let names = lab.start_domains("stay", 2, 64);
     // 2 MiB/s: 64 MiB cannot finish within the 6 s before the shutdown.
     let inv = inventory(
         &lab,
@@ -120,7 +112,7 @@ async fn shutdown_mid_flight_leaves_the_domains_on_their_source() {
 async fn a_destination_qemu_killed_mid_migration_is_retried() {
     let Some(lab) = lab() else { return };
     let lab = std::sync::Arc::new(lab);
-    let names = start_domains(&lab, "kill", 1, 64);
+    let names = lab.start_domains("kill", 1, 64);
     // 4 MiB/s: 16 s of sending, time to kill the destination's QEMU.
     let inv = inventory(
         &lab,
@@ -166,7 +158,7 @@ async fn a_destination_qemu_killed_mid_migration_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_daemon_killed_mid_migration_is_retried_after_its_restart() {
     let Some(lab) = lab() else { return };
-    let names = start_domains(&lab, "dkill", 1, 64);
+    let names = lab.start_domains("dkill", 1, 64);
     // 4 MiB/s: 16 s of sending, time to kill B's daemon mid-transfer. Five
     // attempts: the retries wait 1, 2, 4 and 8 s, far more than the
     // daemon's restart takes.
@@ -240,7 +232,7 @@ async fn restart_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evac_killed_and_restarted_moves_each_domain_once() {
     let Some(lab) = lab() else { return };
-    let names = start_domains(&lab, "rst", 4, 64);
+    let names = lab.start_domains("rst", 4, 64);
     // 8 MiB/s, one at a time: about 8 s per domain, so that at the kill
     // one has landed on B and the next one's migration runs.
     let text = lab.pair_inventory(

@@ -23,10 +23,7 @@ async fn domains_move_over_qemu_ssh_within_sshds_max_startups() {
         return;
     };
     lab.start_sshd(1, 3).unwrap();
-    let ram = lab.ram_file("s", 32, None).unwrap();
-    let mut names: Vec<String> = (0..4)
-        .map(|i| lab.start_domain(0, &format!("s{i}"), 32, &ram).unwrap())
-        .collect();
+    let mut names = lab.start_domains("s", 4, 32);
     let tcp = lab.hosts[1].peer_uri();
     let ssh = lab.ssh_peer_uri(1).unwrap();
     let text = lab

@@ -41,6 +41,23 @@ pub fn text(bytes: &[u8]) -> String {
 /// leaves no `evac` behind.
 pub struct KillOnDrop(pub Child);
 
+impl KillOnDrop {
+    /// Waits for `evac` to end (at most 60 s: it is ending when this is
+    /// called) and checks it exited with 0.
+    #[track_caller]
+    pub fn assert_exits_successfully(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "evac still runs after 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status}");
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -95,6 +95,23 @@ impl Lab {
         self.start_domain_xml(i, name, self.domain_xml(name, mib, ram))
     }
 
+    /// Starts `n` domains of `mib` MiB on host A named `<prefix><k>` (`k`
+    /// from 0), their RAM one file of random bytes; their libvirt names in
+    /// that order.
+    ///
+    /// # Panics
+    ///
+    /// When a domain does not start.
+    pub fn start_domains(&self, prefix: &str, n: usize, mib: u64) -> Vec<String> {
+        let ram = self.ram_file(prefix, mib, None).expect("the domains' RAM file");
+        (0..n)
+            .map(|k| {
+                self.start_domain(0, &format!("{prefix}{k}"), mib, &ram)
+                    .expect("a domain starts")
+            })
+            .collect()
+    }
+
     /// Where host `i` keeps a local disk image `file`: its own
     /// `/var/lib/libvirt/images` (each daemon's mount namespace binds its
     /// own directory there), as (path on this machine, path the host sees).
