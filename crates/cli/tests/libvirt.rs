@@ -16,12 +16,7 @@ fn evac_run_evacuates_every_domain_of_a_to_b_over_tls() {
     };
     let mut names = lab.start_domains("cli", 3, 32);
     names.sort();
-    let inventory = lab.dir.join("fleet.toml");
-    std::fs::write(
-        &inventory,
-        lab.pair_inventory("tls = true", "policy = \"aimd-global\"\nperiod = \"500 ms\""),
-    )
-    .unwrap();
+    let inventory = lab.pair_inventory_file("tls = true", "policy = \"aimd-global\"\nperiod = \"500 ms\"");
     let json = lab.dir.join("result.json");
     let out = Command::new(env!("CARGO_BIN_EXE_evac"))
         .args(["run", "--quiet", "--json"])
@@ -58,15 +53,10 @@ fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
     let mut names = lab.start_domains("res", 4, 64);
     names.sort();
     // One at a time at 8 MiB/s: about 8 s per domain.
-    let inventory = lab.dir.join("fleet.toml");
-    std::fs::write(
-        &inventory,
-        lab.pair_inventory(
-            "max_bandwidth = \"64 Mbps\"",
-            "policy = \"sequential\"\nperiod = \"500 ms\"",
-        ),
-    )
-    .unwrap();
+    let inventory = lab.pair_inventory_file(
+        "max_bandwidth = \"64 Mbps\"",
+        "policy = \"sequential\"\nperiod = \"500 ms\"",
+    );
     let evac = |extra: &[&str], json: &str| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_evac"));
         cmd.args(["run", "--quiet"])

@@ -325,8 +325,12 @@ mod tests {
         }
     }
 
-    fn run(vms: Vec<VmRecord>) -> Vec<VmRecord> {
-        vms
+    /// A run of live migrations: each VM's name, start (s) and connections.
+    fn live(starts: &[(&str, f64, u32)]) -> Vec<VmRecord> {
+        starts
+            .iter()
+            .map(|&(name, start, connections)| vm(name, Some(start), connections, Mode::Live))
+            .collect()
     }
 
     fn whats(c: &Comparison) -> Vec<(String, &'static str)> {
@@ -335,16 +339,8 @@ mod tests {
 
     #[test]
     fn the_same_decisions_a_tick_apart_match() {
-        let lab = run(vec![
-            vm("a", Some(0.0), 2, Mode::Live),
-            vm("b", Some(0.0), 2, Mode::Live),
-            vm("c", Some(3.1), 1, Mode::Live),
-        ]);
-        let sim = run(vec![
-            vm("a", Some(0.0), 2, Mode::Live),
-            vm("b", Some(0.0), 2, Mode::Live),
-            vm("c", Some(2.7), 1, Mode::Live),
-        ]);
+        let lab = live(&[("a", 0.0, 2), ("b", 0.0, 2), ("c", 3.1, 1)]);
+        let sim = live(&[("a", 0.0, 2), ("b", 0.0, 2), ("c", 2.7, 1)]);
         let c = Comparison::new(&lab, &sim, 0.5);
         assert_eq!(whats(&c), vec![]);
         assert!((c.worst_start_gap_s() - 0.4).abs() < 1e-9);
@@ -352,16 +348,9 @@ mod tests {
 
     #[test]
     fn a_late_start_other_connections_or_mode_differ() {
-        let lab = run(vec![
-            vm("a", Some(0.0), 2, Mode::Live),
-            vm("b", Some(1.6), 2, Mode::Live),
-            vm("c", Some(2.0), 4, Mode::Postcopy),
-        ]);
-        let sim = run(vec![
-            vm("a", Some(0.0), 2, Mode::Live),
-            vm("b", Some(1.0), 2, Mode::Live),
-            vm("c", Some(2.0), 2, Mode::Live),
-        ]);
+        let mut lab = live(&[("a", 0.0, 2), ("b", 1.6, 2), ("c", 2.0, 4)]);
+        lab[2].mode = Some(Mode::Postcopy);
+        let sim = live(&[("a", 0.0, 2), ("b", 1.0, 2), ("c", 2.0, 2)]);
         let c = Comparison::new(&lab, &sim, 0.5);
         assert_eq!(
             whats(&c),
@@ -378,16 +367,8 @@ mod tests {
     #[test]
     fn starts_within_the_tolerance_in_the_opposite_order_differ() {
         // b and c swap by 0.4 s: each within the tolerance, the order not.
-        let lab = run(vec![
-            vm("a", Some(0.0), 1, Mode::Live),
-            vm("b", Some(2.0), 1, Mode::Live),
-            vm("c", Some(2.4), 1, Mode::Live),
-        ]);
-        let sim = run(vec![
-            vm("a", Some(0.0), 1, Mode::Live),
-            vm("b", Some(2.4), 1, Mode::Live),
-            vm("c", Some(2.0), 1, Mode::Live),
-        ]);
+        let lab = live(&[("a", 0.0, 1), ("b", 2.0, 1), ("c", 2.4, 1)]);
+        let sim = live(&[("a", 0.0, 1), ("b", 2.4, 1), ("c", 2.0, 1)]);
         let c = Comparison::new(&lab, &sim, 0.5);
         // And each started beside the other in one run only.
         assert_eq!(
@@ -404,14 +385,8 @@ mod tests {
     fn ties_in_one_run_are_no_inversion() {
         // Started together in the lab, one after the other in the sim: no
         // inversion, but `a` started beside `b` in the simulation only.
-        let lab = run(vec![
-            vm("a", Some(1.0), 1, Mode::Live),
-            vm("b", Some(1.0), 1, Mode::Live),
-        ]);
-        let sim = run(vec![
-            vm("a", Some(1.5), 1, Mode::Live),
-            vm("b", Some(1.0), 1, Mode::Live),
-        ]);
+        let lab = live(&[("a", 1.0, 1), ("b", 1.0, 1)]);
+        let sim = live(&[("a", 1.5, 1), ("b", 1.0, 1)]);
         assert_eq!(
             whats(&Comparison::new(&lab, &sim, 0.5)),
             vec![("a".to_owned(), "beside")]
@@ -420,14 +395,8 @@ mod tests {
 
     #[test]
     fn a_vm_started_in_one_run_only_differs() {
-        let lab = run(vec![
-            vm("a", Some(0.0), 1, Mode::Live),
-            vm("b", None, 1, Mode::Live),
-        ]);
-        let sim = run(vec![
-            vm("a", Some(0.0), 1, Mode::Live),
-            vm("b", Some(4.0), 1, Mode::Live),
-        ]);
+        let lab = vec![vm("a", Some(0.0), 1, Mode::Live), vm("b", None, 1, Mode::Live)];
+        let sim = live(&[("a", 0.0, 1), ("b", 4.0, 1)]);
         let c = Comparison::new(&lab, &sim, 0.5);
         assert_eq!(whats(&c), vec![("b".to_owned(), "started")]);
         assert!(
@@ -485,14 +454,8 @@ mod tests {
         // The lab starts b 0.3 s after a, while a runs; the simulation as
         // a ends, 0.5 s after it: within the tolerance, not the same
         // decision.
-        let lab = run(vec![
-            vm("a", Some(0.0), 1, Mode::Live),
-            vm("b", Some(0.3), 1, Mode::Live),
-        ]);
-        let mut sim = run(vec![
-            vm("a", Some(0.0), 1, Mode::Live),
-            vm("b", Some(0.5), 1, Mode::Live),
-        ]);
+        let lab = live(&[("a", 0.0, 1), ("b", 0.3, 1)]);
+        let mut sim = live(&[("a", 0.0, 1), ("b", 0.5, 1)]);
         sim[0].end_s = Some(0.5);
         assert_eq!(
             whats(&Comparison::new(&lab, &sim, 0.5)),

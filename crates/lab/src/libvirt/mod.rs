@@ -461,6 +461,18 @@ impl Lab {
         self.inventory(&[0], &[1], "400 Mbps", migration, controller)
     }
 
+    /// [`Lab::pair_inventory`] written to `fleet.toml` in the lab's
+    /// directory, for a test that runs `evac` on it; its path.
+    ///
+    /// # Panics
+    ///
+    /// When the file cannot be written.
+    pub fn pair_inventory_file(&self, migration: &str, controller: &str) -> PathBuf {
+        let path = self.dir.join("fleet.toml");
+        std::fs::write(&path, self.pair_inventory(migration, controller)).expect("the lab's inventory file");
+        path
+    }
+
     /// A libvirt inventory for this lab: `sources` and `destinations` are
     /// host indices; `nic` each host's NIC (e.g. "200 Mbps"); `migration`
     /// and `controller` are extra lines for those tables. evac reaches the
