@@ -333,8 +333,12 @@ mod tests {
             .collect()
     }
 
-    fn whats(c: &Comparison) -> Vec<(String, &'static str)> {
-        c.mismatches().into_iter().map(|m| (m.vm, m.what)).collect()
+    /// The comparison's mismatches must be these: (VM, what), in order.
+    #[track_caller]
+    fn assert_mismatches(c: &Comparison, expected: &[(&str, &str)]) {
+        let got = c.mismatches();
+        let got: Vec<(&str, &str)> = got.iter().map(|m| (m.vm.as_str(), m.what)).collect();
+        assert_eq!(got, expected);
     }
 
     #[test]
@@ -342,7 +346,7 @@ mod tests {
         let lab = live(&[("a", 0.0, 2), ("b", 0.0, 2), ("c", 3.1, 1)]);
         let sim = live(&[("a", 0.0, 2), ("b", 0.0, 2), ("c", 2.7, 1)]);
         let c = Comparison::new(&lab, &sim, 0.5);
-        assert_eq!(whats(&c), vec![]);
+        assert_mismatches(&c, &[]);
         assert!((c.worst_start_gap_s() - 0.4).abs() < 1e-9);
     }
 
@@ -352,15 +356,15 @@ mod tests {
         lab[2].mode = Some(Mode::Postcopy);
         let sim = live(&[("a", 0.0, 2), ("b", 1.0, 2), ("c", 2.0, 2)]);
         let c = Comparison::new(&lab, &sim, 0.5);
-        assert_eq!(
-            whats(&c),
-            vec![
-                ("b".to_owned(), "start"),
-                ("c".to_owned(), "connections"),
-                ("c".to_owned(), "mode"),
+        assert_mismatches(
+            &c,
+            &[
+                ("b", "start"),
+                ("c", "connections"),
+                ("c", "mode"),
                 // b, started late, was still in flight at c's start.
-                ("c".to_owned(), "beside"),
-            ]
+                ("c", "beside"),
+            ],
         );
     }
 
@@ -371,14 +375,7 @@ mod tests {
         let sim = live(&[("a", 0.0, 1), ("b", 2.4, 1), ("c", 2.0, 1)]);
         let c = Comparison::new(&lab, &sim, 0.5);
         // And each started beside the other in one run only.
-        assert_eq!(
-            whats(&c),
-            vec![
-                ("b".to_owned(), "beside"),
-                ("c".to_owned(), "beside"),
-                ("b".to_owned(), "order")
-            ]
-        );
+        assert_mismatches(&c, &[("b", "beside"), ("c", "beside"), ("b", "order")]);
     }
 
     #[test]
@@ -387,10 +384,7 @@ mod tests {
         // inversion, but `a` started beside `b` in the simulation only.
         let lab = live(&[("a", 1.0, 1), ("b", 1.0, 1)]);
         let sim = live(&[("a", 1.5, 1), ("b", 1.0, 1)]);
-        assert_eq!(
-            whats(&Comparison::new(&lab, &sim, 0.5)),
-            vec![("a".to_owned(), "beside")]
-        );
+        assert_mismatches(&Comparison::new(&lab, &sim, 0.5), &[("a", "beside")]);
     }
 
     #[test]
@@ -398,7 +392,7 @@ mod tests {
         let lab = vec![vm("a", Some(0.0), 1, Mode::Live), vm("b", None, 1, Mode::Live)];
         let sim = live(&[("a", 0.0, 1), ("b", 4.0, 1)]);
         let c = Comparison::new(&lab, &sim, 0.5);
-        assert_eq!(whats(&c), vec![("b".to_owned(), "started")]);
+        assert_mismatches(&c, &[("b", "started")]);
         assert!(
             c.table().contains("| b | - / 4.00 | 0.50 | - / 0 | - / 1 |"),
             "{}",
@@ -429,7 +423,7 @@ mod tests {
         let (lab, sim) = chain(10, 1.1);
         let c = Comparison::new(&lab, &sim, 0.5);
         assert_eq!(c.lab_origin_s, 0.4);
-        assert_eq!(whats(&c), vec![]);
+        assert_mismatches(&c, &[]);
         let v9 = &c.rows[9];
         assert!((v9.lab.as_ref().unwrap().at_s - 9.9).abs() < 1e-9);
         assert!((v9.tolerance_s - 1.4).abs() < 1e-9, "{}", v9.tolerance_s);
@@ -446,7 +440,7 @@ mod tests {
         }
         let c = Comparison::new(&lab, &sim, 0.5);
         // v5: gap 0.5 + 0.6 = 1.1 s; allowed 0.5 + v4's drift 0.5 = 1.0 s.
-        assert_eq!(whats(&c), vec![("v5".to_owned(), "start")]);
+        assert_mismatches(&c, &[("v5", "start")]);
     }
 
     #[test]
@@ -457,9 +451,6 @@ mod tests {
         let lab = live(&[("a", 0.0, 1), ("b", 0.3, 1)]);
         let mut sim = live(&[("a", 0.0, 1), ("b", 0.5, 1)]);
         sim[0].end_s = Some(0.5);
-        assert_eq!(
-            whats(&Comparison::new(&lab, &sim, 0.5)),
-            vec![("b".to_owned(), "beside")]
-        );
+        assert_mismatches(&Comparison::new(&lab, &sim, 0.5), &[("b", "beside")]);
     }
 }

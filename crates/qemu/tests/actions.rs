@@ -79,6 +79,21 @@ async fn watch_source(vm: &LabVm) -> Arc<Mutex<Vec<Sample>>> {
     watch(qmp)
 }
 
+/// A dirtying guest `name` of [`MIB`] started in `lab`, dirtying `rate`
+/// over `working_set_mib`; the inventory moving it; and the samples of its
+/// source ([`watch_source`]).
+async fn watched_dirtying_vm(
+    lab: &mut Lab,
+    name: &str,
+    rate: BytesPerSec,
+    working_set_mib: u64,
+) -> (LabVm, Inventory, Arc<Mutex<Vec<Sample>>>) {
+    let vm = lab.start_dirtying_vm(name, MIB, rate, working_set_mib).unwrap();
+    let inventory = inventory(lab, std::slice::from_ref(&vm), "");
+    let samples = watch_source(&vm).await;
+    (vm, inventory, samples)
+}
+
 /// A guest that would not converge (60 MB/s over 16 MiB, sent at 200 Mbps
 /// = 25 MB/s), switched to offline after 7 s of precopy (the first round,
 /// all 128 MiB, takes 5.4 s; then several short ones): the source pauses at
@@ -90,14 +105,10 @@ async fn watch_source(vm: &LabVm) -> Arc<Mutex<Vec<Sample>>> {
 async fn switch_to_offline_mid_flight() {
     let turn = Turn::take(&SERIAL).await;
     let mut lab = lab::lab_or_skip!(DIRTYING);
-    let vm = lab
-        .start_dirtying_vm("busy", MIB, DIRTY_RATE, WORKING_SET_MIB)
-        .unwrap();
-    let vms = vec![vm.clone()];
-    let samples = watch_source(&vm).await;
+    let (vm, inv, samples) = watched_dirtying_vm(&mut lab, "busy", DIRTY_RATE, WORKING_SET_MIB).await;
     let switched_at = Arc::default();
     let script = offline_after(capped(), Duration::from_secs(7), Arc::clone(&switched_at));
-    let out = run_with_controller(inventory(&lab, &vms, ""), |_| script, std::future::pending())
+    let out = run_with_controller(inv, |_| script, std::future::pending())
         .await
         .unwrap();
     let returned = Instant::now();
@@ -191,18 +202,15 @@ async fn auto_converge_throttles_a_guest_into_converging() {
     let _turn = Turn::take(&SERIAL).await;
     let mut lab = lab::lab_or_skip!(DIRTYING);
     // Set through the Start action's parameters.
-    let vm = lab
-        .start_dirtying_vm("throttled", MIB, AC_DIRTY_RATE, AC_WORKING_SET_MIB)
-        .unwrap();
-    let vms = vec![vm.clone()];
-    let samples = watch_source(&vm).await;
+    let (vm, inv, samples) =
+        watched_dirtying_vm(&mut lab, "throttled", AC_DIRTY_RATE, AC_WORKING_SET_MIB).await;
     let script = Script::start(MigrationParams {
         auto_converge: true,
         ..ac_params()
     });
     let started = Instant::now();
     let out = run_with_controller(
-        inventory(&lab, &vms, ""),
+        inv,
         |_| script,
         tokio::time::sleep(WITHOUT_DEADLINE + Duration::from_secs(10)),
     )
@@ -245,17 +253,14 @@ const WITHOUT_DEADLINE: Duration = Duration::from_secs(30);
 async fn without_auto_converge_the_same_guest_does_not_converge() {
     let _turn = Turn::take(&SERIAL).await;
     let mut lab = lab::lab_or_skip!(DIRTYING);
-    let vm = lab
-        .start_dirtying_vm("unthrottled", MIB, AC_DIRTY_RATE, AC_WORKING_SET_MIB)
-        .unwrap();
-    let vms = vec![vm.clone()];
-    let samples = watch_source(&vm).await;
+    let (vm, inv, samples) =
+        watched_dirtying_vm(&mut lab, "unthrottled", AC_DIRTY_RATE, AC_WORKING_SET_MIB).await;
     let params = MigrationParams {
         max_bandwidth: Some(BitsPerSec::mbps(400.0)),
         ..ac_params()
     };
     let out = run_with_controller(
-        inventory(&lab, &vms, ""),
+        inv,
         |_| Script::start(params),
         tokio::time::sleep(WITHOUT_DEADLINE),
     )
