@@ -104,6 +104,15 @@ pub enum MemoryPreset {
     Skewed,
 }
 
+impl MemoryPreset {
+    /// Each level with its name in a grid, in the order errors list them.
+    const LEVELS: [(&'static str, MemoryPreset); 3] = [
+        ("base", Self::Base),
+        ("equal", Self::Equal),
+        ("skewed", Self::Skewed),
+    ];
+}
+
 /// The `trace` factor's levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TracePreset {
@@ -116,6 +125,27 @@ pub enum TracePreset {
     Sawtooth,
     Stalls,
 }
+
+impl TracePreset {
+    /// Each level with its name in a grid, in the order errors list them.
+    const LEVELS: [(&'static str, TracePreset); 8] = [
+        ("base", Self::Base),
+        ("steady", Self::Steady),
+        ("fluctuating", Self::Fluctuating),
+        ("dip", Self::Dip),
+        ("slow-start", Self::SlowStart),
+        ("near-outage", Self::NearOutage),
+        ("sawtooth", Self::Sawtooth),
+        ("stalls", Self::Stalls),
+    ];
+}
+
+/// The `mode` factor's levels, with their names in a grid.
+const MODES: [(&str, Mode); 3] = [
+    ("live", Mode::Live),
+    ("offline", Mode::Offline),
+    ("postcopy", Mode::Postcopy),
+];
 
 /// The factors a grid may vary, in the order they are applied.
 pub const FACTORS: [&str; 14] = [
@@ -197,39 +227,10 @@ pub(crate) fn parse_level(name: &str, value: &toml::Value) -> Result<Level, Stri
         "wan_rtt" => Level::WanRtt(parse_duration(text()?).map_err(|e| format!("{e}"))?),
         "tcp_window" => Level::TcpWindow(text()?.parse().map_err(|e| format!("{e}"))?),
         "connections" => Level::Connections(Connections::try_from(integer()?)?),
-        "memory" => Level::Memory(one_of(
-            "memory preset",
-            text()?,
-            &[
-                ("base", MemoryPreset::Base),
-                ("equal", MemoryPreset::Equal),
-                ("skewed", MemoryPreset::Skewed),
-            ],
-        )?),
+        "memory" => Level::Memory(one_of("memory preset", text()?, &MemoryPreset::LEVELS)?),
         "dirty_rate" => Level::DirtyRate(text()?.parse().map_err(|e| format!("{e}"))?),
-        "mode" => Level::Mode(one_of(
-            "mode",
-            text()?,
-            &[
-                ("live", Mode::Live),
-                ("offline", Mode::Offline),
-                ("postcopy", Mode::Postcopy),
-            ],
-        )?),
-        "trace" => Level::Trace(one_of(
-            "trace preset",
-            text()?,
-            &[
-                ("base", TracePreset::Base),
-                ("steady", TracePreset::Steady),
-                ("fluctuating", TracePreset::Fluctuating),
-                ("dip", TracePreset::Dip),
-                ("slow-start", TracePreset::SlowStart),
-                ("near-outage", TracePreset::NearOutage),
-                ("sawtooth", TracePreset::Sawtooth),
-                ("stalls", TracePreset::Stalls),
-            ],
-        )?),
+        "mode" => Level::Mode(one_of("mode", text()?, &MODES)?),
+        "trace" => Level::Trace(one_of("trace preset", text()?, &TracePreset::LEVELS)?),
         "order" => Level::Order(text()?.parse()?),
         "max_in_flight" => Level::MaxInFlight(integer()? as usize),
         "max_in_flight_per_host" => Level::MaxInFlightPerHost(integer()? as usize),

@@ -6,8 +6,11 @@ use evac_model::{Bytes, BytesPerSec};
 use super::*;
 
 /// One 10 Gbps source host with two idle 1 GiB VMs and one unbounded
-/// destination, over a 1 Gbps WAN whose window never binds.
-const GRID: &str = r#"
+/// destination (testkit's `src` and `dst`), over a 1 Gbps WAN whose window
+/// never binds. The first line is blank, so that the factors are on lines
+/// 5 and 6.
+static GRID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let head = r#"
 name = "tiny"
 
 [factors]
@@ -23,16 +26,9 @@ wan_bandwidth = "1 Gbps"
 wan_rtt = "1 ms"
 tcp_window = "1 GiB"
 
-[[base.host]]
-name = "src"
-site = "source"
-nic = "10 Gbps"
-
-[[base.host]]
-name = "dst"
-site = "destination"
-nic = "10 Gbps"
-
+"#;
+    let hosts = evac_testkit::src_dst_toml("10 Gbps").replace("[[host]]", "[[base.host]]");
+    let vms = r#"
 [[base.vm]]
 name = "a"
 host = "src"
@@ -43,6 +39,8 @@ name = "b"
 host = "src"
 memory = "1 GiB"
 "#;
+    format!("{head}{hosts}{vms}")
+});
 
 fn grid(text: &str) -> Result<Grid, GridError> {
     Grid::from_toml_str(text, "grid.toml", Path::new("."))
@@ -62,7 +60,7 @@ fn error(text: &str) -> String {
 
 #[test]
 fn parses_factors_in_file_order_with_an_inline_base() {
-    let grid = grid(GRID).unwrap();
+    let grid = grid(&GRID).unwrap();
     assert_eq!(grid.name, "tiny");
     assert_eq!(grid.base.fleet.vms.len(), 2);
     assert_eq!(grid.base.seed, 7);
@@ -87,7 +85,7 @@ fn rows_match_the_model_by_hand() {
     // end together at 17.18 s. The window never binds, so channels change
     // nothing. Bounds: 2 GiB at 1 Gbps, and 1 GiB at 1 Gbps.
     let one = 8.589934592;
-    let rows = run(&grid(GRID).unwrap()).unwrap();
+    let rows = run(&grid(&GRID).unwrap()).unwrap();
     assert_eq!(rows.len(), 4);
     for row in &rows {
         let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-6;
@@ -228,7 +226,7 @@ fn repeat_seeds_multiply_the_rows() {
 
 #[test]
 fn table_csv_and_json() {
-    let rows = run(&grid(GRID).unwrap()).unwrap();
+    let rows = run(&grid(&GRID).unwrap()).unwrap();
     let table = markdown_table(&rows);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines[0], "All rows: seed = 7, 2 VMs.");
