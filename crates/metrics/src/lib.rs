@@ -202,8 +202,9 @@ impl Metrics {
     /// Copies `snapshot` into the metrics.
     pub fn update(&self, snapshot: &Snapshot) {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let series = &self.series;
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.series.in_flight.set(count(snapshot.in_flight));
+        series.in_flight.set(count(snapshot.in_flight));
         let counts = [
             snapshot.migrated,
             snapshot.not_migrated,
@@ -212,62 +213,50 @@ impl Metrics {
             snapshot.in_flight,
         ];
         for (outcome, n) in OUTCOMES.into_iter().zip(counts) {
-            self.series
-                .vms
-                .get_or_create(&OutcomeLabel { outcome })
-                .set(count(n));
+            series.vms.get_or_create(&OutcomeLabel { outcome }).set(count(n));
         }
-        self.series.window.clear();
+        series.window.clear();
         if let Some(w) = snapshot.window {
-            self.series.window.get_or_create(&Vec::new()).set(count(w));
+            series.window.get_or_create(&Vec::new()).set(count(w));
         }
-        self.series.wan.set(snapshot.wan_throughput_bits_per_second);
-        self.series.elapsed.set(snapshot.elapsed_seconds);
-        self.series.processed.clear();
-        self.series.remaining.clear();
-        self.series.dirty_rate.clear();
-        self.series.transfer_rate.clear();
-        self.series.round.clear();
-        self.series.attempt.clear();
-        self.series.phase.clear();
+        series.wan.set(snapshot.wan_throughput_bits_per_second);
+        series.elapsed.set(snapshot.elapsed_seconds);
+        series.processed.clear();
+        series.remaining.clear();
+        series.dirty_rate.clear();
+        series.transfer_rate.clear();
+        series.round.clear();
+        series.attempt.clear();
+        series.phase.clear();
         let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
-        self.series.power_off.clear();
-        self.series.host_vms.clear();
-        self.series.host_bytes.clear();
+        series.power_off.clear();
+        series.host_vms.clear();
+        series.host_bytes.clear();
         for h in &snapshot.hosts {
             let host = HostLabel { host: h.host.clone() };
             if let Some(seconds) = h.power_off_seconds {
-                self.series.power_off.get_or_create(&host).set(seconds);
+                series.power_off.get_or_create(&host).set(seconds);
             }
-            self.series
-                .host_vms
-                .get_or_create(&host)
-                .set(count(h.vms_remaining));
-            self.series
+            series.host_vms.get_or_create(&host).set(count(h.vms_remaining));
+            series
                 .host_bytes
                 .get_or_create(&host)
                 .set(bytes(h.remaining_bytes));
         }
         for m in &snapshot.migrations {
             let vm = VmLabel { vm: m.vm.clone() };
-            self.series
-                .processed
-                .get_or_create(&vm)
-                .set(bytes(m.processed_bytes));
-            self.series
-                .remaining
-                .get_or_create(&vm)
-                .set(bytes(m.remaining_bytes));
+            series.processed.get_or_create(&vm).set(bytes(m.processed_bytes));
+            series.remaining.get_or_create(&vm).set(bytes(m.remaining_bytes));
             if let Some(rate) = m.dirty_rate_bytes_per_second {
-                self.series.dirty_rate.get_or_create(&vm).set(rate);
+                series.dirty_rate.get_or_create(&vm).set(rate);
             }
-            self.series
+            series
                 .transfer_rate
                 .get_or_create(&vm)
                 .set(m.transfer_rate_bytes_per_second);
-            self.series.round.get_or_create(&vm).set(i64::from(m.round));
-            self.series.attempt.get_or_create(&vm).set(i64::from(m.attempt));
-            self.series
+            series.round.get_or_create(&vm).set(i64::from(m.round));
+            series.attempt.get_or_create(&vm).set(i64::from(m.attempt));
+            series
                 .phase
                 .get_or_create(&PhaseLabels {
                     vm: m.vm.clone(),

@@ -114,50 +114,51 @@ fn rows_match_the_model_by_hand() {
     );
 }
 
+/// The error of [`GRID`] with `from` replaced by `to`.
+fn refused(from: &str, to: &str) -> String {
+    error(&GRID.replace(from, to))
+}
+
+#[track_caller]
+fn assert_starts(message: &str, start: &str) {
+    assert!(
+        message.starts_with(start),
+        "{message}\ndoes not start with: {start}"
+    );
+}
+
 #[test]
 fn errors_name_the_file_line_and_key() {
-    let bad_level = GRID.replace("connections = [1, 4]", "wan_rtt = [\"5 ms\",\n  \"5 xs\"]");
     // The bad level is on the line after the key.
-    let message = error(&bad_level);
-    assert!(
-        message.starts_with("grid.toml:7: factor `wan_rtt`: "),
-        "{message}"
-    );
+    let message = refused("connections = [1, 4]", "wan_rtt = [\"5 ms\",\n  \"5 xs\"]");
+    assert_starts(&message, "grid.toml:7: factor `wan_rtt`: ");
     assert!(message.contains("5 xs"), "{message}");
 
-    let unknown = GRID.replace("connections", "colour");
-    let message = error(&unknown);
+    let message = refused("connections", "colour");
+    assert_starts(&message, "grid.toml:6: factor `colour`: unknown factor");
+
+    let message = refused("name = \"tiny\"", "nmae = \"tiny\"");
+    assert_starts(&message, "grid.toml:2: ");
+    assert!(message.contains("nmae"), "{message}");
+
+    let message = refused("[1, 4]", "[1, \"four\"]");
+    assert_starts(
+        &message,
+        "grid.toml:6: factor `connections`: expected a positive integer",
+    );
+
+    let message = refused("\"parallel\"", "\"aimd\"");
+    assert_starts(&message, "grid.toml:5: factor `policy`: unknown policy `aimd`");
+
+    let message = refused("wan_bandwidth = \"1 Gbps\"", "wan_bandwidth = \"1 GB\"");
+    assert_starts(&message, "grid.toml:");
     assert!(
-        message.starts_with("grid.toml:6: factor `colour`: unknown factor"),
+        message.contains("base scenario") && message.contains("1 GB"),
         "{message}"
     );
 
-    let top = GRID.replace("name = \"tiny\"", "nmae = \"tiny\"");
-    let message = error(&top);
-    assert!(
-        message.starts_with("grid.toml:2: ") && message.contains("nmae"),
-        "{message}"
-    );
-
-    let wrong_type = GRID.replace("[1, 4]", "[1, \"four\"]");
-    let message = error(&wrong_type);
-    assert!(
-        message.starts_with("grid.toml:6: factor `connections`: expected a positive integer"),
-        "{message}"
-    );
-
-    let policy = GRID.replace("\"parallel\"", "\"aimd\"");
-    assert!(error(&policy).starts_with("grid.toml:5: factor `policy`: unknown policy `aimd`"));
-
-    let base = GRID.replace("wan_bandwidth = \"1 Gbps\"", "wan_bandwidth = \"1 GB\"");
-    let message = error(&base);
-    assert!(
-        message.starts_with("grid.toml:") && message.contains("base scenario") && message.contains("1 GB"),
-        "{message}"
-    );
-
-    let missing = GRID.replace("[base]", "base = \"no-such-file.toml\"\n[unused]");
-    assert!(error(&missing).contains("no-such-file.toml"));
+    let message = refused("[base]", "base = \"no-such-file.toml\"\n[unused]");
+    assert!(message.contains("no-such-file.toml"), "{message}");
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use evac_outcome::TimelinePoint;
+
 use super::svg::{self, Frame, Swatch};
 use super::{colour, Run};
 
@@ -24,6 +26,16 @@ fn throughput_points(run: &Run) -> Vec<(f64, f64)> {
     points
 }
 
+/// The run's timeline as chart points: each point's time and `value`,
+/// where it has one.
+fn along_timeline(run: &Run, value: impl Fn(&TimelinePoint) -> Option<f64>) -> Vec<(f64, f64)> {
+    run.result
+        .timeline
+        .iter()
+        .filter_map(|p| Some((p.t_s, value(p)?)))
+        .collect()
+}
+
 pub(super) fn wan(out: &mut String, runs: &[Run], end: f64) {
     let frame = Frame::CHART;
     let peak = runs
@@ -41,12 +53,7 @@ pub(super) fn wan(out: &mut String, runs: &[Run], end: f64) {
     for (i, run) in runs.iter().enumerate() {
         let c = colour(i);
         let dash = DASHES[i % DASHES.len()];
-        let capacity: Vec<(f64, f64)> = run
-            .result
-            .timeline
-            .iter()
-            .filter_map(|p| Some((p.t_s, p.wan_capacity_bps? / 1e9)))
-            .collect();
+        let capacity = along_timeline(run, |p| Some(p.wan_capacity_bps? / 1e9));
         if !capacity.is_empty() {
             // Wide and pale, under the throughput: where the WAN is full the
             // two coincide and both stay visible.
@@ -104,12 +111,7 @@ pub(super) fn in_flight(out: &mut String, runs: &[Run], end: f64) {
     for (i, run) in runs.iter().enumerate() {
         let c = colour(i);
         let dash = DASHES[i % DASHES.len()];
-        let points: Vec<(f64, f64)> = run
-            .result
-            .timeline
-            .iter()
-            .map(|p| (p.t_s, p.in_flight as f64))
-            .collect();
+        let points = along_timeline(run, |p| Some(p.in_flight as f64));
         let _ = write!(
             out,
             r#"<path class="in-flight" data-run="{i}" d="{}" fill="none" stroke="{c}" stroke-width="1.5" stroke-dasharray="{dash}"/>"#,
