@@ -277,6 +277,11 @@ pub fn knapsack_bound(
 mod tests {
     use super::*;
 
+    /// A VM left behind: what saving it would take, and the room left.
+    fn left(needs: f64, room: f64) -> Choice<&'static str> {
+        Choice::Left { needs, room }
+    }
+
     #[test]
     fn live_bytes_follow_the_rounds_by_hand() {
         // 100 B at 10 B/s dirtying 5 B/s of a 1000 B working set, downtime
@@ -335,22 +340,10 @@ mod tests {
             item(4, 2, None, 1, 1e9, None),
         ];
         let c = choose(0.0, &items, 10.0, |_| 1000.0);
-        assert_eq!(
-            c[0],
-            Choice::Left {
-                needs: 60.0,
-                room: 50.0
-            }
-        );
+        assert_eq!(c[0], left(60.0, 50.0));
         assert_eq!(c[1], Choice::Saved("live", 50.0));
         assert_eq!(c[2], Choice::Saved("live", 90.0));
-        assert_eq!(
-            c[3],
-            Choice::Left {
-                needs: 70.0,
-                room: 60.0
-            }
-        );
+        assert_eq!(c[3], left(70.0, 60.0));
         assert_eq!(c[4], Choice::Saved("live", 1e9));
     }
 
@@ -373,20 +366,8 @@ mod tests {
         let c = choose(0.0, &items, 10.0, |h| if h == HostId(2) { 1.0 } else { 1000.0 });
         assert_eq!(c[3], Choice::Saved("live", 80.0));
         assert_eq!(c[0], Choice::Saved("offline", 110.0));
-        assert_eq!(
-            c[1],
-            Choice::Left {
-                needs: 30.0,
-                room: 20.0
-            }
-        );
-        assert_eq!(
-            c[2],
-            Choice::Left {
-                needs: 25.0,
-                room: 20.0
-            }
-        );
+        assert_eq!(c[1], left(30.0, 20.0));
+        assert_eq!(c[2], left(25.0, 20.0));
     }
 
     #[test]

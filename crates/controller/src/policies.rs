@@ -398,6 +398,18 @@ mod tests {
         assert_eq!(w.size, 1, "never below one");
     }
 
+    /// How many periods the window waits at its size, the throughput
+    /// staying `throughput` and every slot used, before it probes one more.
+    fn periods_until_probe(w: &mut Window, throughput: BitsPerSec, params: &AimdParams) -> u32 {
+        let size = w.size;
+        let mut quiet = 0;
+        while w.size == size {
+            w.update(throughput, size, params);
+            quiet += 1;
+        }
+        quiet
+    }
+
     #[test]
     fn useless_probes_back_off_and_a_change_resets_the_wait() {
         let params = AimdParams::default();
@@ -408,12 +420,7 @@ mod tests {
         for _ in 0..6 {
             w.update(BitsPerSec(100.0), 2, &params);
             assert_eq!(w.size, 1, "the probe is undone");
-            let mut quiet = 0;
-            while w.size == 1 {
-                w.update(BitsPerSec(100.0), 1, &params);
-                quiet += 1;
-            }
-            waits.push(quiet);
+            waits.push(periods_until_probe(&mut w, BitsPerSec(100.0), &params));
         }
         assert_eq!(waits, [10, 20, 40, 80, 120, 120]);
         // Capacity came back: this probe pays, and after the next useless
@@ -422,13 +429,8 @@ mod tests {
         assert_eq!(w.size, 3, "the probe bought bandwidth: keep it, add one");
         w.update(BitsPerSec(400.0), 3, &params);
         assert_eq!(w.size, 2, "this one did not");
-        let mut quiet = 0;
-        while w.size == 2 {
-            w.update(BitsPerSec(400.0), 2, &params);
-            quiet += 1;
-        }
         assert_eq!(
-            quiet,
+            periods_until_probe(&mut w, BitsPerSec(400.0), &params),
             2 * REPROBE_AFTER_PERIODS,
             "reset to the base, doubled once"
         );
