@@ -6,6 +6,21 @@ use std::time::Duration;
 
 use evac_lab::libvirt::{self as lab, Lab, LabOptions};
 
+mod common;
+use common::{evac_command, text};
+
+/// The names of the VMs a result (`--json`) reports, sorted.
+fn reported_names(result: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = result["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn evac_run_evacuates_every_domain_of_a_to_b_over_tls() {
     let Some(lab) = Lab::unless_missing(
@@ -18,25 +33,18 @@ fn evac_run_evacuates_every_domain_of_a_to_b_over_tls() {
     names.sort();
     let inventory = lab.pair_inventory_file("tls = true", "policy = \"aimd-global\"\nperiod = \"500 ms\"");
     let json = lab.dir.join("result.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args(["run", "--quiet", "--json"])
         .arg(&json)
         .arg(&inventory)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(result["migrated"], 3, "{result}");
     assert_eq!(result["lost"], 0, "{result}");
-    let mut moved: Vec<String> = result["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap().to_owned())
-        .collect();
-    moved.sort();
-    assert_eq!(moved, names);
+    assert_eq!(reported_names(&result), names);
     assert!(lab.running_domains(0).unwrap().is_empty());
     assert_eq!(lab.running_domains(1).unwrap(), names);
 }
@@ -58,7 +66,7 @@ fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
         "policy = \"sequential\"\nperiod = \"500 ms\"",
     );
     let evac = |extra: &[&str], json: &str| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_evac"));
+        let mut cmd = evac_command();
         cmd.args(["run", "--quiet"])
             .args(extra)
             .arg("--json")
@@ -100,7 +108,7 @@ fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
     first.wait().unwrap();
 
     let out = evac(&["--resume"], "resumed.json").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let result: serde_json::Value =
         serde_json::from_slice(&std::fs::read(lab.dir.join("resumed.json")).unwrap()).unwrap();
@@ -109,14 +117,7 @@ fn evac_killed_mid_run_and_resumed_moves_each_domain_once_and_reports_all() {
         (Some(4), Some(0)),
         "{result}"
     );
-    let mut reported: Vec<String> = result["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap().to_owned())
-        .collect();
-    reported.sort();
-    assert_eq!(reported, names, "{result}");
+    assert_eq!(reported_names(&result), names, "{result}");
     assert!(lab.running_domains(0).unwrap().is_empty());
     assert_eq!(lab.running_domains(1).unwrap(), names);
     // The journal: no domain in flight at the kill started again after the
@@ -191,13 +192,13 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
         names.push(lab.start_domain(0, name, mib, &ram).unwrap());
     }
     let inventory = lab.dir.join("fleet.toml");
-    let text = lab.pair_inventory("", "policy = \"sequential\"\nperiod = \"500 ms\"")
+    let inventory_text = lab.pair_inventory("", "policy = \"sequential\"\nperiod = \"500 ms\"")
         // The lab's link: tbf at 400 Mbit/s (`LabOptions::pair`).
         + "[network]\nwan_bandwidth = \"400 Mbps\"\nwan_rtt = \"2 ms\"\n";
-    std::fs::write(&inventory, &text).unwrap();
+    std::fs::write(&inventory, &inventory_text).unwrap();
     let (json, scenario) = (lab.dir.join("plan.json"), lab.dir.join("plan.toml"));
     let (stdout, stderr) = plan(
-        Command::new(env!("CARGO_BIN_EXE_evac"))
+        evac_command()
             .arg("plan")
             .arg(&inventory)
             .args(["--sample", "1s", "--working-set-sample", "1s", "--json"])
@@ -327,21 +328,17 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
         "{sequential} vs {expected}"
     );
     // The scenario written reads back (`evac simulate` predicts the same).
-    let resim = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let resim = evac_command()
         .arg("simulate")
         .arg(&scenario)
         .args(["--policy", plan["recommended_policy"].as_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        resim.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resim.stderr)
-    );
+    assert!(resim.status.success(), "{}", text(&resim.stderr));
 
     // A real run right after.
     let real = lab.dir.join("real.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .args([
             "run",
             "--quiet",
@@ -353,7 +350,7 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
         .arg(&inventory)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let real: serde_json::Value = serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
     assert_eq!(real["migrated"], 2, "{real}");
     // Each domain's time, planned against real. The target, 10 %
@@ -387,14 +384,14 @@ fn evac_plan_measures_a_libvirt_fleet_as_a_qemu_one() {
     );
     // What the plan's scenario sends, simulated again with its JSON.
     let resim_json = lab.dir.join("resim.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_evac"))
+    let out = evac_command()
         .arg("simulate")
         .arg(&scenario)
         .args(["--policy", plan["recommended_policy"].as_str().unwrap(), "--json"])
         .arg(&resim_json)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let resim: serde_json::Value = serde_json::from_slice(&std::fs::read(&resim_json).unwrap()).unwrap();
     let plan_bytes = resim["bytes_sent"].clone();
     eprintln!(
@@ -421,14 +418,14 @@ fn a_failed_setup_probe_leaves_nothing_and_the_plan_says_so() {
     let ram = lab.ram_file("fail", 32, None).unwrap();
     let names = vec![lab.start_domain(0, "fail0", 32, &ram).unwrap()];
     let good = format!("peer_uri = \"{}\"", lab.hosts[1].peer_uri());
-    let text = lab.pair_inventory("", "policy = \"sequential\"");
-    assert!(text.contains(&good), "{text}");
-    let text = text.replace(
+    let inventory_text = lab.pair_inventory("", "policy = \"sequential\"");
+    assert!(inventory_text.contains(&good), "{inventory_text}");
+    let inventory_text = inventory_text.replace(
         &good,
         "peer_uri = \"qemu+unix:///system?socket=/nonexistent/evac-probe-test.sock\"",
     );
     let inventory = lab.dir.join("fleet.toml");
-    std::fs::write(&inventory, &text).unwrap();
+    std::fs::write(&inventory, &inventory_text).unwrap();
     // Two probe domains as an earlier plan of this machine would have left
     // them: one of a process that is gone (removed), one of this live
     // process (left alone). Names as evac makes them: the machine's name
@@ -460,11 +457,11 @@ fn a_failed_setup_probe_leaves_nothing_and_the_plan_says_so() {
             .arg(&xml)
             .output()
             .unwrap();
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        assert!(made.status.success(), "{}", text(&made.stderr));
     }
     let json = lab.dir.join("plan.json");
     let (stdout, stderr) = plan(
-        Command::new(env!("CARGO_BIN_EXE_evac"))
+        evac_command()
             .arg("plan")
             .arg(&inventory)
             .args([
@@ -530,8 +527,8 @@ fn a_failed_setup_probe_leaves_nothing_and_the_plan_says_so() {
 /// for the test's log) and stderr.
 fn plan(command: &mut Command) -> (String, String) {
     let out = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     eprintln!("{stdout}");
     (stdout, stderr)

@@ -27,6 +27,19 @@ fn lab(rate: &str, rtt_ms: u64, window: &str) -> Result<Topology> {
     Topology::build(&prefix, &scenario.fleet, &scenario.network).context("building the lab WAN")
 }
 
+/// The TCP goodput (bytes/s) from the first host to the second over
+/// `connections` connections for `seconds`.
+fn goodput(topo: &Topology, connections: usize, seconds: u64) -> Result<f64> {
+    let (s, d, address) = (&topo.host_netns[0], &topo.host_netns[1], &topo.host_address[1]);
+    Ok(tcp_goodput(
+        s,
+        d,
+        address,
+        connections,
+        Duration::from_secs(seconds),
+    )?)
+}
+
 fn stats(rtts: &[Duration]) -> (f64, f64, f64, f64) {
     let mut ms: Vec<f64> = rtts.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     ms.sort_by(f64::total_cmp);
@@ -66,13 +79,7 @@ fn main() -> Result<()> {
     println!();
     println!("Throughput ceiling (tbf at 10 Gbit/s, 10 ms RTT, 4 connections):");
     let topo = lab("10 Gbps", 10, "64 MiB")?;
-    let g = tcp_goodput(
-        &topo.host_netns[0],
-        &topo.host_netns[1],
-        &topo.host_address[1],
-        4,
-        Duration::from_secs(8),
-    )?;
+    let g = goodput(&topo, 4, 8)?;
     println!("  {:.0} Mbit/s of TCP payload", g * 8e-6);
     println!();
     println!("One connection vs four, 100 ms RTT, tcp_window 1 MiB, WAN 400 Mbit/s:");
@@ -82,13 +89,7 @@ fn main() -> Result<()> {
     );
     let topo = lab("400 Mbps", 100, "1 MiB")?;
     for n in [1usize, 4] {
-        let g = tcp_goodput(
-            &topo.host_netns[0],
-            &topo.host_netns[1],
-            &topo.host_address[1],
-            n,
-            Duration::from_secs(12),
-        )?;
+        let g = goodput(&topo, n, 12)?;
         println!("  {n} connection(s): {:.1} Mbit/s", g * 8e-6);
     }
     Ok(())
