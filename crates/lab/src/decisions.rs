@@ -307,21 +307,13 @@ mod tests {
 
     fn vm(name: &str, start: Option<f64>, connections: u32, mode: Mode) -> VmRecord {
         VmRecord {
-            name: name.to_owned(),
-            host: "s".to_owned(),
             destination: start.map(|_| "d".to_owned()),
             start_s: start,
             end_s: start.map(|s| s + 1.0),
-            migration_time_s: None,
-            downtime_s: None,
-            rounds: None,
-            bytes_sent: None,
             outcome: evac_report::Outcome::Migrated,
-            reason: None,
             mode: start.map(|_| mode),
             connections: start.map(|_| connections),
-            compression: None,
-            decisions: Vec::new(),
+            ..VmRecord::unmoved(name.to_owned(), "s".to_owned())
         }
     }
 

@@ -397,9 +397,6 @@ mod tests {
 
     fn migrated(name: &str, host: &str, start: f64, end: f64) -> VmRecord {
         VmRecord {
-            compression: None,
-            name: name.into(),
-            host: host.into(),
             destination: Some("dst".into()),
             start_s: Some(start),
             end_s: Some(end),
@@ -408,10 +405,7 @@ mod tests {
             rounds: Some(3),
             bytes_sent: Some(1 << 30),
             outcome: Outcome::Migrated,
-            reason: None,
-            mode: None,
-            connections: None,
-            decisions: Vec::new(),
+            ..VmRecord::unmoved(name.into(), host.into())
         }
     }
 

@@ -302,9 +302,6 @@ mod tests {
 
     fn result() -> RunResult {
         let vm = VmRecord {
-            compression: None,
-            name: "vm".into(),
-            host: "h".into(),
             destination: Some("d".into()),
             start_s: Some(10.0),
             end_s: Some(20.0),
@@ -313,7 +310,6 @@ mod tests {
             rounds: Some(2),
             bytes_sent: Some(1),
             outcome: Outcome::Migrated,
-            reason: None,
             mode: Some(evac_model::Mode::Postcopy),
             connections: Some(1),
             decisions: vec![evac_outcome::Decision {
@@ -321,6 +317,7 @@ mod tests {
                 decision: "start".into(),
                 why: "fits before its <power-off>".into(),
             }],
+            ..VmRecord::unmoved("vm".into(), "h".into())
         };
         RunResult {
             evac_version: None,
