@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{evac, evac_command, text, web_scenario, KillOnDrop};
+use common::{evac, evac_command, read_json, text, web_scenario, KillOnDrop};
 
 #[test]
 fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
@@ -29,7 +29,7 @@ fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
         "{stdout}"
     );
 
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: Value = read_json(&json);
     for field in [
         "policy",
         "total_time_s",
@@ -89,7 +89,7 @@ fn policy_flag_overrides_the_scenario() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: Value = read_json(&json);
     // Sequential loses VMs of the default scenario to its deadlines: 3.
     let all_migrated = result["vms"]
         .as_array()
@@ -174,7 +174,7 @@ fn run_migrates_real_vms_and_writes_the_same_json() {
         }
     }
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: Value = read_json(&json);
     assert_eq!(result["policy"], "aimd-global");
     assert_eq!(result["migrated"], 2, "{result}");
     // What made it: this evac, this inventory, no seed (nothing random).

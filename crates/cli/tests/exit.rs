@@ -10,7 +10,7 @@ use std::process::Stdio;
 use serde_json::Value;
 
 mod common;
-use common::{evac, evac_command, text};
+use common::{evac, evac_command, read_json, text};
 
 /// One source host that loses power after 1 s, with a 4 GiB VM on it: at
 /// 1 Gbps the copy alone takes 4 * 2^30 * 8 / 1e9 = 34.4 s, so it cannot
@@ -61,7 +61,7 @@ fn every_vm_migrated_exits_0_and_some_not_migrated_exits_3() {
     let out = evac(&["simulate", &scenario, "--json", json.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     // The result is written all the same.
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: Value = read_json(&json);
     let outcome = |name: &str| {
         result["vms"]
             .as_array()
@@ -184,7 +184,7 @@ fn a_closed_stdout_ends_quietly_and_still_writes_the_files() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("error"), "{}", text(&out.stderr));
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: Value = read_json(&json);
     assert!(result["migrated"].as_u64().unwrap() > 0);
 
     // The same for a JSON written to the closed stdout.

@@ -2,7 +2,7 @@
 //! start from, and a clear error for a file that is not a result.
 
 mod common;
-use common::{evac, text};
+use common::{evac, read_json, text};
 
 #[test]
 fn init_writes_a_scenario_that_simulates_and_never_overwrites() {
@@ -83,7 +83,7 @@ fn report_of_one_simulated_run_names_its_lost_vms() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let page = std::fs::read_to_string(&html).unwrap();
-    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: serde_json::Value = read_json(&json);
     for vm in result["vms"].as_array().unwrap() {
         let name = vm["name"].as_str().unwrap();
         assert!(

@@ -11,7 +11,7 @@ use evac_lab::{self as lab};
 use serde_json::Value;
 
 mod common;
-use common::evac_command;
+use common::{evac_command, read_json};
 
 /// What `evac lab` needs: root's namespaces and QEMU.
 const NEEDS: &[lab::Prerequisite] = &[lab::netns_available, lab::qemu_available];
@@ -118,7 +118,7 @@ fn lab_run_moves_a_small_lab_close_to_the_prediction_and_leaves_nothing() {
     );
     assert_eq!(leftovers(&name), Vec::<String>::new());
 
-    let run: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let run: Value = read_json(&json);
     assert_eq!(run["migrated"], 2, "{run}");
     assert_eq!(run["prediction"]["migrated"], 2);
     // By hand: 2 x 64 MiB of random RAM over 200 Mbit/s is 5.37 s of

@@ -8,7 +8,7 @@ use evac_lab::{self as lab};
 use evac_model::BytesPerSec;
 
 mod common;
-use common::{run_with_metrics, scrape};
+use common::{read_json, run_with_metrics, scrape};
 
 #[test]
 fn a_real_run_is_scraped_while_it_runs() {
@@ -95,7 +95,7 @@ fn a_real_run_is_scraped_while_it_runs() {
     assert!(saw_window, "the sequential window (1) was never seen");
     // The guest dirties 5 MB/s: QEMU's measure, once round 1 is over.
     assert!(saw_dirty_rate > 1e6, "dirty rate {saw_dirty_rate}");
-    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: serde_json::Value = read_json(&json);
     assert_eq!(result["migrated"], 2);
     // Dropping the lab kills the destination QEMUs evac started in its
     // directory (the VMs now).

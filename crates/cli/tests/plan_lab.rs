@@ -13,7 +13,7 @@ use evac_model::BytesPerSec;
 use evac_qemu::{run_detailed, Inventory};
 use serde_json::Value;
 
-use common::evac_command;
+use common::{evac_command, read_json};
 
 const RATE_BPS: u64 = 300_000_000;
 /// The WAN: the lab's shaped link, with 20 ms of queue.
@@ -115,7 +115,7 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{stdout}");
-    let plan: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let plan: Value = read_json(&json);
 
     // Measured by QEMU against what the guests were told.
     for (vm, (mib, rate, working_set)) in plan["measured"].as_array().unwrap().iter().zip(VMS) {
@@ -160,7 +160,7 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let resim: Value = serde_json::from_str(&std::fs::read_to_string(&resim_path).unwrap()).unwrap();
+    let resim: Value = read_json(&resim_path);
     assert!(
         within(resim["total_time_s"].as_f64().unwrap(), predicted, 1e-6),
         "{} vs {predicted}",

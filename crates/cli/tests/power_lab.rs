@@ -25,7 +25,7 @@ use evac_model::wall_clock::{self, Timestamp};
 use serde_json::Value;
 
 mod common;
-use common::KillOnDrop;
+use common::{read_json, KillOnDrop};
 
 /// The loop's period in the lab inventories, and the poll of the file and
 /// the UPS (both every period).
@@ -338,7 +338,7 @@ fn an_inventory_edited_mid_run_moves_the_deadline_and_survives_a_resume() {
     let resumed = common::run_resumed(&inventory, &json);
     adopt_destinations(&mut lab, &vms);
     let log = String::from_utf8_lossy(&resumed.stderr);
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: Value = read_json(&json);
     // Exit 3: the run ended with VMs lost.
     assert_eq!(
         resumed.status.code(),
@@ -434,7 +434,7 @@ fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
         "{}",
         std::fs::read_to_string(&stderr).unwrap()
     );
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: Value = read_json(&json);
     check_result(&result, &journal_lines(&journal), "pwu", power_off_s);
 }
 
@@ -486,7 +486,7 @@ fn plan_takes_the_power_off_from_the_ups() {
         stderr.contains("src: UPS ups1@127.0.0.1:") && stderr.contains("on battery, 600 s left"),
         "{stderr}"
     );
-    let plan: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let plan: Value = read_json(&json);
     let off = plan["hosts"][0]["power_off_s"].as_f64().unwrap();
     // Measuring takes 2 s here (two 1 s samples), connecting a moment more.
     assert!((540.0..560.0).contains(&off), "{off}");

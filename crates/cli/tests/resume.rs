@@ -11,7 +11,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::journal_lines;
+use common::{journal_lines, read_json};
 
 #[test]
 fn a_killed_run_is_resumed_and_moves_every_vm_exactly_once() {
@@ -106,7 +106,7 @@ fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
     }
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result: Value = read_json(&json);
     assert_eq!(result["migrated"], 3, "{result}");
     let records = result["vms"].as_array().unwrap();
     assert_eq!(records.len(), 3);

@@ -127,6 +127,13 @@ pub fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
         .collect()
 }
 
+/// A JSON file `evac` wrote (`--json`, a plan), parsed.
+#[track_caller]
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The entries of a journal (JSON lines), those that parse; none when the
 /// file is not there yet.
 pub fn journal_lines(path: &Path) -> Vec<serde_json::Value> {
