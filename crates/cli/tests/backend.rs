@@ -4,13 +4,14 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
+use common::arg;
 
 /// `evac run --quiet FILE`, `text` written to FILE, `fleet.toml` in `dir`.
 fn run_inventory_in(dir: &Path, text: &str) -> Output {
     let path = dir.join("fleet.toml");
     std::fs::write(&path, text).unwrap();
     common::evac_command()
-        .args(["run", "--quiet", path.to_str().unwrap()])
+        .args(["run", "--quiet", arg(&path)])
         .output()
         .expect("evac runs")
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{evac, evac_command, read_json, text, web_scenario, KillOnDrop};
+use common::{arg, evac, evac_command, read_json, text, web_scenario, KillOnDrop};
 
 #[test]
 fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
@@ -16,11 +16,11 @@ fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
     let out = evac(&[
         "simulate",
         "--json",
-        json.to_str().unwrap(),
+        arg(&json),
         "--csv",
-        csv.to_str().unwrap(),
+        arg(&csv),
         "--plot",
-        svg.to_str().unwrap(),
+        arg(&svg),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -82,13 +82,7 @@ fn simulate_the_embedded_default_writes_json_csv_and_a_plot() {
 fn policy_flag_overrides_the_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let out = evac(&[
-        "simulate",
-        "--policy",
-        "sequential",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let out = evac(&["simulate", "--policy", "sequential", "--json", arg(&json)]);
     let result: Value = read_json(&json);
     // Sequential loses VMs of the default scenario to its deadlines: 3.
     let all_migrated = result["vms"]
@@ -119,7 +113,7 @@ fn a_bad_scenario_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, web_scenario("").replace("\"4 GiB\"", "\"4 GB/s\"")).unwrap();
-    let out = evac(&["simulate", path.to_str().unwrap()]);
+    let out = evac(&["simulate", arg(&path)]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     // `memory` is on line 15.
@@ -159,12 +153,7 @@ fn run_migrates_real_vms_and_writes_the_same_json() {
     ];
     let inventory = lab.inventory_file("aimd-global", &vms, "");
     let json = lab.dir.join("run.json");
-    let out = evac(&[
-        "run",
-        inventory.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let out = evac(&["run", arg(&inventory), "--json", arg(&json)]);
     // The migrated VMs now run in destination QEMUs that evac started and
     // left running: the lab stops them when the test ends.
     for vm in &vms {
@@ -228,12 +217,7 @@ fn a_signal_stops_a_real_run(signal: libc::c_int, logged: &str) {
     let json = lab.dir.join("run.json");
     let (stdout, stderr) = (lab.dir.join("stdout"), lab.dir.join("stderr"));
     let child = evac_command()
-        .args([
-            "run",
-            inventory.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ])
+        .args(["run", arg(&inventory), "--json", arg(&json)])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).unwrap())
         .stderr(std::fs::File::create(&stderr).unwrap())

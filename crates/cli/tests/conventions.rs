@@ -6,7 +6,7 @@
 use std::process::{Command, Output};
 
 mod common;
-use common::evac;
+use common::{arg, evac};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -175,7 +175,7 @@ fn the_scenario_itself_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.toml");
     std::fs::write(&path, scenario()).unwrap();
-    assert!(evac(&["simulate", path.to_str().unwrap()]).status.success());
+    assert!(evac(&["simulate", arg(&path)]).status.success());
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use serde_json::Value;
 
 mod common;
-use common::{evac, evac_command, read_json, text};
+use common::{arg, evac, evac_command, read_json, text};
 
 /// One source host that loses power after 1 s, with a 4 GiB VM on it: at
 /// 1 Gbps the copy alone takes 4 * 2^30 * 8 / 1e9 = 34.4 s, so it cannot
@@ -58,7 +58,7 @@ fn every_vm_migrated_exits_0_and_some_not_migrated_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write(dir.path(), "lost.toml", ONE_LOST);
     let json = dir.path().join("r.json");
-    let out = evac(&["simulate", &scenario, "--json", json.to_str().unwrap()]);
+    let out = evac(&["simulate", &scenario, "--json", arg(&json)]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     // The result is written all the same.
     let result: Value = read_json(&json);
@@ -124,7 +124,7 @@ fn a_failed_run_leaves_no_empty_result_and_keeps_an_old_one() {
         "bad.toml",
         "name = \"x\"\n[network]\nwan_bandwidth = \"fast\"\n",
     );
-    let out = evac(&["simulate", &bad, "--json", fresh.to_str().unwrap(), "--csv", &old]);
+    let out = evac(&["simulate", &bad, "--json", arg(&fresh), "--csv", &old]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(!fresh.exists(), "an empty result file was left behind");
     assert_eq!(std::fs::read_to_string(&old).unwrap(), "the previous result\n");
@@ -177,7 +177,7 @@ fn a_closed_stdout_ends_quietly_and_still_writes_the_files() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let out = evac_command()
-        .args(["simulate", "--json", json.to_str().unwrap()])
+        .args(["simulate", "--json", arg(&json)])
         .stdout(Stdio::from(closed_pipe()))
         .output()
         .unwrap();

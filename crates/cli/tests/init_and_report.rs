@@ -2,24 +2,24 @@
 //! start from, and a clear error for a file that is not a result.
 
 mod common;
-use common::{evac, read_json, text};
+use common::{arg, evac, read_json, text};
 
 #[test]
 fn init_writes_a_scenario_that_simulates_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mine.toml");
-    let out = evac(&["init", path.to_str().unwrap()]);
+    let out = evac(&["init", arg(&path)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let written = std::fs::read_to_string(&path).unwrap();
     assert!(written.contains("[[host]]") && written.contains("[controller]"));
 
-    let out = evac(&["simulate", path.to_str().unwrap()]);
+    let out = evac(&["simulate", arg(&path)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // The scenario's header line names the 41 VMs of the default.
     assert!(text(&out.stdout).contains("41 VMs"), "{}", text(&out.stdout));
 
     std::fs::write(&path, "edited").unwrap();
-    let out = evac(&["init", path.to_str().unwrap()]);
+    let out = evac(&["init", arg(&path)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("never overwritten"),
@@ -40,7 +40,7 @@ fn report_refuses_a_file_that_is_not_a_result() {
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\n  \"policy\": \"x\",\n  \"vms\": 3\n}\n").unwrap();
     let html = dir.path().join("r.html");
-    let out = evac(&["report", bad.to_str().unwrap(), "-o", html.to_str().unwrap()]);
+    let out = evac(&["report", arg(&bad), "-o", arg(&html)]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     // One line naming the file, the line and column, and what it expected.
@@ -50,7 +50,7 @@ fn report_refuses_a_file_that_is_not_a_result() {
     assert!(!html.exists());
 
     let missing = dir.path().join("missing.json");
-    let out = evac(&["report", missing.to_str().unwrap(), "-o", html.to_str().unwrap()]);
+    let out = evac(&["report", arg(&missing), "-o", arg(&html)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("missing.json"),
@@ -64,23 +64,10 @@ fn report_of_one_simulated_run_names_its_lost_vms() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("aimd.json");
     let html = dir.path().join("r.html");
-    let out = evac(&[
-        "simulate",
-        "--policy",
-        "aimd-global",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let out = evac(&["simulate", "--policy", "aimd-global", "--json", arg(&json)]);
     // aimd-global loses VMs of the default scenario: exit 3, result written.
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    let out = evac(&[
-        "report",
-        json.to_str().unwrap(),
-        "-o",
-        html.to_str().unwrap(),
-        "--label",
-        "plan",
-    ]);
+    let out = evac(&["report", arg(&json), "-o", arg(&html), "--label", "plan"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let page = std::fs::read_to_string(&html).unwrap();
     let result: serde_json::Value = read_json(&json);

@@ -13,7 +13,7 @@ use evac_model::BytesPerSec;
 use evac_qemu::{run_detailed, Inventory};
 use serde_json::Value;
 
-use common::{evac_command, read_json};
+use common::{arg, evac_command, read_json};
 
 const RATE_BPS: u64 = 300_000_000;
 /// The WAN: the lab's shaped link, with 20 ms of queue.
@@ -92,13 +92,8 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
     let ram = dir.join("vm-1.mem");
     let before = (pages_written(&ram, VMS[0].2), std::time::Instant::now());
     let out = evac_command()
-        .args([
-            "plan",
-            inventory_path.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ])
-        .args(["--scenario-out", scenario.to_str().unwrap()])
+        .args(["plan", arg(&inventory_path), "--json", arg(&json)])
+        .args(["--scenario-out", arg(&scenario)])
         // Long enough to go round the working set even for a guest starved
         // to half its rate.
         .args(["--working-set-sample", "16s"])
@@ -155,8 +150,8 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
     // predicts the same total.
     let resim_path = dir.join("resim.json");
     let out = evac_command()
-        .args(["simulate", scenario.to_str().unwrap(), "--policy", &policy])
-        .args(["--json", resim_path.to_str().unwrap()])
+        .args(["simulate", arg(&scenario), "--policy", &policy])
+        .args(["--json", arg(&resim_path)])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -203,12 +198,8 @@ async fn plan_measures_the_fleet_and_predicts_the_real_run() {
     std::fs::write(&real_json, out.result.to_json()).unwrap();
     let html = dir.join("plan-vs-real.html");
     let status = evac_command()
-        .args([
-            "report",
-            resim_path.to_str().unwrap(),
-            real_json.to_str().unwrap(),
-        ])
-        .args(["-o", html.to_str().unwrap(), "--label", "plan", "--label", "real"])
+        .args(["report", arg(&resim_path), arg(&real_json)])
+        .args(["-o", arg(&html), "--label", "plan", "--label", "real"])
         .status()
         .unwrap();
     assert!(status.success());

@@ -25,7 +25,7 @@ use evac_model::wall_clock::{self, Timestamp};
 use serde_json::Value;
 
 mod common;
-use common::{read_json, KillOnDrop};
+use common::{arg, read_json, KillOnDrop};
 
 /// The loop's period in the lab inventories, and the poll of the file and
 /// the UPS (both every period).
@@ -267,11 +267,7 @@ fn an_inventory_edited_mid_run_moves_the_deadline_and_survives_a_resume() {
     let inventory = dir.path().join("inventory.toml");
     std::fs::write(&inventory, &text).unwrap();
     let journal = dir.path().join("journal.jsonl");
-    let (mut first, stderr) = spawn(
-        &["run", "--quiet", inventory.to_str().unwrap()],
-        dir.path(),
-        "first",
-    );
+    let (mut first, stderr) = spawn(&["run", "--quiet", arg(&inventory)], dir.path(), "first");
 
     wait_for(&journal, &mut first, &stderr, |l| l["event"] == "start");
     // The news, as a time of day: 30 s from now.
@@ -374,9 +370,9 @@ fn a_ups_going_on_battery_mid_run_moves_the_deadline() {
         &[
             "run",
             "--quiet",
-            inventory.to_str().unwrap(),
+            arg(&inventory),
             "--json",
-            json.to_str().unwrap(),
+            arg(&json),
             "--metrics",
             "127.0.0.1:0",
         ],
@@ -468,13 +464,13 @@ fn plan_takes_the_power_off_from_the_ups() {
     let out = Command::new(env!("CARGO_BIN_EXE_evac"))
         .args([
             "plan",
-            inventory.to_str().unwrap(),
+            arg(&inventory),
             "--sample",
             "1s",
             "--working-set-sample",
             "1s",
         ])
-        .args(["--json", json.to_str().unwrap()])
+        .args(["--json", arg(&json)])
         .output()
         .unwrap();
     let (stdout, stderr) = (

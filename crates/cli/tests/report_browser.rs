@@ -4,6 +4,7 @@
 
 mod browser;
 mod common;
+use common::arg;
 
 use std::path::Path;
 
@@ -32,21 +33,9 @@ fn the_report_of_two_runs_renders_in_chromium_without_errors() {
     let b = dir.path().join("aimd-global.json");
     let html = dir.path().join("report.html");
     // The default scenario: two racks lose power; aimd-global loses VMs there.
-    evac(&["simulate", "--policy", "deadline", "--json", a.to_str().unwrap()]);
-    evac(&[
-        "simulate",
-        "--policy",
-        "aimd-global",
-        "--json",
-        b.to_str().unwrap(),
-    ]);
-    evac(&[
-        "report",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        "-o",
-        html.to_str().unwrap(),
-    ]);
+    evac(&["simulate", "--policy", "deadline", "--json", arg(&a)]);
+    evac(&["simulate", "--policy", "aimd-global", "--json", arg(&b)]);
+    evac(&["report", arg(&a), arg(&b), "-o", arg(&html)]);
     let (a, b) = (read_json(&a), read_json(&b));
 
     let mut browser = Browser::launch();

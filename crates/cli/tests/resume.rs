@@ -11,7 +11,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{journal_lines, read_json};
+use common::{arg, journal_lines, read_json};
 
 #[test]
 fn a_killed_run_is_resumed_and_moves_every_vm_exactly_once() {
@@ -37,7 +37,7 @@ fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
     let journal = lab.dir.join("journal.jsonl");
     let evac = env!("CARGO_BIN_EXE_evac");
     let mut first = Command::new(evac)
-        .args(["run", "--quiet", inventory.to_str().unwrap()])
+        .args(["run", "--quiet", arg(&inventory)])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -90,7 +90,7 @@ fn killed_and_resumed(prefix: &str, let_it_complete: bool) {
 
     // A plain run refuses the run dir and says how to finish it.
     let plain = Command::new(evac)
-        .args(["run", "--quiet", inventory.to_str().unwrap()])
+        .args(["run", "--quiet", arg(&inventory)])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&plain.stderr);

@@ -15,6 +15,11 @@ pub fn evac_command() -> Command {
     command
 }
 
+/// A path as an argument of `evac` (the tests' paths are UTF-8).
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
 /// `evac ARGS`, run to its end.
 pub fn evac(args: &[&str]) -> Output {
     evac_command().args(args).output().expect("evac runs")
