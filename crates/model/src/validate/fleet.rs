@@ -3,7 +3,11 @@
 //! Apart from the settings (`super::network`): these are per entry, and
 //! their paths name the entry (`host[2]`, `vm[0]`).
 
-use super::*;
+use super::{check_bit_rate, check_duration, check_in_order, check_name, FieldPath, Invalid};
+use super::{MAX_BYTE_RATE, MAX_HOSTS, MAX_MIGRATION_CPUS, MAX_SIZE, MAX_TRACE_POINTS, MAX_VMS};
+use crate::memory::{MAX_COMPRESSION_RATIO, MAX_DIRTY_CURVE_POINTS};
+use crate::units::MAX_DURATION;
+use crate::{Bytes, BytesPerSec, Fleet, Host, HostId, Site, Vm};
 
 impl Host {
     /// Checks one host on its own; paths are its fields (`nic`, ...).

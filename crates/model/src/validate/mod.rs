@@ -47,12 +47,9 @@
 //! Sums (the memory of a fleet, of the VMs pinned to a host) are taken in
 //! `u128`, so no fleet overflows them.
 
-use std::fmt;
 use std::time::Duration;
 
-use crate::memory::{MAX_COMPRESSION_RATIO, MAX_DIRTY_CURVE_POINTS};
-use crate::units::MAX_DURATION;
-use crate::{BitsPerSec, Bytes, BytesPerSec, Fleet, Host, HostId, MigrationParams, Mode, Network, Site, Vm};
+use crate::{BitsPerSec, Bytes};
 
 mod fleet;
 mod invalid;
@@ -220,4 +217,3 @@ fn check_in_order(
         _ => Ok(()),
     }
 }
-

@@ -3,8 +3,12 @@
 //! fleet's hosts and VMs (`super::fleet`).
 
 use super::{check_bit_rate, check_duration, check_in_order, check_rtts, FieldPath, Invalid};
-use super::{MAX_DOWNTIME, MAX_ROUNDS, MAX_RTT, MAX_SETUP_TIME, MAX_TCP_WINDOW, MAX_TRACE_POINTS, MIN_TCP_WINDOW};
-use crate::{MigrationParams, Mode, Network};
+use super::{
+    MAX_BYTE_RATE, MAX_DOWNTIME, MAX_ROUNDS, MAX_RTT, MAX_SETUP_TIME, MAX_TCP_WINDOW, MAX_TRACE_POINTS,
+    MIN_TCP_WINDOW,
+};
+use crate::units::MAX_DURATION;
+use crate::{Bytes, BytesPerSec, MigrationParams, Mode, Network};
 
 impl Network {
     /// Checks the WAN; paths are under `network`.
@@ -101,4 +105,3 @@ impl MigrationParams {
         Ok(())
     }
 }
-

@@ -1,4 +1,5 @@
 use super::*;
+use crate::{BytesPerSec, Fleet, Host, HostId, Network, Site, Vm};
 
 fn host(name: &str, site: Site) -> Host {
     Host {
