@@ -25,6 +25,7 @@ pub use guest::{
     dirty_guest_available, DIRTY_FILL_PATTERN, DIRTY_FILL_START, DIRTY_GUEST, DIRTY_GUEST_MAGIC,
     DIRTY_WORKING_SET_START,
 };
+
 /// qboot: the firmware that boots fastest; a guest with no disk spins in it,
 /// "running".
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";

@@ -58,6 +58,7 @@ mod network;
 mod tests;
 
 pub use invalid::{FieldPath, Invalid, Step};
+
 /// The characters a host or VM name may have, as the messages say them.
 pub const NAME_CHARSET: &str = "letters A-Z a-z, digits 0-9, `.`, `_` and `-`";
 /// The longest name of a host or VM (a libvirt domain name may be longer;
