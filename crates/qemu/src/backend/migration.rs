@@ -4,21 +4,17 @@
 //! Apart from the backend (`super`), which only connects the fleet and
 //! hands out these handles.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::Context as _;
 use evac_controller::{Phase, Retune};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Network, Site};
+use evac_model::{BitsPerSec, Bytes, BytesPerSec};
 use evac_qmp::{MigrationStatus, Qmp};
-use evac_run::journal::Replay;
-use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest, Wake};
+use evac_run::{Completion, Failure, Observed, Progress, StartRequest, Wake};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::attempt::{self, AttemptCtx, AttemptResult, Control};
-use crate::inventory::Inventory;
-use super::{Landed, QemuBackend};
+use super::{Landed, QemuBackend, RateMeter};
+use crate::attempt::{self, AttemptResult, Control};
 
 /// Runs an attempt's task: its result goes to the backend's receiver,
 /// then the run loop is woken to read it.
@@ -36,7 +32,7 @@ fn report_to(
 impl QemuBackend {
     /// Starts an attempt's task: a fresh one, or (`adopt`: its destination's
     /// QMP socket) one a previous evac started.
-    fn launch(&mut self, request: StartRequest, adopt: Option<PathBuf>) -> QemuMigration {
+    pub(super) fn launch(&mut self, request: StartRequest, adopt: Option<PathBuf>) -> QemuMigration {
         let vm = request.vm.0;
         let (control, control_rx) = mpsc::unbounded_channel();
         let progress = Arc::new(Mutex::new(attempt::Progress::default()));

@@ -2,26 +2,26 @@
 //! ([`crate::attempt`]) driving a fresh destination QEMU and the source over
 //! QMP; its handle ([`QemuMigration`]) talks to that task and reads the
 //! source's `query-migrate`.
+//!
+//! This module connects the fleet and is the backend; `migration` is the
+//! handle of one attempt, `rate` how its rate is measured.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
-use evac_controller::{Phase, Retune};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Network, Site};
-use evac_qmp::{MigrationStatus, Qmp};
+use evac_model::{Bytes, Fleet, Network, Site};
+use evac_qmp::Qmp;
 use evac_run::journal::Replay;
-use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest, Wake};
-use tokio::sync::{mpsc, oneshot};
+use evac_run::{Log, StartRequest};
 
-use crate::attempt::{self, AttemptCtx, AttemptResult, Control};
+use crate::attempt::{self, AttemptCtx};
 use crate::inventory::Inventory;
+
 mod migration;
 mod rate;
 
 pub use migration::QemuMigration;
-pub use rate::{rate_over, RateMeter};
+pub use rate::RateMeter;
 
 /// Where a migrated VM runs: the destination QEMU evac started.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +230,4 @@ impl QemuBackend {
             log: self.log.clone(),
         }
     }
-
 }
-

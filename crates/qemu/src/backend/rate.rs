@@ -3,21 +3,9 @@
 //! Apart because it is a measurement with its own reasons (QEMU's `mbps` and
 //! `transferred` both overstate what crossed the WAN) and its own tests.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use evac_controller::{Phase, Retune};
-use evac_model::{BitsPerSec, Bytes, BytesPerSec, Fleet, Network, Site};
-use evac_qmp::{MigrationStatus, Qmp};
-use evac_run::journal::Replay;
-use evac_run::{Completion, Failure, Log, Observed, Progress, StartRequest, Wake};
-use tokio::sync::{mpsc, oneshot};
-
-use crate::attempt::{self, AttemptCtx, AttemptResult, Control};
-use crate::inventory::Inventory;
-use super::{Landed, QemuBackend};
+use evac_model::BitsPerSec;
 
 /// Shorter than this since the last reading, a rate between two readings
 /// would be noise: the last rate measured stands.
