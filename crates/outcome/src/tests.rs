@@ -1,3 +1,8 @@
+//! Tests of the result's figures against sums done by hand: the timeline's
+//! thinning, the lower bounds, the summary's metrics, a VM that did not
+//! migrate, the median and the
+//! percentile.
+
 #[test]
 fn thinning_keeps_the_bytes_between_kept_points() {
     let point = |t_s: f64, wan_throughput_bps: f64, in_flight: usize| super::TimelinePoint {

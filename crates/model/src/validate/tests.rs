@@ -1,3 +1,6 @@
+//! Tests of the wall: names, entry paths, power traces, memory sums and
+//! the WAN's bounds, each refusal checked by its words and path.
+
 use super::*;
 use crate::{BytesPerSec, Fleet, Host, HostId, Network, Site, Vm};
 

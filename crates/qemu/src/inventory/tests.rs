@@ -1,3 +1,7 @@
+//! Tests of the QEMU inventory format: the documented example, power-offs
+//! and UPSes, edits during a run, TLS, the `[network]` table and every
+//! refusal placed at its file, line and field.
+
 use super::*;
 use evac_model::wall_clock::PowerOffAt;
 use evac_model::BitsPerSec;

@@ -1,3 +1,6 @@
+//! Tests of what every inventory shares: the common refusals pointed at
+//! their entries, lines found by entry or key, parse errors placed.
+
 use super::*;
 use evac_model::wall_clock::PowerOffAt;
 use evac_model::Site;

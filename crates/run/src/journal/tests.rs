@@ -1,3 +1,6 @@
+//! Tests of the journal: replaying entries by hand-written runs, and lines
+//! written to disk read back (a torn last line ignored, a garbage one named).
+
 use super::*;
 use evac_outcome::Outcome;
 use std::io::Write;
