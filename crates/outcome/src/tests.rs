@@ -1,7 +1,6 @@
 //! Tests of the result's figures against sums done by hand: the timeline's
 //! thinning, the lower bounds, the summary's metrics, a VM that did not
-//! migrate, the median and the
-//! percentile.
+//! migrate, the median and the percentile.
 
 #[test]
 fn thinning_keeps_the_bytes_between_kept_points() {
