@@ -29,7 +29,7 @@ pub struct MigrateRequest {
     /// Pause the guest first (offline migration).
     pub offline: bool,
     /// Ready for postcopy (`VIR_MIGRATE_POSTCOPY`): a switch may be asked
-    /// for later ([`Migration::start_postcopy`]).
+    /// for later ([`Migration::start_postcopy`](super::Migration::start_postcopy)).
     pub postcopy: bool,
 }
 
