@@ -37,7 +37,7 @@ pub struct VmRecord {
     /// Bytes sent for it, stop-and-copy included.
     pub bytes_sent: Option<u64>,
     pub outcome: Outcome,
-    /// Why it did not migrate (see [`reason`]); `None` (absent from the
+    /// Why it did not migrate (see [`reason`](crate::reason)); `None` (absent from the
     /// JSON) for a migrated VM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -96,7 +96,7 @@ impl VmRecord {
         }
     }
 
-    /// Marks it not migrated (or lost, for [`reason::POWER_OFF`]) for
+    /// Marks it not migrated (or lost, for [`reason::POWER_OFF`](crate::reason::POWER_OFF)) for
     /// `reason`, unless it migrated or already has a reason.
     pub fn left(&mut self, outcome: Outcome, reason: &str) {
         if self.outcome != Outcome::Migrated && self.reason.is_none() {
