@@ -10,36 +10,38 @@ fn thinning_keeps_the_bytes_between_kept_points() {
         wan_throughput_bps,
         in_flight,
     };
-    let mut points = vec![
-        point(0.0, 0.0, 0),
-        point(1.0, 10.0, 1),
-        point(3.0, 20.0, 2),
-        point(4.0, 40.0, 3),
-        point(6.0, 0.0, 0),
+    let cases = [
+        // By hand: (10 * 1 + 20 * 2) / 3 over 0..3, (40 * 1 + 0 * 2) / 3
+        // over 3..6; 90 bits in all before and after.
+        (
+            vec![
+                point(0.0, 0.0, 0),
+                point(1.0, 10.0, 1),
+                point(3.0, 20.0, 2),
+                point(4.0, 40.0, 3),
+                point(6.0, 0.0, 0),
+            ],
+            vec![
+                point(0.0, 0.0, 0),
+                point(3.0, 50.0 / 3.0, 2),
+                point(6.0, 40.0 / 3.0, 0),
+            ],
+        ),
+        // An even count keeps its last point unmerged.
+        (
+            vec![
+                point(0.0, 0.0, 0),
+                point(1.0, 8.0, 1),
+                point(2.0, 4.0, 1),
+                point(5.0, 2.0, 0),
+            ],
+            vec![point(0.0, 0.0, 0), point(2.0, 6.0, 1), point(5.0, 2.0, 0)],
+        ),
     ];
-    super::thin_timeline(&mut points);
-    // By hand: (10 * 1 + 20 * 2) / 3 over 0..3, (40 * 1 + 0 * 2) / 3
-    // over 3..6; 90 bits in all before and after.
-    assert_eq!(
-        points,
-        vec![
-            point(0.0, 0.0, 0),
-            point(3.0, 50.0 / 3.0, 2),
-            point(6.0, 40.0 / 3.0, 0)
-        ]
-    );
-    // An even count keeps its last point unmerged.
-    let mut points = vec![
-        point(0.0, 0.0, 0),
-        point(1.0, 8.0, 1),
-        point(2.0, 4.0, 1),
-        point(5.0, 2.0, 0),
-    ];
-    super::thin_timeline(&mut points);
-    assert_eq!(
-        points,
-        vec![point(0.0, 0.0, 0), point(2.0, 6.0, 1), point(5.0, 2.0, 0)]
-    );
+    for (mut points, thinned) in cases {
+        super::thin_timeline(&mut points);
+        assert_eq!(points, thinned);
+    }
 }
 
 use super::*;
