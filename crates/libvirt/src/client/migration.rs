@@ -156,17 +156,7 @@ impl Migration {
                 })
                 .map_err(|e| ClientError::Libvirt(format!("cannot start a thread: {e}")))?;
         }
-        let migration = Migration {
-            domain: name,
-            conn,
-            dom,
-            done: rx,
-            result: None,
-            ended,
-            pending: Arc::new(std::sync::Mutex::new(Pending::default())),
-            adopted: false,
-        };
-        Ok(migration)
+        Ok(Migration::handle(name, conn, dom, rx, ended, false))
     }
 
     /// The migration of `domain` running now on the host at `source_uri`,
@@ -225,18 +215,32 @@ impl Migration {
                 ended.set();
             });
         }
+        Migration::handle(name, conn, dom, rx, ended, true)
+    }
+
+    /// The handle of the job on `dom` whose migrate call (or, `adopted`,
+    /// whose end) reports to `done` and `ended`. An adopted job streams
+    /// already: what is set on it applies at once, nothing is kept for later.
+    fn handle(
+        domain: String,
+        conn: Arc<Conn>,
+        dom: Arc<Domain>,
+        done: tokio::sync::oneshot::Receiver<Result<(), ClientError>>,
+        ended: Ended,
+        adopted: bool,
+    ) -> Migration {
         Migration {
-            domain: name,
+            domain,
             conn,
             dom,
-            done: rx,
+            done,
             result: None,
             ended,
             pending: Arc::new(std::sync::Mutex::new(Pending {
-                streaming: true,
+                streaming: adopted,
                 ..Pending::default()
             })),
-            adopted: true,
+            adopted,
         }
     }
 
@@ -330,32 +334,42 @@ impl Migration {
         rate: Option<BytesPerSec>,
         timeout: Duration,
     ) -> Result<(), ClientError> {
-        let dom = self.dom.clone();
         let mib = mib_per_sec(rate);
-        {
-            let mut p = self.pending.lock().expect("not poisoned");
-            if !p.streaming {
-                p.speed_mib = Some(mib);
-            }
-        }
-        call(timeout, move || {
-            Ok(on_domain(&dom, |d| d.migrate_set_max_speed(mib, 0)).map(|_| ())?)
-        })
-        .await
+        self.set_knob(mib, |p| &mut p.speed_mib, Domain::migrate_set_max_speed, timeout)
+            .await
     }
 
     /// Sets the longest pause precopy may end with.
     pub async fn set_max_downtime(&self, limit: Duration, timeout: Duration) -> Result<(), ClientError> {
-        let dom = self.dom.clone();
         let ms = (limit.as_millis() as u64).max(1);
+        self.set_knob(
+            ms,
+            |p| &mut p.downtime_ms,
+            Domain::migrate_set_max_downtime,
+            timeout,
+        )
+        .await
+    }
+
+    /// Sets a knob of the job to `value` (`set`: libvirt's call for it),
+    /// kept in `slot` of [`Pending`] while the job is still in its setup
+    /// phase, to be applied again once data flows.
+    async fn set_knob(
+        &self,
+        value: u64,
+        slot: fn(&mut Pending) -> &mut Option<u64>,
+        set: fn(&Domain, u64, u32) -> Result<u32, virt::error::Error>,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let dom = self.dom.clone();
         {
             let mut p = self.pending.lock().expect("not poisoned");
             if !p.streaming {
-                p.downtime_ms = Some(ms);
+                *slot(&mut p) = Some(value);
             }
         }
         call(timeout, move || {
-            Ok(on_domain(&dom, |d| d.migrate_set_max_downtime(ms, 0)).map(|_| ())?)
+            Ok(on_domain(&dom, |d| set(d, value, 0)).map(|_| ())?)
         })
         .await
     }
