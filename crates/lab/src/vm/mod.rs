@@ -197,7 +197,8 @@ impl Lab {
     }
 
     /// A VM like [`Lab::start_dirtying_vm_in`] whose guest dirties along a
-    /// curve: each of `regions` (1 to [`MAX_DIRTY_REGIONS`](crate::curve::MAX_DIRTY_REGIONS), laid one after
+    /// curve: each of `regions` (1 to
+    /// [`MAX_DIRTY_REGIONS`](crate::curve::MAX_DIRTY_REGIONS), laid one after
     /// another from [`DIRTY_WORKING_SET_START`]) is written page after page
     /// at its own rate, wrapping around, all paced from the same wake-ups.
     /// The memory dirtied at least once within a time is then known from
