@@ -58,6 +58,8 @@ pub struct Estimator {
     /// How long a migration runs before its rate says anything of the WAN,
     /// seconds (see [`Estimator::settling`]).
     settle_s: f64,
+    /// See [`Estimator::floor_at_caps`].
+    at_caps: bool,
 }
 
 /// The figures the planner reads at every consultation, each a pass over
@@ -94,6 +96,7 @@ impl Estimator {
             ever_saturated: false,
             summary: Summary::default(),
             settle_s: 0.0,
+            at_caps: false,
         }
     }
 
@@ -176,6 +179,16 @@ impl Estimator {
                 let nic_full = per_host[&host] >= AT_CAP * self.nic[host];
                 rate < AT_CAP * own && !nic_full
             });
+        // Every migration held by its own cap or its NIC, young or not:
+        // the WAN may carry more, and nothing says it does not. A sample
+        // where some migration ran below its caps but none had settled
+        // says neither: its floor is no reason to start more.
+        self.at_caps = !saturated
+            && migrations.iter().all(|m| {
+                let rate = m.rate.to_bytes_per_sec().0;
+                let nic_full = per_host[&m.source.0] >= AT_CAP * self.nic[m.source.0];
+                rate >= AT_CAP * self.own_cap(&m.params) || nic_full
+            });
         let (estimate, floor) = if saturated {
             self.ever_saturated = true;
             (throughput, false)
@@ -208,6 +221,19 @@ impl Estimator {
     /// full); until then [`Estimator::peak`] is only a floor.
     pub fn wan_known(&self) -> bool {
         self.ever_saturated
+    }
+
+    /// Whether the latest sample that did not find the path full had every
+    /// migration held by its own cap or its NIC: the path has room beyond
+    /// them, so it is worth probing above the floor. `false` when a
+    /// migration still settling ran below its caps: its rate (setup and
+    /// TCP's ramp in a real run's first reading, 0.5-0.7 of the WAN for the
+    /// lab's 32 MiB VMs) says nothing either way, and probing on it started
+    /// a second migration beside each one in flight on a full WAN where
+    /// the simulation, reading the same migration at the WAN's rate,
+    /// started none.
+    pub fn floor_at_caps(&self) -> bool {
+        self.at_caps
     }
 
     /// The latest estimate, bytes per second.
@@ -333,6 +359,33 @@ mod tests {
         // A lower floor later does not lower the estimate.
         e.observe(2.0, &[obs(&fleet, 0, 40.0, 2)]);
         assert_eq!(e.current(), Some(90.0));
+    }
+
+    /// With a settling time of 1 s, samples at 0.5 s: a migration below its
+    /// caps is no measure of the WAN yet, nor a sign that the WAN has room
+    /// (`floor_at_caps` false); one at its connections' cap is (true); once
+    /// settled, the one below its caps measures the WAN.
+    #[test]
+    fn a_settling_migration_below_its_caps_is_no_reason_to_probe() {
+        let fleet = fleet();
+        let mut e = Estimator::new(&fleet, Some(20.0)).settling(1.0);
+        // 4 connections carry 80, the NIC 100: at 30, below both.
+        let s = e.observe(0.5, &[obs(&fleet, 0, 30.0, 4)]).unwrap();
+        assert!(!s.saturated);
+        assert!(!e.floor_at_caps());
+        assert!(!e.wan_known());
+        // At its 2 connections' 40 (within 3 %: 39): held by its own cap.
+        let mut e = Estimator::new(&fleet, Some(20.0)).settling(1.0);
+        e.observe(0.5, &[obs(&fleet, 0, 39.0, 2)]);
+        assert!(e.floor_at_caps());
+        // Beside a second one still settling below its caps: no longer.
+        e.observe(0.5, &[obs(&fleet, 0, 40.0, 2), obs(&fleet, 1, 10.0, 2)]);
+        assert!(!e.floor_at_caps());
+        // Settled (started at 0, seen at 1 s), the one at 30 measures it.
+        let mut e = Estimator::new(&fleet, Some(20.0)).settling(1.0);
+        let s = e.observe(1.0, &[obs(&fleet, 0, 30.0, 4)]).unwrap();
+        assert!(s.saturated);
+        assert!(e.wan_known());
     }
 
     #[test]

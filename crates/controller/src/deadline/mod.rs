@@ -326,9 +326,16 @@ impl Policy for Deadline {
             },
             // Not seen full yet, but every migration ran at its own cap:
             // twice the floor it measured (as TCP's slow start), so short
-            // migrations that end within a period still add up.
+            // migrations that end within a period still add up. A floor
+            // from a migration still settling below its caps is no such
+            // sign: what is in flight already asks for more than it, and
+            // its next reading tells (`Estimator::floor_at_caps`).
             Some(floor) => Target {
-                rate: 2.0 * floor,
+                rate: if self.estimator.floor_at_caps() {
+                    2.0 * floor
+                } else {
+                    floor
+                },
                 max_new: usize::MAX,
                 base_connections: self.base.connections,
                 per_connection: self.estimator.per_connection(),

@@ -1,0 +1,200 @@
+//! The handle the run loop holds for one attempt ([`LibvirtMigration`],
+//! evac-run's `Migration`) and the spawning of its task: what the run loop
+//! asks goes to the task as a [`Control`], what the task measured comes back
+//! through [`Shared`]. Apart from the task (`super::task`) so that the
+//! contract with the run loop reads on its own.
+
+use crate::client::MigrateRequest;
+use evac_controller::{Phase, Retune};
+use evac_model::{BitsPerSec, Bytes, Site};
+use evac_model::{HostId, MigrationParams};
+use evac_run::{Completion, Failure, Observed, Progress, StartRequest, Wake};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+use super::task::run_attempt;
+use super::{AttemptCtx, AttemptResult, Control, Shared, Stages};
+use crate::backend::{Landed, LibvirtBackend, Source, CALL_TIMEOUT, POLL};
+
+/// One attempt in flight: its task's control channel and result.
+pub struct LibvirtMigration {
+    control: mpsc::UnboundedSender<Control>,
+    shared: Arc<Mutex<Shared>>,
+    result: oneshot::Receiver<AttemptResult>,
+}
+
+impl LibvirtMigration {
+    /// Waits at most `timeout` for the attempt's end, with its stages;
+    /// `None` past it (the handle is dropped: its task aborts the
+    /// migration, as when the run loop drops one).
+    pub(in crate::backend) async fn finish_within(
+        mut self,
+        timeout: Duration,
+    ) -> Option<(AttemptResult, Stages)> {
+        let result = tokio::time::timeout(timeout, &mut self.result).await.ok()?.ok()?;
+        let stages = self.shared.lock().expect("not poisoned").stages;
+        Some((result, stages))
+    }
+}
+
+impl evac_run::Migration for LibvirtMigration {
+    type Landed = Landed;
+
+    async fn observe(&mut self) -> Result<Observed<Landed>, String> {
+        match self.result.try_recv() {
+            Ok(AttemptResult::Completed {
+                landed,
+                bytes,
+                rounds,
+                downtime,
+            }) => {
+                return Ok(Observed::Completed(Completion {
+                    bytes_sent: bytes,
+                    rounds: rounds.max(1),
+                    downtime,
+                    landed,
+                }))
+            }
+            Ok(AttemptResult::Failed { reason, bytes }) => {
+                return Ok(Observed::Failed(Failure {
+                    reason,
+                    bytes_sent: bytes,
+                }))
+            }
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Ok(Observed::Failed(Failure {
+                    reason: "the migration task ended without a result".into(),
+                    bytes_sent: Bytes::ZERO,
+                }))
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let s = *self.shared.lock().expect("not poisoned");
+        let Some(p) = s.progress.filter(|p| p.total.0 > 0) else {
+            return Ok(Observed::Starting);
+        };
+        let phase = if s.in_postcopy {
+            Phase::Postcopy
+        } else if s.paused_by_us {
+            Phase::Offline
+        } else {
+            Phase::Precopy
+        };
+        Ok(Observed::Running(Progress {
+            phase,
+            round: (p.iteration as u32).max(1),
+            bytes_sent: p.processed,
+            bytes_remaining: p.remaining,
+            rate: s.rate,
+            dirty_rate: p.dirty_rate,
+        }))
+    }
+
+    async fn retune(&mut self, change: Retune) -> Result<(), String> {
+        let _ = self.control.send(Control::Retune(change));
+        Ok(())
+    }
+
+    async fn switch_to_offline(&mut self) -> Result<(), String> {
+        let _ = self.control.send(Control::Offline);
+        Ok(())
+    }
+
+    async fn switch_to_postcopy(&mut self) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let _ = self.control.send(Control::Postcopy(reply));
+        match tokio::time::timeout(CALL_TIMEOUT + POLL, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the migration ended before it could switch".into()),
+            Err(_) => Err(format!("no answer within {} s", (CALL_TIMEOUT + POLL).as_secs())),
+        }
+    }
+
+    async fn cancel(&mut self) -> Result<(), String> {
+        if self.shared.lock().expect("not poisoned").in_postcopy {
+            return Err("in postcopy: the guest runs at its destination and cannot go back".into());
+        }
+        let _ = self.control.send(Control::Cancel);
+        Ok(())
+    }
+}
+
+impl LibvirtBackend {
+    /// Starts an attempt's task; `adopt_only`: follow a migration already
+    /// started, never start one.
+    pub(in crate::backend) fn spawn(&mut self, request: StartRequest, adopt_only: bool) -> LibvirtMigration {
+        let source = self.sources[request.vm.0].clone();
+        self.spawn_for(
+            source,
+            request.destination,
+            request.params,
+            request.wake,
+            adopt_only,
+        )
+    }
+
+    /// Starts an attempt's task for `source`'s domain, a fleet VM's or a
+    /// probe's ([`super::probe`]): the same request, flags and limits.
+    pub(in crate::backend) fn spawn_for(
+        &mut self,
+        source: Source,
+        destination: HostId,
+        params: MigrationParams,
+        wake: Wake,
+        adopt_only: bool,
+    ) -> LibvirtMigration {
+        let src_host = &self.inventory.hosts[source.host.0];
+        let dst_host = &self.inventory.hosts[destination.0];
+        let migrate = MigrateRequest {
+            domain: source.domain.clone(),
+            destination_uri: dst_host.peer_uri().to_owned(),
+            migration_uri: dst_host.migration_address.as_ref().map(|a| format!("tcp://{a}")),
+            max_bandwidth: params.max_bandwidth.map(BitsPerSec::to_bytes_per_sec),
+            parallel_connections: params.connections.get(),
+            auto_converge: params.auto_converge,
+            downtime_limit: params.downtime_limit,
+            tls: self.inventory.migration.tls,
+            tls_destination: dst_host.tls_name.clone(),
+            copy_storage: self.inventory.migration.copy_storage,
+            offline: params.mode == evac_model::Mode::Offline,
+            postcopy: params.allow_postcopy || params.mode == evac_model::Mode::Postcopy,
+        };
+        let destinations = self
+            .inventory
+            .hosts
+            .iter()
+            .filter(|h| h.site == Site::Destination)
+            .map(|h| (h.name.clone(), h.uri.clone()))
+            .collect();
+        let ctx = AttemptCtx {
+            source_gate: self.gates[source.host.0].clone(),
+            destination_gate: self.gates[destination.0].clone(),
+            source_spec: src_host.clone(),
+            destination_spec: dst_host.clone(),
+            source_uri: src_host.uri.clone(),
+            source_host: source.host.0,
+            destinations,
+            request: migrate,
+            migrated: self.migrated.clone(),
+            next_start: self.next_start.clone(),
+            log: self.log.clone(),
+            adopt_only,
+            auto_postcopy: params.mode == evac_model::Mode::Postcopy,
+        };
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (result_tx, result) = oneshot::channel();
+        let task_shared = shared.clone();
+        tokio::spawn(async move {
+            let result = run_attempt(ctx, control_rx, task_shared).await;
+            let _ = result_tx.send(result);
+            wake.wake();
+        });
+        LibvirtMigration {
+            control,
+            shared,
+            result,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Tests of the wall: names, entry paths, power traces, memory sums and
+//! the WAN's bounds, each refusal checked by its words and path.
+
+use super::*;
+use crate::{BytesPerSec, Fleet, Host, HostId, Network, Site, Vm};
+
+fn host(name: &str, site: Site) -> Host {
+    Host {
+        migration_cpus: None,
+        name: name.into(),
+        site,
+        nic: BitsPerSec::gbps(10.0),
+        memory: None,
+        power_off_at: None,
+        power_trace: Vec::new(),
+    }
+}
+
+fn vm(name: &str, memory: Bytes) -> Vm {
+    Vm {
+        profile: crate::MemoryProfile::default(),
+        name: name.into(),
+        host: HostId(0),
+        memory,
+        dirty_rate: BytesPerSec::ZERO,
+        working_set: memory,
+        priority: 1,
+        destination: None,
+        disk: Bytes::ZERO,
+    }
+}
+
+fn fleet() -> Fleet {
+    Fleet {
+        hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],
+        vms: vec![vm("a", Bytes::gib(1))],
+    }
+}
+
+#[test]
+fn names_are_limited_to_a_safe_set() {
+    for good in ["web-1", "db_2", "a.b", "X9"] {
+        check_name(good).unwrap();
+    }
+    for bad in [
+        "",
+        "a/b",
+        "a,b",
+        "a b",
+        "x/../../escaped",
+        "..",
+        ".hidden",
+        "-x",
+        "tab\t",
+        "é",
+    ] {
+        assert!(check_name(bad).is_err(), "{bad:?} accepted");
+    }
+    assert!(check_name(&"a".repeat(65)).is_err());
+    check_name(&"a".repeat(64)).unwrap();
+    check_dir_name("dc \"one\" (test)").unwrap();
+    for bad in ["x/../../escaped", "..", ".x", "a,b", "a\nb", "", "a\\b"] {
+        assert!(check_dir_name(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn paths_name_the_entry_and_field() {
+    let mut f = fleet();
+    f.hosts[1].nic = BitsPerSec(0.0);
+    let e = f.validate().unwrap_err();
+    assert_eq!(e.path.to_string(), "host[1].nic");
+    assert_eq!(
+        e.to_string(),
+        "field `host[1].nic`: a NIC of 0 bps carries nothing; give a rate above zero"
+    );
+    let mut f = fleet();
+    f.vms[0].name = "a,b".into();
+    assert_eq!(f.validate().unwrap_err().path.to_string(), "vm[0].name");
+}
+
+#[test]
+fn power_traces_are_in_order_and_on_sources_only() {
+    let change = |at: u64, off: Option<u64>| crate::PowerChange {
+        at: Duration::from_secs(at),
+        power_off_at: off.map(Duration::from_secs),
+    };
+    let mut f = fleet();
+    let source = f.hosts.iter().position(|h| h.site == Site::Source).unwrap();
+    let destination = f.hosts.iter().position(|h| h.site == Site::Destination).unwrap();
+    f.hosts[source].power_trace = vec![change(60, Some(600)), change(120, None)];
+    f.validate().unwrap();
+    f.hosts[source].power_trace = vec![change(120, Some(600)), change(60, None)];
+    let e = f.validate().unwrap_err();
+    assert_eq!(e.path.to_string(), format!("host[{source}].power_trace[1].at"));
+    assert!(e.message.contains("out of order"), "{e}");
+    let mut f = fleet();
+    f.hosts[destination].power_trace = vec![change(60, Some(600))];
+    let e = f.validate().unwrap_err();
+    assert_eq!(e.path.to_string(), format!("host[{destination}].power_trace"));
+}
+
+#[test]
+fn memory_sums_do_not_wrap() {
+    // 2^14 VMs of 1 PiB = 2^64 B: one more byte than u64 holds.
+    let mut f = fleet();
+    f.vms = (0..1 << 14)
+        .map(|i| vm(&format!("v{i}"), Bytes(1 << 50)))
+        .collect();
+    let e = f.validate().unwrap_err();
+    assert!(
+        e.path.0.is_empty() && e.message.contains("18446744073709551616 B"),
+        "{e}"
+    );
+    f.vms.pop();
+    f.validate().unwrap();
+}
+
+#[test]
+fn network_bounds() {
+    let net = Network {
+        wan_bandwidth: BitsPerSec::gbps(1.0),
+        wan_rtt: Duration::from_millis(50),
+        tcp_window: Bytes::mib(4),
+        wan_trace: Vec::new(),
+    };
+    net.validate().unwrap();
+    let mut bad = net.clone();
+    bad.tcp_window = Bytes(1);
+    assert_eq!(bad.validate().unwrap_err().path.to_string(), "network.tcp_window");
+    let mut bad = net.clone();
+    bad.wan_rtt = Duration::from_secs(61);
+    assert_eq!(bad.validate().unwrap_err().path.to_string(), "network.wan_rtt");
+    let mut bad = net;
+    bad.wan_bandwidth = BitsPerSec(f64::INFINITY);
+    assert_eq!(
+        bad.validate().unwrap_err().path.to_string(),
+        "network.wan_bandwidth"
+    );
+}
