@@ -17,8 +17,12 @@ fn lab() -> Option<Lab> {
     Lab::unless_missing(&[lab::libvirt_lab_available], &LabOptions::pair(false))
 }
 
-fn inventory(lab: &Lab, migration: &str, controller: &str) -> Inventory {
-    let text = lab.pair_inventory(migration, controller);
+/// The pair lab's inventory ([`Lab::pair_inventory`]): `migration` added
+/// to `[migration]`; `[controller]` runs `policy` every 500 ms, with
+/// `controller` added (e.g. `max_attempts = 3`).
+fn inventory(lab: &Lab, policy: &str, migration: &str, controller: &str) -> Inventory {
+    let controller = format!("policy = \"{policy}\"\nperiod = \"500 ms\"\n{controller}");
+    let text = lab.pair_inventory(migration, &controller);
     Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap()
 }
 
@@ -32,11 +36,7 @@ async fn three_domains_move_with_aimd_global_and_with_deadline() {
     let Some(lab) = lab() else { return };
     for policy in ["aimd-global", "deadline"] {
         let names = lab.start_domains(&policy[..4], 3, 32);
-        let inv = inventory(
-            &lab,
-            "",
-            &format!("policy = \"{policy}\"\nperiod = \"500 ms\"\nmax_attempts = 3"),
-        );
+        let inv = inventory(&lab, policy, "", "max_attempts = 3");
         let out = run_with_options(inv, RunOptions::default(), std::future::pending())
             .await
             .unwrap();
@@ -67,11 +67,7 @@ async fn three_domains_move_with_aimd_global_and_with_deadline() {
 async fn an_offline_migration_pauses_the_guest_and_resumes_it_at_the_destination() {
     let Some(lab) = lab() else { return };
     let names = lab.start_domains("off", 1, 32);
-    let inv = inventory(
-        &lab,
-        "mode = \"offline\"",
-        "policy = \"aimd-global\"\nperiod = \"500 ms\"",
-    );
+    let inv = inventory(&lab, "aimd-global", "mode = \"offline\"", "");
     let out = run_with_options(inv, RunOptions::default(), std::future::pending())
         .await
         .unwrap();
@@ -88,11 +84,7 @@ async fn shutdown_mid_flight_leaves_the_domains_on_their_source() {
     let Some(lab) = lab() else { return };
     let names = lab.start_domains("stay", 2, 64);
     // 2 MiB/s: 64 MiB cannot finish within the 6 s before the shutdown.
-    let inv = inventory(
-        &lab,
-        "max_bandwidth = \"16 Mbps\"",
-        "policy = \"aimd-global\"\nperiod = \"500 ms\"",
-    );
+    let inv = inventory(&lab, "aimd-global", "max_bandwidth = \"16 Mbps\"", "");
     let shutdown = tokio::time::sleep(Duration::from_secs(6));
     let out = run_with_options(inv, RunOptions::default(), shutdown)
         .await
@@ -116,8 +108,9 @@ async fn a_destination_qemu_killed_mid_migration_is_retried() {
     // 4 MiB/s: 16 s of sending, time to kill the destination's QEMU.
     let inv = inventory(
         &lab,
+        "aimd-global",
         "max_bandwidth = \"32 Mbps\"",
-        "policy = \"aimd-global\"\nperiod = \"500 ms\"\nmax_attempts = 3",
+        "max_attempts = 3",
     );
     // Kills the first incoming QEMU on B once it has received a little.
     let killer = {
@@ -164,8 +157,9 @@ async fn a_destination_daemon_killed_mid_migration_is_retried_after_its_restart(
     // daemon's restart takes.
     let inv = inventory(
         &lab,
+        "aimd-global",
         "max_bandwidth = \"32 Mbps\"",
-        "policy = \"aimd-global\"\nperiod = \"500 ms\"\nmax_attempts = 5",
+        "max_attempts = 5",
     );
     let lab = std::sync::Arc::new(std::sync::Mutex::new(lab));
     // Once the incoming QEMU on B has received a little, kills B's libvirtd
