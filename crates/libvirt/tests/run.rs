@@ -26,6 +26,10 @@ fn inventory(lab: &Lab, policy: &str, migration: &str, controller: &str) -> Inve
     Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap()
 }
 
+/// A cap of 4 MiB/s: a 64 MiB domain sends for 16 s, time to kill
+/// something on the destination mid-transfer.
+const SLOW: &str = "max_bandwidth = \"32 Mbps\"";
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -105,13 +109,7 @@ async fn a_destination_qemu_killed_mid_migration_is_retried() {
     let Some(lab) = lab() else { return };
     let lab = std::sync::Arc::new(lab);
     let names = lab.start_domains("kill", 1, 64);
-    // 4 MiB/s: 16 s of sending, time to kill the destination's QEMU.
-    let inv = inventory(
-        &lab,
-        "aimd-global",
-        "max_bandwidth = \"32 Mbps\"",
-        "max_attempts = 3",
-    );
+    let inv = inventory(&lab, "aimd-global", SLOW, "max_attempts = 3");
     // Kills the first incoming QEMU on B once it has received a little.
     let killer = {
         let lab = lab.clone();
@@ -152,15 +150,9 @@ async fn a_destination_qemu_killed_mid_migration_is_retried() {
 async fn a_destination_daemon_killed_mid_migration_is_retried_after_its_restart() {
     let Some(lab) = lab() else { return };
     let names = lab.start_domains("dkill", 1, 64);
-    // 4 MiB/s: 16 s of sending, time to kill B's daemon mid-transfer. Five
-    // attempts: the retries wait 1, 2, 4 and 8 s, far more than the
+    // Five attempts: the retries wait 1, 2, 4 and 8 s, far more than the
     // daemon's restart takes.
-    let inv = inventory(
-        &lab,
-        "aimd-global",
-        "max_bandwidth = \"32 Mbps\"",
-        "max_attempts = 5",
-    );
+    let inv = inventory(&lab, "aimd-global", SLOW, "max_attempts = 5");
     let lab = std::sync::Arc::new(std::sync::Mutex::new(lab));
     // Once the incoming QEMU on B has received a little, kills B's libvirtd
     // (SIGKILL, by the pid the lab started), checks the domain still runs
