@@ -82,11 +82,8 @@ fn a_real_run_is_scraped_while_it_runs() {
         std::thread::sleep(Duration::from_millis(300));
     }
     evac.assert_exits_successfully();
-    assert!(
-        processed.len() >= 3,
-        "vm-1 was scraped in flight only {} times",
-        processed.len()
-    );
+    let scraped = processed.len();
+    assert!(scraped >= 3, "vm-1 was scraped in flight only {scraped} times");
     assert!(
         processed.windows(2).any(|w| w[1] > w[0]),
         "processed bytes never grew: {processed:?}"

@@ -234,11 +234,8 @@ fn a_real_prometheus_scrapes_a_lab_evacuation_and_has_every_dashboard_series() {
     evac.assert_exits_successfully();
 
     // The source host's countdown: under 600 s, going down as the run goes.
-    assert!(
-        countdown.len() >= 2,
-        "the countdown was read {} times",
-        countdown.len()
-    );
+    let reads = countdown.len();
+    assert!(reads >= 2, "the countdown was read {reads} times");
     assert!(
         countdown.iter().all(|&left| left > 400.0 && left <= 600.0),
         "{countdown:?}"
