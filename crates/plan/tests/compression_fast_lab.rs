@@ -316,13 +316,11 @@ async fn migrate(net: &LabNetwork, dir: &Path, setting: Compression, zero: f64, 
     let cpu_before = cpu_seconds(vm.pid);
     let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let watcher = watch_new_threads(vm.pid, stop.0.clone());
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        run_detailed(inventory, None, std::future::pending()),
-    )
-    .await
-    .expect("a migration of 256 MiB within 2 minutes")
-    .unwrap();
+    let evacuation = run_detailed(inventory, None, std::future::pending());
+    let out = tokio::time::timeout(Duration::from_secs(120), evacuation)
+        .await
+        .expect("a migration of 256 MiB within 2 minutes")
+        .unwrap();
     let mut destination_cpu_s = f64::NAN;
     for placement in &out.placements {
         if let Placement::Destination { pid, .. } = placement {
