@@ -147,10 +147,7 @@ fn run_offers_quiet_to_turn_the_progress_display_off() {
 fn run_migrates_real_vms_and_writes_the_same_json() {
     use evac_lab::{self as lab};
     let mut lab = lab::lab_or_skip!(&[lab::qemu_available]);
-    let vms = vec![
-        lab.start_vm("cli-1", 64).unwrap(),
-        lab.start_vm("cli-2", 64).unwrap(),
-    ];
+    let vms = ["cli-1", "cli-2"].map(|name| lab.start_vm(name, 64).unwrap());
     let inventory = lab.inventory_file("aimd-global", &vms, "");
     let json = lab.dir.join("run.json");
     let out = evac(&["run", arg(&inventory), "--json", arg(&json)]);
