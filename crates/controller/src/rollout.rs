@@ -167,7 +167,8 @@ pub fn candidates(base_connections: Connections, base_mode: Mode) -> Vec<Candida
 /// The rollouts one re-plan may run, counted in VMs simulated (a rollout of
 /// `n` VMs counts `n`): every candidate under three forecasts at the
 /// default fleet's 41 VMs, a handful at a few hundred, none (the planner's
-/// own plan alone) past 3,000. Measured per re-plan in docs/planner.md.
+/// own plan alone) past 1,333 under three forecasts (4,000 under one).
+/// Measured per re-plan in docs/planner.md.
 pub const BUDGET_VMS: usize = 8_000;
 
 /// Of `candidates` and `forecasts`, how many candidates fit the budget with
