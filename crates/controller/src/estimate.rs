@@ -164,6 +164,13 @@ impl Estimator {
         // below its caps with a WAN that has room. Taken as the WAN's
         // measure, such rates made a real fleet of 96 small VMs look like
         // a link of a few Mbit/s.
+        // Held by its own cap (connections, bandwidth cap) or its NIC's
+        // share; otherwise something further on held it: the WAN.
+        let held_by_own_caps = |m: &MigrationObs| {
+            let rate = m.rate.to_bytes_per_sec().0;
+            let host = m.source.0;
+            rate >= AT_CAP * self.own_cap(&m.params) || per_host[&host] >= AT_CAP * self.nic[host]
+        };
         let saturated = migrations
             .iter()
             .filter(|m| {
@@ -172,23 +179,12 @@ impl Estimator {
                 // exactly the settling time.
                 now - m.started_at.as_secs_f64() >= self.settle_s - 1e-6
             })
-            .any(|m| {
-                let rate = m.rate.to_bytes_per_sec().0;
-                let host = m.source.0;
-                let own = self.own_cap(&m.params);
-                let nic_full = per_host[&host] >= AT_CAP * self.nic[host];
-                rate < AT_CAP * own && !nic_full
-            });
-        // Every migration held by its own cap or its NIC, young or not:
-        // the WAN may carry more, and nothing says it does not. A sample
-        // where some migration ran below its caps but none had settled
-        // says neither: its floor is no reason to start more.
-        self.at_caps = !saturated
-            && migrations.iter().all(|m| {
-                let rate = m.rate.to_bytes_per_sec().0;
-                let nic_full = per_host[&m.source.0] >= AT_CAP * self.nic[m.source.0];
-                rate >= AT_CAP * self.own_cap(&m.params) || nic_full
-            });
+            .any(|m| !held_by_own_caps(m));
+        // Every migration held by its own caps, young or not: the WAN may
+        // carry more, and nothing says it does not. A sample where some
+        // migration ran below its caps but none had settled says neither:
+        // its floor is no reason to start more.
+        self.at_caps = !saturated && migrations.iter().all(held_by_own_caps);
         let (estimate, floor) = if saturated {
             self.ever_saturated = true;
             (throughput, false)

@@ -153,10 +153,7 @@ pub fn kill(pid: u32, signal: i32) {
 /// zombie outlives the lab.
 pub fn stop(mut child: std::process::Child, signal: i32, grace: Duration) {
     kill(child.id(), signal);
-    let deadline = Instant::now() + grace;
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(grace, || child.try_wait().ok().flatten().is_some());
     let _ = child.kill();
     let _ = child.wait();
 }
