@@ -1,26 +1,26 @@
 //! The handle the run loop holds for one attempt ([`LibvirtMigration`],
 //! evac-run's `Migration`) and the spawning of its task: what the run loop
 //! asks goes to the task as a [`Control`], what the task measured comes back
-//! through [`Shared`]. Apart from the task (`super::task`) so that the
+//! through [`Progress`]. Apart from the task (`super::task`) so that the
 //! contract with the run loop reads on its own.
 
 use crate::client::MigrateRequest;
-use evac_controller::{Phase, Retune};
+use evac_controller::Retune;
 use evac_model::{BitsPerSec, Bytes, Site};
 use evac_model::{HostId, MigrationParams};
-use evac_run::{Completion, Failure, Observed, Progress, StartRequest, Wake};
+use evac_run::{Completion, Failure, Observed, StartRequest, Wake};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::task::run_attempt;
-use super::{AttemptCtx, AttemptResult, Control, Shared, Stages};
+use super::{AttemptCtx, AttemptResult, Control, Progress, Stage, Stages};
 use crate::backend::{Landed, LibvirtBackend, Source, CALL_TIMEOUT, POLL};
 
 /// One attempt in flight: its task's control channel and result.
 pub struct LibvirtMigration {
     control: mpsc::UnboundedSender<Control>,
-    shared: Arc<Mutex<Shared>>,
+    progress: Arc<Mutex<Progress>>,
     result: oneshot::Receiver<AttemptResult>,
 }
 
@@ -33,8 +33,38 @@ impl LibvirtMigration {
         timeout: Duration,
     ) -> Option<(AttemptResult, Stages)> {
         let result = tokio::time::timeout(timeout, &mut self.result).await.ok()?.ok()?;
-        let stages = self.shared.lock().expect("not poisoned").stages;
+        let stages = self.progress.lock().expect("not poisoned").stages();
         Some((result, stages))
+    }
+
+    fn progress(&self) -> Progress {
+        *self.progress.lock().expect("not poisoned")
+    }
+}
+
+/// The run loop's answer for an attempt's result (`None`: its task ended
+/// without one).
+fn observed(result: Option<AttemptResult>) -> Observed<Landed> {
+    match result {
+        Some(AttemptResult::Completed {
+            landed,
+            bytes,
+            rounds,
+            downtime,
+        }) => Observed::Completed(Completion {
+            bytes_sent: bytes,
+            rounds: rounds.max(1),
+            downtime,
+            landed,
+        }),
+        Some(AttemptResult::Failed { reason, bytes }) => Observed::Failed(Failure {
+            reason,
+            bytes_sent: bytes,
+        }),
+        None => Observed::Failed(Failure {
+            reason: "the migration task ended without a result".into(),
+            bytes_sent: Bytes::ZERO,
+        }),
     }
 }
 
@@ -43,51 +73,25 @@ impl evac_run::Migration for LibvirtMigration {
 
     async fn observe(&mut self) -> Result<Observed<Landed>, String> {
         match self.result.try_recv() {
-            Ok(AttemptResult::Completed {
-                landed,
-                bytes,
-                rounds,
-                downtime,
-            }) => {
-                return Ok(Observed::Completed(Completion {
-                    bytes_sent: bytes,
-                    rounds: rounds.max(1),
-                    downtime,
-                    landed,
-                }))
-            }
-            Ok(AttemptResult::Failed { reason, bytes }) => {
-                return Ok(Observed::Failed(Failure {
-                    reason,
-                    bytes_sent: bytes,
-                }))
-            }
-            Err(oneshot::error::TryRecvError::Closed) => {
-                return Ok(Observed::Failed(Failure {
-                    reason: "the migration task ended without a result".into(),
-                    bytes_sent: Bytes::ZERO,
-                }))
-            }
+            Ok(result) => return Ok(observed(Some(result))),
+            Err(oneshot::error::TryRecvError::Closed) => return Ok(observed(None)),
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
-        let s = *self.shared.lock().expect("not poisoned");
-        let Some(p) = s.progress.filter(|p| p.total.0 > 0) else {
+        let p = self.progress();
+        if p.stage().is_over() {
+            // Its task sends the result right after its last stage.
+            return Ok(observed((&mut self.result).await.ok()));
+        }
+        let Some(job) = p.job().filter(|j| j.total.0 > 0) else {
             return Ok(Observed::Starting);
         };
-        let phase = if s.in_postcopy {
-            Phase::Postcopy
-        } else if s.paused_by_us {
-            Phase::Offline
-        } else {
-            Phase::Precopy
-        };
-        Ok(Observed::Running(Progress {
-            phase,
-            round: (p.iteration as u32).max(1),
-            bytes_sent: p.processed,
-            bytes_remaining: p.remaining,
-            rate: s.rate,
-            dirty_rate: p.dirty_rate,
+        Ok(Observed::Running(evac_run::Progress {
+            phase: p.phase(),
+            round: (job.iteration as u32).max(1),
+            bytes_sent: job.processed,
+            bytes_remaining: job.remaining,
+            rate: p.rate(),
+            dirty_rate: job.dirty_rate,
         }))
     }
 
@@ -112,7 +116,7 @@ impl evac_run::Migration for LibvirtMigration {
     }
 
     async fn cancel(&mut self) -> Result<(), String> {
-        if self.shared.lock().expect("not poisoned").in_postcopy {
+        if self.progress().stage() == Stage::Postcopy {
             return Err("in postcopy: the guest runs at its destination and cannot go back".into());
         }
         let _ = self.control.send(Control::Cancel);
@@ -183,17 +187,17 @@ impl LibvirtBackend {
             auto_postcopy: params.mode == evac_model::Mode::Postcopy,
         };
         let (control, control_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let progress = Arc::new(Mutex::new(Progress::default()));
         let (result_tx, result) = oneshot::channel();
-        let task_shared = shared.clone();
+        let task_progress = progress.clone();
         tokio::spawn(async move {
-            let result = run_attempt(ctx, control_rx, task_shared).await;
+            let result = run_attempt(ctx, control_rx, task_progress).await;
             let _ = result_tx.send(result);
             wake.wake();
         });
         LibvirtMigration {
             control,
-            shared,
+            progress,
             result,
         }
     }
