@@ -1,5 +1,6 @@
 //! The handle the run loop holds for one attempt ([`LibvirtMigration`],
-//! evac-run's `Migration`) and the spawning of its task: what the run loop
+//! evac-run's `Migration`) and the spawning of its task (through evac-run's
+//! [`AttemptTask`], the skeleton the backends share): what the run loop
 //! asks goes to the task as a [`Control`], what the task measured comes back
 //! through [`Progress`]. Apart from the task (`super::task`) so that the
 //! contract with the run loop reads on its own.
@@ -8,20 +9,17 @@ use crate::client::MigrateRequest;
 use evac_controller::Retune;
 use evac_model::{BitsPerSec, Bytes, Site};
 use evac_model::{HostId, MigrationParams};
-use evac_run::{Completion, Failure, Observed, StartRequest, Wake};
-use std::sync::{Arc, Mutex};
+use evac_run::{AttemptTask, Completion, Failure, Observed, StartRequest, Wake};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::task::run_attempt;
 use super::{AttemptCtx, AttemptResult, Control, Progress, Stage, Stages};
 use crate::backend::{Landed, LibvirtBackend, Source, CALL_TIMEOUT, POLL};
 
-/// One attempt in flight: its task's control channel and result.
+/// One attempt in flight: its task's requests, progress and result.
 pub struct LibvirtMigration {
-    control: mpsc::UnboundedSender<Control>,
-    progress: Arc<Mutex<Progress>>,
-    result: oneshot::Receiver<AttemptResult>,
+    task: AttemptTask<Control, Progress, AttemptResult>,
 }
 
 impl LibvirtMigration {
@@ -32,21 +30,20 @@ impl LibvirtMigration {
         mut self,
         timeout: Duration,
     ) -> Option<(AttemptResult, Stages)> {
-        let result = tokio::time::timeout(timeout, &mut self.result).await.ok()?.ok()?;
-        let stages = self.progress.lock().expect("not poisoned").stages();
-        Some((result, stages))
+        let result = self.task.result_within(timeout).await?.ok()?;
+        Some((result, self.task.read(Progress::stages)))
     }
 
     fn progress(&self) -> Progress {
-        *self.progress.lock().expect("not poisoned")
+        self.task.read(|p| *p)
     }
 }
 
-/// The run loop's answer for an attempt's result (`None`: its task ended
-/// without one).
-fn observed(result: Option<AttemptResult>) -> Observed<Landed> {
+/// The run loop's answer for an attempt's result (`Err`: its task ended
+/// without one, and why).
+fn observed(result: Result<AttemptResult, String>) -> Observed<Landed> {
     match result {
-        Some(AttemptResult::Completed {
+        Ok(AttemptResult::Completed {
             landed,
             bytes,
             rounds,
@@ -57,12 +54,12 @@ fn observed(result: Option<AttemptResult>) -> Observed<Landed> {
             downtime,
             landed,
         }),
-        Some(AttemptResult::Failed { reason, bytes }) => Observed::Failed(Failure {
+        Ok(AttemptResult::Failed { reason, bytes }) => Observed::Failed(Failure {
             reason,
             bytes_sent: bytes,
         }),
-        None => Observed::Failed(Failure {
-            reason: "the migration task ended without a result".into(),
+        Err(reason) => Observed::Failed(Failure {
+            reason,
             bytes_sent: Bytes::ZERO,
         }),
     }
@@ -72,15 +69,16 @@ impl evac_run::Migration for LibvirtMigration {
     type Landed = Landed;
 
     async fn observe(&mut self) -> Result<Observed<Landed>, String> {
-        match self.result.try_recv() {
-            Ok(result) => return Ok(observed(Some(result))),
-            Err(oneshot::error::TryRecvError::Closed) => return Ok(observed(None)),
-            Err(oneshot::error::TryRecvError::Empty) => {}
+        if let Some(result) = self.task.ended() {
+            return Ok(observed(result));
         }
         let p = self.progress();
         if p.stage().is_over() {
             // Its task sends the result right after its last stage.
-            return Ok(observed((&mut self.result).await.ok()));
+            return match self.task.result_within(evac_run::OBSERVE_TIMEOUT).await {
+                Some(result) => Ok(observed(result)),
+                None => Err("ended, its result not there yet".into()),
+            };
         }
         let Some(job) = p.job().filter(|j| j.total.0 > 0) else {
             return Ok(Observed::Starting);
@@ -96,18 +94,18 @@ impl evac_run::Migration for LibvirtMigration {
     }
 
     async fn retune(&mut self, change: Retune) -> Result<(), String> {
-        let _ = self.control.send(Control::Retune(change));
+        self.task.send(Control::Retune(change));
         Ok(())
     }
 
     async fn switch_to_offline(&mut self) -> Result<(), String> {
-        let _ = self.control.send(Control::Offline);
+        self.task.send(Control::Offline);
         Ok(())
     }
 
     async fn switch_to_postcopy(&mut self) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
-        let _ = self.control.send(Control::Postcopy(reply));
+        self.task.send(Control::Postcopy(reply));
         match tokio::time::timeout(CALL_TIMEOUT + POLL, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err("the migration ended before it could switch".into()),
@@ -119,7 +117,7 @@ impl evac_run::Migration for LibvirtMigration {
         if self.progress().stage() == Stage::Postcopy {
             return Err("in postcopy: the guest runs at its destination and cannot go back".into());
         }
-        let _ = self.control.send(Control::Cancel);
+        self.task.send(Control::Cancel);
         Ok(())
     }
 }
@@ -186,19 +184,8 @@ impl LibvirtBackend {
             adopt_only,
             auto_postcopy: params.mode == evac_model::Mode::Postcopy,
         };
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let progress = Arc::new(Mutex::new(Progress::default()));
-        let (result_tx, result) = oneshot::channel();
-        let task_progress = progress.clone();
-        tokio::spawn(async move {
-            let result = run_attempt(ctx, control_rx, task_progress).await;
-            let _ = result_tx.send(result);
-            wake.wake();
-        });
         LibvirtMigration {
-            control,
-            progress,
-            result,
+            task: AttemptTask::spawn(wake, |control, progress| run_attempt(ctx, control, progress)),
         }
     }
 }
