@@ -15,17 +15,19 @@
 //! | `handle` | what the run loop holds (evac-run's `Migration`) and the spawning of the task |
 //! | here | what they share: the task's context, the requests, the result |
 //!
-//! Why not one attempt shared with the QEMU backend in evac-run: the two
-//! have the same skeleton (a task, a stage enum with its transitions in one
-//! place, a progress struct the handle reads, a control channel) but
-//! nothing of it is the same type. QEMU's stages are its own (both ends set
-//! up by evac, no host slots, no stagger, the landing seen through two QMP
-//! connections), its handle refuses a switch to postcopy itself where
-//! libvirt's asks the task and waits for libvirt's answer, and what the
-//! handle reads differs (QEMU: when `migrate` was accepted, for the rate
-//! from the network's counters; libvirt: the job's reading and its stage
-//! times). A generic attempt would be a trait with every one of these as
-//! associated types and hooks: more to read than the two it would replace.
+//! What the QEMU backend's attempt shares with this one is in evac-run:
+//! the task behind its handle ([`evac_run::AttemptTask`]: spawning it, the
+//! requests, the progress it writes, its result and the run loop woken).
+//! The rest has the same shape (a stage enum with its transitions in one
+//! place, a progress struct, a control enum) but not the same content, so
+//! it stays per backend: QEMU's stages are its own (evac starts the
+//! destination process and watches both ends; no host slots, no stagger),
+//! its handle refuses a switch to postcopy itself where libvirt's asks the
+//! task and waits for libvirt's answer (so the requests differ), and what
+//! the handle reads differs (QEMU: when `migrate` was accepted, for the
+//! rate from the network's counters; libvirt: the job's reading and the
+//! stage times). One generic machine would be a trait with each of these
+//! as an associated type or hook: more to read than the two it replaced.
 
 use crate::client::MigrateRequest;
 use crate::inventory::HostSpec;
