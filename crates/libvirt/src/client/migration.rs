@@ -102,10 +102,6 @@ impl Migration {
         if job.job_type != 0 {
             return Ok(Migration::adopt(conn, dom, name));
         }
-        if request.offline {
-            let dom = dom.clone();
-            call(timeout, move || Ok(dom.suspend()?)).await?;
-        }
         // The downtime limit is no migrate parameter. Set before the
         // migration, QEMU keeps it for the migration libvirt starts (set
         // during the job's setup phase it waits for libvirt's job lock).
@@ -123,6 +119,13 @@ impl Migration {
             })
             .await?;
         }
+        // Paused only now, after every call that may fail before the
+        // migration starts: a failure above leaves the guest running.
+        if request.offline {
+            let dom = dom.clone();
+            call(timeout, move || Ok(dom.suspend()?)).await?;
+        }
+        let paused = request.offline.then(|| dom.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let ended = Ended::default();
         {
@@ -154,7 +157,13 @@ impl Migration {
                     let _ = tx.send(result);
                     ended.set();
                 })
-                .map_err(|e| ClientError::Libvirt(format!("cannot start a thread: {e}")))?;
+                .map_err(|e| {
+                    // The guest we paused must not stay paused where it is.
+                    if let Some(dom) = &paused {
+                        let _ = dom.resume();
+                    }
+                    ClientError::Libvirt(format!("cannot start a thread: {e}"))
+                })?;
         }
         Ok(Migration::handle(name, conn, dom, rx, ended, false))
     }
