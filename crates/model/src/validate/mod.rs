@@ -54,8 +54,6 @@ use crate::{BitsPerSec, Bytes};
 mod fleet;
 mod invalid;
 mod network;
-#[cfg(test)]
-mod tests;
 
 pub use invalid::{FieldPath, Invalid, Step};
 
