@@ -214,7 +214,7 @@ const DST_2: &str = "\n[[host]]\nname = \"dst-2\"\nsite = \"destination\"\nnic =
 /// 23, `prefix` on 24, `count` 25, `host` 26, `memory` 27, and a key the
 /// caller adds on 28.
 fn group(prefix: &str, count: u64, host: &str, memory: &str) -> String {
-    format!("\n[[vm_group]]\nprefix = \"{prefix}\"\ncount = {count}\nhost = \"{host}\"\nmemory = {memory}\n")
+    format!("\n{}", evac_testkit::vm_group_toml(prefix, count, host, memory))
 }
 
 const VM_ON: &str = r#"
