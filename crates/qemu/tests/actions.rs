@@ -88,7 +88,9 @@ async fn watched_dirtying_vm(
     rate: BytesPerSec,
     working_set_mib: u64,
 ) -> (LabVm, Inventory, Arc<Mutex<Vec<Sample>>>) {
-    let vm = lab.start_dirtying_vm(name, MIB, rate, working_set_mib).unwrap();
+    let vm = lab
+        .start_dirtying_vm_in(name, MIB, rate, working_set_mib, None)
+        .unwrap();
     let inventory = inventory(lab, std::slice::from_ref(&vm), "");
     let samples = watch_source(&vm).await;
     (vm, inventory, samples)
