@@ -113,3 +113,36 @@ fn network_bounds() {
         "network.wan_bandwidth"
     );
 }
+
+#[test]
+fn a_trace_of_more_than_a_million_entries_is_refused_whole() {
+    // 10^6 entries are allowed; one more is refused at the trace, in
+    // words that count them.
+    let point = |i: u64| evac_model::TracePoint {
+        at: Duration::from_secs(i),
+        bandwidth: BitsPerSec::gbps(1.0),
+    };
+    let mut net = Network {
+        wan_trace: (0..1_000_000).map(point).collect(),
+        ..evac_testkit::wan(BitsPerSec::gbps(1.0))
+    };
+    net.validate().unwrap();
+    net.wan_trace.push(point(1_000_000));
+    let e = net.validate().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "field `network.wan_trace`: 1000001 points are more than the 1000000 a trace may have"
+    );
+    let mut f = fleet();
+    f.hosts[0].power_trace = (0..1_000_001)
+        .map(|i| evac_model::PowerChange {
+            at: Duration::from_secs(i),
+            power_off_at: None,
+        })
+        .collect();
+    let e = f.validate().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "field `host[0].power_trace`: 1000001 changes are more than the 1000000 a trace may have"
+    );
+}
