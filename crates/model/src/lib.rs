@@ -303,7 +303,8 @@ pub struct MigrationParams {
     /// round trips while the connections already there keep more than
     /// theirs. The model adds `join_rtts × wan_rtt` to such a migration's
     /// setup (a migration that starts on a WAN with room, or with others at
-    /// the same instant, pays nothing). Model only; 0 is the ideal model.
+    /// the same instant, pays nothing), cut short once the WAN has room
+    /// again. Model only; 0 is the ideal model.
     #[serde(default)]
     pub join_rtts: f64,
     /// How pages are sent: as they are, compressed with zstd, or per VM

@@ -143,8 +143,15 @@ impl Flow {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Stage {
     /// Its `setup_time` (and TCP ramp), until `ready_at`: no rate, no round
-    /// yet; then the disks if `disk_first`, else the memory.
-    SettingUp { ready_at: f64, disk_first: bool },
+    /// yet; then the disks if `disk_first`, else the memory. The last
+    /// `joining` seconds of it are the cost of joining a full WAN
+    /// (`join_rtts`), which ends as soon as the WAN has room (see
+    /// `Simulation::end_joins`).
+    SettingUp {
+        ready_at: f64,
+        disk_first: bool,
+        joining: f64,
+    },
     /// The local disks (`round_bytes` is the disk), before round 1 of
     /// memory; their writes are mirrored from then on.
     CopyingDisk,
@@ -174,9 +181,12 @@ impl Flow {
     /// no disk stage any more, a setup under way goes on.
     pub(crate) fn skip_disk(&mut self) {
         self.stage = match self.stage {
-            Stage::SettingUp { ready_at, .. } => Stage::SettingUp {
+            Stage::SettingUp {
+                ready_at, joining, ..
+            } => Stage::SettingUp {
                 ready_at,
                 disk_first: false,
+                joining,
             },
             Stage::CopyingDisk | Stage::Memory => Stage::Memory,
         };

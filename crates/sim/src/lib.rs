@@ -36,7 +36,9 @@
 //!   `wan_rtt`); round 1 (or the offline copy) starts after it. One that
 //!   starts while the migrations in flight fill the WAN waits `join_rtts`
 //!   round trips more: joining connections take their share of a full link
-//!   slowly, and those already there keep more meanwhile.
+//!   slowly, and those already there keep more meanwhile. That wait ends
+//!   early if the WAN gets room (the migrations it queued behind ended, or
+//!   the WAN got faster): with no queue there is nothing to lose time to.
 //! - Offline: the VM pauses at once and its whole memory is sent.
 //! - Local disks (`disk` bytes, copied with the migration as libvirt's
 //!   non-shared-disk migration does): after the setup, a live or postcopy

@@ -117,3 +117,33 @@ fn migrations_that_start_together_or_one_after_another_join_a_wan_with_room() {
     assert!(each.iter().all(|&t| close(t, COPY)), "{each:?}");
     assert!(close(total, 2.0 * COPY), "{total}");
 }
+
+#[test]
+fn a_join_cost_ends_when_the_wan_gets_room() {
+    // aimd-global, period 1 s, `a` of 12.5 MiB: 104857600 bits / 1e8 =
+    // 1.048576 s alone on the WAN, so it is still sending at 1 s, when the
+    // window grows and `b` starts on the full WAN with 50 x 10 ms = 0.5 s
+    // to lose. `a` ends at 1.048576 s: no queue is left to lose time to, so
+    // `b` sends from then on, alone: it ends at 1.048576 + COPY = 9.437184 s,
+    // 8.437184 s after its start. Had it waited its whole join cost, it
+    // would have sent from 1.5 s, the WAN idle for 0.45 s: 8.888608 s.
+    let text = format!(
+        r#"
+[network]
+wan_bandwidth = "100 Mbps"
+wan_rtt = "10 ms"
+tcp_window = "64 MiB"
+[migration]
+join_rtts = 50
+[controller]
+policy = "aimd-global"
+{fleet}"#,
+        fleet = two_sites_toml(&[("a", "12.5 MiB"), ("b", "100 MiB")])
+    );
+    let s = Scenario::from_toml_str(&text, "test").unwrap();
+    assert_eq!(s.controller.period, Duration::from_secs(1));
+    let (each, total) = times(&s);
+    assert!(close(each[0], 1.048576), "{each:?}");
+    assert!(close(each[1], 1.048576 + COPY - 1.0), "{each:?}");
+    assert!(close(total, 1.048576 + COPY), "{total}");
+}

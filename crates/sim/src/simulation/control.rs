@@ -219,6 +219,36 @@ impl Simulation<'_> {
         in_use >= (1.0 - FULL_WAN) * self.capacity[WAN]
     }
 
+    /// A migration that joined a full WAN loses `join_rtts` round trips to
+    /// the queue the migrations there hold; once the WAN has room (they
+    /// ended, or it got faster) there is no queue to lose them to, and what
+    /// is left of that cost is dropped. (A fixed wait, however the WAN
+    /// went, left a small VM's joiner idle behind incumbents that had
+    /// already ended, where a real one takes the room at once.)
+    pub(super) fn end_joins(&mut self) {
+        if self.wan_full() {
+            return;
+        }
+        let now = self.now;
+        let mut released = Vec::new();
+        for flow in &mut self.flows {
+            if let Stage::SettingUp {
+                ready_at, joining, ..
+            } = &mut flow.stage
+            {
+                if *joining > 0.0 {
+                    *ready_at = (*ready_at - *joining).max(now);
+                    *joining = 0.0;
+                    released.push(flow.vm);
+                }
+            }
+        }
+        self.joining = 0;
+        for vm in released {
+            self.schedule(vm);
+        }
+    }
+
     pub(super) fn start(&mut self, vm: VmId, destination: HostId, params: MigrationParams) {
         let spec = self.fleet.vm(vm);
         let offline = params.mode == Mode::Offline;
@@ -227,9 +257,13 @@ impl Simulation<'_> {
         // more if the WAN is full as it starts (`join_rtts`).
         let rtt = self.network.wan_rtt.as_secs_f64();
         let mut setup = params.setup_time.as_secs_f64() + params.ramp_rtts * rtt;
-        if params.join_rtts > 0.0 && self.wan_full() {
-            setup += params.join_rtts * rtt;
-        }
+        let joining = if params.join_rtts > 0.0 && self.wan_full() {
+            self.joining += 1;
+            params.join_rtts * rtt
+        } else {
+            0.0
+        };
+        setup += joining;
         let disk = spec.disk.as_f64();
         let copying_disk = disk > 0.0 && !offline;
         let compressed = self.compresses(vm, &params);
@@ -276,6 +310,7 @@ impl Simulation<'_> {
                 Stage::SettingUp {
                     ready_at: self.now + setup,
                     disk_first: copying_disk,
+                    joining,
                 }
             } else if copying_disk {
                 Stage::CopyingDisk

@@ -96,6 +96,9 @@ pub(crate) struct Simulation<'a> {
     may_chain: bool,
     /// Rebalances so far (see `Flow::joined`).
     epoch: u64,
+    /// At most how many flows are in their setup with a join cost still
+    /// ahead (`Stage::SettingUp::joining`): `end_joins` looks only then.
+    joining: usize,
     /// Simulated seconds after which the run ends ([`simulate_until`]).
     pub(crate) horizon: f64,
     horizon_reached: bool,
@@ -179,6 +182,7 @@ impl<'a> Simulation<'a> {
             history: Vec::new(),
             may_chain: false,
             epoch: 1,
+            joining: 0,
             horizon: DEFAULT_HORIZON.as_secs_f64(),
             horizon_reached: false,
         }
@@ -287,6 +291,9 @@ impl<'a> Simulation<'a> {
             }
             if rates_changed {
                 self.rebalance();
+                if self.joining > 0 {
+                    self.end_joins();
+                }
             }
             self.note_timeline(false);
         }
