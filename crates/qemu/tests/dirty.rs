@@ -1,6 +1,6 @@
 //! Migrations of lab VMs whose guest dirties memory
-//! ([`Lab::start_dirtying_vm`]): precopy goes through several rounds, and a
-//! guest dirtying faster than the link does not converge.
+//! ([`evac_lab::Lab::start_dirtying_vm_in`]): precopy goes through several
+//! rounds, and a guest dirtying faster than the link does not converge.
 //! Skipped, with the reason printed, where qemu-system-x86_64 or the guest
 //! (GNU binutils at build time) is missing.
 
