@@ -136,24 +136,13 @@ mod tests {
 
     fn fleet() -> Fleet {
         let host = |name: &str, site, power_off_at| evac_model::Host {
-            migration_cpus: None,
-            name: name.into(),
-            site,
-            nic: BitsPerSec(10e9),
-            memory: None,
             power_off_at,
-            power_trace: Vec::new(),
+            ..evac_testkit::host(name, site)
         };
         let vm = |name: &str, gib: u64, priority| Vm {
-            profile: evac_model::MemoryProfile::default(),
-            name: name.into(),
-            host: HostId(0),
-            memory: Bytes::gib(gib),
-            dirty_rate: BytesPerSec(0.0),
             working_set: Bytes(0),
             priority,
-            destination: None,
-            disk: Bytes(0),
+            ..evac_testkit::vm(name, 0, Bytes::gib(gib))
         };
         Fleet {
             hosts: vec![
