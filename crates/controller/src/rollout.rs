@@ -152,8 +152,8 @@ pub trait Rollout: Send + Sync {
     fn evaluate(&self, situation: &Situation<'_>, candidate: Candidate, forecast: Forecast) -> Verdict;
 }
 
-/// The candidates a planner weighs, most telling first, so that a smaller
-/// compute budget keeps the first ones: its own plan, then `static` by
+/// The candidates a planner weighs ([`within_budget`] keeps some of them
+/// when the compute budget does not hold them all): its own plan, then `static` by
 /// priority and by deadline at 1, 2, 4 and 8 in flight (no per-host
 /// limit, then one per host), with four times the scenario's connections
 /// (at most [`crate::admission::MAX_CONNECTIONS`]) then with the
@@ -201,6 +201,26 @@ pub fn candidates(base_connections: Connections, base_mode: Mode) -> Vec<Candida
 /// own plan alone) past 1,333 under three forecasts (4,000 under one).
 /// Measured per re-plan in docs/planner.md.
 pub const BUDGET_VMS: usize = 8_000;
+
+/// The candidates that fit the budget ([`affordable`]) with `vms` waiting
+/// or in flight under `forecasts`: the planner's own plan, then the others
+/// taken at an even stride through the list. The list nests mode >
+/// connections > per-host limit > order > window, so its first ones alone
+/// would all be live plans with the most connections: on a NIC-bound site
+/// of 140 VMs (19 affordable) no offline plan was ever weighed, where the
+/// best offline configuration in hindsight lost a fifth less priority than
+/// the best live one (docs/planner.md).
+pub fn within_budget(candidates: Vec<Candidate>, forecasts: usize, vms: usize) -> Vec<Candidate> {
+    let k = affordable(candidates.len(), forecasts, vms);
+    if k >= candidates.len() {
+        return candidates;
+    }
+    let (planner, rest) = candidates.split_first().expect("k < len: not empty");
+    let others = k - 1;
+    std::iter::once(*planner)
+        .chain((0..others).map(|i| rest[i * rest.len() / others]))
+        .collect()
+}
 
 /// Of `candidates` and `forecasts`, how many candidates fit the budget with
 /// `vms` waiting or in flight (at least the planner itself, which costs no
@@ -336,5 +356,37 @@ mod tests {
             candidates(Connections::new(8).unwrap(), Mode::Offline).len(),
             1 + 2 * 2 * 4
         );
+    }
+
+    #[test]
+    fn a_budget_that_cuts_the_list_keeps_the_planner_and_every_mode() {
+        let all = candidates(Connections::new(1).unwrap(), Mode::Live);
+        assert_eq!(within_budget(all.clone(), 3, 41), all, "all 65 fit");
+        assert_eq!(within_budget(all.clone(), 3, 10_000), [Candidate::Planner]);
+        let count = |kept: &[Candidate], mode: Mode, connections: u32| {
+            kept.iter()
+                .filter(|c| {
+                    matches!(c, Candidate::Fixed { mode: m, connections: n, .. }
+                        if *m == mode && n.get() == connections)
+                })
+                .count()
+        };
+        // 140 VMs: 8,000 / (3 × 140) = 19, the planner and 18 of the 64
+        // others, every 64/18 = 3.56th of them (0, 3, 7, 10, 14, 17, 21, 24,
+        // 28 | 32, 35, ...): the first 32 are live (16 with 4 connections,
+        // then 16 with 1), the last 32 offline the same way.
+        let kept = within_budget(all.clone(), 3, 140);
+        assert_eq!(kept.len(), 19);
+        assert_eq!(kept[0], Candidate::Planner);
+        assert_eq!(count(&kept, Mode::Live, 4), 5, "0, 3, 7, 10, 14");
+        assert_eq!(count(&kept, Mode::Live, 1), 4, "17, 21, 24, 28");
+        assert_eq!(count(&kept, Mode::Offline, 4), 5, "32, 35, 39, 42, 46");
+        assert_eq!(count(&kept, Mode::Offline, 1), 4, "49, 53, 56, 60");
+        // In the list's order, no candidate twice.
+        let positions: Vec<usize> = kept
+            .iter()
+            .map(|c| all.iter().position(|a| a == c).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     }
 }

@@ -35,7 +35,11 @@
 //!   as stop-and-copy; the guest is resumed at the destination), postcopy
 //!   and cancel (`virDomainAbortJob`: the domain keeps running on its
 //!   source). Starts are staggered 200 ms apart. Every libvirt call runs
-//!   on a blocking thread bounded by a timeout.
+//!   on a blocking thread bounded by a timeout. The task's state is one
+//!   stage (waiting for slots, staggered, starting or adopting, precopy,
+//!   offline, postcopy, cancelling, landed, failed) whose transitions are
+//!   written in one place (`backend::attempt`, docs/libvirt.md "An
+//!   attempt's stages").
 //! - **Postcopy.** With `allow_postcopy` or mode `postcopy` the domain's
 //!   definition is checked first: memory backed by a file or shared is
 //!   refused (mode postcopy: the attempt fails, the domain stays on its

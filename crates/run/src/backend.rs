@@ -101,8 +101,9 @@
 //!     fn fleet(&self) -> &Fleet { &self.fleet }
 //!     fn network(&self) -> Network { /* the inventory's [network] */ }
 //!     fn start(&mut self, request: StartRequest) -> ProxmoxMigration {
-//!         // POST /nodes/{node}/qemu/{vmid}/migrate on a task of its own;
-//!         // the handle polls the task's status.
+//!         // POST /nodes/{node}/qemu/{vmid}/migrate on a task of its own
+//!         // (`AttemptTask::spawn`, crate::attempt) that polls Proxmox's
+//!         // task status into the progress its handle reads.
 //!     }
 //!     async fn host_tx(&mut self) -> Vec<Option<Bytes>> { /* node rrddata, or None */ }
 //! }

@@ -11,7 +11,9 @@
 //!
 //! The backend trait and its contract (what must return at once, what is
 //! bounded by which timeout, what "failed" promises about the VM) are in
-//! [`backend`]: a new backend is written from that page alone.
+//! [`backend`]: a new backend is written from that page alone. An attempt
+//! runs as a task of its own behind its handle: [`attempt`] is that
+//! skeleton, shared by the backends.
 //!
 //! ## What the loop does, and why here
 //!
@@ -51,6 +53,7 @@
 //!   when the backend measures it, else the sum of its migrations' bytes;
 //!   the WAN's is the sum over source hosts.
 
+pub mod attempt;
 pub mod backend;
 mod driver;
 pub mod inventory;
@@ -69,6 +72,7 @@ use evac_model::MigrationParams;
 use evac_outcome::RunResult;
 use tokio::sync::watch;
 
+pub use attempt::AttemptTask;
 pub use backend::{
     Backend, Capabilities, Completion, Failure, Migration, Observed, Progress, StartRequest, Wake,
 };

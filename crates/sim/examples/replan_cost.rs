@@ -48,12 +48,11 @@ fn main() {
         let forecasts = [0.4, 1.0, 1.5].map(|share| Forecast {
             wan: BitsPerSec(wan * share),
         });
-        let mut candidates = rollout::candidates(scenario.migration.connections, scenario.migration.mode);
-        candidates.truncate(rollout::affordable(
-            candidates.len(),
+        let candidates = rollout::within_budget(
+            rollout::candidates(scenario.migration.connections, scenario.migration.mode),
             forecasts.len(),
             waiting.len(),
-        ));
+        );
         let sim = SimRollout::new(&scenario.network, scenario.migration, &scenario.controller);
         let runs = if candidates.len() < 2 {
             0

@@ -60,9 +60,12 @@ impl Deadline {
                 wan: evac_model::BitsPerSec(bytes_per_sec * 8.0),
             })
             .collect();
-        let mut candidates = rollout::candidates(self.base.connections, self.base.mode);
         let vms = waiting.len() + view.observations.migrations.len();
-        candidates.truncate(rollout::affordable(candidates.len(), forecasts.len(), vms));
+        let candidates = rollout::within_budget(
+            rollout::candidates(self.base.connections, self.base.mode),
+            forecasts.len(),
+            vms,
+        );
         if candidates.len() < 2 {
             self.follow = Candidate::Planner;
             return;

@@ -1,7 +1,9 @@
 //! evac-libvirt as an [`evac_run::Backend`]: each migration attempt is a
-//! task owning its own libvirt connection ([`client::Migration`]); its
-//! handle ([`LibvirtMigration`]) sends it requests and reads the progress
-//! the task last measured, so an observation never waits on libvirt.
+//! task owning its own libvirt connection ([`client::Migration`]) that
+//! takes the attempt through its stages (`attempt`: an enum with its
+//! transitions in one place); its handle ([`LibvirtMigration`]) sends it
+//! requests and reads the stage and progress the task last wrote, so an
+//! observation never waits on libvirt.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

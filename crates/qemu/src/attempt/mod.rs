@@ -1,5 +1,7 @@
 //! One migration attempt: a fresh destination QEMU, the QMP dance on both
-//! ends, and watching it to its end.
+//! ends, and watching it to its end. It runs as a task behind its handle
+//! through evac-run's `AttemptTask` (the skeleton the backends share); its
+//! stages are its own.
 //!
 //! | module | job |
 //! |---|---|

@@ -1,42 +1,25 @@
 //! One attempt as the run loop sees it ([`QemuMigration`], evac-run's
-//! `Migration`): launching its task, sending it the controller's requests,
+//! `Migration`): launching its task (through evac-run's [`AttemptTask`],
+//! the skeleton the backends share), sending it the controller's requests,
 //! and observing it (the source's `query-migrate`, its rate, its end).
 //! Apart from the backend (`super`), which only connects the fleet and
 //! hands out these handles.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use evac_controller::{Phase, Retune};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec};
 use evac_qmp::{MigrationStatus, Qmp};
-use evac_run::{Completion, Failure, Observed, Progress, StartRequest, Wake};
-use tokio::sync::{mpsc, oneshot};
+use evac_run::{AttemptTask, Completion, Failure, Observed, Progress, StartRequest};
 
 use super::{Landed, QemuBackend, RateMeter};
 use crate::attempt::{self, AttemptResult, Control};
-
-/// Runs an attempt's task: its result goes to the backend's receiver,
-/// then the run loop is woken to read it.
-fn report_to(
-    result_tx: oneshot::Sender<AttemptResult>,
-    wake: Wake,
-    task: impl std::future::Future<Output = AttemptResult> + Send + 'static,
-) {
-    tokio::spawn(async move {
-        let _ = result_tx.send(task.await);
-        wake.wake();
-    });
-}
 
 impl QemuBackend {
     /// Starts an attempt's task: a fresh one, or (`adopt`: its destination's
     /// QMP socket) one a previous evac started.
     pub(super) fn launch(&mut self, request: StartRequest, adopt: Option<PathBuf>) -> QemuMigration {
         let vm = request.vm.0;
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let progress = Arc::new(Mutex::new(attempt::Progress::default()));
-        let (result_tx, result) = oneshot::channel();
         let host = self.inventory.hosts[request.destination.0].name.clone();
         // As `host_tx`: a source's counters tell its migrations' bytes only
         // in a namespace of its own (in the root one a migration over `lo`,
@@ -45,9 +28,9 @@ impl QemuBackend {
         let source_netns = self.inventory.hosts[source_netns].netns.is_some();
         let wake = request.wake.clone();
         let src = self.sources[vm].clone();
-        match &src {
+        let task = match &src {
             // No source: resumed after it completed, or it is gone.
-            None => report_to(result_tx, wake, async move {
+            None => AttemptTask::spawn(wake, |_, _| async move {
                 match adopt {
                     Some(sock) => attempt::adopt_without_source(sock).await,
                     None => attempt::AttemptResult::Failed {
@@ -58,21 +41,18 @@ impl QemuBackend {
             }),
             Some(src) => {
                 let ctx = self.attempt_ctx(&request, src);
-                let task_progress = progress.clone();
-                report_to(result_tx, wake, async move {
+                AttemptTask::spawn(wake, |control, progress| async move {
                     match adopt {
-                        Some(sock) => attempt::adopt_attempt(ctx, sock, control_rx, task_progress).await,
-                        None => attempt::run_attempt(ctx, control_rx, task_progress).await,
+                        Some(sock) => attempt::adopt_attempt(ctx, sock, control, progress).await,
+                        None => attempt::run_attempt(ctx, control, progress).await,
                     }
                 })
             }
-        }
+        };
         QemuMigration {
             src,
             host,
-            control,
-            progress,
-            result,
+            task,
             rate: RateMeter::default(),
             source_netns,
             max_bandwidth: request.params.max_bandwidth,
@@ -80,13 +60,11 @@ impl QemuBackend {
     }
 }
 
-/// One attempt in flight: its task's control channel and result.
+/// One attempt in flight: its task's requests, progress and result.
 pub struct QemuMigration {
     src: Option<Qmp>,
     host: String,
-    control: mpsc::UnboundedSender<Control>,
-    progress: Arc<Mutex<attempt::Progress>>,
-    result: oneshot::Receiver<AttemptResult>,
+    task: AttemptTask<Control, attempt::Progress, AttemptResult>,
     rate: RateMeter,
     /// Its source host is a network namespace of its own, whose
     /// transmitted bytes bound the migration's (see [`RateMeter`]).
@@ -101,7 +79,7 @@ impl QemuMigration {
     /// A request to the attempt's task; one that has ended reports its
     /// result at the next observation, so a closed channel is no error.
     fn send(&self, request: Control) -> Result<(), String> {
-        let _ = self.control.send(request);
+        self.task.send(request);
         Ok(())
     }
 }
@@ -110,12 +88,12 @@ impl evac_run::Migration for QemuMigration {
     type Landed = Landed;
 
     async fn observe(&mut self) -> Result<Observed<Landed>, String> {
-        match self.result.try_recv() {
-            Ok(AttemptResult::Completed {
+        match self.task.ended() {
+            Some(Ok(AttemptResult::Completed {
                 info,
                 dst_pid,
                 dst_qmp,
-            }) => {
+            })) => {
                 let ram = info.ram.unwrap_or_default();
                 return Ok(Observed::Completed(Completion {
                     bytes_sent: Bytes(ram.transferred),
@@ -128,24 +106,23 @@ impl evac_run::Migration for QemuMigration {
                     },
                 }));
             }
-            Ok(AttemptResult::Failed { reason, transferred }) => {
+            Some(Ok(AttemptResult::Failed { reason, transferred })) => {
                 return Ok(Observed::Failed(Failure {
                     reason,
                     bytes_sent: Bytes(transferred),
                 }))
             }
-            Err(oneshot::error::TryRecvError::Closed) => {
+            Some(Err(reason)) => {
                 return Ok(Observed::Failed(Failure {
-                    reason: "the migration task ended without a result".into(),
+                    reason,
                     bytes_sent: Bytes::ZERO,
                 }))
             }
-            Err(oneshot::error::TryRecvError::Empty) => {}
+            None => {}
         }
-        let (migrating, paused, since) = {
-            let p = self.progress.lock().unwrap();
-            (p.migrating(), p.paused_by_us(), p.migrating_since())
-        };
+        let (migrating, paused, since) = self
+            .task
+            .read(|p| (p.migrating(), p.paused_by_us(), p.migrating_since()));
         // Without a namespace's counter at both ends, no bound.
         let since = since.map(|(at, host)| (at, host.filter(|_| self.source_netns)));
         if !migrating {
@@ -217,7 +194,7 @@ impl evac_run::Migration for QemuMigration {
     /// Refused at once when the attempt is not ready for postcopy (see
     /// `crate::postcopy`); else `migrate-start-postcopy` by its task.
     async fn switch_to_postcopy(&mut self) -> Result<(), String> {
-        let ready = self.progress.lock().unwrap().postcopy();
+        let ready = self.task.read(attempt::Progress::postcopy);
         match ready {
             attempt::PostcopyReady::Refused(why) => Err(why),
             attempt::PostcopyReady::Pending => Err("the migration has not begun; it stays in precopy".into()),

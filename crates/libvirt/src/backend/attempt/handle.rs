@@ -1,27 +1,25 @@
 //! The handle the run loop holds for one attempt ([`LibvirtMigration`],
-//! evac-run's `Migration`) and the spawning of its task: what the run loop
+//! evac-run's `Migration`) and the spawning of its task (through evac-run's
+//! [`AttemptTask`], the skeleton the backends share): what the run loop
 //! asks goes to the task as a [`Control`], what the task measured comes back
-//! through [`Shared`]. Apart from the task (`super::task`) so that the
+//! through [`Progress`]. Apart from the task (`super::task`) so that the
 //! contract with the run loop reads on its own.
 
 use crate::client::MigrateRequest;
-use evac_controller::{Phase, Retune};
+use evac_controller::Retune;
 use evac_model::{BitsPerSec, Bytes, Site};
 use evac_model::{HostId, MigrationParams};
-use evac_run::{Completion, Failure, Observed, Progress, StartRequest, Wake};
-use std::sync::{Arc, Mutex};
+use evac_run::{AttemptTask, Completion, Failure, Observed, StartRequest, Wake};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::task::run_attempt;
-use super::{AttemptCtx, AttemptResult, Control, Shared, Stages};
+use super::{AttemptCtx, AttemptResult, Control, Progress, Stage, Stages};
 use crate::backend::{Landed, LibvirtBackend, Source, CALL_TIMEOUT, POLL};
 
-/// One attempt in flight: its task's control channel and result.
+/// One attempt in flight: its task's requests, progress and result.
 pub struct LibvirtMigration {
-    control: mpsc::UnboundedSender<Control>,
-    shared: Arc<Mutex<Shared>>,
-    result: oneshot::Receiver<AttemptResult>,
+    task: AttemptTask<Control, Progress, AttemptResult>,
 }
 
 impl LibvirtMigration {
@@ -32,9 +30,38 @@ impl LibvirtMigration {
         mut self,
         timeout: Duration,
     ) -> Option<(AttemptResult, Stages)> {
-        let result = tokio::time::timeout(timeout, &mut self.result).await.ok()?.ok()?;
-        let stages = self.shared.lock().expect("not poisoned").stages;
-        Some((result, stages))
+        let result = self.task.result_within(timeout).await?.ok()?;
+        Some((result, self.task.read(Progress::stages)))
+    }
+
+    fn progress(&self) -> Progress {
+        self.task.read(|p| *p)
+    }
+}
+
+/// The run loop's answer for an attempt's result (`Err`: its task ended
+/// without one, and why).
+fn observed(result: Result<AttemptResult, String>) -> Observed<Landed> {
+    match result {
+        Ok(AttemptResult::Completed {
+            landed,
+            bytes,
+            rounds,
+            downtime,
+        }) => Observed::Completed(Completion {
+            bytes_sent: bytes,
+            rounds: rounds.max(1),
+            downtime,
+            landed,
+        }),
+        Ok(AttemptResult::Failed { reason, bytes }) => Observed::Failed(Failure {
+            reason,
+            bytes_sent: bytes,
+        }),
+        Err(reason) => Observed::Failed(Failure {
+            reason,
+            bytes_sent: Bytes::ZERO,
+        }),
     }
 }
 
@@ -42,68 +69,43 @@ impl evac_run::Migration for LibvirtMigration {
     type Landed = Landed;
 
     async fn observe(&mut self) -> Result<Observed<Landed>, String> {
-        match self.result.try_recv() {
-            Ok(AttemptResult::Completed {
-                landed,
-                bytes,
-                rounds,
-                downtime,
-            }) => {
-                return Ok(Observed::Completed(Completion {
-                    bytes_sent: bytes,
-                    rounds: rounds.max(1),
-                    downtime,
-                    landed,
-                }))
-            }
-            Ok(AttemptResult::Failed { reason, bytes }) => {
-                return Ok(Observed::Failed(Failure {
-                    reason,
-                    bytes_sent: bytes,
-                }))
-            }
-            Err(oneshot::error::TryRecvError::Closed) => {
-                return Ok(Observed::Failed(Failure {
-                    reason: "the migration task ended without a result".into(),
-                    bytes_sent: Bytes::ZERO,
-                }))
-            }
-            Err(oneshot::error::TryRecvError::Empty) => {}
+        if let Some(result) = self.task.ended() {
+            return Ok(observed(result));
         }
-        let s = *self.shared.lock().expect("not poisoned");
-        let Some(p) = s.progress.filter(|p| p.total.0 > 0) else {
+        let p = self.progress();
+        if p.stage().is_over() {
+            // Its task sends the result right after its last stage.
+            return match self.task.result_within(evac_run::OBSERVE_TIMEOUT).await {
+                Some(result) => Ok(observed(result)),
+                None => Err("ended, its result not there yet".into()),
+            };
+        }
+        let Some(job) = p.job().filter(|j| j.total.0 > 0) else {
             return Ok(Observed::Starting);
         };
-        let phase = if s.in_postcopy {
-            Phase::Postcopy
-        } else if s.paused_by_us {
-            Phase::Offline
-        } else {
-            Phase::Precopy
-        };
-        Ok(Observed::Running(Progress {
-            phase,
-            round: (p.iteration as u32).max(1),
-            bytes_sent: p.processed,
-            bytes_remaining: p.remaining,
-            rate: s.rate,
-            dirty_rate: p.dirty_rate,
+        Ok(Observed::Running(evac_run::Progress {
+            phase: p.phase(),
+            round: (job.iteration as u32).max(1),
+            bytes_sent: job.processed,
+            bytes_remaining: job.remaining,
+            rate: p.rate(),
+            dirty_rate: job.dirty_rate,
         }))
     }
 
     async fn retune(&mut self, change: Retune) -> Result<(), String> {
-        let _ = self.control.send(Control::Retune(change));
+        self.task.send(Control::Retune(change));
         Ok(())
     }
 
     async fn switch_to_offline(&mut self) -> Result<(), String> {
-        let _ = self.control.send(Control::Offline);
+        self.task.send(Control::Offline);
         Ok(())
     }
 
     async fn switch_to_postcopy(&mut self) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
-        let _ = self.control.send(Control::Postcopy(reply));
+        self.task.send(Control::Postcopy(reply));
         match tokio::time::timeout(CALL_TIMEOUT + POLL, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err("the migration ended before it could switch".into()),
@@ -112,10 +114,10 @@ impl evac_run::Migration for LibvirtMigration {
     }
 
     async fn cancel(&mut self) -> Result<(), String> {
-        if self.shared.lock().expect("not poisoned").in_postcopy {
+        if self.progress().stage() == Stage::Postcopy {
             return Err("in postcopy: the guest runs at its destination and cannot go back".into());
         }
-        let _ = self.control.send(Control::Cancel);
+        self.task.send(Control::Cancel);
         Ok(())
     }
 }
@@ -182,19 +184,8 @@ impl LibvirtBackend {
             adopt_only,
             auto_postcopy: params.mode == evac_model::Mode::Postcopy,
         };
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        let (result_tx, result) = oneshot::channel();
-        let task_shared = shared.clone();
-        tokio::spawn(async move {
-            let result = run_attempt(ctx, control_rx, task_shared).await;
-            let _ = result_tx.send(result);
-            wake.wake();
-        });
         LibvirtMigration {
-            control,
-            shared,
-            result,
+            task: AttemptTask::spawn(wake, |control, progress| run_attempt(ctx, control, progress)),
         }
     }
 }

@@ -1,26 +1,56 @@
 //! One migration attempt: a task owning its own libvirt connection that
 //! waits for the hosts' limits, starts the migration, follows its job and
-//! carries out the handle's requests ([`LibvirtMigration`]).
+//! carries out the handle's requests ([`LibvirtMigration`]). Its state is
+//! one [`Stage`] (waiting for slots, staggered, adopting or starting,
+//! precopy, offline, postcopy, cancelling, landed, failed) with its
+//! transitions in one place, as the QEMU backend's attempt has its own.
 //!
-//! This module holds what the two halves share (the task's context, the
-//! requests, the measurements, the stages and the result); `task` is what
-//! the task does, `handle` what the run loop holds.
+//! | module | job |
+//! |---|---|
+//! | `progress` | what the handle reads: the attempt's [`Stage`], its transitions in one place ([`Progress::on`]), the job's last reading, the [`Stages`]' times |
+//! | `task` | the task from its start to its end, one step per stage; the attempt's state that only the task reads |
+//! | `start` | before the job runs: the hosts' slots, the stagger, the migrate call or an earlier evac's migration taken up |
+//! | `follow` | the job under way: its progress every 500 ms, the handle's requests, a switch to postcopy |
+//! | `end` | where the domain landed (resumed there if we paused it), or the failure with the domain resumed on its source |
+//! | `handle` | what the run loop holds (evac-run's `Migration`) and the spawning of the task |
+//! | here | what they share: the task's context, the requests, the result |
+//!
+//! What the QEMU backend's attempt shares with this one is in evac-run:
+//! the task behind its handle ([`evac_run::AttemptTask`]: spawning it, the
+//! requests, the progress it writes, its result and the run loop woken).
+//! The rest has the same shape (a stage enum with its transitions in one
+//! place, a progress struct, a control enum) but not the same content, so
+//! it stays per backend: QEMU's stages are its own (evac starts the
+//! destination process and watches both ends; no host slots, no stagger),
+//! its handle refuses a switch to postcopy itself where libvirt's asks the
+//! task and waits for libvirt's answer (so the requests differ), and what
+//! the handle reads differs (QEMU: when `migrate` was accepted, for the
+//! rate from the network's counters; libvirt: the job's reading and the
+//! stage times). One generic machine would be a trait with each of these
+//! as an associated type or hook: more to read than the two it replaced.
 
-use crate::client::{JobProgress, MigrateRequest};
+use crate::client::MigrateRequest;
 use crate::inventory::HostSpec;
 use evac_controller::Retune;
-use evac_model::{BitsPerSec, Bytes};
+use evac_model::Bytes;
 use evac_run::Log;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{Gate, Landed};
 
+mod end;
+mod follow;
 mod handle;
+mod progress;
+mod start;
 mod task;
 
 pub use handle::LibvirtMigration;
+pub(super) use progress::Stage;
+pub use progress::Stages;
+use progress::{Happened, Progress};
 
 /// What an attempt's task needs.
 pub(super) struct AttemptCtx {
@@ -45,6 +75,13 @@ pub(super) struct AttemptCtx {
     auto_postcopy: bool,
 }
 
+impl AttemptCtx {
+    /// A line to the operator about this attempt's domain.
+    fn log(&self, message: impl std::fmt::Display) {
+        (self.log)(&format!("{}: {message}", self.request.domain));
+    }
+}
+
 /// A request to an attempt's task.
 pub(super) enum Control {
     Retune(Retune),
@@ -52,67 +89,6 @@ pub(super) enum Control {
     /// Switch to postcopy; the answer says whether libvirt did.
     Postcopy(oneshot::Sender<Result<(), String>>),
     Cancel,
-}
-
-/// When an attempt passed each of its stages, from its task's start: what
-/// a migration's time is made of beyond its bytes (docs/libvirt.md, "Where
-/// a migration's time goes"). Logged per attempt with
-/// `EVAC_LIBVIRT_STAGES=1`; the setup probe reports them.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Stages {
-    /// The migrate call made (connected to the source, the domain looked
-    /// up, its speed and downtime limit set).
-    pub called: Option<Duration>,
-    /// The first poll (every 500 ms) that saw bytes to send: the
-    /// destination's QEMU runs and the stream is up.
-    pub bytes_seen: Option<Duration>,
-    /// The migrate call returned (the destination's finish and the
-    /// source's confirm done).
-    pub returned: Option<Duration>,
-    /// The domain found running at its destination: the attempt's end.
-    pub found: Option<Duration>,
-}
-
-impl Stages {
-    /// One line: each stage's time from the attempt's start.
-    pub fn describe(&self) -> String {
-        let at =
-            |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
-        format!(
-            "migrate call made at {}, bytes seen at {}, call returned at {}, found at its destination at {}",
-            at(self.called),
-            at(self.bytes_seen),
-            at(self.returned),
-            at(self.found)
-        )
-    }
-}
-
-/// What the task last measured.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Shared {
-    progress: Option<JobProgress>,
-    rate: BitsPerSec,
-    paused_by_us: bool,
-    /// When we paused the guest: a guest we paused is down from then until
-    /// it runs at its destination (libvirt counts only the final switch).
-    paused_at: Option<Instant>,
-    /// Switched to postcopy: the guest runs at the destination; no cancel.
-    in_postcopy: bool,
-    /// When the attempt's task started, and its stages since.
-    begun: Option<Instant>,
-    pub(super) stages: Stages,
-}
-
-impl Shared {
-    fn mark(&mut self, stage: fn(&mut Stages) -> &mut Option<Duration>) {
-        if let Some(begun) = self.begun {
-            let slot = stage(&mut self.stages);
-            if slot.is_none() {
-                *slot = Some(begun.elapsed());
-            }
-        }
-    }
 }
 
 pub(super) enum AttemptResult {
@@ -126,4 +102,14 @@ pub(super) enum AttemptResult {
         reason: String,
         bytes: Bytes,
     },
+}
+
+impl AttemptResult {
+    /// A failure before anything was sent.
+    fn failed(reason: impl Into<String>) -> AttemptResult {
+        AttemptResult::Failed {
+            reason: reason.into(),
+            bytes: Bytes::ZERO,
+        }
+    }
 }
