@@ -2,7 +2,7 @@
 //! firmware image with GNU binutils (`as`, `ld`, `objcopy`).
 //!
 //! When they are missing or fail, an empty image is written and a warning
-//! printed: the crate still builds, and `Lab::start_dirtying_vm` reports
+//! printed: the crate still builds, and `Lab::start_guest` reports
 //! the reason at run time instead.
 
 use std::path::{Path, PathBuf};

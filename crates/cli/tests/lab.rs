@@ -67,6 +67,23 @@ fn lab_up(dir: &Path, tag: &str) -> (String, String) {
     (name, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `evac lab run file --json json`, which must succeed and leave nothing of
+/// lab `name`: its stdout and stderr.
+#[track_caller]
+fn lab_run(name: &str, file: &Path, json: &Path) -> (String, String) {
+    let out = evac_command()
+        .args(["lab", "run"])
+        .arg(file)
+        .arg("--json")
+        .arg(json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(leftovers(name), Vec::<String>::new());
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 /// `evac lab down name` succeeds, names the lab first, and leaves nothing.
 fn down_removes(name: &str) {
     let out = evac_command().args(["lab", "down", name]).output().unwrap();
@@ -106,21 +123,11 @@ fn lab_run_moves_a_small_lab_close_to_the_prediction_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (name, file) = lab_file(dir.path(), "run");
     let json = dir.path().join("run.json");
-    let out = evac_command()
-        .args(["lab", "run"])
-        .arg(&file)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (stdout, _) = lab_run(&name, &file, &json);
     assert!(
         stdout.contains("| a |") && stdout.contains("| total |"),
         "{stdout}"
     );
-    assert_eq!(leftovers(&name), Vec::<String>::new());
 
     let run: Value = read_json(&json);
     assert_eq!(run["migrated"], 2, "{run}");
@@ -227,20 +234,11 @@ fn lab_run_measures_the_per_migration_cost_when_the_file_gives_none() {
     let dir = tempfile::tempdir().unwrap();
     let (name, file) = lab_file_with(dir.path(), "cal", "");
     let json = dir.path().join("run.json");
-    let out = evac_command()
-        .args(["lab", "run"])
-        .arg(&file)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (_, stderr) = lab_run(&name, &file, &json);
     assert!(
         stderr.contains("gives no per-migration cost") && stderr.contains("setup_time measured at run start"),
         "{stderr}"
     );
-    assert_eq!(leftovers(&name), Vec::<String>::new());
     let run: Value = read_json(&json);
     assert_eq!(run["migrated"], 2, "{run}");
     // By hand: the ideal model predicts the payload alone, 2 x 64 MiB over

@@ -14,7 +14,8 @@ use common::{read_json, run_with_metrics, scrape};
 fn a_real_run_is_scraped_while_it_runs() {
     let mut lab = lab::lab_or_skip!(&[lab::qemu_available, lab::dirty_guest_available]);
     let vms = vec![
-        lab.start_dirtying_vm("vm-1", 128, BytesPerSec(5e6), 32).unwrap(),
+        lab.start_dirtying_vm_in("vm-1", 128, BytesPerSec(5e6), 32, None)
+            .unwrap(),
         lab.start_vm("vm-2", 96).unwrap(),
     ];
     // 80 Mbit/s a migration (10 MB/s): each takes several seconds, so the

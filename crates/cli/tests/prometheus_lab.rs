@@ -145,7 +145,8 @@ fn a_real_prometheus_scrapes_a_lab_evacuation_and_has_every_dashboard_series() {
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new(dir.path());
     let vms = vec![
-        lab.start_dirtying_vm("vm-1", 128, BytesPerSec(5e6), 32).unwrap(),
+        lab.start_dirtying_vm_in("vm-1", 128, BytesPerSec(5e6), 32, None)
+            .unwrap(),
         lab.start_vm("vm-2", 96).unwrap(),
     ];
     // 80 Mbit/s a migration: each takes several seconds, several scrapes.

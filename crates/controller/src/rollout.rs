@@ -17,9 +17,9 @@
 //! simulator answers it, and a rollout's own simulation runs `deadline`
 //! without a rollout (a plan never recurses).
 
-use evac_model::{BitsPerSec, Connections, Fleet, Mode, VmId};
+use evac_model::{BitsPerSec, Connections, Fleet, MigrationParams, Mode, VmId};
 
-use crate::{MigrationObs, Order};
+use crate::{ControllerConfig, MigrationObs, Order, PolicyKind};
 
 /// The evacuation from now on, as the planner sees it.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +76,37 @@ impl std::fmt::Display for Candidate {
                     write!(f, " and {per_host} per host")?;
                 }
                 write!(f, ", {connections} connection(s), {mode:?}")
+            }
+        }
+    }
+}
+
+impl Candidate {
+    /// Sets `config` and `params` to run this candidate: `deadline` for the
+    /// planner's own plan, `static` with the candidate's limits, connections
+    /// and mode for a fixed one. Returns the order a fixed candidate starts
+    /// the waiting VMs in (the caller lists them so; `static` then takes them
+    /// as listed), `None` for the planner.
+    pub fn configure(self, config: &mut ControllerConfig, params: &mut MigrationParams) -> Option<Order> {
+        match self {
+            Candidate::Planner => {
+                config.policy = PolicyKind::Deadline;
+                None
+            }
+            Candidate::Fixed {
+                order,
+                window,
+                per_host,
+                connections,
+                mode,
+            } => {
+                config.policy = PolicyKind::Static;
+                config.order = Some(Order::AsListed);
+                config.max_in_flight = window;
+                config.max_in_flight_per_host = per_host;
+                params.connections = connections;
+                params.mode = mode;
+                Some(order)
             }
         }
     }

@@ -13,28 +13,17 @@ use crate::{MigrationObs, Phase};
 /// A host with a NIC of `nic_bps` bits per second and no memory limit.
 pub fn host(name: &str, site: Site, nic_bps: f64, power_off_at: Option<Duration>) -> Host {
     Host {
-        migration_cpus: None,
-        name: name.into(),
-        site,
         nic: BitsPerSec(nic_bps),
-        memory: None,
         power_off_at,
-        power_trace: Vec::new(),
+        ..evac_testkit::host(name, site)
     }
 }
 
-/// An idle VM of 1 GiB on `host`, priority 1.
+/// An idle VM of 1 GiB on `host`, priority 1, its working set 0.
 pub fn idle_vm(name: &str, host: usize) -> Vm {
     Vm {
-        profile: evac_model::MemoryProfile::default(),
-        name: name.into(),
-        host: HostId(host),
-        memory: Bytes::gib(1),
-        dirty_rate: BytesPerSec::ZERO,
         working_set: Bytes::ZERO,
-        disk: Bytes::ZERO,
-        priority: 1,
-        destination: None,
+        ..evac_testkit::vm(name, host, Bytes::gib(1))
     }
 }
 

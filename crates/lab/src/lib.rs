@@ -60,8 +60,8 @@ pub use pair::{LabNetwork, Shaping};
 pub use process::{find_pid, pid_alive};
 pub use temp::{ShapedLab, TempLab};
 pub use vm::{
-    destination_args, dirty_guest_available, Lab, LabVm, DIRTY_FILL_PATTERN, DIRTY_FILL_START, DIRTY_GUEST,
-    DIRTY_GUEST_MAGIC, DIRTY_WORKING_SET_START, QBOOT,
+    destination_args, dirty_guest_available, Guest, Lab, LabVm, DIRTY_FILL_PATTERN, DIRTY_FILL_START,
+    DIRTY_GUEST, DIRTY_GUEST_MAGIC, DIRTY_WORKING_SET_START, QBOOT,
 };
 
 /// The environment variable under which a missing prerequisite fails a

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use evac_lab::{self as lab, Lab};
+use evac_lab::{self as lab, Guest, Lab};
 use evac_model::BytesPerSec;
 
 /// Per page of the working set, the first u32 of the RAM file (random at
@@ -73,7 +73,7 @@ fn the_guest_dirties_at_its_rate_without_holding_a_core() {
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new(dir.path());
     let vm = lab
-        .start_dirtying_vm("g", 128, BytesPerSec(RATE), WORKING_SET_MIB)
+        .start_dirtying_vm_in("g", 128, BytesPerSec(RATE), WORKING_SET_MIB, None)
         .unwrap();
     let ram = dir.path().join("g.mem");
     // Boot and the guest's 50 ms + 10 ms calibrations: well within 2 s.
@@ -135,7 +135,8 @@ fn the_curve_guest_dirties_each_region_at_its_rate() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new(dir.path());
-    lab.start_curve_vm_in("c", 128, &regions, None).unwrap();
+    lab.start_guest("c", 128, Guest::Dirtying(&regions), None)
+        .unwrap();
     let ram = dir.path().join("c.mem");
     std::thread::sleep(Duration::from_secs(2));
     let (before, t0) = (lab::WriteCounters::read(&ram, &regions).unwrap(), Instant::now());

@@ -344,6 +344,21 @@ migration_address = "10.77.0.2"
         }
     }
 
+    /// Asserts that `error` starts with `at` (the file, a line) and says
+    /// `says`.
+    #[track_caller]
+    fn assert_at(error: &str, at: &str, says: &str) {
+        assert!(error.starts_with(at) && error.contains(says), "{error}");
+    }
+
+    /// Asserts that `error` says each of `words`.
+    #[track_caller]
+    fn assert_says(error: &str, words: &[&str]) {
+        for word in words {
+            assert!(error.contains(word), "{error}\ndoes not say {word:?}");
+        }
+    }
+
     fn parse(text: &str) -> Result<Inventory, String> {
         Inventory::from_str_at(text, Path::new("fleet.toml")).map_err(|e| e.to_string())
     }
@@ -391,10 +406,7 @@ migration_address = "10.77.0.2"
         assert_eq!(inv.migration.params.downtime_limit, Duration::from_secs(1));
         assert_eq!(inv.migration.params.connections.get(), 4);
         let err = parse(&ISSUE.replace("tls = true", "tls = true\ndowntime = \"1 s\"")).unwrap_err();
-        assert!(
-            err.starts_with("fleet.toml:") && err.contains("downtime"),
-            "{err}"
-        );
+        assert_at(&err, "fleet.toml:", "downtime");
     }
 
     #[test]
@@ -421,32 +433,17 @@ migration_address = "10.77.0.2"
             "nic = \"10 GiB\"\nuri = \"qemu+tcp://10.77.0.2",
         ))
         .unwrap_err();
-        assert!(
-            err.starts_with("fleet.toml:13:") && err.contains("host[1].nic"),
-            "{err}"
-        );
+        assert_at(&err, "fleet.toml:13:", "host[1].nic");
         // b1 (named on line 11) lacks its migration address.
         let err = parse(&ISSUE.replace("migration_address = \"10.77.0.2\"\n", "")).unwrap_err();
-        assert!(
-            err.starts_with("fleet.toml:11:") && err.contains("migration_address"),
-            "{err}"
-        );
+        assert_at(&err, "fleet.toml:11:", "migration_address");
         let err = parse(&ISSUE.replace("backend = \"libvirt\"", "backend = \"qemu\"")).unwrap_err();
-        assert!(
-            err.starts_with("fleet.toml:2:") && err.contains("expected \"libvirt\""),
-            "{err}"
-        );
+        assert_at(&err, "fleet.toml:2:", "expected \"libvirt\"");
         let err = parse(&ISSUE.replace("uri = \"qemu+tcp://10.77.0.1/system\"", "uri = \"10.77.0.1\""))
             .unwrap_err();
-        assert!(
-            err.starts_with("fleet.toml:6:") && err.contains("field `uri`"),
-            "{err}"
-        );
+        assert_at(&err, "fleet.toml:6:", "field `uri`");
         let err = parse(&format!("{ISSUE}[[vm]]\nname = \"x\"\ndestination = \"a1\"\n")).unwrap_err();
-        assert!(
-            err.contains("fleet.toml:17:") && err.contains("no destination host `a1`"),
-            "{err}"
-        );
+        assert_says(&err, &["fleet.toml:17:", "no destination host `a1`"]);
         // A bad value of the model's [migration] parameters, beside the
         // libvirt keys: at its own line (5; the table is on line 3), its
         // column (18) and path, not the table's.
@@ -458,10 +455,7 @@ migration_address = "10.77.0.2"
         );
         // A mistyped key of the table is still refused, named.
         let err = parse(&ISSUE.replace("tls = true\n", "tls = true\ncopy_storag = true\n")).unwrap_err();
-        assert!(
-            err.contains("fleet.toml:") && err.contains("copy_storag"),
-            "{err}"
-        );
+        assert_says(&err, &["fleet.toml:", "copy_storag"]);
     }
 
     /// The hosts' limits: read, and refused at the host's line (b1 is
@@ -500,10 +494,7 @@ migration_address = "10.77.0.2"
             ),
         ] {
             let err = parse(&text.replace(from, to)).unwrap_err();
-            assert!(
-                err.starts_with("fleet.toml:11:") && err.contains(expected),
-                "{err}"
-            );
+            assert_at(&err, "fleet.toml:11:", expected);
         }
         assert_eq!(parse_port_range("49152-49215"), Ok((49152, 49215)));
     }
@@ -512,35 +503,42 @@ migration_address = "10.77.0.2"
     /// same words as a scenario's (lines counted by hand in ISSUE).
     #[test]
     fn the_models_wall_refuses_at_file_line_field() {
-        assert_eq!(
-            parse(&ISSUE.replacen("nic = \"10 Gbps\"", "nic = \"0 bps\"", 1)).unwrap_err(),
-            "fleet.toml:8: field `nic` of [[host]] \"a1\": a NIC of 0 bps carries nothing; give a rate above zero"
-        );
-        assert_eq!(
-            parse(&format!("{ISSUE}[controller]\nperiod = \"0 s\"\n")).unwrap_err(),
-            "fleet.toml:17: field `period` of [controller]: the controller needs a period above zero, like \"1 s\""
-        );
-        assert_eq!(
-            parse(&format!("{ISSUE}[controller]\nmax_in_flight = 0\n")).unwrap_err(),
-            "fleet.toml:17: field `max_in_flight` of [controller]: a limit of 0 would never start a migration; \
-             give at least 1"
-        );
-        assert_eq!(
-            parse(&format!("{ISSUE}[controller]\nmax_attempts = 0\n")).unwrap_err(),
-            "fleet.toml:17: field `max_attempts` of [controller]: 0 attempts would never start a migration; \
-             give at least 1"
-        );
-        assert_eq!(
-            parse(&ISSUE.replace("tls = true", "tls = true\nconnections = 0")).unwrap_err(),
-            // Read beside the libvirt keys (not flattened with them): at
-            // the value's own line (5) and column (15), with its path.
-            "fleet.toml:5:15: field `migration.connections`: a migration needs at least 1 connection"
-        );
-        assert_eq!(
-            parse(&ISSUE.replace("name = \"dc1-to-dc2\"", "name = \"x/../../escaped\"")).unwrap_err(),
-            "fleet.toml:1: field `name`: \"x/../../escaped\" has the character '/'; this name becomes a \
-             directory, so it has no `/`, `\\`, `,` or control characters"
-        );
+        let controller = |key: &str| format!("{ISSUE}[controller]\n{key}\n");
+        // (the text, the error in full)
+        let cases = [
+            (
+                ISSUE.replacen("nic = \"10 Gbps\"", "nic = \"0 bps\"", 1),
+                "fleet.toml:8: field `nic` of [[host]] \"a1\": a NIC of 0 bps carries nothing; give a rate above zero",
+            ),
+            (
+                controller("period = \"0 s\""),
+                "fleet.toml:17: field `period` of [controller]: the controller needs a period above zero, like \"1 s\"",
+            ),
+            (
+                controller("max_in_flight = 0"),
+                "fleet.toml:17: field `max_in_flight` of [controller]: a limit of 0 would never start a migration; \
+                 give at least 1",
+            ),
+            (
+                controller("max_attempts = 0"),
+                "fleet.toml:17: field `max_attempts` of [controller]: 0 attempts would never start a migration; \
+                 give at least 1",
+            ),
+            (
+                // Read beside the libvirt keys (not flattened with them): at
+                // the value's own line (5) and column (15), with its path.
+                ISSUE.replace("tls = true", "tls = true\nconnections = 0"),
+                "fleet.toml:5:15: field `migration.connections`: a migration needs at least 1 connection",
+            ),
+            (
+                ISSUE.replace("name = \"dc1-to-dc2\"", "name = \"x/../../escaped\""),
+                "fleet.toml:1: field `name`: \"x/../../escaped\" has the character '/'; this name becomes a \
+                 directory, so it has no `/`, `\\`, `,` or control characters",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse(&text).unwrap_err(), expected);
+        }
     }
 
     /// A `[[vm]]`'s memory profile: taken into the fleet, refused at its
@@ -566,10 +564,7 @@ migration_address = "10.77.0.2"
         );
         // A curve beyond the domain's memory is refused once it is found.
         let err = inv.fleet(&[found("db", Bytes::mib(32))]).unwrap_err();
-        assert!(
-            err.contains("dirty_curve[0].dirtied") && err.contains("32 MiB"),
-            "{err}"
-        );
+        assert_says(&err, &["dirty_curve[0].dirtied", "32 MiB"]);
     }
 
     #[test]

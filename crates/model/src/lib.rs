@@ -191,6 +191,22 @@ impl Network {
     /// kernel's overhead).
     pub const DEFAULT_TCP_WINDOW: Bytes = Bytes(4 << 20);
 
+    /// The round trip of a `[network]` table that gives none (a scenario's,
+    /// an inventory's): LAN-like, so the window then limits nothing a WAN
+    /// scenario would notice, and forgetting `wan_rtt` does not invent a
+    /// bottleneck.
+    pub const DEFAULT_RTT: Duration = Duration::from_millis(1);
+
+    /// [`Network::DEFAULT_RTT`], for the formats' `#[serde(default = ..)]`.
+    pub fn default_rtt() -> Duration {
+        Self::DEFAULT_RTT
+    }
+
+    /// [`Network::DEFAULT_TCP_WINDOW`], for the formats' `#[serde(default = ..)]`.
+    pub fn default_tcp_window() -> Bytes {
+        Self::DEFAULT_TCP_WINDOW
+    }
+
     /// The WAN's capacity at `t` from the evacuation's start.
     pub fn capacity_at(&self, t: Duration) -> BitsPerSec {
         self.wan_trace

@@ -45,7 +45,7 @@ fn thinning_keeps_the_bytes_between_kept_points() {
 }
 
 use super::*;
-use evac_model::{BitsPerSec, Bytes, Host, Site, TracePoint, Vm};
+use evac_model::{BitsPerSec, Bytes, Host, Site, TracePoint};
 use std::time::Duration;
 
 fn network(trace: Vec<TracePoint>) -> Network {
@@ -59,13 +59,8 @@ fn network(trace: Vec<TracePoint>) -> Network {
 
 fn fleet(memories: &[Bytes]) -> Fleet {
     let host = |name: &str, site, nic| Host {
-        migration_cpus: None,
-        name: name.to_owned(),
-        site,
         nic: BitsPerSec::gbps(nic),
-        memory: None,
-        power_off_at: None,
-        power_trace: Vec::new(),
+        ..evac_testkit::host(name, site)
     };
     Fleet {
         hosts: vec![
@@ -75,17 +70,7 @@ fn fleet(memories: &[Bytes]) -> Fleet {
         vms: memories
             .iter()
             .enumerate()
-            .map(|(i, &memory)| Vm {
-                profile: evac_model::MemoryProfile::default(),
-                name: format!("vm-{i}"),
-                host: evac_model::HostId(0),
-                memory,
-                dirty_rate: Default::default(),
-                working_set: memory,
-                disk: Bytes::ZERO,
-                priority: 1,
-                destination: None,
-            })
+            .map(|(i, &memory)| evac_testkit::vm(&format!("vm-{i}"), 0, memory))
             .collect(),
     }
 }

@@ -247,13 +247,8 @@ mod tests {
 
     fn fleet() -> Fleet {
         let host = |name: &str, site| Host {
-            name: name.into(),
-            site,
             nic: BitsPerSec(1e9),
-            memory: None,
-            power_off_at: None,
-            migration_cpus: None,
-            power_trace: Vec::new(),
+            ..evac_testkit::host(name, site)
         };
         Fleet {
             hosts: vec![host("a", Site::Source), host("b", Site::Destination)],

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use evac_lab::{self as lab, Lab, LabNetwork, Mix, Shaping};
+use evac_lab::{self as lab, Guest, Lab, LabNetwork, Mix, Shaping};
 use evac_model::Compression;
 use evac_qemu::{run_detailed, Inventory, Placement};
 
@@ -293,7 +293,9 @@ async fn auto_does_not_compress_where_the_cpu_binds() {
 /// the inventory stating the fast link and the guest's content.
 async fn migrate(net: &LabNetwork, dir: &Path, setting: Compression, zero: f64, ratio: f64) -> Run {
     let mut lab = Lab::new(dir);
-    let vm = lab.start_mixed_vm_in("text", MIB, MIX, Some(&net.src)).unwrap();
+    let vm = lab
+        .start_guest("text", MIB, Guest::Mixed(MIX), Some(&net.src))
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let gbps = LINK_BPS / 1_000_000_000;
     let text = lab

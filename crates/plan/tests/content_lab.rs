@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use evac_lab::{self as lab, Mix, Shaping};
+use evac_lab::{self as lab, Guest, Mix, Shaping};
 use evac_plan::live::Reading;
 use evac_qemu::{run_detailed, Inventory};
 
@@ -47,7 +47,7 @@ async fn plan_reads_zero_pages_and_ratio_and_predicts_the_bytes() {
     let mut vms = Vec::new();
     for (name, mib, mix) in VMS {
         vms.push(match mix {
-            Some(mix) => shaped.lab.start_mixed_vm_in(name, mib, mix, src).unwrap(),
+            Some(mix) => shaped.lab.start_guest(name, mib, Guest::Mixed(mix), src).unwrap(),
             None => shaped.lab.start_vm_in(name, mib, src).unwrap(),
         });
     }
@@ -155,7 +155,7 @@ async fn auto_compresses_a_compressible_guest_behind_a_thin_wan() {
         } else {
             shaped
                 .lab
-                .start_mixed_vm_in(&format!("text-{compression}"), 128, mix, src)
+                .start_guest(&format!("text-{compression}"), 128, Guest::Mixed(mix), src)
                 .unwrap()
         };
         tokio::time::sleep(Duration::from_secs(2)).await;

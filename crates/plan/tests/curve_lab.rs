@@ -19,7 +19,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use evac_lab::{self as lab, DirtyRegion, Shaping, WriteCounters};
+use evac_lab::{self as lab, DirtyRegion, Guest, Shaping, WriteCounters};
 use evac_model::{Bytes, BytesPerSec, DirtyPoint, Fleet};
 use evac_plan::live::Reading;
 use evac_qemu::{run_detailed, Inventory};
@@ -75,7 +75,12 @@ async fn plan_measures_a_dirty_curve_and_predicts_the_real_run() {
     );
     let vm = shaped
         .lab
-        .start_curve_vm_in("curve", MEMORY_MIB, &regions, Some(&shaped.net.src))
+        .start_guest(
+            "curve",
+            MEMORY_MIB,
+            Guest::Dirtying(&regions),
+            Some(&shaped.net.src),
+        )
         .unwrap();
     // Past the boot and the guest's calibration.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -41,9 +41,18 @@ const IDLE: &[lab::Prerequisite] = &[lab::qemu_available];
 const AC_DIRTY_RATE: BytesPerSec = BytesPerSec(400e6);
 const AC_WORKING_SET_MIB: u64 = 64;
 
-fn ac_params() -> MigrationParams {
+/// The guest of the auto-converge tests, `name`: dirtying [`AC_DIRTY_RATE`]
+/// over [`AC_WORKING_SET_MIB`] ([`watched_dirtying_vm`]).
+async fn ac_guest(lab: &mut Lab, name: &str) -> (LabVm, Inventory, Arc<Mutex<Vec<Sample>>>) {
+    watched_dirtying_vm(lab, name, AC_DIRTY_RATE, AC_WORKING_SET_MIB).await
+}
+
+/// The parameters of the auto-converge tests: `auto_converge` or not, sent
+/// at `max_bandwidth`.
+fn ac_params(auto_converge: bool, max_bandwidth: BitsPerSec) -> MigrationParams {
     MigrationParams {
-        max_bandwidth: Some(BitsPerSec::mbps(800.0)),
+        auto_converge,
+        max_bandwidth: Some(max_bandwidth),
         ..Default::default()
     }
 }
@@ -88,7 +97,9 @@ async fn watched_dirtying_vm(
     rate: BytesPerSec,
     working_set_mib: u64,
 ) -> (LabVm, Inventory, Arc<Mutex<Vec<Sample>>>) {
-    let vm = lab.start_dirtying_vm(name, MIB, rate, working_set_mib).unwrap();
+    let vm = lab
+        .start_dirtying_vm_in(name, MIB, rate, working_set_mib, None)
+        .unwrap();
     let inventory = inventory(lab, std::slice::from_ref(&vm), "");
     let samples = watch_source(&vm).await;
     (vm, inventory, samples)
@@ -201,13 +212,9 @@ async fn switch_to_offline_mid_flight() {
 async fn auto_converge_throttles_a_guest_into_converging() {
     let _turn = Turn::take(&SERIAL).await;
     let mut lab = lab::lab_or_skip!(DIRTYING);
+    let (vm, inv, samples) = ac_guest(&mut lab, "throttled").await;
     // Set through the Start action's parameters.
-    let (vm, inv, samples) =
-        watched_dirtying_vm(&mut lab, "throttled", AC_DIRTY_RATE, AC_WORKING_SET_MIB).await;
-    let script = Script::start(MigrationParams {
-        auto_converge: true,
-        ..ac_params()
-    });
+    let script = Script::start(ac_params(true, BitsPerSec::mbps(800.0)));
     let started = Instant::now();
     let out = run_with_controller(
         inv,
@@ -253,12 +260,8 @@ const WITHOUT_DEADLINE: Duration = Duration::from_secs(30);
 async fn without_auto_converge_the_same_guest_does_not_converge() {
     let _turn = Turn::take(&SERIAL).await;
     let mut lab = lab::lab_or_skip!(DIRTYING);
-    let (vm, inv, samples) =
-        watched_dirtying_vm(&mut lab, "unthrottled", AC_DIRTY_RATE, AC_WORKING_SET_MIB).await;
-    let params = MigrationParams {
-        max_bandwidth: Some(BitsPerSec::mbps(400.0)),
-        ..ac_params()
-    };
+    let (vm, inv, samples) = ac_guest(&mut lab, "unthrottled").await;
+    let params = ac_params(false, BitsPerSec::mbps(400.0));
     let out = run_with_controller(
         inv,
         |_| Script::start(params),

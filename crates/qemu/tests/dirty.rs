@@ -1,6 +1,6 @@
 //! Migrations of lab VMs whose guest dirties memory
-//! ([`Lab::start_dirtying_vm`]): precopy goes through several rounds, and a
-//! guest dirtying faster than the link does not converge.
+//! ([`evac_lab::Lab::start_dirtying_vm_in`]): precopy goes through several
+//! rounds, and a guest dirtying faster than the link does not converge.
 //! Skipped, with the reason printed, where qemu-system-x86_64 or the guest
 //! (GNU binutils at build time) is missing.
 
@@ -122,7 +122,7 @@ async fn a_dirtying_guest_takes_several_rounds() {
     const RATE: BytesPerSec = BytesPerSec(20e6);
     const MIB: u64 = 128;
     let vms = vec![
-        lab.start_dirtying_vm("busy", MIB, RATE, 32).unwrap(),
+        lab.start_dirtying_vm_in("busy", MIB, RATE, 32, None).unwrap(),
         lab.start_vm("idle", MIB).unwrap(),
     ];
     let watched: Vec<_> = vms.iter().map(watch).collect();
@@ -214,7 +214,9 @@ async fn a_guest_dirtying_faster_than_the_link_does_not_converge() {
     let extra = "max_bandwidth = \"200 Mbps\"";
 
     // A slow dirtier converges.
-    let slow = lab.start_dirtying_vm("slow", MIB, BytesPerSec(2e6), 64).unwrap();
+    let slow = lab
+        .start_dirtying_vm_in("slow", MIB, BytesPerSec(2e6), 64, None)
+        .unwrap();
     let slow_watch = watch(&slow);
     let started = Instant::now();
     let out = run_detailed(
@@ -235,7 +237,9 @@ async fn a_guest_dirtying_faster_than_the_link_does_not_converge() {
     let (slow_rounds, slow_bytes) = (slow_record.rounds.unwrap(), slow_record.bytes_sent.unwrap());
 
     // A fast one does not, within 12 s: stop the run then.
-    let fast = lab.start_dirtying_vm("fast", MIB, BytesPerSec(80e6), 16).unwrap();
+    let fast = lab
+        .start_dirtying_vm_in("fast", MIB, BytesPerSec(80e6), 16, None)
+        .unwrap();
     let fast_watch = watch(&fast);
     let out = run_detailed(
         inventory(&lab, std::slice::from_ref(&fast), extra),

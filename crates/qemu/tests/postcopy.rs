@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evac_controller::Action;
-use evac_lab::{self as lab, Lab, LabVm};
+use evac_lab::{self as lab, Guest, Lab, LabVm};
 use evac_model::{BitsPerSec, BytesPerSec, MigrationParams, Mode};
 use evac_qemu::{run_with_controller, Inventory, Placement, RunOutput};
 use evac_qmp::{MigrationStatus, Qmp, RunState};
@@ -77,8 +77,12 @@ fn postcopy_after(
 async fn postcopy_moves_a_guest_precopy_cannot() {
     let turn = Turn::take(&SERIAL).await;
     let mut lab = lab::lab_or_skip!(&[lab::qemu_available, lab::dirty_guest_available]);
+    let region = lab::DirtyRegion {
+        rate: DIRTY_RATE,
+        mib: WORKING_SET_MIB,
+    };
     let vm = lab
-        .start_filled_dirtying_vm("filled", MIB, DIRTY_RATE, WORKING_SET_MIB)
+        .start_guest("filled", MIB, Guest::FilledDirtying(&[region]), None)
         .unwrap();
     let monitor = monitor(&vm).await;
     // The fill runs upward: its last page marked means it is done.

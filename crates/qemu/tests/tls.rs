@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use evac_lab::capture::{count_occurrences, pcap_totals, tcpdump_available, Capture};
-use evac_lab::{self as lab, Lab, LabNetwork, LabVm, ShapedLab, Shaping};
+use evac_lab::{self as lab, Guest, Lab, LabNetwork, LabVm, ShapedLab, Shaping};
 use evac_qemu::{run_detailed, Inventory, Placement, RunOutput};
 use evac_qmp::{Qmp, RunState};
 use evac_report::Outcome;
@@ -185,8 +185,10 @@ fn the_marker_is_on_the_wire_without_tls_and_absent_with_it_and_a_wrong_name_is_
     let ShapedLab { lab, net } = &mut shaped;
     let dir = lab.dir.clone();
     let pki = certificates(&dir);
-    let [plain, secret, bogus, multifd] = ["plain", "secret", "bogus", "multifd"]
-        .map(|name| lab.start_marker_vm_in(name, MIB, MARKER, Some(&net.src)).unwrap());
+    let [plain, secret, bogus, multifd] = ["plain", "secret", "bogus", "multifd"].map(|name| {
+        lab.start_guest(name, MIB, Guest::Marker(MARKER), Some(&net.src))
+            .unwrap()
+    });
     let runs = Runs {
         runtime: evac_lab::runtime(),
         net,

@@ -345,30 +345,18 @@ pub fn render_text(result: &RunResult) -> String {
 mod tests {
     use std::time::Duration;
 
-    use evac_model::{BitsPerSec, Fleet, Host, HostId, Network, Vm};
+    use evac_model::{BitsPerSec, Fleet, Host, Network, Vm};
 
     use super::*;
 
     fn fleet() -> Fleet {
         let host = |name: &str, site, power_off: Option<u64>| Host {
-            migration_cpus: None,
-            name: name.to_owned(),
-            site,
-            nic: BitsPerSec::gbps(10.0),
-            memory: None,
             power_off_at: power_off.map(Duration::from_secs),
-            power_trace: Vec::new(),
+            ..evac_testkit::host(name, site)
         };
         let vm = |name: &str, host: usize, priority: u32| Vm {
-            profile: evac_model::MemoryProfile::default(),
-            name: name.to_owned(),
-            host: HostId(host),
-            memory: Bytes::gib(1),
-            dirty_rate: Default::default(),
-            working_set: Bytes::gib(1),
-            disk: Bytes::ZERO,
             priority,
-            destination: None,
+            ..evac_testkit::vm(name, host, Bytes::gib(1))
         };
         Fleet {
             hosts: vec![

@@ -40,22 +40,12 @@ pub(crate) struct RawScenario {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNetwork {
     pub wan_bandwidth: BitsPerSec,
-    #[serde(default = "default_rtt", with = "human_duration")]
+    #[serde(default = "evac_model::Network::default_rtt", with = "human_duration")]
     pub wan_rtt: Duration,
-    #[serde(default = "default_tcp_window")]
+    #[serde(default = "evac_model::Network::default_tcp_window")]
     pub tcp_window: Bytes,
     #[serde(default)]
     pub wan_trace: Vec<RawTracePoint>,
-}
-
-/// A LAN-like round trip: the window then limits nothing a WAN scenario
-/// would notice, so forgetting `wan_rtt` does not invent a bottleneck.
-fn default_rtt() -> Duration {
-    Duration::from_millis(1)
-}
-
-fn default_tcp_window() -> Bytes {
-    evac_model::Network::DEFAULT_TCP_WINDOW
 }
 
 /// [`evac_model::TracePoint`] does not refuse unknown keys; this does.

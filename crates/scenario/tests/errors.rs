@@ -73,6 +73,23 @@ fn appended(extra: &str) -> String {
     format!("{BASE}{extra}")
 }
 
+/// Asserts that `keys` (`key = value` lines) in a `[table]` appended to
+/// [`BASE`] are refused at the last key's line and field, with `says`.
+/// `[network]` is BASE's last table: its keys go on from line 22. Any
+/// other table opens on line 23, after a blank line 22: its keys from 24.
+#[track_caller]
+fn assert_key_refused(table: &str, keys: &str, says: &str) {
+    let (text, first_line) = match table {
+        "network" => (appended(&format!("{keys}\n")), 22),
+        _ => (appended(&format!("\n[{table}]\n{keys}\n")), 24),
+    };
+    let last = keys.lines().last().expect("at least one key");
+    let (key, _) = last.split_once(" = ").expect("a `key = value` line");
+    let line = first_line + keys.lines().count() - 1;
+    let field = format!("field `{key}` of [{table}]");
+    assert_refused(&text, Some(line), Some(&field), says);
+}
+
 #[test]
 fn the_base_is_valid() {
     let scenario = Scenario::from_toml_str(BASE, ORIGIN).unwrap();
@@ -89,17 +106,13 @@ fn a_value_in_the_wrong_unit_is_refused_with_the_unit_expected() {
 }
 
 #[test]
-fn a_negative_size_does_not_parse() {
+fn a_negative_size_or_a_rate_without_its_unit_does_not_parse() {
     assert_refused(
         &BASE.replace(r#"memory = "4 GiB""#, r#"memory = "-4 GiB""#),
         Some(18),
         Some(r#"field `memory` of [[vm]] "web-1""#),
         "`-4 GiB` is not a size",
     );
-}
-
-#[test]
-fn a_rate_without_its_unit_is_refused() {
     assert_refused(
         &BASE.replace(r#"wan_bandwidth = "1 Gbps""#, "wan_bandwidth = 1000"),
         Some(21),
@@ -145,10 +158,9 @@ fn an_unknown_key_is_refused_with_the_accepted_ones() {
         Some("field `colour`"),
         "unknown field `colour`",
     );
-    assert_refused(
-        &appended("bandwith = \"1 Gbps\"\n"),
-        Some(22),
-        Some("field `bandwith` of [network]"),
+    assert_key_refused(
+        "network",
+        "bandwith = \"1 Gbps\"",
         "unknown field `bandwith`, expected one of `wan_bandwidth`",
     );
     assert_refused(
@@ -157,12 +169,7 @@ fn an_unknown_key_is_refused_with_the_accepted_ones() {
         Some("field `wan_trace[0].jitter` of [network]"),
         "unknown field `jitter`, expected `at` or `bandwidth`",
     );
-    assert_refused(
-        &appended("\n[migration]\ndowntime = \"1 s\"\n"),
-        Some(24),
-        Some("field `downtime` of [migration]"),
-        "unknown field `downtime`",
-    );
+    assert_key_refused("migration", "downtime = \"1 s\"", "unknown field `downtime`");
     assert_refused(
         &appended("\n[controller]\npolicy = \"aimd-global\"\n\n[controller.aimd]\nwindow = 3\n"),
         Some(27),
@@ -189,13 +196,25 @@ fn a_missing_required_field_is_named() {
 
 #[test]
 fn an_unknown_policy_lists_the_known_ones() {
-    assert_refused(
-        &appended("\n[controller]\npolicy = \"fastest\"\n"),
-        Some(24),
-        Some("field `policy` of [controller]"),
+    assert_key_refused(
+        "controller",
+        "policy = \"fastest\"",
         "unknown variant `fastest`, expected one of `sequential`, `parallel`, `static`, \
          `aimd-local`, `aimd-global`",
     );
+}
+
+/// A second destination host, `dst-2`, of unbounded room, after a blank
+/// line: five lines (appended to [`BASE`], 22 to 26), a sixth for a key the
+/// caller adds (its `memory`).
+const DST_2: &str = "\n[[host]]\nname = \"dst-2\"\nsite = \"destination\"\nnic = \"10 Gbps\"\n";
+
+/// A `[[vm_group]]` of `count` VMs on `host` with this `memory` (a TOML
+/// value), after a blank line: appended to [`BASE`], its header is on line
+/// 23, `prefix` on 24, `count` 25, `host` 26, `memory` 27, and a key the
+/// caller adds on 28.
+fn group(prefix: &str, count: u64, host: &str, memory: &str) -> String {
+    format!("\n{}", evac_testkit::vm_group_toml(prefix, count, host, memory))
 }
 
 const VM_ON: &str = r#"
@@ -206,37 +225,34 @@ memory = "1 GiB"
 "#;
 
 #[test]
-fn a_vm_on_an_unknown_host_is_refused() {
+fn a_vm_on_an_unknown_or_destination_host_is_refused() {
     // Appended after line 21: a blank line 22, [[vm]] on 23, host on 25.
-    assert_refused(
-        &appended(&VM_ON.replace("HOST", "src-9")),
-        Some(25),
-        Some(r#"field `host` of [[vm]] "db""#),
-        "no [[host]] is named `src-9`; the source hosts are `src-1`",
-    );
-}
-
-#[test]
-fn a_vm_on_a_destination_host_is_refused() {
-    assert_refused(
-        &appended(&VM_ON.replace("HOST", "dst-1")),
-        Some(25),
-        Some(r#"field `host` of [[vm]] "db""#),
-        "`dst-1` is a destination host, but a VM to evacuate runs on a source host",
-    );
+    for (host, says) in [
+        (
+            "src-9",
+            "no [[host]] is named `src-9`; the source hosts are `src-1`",
+        ),
+        (
+            "dst-1",
+            "`dst-1` is a destination host, but a VM to evacuate runs on a source host",
+        ),
+    ] {
+        let text = appended(&VM_ON.replace("HOST", host));
+        assert_refused(&text, Some(25), Some(r#"field `host` of [[vm]] "db""#), says);
+    }
 }
 
 #[test]
 fn a_group_on_an_unknown_or_destination_host_is_refused() {
-    let group = "\n[[vm_group]]\nprefix = \"batch\"\ncount = 2\nhost = \"HOST\"\nmemory = \"1 GiB\"\n";
+    let group = |host| group("batch", 2, host, r#""1 GiB""#);
     assert_refused(
-        &appended(&group.replace("HOST", "nowhere")),
+        &appended(&group("nowhere")),
         Some(26),
         Some(r#"field `host` of [[vm_group]] "batch""#),
         "no [[host]] is named `nowhere`",
     );
     assert_refused(
-        &appended(&group.replace("HOST", "dst-1")),
+        &appended(&group("dst-1")),
         Some(26),
         Some(r#"field `host` of [[vm_group]] "batch""#),
         "`dst-1` is a destination host",
@@ -301,10 +317,10 @@ fn a_vm_larger_than_every_destination_is_refused() {
 
 #[test]
 fn a_vm_larger_than_its_pinned_destination_is_refused() {
-    let text = appended(
-        "\n[[host]]\nname = \"dst-2\"\nsite = \"destination\"\nnic = \"10 Gbps\"\nmemory = \"8 GiB\"\n\
-         \n[[vm]]\nname = \"big\"\nhost = \"src-1\"\nmemory = \"16 GiB\"\ndestination = \"dst-2\"\n",
-    );
+    let text = appended(&format!(
+        "{DST_2}memory = \"8 GiB\"\n\
+         \n[[vm]]\nname = \"big\"\nhost = \"src-1\"\nmemory = \"16 GiB\"\ndestination = \"dst-2\"\n"
+    ));
     // [[host]] on 23-27, blank 28, [[vm]] on 29, memory on 32.
     assert_refused(
         &text,
@@ -317,24 +333,21 @@ fn a_vm_larger_than_its_pinned_destination_is_refused() {
 #[test]
 fn more_memory_than_all_destinations_have_is_refused() {
     // 4 GiB of web-1 and 16 x 4 GiB: 68 GiB for 64 GiB of room.
-    let group = "\n[[vm_group]]\nprefix = \"batch\"\ncount = 16\nhost = \"src-1\"\nmemory = \"4 GiB\"\n";
+    let group = group("batch", 16, "src-1", r#""4 GiB""#);
     assert_refused(
-        &appended(group),
+        &appended(&group),
         None,
         None,
         "the VMs need 68 GiB of memory in all, but the destination hosts have room for 64 GiB in all",
     );
     // With a destination of unbounded room there is room for all.
-    let unbounded = "\n[[host]]\nname = \"dst-2\"\nsite = \"destination\"\nnic = \"10 Gbps\"\n";
-    Scenario::from_toml_str(&appended(&format!("{group}{unbounded}")), ORIGIN).unwrap();
+    Scenario::from_toml_str(&appended(&format!("{group}{DST_2}")), ORIGIN).unwrap();
 }
 
 #[test]
 fn more_memory_pinned_to_a_destination_than_it_has_is_refused() {
-    let text = appended(
-        "\n[[host]]\nname = \"dst-2\"\nsite = \"destination\"\nnic = \"10 Gbps\"\n\
-         \n[[vm_group]]\nprefix = \"batch\"\ncount = 20\nhost = \"src-1\"\nmemory = \"4 GiB\"\ndestination = \"dst-1\"\n",
-    );
+    let group = group("batch", 20, "src-1", r#""4 GiB""#);
+    let text = appended(&format!("{DST_2}{group}destination = \"dst-1\"\n"));
     assert_refused(
         &text,
         Some(13),
@@ -363,10 +376,9 @@ fn zero_sizes_and_rates_are_refused() {
         Some("field `wan_bandwidth` of [network]"),
         "a WAN of 0 bps carries nothing",
     );
-    assert_refused(
-        &appended("tcp_window = \"0 KiB\"\n"),
-        Some(22),
-        Some("field `tcp_window` of [network]"),
+    assert_key_refused(
+        "network",
+        "tcp_window = \"0 KiB\"",
         "a TCP window of 0 B lets nothing through",
     );
     assert_refused(
@@ -375,33 +387,27 @@ fn zero_sizes_and_rates_are_refused() {
         Some(r#"field `memory` of [[host]] "dst-1""#),
         "a destination host with 0 B of room can take no VM",
     );
-    assert_refused(
-        &appended("\n[migration]\nmax_bandwidth = \"0 bps\"\n"),
-        Some(24),
-        Some("field `max_bandwidth` of [migration]"),
-        "lets nothing through",
-    );
-    assert_refused(
-        &appended("\n[migration]\nramp_rtts = -2.5\n"),
-        Some(24),
-        Some("field `ramp_rtts` of [migration]"),
-        "-2.5 is not a number of round trips",
-    );
-    assert_refused(
-        &appended("\n[migration]\njoin_rtts = 20000\n"),
-        Some(24),
-        Some("field `join_rtts` of [migration]"),
-        "20000 round trips of joining are more than 10000",
-    );
+    for (key, says) in [
+        ("max_bandwidth = \"0 bps\"", "lets nothing through"),
+        ("ramp_rtts = -2.5", "-2.5 is not a number of round trips"),
+        (
+            "join_rtts = 20000",
+            "20000 round trips of joining are more than 10000",
+        ),
+    ] {
+        assert_key_refused("migration", key, says);
+    }
 }
 
 #[test]
 fn a_group_that_draws_zero_memory_is_refused() {
     assert_refused(
-        &appended(
-            "\n[[vm_group]]\nprefix = \"tiny\"\ncount = 3\nhost = \"src-1\"\n\
-             memory = { dist = \"choice\", values = [\"0 B\"] }\n",
-        ),
+        &appended(&group(
+            "tiny",
+            3,
+            "src-1",
+            r#"{ dist = "choice", values = ["0 B"] }"#,
+        )),
         Some(27),
         Some(r#"field `memory` of [[vm_group]] "tiny""#),
         "VM `tiny-1` drew 0 B of memory",
@@ -427,17 +433,13 @@ fn a_trace_out_of_order_is_refused() {
 }
 
 #[test]
-fn duplicate_host_names_are_refused() {
+fn duplicate_host_and_vm_names_are_refused() {
     assert_refused(
         &appended("\n[[host]]\nname = \"src-1\"\nsite = \"source\"\nnic = \"1 Gbps\"\n"),
         Some(24),
         Some(r#"field `name` of [[host]] "src-1""#),
         r#"duplicate host name `src-1`: [[host]] "src-1" at line 4 has it already"#,
     );
-}
-
-#[test]
-fn duplicate_vm_names_are_refused() {
     assert_refused(
         &appended(&VM_ON.replace("HOST", "src-1").replace("\"db\"", "\"web-1\"")),
         Some(24),
@@ -450,13 +452,13 @@ fn duplicate_vm_names_are_refused() {
 fn a_group_may_not_generate_a_name_taken_already() {
     // The group generates web-1 and web-2; web-1 is the [[vm]] of line 15.
     assert_refused(
-        &appended("\n[[vm_group]]\nprefix = \"web\"\ncount = 2\nhost = \"src-1\"\nmemory = \"1 GiB\"\n"),
+        &appended(&group("web", 2, "src-1", r#""1 GiB""#)),
         Some(24),
         Some(r#"field `prefix` of [[vm_group]] "web""#),
         r#"duplicate VM name `web-1`: [[vm]] "web-1" at line 15 has it already"#,
     );
     // Two groups of one prefix collide on their first VM.
-    let group = "\n[[vm_group]]\nprefix = \"batch\"\ncount = 2\nhost = \"src-1\"\nmemory = \"1 GiB\"\n";
+    let group = group("batch", 2, "src-1", r#""1 GiB""#);
     assert_refused(
         &appended(&format!("{group}{group}")),
         Some(30),
@@ -466,7 +468,7 @@ fn a_group_may_not_generate_a_name_taken_already() {
 }
 
 #[test]
-fn a_destination_host_does_not_lose_power() {
+fn a_destination_host_does_not_lose_power_and_a_source_host_has_no_room_to_give() {
     assert_refused(
         &BASE.replace(
             "memory = \"64 GiB\"\n",
@@ -476,10 +478,6 @@ fn a_destination_host_does_not_lose_power() {
         Some(r#"field `power_off_at` of [[host]] "dst-1""#),
         "only source hosts lose power in this model",
     );
-}
-
-#[test]
-fn a_source_host_has_no_room_to_give() {
     assert_refused(
         &BASE.replacen(
             "nic = \"10 Gbps\"\n",
@@ -504,16 +502,14 @@ fn round_robin_is_no_host_name() {
 
 #[test]
 fn a_migration_needs_a_connection_and_a_round() {
-    assert_refused(
-        &appended("\n[migration]\nconnections = 0\n"),
-        Some(24),
-        Some("field `connections` of [migration]"),
+    assert_key_refused(
+        "migration",
+        "connections = 0",
         "a migration needs at least 1 connection",
     );
-    assert_refused(
-        &appended("\n[migration]\nmode = \"live\"\nmax_rounds = 0\n"),
-        Some(25),
-        Some("field `max_rounds` of [migration]"),
+    assert_key_refused(
+        "migration",
+        "mode = \"live\"\nmax_rounds = 0",
         "live migration needs at least 1 precopy round",
     );
     // Offline migration has no rounds to count.
@@ -525,21 +521,18 @@ fn a_migration_needs_a_connection_and_a_round() {
 }
 
 #[test]
-fn a_group_of_none_is_refused() {
-    assert_refused(
-        &appended("\n[[vm_group]]\nprefix = \"batch\"\ncount = 0\nhost = \"src-1\"\nmemory = \"1 GiB\"\n"),
-        Some(25),
-        Some(r#"field `count` of [[vm_group]] "batch""#),
-        "a group of 0 VMs is empty",
-    );
-    assert_refused(
-        &appended(
-            "\n[[vm_group]]\nprefix = \"batch\"\ncount = 4000000000\nhost = \"src-1\"\nmemory = \"1 GiB\"\n",
+fn a_group_of_none_or_too_many_is_refused() {
+    for (count, says) in [
+        (0, "a group of 0 VMs is empty"),
+        (
+            4_000_000_000,
+            "4000000000 VMs is more than the 1000000 a group may have",
         ),
-        Some(25),
-        Some(r#"field `count` of [[vm_group]] "batch""#),
-        "4000000000 VMs is more than the 1000000 a group may have",
-    );
+    ] {
+        let text = appended(&group("batch", count, "src-1", r#""1 GiB""#));
+        let field = r#"field `count` of [[vm_group]] "batch""#;
+        assert_refused(&text, Some(25), Some(field), says);
+    }
 }
 
 #[test]
@@ -557,36 +550,32 @@ fn a_working_set_larger_than_the_vm_is_refused() {
 
 #[test]
 fn the_controller_needs_a_period_and_room_to_start() {
-    assert_refused(
-        &appended("\n[controller]\nperiod = \"0 s\"\n"),
-        Some(24),
-        Some("field `period` of [controller]"),
+    assert_key_refused(
+        "controller",
+        "period = \"0 s\"",
         "the controller needs a period above zero",
     );
-    assert_refused(
-        &appended("\n[controller]\npolicy = \"static\"\nmax_in_flight = 0\n"),
-        Some(25),
-        Some("field `max_in_flight` of [controller]"),
+    assert_key_refused(
+        "controller",
+        "policy = \"static\"\nmax_in_flight = 0",
         "would never start a migration",
     );
 }
 
 #[test]
 fn a_bad_distribution_is_refused_at_its_field() {
+    let uniform = |min, max| {
+        let memory = format!(r#"{{ dist = "uniform", min = "{min}", max = "{max}" }}"#);
+        group("batch", 2, "src-1", &memory)
+    };
     assert_refused(
-        &appended(
-            "\n[[vm_group]]\nprefix = \"batch\"\ncount = 2\nhost = \"src-1\"\n\
-             memory = { dist = \"uniform\", min = \"8 GiB\", max = \"1 GiB\" }\n",
-        ),
+        &appended(&uniform("8 GiB", "1 GiB")),
         Some(27),
         Some(r#"field `memory` of [[vm_group]] "batch""#),
         "`min` (8 GiB) is above `max` (1 GiB)",
     );
     assert_refused(
-        &appended(
-            "\n[[vm_group]]\nprefix = \"batch\"\ncount = 2\nhost = \"src-1\"\n\
-             memory = { dist = \"uniform\", min = \"1 GiB\", max = \"8 GB/s\" }\n",
-        ),
+        &appended(&uniform("1 GiB", "8 GB/s")),
         Some(27),
         Some(r#"field `memory.max` of [[vm_group]] "batch""#),
         "`8 GB/s` is not a size",
@@ -651,10 +640,10 @@ fn a_group_drawing_a_disk_too_large_is_refused_at_the_group() {
     // A blank line 22, [[vm_group]] on 23, prefix 24, count 25, host 26,
     // memory 27, disk 28: a draw above 1 PiB (half of them are, around a
     // median of 1 PiB) is refused at the field.
-    let text = appended(
-        "\n[[vm_group]]\nprefix = \"big\"\ncount = 20\nhost = \"src-1\"\nmemory = \"1 GiB\"\n\
-         disk = { dist = \"lognormal\", median = \"1024 TiB\", sigma = 2.0 }\n",
-    );
+    let text = appended(&format!(
+        "{}disk = {{ dist = \"lognormal\", median = \"1024 TiB\", sigma = 2.0 }}\n",
+        group("big", 20, "src-1", r#""1 GiB""#)
+    ));
     assert_refused(
         &text,
         Some(28),

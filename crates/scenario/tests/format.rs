@@ -7,6 +7,7 @@ use std::time::Duration;
 use evac_controller::{ControllerConfig, Order, PolicyKind};
 use evac_model::{BitsPerSec, Bytes, BytesPerSec, HostId, MigrationParams, Mode, Site, TracePoint, Vm};
 use evac_scenario::{Scenario, DEFAULT_SCENARIO_TOML};
+use evac_testkit::{host_toml, vm_group_toml};
 use proptest::prelude::*;
 
 const GIB: u64 = 1 << 30;
@@ -114,38 +115,19 @@ fn the_two_site_example_reads_as_written() {
 
 #[test]
 fn round_robin_goes_over_the_source_hosts_in_file_order() {
-    let scenario = parse(
-        r#"
-        [network]
-        wan_bandwidth = "1 Gbps"
-
-        [[host]]
-        name = "src-a"
-        site = "source"
-        nic = "10 Gbps"
-
-        [[host]]
-        name = "dst"
-        site = "destination"
-        nic = "10 Gbps"
-
-        [[host]]
-        name = "src-b"
-        site = "source"
-        nic = "10 Gbps"
-
-        [[host]]
-        name = "src-c"
-        site = "source"
-        nic = "10 Gbps"
-
-        [[vm_group]]
-        prefix = "batch"
-        count = 5
-        host = "round-robin"
-        memory = "1 GiB"
-        "#,
-    );
+    let hosts: String = [
+        ("src-a", "source"),
+        ("dst", "destination"),
+        ("src-b", "source"),
+        ("src-c", "source"),
+    ]
+    .iter()
+    .map(|(name, site)| host_toml(name, site, "10 Gbps"))
+    .collect();
+    let scenario = parse(&format!(
+        "[network]\nwan_bandwidth = \"1 Gbps\"\n{hosts}{}",
+        vm_group_toml("batch", 5, "round-robin", r#""1 GiB""#)
+    ));
     let hosts: Vec<HostId> = scenario.fleet.vms.iter().map(|vm| vm.host).collect();
     // batch-1 on src-a (host 0), batch-2 on src-b (2), batch-3 on src-c (3), then again.
     assert_eq!(hosts, [HostId(0), HostId(2), HostId(3), HostId(0), HostId(2)]);
@@ -164,13 +146,9 @@ name = "only"
 host = "src"
 memory = 1073741824
 
-[[vm_group]]
-prefix = "g"
-count = 1
-host = "src"
-memory = "2 GiB"
-"#,
-        evac_testkit::src_dst_toml("1 Gbps")
+{}"#,
+        evac_testkit::src_dst_toml("1 Gbps"),
+        vm_group_toml("g", 1, "src", r#""2 GiB""#)
     )
 }
 
@@ -203,25 +181,10 @@ fn optional_fields_take_their_defaults() {
 #[test]
 fn vms_and_groups_keep_their_file_order() {
     let scenario = parse(&format!(
-        r#"{}
-        [[vm_group]]
-        prefix = "first"
-        count = 2
-        host = "src"
-        memory = "1 GiB"
-
-        [[vm]]
-        name = "middle"
-        host = "src"
-        memory = "1 GiB"
-
-        [[vm_group]]
-        prefix = "last"
-        count = 1
-        host = "src"
-        memory = "1 GiB"
-        "#,
-        src_and_dst()
+        "{}{}[[vm]]\nname = \"middle\"\nhost = \"src\"\nmemory = \"1 GiB\"\n{}",
+        src_and_dst(),
+        vm_group_toml("first", 2, "src", r#""1 GiB""#),
+        vm_group_toml("last", 1, "src", r#""1 GiB""#)
     ));
     let names: Vec<&str> = scenario.fleet.vms.iter().map(|vm| vm.name.as_str()).collect();
     assert_eq!(names, ["first-1", "first-2", "middle", "last-1"]);
@@ -240,18 +203,15 @@ fn one_source_one_destination(seed: u64) -> String {
     format!("seed = {seed}\n{}", src_and_dst())
 }
 
+/// Memory drawn uniformly from 1 to 8 GiB.
+const UNIFORM_1_TO_8_GIB: &str = r#"{ dist = "uniform", min = "1 GiB", max = "8 GiB" }"#;
+
 /// A scenario with one uniform group, and whatever `extra` appends.
 fn with_group(seed: u64, extra: &str) -> String {
     format!(
-        r#"{}
-[[vm_group]]
-prefix = "batch"
-count = 20
-host = "src"
-memory = {{ dist = "uniform", min = "1 GiB", max = "8 GiB" }}
-{extra}
-"#,
-        one_source_one_destination(seed)
+        "{}{}{extra}\n",
+        one_source_one_destination(seed),
+        vm_group_toml("batch", 20, "src", UNIFORM_1_TO_8_GIB)
     )
 }
 
@@ -278,13 +238,10 @@ fn a_new_group_or_distribution_leaves_earlier_draws_alone() {
     let alone = memories(&parse(&with_group(7, "")));
     let more = parse(&with_group(
         7,
-        r#"dirty_rate = { dist = "uniform", min = "1 MB/s", max = "9 MB/s" }
-
-[[vm_group]]
-prefix = "later"
-count = 5
-host = "src"
-memory = { dist = "uniform", min = "1 GiB", max = "8 GiB" }"#,
+        &format!(
+            "dirty_rate = {{ dist = \"uniform\", min = \"1 MB/s\", max = \"9 MB/s\" }}\n{}",
+            vm_group_toml("later", 5, "src", UNIFORM_1_TO_8_GIB)
+        ),
     ));
     assert_eq!(memories(&more)[..20], alone[..]);
     // The second group draws from a stream of its own, not a copy of the first's.
@@ -321,15 +278,8 @@ destination = "dst""#,
 
 #[test]
 fn a_choice_with_a_zero_weight_never_picks_that_value() {
-    let scenario = parse(&with_group(
-        5,
-        r#"
-[[vm_group]]
-prefix = "picky"
-count = 50
-host = "src"
-memory = { dist = "choice", values = ["1 GiB", "4 GiB"], weights = [0, 1] }"#,
-    ));
+    let picky = r#"{ dist = "choice", values = ["1 GiB", "4 GiB"], weights = [0, 1] }"#;
+    let scenario = parse(&with_group(5, &vm_group_toml("picky", 50, "src", picky)));
     assert!(scenario.fleet.vms[20..]
         .iter()
         .all(|vm| vm.memory == Bytes(4 * GIB)));
@@ -371,15 +321,11 @@ proptest! {
         span in 0u64..1 << 36,
     ) {
         let max = min + span;
+        let memory = format!(r#"{{ dist = "uniform", min = "{min} B", max = "{max} B" }}"#);
         let scenario = parse(&format!(
-            r#"{}
-[[vm_group]]
-prefix = "u"
-count = 10
-host = "src"
-memory = {{ dist = "uniform", min = "{min} B", max = "{max} B" }}
-"#,
-            one_source_one_destination(seed)
+            "{}{}",
+            one_source_one_destination(seed),
+            vm_group_toml("u", 10, "src", &memory)
         ));
         for vm in &scenario.fleet.vms {
             prop_assert!((min..=max).contains(&vm.memory.0), "{} not in [{min}, {max}]", vm.memory.0);
@@ -392,16 +338,11 @@ memory = {{ dist = "uniform", min = "{min} B", max = "{max} B" }}
         values in proptest::collection::vec(1u64..1 << 40, 1..5),
     ) {
         let listed: Vec<String> = values.iter().map(|v| format!("\"{v} B\"")).collect();
+        let memory = format!(r#"{{ dist = "choice", values = [{}] }}"#, listed.join(", "));
         let scenario = parse(&format!(
-            r#"{}
-[[vm_group]]
-prefix = "c"
-count = 10
-host = "src"
-memory = {{ dist = "choice", values = [{}] }}
-"#,
+            "{}{}",
             one_source_one_destination(seed),
-            listed.join(", ")
+            vm_group_toml("c", 10, "src", &memory)
         ));
         for vm in &scenario.fleet.vms {
             prop_assert!(values.contains(&vm.memory.0), "{} not listed in {values:?}", vm.memory.0);

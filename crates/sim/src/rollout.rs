@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use evac_controller::rollout::{Candidate, Forecast, Rollout, Situation, Verdict};
-use evac_controller::{ControllerConfig, Evacuation, Order, PolicyKind};
+use evac_controller::{ControllerConfig, Evacuation};
 use evac_model::{Bytes, Fleet, MigrationParams, Network, VmId};
 use evac_outcome::Outcome;
 
@@ -54,24 +54,9 @@ impl Rollout for SimRollout {
         let mut config = self.config.clone();
         let mut params = self.params;
         let mut waiting = situation.waiting.to_vec();
-        match candidate {
-            Candidate::Planner => config.policy = PolicyKind::Deadline,
-            Candidate::Fixed {
-                order,
-                window,
-                per_host,
-                connections,
-                mode,
-            } => {
-                // The candidate's order, behind the migrations in flight.
-                order.sort(situation.fleet, &mut waiting);
-                config.policy = PolicyKind::Static;
-                config.order = Some(Order::AsListed);
-                config.max_in_flight = window;
-                config.max_in_flight_per_host = per_host;
-                params.connections = connections;
-                params.mode = mode;
-            }
+        if let Some(order) = candidate.configure(&mut config, &mut params) {
+            // The candidate's order, behind the migrations in flight.
+            order.sort(situation.fleet, &mut waiting);
         }
         let fleet = rest_of(situation, &waiting);
         let network = Network {
@@ -151,24 +136,13 @@ mod tests {
 
     fn fleet() -> Fleet {
         let host = |name: &str, site, power_off_at| evac_model::Host {
-            migration_cpus: None,
-            name: name.into(),
-            site,
-            nic: BitsPerSec(10e9),
-            memory: None,
             power_off_at,
-            power_trace: Vec::new(),
+            ..evac_testkit::host(name, site)
         };
         let vm = |name: &str, gib: u64, priority| Vm {
-            profile: evac_model::MemoryProfile::default(),
-            name: name.into(),
-            host: HostId(0),
-            memory: Bytes::gib(gib),
-            dirty_rate: BytesPerSec(0.0),
             working_set: Bytes(0),
             priority,
-            destination: None,
-            disk: Bytes(0),
+            ..evac_testkit::vm(name, 0, Bytes::gib(gib))
         };
         Fleet {
             hosts: vec![

@@ -222,27 +222,15 @@ fn both_regimes_occur() {
 fn wan_drop_by_hand() {
     let hosts = (0..3)
         .map(|i| Host {
-            migration_cpus: None,
-            name: format!("src-{i}"),
-            site: Site::Source,
             nic: BitsPerSec::gbps(1.0),
-            memory: None,
-            power_off_at: None,
-            power_trace: Vec::new(),
+            ..evac_testkit::source(&format!("src-{i}"))
         })
         .chain(std::iter::once(evac_testkit::destination("dst")))
         .collect();
     let vms = (0..3)
         .map(|i| Vm {
-            profile: evac_model::MemoryProfile::default(),
-            name: format!("vm-{i}"),
-            host: HostId(i),
-            memory: Bytes(1_000_000_000),
-            dirty_rate: BytesPerSec(0.0),
             working_set: Bytes(0),
-            disk: Bytes(0),
-            priority: 1,
-            destination: None,
+            ..evac_testkit::vm(&format!("vm-{i}"), i, Bytes(1_000_000_000))
         })
         .collect();
     let case = Case {

@@ -21,26 +21,16 @@ trace = ["steady", "fluctuating", "base"]
 [base]
 name = "100 VMs"
 seed = 3
+host = [
+    { name = "src-1", site = "source", nic = "10 Gbps" },
+    { name = "src-2", site = "source", nic = "10 Gbps" },
+    { name = "dst", site = "destination", nic = "40 Gbps" },
+]
 
 [base.network]
 wan_bandwidth = "10 Gbps"
 tcp_window = "32 MiB"
 wan_trace = [{ at = "60 s", bandwidth = "5 Gbps" }, { at = "180 s", bandwidth = "10 Gbps" }]
-
-[[base.host]]
-name = "src-1"
-site = "source"
-nic = "10 Gbps"
-
-[[base.host]]
-name = "src-2"
-site = "source"
-nic = "10 Gbps"
-
-[[base.host]]
-name = "dst"
-site = "destination"
-nic = "40 Gbps"
 
 [[base.vm_group]]
 prefix = "vm"

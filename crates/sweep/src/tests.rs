@@ -348,25 +348,26 @@ fn a_grid_of_too_many_combinations_is_refused_without_allocating() {
 fn a_grid_too_large_is_refused_before_its_base_is_read() {
     // 2^64 combinations over a base that is not there: reading a base (a
     // million VMs take seconds) would come first and fail differently.
-    let values = ["\"sequential\""; 32].join(", ");
-    let text = format!(
-        "base = \"no-such-base.toml\"\n[factors]\npolicy = [{values}]\nwan_rtt = [{}]\n\
-         tcp_window = [{}]\nconnections = [{}]\nmax_in_flight = [{}]\n\
-         max_in_flight_per_host = [{}]\norder = [{}]\nmode = [{}]\nmemory = [{}]\n\
-         dirty_rate = [{}]\ntrace = [{}]\nwan_bandwidth = [{}]\npower_off_scale = [{}]\n",
-        ["\"1 ms\""; 32].join(", "),
-        ["\"1 GiB\""; 32].join(", "),
-        ["1"; 32].join(", "),
-        ["1"; 32].join(", "),
-        ["1"; 32].join(", "),
-        ["\"as-listed\""; 32].join(", "),
-        ["\"live\""; 32].join(", "),
-        ["\"base\""; 32].join(", "),
-        ["\"0 B/s\""; 32].join(", "),
-        ["\"base\""; 32].join(", "),
-        ["\"1 Gbps\""; 32].join(", "),
-        ["1.0"; 16].join(", "),
-    );
+    // 12 factors of 32 values and one of 16: 2^(12 * 5 + 4) = 2^64.
+    let factors: String = [
+        ("policy", "\"sequential\"", 32),
+        ("wan_rtt", "\"1 ms\"", 32),
+        ("tcp_window", "\"1 GiB\"", 32),
+        ("connections", "1", 32),
+        ("max_in_flight", "1", 32),
+        ("max_in_flight_per_host", "1", 32),
+        ("order", "\"as-listed\"", 32),
+        ("mode", "\"live\"", 32),
+        ("memory", "\"base\"", 32),
+        ("dirty_rate", "\"0 B/s\"", 32),
+        ("trace", "\"base\"", 32),
+        ("wan_bandwidth", "\"1 Gbps\"", 32),
+        ("power_off_scale", "1.0", 16),
+    ]
+    .iter()
+    .map(|(factor, value, count)| format!("{factor} = [{}]\n", vec![*value; *count].join(", ")))
+    .collect();
+    let text = format!("base = \"no-such-base.toml\"\n[factors]\n{factors}");
     let message = error(&text);
     assert!(
         message.starts_with("grid.toml: the grid has 18446744073709551616 combinations (32 policy x "),

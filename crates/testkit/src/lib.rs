@@ -115,10 +115,7 @@ pub fn wan_with(bandwidth: BitsPerSec, rtt: Duration, window: Bytes) -> Network 
 /// for each `(name, memory)`, e.g. `("v", "64 MiB")`. For tests that go
 /// through the file format (a `[migration]` or `[network]` of their own).
 pub fn two_sites_toml(vms: &[(&str, &str)]) -> String {
-    let mut text = String::from(
-        "[[host]]\nname = \"s\"\nsite = \"source\"\nnic = \"10 Gbps\"\n\
-         [[host]]\nname = \"d\"\nsite = \"destination\"\nnic = \"10 Gbps\"\n",
-    );
+    let mut text = host_toml("s", "source", "10 Gbps") + &host_toml("d", "destination", "10 Gbps");
     for (name, memory) in vms {
         text.push_str(&format!(
             "[[vm]]\nname = \"{name}\"\nhost = \"s\"\nmemory = \"{memory}\"\n"
@@ -141,10 +138,22 @@ pub fn wan_toml(bandwidth: &str, rtt: &str, window: &str) -> String {
 /// `migration_address`). For tests that go through the file format with
 /// hosts of their own names.
 pub fn src_dst_toml(nic: &str) -> String {
-    format!(
-        "[[host]]\nname = \"src\"\nsite = \"source\"\nnic = \"{nic}\"\n\
-         [[host]]\nname = \"dst\"\nsite = \"destination\"\nnic = \"{nic}\"\n"
-    )
+    host_toml("src", "source", nic) + &host_toml("dst", "destination", nic)
+}
+
+/// A `[[host]]` table of four lines: `name` on `site` (`"source"` or
+/// `"destination"`) with a NIC of `nic` (e.g. `"10 Gbps"`). A caller may
+/// add keys after it (a `memory`, a `power_off_at`).
+pub fn host_toml(name: &str, site: &str, nic: &str) -> String {
+    format!("[[host]]\nname = \"{name}\"\nsite = \"{site}\"\nnic = \"{nic}\"\n")
+}
+
+/// A scenario's `[[vm_group]]` table of five lines: `count` VMs named
+/// `prefix-1`, `prefix-2`... on `host` (a host's name or `"round-robin"`),
+/// with this `memory`, a TOML value: a size in quotes (`r#""1 GiB""#`) or
+/// a distribution's inline table. A caller may add keys after it.
+pub fn vm_group_toml(prefix: &str, count: u64, host: &str, memory: &str) -> String {
+    format!("[[vm_group]]\nprefix = \"{prefix}\"\ncount = {count}\nhost = \"{host}\"\nmemory = {memory}\n")
 }
 
 #[cfg(test)]
@@ -186,6 +195,14 @@ mod tests {
                 "site = \"destination\"",
                 "nic = \"1 Gbps\"",
             ]
+        );
+    }
+
+    #[test]
+    fn a_group_is_five_lines() {
+        assert_eq!(
+            vm_group_toml("g", 3, "round-robin", r#""2 GiB""#),
+            "[[vm_group]]\nprefix = \"g\"\ncount = 3\nhost = \"round-robin\"\nmemory = \"2 GiB\"\n"
         );
     }
 

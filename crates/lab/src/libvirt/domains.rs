@@ -158,7 +158,7 @@ impl Lab {
     /// Defines and starts on host `i` a domain of `mib` MiB of anonymous
     /// RAM (no backing file: what postcopy can move) running the lab's
     /// dirtying guest with its boot fill, as
-    /// [`crate::Lab::start_filled_dirtying_vm`]: at boot it writes
+    /// [`crate::Guest::FilledDirtying`]: at boot it writes
     /// [`crate::DIRTY_FILL_PATTERN`] at the start of every page from 1 MiB
     /// up, then dirties `working_set_mib` from 16 MiB on at `dirty_rate`.
     /// Returns its libvirt name.

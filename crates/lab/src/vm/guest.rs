@@ -36,12 +36,12 @@ pub const DIRTY_GUEST_MAGIC: &[u8; 16] = b"EVACDIRTYGUEST01";
 /// Where the dirtying guest's working set starts (guest-physical).
 pub const DIRTY_WORKING_SET_START: u64 = 16 << 20;
 
-/// The dword [`Lab::start_filled_dirtying_vm`](super::Lab::start_filled_dirtying_vm)'s
+/// The dword [`Guest::FilledDirtying`](super::Guest::FilledDirtying)'s
 /// guest writes at the start of each page of its RAM from 1 MiB up at boot
 /// (`FILL` in `guest/dirty.S`).
 pub const DIRTY_FILL_PATTERN: u32 = 0x5a17_e5ac;
 
-/// Where [`Lab::start_filled_dirtying_vm`](super::Lab::start_filled_dirtying_vm)'s
+/// Where [`Guest::FilledDirtying`](super::Guest::FilledDirtying)'s
 /// fill starts (guest-physical).
 pub const DIRTY_FILL_START: u64 = 1 << 20;
 

@@ -73,25 +73,54 @@ enum Ram<'a> {
     Mixed(Mix),
 }
 
-/// What the dirtying guest is built to do: dirty its regions, after
-/// marking every page when `filled`.
-#[derive(Debug, Clone)]
-struct Dirtying {
-    regions: Vec<DirtyRegion>,
-    filled: bool,
-}
-
-impl Dirtying {
-    /// One working set of `working_set_mib` dirtied at `rate`.
-    fn working_set(rate: BytesPerSec, working_set_mib: u64, filled: bool) -> Dirtying {
-        Dirtying {
-            regions: vec![DirtyRegion {
-                rate,
-                mib: working_set_mib,
-            }],
-            filled,
-        }
-    }
+/// What a lab VM runs and what its RAM holds ([`Lab::start_guest`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Guest<'a> {
+    /// qboot, idle, on a file of random bytes (so every page is sent).
+    Idle,
+    /// qboot, idle, on a file of `marker` (not empty) repeated: a packet
+    /// capture of its migration finds the marker when the stream is plain
+    /// text (the TLS tests).
+    Marker(&'a [u8]),
+    /// qboot on a file of `mix`'s zero, text-like and random pages, written
+    /// before QEMU starts (the guest, idle, leaves them be but for the few
+    /// pages its firmware writes below 1 MiB).
+    Mixed(Mix),
+    /// The dirtying guest ([`DIRTY_GUEST`], a firmware image standing in
+    /// for qboot) on a file of random bytes: each of `regions` (1 to
+    /// [`MAX_DIRTY_REGIONS`](crate::curve::MAX_DIRTY_REGIONS), laid one
+    /// after another from [`DIRTY_WORKING_SET_START`], 16 MiB) is written
+    /// one 4 KiB page after another at its own rate, wrapping around, all
+    /// paced from the same wake-ups (a page written counts 4096 bytes; a
+    /// rate is rounded to whole pages per second; 0 makes an idle region).
+    /// Needs 16 MiB + the regions' MiB <= `mib` and <= 2 GiB.
+    ///
+    /// The memory dirtied at least once within a time is then known from
+    /// the parameters alone ([`crate::curve::dirtied_within`]): a small fast
+    /// region and a large slow one make a curve that grows fast, then
+    /// slowly; the write counters ([`crate::curve::WriteCounters`]) read
+    /// how many pages each region really got. The VM's RAM layout is the
+    /// same as qboot's, so [`destination_args`] still fit (the image travels
+    /// with the migration, as the firmware's RAM block) and the guest keeps
+    /// dirtying at the destination (a reset there would bring back qboot).
+    ///
+    /// The guest sleeps between its bursts of writes (one per ~1 ms timer
+    /// tick), so it costs the host little CPU: 2-18 % of a core from 2 to
+    /// 64 MB/s outside a migration (a version that polled the TSC held
+    /// 50-90 % of a core whatever the rate; `docs/lab.md`). Under this lab's
+    /// paravirtual KVM it reached about 200 MiB/s while dirty logging was on
+    /// (each first write to a page traps).
+    Dirtying(&'a [DirtyRegion]),
+    /// [`Guest::Dirtying`] on **anonymous** RAM (`memory-backend-ram`, not a
+    /// shared file): what postcopy needs (QEMU cannot postcopy file-backed
+    /// shared RAM, and evac refuses to). At boot the guest first writes
+    /// [`DIRTY_FILL_PATTERN`] into the first dword of every page from 1 MiB
+    /// ([`DIRTY_FILL_START`]) to the top of its RAM (at most 2 GiB), so no
+    /// page is zero and QEMU sends each in full, like the file-backed VMs'
+    /// random bytes (one dword a page: this lab's KVM emulates each guest
+    /// instruction; 128 MiB take well under a second); then it dirties its
+    /// regions as usual (the first dwords count up from the pattern).
+    FilledDirtying(&'a [DirtyRegion]),
 }
 
 /// A source VM started by the lab.
@@ -132,57 +161,11 @@ impl Lab {
     /// `ip netns exec`, which execs QEMU: the pid is QEMU's). QMP is a unix
     /// socket in `dir`, reachable from every namespace.
     pub fn start_vm_in(&mut self, name: &str, mib: u64, netns: Option<&str>) -> std::io::Result<LabVm> {
-        self.start(name, mib, netns, None, Ram::Random)
+        self.start_guest(name, mib, Guest::Idle, netns)
     }
 
-    /// [`Lab::start_vm_in`] with RAM that is `marker` repeated instead of
-    /// random bytes: a packet capture of its migration finds the marker
-    /// when the stream is plain text (the TLS tests).
-    pub fn start_marker_vm_in(
-        &mut self,
-        name: &str,
-        mib: u64,
-        marker: &[u8],
-        netns: Option<&str>,
-    ) -> std::io::Result<LabVm> {
-        if marker.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "empty marker",
-            ));
-        }
-        self.start(name, mib, netns, None, Ram::Marker(marker))
-    }
-
-    /// Starts a VM like [`Lab::start_vm`] whose guest dirties memory: it
-    /// writes into one 4 KiB page after another of a working set of
-    /// `working_set_mib` MiB starting at 16 MiB ([`DIRTY_WORKING_SET_START`]),
-    /// wrapping around, at `dirty_rate` bytes per second (a page written
-    /// counts 4096 bytes; the rate is rounded to whole pages per second; 0
-    /// makes an idle guest). The guest is [`DIRTY_GUEST`], a firmware image
-    /// standing in for qboot: the VM's RAM layout is the same as
-    /// [`Lab::start_vm`]'s, so [`destination_args`] still fit (the image
-    /// travels with the migration, as the firmware's RAM block) and the guest
-    /// keeps dirtying at the destination (a reset there would bring back
-    /// qboot). Needs 16 MiB + `working_set_mib` <= `mib` and <= 2 GiB.
-    ///
-    /// The guest sleeps between its bursts of writes (one per ~1 ms timer
-    /// tick), so it costs the host little CPU: 2-18 % of a core from 2 to
-    /// 64 MB/s outside a migration (a version that polled the TSC held
-    /// 50-90 % of a core whatever the rate; `docs/lab.md`). Under this lab's
-    /// paravirtual KVM it reached about 200 MiB/s while dirty logging was on
-    /// (each first write to a page traps).
-    pub fn start_dirtying_vm(
-        &mut self,
-        name: &str,
-        mib: u64,
-        dirty_rate: BytesPerSec,
-        working_set_mib: u64,
-    ) -> std::io::Result<LabVm> {
-        self.start_dirtying_vm_in(name, mib, dirty_rate, working_set_mib, None)
-    }
-
-    /// [`Lab::start_dirtying_vm`] inside the network namespace `netns`, as
+    /// A VM whose guest dirties `working_set_mib` MiB at `dirty_rate`
+    /// ([`Guest::Dirtying`] of one region), inside `netns` as
     /// [`Lab::start_vm_in`].
     pub fn start_dirtying_vm_in(
         &mut self,
@@ -192,95 +175,48 @@ impl Lab {
         working_set_mib: u64,
         netns: Option<&str>,
     ) -> std::io::Result<LabVm> {
-        let guest = Dirtying::working_set(dirty_rate, working_set_mib, false);
-        self.start_dirtying(name, mib, guest, netns, Ram::Random)
-    }
-
-    /// A VM like [`Lab::start_dirtying_vm_in`] whose guest dirties along a
-    /// curve: each of `regions` (1 to
-    /// [`MAX_DIRTY_REGIONS`](crate::curve::MAX_DIRTY_REGIONS), laid one after
-    /// another from [`DIRTY_WORKING_SET_START`]) is written page after page
-    /// at its own rate, wrapping around, all paced from the same wake-ups.
-    /// The memory dirtied at least once within a time is then known from
-    /// the parameters alone ([`crate::curve::dirtied_within`]): a small fast region and a
-    /// large slow one make a curve that grows fast, then slowly. Its RAM is
-    /// a file of random bytes, as [`Lab::start_vm`]'s; its write counters
-    /// ([`crate::curve::WriteCounters`]) reads from it how many pages each
-    /// region really got.
-    pub fn start_curve_vm_in(
-        &mut self,
-        name: &str,
-        mib: u64,
-        regions: &[DirtyRegion],
-        netns: Option<&str>,
-    ) -> std::io::Result<LabVm> {
-        let guest = Dirtying {
-            regions: regions.to_vec(),
-            filled: false,
+        let region = DirtyRegion {
+            rate: dirty_rate,
+            mib: working_set_mib,
         };
-        self.start_dirtying(name, mib, guest, netns, Ram::Random)
+        self.start_guest(name, mib, Guest::Dirtying(&[region]), netns)
     }
 
-    /// The dirtying guest of [`Lab::start_dirtying_vm`] on **anonymous**
-    /// RAM (`memory-backend-ram`, not a shared file): what postcopy needs
-    /// (QEMU cannot postcopy file-backed shared RAM, and evac refuses to).
-    /// At boot the guest first writes [`DIRTY_FILL_PATTERN`] into the first
-    /// dword of every page from 1 MiB ([`DIRTY_FILL_START`]) to the top of
-    /// its RAM (at most 2 GiB), so no page is zero and QEMU sends each in
-    /// full, like the file-backed VMs' random bytes (one dword a page: this
-    /// lab's KVM emulates each guest instruction; 128 MiB take well under a
-    /// second); then it dirties its working set as usual (the working set's
-    /// first dwords count up from the pattern).
-    pub fn start_filled_dirtying_vm(
+    /// Starts a VM of `mib` MiB running `guest` on the RAM it needs, inside
+    /// the network namespace `netns` as [`Lab::start_vm_in`], and waits for
+    /// its QMP socket. The dirtying guests' image is written to
+    /// `<dir>/<name>.bios`.
+    pub fn start_guest(
         &mut self,
         name: &str,
         mib: u64,
-        dirty_rate: BytesPerSec,
-        working_set_mib: u64,
-    ) -> std::io::Result<LabVm> {
-        let guest = Dirtying::working_set(dirty_rate, working_set_mib, true);
-        self.start_dirtying(name, mib, guest, None, Ram::Anonymous)
-    }
-
-    /// A VM booting the dirtying guest `guest` (its image in the lab's
-    /// directory) on `ram`.
-    fn start_dirtying(
-        &mut self,
-        name: &str,
-        mib: u64,
-        guest: Dirtying,
-        netns: Option<&str>,
-        ram: Ram,
-    ) -> std::io::Result<LabVm> {
-        let image = dirty_regions_image(mib, &guest.regions, guest.filled)?;
-        let bios = self.dir.join(format!("{name}.bios"));
-        std::fs::write(&bios, image)?;
-        self.start(name, mib, netns, Some(&bios), ram)
-    }
-
-    /// [`Lab::start_vm_in`] with RAM of `mix`'s zero, text-like and random
-    /// pages, written before QEMU starts (the guest, idle, leaves them be
-    /// but for the few pages its firmware writes below 1 MiB).
-    pub fn start_mixed_vm_in(
-        &mut self,
-        name: &str,
-        mib: u64,
-        mix: Mix,
+        guest: Guest<'_>,
         netns: Option<&str>,
     ) -> std::io::Result<LabVm> {
-        self.start(name, mib, netns, None, Ram::Mixed(mix))
-    }
-
-    fn start(
-        &mut self,
-        name: &str,
-        mib: u64,
-        netns: Option<&str>,
-        bios: Option<&Path>,
-        ram: Ram<'_>,
-    ) -> std::io::Result<LabVm> {
+        let (ram, dirtying) = match guest {
+            Guest::Idle => (Ram::Random, None),
+            Guest::Marker([]) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "empty marker",
+                ))
+            }
+            Guest::Marker(marker) => (Ram::Marker(marker), None),
+            Guest::Mixed(mix) => (Ram::Mixed(mix), None),
+            Guest::Dirtying(regions) => (Ram::Random, Some((regions, false))),
+            Guest::FilledDirtying(regions) => (Ram::Anonymous, Some((regions, true))),
+        };
+        let bios = match dirtying {
+            Some((regions, filled)) => {
+                let image = dirty_regions_image(mib, regions, filled)?;
+                let bios = self.dir.join(format!("{name}.bios"));
+                std::fs::write(&bios, image)?;
+                Some(bios)
+            }
+            None => None,
+        };
         let backend = write_ram(&self.dir, name, mib, ram)?;
-        let vm = self.spawn(name, mib, netns, bios, backend)?;
+        let vm = self.spawn(name, mib, netns, bios.as_deref(), backend)?;
         wait_ready(std::slice::from_ref(&vm), Duration::from_secs(10))?;
         Ok(vm)
     }
@@ -430,7 +366,7 @@ pub const BOOT_WAVE: usize = 16;
 
 /// One VM of a fleet for [`Lab::start_fleet`]: RAM of random bytes, in
 /// network namespace `netns`; with `dirty` regions, the dirtying guest of
-/// [`Lab::start_curve_vm_in`] (one region: [`Lab::start_dirtying_vm`]'s).
+/// [`Guest::Dirtying`] (one region: [`Lab::start_dirtying_vm_in`]'s).
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     pub name: String,

@@ -3,7 +3,7 @@
 //! Apart from the settings (`super::network`): these are per entry, and
 //! their paths name the entry (`host[2]`, `vm[0]`).
 
-use super::{check_bit_rate, check_duration, check_in_order, check_name, FieldPath, Invalid};
+use super::{check_bit_rate, check_count, check_duration, check_name, check_trace_time, FieldPath, Invalid};
 use super::{MAX_BYTE_RATE, MAX_HOSTS, MAX_MIGRATION_CPUS, MAX_SIZE, MAX_TRACE_POINTS, MAX_VMS};
 use crate::memory::{MAX_COMPRESSION_RATIO, MAX_DIRTY_CURVE_POINTS};
 use crate::units::MAX_DURATION;
@@ -64,25 +64,16 @@ impl Host {
                 "only source hosts lose power in this model; a destination host stays up",
             ));
         }
-        if self.power_trace.len() > MAX_TRACE_POINTS {
-            return Err(Invalid::new(
-                at("power_trace"),
-                format!(
-                    "{} changes are more than the {MAX_TRACE_POINTS} a trace may have",
-                    self.power_trace.len()
-                ),
-            ));
-        }
+        let changes = self.power_trace.len();
+        check_count(at("power_trace"), changes, MAX_TRACE_POINTS, "changes", "a trace")?;
         for (index, change) in self.power_trace.iter().enumerate() {
             let path = at("power_trace").index(index);
-            check_duration(change.at, MAX_DURATION, "a time")
-                .map_err(|m| Invalid::new(path.clone().key("at"), m))?;
+            let previous = index.checked_sub(1).map(|i| self.power_trace[i].at);
+            check_trace_time(path.clone(), change.at, previous, "change", "power_trace")?;
             if let Some(t) = change.power_off_at {
                 check_duration(t, MAX_DURATION, "a power-off time")
-                    .map_err(|m| Invalid::new(path.clone().key("power_off_at"), m))?;
+                    .map_err(|m| Invalid::new(path.key("power_off_at"), m))?;
             }
-            let previous = index.checked_sub(1).map(|i| self.power_trace[i].at);
-            check_in_order(path, change.at, previous, "change", "power_trace")?;
         }
         Ok(())
     }
@@ -207,24 +198,14 @@ impl Fleet {
     /// `host[i]...` and `vm[i]...` (indices into [`Fleet::hosts`] and
     /// [`Fleet::vms`]), or empty for the fleet as a whole.
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.hosts.len() > MAX_HOSTS {
-            return Err(Invalid::new(
-                FieldPath::top("host"),
-                format!(
-                    "{} hosts are more than the {MAX_HOSTS} a fleet may have",
-                    self.hosts.len()
-                ),
-            ));
-        }
-        if self.vms.len() > MAX_VMS {
-            return Err(Invalid::new(
-                FieldPath::top("vm"),
-                format!(
-                    "{} VMs are more than the {MAX_VMS} a fleet may have",
-                    self.vms.len()
-                ),
-            ));
-        }
+        check_count(
+            FieldPath::top("host"),
+            self.hosts.len(),
+            MAX_HOSTS,
+            "hosts",
+            "a fleet",
+        )?;
+        check_count(FieldPath::top("vm"), self.vms.len(), MAX_VMS, "VMs", "a fleet")?;
         let mut names = std::collections::HashMap::with_capacity(self.hosts.len());
         for (i, host) in self.hosts.iter().enumerate() {
             host.validate()

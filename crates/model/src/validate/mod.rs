@@ -49,13 +49,12 @@
 
 use std::time::Duration;
 
+use crate::units::MAX_DURATION;
 use crate::{BitsPerSec, Bytes};
 
 mod fleet;
 mod invalid;
 mod network;
-#[cfg(test)]
-mod tests;
 
 pub use invalid::{FieldPath, Invalid, Step};
 
@@ -195,16 +194,31 @@ fn check_duration(duration: Duration, most: Duration, what: &str) -> Result<(), 
     Ok(())
 }
 
+/// Refuses the list at `path` (a fleet's hosts, a trace's points) if it has
+/// more than `most` entries: "`len` `entries` are more than the `most`
+/// `whole` may have".
+fn check_count(path: FieldPath, len: usize, most: usize, entries: &str, whole: &str) -> Result<(), Invalid> {
+    if len > most {
+        return Err(Invalid::new(
+            path,
+            format!("{len} {entries} are more than the {most} {whole} may have"),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses the entry at `path` of the trace `trace` (its `at` key) unless
-/// its time `at` comes strictly after the `previous` entry's: a trace's
-/// entries (each a `what`: "point", "change") are in increasing time.
-fn check_in_order(
+/// its time `at` is within [`MAX_DURATION`] and comes strictly after the
+/// `previous` entry's: a trace's entries (each a `what`: "point",
+/// "change") are in increasing time.
+fn check_trace_time(
     path: FieldPath,
     at: Duration,
     previous: Option<Duration>,
     what: &str,
     trace: &str,
 ) -> Result<(), Invalid> {
+    check_duration(at, MAX_DURATION, "a time").map_err(|m| Invalid::new(path.clone().key("at"), m))?;
     match previous {
         Some(previous) if at <= previous => Err(Invalid::new(
             path.key("at"),

@@ -2,12 +2,11 @@
 //! (`[migration]`): the settings a whole evacuation shares, apart from the
 //! fleet's hosts and VMs (`super::fleet`).
 
-use super::{check_bit_rate, check_duration, check_in_order, check_rtts, FieldPath, Invalid};
+use super::{check_bit_rate, check_count, check_duration, check_rtts, check_trace_time, FieldPath, Invalid};
 use super::{
     MAX_BYTE_RATE, MAX_DOWNTIME, MAX_ROUNDS, MAX_RTT, MAX_SETUP_TIME, MAX_TCP_WINDOW, MAX_TRACE_POINTS,
     MIN_TCP_WINDOW,
 };
-use crate::units::MAX_DURATION;
 use crate::{Bytes, BytesPerSec, MigrationParams, Mode, Network};
 
 impl Network {
@@ -31,15 +30,8 @@ impl Network {
                 ),
             ));
         }
-        if self.wan_trace.len() > MAX_TRACE_POINTS {
-            return Err(Invalid::new(
-                at("wan_trace"),
-                format!(
-                    "{} points are more than the {MAX_TRACE_POINTS} a trace may have",
-                    self.wan_trace.len()
-                ),
-            ));
-        }
+        let points = self.wan_trace.len();
+        check_count(at("wan_trace"), points, MAX_TRACE_POINTS, "points", "a trace")?;
         for (index, point) in self.wan_trace.iter().enumerate() {
             let path = at("wan_trace").index(index);
             // A trace point of 0 is an outage: the WAN carries nothing
@@ -48,10 +40,8 @@ impl Network {
                 check_bit_rate(point.bandwidth, "a WAN")
                     .map_err(|m| Invalid::new(path.clone().key("bandwidth"), m))?;
             }
-            check_duration(point.at, MAX_DURATION, "a time")
-                .map_err(|m| Invalid::new(path.clone().key("at"), m))?;
             let previous = index.checked_sub(1).map(|i| self.wan_trace[i].at);
-            check_in_order(path, point.at, previous, "point", "wan_trace")?;
+            check_trace_time(path, point.at, previous, "point", "wan_trace")?;
         }
         Ok(())
     }

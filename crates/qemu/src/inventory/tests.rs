@@ -6,6 +6,24 @@ use super::*;
 use evac_model::wall_clock::PowerOffAt;
 use evac_model::BitsPerSec;
 
+/// `text` read as `lab.toml`.
+fn parse(text: &str) -> Inventory {
+    Inventory::from_str_at(text, Path::new("lab.toml")).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// `text` with `lines` added after the first `anchor` in it.
+fn added_after(text: &str, anchor: &str, lines: &str) -> String {
+    text.replacen(anchor, &format!("{anchor}{lines}"), 1)
+}
+
+/// Asserts that `error` says each of `words`.
+#[track_caller]
+fn assert_says(error: &str, words: &[&str]) {
+    for word in words {
+        assert!(error.contains(word), "{error}\ndoes not say {word:?}");
+    }
+}
+
 /// The error of reading `text` as `lab.toml`, as it is printed.
 fn refused(text: &str) -> String {
     Inventory::from_str_at(text, Path::new("lab.toml"))
@@ -43,7 +61,7 @@ qemu_args = ["-machine", "q35"]
 
 #[test]
 fn parses_the_documented_example() {
-    let inv = Inventory::from_str_at(GOOD, Path::new("lab.toml")).unwrap();
+    let inv = parse(GOOD);
     assert_eq!(inv.hosts.len(), 2);
     assert_eq!(
         inv.hosts[0].power_off_at,
@@ -63,7 +81,7 @@ fn parses_the_documented_example() {
 #[test]
 fn a_power_off_time_counts_from_the_runs_start_and_needs_its_zone() {
     let text = GOOD.replace("\"10 min\"", "\"2026-12-06T14:30:00+01:00\"");
-    let mut inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
+    let mut inv = parse(&text);
     // 14:30 at +01:00 is 13:30 UTC: 40 min after a start at 12:50 UTC.
     inv.start = "2026-12-06T12:50:00Z".parse().unwrap();
     let fleet = inv.fleet(&[Bytes::mib(256)]);
@@ -84,11 +102,12 @@ fn a_power_off_time_counts_from_the_runs_start_and_needs_its_zone() {
 
 #[test]
 fn a_host_may_name_its_ups_and_a_margin() {
-    let text = GOOD.replace(
+    let text = added_after(
+        GOOD,
         "power_off_at = \"10 min\"\n",
-        "power_off_at = \"10 min\"\nups = \"ups1@10.0.0.5\"\nups_margin = \"30 s\"\n",
+        "ups = \"ups1@10.0.0.5\"\nups_margin = \"30 s\"\n",
     );
-    let inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
+    let inv = parse(&text);
     let hosts = inv.ups_hosts();
     assert_eq!(hosts.len(), 1);
     assert_eq!(hosts[0].host, "src-1");
@@ -106,17 +125,15 @@ fn a_host_may_name_its_ups_and_a_margin() {
         e.starts_with("lab.toml:9: host `src-1`: field `ups_margin` without `ups`"),
         "{e}"
     );
-    let e = refused(&GOOD.replace("memory = \"64 GiB\"\n", "memory = \"64 GiB\"\nups = \"u@h\"\n"));
+    let e = refused(&added_after(GOOD, "memory = \"64 GiB\"\n", "ups = \"u@h\"\n"));
     assert!(e.contains("destination host `dst-1`: field `ups`"), "{e}");
 }
 
 /// Edited during a run, only power-offs may change.
 #[test]
 fn an_edit_beyond_power_offs_is_named() {
-    let inv = Inventory::from_str_at(GOOD, Path::new("lab.toml")).unwrap();
-    let edited = |from: &str, to: &str| {
-        Inventory::from_str_at(&GOOD.replace(from, to), Path::new("lab.toml")).unwrap()
-    };
+    let inv = parse(GOOD);
+    let edited = |from: &str, to: &str| parse(&GOOD.replace(from, to));
     let moved = edited("\"10 min\"", "\"2026-12-06T14:30:00Z\"");
     assert_eq!(inv.changed_beyond_power(&moved), None);
     assert_eq!(
@@ -135,58 +152,45 @@ fn an_edit_beyond_power_offs_is_named() {
 
 #[test]
 fn the_backend_key_is_qemu_or_absent() {
-    let inv = Inventory::from_str_at(&format!("backend = \"qemu\"\n{GOOD}"), Path::new("lab.toml")).unwrap();
+    let inv = parse(&format!("backend = \"qemu\"\n{GOOD}"));
     assert_eq!(inv.backend, "qemu");
-    assert_eq!(
-        Inventory::from_str_at(GOOD, Path::new("lab.toml"))
-            .unwrap()
-            .backend,
-        "qemu"
-    );
+    assert_eq!(parse(GOOD).backend, "qemu");
     let err = refused(&format!("backend = \"libvirt\"\n{GOOD}"));
-    assert!(
-        err.contains("lab.toml") && err.contains("`backend`") && err.contains("libvirt"),
-        "{err}"
-    );
+    assert_says(&err, &["lab.toml", "`backend`", "libvirt"]);
 }
 
 #[test]
 fn source_hosts_sharing_a_netns_are_refused_naming_both() {
-    let two = GOOD
-        .replace("power_off_at = \"10 min\"\n", "power_off_at = \"10 min\"\nnetns = \"evac-src\"\n")
-        .replace(
-            "[[host]]\nname = \"dst-1\"",
-            "[[host]]\nname = \"src-2\"\nsite = \"source\"\nnic = \"1 Gbps\"\nnetns = \"evac-src\"\n[[host]]\nname = \"dst-1\"",
-        );
-    let err = refused(&two);
-    assert!(
-        err.contains("lab.toml")
-            && err.contains("`src-1`")
-            && err.contains("`src-2`")
-            && err.contains("netns"),
-        "{err}"
+    // src-1 in netns `evac-src`, then a host src-2 in it too.
+    let src_2 = "[[host]]\nname = \"src-2\"\nsite = \"source\"\nnic = \"1 Gbps\"\nnetns = \"evac-src\"\n";
+    let two = added_after(
+        GOOD,
+        "power_off_at = \"10 min\"\n",
+        &format!("netns = \"evac-src\"\n{src_2}"),
     );
+    let err = refused(&two);
+    assert_says(&err, &["lab.toml", "`src-1`", "`src-2`", "netns"]);
     // In namespaces of their own, they are fine.
     let apart = two.replacen(
         "netns = \"evac-src\"\n[[host]]\nname = \"dst-1\"",
         "netns = \"evac-src2\"\n[[host]]\nname = \"dst-1\"",
         1,
     );
-    Inventory::from_str_at(&apart, Path::new("lab.toml")).unwrap();
+    parse(&apart);
 }
 
 #[test]
 fn tls_sits_beside_the_model_parameters_and_hosts_name_their_certificates() {
-    let inv = Inventory::from_str_at(GOOD, Path::new("lab.toml")).unwrap();
+    let inv = parse(GOOD);
     assert!(!inv.tls);
     assert_eq!(inv.hosts[0].tls_dir(), Path::new("/etc/pki/qemu"));
-    let text = GOOD
-        .replace("[migration]\n", "[migration]\ntls = true\nconnections = 2\n")
-        .replace(
-            "netns = \"evac-dst\"\n",
-            "netns = \"evac-dst\"\ntls_dir = \"/srv/pki/dst\"\ntls_name = \"dst-1.example\"\n",
-        );
-    let inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
+    let text = added_after(GOOD, "[migration]\n", "tls = true\nconnections = 2\n");
+    let text = added_after(
+        &text,
+        "netns = \"evac-dst\"\n",
+        "tls_dir = \"/srv/pki/dst\"\ntls_name = \"dst-1.example\"\n",
+    );
+    let inv = parse(&text);
     assert!(inv.tls);
     assert_eq!(inv.migration.connections.get(), 2);
     assert_eq!(inv.migration.downtime_limit, Duration::from_millis(300));
@@ -194,7 +198,7 @@ fn tls_sits_beside_the_model_parameters_and_hosts_name_their_certificates() {
     assert_eq!(inv.hosts[1].tls_name.as_deref(), Some("dst-1.example"));
     // Still strict about what [migration] holds.
     let err = refused(&text.replace("tls = true", "tls = true\ntls_verify = 1"));
-    assert!(err.contains("lab.toml") && err.contains("tls_verify"), "{err}");
+    assert_says(&err, &["lab.toml", "tls_verify"]);
     // A bad value of the model's parameters beside `tls`: at its own
     // line and column, with its path (the table's header is line 6).
     let bad = text.replace("tls = true", "tls = true\nmax_bandwidth = \"fast\"");
@@ -206,15 +210,9 @@ fn tls_sits_beside_the_model_parameters_and_hosts_name_their_certificates() {
         "{err}"
     );
     let err = refused(&text.replace("tls = true", "tls = \"yes\""));
-    assert!(err.contains("lab.toml") && err.contains("tls"), "{err}");
+    assert_says(&err, &["lab.toml", "tls"]);
     let err = refused(&text.replace("/srv/pki/dst", "pki/dst"));
-    assert!(
-        err.contains("lab.toml")
-            && err.contains("`dst-1`")
-            && err.contains("tls_dir")
-            && err.contains("pki/dst"),
-        "{err}"
-    );
+    assert_says(&err, &["lab.toml", "`dst-1`", "tls_dir", "pki/dst"]);
 }
 
 #[test]
@@ -223,8 +221,7 @@ fn a_network_table_gives_the_wan() {
         "[migration]",
         "[network]\nwan_bandwidth = \"200 Mbps\"\nwan_rtt = \"40 ms\"\n[migration]",
     );
-    let inv = Inventory::from_str_at(&text, Path::new("lab.toml")).unwrap();
-    let net = inv.network();
+    let net = parse(&text).network();
     assert_eq!(net.wan_bandwidth, BitsPerSec::mbps(200.0));
     assert_eq!(net.wan_rtt, Duration::from_millis(40));
     assert_eq!(net.tcp_window, Bytes::mib(4));
@@ -238,16 +235,13 @@ fn errors_name_the_file_line_and_field() {
     let bad = GOOD.replace("nic = \"10 Gbps\"\nmemory", "nic = \"10 GiB\"\nmemory");
     let err = refused(&bad);
     assert!(err.starts_with("lab.toml:16:"), "{err}");
-    assert!(
-        err.contains("field `host[1].nic`") && err.contains("10 GiB"),
-        "{err}"
-    );
+    assert_says(&err, &["field `host[1].nic`", "10 GiB"]);
     let bad = GOOD.replace("qmp = ", "qmpp = ");
     let err = refused(&bad);
-    assert!(err.contains("lab.toml:") && err.contains("qmpp"), "{err}");
+    assert_says(&err, &["lab.toml:", "qmpp"]);
     let bad = GOOD.replace("host = \"src-1\"", "host = \"src-9\"");
     let err = refused(&bad);
-    assert!(err.contains("field `host`") && err.contains("src-9"), "{err}");
+    assert_says(&err, &["field `host`", "src-9"]);
 }
 
 /// The model's refusals, at the inventory's line and field, in the
@@ -256,44 +250,66 @@ fn errors_name_the_file_line_and_field() {
 #[test]
 fn the_models_wall_refuses_at_file_line_field() {
     let charset = "a name has only letters A-Z a-z, digits 0-9, `.`, `_` and `-`";
-    assert_eq!(
-        refused(&GOOD.replace("nic = \"10 Gbps\"\nmemory", "nic = \"0 bps\"\nmemory")),
-        "lab.toml:16: field `nic` of [[host]] \"dst-1\": a NIC of 0 bps carries nothing; give a rate above zero"
-    );
-    assert_eq!(
-        refused(&GOOD.replace("period = \"1 s\"", "period = \"0 s\"")),
-        "lab.toml:5: field `period` of [controller]: the controller needs a period above zero, like \"1 s\""
-    );
-    for key in ["max_in_flight", "max_in_flight_per_host"] {
-        assert_eq!(
-            refused(&GOOD.replace("period = \"1 s\"", &format!("period = \"1 s\"\n{key} = 0"))),
-            format!(
-                "lab.toml:6: field `{key}` of [controller]: a limit of 0 would never start a migration; give at least 1"
-            )
-        );
+    let limit = |key: &str| {
+        format!(
+            "lab.toml:6: field `{key}` of [controller]: a limit of 0 would never start a migration; give at least 1"
+        )
+    };
+    // (what GOOD has, what it is replaced with, the error in full)
+    let cases = [
+        (
+            "nic = \"10 Gbps\"\nmemory",
+            "nic = \"0 bps\"\nmemory",
+            "lab.toml:16: field `nic` of [[host]] \"dst-1\": a NIC of 0 bps carries nothing; give a rate above zero"
+                .to_owned(),
+        ),
+        (
+            "period = \"1 s\"",
+            "period = \"0 s\"",
+            "lab.toml:5: field `period` of [controller]: the controller needs a period above zero, like \"1 s\""
+                .to_owned(),
+        ),
+        ("period = \"1 s\"", "period = \"1 s\"\nmax_in_flight = 0", limit("max_in_flight")),
+        (
+            "period = \"1 s\"",
+            "period = \"1 s\"\nmax_in_flight_per_host = 0",
+            limit("max_in_flight_per_host"),
+        ),
+        (
+            "period = \"1 s\"",
+            "period = \"1 s\"\nmax_attempts = 0",
+            "lab.toml:6: field `max_attempts` of [controller]: 0 attempts would never start a migration; give at least 1"
+                .to_owned(),
+        ),
+        (
+            "name = \"lab\"",
+            "name = \"x/../../escaped\"",
+            "lab.toml:2: field `name`: \"x/../../escaped\" has the character '/'; this name becomes a directory, \
+             so it has no `/`, `\\`, `,` or control characters"
+                .to_owned(),
+        ),
+        (
+            "name = \"vm-1\"",
+            "name = \"a,b\"",
+            format!("lab.toml:22: field `name` of [[vm]] \"a,b\": \"a,b\" has the character ','; {charset}"),
+        ),
+        (
+            "memory = \"256 MiB\"",
+            "memory = \"128 GiB\"",
+            "lab.toml:25: field `memory` of [[vm]] \"vm-1\": VM `vm-1` needs 128 GiB but the destination with \
+             the most room, `dst-1`, has room for 64 GiB only: there is no destination with room for it"
+                .to_owned(),
+        ),
+        (
+            "name = \"lab\"",
+            "name = \"lab\"\nrun_dir = \"/tmp/a,b\"",
+            "lab.toml:3: field `run_dir`: /tmp/a,b has a `,`, which would end the path in QEMU's option strings"
+                .to_owned(),
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert_eq!(refused(&GOOD.replace(from, to)), expected, "{from} -> {to}");
     }
-    assert_eq!(
-        refused(&GOOD.replace("period = \"1 s\"", "period = \"1 s\"\nmax_attempts = 0")),
-        "lab.toml:6: field `max_attempts` of [controller]: 0 attempts would never start a migration; give at least 1"
-    );
-    assert_eq!(
-        refused(&GOOD.replace("name = \"lab\"", "name = \"x/../../escaped\"")),
-        "lab.toml:2: field `name`: \"x/../../escaped\" has the character '/'; this name becomes a directory, \
-         so it has no `/`, `\\`, `,` or control characters"
-    );
-    assert_eq!(
-        refused(&GOOD.replace("name = \"vm-1\"", "name = \"a,b\"")),
-        format!("lab.toml:22: field `name` of [[vm]] \"a,b\": \"a,b\" has the character ','; {charset}")
-    );
-    assert_eq!(
-        refused(&GOOD.replace("memory = \"256 MiB\"", "memory = \"128 GiB\"")),
-        "lab.toml:25: field `memory` of [[vm]] \"vm-1\": VM `vm-1` needs 128 GiB but the destination with \
-         the most room, `dst-1`, has room for 64 GiB only: there is no destination with room for it"
-    );
-    assert_eq!(
-        refused(&GOOD.replace("name = \"lab\"", "name = \"lab\"\nrun_dir = \"/tmp/a,b\"")),
-        "lab.toml:3: field `run_dir`: /tmp/a,b has a `,`, which would end the path in QEMU's option strings"
-    );
 }
 
 /// The same bad value in a scenario and in an inventory: the same words.

@@ -62,84 +62,64 @@ pub struct VmView<'a> {
 /// power is not a destination); a VM's host a source host and its pinned
 /// destination a destination host; at least one host on each site.
 pub fn check_hosts_and_vms(hosts: &[HostView<'_>], vms: &[VmView<'_>]) -> Result<(), Refusal> {
-    let entry = |name: &str| At::Entry(name.to_owned());
+    // A refusal placed at the entry named `name`.
+    let refuse = |name: &str, message: String| Err(Refusal::new(At::Entry(name.to_owned()), message));
     for (i, host) in hosts.iter().enumerate() {
         if hosts[..i].iter().any(|h| h.name == host.name) {
-            return Err(Refusal::new(
-                entry(host.name),
-                format!("host `{}` is listed twice", host.name),
-            ));
+            return refuse(host.name, format!("host `{}` is listed twice", host.name));
         }
         if host.site == Site::Destination {
-            if host.migration_address.is_none() {
-                return Err(Refusal::new(
-                    entry(host.name),
-                    format!(
-                        "destination host `{}`: field `migration_address` is missing",
-                        host.name
-                    ),
-                ));
-            }
-            if host.ups {
-                return Err(Refusal::new(
-                    entry(host.name),
-                    format!(
-                        "destination host `{}`: field `ups`: only a source host's UPS tells a power-off",
-                        host.name
-                    ),
-                ));
-            }
-            if host.power_off_at.is_some() {
-                return Err(Refusal::new(
-                    entry(host.name),
-                    format!(
-                        "destination host `{}`: field `power_off_at`: only a source host has a deadline",
-                        host.name
-                    ),
-                ));
+            let wrong = if host.migration_address.is_none() {
+                Some("field `migration_address` is missing")
+            } else if host.ups {
+                Some("field `ups`: only a source host's UPS tells a power-off")
+            } else if host.power_off_at.is_some() {
+                Some("field `power_off_at`: only a source host has a deadline")
+            } else {
+                None
+            };
+            if let Some(wrong) = wrong {
+                return refuse(host.name, format!("destination host `{}`: {wrong}", host.name));
             }
         }
     }
     if let Some(host) = hosts.iter().find(|h| h.ups_margin && !h.ups) {
-        return Err(Refusal::new(
-            entry(host.name),
+        return refuse(
+            host.name,
             format!(
                 "host `{}`: field `ups_margin` without `ups`: the margin is taken off a UPS's battery runtime",
                 host.name
             ),
-        ));
+        );
     }
     let site_of = |name: &str| hosts.iter().find(|h| h.name == name).map(|h| h.site);
     for (i, vm) in vms.iter().enumerate() {
         if vms[..i].iter().any(|v| v.name == vm.name) {
-            return Err(Refusal::new(
-                entry(vm.name),
-                format!("vm `{}` is listed twice", vm.name),
-            ));
+            return refuse(vm.name, format!("vm `{}` is listed twice", vm.name));
         }
         if let Some(host) = vm.host {
             match site_of(host) {
                 Some(Site::Source) => {}
                 Some(Site::Destination) => {
-                    return Err(Refusal::new(
-                        entry(vm.name),
+                    return refuse(
+                        vm.name,
                         format!("vm `{}`: field `host`: `{host}` is not a source host", vm.name),
-                    ))
+                    )
                 }
                 None => {
-                    return Err(Refusal::new(
-                        entry(vm.name),
+                    return refuse(
+                        vm.name,
                         format!("vm `{}`: field `host`: no host is named `{host}`", vm.name),
-                    ))
+                    )
                 }
             }
         }
         if let Some(d) = vm.destination {
             if site_of(d) != Some(Site::Destination) {
-                return Err(Refusal::new(
-                    entry(vm.name),
+                return refuse(
+                    vm.name,
                     format!("vm `{}`: field `destination`: no destination host `{d}`", vm.name),
-                ));
+                );
             }
         }
     }

@@ -14,19 +14,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     pub wan_bandwidth: BitsPerSec,
-    #[serde(default = "default_rtt", with = "evac_model::units::human_duration")]
+    #[serde(default = "Network::default_rtt", with = "evac_model::units::human_duration")]
     pub wan_rtt: Duration,
-    #[serde(default = "default_tcp_window")]
+    #[serde(default = "Network::default_tcp_window")]
     pub tcp_window: Bytes,
-}
-
-/// As in a scenario: a LAN-like round trip that limits nothing.
-fn default_rtt() -> Duration {
-    Duration::from_millis(1)
-}
-
-fn default_tcp_window() -> Bytes {
-    Network::DEFAULT_TCP_WINDOW
 }
 
 /// The WAN as far as a real run knows it: the inventory's `[network]`,

@@ -1,40 +1,15 @@
 //! Tests of the wall: names, entry paths, power traces, memory sums and
 //! the WAN's bounds, each refusal checked by its words and path.
 
-use super::*;
-use crate::{BytesPerSec, Fleet, Host, HostId, Network, Site, Vm};
+use std::time::Duration;
 
-fn host(name: &str, site: Site) -> Host {
-    Host {
-        migration_cpus: None,
-        name: name.into(),
-        site,
-        nic: BitsPerSec::gbps(10.0),
-        memory: None,
-        power_off_at: None,
-        power_trace: Vec::new(),
-    }
-}
+use evac_model::validate::{check_dir_name, check_name};
+use evac_model::{BitsPerSec, Bytes, Fleet, Network, Site};
+use evac_testkit::{two_sites, vm};
 
-fn vm(name: &str, memory: Bytes) -> Vm {
-    Vm {
-        profile: crate::MemoryProfile::default(),
-        name: name.into(),
-        host: HostId(0),
-        memory,
-        dirty_rate: BytesPerSec::ZERO,
-        working_set: memory,
-        priority: 1,
-        destination: None,
-        disk: Bytes::ZERO,
-    }
-}
-
+/// Two sites (`src`, `dst`) and one idle VM of 1 GiB.
 fn fleet() -> Fleet {
-    Fleet {
-        hosts: vec![host("src", Site::Source), host("dst", Site::Destination)],
-        vms: vec![vm("a", Bytes::gib(1))],
-    }
+    two_sites(vec![vm("a", 0, Bytes::gib(1))])
 }
 
 #[test]
@@ -81,7 +56,7 @@ fn paths_name_the_entry_and_field() {
 
 #[test]
 fn power_traces_are_in_order_and_on_sources_only() {
-    let change = |at: u64, off: Option<u64>| crate::PowerChange {
+    let change = |at: u64, off: Option<u64>| evac_model::PowerChange {
         at: Duration::from_secs(at),
         power_off_at: off.map(Duration::from_secs),
     };
@@ -105,7 +80,7 @@ fn memory_sums_do_not_wrap() {
     // 2^14 VMs of 1 PiB = 2^64 B: one more byte than u64 holds.
     let mut f = fleet();
     f.vms = (0..1 << 14)
-        .map(|i| vm(&format!("v{i}"), Bytes(1 << 50)))
+        .map(|i| vm(&format!("v{i}"), 0, Bytes(1 << 50)))
         .collect();
     let e = f.validate().unwrap_err();
     assert!(
@@ -136,5 +111,38 @@ fn network_bounds() {
     assert_eq!(
         bad.validate().unwrap_err().path.to_string(),
         "network.wan_bandwidth"
+    );
+}
+
+#[test]
+fn a_trace_of_more_than_a_million_entries_is_refused_whole() {
+    // 10^6 entries are allowed; one more is refused at the trace, in
+    // words that count them.
+    let point = |i: u64| evac_model::TracePoint {
+        at: Duration::from_secs(i),
+        bandwidth: BitsPerSec::gbps(1.0),
+    };
+    let mut net = Network {
+        wan_trace: (0..1_000_000).map(point).collect(),
+        ..evac_testkit::wan(BitsPerSec::gbps(1.0))
+    };
+    net.validate().unwrap();
+    net.wan_trace.push(point(1_000_000));
+    let e = net.validate().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "field `network.wan_trace`: 1000001 points are more than the 1000000 a trace may have"
+    );
+    let mut f = fleet();
+    f.hosts[0].power_trace = (0..1_000_001)
+        .map(|i| evac_model::PowerChange {
+            at: Duration::from_secs(i),
+            power_off_at: None,
+        })
+        .collect();
+    let e = f.validate().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "field `host[0].power_trace`: 1000001 changes are more than the 1000000 a trace may have"
     );
 }
