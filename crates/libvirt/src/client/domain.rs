@@ -45,7 +45,10 @@ pub async fn postcopy_obstacle(
     crate::xml::postcopy_obstacle(&xml).map_err(ClientError::Libvirt)
 }
 
-/// The running domains of the host at `conn`.
+/// The running domains of the host at `conn`. A domain that leaves the host
+/// between the listing and the reading of its facts (a migration ending, a
+/// guest shutting down) is left out: it is no longer running there, and the
+/// caller asks again next period.
 pub async fn running_domains(
     conn: &Arc<Conn>,
     shared_storage: &[String],
@@ -59,35 +62,65 @@ pub async fn running_domains(
             .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
         let mut out = Vec::new();
         for dom in doms {
-            let name = dom.get_name()?;
-            let info = dom.get_info()?;
-            let xml = dom.get_xml_desc(0)?;
-            let (local_disks, interfaces) = crate::xml::devices(&xml, &shared)
-                .map_err(|e| ClientError::Libvirt(format!("domain {name}: {e}")))?;
-            let mut local_disk_bytes = Bytes::ZERO;
-            for disk in &local_disks {
-                let info = dom
-                    .get_block_info(&disk.target, 0)
-                    .map_err(|e| ClientError::Libvirt(format!("domain {name}: disk {disk}: {e}")))?;
-                local_disk_bytes += Bytes(info.allocation);
+            match domain_facts(&dom, &shared) {
+                Ok(facts) => out.push(facts),
+                Err(Read::Gone) => continue,
+                Err(Read::Failed(e)) => return Err(e),
             }
-            let job = crate::raw::job_stats(&dom)
-                .map(|j| j.job_type != 0)
-                .unwrap_or(false);
-            out.push(DomainFacts {
-                name,
-                // libvirt reports KiB.
-                memory: Bytes(info.max_mem * 1024),
-                local_disks,
-                local_disk_bytes,
-                interfaces,
-                job_running: job,
-            });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     })
     .await
+}
+
+/// Why the facts of a listed domain could not be read.
+enum Read {
+    /// It left the host after it was listed.
+    Gone,
+    Failed(ClientError),
+}
+
+impl From<virt::error::Error> for Read {
+    fn from(e: virt::error::Error) -> Self {
+        if e.code() == virt::error::ErrorNumber::NoDomain {
+            Read::Gone
+        } else {
+            Read::Failed(e.into())
+        }
+    }
+}
+
+fn domain_facts(dom: &Domain, shared: &[String]) -> Result<DomainFacts, Read> {
+    let name = dom.get_name()?;
+    let info = dom.get_info()?;
+    let xml = dom.get_xml_desc(0)?;
+    let (local_disks, interfaces) = crate::xml::devices(&xml, shared)
+        .map_err(|e| Read::Failed(ClientError::Libvirt(format!("domain {name}: {e}"))))?;
+    let mut local_disk_bytes = Bytes::ZERO;
+    for disk in &local_disks {
+        let info = dom
+            .get_block_info(&disk.target, 0)
+            .map_err(|e| match Read::from(e) {
+                Read::Failed(e) => {
+                    Read::Failed(ClientError::Libvirt(format!("domain {name}: disk {disk}: {e}")))
+                }
+                gone => gone,
+            })?;
+        local_disk_bytes += Bytes(info.allocation);
+    }
+    let job_running = crate::raw::job_stats(dom)
+        .map(|j| j.job_type != 0)
+        .unwrap_or(false);
+    Ok(DomainFacts {
+        name,
+        // libvirt reports KiB.
+        memory: Bytes(info.max_mem * 1024),
+        local_disks,
+        local_disk_bytes,
+        interfaces,
+        job_running,
+    })
 }
 
 /// Per domain of `domains` (name, interface devices) still on the host at
