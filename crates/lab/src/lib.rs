@@ -99,7 +99,7 @@ pub fn skip_without(checks: &[Prerequisite]) -> bool {
     }
 }
 
-/// [`skip_without`] as a test's first line: returns from the test (with the
+/// [`skip_without()`] as a test's first line: returns from the test (with the
 /// reason on stderr) when one of the prerequisites given is missing, and
 /// fails it instead under [`REQUIRE_LAB`]:
 /// `evac_lab::skip_without!(&[evac_lab::qemu_available]);`. For a test that

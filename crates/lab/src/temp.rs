@@ -1,5 +1,5 @@
 //! A [`Lab`] in a fresh temporary directory: how a test starts one. It
-//! checks the test's prerequisites first ([`crate::skip_without`]: a skip
+//! checks the test's prerequisites first ([`crate::skip_without()`]: a skip
 //! says why, and under `EVAC_REQUIRE_LAB` is a failure), and removes the
 //! directory only after the lab has killed its processes. A
 //! [`ShapedLab`] puts such a lab behind a shaped [`LabNetwork`], for the
@@ -20,7 +20,7 @@ pub struct TempLab {
 
 impl TempLab {
     /// A lab in a new temporary directory, or `None` (with the reason on
-    /// stderr) when one of `checks` fails: see [`skip_without`].
+    /// stderr) when one of `checks` fails: see [`skip_without()`].
     ///
     /// # Panics
     ///
@@ -56,7 +56,7 @@ impl DerefMut for TempLab {
 /// stderr) when one of the prerequisites given is missing:
 /// `let mut lab = evac_lab::lab_or_skip!(&[evac_lab::qemu_available]);`.
 /// Under `EVAC_REQUIRE_LAB` a missing prerequisite fails the test instead
-/// ([`crate::skip_without`]).
+/// ([`crate::skip_without()`]).
 #[macro_export]
 macro_rules! lab_or_skip {
     ($needs:expr) => {

@@ -12,7 +12,7 @@ use evac_outcome::Outcome;
 use evac_run::RunOptions;
 
 /// A pair of hosts, or `None` (the test returns) where libvirt's lab cannot
-/// run ([`evac_lab::skip_without`]).
+/// run ([`evac_lab::skip_without()`]).
 fn lab() -> Option<Lab> {
     Lab::unless_missing(&[lab::libvirt_lab_available], &LabOptions::pair(false))
 }

@@ -422,7 +422,7 @@ impl Lab {
     }
 
     /// A lab of `options` for a test, or `None` (with the reason on stderr)
-    /// when one of `needs` is missing ([`crate::skip_without`]: under
+    /// when one of `needs` is missing ([`crate::skip_without()`]: under
     /// `EVAC_REQUIRE_LAB` that fails the test instead).
     ///
     /// # Panics
