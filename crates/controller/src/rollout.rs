@@ -41,42 +41,44 @@ pub enum Candidate {
     /// admission that fills the path, modes switched at the last safe
     /// moment.
     Planner,
-    /// A fixed configuration, as `static` runs it: VMs in `order`, at most
-    /// `window` in flight and `per_host` per source host, each with
-    /// `connections` and in `mode`.
-    Fixed {
-        order: Order,
-        window: usize,
-        per_host: usize,
-        connections: Connections,
-        mode: Mode,
-    },
+    /// A fixed configuration, as `static` runs it.
+    Fixed(FixedPlan),
+}
+
+/// A fixed configuration, as `static` runs it: VMs in `order`, at most
+/// `window` in flight and `per_host` per source host, each with
+/// `connections` and in `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedPlan {
+    pub order: Order,
+    pub window: usize,
+    pub per_host: usize,
+    pub connections: Connections,
+    pub mode: Mode,
+}
+
+impl std::fmt::Display for FixedPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let order = match self.order {
+            Order::AsListed => "as listed",
+            Order::SmallestFirst => "smallest first",
+            Order::LargestFirst => "largest first",
+            Order::Priority => "by priority",
+            Order::Deadline => "earliest power-off first",
+        };
+        write!(f, "{order}, at most {} in flight", self.window)?;
+        if self.per_host < usize::MAX {
+            write!(f, " and {} per host", self.per_host)?;
+        }
+        write!(f, ", {} connection(s), {:?}", self.connections, self.mode)
+    }
 }
 
 impl std::fmt::Display for Candidate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
+        match self {
             Candidate::Planner => f.write_str("deadline's own plan"),
-            Candidate::Fixed {
-                order,
-                window,
-                per_host,
-                connections,
-                mode,
-            } => {
-                let order = match order {
-                    Order::AsListed => "as listed",
-                    Order::SmallestFirst => "smallest first",
-                    Order::LargestFirst => "largest first",
-                    Order::Priority => "by priority",
-                    Order::Deadline => "earliest power-off first",
-                };
-                write!(f, "{order}, at most {window} in flight")?;
-                if per_host < usize::MAX {
-                    write!(f, " and {per_host} per host")?;
-                }
-                write!(f, ", {connections} connection(s), {mode:?}")
-            }
+            Candidate::Fixed(plan) => plan.fmt(f),
         }
     }
 }
@@ -93,20 +95,14 @@ impl Candidate {
                 config.policy = PolicyKind::Deadline;
                 None
             }
-            Candidate::Fixed {
-                order,
-                window,
-                per_host,
-                connections,
-                mode,
-            } => {
+            Candidate::Fixed(plan) => {
                 config.policy = PolicyKind::Static;
                 config.order = Some(Order::AsListed);
-                config.max_in_flight = window;
-                config.max_in_flight_per_host = per_host;
-                params.connections = connections;
-                params.mode = mode;
-                Some(order)
+                config.max_in_flight = plan.window;
+                config.max_in_flight_per_host = plan.per_host;
+                params.connections = plan.connections;
+                params.mode = plan.mode;
+                Some(plan.order)
             }
         }
     }
@@ -180,13 +176,13 @@ pub fn candidates(base_connections: Connections, base_mode: Mode) -> Vec<Candida
             for per_host in [usize::MAX, 1] {
                 for order in [Order::Priority, Order::Deadline] {
                     for window in [1, 2, 4, 8] {
-                        all.push(Candidate::Fixed {
+                        all.push(Candidate::Fixed(FixedPlan {
                             order,
                             window,
                             per_host,
                             connections,
                             mode,
-                        });
+                        }));
                     }
                 }
             }
@@ -203,23 +199,54 @@ pub fn candidates(base_connections: Connections, base_mode: Mode) -> Vec<Candida
 pub const BUDGET_VMS: usize = 8_000;
 
 /// The candidates that fit the budget ([`affordable`]) with `vms` waiting
-/// or in flight under `forecasts`: the planner's own plan, then the others
-/// taken at an even stride through the list. The list nests mode >
-/// connections > per-host limit > order > window, so its first ones alone
-/// would all be live plans with the most connections: on a NIC-bound site
-/// of 140 VMs (19 affordable) no offline plan was ever weighed, where the
-/// best offline configuration in hindsight lost a fifth less priority than
-/// the best live one (docs/planner.md).
-pub fn within_budget(candidates: Vec<Candidate>, forecasts: usize, vms: usize) -> Vec<Candidate> {
+/// or in flight under `forecasts`, at the `turn`-th rollout of a run: the
+/// planner's own plan, the `incumbent` (the fixed plan the last rollouts
+/// chose, weighed again against the others in today's situation), then the
+/// others at an even stride through the list, the stride shifted by one
+/// place each turn.
+///
+/// Why a stride: the list nests mode > connections > per-host limit >
+/// order > window, so its first ones alone would all be live plans with
+/// the most connections: on a NIC-bound site of 140 VMs (19 affordable) no
+/// offline plan was ever weighed, where the best offline configuration in
+/// hindsight lost a fifth less priority than the best live one
+/// (docs/planner.md). Why the shift: any fixed subset is a guess at which
+/// plans matter, and at 300 VMs (8 affordable) two fleets alike preferred
+/// different ones; shifted, every candidate is weighed within a few
+/// rollouts, and the one kept (the incumbent) must beat each newcomer on the
+/// same situation to be replaced (ties keep it: it stands first).
+pub fn within_budget(
+    candidates: Vec<Candidate>,
+    forecasts: usize,
+    vms: usize,
+    turn: usize,
+    incumbent: Candidate,
+) -> Vec<Candidate> {
     let k = affordable(candidates.len(), forecasts, vms);
     if k >= candidates.len() {
         return candidates;
     }
     let (planner, rest) = candidates.split_first().expect("k < len: not empty");
-    let others = k - 1;
-    std::iter::once(*planner)
-        .chain((0..others).map(|i| rest[i * rest.len() / others]))
-        .collect()
+    let mut kept = vec![*planner];
+    if k >= 2 && incumbent != *planner && rest.contains(&incumbent) {
+        kept.push(incumbent);
+    }
+    let others = k - kept.len();
+    if others == 0 {
+        return kept;
+    }
+    // `others` places `rest.len() / others` apart (at least 1), all shifted
+    // by `turn` within one stride: the strides of successive turns tile the
+    // list.
+    let stride = rest.len().div_ceil(others);
+    let shift = turn % stride;
+    for i in 0..others {
+        let c = rest[(i * rest.len() / others + shift) % rest.len()];
+        if !kept.contains(&c) {
+            kept.push(c);
+        }
+    }
+    kept
 }
 
 /// Of `candidates` and `forecasts`, how many candidates fit the budget with
@@ -245,10 +272,10 @@ pub fn best(candidates: &[Candidate], verdicts: &[Vec<Verdict>]) -> usize {
         let vms: usize = v.iter().map(|x| x.vms_saved).sum();
         let keeps_running = !matches!(
             candidates[i],
-            Candidate::Fixed {
+            Candidate::Fixed(FixedPlan {
                 mode: Mode::Offline,
                 ..
-            }
+            })
         );
         let cost = v.first().map_or(0.0, Verdict::time_cost);
         (priority, vms, keeps_running, cost)
@@ -282,12 +309,14 @@ mod tests {
 
     #[test]
     fn the_best_saves_most_priority_over_the_forecasts_then_vms_then_time() {
-        let fixed = |mode| Candidate::Fixed {
-            order: Order::Priority,
-            window: 2,
-            per_host: usize::MAX,
-            connections: Connections::ONE,
-            mode,
+        let fixed = |mode| {
+            Candidate::Fixed(FixedPlan {
+                order: Order::Priority,
+                window: 2,
+                per_host: usize::MAX,
+                connections: Connections::ONE,
+                mode,
+            })
         };
         let live = [
             Candidate::Planner,
@@ -338,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_keeps_the_first_candidates() {
+    fn the_budget_and_the_candidate_list_have_the_sizes_counted_by_hand() {
         // 8,000 / (3 × 41) = 65: all 65 fit; 8,000 / (3 × 300) = 8;
         // 10,000 VMs: only the planner.
         assert_eq!(affordable(65, 3, 41), 65);
@@ -350,8 +379,8 @@ mod tests {
         assert_eq!(all.len(), 1 + 2 * 2 * 2 * 2 * 4);
         assert_eq!(all[0], Candidate::Planner);
         // Four times the scenario's 1 connection first.
-        assert!(matches!(all[1], Candidate::Fixed { connections, .. } if connections.get() == 4));
-        assert!(matches!(all[17], Candidate::Fixed { connections, .. } if connections.get() == 1));
+        assert!(matches!(all[1], Candidate::Fixed(plan) if plan.connections.get() == 4));
+        assert!(matches!(all[17], Candidate::Fixed(plan) if plan.connections.get() == 1));
         assert_eq!(
             candidates(Connections::new(8).unwrap(), Mode::Offline).len(),
             1 + 2 * 2 * 4
@@ -361,13 +390,14 @@ mod tests {
     #[test]
     fn a_budget_that_cuts_the_list_keeps_the_planner_and_every_mode() {
         let all = candidates(Connections::new(1).unwrap(), Mode::Live);
-        assert_eq!(within_budget(all.clone(), 3, 41), all, "all 65 fit");
-        assert_eq!(within_budget(all.clone(), 3, 10_000), [Candidate::Planner]);
+        let planner = Candidate::Planner;
+        assert_eq!(within_budget(all.clone(), 3, 41, 5, planner), all, "all 65 fit");
+        assert_eq!(within_budget(all.clone(), 3, 10_000, 0, all[9]), [planner]);
         let count = |kept: &[Candidate], mode: Mode, connections: u32| {
             kept.iter()
                 .filter(|c| {
-                    matches!(c, Candidate::Fixed { mode: m, connections: n, .. }
-                        if *m == mode && n.get() == connections)
+                    matches!(c, Candidate::Fixed(plan)
+                        if plan.mode == mode && plan.connections.get() == connections)
                 })
                 .count()
         };
@@ -375,7 +405,7 @@ mod tests {
         // others, every 64/18 = 3.56th of them (0, 3, 7, 10, 14, 17, 21, 24,
         // 28 | 32, 35, ...): the first 32 are live (16 with 4 connections,
         // then 16 with 1), the last 32 offline the same way.
-        let kept = within_budget(all.clone(), 3, 140);
+        let kept = within_budget(all.clone(), 3, 140, 0, planner);
         assert_eq!(kept.len(), 19);
         assert_eq!(kept[0], Candidate::Planner);
         assert_eq!(count(&kept, Mode::Live, 4), 5, "0, 3, 7, 10, 14");
@@ -388,5 +418,43 @@ mod tests {
             .map(|c| all.iter().position(|a| a == c).unwrap())
             .collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    }
+
+    #[test]
+    fn the_budget_weighs_every_candidate_within_a_stride_of_turns_and_keeps_the_incumbent() {
+        let all = candidates(Connections::new(1).unwrap(), Mode::Live);
+        // 300 VMs: 8,000 / (3 × 300) = 8: the planner, the incumbent and 6
+        // of the other 64, every 64/6 = 10.67th (0, 10, 21, 32, 42, 53),
+        // shifted by the turn within a stride of ceil(64 / 6) = 11.
+        let incumbent = all[40];
+        let mut seen = vec![false; all.len()];
+        for turn in 0..11 {
+            let kept = within_budget(all.clone(), 3, 300, turn, incumbent);
+            assert!(kept.len() <= 8, "{turn}: {}", kept.len());
+            assert_eq!(kept[..2], [Candidate::Planner, incumbent], "{turn}");
+            let mut unique = kept.clone();
+            unique.sort_by_key(|c| all.iter().position(|a| a == c));
+            unique.dedup();
+            assert_eq!(unique.len(), kept.len(), "{turn}: a candidate twice");
+            for c in &kept {
+                seen[all.iter().position(|a| a == c).unwrap()] = true;
+            }
+        }
+        assert!(seen.iter().all(|&s| s), "not all weighed in 11 turns: {seen:?}");
+        // Turn 3: 3, 13, 24, 35, 45, 56 of the 64 others, which stand one
+        // place later in `all` (the planner is first).
+        let kept = within_budget(all.clone(), 3, 300, 3, incumbent);
+        let expected: Vec<Candidate> = [Candidate::Planner, incumbent]
+            .into_iter()
+            .chain([3, 13, 24, 35, 45, 56].map(|i| all[i + 1]))
+            .collect();
+        assert_eq!(kept, expected);
+        // With the planner as the incumbent, 7 others, 64/7 = 9.14 apart in a
+        // stride of 10: 0, 9, 18, 27, 36, 45, 54, shifted by 3.
+        let kept = within_budget(all.clone(), 3, 300, 3, Candidate::Planner);
+        let expected: Vec<Candidate> = std::iter::once(Candidate::Planner)
+            .chain([3, 12, 21, 30, 39, 48, 57].map(|i| all[i + 1]))
+            .collect();
+        assert_eq!(kept, expected);
     }
 }

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use evac_controller::rollout::{self, Forecast, Rollout, Situation};
+use evac_controller::rollout::{self, Candidate, Forecast, Rollout, Situation};
 use evac_model::BitsPerSec;
 use evac_scenario::Scenario;
 use evac_sim::rollout::SimRollout;
@@ -52,6 +52,8 @@ fn main() {
             rollout::candidates(scenario.migration.connections, scenario.migration.mode),
             forecasts.len(),
             waiting.len(),
+            0,
+            Candidate::Planner,
         );
         let sim = SimRollout::new(&scenario.network, scenario.migration, &scenario.controller);
         let runs = if candidates.len() < 2 {

@@ -207,13 +207,13 @@ mod tests {
         };
         let rollout = SimRollout::new(&network, MigrationParams::default(), &ControllerConfig::default());
         let forecast = Forecast { wan: BitsPerSec(1e9) };
-        let by_priority = Candidate::Fixed {
+        let by_priority = Candidate::Fixed(evac_controller::rollout::FixedPlan {
             order: evac_controller::Order::Priority,
             window: 1,
             per_host: usize::MAX,
             connections: evac_model::Connections::ONE,
             mode: evac_model::Mode::Live,
-        };
+        });
         let fixed = rollout.evaluate(&situation, by_priority, forecast);
         assert_eq!((fixed.priority_saved, fixed.vms_saved), (0, 0));
         let planner = rollout.evaluate(&situation, Candidate::Planner, forecast);

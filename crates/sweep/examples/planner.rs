@@ -10,7 +10,9 @@
 //! Without arguments, the four grids of `examples/planner/` (the default
 //! fleet, a NIC-bound site, many small VMs, few large ones). The table is
 //! printed for all scenarios together, then per grid; `PLANNER_DETAIL=1`
-//! adds a line per scenario (on stderr).
+//! adds a line per scenario (on stderr); `PLANNER_DEADLINE=1` runs only
+//! `deadline` and prints its losses per grid (a planner change's quick
+//! before and after).
 //!
 //! Best in hindsight: the lowest-score run, among those saving the most
 //! priority, of `static` over order × window × per-host limit ×
@@ -189,6 +191,30 @@ fn main() {
                 .sum();
             println!("{name}: no schedule can lose less priority than {lost}");
         }
+        return;
+    }
+    // `PLANNER_DEADLINE=1`: only `deadline` (with its rollouts), its losses
+    // per set: the quick before/after of a planner change, no hindsight.
+    if std::env::var_os("PLANNER_DEADLINE").is_some_and(|v| v != "0") {
+        let runs: Vec<RunResult> = scenarios
+            .par_iter()
+            .map(|(_, base)| {
+                let mut s = base.clone();
+                s.controller.policy = PolicyKind::Deadline;
+                simulate(&s)
+            })
+            .collect();
+        for (g, name) in grid_names.iter().enumerate() {
+            let (mut vms, mut priority) = (0, 0);
+            for ((sg, s), run) in scenarios.iter().zip(&runs) {
+                if *sg == g {
+                    vms += s.fleet.vms.len() - run.migrated;
+                    priority += run.priority_total - run.priority_saved;
+                }
+            }
+            println!("{name}: `deadline` loses {vms} VMs, {priority} priority");
+        }
+        eprintln!("{:.1} s", started.elapsed().as_secs_f64());
         return;
     }
     let detail = std::env::var_os("PLANNER_DETAIL").is_some_and(|v| v != "0");

@@ -49,7 +49,7 @@ use evac_model::{BitsPerSec, Connections, Fleet, HostId, MigrationParams, Mode, 
 use crate::admission::{self, HostLoads, Running, Target};
 use crate::estimate::Estimator;
 use crate::explain::{Explanation, Journal, Start};
-use crate::rollout::{Candidate, Rollout};
+use crate::rollout::{Candidate, FixedPlan, Rollout};
 use crate::{Action, Admission, EndOutcome, MigrationObs, PerHost, Policy, View, Wakeup};
 
 /// A relative change of the mean capacity that calls for a new plan.
@@ -123,6 +123,9 @@ pub struct Deadline {
     /// rollouts), and when and at what mean capacity they ran.
     follow: Candidate,
     rolled_out: Option<(f64, f64)>,
+    /// Rollouts run so far: which turn of the budget's candidates is next
+    /// ([`crate::rollout::within_budget`]).
+    rollouts: usize,
     /// The consultation's time, for decisions journaled on a start.
     now: f64,
 }
@@ -175,6 +178,7 @@ impl Deadline {
             rollout: None,
             follow: Candidate::Planner,
             rolled_out: None,
+            rollouts: 0,
             now: 0.0,
         }
     }
@@ -298,14 +302,8 @@ impl Policy for Deadline {
         if self.any_deadline && self.rollout.is_some() && self.needs_rollout(now) {
             self.roll_out(view);
         }
-        if let Candidate::Fixed {
-            order,
-            window,
-            per_host,
-            ..
-        } = self.follow
-        {
-            return self.follow_fixed(view, order, window, per_host);
+        if let Candidate::Fixed(plan) = self.follow {
+            return self.follow_fixed(view, plan);
         }
         let in_flight = view.observations.migrations.len();
         let target = match self.estimator.peak() {
@@ -467,9 +465,9 @@ impl Policy for Deadline {
     fn start_params(&mut self, vm: VmId, base: MigrationParams) -> MigrationParams {
         self.state[vm.0] = State::InFlight;
         self.started_racing |= self.fleet_deadline[vm.0].is_some();
-        if let Candidate::Fixed {
+        if let Candidate::Fixed(FixedPlan {
             connections, mode, ..
-        } = self.follow
+        }) = self.follow
         {
             self.mode[vm.0] = mode;
             self.connections[vm.0] = connections;

@@ -4,7 +4,7 @@
 use evac_model::VmId;
 
 use super::{Deadline, REPLAN_CHANGE, ROLLOUT_EVERY_S};
-use crate::rollout::{self, Candidate, Forecast, Situation, Verdict};
+use crate::rollout::{self, Candidate, FixedPlan, Forecast, Situation, Verdict};
 use crate::{Admission, PerHost, View};
 
 impl Deadline {
@@ -28,8 +28,9 @@ impl Deadline {
         let Some(rollout) = self.rollout.clone() else {
             return;
         };
-        // Until a rollout chooses again, the planner's own plan.
-        self.follow = Candidate::Planner;
+        // Until a rollout chooses again, the planner's own plan; the plan
+        // followed so far is weighed again first among the others.
+        let incumbent = std::mem::replace(&mut self.follow, Candidate::Planner);
         let now = view.now.as_secs_f64();
         let (Some(mean), Some(peak)) = (self.estimator.mean(now), self.estimator.peak()) else {
             return;
@@ -65,7 +66,10 @@ impl Deadline {
             rollout::candidates(self.base.connections, self.base.mode),
             forecasts.len(),
             vms,
+            self.rollouts,
+            incumbent,
         );
+        self.rollouts += 1;
         if candidates.len() < 2 {
             self.follow = Candidate::Planner;
             return;
@@ -90,19 +94,13 @@ impl Deadline {
 
     /// The admission of a fixed plan the rollouts chose: the VMs waiting
     /// in its order, within its limits.
-    pub(super) fn follow_fixed(
-        &mut self,
-        view: &View<'_>,
-        order: crate::Order,
-        window: usize,
-        per_host: usize,
-    ) -> Admission {
+    pub(super) fn follow_fixed(&mut self, view: &View<'_>, plan: FixedPlan) -> Admission {
         let now = view.now.as_secs_f64();
         let mut picks: Vec<VmId> = self.waiting(now);
-        order.sort(view.fleet, &mut picks);
+        plan.order.sort(view.fleet, &mut picks);
         Admission {
-            total: window,
-            per_host: PerHost::Each(per_host),
+            total: plan.window,
+            per_host: PerHost::Each(plan.per_host),
             spread_over_hosts: false,
             picks: Some(picks),
         }

@@ -169,7 +169,7 @@ impl Deadline {
             // runs at the destination, so a cancel loses it at once where
             // going on may still save it.
             if m.phase == Phase::Postcopy
-                || matches!(self.follow, Candidate::Fixed { .. })
+                || matches!(self.follow, Candidate::Fixed(_))
                 || self.scavenger[m.vm.0]
                 || !self.bandwidth_wanted(migrations, m.vm, now)
             {
