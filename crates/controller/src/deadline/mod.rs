@@ -105,10 +105,16 @@ pub struct Deadline {
     /// (a failed attempt costs nothing, and estimates can be pessimistic).
     hopeless: Vec<bool>,
     /// Per VM: its migration in flight was started on room no VM able to
-    /// make it wanted, or it was cancelled once already. Such a migration
-    /// is never cancelled (so no VM is started and cancelled in turn), and
-    /// its load does not count when VMs that can make it are admitted.
+    /// make it wanted (the second pass of the admission). Its load does
+    /// not count when VMs that can make it are admitted, and it is never
+    /// cancelled. Set at each start from the pass that started it: a VM
+    /// once a scavenger that a later plan finds able to make it starts as
+    /// any other, and its load then counts (a sticky flag let VMs be
+    /// admitted beside it as if it were not there, and it was lost).
     scavenger: Vec<bool>,
+    /// Per VM: this policy cancelled it once. It is never cancelled again,
+    /// so no VM is started and cancelled in turn.
+    cancelled_once: Vec<bool>,
     /// When the last plan was made and with what mean capacity.
     planned: Option<(f64, f64)>,
     replan: bool,
@@ -171,6 +177,7 @@ impl Deadline {
             head: 0,
             hopeless: vec![false; fleet.vms.len()],
             scavenger: vec![false; fleet.vms.len()],
+            cancelled_once: vec![false; fleet.vms.len()],
             planned: None,
             replan: true,
             started_racing: false,
@@ -199,7 +206,7 @@ impl Deadline {
                 // places it; one this policy cancelled waits behind every
                 // VM that can make it.
                 self.hopeless[vm.0] |= cancelled;
-                self.scavenger[vm.0] |= cancelled;
+                self.cancelled_once[vm.0] |= cancelled;
                 if !self.order[self.head..].contains(&vm) {
                     self.order.push(vm);
                 }
@@ -408,6 +415,9 @@ impl Policy for Deadline {
                 scavengers = admission::fill(&mut loads, waiting(true), std::iter::empty(), nic, one);
             }
         }
+        for &(vm, _) in &picks {
+            self.scavenger[vm.0] = false;
+        }
         for &(vm, _) in &scavengers {
             self.scavenger[vm.0] = true;
         }
@@ -469,6 +479,8 @@ impl Policy for Deadline {
             connections, mode, ..
         }) = self.follow
         {
+            // Started by the plan it follows, not on spare room.
+            self.scavenger[vm.0] = false;
             self.mode[vm.0] = mode;
             self.connections[vm.0] = connections;
             self.journal.record(

@@ -112,6 +112,50 @@ fn a_vm_cancelled_in_flight_waits_for_its_cancel_then_queues_behind_those_that_f
     assert!(at(y) < at(x), "{rest:?}");
 }
 
+#[test]
+fn a_vm_cancelled_once_that_a_later_plan_finds_able_starts_as_any_other() {
+    // x is cancelled and queued again; y has moved meanwhile. A later plan
+    // finds x can make its power-off: it starts in the admission's first
+    // pass, so its load counts when others are admitted beside it (it is
+    // no scavenger), the start says it is next in the plan, and it is
+    // still never cancelled again.
+    let fleet = fleet();
+    let mut policy = Deadline::new(&fleet, MigrationParams::default(), Duration::from_secs(1), None);
+    let (x, y) = (VmId(0), VmId(1));
+    policy.start_params(x, MigrationParams::default());
+    policy.state[x.0] = State::Cancelling;
+    let ended = Observations {
+        now: Duration::from_secs(2),
+        ended: vec![Ended {
+            vm: x,
+            outcome: EndOutcome::Failed {
+                reason: "cancelled".into(),
+            },
+        }],
+        ..Observations::default()
+    };
+    consult(&mut policy, &fleet, &ended);
+    assert!(policy.hopeless[x.0] && policy.cancelled_once[x.0]);
+    policy.state[y.0] = State::Done;
+    // The later plan's verdict (`order.rs` sets it from each plan).
+    policy.hopeless[x.0] = false;
+    let later = Observations {
+        now: Duration::from_secs(3),
+        ..Observations::default()
+    };
+    let picks = consult(&mut policy, &fleet, &later).picks.unwrap_or_default();
+    assert_eq!(picks, [x]);
+    assert!(!policy.scavenger[x.0], "x started on the plan, not on spare room");
+    assert!(policy.cancelled_once[x.0]);
+    let start = policy
+        .explain(x)
+        .into_iter()
+        .rev()
+        .find(|e| e.decision == "start")
+        .expect("a start");
+    assert!(start.why.contains("next in the plan"), "{}", start.why);
+}
+
 /// [`fleet`]'s policy with connections of 40 MB/s (320 Mbit/s), having
 /// measured the WAN at 30 MB/s: `x` alone on one connection, below its
 /// cap, from 0 s to 10 s.

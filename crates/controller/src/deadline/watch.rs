@@ -171,6 +171,7 @@ impl Deadline {
             if m.phase == Phase::Postcopy
                 || matches!(self.follow, Candidate::Fixed(_))
                 || self.scavenger[m.vm.0]
+                || self.cancelled_once[m.vm.0]
                 || !self.bandwidth_wanted(migrations, m.vm, now)
             {
                 continue;
