@@ -25,6 +25,20 @@ fn migrating(vm: VmId, rate: f64) -> MigrationObs {
     first_round(vm, HostId(0), HostId(1), rate, 1)
 }
 
+/// At 2 s, the cancel of `vm`'s migration has landed: it ended, failed.
+fn cancel_landed(vm: VmId) -> Observations {
+    Observations {
+        now: Duration::from_secs(2),
+        ended: vec![Ended {
+            vm,
+            outcome: EndOutcome::Failed {
+                reason: "cancelled".into(),
+            },
+        }],
+        ..Observations::default()
+    }
+}
+
 fn consult(policy: &mut Deadline, fleet: &Fleet, observations: &Observations) -> Admission {
     let view = View {
         now: observations.now,
@@ -93,17 +107,7 @@ fn a_vm_cancelled_in_flight_waits_for_its_cancel_then_queues_behind_those_that_f
     assert!(!admission.picks.unwrap_or_default().contains(&x));
     // Then it ends, failed (cancelled): queued again, not given up,
     // marked as unable to make it, and behind y in the order.
-    let ended = Observations {
-        now: Duration::from_secs(2),
-        ended: vec![Ended {
-            vm: x,
-            outcome: EndOutcome::Failed {
-                reason: "cancelled".into(),
-            },
-        }],
-        ..Observations::default()
-    };
-    consult(&mut policy, &fleet, &ended);
+    consult(&mut policy, &fleet, &cancel_landed(x));
     assert_eq!(policy.state[x.0], State::Queued);
     assert!(policy.hopeless[x.0]);
     assert!(policy.startable(x, 2.0) && policy.startable(y, 2.0));
@@ -124,17 +128,7 @@ fn a_vm_cancelled_once_that_a_later_plan_finds_able_starts_as_any_other() {
     let (x, y) = (VmId(0), VmId(1));
     policy.start_params(x, MigrationParams::default());
     policy.state[x.0] = State::Cancelling;
-    let ended = Observations {
-        now: Duration::from_secs(2),
-        ended: vec![Ended {
-            vm: x,
-            outcome: EndOutcome::Failed {
-                reason: "cancelled".into(),
-            },
-        }],
-        ..Observations::default()
-    };
-    consult(&mut policy, &fleet, &ended);
+    consult(&mut policy, &fleet, &cancel_landed(x));
     assert!(policy.hopeless[x.0] && policy.cancelled_once[x.0]);
     policy.state[y.0] = State::Done;
     // The later plan's verdict (`order.rs` sets it from each plan).
