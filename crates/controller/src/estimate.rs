@@ -50,8 +50,8 @@ pub struct Estimator {
     history: VecDeque<(f64, f64, bool)>,
     /// The latest capacity estimate, bytes per second.
     current: Option<f64>,
-    /// Whether any sample so far found the path full.
-    ever_saturated: bool,
+    /// When a sample first found the path full, if one has.
+    first_saturated_at: Option<f64>,
     /// What the history says, worked out when it changes (once per
     /// sample) rather than at every consultation: see [`Summary`].
     summary: Summary,
@@ -93,7 +93,7 @@ impl Estimator {
             per_connection: connection_cap.filter(|c| c.is_finite() && *c > 0.0),
             history: VecDeque::new(),
             current: None,
-            ever_saturated: false,
+            first_saturated_at: None,
             summary: Summary::default(),
             settle_s: 0.0,
             at_caps: false,
@@ -186,7 +186,7 @@ impl Estimator {
         // its floor is no reason to start more.
         self.at_caps = !saturated && migrations.iter().all(held_by_own_caps);
         let (estimate, floor) = if saturated {
-            self.ever_saturated = true;
+            self.first_saturated_at.get_or_insert(now);
             (throughput, false)
         } else {
             // A floor: the capacity is at least this, and no sign it fell.
@@ -216,7 +216,15 @@ impl Estimator {
     /// Whether the WAN's capacity has been seen (some sample found the path
     /// full); until then [`Estimator::peak`] is only a floor.
     pub fn wan_known(&self) -> bool {
-        self.ever_saturated
+        self.first_saturated_at.is_some()
+    }
+
+    /// How long the WAN has been watched at `now`, seconds: the time since
+    /// a sample first found the path full (0 before one has). A decision
+    /// that bets the WAN stays as measured (a cancel) weighs this against
+    /// the time the bet covers.
+    pub fn watched_for(&self, now: f64) -> f64 {
+        self.first_saturated_at.map_or(0.0, |at| (now - at).max(0.0))
     }
 
     /// Whether the latest sample that did not find the path full had every
@@ -243,13 +251,6 @@ impl Estimator {
         self.summary.peak
     }
 
-    /// Whether the [`Estimator::peak`] is only a floor: no sample within
-    /// the horizon measured the WAN at (within 3 % of) it; the samples that
-    /// reached it had every migration at its own cap (e.g. each at its
-    /// NIC), so the WAN may carry more than the peak says, and sizing what
-    /// is in flight to the peak alone would never find out. One measured
-    /// sample at the peak settles it for the horizon: a WAN exactly as fast
-    /// as the NICs in use is probed once per horizon, not at every chance.
     /// The lowest capacity measured over the last [`HORIZON_S`] (floors
     /// left out: they only bound it from below), if any: the pessimistic
     /// forecast.
@@ -261,6 +262,13 @@ impl Estimator {
             .reduce(f64::min)
     }
 
+    /// Whether the [`Estimator::peak`] is only a floor: no sample within
+    /// the horizon measured the WAN at (within 3 % of) it; the samples that
+    /// reached it had every migration at its own cap (e.g. each at its
+    /// NIC), so the WAN may carry more than the peak says, and sizing what
+    /// is in flight to the peak alone would never find out. One measured
+    /// sample at the peak settles it for the horizon: a WAN exactly as fast
+    /// as the NICs in use is probed once per horizon, not at every chance.
     pub fn peak_is_floor(&self) -> bool {
         self.summary.peak_is_floor
     }

@@ -127,12 +127,19 @@ impl Journal {
     }
 
     pub fn record(&mut self, vm: VmId, at_s: f64, decision: &'static str, why: impl Into<Why>) {
-        let list = &mut self.entries[vm.0];
         // The same decision again (a VM deferred at every replan) says
         // nothing new.
-        if list.last().is_some_and(|e| e.decision == decision) {
+        if self.entries[vm.0].last().is_some_and(|e| e.decision == decision) {
             return;
         }
+        self.record_anew(vm, at_s, decision, why);
+    }
+
+    /// Records a decision even when it repeats the last one: for a
+    /// decision whose substance changed under the same name (a plan that
+    /// moves a VM from offline to postcopy).
+    pub fn record_anew(&mut self, vm: VmId, at_s: f64, decision: &'static str, why: impl Into<Why>) {
+        let list = &mut self.entries[vm.0];
         if list.len() == MAX_PER_VM {
             list.remove(MAX_PER_VM / 2);
         }
@@ -205,6 +212,16 @@ mod tests {
         assert_eq!(list[MAX_PER_VM - 1].at_s, 39.0, "and the last");
         assert_eq!(gib(1.5 * f64::from(1u32 << 30)), "1.5 GiB");
         assert_eq!(mbps(125e6), "1000 Mbps");
+    }
+
+    #[test]
+    fn a_plan_that_changes_the_mode_is_kept_beside_the_last() {
+        let mut j = Journal::new(1);
+        j.record(VmId(0), 1.0, "plan", String::from("Offline planned"));
+        j.record_anew(VmId(0), 2.0, "plan", String::from("Postcopy planned"));
+        j.record(VmId(0), 3.0, "plan", String::from("Postcopy planned"));
+        let whys: Vec<String> = j.of(VmId(0)).into_iter().map(|e| e.why).collect();
+        assert_eq!(whys, ["Offline planned", "Postcopy planned"]);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! 2. [`scenario`]: the fleet, the WAN (the inventory's `[network]`, else
 //!    its fastest source NIC), its `[migration]` and `[controller]`
 //!    settings, as a scenario file `evac simulate` reads back.
-//! 3. [`triage`]: every policy simulated over that scenario; the
+//! 3. [`triage()`]: every policy simulated over that scenario; the
 //!    recommended one saves the most priority, then the most VMs, then
 //!    finishes first. Its result gives the ETA per host and for the site,
 //!    and every VM it would not move with the reason.

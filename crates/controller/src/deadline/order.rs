@@ -144,18 +144,20 @@ impl Deadline {
             self.hopeless[vm.0] = false;
             match (at_mean[index], at_peak[index]) {
                 (Choice::Saved(mode, bytes), _) => {
-                    self.mode[vm.0] = mode;
+                    let was = std::mem::replace(&mut self.mode[vm.0], mode);
                     fits.push(key);
                     if mode != self.base.mode {
-                        self.journal.record(
-                            vm,
-                            now,
-                            "plan",
-                            format!(
-                                "{mode:?} planned: live precopy would not fit before the power-off; {} by {mode:?}",
-                                gib(bytes)
-                            ),
+                        // A plan that changes the mode says so, even right
+                        // after another plan.
+                        let why = format!(
+                            "{mode:?} planned: live precopy would not fit before the power-off; {} by {mode:?}",
+                            gib(bytes)
                         );
+                        if mode == was {
+                            self.journal.record(vm, now, "plan", why);
+                        } else {
+                            self.journal.record_anew(vm, now, "plan", why);
+                        }
                     }
                 }
                 (Choice::Left { needs, room }, Choice::Saved(mode, _)) => {

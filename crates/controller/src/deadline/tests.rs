@@ -184,42 +184,56 @@ fn a_migration_racing_its_power_off_keeps_the_path_when_a_joiner_would_sink_it()
 
 #[test]
 fn a_migration_in_postcopy_is_never_cancelled() {
-    // x has 10 GiB left 90 s before the power-off at 30 MB/s (2.7 GB
+    // x has 10 GiB left 70 s before the power-off at 30 MB/s (2.1 GB
     // arrive): it cannot make it, and y waits on a powered host, so an
     // offline migration is cancelled for y's sake; one in postcopy is
     // not (its guest runs at the destination: a cancel loses it).
-    for (phase, mode, cancelled) in [
-        (Phase::Offline, Mode::Offline, true),
-        (Phase::Postcopy, Mode::Postcopy, false),
-    ] {
-        let (fleet, mut policy) = measured_at_30_mb_s(MigrationParams::default());
-        policy.start_params(VmId(0), MigrationParams::default());
-        let mut x = migrating(VmId(0), 240e6);
-        x.phase = phase;
-        x.params.mode = mode;
-        x.bytes_remaining = evac_model::Bytes::gib(10);
-        let observations = Observations {
-            now: Duration::from_secs(10),
-            migrations: vec![x],
-            ..Observations::default()
-        };
-        let view = View {
-            now: observations.now,
-            fleet: &fleet,
-            observations: &observations,
-            in_flight: &[1, 0],
-            in_flight_total: 1,
-            queued: 1,
-            period_throughput: None,
-            sending_hosts: None,
-        };
-        let actions = policy.watch(&view);
-        assert_eq!(
-            actions.contains(&Action::Cancel { vm: VmId(0) }),
-            cancelled,
-            "{phase:?}: {actions:?}"
-        );
+    assert!(cancelled_at(30.0, Phase::Offline, Mode::Offline));
+    assert!(!cancelled_at(30.0, Phase::Postcopy, Mode::Postcopy));
+}
+
+/// x in `phase` (started in `mode`) with 10 GiB left on a WAN measured at
+/// 30 MB/s every 5 s from 5 s on, y waiting: whether the watch cancels x
+/// at `now`.
+fn cancelled_at(now: f64, phase: Phase, mode: Mode) -> bool {
+    let (fleet, mut policy) = measured_at_30_mb_s(MigrationParams::default());
+    policy.start_params(VmId(0), MigrationParams::default());
+    let mut x = migrating(VmId(0), 240e6);
+    x.phase = phase;
+    x.params.mode = mode;
+    x.bytes_remaining = evac_model::Bytes::gib(10);
+    for t in (15..=now as u64).step_by(5) {
+        policy.estimator.observe(t as f64, std::slice::from_ref(&x));
     }
+    let observations = Observations {
+        now: Duration::from_secs_f64(now),
+        migrations: vec![x],
+        ..Observations::default()
+    };
+    let view = View {
+        now: observations.now,
+        fleet: &fleet,
+        observations: &observations,
+        in_flight: &[1, 0],
+        in_flight_total: 1,
+        queued: 1,
+        period_throughput: None,
+        sending_hosts: None,
+    };
+    policy.watch(&view).contains(&Action::Cancel { vm: VmId(0) })
+}
+
+#[test]
+fn a_cancel_waits_until_the_wan_was_watched_for_a_quarter_of_the_time_left() {
+    // The power-off is at 100 s; the WAN was first seen full at 5 s. x
+    // cannot make it at any of these times (10 GiB at 30 MB/s needs
+    // 358 s). At 20 s it was watched 15 s of the 80 s left, under a
+    // quarter (20 s): kept. At 22 s, 17 s of 78 (19.5): kept. At 25 s,
+    // 20 s of 75 (18.75): cancelled.
+    let offline = |now| cancelled_at(now, Phase::Offline, Mode::Offline);
+    assert!(!offline(20.0));
+    assert!(!offline(22.0));
+    assert!(offline(25.0));
 }
 
 #[test]

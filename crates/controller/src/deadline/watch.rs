@@ -7,10 +7,16 @@ use evac_model::{Connections, HostId, Mode, VmId};
 
 use super::{Deadline, State};
 use crate::admission;
+use crate::estimate::HORIZON_S;
 use crate::explain::{gib, mbps};
 use crate::plan;
 use crate::rollout::Candidate;
 use crate::{Action, MigrationObs, Phase, View};
+
+/// The share of the time left to a power-off for which the WAN must have
+/// been watched before a migration racing it is cancelled (see
+/// [`Deadline::watched_enough_to_cancel`]).
+const CANCEL_EVIDENCE: f64 = 0.25;
 
 impl Deadline {
     /// Whether cancelling `cancelled` would leave bandwidth to a VM that
@@ -41,6 +47,18 @@ impl Deadline {
                     && self.fleet_deadline[o.vm.0].is_some()
                     && o.rate.to_bytes_per_sec().0 < admission::NIC_FULL * self.estimator.own_cap(&o.params)
             })
+    }
+
+    /// Whether the WAN has been watched long enough to bet a cancel on it.
+    /// A cancel bets that the WAN measured so far holds until the
+    /// power-off, `left` seconds away; it waits until the WAN has been
+    /// watched for a quarter of that (at most the estimator's horizon).
+    /// On two seconds of a slow start's first minutes it cancelled a
+    /// priority-10 VM that the WAN, recovered minutes later, would have
+    /// carried; the wait costs at most a quarter of the time left at the
+    /// migration's share.
+    fn watched_enough_to_cancel(&self, now: f64, left: f64) -> bool {
+        self.estimator.watched_for(now) >= (CANCEL_EVIDENCE * left).min(HORIZON_S)
     }
 
     /// Step 4: the migrations in flight that cannot finish before their
@@ -173,6 +191,7 @@ impl Deadline {
                 || self.scavenger[m.vm.0]
                 || self.cancelled_once[m.vm.0]
                 || !self.bandwidth_wanted(migrations, m.vm, now)
+                || !self.watched_enough_to_cancel(now, left)
             {
                 continue;
             }
