@@ -39,7 +39,9 @@ fn cancel_landed(vm: VmId) -> Observations {
     }
 }
 
-fn consult(policy: &mut Deadline, fleet: &Fleet, observations: &Observations) -> Admission {
+/// `f` on the view of `observations`: its migrations all from host 0,
+/// one VM queued.
+fn with_view<R>(fleet: &Fleet, observations: &Observations, f: impl FnOnce(&View<'_>) -> R) -> R {
     let view = View {
         now: observations.now,
         fleet,
@@ -50,7 +52,11 @@ fn consult(policy: &mut Deadline, fleet: &Fleet, observations: &Observations) ->
         period_throughput: None,
         sending_hosts: None,
     };
-    policy.admit(&view)
+    f(&view)
+}
+
+fn consult(policy: &mut Deadline, fleet: &Fleet, observations: &Observations) -> Admission {
+    with_view(fleet, observations, |view| policy.admit(view))
 }
 
 #[test]
@@ -210,17 +216,7 @@ fn cancelled_at(now: f64, phase: Phase, mode: Mode) -> bool {
         migrations: vec![x],
         ..Observations::default()
     };
-    let view = View {
-        now: observations.now,
-        fleet: &fleet,
-        observations: &observations,
-        in_flight: &[1, 0],
-        in_flight_total: 1,
-        queued: 1,
-        period_throughput: None,
-        sending_hosts: None,
-    };
-    policy.watch(&view).contains(&Action::Cancel { vm: VmId(0) })
+    with_view(&fleet, &observations, |view| policy.watch(view)).contains(&Action::Cancel { vm: VmId(0) })
 }
 
 #[test]

@@ -190,8 +190,8 @@ impl Deadline {
                 || matches!(self.follow, Candidate::Fixed(_))
                 || self.scavenger[m.vm.0]
                 || self.cancelled_once[m.vm.0]
-                || !self.bandwidth_wanted(migrations, m.vm, now)
                 || !self.watched_enough_to_cancel(now, left)
+                || !self.bandwidth_wanted(migrations, m.vm, now)
             {
                 continue;
             }
