@@ -50,7 +50,7 @@ use crate::admission::{self, HostLoads, Running, Target};
 use crate::estimate::Estimator;
 use crate::explain::{Explanation, Journal, Start};
 use crate::rollout::{Candidate, FixedPlan, Rollout};
-use crate::{Action, Admission, EndOutcome, MigrationObs, PerHost, Policy, View, Wakeup};
+use crate::{Action, Admission, EndOutcome, MigrationObs, PerHost, Phase, Policy, View, Wakeup};
 
 /// A relative change of the mean capacity that calls for a new plan.
 pub const REPLAN_CHANGE: f64 = 0.10;
@@ -254,7 +254,7 @@ impl Deadline {
     /// one more migration joined it (by TCP's fairness, its connections
     /// over all of theirs, the joiner with the scenario's fewest), and
     /// carries at least half the `target` alone, so the path is not left
-    /// mostly idle for it. Its cap below the target says the path has
+    /// mostly idle for it (or is in postcopy, which cannot be undone). Its cap below the target says the path has
     /// room, but a joiner takes its room from the migration, not from the
     /// path: a postcopy migration on its one connection lost a priority-10
     /// VM that way (docs/planner.md).
@@ -266,7 +266,10 @@ impl Deadline {
             return false;
         };
         let cap = self.estimator.own_cap(&m.params);
-        if left <= 0.0 || cap < 0.5 * target {
+        // In postcopy the guest already runs at the destination: a joiner
+        // that starves its one connection loses the VM, whatever the path
+        // left idle beside it (docs/planner.md).
+        if left <= 0.0 || (cap < 0.5 * target && m.phase != Phase::Postcopy) {
             return false;
         }
         let (alone, own) = (mean.min(cap), m.params.connections.as_f64());

@@ -19,26 +19,42 @@ impl Deadline {
     }
 
     /// A queued VM's modes, preferred first, with their bytes at `rate` on
-    /// the wire (the simulator's byte model, `evac_model::memory`).
-    pub(super) fn alternatives(&self, fleet: &Fleet, vm: VmId, rate: f64) -> Vec<(Mode, f64)> {
+    /// the wire (the simulator's byte model, `evac_model::memory`), the
+    /// WAN's `trough` being [`crate::estimate::Estimator::trough`] (read
+    /// once per plan by the caller: it walks the estimator's history).
+    pub(super) fn alternatives(
+        &self,
+        fleet: &Fleet,
+        vm: VmId,
+        rate: f64,
+        trough: Option<f64>,
+    ) -> Vec<(Mode, f64)> {
         let spec = fleet.vm(vm);
         let compressed = self.compresses(fleet, spec, rate);
         let memory = spec.memory.as_f64() * spec.profile.first_pass_wire_per_byte(compressed);
         let resend = spec.profile.resend_wire_per_byte(compressed);
         let dirtied = |t: f64| spec.dirtied_within(t) * resend;
         // Postcopy's pages after the switch go as they are, on one
-        // connection (QEMU before 10.1; the simulator sends them so): where
-        // one carries less than the VM's rate, they are counted as the
-        // bytes that rate would carry in the time they take, so a postcopy
-        // that fits the plan by its bytes but not by its time does not win
-        // over offline (as the switch in flight judges it, `watch.rs`).
-        let one = self.estimator.migration_cap(Connections::ONE);
+        // connection (QEMU before 10.1; the simulator sends them so), and
+        // through whatever troughs the WAN has: where that is less than the
+        // VM's rate, they are counted as the bytes that rate would carry in
+        // the time they take, so a postcopy that fits the plan by its bytes
+        // but not by its time does not win over offline. The switch in
+        // flight judges it the same way (at the trough, on one connection:
+        // `watch.rs`); judged at the mean, the plan started VMs in postcopy
+        // that a stalling WAN then lost where offline saved them.
+        let trough_alone = trough.map_or(f64::INFINITY, |trough| self.alone_rate(spec.host, trough));
+        let slowest = self.estimator.migration_cap(Connections::ONE).min(trough_alone);
         let postcopy = |rate: f64| {
             let bytes = plan::postcopy_bytes(memory, |t| spec.dirtied_within(t), rate);
-            if one > 0.0 && one < rate {
-                memory + (bytes - memory).max(0.0) * rate / one
-            } else {
+            if slowest >= rate {
                 bytes
+            } else if slowest > 0.0 {
+                memory + (bytes - memory).max(0.0) * rate / slowest
+            } else {
+                // A WAN that stalled within the horizon: nothing bounds
+                // how long the pages take.
+                f64::INFINITY
             }
         };
         // Local disks are sent once, ahead of the memory, whatever the mode.
@@ -103,6 +119,7 @@ impl Deadline {
             });
         }
         let queued_from = items.len();
+        let trough = self.estimator.trough();
         let queued: Vec<VmId> = self.waiting(now);
         for vm in queued {
             let spec = fleet.vm(vm);
@@ -111,7 +128,7 @@ impl Deadline {
                 host: spec.host,
                 deadline: self.fleet_deadline[vm.0],
                 priority: spec.priority,
-                alternatives: self.alternatives(fleet, vm, self.alone_rate(spec.host, mean)),
+                alternatives: self.alternatives(fleet, vm, self.alone_rate(spec.host, mean), trough),
                 committed: false,
             });
         }
@@ -125,7 +142,7 @@ impl Deadline {
                     return item.clone();
                 }
                 Item {
-                    alternatives: self.alternatives(fleet, item.vm, self.alone_rate(item.host, peak)),
+                    alternatives: self.alternatives(fleet, item.vm, self.alone_rate(item.host, peak), trough),
                     ..item.clone()
                 }
             })

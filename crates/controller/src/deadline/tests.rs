@@ -42,11 +42,13 @@ fn cancel_landed(vm: VmId) -> Observations {
 /// `f` on the view of `observations`: its migrations all from host 0,
 /// one VM queued.
 fn with_view<R>(fleet: &Fleet, observations: &Observations, f: impl FnOnce(&View<'_>) -> R) -> R {
+    let mut in_flight = vec![0; fleet.hosts.len()];
+    in_flight[0] = observations.migrations.len();
     let view = View {
         now: observations.now,
         fleet,
         observations,
-        in_flight: &[observations.migrations.len(), 0],
+        in_flight: &in_flight,
         in_flight_total: observations.migrations.len(),
         queued: 1,
         period_throughput: None,
@@ -68,6 +70,38 @@ fn postcopy_is_costed_by_the_time_its_pages_take_on_one_connection() {
     // as much: 1 GiB + 1 GiB = 2 GiB exactly. With connections of
     // 1 GB/s (no slower than the VM's rate) its bytes stand:
     // 1,181,116,006.4.
+    let at_connection = |bytes_per_sec: f64| postcopy_bytes(bytes_per_sec * 8.0, None);
+    assert!(
+        (at_connection(1e8) - 2_147_483_648.0).abs() < 1.0,
+        "{}",
+        at_connection(1e8)
+    );
+    assert!(
+        (at_connection(1e9) - 1_181_116_006.4).abs() < 1.0,
+        "{}",
+        at_connection(1e9)
+    );
+}
+
+#[test]
+fn postcopy_is_costed_through_the_wans_trough() {
+    // The VM of the test above, with connections of 1 GB/s, once the WAN
+    // was measured at its trough: y alone on one connection at 100 MB/s,
+    // below every cap (its connection's 1 GB/s, its NIC's 125 MB/s).
+    // Alone at that trough x gets min(NIC 125, WAN 100) = 100 MB/s, so its
+    // dirtied pages cost as on a connection of 100 MB/s: 2 GiB exactly.
+    // A WAN that stalled (measured at 0) bounds nothing: no finite cost.
+    let bytes = postcopy_bytes(8e9, Some(800e6));
+    assert!((bytes - 2_147_483_648.0).abs() < 1.0, "{bytes}");
+    let bytes = postcopy_bytes(8e9, Some(0.0));
+    assert!(bytes.is_infinite(), "{bytes}");
+}
+
+/// The bytes the plan counts for moving [`fleet`]'s x by postcopy at
+/// 1 GB/s, x being 1 GiB of random RAM dirtying 100 MB/s, on connections
+/// of `connection_bps`; the WAN measured once at `trough_bps` (y alone on
+/// one connection at 5 s), if given.
+fn postcopy_bytes(connection_bps: f64, trough_bps: Option<f64>) -> f64 {
     let mut fleet = fleet();
     fleet.vms[0].memory = evac_model::Bytes::gib(1);
     fleet.vms[0].dirty_rate = evac_model::BytesPerSec(1e8);
@@ -76,20 +110,20 @@ fn postcopy_is_costed_by_the_time_its_pages_take_on_one_connection() {
         allow_postcopy: true,
         ..MigrationParams::default()
     };
-    let postcopy = |connection: f64| {
-        let policy = Deadline::new(
-            &fleet,
-            params,
-            Duration::from_secs(1),
-            Some(BitsPerSec(connection * 8.0)),
-        );
-        let alternatives = policy.alternatives(&fleet, VmId(0), 1e9);
-        let modes: Vec<Mode> = alternatives.iter().map(|a| a.0).collect();
-        assert_eq!(modes, [Mode::Live, Mode::Postcopy, Mode::Offline]);
-        alternatives[1].1
-    };
-    assert!((postcopy(1e8) - 2_147_483_648.0).abs() < 1.0, "{}", postcopy(1e8));
-    assert!((postcopy(1e9) - 1_181_116_006.4).abs() < 1.0, "{}", postcopy(1e9));
+    let mut policy = Deadline::new(
+        &fleet,
+        params,
+        Duration::from_secs(1),
+        Some(BitsPerSec(connection_bps)),
+    );
+    if let Some(trough_bps) = trough_bps {
+        policy.estimator.observe(5.0, &[migrating(VmId(1), trough_bps)]);
+        assert_eq!(policy.estimator.trough(), Some(trough_bps / 8.0));
+    }
+    let alternatives = policy.alternatives(&fleet, VmId(0), 1e9, policy.estimator.trough());
+    let modes: Vec<Mode> = alternatives.iter().map(|a| a.0).collect();
+    assert_eq!(modes, [Mode::Live, Mode::Postcopy, Mode::Offline]);
+    alternatives[1].1
 }
 
 #[test]
@@ -161,12 +195,18 @@ fn a_vm_cancelled_once_that_a_later_plan_finds_able_starts_as_any_other() {
 /// cap, from 0 s to 10 s.
 fn measured_at_30_mb_s(params: MigrationParams) -> (Fleet, Deadline) {
     let fleet = fleet();
-    let mut policy = Deadline::new(&fleet, params, Duration::from_secs(1), Some(BitsPerSec(320e6)));
+    let policy = measured_at_30_mb_s_in(&fleet, params);
+    (fleet, policy)
+}
+
+/// [`measured_at_30_mb_s`] in `fleet` (x on host 0).
+fn measured_at_30_mb_s_in(fleet: &Fleet, params: MigrationParams) -> Deadline {
+    let mut policy = Deadline::new(fleet, params, Duration::from_secs(1), Some(BitsPerSec(320e6)));
     for t in [5.0, 10.0] {
         policy.estimator.observe(t, &[migrating(VmId(0), 240e6)]);
     }
     assert_eq!(policy.estimator.mean(10.0), Some(30e6));
-    (fleet, policy)
+    policy
 }
 
 #[test]
@@ -184,8 +224,14 @@ fn a_migration_racing_its_power_off_keeps_the_path_when_a_joiner_would_sink_it()
     assert!(policy.needs_the_path(&x(2), 10.0, 30e6));
     assert!(!policy.needs_the_path(&x(3), 10.0, 30e6));
     // Nor when it carries under half the target alone (the path would
-    // sit mostly idle for it).
+    // sit mostly idle for it): 40 < 81 / 2. Unless it is in postcopy,
+    // which cannot be undone.
     assert!(!policy.needs_the_path(&x(2), 10.0, 81e6));
+    let in_postcopy = MigrationObs {
+        phase: Phase::Postcopy,
+        ..x(2)
+    };
+    assert!(policy.needs_the_path(&in_postcopy, 10.0, 81e6));
 }
 
 #[test]
@@ -198,11 +244,28 @@ fn a_migration_in_postcopy_is_never_cancelled() {
     assert!(!cancelled_at(30.0, Phase::Postcopy, Mode::Postcopy));
 }
 
+#[test]
+fn a_migration_is_not_cancelled_for_a_vm_with_no_power_off() {
+    // As above, x cannot make it at 30 s (watched 25 s of the 70 s left,
+    // over a quarter), but y's host never loses power: y has all the time
+    // there is, x's bandwidth would only bring its move forward, and x
+    // keeps going.
+    let mut fleet = fleet();
+    fleet.hosts.push(host("c", Site::Source, 1e9, None));
+    fleet.vms[1].host = HostId(2);
+    assert!(!cancelled_in(&fleet, 30.0, Phase::Offline, Mode::Offline));
+}
+
 /// x in `phase` (started in `mode`) with 10 GiB left on a WAN measured at
 /// 30 MB/s every 5 s from 5 s on, y waiting: whether the watch cancels x
 /// at `now`.
 fn cancelled_at(now: f64, phase: Phase, mode: Mode) -> bool {
-    let (fleet, mut policy) = measured_at_30_mb_s(MigrationParams::default());
+    cancelled_in(&fleet(), now, phase, mode)
+}
+
+/// [`cancelled_at`] in `fleet` (x on host 0, which dies at 100 s).
+fn cancelled_in(fleet: &Fleet, now: f64, phase: Phase, mode: Mode) -> bool {
+    let mut policy = measured_at_30_mb_s_in(fleet, MigrationParams::default());
     policy.start_params(VmId(0), MigrationParams::default());
     let mut x = migrating(VmId(0), 240e6);
     x.phase = phase;
@@ -216,7 +279,7 @@ fn cancelled_at(now: f64, phase: Phase, mode: Mode) -> bool {
         migrations: vec![x],
         ..Observations::default()
     };
-    with_view(&fleet, &observations, |view| policy.watch(view)).contains(&Action::Cancel { vm: VmId(0) })
+    with_view(fleet, &observations, |view| policy.watch(view)).contains(&Action::Cancel { vm: VmId(0) })
 }
 
 #[test]
@@ -230,6 +293,54 @@ fn a_cancel_waits_until_the_wan_was_watched_for_a_quarter_of_the_time_left() {
     assert!(!offline(20.0));
     assert!(!offline(22.0));
     assert!(offline(25.0));
+}
+
+#[test]
+fn a_switch_to_postcopy_waits_until_the_wan_was_watched_for_a_quarter_of_the_time_left() {
+    // x, started live with postcopy allowed, has 1 GiB left at 25 s, 75 s
+    // before the power-off; its guest dirties 100 MB/s of a 1 GiB working
+    // set, so precopy never converges at its 30 MB/s, and the rest at once
+    // is 1 + 1 = 2 GiB (2,147.5 MB): 71.6 s at 30 MB/s, alone and at the
+    // trough, on its one connection (40 MB/s). It fits in the 75 s left,
+    // which are under the last safe moment (1.5 x 71.6 + 2 periods =
+    // 109.4 s): it is switched now. With the WAN first seen full at 2 s, it
+    // was watched 23 s, over a quarter of the 75 s (18.75): postcopy. First
+    // seen full at 20 s, 5 s: offline, on all its connections.
+    assert_eq!(
+        switch_at_25_s(2.0),
+        Some(Action::SwitchToPostcopy { vm: VmId(0) })
+    );
+    assert_eq!(
+        switch_at_25_s(20.0),
+        Some(Action::SwitchToOffline { vm: VmId(0) })
+    );
+}
+
+/// [`fleet`]'s x, dirtying 100 MB/s of 1 GiB, migrating live with
+/// postcopy allowed at 30 MB/s on connections of 40 MB/s; the WAN seen
+/// full at `first_seen` and at 25 s: what the watch does at 25 s.
+fn switch_at_25_s(first_seen: f64) -> Option<Action> {
+    let mut fleet = fleet();
+    fleet.vms[0].working_set = evac_model::Bytes::gib(1);
+    let params = MigrationParams {
+        allow_postcopy: true,
+        ..MigrationParams::default()
+    };
+    let mut policy = Deadline::new(&fleet, params, Duration::from_secs(1), Some(BitsPerSec(320e6)));
+    let mut x = migrating(VmId(0), 240e6);
+    x.params.allow_postcopy = true;
+    x.dirty_rate = evac_model::BytesPerSec(1e8);
+    for t in [first_seen, 25.0] {
+        policy.estimator.observe(t, std::slice::from_ref(&x));
+    }
+    let observations = Observations {
+        now: Duration::from_secs(25),
+        migrations: vec![x],
+        ..Observations::default()
+    };
+    let actions = with_view(&fleet, &observations, |view| policy.watch(view));
+    assert!(actions.len() <= 1, "{actions:?}");
+    actions.into_iter().next()
 }
 
 #[test]

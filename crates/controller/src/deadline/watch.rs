@@ -14,17 +14,20 @@ use crate::rollout::Candidate;
 use crate::{Action, MigrationObs, Phase, View};
 
 /// The share of the time left to a power-off for which the WAN must have
-/// been watched before a migration racing it is cancelled (see
-/// [`Deadline::watched_enough_to_cancel`]).
-const CANCEL_EVIDENCE: f64 = 0.25;
+/// been watched before a migration racing it is cancelled or switched to
+/// postcopy (see [`Deadline::watched_enough_to_bet`]).
+const BET_EVIDENCE: f64 = 0.25;
 
 impl Deadline {
-    /// Whether cancelling `cancelled` would leave bandwidth to a VM that
-    /// can still make it: one waiting to start (on a host whose NIC has
-    /// room), or one in flight racing a power-off and held by the WAN
-    /// rather than by its own caps. If none would, a migration that looks
-    /// lost keeps going: trying costs nothing, and the estimate that
-    /// condemns it may be pessimistic.
+    /// Whether cancelling `cancelled` would leave bandwidth to a VM racing
+    /// a power-off that can still make it: one waiting to start (on a host
+    /// whose NIC has room), or one in flight held by the WAN rather than by
+    /// its own caps. If none would, a migration that looks lost keeps
+    /// going: trying costs nothing, and the estimate that condemns it may
+    /// be pessimistic. A VM with no power-off has all the time there is:
+    /// the bandwidth would only bring its move forward, and a priority-10
+    /// VM cancelled 466 s into a near-outage for a VM with none took
+    /// 1,568 s on its second try (docs/planner.md).
     pub(super) fn bandwidth_wanted(&self, migrations: &[MigrationObs], cancelled: VmId, now: f64) -> bool {
         let host_load = |host: HostId| -> f64 {
             migrations
@@ -38,6 +41,7 @@ impl Deadline {
             .take(admission::MAX_SCAN)
             .any(|&vm| {
                 self.startable(vm, now)
+                    && self.fleet_deadline[vm.0].is_some()
                     && !self.hopeless[vm.0]
                     && host_load(self.host[vm.0]) < admission::NIC_FULL * self.estimator.nic(self.host[vm.0])
             });
@@ -49,16 +53,19 @@ impl Deadline {
             })
     }
 
-    /// Whether the WAN has been watched long enough to bet a cancel on it.
-    /// A cancel bets that the WAN measured so far holds until the
-    /// power-off, `left` seconds away; it waits until the WAN has been
-    /// watched for a quarter of that (at most the estimator's horizon).
-    /// On two seconds of a slow start's first minutes it cancelled a
-    /// priority-10 VM that the WAN, recovered minutes later, would have
-    /// carried; the wait costs at most a quarter of the time left at the
-    /// migration's share.
-    fn watched_enough_to_cancel(&self, now: f64, left: f64) -> bool {
-        self.estimator.watched_for(now) >= (CANCEL_EVIDENCE * left).min(HORIZON_S)
+    /// Whether the WAN has been watched long enough to bet on it that it
+    /// holds until a power-off `left` seconds away: for a quarter of that
+    /// (at most the estimator's horizon). Two decisions make that bet and
+    /// cannot be taken back: a cancel (on two seconds of a slow start's
+    /// first minutes it cancelled a priority-10 VM that the WAN, recovered
+    /// minutes later, would have carried; the wait costs at most a quarter
+    /// of the time left at the migration's share), and a switch to
+    /// postcopy, whose one connection must then carry the rest through
+    /// every trough to come (56 s into a sawtooth it switched a priority-10
+    /// VM whose trough was yet to be seen, and lost it; offline, on all its
+    /// connections, saved it: docs/planner.md).
+    fn watched_enough_to_bet(&self, now: f64, left: f64) -> bool {
+        self.estimator.watched_for(now) >= (BET_EVIDENCE * left).min(HORIZON_S)
     }
 
     /// Step 4: the migrations in flight that cannot finish before their
@@ -155,7 +162,8 @@ impl Deadline {
                 let trough_alone = self.alone_rate(spec.host, trough).min(one_connection);
                 let postcopy = (m.params.mode == Mode::Postcopy
                     || (m.params.allow_postcopy && m.params.mode == Mode::Live))
-                    && once <= deliverable_at(rate.min(one_connection), trough_alone);
+                    && once <= deliverable_at(rate.min(one_connection), trough_alone)
+                    && self.watched_enough_to_bet(now, left);
                 if once <= deliverable(rate) {
                     let switch_rate = if postcopy { rate.min(one_connection) } else { rate };
                     let last_safe_moment = 1.5 * once / switch_rate + 2.0 * self.period;
@@ -190,7 +198,7 @@ impl Deadline {
                 || matches!(self.follow, Candidate::Fixed(_))
                 || self.scavenger[m.vm.0]
                 || self.cancelled_once[m.vm.0]
-                || !self.watched_enough_to_cancel(now, left)
+                || !self.watched_enough_to_bet(now, left)
                 || !self.bandwidth_wanted(migrations, m.vm, now)
             {
                 continue;
