@@ -24,9 +24,10 @@
 //! 4. **watches** the migrations in flight: one that cannot finish before
 //!    its host dies at the share it actually gets (and the share it gets
 //!    once the migrations ahead of it are done) is switched to postcopy or
-//!    offline at the last safe moment if that saves it, and otherwise
-//!    cancelled (once, and only if a VM that can make it would use its
-//!    bandwidth) and queued again, last;
+//!    offline at the last safe moment if that saves it (postcopy only on a
+//!    WAN watched long enough to trust its trough), and otherwise
+//!    cancelled (once, and only if a VM racing a power-off that can make
+//!    it would use its bandwidth) and queued again, last;
 //! 5. **rolls out** ([`crate::rollout`]), when a driver gave it a
 //!    simulator: every 30 s or when the WAN moves, simulates candidate
 //!    plans from now under three forecasts and follows the best;
