@@ -255,9 +255,9 @@ impl Deadline {
     /// one more migration joined it (by TCP's fairness, its connections
     /// over all of theirs, the joiner with the scenario's fewest), and
     /// carries at least half the `target` alone, so the path is not left
-    /// mostly idle for it (or is in postcopy, which cannot be undone). Its cap below the target says the path has
-    /// room, but a joiner takes its room from the migration, not from the
-    /// path: a postcopy migration on its one connection lost a priority-10
+    /// mostly idle for it (or is in postcopy, which cannot be undone). Its
+    /// cap below the target says the path has room, but a joiner takes its
+    /// room from the migration, not from the path: a postcopy migration on its one connection lost a priority-10
     /// VM that way (docs/planner.md).
     fn needs_the_path(&self, m: &MigrationObs, now: f64, target: f64) -> bool {
         let Some(deadline) = self.fleet_deadline[m.vm.0] else {

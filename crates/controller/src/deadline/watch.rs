@@ -81,6 +81,8 @@ impl Deadline {
         };
         let migrations = &view.observations.migrations;
         let backlog: f64 = migrations.iter().map(|m| m.bytes_remaining.as_f64()).sum();
+        // Once per call, not per migration: it walks the estimator's history.
+        let trough = self.estimator.trough().unwrap_or(mean).min(mean);
         let mut actions = Vec::new();
         for m in migrations {
             if self.state[m.vm.0] == State::Cancelling {
@@ -158,7 +160,6 @@ impl Deadline {
                 // offline's many can. Where it might not make it, offline
                 // is the safer way to save the VM.
                 let one_connection = self.estimator.migration_cap(Connections::ONE);
-                let trough = self.estimator.trough().unwrap_or(mean).min(mean);
                 let trough_alone = self.alone_rate(spec.host, trough).min(one_connection);
                 let postcopy = (m.params.mode == Mode::Postcopy
                     || (m.params.allow_postcopy && m.params.mode == Mode::Live))
