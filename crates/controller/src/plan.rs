@@ -21,8 +21,10 @@
 //! first meets every deadline (the classic EDF argument on one fluid link).
 //! Saving the most priority under them is a knapsack with nested
 //! capacities; [`choose`] fills it greedily by priority per byte, the
-//! migrations in flight first (they already hold their bytes), each VM in the
-//! first of its modes (live, then postcopy or offline) that still fits.
+//! migrations in flight first (they already hold their bytes), each VM at
+//! its cheapest mode; then each VM saved takes the first of its preferred
+//! modes (live, then postcopy or offline) whose extra bytes still fit, so
+//! no VM's comfort costs another its place.
 //!
 //! [`knapsack_bound`] solves the same problem exactly, by dynamic
 //! programming over bytes (costs rounded down, capacities up, so that it
@@ -109,16 +111,28 @@ pub enum Choice<M> {
 ///
 /// `wan` is the WAN's capacity and `nic(host)` each host's NIC, bytes per
 /// second, both counted from `now`.
+///
+/// Two passes. The first decides *who* is saved: greedily by priority per
+/// byte, each VM at its cheapest mode. The second decides *how*: each VM
+/// saved takes its preferred mode (live before offline) only where the
+/// extra bytes fit in what the first pass left, so a comfort for one VM
+/// never costs another its place. In one pass, a VM of more priority per
+/// byte took live precopy's extra rounds from the room a second VM needed
+/// to be saved at all; on a NIC-bound site, offline for both saved more
+/// (docs/planner.md).
 pub fn choose<M: Copy>(now: f64, items: &[Item<M>], wan: f64, nic: impl Fn(HostId) -> f64) -> Vec<Choice<M>> {
     // The distinct deadlines, earliest first, each with the bytes it can
-    // take (WAN) and those taken so far.
+    // take (WAN).
     let mut deadlines: Vec<f64> = items.iter().filter_map(|i| i.deadline).collect();
     deadlines.sort_by(f64::total_cmp);
     deadlines.dedup();
     let capacity: Vec<f64> = deadlines.iter().map(|&d| wan * (d - now).max(0.0)).collect();
-    // Bytes taken by items whose deadline is exactly deadlines[k].
-    let mut taken = vec![0.0; deadlines.len()];
-    let mut host_taken: std::collections::HashMap<HostId, f64> = std::collections::HashMap::new();
+    let mut ledger = Ledger {
+        deadlines: &deadlines,
+        capacity: &capacity,
+        taken: vec![0.0; deadlines.len()],
+        host_taken: std::collections::HashMap::new(),
+    };
 
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| {
@@ -145,6 +159,8 @@ pub fn choose<M: Copy>(now: f64, items: &[Item<M>], wan: f64, nic: impl Fn(HostI
         };
         items.len()
     ];
+    // Who: each at its cheapest mode (the first of equal cost).
+    let mut saved: Vec<(usize, f64, f64)> = Vec::new();
     for index in order {
         let item = &items[index];
         let Some(deadline) = item.deadline else {
@@ -153,32 +169,74 @@ pub fn choose<M: Copy>(now: f64, items: &[Item<M>], wan: f64, nic: impl Fn(HostI
             choices[index] = Choice::Saved(mode, bytes);
             continue;
         };
-        let k = deadlines.partition_point(|&d| d < deadline);
-        // The room left at every deadline from this one on.
-        let mut room = f64::INFINITY;
-        let mut prefix: f64 = taken[..k].iter().sum();
-        for j in k..deadlines.len() {
-            prefix += taken[j];
-            room = room.min(capacity[j] - prefix);
+        let cheapest = item.cheapest();
+        let &(mode, bytes) = item
+            .alternatives
+            .iter()
+            .find(|&&(_, bytes)| bytes == cheapest)
+            .expect("an item has a mode");
+        let room = ledger.room(item.host, deadline, now, &nic);
+        if bytes <= room {
+            ledger.take(item.host, deadline, bytes);
+            choices[index] = Choice::Saved(mode, bytes);
+            saved.push((index, deadline, bytes));
+        } else {
+            choices[index] = Choice::Left {
+                needs: bytes,
+                room: room.max(0.0),
+            };
         }
-        let host_room =
-            nic(item.host) * (deadline - now).max(0.0) - host_taken.get(&item.host).copied().unwrap_or(0.0);
-        let room = room.min(host_room);
-        match item.alternatives.iter().find(|&&(_, bytes)| bytes <= room) {
-            Some(&(mode, bytes)) => {
-                taken[k] += bytes;
-                *host_taken.entry(item.host).or_default() += bytes;
-                choices[index] = Choice::Saved(mode, bytes);
-            }
-            None => {
-                choices[index] = Choice::Left {
-                    needs: item.cheapest(),
-                    room: room.max(0.0),
-                }
-            }
+    }
+    // How: the preferred mode whose extra bytes still fit, in the same
+    // order.
+    for (index, deadline, cheapest) in saved {
+        let item = &items[index];
+        let room = ledger.room(item.host, deadline, now, &nic);
+        if let Some(&(mode, bytes)) = item
+            .alternatives
+            .iter()
+            .find(|&&(_, bytes)| bytes - cheapest <= room)
+        {
+            ledger.take(item.host, deadline, bytes - cheapest);
+            choices[index] = Choice::Saved(mode, bytes);
         }
     }
     choices
+}
+
+/// What [`choose`] has given out so far: bytes by deadline and by host.
+struct Ledger<'a> {
+    /// The distinct deadlines, earliest first.
+    deadlines: &'a [f64],
+    /// The bytes the WAN carries by each deadline.
+    capacity: &'a [f64],
+    /// Bytes taken by items whose deadline is exactly `deadlines[k]`.
+    taken: Vec<f64>,
+    host_taken: std::collections::HashMap<HostId, f64>,
+}
+
+impl Ledger<'_> {
+    /// The room left for one more VM of `host` dying at `deadline`: at that
+    /// deadline and every later one (a later deadline's room holds the
+    /// earlier ones' bytes too), and through its host's NIC.
+    fn room(&self, host: HostId, deadline: f64, now: f64, nic: &impl Fn(HostId) -> f64) -> f64 {
+        let k = self.deadlines.partition_point(|&d| d < deadline);
+        let mut room = f64::INFINITY;
+        let mut prefix: f64 = self.taken[..k].iter().sum();
+        for j in k..self.deadlines.len() {
+            prefix += self.taken[j];
+            room = room.min(self.capacity[j] - prefix);
+        }
+        let host_room =
+            nic(host) * (deadline - now).max(0.0) - self.host_taken.get(&host).copied().unwrap_or(0.0);
+        room.min(host_room)
+    }
+
+    fn take(&mut self, host: HostId, deadline: f64, bytes: f64) {
+        let k = self.deadlines.partition_point(|&d| d < deadline);
+        self.taken[k] += bytes;
+        *self.host_taken.entry(host).or_default() += bytes;
+    }
 }
 
 /// A source host, for [`knapsack_bound`].
@@ -368,6 +426,36 @@ mod tests {
         assert_eq!(c[0], Choice::Saved("offline", 110.0));
         assert_eq!(c[1], left(30.0, 20.0));
         assert_eq!(c[2], left(25.0, 20.0));
+    }
+
+    #[test]
+    fn live_is_taken_only_with_room_no_vm_saved_offline_needs() {
+        // WAN 1 B/s, one deadline at 10: 10 B in all. a (priority 2): live
+        // 6 B, offline 4 B; b (priority 1): live 7 B, offline 5 B. By
+        // priority per byte of the cheapest mode a (0.5) comes before b
+        // (0.2). Taken live, a would leave 4 B and b (5 B offline) would be
+        // left; both offline cost 9 B, and the 1 B left buys no VM its live
+        // precopy (2 B more each).
+        let items = vec![
+            item(0, 0, Some(10.0), 2, 6.0, Some(4.0)),
+            item(1, 1, Some(10.0), 1, 7.0, Some(5.0)),
+        ];
+        let c = choose(0.0, &items, 1.0, |_| 1000.0);
+        assert_eq!(c[0], Choice::Saved("offline", 4.0));
+        assert_eq!(c[1], Choice::Saved("offline", 5.0));
+        // With 12 B (deadline at 12), 3 B are left after both offline: a,
+        // first by priority per byte, goes live (2 B more); b's 2 B more do
+        // not fit in the 1 B then left.
+        let items: Vec<_> = items
+            .into_iter()
+            .map(|i| Item {
+                deadline: Some(12.0),
+                ..i
+            })
+            .collect();
+        let c = choose(0.0, &items, 1.0, |_| 1000.0);
+        assert_eq!(c[0], Choice::Saved("live", 6.0));
+        assert_eq!(c[1], Choice::Saved("offline", 5.0));
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! 2. **plans** ([`crate::plan`]): which VMs can still be saved before their
 //!    hosts lose power, cumulatively (every VM of every host dying by `d`
 //!    shares the bytes the WAN delivers by `d`), by priority per byte, each
-//!    VM's bytes counting what precopy re-sends at its dirty rate; each in
-//!    the first mode that fits: live, then postcopy (when the scenario
-//!    allows it) or offline from the start. A VM that does not fit even at
-//!    the WAN's peak goes last (never out of the order: it starts on room
-//!    no other VM wants, and the next plan judges it again); one that fits
-//!    only at the peak waits behind those that fit at the mean;
+//!    VM's bytes counting what precopy re-sends at its dirty rate; who is
+//!    saved is decided at each VM's cheapest mode, then each takes the
+//!    first mode whose extra bytes still fit: live, then postcopy (when the
+//!    scenario allows it) or offline from the start. A VM that does not fit
+//!    even at the WAN's peak goes last (never out of the order: it starts
+//!    on room no other VM wants, and the next plan judges it again); one
+//!    that fits only at the peak waits behind those that fit at the mean
+//!    and die no later;
 //! 3. **admits** ([`crate::admission`]): in the plan's order (earliest
 //!    deadline first, then priority per byte), as few migrations as fill the
 //!    path, no second one on a full NIC, each with the connections the room

@@ -185,7 +185,7 @@ impl Deadline {
                         now,
                         "defer",
                         format!(
-                            "needs {} before its host's power-off; at the WAN's mean {} only {} are left after VMs of more priority per byte; fits at the peak {}: behind those that fit",
+                            "needs {} before its host's power-off; at the WAN's mean {} only {} are left after VMs of more priority per byte; fits at the peak {}: behind those that fit and die no later",
                             gib(needs),
                             mbps(mean),
                             gib(room),
@@ -219,17 +219,33 @@ impl Deadline {
             a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2))
         };
         fits.sort_by(by_deadline_then_density);
-        waits.sort_by(by_deadline_then_density);
         hopeless.sort_by(by_deadline_then_density);
+        // A VM deferred (it fits only at the peak) waits behind those that
+        // fit at the mean and die no later than it, not behind every one
+        // that fits: after a dip the mean lags the recovered WAN, and VMs
+        // of hosts dying last (with time to spare) took the path from
+        // those of the hosts dying first (docs/planner.md). Earliest
+        // deadline first is the order that meets every deadline the plan
+        // counted on.
+        let (fits_no_deadline, fits_deadline): (Vec<_>, Vec<_>) =
+            fits.into_iter().partition(|f| f.0.is_infinite());
+        let mut in_line: Vec<(bool, (f64, f64, VmId))> = fits_deadline
+            .into_iter()
+            .map(|key| (false, key))
+            .chain(waits.into_iter().map(|key| (true, key)))
+            .collect();
+        in_line.sort_by(|(a_waits, a), (b_waits, b)| {
+            a.0.total_cmp(&b.0)
+                .then(a_waits.cmp(b_waits))
+                .then_with(|| by_deadline_then_density(a, b))
+        });
         // VMs with no deadline wait behind every one with a deadline that
         // can make it (they have all the time there is); those that cannot
         // make it even at the peak come last: they get the room no other VM
         // would use, and no more.
-        let (fits_no_deadline, fits_deadline): (Vec<_>, Vec<_>) =
-            fits.into_iter().partition(|f| f.0.is_infinite());
-        self.order = fits_deadline
+        self.order = in_line
             .into_iter()
-            .chain(waits)
+            .map(|(_, key)| key)
             .chain(fits_no_deadline)
             .chain(hopeless)
             .map(|(_, _, vm)| vm)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use evac_model::Site;
+use evac_model::{Bytes, Site, Vm};
 
 use super::*;
 use crate::testing::{first_round, host, idle_vm};
@@ -357,4 +357,55 @@ fn a_migration_it_did_not_start_is_adopted_as_in_flight() {
     let admission = consult(&mut policy, &fleet, &adopted);
     assert_eq!(policy.state[1], State::InFlight);
     assert!(!admission.picks.unwrap_or_default().contains(&VmId(1)));
+}
+
+#[test]
+fn a_vm_that_fits_only_at_the_peak_goes_before_one_that_fits_but_dies_later() {
+    // The WAN measured at 30 MB/s from 5 s to 10 s, then 120 MB/s (four
+    // connections of 30 MB/s, below their 40 MB/s cap: capacities, not
+    // floors) to 20 s: peak 120, time-weighted mean (30 × 5 + 120 × 10) /
+    // 15 = 90 MB/s. At 20 s, x (8 GiB, idle: 8.59 GB whatever the mode) on a
+    // host dying at 100 s has 80 s: 7.2 GB at the mean, no; 9.6 GB at the
+    // peak, yes: deferred. z (1 GiB) on a host dying at 1,000 s fits at
+    // the mean. x's window closes first: x goes first.
+    let fleet = Fleet {
+        hosts: vec![
+            host("a", Site::Source, 1e9, Some(Duration::from_secs(100))),
+            host("b", Site::Destination, 1e10, None),
+            host("c", Site::Source, 1e9, Some(Duration::from_secs(1000))),
+        ],
+        vms: vec![
+            Vm {
+                memory: Bytes::gib(8),
+                ..idle_vm("x", 0)
+            },
+            idle_vm("z", 2),
+        ],
+    };
+    let mut policy = Deadline::new(
+        &fleet,
+        MigrationParams::default(),
+        Duration::from_secs(1),
+        Some(BitsPerSec(320e6)),
+    );
+    let four = |rate_bps: f64| MigrationObs {
+        params: MigrationParams {
+            connections: Connections::clamped(4),
+            ..MigrationParams::default()
+        },
+        ..first_round(VmId(9), HostId(0), HostId(1), rate_bps, 4)
+    };
+    policy.estimator.observe(5.0, &[migrating(VmId(9), 240e6)]);
+    policy.estimator.observe(10.0, &[four(960e6)]);
+    policy.estimator.observe(20.0, &[four(960e6)]);
+    assert_eq!(policy.estimator.peak(), Some(120e6));
+    assert!((policy.estimator.mean(20.0).unwrap() - 90e6).abs() < 1.0);
+    let at_20_s = Observations {
+        now: Duration::from_secs(20),
+        ..Observations::default()
+    };
+    with_view(&fleet, &at_20_s, |view| policy.plan(view));
+    let deferred = policy.explain(VmId(0)).into_iter().any(|e| e.decision == "defer");
+    assert!(deferred, "{:?}", policy.explain(VmId(0)));
+    assert_eq!(policy.order[policy.head..], [VmId(0), VmId(1)]);
 }
