@@ -107,6 +107,12 @@ pub struct Deadline {
     /// and still starts whenever the path has room nothing else would use
     /// (a failed attempt costs nothing, and estimates can be pessimistic).
     hopeless: Vec<bool>,
+    /// No VM marked hopeless sits in `order` before this index: the plan
+    /// puts them last and a VM this policy cancelled goes back at the end,
+    /// so the scavengers' pass of the admission scans from here. (It
+    /// scanned the whole queue at every call for a scavenger that was not
+    /// there: 100,000 VMs with no power-off took 22 s instead of 1 s.)
+    hopeless_from: usize,
     /// Per VM: its migration in flight was started on room no VM able to
     /// make it wanted (the second pass of the admission). Its load does
     /// not count when VMs that can make it are admitted, and it is never
@@ -165,6 +171,7 @@ impl Deadline {
         keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
         let order: Vec<VmId> = keyed.into_iter().map(|(_, _, id)| id).collect();
         Self {
+            hopeless_from: order.len(),
             host: fleet.vms.iter().map(|vm| vm.host).collect(),
             any_deadline: fleet_deadline.iter().any(Option::is_some),
             fleet_deadline,
@@ -210,8 +217,15 @@ impl Deadline {
                 // VM that can make it.
                 self.hopeless[vm.0] |= cancelled;
                 self.cancelled_once[vm.0] |= cancelled;
-                if !self.order[self.head..].contains(&vm) {
-                    self.order.push(vm);
+                let at = match self.order[self.head..].iter().position(|&v| v == vm) {
+                    Some(i) => self.head + i,
+                    None => {
+                        self.order.push(vm);
+                        self.order.len() - 1
+                    }
+                };
+                if self.hopeless[vm.0] {
+                    self.hopeless_from = self.hopeless_from.min(at);
                 }
             }
         }
@@ -382,7 +396,12 @@ impl Policy for Deadline {
                 })
         };
         let waiting = |hopeless: bool| {
-            this.order[this.head..]
+            let from = if hopeless {
+                this.head.max(this.hopeless_from)
+            } else {
+                this.head
+            };
+            this.order[from..]
                 .iter()
                 .filter(move |&&vm| this.startable(vm, now) && this.hopeless[vm.0] == hopeless)
                 .map(|&vm| (vm, this.host[vm.0]))
@@ -468,6 +487,7 @@ impl Policy for Deadline {
         self.any_deadline = self.fleet_deadline.iter().any(Option::is_some);
         if !self.any_deadline {
             self.hopeless.fill(false);
+            self.hopeless_from = self.order.len();
         }
         self.replan = true;
         self.follow = Candidate::Planner;

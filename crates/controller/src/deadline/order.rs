@@ -243,6 +243,7 @@ impl Deadline {
         // can make it (they have all the time there is); those that cannot
         // make it even at the peak come last: they get the room no other VM
         // would use, and no more.
+        self.hopeless_from = in_line.len() + fits_no_deadline.len();
         self.order = in_line
             .into_iter()
             .map(|(_, key)| key)

@@ -157,6 +157,40 @@ fn a_vm_cancelled_in_flight_waits_for_its_cancel_then_queues_behind_those_that_f
 }
 
 #[test]
+fn a_vm_cancelled_while_still_in_the_order_is_found_by_the_scavengers_pass() {
+    // y (second in the order) is started ahead of x, as a resumed run
+    // adopts it, and cancelled: it is queued again where it stands, before
+    // the end of the order, with nothing after it. The scavengers' pass
+    // scans only from where the first VM unable to make it may be; it
+    // must start y on the room x leaves once x is done.
+    let fleet = fleet();
+    let mut policy = Deadline::new(&fleet, MigrationParams::default(), Duration::from_secs(1), None);
+    let (x, y) = (VmId(0), VmId(1));
+    assert_eq!(policy.order, [x, y]);
+    policy.start_params(y, MigrationParams::default());
+    policy.state[y.0] = State::Cancelling;
+    consult(&mut policy, &fleet, &cancel_landed(y));
+    assert!(policy.hopeless[y.0]);
+    assert_eq!(
+        policy.order.iter().filter(|&&v| v == y).count(),
+        1,
+        "{:?}",
+        policy.order
+    );
+    policy.state[x.0] = State::Done;
+    let later = Observations {
+        now: Duration::from_secs(3),
+        ..Observations::default()
+    };
+    let picks = consult(&mut policy, &fleet, &later).picks.unwrap_or_default();
+    assert_eq!(picks, [y]);
+    assert!(
+        policy.scavenger[y.0],
+        "y started on room no VM able to make it wanted"
+    );
+}
+
+#[test]
 fn a_vm_cancelled_once_that_a_later_plan_finds_able_starts_as_any_other() {
     // x is cancelled and queued again; y has moved meanwhile. A later plan
     // finds x can make its power-off: it starts in the admission's first
