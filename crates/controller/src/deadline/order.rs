@@ -218,7 +218,6 @@ impl Deadline {
         let by_deadline_then_density = |a: &(f64, f64, VmId), b: &(f64, f64, VmId)| {
             a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2))
         };
-        fits.sort_by(by_deadline_then_density);
         hopeless.sort_by(by_deadline_then_density);
         // A VM deferred (it fits only at the peak) waits behind those that
         // fit at the mean and die no later than it, not behind every one
@@ -227,8 +226,9 @@ impl Deadline {
         // those of the hosts dying first (docs/planner.md). Earliest
         // deadline first is the order that meets every deadline the plan
         // counted on.
-        let (fits_no_deadline, fits_deadline): (Vec<_>, Vec<_>) =
+        let (mut fits_no_deadline, fits_deadline): (Vec<_>, Vec<_>) =
             fits.into_iter().partition(|f| f.0.is_infinite());
+        fits_no_deadline.sort_by(by_deadline_then_density);
         let mut in_line: Vec<(bool, (f64, f64, VmId))> = fits_deadline
             .into_iter()
             .map(|key| (false, key))
