@@ -262,6 +262,29 @@ impl Estimator {
             .reduce(f64::min)
     }
 
+    /// The WAN's last [`HORIZON_S`] as steps, each `(seconds since the
+    /// first, bytes per second)`, a floor counted as the peak (its
+    /// migrations were held by their own caps, not by the WAN), and steps
+    /// within `merge` (relative) of the one before folded into it; with the
+    /// span they cover (to `now`). `None` before two samples.
+    pub fn replay(&self, now: f64, merge: f64) -> Option<(Vec<(f64, f64)>, f64)> {
+        let &(first, _, _) = self.history.front()?;
+        let peak = self.summary.peak?;
+        let span = now - first;
+        if self.history.len() < 2 || span <= 0.0 {
+            return None;
+        }
+        let mut steps: Vec<(f64, f64)> = Vec::new();
+        for &(t, c, floor) in &self.history {
+            let c = if floor { peak.max(c) } else { c };
+            match steps.last() {
+                Some(&(_, before)) if (c - before).abs() <= merge * before => {}
+                _ => steps.push((t - first, c)),
+            }
+        }
+        Some((steps, span))
+    }
+
     /// Whether the [`Estimator::peak`] is only a floor: no sample within
     /// the horizon measured the WAN at (within 3 % of) it; the samples that
     /// reached it had every migration at its own cap (e.g. each at its
@@ -346,6 +369,25 @@ mod tests {
         );
         assert_eq!(e.current(), Some(30.0));
         assert!(e.wan_known());
+    }
+
+    #[test]
+    fn the_replay_is_the_history_as_steps_with_floors_at_the_peak() {
+        let fleet = fleet();
+        let mut e = Estimator::new(&fleet, Some(20.0));
+        assert_eq!(e.replay(1.0, 0.1), None);
+        // Measured 30 at 1 s, 31 at 2 s (within 10 %: the same step), 10 at
+        // 3 s; at 4 s x runs at its 2 connections' cap of 40: a floor, and
+        // the highest sample, so the peak: replayed as 40. Then 12 at 5 s.
+        e.observe(1.0, &[obs(&fleet, 0, 30.0, 4)]);
+        e.observe(2.0, &[obs(&fleet, 0, 31.0, 4)]);
+        e.observe(3.0, &[obs(&fleet, 0, 10.0, 4)]);
+        e.observe(4.0, &[obs(&fleet, 0, 40.0, 2)]);
+        e.observe(5.0, &[obs(&fleet, 0, 12.0, 4)]);
+        assert_eq!(e.peak(), Some(40.0));
+        let (steps, span) = e.replay(6.0, 0.1).unwrap();
+        assert_eq!(steps, [(0.0, 30.0), (2.0, 10.0), (3.0, 40.0), (4.0, 12.0)]);
+        assert_eq!(span, 5.0);
     }
 
     #[test]

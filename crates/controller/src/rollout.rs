@@ -108,10 +108,12 @@ impl Candidate {
     }
 }
 
-/// The WAN a rollout assumes from now on.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The WAN a rollout assumes from now on: `wan`, then each step of
+/// `trace` from its time (seconds from now) on.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Forecast {
     pub wan: BitsPerSec,
+    pub trace: Vec<evac_model::TracePoint>,
 }
 
 /// What a rollout saved of the VMs waiting.
@@ -145,7 +147,7 @@ impl Verdict {
 /// forecast. Implementations must be deterministic and must not plan with
 /// rollouts themselves.
 pub trait Rollout: Send + Sync {
-    fn evaluate(&self, situation: &Situation<'_>, candidate: Candidate, forecast: Forecast) -> Verdict;
+    fn evaluate(&self, situation: &Situation<'_>, candidate: Candidate, forecast: &Forecast) -> Verdict;
 }
 
 /// The candidates a planner weighs ([`within_budget`] keeps some of them
@@ -193,8 +195,9 @@ pub fn candidates(base_connections: Connections, base_mode: Mode) -> Vec<Candida
 
 /// The rollouts one re-plan may run, counted in VMs simulated (a rollout of
 /// `n` VMs counts `n`): every candidate under three forecasts at the
-/// default fleet's 41 VMs, a handful at a few hundred, none (the planner's
-/// own plan alone) past 1,333 under three forecasts (4,000 under one).
+/// default fleet's 41 VMs (fewer under four), a handful at a few hundred,
+/// none (the planner's own plan alone) past 1,333 under three forecasts
+/// (1,000 under four, 4,000 under one).
 /// Measured per re-plan in docs/planner.md.
 pub const BUDGET_VMS: usize = 8_000;
 

@@ -1,6 +1,9 @@
 //! What one re-plan by simulation costs (docs/planner.md): the rollouts
 //! `deadline` runs at one re-plan, for a scenario's whole fleet waiting, as
-//! many candidates as the compute budget allows under three forecasts.
+//! many candidates as the compute budget allows under four forecasts: the
+//! WAN at 40 %, 100 % and 150 % of the scenario's, constant, and a replay
+//! as noisy as one gets (a step every 2 s between 100 % and 50 % for an
+//! hour: 1,800 steps; a real history's steps within 10 % are merged).
 //!
 //! ```text
 //! cargo run --release -p evac-sim --example replan_cost [-- SCENARIO.toml ...]
@@ -11,10 +14,10 @@
 //! time of one re-plan (the median of five).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use evac_controller::rollout::{self, Candidate, Forecast, Rollout, Situation};
-use evac_model::BitsPerSec;
+use evac_model::{BitsPerSec, TracePoint};
 use evac_scenario::Scenario;
 use evac_sim::rollout::SimRollout;
 
@@ -45,8 +48,20 @@ fn main() {
             in_flight: &[],
         };
         let wan = scenario.network.wan_bandwidth.0;
-        let forecasts = [0.4, 1.0, 1.5].map(|share| Forecast {
-            wan: BitsPerSec(wan * share),
+        let mut forecasts: Vec<Forecast> = [0.4, 1.0, 1.5]
+            .map(|share| Forecast {
+                wan: BitsPerSec(wan * share),
+                trace: Vec::new(),
+            })
+            .into();
+        forecasts.push(Forecast {
+            wan: BitsPerSec(wan),
+            trace: (1..1800)
+                .map(|step| TracePoint {
+                    at: Duration::from_secs(2 * step),
+                    bandwidth: BitsPerSec(if step % 2 == 1 { 0.5 * wan } else { wan }),
+                })
+                .collect(),
         });
         let candidates = rollout::within_budget(
             rollout::candidates(scenario.migration.connections, scenario.migration.mode),
@@ -66,7 +81,7 @@ fn main() {
                 let started = Instant::now();
                 if runs > 0 {
                     for &c in &candidates {
-                        for &f in &forecasts {
+                        for f in &forecasts {
                             std::hint::black_box(sim.evaluate(&situation, c, f));
                         }
                     }

@@ -16,7 +16,8 @@
 //!   room (what the VMs already moved hold is not subtracted): an optimism
 //!   every candidate shares.
 //!
-//! The WAN is the forecast's, constant. Its simulation runs the candidate as
+//! The WAN is the forecast's: constant, or the steps of its trace (the
+//! WAN's last minutes replayed). Its simulation runs the candidate as
 //! `static` runs it (or `deadline` without rollouts, for the planner's own
 //! plan), so it never recurses.
 
@@ -49,7 +50,7 @@ impl SimRollout {
 }
 
 impl Rollout for SimRollout {
-    fn evaluate(&self, situation: &Situation<'_>, candidate: Candidate, forecast: Forecast) -> Verdict {
+    fn evaluate(&self, situation: &Situation<'_>, candidate: Candidate, forecast: &Forecast) -> Verdict {
         let now = situation.now;
         let mut config = self.config.clone();
         let mut params = self.params;
@@ -61,7 +62,7 @@ impl Rollout for SimRollout {
         let fleet = rest_of(situation, &waiting);
         let network = Network {
             wan_bandwidth: forecast.wan,
-            wan_trace: Vec::new(),
+            wan_trace: forecast.trace.clone(),
             ..self.network.clone()
         };
         // What is left of the evacuation's horizon.
@@ -206,7 +207,10 @@ mod tests {
             wan_trace: Vec::new(),
         };
         let rollout = SimRollout::new(&network, MigrationParams::default(), &ControllerConfig::default());
-        let forecast = Forecast { wan: BitsPerSec(1e9) };
+        let forecast = Forecast {
+            wan: BitsPerSec(1e9),
+            trace: Vec::new(),
+        };
         let by_priority = Candidate::Fixed(evac_controller::rollout::FixedPlan {
             order: evac_controller::Order::Priority,
             window: 1,
@@ -214,9 +218,9 @@ mod tests {
             connections: evac_model::Connections::ONE,
             mode: evac_model::Mode::Live,
         });
-        let fixed = rollout.evaluate(&situation, by_priority, forecast);
+        let fixed = rollout.evaluate(&situation, by_priority, &forecast);
         assert_eq!((fixed.priority_saved, fixed.vms_saved), (0, 0));
-        let planner = rollout.evaluate(&situation, Candidate::Planner, forecast);
+        let planner = rollout.evaluate(&situation, Candidate::Planner, &forecast);
         assert_eq!((planner.priority_saved, planner.vms_saved), (1, 1));
         // 1 GiB at 1 Gbit/s: at least 8.6 s after now.
         assert!(planner.finish_s > 8.5, "{planner:?}");

@@ -32,7 +32,9 @@
 //!    it would use its bandwidth) and queued again, last;
 //! 5. **rolls out** ([`crate::rollout`]), when a driver gave it a
 //!    simulator: every 30 s or when the WAN moves, simulates candidate
-//!    plans from now under three forecasts and follows the best;
+//!    plans from now under up to four forecasts (the WAN's mean, trough
+//!    and peak, constant, and its last minutes replayed) and follows the
+//!    best;
 //! 6. **explains** ([`crate::explain`]) each decision per VM.
 //!
 //! Replanning costs `O(n log n)` in the VMs left, so it runs only when

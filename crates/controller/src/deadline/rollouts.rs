@@ -4,6 +4,16 @@
 use evac_model::VmId;
 
 use super::{Deadline, REPLAN_CHANGE, ROLLOUT_EVERY_S};
+
+/// Steps of the replayed WAN within this (relative) of the one before are
+/// one step: a rollout's cost grows with the WAN's changes.
+const REPLAY_MERGE: f64 = 0.10;
+/// The least history worth replaying, seconds.
+const REPLAY_MIN_SPAN_S: f64 = 60.0;
+/// How far ahead the replay reaches at most, seconds.
+const REPLAY_UNTIL_S: f64 = 36_000.0;
+/// The most steps in one replayed forecast.
+const REPLAY_MAX_STEPS: usize = 4_096;
 use crate::rollout::{self, Candidate, FixedPlan, Forecast, Situation, Verdict};
 use crate::{Admission, PerHost, View};
 
@@ -21,8 +31,9 @@ impl Deadline {
         }
     }
 
-    /// Simulates the candidate plans from now under a pessimistic, a likely
-    /// and an optimistic WAN, as many as the compute budget allows, and
+    /// Simulates the candidate plans from now under a likely, a pessimistic
+    /// and an optimistic WAN, each constant, and the WAN's last minutes
+    /// replayed, as many as the compute budget allows, and
     /// follows the one that saves the most.
     pub(super) fn roll_out(&mut self, view: &View<'_>) {
         let Some(rollout) = self.rollout.clone() else {
@@ -55,12 +66,18 @@ impl Deadline {
                 forecasts.push(wan);
             }
         }
-        let forecasts: Vec<Forecast> = forecasts
+        let mut forecasts: Vec<Forecast> = forecasts
             .into_iter()
             .map(|bytes_per_sec| Forecast {
                 wan: evac_model::BitsPerSec(bytes_per_sec * 8.0),
+                trace: Vec::new(),
             })
             .collect();
+        // And the last minutes again and again: the constant WANs miss a
+        // stall or a dip that comes back, through which live precopy
+        // re-sends what the guests dirty while offline sends each page
+        // once (docs/planner.md, "The WAN's last minutes replayed").
+        forecasts.extend(self.replay(now));
         let vms = waiting.len() + view.observations.migrations.len();
         let candidates = rollout::within_budget(
             rollout::candidates(self.base.connections, self.base.mode),
@@ -85,11 +102,55 @@ impl Deadline {
             .map(|&c| {
                 forecasts
                     .iter()
-                    .map(|&f| rollout.evaluate(&situation, c, f))
+                    .map(|f| rollout.evaluate(&situation, c, f))
                     .collect()
             })
             .collect();
         self.follow = candidates[rollout::best(&candidates, &verdicts)];
+    }
+
+    /// The WAN's last [`crate::estimate::HORIZON_S`] again and again, to the
+    /// last power-off: a forecast that expects the dips, stalls and saws
+    /// just seen to come back, where the trough's forecast expects the
+    /// worst of them to last. `None` if the WAN did not vary.
+    pub(super) fn replay(&self, now: f64) -> Option<Forecast> {
+        let (steps, span) = self.estimator.replay(now, REPLAY_MERGE)?;
+        if steps.len() < 2 || span < REPLAY_MIN_SPAN_S {
+            return None;
+        }
+        let until = self
+            .fleet_deadline
+            .iter()
+            .flatten()
+            .fold(0.0_f64, |a, &d| a.max(d - now))
+            .min(REPLAY_UNTIL_S);
+        let bps = |bytes_per_sec: f64| evac_model::BitsPerSec(bytes_per_sec * 8.0);
+        let mut trace = Vec::new();
+        let mut base = 0.0;
+        'cycles: while base < until {
+            for &(at, c) in &steps {
+                let t = base + at;
+                if t >= until || trace.len() >= REPLAY_MAX_STEPS {
+                    break 'cycles;
+                }
+                // A cycle that ends where the next begins is one step.
+                if trace
+                    .last()
+                    .is_some_and(|p: &evac_model::TracePoint| p.bandwidth == bps(c))
+                {
+                    continue;
+                }
+                trace.push(evac_model::TracePoint {
+                    at: std::time::Duration::from_secs_f64(t),
+                    bandwidth: bps(c),
+                });
+            }
+            base += span;
+        }
+        Some(Forecast {
+            wan: bps(steps[0].1),
+            trace,
+        })
     }
 
     /// The admission of a fixed plan the rollouts chose: the VMs waiting

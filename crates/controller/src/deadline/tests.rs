@@ -443,3 +443,37 @@ fn a_vm_that_fits_only_at_the_peak_goes_before_one_that_fits_but_dies_later() {
     assert!(deferred, "{:?}", policy.explain(VmId(0)));
     assert_eq!(policy.order[policy.head..], [VmId(0), VmId(1)]);
 }
+
+#[test]
+fn the_replayed_forecast_repeats_the_last_minutes_to_the_last_power_off() {
+    // Measured 30 MB/s at 5 and 10 s, 3 MB/s at 30 s (a stall), 30 again
+    // at 50 s; at 70 s the history spans 65 s: steps at 0, 25 and 45 s of
+    // each cycle, cycles starting at 0 and 65 s, to the power-off 130 s
+    // ahead. The step at 45 s runs into the next cycle's first (also
+    // 240 Mbit/s): one step.
+    let mut fleet = fleet();
+    fleet.hosts[0].power_off_at = Some(Duration::from_secs(200));
+    let mut policy = measured_at_30_mb_s_in(&fleet, MigrationParams::default());
+    policy.estimator.observe(30.0, &[migrating(VmId(0), 24e6)]);
+    policy.estimator.observe(50.0, &[migrating(VmId(0), 240e6)]);
+    let forecast = policy.replay(70.0).expect("a WAN that varied");
+    let steps: Vec<(f64, f64)> = forecast
+        .trace
+        .iter()
+        .map(|p| (p.at.as_secs_f64(), p.bandwidth.0 / 1e6))
+        .collect();
+    assert_eq!(forecast.wan, BitsPerSec(240e6));
+    assert_eq!(
+        steps,
+        [
+            (0.0, 240.0),
+            (25.0, 24.0),
+            (45.0, 240.0),
+            (90.0, 24.0),
+            (110.0, 240.0)
+        ]
+    );
+    // A WAN that held steady has nothing to replay.
+    let steady = measured_at_30_mb_s_in(&fleet, MigrationParams::default());
+    assert!(steady.replay(70.0).is_none());
+}
