@@ -1,9 +1,12 @@
 //! Planning by simulation: when to roll out the candidate plans, rolling
 //! them out, and following the fixed plan they chose.
 
-use evac_model::VmId;
+use evac_model::{BytesPerSec, TracePoint, VmId};
 
 use super::{Deadline, REPLAN_CHANGE, ROLLOUT_EVERY_S};
+
+use crate::rollout::{self, Candidate, FixedPlan, Forecast, Situation, Verdict};
+use crate::{Admission, PerHost, View};
 
 /// Steps of the replayed WAN within this (relative) of the one before are
 /// one step: a rollout's cost grows with the WAN's changes.
@@ -14,8 +17,6 @@ const REPLAY_MIN_SPAN_S: f64 = 60.0;
 const REPLAY_UNTIL_S: f64 = 36_000.0;
 /// The most steps in one replayed forecast.
 const REPLAY_MAX_STEPS: usize = 4_096;
-use crate::rollout::{self, Candidate, FixedPlan, Forecast, Situation, Verdict};
-use crate::{Admission, PerHost, View};
 
 impl Deadline {
     /// Whether the rollouts' choice is due: never made, older than
@@ -69,7 +70,7 @@ impl Deadline {
         let mut forecasts: Vec<Forecast> = forecasts
             .into_iter()
             .map(|bytes_per_sec| Forecast {
-                wan: evac_model::BitsPerSec(bytes_per_sec * 8.0),
+                wan: BytesPerSec(bytes_per_sec).to_bits_per_sec(),
                 trace: Vec::new(),
             })
             .collect();
@@ -124,7 +125,7 @@ impl Deadline {
             .flatten()
             .fold(0.0_f64, |a, &d| a.max(d - now))
             .min(REPLAY_UNTIL_S);
-        let bps = |bytes_per_sec: f64| evac_model::BitsPerSec(bytes_per_sec * 8.0);
+        let bps = |bytes_per_sec: f64| BytesPerSec(bytes_per_sec).to_bits_per_sec();
         let mut trace = Vec::new();
         let mut base = 0.0;
         'cycles: while base < until {
@@ -134,13 +135,10 @@ impl Deadline {
                     break 'cycles;
                 }
                 // A cycle that ends where the next begins is one step.
-                if trace
-                    .last()
-                    .is_some_and(|p: &evac_model::TracePoint| p.bandwidth == bps(c))
-                {
+                if trace.last().is_some_and(|p: &TracePoint| p.bandwidth == bps(c)) {
                     continue;
                 }
-                trace.push(evac_model::TracePoint {
+                trace.push(TracePoint {
                     at: std::time::Duration::from_secs_f64(t),
                     bandwidth: bps(c),
                 });
