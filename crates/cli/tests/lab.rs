@@ -67,21 +67,35 @@ fn lab_up(dir: &Path, tag: &str) -> (String, String) {
     (name, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `evac lab run file --json json`, which must succeed and leave nothing of
-/// lab `name`: its stdout and stderr.
+/// What `evac lab run` printed, and the run's JSON.
+struct LabRun {
+    stdout: String,
+    stderr: String,
+    run: Value,
+}
+
+/// `evac lab run file --json <dir>/run.json` of a [`lab_file`], which must
+/// succeed, migrate both its VMs and leave nothing of lab `name`.
 #[track_caller]
-fn lab_run(name: &str, file: &Path, json: &Path) -> (String, String) {
+fn lab_run(dir: &Path, name: &str, file: &Path) -> LabRun {
+    let json = dir.join("run.json");
     let out = evac_command()
         .args(["lab", "run"])
         .arg(file)
         .arg("--json")
-        .arg(json)
+        .arg(&json)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     assert_eq!(leftovers(name), Vec::<String>::new());
-    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    let run: Value = read_json(&json);
+    assert_eq!(run["migrated"], 2, "{run}");
+    LabRun {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+        run,
+    }
 }
 
 /// `evac lab down name` succeeds, names the lab first, and leaves nothing.
@@ -122,15 +136,12 @@ fn lab_run_moves_a_small_lab_close_to_the_prediction_and_leaves_nothing() {
     lab::skip_without!(NEEDS);
     let dir = tempfile::tempdir().unwrap();
     let (name, file) = lab_file(dir.path(), "run");
-    let json = dir.path().join("run.json");
-    let (stdout, _) = lab_run(&name, &file, &json);
+    let LabRun { stdout, run, .. } = lab_run(dir.path(), &name, &file);
     assert!(
         stdout.contains("| a |") && stdout.contains("| total |"),
         "{stdout}"
     );
 
-    let run: Value = read_json(&json);
-    assert_eq!(run["migrated"], 2, "{run}");
     assert_eq!(run["prediction"]["migrated"], 2);
     // By hand: 2 x 64 MiB of random RAM over 200 Mbit/s is 5.37 s of
     // payload, one after the other, plus for each 30 ms of setup and 12
@@ -233,14 +244,11 @@ fn lab_run_measures_the_per_migration_cost_when_the_file_gives_none() {
     lab::skip_without!(NEEDS);
     let dir = tempfile::tempdir().unwrap();
     let (name, file) = lab_file_with(dir.path(), "cal", "");
-    let json = dir.path().join("run.json");
-    let (_, stderr) = lab_run(&name, &file, &json);
+    let LabRun { stderr, run, .. } = lab_run(dir.path(), &name, &file);
     assert!(
         stderr.contains("gives no per-migration cost") && stderr.contains("setup_time measured at run start"),
         "{stderr}"
     );
-    let run: Value = read_json(&json);
-    assert_eq!(run["migrated"], 2, "{run}");
     // By hand: the ideal model predicts the payload alone, 2 x 64 MiB over
     // 200 Mbit/s = 5.37 s, one after the other. The measured cost of each
     // migration (a destination QEMU started, handshakes, TCP's slow start

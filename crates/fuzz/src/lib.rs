@@ -319,7 +319,7 @@ pub fn check(target: Target, text: &str, dir: &Path) -> Verdict {
             simulate(
                 &fleet,
                 &inventory.network(),
-                inventory.migration,
+                inventory.migration.params,
                 &inventory.controller,
             )
         }

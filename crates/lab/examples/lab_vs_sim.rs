@@ -92,8 +92,12 @@ async fn evacuate(policy: PolicyKind) -> Result<(RunResult, RunResult)> {
     }
     let mut network = inventory.network();
     network.wan_bandwidth = BitsPerSec(RATE_BPS as f64);
-    let predicted =
-        evac_sim::simulate_evacuation(&fleet, &network, inventory.migration, &inventory.controller);
+    let predicted = evac_sim::simulate_evacuation(
+        &fleet,
+        &network,
+        inventory.migration.params,
+        &inventory.controller,
+    );
 
     let out = run_detailed(inventory, None, std::future::pending()).await?;
     lab.adopt_destinations(&out.placements);

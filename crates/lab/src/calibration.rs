@@ -170,7 +170,7 @@ pub async fn calibrate(lab: &mut LabInstance, count: usize) -> Result<Calibratio
         setup_time,
     };
     lab.scenario.migration.setup_time = setup_time;
-    lab.inventory.migration.setup_time = setup_time;
+    lab.inventory.migration.params.setup_time = setup_time;
     Ok(calibration)
 }
 

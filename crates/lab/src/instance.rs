@@ -166,7 +166,6 @@ impl LabInstance {
                 stall_after: None,
                 controller: Default::default(),
                 migration: Default::default(),
-                tls: false,
                 run_dir: None,
                 network: None,
                 hosts: Vec::new(),

@@ -41,7 +41,10 @@ fn deadline_decides_in_the_lab_as_in_the_simulation() {
     // Each probe moved, measured against its own simulation.
     assert_eq!(calibration.probes.len(), 3);
     assert_eq!(built.scenario.migration.setup_time, calibration.setup_time);
-    assert_eq!(built.inventory.migration.setup_time, calibration.setup_time);
+    assert_eq!(
+        built.inventory.migration.params.setup_time,
+        calibration.setup_time
+    );
     let run = runtime
         .block_on(evacuate_quietly(&mut built, PolicyKind::Deadline))
         .unwrap();

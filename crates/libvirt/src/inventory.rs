@@ -1,7 +1,7 @@
 //! The libvirt inventory: hosts reached by libvirt URIs, domains found on
 //! them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use evac_controller::ControllerConfig;
 use evac_model::wall_clock::Timestamp;
@@ -154,17 +154,6 @@ use evac_run::inventory::{At, HostView, Refusal, VmView};
 pub use evac_run::inventory::{InventoryError, NetworkSpec, MAX_INVENTORY_BYTES};
 
 impl Inventory {
-    /// Reads and checks an inventory file.
-    pub fn from_path(path: &Path) -> Result<Inventory, InventoryError> {
-        let text = evac_run::inventory::read(path)?;
-        Self::from_str_at(&text, path)
-    }
-
-    /// Parses inventory text; `path` names it in errors.
-    pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
-        Inventory::checked(evac_run::inventory::parse(text, path)?, text, path)
-    }
-
     /// The model's one wall over what the inventory states, as a scenario's
     /// values are checked: its name, the migration and controller tables,
     /// the hosts. The domains are checked once found ([`Inventory::fleet`]).
@@ -315,6 +304,7 @@ evac_run::editable_inventory!(Inventory, HostSpec);
 mod tests {
     use super::*;
     use evac_model::BitsPerSec;
+    use std::path::Path;
     use std::time::Duration;
 
     /// The example, verbatim.

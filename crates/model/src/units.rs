@@ -92,6 +92,9 @@ const BYTE_RATE_RANGE: Range = Range {
     most: 1.25e14,
     describe: "within 0 or 1 B/s ..= 125000 GB/s",
 };
+/// 2^52: below it every `f64` has a fraction to round, and `i64` holds it.
+const TWO_POW_52: f64 = 4_503_599_627_370_496.0;
+
 /// Durations: 0, or 1 us to 10 years (87660 h).
 pub const MAX_DURATION: Duration = Duration::from_secs(87_660 * 3600);
 const DURATION_RANGE: Range = Range {
@@ -192,6 +195,15 @@ impl Bytes {
     pub fn from_f64(bytes: f64) -> Self {
         // NaN and negatives are 0; `as` saturates above u64::MAX.
         let bytes = bytes.max(0.0);
+        // Below 2^52 (4 PiB: every count a simulation makes) through i64,
+        // which x86-64 converts in one instruction each way; u64's
+        // conversions are sequences with branches, and were most of a
+        // million-VM run's cost of observing its migrations.
+        if bytes < TWO_POW_52 {
+            // Exact: `whole` and `bytes - whole` are exact below 2^52.
+            let whole = bytes as i64;
+            return Bytes((whole + i64::from(bytes - whole as f64 >= 0.5)) as u64);
+        }
         let whole = bytes as u64;
         // Exact: below 2^53 `whole` is exact as an f64 and within 1 of
         // `bytes`; from 2^52 on every f64 is whole and the fraction is 0.
@@ -281,12 +293,7 @@ impl FromStr for BitsPerSec {
 
 impl fmt::Display for BitsPerSec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (name, scale) in [("Tbps", 1e12), ("Gbps", 1e9), ("Mbps", 1e6), ("Kbps", 1e3)] {
-            if self.0 >= scale {
-                return write_trimmed(f, self.0 / scale, name);
-            }
-        }
-        write_trimmed(f, self.0, "bps")
+        write_in_units(f, self.0, BIT_RATE_UNITS)
     }
 }
 
@@ -311,12 +318,8 @@ impl FromStr for BytesPerSec {
 
 impl fmt::Display for BytesPerSec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (name, scale) in [("GB/s", 1e9), ("MB/s", 1e6), ("KB/s", 1e3)] {
-            if self.0 >= scale {
-                return write_trimmed(f, self.0 / scale, name);
-            }
-        }
-        write_trimmed(f, self.0, "B/s")
+        // In the decimal units, the first four: the binary ones are read only.
+        write_in_units(f, self.0, &BYTE_RATE_UNITS[..4])
     }
 }
 
@@ -362,6 +365,18 @@ impl fmt::Display for Trimmed<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_trimmed(f, self.0, self.1)
     }
+}
+
+/// Writes `value` in the largest of `units` (the base unit first, then
+/// ever larger ones) that it reaches, else in the base unit: `1.5 Gbps`,
+/// `500 B/s`.
+fn write_in_units(f: &mut fmt::Formatter<'_>, value: f64, units: &[(&str, f64)]) -> fmt::Result {
+    let (name, scale) = units
+        .iter()
+        .rev()
+        .find(|(_, scale)| value >= *scale)
+        .unwrap_or(&units[0]);
+    write_trimmed(f, value / scale, name)
 }
 
 /// Writes up to three decimals, without trailing zeros: `4 GiB`, `1.5 Gbps`.
@@ -547,6 +562,19 @@ mod tests {
             err("4 GB/s".parse::<Bytes>()),
             "`4 GB/s` is not a size like \"4 GiB\" (units: B KB MB GB TB KiB MiB GiB TiB)"
         );
+    }
+
+    #[test]
+    fn rates_are_written_in_the_largest_unit_they_reach() {
+        assert_eq!(BitsPerSec(1.5e9).to_string(), "1.5 Gbps");
+        assert_eq!(BitsPerSec(2e12).to_string(), "2 Tbps");
+        assert_eq!(BitsPerSec(999.0).to_string(), "999 bps");
+        assert_eq!(BitsPerSec(0.0).to_string(), "0 bps");
+        assert_eq!(BytesPerSec(2.5e7).to_string(), "25 MB/s");
+        // Decimal units only, up to GB/s.
+        assert_eq!(BytesPerSec(5e12).to_string(), "5000 GB/s");
+        assert_eq!(BytesPerSec(1048576.0).to_string(), "1.049 MB/s");
+        assert_eq!(BytesPerSec(0.5).to_string(), "0.5 B/s");
     }
 
     #[test]

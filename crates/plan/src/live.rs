@@ -80,7 +80,7 @@ pub async fn qemu(
         measuring_time(how.sample, how.long),
         Bytes((how.runs * crate::sample::RUN_BYTES) as u64)
     ));
-    let measured = measure::qemu(inventory, how.sample, how.long, how.runs).await?;
+    let measured = measure::qemu(inventory, how).await?;
     let sizes: Vec<Bytes> = measured.iter().map(|m| m.memory).collect();
     let stated: Vec<scenario::Stated> = inventory
         .vms
@@ -91,10 +91,10 @@ pub async fn qemu(
         })
         .collect();
     let setup = if how.setup_stated {
-        setup::Setup::stated(&inventory.migration)
+        setup::Setup::stated(&inventory.migration.params)
     } else {
         setup::Setup::not_measured(
-            &inventory.migration,
+            &inventory.migration.params,
             "the QEMU backend has no setup probe yet: state [migration] setup_time in the inventory",
         )
     };
@@ -103,7 +103,7 @@ pub async fn qemu(
         fleet: scenario::with_measured(inventory.fleet(&sizes), &measured, &stated),
         network: inventory.network(),
         network_stated: inventory.network.is_some(),
-        migration: inventory.migration,
+        migration: inventory.migration.params,
         controller: inventory.controller.clone(),
         measured,
         setup,
@@ -134,7 +134,7 @@ pub async fn libvirt(
         measuring_time(how.sample, how.long),
         Bytes((how.runs * crate::sample::RUN_BYTES) as u64)
     ));
-    let measured = measure::libvirt(&backend, how.sample, how.long, how.runs).await?;
+    let measured = measure::libvirt(&backend, how).await?;
     let stated: Vec<scenario::Stated> = backend
         .fleet()
         .vms

@@ -15,6 +15,8 @@ use evac_model::{Bytes, BytesPerSec};
 use evac_qmp::Qmp;
 use serde_json::json;
 
+use crate::live::Reading;
+
 /// What QEMU told us about one VM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
@@ -231,15 +233,11 @@ const SAMPLE_SEED: u64 = 0x5eed_e7ac;
 
 /// Measures every VM of a QEMU `inventory` at once over QMP (see
 /// [`measure_vm`]); memory from `query-memory-size-summary` unless the
-/// inventory states it; `runs` runs of its RAM read for its content (see
-/// [`read_content`]).
-pub async fn qemu(
-    inventory: &evac_qemu::Inventory,
-    sample: Duration,
-    long: Duration,
-    runs: usize,
-) -> Result<Vec<Measured>> {
-    let (seconds, long) = sample_seconds(sample, long);
+/// inventory states it; `how.runs` runs of its RAM read for its content
+/// (see [`read_content`]).
+pub async fn qemu(inventory: &evac_qemu::Inventory, how: &Reading) -> Result<Vec<Measured>> {
+    let (seconds, long) = sample_seconds(how.sample, how.long);
+    let runs = how.runs;
     all_at_once(inventory.vms.iter().map(|vm| {
         let (name, qmp, stated) = (vm.name.clone(), vm.qmp.clone(), vm.memory);
         async move {
@@ -404,18 +402,14 @@ async fn qmp_sample(qmp: &Qmp, seconds: u64) -> Result<u64> {
 
 /// Measures every domain of a libvirt fleet at once (see [`measure_vm`]):
 /// `backend` has found them ([`evac_libvirt::LibvirtBackend::connect`], the
-/// discovery `evac run` makes), memory is the domain's; `runs` runs of its
+/// discovery `evac run` makes), memory is the domain's; `how.runs` runs of its
 /// RAM read through `virDomainMemoryPeek` (the machine's RAM layout from
 /// its type: [`crate::sample::x86_ram_ranges`]).
 #[cfg(feature = "libvirt")]
-pub async fn libvirt(
-    backend: &evac_libvirt::LibvirtBackend,
-    sample: Duration,
-    long: Duration,
-    runs: usize,
-) -> Result<Vec<Measured>> {
+pub async fn libvirt(backend: &evac_libvirt::LibvirtBackend, how: &Reading) -> Result<Vec<Measured>> {
     use evac_run::Backend as _;
-    let (seconds, long) = sample_seconds(sample, long);
+    let (seconds, long) = sample_seconds(how.sample, how.long);
+    let runs = how.runs;
     let fleet = backend.fleet();
     all_at_once(fleet.vms.iter().map(|vm| {
         let conn = backend.connection(vm.host).clone();

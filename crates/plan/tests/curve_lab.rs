@@ -290,11 +290,11 @@ qemu_args = []
         name: "by hand".into(),
         network: inventory.network(),
         network_stated: true,
-        migration: inventory.migration,
+        migration: inventory.migration.params,
         controller: inventory.controller.clone(),
         measured: Vec::new(),
         fleet,
-        setup: evac_plan::setup::Setup::stated(&inventory.migration),
+        setup: evac_plan::setup::Setup::stated(&inventory.migration.params),
     };
     let (curve, rounds) = planned(&live, &live.fleet);
     let mut fleet = live.fleet.clone();

@@ -89,7 +89,7 @@ fn the_written_scenario_reads_back_as_the_fleet() {
         &inventory.name,
         &fleet,
         &network,
-        &inventory.migration,
+        &inventory.migration.params,
         &inventory.controller,
     )
     .unwrap();
@@ -99,7 +99,7 @@ fn the_written_scenario_reads_back_as_the_fleet() {
     assert_eq!(back.fleet.vms[1].disk, Bytes(21_474_836_481));
     assert_eq!(back.fleet.vms[0].disk, Bytes::ZERO);
     assert_eq!(back.network, network);
-    assert_eq!(back.migration, inventory.migration);
+    assert_eq!(back.migration, inventory.migration.params);
     assert_eq!(back.controller, inventory.controller);
     assert_eq!(back.controller.aimd.max_window, 7);
 }
@@ -114,7 +114,7 @@ fn the_pick_saves_the_most_priority_then_finishes_first() {
     let plan = triage(
         &fleet,
         &inventory.network(),
-        inventory.migration,
+        inventory.migration.params,
         &inventory.controller,
     );
     assert_eq!(plan.results.len(), 6);

@@ -10,71 +10,54 @@ use serde::Deserialize;
 
 /// An inventory: see the crate documentation for the format.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "RawInventory")]
+#[serde(deny_unknown_fields)]
 pub struct Inventory {
     pub name: String,
     /// Always `qemu` here (the CLI dispatches on it; absent means `qemu`).
+    #[serde(default = "qemu")]
     pub backend: String,
+    #[serde(default)]
     pub controller: ControllerConfig,
-    /// `[migration]` without `tls`: the controller's starting parameters.
-    pub migration: MigrationParams,
-    /// `[migration] tls = true`: every migration stream is TLS, QEMU's
-    /// `tls-creds-x509` on both ends with each host's `tls_dir`.
-    pub tls: bool,
+    #[serde(default)]
+    pub migration: MigrationSettings,
     /// Where the journal, destination QMP sockets and logs go; default
     /// `evac_run::default_run_dir(name)` (`$EVAC_STATE_DIR/<name>`, else
     /// `$XDG_STATE_HOME/evac/<name>`, else `~/.local/state/evac/<name>`):
     /// stable across restarts, so `--resume` finds the journal. It is not
     /// removed: migrated VMs' QMP sockets live there.
+    #[serde(default)]
     pub run_dir: Option<PathBuf>,
     /// The WAN as the operator knows it (`evac plan` simulates over it; a
     /// run's lower bounds use it); absent, the fastest source NIC.
+    #[serde(default)]
     pub network: Option<NetworkSpec>,
     /// A migration whose bytes do not move this long is cancelled and
     /// retried (default: 5 control periods).
+    #[serde(default, with = "evac_model::units::human_duration::option")]
     pub stall_after: Option<Duration>,
+    #[serde(rename = "host", default)]
     pub hosts: Vec<HostSpec>,
+    #[serde(rename = "vm", default)]
     pub vms: Vec<VmSpec>,
     /// Not in the file: the evacuation's start on the wall clock, which
     /// power-offs given as times count from in [`Inventory::fleet`]. When
     /// the file was read, until a run sets its own (`evac_run::RunOptions::start`).
+    #[serde(skip, default = "Timestamp::now")]
     pub start: Timestamp,
 }
 
-/// The file's shape (fields as in [`Inventory`]); [`Inventory`] is built
-/// from it, `[migration]` split into the model's parameters and `tls`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInventory {
-    name: String,
-    #[serde(default = "qemu")]
-    backend: String,
-    #[serde(default)]
-    controller: ControllerConfig,
-    #[serde(default)]
-    migration: MigrationTable,
-    #[serde(default)]
-    run_dir: Option<PathBuf>,
-    #[serde(default)]
-    network: Option<NetworkSpec>,
-    #[serde(default, with = "evac_model::units::human_duration::option")]
-    stall_after: Option<Duration>,
-    #[serde(rename = "host", default)]
-    hosts: Vec<HostSpec>,
-    #[serde(rename = "vm", default)]
-    vms: Vec<VmSpec>,
+/// `[migration]`: the controller's starting parameters plus what only a
+/// QEMU migration has (read by [`evac_run::inventory::extended`]: a bad
+/// value is placed at its own line).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MigrationSettings {
+    pub params: MigrationParams,
+    /// Every migration stream is TLS, QEMU's `tls-creds-x509` on both ends
+    /// with each host's `tls_dir`.
+    pub tls: bool,
 }
 
-/// `[migration]`: the model's parameters plus what only a real backend has
-/// (read by [`evac_run::inventory::extended`]: a bad value is placed at its
-/// own line).
-#[derive(Debug, Default)]
-struct MigrationTable {
-    params: MigrationParams,
-    tls: bool,
-}
-
-/// The key of [`MigrationTable`] the model's parameters do not have.
+/// The key of [`MigrationSettings`] the model's parameters do not have.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QemuOwn {
@@ -82,29 +65,11 @@ struct QemuOwn {
     tls: bool,
 }
 
-impl<'de> Deserialize<'de> for MigrationTable {
+impl<'de> Deserialize<'de> for MigrationSettings {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (params, own): (MigrationParams, QemuOwn) =
             evac_run::inventory::extended(deserializer, &["tls"])?;
-        Ok(MigrationTable { params, tls: own.tls })
-    }
-}
-
-impl From<RawInventory> for Inventory {
-    fn from(raw: RawInventory) -> Inventory {
-        Inventory {
-            name: raw.name,
-            backend: raw.backend,
-            controller: raw.controller,
-            migration: raw.migration.params,
-            tls: raw.migration.tls,
-            run_dir: raw.run_dir,
-            network: raw.network,
-            stall_after: raw.stall_after,
-            hosts: raw.hosts,
-            vms: raw.vms,
-            start: Timestamp::now(),
-        }
+        Ok(MigrationSettings { params, tls: own.tls })
     }
 }
 
@@ -170,21 +135,6 @@ use evac_run::inventory::{At, HostView, Refusal, VmView};
 pub use evac_run::inventory::{InventoryError, MAX_INVENTORY_BYTES};
 
 impl Inventory {
-    /// Reads and checks an inventory file.
-    pub fn from_path(path: &Path) -> Result<Inventory, InventoryError> {
-        let text = evac_run::inventory::read(path)?;
-        Self::from_str_at(&text, path)
-    }
-
-    /// Parses inventory text; `path` names it in errors.
-    pub fn from_str_at(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
-        Inventory::checked(
-            evac_run::inventory::parse::<RawInventory>(text, path)?.into(),
-            text,
-            path,
-        )
-    }
-
     /// The model's one wall over what the inventory states, as a scenario's
     /// values are checked: names, the migration and controller tables, the
     /// network, hosts and VMs. A VM whose memory the inventory leaves to
@@ -215,7 +165,7 @@ impl Inventory {
                 "a stall time of 0 s would cancel every migration at once; give one above zero",
             ));
         }
-        self.migration.validate()?;
+        self.migration.params.validate()?;
         self.controller.validate()?;
         if self.network.is_some() {
             self.network().validate()?;

@@ -223,7 +223,7 @@ pub async fn run_with_options(
     let mut inventory = inventory;
     let mut options = options;
     let config = inventory.controller.clone();
-    let params = inventory.migration;
+    let params = inventory.migration.params;
     let log = options.log.clone().unwrap_or_else(log_to_stderr);
     let run_dir = evac_run::open_run_dir(&inventory.name, inventory.run_dir.as_deref(), &mut options)?;
     options.stall_after = options.stall_after.or(inventory.stall_after);

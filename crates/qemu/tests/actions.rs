@@ -310,7 +310,7 @@ async fn multifd_channels_carry_a_migration() {
     let vms = vec![vm.clone()];
     let monitor = monitor(&vm).await;
     let inv = inventory(&lab, &vms, "multifd_channels = 4\nmax_bandwidth = \"800 Mbps\"");
-    assert_eq!(inv.migration.connections.get(), 4);
+    assert_eq!(inv.migration.params.connections.get(), 4);
     let run = tokio::spawn(run_with_controller(
         inv,
         |_| {

@@ -7,12 +7,15 @@ use tokio::net::UnixListener;
 const GREETING: &str =
     r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}"#;
 
-/// A fake QEMU: greets, then answers each command with `reply(command, id)`
-/// (a list of lines to send back; `None` closes the socket).
-async fn fake_server<F>(dir: &tempfile::TempDir, reply: F) -> String
+/// A client connected to a fake QEMU that greets, then answers each
+/// command with `reply(command, id)` (a list of lines to send back; `None`
+/// closes the socket). The directory holds the socket: keep it for the
+/// test's length.
+async fn fake_qemu<F>(reply: F) -> (tempfile::TempDir, Qmp)
 where
     F: Fn(&str, &Value) -> Option<Vec<String>> + Send + 'static,
 {
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("qmp.sock");
     let listener = UnixListener::bind(&path).unwrap();
     tokio::spawn(async move {
@@ -34,7 +37,21 @@ where
             }
         }
     });
-    path.to_str().unwrap().to_owned()
+    let qmp = Qmp::connect(path.to_str().unwrap()).await.unwrap();
+    (dir, qmp)
+}
+
+/// [`fake_qemu`] returning each of `returns`' values for its command, and
+/// `{}` for any other command.
+async fn fake_qemu_returning(returns: Vec<(&'static str, Value)>) -> (tempfile::TempDir, Qmp) {
+    fake_qemu(move |command, id| {
+        let value = returns
+            .iter()
+            .find(|(c, _)| *c == command)
+            .map(|(_, v)| v.clone());
+        Some(vec![ok(id, value.unwrap_or_else(|| json!({})))])
+    })
+    .await
 }
 
 fn ok(id: &Value, value: Value) -> String {
@@ -56,26 +73,21 @@ fn tls_parameters_have_qemus_names() {
 
 #[tokio::test]
 async fn matches_replies_by_id_and_parses_query_migrate() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = fake_server(&dir, |command, id| {
-        Some(match command {
-            "query-migrate" => vec![ok(
-                id,
-                json!({"status": "active", "total-time": 1200, "expected-downtime": 30,
-                       "some-new-field": {"x": 1},
-                       "ram": {"transferred": 1000, "remaining": 24, "total": 4096, "mbps": 812.5,
-                               "dirty-pages-rate": 10, "dirty-sync-count": 3, "page-size": 4096,
-                               "new-counter": 7}}),
-            )],
-            "query-status" => vec![ok(
-                id,
-                json!({"status": "some-future-state", "running": false, "singlestep": false}),
-            )],
-            _ => vec![ok(id, json!({}))],
-        })
-    })
+    let (_dir, qmp) = fake_qemu_returning(vec![
+        (
+            "query-migrate",
+            json!({"status": "active", "total-time": 1200, "expected-downtime": 30,
+                   "some-new-field": {"x": 1},
+                   "ram": {"transferred": 1000, "remaining": 24, "total": 4096, "mbps": 812.5,
+                           "dirty-pages-rate": 10, "dirty-sync-count": 3, "page-size": 4096,
+                           "new-counter": 7}}),
+        ),
+        (
+            "query-status",
+            json!({"status": "some-future-state", "running": false, "singlestep": false}),
+        ),
+    ])
     .await;
-    let qmp = Qmp::connect(&path).await.unwrap();
     let info = qmp.query_migrate().await.unwrap();
     assert_eq!(info.status, Some(MigrationStatus::Active));
     let ram = info.ram.unwrap();
@@ -97,8 +109,7 @@ async fn matches_replies_by_id_and_parses_query_migrate() {
 
 #[tokio::test]
 async fn reports_command_errors_with_class_and_desc() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = fake_server(&dir, |command, id| {
+    let (_dir, qmp) = fake_qemu(|command, id| {
         Some(match command {
             "qmp_capabilities" => vec![ok(id, json!({}))],
             _ => vec![
@@ -107,7 +118,6 @@ async fn reports_command_errors_with_class_and_desc() {
         })
     })
     .await;
-    let qmp = Qmp::connect(&path).await.unwrap();
     match qmp.migrate_cancel().await {
         Err(QmpError::Command { class, desc }) => {
             assert_eq!(class, "GenericError");
@@ -119,8 +129,7 @@ async fn reports_command_errors_with_class_and_desc() {
 
 #[tokio::test]
 async fn delivers_events_and_out_of_order_replies() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = fake_server(&dir, |command, id| {
+    let (_dir, qmp) = fake_qemu(|command, id| {
         Some(match command {
             "cont" => vec![
                 r#"{"timestamp": {"seconds": 5, "microseconds": 6}, "event": "RESUME"}"#.to_owned(),
@@ -132,7 +141,6 @@ async fn delivers_events_and_out_of_order_replies() {
         })
     })
     .await;
-    let qmp = Qmp::connect(&path).await.unwrap();
     let mut events = qmp.events();
     qmp.cont().await.unwrap();
     let resume = events.recv().await.unwrap();
@@ -150,14 +158,12 @@ async fn delivers_events_and_out_of_order_replies() {
 
 #[tokio::test]
 async fn a_closed_socket_is_disconnected_and_a_silent_one_times_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = fake_server(&dir, |command, id| match command {
+    let (_dir, qmp) = fake_qemu(|command, id| match command {
         "qmp_capabilities" => Some(vec![ok(id, json!({}))]),
         "stop" => Some(vec![]), // never answers
         _ => None,              // hangs up
     })
     .await;
-    let qmp = Qmp::connect(&path).await.unwrap();
     let err = qmp
         .execute_with_timeout("stop", None, Duration::from_millis(100))
         .await
@@ -197,22 +203,15 @@ fn serializes_only_the_parameters_given() {
 
 #[tokio::test]
 async fn reads_the_bound_port_from_a_destinations_query_migrate() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = fake_server(&dir, |command, id| {
-        Some(match command {
-            // QEMU 7.2's reply on a destination after
-            // `migrate-incoming tcp:127.0.0.1:0`: no status, the port a string.
-            "query-migrate" => vec![ok(
-                id,
-                json!({"socket-address": [
-                    {"port": "42209", "ipv4": true, "host": "127.0.0.1", "type": "inet"}
-                ]}),
-            )],
-            _ => vec![ok(id, json!({}))],
-        })
-    })
+    // QEMU 7.2's reply on a destination after
+    // `migrate-incoming tcp:127.0.0.1:0`: no status, the port a string.
+    let (_dir, qmp) = fake_qemu_returning(vec![(
+        "query-migrate",
+        json!({"socket-address": [
+            {"port": "42209", "ipv4": true, "host": "127.0.0.1", "type": "inet"}
+        ]}),
+    )])
     .await;
-    let qmp = Qmp::connect(&path).await.unwrap();
     let info = qmp.query_migrate().await.unwrap();
     assert_eq!(info.status, None);
     assert_eq!(
@@ -292,16 +291,21 @@ async fn raw_server(dir: &tempfile::TempDir, send: Vec<u8>, then_greet: bool) ->
     path.to_str().unwrap().to_owned()
 }
 
+/// Why connecting to a peer that sends `send` in place of a greeting fails.
+async fn greeting_error(send: Vec<u8>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = raw_server(&dir, send, false).await;
+    match Qmp::connect(&path).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("connected without a greeting"),
+    }
+}
+
 #[tokio::test]
 async fn an_endless_greeting_is_cut_at_the_line_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    // 3 MiB without a newline; the socket stays open.
-    let path = raw_server(&dir, vec![b'x'; 3 << 20], false).await;
     let started = tokio::time::Instant::now();
-    let err = match Qmp::connect(&path).await {
-        Err(e) => e.to_string(),
-        Ok(_) => panic!("a flood is not a greeting"),
-    };
+    // 3 MiB without a newline; the socket stays open.
+    let err = greeting_error(vec![b'x'; 3 << 20]).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -314,15 +318,10 @@ async fn an_endless_greeting_is_cut_at_the_line_limit() {
 
 #[tokio::test]
 async fn a_bad_greeting_is_quoted_short() {
-    let dir = tempfile::tempdir().unwrap();
     let mut garbage = vec![b'{'; 1];
     garbage.extend(vec![b'y'; 10_000]);
     garbage.push(b'\n');
-    let path = raw_server(&dir, garbage, false).await;
-    let err = match Qmp::connect(&path).await {
-        Err(e) => e.to_string(),
-        Ok(_) => panic!("garbage is not a greeting"),
-    };
+    let err = greeting_error(garbage).await;
     assert!(
         err.contains("bad greeting") && err.contains("10001 bytes"),
         "{err}"

@@ -1,15 +1,20 @@
 //! Numbers as people read them: times as `h:mm:ss` beside seconds, margins
-//! as `m:ss`, rates in bits per second with a unit.
+//! as `m:ss`, rates in bits per second with a unit, no trailing zeros.
 
 /// `h:mm:ss`, rounded to the nearest second ("0:20:31"); `-` when not finite.
 pub fn hms(seconds: f64) -> String {
     if !seconds.is_finite() {
         return "-".to_owned();
     }
-    let sign = if seconds < 0.0 { "-" } else { "" };
-    // Rounded once, on the whole, so 59.6 s reads 0:01:00 and not 0:00:60.
-    let total = seconds.abs().round() as u64;
+    let (sign, total) = signed_whole(seconds);
     format!("{sign}{}:{:02}:{:02}", total / 3600, total / 60 % 60, total % 60)
+}
+
+/// The sign of `seconds` and their magnitude in whole seconds, rounded
+/// once, on the whole, so 59.6 s reads 0:01:00 and not 0:00:60.
+fn signed_whole(seconds: f64) -> (&'static str, u64) {
+    let sign = if seconds < 0.0 { "-" } else { "" };
+    (sign, seconds.abs().round() as u64)
 }
 
 /// The wall-clock time `seconds` after `start` (RFC 3339, as a real run's
@@ -40,8 +45,7 @@ pub fn span(seconds: f64) -> String {
     if seconds.abs() >= 3600.0 {
         return hms(seconds);
     }
-    let sign = if seconds < 0.0 { "-" } else { "" };
-    let total = seconds.abs().round() as u64;
+    let (sign, total) = signed_whole(seconds);
     format!("{sign}{}:{:02}", total / 60, total % 60)
 }
 
@@ -76,14 +80,14 @@ pub fn bits_per_sec(bps: f64) -> String {
     } else {
         (bps, "bit/s")
     };
-    let digits = format!("{value:.3}");
-    // Trailing zeros say nothing: "1.250" reads "1.25", "400.000" "400".
-    let digits = if digits.contains('.') {
-        digits.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &digits
-    };
-    format!("{digits} {unit}")
+    format!("{} {unit}", decimals(value))
+}
+
+/// Up to three decimals, as few as the value needs: trailing zeros say
+/// nothing ("1.250" reads "1.25", "400.000" "400").
+pub fn decimals(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]
@@ -118,5 +122,7 @@ mod tests {
         assert_eq!(bits_per_sec(4e8), "400 Mbit/s");
         assert_eq!(bits_per_sec(1.5e3), "1.5 kbit/s");
         assert_eq!(bits_per_sec(1e9), "1 Gbit/s");
+        assert_eq!(decimals(0.2), "0.2");
+        assert_eq!(decimals(5.0), "5");
     }
 }

@@ -10,10 +10,12 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use evac_controller::PolicyKind;
 use evac_scenario::Scenario;
 
+mod common;
+use common::{simulate_under, slow_group};
+
 fn bench(c: &mut Criterion) {
     let text = evac_sim::scale::bench_scenario_toml(100_000);
-    let mut group = c.benchmark_group("simulate 100k VMs");
-    group.sample_size(10);
+    let mut group = slow_group(c, "simulate 100k VMs");
     for policy in [
         PolicyKind::Sequential,
         PolicyKind::AimdGlobal,
@@ -23,9 +25,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let scenario =
                     Scenario::from_toml_str(&text, "bench-100k").expect("the scaled scenario parses");
-                let mut config = scenario.controller.clone();
-                config.policy = policy;
-                evac_sim::simulate_evacuation(&scenario.fleet, &scenario.network, scenario.migration, &config)
+                simulate_under(&scenario, policy)
             })
         });
     }
@@ -35,8 +35,7 @@ fn bench(c: &mut Criterion) {
     let scenario = Scenario::from_toml_str(&text, "bench-10k").expect("the scaled scenario parses");
     let mut config = scenario.controller.clone();
     config.policy = PolicyKind::Parallel;
-    let mut group = c.benchmark_group("parallel 10k VMs, all in flight");
-    group.sample_size(10);
+    let mut group = slow_group(c, "parallel 10k VMs, all in flight");
     for solver in [evac_sim::Solver::Fluid, evac_sim::Solver::FullSolve] {
         group.bench_function(format!("{solver:?}"), |b| {
             b.iter(|| {

@@ -8,11 +8,13 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use evac_controller::PolicyKind;
 use evac_scenario::Scenario;
 
+mod common;
+use common::{simulate_under, slow_group};
+
 fn bench(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/bench-10k.toml");
     let scenario = Scenario::from_path(&path).expect("the benchmark scenario parses");
-    let mut group = c.benchmark_group("simulate 10k VMs");
-    group.sample_size(10);
+    let mut group = slow_group(c, "simulate 10k VMs");
     // `parallel` and `aimd-local` keep thousands in flight for days of
     // simulated time: timed by the CLI instead (see the README).
     for policy in [
@@ -21,13 +23,7 @@ fn bench(c: &mut Criterion) {
         PolicyKind::AimdGlobal,
         PolicyKind::Deadline,
     ] {
-        group.bench_function(policy.as_str(), |b| {
-            b.iter(|| {
-                let mut config = scenario.controller.clone();
-                config.policy = policy;
-                evac_sim::simulate_evacuation(&scenario.fleet, &scenario.network, scenario.migration, &config)
-            })
-        });
+        group.bench_function(policy.as_str(), |b| b.iter(|| simulate_under(&scenario, policy)));
     }
     group.finish();
 }

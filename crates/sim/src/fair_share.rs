@@ -11,7 +11,7 @@
 //! unique weighted max-min fair allocation: every flow is either at its cap
 //! or crosses a full link on which no flow has a larger rate per weight.
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 /// One flow's demand on the links.
@@ -36,7 +36,7 @@ pub struct FairShare {
     /// The links some flow crosses, ascending: the only ones the filling
     /// looks at, so a few flows on a fleet of thousands of links cost a few.
     involved: Vec<usize>,
-    levels: BinaryHeap<Reverse<LinkLevel>>,
+    levels: BinaryHeap<Reverse<(Level, usize)>>,
     touched: Vec<usize>,
     touched_mark: Vec<bool>,
 }
@@ -90,7 +90,7 @@ impl FairShare {
         self.levels.clear();
         for &l in &self.involved {
             let level = (capacity[l] - self.frozen_load[l]).max(0.0) / self.free_weight[l];
-            self.levels.push(Reverse(LinkLevel(level, l)));
+            self.levels.push(Reverse((Level(level), l)));
         }
         let mut next_capped = 0;
         let mut unfrozen = flows.len();
@@ -103,7 +103,7 @@ impl FairShare {
                 .get(next_capped)
                 .map_or(f64::INFINITY, |&f| flows[f].cap / flows[f].weight);
             let (link, link_level) = loop {
-                let Some(&Reverse(LinkLevel(level, l))) = self.levels.peek() else {
+                let Some(&Reverse((Level(level), l))) = self.levels.peek() else {
                     break (usize::MAX, f64::INFINITY);
                 };
                 let current = (self.free_weight[l] > 0.0)
@@ -136,7 +136,7 @@ impl FairShare {
                 self.touched_mark[l] = false;
                 if self.free_weight[l] > 0.0 {
                     let level = (capacity[l] - self.frozen_load[l]).max(0.0) / self.free_weight[l];
-                    self.levels.push(Reverse(LinkLevel(level, l)));
+                    self.levels.push(Reverse((Level(level), l)));
                 }
             }
             self.touched.clear();
@@ -159,25 +159,26 @@ impl FairShare {
     }
 }
 
-/// A link's fill level, ordered by level then link index (the order a scan
-/// of the links would break ties in).
+/// A level (bytes per second per unit of weight), totally ordered: a key of
+/// the heaps and sets that find the lowest level, with the index of its link
+/// or flow after it to break ties (as a scan in index order would).
 #[derive(Debug, Clone, Copy)]
-struct LinkLevel(f64, usize);
+pub(crate) struct Level(pub(crate) f64);
 
-impl PartialEq for LinkLevel {
+impl PartialEq for Level {
     fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == std::cmp::Ordering::Equal
+        self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for LinkLevel {}
-impl PartialOrd for LinkLevel {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+impl Eq for Level {}
+impl PartialOrd for Level {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for LinkLevel {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+impl Ord for Level {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 

@@ -24,36 +24,14 @@
 //! weight changes or a counter is read. When the check fails the simulator
 //! falls back to the full solve over every flow until it holds again.
 
-use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use evac_model::VmId;
 
-use crate::fair_share::{unique_links, Demand};
+use crate::fair_share::{unique_links, Demand, Level};
 
 /// The WAN's index among the links (host `h`'s NIC is `h + 1`).
 const WAN: usize = 0;
-
-/// A level (bytes per second per unit of weight), totally ordered.
-#[derive(Debug, Clone, Copy)]
-struct Level(f64);
-
-impl PartialEq for Level {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Level {}
-impl PartialOrd for Level {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Level {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
 
 /// The virtual clock: `V(t) = v_at + λ × (t - t_at)` since `t_at`, the last
 /// change of `λ` (bytes per second per unit of weight).

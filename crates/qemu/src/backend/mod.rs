@@ -212,7 +212,7 @@ impl QemuBackend {
             qemu_args: self.inventory.vms[vm].qemu_args.clone(),
             run_dir: self.run_dir.clone(),
             params: request.params,
-            tls: self.inventory.tls.then(|| {
+            tls: self.inventory.migration.tls.then(|| {
                 let src_name = &self.inventory.vms[vm].host;
                 let src_dir = self
                     .inventory

@@ -182,7 +182,7 @@ fn source_hosts_sharing_a_netns_are_refused_naming_both() {
 #[test]
 fn tls_sits_beside_the_model_parameters_and_hosts_name_their_certificates() {
     let inv = parse(GOOD);
-    assert!(!inv.tls);
+    assert!(!inv.migration.tls);
     assert_eq!(inv.hosts[0].tls_dir(), Path::new("/etc/pki/qemu"));
     let text = added_after(GOOD, "[migration]\n", "tls = true\nconnections = 2\n");
     let text = added_after(
@@ -191,9 +191,9 @@ fn tls_sits_beside_the_model_parameters_and_hosts_name_their_certificates() {
         "tls_dir = \"/srv/pki/dst\"\ntls_name = \"dst-1.example\"\n",
     );
     let inv = parse(&text);
-    assert!(inv.tls);
-    assert_eq!(inv.migration.connections.get(), 2);
-    assert_eq!(inv.migration.downtime_limit, Duration::from_millis(300));
+    assert!(inv.migration.tls);
+    assert_eq!(inv.migration.params.connections.get(), 2);
+    assert_eq!(inv.migration.params.downtime_limit, Duration::from_millis(300));
     assert_eq!(inv.hosts[1].tls_dir(), Path::new("/srv/pki/dst"));
     assert_eq!(inv.hosts[1].tls_name.as_deref(), Some("dst-1.example"));
     // Still strict about what [migration] holds.

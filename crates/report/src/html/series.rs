@@ -48,7 +48,7 @@ pub(super) fn wan(out: &mut String, runs: &[Run], end: f64) {
     let y = frame.y_scale(0.0, (peak / 1e9 * 1.1).max(1e-3));
     svg::open(out, &frame, "wan", "WAN capacity and throughput over time");
     svg::time_axis(out, &frame, &x, svg::SINCE_START);
-    svg::value_axis(out, &frame, &y, "Gbit/s", svg::tick_label);
+    svg::value_axis(out, &frame, &y, "Gbit/s", crate::readable::decimals);
     let mut legend = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let c = colour(i);
@@ -102,7 +102,7 @@ pub(super) fn in_flight(out: &mut String, runs: &[Run], end: f64) {
     svg::value_axis(out, &frame, &y, "in flight", |v| {
         // Counts are whole: fractional ticks say nothing.
         if v.fract() == 0.0 {
-            svg::tick_label(v)
+            crate::readable::decimals(v)
         } else {
             String::new()
         }

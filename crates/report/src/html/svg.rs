@@ -101,12 +101,6 @@ pub fn nice_step(raw: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
-/// A tick label: no more decimals than the step needs.
-pub fn tick_label(value: f64) -> String {
-    let text = format!("{value:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
-}
-
 /// A time-axis tick label: seconds below two minutes, `m:ss` below an
 /// hour, `h:mm` beyond.
 pub fn time_label(seconds: f64) -> String {
@@ -333,8 +327,6 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(tick_label(0.2), "0.2");
-        assert_eq!(tick_label(5.0), "5");
         assert_eq!(time_label(30.0), "30s");
         assert_eq!(time_label(300.0), "5:00");
         assert_eq!(time_label(5400.0), "1:30h");

@@ -100,27 +100,34 @@ pub trait RunInventory {
 }
 
 /// What an inventory type shares whatever its backend, for inventories
-/// whose fields have the common names (`hosts`, `vms`, `start`, `network`)
-/// and whose host type is declared by [`crate::host_spec!`]: the
-/// [`Editable`] an inventory edited during a run needs, its `power_offs`,
-/// `ups_hosts`, `changed_beyond_power`, its [`RunInventory`], `network` (the WAN a real run
-/// knows) and `checked` (the checks of a parsed inventory, their errors
-/// placed in its text by the scenario format's locator): one line in each backend's
-/// inventory module, which writes `check` (its own refusals) and
-/// `validate` (the model's wall over what it states).
+/// that serde reads whole, whose fields have the common names (`hosts`,
+/// `vms`, `start`, `network`) and whose host type is declared by
+/// [`crate::host_spec!`]: `from_path` and `from_str_at` (reading, parsing
+/// and checking, errors placed in its text by the scenario format's
+/// locator), the [`Editable`] an inventory edited during a run needs, its
+/// `power_offs`, `ups_hosts`, `changed_beyond_power`, its
+/// [`RunInventory`] and `network` (the WAN a real run knows): one line in
+/// each backend's inventory module, which writes `check` (its own
+/// refusals) and `validate` (the model's wall over what it states).
 #[macro_export]
 macro_rules! editable_inventory {
     ($inventory:ty, $host:ty) => {
         impl $inventory {
-            /// This inventory, parsed from `text` (the file at `path`), once
-            /// `check` and `validate` pass; their errors name the line.
-            fn checked(
-                self,
+            /// Reads and checks an inventory file.
+            pub fn from_path(path: &std::path::Path) -> Result<Self, $crate::inventory::InventoryError> {
+                let text = $crate::inventory::read(path)?;
+                Self::from_str_at(&text, path)
+            }
+
+            /// Parses inventory text, then `check` and `validate` it; `path`
+            /// names it in errors, which name the line.
+            pub fn from_str_at(
                 text: &str,
                 path: &std::path::Path,
             ) -> Result<Self, $crate::inventory::InventoryError> {
-                self.check().map_err(|r| r.into_error(text, path))?;
-                self.validate().map_err(|invalid| {
+                let inventory: Self = $crate::inventory::parse(text, path)?;
+                inventory.check().map_err(|r| r.into_error(text, path))?;
+                inventory.validate().map_err(|invalid| {
                     let (line, message) = $crate::inventory::place(text, &invalid);
                     $crate::inventory::InventoryError::Invalid {
                         path: path.to_owned(),
@@ -128,7 +135,7 @@ macro_rules! editable_inventory {
                         message,
                     }
                 })?;
-                Ok(self)
+                Ok(inventory)
             }
 
             /// The WAN as far as a real run knows it: the inventory's

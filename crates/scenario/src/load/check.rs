@@ -4,7 +4,6 @@
 //! text. Apart from the reading (`super`) because it works on parsed
 //! values only, and apart from the groups (`super::group`), which draw.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -20,6 +19,8 @@ use crate::locate::{FieldPath, Locator};
 use crate::raw::{RawGroup, RawHost, RawNetwork, RawScenario, RawVm, ROUND_ROBIN};
 use crate::Scenario;
 
+use super::group::MAX_GROUP_COUNT;
+
 /// The name a scenario without `name` goes by: its file's stem.
 fn default_name(origin: &str) -> String {
     Path::new(origin)
@@ -30,6 +31,10 @@ fn default_name(origin: &str) -> String {
 /// The largest local disk a VM may have: 1 PiB, far beyond a real VM's and
 /// low enough that a stray digit is refused.
 const MAX_DISK: Bytes = Bytes(1 << 50);
+
+/// The most VMs room is made for before the fleet is read: four million
+/// (512 MB of VMs, 128 bytes each); a larger fleet grows as it is read.
+const MAX_RESERVED_VMS: usize = 1 << 22;
 
 /// The entry of the file a VM of the fleet came from: the index of a
 /// `[[vm]]` or of a `[[vm_group]]`.
@@ -245,66 +250,96 @@ impl Checker<'_> {
     /// The VMs of every `[[vm]]` and `[[vm_group]]` in file order, and for
     /// each the entry it came from.
     fn vms(&self, hosts: &Hosts, raw: &RawScenario) -> Result<(Vec<Vm>, VmEntries), ScenarioError> {
-        let singles = raw.vm.iter().enumerate().map(|(i, vm)| {
-            let at = self.locator.entry_offset("vm", i);
-            (at, Entry::Single(i, vm))
-        });
-        let groups = raw.vm_group.iter().enumerate().map(|(i, group)| {
-            let at = self.locator.entry_offset("vm_group", i);
-            (at, Entry::Group(i, group))
-        });
+        // A file of one kind is in order already, and its positions are not
+        // read; a file of both is put in order by where each entry starts.
+        let mixed = !raw.vm.is_empty() && !raw.vm_group.is_empty();
+        let at = |array: &str, i: usize| mixed.then(|| self.locator.entry_offset(array, i)).flatten();
+        let singles = raw
+            .vm
+            .iter()
+            .enumerate()
+            .map(|(i, vm)| (at("vm", i), Entry::Single(i, vm)));
+        let groups = raw
+            .vm_group
+            .iter()
+            .enumerate()
+            .map(|(i, group)| (at("vm_group", i), Entry::Group(i, group)));
         let mut entries: Vec<_> = singles.chain(groups).collect();
         // Every entry that parsed has a position; the stable sort keeps
         // [[vm]] before [[vm_group]] should one ever lack it.
-        entries.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
+        if mixed {
+            entries.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
+        }
 
-        let mut vms = Vec::with_capacity(raw.vm.len());
+        // Room for every VM at once: a fleet of a million grew by doubling
+        // (and a group's VMs were copied twice on their way in), which cost
+        // more in page faults than making the VMs. A hint only: a file of
+        // many large groups grows past it rather than reserving it all.
+        let count = raw.vm.len()
+            + raw
+                .vm_group
+                .iter()
+                .map(|group| group.count.min(MAX_GROUP_COUNT) as usize)
+                .sum::<usize>();
+        let mut vms = Vec::with_capacity(count.min(MAX_RESERVED_VMS));
         let mut vm_entries = VmEntries::default();
-        // Where each VM name was first defined: its entry. A `[[vm]]`'s
-        // name is borrowed from the raw scenario, a group's made here.
-        let mut defined: HashMap<Cow<'_, str>, u32> = HashMap::with_capacity(raw.vm.len());
+        vm_entries.of_vm.reserve(count.min(MAX_RESERVED_VMS));
         for (_, entry) in entries {
+            let entry_at = entry_index(vm_entries.entries.len());
+            let first = vms.len();
             let (this, made) = match entry {
                 Entry::Single(index, vm) => {
                     let this = VmEntry {
                         index: entry_index(index),
                         group: false,
                     };
-                    (
-                        this,
-                        vec![(self.single(hosts, &this.path(), vm)?, Some(&*vm.name))],
-                    )
+                    (this, self.single(hosts, &this.path(), vm).map(|vm| vms.push(vm)))
                 }
                 Entry::Group(index, group) => {
                     let this = VmEntry {
                         index: entry_index(index),
                         group: true,
                     };
-                    let made = self.group(hosts, &this.path(), index, group, raw.seed)?;
-                    (this, made.into_iter().map(|vm| (vm, None)).collect())
+                    (
+                        this,
+                        self.group(hosts, &this.path(), index, group, raw.seed, &mut vms),
+                    )
                 }
             };
-            let index = entry_index(vm_entries.entries.len());
-            vm_entries.entries.push(this);
-            for (vm, raw_name) in made {
-                let name = raw_name.map_or_else(|| Cow::Owned(vm.name.clone()), Cow::Borrowed);
-                if let Some(&first) = defined.get(&name) {
-                    let name_field = this.path().key(if this.group { "prefix" } else { "name" });
-                    return Err(self.refuse(
-                        &name_field,
-                        format!(
-                            "duplicate VM name `{}`: {} has it already",
-                            vm.name,
-                            self.point_at(&vm_entries.entries[first as usize].path())
-                        ),
-                    ));
-                }
-                defined.insert(name, index);
-                vm_entries.of_vm.push(index);
-                vms.push(vm);
+            if let Err(error) = made {
+                // A name defined twice in the entries before this one is
+                // refused first, as the file is read in order.
+                vms.truncate(first);
+                self.unique_names(&vms, &vm_entries)?;
+                return Err(error);
             }
+            vm_entries.entries.push(this);
+            vm_entries.of_vm.resize(vms.len(), entry_at);
         }
+        self.unique_names(&vms, &vm_entries)?;
         Ok((vms, vm_entries))
+    }
+
+    /// Refuses the first VM, in file order, whose name an earlier one has.
+    fn unique_names(&self, vms: &[Vm], vm_entries: &VmEntries) -> Result<(), ScenarioError> {
+        // Where each VM name was first defined: its entry.
+        let mut defined: HashMap<&str, u32> = HashMap::with_capacity(vms.len());
+        for (vm, &entry) in vms.iter().zip(&vm_entries.of_vm) {
+            if let Some(&first) = defined.get(vm.name.as_str()) {
+                let this = vm_entries.entries[entry as usize];
+                let name_field = this.path().key(if this.group { "prefix" } else { "name" });
+                return Err(self.refuse(
+                    &name_field,
+                    format!(
+                        "duplicate VM name `{}`: {} has it already",
+                        vm.name,
+                        self.point_at(&vm_entries.entries[first as usize].path())
+                    ),
+                ));
+            }
+            defined.insert(&vm.name, entry);
+        }
+        Ok(())
     }
 
     fn single(&self, hosts: &Hosts, entry: &FieldPath, raw: &RawVm) -> Result<Vm, ScenarioError> {

@@ -16,7 +16,7 @@ use crate::raw::{RawGroup, ROUND_ROBIN};
 /// The most VMs one group may generate: far beyond any data center's rack,
 /// and low enough that a stray digit is refused rather than exhausting
 /// memory.
-const MAX_GROUP_COUNT: u32 = 1_000_000;
+pub(super) const MAX_GROUP_COUNT: u32 = 1_000_000;
 
 /// Each `[[vm_group]]` draws each of its quantities from a ChaCha8 stream
 /// of its own (the seed is the key, the group and the quantity pick the
@@ -55,7 +55,7 @@ impl GroupQuantity {
 
 impl Checker<'_> {
     /// The VMs `<prefix>-1` to `<prefix>-<count>`, drawn from the group's
-    /// distributions.
+    /// distributions, added to `vms`.
     pub(super) fn group(
         &self,
         hosts: &Hosts,
@@ -63,7 +63,8 @@ impl Checker<'_> {
         index: usize,
         raw: &RawGroup,
         seed: u64,
-    ) -> Result<Vec<Vm>, ScenarioError> {
+        vms: &mut Vec<Vm>,
+    ) -> Result<(), ScenarioError> {
         if raw.prefix.trim().is_empty() {
             return Err(self.refuse(&entry.clone().key("prefix"), "a group needs a prefix"));
         }
@@ -108,7 +109,6 @@ impl Checker<'_> {
         let mut zero_rng = group_rng(seed, index, GroupQuantity::ZeroFraction);
         let mut ratio_rng = group_rng(seed, index, GroupQuantity::CompressionRatio);
         let short_form = raw.dirty_rate.is_some() || raw.working_set.is_some();
-        let mut vms = Vec::with_capacity(raw.count as usize);
         for n in 1..=raw.count as usize {
             let name = format!("{}-{n}", raw.prefix);
             let memory = raw.memory.sample(&mut memory_rng);
@@ -151,6 +151,6 @@ impl Checker<'_> {
             self.profile(entry, &mut vm, shares, raw.dirty_curve.as_ref(), short_form)?;
             vms.push(vm);
         }
-        Ok(vms)
+        Ok(())
     }
 }

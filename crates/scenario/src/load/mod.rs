@@ -48,12 +48,18 @@ fn load_with(
     .scenario(raw)
 }
 
-/// Reads `text` as one document.
+/// Reads `text` as one document. The positions are read only when a
+/// refusal needs them ([`Locator::lazy`]); when serde refuses, the
+/// locator's reading tells a text that is not TOML from a value that is
+/// wrong.
 fn read_whole<'t>(text: &'t str, origin: &str) -> Result<(Locator<'t>, RawScenario), ScenarioError> {
-    let locator = Locator::parse(text).map_err(|error| syntax_error(text, origin, &error, 0))?;
-    let raw = serde_path_to_error::deserialize(toml::Deserializer::new(text))
-        .map_err(|error| data_error(text, origin, &locator, error, 0, None))?;
-    Ok((locator, raw))
+    match serde_path_to_error::deserialize(toml::Deserializer::new(text)) {
+        Ok(raw) => Ok((Locator::lazy(text), raw)),
+        Err(error) => {
+            let locator = Locator::parse(text).map_err(|error| syntax_error(text, origin, &error, 0))?;
+            Err(data_error(text, origin, &locator, error, 0, None))
+        }
+    }
 }
 
 /// Reads `text` with its `[[vm]]` tables cut out (`crate::split`): the rest

@@ -47,7 +47,7 @@ impl Simulation<'_> {
                 destination: flow.destination,
                 phase: flow.phase,
                 round: flow.round,
-                started_at: Duration::from_secs_f64(flow.started_at),
+                started_at: flow.started,
                 bytes_sent: Bytes::from_f64(flow.earlier_rounds + round_sent),
                 bytes_remaining: Bytes::from_f64(flow.round_bytes - round_sent + flow.queued_after_round()),
                 rate: BytesPerSec(flow.rate_at(&self.clock, self.epoch)).to_bits_per_sec(),
@@ -284,6 +284,7 @@ impl Simulation<'_> {
             phase: if offline { Phase::Offline } else { Phase::Precopy },
             round: u32::from(!offline),
             started_at: self.now,
+            started: Duration::from_secs_f64(self.now),
             round_started_at: self.now,
             // The disks first (live), or with the memory in one copy (offline).
             round_bytes: if copying_disk { disk } else { disk + memory },
