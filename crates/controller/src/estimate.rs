@@ -4,10 +4,16 @@
 //! Only the NICs' speeds are configuration (a host knows its own link); the
 //! WAN's capacity is measured, from the rates of the migrations in flight.
 //! A sample tells the capacity only when the path was full: when some
-//! migration ran below both its own connections' cap and its NIC's share,
-//! something further on held it back, and the sum of the rates is the WAN's
-//! capacity. When every migration ran at its own cap, the sum is only a
-//! floor: the WAN may carry more.
+//! migration ran below its own connections' cap, its source NIC's share and
+//! its destination NIC's share, something further on held it back, and the
+//! sum of the rates is the WAN's capacity; or when the destinations' NICs
+//! together were full, so that nothing more could cross whatever the WAN.
+//! When every migration ran at its own cap, the sum is only a floor: the
+//! WAN may carry more. (A migration held by its destination's NIC once
+//! counted as held by the WAN: behind two destinations of 1 Gbit/s each,
+//! one migration at 1 Gbit/s said "the WAN carries 1 Gbit/s", and the
+//! planner moved one VM at a time, the other destination idle, for the
+//! whole evacuation: docs/planner.md.)
 //!
 //! Two figures come out, each for its own use:
 //!
@@ -40,6 +46,15 @@ const AT_CAP: f64 = 0.97;
 pub struct Estimator {
     /// Per host: its NIC's capacity, bytes per second.
     nic: Vec<f64>,
+    /// Per host: its NIC's capacity if it is a destination (infinite for a
+    /// source), bytes per second.
+    destination_nic: Vec<f64>,
+    /// The destinations' NICs together, bytes per second: the most that
+    /// can cross, whatever the WAN.
+    into_destinations: f64,
+    /// The fastest destination's NIC, bytes per second: the most one
+    /// migration can carry, whatever the WAN.
+    fastest_destination: f64,
     /// The most one connection carries, bytes per second: from the RTT and
     /// window if the operator gave them, raised by any faster connection
     /// seen.
@@ -88,8 +103,25 @@ pub struct Sample {
 impl Estimator {
     /// `connection_cap` in bytes per second, if known.
     pub fn new(fleet: &Fleet, connection_cap: Option<f64>) -> Self {
+        let destinations = || {
+            fleet
+                .hosts
+                .iter()
+                .filter(|h| h.site == evac_model::Site::Destination)
+                .map(|h| h.nic.to_bytes_per_sec().0)
+        };
         Self {
             nic: fleet.hosts.iter().map(|h| h.nic.to_bytes_per_sec().0).collect(),
+            destination_nic: fleet
+                .hosts
+                .iter()
+                .map(|h| match h.site {
+                    evac_model::Site::Destination => h.nic.to_bytes_per_sec().0,
+                    evac_model::Site::Source => f64::INFINITY,
+                })
+                .collect(),
+            into_destinations: destinations().sum(),
+            fastest_destination: destinations().fold(0.0, f64::max),
             per_connection: connection_cap.filter(|c| c.is_finite() && *c > 0.0),
             history: VecDeque::new(),
             current: None,
@@ -112,6 +144,22 @@ impl Estimator {
 
     pub fn nic(&self, host: HostId) -> f64 {
         self.nic[host.0]
+    }
+
+    /// What a migration into `host` can carry at most, its NIC shared by
+    /// no other, bytes per second (infinite if `host` is no destination).
+    pub fn destination_nic(&self, host: HostId) -> f64 {
+        self.destination_nic.get(host.0).copied().unwrap_or(f64::INFINITY)
+    }
+
+    /// The most one migration can carry into the fastest destination,
+    /// bytes per second (infinite with no destination in the fleet).
+    pub fn fastest_destination(&self) -> f64 {
+        if self.fastest_destination > 0.0 {
+            self.fastest_destination
+        } else {
+            f64::INFINITY
+        }
     }
 
     /// The most one connection carries, bytes per second, if known.
@@ -145,6 +193,7 @@ impl Estimator {
             return None;
         }
         let mut per_host: std::collections::HashMap<usize, f64> = std::collections::HashMap::new();
+        let mut per_destination: std::collections::HashMap<usize, f64> = std::collections::HashMap::new();
         let mut throughput = 0.0;
         for m in migrations {
             let rate = m.rate.to_bytes_per_sec().0;
@@ -155,6 +204,7 @@ impl Estimator {
             }
             throughput += rate;
             *per_host.entry(m.source.0).or_default() += rate;
+            *per_destination.entry(m.destination.0).or_default() += rate;
         }
         // A migration held by neither its connections, its bandwidth cap
         // nor its NIC was held by the WAN.
@@ -164,12 +214,15 @@ impl Estimator {
         // below its caps with a WAN that has room. Taken as the WAN's
         // measure, such rates made a real fleet of 96 small VMs look like
         // a link of a few Mbit/s.
-        // Held by its own cap (connections, bandwidth cap) or its NIC's
-        // share; otherwise something further on held it: the WAN.
+        // Held by its own cap (connections, bandwidth cap) or its NICs'
+        // shares (source and destination); otherwise something further on
+        // held it: the WAN.
         let held_by_own_caps = |m: &MigrationObs| {
             let rate = m.rate.to_bytes_per_sec().0;
-            let host = m.source.0;
-            rate >= AT_CAP * self.own_cap(&m.params) || per_host[&host] >= AT_CAP * self.nic[host]
+            let (host, destination) = (m.source.0, m.destination.0);
+            rate >= AT_CAP * self.own_cap(&m.params)
+                || per_host[&host] >= AT_CAP * self.nic[host]
+                || per_destination[&destination] >= AT_CAP * self.destination_nic(m.destination)
         };
         let saturated = migrations
             .iter()
@@ -179,7 +232,10 @@ impl Estimator {
                 // exactly the settling time.
                 now - m.started_at.as_secs_f64() >= self.settle_s - 1e-6
             })
-            .any(|m| !held_by_own_caps(m));
+            .any(|m| !held_by_own_caps(m))
+            // The destinations full: the path carries no more, whatever
+            // the WAN could.
+            || (self.into_destinations > 0.0 && throughput >= AT_CAP * self.into_destinations);
         // Every migration held by its own caps, young or not: the WAN may
         // carry more, and nothing says it does not. A sample where some
         // migration ran below its caps but none had settled says neither:
@@ -369,6 +425,44 @@ mod tests {
         );
         assert_eq!(e.current(), Some(30.0));
         assert!(e.wan_known());
+    }
+
+    #[test]
+    fn a_migration_held_by_its_destination_nic_is_a_floor_until_the_destinations_are_full() {
+        // Sources of 800 B/s, destinations of 10 and 20 B/s (30 together),
+        // connections of 100 B/s: nothing but the destinations holds these.
+        let fleet = Fleet {
+            hosts: vec![
+                host("a", Site::Source, 6400.0, None),
+                host("b", Site::Source, 6400.0, None),
+                host("d1", Site::Destination, 80.0, None),
+                host("d2", Site::Destination, 160.0, None),
+            ],
+            vms: vec![idle_vm("x", 0), idle_vm("y", 1)],
+        };
+        let into = |vm: usize, destination: usize, rate: f64| {
+            first_round(VmId(vm), fleet.vms[vm].host, HostId(destination), rate * 8.0, 1)
+        };
+        let mut e = Estimator::new(&fleet, Some(100.0));
+        assert_eq!(e.fastest_destination(), 20.0);
+        assert_eq!(e.destination_nic(HostId(0)), f64::INFINITY);
+        // One migration at d1's 10 B/s: held by d1, not the WAN: a floor.
+        let s = e.observe(10.0, &[into(0, 2, 10.0)]).unwrap();
+        assert!(!s.saturated);
+        assert!(e.peak_is_floor() && !e.wan_known());
+        // Two into d2 sharing its 20 B/s (10 each): still d2's.
+        let s = e.observe(20.0, &[into(0, 3, 10.0), into(1, 3, 10.0)]).unwrap();
+        assert!(!s.saturated);
+        // 10 into d1 and 19.5 into d2: 29.5 of the 30 both take in (97 %
+        // is 29.1): the path is full, whatever the WAN: 29.5 is measured.
+        let s = e.observe(30.0, &[into(0, 2, 10.0), into(1, 3, 19.5)]).unwrap();
+        assert!(s.saturated);
+        assert!(e.wan_known());
+        assert_eq!(e.current(), Some(29.5));
+        // 5 into d1 and 12 into d2: neither full, the WAN held them.
+        let s = e.observe(40.0, &[into(0, 2, 5.0), into(1, 3, 12.0)]).unwrap();
+        assert!(s.saturated);
+        assert_eq!(e.current(), Some(17.0));
     }
 
     #[test]

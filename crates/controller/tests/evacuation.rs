@@ -93,6 +93,30 @@ fn each_vm_goes_to_the_destination_with_most_room_ties_by_name() {
 }
 
 #[test]
+fn with_room_everywhere_each_vm_goes_to_an_idle_destination_then_where_its_nic_share_is_largest() {
+    // Hosts: 0 = source; 1 = "dst-slow", 1 Gbit/s; 2 = "dst-fast",
+    // 2 Gbit/s; no memory limit on either (all equally roomy: every VM once
+    // went to the first by name). By hand: both idle, 2 vs 1 -> dst-fast;
+    // dst-slow idle -> dst-slow; the share a migration more would get,
+    // 2/2 = 1 vs 1/2 -> dst-fast; 2/3 vs 1/2 -> dst-fast.
+    let nic = |host: Host, gbps: f64| Host {
+        nic: evac_model::BitsPerSec(gbps * 1e9),
+        ..host
+    };
+    let fleet = Fleet {
+        hosts: vec![
+            host("src", Site::Source, None),
+            nic(host("dst-slow", Site::Destination, None), 1.0),
+            nic(host("dst-fast", Site::Destination, None), 2.0),
+        ],
+        vms: (0..4).map(|i| vm(&format!("vm-{i}"), 0, 4)).collect(),
+    };
+    let mut evacuation = controller(&fleet, PolicyKind::Parallel);
+    let actions = evacuation.on_tick(&tick(0, vec![], 3));
+    assert_eq!(starts(&actions), [(0, 2), (1, 1), (2, 2), (3, 2)]);
+}
+
+#[test]
 fn sequential_waits_for_the_end_of_each_migration() {
     let fleet = three_vms_one_source();
     let mut evacuation = controller(&fleet, PolicyKind::Sequential);

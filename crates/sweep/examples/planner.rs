@@ -86,12 +86,7 @@ fn bound(scenario: &Scenario) -> u64 {
         .collect();
     // Whatever crosses the WAN also enters the destinations: by `t` no more
     // than their NICs together carry in `t`.
-    let into_destinations: f64 = fleet
-        .hosts
-        .iter()
-        .filter(|h| h.site == evac_model::Site::Destination)
-        .map(|h| h.nic.0 / 8.0)
-        .sum();
+    let into_destinations = into_destinations(fleet);
     knapsack_bound(
         &hosts,
         &vms,
@@ -100,13 +95,27 @@ fn bound(scenario: &Scenario) -> u64 {
     )
 }
 
+/// What the destinations' NICs take in together, bytes per second.
+fn into_destinations(fleet: &evac_model::Fleet) -> f64 {
+    fleet
+        .hosts
+        .iter()
+        .filter(|h| h.site == evac_model::Site::Destination)
+        .map(|h| h.nic.0 / 8.0)
+        .sum()
+}
+
 /// A VM of a run as `idle_periods` sees it.
 struct Journey<'r> {
     host: &'r str,
+    memory: f64,
     /// Its host's power-off (infinite: none).
     dies: f64,
     /// When it was moved (infinite: never).
     done: f64,
+    /// Where it went and from when its memory was promised there (its
+    /// last start), if it was moved.
+    landed: Option<(&'r str, f64)>,
     /// Its attempts in flight, from and to.
     flights: Vec<(f64, f64)>,
 }
@@ -118,15 +127,18 @@ impl Journey<'_> {
 }
 
 /// The control periods of a `deadline` run in which the WAN carried under
-/// half its capacity while a VM waited on a host that still had power and
-/// whose NIC nothing else used (issue 17's "no control period with the WAN
-/// under half used while a VM waits ..."), and all its control periods up
-/// to its last event. A VM is in flight from each `start` decision to the
-/// next `cancel`, its end or its host's power-off; a host with a VM in
-/// flight counts as busy (its NIC may have had room: the count errs low),
-/// and a destination's room is not looked at (it errs high where room is
-/// short). Sampled in the middle of each period.
-fn idle_periods(scenario: &Scenario, run: &RunResult) -> (usize, usize) {
+/// half of what could cross (the WAN's capacity, or less, the NICs of the
+/// destinations with room for the smallest VM waiting) while a VM waited
+/// on a host that still had power and whose NIC nothing else used (issue
+/// 17's "no control period with the WAN under half used while a VM waits
+/// ..."), and all its control periods up to its last event. A VM is in
+/// flight from each `start` decision to the next `cancel`, its end or its
+/// host's power-off, and holds its destination's memory from its last
+/// start on if it was moved (a failed attempt's hold is not counted: the
+/// room errs high, and so does the count); a host with a VM in flight
+/// counts as busy (its NIC may have had room: the count errs low). Sampled
+/// in the middle of each period.
+fn idle_periods(scenario: &Scenario, run: &RunResult) -> (Vec<f64>, usize) {
     let period = scenario.controller.period.as_secs_f64();
     let end = run.timeline.last().map_or(0.0, |p| p.t_s);
     let power_offs: std::collections::HashMap<&str, f64> = scenario
@@ -141,6 +153,12 @@ fn idle_periods(scenario: &Scenario, run: &RunResult) -> (usize, usize) {
         })
         .collect();
     let power_off = |host: &str| power_offs.get(host).copied().unwrap_or(f64::INFINITY);
+    let memory: std::collections::HashMap<&str, f64> = scenario
+        .fleet
+        .vms
+        .iter()
+        .map(|vm| (vm.name.as_str(), vm.memory.as_f64()))
+        .collect();
     let vms: Vec<Journey> = run
         .vms
         .iter()
@@ -157,15 +175,29 @@ fn idle_periods(scenario: &Scenario, run: &RunResult) -> (usize, usize) {
                 }
             }
             flights.extend(open.map(|from| (from, done.min(dies).min(end))));
+            let landed = match (&record.destination, record.start_s) {
+                (Some(d), Some(from)) if done.is_finite() => Some((d.as_str(), from)),
+                _ => None,
+            };
             Journey {
                 host: &record.host,
+                memory: memory.get(record.name.as_str()).copied().unwrap_or(0.0),
                 dies,
                 done,
+                landed,
                 flights,
             }
         })
         .collect();
-    let (mut idle, mut periods) = (0, 0);
+    // Each destination: its name, NIC (bytes per second) and memory.
+    let destinations: Vec<(&str, f64, Option<f64>)> = scenario
+        .fleet
+        .hosts
+        .iter()
+        .filter(|h| h.site == evac_model::Site::Destination)
+        .map(|h| (h.name.as_str(), h.nic.0 / 8.0, h.memory.map(|m| m.as_f64())))
+        .collect();
+    let (mut idle, mut periods) = (Vec::new(), 0);
     let mut point = 0;
     let mut t = period / 2.0;
     while t < end {
@@ -173,21 +205,41 @@ fn idle_periods(scenario: &Scenario, run: &RunResult) -> (usize, usize) {
         while point + 1 < run.timeline.len() && run.timeline[point].t_s < t {
             point += 1;
         }
-        let carried = run.timeline.get(point).map_or(0.0, |p| p.wan_throughput_bps);
-        let capacity = scenario
-            .network
-            .capacity_at(std::time::Duration::from_secs_f64(t))
-            .0;
-        if carried < capacity / 2.0 {
-            let busy: std::collections::HashSet<&str> = vms
+        let carried = run.timeline.get(point).map_or(0.0, |p| p.wan_throughput_bps) / 8.0;
+        let busy: std::collections::HashSet<&str> = vms
+            .iter()
+            .filter(|vm| vm.in_flight(t))
+            .map(|vm| vm.host)
+            .collect();
+        let smallest_waiting = vms
+            .iter()
+            .filter(|vm| t < vm.dies && t < vm.done && !vm.in_flight(t) && !busy.contains(vm.host))
+            .map(|vm| vm.memory)
+            .reduce(f64::min);
+        if let Some(smallest) = smallest_waiting {
+            let room = |name: &str, memory: Option<f64>| {
+                memory.is_none_or(|m| {
+                    let held: f64 = vms
+                        .iter()
+                        .filter(|vm| vm.landed.is_some_and(|(d, from)| d == name && from <= t))
+                        .map(|vm| vm.memory)
+                        .sum();
+                    m - held >= smallest
+                })
+            };
+            let into: f64 = destinations
                 .iter()
-                .filter(|vm| vm.in_flight(t))
-                .map(|vm| vm.host)
-                .collect();
-            let waits = vms
-                .iter()
-                .any(|vm| t < vm.dies && t < vm.done && !vm.in_flight(t) && !busy.contains(vm.host));
-            idle += usize::from(waits);
+                .filter(|&&(name, _, memory)| room(name, memory))
+                .map(|&(_, nic, _)| nic)
+                .sum();
+            let wan = scenario
+                .network
+                .capacity_at(std::time::Duration::from_secs_f64(t))
+                .0
+                / 8.0;
+            if carried < wan.min(into) / 2.0 {
+                idle.push(t);
+            }
         }
         t += period;
     }
@@ -308,7 +360,7 @@ fn main() {
                     priority += run.priority_total - run.priority_saved;
                     left += run.not_migrated;
                     let (i, p) = idle_periods(s, run);
-                    (idle, periods) = (idle + i, periods + p);
+                    (idle, periods) = (idle + i.len(), periods + p);
                 }
             }
             println!(
@@ -435,15 +487,20 @@ fn explain(base: &Scenario) {
             run.score.unwrap_or(f64::NAN),
             run.policy,
         );
+        if run.policy.starts_with("deadline") {
+            let (idle, periods) = idle_periods(base, run);
+            eprintln!("  idle WAN in {} of {periods} periods, at {idle:.0?}", idle.len());
+        }
         for vm in &run.vms {
             eprintln!(
-                "  {:<16} {:>8.1} {:>8.1} c{} {:?} {:?}",
+                "  {:<16} {:>8.1} {:>8.1} c{} {:?} {:?} to {}",
                 vm.name,
                 vm.start_s.unwrap_or(f64::NAN),
                 vm.end_s.unwrap_or(f64::NAN),
                 vm.connections.unwrap_or(0),
                 vm.mode,
                 vm.outcome,
+                vm.destination.as_deref().unwrap_or("-"),
             );
             if std::env::var_os("PLANNER_DECISIONS").is_some() {
                 for d in &vm.decisions {

@@ -390,10 +390,15 @@ impl Policy for Deadline {
                 .filter(move |m| scavengers || !this.scavenger[m.vm.0])
                 .map(|m| Running {
                     host: m.source,
+                    // Its destination's NIC bounds it too: behind slow
+                    // destinations, a migration that could carry the WAN
+                    // on its connections fills only its destination.
                     cap: if this.needs_the_path(m, now, target.rate) {
                         f64::INFINITY
                     } else {
-                        this.estimator.own_cap(&m.params)
+                        this.estimator
+                            .own_cap(&m.params)
+                            .min(this.estimator.destination_nic(m.destination))
                     },
                 })
         };

@@ -10,12 +10,17 @@ use crate::plan::{self, Choice, Item};
 use crate::View;
 
 impl Deadline {
-    /// The rate a VM of `host` gets running alone at the WAN's `wan`.
+    /// The rate a VM of `host` gets running alone at the WAN's `wan` (into
+    /// the fastest destination).
     pub(super) fn alone_rate(&self, host: HostId, wan: f64) -> f64 {
-        self.estimator.nic(host).min(wan).min(
-            self.estimator
-                .migration_cap(MAX_CONNECTIONS.max(self.base.connections)),
-        )
+        self.estimator
+            .nic(host)
+            .min(wan)
+            .min(self.estimator.fastest_destination())
+            .min(
+                self.estimator
+                    .migration_cap(MAX_CONNECTIONS.max(self.base.connections)),
+            )
     }
 
     /// A queued VM's modes, preferred first, with their bytes at `rate` on

@@ -16,14 +16,49 @@ impl Evacuation {
             .map_or(u64::MAX, |room| room.0.saturating_sub(self.committed[host.0].0))
     }
 
+    /// Its key in [`Evacuation::least_busy`]: whether nothing flows into
+    /// it yet, then the share of its NIC (bits per second, whole) a
+    /// migration more would get, then its free memory, then its name.
+    ///
+    /// Idle first: a migration into an idle destination adds its whole NIC
+    /// to what crosses, one into a busy one mostly splits what already
+    /// does. By share alone, a second VM went to a busy 1 Gbit/s
+    /// destination (half of it) rather than an idle 500 Mbit/s one (all of
+    /// it), and the two carried 1 Gbit/s where they could have carried 1.5.
+    fn busy_key(&self, host: HostId) -> (bool, u64, u64, Reverse<usize>, HostId) {
+        let inbound = self.inbound[host.0];
+        let share = self.fleet.host(host).nic.0 / (inbound + 1) as f64;
+        (
+            inbound == 0,
+            share as u64,
+            self.free(host),
+            Reverse(self.name_rank[host.0]),
+            host,
+        )
+    }
+
     pub(super) fn file_destination(&mut self, host: HostId) {
         let key = (self.free(host), Reverse(self.name_rank[host.0]), host);
         self.roomiest.insert(key);
+        self.least_busy.insert(self.busy_key(host));
     }
 
     pub(super) fn unfile_destination(&mut self, host: HostId) {
         let key = (self.free(host), Reverse(self.name_rank[host.0]), host);
         self.roomiest.remove(&key);
+        self.least_busy.remove(&self.busy_key(host));
+    }
+
+    /// A migration into `destination` starts (`add`) or ends.
+    pub(super) fn inbound(&mut self, destination: HostId, add: bool) {
+        self.unfile_destination(destination);
+        let inbound = &mut self.inbound[destination.0];
+        *inbound = if add {
+            *inbound + 1
+        } else {
+            inbound.saturating_sub(1)
+        };
+        self.file_destination(destination);
     }
 
     pub(super) fn commit(&mut self, destination: HostId, memory: Bytes, add: bool) {
@@ -44,10 +79,20 @@ impl Evacuation {
             return (self.free(pinned) >= vm.memory.0).then_some(pinned);
         }
         // The roomiest fits, or none does.
-        self.roomiest
-            .last()
-            .filter(|&&(free, _, _)| free >= vm.memory.0)
-            .map(|&(_, _, host)| host)
+        let (roomiest, _, _) = *self.roomiest.last()?;
+        if roomiest < vm.memory.0 {
+            return None;
+        }
+        // Of those that fit, an idle one, else the one whose NIC a
+        // migration more would get the most of: behind destinations with no memory limit (all
+        // equally roomy) every VM went to the first by name, and the
+        // others' NICs idled (docs/planner.md). The walk ends at the
+        // roomiest at the latest.
+        self.least_busy
+            .iter()
+            .rev()
+            .find(|&&(_, _, free, _, _)| free >= vm.memory.0)
+            .map(|&(_, _, _, _, host)| host)
     }
 
     pub(super) fn start(&mut self, vm: VmId, destination: HostId) -> Action {
@@ -61,6 +106,7 @@ impl Evacuation {
         };
         self.add_in_flight(host, true);
         self.commit(destination, self.fleet.vm(vm).memory, true);
+        self.inbound(destination, true);
         let mut params = self.policy.start_params(vm, self.params);
         params.compression = self.compression_for(vm, &params);
         Action::Start {

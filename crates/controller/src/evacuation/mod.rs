@@ -43,6 +43,12 @@ pub struct Evacuation {
     /// The unpinned destinations by (free memory, name descending), so the
     /// roomiest (ties: first by name) is the last: O(log destinations).
     roomiest: BTreeSet<(u64, Reverse<usize>, HostId)>,
+    /// Migrations in flight into each destination host.
+    inbound: Vec<usize>,
+    /// The same destinations by (nothing flowing in, the share of its NIC
+    /// a migration more would get, free memory, name descending): where
+    /// the next VM goes ([`Evacuation::destination_for`]).
+    least_busy: BTreeSet<(bool, u64, u64, Reverse<usize>, HostId)>,
     /// Each destination's rank among the destinations sorted by name.
     name_rank: Vec<usize>,
     last_sample: Option<Sample>,
@@ -219,6 +225,8 @@ impl Evacuation {
             in_flight_total: 0,
             committed: vec![Bytes::ZERO; hosts],
             roomiest: BTreeSet::new(),
+            inbound: vec![0; hosts],
+            least_busy: BTreeSet::new(),
             name_rank,
             last_sample: None,
             window: None,
@@ -285,6 +293,7 @@ impl Evacuation {
             Resumed::InFlight { destination, .. } => {
                 self.add_in_flight(host, true);
                 self.commit(destination, memory, true);
+                self.inbound(destination, true);
                 self.state[vm.0] = VmState::InFlight {
                     destination,
                     attempts,
@@ -314,6 +323,7 @@ impl Evacuation {
                 (vm.host, vm.memory)
             };
             self.add_in_flight(host, false);
+            self.inbound(destination, false);
             match &end.outcome {
                 EndOutcome::Completed => self.state[end.vm.0] = VmState::Done,
                 EndOutcome::Lost => {
