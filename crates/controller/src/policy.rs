@@ -19,6 +19,9 @@ pub struct View<'a> {
     pub in_flight_total: usize,
     /// VMs still waiting to start.
     pub queued: usize,
+    /// Memory promised to each host as a destination (VMs there or on
+    /// their way), indexed by [`HostId`]; empty: none.
+    pub committed: &'a [evac_model::Bytes],
     /// `Some` on the tick that closes a control period: each source host's
     /// NIC throughput over that period, indexed by [`HostId`].
     pub period_throughput: Option<&'a [BitsPerSec]>,

@@ -32,6 +32,9 @@ pub struct Situation<'a> {
     /// The migrations in flight: they keep their share of the WAN until
     /// they end, whatever plan is chosen for the others.
     pub in_flight: &'a [MigrationObs],
+    /// Memory promised to each host as a destination (VMs moved there or
+    /// on their way), indexed by [`evac_model::HostId`]; empty: none.
+    pub committed: &'a [evac_model::Bytes],
 }
 
 /// A plan for the VMs waiting: what a rollout simulates.

@@ -46,6 +46,7 @@ fn main() {
             fleet: &scenario.fleet,
             waiting: &waiting,
             in_flight: &[],
+            committed: &[],
         };
         let wan = scenario.network.wan_bandwidth.0;
         let mut forecasts: Vec<Forecast> = [0.4, 1.0, 1.5]

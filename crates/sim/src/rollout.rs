@@ -6,15 +6,18 @@
 //!
 //! - each migration in flight as a VM still to move, listed first (so every
 //!   candidate starts them before any other, as they are already running),
-//!   with only its remaining bytes of the round as its memory, and its
-//!   dirty rate; its progress and round are not carried over, so its TCP
-//!   ramp and setup are paid again (a small pessimism every candidate
-//!   shares);
+//!   pinned to the destination it is going to, with only its remaining
+//!   bytes of the round as its memory, and its dirty rate; its progress and
+//!   round are not carried over, so its TCP ramp and setup are paid again
+//!   (a small pessimism every candidate shares);
 //! - then the VMs waiting, as they are (memory, dirty rate, priority,
 //!   pinned destination), in the candidate's order;
-//! - every host's power-off counted from now; destinations keep their whole
-//!   room (what the VMs already moved hold is not subtracted): an optimism
-//!   every candidate shares.
+//! - every host's power-off counted from now; each destination's room less
+//!   what is promised to it (the VMs moved there and on their way, as the
+//!   evacuation counts them). Destinations once kept their whole room, an
+//!   optimism that is not shared alike when they differ: on a site whose
+//!   fast destinations had room for 48 GiB, plans counted on them long after
+//!   they were full (docs/planner.md).
 //!
 //! The WAN is the forecast's: constant, or the steps of its trace (the
 //! WAN's last minutes replayed). Its simulation runs the candidate as
@@ -86,22 +89,39 @@ impl Rollout for SimRollout {
 }
 
 /// The rest of the evacuation as a fleet: the migrations in flight (their
-/// remaining bytes), then `waiting` in that order, with every host's
-/// power-off counted from now (hosts keep their ids, so pinned destinations
-/// still point right).
+/// remaining bytes, each on to its own destination), then `waiting` in
+/// that order, with every host's power-off counted from now and each
+/// destination's room less what is promised to it (hosts keep their ids,
+/// so pinned destinations still point right).
 fn rest_of(situation: &Situation<'_>, waiting: &[VmId]) -> Fleet {
     let now = situation.now;
+    // What the rollout's fleet holds again: each migration in flight its
+    // remaining bytes, at its destination.
+    let mut again = vec![Bytes::ZERO; situation.fleet.hosts.len()];
+    for m in situation.in_flight {
+        if let Some(room) = again.get_mut(m.destination.0) {
+            *room += m.bytes_remaining.max(Bytes::mib(1));
+        }
+    }
     let hosts = situation
         .fleet
         .hosts
         .iter()
-        .map(|h| evac_model::Host {
+        .enumerate()
+        .map(|(i, h)| evac_model::Host {
             power_off_at: h
                 .power_off_at
                 .map(|at| Duration::from_secs_f64((at.as_secs_f64() - now).max(0.0))),
             // The planner knows the power-offs announced so far, not those
             // to come.
             power_trace: Vec::new(),
+            // The room the VMs moved and moving leave: a 64 GiB destination
+            // started whole at every rollout made plans that counted on the
+            // fastest destination long after it was full.
+            memory: h.memory.map(|room| {
+                let promised = situation.committed.get(i).copied().unwrap_or(Bytes::ZERO);
+                Bytes(room.0.saturating_sub(promised.0).saturating_add(again[i].0))
+            }),
             ..h.clone()
         })
         .collect();
@@ -112,6 +132,7 @@ fn rest_of(situation: &Situation<'_>, waiting: &[VmId]) -> Fleet {
             memory: left,
             working_set: vm.working_set.min(left),
             disk: Bytes(0),
+            destination: Some(m.destination),
             // Its remaining bytes are the wire's already (zero pages and
             // compression counted): sent as they are; the guest dirties as
             // it does.
@@ -179,12 +200,54 @@ mod tests {
             fleet: &fleet,
             waiting: &[VmId(1), VmId(0)],
             in_flight: &in_flight,
+            committed: &[],
         };
         let rest = rest_of(&situation, situation.waiting);
         assert_eq!(rest.hosts[0].power_off_at, Some(Duration::from_secs(60)));
         let names: Vec<&str> = rest.vms.iter().map(|vm| vm.name.as_str()).collect();
         assert_eq!(names, ["moving", "small", "big"]);
         assert_eq!(rest.vms[0].memory, Bytes::mib(100));
+    }
+
+    #[test]
+    fn the_rest_starts_each_destination_with_the_room_left_and_each_migration_on_its_way() {
+        // b has 10 GiB; 6 GiB are promised to it (moved or moving), of
+        // which the migration in flight still has 100 MiB to send: the
+        // rollout lists that VM again with 100 MiB, pinned to b, so b's
+        // room is 10 GiB - 6 GiB + 100 MiB.
+        let mut fleet = fleet();
+        fleet.hosts[1].memory = Some(Bytes::gib(10));
+        let in_flight = [moving(1e9, Bytes::mib(100))];
+        let committed = [Bytes::ZERO, Bytes::gib(6)];
+        let situation = Situation {
+            now: 40.0,
+            fleet: &fleet,
+            waiting: &[VmId(1)],
+            in_flight: &in_flight,
+            committed: &committed,
+        };
+        let rest = rest_of(&situation, situation.waiting);
+        assert_eq!(rest.hosts[1].memory, Some(Bytes(4 * (1 << 30) + 100 * (1 << 20))));
+        assert_eq!(
+            rest.hosts[0].memory, fleet.hosts[0].memory,
+            "a source keeps its own"
+        );
+        assert_eq!(rest.vms[0].destination, Some(HostId(1)));
+        assert_eq!(
+            rest.vms[1].destination, None,
+            "a waiting VM goes where there is room"
+        );
+        // More promised than there is room (a resumed run): none, not a
+        // wrap-around.
+        let committed = [Bytes::ZERO, Bytes::gib(12)];
+        let rest = rest_of(
+            &Situation {
+                committed: &committed,
+                ..situation
+            },
+            situation.waiting,
+        );
+        assert_eq!(rest.hosts[1].memory, Some(Bytes::mib(100)));
     }
 
     #[test]
@@ -199,6 +262,7 @@ mod tests {
             fleet: &fleet,
             waiting: &[VmId(0), VmId(1)],
             in_flight: &[],
+            committed: &[],
         };
         let network = Network {
             wan_bandwidth: BitsPerSec(1e9),

@@ -97,6 +97,7 @@ impl Deadline {
             fleet: view.fleet,
             waiting: &waiting,
             in_flight: &view.observations.migrations,
+            committed: view.committed,
         };
         let verdicts: Vec<Vec<Verdict>> = candidates
             .iter()

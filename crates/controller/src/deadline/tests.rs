@@ -51,6 +51,7 @@ fn with_view<R>(fleet: &Fleet, observations: &Observations, f: impl FnOnce(&View
         in_flight: &in_flight,
         in_flight_total: observations.migrations.len(),
         queued: 1,
+        committed: &[],
         period_throughput: None,
         sending_hosts: None,
     };

@@ -396,6 +396,7 @@ impl Evacuation {
             in_flight: &self.in_flight,
             in_flight_total: self.in_flight_total,
             queued: self.queued,
+            committed: &self.committed,
             period_throughput: fresh.then_some(self.throughput.as_slice()),
             sending_hosts: Some(&self.sending),
         };
