@@ -103,25 +103,20 @@ pub struct Sample {
 impl Estimator {
     /// `connection_cap` in bytes per second, if known.
     pub fn new(fleet: &Fleet, connection_cap: Option<f64>) -> Self {
-        let destinations = || {
-            fleet
-                .hosts
-                .iter()
-                .filter(|h| h.site == evac_model::Site::Destination)
-                .map(|h| h.nic.to_bytes_per_sec().0)
-        };
+        let destination_nic: Vec<f64> = fleet
+            .hosts
+            .iter()
+            .map(|h| match h.site {
+                evac_model::Site::Destination => h.nic.to_bytes_per_sec().0,
+                evac_model::Site::Source => f64::INFINITY,
+            })
+            .collect();
+        let destinations = || destination_nic.iter().copied().filter(|c| c.is_finite());
         Self {
             nic: fleet.hosts.iter().map(|h| h.nic.to_bytes_per_sec().0).collect(),
-            destination_nic: fleet
-                .hosts
-                .iter()
-                .map(|h| match h.site {
-                    evac_model::Site::Destination => h.nic.to_bytes_per_sec().0,
-                    evac_model::Site::Source => f64::INFINITY,
-                })
-                .collect(),
             into_destinations: destinations().sum(),
             fastest_destination: destinations().fold(0.0, f64::max),
+            destination_nic,
             per_connection: connection_cap.filter(|c| c.is_finite() && *c > 0.0),
             history: VecDeque::new(),
             current: None,

@@ -84,10 +84,10 @@ impl Evacuation {
             return None;
         }
         // Of those that fit, an idle one, else the one whose NIC a
-        // migration more would get the most of: behind destinations with no memory limit (all
-        // equally roomy) every VM went to the first by name, and the
-        // others' NICs idled (docs/planner.md). The walk ends at the
-        // roomiest at the latest.
+        // migration more would get the most of: behind destinations with
+        // no memory limit (all equally roomy) every VM went to the first
+        // by name, and the others' NICs idled (docs/planner.md). The walk
+        // ends at the roomiest at the latest.
         self.least_busy
             .iter()
             .rev()
